@@ -1,0 +1,1 @@
+"""The ``privrank`` command line: thin typer commands over the library."""

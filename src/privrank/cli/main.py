@@ -1,0 +1,43 @@
+"""Entry point of the ``privrank`` console script.
+
+Every :class:`~privrank.errors.PrivrankError` becomes one clear line on stderr and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+from privrank.cli import app as _app_module
+from privrank.errors import PrivrankError
+
+# Command modules register their commands on import.
+from privrank.cli import data_io  # noqa: F401, E402  isort: skip
+
+EXIT_USAGE = 2
+
+
+def app() -> None:
+    """Run the CLI, mapping privrank errors to exit code 2."""
+    try:
+        _app_module.app(standalone_mode=False)
+    except PrivrankError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    app()
