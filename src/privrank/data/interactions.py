@@ -450,7 +450,9 @@ def _normalise_table(table: pa.Table) -> pa.Table:
         column = table.column(name)
         if column.null_count:
             raise DataError(f"null values in column {name!r}", expected="no nulls")
-        columns.append(column.cast(_COLUMN_TYPES[name]).combine_chunks())
+        column = column.cast(_COLUMN_TYPES[name])
+        # one chunk is used as is: combine_chunks would copy it
+        columns.append(column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
     return pa.table(dict(zip(names, columns, strict=True)))
 
 
