@@ -1,7 +1,295 @@
-"""``privrank data import | validate | stats``: bring interaction files into the workspace."""
+"""``privrank data import | validate | stats``: bring interaction files into the workspace.
+
+``import`` reads a catalog data set (``ml-100k``, ``beauty``, ...) or a file, validates it
+(strict by default: any bad line refuses the whole file, exit code 2, nothing written), applies
+the requested curation steps, and saves the result atomically under
+``$PRIVRANK_HOME/datasets/<name>``. ``validate`` only checks a file. ``stats`` describes a saved
+data set (the last import by default).
+"""
 
 from __future__ import annotations
 
-from privrank.cli.app import data_app
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
 
-__all__ = ["data_app"]
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from privrank.cli.app import data_app
+from privrank.data import catalog
+from privrank.data.curation import CurationConfig, curate
+from privrank.data.interactions import Interactions
+from privrank.data.readers import FORMATS, ReadOptions, read_interactions, validate_file
+from privrank.data.stats import dataset_stats, stats_table
+from privrank.data.workspace import dataset_path, remember_import
+from privrank.errors import ConfigError, DataError
+from privrank.settings import datasets_dir
+
+__all__ = ["import_command", "stats_command", "validate_command"]
+
+console = Console()
+
+Format = StrEnum("Format", {name: name for name in FORMATS})  # type: ignore[misc]
+
+
+class OnError(StrEnum):
+    """What to do with bad lines."""
+
+    strict = "strict"
+    quarantine = "quarantine"
+
+
+class Duplicates(StrEnum):
+    """Policy for repeated (user, item) pairs."""
+
+    keep = "keep"
+    first = "first"
+    last = "last"
+    sum = "sum"
+
+
+class CapStrategy(StrEnum):
+    """Which rows a per-user cap keeps."""
+
+    most_recent = "most_recent"
+    uniform = "uniform"
+
+
+def read_options(
+    fmt: str,
+    *,
+    on_error: str = "strict",
+    rejects: Path | None = None,
+    name: str | None = None,
+    columns: dict[str, str | None] | None = None,
+    has_header: bool | None = None,
+    delimiter: str | None = None,
+) -> ReadOptions:
+    """Build :class:`ReadOptions` from command-line values (``ConfigError`` when invalid)."""
+    mapping = {k: _column(v) for k, v in (columns or {}).items() if v is not None}
+    params: dict[str, Any] = {"format": fmt, "on_error": on_error, **mapping}
+    for key, value in (
+        ("rejects_path", rejects),
+        ("name", name),
+        ("has_header", has_header),
+        ("delimiter", delimiter),
+    ):
+        if value is not None:
+            params[key] = value
+    try:
+        return ReadOptions(**params)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"invalid read options: {exc}") from exc
+
+
+def _column(value: str) -> str | int:
+    return int(value) if value.isdigit() else value
+
+
+@data_app.command("import")
+def import_command(
+    source: Annotated[str, typer.Argument(help="A catalog name (ml-100k, beauty, ...) or a file.")],
+    fmt: Annotated[
+        Format | None, typer.Option("--format", help="File format (catalog names know theirs).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Name in the workspace.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: workspace).")] = None,
+    on_error: Annotated[OnError, typer.Option(help="strict or quarantine.")] = OnError.strict,
+    rejects: Annotated[Path | None, typer.Option(help="Rejects file (quarantine).")] = None,
+    user_col: Annotated[str | None, typer.Option(help="User column (csv/tsv/parquet).")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Item column.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
+    value_col: Annotated[str | None, typer.Option(help="Value column.")] = None,
+    header: Annotated[
+        bool | None, typer.Option("--header/--no-header", help="Generic CSV/TSV header line.")
+    ] = None,
+    delimiter: Annotated[str | None, typer.Option(help="Generic CSV/TSV separator.")] = None,
+    duplicates: Annotated[
+        Duplicates, typer.Option(help="Repeated (user, item) pairs.")
+    ] = Duplicates.keep,
+    min_value: Annotated[
+        float | None, typer.Option(help="Implicit feedback: keep rows with value >= this.")
+    ] = None,
+    binarize: Annotated[bool, typer.Option(help="Drop the value column after --min-value.")] = (
+        False
+    ),
+    k_core: Annotated[
+        int | None, typer.Option(help="Iterated k-core: users and items with >= k rows.")
+    ] = None,
+    min_per_user: Annotated[int | None, typer.Option(help="Drop users with fewer rows.")] = None,
+    max_per_user: Annotated[
+        int | None, typer.Option(help="Contribution bound: keep at most this many rows per user.")
+    ] = None,
+    cap_strategy: Annotated[
+        CapStrategy, typer.Option(help="Rows kept by --max-per-user.")
+    ] = CapStrategy.most_recent,
+    seed: Annotated[int, typer.Option(help="Seed of --cap-strategy uniform.")] = 0,
+    since: Annotated[int | None, typer.Option(help="Keep rows with timestamp >= this.")] = None,
+    until: Annotated[int | None, typer.Option(help="Keep rows with timestamp < this.")] = None,
+) -> None:
+    """Import, validate and curate interactions, then save them to the workspace."""
+    in_catalog = source in catalog.names()
+    fmt_name, default_name = _source_format(source, None if fmt is None else fmt.value)
+    name = name or default_name
+    options = read_options(
+        fmt_name,
+        on_error=on_error.value,
+        rejects=rejects,
+        name=name,
+        columns={
+            "user_col": user_col,
+            "item_col": item_col,
+            "time_col": time_col,
+            "value_col": value_col,
+        },
+        has_header=header,
+        delimiter=delimiter,
+    )
+    curation = _curation_config(
+        duplicates=duplicates.value,
+        min_value=min_value,
+        binarize=binarize,
+        k_core=k_core,
+        min_per_user=min_per_user,
+        max_per_user=max_per_user,
+        cap_strategy=cap_strategy.value,
+        seed=seed,
+        since=since,
+        until=until,
+    )
+    with console.status(f"reading {source}"):
+        if in_catalog:  # resolved, read and checked against the pinned SHA-256
+            overrides = options.model_dump(exclude_unset=True, exclude={"format", "name"})
+            overrides["name"] = name
+            result = catalog.load(source, **overrides)
+        else:
+            result = read_interactions(source, options)
+    data = result.interactions
+    if result.rejected:
+        console.print(
+            f"[yellow]quarantined {result.rejected:,} of {result.source_rows:,} lines[/] "
+            f"({result.report.summary_counts()}); written to {result.rejects_path}"
+        )
+    if curation is not None:
+        data = curate(data, curation)
+        _print_curation(data)
+    destination = out or datasets_dir() / name
+    data.save(destination)
+    remember_import(destination)
+    console.print(f"imported [bold]{name}[/] → {destination}")
+    console.print(stats_table(dataset_stats(data)))
+
+
+@data_app.command("validate")
+def validate_command(
+    file: Annotated[Path, typer.Argument(help="The file to check.")],
+    fmt: Annotated[Format, typer.Option("--format", help="File format.")],
+    user_col: Annotated[str | None, typer.Option(help="User column (csv/tsv/parquet).")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Item column.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
+    value_col: Annotated[str | None, typer.Option(help="Value column.")] = None,
+    header: Annotated[
+        bool | None, typer.Option("--header/--no-header", help="Generic CSV/TSV header line.")
+    ] = None,
+    delimiter: Annotated[str | None, typer.Option(help="Generic CSV/TSV separator.")] = None,
+) -> None:
+    """Check a file without importing it; exit code 2 with every problem located if bad."""
+    options = read_options(
+        fmt.value,
+        columns={
+            "user_col": user_col,
+            "item_col": item_col,
+            "time_col": time_col,
+            "value_col": value_col,
+        },
+        has_header=header,
+        delimiter=delimiter,
+    )
+    report = validate_file(file, options)
+    report.raise_for_problems()
+    console.print(f"[green]ok[/]: {file} holds {report.source_rows:,} valid {fmt.value} lines")
+
+
+@data_app.command("stats")
+def stats_command(
+    dataset: Annotated[
+        str | None, typer.Argument(help="Workspace name or dataset directory (default: last).")
+    ] = None,
+) -> None:
+    """Users, items, interactions, density, Gini of item popularity, length quantiles."""
+    path = dataset_path(dataset)
+    data = Interactions.load(path)
+    console.print(stats_table(dataset_stats(data)))
+    _print_curation(data)
+
+
+def _source_format(source: str, fmt: str | None) -> tuple[str, str]:
+    """A catalog name or a file → (format, default workspace name)."""
+    if source in catalog.names():
+        entry = catalog.entry(source)
+        if fmt is not None and fmt != entry.format:
+            raise ConfigError(
+                f"{source} is a catalog data set in format {entry.format!r}; got --format {fmt}"
+            )
+        return entry.format, source
+    path = Path(source)
+    if not path.exists():
+        raise DataError(
+            "no such file or catalog data set",
+            path=path,
+            expected=f"a file, or one of {', '.join(catalog.names())}",
+        )
+    if fmt is None:
+        raise ConfigError(f"--format is needed for a file; one of {', '.join(FORMATS)}")
+    return fmt, path.stem
+
+
+def _curation_config(
+    *,
+    duplicates: str,
+    min_value: float | None,
+    binarize: bool,
+    k_core: int | None,
+    min_per_user: int | None,
+    max_per_user: int | None,
+    cap_strategy: str,
+    seed: int,
+    since: int | None,
+    until: int | None,
+) -> CurationConfig | None:
+    params: dict[str, Any] = {}
+    if since is not None or until is not None:
+        params["time_window"] = {"start": since, "end": until}
+    if duplicates != "keep":
+        params["duplicates"] = duplicates
+    if min_value is not None or binarize:
+        params["threshold"] = {"min_value": min_value, "binarize": binarize}
+    if k_core is not None:
+        params["k_core"] = {"user_k": k_core, "item_k": k_core}
+    if min_per_user is not None:
+        params["min_per_user"] = min_per_user
+    if max_per_user is not None:
+        params["max_per_user"] = {"n": max_per_user, "strategy": cap_strategy, "seed": seed}
+    return CurationConfig(**params) if params else None
+
+
+def _print_curation(data: Interactions) -> None:
+    steps = data.metadata.curation
+    if not steps:
+        return
+    table = Table(title="curation")
+    for column in ("step", "parameters", "rows before", "removed", "rows after"):
+        table.add_column(
+            column, justify="right" if "rows" in column or column == "removed" else "left"
+        )
+    for step in steps:
+        table.add_row(
+            step.name,
+            ", ".join(f"{k}={v}" for k, v in step.params.items()),
+            f"{step.rows_before:,}",
+            f"{step.removed:,}",
+            f"{step.rows_after:,}",
+        )
+    console.print(table)

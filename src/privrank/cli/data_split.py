@@ -18,6 +18,7 @@ from rich.table import Table
 from privrank.cli.app import data_app
 from privrank.data.interactions import Interactions
 from privrank.data.splits import Split, parse_split_spec, split
+from privrank.data.workspace import dataset_path
 from privrank.errors import ConfigError
 
 __all__ = ["build_spec", "split_command"]
@@ -85,8 +86,9 @@ def build_spec(protocol: Protocol, unseen: Unseen = Unseen.keep, **options: Any)
 
 @data_app.command("split")
 def split_command(
-    dataset_dir: Annotated[
-        Path, typer.Argument(help="A dataset directory written by `privrank data import`.")
+    dataset: Annotated[
+        str,
+        typer.Argument(help="A workspace name or a dataset directory (`privrank data import`)."),
     ],
     protocol: Annotated[Protocol, typer.Option(help="Split protocol.")] = Protocol.holdout,
     fraction: Annotated[
@@ -126,6 +128,7 @@ def split_command(
         cut=cut,
         fold_in_fraction=fold_in_fraction,
     )
+    dataset_dir = dataset_path(dataset)
     destination = out if out is not None else dataset_dir / "splits" / protocol.value
     console = Console()
     with console.status(f"loading {dataset_dir}"):

@@ -14,29 +14,18 @@ from privrank.cli import app as _app_module
 from privrank.errors import PrivrankError
 
 # Command modules register their commands on import.
-from privrank.cli import data_io, data_split  # noqa: F401  isort: skip
+from privrank.cli import data_io, data_split, data_synth, demo  # noqa: F401  isort: skip
 
 EXIT_USAGE = 2
 
 
 def app() -> None:
-    """Run the CLI, mapping privrank errors to exit code 2."""
+    """Run the CLI, mapping privrank errors to exit code 2 (usage errors exit 2 too)."""
     try:
-        _app_module.app(standalone_mode=False)
+        _app_module.app()
     except PrivrankError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":
