@@ -1,0 +1,105 @@
+"""Turning train/test :class:`~privrank.data.Interactions` into the arrays the evaluators use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from privrank.data.interactions import Interactions
+from privrank.errors import ConfigError, DataError
+
+__all__ = ["PairSet", "check_same_vocabulary", "pair_set"]
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """Duplicate-free (user, item) pairs as a CSR structure with optional grades.
+
+    Attributes:
+        indptr: ``int64 [n_users + 1]`` row pointer.
+        indices: ``int64`` item codes, ascending within each user.
+        grades: ``float64`` grade of each pair, or ``None`` (binary).
+        n_users: Rows.
+        n_items: Columns.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    grades: np.ndarray | None
+    n_users: int
+    n_items: int
+
+    def counts(self) -> np.ndarray:
+        """Pairs per user."""
+        return np.diff(self.indptr)
+
+    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether each ``(users[e], items[e])`` pair is in the set."""
+        keys = _row_of(self.indptr) * self.n_items + self.indices
+        query = np.asarray(users, np.int64) * self.n_items + np.asarray(items, np.int64)
+        found = np.searchsorted(keys, query)
+        inside = found < len(keys)
+        hit = np.zeros(len(query), dtype=bool)
+        hit[inside] = keys[found[inside]] == query[inside]
+        return hit
+
+
+def check_same_vocabulary(train: Interactions, test: Interactions) -> None:
+    """Raise :class:`ConfigError` unless train and test share their user and item id maps."""
+    problems = []
+    for name, a, b in (
+        ("users", train.user_ids, test.user_ids),
+        ("items", train.item_ids, test.item_ids),
+    ):
+        if len(a) != len(b) or not a.equals(b):
+            problems.append(f"{name} ({len(a)} in train, {len(b)} in test)")
+    if problems:
+        raise ConfigError(
+            "train and test must share one vocabulary (split one Interactions); they differ in "
+            + " and ".join(problems)
+        )
+
+
+def pair_set(data: Interactions, *, graded: bool = False) -> PairSet:
+    """The distinct (user, item) pairs of ``data``, with the largest value as grade if graded.
+
+    Raises:
+        ConfigError: ``graded`` but the data has no ``value`` column.
+        DataError: ``graded`` and a value is not ``> 0`` (a grade must mark a relevant item).
+    """
+    n_users, n_items = data.n_users, data.n_items
+    keys = data.users().astype(np.int64) * n_items + data.items()
+    values = None
+    if graded:
+        values = data.values()
+        if values is None:
+            raise ConfigError(
+                f"graded relevance needs a value column; {data.metadata.name!r} has none"
+            )
+        values = values.astype(np.float64)
+        bad = ~(values > 0)
+        if bad.any():
+            raise DataError(
+                f"{int(bad.sum())} test values are not > 0",
+                field="value",
+                value=values[bad][:5].tolist(),
+                expected="grades > 0 (every test interaction is relevant)",
+            )
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(first)
+    unique = keys[starts]
+    grades = None
+    if values is not None:
+        grades = np.maximum.reduceat(values[order], starts) if len(starts) else values[:0]
+    users = unique // n_items
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    return PairSet(indptr, unique % n_items, grades, n_users, n_items)
+
+
+def _row_of(indptr: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))

@@ -1,0 +1,326 @@
+"""Full-ranking evaluation: score every item for every test user, in bounded-memory batches.
+
+The protocol, spelled out: a user is evaluated when the test data holds at least one
+interaction of theirs (users without are excluded and counted). For each evaluated user the
+scorer ranks the **whole catalogue**; the user's training items are removed from the ranking
+(score set to ``-inf``) unless ``exclude_train=False``; the top ``max(cutoffs)`` items are taken
+with the deterministic rule of :mod:`privrank.metrics.topk` (ties: lower item code first); the
+metrics of :mod:`privrank.metrics.ranking` and :mod:`privrank.metrics.beyond` are computed per
+user and kept. Every test interaction of the user is relevant (grade 1), or, with
+``graded=True``, has the test ``value`` as grade (the largest, if a pair repeats).
+
+Memory: one ``[batch_size, n_items]`` score matrix at a time plus ``O(batch_size * n_items / 16)``
+for the top-k; the per-user results are ``O(users * metrics)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from privrank.data.interactions import Interactions
+from privrank.errors import ConfigError
+from privrank.metrics import beyond, ranking
+from privrank.metrics._prepare import PairSet, check_same_vocabulary, pair_set
+from privrank.metrics.topk import as_score_array, mask_items, ragged_rows, top_k
+
+__all__ = [
+    "AGGREGATE_METRICS",
+    "BEYOND_METRICS",
+    "RANKING_METRICS",
+    "EvaluationConfig",
+    "EvaluationResult",
+    "EvaluationTiming",
+    "Scorer",
+    "evaluate",
+    "metric_names",
+]
+
+#: Scores every item for a batch of user codes: ``[len(users), n_items]``, higher is better.
+#: The evaluator owns the returned array and may overwrite it (set ``copy_scores`` otherwise).
+Scorer = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
+
+RankingMetric = Literal["recall", "precision", "ndcg", "mrr", "hit_rate", "map"]
+RANKING_METRICS: tuple[str, ...] = ("recall", "precision", "ndcg", "mrr", "hit_rate", "map")
+#: Per-user beyond-accuracy metrics (means skip users with an empty list).
+BEYOND_METRICS: tuple[str, ...] = ("novelty", "arp")
+#: Catalogue-level metrics (one number per cutoff, no per-user values).
+AGGREGATE_METRICS: tuple[str, ...] = ("coverage", "gini")
+
+
+class EvaluationConfig(BaseModel):
+    """How to evaluate (see the module docstring for the protocol).
+
+    Attributes:
+        cutoffs: List lengths ``k`` to report (sorted, unique).
+        metrics: Ranking metrics to compute at every cutoff.
+        beyond_accuracy: Also compute novelty, ARP (per user), coverage and Gini (per cutoff).
+        graded: Use test values as relevance grades (NDCG with ``ndcg_gain``); otherwise binary.
+        ndcg_gain: Gain of graded NDCG: ``linear`` (``rel``) or ``exponential`` (``2^rel - 1``).
+        recall_denominator: ``relevant`` (``|R|``) or ``min_k_relevant`` (``min(k, |R|)``).
+        map_denominator: ``min_k_relevant`` (``min(k, |R|)``) or ``relevant`` (``|R|``).
+        exclude_train: Remove each user's training items from their ranking.
+        batch_size: Users scored at once (memory: ``batch_size * n_items`` scores).
+        copy_scores: Copy the scorer's output before masking it (when it returns shared state).
+        keep_recommendations: Keep the ``[users, max(cutoffs)]`` top lists in the result.
+        threads: Top-k worker threads (default: ``torch.get_num_threads()``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cutoffs: tuple[int, ...] = (10, 20)
+    metrics: tuple[RankingMetric, ...] = RANKING_METRICS  # type: ignore[assignment]
+    beyond_accuracy: bool = True
+    graded: bool = False
+    ndcg_gain: Literal["linear", "exponential"] = "linear"
+    recall_denominator: ranking.Denominator = "relevant"
+    map_denominator: ranking.Denominator = "min_k_relevant"
+    exclude_train: bool = True
+    batch_size: int = Field(1024, ge=1)
+    copy_scores: bool = False
+    keep_recommendations: bool = False
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("cutoffs")
+    @classmethod
+    def _cutoffs(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError(f"cutoffs must be a non-empty list of integers >= 1, got {value}")
+        return tuple(sorted(set(value)))
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+
+@dataclass(frozen=True)
+class EvaluationTiming:
+    """Where the time went (seconds, wall clock).
+
+    Attributes:
+        scoring: Inside the scorer (the model's work: e.g. the factor matrix multiply).
+        ranking: Taking over the scores (a copy only if needed or asked), excluding training
+            items and the top-k selection.
+        metrics: Matching lists with relevance and computing every metric.
+        total: The whole call, preparation (building the train/test pair sets) included.
+    """
+
+    scoring: float
+    ranking: float
+    metrics: float
+    total: float
+
+    @property
+    def evaluation(self) -> float:
+        """Everything but scoring in the batch loop: ``ranking + metrics``."""
+        return self.ranking + self.metrics
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Per-user metric vectors, their means and the catalogue-level metrics.
+
+    Attributes:
+        users: ``int64`` codes of the evaluated users, ascending.
+        per_user: ``"ndcg@10"`` → ``float64`` array aligned with ``users``.
+        aggregate: ``"coverage@10"``, ``"gini@10"`` → value.
+        counts: Users evaluated, excluded (no test items), cold (no training items), and
+            test pairs that are training pairs too (unreachable when excluded).
+        timing: Time spent scoring vs ranking and computing metrics.
+        config: The configuration used (:class:`EvaluationConfig`, or a
+            :class:`~privrank.metrics.sampled.SampledConfig` for sampled results).
+        recommendations: ``[users, max(cutoffs)]`` top lists if kept, else ``None``.
+        protocol: ``"full_ranking"``.
+    """
+
+    users: np.ndarray
+    per_user: dict[str, np.ndarray]
+    aggregate: dict[str, float]
+    counts: dict[str, int]
+    timing: EvaluationTiming
+    config: BaseModel
+    recommendations: np.ndarray | None = None
+    protocol: str = "full_ranking"
+    _means: dict[str, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def means(self) -> dict[str, float]:
+        """Mean over users of every per-user metric (NaN entries skipped), plus the aggregates."""
+        if not self._means:
+            for name, values in self.per_user.items():
+                finite = values[~np.isnan(values)]
+                self._means[name] = float(finite.mean()) if len(finite) else float("nan")
+            self._means.update(self.aggregate)
+        return self._means
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (no per-user arrays)."""
+        timing = self.timing
+        return {
+            "protocol": self.protocol,
+            "config": self.config.model_dump(mode="json"),
+            "counts": dict(self.counts),
+            "means": dict(self.means),
+            "timing": {
+                "scoring_s": timing.scoring,
+                "ranking_s": timing.ranking,
+                "metrics_s": timing.metrics,
+                "evaluation_s": timing.evaluation,
+                "total_s": timing.total,
+            },
+        }
+
+
+def evaluate(
+    score: Scorer,
+    train: Interactions,
+    test: Interactions,
+    config: EvaluationConfig | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate a scorer by full ranking on a train/test split.
+
+    Args:
+        score: Maps a batch of user codes to ``[batch, n_items]`` scores (numpy or torch).
+        train: Training interactions (the items excluded from each user's ranking, and the
+            popularity used by novelty and ARP).
+        test: Test interactions (relevance); same vocabulary as ``train``.
+        config: Options; defaults to :class:`EvaluationConfig()`.
+        progress: Called as ``progress(users_done, users_total)`` after every batch.
+
+    Returns:
+        Per-user metrics, means, counts and timing.
+
+    Raises:
+        ConfigError: Vocabularies differ, or the scorer returns the wrong shape.
+        DataError: Graded values that are not positive, or NaN scores.
+    """
+    config = config or EvaluationConfig()
+    started = time.perf_counter()
+    check_same_vocabulary(train, test)
+    seen = pair_set(train)
+    relevant = pair_set(test, graded=config.graded)
+    users = np.flatnonzero(relevant.counts() > 0).astype(np.int64)
+    cold = int(np.count_nonzero(seen.counts()[users] == 0))
+    rel_users = np.repeat(np.arange(relevant.n_users), relevant.counts())
+    overlap = int(np.count_nonzero(seen.contains(rel_users, relevant.indices)))
+    counts = {
+        "users_evaluated": len(users),
+        "users_without_test_items": int(relevant.n_users - len(users)),
+        "cold_users": cold,
+        "test_pairs": len(relevant.indices),
+        "test_pairs_in_train": overlap,
+    }
+    state = _Accumulator(config, len(users), test.n_items, seen)
+    depth = config.cutoffs[-1]
+    for start in range(0, len(users), config.batch_size):
+        batch = users[start : start + config.batch_size]
+        tick = time.perf_counter()
+        raw = score(batch)
+        scored = time.perf_counter()
+        scores = as_score_array(raw, copy=config.copy_scores)
+        if scores.shape != (len(batch), test.n_items):
+            raise ConfigError(
+                f"the scorer returned shape {scores.shape} for {len(batch)} users, "
+                f"expected ({len(batch)}, {test.n_items})"
+            )
+        if config.exclude_train:
+            rows, items, _ = ragged_rows(seen.indptr, seen.indices, batch)
+            mask_items(scores, rows, items)
+        top = top_k(scores, depth, threads=config.threads)
+        ranked = time.perf_counter()
+        state.add(slice(start, start + len(batch)), batch, top.items, relevant)
+        done = time.perf_counter()
+        state.scoring += scored - tick
+        state.ranking += ranked - scored
+        state.metrics += done - ranked
+        if progress is not None:
+            progress(start + len(batch), len(users))
+    timing = EvaluationTiming(
+        state.scoring, state.ranking, state.metrics, time.perf_counter() - started
+    )
+    return EvaluationResult(
+        users=users,
+        per_user=state.per_user,
+        aggregate=state.aggregates(),
+        counts=counts,
+        timing=timing,
+        config=config,
+        recommendations=state.recommendations,
+    )
+
+
+class _Accumulator:
+    """Per-user arrays filled batch by batch, plus exposure counts per cutoff."""
+
+    def __init__(self, config: EvaluationConfig, n_users: int, n_items: int, seen: PairSet):
+        self.config = config
+        self.n_items = n_items
+        self.scoring = self.ranking = self.metrics = 0.0
+        names = metric_names(config)
+        if config.beyond_accuracy:
+            self.popularity = beyond.item_popularity(seen.indptr, seen.indices, n_items)
+            self.information = beyond.self_information(
+                self.popularity, int(np.count_nonzero(seen.counts()))
+            )
+            self.exposure = {k: np.zeros(n_items, dtype=np.int64) for k in config.cutoffs}
+        self.per_user = {name: np.empty(n_users, dtype=np.float64) for name in names}
+        depth = config.cutoffs[-1]
+        self.recommendations = (
+            np.empty((n_users, depth), dtype=np.int64) if config.keep_recommendations else None
+        )
+
+    def add(self, where: slice, batch: np.ndarray, top: np.ndarray, relevant: PairSet) -> None:
+        config = self.config
+        position, items, grades = ragged_rows(
+            relevant.indptr, relevant.indices, batch, relevant.grades
+        )
+        judged = ranking.RankedRelevance.from_lists(top, position, items, grades)
+        for k in config.cutoffs:
+            for metric in config.metrics:
+                self.per_user[f"{metric}@{k}"][where] = self._metric(metric, judged, k)
+        if config.beyond_accuracy:
+            novelty = beyond.list_means(top, self.information, config.cutoffs)
+            popularity = beyond.list_means(top, self.popularity, config.cutoffs)
+            for k in config.cutoffs:
+                self.per_user[f"novelty@{k}"][where] = novelty[k]
+                self.per_user[f"arp@{k}"][where] = popularity[k]
+                self.exposure[k] += beyond.exposure_counts(top, k, self.n_items)
+        if self.recommendations is not None:
+            self.recommendations[where] = top
+
+    def _metric(self, metric: str, judged: ranking.RankedRelevance, k: int) -> np.ndarray:
+        config = self.config
+        return ranking.compute(
+            metric,
+            judged,
+            k,
+            gain=config.ndcg_gain if config.graded else "binary",
+            recall_denominator=config.recall_denominator,
+            map_denominator=config.map_denominator,
+        )
+
+    def aggregates(self) -> dict[str, float]:
+        if not self.config.beyond_accuracy:
+            return {}
+        out = {}
+        for k in self.config.cutoffs:
+            out[f"coverage@{k}"] = beyond.catalog_coverage(self.exposure[k])
+            out[f"gini@{k}"] = beyond.gini(self.exposure[k])
+        return out
+
+
+def metric_names(config: EvaluationConfig) -> Sequence[str]:
+    """The per-user metric names a result of ``config`` holds, in order."""
+    names = [f"{m}@{k}" for m in config.metrics for k in config.cutoffs]
+    if config.beyond_accuracy:
+        names += [f"{m}@{k}" for m in BEYOND_METRICS for k in config.cutoffs]
+    return names

@@ -1,0 +1,1 @@
+"""Tests of privrank.metrics."""
