@@ -1,0 +1,58 @@
+"""Recommender models behind one contract (see :mod:`privrank.models.base`).
+
+Importing this package registers every built-in model under its name:
+
+==================  ==========================================================
+``most-popular``    :class:`MostPopular`: item popularity, the cold-start fallback
+``itemknn``         :class:`ItemKNN`: item kNN, shrunk cosine, top-k neighbours
+``ease``            :class:`EASE`: closed-form shallow autoencoder
+``ials``            :class:`IALS`: implicit ALS, frequency-scaled regularisation
+``implicit-als``    :class:`ImplicitALS`: implicit's ALS, as a peer
+``implicit-bpr``    :class:`ImplicitBPR`: implicit's BPR, as a peer
+==================  ==========================================================
+"""
+
+from privrank.models.base import (
+    FitOptions,
+    FitProgress,
+    IdRecommendations,
+    ModelConfig,
+    ModelFitError,
+    Query,
+    Recommender,
+    create_model,
+    model_class,
+    model_names,
+    register,
+)
+from privrank.models.ease import EASE, EASEConfig
+from privrank.models.ials import IALS, IALSConfig
+from privrank.models.itemknn import ItemKNN, ItemKNNConfig
+from privrank.models.peers import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
+from privrank.models.popular import MostPopular, MostPopularConfig
+
+__all__ = [
+    "EASE",
+    "IALS",
+    "EASEConfig",
+    "FitOptions",
+    "FitProgress",
+    "IALSConfig",
+    "IdRecommendations",
+    "ImplicitALS",
+    "ImplicitALSConfig",
+    "ImplicitBPR",
+    "ImplicitBPRConfig",
+    "ItemKNN",
+    "ItemKNNConfig",
+    "ModelConfig",
+    "ModelFitError",
+    "MostPopular",
+    "MostPopularConfig",
+    "Query",
+    "Recommender",
+    "create_model",
+    "model_class",
+    "model_names",
+    "register",
+]

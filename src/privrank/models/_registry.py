@@ -1,0 +1,59 @@
+"""The model registry: names to classes, so the CLI builds models from a name and a config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from privrank.errors import ConfigError
+
+if TYPE_CHECKING:
+    from privrank.models._config import ModelConfig
+    from privrank.models.base import Recommender
+
+__all__ = ["create_model", "model_class", "model_names", "register", "registered"]
+
+_REGISTRY: dict[str, type[Recommender]] = {}
+M = TypeVar("M", bound="Recommender")
+
+
+def register(name: str) -> Callable[[type[M]], type[M]]:
+    """Class decorator: make a model constructible by ``name`` (unique)."""
+
+    def decorate(cls: type[M]) -> type[M]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered to {_REGISTRY[name]}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_builtin_models() -> None:
+    import privrank.models  # noqa: F401  (importing the package registers every built-in model)
+
+
+def registered(name: str) -> type[Recommender] | None:
+    """The class registered under ``name``, or ``None``."""
+    _load_builtin_models()
+    return _REGISTRY.get(name)
+
+
+def model_names() -> list[str]:
+    """Names of every registered model, sorted."""
+    _load_builtin_models()
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The model class registered under ``name``."""
+    found = registered(name)
+    if found is None:
+        raise ConfigError(f"Unknown model {name!r}. Known models: {', '.join(model_names())}.")
+    return found
+
+
+def create_model(name: str, config: Mapping[str, Any] | ModelConfig | None = None) -> Recommender:
+    """Construct a registered model from its name and a config (mapping or instance)."""
+    return model_class(name)(config)

@@ -1,0 +1,594 @@
+"""The model contract: every recommender fits, scores, recommends, saves and loads the same way.
+
+A model is a configured object. Its *config* (a frozen pydantic :class:`ModelConfig`) is fixed at
+construction and validated there; :meth:`Recommender.fit` learns from an
+:class:`~privrank.data.Interactions` and returns the model; learned attributes end in ``_``;
+fitting again replaces the old fit.
+
+Scoring takes a :class:`Query`: known users by code, or ad-hoc histories of item codes that the
+model *folds in* without retraining (a new user, or a history that stays on the user's device).
+:meth:`Recommender.score` returns an ``(n_queries, n_items)`` float32 array (or the columns of a
+candidate list); :meth:`Recommender.recommend` returns the top-k item codes and their scores,
+excluding items already in the history by default, ties broken by the lower item code.
+
+**Cold start.** A query whose history is empty (an ad-hoc empty history, or a known user who had
+no training interactions) gets the *popularity* scores: the number of training users who
+interacted with each item. External user ids the model never saw get the same (see
+:meth:`Recommender.recommend_for_users`). Invalid *codes* are programming errors and raise
+:class:`~privrank.errors.ConfigError`.
+
+**Persistence.** :meth:`Recommender.save` writes safetensors arrays, a JSON header (registry
+name, class, config, privrank version) and the id maps as Parquet, with the SHA-256 of every file;
+:meth:`Recommender.load` verifies them all before parsing anything. Nothing is pickled.
+
+**Registry.** Each model class registers under a name (``ease``, ``ials``, ...), so the CLI builds
+models with :func:`create_model` from a name and a config mapping.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from privrank.data.interactions import Interactions
+from privrank.errors import ArtifactError, ConfigError, NotTrainedError, PrivrankError
+from privrank.models._artifact import read_artifact, write_artifact
+from privrank.models._config import FitOptions, FitProgress, ModelConfig, validate_config
+from privrank.models._query import Query
+from privrank.models._ranking import top_k
+from privrank.models._registry import (
+    create_model,
+    model_class,
+    model_names,
+    register,
+    registered,
+)
+
+__all__ = [
+    "FitOptions",
+    "FitProgress",
+    "IdRecommendations",
+    "ModelConfig",
+    "ModelFitError",
+    "Query",
+    "Recommender",
+    "create_model",
+    "model_class",
+    "model_names",
+    "register",
+    "top_k",
+]
+
+
+class ModelFitError(PrivrankError, ArithmeticError):
+    """Training produced non-finite parameters (NaN or infinity)."""
+
+
+# -------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class IdRecommendations:
+    """Recommendations in external ids.
+
+    Attributes:
+        item_ids: For each query, up to ``k`` external item ids, best first (fewer only when
+            fewer than ``k`` items were eligible).
+        scores: ``(n_queries, k)`` float32; ``-inf`` where no item was eligible.
+        known: Whether each query used what the model knows (``False``: cold-start popularity).
+    """
+
+    item_ids: list[list[Any]]
+    scores: np.ndarray
+    known: np.ndarray
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# -------------------------------------------------------------------- the contract
+class Recommender(ABC):
+    """Base class of every privrank recommender.
+
+    Subclasses declare ``Config`` (a :class:`ModelConfig`), register a name with
+    :func:`register` and implement :meth:`_fit`, :meth:`_score_histories`, :meth:`_state` and
+    :meth:`_set_state`; they override :meth:`_score_users` when they keep per-user state.
+
+    Class attributes:
+        name: Registry name (set by :func:`register`).
+        Config: The config class.
+        supports_fold_in: Whether ad-hoc non-empty histories can be scored.
+        fold_in_matches_training: Whether scoring a training user's history as an ad-hoc
+            history gives the same scores as scoring the user by code.
+        personalised: Whether scores depend on the history (``False`` for popularity).
+        sequential: Whether the order of a history matters to its scores.
+        seeded: Whether the fit draws random numbers (so ``FitOptions.seed`` matters).
+        uses_torch: Whether the fit runs torch kernels (``FitOptions.threads`` is applied).
+
+    Attributes:
+        config: The validated hyper-parameters.
+        n_users_: Users in the training vocabulary.
+        n_items_: Items in the training vocabulary.
+        user_ids_: External user ids, indexed by code.
+        item_ids_: External item ids, indexed by code.
+        item_popularity_: Training users per item (float32), the cold-start scores.
+        history_indptr_: Offsets of each training user's history (int64, ``n_users_ + 1``).
+        history_items_: Training histories, time-ordered when timestamps were present (int32).
+    """
+
+    name: ClassVar[str] = "unregistered"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    supports_fold_in: ClassVar[bool] = True
+    fold_in_matches_training: ClassVar[bool] = True
+    personalised: ClassVar[bool] = True
+    seeded: ClassVar[bool] = False
+    sequential: ClassVar[bool] = False
+    uses_torch: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
+        self.config = validate_config(self.Config, type(self).__name__, config, params)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({params})"
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, train: Interactions, options: FitOptions | None = None) -> Self:
+        """Learn from ``train`` (replacing any previous fit) and return ``self``.
+
+        Every model sees the *binary* user × item matrix: a user either interacted with an item
+        or did not; repeats count once. Sequence-aware models also read the time-ordered
+        histories.
+
+        Args:
+            train: The training interactions; their id maps become the model's vocabulary.
+            options: Seed, threads, progress callback, privacy spec.
+
+        Raises:
+            ConfigError: ``options.privacy`` is set and this model cannot honour it, or
+                ``train`` is not an :class:`Interactions`.
+            ModelFitError: Training produced NaN or infinite parameters.
+        """
+        options = FitOptions() if options is None else options
+        if not isinstance(options, FitOptions):
+            raise ConfigError(f"options must be a FitOptions. Got {type(options).__name__}.")
+        if not isinstance(train, Interactions):
+            raise ConfigError(f"{self.name} trains on Interactions. Got {type(train).__name__}.")
+        if options.privacy is not None:
+            raise ConfigError(
+                f"{type(self).__name__} cannot honour a privacy specification "
+                f"({options.privacy!r}); it trains without differential privacy only. "
+                "Refusing to train rather than ignore it."
+            )
+        if train.n_items == 0:
+            raise ConfigError(f"{type(self).__name__} needs at least one item to train on.")
+        self._clear()
+        indptr, items = train.sequences()
+        self.n_users_ = train.n_users
+        self.n_items_ = train.n_items
+        self.user_ids_ = train.user_ids
+        self.item_ids_ = train.item_ids
+        self.history_indptr_ = indptr.astype(np.int64)
+        self.history_items_ = items.astype(np.int32)
+        matrix = self._training_matrix()
+        self.item_popularity_ = np.asarray(matrix.sum(axis=0), dtype=np.float32).ravel()
+        self._fit_started = time.perf_counter()
+        self._options = options
+        try:
+            if self.uses_torch:
+                with _torch_threads(options.resolved_threads()):
+                    self._fit(train, matrix, options)
+            else:
+                self._fit(train, matrix, options)
+            self._check_finite()
+        except BaseException:
+            self._clear()  # a failed fit leaves an unfitted model, never a half-fitted one
+            raise
+        return self
+
+    def _report(self, epoch: int, epochs: int, loss: float | None = None, **metrics: float):
+        """Send a :class:`FitProgress` to the fit's progress callback, if any."""
+        callback = self._options.progress
+        if callback is not None:
+            callback(
+                FitProgress(
+                    model=self.name,
+                    epoch=epoch,
+                    epochs=epochs,
+                    loss=None if loss is None else float(loss),
+                    elapsed_s=time.perf_counter() - self._fit_started,
+                    metrics=metrics,
+                )
+            )
+
+    def _clear(self) -> None:
+        """Forget every learned attribute and cache (refitting replaces the old fit)."""
+        for attribute in [a for a in vars(self) if a != "config"]:
+            delattr(self, attribute)
+
+    def _check_finite(self) -> None:
+        for key, array in self._full_state().items():
+            if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+                raise ModelFitError(
+                    f"{type(self).__name__} training produced {bad} non-finite value(s) in "
+                    f"{key!r}; try stronger regularization or a smaller learning rate"
+                )
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the model has been fitted (or loaded)."""
+        return hasattr(self, "n_items_")
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotTrainedError(f"{type(self).__name__} is not trained: call fit() or load()")
+
+    # ---------------------------------------------------------------- scoring
+    def score(self, query: Query | Sequence[int] | np.ndarray, items: Any = None) -> np.ndarray:
+        """Scores of every item (or of ``items``) for each query; higher is better.
+
+        Args:
+            query: A :class:`Query`, or user codes (shorthand for ``Query.users(codes)``).
+            items: Optional candidate item codes; the result then has one column per candidate,
+                in the given order.
+
+        Returns:
+            ``(n_queries, n_items)`` float32 (``(n_queries, len(items))`` with candidates).
+            Queries with an empty history get the popularity scores (cold start).
+
+        Raises:
+            NotTrainedError: Before ``fit``/``load``.
+            ConfigError: A user or item code outside the training vocabulary, or a non-empty
+                ad-hoc history for a model that cannot fold one in.
+        """
+        self._require_fitted()
+        query = self._checked_query(query)
+        candidates = None if items is None else self._checked_items(items, "candidate")
+        lengths = self._query_lengths(query)
+        scores = np.empty((len(query), self.n_items_), dtype=np.float32)
+        known = np.flatnonzero(lengths > 0)
+        if known.size:
+            sub = query.take(known)
+            if query.is_users:
+                part = self._score_users(sub.user_codes)
+            else:
+                part = self._score_histories(sub)
+            scores[known] = part
+        scores[lengths == 0] = self.item_popularity_
+        return scores if candidates is None else np.ascontiguousarray(scores[:, candidates])
+
+    def recommend(
+        self,
+        query: Query | Sequence[int] | np.ndarray,
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        items: Any = None,
+        batch_size: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best items for each query.
+
+        Args:
+            query: A :class:`Query`, or user codes.
+            k: Items per query; ``1 <= k <=`` the number of candidates.
+            exclude_seen: Leave out the items in each query's history (a known user's training
+                history, or the ad-hoc history itself).
+            items: Optional candidate item codes to choose from (unique).
+            batch_size: Queries scored at once (bounds memory to ``batch_size × n_items``).
+
+        Returns:
+            ``(item_codes, scores)``: int64 and float32 arrays of shape ``(n_queries, k)``,
+            best first, ties broken by the lower item code. Where fewer than ``k`` items are
+            eligible the row is padded with code ``-1`` and score ``-inf``.
+        """
+        self._require_fitted()
+        query = self._checked_query(query)
+        candidates = (
+            np.arange(self.n_items_)
+            if items is None
+            else np.sort(self._checked_items(items, "candidate"))
+        )
+        if items is not None and np.unique(candidates).size != candidates.size:
+            raise ConfigError("Candidate items must be unique.")
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, int | np.integer)
+            or not 1 <= k <= len(candidates)
+        ):
+            raise ConfigError(
+                f"k must be an int between 1 and the number of candidate items "
+                f"({len(candidates)}). Got {k!r} instead."
+            )
+        codes = np.empty((len(query), k), dtype=np.int64)
+        values = np.empty((len(query), k), dtype=np.float32)
+        for start in range(0, len(query), batch_size):
+            positions = np.arange(start, min(start + batch_size, len(query)))
+            sub = query.take(positions)
+            scores = self.score(sub, None if items is None else candidates)
+            if exclude_seen:
+                seen = self._seen_matrix(sub)
+                if items is not None:
+                    seen = seen[:, candidates]
+                rows, cols = seen.nonzero()
+                scores[rows, cols] = -np.inf
+            best, best_scores = top_k(scores, k)
+            chosen = candidates[best]
+            chosen[~np.isfinite(best_scores)] = -1
+            codes[positions] = chosen
+            values[positions] = best_scores
+        return codes, values
+
+    # ---------------------------------------------------------------- external ids
+    def user_codes(self, user_ids: Sequence[Any] | np.ndarray | pa.Array) -> np.ndarray:
+        """Codes of external user ids; ``-1`` for ids the model never saw."""
+        self._require_fitted()
+        return _lookup(self.user_ids_, user_ids)
+
+    def item_codes(self, item_ids: Sequence[Any] | np.ndarray | pa.Array) -> np.ndarray:
+        """Codes of external item ids; ``-1`` for ids the model never saw."""
+        self._require_fitted()
+        return _lookup(self.item_ids_, item_ids)
+
+    def history_query(
+        self, histories: Sequence[Sequence[Any]], *, ignore_unknown_items: bool = False
+    ) -> Query:
+        """A history :class:`Query` from histories of external item ids.
+
+        Args:
+            histories: One sequence of external item ids per query.
+            ignore_unknown_items: Drop ids the model never saw instead of raising.
+
+        Raises:
+            ConfigError: An item id is unknown and ``ignore_unknown_items`` is false.
+        """
+        coded = []
+        for position, history in enumerate(histories):
+            codes = self.item_codes(list(history))
+            unknown = codes < 0
+            if unknown.any() and not ignore_unknown_items:
+                missing = [h for h, u in zip(list(history), unknown, strict=True) if u][:5]
+                raise ConfigError(
+                    f"History {position} holds item ids the model was not trained on: "
+                    f"{missing} ({int(unknown.sum())} in all). Pass ignore_unknown_items=True "
+                    "to drop them."
+                )
+            coded.append(codes[~unknown])
+        return Query.histories(coded)
+
+    def recommend_for_users(
+        self, user_ids: Sequence[Any], k: int, *, exclude_seen: bool = True
+    ) -> IdRecommendations:
+        """Top-k external item ids for external user ids.
+
+        Users the model never saw get the cold-start popularity ranking and ``known=False``.
+        """
+        codes = self.user_codes(user_ids)
+        known = codes >= 0
+        query = Query.users(np.where(known, codes, 0))
+        item_codes, scores = self.recommend(query, k, exclude_seen=exclude_seen)
+        if (~known).any():
+            cold_codes, cold_scores = self.recommend(Query.histories([[]]), k)
+            item_codes[~known] = cold_codes[0]
+            scores[~known] = cold_scores[0]
+        return self._to_ids(item_codes, scores, known)
+
+    def recommend_for_histories(
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        ignore_unknown_items: bool = False,
+    ) -> IdRecommendations:
+        """Top-k external item ids for ad-hoc histories of external item ids (fold-in)."""
+        query = self.history_query(histories, ignore_unknown_items=ignore_unknown_items)
+        item_codes, scores = self.recommend(query, k, exclude_seen=exclude_seen)
+        return self._to_ids(item_codes, scores, query.lengths() > 0)
+
+    def _to_ids(self, codes: np.ndarray, scores: np.ndarray, known: np.ndarray):
+        ids = self.item_ids_.to_pylist()
+        item_ids = [[ids[c] for c in row if c >= 0] for row in codes]
+        return IdRecommendations(item_ids=item_ids, scores=scores, known=known)
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write the model to ``directory`` atomically (see the module docstring)."""
+        self._require_fitted()
+        from privrank import __version__
+
+        header = {
+            "model": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "config": self.config.model_dump(mode="json"),
+            "privrank_version": __version__,
+            "n_users": self.n_users_,
+            "n_items": self.n_items_,
+            "info": self._artifact_info(),
+        }
+        return write_artifact(directory, header, self._full_state(), self.user_ids_, self.item_ids_)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        """Read a model written by :meth:`save`, verifying every checksum first.
+
+        Call it on :class:`Recommender` to load any model, or on a model class to insist on
+        that class.
+
+        Raises:
+            ArtifactError: Missing, extra or modified files, another format version, a model of
+                another class, or arrays that do not fit the config.
+        """
+        artifact = read_artifact(directory)
+        name = artifact.header.get("model")
+        found = registered(name) if isinstance(name, str) else None
+        if found is None:
+            raise ArtifactError(f"{directory}: unknown model {name!r}")
+        if not issubclass(found, cls):
+            raise ArtifactError(f"{directory} holds a {name!r} model, not a {cls.__name__}")
+        try:
+            config = found.Config.model_validate(artifact.header.get("config", {}))
+        except Exception as exc:
+            raise ArtifactError(f"{directory}: invalid config for {name!r}: {exc}") from exc
+        model = found(config)
+        try:
+            model._restore(artifact)
+        except (KeyError, ValueError, IndexError, ModelFitError) as exc:
+            raise ArtifactError(f"{directory}: arrays do not fit a {name!r} model: {exc}") from exc
+        return model
+
+    def _full_state(self) -> dict[str, np.ndarray]:
+        state = {
+            "base.history_indptr": self.history_indptr_,
+            "base.history_items": self.history_items_,
+            "base.item_popularity": self.item_popularity_,
+        }
+        state.update({f"model.{k}": np.asarray(v) for k, v in self._state().items()})
+        return state
+
+    def _restore(self, artifact: Any) -> None:
+        arrays = artifact.arrays
+        header = artifact.header
+        self.n_users_ = int(header["n_users"])
+        self.n_items_ = int(header["n_items"])
+        self.user_ids_ = artifact.user_ids
+        self.item_ids_ = artifact.item_ids
+        self.history_indptr_ = arrays["base.history_indptr"]
+        self.history_items_ = arrays["base.history_items"]
+        self.item_popularity_ = arrays["base.item_popularity"]
+        if (
+            len(self.user_ids_) != self.n_users_
+            or len(self.item_ids_) != self.n_items_
+            or self.history_indptr_.shape != (self.n_users_ + 1,)
+            or self.item_popularity_.shape != (self.n_items_,)
+        ):
+            raise ValueError("sizes of the id maps, histories and popularity disagree")
+        prefix = "model."
+        self._set_state({k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
+        self._check_finite()
+
+    def _artifact_info(self) -> dict[str, Any]:
+        """Extra JSON facts to record in ``model.json`` (e.g. a peer library's version)."""
+        return {}
+
+    # ---------------------------------------------------------------- helpers for subclasses
+    def _training_matrix(self) -> sp.csr_matrix:
+        """The binary ``n_users × n_items`` training matrix (float32, cached)."""
+        matrix = self.__dict__.get("_matrix")
+        if matrix is None:
+            matrix = Query(
+                indptr=self.history_indptr_, items=self.history_items_.astype(np.int64)
+            ).to_csr(self.n_items_)
+            self._matrix = matrix
+        return matrix
+
+    def _training_histories(self, user_codes: np.ndarray) -> Query:
+        """The training histories of known users as a history query."""
+        return Query(indptr=self.history_indptr_, items=self.history_items_.astype(np.int64)).take(
+            user_codes
+        )
+
+    def _score_users(self, user_codes: np.ndarray) -> np.ndarray:
+        """Scores of known users (all with non-empty histories); default: fold in their
+        training histories."""
+        return self._score_histories(self._training_histories(user_codes))
+
+    # ---------------------------------------------------------------- to implement
+    @abstractmethod
+    def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        """Learn the model's state from the binary training ``matrix`` (and ``train``)."""
+
+    @abstractmethod
+    def _score_histories(self, histories: Query) -> np.ndarray:
+        """``(n, n_items)`` scores of non-empty ad-hoc histories."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]:
+        """The learned arrays, by name (what :meth:`save` writes)."""
+
+    @abstractmethod
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore the learned arrays written by :meth:`_state` (raise on a mismatch)."""
+
+    # ---------------------------------------------------------------- validation
+    def _checked_query(self, query: Any) -> Query:
+        if not isinstance(query, Query):
+            query = Query.users(query)
+        if query.is_users:
+            codes = query.user_codes
+            bad = codes[(codes < 0) | (codes >= self.n_users_)]
+            if bad.size:
+                raise ConfigError(
+                    f"User code {int(bad[0])} is not a user of this model (codes run from 0 to "
+                    f"{self.n_users_ - 1}); {bad.size} invalid code(s) in all. Score unknown "
+                    "users by their history, or see recommend_for_users for cold start."
+                )
+        else:
+            self._checked_items(query.items, "history item")
+            if not self.supports_fold_in and (query.lengths() > 0).any():
+                raise ConfigError(
+                    f"{type(self).__name__} cannot fold in ad-hoc histories; score users it was "
+                    "trained on by code instead."
+                )
+        return query
+
+    def _checked_items(self, items: Any, what: str) -> np.ndarray:
+        array = np.atleast_1d(np.asarray(items))
+        if array.size and not np.issubdtype(array.dtype, np.integer):
+            raise ConfigError(f"{what.capitalize()} codes must be integers. Got {array.dtype}.")
+        array = array.astype(np.int64, copy=False)
+        bad = array[(array < 0) | (array >= self.n_items_)]
+        if bad.size:
+            raise ConfigError(
+                f"{what.capitalize()} code {int(bad[0])} is not an item of this model (codes run "
+                f"from 0 to {self.n_items_ - 1}); {bad.size} invalid code(s) in all."
+            )
+        return array
+
+    def _query_lengths(self, query: Query) -> np.ndarray:
+        if query.is_users:
+            return np.diff(self.history_indptr_)[query.user_codes]
+        return query.lengths()
+
+    def _seen_matrix(self, query: Query) -> sp.csr_matrix:
+        if query.is_users:
+            return self._training_matrix()[query.user_codes]
+        return query.to_csr(self.n_items_)
+
+
+def _lookup(vocabulary: pa.Array, external_ids: Any) -> np.ndarray:
+    if isinstance(external_ids, pa.ChunkedArray):
+        external_ids = external_ids.combine_chunks()
+    query = (
+        external_ids
+        if isinstance(external_ids, pa.Array)
+        else pa.array(
+            list(external_ids) if not isinstance(external_ids, np.ndarray) else external_ids
+        )
+    )
+    if len(query) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if query.type != vocabulary.type:
+        try:
+            query = query.cast(vocabulary.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return np.full(len(query), -1, dtype=np.int64)
+    codes = pc.index_in(query, value_set=vocabulary)
+    return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)

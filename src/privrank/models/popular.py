@@ -1,0 +1,46 @@
+"""Most-popular items: the non-personalised baseline and every model's cold-start fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from privrank.data.interactions import Interactions
+from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+
+__all__ = ["MostPopular", "MostPopularConfig"]
+
+
+class MostPopularConfig(ModelConfig):
+    """MostPopular has no hyper-parameters."""
+
+
+@register("most-popular")
+class MostPopular(Recommender):
+    r"""Rank items by how many training users interacted with them.
+
+    .. math:: s(u, i) = |\{v : x_{vi} = 1\}|
+
+    the same for every user (ties broken by the lower item code in :meth:`recommend`). With
+    ``exclude_seen`` each user still gets the most popular items they have not seen. These are
+    also the scores every model gives a query with an empty history.
+    """
+
+    Config = MostPopularConfig
+    personalised = False
+
+    def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        self._report(1, 1)
+
+    def _score_histories(self, histories: Query) -> np.ndarray:
+        return np.broadcast_to(self.item_popularity_, (len(histories), self.n_items_))
+
+    def _score_users(self, user_codes: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.item_popularity_, (len(user_codes), self.n_items_))
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        if state:
+            raise ValueError(f"unexpected arrays {sorted(state)}")

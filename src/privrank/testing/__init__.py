@@ -1,0 +1,18 @@
+"""Conformance suites and test data shipped with privrank, for its own models and for yours.
+
+- :func:`check_recommender` / :data:`RECOMMENDER_CHECKS`: the contract every recommender passes
+  (config and save/load round trips, tampering, unknown users and items, cold start, fold-in,
+  determinism, recommend semantics, a known-answer data set).
+- :func:`synthetic_interactions` and :func:`checkerboard`: small data with known structure.
+"""
+
+from privrank.testing._data import checkerboard, synthetic_interactions
+from privrank.testing._recommender import RECOMMENDER_CHECKS, ModelFactory, check_recommender
+
+__all__ = [
+    "RECOMMENDER_CHECKS",
+    "ModelFactory",
+    "check_recommender",
+    "checkerboard",
+    "synthetic_interactions",
+]

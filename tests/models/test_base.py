@@ -1,0 +1,135 @@
+"""The contract's own machinery: fit failures, registry, options, top-k, queries, artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privrank.errors import ArtifactError, ConfigError
+from privrank.models import (
+    EASE,
+    FitOptions,
+    ModelFitError,
+    Query,
+    Recommender,
+    create_model,
+    model_class,
+    register,
+)
+from privrank.models._artifact import CHECKSUMS_FILE, MODEL_FILE, sha256_of
+from privrank.models._ranking import top_k
+from privrank.testing import synthetic_interactions
+
+DATA = synthetic_interactions(n_users=20, n_items=12, per_user=4, seed=1)
+
+
+class ExplodingEASE(EASE):
+    """EASE whose weights come out NaN, as a diverged fit's would."""
+
+    def _fit(self, train, matrix, options):
+        super()._fit(train, matrix, options)
+        self.weights_[0, 1] = np.nan
+
+
+def test_a_non_finite_fit_raises_and_leaves_the_model_unfitted():
+    model = ExplodingEASE()
+    with pytest.raises(ModelFitError, match=r"non-finite value.*'model\.weights'"):
+        model.fit(DATA)
+    assert not model.is_fitted
+
+
+def test_a_failed_refit_does_not_leave_the_old_fit_half_replaced(monkeypatch):
+    model = ExplodingEASE(regularization=5.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(ExplodingEASE, "_fit", EASE._fit)  # a good fit first
+        model.fit(DATA)
+    assert model.is_fitted
+    with pytest.raises(ModelFitError):
+        model.fit(DATA)
+    assert not model.is_fitted
+
+
+def test_registry():
+    assert model_class("ease") is EASE
+    assert create_model("ease", {"regularization": 5.0}).config.regularization == 5.0
+    with pytest.raises(ConfigError, match=r"Unknown model 'nope'\. Known models: .*ease"):
+        create_model("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register("ease")(ExplodingEASE)
+    with pytest.raises(ConfigError, match="EASE has no parameter 'lambda_'"):
+        create_model("ease", {"lambda_": 3})
+
+
+def test_fit_options_validation():
+    with pytest.raises(ConfigError, match="The 'threads' parameter of FitOptions must be an int"):
+        FitOptions(threads=-2)
+    with pytest.raises(ConfigError, match="FitOptions has no parameter 'sead'"):
+        FitOptions(sead=1)
+    with pytest.raises(ConfigError, match="options must be a FitOptions"):
+        EASE().fit(DATA, {"seed": 1})
+    assert FitOptions(threads=0).resolved_threads() >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from([0.0, 1.0, 2.0, -np.inf]), min_size=6, max_size=6),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(1, 6),
+)
+def test_top_k_equals_a_full_sort(rows, k):
+    scores = np.array(rows, dtype=np.float32)  # few distinct values: many ties
+    indices, values = top_k(scores, k)
+    for row, got, got_values in zip(scores, indices, values, strict=True):
+        expected = np.lexsort((np.arange(len(row)), -row))[:k]
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(got_values, row[expected])
+
+
+def test_query_forms_agree():
+    ragged = Query.histories([[3, 1], [], [2, 2, 5]])
+    assert len(ragged) == 3 and ragged.lengths().tolist() == [2, 0, 3]
+    assert ragged.take(np.array([2, 0])).history(0).tolist() == [2, 2, 5]
+    from_sparse = Query.histories(ragged.to_csr(8))
+    np.testing.assert_array_equal(from_sparse.to_csr(8).toarray(), ragged.to_csr(8).toarray())
+    with pytest.raises(ConfigError, match="History 0 must be a 1-D sequence of integer"):
+        Query.histories([[0.5]])
+    with pytest.raises(ConfigError, match="User codes must be a 1-D array of integers"):
+        Query.users([[1, 2]])
+
+
+def test_load_refuses_another_format_version(tmp_path):
+    path = EASE(regularization=5.0).fit(DATA).save(tmp_path / "model")
+    header = json.loads((path / MODEL_FILE).read_text())
+    header["format_version"] = 99
+    (path / MODEL_FILE).write_text(json.dumps(header))
+    # Re-sign the edited file so that only the version check can object.
+    checksums = json.loads((path / CHECKSUMS_FILE).read_text())
+    checksums["files"][MODEL_FILE] = sha256_of(path / MODEL_FILE)
+    (path / CHECKSUMS_FILE).write_text(json.dumps(checksums))
+    with pytest.raises(ArtifactError, match="format version 99"):
+        Recommender.load(path)
+
+
+def test_artifact_holds_no_pickle(tmp_path):
+    path = EASE(regularization=5.0).fit(DATA).save(tmp_path / "model")
+    names = sorted(p.name for p in path.iterdir())
+    assert names == [
+        "arrays.safetensors",
+        "checksums.json",
+        "item_ids.parquet",
+        "model.json",
+        "user_ids.parquet",
+    ]
+    header = json.loads((path / MODEL_FILE).read_text())
+    assert header["model"] == "ease" and header["config"] == {
+        "regularization": 5.0,
+        "dtype": "float32",
+    }
+    assert header["privrank_version"]

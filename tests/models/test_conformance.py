@@ -1,0 +1,50 @@
+"""Every registered model through the conformance suite of privrank.testing."""
+
+from __future__ import annotations
+
+import pytest
+
+import privrank.models as models
+from privrank.models import (
+    EASE,
+    IALS,
+    ImplicitALS,
+    ImplicitBPR,
+    ItemKNN,
+    MostPopular,
+    Recommender,
+    model_names,
+)
+from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
+
+# Small configs: every check fits its model anew. Keys are case ids; the registry name of each
+# model must appear among the classes below (see test_every_registered_model_is_covered).
+FACTORIES = {
+    "most-popular": lambda: MostPopular(),
+    "itemknn": lambda: ItemKNN(neighbors=10, shrinkage=2.0),
+    "ease": lambda: EASE(regularization=20.0),
+    "ease-float64": lambda: EASE(regularization=20.0, dtype="float64"),
+    "ials": lambda: IALS(factors=8, epochs=5, regularization=0.02),
+    "ials-cg": lambda: IALS(factors=8, epochs=5, regularization=0.02, solver="cg"),
+    "implicit-als": lambda: ImplicitALS(factors=8, iterations=8),
+    "implicit-bpr": lambda: ImplicitBPR(factors=8, iterations=60, learning_rate=0.05),
+}
+
+DATA = synthetic_interactions(n_users=60, n_items=40, seed=0)
+
+
+def test_every_built_in_model_is_covered():
+    """Each model that ``privrank.models`` exports (hence registers) has a factory here."""
+    exported = {
+        obj.name
+        for obj in vars(models).values()
+        if isinstance(obj, type) and issubclass(obj, Recommender) and obj.name in model_names()
+    }
+    covered = {factory().name for factory in FACTORIES.values()}
+    assert exported == covered
+
+
+@pytest.mark.parametrize("check", RECOMMENDER_CHECKS.values(), ids=RECOMMENDER_CHECKS.keys())
+@pytest.mark.parametrize("factory", FACTORIES.values(), ids=FACTORIES.keys())
+def test_conformance(factory, check, tmp_path):
+    check(factory, DATA, tmp_path)

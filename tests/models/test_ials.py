@@ -1,0 +1,143 @@
+"""iALS against slow float64 references of its objective and of its least-squares solves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from privrank.models import IALS, FitOptions, Query
+from privrank.models._als_solvers import solve_cg, solve_exact
+from privrank.testing import synthetic_interactions
+
+ALPHA0, LAMBDA, NU = 0.3, 0.05, 0.7
+
+
+def dense_objective(x: np.ndarray, w: np.ndarray, h: np.ndarray) -> float:
+    """Rendle et al. (2022), eq. 1-3, written out over every (user, item) pair in float64."""
+    predictions = w @ h.T
+    observed = np.sum(x * (predictions - 1.0) ** 2)
+    unobserved = ALPHA0 * np.sum(predictions**2)
+    n_users, n_items = x.shape
+    user_reg = LAMBDA * (x.sum(axis=1) + ALPHA0 * n_items) ** NU
+    item_reg = LAMBDA * (x.sum(axis=0) + ALPHA0 * n_users) ** NU
+    penalty = np.sum(user_reg * (w**2).sum(axis=1)) + np.sum(item_reg * (h**2).sum(axis=1))
+    return float(observed + unobserved + penalty)
+
+
+def reference_solve(items: np.ndarray, history: np.ndarray, reg: float) -> np.ndarray:
+    """argmin_w sum_{i in history} (w.h_i - 1)^2 + α0 sum_i (w.h_i)^2 + reg |w|^2 by lstsq."""
+    d = items.shape[1]
+    design = np.vstack([items[history], np.sqrt(ALPHA0) * items, np.sqrt(reg) * np.eye(d)])
+    target = np.concatenate([np.ones(len(history)), np.zeros(len(items) + d)])
+    return np.linalg.lstsq(design, target, rcond=None)[0]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = synthetic_interactions(n_users=30, n_items=18, per_user=6, seed=11)
+    model = IALS(
+        factors=4,
+        epochs=12,
+        regularization=LAMBDA,
+        regularization_exponent=NU,
+        unobserved_weight=ALPHA0,
+    ).fit(data, FitOptions(seed=2, threads=1))
+    return data, model
+
+
+def test_loss_decreases_and_matches_dense_objective(fitted):
+    data, model = fitted
+    losses = model.loss_history_
+    assert len(losses) == 12
+    assert np.all(np.diff(losses) <= 1e-6 * losses[:-1]), f"loss went up: {losses}"
+    assert losses[-1] < losses[0]
+    x = data.to_csr().toarray().astype(np.float64)
+    w = model.user_factors_.astype(np.float64)
+    h = model.item_factors_.astype(np.float64)
+    assert losses[-1] == pytest.approx(dense_objective(x, w, h), rel=1e-6)
+
+
+def test_user_factors_are_the_exact_solution_for_the_final_items(fitted):
+    data, model = fitted
+    x = data.to_csr().toarray()
+    h = model.item_factors_.astype(np.float64)
+    for user in range(data.n_users):
+        history = np.flatnonzero(x[user])
+        if history.size == 0:
+            assert np.all(model.user_factors_[user] == 0)
+            continue
+        reg = LAMBDA * (history.size + ALPHA0 * data.n_items) ** NU
+        expected = reference_solve(h, history, reg)
+        np.testing.assert_allclose(model.user_factors_[user], expected, rtol=1e-3, atol=1e-5)
+
+
+def test_stationary_in_the_user_factors(fitted):
+    """The gradient of the dense objective with respect to W vanishes after the final solve."""
+    data, model = fitted
+    x = torch.from_numpy(data.to_csr().toarray().astype(np.float64))
+    w = torch.tensor(model.user_factors_, dtype=torch.float64, requires_grad=True)
+    h = torch.tensor(model.item_factors_, dtype=torch.float64)
+    predictions = w @ h.T
+    user_reg = LAMBDA * (x.sum(dim=1) + ALPHA0 * data.n_items) ** NU
+    loss = (
+        (x * (predictions - 1) ** 2).sum()
+        + ALPHA0 * (predictions**2).sum()
+        + (user_reg * (w**2).sum(dim=1)).sum()
+    )
+    loss.backward()
+    assert float(w.grad.abs().max()) < 1e-4 * max(1.0, float(w.detach().abs().max()))
+
+
+def test_item_half_step_matches_reference():
+    rng = np.random.default_rng(0)
+    data = synthetic_interactions(n_users=25, n_items=15, per_user=5, seed=4)
+    by_item = data.to_csr().T.tocsr()
+    users = rng.normal(size=(25, 3)).astype(np.float32)
+    reg = (LAMBDA * (np.diff(by_item.indptr) + ALPHA0 * 25) ** NU).astype(np.float32)
+    other = torch.from_numpy(users)
+    solved = solve_exact(by_item, other, other.T @ other, torch.from_numpy(reg), ALPHA0)
+    for item in range(15):
+        history = by_item.indices[by_item.indptr[item] : by_item.indptr[item + 1]]
+        if history.size == 0:
+            assert torch.all(solved[item] == 0)
+            continue
+        expected = reference_solve(users.astype(np.float64), history, float(reg[item]))
+        np.testing.assert_allclose(solved[item].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_conjugate_gradient_converges_to_the_exact_solve():
+    rng = np.random.default_rng(1)
+    data = synthetic_interactions(n_users=40, n_items=20, seed=6)
+    matrix = data.to_csr()
+    items = torch.from_numpy(rng.normal(size=(20, 5)).astype(np.float32))
+    reg = torch.full((40,), 0.5)
+    gram = items.T @ items
+    exact = solve_exact(matrix, items, gram, reg, ALPHA0)
+    start = torch.zeros((40, 5))
+    iterated = solve_cg(matrix, items, gram, reg, ALPHA0, start, steps=5)  # d steps suffice
+    np.testing.assert_allclose(iterated.numpy(), exact.numpy(), rtol=1e-3, atol=1e-4)
+    few = solve_cg(matrix, items, gram, reg, ALPHA0, start, steps=1)
+    assert float((few - exact).abs().max()) > float((iterated - exact).abs().max())
+
+
+def test_cg_solver_loss_decreases():
+    data = synthetic_interactions(n_users=60, n_items=40, seed=2)
+    model = IALS(factors=6, epochs=8, solver="cg", cg_steps=2).fit(data)
+    assert np.all(np.diff(model.loss_history_) <= 1e-6 * model.loss_history_[:-1])
+
+
+def test_fold_in_of_a_new_history_matches_reference(fitted):
+    data, model = fitted
+    history = np.array([0, 4, 9])
+    reg = LAMBDA * (3 + ALPHA0 * data.n_items) ** NU
+    expected = reference_solve(model.item_factors_.astype(np.float64), history, reg)
+    np.testing.assert_allclose(
+        model.fold_in(Query.histories([history]))[0], expected, rtol=1e-3, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        model.score(Query.histories([history]))[0],
+        expected @ model.item_factors_.T.astype(np.float64),
+        rtol=1e-3,
+        atol=1e-5,
+    )
