@@ -57,6 +57,17 @@ class CapStrategy(StrEnum):
     uniform = "uniform"
 
 
+# Options shared by `import` and `validate`: how a generic table's columns are laid out.
+UserCol = Annotated[str | None, typer.Option(help="User column: header name or 1-based position.")]
+ItemCol = Annotated[str | None, typer.Option(help="Item column (csv/tsv/parquet).")]
+TimeCol = Annotated[str | None, typer.Option(help="Timestamp column (csv/tsv/parquet).")]
+ValueCol = Annotated[str | None, typer.Option(help="Value column (csv/tsv/parquet).")]
+Header = Annotated[
+    bool | None, typer.Option("--header/--no-header", help="Generic CSV/TSV header line.")
+]
+Delimiter = Annotated[str | None, typer.Option(help="Generic CSV/TSV separator.")]
+
+
 def read_options(
     fmt: str,
     *,
@@ -98,14 +109,12 @@ def import_command(
     out: Annotated[Path | None, typer.Option(help="Output directory (default: workspace).")] = None,
     on_error: Annotated[OnError, typer.Option(help="strict or quarantine.")] = OnError.strict,
     rejects: Annotated[Path | None, typer.Option(help="Rejects file (quarantine).")] = None,
-    user_col: Annotated[str | None, typer.Option(help="User column (csv/tsv/parquet).")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item column.")] = None,
-    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
-    value_col: Annotated[str | None, typer.Option(help="Value column.")] = None,
-    header: Annotated[
-        bool | None, typer.Option("--header/--no-header", help="Generic CSV/TSV header line.")
-    ] = None,
-    delimiter: Annotated[str | None, typer.Option(help="Generic CSV/TSV separator.")] = None,
+    user_col: UserCol = None,
+    item_col: ItemCol = None,
+    time_col: TimeCol = None,
+    value_col: ValueCol = None,
+    header: Header = None,
+    delimiter: Delimiter = None,
     duplicates: Annotated[
         Duplicates, typer.Option(help="Repeated (user, item) pairs.")
     ] = Duplicates.keep,
@@ -186,14 +195,12 @@ def import_command(
 def validate_command(
     file: Annotated[Path, typer.Argument(help="The file to check.")],
     fmt: Annotated[Format, typer.Option("--format", help="File format.")],
-    user_col: Annotated[str | None, typer.Option(help="User column (csv/tsv/parquet).")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item column.")] = None,
-    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
-    value_col: Annotated[str | None, typer.Option(help="Value column.")] = None,
-    header: Annotated[
-        bool | None, typer.Option("--header/--no-header", help="Generic CSV/TSV header line.")
-    ] = None,
-    delimiter: Annotated[str | None, typer.Option(help="Generic CSV/TSV separator.")] = None,
+    user_col: UserCol = None,
+    item_col: ItemCol = None,
+    time_col: TimeCol = None,
+    value_col: ValueCol = None,
+    header: Header = None,
+    delimiter: Delimiter = None,
 ) -> None:
     """Check a file without importing it; exit code 2 with every problem located if bad."""
     options = read_options(
