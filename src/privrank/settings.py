@@ -5,6 +5,8 @@
 - ``PRIVRANK_CACHE_DIR``: downloads of catalog data sets (default ``~/.cache/privrank``).
 - ``PRIVRANK_HOME``: the workspace where imported data sets, splits and models are written
   (default ``~/.privrank``).
+- ``PRIVRANK_LEDGER_URL``: the privacy budget ledger's database (SQLAlchemy URL; default a SQLite
+  file ``$PRIVRANK_HOME/ledger.sqlite``; ``postgresql://...`` for PostgreSQL).
 """
 
 from __future__ import annotations

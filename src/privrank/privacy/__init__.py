@@ -1,0 +1,96 @@
+"""User-level differential privacy: the spec, accounting and the privacy budget ledger.
+
+The unit of privacy throughout is one user's entire history. :class:`PrivacySpec` states the
+target (ε, δ) and the contribution bound; :mod:`~privrank.privacy.accounting` computes ε of
+mechanisms and runs and calibrates noise to a target (Google's ``dp_accounting``);
+:class:`~privrank.privacy.ledger.Ledger` keeps each dataset's budget and refuses runs that would
+overspend it.
+
+Names are imported on first use, so that ``privrank.privacy.ledger`` (used by the CLI) does not
+pay for importing ``dp_accounting`` and scipy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from privrank.privacy.accounting import (
+        Accountant,
+        calibrate_dpsgd_noise,
+        calibrate_gaussian_noise,
+        calibrate_noise,
+        dpsgd_epsilon,
+        dpsgd_event,
+        gaussian_epsilon,
+        gaussian_event,
+    )
+    from privrank.privacy.ledger import (
+        Budget,
+        Ledger,
+        LedgerError,
+        Reservation,
+        SpendRecord,
+        SpendStatus,
+        default_ledger_url,
+    )
+    from privrank.privacy.spec import AccountantKind, PrivacySpec, SelectionStrategy
+
+_WHERE = {
+    "accounting": [
+        "Accountant",
+        "calibrate_dpsgd_noise",
+        "calibrate_gaussian_noise",
+        "calibrate_noise",
+        "dpsgd_epsilon",
+        "dpsgd_event",
+        "gaussian_epsilon",
+        "gaussian_event",
+    ],
+    "ledger": [
+        "Budget",
+        "Ledger",
+        "LedgerError",
+        "Reservation",
+        "SpendRecord",
+        "SpendStatus",
+        "default_ledger_url",
+    ],
+    "spec": ["AccountantKind", "PrivacySpec", "SelectionStrategy"],
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = [
+    "Accountant",
+    "AccountantKind",
+    "Budget",
+    "Ledger",
+    "LedgerError",
+    "PrivacySpec",
+    "Reservation",
+    "SelectionStrategy",
+    "SpendRecord",
+    "SpendStatus",
+    "calibrate_dpsgd_noise",
+    "calibrate_gaussian_noise",
+    "calibrate_noise",
+    "default_ledger_url",
+    "dpsgd_epsilon",
+    "dpsgd_event",
+    "gaussian_epsilon",
+    "gaussian_event",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,538 @@
+"""The privacy budget ledger: each dataset's (ε, δ) budget and every spend against it.
+
+A private run spends privacy budget like money: it **reserves** its (ε, δ) before touching any
+data, **commits** after it finished, or **releases** the reservation when it failed before
+publishing anything. The ledger lives in a SQL database through SQLAlchemy: a SQLite file by
+default (``$PRIVRANK_HOME/ledger.sqlite``, or the URL in ``PRIVRANK_LEDGER_URL``) or PostgreSQL.
+
+Guarantees:
+
+- **Composition.** Spends on one dataset compose by *basic composition* (Dwork & Roth 2014,
+  Thm. 3.16): k runs that are (ε_i, δ_i)-DP with respect to one user's history are together
+  (Σ ε_i, Σ δ_i)-DP, even when each run is chosen after seeing the earlier ones. The ledger
+  therefore refuses a reservation unless, summed exactly (:func:`math.fsum`, no tolerance),
+  ``spent + reserved + requested ≤ budget`` holds for ε *and* for δ. Basic composition is simple
+  and sound for any mix of mechanisms; tighter composition of known mechanisms is available
+  from :class:`privrank.privacy.accounting.Accountant`.
+- **Nothing is lost.** A reservation counts against the budget until it is released. A run
+  that crashes (killed, power loss) leaves its spend *reserved*: it keeps counting, and
+  :meth:`Ledger.spends` shows it to an administrator, who may commit or release it.
+- **No overspending under concurrency.** The check and the insert run in one transaction that
+  first locks the dataset's row: ``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE``
+  (the database's write lock) on SQLite. Two concurrent reservations are serialised, so they
+  cannot together exceed the budget.
+- **Refused before data is touched.** :class:`~privrank.errors.PrivacyBudgetExceeded` names the
+  request, the spent, reserved and remaining budget.
+
+**Which key.** A budget protects the users of a *population*: key it by the source dataset
+(its catalog name, or the :func:`~privrank.data.fingerprint.fingerprint` of the dataset as
+imported), and spend every run on any split, sample or curated version of it from that one key.
+Keying by the fingerprint of a derived subset would give each subset a fresh budget for the same
+users.
+
+Releasing is only sound when nothing computed from the data under that reservation was
+published; :meth:`Ledger.spend` releases on an exception inside its block, so keep publishing
+(saving, serving) outside the block or after it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from privrank.errors import ConfigError, PrivacyBudgetExceeded, PrivrankError
+from privrank.privacy._ledger_records import (
+    Budget,
+    Reservation,
+    SpendRecord,
+    SpendStatus,
+    datasets_table,
+    metadata,
+    spends_table,
+)
+from privrank.settings import home_dir
+
+__all__ = [
+    "Budget",
+    "Ledger",
+    "LedgerError",
+    "Reservation",
+    "SpendRecord",
+    "SpendStatus",
+    "default_ledger_url",
+]
+
+LEDGER_URL_ENV = "PRIVRANK_LEDGER_URL"
+_SQLITE_TIMEOUT_S = 60.0
+_PG_CREATE_LOCK = 0x70726976  # an arbitrary advisory-lock key ("priv") for schema creation
+
+
+class LedgerError(PrivrankError, RuntimeError):
+    """The ledger cannot do what was asked (unknown spend, spend not reserved, database error)."""
+
+
+def default_ledger_url() -> str:
+    """``$PRIVRANK_LEDGER_URL``, else a SQLite file ``$PRIVRANK_HOME/ledger.sqlite``."""
+    value = os.environ.get(LEDGER_URL_ENV)
+    if value:
+        return value
+    return f"sqlite:///{home_dir() / 'ledger.sqlite'}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _check_epsilon(value: float, owner: str, *, allow_zero: bool) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        rule = "a finite number ≥ 0" if allow_zero else "a finite number > 0"
+        raise ConfigError(f"The 'epsilon' parameter of {owner} must be {rule}. Got {value!r}")
+    return float(value)
+
+
+def _check_delta(value: float, owner: str) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not 0 <= value < 1:
+        raise ConfigError(f"The 'delta' parameter of {owner} must be in [0, 1). Got {value!r}")
+    return float(value)
+
+
+def _check_key(value: str, owner: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ConfigError(
+            f"The 'dataset_key' parameter of {owner} must be a non-empty string of at most 200 "
+            f"characters. Got {value!r}"
+        )
+    return value
+
+
+def _normalise_url(url: str | URL) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid ledger URL {str(url)!r}: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigError(
+                "the ledger needs a SQLite file (an in-memory database would lose every spend)"
+            )
+        return parsed
+    raise ConfigError(
+        f"unsupported ledger database {backend!r} in {parsed.render_as_string()!r}: use "
+        "sqlite:///path/to/ledger.sqlite or postgresql://user@host/db"
+    )
+
+
+class Ledger:
+    """A per-dataset privacy budget ledger in SQLite or PostgreSQL.
+
+    See the module docstring for the guarantees (basic composition, nothing lost, no
+    overspending under concurrency). Typical use by a private fit::
+
+        ledger = Ledger()
+        with ledger.spend(key, epsilon=1.0, delta=1e-6, description="ease ml-100k"):
+            model.fit(train, FitOptions(privacy=spec))   # refused before training if over budget
+        model.save(out)                                    # publish after the spend committed
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///file`` or ``postgresql://user@host:port/db``; a bare
+            ``postgresql://`` uses psycopg 3). ``None``: :func:`default_ledger_url`.
+        echo: Log SQL statements.
+
+    Raises:
+        ConfigError: The URL is invalid or names an unsupported database.
+        LedgerError: The database cannot be reached or its tables cannot be created.
+    """
+
+    def __init__(self, url: str | URL | None = None, *, echo: bool = False) -> None:
+        self.url = _normalise_url(default_ledger_url() if url is None else url)
+        self.backend = self.url.get_backend_name()
+        self._engine = self._make_engine(echo)
+        try:
+            self._guard("create the ledger tables", self._create_tables)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def _make_engine(self, echo: bool) -> Engine:
+        if self.backend != "sqlite":
+            # READ COMMITTED is what the row lock relies on: after waiting for the lock, the
+            # next statement sees the spends the other transaction committed.
+            return create_engine(
+                self.url, echo=echo, pool_pre_ping=True, isolation_level="READ COMMITTED"
+            )
+        os.makedirs(os.path.dirname(os.path.abspath(self.url.database)), exist_ok=True)
+        engine = create_engine(self.url, echo=echo, connect_args={"timeout": _SQLITE_TIMEOUT_S})
+
+        # pysqlite's own transaction handling would defer BEGIN; take the write lock up front.
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def _create_tables(self) -> None:
+        with self._engine.begin() as conn:
+            if self.backend == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CREATE_LOCK})
+            metadata.create_all(conn, checkfirst=True)
+
+    def _guard(self, what: str, action, *args):
+        try:
+            return action(*args)
+        except PrivrankError:
+            raise
+        except SQLAlchemyError as exc:
+            where = self.url.render_as_string(hide_password=True)
+            raise LedgerError(f"privacy ledger {where}: cannot {what}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url.render_as_string(hide_password=True)!r})"
+
+    # --- budgets --------------------------------------------------------------------------
+
+    def set_budget(
+        self, dataset_key: str, epsilon: float, delta: float, *, name: str | None = None
+    ) -> Budget:
+        """Create or change a dataset's total budget.
+
+        Lowering a budget below what is used is allowed (it only refuses later spends); raising
+        it is an administrative decision about how much one user may be exposed in total.
+
+        Args:
+            dataset_key: The dataset's key (e.g. its :func:`~privrank.data.fingerprint`).
+            epsilon: Total ε (finite, ≥ 0).
+            delta: Total δ in [0, 1).
+            name: A human-readable name, shown by ``privrank privacy ledger``.
+
+        Returns:
+            The dataset's budget after the change.
+        """
+        owner = "Ledger.set_budget"
+        key = _check_key(dataset_key, owner)
+        eps = _check_epsilon(epsilon, owner, allow_zero=True)
+        dlt = _check_delta(delta, owner)
+        if name is not None and (not isinstance(name, str) or len(name) > 200):
+            raise ConfigError(
+                f"The 'name' parameter of {owner} must be a string of at most 200 characters. "
+                f"Got {name!r}"
+            )
+        return self._guard("set the budget", self._set_budget, key, eps, dlt, name)
+
+    def _set_budget(self, key: str, eps: float, dlt: float, name: str | None) -> Budget:
+        now = _now()
+        with self._engine.begin() as conn:
+            row = self._lock_dataset(conn, key)
+            if row is None:
+                conn.execute(
+                    datasets_table.insert().values(
+                        key=key, name=name, epsilon=eps, delta=dlt, created_at=now, updated_at=now
+                    )
+                )
+            else:
+                values = {"epsilon": eps, "delta": dlt, "updated_at": now}
+                if name is not None:
+                    values["name"] = name
+                conn.execute(
+                    update(datasets_table).where(datasets_table.c.key == key).values(**values)
+                )
+            return self._budget(conn, key)
+
+    def budget(self, dataset_key: str) -> Budget | None:
+        """A dataset's budget and usage, or ``None`` when it has none."""
+        key = _check_key(dataset_key, "Ledger.budget")
+
+        def read() -> Budget | None:
+            with self._engine.connect() as conn:
+                return self._budget(conn, key)
+
+        return self._guard("read the budget", read)
+
+    def budgets(self) -> list[Budget]:
+        """Every dataset's budget and usage, by key."""
+
+        def read() -> list[Budget]:
+            with self._engine.connect() as conn:
+                keys = conn.scalars(
+                    select(datasets_table.c.key).order_by(datasets_table.c.key)
+                ).all()
+                return [self._budget(conn, key) for key in keys]
+
+        return self._guard("read the budgets", read)
+
+    def _lock_dataset(self, conn: Connection, key: str):
+        query = select(datasets_table).where(datasets_table.c.key == key)
+        if self.backend == "postgresql":
+            query = query.with_for_update()
+        return conn.execute(query).mappings().first()
+
+    def _used(self, conn: Connection, key: str) -> list:
+        """Status, ε and δ of every spend that counts (reserved or committed)."""
+        return conn.execute(
+            select(spends_table.c.status, spends_table.c.epsilon, spends_table.c.delta).where(
+                spends_table.c.dataset_key == key,
+                spends_table.c.status.in_([SpendStatus.reserved, SpendStatus.committed]),
+            )
+        ).all()
+
+    def _budget(self, conn: Connection, key: str) -> Budget | None:
+        row = (
+            conn.execute(select(datasets_table).where(datasets_table.c.key == key))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        used = self._used(conn, key)
+        sums = {
+            status: (
+                math.fsum(r.epsilon for r in used if r.status == status),
+                math.fsum(r.delta for r in used if r.status == status),
+            )
+            for status in (SpendStatus.committed, SpendStatus.reserved)
+        }
+        return Budget(
+            dataset_key=key,
+            name=row["name"],
+            epsilon=row["epsilon"],
+            delta=row["delta"],
+            epsilon_spent=sums[SpendStatus.committed][0],
+            delta_spent=sums[SpendStatus.committed][1],
+            epsilon_reserved=sums[SpendStatus.reserved][0],
+            delta_reserved=sums[SpendStatus.reserved][1],
+            updated_at=_aware(row["updated_at"]),
+        )
+
+    # --- spends ---------------------------------------------------------------------------
+
+    def reserve(
+        self, dataset_key: str, epsilon: float, delta: float, description: str
+    ) -> Reservation:
+        """Atomically check the remaining budget and reserve (ε, δ) from it.
+
+        Args:
+            dataset_key: The dataset to spend from.
+            epsilon: ε of the run (finite, > 0).
+            delta: δ of the run, in [0, 1).
+            description: What the spend is for (run or model name), at most 500 characters.
+
+        Returns:
+            The reservation; pass it to :meth:`commit` or :meth:`release`.
+
+        Raises:
+            PrivacyBudgetExceeded: The dataset has no budget, or ``spent + reserved +
+                requested`` would exceed it for ε or δ.
+        """
+        owner = "Ledger.reserve"
+        key = _check_key(dataset_key, owner)
+        eps = _check_epsilon(epsilon, owner, allow_zero=False)
+        dlt = _check_delta(delta, owner)
+        if not isinstance(description, str) or len(description) > 500:
+            raise ConfigError(
+                f"The 'description' parameter of {owner} must be a string of at most 500 "
+                f"characters. Got {description!r}"
+            )
+        return self._guard("reserve a spend", self._reserve, key, eps, dlt, description)
+
+    def _reserve(self, key: str, eps: float, dlt: float, description: str) -> Reservation:
+        now = _now()
+        spend_id = str(uuid.uuid4())
+        with self._engine.begin() as conn:
+            row = self._lock_dataset(conn, key)
+            if row is None:
+                raise PrivacyBudgetExceeded(
+                    f"dataset {key!r} has no privacy budget in {self!r}; set one with "
+                    f"`privrank privacy budget {key} --epsilon E --delta D`"
+                )
+            used = self._used(conn, key)
+            # One correctly rounded sum of every counted spend and the request.
+            eps_after = math.fsum([*(r.epsilon for r in used), eps])
+            dlt_after = math.fsum([*(r.delta for r in used), dlt])
+            if eps_after > row["epsilon"] or dlt_after > row["delta"]:
+                raise PrivacyBudgetExceeded(_refusal(self._budget(conn, key), eps, dlt))
+            conn.execute(
+                spends_table.insert().values(
+                    id=spend_id,
+                    dataset_key=key,
+                    description=description,
+                    epsilon=eps,
+                    delta=dlt,
+                    status=SpendStatus.reserved.value,
+                    owner=_owner(),
+                    reserved_at=now,
+                    finished_at=None,
+                )
+            )
+        return Reservation(spend_id, key, eps, dlt, description, now)
+
+    def commit(self, reservation: Reservation | str) -> None:
+        """Mark a reserved spend as spent (the run finished; its output may be published).
+
+        Raises:
+            LedgerError: No such spend, or it is not reserved (already committed or released).
+        """
+        self._finish(reservation, SpendStatus.committed)
+
+    def release(self, reservation: Reservation | str) -> None:
+        """Give a reserved spend back (the run failed and published nothing).
+
+        Raises:
+            LedgerError: No such spend, or it is not reserved (already committed or released).
+        """
+        self._finish(reservation, SpendStatus.released)
+
+    def _finish(self, reservation: Reservation | str, status: SpendStatus) -> None:
+        spend_id = reservation.id if isinstance(reservation, Reservation) else reservation
+        if not isinstance(spend_id, str):
+            raise ConfigError(f"expected a Reservation or a spend id. Got {reservation!r}")
+
+        def run() -> None:
+            with self._engine.begin() as conn:
+                result = conn.execute(
+                    update(spends_table)
+                    .where(
+                        spends_table.c.id == spend_id,
+                        spends_table.c.status == SpendStatus.reserved.value,
+                    )
+                    .values(status=status.value, finished_at=_now())
+                )
+                if result.rowcount == 1:
+                    return
+                current = conn.scalar(
+                    select(spends_table.c.status).where(spends_table.c.id == spend_id)
+                )
+            if current is None:
+                raise LedgerError(f"no spend {spend_id!r} in {self!r}")
+            raise LedgerError(
+                f"cannot mark spend {spend_id!r} {status.value}: it is {current}, not reserved"
+            )
+
+        self._guard(f"mark the spend {status.value}", run)
+
+    @contextmanager
+    def spend(
+        self, dataset_key: str, epsilon: float, delta: float, description: str
+    ) -> Iterator[Reservation]:
+        """Reserve, run the block, then commit; release if the block raises.
+
+        A process killed inside the block leaves the spend reserved (it keeps counting).
+
+        Yields:
+            The reservation.
+
+        Raises:
+            PrivacyBudgetExceeded: Before the block runs, when the budget does not allow it.
+        """
+        reservation = self.reserve(dataset_key, epsilon, delta, description)
+        try:
+            yield reservation
+        except BaseException:
+            self.release(reservation)
+            raise
+        self.commit(reservation)
+
+    def spends(
+        self, dataset_key: str | None = None, *, status: SpendStatus | str | None = None
+    ) -> list[SpendRecord]:
+        """Spends, oldest first, optionally of one dataset and/or one status."""
+        query = select(spends_table).order_by(spends_table.c.reserved_at, spends_table.c.id)
+        if dataset_key is not None:
+            query = query.where(
+                spends_table.c.dataset_key == _check_key(dataset_key, "Ledger.spends")
+            )
+        if status is not None:
+            try:
+                status = SpendStatus(status)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"The 'status' parameter of Ledger.spends must be one of reserved, "
+                    f"committed, released. Got {status!r}"
+                ) from exc
+            query = query.where(spends_table.c.status == status.value)
+
+        def read() -> list[SpendRecord]:
+            with self._engine.connect() as conn:
+                return [
+                    SpendRecord(
+                        id=r["id"],
+                        dataset_key=r["dataset_key"],
+                        description=r["description"],
+                        epsilon=r["epsilon"],
+                        delta=r["delta"],
+                        status=SpendStatus(r["status"]),
+                        owner=r["owner"],
+                        reserved_at=_aware(r["reserved_at"]),
+                        finished_at=_aware(r["finished_at"]),
+                    )
+                    for r in conn.execute(query).mappings()
+                ]
+
+        return self._guard("read the spends", read)
+
+    def count_spends(self) -> int:
+        """How many spends (of any status) the ledger holds."""
+
+        def read() -> int:
+            with self._engine.connect() as conn:
+                return int(conn.scalar(select(func.count()).select_from(spends_table)))
+
+        return self._guard("count the spends", read)
+
+
+def _refusal(budget: Budget, eps: float, dlt: float) -> str:
+    return (
+        f"privacy budget of dataset {budget.dataset_key!r} exceeded: requested ε={eps:g}, "
+        f"δ={dlt:g}; spent ε={budget.epsilon_spent:g}, δ={budget.delta_spent:g}; reserved "
+        f"ε={budget.epsilon_reserved:g}, δ={budget.delta_reserved:g}; remaining "
+        f"ε={budget.epsilon_remaining:g}, δ={budget.delta_remaining:g} of the total "
+        f"ε={budget.epsilon:g}, δ={budget.delta:g} (spends add up by basic composition)"
+    )
