@@ -14,7 +14,16 @@ from privrank.cli import app as _app_module
 from privrank.errors import PrivrankError
 
 # Command modules register their commands on import.
-from privrank.cli import data_io, data_split, data_synth, demo, privacy  # noqa: F401  isort: skip
+from privrank.cli import (  # noqa: F401  isort: skip
+    data_io,
+    data_split,
+    data_synth,
+    demo,
+    evaluate,
+    privacy,
+    report,
+    train,
+)
 
 EXIT_USAGE = 2
 

@@ -1,0 +1,321 @@
+"""``privrank train``: fit a model on a protocol's training part, a saved split, or a dataset.
+
+``--data`` is resolved in this order:
+
+1. a named protocol (``ml100k-holdout``, ``beauty-loo``): the model is fitted on the
+   protocol's ``train`` part (on ``train + validation`` when the protocol's test-time history
+   holds the validation items and the model cannot fold histories in);
+2. a saved split directory (``privrank data split``): fitted on its ``train`` part;
+3. a dataset (catalog name, workspace name or saved dataset directory): fitted on every row.
+   Such a model has no held-out test set, and ``privrank evaluate --model`` refuses it.
+
+The output directory holds the model artifact in ``model/`` (:meth:`Recommender.save`) and a
+``training.json`` record: the model and its config, the seed and threads, the fit time, and the
+data it saw: protocol or split, the source dataset's fingerprint, the split spec and the
+fingerprint of the exact rows fitted on, plus the SHA-256 of the artifact's checksum list. With
+it, ``privrank evaluate --model DIR`` rebuilds the right test set and refuses data that does not
+match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from privrank.atomic import atomic_directory
+from privrank.cli.app import app
+from privrank.data.fingerprint import fingerprint
+from privrank.data.interactions import Interactions
+from privrank.data.splits import Split
+from privrank.errors import ArtifactError, ConfigError
+from privrank.metrics.protocols import (
+    PROTOCOLS,
+    PreparedProtocol,
+    from_split,
+    load_dataset,
+    prepare,
+    protocol_for_split,
+)
+from privrank.metrics.runner import library_versions
+
+__all__ = [
+    "TRAINING_FILE",
+    "TrainedModel",
+    "TrainingData",
+    "load_trained",
+    "parse_params",
+    "resolve_training_data",
+    "train_command",
+]
+
+TRAINING_FILE = "training.json"
+MODEL_DIR = "model"
+_FORMAT = "privrank.training"
+_VERSION = 1
+
+
+def parse_params(pairs: list[str] | None, config: Path | None = None) -> dict[str, Any]:
+    """Model parameters from a JSON/TOML file and ``key=value`` pairs (pairs win).
+
+    A value is read as JSON when it parses (``300``, ``0.5``, ``true``, ``[1, 2]``), otherwise
+    kept as a string (``dtype=float64``).
+
+    Raises:
+        ConfigError: A pair without ``=``, or an unreadable or malformed file.
+    """
+    params: dict[str, Any] = {}
+    if config is not None:
+        params.update(_read_mapping(config))
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE, e.g. regularization=300")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        params[key.strip()] = value
+    return params
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read model config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"model config {path}: expected an object of parameters")
+    return data
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What ``--data`` resolved to.
+
+    Attributes:
+        kind: ``protocol``, ``split`` or ``dataset``.
+        argument: The ``--data`` value as given.
+        prepared: The protocol's parts (``protocol`` and ``split`` kinds), else ``None``.
+        dataset: The whole dataset (``dataset`` kind), else ``None``.
+        split_dir: The split directory (``split`` kind), else ``None``.
+    """
+
+    kind: str
+    argument: str
+    prepared: PreparedProtocol | None = None
+    dataset: Interactions | None = None
+    split_dir: Path | None = None
+
+
+def resolve_training_data(argument: str) -> TrainingData:
+    """Resolve ``--data``: a named protocol, a saved split directory, or a dataset."""
+    if argument in PROTOCOLS:
+        return TrainingData("protocol", argument, prepared=prepare(argument))
+    path = Path(argument).expanduser()
+    if (path / "split.json").is_file():
+        return TrainingData("split", argument, prepared=load_split(path), split_dir=path)
+    return TrainingData("dataset", argument, dataset=load_dataset(argument))
+
+
+def load_split(path: Path) -> PreparedProtocol:
+    """A saved split as prepared protocol parts (named ``split:<folder>``)."""
+    parts = Split.load(path)
+    spec = protocol_for_split(parts, f"split:{path.resolve().name}", str(path))
+    return from_split(spec, parts)
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[
+        str,
+        typer.Option(
+            help="A protocol name (ml100k-holdout, beauty-loo), a saved split directory, or a "
+            "dataset (catalog or workspace name, or directory)."
+        ),
+    ],
+    model: Annotated[str, typer.Option(help="Registry name of the model (ease, ials, ...).")],
+    out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="A model parameter KEY=VALUE (repeatable)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A JSON or TOML file of model parameters.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fit.")] = 0,
+    threads: Annotated[int, typer.Option(help="Threads of the fit (0: all cores).")] = 0,
+) -> None:
+    """Train a model and save it with a record of the exact data it was fitted on."""
+    from privrank.models import FitOptions, create_model
+
+    params = parse_params(param, config)
+    recommender = create_model(model, params)  # validates name and parameters first
+    _check_out(out)
+    console = Console()
+    with console.status(f"loading {data}"):
+        resolved = resolve_training_data(data)
+    train, mode = _training_rows(resolved, recommender)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"fitting {model}", total=None, info="")
+
+        def report(update: Any) -> None:
+            info = [] if update.loss is None else [f"loss {update.loss:.5g}"]
+            info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
+            progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
+
+        started = time.perf_counter()
+        recommender.fit(train, FitOptions(seed=seed, threads=threads, progress=report))
+        seconds = time.perf_counter() - started
+    record = _record(resolved, recommender, train, mode, seed, threads, seconds)
+    with atomic_directory(out) as tmp:
+        recommender.save(tmp / MODEL_DIR)
+        record["model_checksums_sha256"] = _sha256(tmp / MODEL_DIR / "checksums.json")
+        (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    console.print(
+        f"trained {model} on {len(train):,} interactions ({resolved.kind} {data}) in "
+        f"{seconds:.1f} s; saved to {out}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if resolved.kind == "dataset":
+        console.print(
+            "note: fitted on the whole dataset, so it has no held-out test set; train on a "
+            "protocol or a split to evaluate it with `privrank evaluate --model`",
+            highlight=False,
+        )
+
+
+def _check_out(out: Path) -> None:
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not (out / TRAINING_FILE).is_file():
+        raise ConfigError(
+            f"--out {out}: exists and is not a trained-model directory; refusing to replace it"
+        )
+
+
+def _training_rows(resolved: TrainingData, recommender: Any) -> tuple[Interactions, str]:
+    """The rows to fit on and the test-time history mode (``users``, ``fold-in``, ``refit``)."""
+    if resolved.prepared is None:
+        return resolved.dataset, "users"
+    prepared = resolved.prepared
+    if not prepared.history_extends_train:
+        return prepared.train, "users"
+    if recommender.supports_fold_in:
+        return prepared.train, "fold-in"
+    return prepared.history, "refit"
+
+
+def _record(
+    resolved: TrainingData,
+    recommender: Any,
+    train: Interactions,
+    mode: str,
+    seed: int,
+    threads: int,
+    seconds: float,
+) -> dict[str, Any]:
+    prepared = resolved.prepared
+    data: dict[str, Any] = {
+        "kind": resolved.kind,
+        "argument": resolved.argument,
+        "train_fingerprint": fingerprint(train),
+        "train_rows": len(train),
+        "fitted_on": "train + validation" if mode == "refit" else "train",
+    }
+    if prepared is not None:
+        described = prepared.describe()
+        data |= {
+            "protocol": prepared.spec.name,
+            "protocol_spec": described["protocol"],
+            "dataset": described["dataset"],
+            "split": described["split"]["spec"],
+            "split_dir": None if resolved.split_dir is None else str(resolved.split_dir.resolve()),
+        }
+    else:
+        data["dataset"] = {"name": train.metadata.name, "fingerprint": data["train_fingerprint"]}
+    return {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {"name": recommender.name, "config": recommender.config.model_dump(mode="json")},
+        "fit": {"seed": seed, "threads": threads, "seconds": seconds, "history_mode": mode},
+        "data": data,
+        "versions": library_versions(),
+    }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A directory written by ``privrank train``.
+
+    Attributes:
+        directory: The directory.
+        record: The parsed ``training.json``.
+        model: The loaded (checksum-verified) model.
+    """
+
+    directory: Path
+    record: dict[str, Any]
+    model: Any
+
+    @property
+    def history_mode(self) -> str:
+        """How test users are scored: ``users``, ``fold-in`` or ``refit``."""
+        return self.record["fit"]["history_mode"]
+
+
+def load_trained(directory: str | Path) -> TrainedModel:
+    """Read a ``privrank train`` directory, verifying the model against its training record.
+
+    Raises:
+        ArtifactError: Not such a directory, a malformed record, or a model whose files changed
+            since training.
+    """
+    from privrank.models import Recommender
+
+    directory = Path(directory)
+    path = directory / TRAINING_FILE
+    if not path.is_file():
+        raise ArtifactError(
+            f"{directory} is not a `privrank train` directory: {TRAINING_FILE} is missing"
+        )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("format") != _FORMAT or record.get("version") != _VERSION:
+            raise ArtifactError(f"{path}: not a training record of version {_VERSION}")
+        for section, key in (("data", "train_fingerprint"), ("fit", "history_mode")):
+            if not isinstance(record[section][key], str):
+                raise TypeError(f"{section}.{key} must be a string")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: malformed training record: {exc}") from exc
+    model = Recommender.load(directory / MODEL_DIR)
+    recorded = record.get("model_checksums_sha256")
+    if recorded != _sha256(directory / MODEL_DIR / "checksums.json"):
+        raise ArtifactError(
+            f"{directory / MODEL_DIR} is not the model this training record describes (its "
+            "checksum list changed since `privrank train`)"
+        )
+    return TrainedModel(directory=directory, record=record, model=model)

@@ -1,0 +1,507 @@
+"""The evaluation runner: models × protocols × cutoffs, with CIs, paired tests and result files.
+
+A run is described by a :class:`RunConfig` (built in code, read from a JSON or TOML file with
+:meth:`RunConfig.from_file`, or assembled by ``privrank evaluate``). For each protocol
+(:mod:`privrank.metrics.protocols`) the dataset is split once; every model is fitted on the
+protocol's ``train`` part with the run's seed and thread count and evaluated by full ranking
+(:func:`privrank.metrics.evaluate`) on the same test users. Peers (``implicit-als``,
+``implicit-bpr``) are models like any other, so they run on the same split in the same run and
+are scored by the same metric code.
+
+**Test-time history.** When the protocol's test-time history is ``train`` (holdout), models
+score users by code. When it also holds the validation items (leave-one-out), the runner's
+``test_history`` decides: ``"fold-in"`` (default) scores each test user's full history as an
+ad-hoc :class:`~privrank.models.Query` with the model fitted on ``train``; models that cannot
+fold in are refitted on ``train + validation`` instead. ``"refit"`` refits every model on
+``train + validation``. Each result records which mode it used (``model.history_mode``).
+
+**Validation.** With ``validation=True``, each model fitted on ``train`` also ranks the
+validation items (history ``train``); the means are recorded under ``validation``, the number
+to tune on, so that the test part is never used for choices.
+
+**Statistics.** Every per-user metric gets a percentile-bootstrap CI (shared resamples, see
+:mod:`privrank.metrics.stats`). Every model is compared with the baseline (``baseline``, or the
+first model) on the same users, metric by metric: paired t-test, Wilcoxon signed-rank test,
+Cohen's d_z and a bootstrap CI of the mean difference.
+
+**Files** (all written atomically, :mod:`privrank.atomic`)::
+
+    OUT/results.md                        markdown tables: metrics with CIs, paired comparisons
+    OUT/summary.json                      the run config and the list of result files
+    OUT/<protocol>/<model>.json           one result per model and protocol (see below)
+    OUT/<protocol>/<model>.per_user.parquet   per-user metrics (user id, user code, metrics)
+
+A result JSON holds the dataset fingerprint and size, the split spec, seed and counts, the
+model name and full config, the fit seed and threads, library versions, the metrics with their
+CIs, catalogue-level metrics, user counts, timing and the comparisons with the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from privrank.atomic import atomic_file
+from privrank.errors import ConfigError
+from privrank.metrics.evaluate import EvaluationConfig, EvaluationResult, evaluate
+from privrank.metrics.protocols import PreparedProtocol, prepare
+from privrank.metrics.run_config import ModelSpec, RunConfig
+from privrank.metrics.stats import (
+    ConfidenceInterval,
+    PairedComparison,
+    bootstrap_cis,
+    compare_results,
+)
+
+__all__ = [
+    "RESULT_FORMAT",
+    "ModelRun",
+    "ModelSpec",
+    "RunConfig",
+    "RunSummary",
+    "compare_with_baseline",
+    "evaluate_model",
+    "fit_and_evaluate",
+    "library_versions",
+    "result_record",
+    "run",
+    "safe_name",
+    "validation_metrics",
+    "write_json",
+    "write_results",
+]
+
+RESULT_FORMAT = "privrank.result"
+RESULT_VERSION = 1
+_LIBRARIES = ("privrank", "numpy", "scipy", "pyarrow", "torch", "implicit", "pydantic")
+
+
+@dataclass
+class ModelRun:
+    """One model evaluated on one protocol.
+
+    Attributes:
+        prepared: The protocol's parts.
+        spec: The model's spec.
+        model: The fitted model.
+        result: The per-user evaluation.
+        intervals: Bootstrap CI of every per-user metric.
+        history_mode: ``users`` (scored by code on the fitted history), ``fold-in`` or ``refit``.
+        fit_seconds: Wall time of the fit (``None`` for a model trained elsewhere).
+        evaluate_seconds: Wall time of the evaluation (scoring included).
+        comparisons: Metric → paired comparison with the baseline (empty for the baseline).
+        baseline: The baseline's label.
+        extra: More JSON facts to record (e.g. where a trained model came from).
+    """
+
+    prepared: PreparedProtocol
+    spec: ModelSpec
+    model: Any
+    result: EvaluationResult
+    intervals: dict[str, ConfidenceInterval]
+    history_mode: str
+    fit_seconds: float | None
+    evaluate_seconds: float
+    comparisons: dict[str, PairedComparison] = field(default_factory=dict)
+    baseline: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run produced.
+
+    Attributes:
+        runs: Every model run, protocol by protocol.
+        records: The JSON result of each run (same order).
+        files: Result JSON path of each run (same order; empty when nothing was written).
+        markdown: The markdown tables.
+        out: The output directory, if any.
+    """
+
+    runs: list[ModelRun]
+    records: list[dict[str, Any]]
+    files: list[Path]
+    markdown: str
+    out: Path | None
+
+
+#: Called with a model label and a status line ("fitting", "evaluating", ...).
+StatusCallback = Callable[[str, str], None]
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of privrank and the libraries a result depends on."""
+    versions: dict[str, str | None] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def _history_query(prepared: PreparedProtocol) -> Any:
+    from privrank.models import Query
+
+    indptr, items = prepared.history.sequences()
+    return Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64))
+
+
+def evaluate_model(
+    model: Any,
+    prepared: PreparedProtocol,
+    config: RunConfig,
+    spec: ModelSpec,
+    *,
+    history_mode: str,
+    fit_seconds: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ModelRun:
+    """Evaluate a fitted model on a prepared protocol, with bootstrap CIs.
+
+    Args:
+        model: A fitted :class:`~privrank.models.Recommender` whose vocabulary is the
+            protocol's.
+        prepared: The protocol's parts.
+        config: The run's options (cutoffs, bootstrap, batch size).
+        spec: The model's spec (for its label).
+        history_mode: ``users`` (score by code: the model was fitted on the test-time history)
+            or ``fold-in`` (score each user's test-time history as an ad-hoc query).
+        fit_seconds: Fit time, to record.
+        progress: Called as ``progress(users_done, users_total)``.
+
+    Raises:
+        ConfigError: The model's vocabulary is not the protocol's, or it cannot fold in.
+    """
+    history = prepared.history
+    if not (model.user_ids_.equals(history.user_ids) and model.item_ids_.equals(history.item_ids)):
+        raise ConfigError(
+            f"{spec.display} was trained on another vocabulary ({model.n_users_} users, "
+            f"{model.n_items_} items) than protocol {prepared.spec.name!r} "
+            f"({history.n_users} users, {history.n_items} items)"
+        )
+    if history_mode == "fold-in":
+        if not model.supports_fold_in:
+            raise ConfigError(
+                f"{spec.display} cannot fold in histories, and protocol {prepared.spec.name!r} "
+                "scores test users on train + validation; refit it on both instead"
+            )
+        query = _history_query(prepared)
+
+        def score(users: np.ndarray) -> np.ndarray:
+            return model.score(query.take(users))
+
+    elif history_mode == "users":
+
+        def score(users: np.ndarray) -> np.ndarray:
+            return model.score(users)
+
+    else:
+        raise ConfigError(f"unknown history mode {history_mode!r}")
+    evaluation = _evaluation_config(prepared, config)
+    started = time.perf_counter()
+    result = evaluate(score, history, prepared.test, evaluation, progress=progress)
+    elapsed = time.perf_counter() - started
+    intervals = bootstrap_cis(
+        result.per_user,
+        confidence=config.confidence,
+        n_resamples=config.n_resamples,
+        seed=config.bootstrap_seed,
+    )
+    return ModelRun(
+        prepared=prepared,
+        spec=spec,
+        model=model,
+        result=result,
+        intervals=intervals,
+        history_mode=history_mode,
+        fit_seconds=fit_seconds,
+        evaluate_seconds=elapsed,
+    )
+
+
+def _evaluation_config(prepared: PreparedProtocol, config: RunConfig) -> EvaluationConfig:
+    cutoffs = prepared.spec.cutoffs
+    if config.cutoffs is not None:
+        headline_ks = {int(name.rsplit("@", 1)[1]) for name in prepared.spec.headline}
+        cutoffs = tuple(sorted(set(config.cutoffs) | headline_ks))
+    return prepared.spec.evaluation_config(
+        cutoffs=cutoffs,
+        beyond_accuracy=config.beyond_accuracy,
+        batch_size=config.batch_size,
+    )
+
+
+def validation_metrics(model: Any, prepared: PreparedProtocol, config: RunConfig) -> dict:
+    """Mean metrics of a model fitted on ``train`` when ranking the validation items.
+
+    The history is ``train`` (its items excluded); the relevant items are the validation part.
+    This is the number to tune on; the test part stays untouched.
+
+    Raises:
+        ConfigError: The protocol has no validation part.
+    """
+    if prepared.validation is None or len(prepared.validation) == 0:
+        raise ConfigError(f"protocol {prepared.spec.name!r} has no validation part")
+    evaluation = _evaluation_config(prepared, config).model_copy(update={"beyond_accuracy": False})
+    result = evaluate(model.score, prepared.train, prepared.validation, evaluation)
+    return {"means": dict(result.means), "counts": dict(result.counts)}
+
+
+def fit_and_evaluate(
+    prepared: PreparedProtocol,
+    spec: ModelSpec,
+    config: RunConfig,
+    *,
+    fit_progress: Callable[[Any], None] | None = None,
+    status: StatusCallback | None = None,
+) -> ModelRun:
+    """Fit one model on a prepared protocol and evaluate it (see the module docstring).
+
+    Args:
+        prepared: The protocol's parts.
+        spec: The model.
+        config: The run's options (seed, threads, test-time history, bootstrap).
+        fit_progress: Receives the fit's :class:`~privrank.models.FitProgress` reports.
+        status: Receives ``(label, message)`` status lines.
+    """
+    from privrank.models import FitOptions, create_model
+
+    model = create_model(spec.name, spec.params)
+    mode = "users"
+    train = prepared.train
+    if prepared.history_extends_train:
+        if config.test_history == "refit" or not model.supports_fold_in:
+            mode, train = "refit", prepared.history
+        else:
+            mode = "fold-in"
+    options = FitOptions(seed=config.seed, threads=config.threads, progress=fit_progress)
+    if status is not None:
+        status(spec.display, f"fitting on {len(train):,} interactions ({mode})")
+    started = time.perf_counter()
+    model.fit(train, options)
+    fit_seconds = time.perf_counter() - started
+    if status is not None:
+        status(spec.display, f"fitted in {fit_seconds:.1f} s; evaluating")
+    run_ = evaluate_model(
+        model,
+        prepared,
+        config,
+        spec,
+        history_mode="fold-in" if mode == "fold-in" else "users",
+        fit_seconds=fit_seconds,
+    )
+    run_.history_mode = mode
+    if config.validation and prepared.validation is not None and len(prepared.validation):
+        run_.extra["validation"] = (
+            validation_metrics(model, prepared, config)
+            if mode != "refit"
+            else {"skipped": "the model was refitted on train + validation"}
+        )
+    return run_
+
+
+def compare_with_baseline(runs: list[ModelRun], baseline: str, config: RunConfig) -> None:
+    """Fill every run's ``comparisons`` with paired tests against the baseline, metric by metric.
+
+    Only the ranking metrics (``metric@k`` of the protocol's metrics) are compared.
+    """
+    base = next((r for r in runs if r.spec.display == baseline), None)
+    if base is None:
+        raise ConfigError(f"baseline {baseline!r} is not among the runs")
+    metrics = [
+        name for name in base.result.per_user if name.split("@", 1)[0] in base.prepared.spec.metrics
+    ]
+    for run_ in runs:
+        run_.baseline = baseline
+        if run_ is base:
+            continue
+        out = {}
+        for metric in metrics:
+            try:
+                out[metric] = compare_results(
+                    run_.result,
+                    base.result,
+                    metric,
+                    confidence=config.confidence,
+                    n_resamples=config.n_resamples,
+                    seed=config.bootstrap_seed,
+                )
+            except ConfigError:
+                continue  # fewer than two users with values: nothing to test
+        run_.comparisons = out
+
+
+def run(
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+    fit_progress: Callable[[str, Any], None] | None = None,
+    status: StatusCallback | None = None,
+) -> RunSummary:
+    """Run every model on every protocol, compare with the baseline and write the results.
+
+    Args:
+        config: The run.
+        out: Output directory (see the module docstring); ``None`` writes nothing.
+        data: Protocol name → :class:`~privrank.data.Interactions` to use instead of reading
+            the protocol's dataset.
+        fit_progress: Called as ``fit_progress(label, FitProgress)`` during fits.
+        status: Called as ``status(label, message)`` as the run proceeds.
+
+    Returns:
+        The runs, their JSON records, the files written and the markdown.
+
+    Raises:
+        ConfigError: Unknown models or invalid parameters (all listed, before anything runs).
+    """
+    config.check_models()
+    data = data or {}
+    runs: list[ModelRun] = []
+    for protocol in config.protocol_specs():
+        if status is not None:
+            status(protocol.name, f"preparing {protocol.dataset} ({protocol.split.protocol})")
+        prepared = prepare(protocol, data.get(protocol.name))
+        protocol_runs = []
+        for spec in config.models:
+            progress = None
+            if fit_progress is not None:
+
+                def progress(report: Any, label: str = spec.display) -> None:
+                    fit_progress(label, report)
+
+            protocol_runs.append(
+                fit_and_evaluate(prepared, spec, config, fit_progress=progress, status=status)
+            )
+        compare_with_baseline(protocol_runs, config.baseline_label, config)
+        runs.extend(protocol_runs)
+    return write_results(runs, config, out)
+
+
+def write_results(runs: list[ModelRun], config: RunConfig, out: str | Path | None) -> RunSummary:
+    """Build the JSON records and markdown of ``runs`` and write them under ``out`` (if given)."""
+    from privrank.metrics.report import markdown_summary
+
+    records = [result_record(r, config) for r in runs]
+    markdown = markdown_summary(records)
+    files: list[Path] = []
+    if out is not None:
+        out = Path(out)
+        for run_, record in zip(runs, records, strict=True):
+            folder = out / safe_name(run_.prepared.spec.name)
+            stem = safe_name(run_.spec.display)
+            _write_per_user(run_, folder / f"{stem}.per_user.parquet")
+            path = folder / f"{stem}.json"
+            write_json(path, record)
+            files.append(path)
+        with atomic_file(out / "results.md", encoding="utf-8") as handle:
+            handle.write(markdown)
+        write_json(
+            out / "summary.json",
+            {
+                "format": "privrank.run",
+                "version": RESULT_VERSION,
+                "config": config.model_dump(mode="json"),
+                "results": [str(p.relative_to(out)) for p in files],
+            },
+        )
+    return RunSummary(runs=runs, records=records, files=files, markdown=markdown, out=out)
+
+
+def result_record(run_: ModelRun, config: RunConfig) -> dict[str, Any]:
+    """The JSON result of one model run (see the module docstring)."""
+    prepared, result = run_.prepared, run_.result
+    described = prepared.describe()
+    summary = result.to_dict()
+    record: dict[str, Any] = {
+        "format": RESULT_FORMAT,
+        "version": RESULT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **described,
+        "model": {
+            "name": run_.spec.name,
+            "label": run_.spec.display,
+            "config": run_.model.config.model_dump(mode="json"),
+            "fit_seed": config.seed,
+            "threads": config.threads,
+            "history_mode": run_.history_mode,
+        },
+        "headline": list(prepared.spec.headline),
+        "evaluation": {
+            "protocol": summary["protocol"],
+            "config": summary["config"],
+            "counts": summary["counts"],
+        },
+        "metrics": {name: ci.to_dict() for name, ci in run_.intervals.items()},
+        "aggregate": dict(result.aggregate),
+        "timing": {
+            "fit_s": run_.fit_seconds,
+            "evaluate_s": run_.evaluate_seconds,
+            **summary["timing"],
+        },
+        "baseline": run_.baseline,
+        "comparisons": {name: c.to_dict() for name, c in run_.comparisons.items()},
+        "per_user_file": f"{safe_name(run_.spec.display)}.per_user.parquet",
+        "bootstrap": {
+            "confidence": config.confidence,
+            "n_resamples": config.n_resamples,
+            "seed": config.bootstrap_seed,
+        },
+        "versions": library_versions(),
+        "environment": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    record.update(run_.extra)
+    return record
+
+
+def _write_per_user(run_: ModelRun, path: Path) -> None:
+    result = run_.result
+    user_ids = run_.prepared.test.user_ids.take(pa.array(result.users))
+    columns: dict[str, Any] = {"user": user_ids, "user_code": pa.array(result.users)}
+    columns.update({name: pa.array(values) for name, values in result.per_user.items()})
+    table = pa.table(columns)
+    with atomic_file(path, mode="wb") as handle:
+        pq.write_table(table, handle)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON atomically (NaN and infinities become ``null``)."""
+    with atomic_file(path, encoding="utf-8") as handle:
+        handle.write(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value
+
+
+def safe_name(name: str) -> str:
+    """``name`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".")
+    if not cleaned:
+        raise ConfigError(f"{name!r} cannot be used as a file name")
+    return cleaned
