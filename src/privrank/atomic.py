@@ -32,6 +32,7 @@ def atomic_file(destination: str | Path, mode: str = "w", **open_kwargs) -> Iter
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file obeys the umask
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
@@ -55,6 +56,7 @@ def atomic_directory(destination: str | Path) -> Iterator[Path]:
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a normal directory obeys the umask
     try:
         yield tmp
     except BaseException:
@@ -67,3 +69,9 @@ def atomic_directory(destination: str | Path) -> Iterator[Path]:
     os.replace(tmp, destination)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
