@@ -122,4 +122,5 @@ def test_demo_runs_on_ml100k(real_data_dir: Path, privrank_home: Path) -> None:
     done = run_cli("demo")
     assert done.returncode == 0, done.stderr
     assert "80,000" in done.stdout and "20,000" in done.stdout
+    assert "ease" in done.stdout and "NDCG@10" in done.stdout
     assert (privrank_home / "datasets" / "ml-100k" / "splits" / "holdout" / "split.json").is_file()
