@@ -20,8 +20,10 @@ from privrank.cli import (  # noqa: F401  isort: skip
     data_synth,
     demo,
     evaluate,
+    keys,
     privacy,
     report,
+    serve,
     train,
 )
 

@@ -1,0 +1,218 @@
+"""``privrank serve``: run the recommendation API with uvicorn.
+
+Serve one model directory (``--model``, a saved model or a ``privrank train`` output) or the
+active version of a model store (``--store``, where versions can be activated and rolled back
+through the API). The server refuses to start while no API key exists (create one with
+``privrank keys create``), unless ``--insecure-dev`` is given, which is only allowed on a
+loopback address.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from privrank.cli.app import app
+from privrank.errors import ConfigError
+
+__all__ = ["check_startup", "serve", "settings_from_options", "store_add", "store_list"]
+
+store_app = typer.Typer(help="Manage a model store for `privrank serve --store`.")
+app.add_typer(store_app, name="store", no_args_is_help=True)
+
+
+def settings_from_options(**options):
+    """:class:`~privrank.serving.ServeSettings` from CLI options, errors as one ConfigError."""
+    from privrank.serving.settings import ServeSettings
+
+    try:
+        return ServeSettings(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = "--" + "-".join(str(p) for p in error["loc"]).replace("_", "-")
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if error["loc"] else message)
+        raise ConfigError("invalid serve options: " + "; ".join(problems)) from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_startup(settings, host: str) -> str:
+    """Refuse to start without API keys (unless insecure dev mode on loopback); load the
+    model once so a bad model fails here, with a clear message.
+
+    Returns:
+        The version that will be served.
+
+    Raises:
+        ConfigError: No active API key and no ``--insecure-dev``, or ``--insecure-dev`` on a
+            non-loopback address.
+        ArtifactError: The model cannot be loaded.
+    """
+    from privrank.serving.auth import KeyStore
+    from privrank.serving.db import make_engine
+    from privrank.serving.events import EventStore
+    from privrank.serving.store import ModelStore
+
+    if settings.insecure_dev and not _is_loopback(host):
+        raise ConfigError(
+            f"--insecure-dev serves without API keys and is only allowed on a loopback "
+            f"address (127.0.0.1, ::1, localhost), not {host!r}"
+        )
+    # Create the tables here, once, rather than racing to create them in every worker.
+    engine = make_engine(settings.database_url)
+    try:
+        active = KeyStore(engine).count_active()
+        EventStore(engine)
+    finally:
+        engine.dispose()
+    if not settings.insecure_dev and active == 0:
+        raise ConfigError(
+            "refusing to serve without API keys: create one with `privrank keys create "
+            "--scope read` (same --database), or pass --insecure-dev for local development"
+        )
+    if settings.model_dir is not None:
+        store = ModelStore.single(settings.model_dir)
+    else:
+        store = ModelStore(settings.store_dir)
+    return store.start().version
+
+
+@store_app.command("add")
+def store_add(
+    store: Annotated[Path, typer.Argument(help="The model store directory (created if new).")],
+    model: Annotated[
+        Path, typer.Argument(help="A model directory (saved model or `privrank train` output).")
+    ],
+    version: Annotated[str | None, typer.Option(help="Version name (default v<N+1>).")] = None,
+    activate: Annotated[
+        bool, typer.Option("--activate", help="Make it the active version at once.")
+    ] = False,
+) -> None:
+    """Copy a verified model into a model store as a new version.
+
+    A running server picks up an activation within a second; or activate later with
+    POST /v1/models/{version}/activate (admin key).
+    """
+    from privrank.serving.store import ModelStore
+
+    name = ModelStore(store).add(model, version, activate=activate)
+    typer.echo(f"added {name}" + (" (active)" if activate else ""))
+
+
+@store_app.command("list")
+def store_list(
+    store: Annotated[Path, typer.Argument(help="The model store directory.")],
+) -> None:
+    """List the versions of a model store and which one is active."""
+    from privrank.serving.store import ModelStore
+
+    for info in ModelStore(store).versions():
+        marker = "*" if info.active else " "
+        typer.echo(f"{marker} {info.version}\t{info.model or '?'}")
+
+
+def _log_config(level: str) -> dict:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["privrank"] = {"handlers": ["default"], "level": level.upper()}
+    return config
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A model directory (saved model or `privrank train` output)."),
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="A model store directory (versions, activation, rollback).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="Database of API keys and events (default $PRIVRANK_HOME/serving.sqlite)."
+        ),
+    ] = None,
+    insecure_dev: Annotated[
+        bool, typer.Option("--insecure-dev", help="Serve WITHOUT API keys (loopback only).")
+    ] = False,
+    max_body_bytes: Annotated[
+        int | None, typer.Option(help="Largest request body accepted (default 1 MiB).")
+    ] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Requests/s per API key and worker (0: no limit).")
+    ] = None,
+    rate_burst: Annotated[int | None, typer.Option(help="Burst size per API key.")] = None,
+    index: Annotated[
+        str | None,
+        typer.Option(help="FAISS retrieval for factor models: auto, exact, hnsw or off."),
+    ] = None,
+    index_exact_threshold: Annotated[
+        int | None, typer.Option(help="Largest catalogue searched exactly with --index auto.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn), versioned under /v1."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigError(
+            f"serving needs the 'serve' extra ({exc.name} is not installed): "
+            "pip install 'privrank[serve]'"
+        ) from exc
+
+    from privrank.serving.settings import SETTINGS_ENV
+
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"--log-level must be debug, info, warning or error. Got {log_level!r}")
+    settings = settings_from_options(
+        model_dir=model,
+        store_dir=store,
+        database_url=database,
+        insecure_dev=insecure_dev,
+        max_body_bytes=max_body_bytes,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
+        index=index,
+        index_exact_threshold=index_exact_threshold,
+    )
+    version = check_startup(settings, host)
+    Console(stderr=True).print(
+        f"serving model version [bold]{version}[/] on http://{host}:{port} "
+        f"({workers} worker{'s' if workers > 1 else ''})"
+        + ("  [bold red]INSECURE DEV MODE: no API keys[/]" if insecure_dev else ""),
+        highlight=False,
+    )
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    uvicorn.run(
+        "privrank.serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        server_header=False,
+        log_level=log_level,
+        log_config=_log_config(log_level),
+    )

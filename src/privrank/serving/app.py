@@ -1,0 +1,495 @@
+"""The FastAPI application: versioned ``/v1`` API over the model store, key store and events.
+
+Endpoints (scope needed in brackets; see :mod:`privrank.serving.auth`):
+
+- ``POST /v1/recommend`` [read]: top-k for a known user id.
+- ``POST /v1/recommend/history`` [read]: top-k for an ad-hoc history, kept in memory only.
+- ``GET /v1/items/{item_id}/similar`` [read]: items related to an item.
+- ``POST /v1/rank`` [read]: order the caller's candidates for a user or a history.
+- ``POST /v1/events`` [write]: ingest interaction events (idempotent by event id).
+- ``GET /v1/models`` [read]; ``POST /v1/models/{version}/activate``,
+  ``POST /v1/models/rollback`` [admin].
+- ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, database reachable), ``GET /metrics``
+  [read] (Prometheus).
+
+Every error is answered as ``{"error": code, "message": text}`` with the status of
+:func:`status_for`; validation errors (422) add ``fields``, each naming the offending field.
+Request values are never echoed in errors of validation and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from privrank.errors import (
+    ArtifactError,
+    ConfigError,
+    DataError,
+    NotTrainedError,
+    PrivacyBudgetExceeded,
+    PrivrankError,
+)
+from privrank.serving import recommend as answers
+from privrank.serving.auth import ApiKey, KeyStore, Scope
+from privrank.serving.db import make_engine
+from privrank.serving.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    StorageError,
+    UnavailableError,
+)
+from privrank.serving.events import Event, EventStore
+from privrank.serving.metrics import ServingMetrics
+from privrank.serving.middleware import (
+    AccessLogMiddleware,
+    BodySizeLimitMiddleware,
+    log_unexpected,
+)
+from privrank.serving.ratelimit import RateLimiter
+from privrank.serving.schemas import (
+    MAX_K,
+    EventsRequest,
+    EventsResponse,
+    HistoryRecommendRequest,
+    ModelInfo,
+    ModelsResponse,
+    RankRequest,
+    RankResponse,
+    RecommendRequest,
+    RecommendResponse,
+    ScoredItem,
+)
+from privrank.serving.settings import ServeSettings
+from privrank.serving.store import IndexOptions, ModelStore
+
+__all__ = ["API_VERSION", "ServingState", "app_from_env", "create_app", "status_for"]
+
+log = logging.getLogger("privrank.serving")
+API_VERSION = "v1"
+INSECURE_KEY = ApiKey(name="insecure-dev", key_id="-", scope=Scope.ADMIN, created_at=None)
+
+# Most specific first: the first class an error is an instance of decides its status.
+_STATUS: list[tuple[type[BaseException], int, str]] = [
+    (AuthenticationError, 401, "unauthorized"),
+    (PermissionDeniedError, 403, "forbidden"),
+    (RateLimitedError, 429, "rate_limited"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (ArtifactError, 409, "model_refused"),
+    (PrivacyBudgetExceeded, 409, "privacy_budget_exceeded"),
+    (UnavailableError, 503, "unavailable"),
+    (NotTrainedError, 503, "unavailable"),
+    (StorageError, 503, "storage_unavailable"),
+    (DataError, 422, "invalid_data"),
+    (ConfigError, 422, "invalid_request"),
+    (PrivrankError, 500, "internal_error"),
+]
+
+
+def status_for(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code of a privrank error (500 for anything unexpected)."""
+    for cls, status, code in _STATUS:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, "internal_error"
+
+
+class ServingState:
+    """What the endpoints share: settings, the model store, keys, events, limits, metrics."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        store: ModelStore,
+        keys: KeyStore,
+        events: EventStore,
+        limiter: RateLimiter,
+        metrics: ServingMetrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.events = events
+        self.limiter = limiter
+        self.metrics = metrics
+
+
+def _open_store(settings: ServeSettings) -> ModelStore:
+    index = IndexOptions(kind=settings.index, exact_threshold=settings.index_exact_threshold)
+    if settings.model_dir is not None:
+        return ModelStore.single(settings.model_dir, index=index)
+    return ModelStore(settings.store_dir, index=index)
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    value = request.headers.get("x-api-key")
+    return value.strip() if value and value.strip() else None
+
+
+_BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+_API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
+
+
+def require(scope: Scope) -> Any:
+    """A dependency that authenticates the request, checks ``scope`` and the rate limit."""
+
+    async def dependency(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+        _header: Annotated[str | None, Security(_API_KEY_HEADER)] = None,
+    ) -> ApiKey:
+        # The two Security parameters document the schemes in OpenAPI; the key is read here.
+        state: ServingState = request.app.state.serving
+        if state.settings.insecure_dev:
+            key = INSECURE_KEY
+        else:
+            raw = _presented_key(request)
+            if raw is None:
+                raise AuthenticationError(
+                    "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+                )
+            # A recently verified key is answered inline; otherwise scrypt and the database run
+            # on a worker thread, off the event loop.
+            key = state.keys.cached(raw) or await run_in_threadpool(state.keys.verify, raw)
+            if key is None:
+                raise AuthenticationError("the API key is unknown or revoked")
+        request.state.key_name = key.name
+        if not key.scope.grants(scope):
+            raise PermissionDeniedError(
+                f"this API key has scope {key.scope.value!r}; this request needs {scope.value!r}"
+            )
+        wait = state.limiter.acquire(key.name)
+        if wait > 0:
+            raise RateLimitedError(
+                f"rate limit of {state.limiter.rate:g} requests/s for this key exceeded", wait
+            )
+        return key
+
+    return Depends(dependency)
+
+
+def _error_response(exc: BaseException, state: ServingState | None) -> JSONResponse:
+    status, code = status_for(exc)
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimitedError):
+        headers["Retry-After"] = RateLimiter.retry_after(exc.retry_after_s)
+        if state is not None:
+            state.metrics.rate_limited.inc()
+    if status in (401, 403) and state is not None:
+        state.metrics.auth_failures.labels(str(status)).inc()
+    message = str(exc) if status < 500 or status == 503 else "internal server error"
+    if status == 500:
+        _log_unexpected(exc)
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def _log_unexpected(exc: BaseException) -> None:
+    log_unexpected(log, exc)
+
+
+_UNION_TAGS = {"int", "str", "float", "bool", "none", "list", "dict"}
+
+
+def _field_name(loc: tuple) -> str:
+    """``("body", "exclude", 0, "constrained-int")`` → ``exclude.0``: the field as the client
+    wrote it, without pydantic's union-member tags."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header") and len(parts) > 1:
+        parts = parts[1:]
+    tags = {p for p in parts[1:] if p in _UNION_TAGS or "-" in p or "[" in p}
+    parts = [p for p in parts if p not in tags]
+    return ".".join(parts) or "body"
+
+
+def _validation_fields(errors) -> list[dict[str, str]]:
+    merged: dict[str, list[str]] = {}
+    for error in errors:
+        field = _field_name(tuple(error.get("loc", ())))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if message not in merged.setdefault(field, []):
+            merged[field].append(message)
+    return [{"field": f, "message": " or ".join(m)} for f, m in merged.items()]
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PrivrankError)
+    async def privrank_error(request: Request, exc: PrivrankError) -> JSONResponse:
+        return _error_response(exc, getattr(request.app.state, "serving", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = _validation_fields(exc.errors())
+        message = "invalid request: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return JSONResponse(
+            {"error": "validation_error", "message": message, "fields": fields}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def _scored(ids: list, scores: list[float]) -> list[ScoredItem]:
+    return [ScoredItem(item_id=i, score=s) for i, s in zip(ids, scores, strict=True)]
+
+
+async def _state_of(request: Request) -> ServingState:
+    return request.app.state.serving
+
+
+State = Annotated[ServingState, Depends(_state_of)]
+
+
+def _add_routes(app: FastAPI) -> None:
+    read, write, admin = require(Scope.READ), require(Scope.WRITE), require(Scope.ADMIN)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(state: State) -> JSONResponse:
+        """A model is loaded and the database answers."""
+        try:
+            version = state.store.current.version
+            state.events.ping()
+        except (UnavailableError, StorageError) as exc:
+            return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready", "model_version": version})
+
+    @app.get("/metrics", tags=["health"], dependencies=[read])
+    def metrics(state: State) -> Response:
+        """Prometheus metrics of this server process."""
+        with contextlib.suppress(UnavailableError):
+            current = state.store.current
+            state.metrics.set_active(current.version, current.model.name)
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/recommend", tags=["recommend"], dependencies=[read])
+    def recommend(body: RecommendRequest, state: State) -> RecommendResponse:
+        """Top-k items for a known user id (unknown users get popular items)."""
+        served = state.store.current
+        answer = answers.recommend_user(
+            served,
+            body.user_id,
+            body.k,
+            exclude_seen=body.exclude_seen,
+            exclude=body.exclude,
+            allow=body.allow,
+        )
+        return RecommendResponse(
+            model_version=served.version,
+            items=_scored(answer.item_ids, answer.scores),
+            cold_start=answer.cold_start,
+        )
+
+    @app.post("/v1/recommend/history", tags=["recommend"], dependencies=[read])
+    def recommend_history(body: HistoryRecommendRequest, state: State) -> RecommendResponse:
+        """Top-k items for an ad-hoc history, folded in and forgotten (never stored or
+        logged)."""
+        served = state.store.current
+        answer = answers.recommend_history(
+            served,
+            body.history,
+            body.k,
+            exclude_seen=body.exclude_seen,
+            exclude=body.exclude,
+            allow=body.allow,
+            ignore_unknown_items=body.ignore_unknown_items,
+        )
+        return RecommendResponse(
+            model_version=served.version,
+            items=_scored(answer.item_ids, answer.scores),
+            cold_start=answer.cold_start,
+        )
+
+    @app.get("/v1/items/{item_id}/similar", tags=["recommend"], dependencies=[read])
+    def similar(
+        item_id: Annotated[str, Path(min_length=1, max_length=256)],
+        state: State,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    ) -> RecommendResponse:
+        """Items related to ``item_id`` (the model's answer to a one-item history)."""
+        served = state.store.current
+        answer = answers.similar_items(served, item_id, k)
+        return RecommendResponse(
+            model_version=served.version,
+            items=_scored(answer.item_ids, answer.scores),
+            cold_start=False,
+        )
+
+    @app.post("/v1/rank", tags=["recommend"], dependencies=[read])
+    def rank(body: RankRequest, state: State) -> RankResponse:
+        """The caller's candidates ordered best first for a user id or a history."""
+        served = state.store.current
+        answer = answers.rank_candidates(
+            served, body.candidates, user_id=body.user_id, history=body.history
+        )
+        return RankResponse(
+            model_version=served.version,
+            items=_scored(answer.item_ids, answer.scores),
+            unknown=answer.unknown,
+            cold_start=answer.cold_start,
+        )
+
+    @app.post("/v1/events", tags=["events"], dependencies=[write])
+    def ingest(body: EventsRequest, state: State) -> EventsResponse:
+        """Store interaction events; answered only after they are committed."""
+        batch = [
+            Event(
+                event_id=e.event_id,
+                user_id=str(e.user_id),
+                item_id=str(e.item_id),
+                event_type=e.event_type,
+                occurred_at=e.timestamp,
+                value=e.value,
+            )
+            for e in body.events
+        ]
+        result = state.events.ingest(batch)
+        state.metrics.events.labels("accepted").inc(result.accepted)
+        state.metrics.events.labels("duplicate").inc(result.duplicates)
+        return EventsResponse(accepted=result.accepted, duplicates=result.duplicates)
+
+    @app.get("/v1/models", tags=["models"], dependencies=[read])
+    def models(state: State) -> ModelsResponse:
+        """The model versions and the active one."""
+        try:
+            active = state.store.current.describe()
+        except UnavailableError:
+            active = None
+        versions = [
+            ModelInfo(version=v.version, model=v.model, active=v.active)
+            for v in state.store.versions()
+        ]
+        return ModelsResponse(active=active, versions=versions)
+
+    @app.post("/v1/models/rollback", tags=["models"], dependencies=[admin])
+    def rollback(state: State) -> dict:
+        """Serve the version that was active before the current one."""
+        served = state.store.rollback()
+        state.metrics.model_swaps.inc()
+        return served.describe()
+
+    @app.post("/v1/models/{version}/activate", tags=["models"], dependencies=[admin])
+    def activate(version: Annotated[str, Path(min_length=1, max_length=64)], state: State) -> dict:
+        """Serve ``version`` from now on; a corrupted version is refused (409) and the current
+        one keeps serving."""
+        served = state.store.activate(version)
+        state.metrics.model_swaps.inc()
+        return served.describe()
+
+
+async def _follow_store(state: ServingState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.refresh_interval_s)
+        try:
+            if await run_in_threadpool(state.store.refresh):
+                state.metrics.model_swaps.inc()
+        except Exception as exc:  # keep polling whatever happens
+            _log_unexpected(exc)
+
+
+def create_app(
+    settings: ServeSettings,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> FastAPI:
+    """Build the API for ``settings``: open the databases and load the active model.
+
+    Args:
+        settings: What to serve and how.
+        clock: Monotonic clock for the rate limiter (tests).
+
+    Raises:
+        ArtifactError: No model version could be loaded.
+        UnavailableError: The model store is empty.
+        ConfigError: An invalid database URL.
+    """
+    engine = make_engine(settings.database_url)
+    store = _open_store(settings)
+    store.start()
+    metrics = ServingMetrics()
+    limiter = (
+        RateLimiter(settings.rate_limit, settings.rate_burst)
+        if clock is None
+        else RateLimiter(settings.rate_limit, settings.rate_burst, clock)
+    )
+    state = ServingState(
+        settings,
+        store,
+        KeyStore(engine, cache_ttl_s=settings.key_cache_ttl_s),
+        EventStore(engine),
+        limiter,
+        metrics,
+    )
+    if settings.insecure_dev:
+        log.warning("INSECURE DEV MODE: requests are served without API keys")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        poller = asyncio.create_task(_follow_store(state)) if store.root is not None else None
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            engine.dispose()
+
+    from privrank import __version__
+
+    app = FastAPI(
+        title="privrank",
+        version=__version__,
+        description="Privacy-preserving recommendations. Send an API key as "
+        "'Authorization: Bearer <key>'.",
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    _install_handlers(app)
+    _add_routes(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for the settings in ``$PRIVRANK_SERVE_SETTINGS`` (JSON; set by ``privrank
+    serve`` so that each uvicorn worker builds the same app)."""
+    import os
+
+    from privrank.serving.settings import SETTINGS_ENV
+
+    value = os.environ.get(SETTINGS_ENV)
+    if not value:
+        raise ConfigError(f"{SETTINGS_ENV} is not set; start the server with `privrank serve`")
+    return create_app(ServeSettings.model_validate_json(value))

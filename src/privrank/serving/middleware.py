@@ -1,0 +1,158 @@
+"""ASGI middleware: the request size limit and the privacy-safe access log with metrics.
+
+The access log records the method, the route *template* (``/v1/items/{item_id}/similar``, never
+the concrete path), the status, the latency and the API key's name. It never records bodies,
+query strings, user ids, item ids or histories.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from privrank.serving.metrics import ServingMetrics
+
+__all__ = ["AccessLogMiddleware", "BodySizeLimitMiddleware", "json_error", "log_unexpected"]
+
+access_log = logging.getLogger("privrank.serving.access")
+error_log = logging.getLogger("privrank.serving")
+
+
+def log_unexpected(logger: logging.Logger, exc: BaseException) -> None:
+    """Log an unexpected error by type and place only: its message and the values in its
+    traceback may hold request data (user ids, histories)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames[-4:]))
+    logger.error("unexpected %s at %s", type(exc).__name__, where or "?")
+
+
+def json_error(status: int, error: str, message: str, **extra: Any) -> tuple[dict, bytes]:
+    """The start message and body of a JSON error response (for raw ASGI code)."""
+    body = json.dumps({"error": error, "message": message, **extra}).encode("utf-8")
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ],
+    }
+    return start, body
+
+
+class BodySizeLimitMiddleware:
+    """Answer 413 to a request body larger than ``max_bytes``.
+
+    A declared ``Content-Length`` over the limit is refused before reading anything; a chunked
+    body is counted as it arrives and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def _refuse(self, send, status: int = 413, message: str | None = None) -> None:
+        start, body = json_error(
+            status,
+            "payload_too_large" if status == 413 else "bad_request",
+            message or f"the request body exceeds the limit of {self.max_bytes} bytes",
+        )
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._refuse(send, 400, "invalid Content-Length header")
+                    return
+                if declared > self.max_bytes:
+                    await self._refuse(send)
+                    return
+        received = 0
+        started = refused = False
+
+        async def limited_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes and not started:
+                    # Answer now; the app sees a disconnected client and its answer is dropped.
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+class AccessLogMiddleware:
+    """Log one privacy-safe line per request and record it in the Prometheus metrics.
+
+    It also answers 500 to an unexpected error itself (logged by :func:`log_unexpected`), so the
+    error never reaches the server's own handler, which would log its message and traceback.
+    """
+
+    def __init__(self, app, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        responded = False
+
+        async def tracking_send(message):
+            nonlocal status, responded
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                responded = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log_unexpected(error_log, exc)
+            if not responded:
+                start, body = json_error(500, "internal_error", "internal server error")
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+            status = 500
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            state = scope.get("state") or {}
+            key_name = state.get("key_name", "-")
+            self.metrics.observe(scope["method"], template, status, elapsed)
+            access_log.info(
+                "%s %s %d %.1fms key=%s",
+                scope["method"],
+                template,
+                status,
+                elapsed * 1000,
+                key_name,
+            )

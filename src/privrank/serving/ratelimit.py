@@ -1,0 +1,63 @@
+"""Per-key token-bucket rate limits.
+
+Each key owns a bucket of ``burst`` tokens that refills at ``rate`` tokens per second; a request
+takes one token, and a request that finds the bucket empty is refused with the number of seconds
+until a token is back (the ``Retry-After`` of the 429 answer). Buckets live in the memory of one
+server process: with ``--workers N`` each worker enforces the limit on its own share of requests.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter:
+    """Token buckets by key name.
+
+    Args:
+        rate: Tokens added per second (sustained requests per second); ``0`` disables limiting.
+        burst: Bucket size (requests allowed at once).
+        clock: Monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = float(rate)
+        self.burst = max(1, int(burst))
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any limit is enforced."""
+        return self.rate > 0
+
+    def acquire(self, key: str) -> float:
+        """Take a token for ``key``.
+
+        Returns:
+            ``0.0`` when the request may proceed, else the seconds until a token is available.
+        """
+        if not self.enabled:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+    @staticmethod
+    def retry_after(wait_s: float) -> str:
+        """The ``Retry-After`` header value (whole seconds, at least 1) for a wait."""
+        return str(max(1, math.ceil(wait_s)))

@@ -1,0 +1,228 @@
+"""Answers of the read endpoints, computed from a served model version and external ids.
+
+Filters apply in one place: the candidate set is every item (or the allow-list's known items)
+minus the excluded ids; ``exclude_seen`` removes the user's training history (or the ad-hoc
+history). Ids the model does not know are ignored in filters. Fewer than ``k`` items come back
+when fewer are eligible.
+
+Personalised answers of a factor model without an allow-list come from its FAISS index (see
+:mod:`privrank.serving.index`); everything else is scored by the model itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from privrank.errors import ConfigError
+from privrank.models import Query
+from privrank.serving.errors import ConflictError, NotFoundError
+from privrank.serving.store import ServedModel
+
+__all__ = ["Answer", "rank_candidates", "recommend_history", "recommend_user", "similar_items"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Items best first with their scores.
+
+    Attributes:
+        item_ids: External item ids.
+        scores: Their scores.
+        cold_start: Whether the popularity fallback answered.
+        unknown: Candidates the model does not know (ranking only).
+    """
+
+    item_ids: list[Any]
+    scores: list[float]
+    cold_start: bool
+    unknown: list[Any]
+
+
+def _known_codes(served: ServedModel, ids: Sequence[Any]) -> np.ndarray:
+    codes = served.items.codes(ids)
+    return np.unique(codes[codes >= 0])
+
+
+def _candidates(
+    served: ServedModel, exclude: Sequence[Any], allow: Sequence[Any] | None
+) -> np.ndarray | None:
+    """Candidate item codes, or ``None`` for every item."""
+    excluded = _known_codes(served, exclude)
+    if allow is None and excluded.size == 0:
+        return None
+    pool = np.arange(served.model.n_items_) if allow is None else _known_codes(served, allow)
+    return np.setdiff1d(pool, excluded, assume_unique=True)
+
+
+def _top(served: ServedModel, query: Query, k: int, exclude_seen: bool, candidates) -> tuple:
+    model = served.model
+    available = model.n_items_ if candidates is None else candidates.size
+    k = min(k, available)
+    if k == 0:
+        return [], []
+    codes, scores = model.recommend(query, k, exclude_seen=exclude_seen, items=candidates)
+    keep = codes[0] >= 0
+    return served.items.decode(codes[0][keep]), [float(s) for s in scores[0][keep]]
+
+
+def _seen_codes(served: ServedModel, query: Query) -> np.ndarray:
+    if query.is_users:
+        code = int(query.user_codes[0])
+        indptr = served.model.history_indptr_
+        return np.asarray(served.model.history_items_[indptr[code] : indptr[code + 1]])
+    return np.asarray(query.items)
+
+
+def _top_indexed(
+    served: ServedModel, query: Query, k: int, exclude_seen: bool, excluded: np.ndarray
+) -> tuple:
+    """Top-k through the FAISS index: fetch enough to survive the exclusions, then drop
+    them."""
+    removed = set(excluded.tolist())
+    if exclude_seen:
+        removed.update(_seen_codes(served, query).tolist())
+    k = min(k, served.model.n_items_ - len(removed))
+    if k <= 0:
+        return [], []
+    index = served.index
+    codes, scores = index.search(index.query_vectors(served.model, query), k + len(removed))
+    pairs = zip(codes[0].tolist(), scores[0].tolist(), strict=True)
+    chosen = [(c, s) for c, s in pairs if c >= 0 and c not in removed][:k]
+    return served.items.decode([c for c, _ in chosen]), [float(s) for _, s in chosen]
+
+
+def _answer(
+    served: ServedModel,
+    query: Query,
+    cold: bool,
+    k: int,
+    exclude_seen: bool,
+    exclude: Sequence[Any],
+    allow: Sequence[Any] | None,
+) -> tuple:
+    if served.index is not None and not cold and allow is None:
+        return _top_indexed(served, query, k, exclude_seen, _known_codes(served, exclude))
+    return _top(served, query, k, exclude_seen, _candidates(served, exclude, allow))
+
+
+def _fold_in_check(served: ServedModel, query: Query) -> None:
+    model = served.model
+    if not model.supports_fold_in and (query.lengths() > 0).any():
+        raise ConflictError(
+            f"the served model ({model.name}) cannot fold in ad-hoc histories; use a model "
+            "that can (ease, itemknn, ials, ...) or recommend for known users"
+        )
+
+
+def _user_query(served: ServedModel, user_id: Any) -> tuple[Query, bool]:
+    code = served.users.code(user_id)
+    if code < 0:
+        return Query.histories([[]]), True
+    indptr = served.model.history_indptr_
+    return Query.users([code]), bool(indptr[code + 1] == indptr[code])
+
+
+def _history_query(served: ServedModel, history: Sequence[Any], ignore_unknown: bool) -> Query:
+    codes = served.items.codes(history)
+    unknown = codes < 0
+    if unknown.any() and not ignore_unknown:
+        raise ConfigError(
+            f"the history holds {int(unknown.sum())} item id(s) the model was not trained on; "
+            "send ignore_unknown_items=true to skip them"
+        )
+    query = Query.histories([codes[~unknown]])
+    _fold_in_check(served, query)
+    return query
+
+
+def recommend_user(
+    served: ServedModel,
+    user_id: Any,
+    k: int,
+    *,
+    exclude_seen: bool = True,
+    exclude: Sequence[Any] = (),
+    allow: Sequence[Any] | None = None,
+) -> Answer:
+    """Top-k for a known user id (unknown users get the popularity ranking)."""
+    query, cold = _user_query(served, user_id)
+    ids, scores = _answer(served, query, cold, k, exclude_seen, exclude, allow)
+    return Answer(ids, scores, cold, [])
+
+
+def recommend_history(
+    served: ServedModel,
+    history: Sequence[Any],
+    k: int,
+    *,
+    exclude_seen: bool = True,
+    exclude: Sequence[Any] = (),
+    allow: Sequence[Any] | None = None,
+    ignore_unknown_items: bool = True,
+) -> Answer:
+    """Top-k for an ad-hoc history of external item ids (folded in, never stored)."""
+    query = _history_query(served, history, ignore_unknown_items)
+    cold = bool(query.lengths()[0] == 0)
+    ids, scores = _answer(served, query, cold, k, exclude_seen, exclude, allow)
+    return Answer(ids, scores, cold, [])
+
+
+def similar_items(served: ServedModel, item_id: Any, k: int) -> Answer:
+    """The items the model relates to ``item_id``: its answer to a one-item history, the item
+    itself left out.
+
+    Raises:
+        NotFoundError: The model does not know ``item_id``.
+        ConflictError: The model does not relate items (popularity) or cannot fold in.
+    """
+    code = served.items.code(item_id)
+    if code < 0:
+        raise NotFoundError(f"the served model does not know item {item_id!r}")
+    if not served.model.personalised:
+        raise ConflictError(
+            f"the served model ({served.model.name}) does not relate items to items"
+        )
+    query = Query.histories([[code]])
+    _fold_in_check(served, query)
+    ids, scores = _answer(served, query, False, k, True, (), None)
+    return Answer(ids, scores, False, [])
+
+
+def rank_candidates(
+    served: ServedModel,
+    candidates: Sequence[Any],
+    *,
+    user_id: Any = None,
+    history: Sequence[Any] | None = None,
+) -> Answer:
+    """Order ``candidates`` for a user id or an ad-hoc history (exactly one is given).
+
+    Ties keep the caller's order. Candidates the model does not know are returned apart, in
+    the caller's order.
+
+    Raises:
+        ConfigError: Both or neither of ``user_id`` and ``history``, or repeated candidates.
+    """
+    if (user_id is None) == (history is None):
+        raise ConfigError("give exactly one of user_id and history")
+    codes = served.items.codes(candidates)
+    known = codes >= 0
+    repeated_items = np.unique(codes[known]).size != int(known.sum())  # e.g. 42 and "42"
+    if repeated_items or len(set(map(repr, candidates))) != len(candidates):
+        raise ConfigError("candidates must be unique")
+    if history is None:
+        query, cold = _user_query(served, user_id)
+    else:
+        query = _history_query(served, history, True)
+        cold = bool(query.lengths()[0] == 0)
+    unknown = [c for c, ok in zip(candidates, known, strict=True) if not ok]
+    known_ids = [c for c, ok in zip(candidates, known, strict=True) if ok]
+    if not known_ids:
+        return Answer([], [], cold, unknown)
+    scores = served.model.score(query, items=codes[known])[0]
+    order = np.argsort(-scores, kind="stable")
+    return Answer([known_ids[i] for i in order], [float(scores[i]) for i in order], cold, unknown)

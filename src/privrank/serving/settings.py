@@ -1,0 +1,56 @@
+"""The settings of one API server (frozen, validated; the CLI fills them from its options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from privrank.serving.db import default_database_url
+
+__all__ = ["SETTINGS_ENV", "ServeSettings"]
+
+SETTINGS_ENV = "PRIVRANK_SERVE_SETTINGS"
+"""Environment variable through which ``privrank serve`` hands settings (JSON) to workers."""
+
+
+class ServeSettings(BaseModel):
+    """What the server serves and how it guards itself.
+
+    Attributes:
+        model_dir: Serve this one model directory (a saved model or a ``privrank train`` output).
+        store_dir: Serve the active version of this model store (activation and rollback work).
+        database_url: Where API keys and events live (SQLite file or PostgreSQL URL).
+        insecure_dev: Accept requests without API keys (development on loopback only).
+        max_body_bytes: Larger request bodies are refused with 413.
+        rate_limit: Requests per second per API key (token bucket; ``0`` disables).
+        rate_burst: Requests a key may send at once.
+        key_cache_ttl_s: Seconds a verified key is trusted before the database is asked again
+            (how long a key revoked by another process may still work).
+        refresh_interval_s: How often the model store's pointer is checked for a version
+            activated by another process.
+        index: FAISS retrieval for factor models: ``auto`` (exact up to
+            ``index_exact_threshold`` items, HNSW above), ``exact``, ``hnsw`` or ``off``.
+        index_exact_threshold: Largest catalogue searched exactly under ``auto``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_dir: Path | None = None
+    store_dir: Path | None = None
+    database_url: str = Field(default_factory=default_database_url)
+    insecure_dev: bool = False
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+    rate_limit: float = Field(100.0, ge=0)
+    rate_burst: int = Field(200, ge=1)
+    key_cache_ttl_s: float = Field(5.0, ge=0, le=3600)
+    refresh_interval_s: float = Field(1.0, gt=0, le=3600)
+    index: Literal["auto", "exact", "hnsw", "off"] = "auto"
+    index_exact_threshold: int = Field(100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.model_dir is None) == (self.store_dir is None):
+            raise ValueError("give exactly one of model_dir (--model) and store_dir (--store)")
+        return self

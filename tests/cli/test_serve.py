@@ -1,0 +1,315 @@
+"""``privrank keys`` and ``privrank serve``: key management, refusals, and one real server on
+loopback answering HTTP requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import privrank.cli.keys  # registers the commands
+import privrank.cli.serve  # noqa: F401
+from privrank.cli.app import app
+from privrank.data import Interactions
+from privrank.errors import ConfigError
+from privrank.models import create_model
+
+# The console script, with the serving commands registered whether or not main imports them.
+CLI = [
+    sys.executable,
+    "-c",
+    "import privrank.cli.keys, privrank.cli.serve; from privrank.cli.main import app; app()",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    users = [f"u{u}" for u in range(12) for _ in range(4)]
+    items = [(u * 3 + j) % 10 for u in range(12) for j in range(4)]
+    directory = tmp_path_factory.mktemp("serve") / "model"
+    create_model("ease", {"regularization": 5.0}).fit(Interactions.from_columns(users, items)).save(
+        directory
+    )
+    return directory
+
+
+@pytest.fixture
+def database(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'serving.sqlite'}"
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_keys_create_list_revoke(database) -> None:
+    created = run("keys", "create", "--scope", "read", "--name", "web", "--database", database)
+    assert created.exit_code == 0, created.output
+    raw = created.stdout.strip().splitlines()[-1]
+    assert raw.startswith("prk_")
+    listed = run("keys", "list", "--database", database)
+    assert listed.exit_code == 0 and "web" in listed.stdout and "read" in listed.stdout
+    assert raw not in listed.stdout
+    revoked = run("keys", "revoke", "web", "--database", database)
+    assert revoked.exit_code == 0 and "revoked web" in revoked.stdout
+    bad = run("keys", "create", "--scope", "root", "--database", database)
+    assert isinstance(bad.exception, ConfigError)
+
+
+def test_serve_refuses_to_start_without_keys(model_dir, database) -> None:
+    result = run("serve", "--model", str(model_dir), "--database", database)
+    assert isinstance(result.exception, ConfigError)
+    assert "refusing to serve without API keys" in str(result.exception)
+    # Revoked keys do not count.
+    run("keys", "create", "--scope", "read", "--name", "old", "--database", database)
+    run("keys", "revoke", "old", "--database", database)
+    result = run("serve", "--model", str(model_dir), "--database", database)
+    assert isinstance(result.exception, ConfigError)
+
+
+def test_insecure_dev_only_on_loopback(model_dir, database) -> None:
+    result = run(
+        "serve",
+        "--model",
+        str(model_dir),
+        "--database",
+        database,
+        "--insecure-dev",
+        "--host",
+        "0.0.0.0",
+    )
+    assert isinstance(result.exception, ConfigError)
+    assert "loopback" in str(result.exception)
+
+
+def test_serve_needs_exactly_one_model_source(model_dir, database) -> None:
+    result = run("serve", "--database", database, "--insecure-dev")
+    assert isinstance(result.exception, ConfigError)
+    assert "exactly one of model_dir (--model) and store_dir (--store)" in str(result.exception)
+    broken = run("serve", "--model", "/nonexistent", "--database", database, "--insecure-dev")
+    assert "not a model directory" in str(broken.exception)
+
+
+# ------------------------------------------------------------------ a real server
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(url: str, body: dict | None = None, key: str | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET")
+    req.add_header("content-type", "application/json")
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.communicate()[1]}")
+        try:
+            if request(f"{base}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become ready")
+
+
+def test_real_server_answers_over_http(model_dir, database, tmp_path) -> None:
+    env = {**os.environ, "PRIVRANK_HOME": str(tmp_path / "home")}
+    key = run("keys", "create", "--scope", "read", "--database", database).stdout.split()[-1]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--model",
+            str(model_dir),
+            "--database",
+            database,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_ready(base, server)
+        status, body = request(f"{base}/v1/recommend", {"user_id": "u1", "k": 3}, key)
+        assert status == 200, body
+        assert len(body["items"]) == 3 and body["model_version"] == "model"
+        assert request(f"{base}/v1/recommend", {"user_id": "u1"})[0] == 401
+        if shutil.which("curl"):
+            out = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "-X",
+                    "POST",
+                    f"{base}/v1/recommend/history",
+                    "-H",
+                    f"Authorization: Bearer {key}",
+                    "-H",
+                    "content-type: application/json",
+                    "-d",
+                    '{"history": [1, 2], "k": 2}',
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            assert len(json.loads(out.stdout)["items"]) == 2
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            _, stderr = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, stderr = server.communicate()
+    assert "POST /v1/recommend 200" in stderr  # the access log, by route
+    assert "u1" not in stderr
+
+
+def test_store_add_and_list(model_dir, tmp_path) -> None:
+    store = tmp_path / "store"
+    added = run("store", "add", str(store), str(model_dir))
+    assert added.exit_code == 0 and "added v1" in added.stdout
+    added = run("store", "add", str(store), str(model_dir), "--version", "b", "--activate")
+    assert added.exit_code == 0 and "added b (active)" in added.stdout
+    listed = run("store", "list", str(store))
+    assert listed.stdout.splitlines() == ["* b\tease", "  v1\tease"]  # natural order
+
+
+def start_server(args: list[str], env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [*CLI, "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base, server)
+    return server, base
+
+
+def stop(server: subprocess.Popen) -> str:
+    server.send_signal(signal.SIGINT)
+    try:
+        return server.communicate(timeout=30)[1]
+    except subprocess.TimeoutExpired:
+        server.kill()
+        return server.communicate()[1]
+
+
+def make_key(database: str, scope: str, env: dict) -> str:
+    created = subprocess.run(
+        [*CLI, "keys", "create", "--scope", scope, "--database", database],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    return created.stdout.strip()
+
+
+@pytest.mark.slow
+def test_workers_follow_an_activation(model_dir, database, tmp_path) -> None:
+    env = {**os.environ, "PRIVRANK_HOME": str(tmp_path / "home")}
+    store = tmp_path / "store"
+    run("store", "add", str(store), str(model_dir), "--version", "a", "--activate")
+    run("store", "add", str(store), str(model_dir), "--version", "b")
+    admin = make_key(database, "admin", env)
+    server, base = start_server(
+        ["--store", str(store), "--database", database, "--workers", "2"], env
+    )
+    try:
+        status, body = request(f"{base}/v1/models/b/activate", {}, admin)
+        assert status == 200, body
+        time.sleep(2.5)  # each worker polls ACTIVE.json every second
+        versions = {
+            request(f"{base}/v1/recommend", {"user_id": "u1"}, admin)[1]["model_version"]
+            for _ in range(30)
+        }
+        assert versions == {"b"}
+    finally:
+        stop(server)
+
+
+@pytest.mark.slow
+def test_acknowledged_events_survive_a_killed_server(model_dir, database, tmp_path) -> None:
+    import threading
+
+    from privrank.serving import EventStore, make_engine
+
+    env = {**os.environ, "PRIVRANK_HOME": str(tmp_path / "home")}
+    key = make_key(database, "write", env)
+    server, base = start_server(["--model", str(model_dir), "--database", database], env)
+    acknowledged: list[str] = []
+    stop_sending = threading.Event()
+
+    def send() -> None:
+        batch = 0
+        while not stop_sending.is_set():
+            ids = [f"b{batch}-{i}" for i in range(20)]
+            body = {
+                "events": [
+                    {
+                        "event_id": e,
+                        "user_id": "u1",
+                        "item_id": 1,
+                        "timestamp": "2026-01-01T00:00:00Z",
+                    }
+                    for e in ids
+                ]
+            }
+            try:
+                status, _ = request(f"{base}/v1/events", body, key)
+            except OSError:
+                return  # the server is gone: this batch was never acknowledged
+            if status == 200:
+                acknowledged.extend(ids)
+            batch += 1
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.kill()  # SIGKILL: no shutdown, no flush
+    server.communicate()
+    stop_sending.set()
+    sender.join(30)
+    assert len(acknowledged) >= 200
+    engine = make_engine(database)
+    stored = {e.event_id for e in EventStore(engine).get(acknowledged)}
+    engine.dispose()
+    assert stored == set(acknowledged)
