@@ -6,13 +6,16 @@ import pytest
 
 import privrank.models as models
 from privrank.models import (
+    BPR,
     EASE,
     IALS,
     ImplicitALS,
     ImplicitBPR,
     ItemKNN,
     MostPopular,
+    MultVAE,
     Recommender,
+    SASRec,
     model_names,
 )
 from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
@@ -28,6 +31,33 @@ FACTORIES = {
     "ials-cg": lambda: IALS(factors=8, epochs=5, regularization=0.02, solver="cg"),
     "implicit-als": lambda: ImplicitALS(factors=8, iterations=8),
     "implicit-bpr": lambda: ImplicitBPR(factors=8, iterations=60, learning_rate=0.05),
+    "bpr": lambda: BPR(
+        factors=8,
+        epochs=20,
+        batch_size=64,
+        learning_rate=0.05,
+        regularization=1e-2,
+        fold_in_steps=30,
+    ),
+    "sasrec": lambda: SASRec(
+        factors=16,
+        blocks=1,
+        max_length=10,
+        epochs=20,
+        batch_size=64,
+        dropout=0.1,
+        negatives=16,
+        learning_rate=0.01,
+    ),
+    "mult-vae": lambda: MultVAE(
+        hidden=32,
+        latent=8,
+        epochs=40,
+        batch_size=16,
+        learning_rate=0.01,
+        anneal_steps=50,
+        dropout=0.2,
+    ),
 }
 
 DATA = synthetic_interactions(n_users=60, n_items=40, seed=0)

@@ -9,6 +9,9 @@ Importing this package registers every built-in model under its name:
 ``ials``            :class:`IALS`: implicit ALS, frequency-scaled regularisation
 ``implicit-als``    :class:`ImplicitALS`: implicit's ALS, as a peer
 ``implicit-bpr``    :class:`ImplicitBPR`: implicit's BPR, as a peer
+``bpr``             :class:`BPR`: matrix factorisation with the BPR loss (PyTorch)
+``mult-vae``        :class:`MultVAE`: variational autoencoder, multinomial likelihood
+``sasrec``          :class:`SASRec`: self-attentive sequential model, full/sampled softmax
 ==================  ==========================================================
 """
 
@@ -25,15 +28,20 @@ from privrank.models.base import (
     model_names,
     register,
 )
+from privrank.models.bpr import BPR, BPRConfig
 from privrank.models.ease import EASE, EASEConfig
 from privrank.models.ials import IALS, IALSConfig
 from privrank.models.itemknn import ItemKNN, ItemKNNConfig
 from privrank.models.peers import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
 from privrank.models.popular import MostPopular, MostPopularConfig
+from privrank.models.sasrec import SASRec, SASRecConfig
+from privrank.models.vae import MultVAE, MultVAEConfig
 
 __all__ = [
+    "BPR",
     "EASE",
     "IALS",
+    "BPRConfig",
     "EASEConfig",
     "FitOptions",
     "FitProgress",
@@ -49,8 +57,12 @@ __all__ = [
     "ModelFitError",
     "MostPopular",
     "MostPopularConfig",
+    "MultVAE",
+    "MultVAEConfig",
     "Query",
     "Recommender",
+    "SASRec",
+    "SASRecConfig",
     "create_model",
     "model_class",
     "model_names",

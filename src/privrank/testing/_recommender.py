@@ -320,7 +320,14 @@ def check_external_ids(factory: ModelFactory, data: Interactions, workdir: Path)
 
 
 def check_checkerboard(factory: ModelFactory, data: Interactions, workdir: Path) -> None:
-    """Known answer (implicit's checkerboard): user u's best unseen item is u."""
+    """Known answer (implicit's checkerboard): user u's best unseen item is u.
+
+    Sequential models are exempt: the checkerboard puts each user's answer in the middle of an
+    order-free history, which a next-item model is not trained to predict. Their test modules
+    check the sequence analogue instead (item i always followed by i + 1 → i + 1 predicted).
+    """
+    if factory().sequential:
+        return
     board = checkerboard(50)
     model = _fit(factory, board)
     top = model.recommend(np.arange(50), 1)[0][:, 0]

@@ -1,0 +1,222 @@
+"""Shared pieces of the iterative (PyTorch) models: validation, early stopping, seeding.
+
+An iterative model can be given a *validation split* at fit time
+(``model.fit(train, options, validation=part)``, an :class:`~privrank.data.Interactions` with
+the training data's vocabulary, e.g. ``split(...).validation``). After each evaluated epoch the
+model ranks **all items** for every validation user, with the user's training items removed, and
+reports NDCG@k and HR@k of the validation items; :class:`EarlyStopping` keeps the weights of the
+best epoch and stops after ``patience`` evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from privrank.data.interactions import Interactions
+from privrank.errors import ConfigError
+from privrank.models._query import Query
+from privrank.models.base import FitOptions
+
+__all__ = [
+    "EarlyStopping",
+    "ValidatedFitMixin",
+    "ValidationSet",
+    "ranking_metrics",
+    "seeded",
+]
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global generator (dropout, init) inside the block, restoring it after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def ranking_metrics(
+    scores: np.ndarray, targets: list[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row NDCG@k and HR@k of full-ranking ``scores`` against sets of relevant items.
+
+    Items to exclude must already carry ``-inf``. Ties are broken by the lower item code.
+    NDCG uses binary gains, :math:`\\mathrm{DCG} = \\sum_{r<k} \\mathrm{rel}_r/\\log_2(r+2)`,
+    normalised by the ideal DCG of ``min(k, |targets|)`` hits; HR@k is 1 when any relevant item
+    is in the top k.
+
+    Args:
+        scores: ``(n, n_items)`` scores.
+        targets: ``n`` arrays of relevant item codes (non-empty).
+        k: Cutoff.
+
+    Returns:
+        ``(ndcg, hit)``: float64 arrays of length ``n``.
+    """
+    n, n_items = scores.shape
+    lengths = np.array([len(t) for t in targets], dtype=np.int64)
+    rows = np.repeat(np.arange(n), lengths)
+    items = np.concatenate(targets).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
+    target_scores = scores[rows, items][:, None]
+    block = scores[rows]
+    # Position in the order (score descending, code ascending), counted from 0.
+    rank = (block > target_scores).sum(axis=1) + (
+        (block == target_scores) & (np.arange(n_items) < items[:, None])
+    ).sum(axis=1)
+    hits = (rank < k) & np.isfinite(target_scores[:, 0])
+    gains = np.where(hits, 1.0 / np.log2(rank + 2.0), 0.0)
+    dcg = np.bincount(rows, weights=gains, minlength=n)
+    discount = 1.0 / np.log2(np.arange(max(k, 1)) + 2.0)
+    ideal = np.cumsum(discount)[np.minimum(lengths, k) - 1]
+    ndcg = dcg / ideal
+    hit = (np.bincount(rows, weights=hits, minlength=n) > 0).astype(np.float64)
+    return ndcg, hit
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Validation users, their training histories and their held-out items.
+
+    Attributes:
+        users: Codes of users with at least one validation item and a training history.
+        histories: Their training histories (what the model is asked to extend).
+        targets: Their validation items, one array per user.
+    """
+
+    users: np.ndarray
+    histories: Query
+    targets: list[np.ndarray]
+
+    @classmethod
+    def build(
+        cls,
+        validation: Interactions,
+        history_indptr: np.ndarray,
+        history_items: np.ndarray,
+        n_users: int,
+        n_items: int,
+    ) -> Self:
+        """Pair the validation rows with the training histories (same vocabulary required)."""
+        if not isinstance(validation, Interactions):
+            raise ConfigError(
+                f"validation must be an Interactions. Got {type(validation).__name__} instead."
+            )
+        if validation.n_users != n_users or validation.n_items != n_items:
+            raise ConfigError(
+                f"validation must share the training vocabulary ({n_users} users, {n_items} "
+                f"items). Got {validation.n_users} users and {validation.n_items} items; "
+                "use the parts of one split."
+            )
+        indptr, items = validation.sequences()
+        lengths = np.diff(indptr)
+        trained = np.diff(history_indptr) > 0
+        users = np.flatnonzero((lengths > 0) & trained)
+        if users.size == 0:
+            raise ConfigError("validation holds no rows of users with a training history.")
+        histories = Query(
+            indptr=history_indptr.astype(np.int64), items=history_items.astype(np.int64)
+        ).take(users)
+        targets = [np.unique(items[indptr[u] : indptr[u + 1]]) for u in users]
+        return cls(users=users, histories=histories, targets=targets)
+
+    def evaluate(
+        self,
+        score: Callable[[np.ndarray, Query], np.ndarray],
+        k: int = 10,
+        batch_size: int = 1024,
+    ) -> dict[str, float]:
+        """Mean NDCG@k and HR@k, ranking all items with each training history removed.
+
+        Args:
+            score: ``(user codes, their training histories) -> (n, n_items)`` scores.
+            k: Cutoff.
+            batch_size: Users scored at once.
+        """
+        ndcg_parts, hit_parts = [], []
+        for start in range(0, len(self.users), batch_size):
+            positions = np.arange(start, min(start + batch_size, len(self.users)))
+            query = self.histories.take(positions)
+            scores = np.array(score(self.users[positions], query), dtype=np.float32, copy=True)
+            seen = query.to_csr(scores.shape[1])
+            rows, cols = seen.nonzero()
+            scores[rows, cols] = -np.inf
+            ndcg, hit = ranking_metrics(scores, [self.targets[p] for p in positions], k)
+            ndcg_parts.append(ndcg)
+            hit_parts.append(hit)
+        return {
+            f"ndcg@{k}": float(np.concatenate(ndcg_parts).mean()),
+            f"hr@{k}": float(np.concatenate(hit_parts).mean()),
+        }
+
+
+class EarlyStopping:
+    """Keep the best weights seen so far; say when ``patience`` evaluations brought nothing.
+
+    Args:
+        patience: Evaluations without improvement before stopping (``0``: never stop early,
+            but still keep the best weights).
+        min_delta: An improvement must exceed this.
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_value = -np.inf
+        self.best_epoch = 0
+        self.best_state: dict[str, Any] | None = None
+        self._stale = 0
+
+    def update(self, epoch: int, value: float, state: dict[str, Any]) -> bool:
+        """Record an evaluation; return ``True`` when training should stop."""
+        if value > self.best_value + self.min_delta:
+            self.best_value = value
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(state)
+            self._stale = 0
+            return False
+        self._stale += 1
+        return self.patience > 0 and self._stale >= self.patience
+
+
+class ValidatedFitMixin:
+    """Adds ``validation=`` to :meth:`Recommender.fit` (must precede it in the bases).
+
+    The validation part is kept for the duration of the fit only, as ``self._validation``
+    (``None`` when not given); the model's ``_fit`` reads it.
+    """
+
+    def fit(
+        self,
+        train: Interactions,
+        options: FitOptions | None = None,
+        *,
+        validation: Interactions | None = None,
+    ) -> Self:
+        """Fit as :meth:`Recommender.fit`; with ``validation``, report its NDCG@10 and HR@10
+        after each evaluated epoch and stop early on NDCG@10 (best weights kept)."""
+        self._pending_validation = validation
+        try:
+            return super().fit(train, options)  # type: ignore[misc]
+        finally:
+            self.__dict__.pop("_pending_validation", None)
+            self.__dict__.pop("_validation", None)
+
+    def _clear(self) -> None:
+        pending = self.__dict__.get("_pending_validation")
+        super()._clear()  # type: ignore[misc]
+        self._pending_validation = pending
+
+    def _validation_set(self) -> ValidationSet | None:
+        """The validation set of the fit in progress (built from ``validation=``), or ``None``."""
+        pending = self.__dict__.get("_pending_validation")
+        if pending is None:
+            return None
+        return ValidationSet.build(
+            pending, self.history_indptr_, self.history_items_, self.n_users_, self.n_items_
+        )

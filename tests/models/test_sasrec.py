@@ -1,0 +1,173 @@
+"""SASRec: conformance, causality, padding, losses against explicit oracles, a sequential known
+answer, early stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from privrank.data.interactions import Interactions
+from privrank.data.splits import LeaveLastOut, split
+from privrank.errors import ConfigError
+from privrank.models._sasrec_network import SASRecNetwork, left_padded, sequence_loss, trimmed
+from privrank.models._torch_training import ValidationSet
+from privrank.models.base import FitOptions, FitProgress, Query
+from privrank.models.sasrec import SASRec
+from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
+
+DATA = synthetic_interactions(n_users=60, n_items=40, seed=0)
+
+
+def small_sasrec(**overrides) -> SASRec:
+    params = dict(
+        factors=16,
+        blocks=1,
+        max_length=10,
+        epochs=20,
+        batch_size=64,
+        dropout=0.1,
+        negatives=16,
+        learning_rate=0.01,
+    )
+    return SASRec(**(params | overrides))
+
+
+# The checkerboard's answer (user u's best unseen item is u, an item in the *middle* of u's
+# code-ordered history) is a bag-of-items property a next-item model is not asked to learn;
+# test_cyclic_next_item below is SASRec's known answer.
+CHECKS = {k: v for k, v in RECOMMENDER_CHECKS.items() if k != "checkerboard"}
+
+
+@pytest.mark.parametrize("check", CHECKS.values(), ids=CHECKS.keys())
+def test_conformance(check, tmp_path):
+    check(small_sasrec, DATA, tmp_path)
+
+
+def network(seed: int = 0, **overrides) -> SASRecNetwork:
+    params = dict(n_items=30, d=8, blocks=2, heads=2, max_length=7, dropout=0.0)
+    torch.manual_seed(seed)
+    return SASRecNetwork(**(params | overrides)).eval()
+
+
+def test_left_padded_matches_a_loop():
+    histories = [[3, 1, 4], [], [1, 5, 9, 2, 6, 5, 3, 5], [7]]
+    query = Query.histories(histories)
+    out = left_padded(query.indptr, query.items, 5)
+    for row, history in zip(out, histories, strict=True):
+        kept = [c + 1 for c in history[-5:]]
+        assert row.tolist() == [0] * (5 - len(kept)) + kept
+
+
+def test_attention_is_causal():
+    net = network()
+    rng = np.random.default_rng(0)
+    base = torch.from_numpy(rng.integers(1, 31, size=(4, 7)))
+    changed = base.clone()
+    changed[:, 4:] = torch.from_numpy(rng.integers(1, 31, size=(4, 3)))
+    with torch.no_grad():
+        a, b = net(base), net(changed)
+    torch.testing.assert_close(a[:, :4], b[:, :4], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_padding_and_trimming_do_not_change_states():
+    net = network()
+    sequences = torch.tensor([[0, 0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 2, 9]])
+    with torch.no_grad():
+        full = net(sequences)
+        short = net(trimmed(sequences))
+        alone = net(trimmed(sequences[1:]))
+    torch.testing.assert_close(full[:, -3:], short, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(full[1, -2:], alone[0], rtol=1e-5, atol=1e-6)
+    assert (full[:, :4] == 0).all() and (full[1, 4] == 0).all()
+
+
+def explicit_losses(net, sequences, drawn):
+    """Cross-entropies written position by position (float64)."""
+    with torch.no_grad():
+        hidden = net(sequences[:, :-1]).double()
+        items = net.item_vectors().double()
+    full, sampled = [], []
+    for b in range(len(sequences)):
+        for t in range(sequences.shape[1] - 1):
+            current, target = int(sequences[b, t]), int(sequences[b, t + 1])
+            if current == 0 or target == 0:
+                continue
+            logits = (items @ hidden[b, t]).numpy()
+            full.append(np.logaddexp.reduce(logits) - logits[target - 1])
+            negatives = [logits[j] for j in drawn if j != target - 1]
+            sampled.append(
+                np.logaddexp.reduce([logits[target - 1], *negatives]) - logits[target - 1]
+            )
+    return np.mean(full), np.mean(sampled)
+
+
+def test_losses_match_explicit_cross_entropy():
+    net = network()
+    sequences = torch.tensor(
+        [[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 2, 9, 2], [1, 2, 3, 4, 5, 6, 7, 8]]
+    )
+    generator = torch.Generator().manual_seed(5)
+    drawn = torch.randint(30, (12,), generator=torch.Generator().manual_seed(5)).tolist()
+    with torch.no_grad():
+        full = sequence_loss(net, sequences, "softmax", 12, generator).item()
+        sampled = sequence_loss(net, sequences, "sampled-softmax", 12, generator.manual_seed(5))
+    expected_full, expected_sampled = explicit_losses(net, sequences, drawn)
+    assert full == pytest.approx(expected_full, rel=1e-5)
+    assert sampled.item() == pytest.approx(expected_sampled, rel=1e-5)
+
+
+def cyclic(n_users: int = 40, n_items: int = 12, length: int = 8) -> Interactions:
+    """User u walks the items in a cycle from item u mod n: item i is always followed by i+1."""
+    users, items, times = [], [], []
+    for user in range(n_users):
+        for step in range(length):
+            users.append(user)
+            items.append((user + step) % n_items)
+            times.append(step)
+    return Interactions.from_codes(
+        np.array(users), np.array(items), timestamps=np.array(times), n_items=n_items
+    )
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sampled-softmax", "bce"])
+def test_cyclic_next_item(loss):
+    data = cyclic()
+    model = small_sasrec(loss=loss, epochs=40, dropout=0.0, negatives=8, max_length=6)
+    model.fit(data, FitOptions(seed=0, threads=1))
+    assert model.loss_history_[-1] < model.loss_history_[0]
+    histories = [[(start + s) % 12 for s in range(3)] for start in range(12)]
+    top = model.recommend(Query.histories(histories), 1, exclude_seen=False)[0][:, 0]
+    np.testing.assert_array_equal(top, [(start + 3) % 12 for start in range(12)])
+
+
+def test_validation_early_stopping_keeps_the_best_weights():
+    parts = split(cyclic(n_users=40), LeaveLastOut(k=1, validation=True))
+    reports: list[FitProgress] = []
+    model = small_sasrec(epochs=15, patience=2, validate_every=2)
+    model.fit(
+        parts.train,
+        FitOptions(seed=1, threads=1, progress=reports.append),
+        validation=parts.validation,
+    )
+    history = model.validation_history_
+    assert [int(e) for e in history[:, 0]] == [r.epoch for r in reports if r.metrics]
+    assert model.best_epoch_ == int(history[np.argmax(history[:, 1]), 0])
+    assert len(model.loss_history_) <= model.best_epoch_ + 2 * 2 or len(history) * 2 >= 15
+    again = ValidationSet.build(
+        parts.validation,
+        model.history_indptr_,
+        model.history_items_,
+        model.n_users_,
+        model.n_items_,
+    ).evaluate(lambda _, histories: model._score_histories(histories))
+    assert again["ndcg@10"] == pytest.approx(history[:, 1].max(), abs=1e-6)
+    assert not hasattr(model, "_pending_validation") and not hasattr(model, "_validation")
+
+
+def test_config_errors_name_the_parameter():
+    with pytest.raises(ConfigError, match=r"'factors' parameter .*divisible by 'heads'"):
+        SASRec(factors=10, heads=3)
+    with pytest.raises(ConfigError, match="'loss' parameter of SASRec must be one of"):
+        SASRec(loss="hinge")
