@@ -158,6 +158,7 @@ def train_command(
     threads: Annotated[int, typer.Option(help="Threads of the fit (0: all cores).")] = 0,
 ) -> None:
     """Train a model and save it with a record of the exact data it was fitted on."""
+    from privrank.metrics.runner import fit_model
     from privrank.models import FitOptions, create_model
 
     params = parse_params(param, config)
@@ -183,7 +184,12 @@ def train_command(
             progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
 
         started = time.perf_counter()
-        recommender.fit(train, FitOptions(seed=seed, threads=threads, progress=report))
+        validation = None
+        if resolved.prepared is not None and mode != "refit":
+            validation = resolved.prepared.validation
+        fit_model(
+            recommender, train, FitOptions(seed=seed, threads=threads, progress=report), validation
+        )
         seconds = time.perf_counter() - started
     record = _record(resolved, recommender, train, mode, seed, threads, seconds)
     with atomic_directory(out) as tmp:

@@ -264,6 +264,19 @@ def validation_metrics(model: Any, prepared: PreparedProtocol, config: RunConfig
     return {"means": dict(result.means), "counts": dict(result.counts)}
 
 
+def fit_model(model: Any, train: Any, options: Any, validation: Any = None) -> Any:
+    """Fit ``model``; models that early-stop on a validation part receive ``validation``.
+
+    The validation part must not overlap ``train`` (in ``refit`` mode it is part of the
+    training rows, so callers pass ``None`` then).
+    """
+    from privrank.models._torch_training import ValidatedFitMixin
+
+    if validation is not None and len(validation) and isinstance(model, ValidatedFitMixin):
+        return model.fit(train, options, validation=validation)
+    return model.fit(train, options)
+
+
 def fit_and_evaluate(
     prepared: PreparedProtocol,
     spec: ModelSpec,
@@ -295,7 +308,7 @@ def fit_and_evaluate(
     if status is not None:
         status(spec.display, f"fitting on {len(train):,} interactions ({mode})")
     started = time.perf_counter()
-    model.fit(train, options)
+    fit_model(model, train, options, None if mode == "refit" else prepared.validation)
     fit_seconds = time.perf_counter() - started
     if status is not None:
         status(spec.display, f"fitted in {fit_seconds:.1f} s; evaluating")
