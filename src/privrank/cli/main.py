@@ -25,6 +25,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     report,
     serve,
     train,
+    tune,
 )
 
 EXIT_USAGE = 2

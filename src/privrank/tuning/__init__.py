@@ -1,0 +1,46 @@
+"""Hyper-parameter tuning on a validation split (Optuna), within a trial and time budget.
+
+:func:`tune` searches one model's :class:`SearchSpace` (declared per model in
+:mod:`privrank.tuning.search_spaces`), fitting on ``train`` and scoring by full ranking on
+``validation``; :func:`carve_validation` makes that validation split out of a training part, so
+test data is never seen while tuning. The result, :class:`TuneResult`, holds the best config and
+every trial, and saves one JSON record atomically.
+"""
+
+from privrank.tuning.search_spaces import (
+    SEARCH_SPACES,
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    SearchSpace,
+    search_space,
+    searchable_models,
+)
+from privrank.tuning.tuner import (
+    TUNING_FORMAT,
+    TrialRecord,
+    TuneConfig,
+    TuneResult,
+    carve_validation,
+    load_best_config,
+    tune,
+    validation_score,
+)
+
+__all__ = [
+    "SEARCH_SPACES",
+    "TUNING_FORMAT",
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "SearchSpace",
+    "TrialRecord",
+    "TuneConfig",
+    "TuneResult",
+    "carve_validation",
+    "load_best_config",
+    "search_space",
+    "searchable_models",
+    "tune",
+    "validation_score",
+]
