@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from privrank.errors import ConfigError
+from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["FitOptions", "FitProgress", "ModelConfig", "available_cores", "validate_config"]
 
@@ -55,8 +56,9 @@ class FitOptions(BaseModel):
         threads: Threads for the fit's numerical kernels (torch intra-op pool, implicit's
             OpenMP pool); ``0`` means every core this process may use.
         progress: Called with a :class:`FitProgress` after each epoch (once for closed forms).
-        privacy: A privacy specification. Models that cannot honour it raise
-            :class:`~privrank.errors.ConfigError` rather than train without it.
+        privacy: A :class:`~privrank.privacy.spec.PrivacySpec` (or its dict form). Models that
+            cannot honour it raise :class:`~privrank.errors.ConfigError` rather than train
+            without it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -64,7 +66,7 @@ class FitOptions(BaseModel):
     seed: int = Field(0, ge=0)
     threads: int = Field(0, ge=0)
     progress: Callable[[FitProgress], None] | None = None
-    privacy: Any | None = None
+    privacy: PrivacySpec | None = None
 
     def __init__(self, **data: Any) -> None:
         try:

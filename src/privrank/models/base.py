@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -121,6 +121,9 @@ class Recommender(ABC):
         sequential: Whether the order of a history matters to its scores.
         seeded: Whether the fit draws random numbers (so ``FitOptions.seed`` matters).
         uses_torch: Whether the fit runs torch kernels (``FitOptions.threads`` is applied).
+        supports_privacy: Whether the model can fit under a
+            :class:`~privrank.privacy.spec.PrivacySpec` (it then implements
+            :meth:`_fit_private`); other models refuse a spec.
 
     Attributes:
         config: The validated hyper-parameters.
@@ -131,6 +134,8 @@ class Recommender(ABC):
         item_popularity_: Training users per item (float32), the cold-start scores.
         history_indptr_: Offsets of each training user's history (int64, ``n_users_ + 1``).
         history_items_: Training histories, time-ordered when timestamps were present (int32).
+        privacy_guarantee_: The :class:`~privrank.privacy.mechanisms.PrivacyGuarantee` of a
+            private fit (saved with the model), ``None`` after a non-private fit.
     """
 
     name: ClassVar[str] = "unregistered"
@@ -141,6 +146,7 @@ class Recommender(ABC):
     seeded: ClassVar[bool] = False
     sequential: ClassVar[bool] = False
     uses_torch: ClassVar[bool] = False
+    supports_privacy: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
         self.config = validate_config(self.Config, type(self).__name__, config, params)
@@ -171,7 +177,7 @@ class Recommender(ABC):
             raise ConfigError(f"options must be a FitOptions. Got {type(options).__name__}.")
         if not isinstance(train, Interactions):
             raise ConfigError(f"{self.name} trains on Interactions. Got {type(train).__name__}.")
-        if options.privacy is not None:
+        if options.privacy is not None and not self.supports_privacy:
             raise ConfigError(
                 f"{type(self).__name__} cannot honour a privacy specification "
                 f"({options.privacy!r}); it trains without differential privacy only. "
@@ -179,6 +185,7 @@ class Recommender(ABC):
             )
         if train.n_items == 0:
             raise ConfigError(f"{type(self).__name__} needs at least one item to train on.")
+        spec = None if options.privacy is None else options.privacy.resolve(train.n_users)
         self._clear()
         indptr, items = train.sequences()
         self.n_users_ = train.n_users
@@ -187,16 +194,32 @@ class Recommender(ABC):
         self.item_ids_ = train.item_ids
         self.history_indptr_ = indptr.astype(np.int64)
         self.history_items_ = items.astype(np.int32)
-        matrix = self._training_matrix()
-        self.item_popularity_ = np.asarray(matrix.sum(axis=0), dtype=np.float32).ravel()
+        self.privacy_guarantee_ = None
+        if spec is None:
+            matrix = self._training_matrix()
+            self.item_popularity_ = np.asarray(matrix.sum(axis=0), dtype=np.float32).ravel()
+        else:
+            # A private fit sees only the contribution-bounded data, and must set the (private)
+            # cold-start popularity and the guarantee itself; the exact popularity is never kept.
+            bounded_indptr, bounded_items = spec.bound_contributions(train).sequences()
+            matrix = Query(indptr=bounded_indptr, items=bounded_items.astype(np.int64)).to_csr(
+                self.n_items_
+            )
         self._fit_started = time.perf_counter()
         self._options = options
         try:
-            if self.uses_torch:
-                with _torch_threads(options.resolved_threads()):
+            with _torch_threads(options.resolved_threads()) if self.uses_torch else nullcontext():
+                if spec is None:
                     self._fit(train, matrix, options)
-            else:
-                self._fit(train, matrix, options)
+                else:
+                    self._fit_private(train, matrix, options, spec)
+            if spec is not None and (
+                getattr(self, "item_popularity_", None) is None or self.privacy_guarantee_ is None
+            ):
+                raise ConfigError(
+                    f"{type(self).__name__}._fit_private must set item_popularity_ and "
+                    "privacy_guarantee_"
+                )
             self._check_finite()
         except BaseException:
             self._clear()  # a failed fit leaves an unfitted model, never a half-fitted one
@@ -422,6 +445,9 @@ class Recommender(ABC):
             "n_users": self.n_users_,
             "n_items": self.n_items_,
             "info": self._artifact_info(),
+            "privacy": None
+            if self.privacy_guarantee_ is None
+            else self.privacy_guarantee_.to_dict(),
         }
         return write_artifact(directory, header, self._full_state(), self.user_ids_, self.item_ids_)
 
@@ -473,6 +499,11 @@ class Recommender(ABC):
         self.history_indptr_ = arrays["base.history_indptr"]
         self.history_items_ = arrays["base.history_items"]
         self.item_popularity_ = arrays["base.item_popularity"]
+        self.privacy_guarantee_ = None
+        if header.get("privacy") is not None:
+            from privrank.privacy.mechanisms import PrivacyGuarantee
+
+            self.privacy_guarantee_ = PrivacyGuarantee.from_dict(header["privacy"])
         if (
             len(self.user_ids_) != self.n_users_
             or len(self.item_ids_) != self.n_items_
@@ -514,6 +545,14 @@ class Recommender(ABC):
     @abstractmethod
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         """Learn the model's state from the binary training ``matrix`` (and ``train``)."""
+
+    def _fit_private(
+        self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
+    ) -> None:
+        """Learn under a resolved :class:`~privrank.privacy.spec.PrivacySpec` (models with
+        ``supports_privacy``): ``matrix`` is the binary, contribution-bounded training matrix.
+        Must set ``item_popularity_`` (from private statistics) and ``privacy_guarantee_``."""
+        raise ConfigError(f"{type(self).__name__} cannot train with differential privacy.")
 
     @abstractmethod
     def _score_histories(self, histories: Query) -> np.ndarray:

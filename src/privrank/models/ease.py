@@ -17,8 +17,14 @@ from privrank.models.base import (
     Recommender,
     register,
 )
+from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["EASE", "EASEConfig", "ease_weights"]
+__all__ = ["EASE", "EASEConfig", "ease_weights", "ease_weights_from_gram"]
+
+# Private fits: keep items whose noisy count is at least this many noise σ; soft-threshold the
+# noisy Gram matrix's eigenvalues at this fraction of the noise's spectral norm 2σ√n.
+_PRIVATE_MIN_COUNT = 2.0
+_PRIVATE_DENOISING = 0.5
 
 
 class EASEConfig(ModelConfig):
@@ -55,15 +61,57 @@ class EASE(Recommender):
     :math:`\hat y = xB` — exactly the training-time scores for a training user's history, so
     fold-in needs no retraining.
 
+    **Differential privacy** (``FitOptions(privacy=spec)``, DP-EASE). The only statistic EASE
+    needs is the Gram matrix :math:`G = X^\top X` of the contribution-bounded binary matrix
+    (at most :math:`c` items per user). :func:`~privrank.privacy.mechanisms.private_gram`
+    releases its upper triangle with Gaussian noise calibrated to the user-level L2
+    sensitivity :math:`\sqrt{c(c+1)/2}` (one user adds a :math:`k \times k` block of ones,
+    :math:`k \le c`), so the noisy :math:`\tilde G` is user-level (ε, δ)-DP. The rest is
+    post-processing of :math:`\tilde G` and of the public noise σ, and costs no privacy: the
+    cold-start popularity is its clipped diagonal :math:`\max(\tilde G_{ii}, 0)`; only items
+    whose noisy count is at least 2σ are kept (the rows of rarer items are mostly noise; the
+    others get zero weights); the kept block is projected onto the PSD cone with its
+    eigenvalues soft-thresholded at half the noise's spectral norm :math:`2\sigma\sqrt{n}`
+    (:func:`~privrank.privacy.mechanisms.spectral_denoise`, a denoiser); then the same solve as
+    above (:func:`ease_weights_from_gram`) with :math:`+\lambda I` makes it positive definite.
+    Without noise (a test-only switch) and with a bound no user exceeds, this is EASE exactly
+    (up to the rounding of the eigendecomposition). Each user's scores use their own history
+    and the private :math:`B` only.
+
     Attributes:
         weights_: :math:`B`, ``n_items × n_items`` in ``dtype``.
+        privacy_guarantee_: The guarantee of a private fit (``None`` otherwise).
     """
 
     Config = EASEConfig
     uses_torch = True
+    supports_privacy = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         self.weights_ = ease_weights(matrix, self.config.regularization, self.config.dtype)
+        self._report(1, 1)
+
+    def _fit_private(
+        self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
+    ) -> None:
+        from privrank.privacy.mechanisms import private_gram, spectral_denoise
+
+        gram, guarantee = private_gram(matrix, spec)
+        noise_std = guarantee.noise_std * guarantee.noise_scale_for_testing
+        counts = np.diagonal(gram).copy()
+        self.item_popularity_ = np.maximum(counts, 0.0).astype(np.float32)
+        keep = np.flatnonzero(counts >= _PRIVATE_MIN_COUNT * noise_std)
+        block = spectral_denoise(gram[np.ix_(keep, keep)], noise_std, _PRIVATE_DENOISING)
+        del gram
+        solved = ease_weights_from_gram(
+            block, self.config.regularization, self.config.dtype, overwrite=True
+        )
+        if keep.size == self.n_items_:
+            self.weights_ = solved
+        else:
+            self.weights_ = np.zeros((self.n_items_, self.n_items_), dtype=self.config.dtype)
+            self.weights_[np.ix_(keep, keep)] = solved
+        self.privacy_guarantee_ = guarantee
         self._report(1, 1)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
@@ -84,11 +132,30 @@ class EASE(Recommender):
 
 def ease_weights(matrix: sp.spmatrix, regularization: float, dtype: str = "float32") -> np.ndarray:
     """The EASE weight matrix :math:`B` of a binary user × item matrix (see :class:`EASE`)."""
+    csr = sp.csr_matrix(matrix, dtype=np.float32)
+    gram = (csr.T @ csr).toarray()
+    return ease_weights_from_gram(gram, regularization, dtype, overwrite=True)
+
+
+def ease_weights_from_gram(
+    gram: np.ndarray, regularization: float, dtype: str = "float32", *, overwrite: bool = False
+) -> np.ndarray:
+    r"""The EASE weight matrix :math:`B` from a dense symmetric Gram matrix :math:`X^\top X`
+    (exact, or a private estimate of it): the solve of :class:`EASE`.
+
+    Args:
+        gram: ``n_items × n_items`` symmetric matrix.
+        regularization: :math:`\\lambda`, added to the diagonal.
+        dtype: Precision of the solve and of the result.
+        overwrite: Allow ``gram`` to be modified in place (saves a copy).
+    """
     import torch
 
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    csr = sp.csr_matrix(matrix, dtype=np.float32)
-    gram = torch.from_numpy((csr.T @ csr).toarray()).to(torch_dtype)
+    source = np.ascontiguousarray(gram)
+    gram = torch.from_numpy(source).to(torch_dtype)
+    if not overwrite and gram.data_ptr() == torch.from_numpy(source).data_ptr():
+        gram = gram.clone()
     gram.diagonal().add_(regularization)
     factor, info = torch.linalg.cholesky_ex(gram)
     if int(info) != 0:

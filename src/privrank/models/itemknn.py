@@ -9,8 +9,9 @@ from pydantic import Field
 from privrank.data.interactions import Interactions
 from privrank.models._ranking import top_k
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["ItemKNN", "ItemKNNConfig"]
+__all__ = ["ItemKNN", "ItemKNNConfig", "pruned_cosine", "pruned_cosine_from_gram"]
 
 # Dense similarity entries computed at once while pruning (bounds memory to ~128 MiB).
 _BLOCK_ENTRIES = 32 * 1024 * 1024
@@ -23,10 +24,16 @@ class ItemKNNConfig(ModelConfig):
         neighbors: Neighbours kept per target item (``k``).
         shrinkage: Added to the norm product in the denominator (``h``); damps similarities
             supported by few co-occurrences.
+        private_threshold: Private fits only: noisy co-occurrence counts below this many noise
+            standard deviations σ are set to 0 (most of them are noise).
+        private_shrinkage: Private fits only: ``private_shrinkage · σ`` is added to ``h``, so
+            that items whose noisy norms are mostly noise get small similarities.
     """
 
     neighbors: int = Field(100, ge=1)
     shrinkage: float = Field(10.0, ge=0)
+    private_threshold: float = Field(2.0, ge=0)
+    private_shrinkage: float = Field(10.0, ge=0)
 
 
 @register("itemknn")
@@ -47,14 +54,46 @@ class ItemKNN(Recommender):
 
     which is the same for a training user and for that user's history folded in.
 
+    **Differential privacy** (``FitOptions(privacy=spec)``, DP-ItemKNN): everything the
+    similarity needs is the Gram matrix :math:`G = X^\top X` (co-occurrence counts
+    :math:`x_i^\top x_j`, and :math:`\lVert x_i\rVert^2 = G_{ii}`) of the
+    contribution-bounded binary matrix (at most :math:`c` items per user).
+    :func:`~privrank.privacy.mechanisms.private_gram` releases it with Gaussian noise calibrated
+    to the user-level L2 sensitivity :math:`\sqrt{c(c+1)/2}` of its upper triangle: one
+    release, user-level (ε, δ)-DP. The similarity is post-processing of the noisy
+    :math:`\tilde G` and of the public noise σ: off-diagonal entries below
+    ``private_threshold`` · σ are set to 0, then
+    :math:`s_{ij} = \tilde G_{ij} / (\sqrt{\max(\tilde G_{ii}, 0)\max(\tilde G_{jj}, 0)} +
+    h + \text{private\_shrinkage}\cdot\sigma)`, pruned as above; the cold-start popularity
+    is :math:`\max(\tilde G_{ii}, 0)`. Without noise (a test-only switch, σ = 0) and with a
+    bound no user exceeds, this is ItemKNN exactly.
+
     Attributes:
         similarity_: :math:`S` as an ``n_items × n_items`` CSR matrix (float32).
+        privacy_guarantee_: The guarantee of a private fit (``None`` otherwise).
     """
 
     Config = ItemKNNConfig
+    supports_privacy = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         self.similarity_ = pruned_cosine(matrix, self.config.neighbors, self.config.shrinkage)
+        self._report(1, 1)
+
+    def _fit_private(
+        self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
+    ) -> None:
+        from privrank.privacy.mechanisms import private_gram
+
+        gram, guarantee = private_gram(matrix, spec)
+        sigma = guarantee.noise_std * guarantee.noise_scale_for_testing
+        counts = np.maximum(np.diagonal(gram), 0.0)
+        gram[gram < self.config.private_threshold * sigma] = 0.0  # also every negative entry
+        np.fill_diagonal(gram, counts)
+        self.item_popularity_ = counts.astype(np.float32)
+        shrinkage = self.config.shrinkage + self.config.private_shrinkage * sigma
+        self.similarity_ = pruned_cosine_from_gram(gram, self.config.neighbors, shrinkage)
+        self.privacy_guarantee_ = guarantee
         self._report(1, 1)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
@@ -88,17 +127,35 @@ def pruned_cosine(matrix: sp.csr_matrix, neighbors: int, shrinkage: float) -> sp
         ``n_items × n_items`` CSR, float32, ``S[i, j]`` = similarity of source ``i`` to target
         ``j``; at most ``neighbors`` non-zeros per column, all positive.
     """
-    n_items = matrix.shape[1]
     columns = sp.csc_matrix(matrix, dtype=np.float64)
     transposed = sp.csr_matrix(columns.T)
     norms = np.sqrt(np.asarray(columns.sum(axis=0)).ravel())
+    return _pruned(
+        lambda start, stop: (transposed @ columns[:, start:stop]).toarray(),
+        norms,
+        neighbors,
+        shrinkage,
+    )
+
+
+def pruned_cosine_from_gram(gram: np.ndarray, neighbors: int, shrinkage: float) -> sp.csr_matrix:
+    r"""The ItemKNN similarity from a dense Gram matrix :math:`X^\top X` (exact, or a private
+    estimate with non-negative entries): the same computation as :func:`pruned_cosine`, with
+    co-occurrences read from ``gram`` and norms :math:`\sqrt{G_{ii}}`."""
+    gram = np.asarray(gram, dtype=np.float64)
+    norms = np.sqrt(np.maximum(np.diagonal(gram), 0.0))
+    return _pruned(lambda start, stop: gram[:, start:stop], norms, neighbors, shrinkage)
+
+
+def _pruned(co_counts_of, norms: np.ndarray, neighbors: int, shrinkage: float) -> sp.csr_matrix:
+    n_items = norms.shape[0]
     keep = min(neighbors, max(n_items - 1, 1))
     block = max(1, min(n_items, _BLOCK_ENTRIES // max(n_items, 1)))
     rows_out, cols_out, vals_out = [], [], []
     for start in range(0, n_items, block):
         stop = min(start + block, n_items)
         targets = np.arange(start, stop)
-        co_counts = (transposed @ columns[:, start:stop]).toarray()  # n_items × b
+        co_counts = co_counts_of(start, stop)  # n_items × b
         sims = co_counts / (np.outer(norms, norms[start:stop]) + shrinkage + 1e-300)
         sims[targets, targets - start] = 0.0
         best, values = top_k(sims.T, keep)  # per target: source items

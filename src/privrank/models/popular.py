@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from privrank.data.interactions import Interactions
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["MostPopular", "MostPopularConfig"]
 
@@ -24,12 +25,32 @@ class MostPopular(Recommender):
     the same for every user (ties broken by the lower item code in :meth:`recommend`). With
     ``exclude_seen`` each user still gets the most popular items they have not seen. These are
     also the scores every model gives a query with an empty history.
+
+    **Differential privacy** (``FitOptions(privacy=spec)``, DP-MostPopular): the scores are the
+    item counts of the contribution-bounded data (at most :math:`c` items per user) released by
+    :func:`~privrank.privacy.mechanisms.private_item_counts` with Gaussian noise calibrated to
+    the user-level L2 sensitivity :math:`\sqrt{c}`, hence user-level (ε, δ)-DP; ranking them is
+    post-processing. Without noise (a test-only switch) and with a bound no user exceeds, they
+    are the exact counts.
+
+    Attributes:
+        privacy_guarantee_: The guarantee of a private fit (``None`` otherwise).
     """
 
     Config = MostPopularConfig
     personalised = False
+    supports_privacy = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        self._report(1, 1)
+
+    def _fit_private(
+        self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
+    ) -> None:
+        from privrank.privacy.mechanisms import private_item_counts
+
+        counts, self.privacy_guarantee_ = private_item_counts(matrix, spec)
+        self.item_popularity_ = counts.astype(np.float32)
         self._report(1, 1)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
