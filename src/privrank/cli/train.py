@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,26 +158,69 @@ def train_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the fit.")] = 0,
     threads: Annotated[int, typer.Option(help="Threads of the fit (0: all cores).")] = 0,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="Train with user-level (ε, δ)-DP at this ε (spent from the ledger)."),
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="δ of a private fit (default 1/(10·users)).")
+    ] = None,
+    max_per_user: Annotated[
+        int | None,
+        typer.Option(help="Contribution bound of a private fit: interactions kept per user."),
+    ] = None,
+    selection: Annotated[
+        str, typer.Option(help="Rows kept by the bound: most_recent or uniform.")
+    ] = "most_recent",
+    noise_seed: Annotated[
+        int | None, typer.Option(help="Seed of the DP noise (default: fresh, secure).")
+    ] = None,
+    budget_key: Annotated[
+        str | None,
+        typer.Option(help="Ledger key to spend from (default: the source dataset's name)."),
+    ] = None,
+    ledger: Annotated[
+        str | None, typer.Option(help="Ledger database URL (default PRIVRANK_LEDGER_URL).")
+    ] = None,
 ) -> None:
-    """Train a model and save it with a record of the exact data it was fitted on."""
+    """Train a model and save it with a record of the exact data it was fitted on.
+
+    With ``--epsilon`` the fit is user-level differentially private: the spend (ε, δ) is
+    reserved in the privacy budget ledger before training (refused with exit code 2 when the
+    dataset's budget does not cover it), committed after the model is saved, and released if
+    training fails.
+    """
     from privrank.metrics.runner import fit_model
     from privrank.models import FitOptions, create_model
 
     params = parse_params(param, config)
     recommender = create_model(model, params)  # validates name and parameters first
+    spec = _privacy_spec(epsilon, delta, max_per_user, selection, noise_seed)
+    if spec is not None and not getattr(recommender, "supports_privacy", False):
+        raise ConfigError(
+            f"{model} has no differentially private training yet; private models: "
+            f"{', '.join(_private_models())}"
+        )
     _check_out(out)
     console = Console()
     with console.status(f"loading {data}"):
         resolved = resolve_training_data(data)
     train, mode = _training_rows(resolved, recommender)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    validation = None
+    if resolved.prepared is not None and mode != "refit":
+        validation = resolved.prepared.validation
+    # A private fit reserves its spend before anything trains (refused: exit 2, nothing written).
+    with (
+        _ledger_spend(spec, ledger, budget_key, resolved, train, model, out) as spend,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
         task = progress.add_task(f"fitting {model}", total=None, info="")
 
         def report(update: Any) -> None:
@@ -183,19 +228,19 @@ def train_command(
             info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
             progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
 
+        options = FitOptions(seed=seed, threads=threads, progress=report, privacy=spec)
         started = time.perf_counter()
-        validation = None
-        if resolved.prepared is not None and mode != "refit":
-            validation = resolved.prepared.validation
-        fit_model(
-            recommender, train, FitOptions(seed=seed, threads=threads, progress=report), validation
-        )
+        fit_model(recommender, train, options, validation)
         seconds = time.perf_counter() - started
-    record = _record(resolved, recommender, train, mode, seed, threads, seconds)
-    with atomic_directory(out) as tmp:
-        recommender.save(tmp / MODEL_DIR)
-        record["model_checksums_sha256"] = _sha256(tmp / MODEL_DIR / "checksums.json")
-        (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        record = _record(resolved, recommender, train, mode, seed, threads, seconds)
+        if spend is not None:
+            record["privacy"] = spend
+        with atomic_directory(out) as tmp:
+            recommender.save(tmp / MODEL_DIR)
+            record["model_checksums_sha256"] = _sha256(tmp / MODEL_DIR / "checksums.json")
+            (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if spec is not None:
+        console.print(recommender.privacy_guarantee_.describe(), highlight=False, soft_wrap=True)
     console.print(
         f"trained {model} on {len(train):,} interactions ({resolved.kind} {data}) in "
         f"{seconds:.1f} s; saved to {out}",
@@ -208,6 +253,81 @@ def train_command(
             "protocol or a split to evaluate it with `privrank evaluate --model`",
             highlight=False,
         )
+
+
+def _private_models() -> list[str]:
+    from privrank.models import model_class, model_names
+
+    return [name for name in model_names() if getattr(model_class(name), "supports_privacy", 0)]
+
+
+def _privacy_spec(
+    epsilon: float | None,
+    delta: float | None,
+    max_per_user: int | None,
+    selection: str,
+    noise_seed: int | None,
+) -> Any:
+    """The :class:`~privrank.privacy.PrivacySpec` of the options, or ``None`` without ε."""
+    if epsilon is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--delta", delta),
+                ("--max-per-user", max_per_user),
+                ("--noise-seed", noise_seed),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only with --epsilon (a private fit)")
+        return None
+    from privrank.privacy.spec import PrivacySpec
+
+    return PrivacySpec(
+        epsilon=epsilon,
+        delta=delta,
+        max_interactions_per_user=max_per_user,
+        selection=selection,
+        noise_seed=noise_seed,
+    )
+
+
+@contextmanager
+def _ledger_spend(
+    spec: Any,
+    url: str | None,
+    budget_key: str | None,
+    resolved: TrainingData,
+    train: Interactions,
+    model: str,
+    out: Path,
+) -> Iterator[dict[str, Any] | None]:
+    """Reserve the fit's (ε, δ) before it runs; commit after, release on failure.
+
+    The key defaults to the name of the dataset the training rows come from (a split's source
+    dataset, not the split), so every split of one dataset spends from one budget.
+    """
+    if spec is None:
+        yield None
+        return
+    from privrank.privacy.ledger import Ledger
+
+    spec = spec.resolve(train.n_users)
+    if budget_key is None:
+        prepared = resolved.prepared
+        budget_key = (
+            prepared.split.source.name if prepared is not None else resolved.dataset.metadata.name
+        )
+    with Ledger(url) as book:
+        description = f"train {model} -> {out}"
+        with book.spend(budget_key, spec.epsilon, spec.delta, description) as reservation:
+            yield {
+                "ledger_key": budget_key,
+                "spend_id": reservation.id,
+                "epsilon": spec.epsilon,
+                "delta": spec.delta,
+            }
 
 
 def _check_out(out: Path) -> None:
