@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
-from privrank.models import IALS, FitOptions, Query
-from privrank.models._als_solvers import solve_cg, solve_exact
+from privrank.models import IALS, FitOptions, ModelFitError, Query
+from privrank.models._als_solvers import gramian, row_objectives, solve_cg, solve_exact
 from privrank.testing import synthetic_interactions
 
 ALPHA0, LAMBDA, NU = 0.3, 0.05, 0.7
@@ -95,30 +96,30 @@ def test_item_half_step_matches_reference():
     by_item = data.to_csr().T.tocsr()
     users = rng.normal(size=(25, 3)).astype(np.float32)
     reg = (LAMBDA * (np.diff(by_item.indptr) + ALPHA0 * 25) ** NU).astype(np.float32)
-    other = torch.from_numpy(users)
-    solved = solve_exact(by_item, other, other.T @ other, torch.from_numpy(reg), ALPHA0)
+    solved = solve_exact(by_item, users, gramian(users), reg, ALPHA0, threads=2)
     for item in range(15):
         history = by_item.indices[by_item.indptr[item] : by_item.indptr[item + 1]]
         if history.size == 0:
-            assert torch.all(solved[item] == 0)
+            assert np.all(solved[item] == 0)
             continue
         expected = reference_solve(users.astype(np.float64), history, float(reg[item]))
-        np.testing.assert_allclose(solved[item].numpy(), expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(solved[item], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_conjugate_gradient_converges_to_the_exact_solve():
     rng = np.random.default_rng(1)
     data = synthetic_interactions(n_users=40, n_items=20, seed=6)
     matrix = data.to_csr()
-    items = torch.from_numpy(rng.normal(size=(20, 5)).astype(np.float32))
-    reg = torch.full((40,), 0.5)
-    gram = items.T @ items
+    items = rng.normal(size=(20, 5)).astype(np.float32)
+    reg = np.full(40, 0.5, dtype=np.float32)
+    gram = gramian(items)
     exact = solve_exact(matrix, items, gram, reg, ALPHA0)
-    start = torch.zeros((40, 5))
-    iterated = solve_cg(matrix, items, gram, reg, ALPHA0, start, steps=5)  # d steps suffice
-    np.testing.assert_allclose(iterated.numpy(), exact.numpy(), rtol=1e-3, atol=1e-4)
-    few = solve_cg(matrix, items, gram, reg, ALPHA0, start, steps=1)
-    assert float((few - exact).abs().max()) > float((iterated - exact).abs().max())
+    start = np.zeros((40, 5), dtype=np.float32)
+    iterated, _ = solve_cg(matrix, items, gram, reg, ALPHA0, start, steps=5)  # d steps suffice
+    np.testing.assert_allclose(iterated, exact, rtol=1e-3, atol=1e-4)
+    few, _ = solve_cg(matrix, items, gram, reg, ALPHA0, start, steps=1)
+    assert np.abs(few - exact).max() > np.abs(iterated - exact).max()
+    assert np.all(start == 0), "the start is not modified"
 
 
 def test_cg_solver_loss_decreases():
@@ -141,3 +142,89 @@ def test_fold_in_of_a_new_history_matches_reference(fitted):
         rtol=1e-3,
         atol=1e-5,
     )
+
+
+def test_exact_solve_of_rows_longer_than_a_block():
+    """Rows of 300 entries span several gathered blocks of the exact kernel."""
+    rng = np.random.default_rng(3)
+    dense = (rng.random((7, 300)) < 0.9).astype(np.float32)
+    matrix = sp.csr_matrix(dense)
+    other = rng.normal(size=(300, 6)).astype(np.float32)
+    reg = np.linspace(0.1, 2.0, 7).astype(np.float32)
+    solved = solve_exact(matrix, other, gramian(other), reg, ALPHA0, threads=2)
+    for row in range(7):
+        expected = reference_solve(other.astype(np.float64), np.flatnonzero(dense[row]), reg[row])
+        np.testing.assert_allclose(solved[row], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_exact_solve_refuses_a_singular_system():
+    matrix = sp.csr_matrix(np.ones((2, 3), dtype=np.float32))
+    other = np.zeros((3, 4), dtype=np.float32)
+    with pytest.raises(ModelFitError, match="positive definite"):
+        solve_exact(matrix, other, gramian(other), np.zeros(2, dtype=np.float32), ALPHA0)
+
+
+def test_cg_steps_lower_every_row_objective_and_report_it():
+    rng = np.random.default_rng(5)
+    data = synthetic_interactions(n_users=50, n_items=30, seed=8)
+    matrix = data.to_csr()
+    items = rng.normal(size=(30, 8)).astype(np.float32)
+    reg = np.full(50, 0.3, dtype=np.float32)
+    gram = gramian(items)
+    current = rng.normal(size=(50, 8)).astype(np.float32)
+    previous = row_objectives(matrix, current, items, gram, reg, ALPHA0)
+    x = items.astype(np.float64)
+    for _ in range(4):
+        current, reported = solve_cg(matrix, items, gram, reg, ALPHA0, current, 1, 2, True)
+        objective = row_objectives(matrix, current, items, gram, reg, ALPHA0)
+        assert np.all(objective <= previous + 1e-6 * np.abs(previous))
+        np.testing.assert_allclose(reported, objective, rtol=1e-5)  # float32 rounding
+        # The objective of each row written out densely in float64.
+        w = current.astype(np.float64)
+        dense = matrix.toarray().astype(np.float64)
+        predictions = w @ x.T
+        direct = (
+            (dense * (predictions - 1) ** 2).sum(axis=1)
+            + ALPHA0 * (predictions**2).sum(axis=1)
+            + 0.3 * (w**2).sum(axis=1)
+        )
+        np.testing.assert_allclose(objective, direct, rtol=1e-5)
+        previous = objective
+
+
+def test_solves_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(9)
+    data = synthetic_interactions(n_users=200, n_items=60, seed=1)
+    matrix = data.to_csr()
+    items = rng.normal(size=(60, 7)).astype(np.float32)
+    reg = np.full(200, 0.4, dtype=np.float32)
+    gram = gramian(items)
+    start = rng.normal(size=(200, 7)).astype(np.float32)
+    one, _ = solve_cg(matrix, items, gram, reg, ALPHA0, start, 3, threads=1)
+    two, _ = solve_cg(matrix, items, gram, reg, ALPHA0, start, 3, threads=2)
+    np.testing.assert_array_equal(one, two)
+    exact_one = solve_exact(matrix, items, gram, reg, ALPHA0, threads=1)
+    np.testing.assert_array_equal(exact_one, solve_exact(matrix, items, gram, reg, ALPHA0, 2))
+
+
+def test_cg_model_ends_with_the_exact_user_solve():
+    data = synthetic_interactions(n_users=30, n_items=18, per_user=6, seed=11)
+    model = IALS(
+        factors=4,
+        epochs=6,
+        regularization=LAMBDA,
+        regularization_exponent=NU,
+        unobserved_weight=ALPHA0,
+        solver="cg",
+        cg_steps=2,
+    ).fit(data, FitOptions(seed=2, threads=2))
+    x = data.to_csr().toarray()
+    h = model.item_factors_.astype(np.float64)
+    for user in np.flatnonzero(x.sum(axis=1)):
+        history = np.flatnonzero(x[user])
+        reg = LAMBDA * (history.size + ALPHA0 * data.n_items) ** NU
+        np.testing.assert_allclose(
+            model.user_factors_[user], reference_solve(h, history, reg), rtol=1e-3, atol=1e-5
+        )
+    w = model.user_factors_.astype(np.float64)
+    assert model.loss_history_[-1] == pytest.approx(dense_objective(x, w, h), rel=1e-6)

@@ -7,11 +7,17 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-import torch
+import threadpoolctl
 from pydantic import Field
 
 from privrank.data.interactions import Interactions
-from privrank.models._als_solvers import ials_objective, solve_cg, solve_exact
+from privrank.models._als_solvers import (
+    gramian,
+    ials_objective,
+    row_objectives,
+    solve_cg,
+    solve_exact,
+)
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
 __all__ = ["IALS", "IALSConfig"]
@@ -31,9 +37,10 @@ class IALSConfig(ModelConfig):
         unobserved_weight: :math:`\\alpha_0`, the weight of every (user, item) pair pulled
             towards 0.
         init_std: Initial factors are drawn from :math:`\\mathcal N(0, (\\sigma/\\sqrt d)^2)`.
-        solver: ``cholesky`` solves each least-squares problem exactly; ``cg`` takes
-            ``cg_steps`` warm-started conjugate-gradient steps (cheaper per epoch when ``d`` is
-            large). The last user pass is always exact.
+        solver: ``cholesky`` solves each least-squares problem exactly
+            (:math:`O(|I_r| d^2 + d^3)` per row); ``cg`` takes ``cg_steps`` conjugate-gradient
+            steps warm-started at the previous epoch's factors (:math:`O(|I_r| d + d^2)` per
+            step, much cheaper per epoch). With either, the last user pass is exact.
         cg_steps: Conjugate-gradient steps per solve (``solver="cg"`` only).
     """
 
@@ -74,8 +81,13 @@ class IALS(Recommender):
     .. math:: w_u = \big(\alpha_0 H^\top H + H_{I_u}^\top H_{I_u}
               + \lambda(|I_u| + \alpha_0|I|)^{\nu} I\big)^{-1} H_{I_u}^\top \mathbf 1
 
-    and symmetrically for :math:`h_i`, so :math:`L` never increases. Each epoch solves items
-    then users, so the stored user factors are the exact solution for the final item factors.
+    and symmetrically for :math:`h_i`, so :math:`L` never increases. With ``solver="cg"``
+    each row instead takes a few conjugate-gradient steps towards that solution from its
+    current value (Takács, Pilászy and Tikk 2011), which also never increases :math:`L`.
+    Each epoch solves items then users, and the final user pass is always exact, so the stored
+    user factors are the exact solution for the final item factors. The row solves run in
+    compiled code (numba), in parallel over rows on ``FitOptions.threads`` threads; the
+    result does not depend on the thread count.
     **Fold-in**: an ad-hoc history is scored by solving the same equation for its :math:`w`
     with :math:`H` fixed — for a training user's history this reproduces the training-time
     factor, hence the training-time scores.
@@ -88,52 +100,70 @@ class IALS(Recommender):
 
     Config = IALSConfig
     seeded = True
-    uses_torch = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
         d = cfg.factors
-        generator = torch.Generator().manual_seed(options.seed)
-        scale = cfg.init_std / math.sqrt(d)
-        users = torch.randn((self.n_users_, d), generator=generator) * scale
-        items = torch.randn((self.n_items_, d), generator=generator) * scale
+        threads = options.resolved_threads()
+        rng = np.random.default_rng(options.seed)
+        scale = np.float32(cfg.init_std / math.sqrt(d))
+        users = rng.standard_normal((self.n_users_, d), dtype=np.float32) * scale
+        items = rng.standard_normal((self.n_items_, d), dtype=np.float32) * scale
         by_item = sp.csr_matrix(matrix.T)
         user_reg = self._row_regularization(np.diff(matrix.indptr), self.n_items_)
         item_reg = self._row_regularization(np.diff(by_item.indptr), self.n_users_)
-        losses = []
-        for epoch in range(1, cfg.epochs + 1):
-            exact = cfg.solver == "cholesky"
-            items = self._half_step(by_item, users, item_reg, items, exact)
-            users = self._half_step(matrix, items, user_reg, users, exact or epoch == cfg.epochs)
-            loss = ials_objective(matrix, users, items, user_reg, item_reg, cfg.unobserved_weight)
-            losses.append(loss)
-            self._report(epoch, cfg.epochs, loss)
-        self.user_factors_ = users.numpy()
-        self.item_factors_ = items.numpy()
+        losses: list[float] = []
+        # BLAS only computes the Gramians; its idle worker threads would spin on the cores
+        # the kernels' threads use, so it runs single-threaded (as implicit's fit does).
+        with threadpoolctl.threadpool_limits(1, "blas"):
+            for epoch in range(1, cfg.epochs + 1):
+                items, _ = self._solve(by_item, users, item_reg, items, threads, exact=False)
+                users, rows = self._solve(
+                    matrix, items, user_reg, users, threads, exact=epoch == cfg.epochs, loss=True
+                )
+                losses.append(ials_objective(rows, items, item_reg))
+                self._report(epoch, cfg.epochs, losses[-1])
+        self.user_factors_ = users
+        self.item_factors_ = items
         self.loss_history_ = np.asarray(losses, dtype=np.float64)
 
-    def _row_regularization(self, counts: np.ndarray, n_other: int) -> torch.Tensor:
+    def _solve(
+        self,
+        matrix: sp.csr_matrix,
+        other: np.ndarray,
+        regularization: np.ndarray,
+        current: np.ndarray,
+        threads: int,
+        exact: bool,
+        loss: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One half-step: every row of ``matrix`` solved with ``other`` fixed (exactly when
+        ``exact`` or ``solver="cholesky"``), and, with ``loss``, each row's objective."""
+        cfg = self.config
+        alpha0 = cfg.unobserved_weight
+        gram = gramian(other)
+        if cfg.solver == "cg" and not exact:
+            solved, rows = solve_cg(
+                matrix, other, gram, regularization, alpha0, current, cfg.cg_steps, threads, loss
+            )
+        else:
+            solved = solve_exact(matrix, other, gram, regularization, alpha0, threads)
+            rows = None
+            if loss:
+                rows = row_objectives(matrix, solved, other, gram, regularization, alpha0, threads)
+        return solved, rows
+
+    def _row_regularization(self, counts: np.ndarray, n_other: int) -> np.ndarray:
         cfg = self.config
         base = counts.astype(np.float64) + cfg.unobserved_weight * n_other
         values = cfg.regularization * np.power(base, cfg.regularization_exponent)
-        return torch.from_numpy(values.astype(np.float32))
-
-    def _half_step(
-        self,
-        matrix: sp.csr_matrix,
-        other: torch.Tensor,
-        regularization: torch.Tensor,
-        current: torch.Tensor,
-        exact: bool,
-    ) -> torch.Tensor:
-        gram = other.T @ other
-        alpha0 = self.config.unobserved_weight
-        if exact:
-            return solve_exact(matrix, other, gram, regularization, alpha0)
-        return solve_cg(matrix, other, gram, regularization, alpha0, current, self.config.cg_steps)
+        return values.astype(np.float32)
 
     def fold_in(self, histories: Query) -> np.ndarray:
-        """User factors for ad-hoc histories, solved with the item factors fixed.
+        """User factors for ad-hoc histories, solved exactly with the item factors fixed.
+
+        This is the computation of the final training pass, so a training user's history
+        reproduces their training-time factor (for either solver).
 
         Returns:
             ``(n_queries, d)`` float32; zero rows for empty histories.
@@ -143,13 +173,11 @@ class IALS(Recommender):
         if query.is_users:
             query = self._training_histories(query.user_codes)
         rows = query.to_csr(self.n_items_)
-        items = torch.from_numpy(self.item_factors_)
+        items = self.item_factors_
         regularization = self._row_regularization(np.diff(rows.indptr), self.n_items_)
-        with torch.no_grad():
-            factors = solve_exact(
-                rows, items, items.T @ items, regularization, self.config.unobserved_weight
-            )
-        return factors.numpy()
+        return solve_exact(
+            rows, items, gramian(items), regularization, self.config.unobserved_weight
+        )
 
     def _score_histories(self, histories: Query) -> np.ndarray:
         return self.fold_in(histories) @ self.item_factors_.T
