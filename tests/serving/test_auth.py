@@ -29,7 +29,7 @@ def test_raw_keys_never_reach_the_database(store, tmp_path) -> None:
     on_disk = database_bytes(tmp_path)
     assert on_disk  # the file and its WAL exist
     for key in created:
-        secret = key.secret.rsplit("_", 1)[1]
+        secret = key.secret.split("_", 2)[2]  # prk_<id>_<secret>; the secret may hold "_"
         assert key.secret.encode() not in on_disk
         assert secret.encode() not in on_disk
         assert hashlib.sha256(key.secret.encode()).hexdigest().encode() not in on_disk
@@ -91,3 +91,31 @@ def test_postgresql_key_store() -> None:
     store.revoke(name)
     assert store.verify(created.secret) is None
     engine.dispose()
+
+
+def test_expired_cache_rechecks_a_known_key_without_scrypt_and_sees_revocation(
+    tmp_path, monkeypatch
+) -> None:
+    import threading
+
+    import privrank.serving.auth as auth
+
+    store = KeyStore(make_engine(f"sqlite:///{tmp_path / 'keys.sqlite'}"), cache_ttl_s=0.0)
+    created = store.create("read", name="web")
+    calls = []
+    real = auth.hash_key
+    monkeypatch.setattr(auth, "hash_key", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    assert store.verify(created.secret) is not None  # first sight: one scrypt evaluation
+    assert len(calls) == 1
+    threads = [threading.Thread(target=store.verify, args=(created.secret,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1  # expired cache, eight concurrent checks: no scrypt stampede
+    wrong = created.secret[:-1] + ("A" if created.secret[-1] != "A" else "B")
+    assert store.verify(wrong) is None  # a different raw key still pays scrypt and fails
+    assert len(calls) == 2
+    store.revoke("web")
+    assert store.verify(created.secret) is None  # revocation still wins over the shortcut

@@ -24,6 +24,9 @@ from privrank.errors import ConfigError
 
 __all__ = ["check_startup", "serve", "settings_from_options", "store_add", "store_list"]
 
+WORKER_HEALTHCHECK_TIMEOUT_S = 120
+"""Seconds a ``--workers`` process may take to answer uvicorn's supervisor (startup included)."""
+
 store_app = typer.Typer(help="Manage a model store for `privrank serve --store`.")
 app.add_typer(store_app, name="store", no_args_is_help=True)
 
@@ -215,4 +218,8 @@ def serve(
         server_header=False,
         log_level=log_level,
         log_config=_log_config(log_level),
+        # A worker answers uvicorn's health pings only once imports and the model load are
+        # done; on a busy machine that takes longer than uvicorn's 5 s default, and the
+        # supervisor would kill and respawn every worker forever.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
     )

@@ -146,6 +146,9 @@ class KeyStore:
         self._engine = engine
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[bytes, tuple[ApiKey, float]] = {}
+        # Keys this process has verified with scrypt: token -> the stored hash they matched.
+        self._verified: dict[bytes, str] = {}
+        self._gates = [threading.Lock() for _ in range(64)]  # striped by token: bounded
         self._cache_secret = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._dummy_salt = secrets.token_bytes(16)
@@ -263,11 +266,21 @@ class KeyStore:
 
         The hash comparison is constant-time (:func:`hmac.compare_digest`), and a malformed key
         or an unknown id costs one scrypt evaluation too, so timing does not tell them apart.
+
+        When a cached key expires, one thread at a time re-checks it while the others wait for
+        its answer (no stampede of scrypt evaluations under load), and a raw key this process
+        already verified is re-checked against its database row (still there, same hash, not
+        revoked) without evaluating scrypt again.
         """
         token = self._token(raw_key)
+        with self._gates[token[0] % len(self._gates)]:
+            return self._verify(raw_key, token)
+
+    def _verify(self, raw_key: str, token: bytes) -> ApiKey | None:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(token)
+            verified_hash = self._verified.get(token)
         if cached is not None and cached[1] > now:
             return cached[0]
         match = _KEY_PATTERN.match(raw_key)
@@ -283,11 +296,16 @@ class KeyStore:
         if row is None:
             hmac.compare_digest(hash_key(raw_key, self._dummy_salt), bytes(_DKLEN))
             return None
-        expected = bytes.fromhex(row.key_hash)
-        actual = hash_key(raw_key, bytes.fromhex(row.salt), row.algorithm)
-        if not hmac.compare_digest(actual, expected) or row.revoked_at is not None:
+        if verified_hash is not None and hmac.compare_digest(verified_hash, row.key_hash):
+            matches = True
+        else:
+            expected = bytes.fromhex(row.key_hash)
+            actual = hash_key(raw_key, bytes.fromhex(row.salt), row.algorithm)
+            matches = hmac.compare_digest(actual, expected)
+        if not matches or row.revoked_at is not None:
             return None
         key = _row_to_key(row)
         with self._lock:
             self._cache[token] = (key, now + self.cache_ttl_s)
+            self._verified[token] = row.key_hash
         return key

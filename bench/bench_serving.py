@@ -1,0 +1,559 @@
+"""Serving benchmark: load, hot swap under load, crash during ingestion, schema fuzzing.
+
+Everything talks to a real ``privrank serve`` subprocess on 127.0.0.1 (a free port, a temporary
+``PRIVRANK_HOME`` holding the serving database, keys made with ``privrank keys create``):
+
+- ``load``: a 64-factor iALS model over a 100k-item catalogue (trained here on synthetic data);
+  an open-loop generator in its own process (``bench/serving/loadgen.py``) offers a fixed rate
+  of ``POST /v1/recommend`` and measures latency from each request's scheduled time. Offered
+  rates 100, 500, 1000 requests/s plus ``--sweep`` rates find the saturation point. In the same
+  run, the bare in-process FAISS search of one query (``FactorIndex.search`` exactly as the API
+  calls it) is timed, and the ratio of end-to-end p50 to it is reported.
+- ``swap``: a load run at a moderate rate while the bench activates versions ``v1``/``v2``
+  alternately every few seconds through ``POST /v1/models/{version}/activate``; counts failed
+  requests and the versions that answered.
+- ``crash``: clients ingest events and record every acknowledged id; the server's whole process
+  group is SIGKILLed mid-stream; after a restart every acknowledged id is looked up.
+- ``fuzz``: schemathesis generates requests for every operation of the served OpenAPI schema
+  (over HTTP, admin key); counts requests and 5xx answers.
+
+Usage::
+
+    .venv/bin/python bench/bench_serving.py all --workdir /tmp/privrank-bench-serving
+    .venv/bin/python bench/bench_serving.py load --repeats 3 --workers 2
+
+The JSON of every part is written to ``<workdir>/results/`` and a summary is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PRIVRANK = str(BIN / "privrank")
+LOADGEN = str(ROOT / "bench" / "serving" / "loadgen.py")
+HOST = "127.0.0.1"
+N_ITEMS = 100_000
+FACTORS = 64
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ---------------------------------------------------------------- setup
+def prepare(workdir: Path, n_users: int, n_interactions: int, epochs: int) -> dict:
+    """Train two iALS versions (seeds 0 and 1), put them in a model store, create keys."""
+    from privrank.data.synthetic import SyntheticConfig, generate
+    from privrank.models import FitOptions, create_model
+    from privrank.serving.store import ModelStore
+
+    info_path = workdir / "setup.json"
+    if info_path.is_file():
+        return json.loads(info_path.read_text())
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = generate(
+        SyntheticConfig(n_users=n_users, n_items=N_ITEMS, n_interactions=n_interactions, seed=0)
+    )
+    log(f"generated {n_interactions:,} interactions in {time.perf_counter() - started:.1f}s")
+    config = {"factors": FACTORS, "epochs": epochs, "solver": "cg"}
+    models = {}
+    for version, seed in (("v1", 0), ("v2", 1)):
+        started = time.perf_counter()
+        model = create_model("ials", config).fit(data, FitOptions(seed=seed))
+        directory = workdir / "models" / version
+        model.save(directory)
+        models[version] = str(directory)
+        log(f"trained {version} in {time.perf_counter() - started:.1f}s")
+    store = ModelStore(workdir / "store")
+    for version, directory in models.items():
+        store.add(directory, version, activate=version == "v1")
+    home = workdir / "home"
+    home.mkdir(exist_ok=True)
+    keys = {}
+    for scope in ("read", "write", "admin"):
+        out = subprocess.run(
+            [PRIVRANK, "keys", "create", "--scope", scope, "--name", f"bench-{scope}"],
+            env={**os.environ, "PRIVRANK_HOME": str(home)},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        keys[scope] = out.stdout.strip().splitlines()[-1]
+    rng = np.random.default_rng(0)
+    users = [str(u) for u in rng.choice(n_users, size=2000, replace=False)]
+    info = {
+        "models": models,
+        "store": str(workdir / "store"),
+        "home": str(home),
+        "keys": keys,
+        "users": users,
+        "data": {"n_users": n_users, "n_items": N_ITEMS, "n_interactions": n_interactions},
+        "model_config": config,
+    }
+    info_path.write_text(json.dumps(info, indent=2))
+    return info
+
+
+class Server:
+    """``privrank serve`` as a subprocess in its own process group (so SIGKILL reaches the
+    uvicorn supervisor and every worker)."""
+
+    def __init__(self, info: dict, args: list[str], workers: int, logfile: Path) -> None:
+        self.port = free_port()
+        self.info = info
+        self.command = [
+            PRIVRANK,
+            "serve",
+            *args,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--rate-limit",
+            "0",
+            "--log-level",
+            "warning",
+        ]
+        self.logfile = logfile
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> None:
+        import httpx
+
+        handle = open(self.logfile, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            self.command,
+            env={**os.environ, "PRIVRANK_HOME": self.info["home"]},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        ready = 0
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"server exited with {code}; see {self.logfile}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    ready += 1
+                    if ready >= 10:  # several answers: every worker is likely up
+                        return
+                    continue
+            time.sleep(0.3)
+        self.kill()
+        raise RuntimeError(f"server not ready after {timeout}s; see {self.logfile}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@contextlib.contextmanager
+def serving(info: dict, args: list[str], workers: int, logfile: Path) -> Iterator[Server]:
+    server = Server(info, args, workers, logfile)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run_loadgen(
+    server: Server, key: str, users: list[str], rate: float, duration: float, out: Path
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            LOADGEN,
+            "--port",
+            str(server.port),
+            "--key",
+            key,
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--users",
+            ",".join(users),
+            "--out",
+            str(out),
+        ]
+    )
+
+
+def load_once(server, key, users, rate, duration, out: Path) -> dict:
+    before = loadavg()
+    process = run_loadgen(server, key, users, rate, duration, out)
+    if process.wait(timeout=duration * 4 + 60) != 0:
+        raise RuntimeError(f"loadgen failed at {rate}/s")
+    result = json.loads(out.read_text())
+    result["loadavg_before"] = before
+    result["loadavg_after"] = loadavg()
+    return result
+
+
+# ---------------------------------------------------------------- bare search
+def bare_search(info: dict, index_kind: str = "auto", queries: int = 2000) -> dict:
+    """Time ``FactorIndex.search`` for one query exactly as ``/v1/recommend`` calls it
+    (``k + seen`` results for a known user), and the whole in-process answer."""
+    from privrank.models import Query
+    from privrank.serving import recommend as answers
+    from privrank.serving.store import IndexOptions, ModelStore
+
+    index = IndexOptions(kind=index_kind)
+    served = ModelStore.single(info["models"]["v1"], index=index).start()
+    index, model = served.index, served.model
+    rng = np.random.default_rng(1)
+    users = [info["users"][i] for i in rng.integers(0, len(info["users"]), size=queries)]
+    search_s, answer_s = [], []
+    for user in users:
+        code = served.users.code(user)
+        seen = int(model.history_indptr_[code + 1] - model.history_indptr_[code])
+        vector = index.query_vectors(model, Query.users([code]))
+        started = time.perf_counter()
+        index.search(vector, 10 + seen)
+        search_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        answers.recommend_user(served, user, 10)
+        answer_s.append(time.perf_counter() - started)
+    return {
+        "index": index.report.as_dict(),
+        "queries": queries,
+        "search_p50_ms": 1000 * statistics.median(search_s),
+        "search_p99_ms": 1000 * float(np.quantile(search_s, 0.99)),
+        "answer_p50_ms": 1000 * statistics.median(answer_s),
+        "loadavg": loadavg(),
+    }
+
+
+# ---------------------------------------------------------------- parts
+def part_load(info: dict, args, results: Path) -> dict:
+    bare = [bare_search(info, args.index) for _ in range(args.repeats)]
+    rates = sorted({100, 500, 1000, *args.sweep})
+    runs: dict[str, list[dict]] = {str(r): [] for r in rates}
+    serve_args = ["--model", info["models"]["v1"], "--index", args.index]
+    with serving(info, serve_args, args.workers, results / "load.log") as srv:
+        key, users = info["keys"]["read"], info["users"]
+        load_once(srv, key, users, 200, 3, results / "warmup.json")
+        for repeat in range(args.repeats):
+            for rate in rates:
+                result = load_once(
+                    srv, key, users, rate, args.duration, results / f"load-{rate}-{repeat}.json"
+                )
+                runs[str(rate)].append(result)
+                log(
+                    f"load {rate}/s #{repeat}: {result['throughput_rps']:.0f}/s ok, "
+                    f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+                    f"failed {result['failed']}, load {result['loadavg_before']}"
+                )
+    search_p50 = statistics.median(b["search_p50_ms"] for b in bare)
+    table = []
+    for rate in rates:
+        rs = runs[str(rate)]
+        med = {
+            k: statistics.median(r[k] for r in rs if r[k] is not None)
+            for k in ("throughput_rps", "p50_ms", "p99_ms", "failed")
+        }
+        sustained = all(
+            r["ok"] >= 0.99 * r["sent"]
+            and r["throughput_rps"] >= 0.95 * rate
+            and r["p99_ms"] is not None
+            and r["p99_ms"] < 1000
+            for r in rs
+        )
+        table.append(
+            {
+                "offered_rps": rate,
+                **med,
+                "p50_runs": [r["p50_ms"] for r in rs],
+                "p99_runs": [r["p99_ms"] for r in rs],
+                "throughput_runs": [r["throughput_rps"] for r in rs],
+                "sustained": sustained,
+                "loadavg_runs": [r["loadavg_before"][0] for r in rs],
+            }
+        )
+    sustained_rates = [row["offered_rps"] for row in table if row["sustained"]]
+    p50_500 = next(row["p50_ms"] for row in table if row["offered_rps"] == 500)
+    summary = {
+        "workers": args.workers,
+        "index": args.index,
+        "duration_s": args.duration,
+        "repeats": args.repeats,
+        "bare": bare,
+        "bare_search_p50_ms": search_p50,
+        "table": table,
+        "highest_sustained_rps": max(sustained_rates) if sustained_rates else None,
+        "max_throughput_rps": max(r["throughput_rps"] for rs in runs.values() for r in rs),
+        "p50_500_over_bare_search": p50_500 / search_p50,
+    }
+    return summary
+
+
+def part_swap(info: dict, args, results: Path) -> dict:
+    import httpx
+
+    activations: list[dict] = []
+    with serving(info, ["--store", info["store"]], args.workers, results / "swap.log") as srv:
+        key, users = info["keys"]["read"], info["users"]
+        load_once(srv, key, users, 100, 2, results / "swap-warmup.json")
+        out = results / "swap-load.json"
+        before = loadavg()
+        process = run_loadgen(srv, key, users, args.swap_rate, args.swap_duration, out)
+        headers = {"Authorization": f"Bearer {info['keys']['admin']}"}
+        version = "v1"
+        started = time.monotonic()
+        while time.monotonic() - started < args.swap_duration - args.swap_every:
+            time.sleep(args.swap_every)
+            version = "v2" if version == "v1" else "v1"
+            t = time.perf_counter()
+            answer = httpx.post(
+                f"{srv.url}/v1/models/{version}/activate", headers=headers, timeout=60
+            )
+            activations.append(
+                {
+                    "version": version,
+                    "status": answer.status_code,
+                    "seconds": round(time.perf_counter() - t, 3),
+                }
+            )
+            log(f"activated {version}: {answer.status_code} in {activations[-1]['seconds']}s")
+        if process.wait(timeout=args.swap_duration * 4 + 60) != 0:
+            raise RuntimeError("loadgen failed during the swap run")
+    result = json.loads(out.read_text())
+    return {
+        "workers": args.workers,
+        "offered_rps": args.swap_rate,
+        "duration_s": args.swap_duration,
+        "swap_every_s": args.swap_every,
+        "activations": activations,
+        "activations_ok": sum(a["status"] == 200 for a in activations),
+        "load": result,
+        "loadavg_before": before,
+    }
+
+
+def part_crash(info: dict, args, results: Path) -> dict:
+    import httpx
+
+    from privrank.serving import EventStore, make_engine
+
+    acked: list[str] = []
+    in_flight: dict[int, list[str]] = {}
+    errors = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+    server = Server(info, ["--model", info["models"]["v1"]], args.workers, results / "crash.log")
+    server.start()
+    url = server.url
+    headers = {"Authorization": f"Bearer {info['keys']['write']}"}
+    run_id = uuid.uuid4().hex[:8]
+
+    def client(number: int) -> None:
+        nonlocal errors
+        with httpx.Client(timeout=10) as http:
+            batch_no = 0
+            while not stop.is_set():
+                ids = [f"{run_id}-{number}-{batch_no}-{j}" for j in range(args.batch)]
+                batch_no += 1
+                body = {
+                    "events": [
+                        {
+                            "event_id": i,
+                            "user_id": "u1",
+                            "item_id": 1,
+                            "timestamp": "2026-01-01T00:00:00Z",
+                        }
+                        for i in ids
+                    ]
+                }
+                with lock:
+                    in_flight[number] = ids
+                try:
+                    answer = http.post(f"{url}/v1/events", json=body, headers=headers)
+                except httpx.HTTPError:
+                    with lock:
+                        errors += 1
+                    return  # the server is gone
+                with lock:
+                    in_flight.pop(number, None)
+                    if answer.status_code == 200:
+                        acked.extend(ids)
+                    else:
+                        errors += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(args.kill_after)
+    with lock:
+        acked_at_kill = len(acked)
+    server.kill()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    unacknowledged = [i for ids in in_flight.values() for i in ids]
+    log(f"killed the server with {len(acked)} events acknowledged")
+    # Restart on the same database, then look every acknowledged id up.
+    server = Server(info, ["--model", info["models"]["v1"]], args.workers, results / "crash.log")
+    server.start()
+    try:
+        engine = make_engine(f"sqlite:///{Path(info['home']) / 'serving.sqlite'}")
+        store = EventStore(engine)
+        found = 0
+        for start in range(0, len(acked), 500):
+            found += len(store.get(acked[start : start + 500]))
+        in_flight_found = len(store.get(unacknowledged)) if unacknowledged else 0
+        engine.dispose()
+    finally:
+        server.stop()
+    return {
+        "workers": args.workers,
+        "clients": args.clients,
+        "batch": args.batch,
+        "kill_after_s": args.kill_after,
+        "acknowledged": len(acked),
+        "acknowledged_at_kill_signal": acked_at_kill,
+        "found_after_restart": found,
+        "missing": len(acked) - found,
+        "in_flight_at_kill": len(unacknowledged),
+        "in_flight_found": in_flight_found,
+        "client_errors": errors,
+        "loadavg": loadavg(),
+    }
+
+
+def part_fuzz(info: dict, args, results: Path) -> dict:
+    from collections import Counter
+
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    statuses: Counter[int] = Counter()
+    server_errors: list[str] = []
+    with serving(info, ["--store", info["store"]], args.workers, results / "fuzz.log") as srv:
+        schema = schemathesis.openapi.from_url(f"{srv.url}/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        headers = {"Authorization": f"Bearer {info['keys']['admin']}"}
+        for operation in operations:
+
+            @given(case=operation.as_strategy())
+            @settings(
+                max_examples=args.fuzz_examples,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            def fuzz(case) -> None:
+                response = case.call(base_url=srv.url, headers=headers, timeout=30)
+                statuses[response.status_code] += 1
+                if response.status_code >= 500:
+                    server_errors.append(
+                        f"{case.method} {case.formatted_path}: {response.text[:200]}"
+                    )
+
+            fuzz()
+            log(f"fuzzed {operation.label}: {sum(statuses.values())} requests so far")
+    return {
+        "operations": len(operations),
+        "examples_per_operation": args.fuzz_examples,
+        "requests": sum(statuses.values()),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "server_errors": len(server_errors),
+        "server_error_samples": server_errors[:10],
+        "loadavg": loadavg(),
+    }
+
+
+PARTS = {"load": part_load, "swap": part_swap, "crash": part_crash, "fuzz": part_fuzz}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", nargs="+", choices=[*PARTS, "all"])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/privrank-bench-serving"))
+    parser.add_argument("--n-users", type=int, default=50_000)
+    parser.add_argument("--n-interactions", type=int, default=1_000_000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--index", default="auto", choices=["auto", "exact", "hnsw"], help="FAISS index (load)"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--sweep", type=lambda s: [int(x) for x in s.split(",") if x], default=[1500, 2000, 3000]
+    )
+    parser.add_argument("--swap-rate", type=float, default=100.0)
+    parser.add_argument("--swap-duration", type=float, default=30.0)
+    parser.add_argument("--swap-every", type=float, default=3.0)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--kill-after", type=float, default=5.0)
+    parser.add_argument("--fuzz-examples", type=int, default=100)
+    args = parser.parse_args(argv)
+
+    info = prepare(args.workdir, args.n_users, args.n_interactions, args.epochs)
+    results = args.workdir / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    parts = list(PARTS) if "all" in args.part else args.part
+    summary = {}
+    for part in parts:
+        log(f"--- {part} (load average {loadavg()})")
+        started = datetime.now(UTC)
+        result = PARTS[part](info, args, results)
+        result["started"] = started.isoformat(timespec="seconds")
+        stamp = started.strftime("%Y%m%dT%H%M%S")
+        (results / f"{part}-{stamp}.json").write_text(json.dumps(result, indent=2))
+        summary[part] = result
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

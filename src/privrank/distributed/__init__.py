@@ -1,0 +1,9 @@
+"""Scale-out on Ray: the privrank API as a Ray Serve deployment (:mod:`.ray_serve`).
+
+Ray is an optional dependency (``pip install 'privrank[ray]'``); it is imported only when a
+function here is called.
+"""
+
+from privrank.distributed.ray_serve import DEPLOYMENT_NAME, privrank_deployment, run_on_ray_serve
+
+__all__ = ["DEPLOYMENT_NAME", "privrank_deployment", "run_on_ray_serve"]
