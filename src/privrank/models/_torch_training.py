@@ -220,3 +220,33 @@ class ValidatedFitMixin:
         return ValidationSet.build(
             pending, self.history_indptr_, self.history_items_, self.n_users_, self.n_items_
         )
+
+
+class NetworkStateMixin:
+    """Saves a torch model's ``network_`` and training history through the model contract.
+
+    The host model builds its (untrained) network with ``_new_network()`` from its config and
+    keeps ``network_``, ``loss_history_``, ``validation_history_`` and ``best_epoch_``. Weights
+    travel as named arrays (``network.<parameter>``), so saving goes through safetensors like
+    every other model.
+    """
+
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {f"network.{k}": v.detach().numpy() for k, v in self.network_.state_dict().items()}
+        state["loss_history"] = self.loss_history_
+        state["validation_history"] = self.validation_history_
+        state["best_epoch"] = np.asarray([self.best_epoch_], dtype=np.int64)
+        return state
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        network = self._new_network()
+        prefix = "network."
+        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            network.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        except RuntimeError as exc:
+            raise ValueError(f"network weights do not fit the config: {exc}") from None
+        self.network_ = network.eval()
+        self.loss_history_ = state["loss_history"]
+        self.validation_history_ = state["validation_history"]
+        self.best_epoch_ = int(np.asarray(state["best_epoch"]).reshape(-1)[0])

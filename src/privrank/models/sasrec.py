@@ -12,7 +12,12 @@ from pydantic import Field, model_validator
 
 from privrank.data.interactions import Interactions
 from privrank.models._sasrec_network import SASRecNetwork, left_padded, sequence_loss, trimmed
-from privrank.models._torch_training import EarlyStopping, ValidatedFitMixin, seeded
+from privrank.models._torch_training import (
+    EarlyStopping,
+    NetworkStateMixin,
+    ValidatedFitMixin,
+    seeded,
+)
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
 __all__ = ["SASRec", "SASRecConfig"]
@@ -68,7 +73,7 @@ class SASRecConfig(ModelConfig):
 
 
 @register("sasrec")
-class SASRec(ValidatedFitMixin, Recommender):
+class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
     r"""Self-Attentive Sequential Recommendation (Kang and McAuley, ICDM 2018), trained with
     full or sampled softmax as in the eSASRec study (arXiv 2508.06450).
 
@@ -206,23 +211,3 @@ class SASRec(ValidatedFitMixin, Recommender):
                 hidden = network(trimmed(torch.from_numpy(padded[rows])))[:, -1]
                 out[rows] = (hidden @ items.T).numpy()
         return out
-
-    def _state(self) -> dict[str, np.ndarray]:
-        state = {f"network.{k}": v.detach().numpy() for k, v in self.network_.state_dict().items()}
-        state["loss_history"] = self.loss_history_
-        state["validation_history"] = self.validation_history_
-        state["best_epoch"] = np.asarray([self.best_epoch_], dtype=np.int64)
-        return state
-
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        network = self._new_network()
-        prefix = "network."
-        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        try:
-            network.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-        except RuntimeError as exc:
-            raise ValueError(f"network weights do not fit the config: {exc}") from None
-        self.network_ = network.eval()
-        self.loss_history_ = state["loss_history"]
-        self.validation_history_ = state["validation_history"]
-        self.best_epoch_ = int(np.asarray(state["best_epoch"]).reshape(-1)[0])

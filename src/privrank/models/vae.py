@@ -12,7 +12,12 @@ from torch import nn
 from torch.nn import functional
 
 from privrank.data.interactions import Interactions
-from privrank.models._torch_training import EarlyStopping, ValidatedFitMixin, seeded
+from privrank.models._torch_training import (
+    EarlyStopping,
+    NetworkStateMixin,
+    ValidatedFitMixin,
+    seeded,
+)
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
 __all__ = ["MultVAE", "MultVAEConfig", "MultVAENetwork"]
@@ -91,7 +96,7 @@ def vae_loss(
 
 
 @register("mult-vae")
-class MultVAE(ValidatedFitMixin, Recommender):
+class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
     r"""Variational autoencoder for collaborative filtering with a multinomial likelihood
     (Liang, Krishnan, Hoffman and Jebara, "Variational Autoencoders for Collaborative
     Filtering", WWW 2018).
@@ -185,23 +190,3 @@ class MultVAE(ValidatedFitMixin, Recommender):
                 x = torch.from_numpy(rows[start : start + batch_size].toarray())
                 out[start : start + x.shape[0]] = self.network_(x)[0].numpy()
         return out
-
-    def _state(self) -> dict[str, np.ndarray]:
-        state = {f"network.{k}": v.detach().numpy() for k, v in self.network_.state_dict().items()}
-        state["loss_history"] = self.loss_history_
-        state["validation_history"] = self.validation_history_
-        state["best_epoch"] = np.asarray([self.best_epoch_], dtype=np.int64)
-        return state
-
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        network = self._new_network()
-        prefix = "network."
-        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        try:
-            network.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-        except RuntimeError as exc:
-            raise ValueError(f"network weights do not fit the config: {exc}") from None
-        self.network_ = network.eval()
-        self.loss_history_ = state["loss_history"]
-        self.validation_history_ = state["validation_history"]
-        self.best_epoch_ = int(np.asarray(state["best_epoch"]).reshape(-1)[0])
