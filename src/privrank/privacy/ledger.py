@@ -54,9 +54,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import SQLAlchemyError
 
+from privrank.database import normalise_database_url
 from privrank.errors import ConfigError, PrivacyBudgetExceeded, PrivrankError
 from privrank.privacy._ledger_records import (
     Budget,
@@ -136,25 +137,7 @@ def _check_key(value: str, owner: str) -> str:
 
 
 def _normalise_url(url: str | URL) -> URL:
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"invalid ledger URL {str(url)!r}: {exc}") from exc
-    backend = parsed.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return parsed
-    if backend == "sqlite":
-        if parsed.database in (None, "", ":memory:"):
-            raise ConfigError(
-                "the ledger needs a SQLite file (an in-memory database would lose every spend)"
-            )
-        return parsed
-    raise ConfigError(
-        f"unsupported ledger database {backend!r} in {parsed.render_as_string()!r}: use "
-        "sqlite:///path/to/ledger.sqlite or postgresql://user@host/db"
-    )
+    return normalise_database_url(url, what="ledger", loses="every spend", example="ledger.sqlite")
 
 
 class Ledger:

@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL
 
-from privrank.errors import ConfigError
+from privrank.database import normalise_database_url
 from privrank.settings import home_dir
 
 __all__ = ["DATABASE_URL_ENV", "default_database_url", "make_engine", "normalise_url"]
@@ -32,30 +31,9 @@ def default_database_url() -> str:
 
 
 def normalise_url(url: str | URL) -> URL:
-    """Parse and check a database URL (SQLite file or PostgreSQL).
-
-    Raises:
-        ConfigError: Not a URL, an in-memory SQLite database, or another database.
-    """
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"invalid database URL {str(url)!r}: {exc}") from exc
-    backend = parsed.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return parsed
-    if backend == "sqlite":
-        if parsed.database in (None, "", ":memory:"):
-            raise ConfigError(
-                "the serving database needs a SQLite file (an in-memory database would lose "
-                "every key and event)"
-            )
-        return parsed
-    raise ConfigError(
-        f"unsupported database {backend!r} in {parsed.render_as_string()!r}: use "
-        "sqlite:///path/to/serving.sqlite or postgresql://user@host/db"
+    """Parse and check a serving database URL (SQLite file or PostgreSQL; ConfigError else)."""
+    return normalise_database_url(
+        url, what="serving database", loses="every key and event", example="serving.sqlite"
     )
 
 
