@@ -223,13 +223,50 @@ class ValidatedFitMixin:
 
 
 class NetworkStateMixin:
-    """Saves a torch model's ``network_`` and training history through the model contract.
+    """Shared epoch bookkeeping and persistence of a torch model's ``network_``.
 
     The host model builds its (untrained) network with ``_new_network()`` from its config and
     keeps ``network_``, ``loss_history_``, ``validation_history_`` and ``best_epoch_``. Weights
     travel as named arrays (``network.<parameter>``), so saving goes through safetensors like
     every other model.
     """
+
+    def _end_of_epoch(
+        self,
+        network: torch.nn.Module,
+        epoch: int,
+        last: bool,
+        validation: ValidationSet | None,
+        stopper: EarlyStopping,
+        evaluations: list[tuple[int, float, float]],
+    ) -> tuple[dict[str, float], bool]:
+        """Validate when due (every ``validate_every`` epochs and at the last one).
+
+        Returns:
+            ``(metrics, stop)``: the validation metrics (empty when not validated) and whether
+            early stopping says to stop.
+        """
+        if validation is None or not (epoch % self.config.validate_every == 0 or last):
+            return {}, False
+        self.network_ = network.eval()
+        metrics = validation.evaluate(lambda _, histories: self._score_histories(histories))
+        evaluations.append((epoch, metrics["ndcg@10"], metrics["hr@10"]))
+        return metrics, stopper.update(epoch, metrics["ndcg@10"], network.state_dict())
+
+    def _keep_best(
+        self,
+        network: torch.nn.Module,
+        stopper: EarlyStopping,
+        losses: list[float],
+        evaluations: list[tuple[int, float, float]],
+    ) -> None:
+        """Restore the best validated weights (if any) and record the training history."""
+        if stopper.best_state is not None:
+            network.load_state_dict(stopper.best_state)
+        self.network_ = network.eval()
+        self.loss_history_ = np.asarray(losses, dtype=np.float64)
+        self.validation_history_ = np.asarray(evaluations, dtype=np.float64).reshape(-1, 3)
+        self.best_epoch_ = stopper.best_epoch if stopper.best_state is not None else len(losses)
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {f"network.{k}": v.detach().numpy() for k, v in self.network_.state_dict().items()}

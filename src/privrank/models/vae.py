@@ -162,21 +162,13 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
                 last = epoch == cfg.epochs or (
                     cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
                 )
-                metrics, stop = {}, False
-                if validation is not None and (epoch % cfg.validate_every == 0 or last):
-                    self.network_ = network.eval()
-                    metrics = validation.evaluate(lambda _, q: self._score_histories(q))
-                    evaluations.append((epoch, metrics["ndcg@10"], metrics["hr@10"]))
-                    stop = stopper.update(epoch, metrics["ndcg@10"], network.state_dict())
+                metrics, stop = self._end_of_epoch(
+                    network, epoch, last, validation, stopper, evaluations
+                )
                 self._report(epoch, cfg.epochs, losses[-1], **metrics)
                 if stop or last:
                     break
-        if stopper.best_state is not None:
-            network.load_state_dict(stopper.best_state)
-        self.network_ = network.eval()
-        self.loss_history_ = np.asarray(losses, dtype=np.float64)
-        self.validation_history_ = np.asarray(evaluations, dtype=np.float64).reshape(-1, 3)
-        self.best_epoch_ = stopper.best_epoch if stopper.best_state is not None else len(losses)
+        self._keep_best(network, stopper, losses, evaluations)
 
     def _new_network(self) -> MultVAENetwork:
         cfg = self.config
