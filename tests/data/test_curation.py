@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
+from _ordering_reference import MASK, ref_key, ref_mix  # tests/data is on sys.path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,26 +24,6 @@ from privrank.data.curation import (
     time_window,
 )
 from privrank.errors import ConfigError
-
-MASK = (1 << 64) - 1
-C2 = 0xD1B54A32D192ED03
-
-
-# ------------------------------------------------------------------------ references
-def ref_mix(z: int) -> int:
-    """SplitMix64 finaliser in plain Python integers."""
-    z ^= z >> 30
-    z = (z * 0xBF58476D1CE4E5B9) & MASK
-    z ^= z >> 27
-    z = (z * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31)
-
-
-def ref_key(seed: int, purpose: int, user: int, rank: int) -> int:
-    """The documented key formula of privrank.data._ordering, in plain Python."""
-    s = ref_mix((seed ^ (purpose * GOLDEN)) & MASK)
-    h = ref_mix((s + (user + 1) * GOLDEN) & MASK)
-    return ref_mix((h + (rank + 1) * C2) & MASK)
 
 
 def rows_of(data: Interactions) -> list[tuple]:

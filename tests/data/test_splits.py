@@ -9,12 +9,12 @@ from collections import defaultdict
 import numpy as np
 import pyarrow as pa
 import pytest
+from _ordering_reference import ref_key  # tests/data is on sys.path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privrank.data import DatasetMetadata, Interactions
 from privrank.data._ordering import (
-    GOLDEN,
     PURPOSE_HOLDOUT,
     PURPOSE_STRONG_USERS,
 )
@@ -29,24 +29,6 @@ from privrank.data.splits import (
     split,
 )
 from privrank.errors import ArtifactError, ConfigError, DataError
-
-MASK = (1 << 64) - 1
-C2 = 0xD1B54A32D192ED03
-
-
-def ref_mix(z: int) -> int:
-    z ^= z >> 30
-    z = (z * 0xBF58476D1CE4E5B9) & MASK
-    z ^= z >> 27
-    z = (z * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31)
-
-
-def ref_key(seed: int, purpose: int, user: int, rank: int) -> int:
-    """The documented key formula of privrank.data._ordering, in plain Python."""
-    s = ref_mix((seed ^ (purpose * GOLDEN)) & MASK)
-    h = ref_mix((s + (user + 1) * GOLDEN) & MASK)
-    return ref_mix((h + (rank + 1) * C2) & MASK)
 
 
 def per_user_rows(data: Interactions) -> dict[int, list[int]]:
