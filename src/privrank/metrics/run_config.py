@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from privrank.data._config import FrozenConfig, validate_config
 from privrank.errors import ConfigError
 from privrank.metrics.protocols import ProtocolSpec, resolve_protocol
+from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["ModelSpec", "RunConfig"]
 
@@ -27,11 +28,16 @@ class ModelSpec(FrozenConfig):
         name: Registry name (``ease``, ``implicit-als``, ...; see ``privrank.models``).
         label: Name in tables and file names (default: ``name``); unique within a run.
         params: Hyper-parameters (the model's config; unset ones take their defaults).
+        privacy: Fit with user-level differential privacy under this
+            :class:`~privrank.privacy.spec.PrivacySpec` (models with ``supports_privacy``
+            only). The run reserves the spend in the privacy budget ledger before the fit, keyed
+            by the protocol's source dataset, and commits it once the model is evaluated.
     """
 
     name: str = Field(min_length=1)
     label: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    privacy: PrivacySpec | None = None
 
     @property
     def display(self) -> str:
@@ -152,15 +158,22 @@ class RunConfig(FrozenConfig):
         """Build every model once, so that all bad names and parameters are reported together.
 
         Raises:
-            ConfigError: Listing every unknown model and invalid parameter.
+            ConfigError: Listing every unknown model, invalid parameter and privacy
+                specification given to a model without a private fit.
         """
         from privrank.models import create_model
 
         problems = []
         for spec in self.models:
             try:
-                create_model(spec.name, spec.params)
+                model = create_model(spec.name, spec.params)
             except ConfigError as exc:
                 problems.append(f"{spec.display}: {exc}")
+                continue
+            if spec.privacy is not None and not model.supports_privacy:
+                problems.append(
+                    f"{spec.display}: {spec.name} cannot train with differential privacy "
+                    "(remove 'privacy' or pick a model with a private fit)"
+                )
         if problems:
             raise ConfigError("invalid models: " + " | ".join(problems))

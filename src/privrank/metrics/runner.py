@@ -44,7 +44,8 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -284,8 +285,15 @@ def fit_and_evaluate(
     *,
     fit_progress: Callable[[Any], None] | None = None,
     status: StatusCallback | None = None,
+    ledger_url: str | None = None,
 ) -> ModelRun:
     """Fit one model on a prepared protocol and evaluate it (see the module docstring).
+
+    A private model (``spec.privacy``) reserves its (ε, δ) in the privacy budget ledger before
+    the fit, keyed by the protocol's source dataset (the key ``privrank train`` spends from);
+    the spend is committed once the model is evaluated, released if the fit or the evaluation
+    fails, and refused with :class:`~privrank.errors.PrivacyBudgetExceeded` before any training
+    when the budget does not cover it.
 
     Args:
         prepared: The protocol's parts.
@@ -293,6 +301,8 @@ def fit_and_evaluate(
         config: The run's options (seed, threads, test-time history, bootstrap).
         fit_progress: Receives the fit's :class:`~privrank.models.FitProgress` reports.
         status: Receives ``(label, message)`` status lines.
+        ledger_url: Ledger database URL for private models (default:
+            :func:`~privrank.privacy.ledger.default_ledger_url`).
     """
     from privrank.models import FitOptions, create_model
 
@@ -304,23 +314,28 @@ def fit_and_evaluate(
             mode, train = "refit", prepared.history
         else:
             mode = "fold-in"
-    options = FitOptions(seed=config.seed, threads=config.threads, progress=fit_progress)
-    if status is not None:
-        status(spec.display, f"fitting on {len(train):,} interactions ({mode})")
-    started = time.perf_counter()
-    fit_model(model, train, options, None if mode == "refit" else prepared.validation)
-    fit_seconds = time.perf_counter() - started
-    if status is not None:
-        status(spec.display, f"fitted in {fit_seconds:.1f} s; evaluating")
-    run_ = evaluate_model(
-        model,
-        prepared,
-        config,
-        spec,
-        history_mode="fold-in" if mode == "fold-in" else "users",
-        fit_seconds=fit_seconds,
+    options = FitOptions(
+        seed=config.seed, threads=config.threads, progress=fit_progress, privacy=spec.privacy
     )
+    with _ledger_spend(spec, prepared, train, ledger_url) as spend:
+        if status is not None:
+            status(spec.display, f"fitting on {len(train):,} interactions ({mode})")
+        started = time.perf_counter()
+        fit_model(model, train, options, None if mode == "refit" else prepared.validation)
+        fit_seconds = time.perf_counter() - started
+        if status is not None:
+            status(spec.display, f"fitted in {fit_seconds:.1f} s; evaluating")
+        run_ = evaluate_model(
+            model,
+            prepared,
+            config,
+            spec,
+            history_mode="fold-in" if mode == "fold-in" else "users",
+            fit_seconds=fit_seconds,
+        )
     run_.history_mode = mode
+    if spend is not None:
+        run_.extra["privacy"] = {**spend, "guarantee": model.privacy_guarantee_.to_dict()}
     if config.validation and prepared.validation is not None and len(prepared.validation):
         run_.extra["validation"] = (
             validation_metrics(model, prepared, config)
@@ -328,6 +343,31 @@ def fit_and_evaluate(
             else {"skipped": "the model was refitted on train + validation"}
         )
     return run_
+
+
+@contextmanager
+def _ledger_spend(
+    spec: ModelSpec, prepared: PreparedProtocol, train: Any, ledger_url: str | None
+) -> Iterator[dict[str, Any] | None]:
+    """Reserve a private fit's spend (keyed by the source dataset); commit after the block."""
+    if spec.privacy is None:
+        yield None
+        return
+    from privrank.privacy.ledger import Ledger
+
+    privacy = spec.privacy.resolve(train.n_users)
+    key = prepared.split.source.name
+    description = f"evaluate {spec.display} on {prepared.spec.name}"
+    with (
+        Ledger(ledger_url) as book,
+        book.spend(key, privacy.epsilon, privacy.require_delta(), description) as reservation,
+    ):
+        yield {
+            "ledger_key": key,
+            "spend_id": reservation.id,
+            "epsilon": privacy.epsilon,
+            "delta": privacy.delta,
+        }
 
 
 def compare_with_baseline(runs: list[ModelRun], baseline: str, config: RunConfig) -> None:
@@ -368,6 +408,7 @@ def run(
     data: dict[str, Any] | None = None,
     fit_progress: Callable[[str, Any], None] | None = None,
     status: StatusCallback | None = None,
+    ledger_url: str | None = None,
 ) -> RunSummary:
     """Run every model on every protocol, compare with the baseline and write the results.
 
@@ -378,6 +419,8 @@ def run(
             the protocol's dataset.
         fit_progress: Called as ``fit_progress(label, FitProgress)`` during fits.
         status: Called as ``status(label, message)`` as the run proceeds.
+        ledger_url: Ledger database URL that private models spend from (see
+            :func:`fit_and_evaluate`; default: the default ledger).
 
     Returns:
         The runs, their JSON records, the files written and the markdown.
@@ -401,7 +444,14 @@ def run(
                     fit_progress(label, report)
 
             protocol_runs.append(
-                fit_and_evaluate(prepared, spec, config, fit_progress=progress, status=status)
+                fit_and_evaluate(
+                    prepared,
+                    spec,
+                    config,
+                    fit_progress=progress,
+                    status=status,
+                    ledger_url=ledger_url,
+                )
             )
         compare_with_baseline(protocol_runs, config.baseline_label, config)
         runs.extend(protocol_runs)
