@@ -124,3 +124,13 @@ def test_demo_runs_on_ml100k(real_data_dir: Path, privrank_home: Path) -> None:
     assert "80,000" in done.stdout and "20,000" in done.stdout
     assert "ease" in done.stdout and "NDCG@10" in done.stdout
     assert (privrank_home / "datasets" / "ml-100k" / "splits" / "holdout" / "split.json").is_file()
+    # The private model: evaluated beside the others, its guarantee stated, its spend committed.
+    assert "dp-ease" in done.stdout
+    assert "user-level (ε=8, δ=" in done.stdout and "entire history" in done.stdout
+    assert "ease: trained without differential privacy" in done.stdout
+    from privrank.privacy.ledger import Ledger
+
+    ledger = privrank_home / "runs" / "demo" / "ledger.sqlite"
+    with Ledger(f"sqlite:///{ledger}") as book:
+        (spend,) = book.spends("ml-100k")
+    assert spend.status.value == "committed" and spend.epsilon == 8.0
