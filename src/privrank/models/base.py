@@ -21,6 +21,15 @@ interacted with each item. External user ids the model never saw get the same (s
 name, class, config, privrank version) and the id maps as Parquet, with the SHA-256 of every file;
 :meth:`Recommender.load` verifies them all before parsing anything. Nothing is pickled.
 
+**Releasing a private model.** A saved model also holds what is *not* covered by a differential
+privacy guarantee: the training users' ids (membership), their histories (to exclude seen items
+and score them by code) and any per-user state (e.g. iALS user factors). ``save(dir,
+release=True)`` writes only what the guarantee covers: the learned item-side state and the
+private popularity, with no user ids, no histories and every per-user array
+(:attr:`Recommender.user_state_keys`) emptied. Such a *release artifact* loads as a model with no
+known users: it folds in the histories it is sent and gives unknown users the (private)
+popularity. Only a fit with a genuine guarantee can be released.
+
 **Registry.** Each model class registers under a name (``ease``, ``ials``, ...), so the CLI builds
 models with :func:`create_model` from a name and a config mapping.
 """
@@ -124,6 +133,8 @@ class Recommender(ABC):
         supports_privacy: Whether the model can fit under a
             :class:`~privrank.privacy.spec.PrivacySpec` (it then implements
             :meth:`_fit_private`); other models refuse a spec.
+        user_state_keys: Keys of :meth:`_state` whose arrays hold one row per training user
+            (user factors, ...): per-user data, emptied in a release artifact.
 
     Attributes:
         config: The validated hyper-parameters.
@@ -136,6 +147,7 @@ class Recommender(ABC):
         history_items_: Training histories, time-ordered when timestamps were present (int32).
         privacy_guarantee_: The :class:`~privrank.privacy.mechanisms.PrivacyGuarantee` of a
             private fit (saved with the model), ``None`` after a non-private fit.
+        is_release_: Whether the model was loaded from a release artifact (no training users).
     """
 
     name: ClassVar[str] = "unregistered"
@@ -147,6 +159,7 @@ class Recommender(ABC):
     sequential: ClassVar[bool] = False
     uses_torch: ClassVar[bool] = False
     supports_privacy: ClassVar[bool] = False
+    user_state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
         self.config = validate_config(self.Config, type(self).__name__, config, params)
@@ -195,6 +208,7 @@ class Recommender(ABC):
         self.history_indptr_ = indptr.astype(np.int64)
         self.history_items_ = items.astype(np.int32)
         self.privacy_guarantee_ = None
+        self.is_release_ = False
         if spec is None:
             matrix = self._training_matrix()
             self.item_popularity_ = np.asarray(matrix.sum(axis=0), dtype=np.float32).ravel()
@@ -405,10 +419,14 @@ class Recommender(ABC):
         """
         codes = self.user_codes(user_ids)
         known = codes >= 0
-        query = Query.users(np.where(known, codes, 0))
-        item_codes, scores = self.recommend(query, k, exclude_seen=exclude_seen)
+        if known.any():
+            query = Query.users(np.where(known, codes, codes[known][0]))
+            item_codes, scores = self.recommend(query, k, exclude_seen=exclude_seen)
         if (~known).any():
             cold_codes, cold_scores = self.recommend(Query.histories([[]]), k)
+            if not known.any():  # e.g. a release artifact, which knows no users
+                item_codes = np.repeat(cold_codes, len(codes), axis=0)
+                scores = np.repeat(cold_scores, len(codes), axis=0)
             item_codes[~known] = cold_codes[0]
             scores[~known] = cold_scores[0]
         return self._to_ids(item_codes, scores, known)
@@ -432,8 +450,19 @@ class Recommender(ABC):
         return IdRecommendations(item_ids=item_ids, scores=scores, known=known)
 
     # ---------------------------------------------------------------- persistence
-    def save(self, directory: str | Path) -> Path:
-        """Write the model to ``directory`` atomically (see the module docstring)."""
+    def save(self, directory: str | Path, *, release: bool = False) -> Path:
+        """Write the model to ``directory`` atomically (see the module docstring).
+
+        Args:
+            directory: Where to write (must not hold anything but an earlier model).
+            release: Write a release artifact: only what the model's differential privacy
+                guarantee covers (no user ids, histories or per-user state).
+
+        Raises:
+            NotTrainedError: The model is not fitted.
+            ConfigError: ``release`` for a model without a genuine privacy guarantee (a
+                non-private fit, or noise scaled by a test), or for a model already released.
+        """
         self._require_fitted()
         from privrank import __version__
 
@@ -448,8 +477,34 @@ class Recommender(ABC):
             "privacy": None
             if self.privacy_guarantee_ is None
             else self.privacy_guarantee_.to_dict(),
+            "release": self.is_release_,
         }
-        return write_artifact(directory, header, self._full_state(), self.user_ids_, self.item_ids_)
+        state, user_ids = self._full_state(), self.user_ids_
+        if release and not self.is_release_:
+            self._check_releasable()
+            header.update(n_users=0, release=True)
+            state["base.history_indptr"] = np.zeros(1, dtype=np.int64)
+            state["base.history_items"] = np.zeros(0, dtype=np.int32)
+            for key in self.user_state_keys:
+                state[f"model.{key}"] = state[f"model.{key}"][:0]
+            user_ids = user_ids.slice(0, 0)
+        return write_artifact(directory, header, state, user_ids, self.item_ids_)
+
+    def _check_releasable(self) -> None:
+        guarantee = self.privacy_guarantee_
+        if guarantee is None:
+            raise ConfigError(
+                f"this {self.name} model was trained without differential privacy; only a "
+                "private fit (trained with a privacy spec) can be released"
+            )
+        if not guarantee.is_private:
+            raise ConfigError(
+                f"this {self.name} model's noise was scaled by {guarantee.noise_scale_for_testing}"
+                " for testing: it is not private and cannot be released"
+            )
+        missing = [k for k in self.user_state_keys if k not in self._state()]
+        if missing:  # pragma: no cover - a model declaring keys it does not have
+            raise ConfigError(f"{self.name}: per-user state keys {missing} are not in its state")
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
@@ -499,6 +554,7 @@ class Recommender(ABC):
         self.history_indptr_ = arrays["base.history_indptr"]
         self.history_items_ = arrays["base.history_items"]
         self.item_popularity_ = arrays["base.item_popularity"]
+        self.is_release_ = bool(header.get("release", False))
         self.privacy_guarantee_ = None
         if header.get("privacy") is not None:
             from privrank.privacy.mechanisms import PrivacyGuarantee
