@@ -68,7 +68,15 @@ def test_model_without_private_training_is_refused_before_any_spend(
     dataset: Path, tmp_path: Path
 ) -> None:
     Ledger().set_budget("tiny", 3.0, 1e-3)
-    args = ["train", "--data", str(dataset), "--model", "ials", "--out", str(tmp_path / "m")]
+    args = [
+        "train",
+        "--data",
+        str(dataset),
+        "--model",
+        "implicit-als",
+        "--out",
+        str(tmp_path / "m"),
+    ]
     done = runner.invoke(app, [*args, "--epsilon", "1", "--max-per-user", "10"])
     assert isinstance(done.exception, ConfigError)
     assert "ease" in str(done.exception)  # names the models that can train privately
