@@ -67,3 +67,17 @@ def test_only_a_genuinely_private_fit_can_be_released(tmp_path: Path, data) -> N
     with pytest.raises(ConfigError, match="not private"):
         broken.save(tmp_path / "broken", release=True)
     assert not (tmp_path / "public").exists() and not (tmp_path / "broken").exists()
+
+
+def test_release_of_dp_ials_drops_the_user_factors(tmp_path: Path, data) -> None:
+    from privrank.models import IALS
+
+    spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=6, noise_seed=1)
+    model = IALS().fit(data, FitOptions(privacy=spec))
+    model.save(tmp_path / "release", release=True)
+    arrays = load_file(tmp_path / "release" / "arrays.safetensors")
+    assert arrays["model.user_factors"].shape[0] == 0
+    np.testing.assert_array_equal(arrays["model.item_factors"], model.item_factors_)
+    released = Recommender.load(tmp_path / "release")
+    histories = Query.histories([[0, 3, 5], [7]])
+    np.testing.assert_allclose(released.score(histories), model.score(histories), rtol=1e-5)

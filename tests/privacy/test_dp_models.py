@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from privrank.errors import ConfigError
-from privrank.models import EASE, IALS, FitOptions, ItemKNN, MostPopular, Query, Recommender
+from privrank.models import (
+    EASE,
+    FitOptions,
+    ItemKNN,
+    MostPopular,
+    Query,
+    Recommender,
+    create_model,
+)
 from privrank.privacy.mechanisms import (
     PrivacyGuarantee,
     _noise_scale_for_testing,
@@ -136,7 +144,7 @@ def test_more_privacy_means_more_noise():
 
 # -------------------------------------------------------------------- refusals
 def test_models_without_privacy_support_refuse_a_spec():
-    model = IALS(factors=4, epochs=1)
+    model = create_model("implicit-als", {"factors": 4, "iterations": 1})
     with pytest.raises(ConfigError, match="cannot honour a privacy specification"):
         model.fit(DATA, private())
     assert not model.is_fitted
