@@ -15,6 +15,7 @@ from privrank.errors import PrivrankError
 
 # Command modules register their commands on import.
 from privrank.cli import (  # noqa: F401  isort: skip
+    audit,
     data_io,
     data_split,
     data_synth,
@@ -22,6 +23,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     evaluate,
     keys,
     privacy,
+    release,
     report,
     serve,
     train,
