@@ -6,14 +6,22 @@
   change a dataset's total budget.
 - ``privrank privacy resolve SPEND_ID --as committed|released [--url URL]``: an administrator's
   decision on a spend a crashed run left *reserved*.
+- ``privrank privacy report MODEL_DIR [--json]``: a saved model's guarantee in plain words (or
+  as JSON): ε, δ, the unit (one user's entire history), mechanism, contribution bound, noise,
+  accounting and the ledger spend; "NOT differentially private" for a non-private model and
+  "NOT PRIVATE" for one whose noise a test scaled; and a warning that the model directory also
+  holds the training users' own histories, which the guarantee does not cover.
 
 The ledger is ``--url``, else ``$PRIVRANK_LEDGER_URL``, else ``$PRIVRANK_HOME/ledger.sqlite``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from enum import StrEnum
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,9 +30,20 @@ from rich.table import Table
 from privrank.cli.app import app
 from privrank.privacy.ledger import Budget, Ledger, SpendRecord, SpendStatus
 
-__all__ = ["budget", "budgets_table", "ledger", "privacy_app", "resolve", "spends_table"]
+__all__ = [
+    "budget",
+    "budgets_table",
+    "ledger",
+    "privacy_app",
+    "privacy_report",
+    "report",
+    "resolve",
+    "spends_table",
+]
 
-privacy_app = typer.Typer(help="User-level differential privacy: the privacy budget ledger.")
+privacy_app = typer.Typer(
+    help="User-level differential privacy: the privacy budget ledger and model privacy reports."
+)
 app.add_typer(privacy_app, name="privacy", no_args_is_help=True)
 
 UrlOption = Annotated[
@@ -166,3 +185,125 @@ def resolve(
         else:
             book.release(spend_id)
     Console().print(f"spend {spend_id} is now {outcome.value}", highlight=False)
+
+
+# -------------------------------------------------------------------- privacy report
+#: What the saved model directory holds that no DP guarantee covers.
+NOT_COVERED = (
+    "The model directory also holds the training users' own histories (the arrays "
+    "base.history_indptr and base.history_items, keyed by the user ids in user_ids.parquet), "
+    "kept so that each user's already-seen items can be excluded from their recommendations. "
+    "They are the users' raw data, not a release: no differential-privacy guarantee covers "
+    "them, and the directory must not be published or shared. The item id list "
+    "(item_ids.parquet) is the training data's item vocabulary and is not covered either unless "
+    "it comes from a public catalogue. Only the learned parameters and the cold-start "
+    "popularity are covered."
+)
+
+
+def privacy_report(directory: str | Path) -> dict[str, Any]:
+    """The privacy facts of a saved model, from its verified artifact header.
+
+    Args:
+        directory: A ``privrank train`` output directory (``training.json`` + ``model/``) or a
+            model directory written by :meth:`~privrank.models.Recommender.save`.
+
+    Returns:
+        A JSON-able dict: ``status`` (``private``, ``not-private`` or
+        ``not-private-testing``), ``statement`` (plain words), the guarantee's fields under
+        ``guarantee`` (``None`` for a non-private model), the ledger spend under ``ledger``
+        (``None`` when the directory records none) and the ``warning`` on what is not covered.
+
+    Raises:
+        ArtifactError: Not a model directory, or a file changed since it was saved.
+    """
+    from privrank.models._artifact import MODEL_FILE, verify_checksums
+    from privrank.privacy.mechanisms import PrivacyGuarantee
+
+    directory = Path(directory)
+    training = directory / "training.json"
+    model_dir = directory / "model" if training.is_file() else directory
+    verify_checksums(model_dir)
+    header = json.loads((model_dir / MODEL_FILE).read_text(encoding="utf-8"))
+    ledger = None
+    if training.is_file():
+        try:
+            ledger = json.loads(training.read_text(encoding="utf-8")).get("privacy")
+        except ValueError as exc:
+            from privrank.errors import ArtifactError
+
+            raise ArtifactError(f"{training}: not valid JSON: {exc}") from exc
+    raw = header.get("privacy")
+    try:
+        guarantee = None if raw is None else PrivacyGuarantee.from_dict(raw)
+    except ValueError as exc:
+        from privrank.errors import ArtifactError
+
+        raise ArtifactError(f"{model_dir / MODEL_FILE}: {exc}") from exc
+    name = header.get("model", "?")
+    if guarantee is None:
+        status = "not-private"
+        statement = (
+            f"NOT differentially private: this {name} model was trained without a privacy "
+            "guarantee. Everything it learned may reveal individual users' interactions."
+        )
+    elif not guarantee.is_private:
+        status = "not-private-testing"
+        statement = (
+            f"NOT PRIVATE (noise scaled for testing): the {name} model's noise was multiplied by "
+            f"{guarantee.noise_scale_for_testing:g}, so the claim below does NOT hold. "
+            + guarantee.describe().rstrip(".")
+            + "."
+        )
+    else:
+        status = "private"
+        unit = (
+            "The unit of privacy is one user's entire history (all of a user's interactions, "
+            "added or removed together)."
+        )
+        statement = f"This {name} model guarantees {guarantee.describe().rstrip('.')}. {unit}"
+    if ledger:
+        spent_epsilon = _num(ledger.get("epsilon", math.nan))
+        spent_delta = _num(ledger.get("delta", math.nan))
+        statement += (
+            f" Privacy budget: (ε={spent_epsilon}, δ={spent_delta}) spent from ledger key "
+            f"{ledger.get('ledger_key')!r} (spend {ledger.get('spend_id')})."
+        )
+    elif guarantee is not None:
+        statement += " No privacy-budget ledger spend is recorded with this model."
+    return {
+        "model": name,
+        "directory": str(directory),
+        "status": status,
+        "statement": statement,
+        "guarantee": None if guarantee is None else guarantee.to_dict(),
+        "ledger": ledger or None,
+        "warning": NOT_COVERED,
+    }
+
+
+@privacy_app.command("report")
+def report(
+    model_dir: Annotated[
+        Path, typer.Argument(help="A `privrank train` output directory or a model directory.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """State a saved model's privacy guarantee in plain words, and what it does not cover."""
+    facts = privacy_report(model_dir)
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2, ensure_ascii=False))
+        return
+    console = Console(soft_wrap=True)
+    style = {"private": "green", "not-private": "bold red", "not-private-testing": "bold red"}
+    console.print(f"[{style[facts['status']]}]{facts['statement']}[/]", highlight=False)
+    guarantee = facts["guarantee"]
+    if guarantee is not None:
+        table = Table(title="guarantee (from the model's header)")
+        table.add_column("field")
+        table.add_column("value")
+        for key, value in guarantee.items():
+            if value is not None:
+                table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+        console.print(table)
+    console.print(f"[bold yellow]WARNING:[/] {facts['warning']}", highlight=False)
