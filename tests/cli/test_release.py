@@ -69,3 +69,17 @@ def test_release_refuses_a_public_model_and_an_existing_directory(
         app, ["privacy", "release", str(tmp_path / "public"), "--out", str(tmp_path / "taken")]
     )
     assert isinstance(done.exception, ConfigError) and "already exists" in str(done.exception)
+
+
+def test_privacy_report_of_a_release_says_what_it_holds(dataset: Path, tmp_path: Path) -> None:
+    from privrank.cli.privacy import privacy_report
+
+    Ledger().set_budget("tiny", 3.0, 1e-2)
+    _train(dataset, tmp_path / "run", "--epsilon", "2", "--max-per-user", "10")
+    full = privacy_report(tmp_path / "run")
+    assert not full["release"] and "privrank privacy release" in full["warning"]
+    runner.invoke(app, ["privacy", "release", str(tmp_path / "run"), "--out", str(tmp_path / "r")])
+    released = privacy_report(tmp_path / "r")
+    assert released["status"] == "private" and released["release"]
+    assert "no training user ids" in released["warning"]
+    assert released["ledger"] == full["ledger"]

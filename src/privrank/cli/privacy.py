@@ -197,7 +197,15 @@ NOT_COVERED = (
     "them, and the directory must not be published or shared. The item id list "
     "(item_ids.parquet) is the training data's item vocabulary and is not covered either unless "
     "it comes from a public catalogue. Only the learned parameters and the cold-start "
-    "popularity are covered."
+    "popularity are covered. To publish a private model, write its release artifact with "
+    "`privrank privacy release DIR --out RELEASE` (no user ids, histories or per-user state)."
+)
+#: The same facts for a release artifact (``privrank privacy release``).
+RELEASE_COVERAGE = (
+    "This is a release artifact: it holds no training user ids, no histories and no per-user "
+    "state, only the learned item-side parameters and the private cold-start popularity, which "
+    "the guarantee covers. The item id list (item_ids.parquet) is the training data's item "
+    "vocabulary and is not covered unless it comes from a public catalogue."
 )
 
 
@@ -278,7 +286,8 @@ def privacy_report(directory: str | Path) -> dict[str, Any]:
         "statement": statement,
         "guarantee": None if guarantee is None else guarantee.to_dict(),
         "ledger": ledger or None,
-        "warning": NOT_COVERED,
+        "release": bool(header.get("release", False)),
+        "warning": RELEASE_COVERAGE if header.get("release") else NOT_COVERED,
     }
 
 
