@@ -313,3 +313,58 @@ def test_acknowledged_events_survive_a_killed_server(model_dir, database, tmp_pa
     stored = {e.event_id for e in EventStore(engine).get(acknowledged)}
     engine.dispose()
     assert stored == set(acknowledged)
+
+
+# ------------------------------------------------------------------ retrieval options
+def test_serve_rejects_bad_retrieval_options(model_dir, database) -> None:
+    base = ["serve", "--model", str(model_dir), "--database", database, "--insecure-dev"]
+    for flags, expected in (
+        (["--index", "annoy"], "--index"),
+        (["--neighbours", "-1"], "--neighbours"),
+        (["--index-recall-floor", "1.5"], "--index-recall-floor"),
+    ):
+        result = run(*base, *flags)
+        assert isinstance(result.exception, ConfigError), result.output
+        assert expected in str(result.exception)
+
+
+def test_startup_builds_and_reports_the_neighbour_matrix(model_dir, database) -> None:
+    from privrank.cli.serve import check_startup, describe_retrieval, settings_from_options
+
+    settings = settings_from_options(
+        model_dir=model_dir, database_url=database, insecure_dev=True, neighbours=3
+    )
+    served = check_startup(settings, "127.0.0.1")
+    report = served.neighbours.report
+    assert report.k == 3 and not report.exact and report.recall_queries == 12
+    assert describe_retrieval(served) == (
+        f"sparse neighbour matrix (top 3 weights/item), recall@{report.recall_k} "
+        f"{report.recall:.3f}"
+    )
+    default = check_startup(
+        settings_from_options(model_dir=model_dir, database_url=database, insecure_dev=True), "::1"
+    )
+    assert default.neighbours is None  # EASE scores densely unless asked
+    assert describe_retrieval(default) == "the model scores every item"
+
+
+def test_startup_refuses_a_neighbour_matrix_below_the_recall_floor(database, tmp_path) -> None:
+    from privrank.data.synthetic import SyntheticConfig, generate
+    from privrank.serving.errors import IndexQualityError
+
+    data = generate(SyntheticConfig(n_users=300, n_items=120, n_interactions=3000, seed=0))
+    create_model("ease", {"regularization": 50.0}).fit(data).save(tmp_path / "ease")
+    result = run(
+        "serve",
+        "--model",
+        str(tmp_path / "ease"),
+        "--database",
+        database,
+        "--insecure-dev",
+        "--neighbours",
+        "1",
+        "--index-recall-floor",
+        "0.99",
+    )
+    assert isinstance(result.exception, IndexQualityError)
+    assert "below the floor 0.99" in str(result.exception)

@@ -16,11 +16,35 @@ Versioned serving: ``privrank store add STORE runs/ease --activate``, then
 ``POST /v1/models/{version}/activate`` and ``POST /v1/models/rollback``. The OpenAPI schema is at
 ``/openapi.json`` (interactive docs at ``/docs``).
 
+Retrieval: a factor model (iALS, BPR, ...) answers through a FAISS index built at load
+(``--index auto|exact|hnsw|ivf|off``; ``auto`` is exact up to 20,000 items and HNSW above);
+an item-item model (ItemKNN; EASE with ``--neighbours K``) through a sparse top-k neighbour
+matrix. Every approximate structure's recall@10 against exact scoring is measured at load,
+logged, and reported by ``GET /readyz`` and ``GET /v1/models``; below
+``--index-recall-floor`` (0.95) ``auto`` falls back to exact search and explicit choices are
+refused (the version is not served).
+
+**State per worker process.** ``privrank serve --workers N`` runs N processes that share only
+the database (keys, events) and the model store on disk. Three things are kept *per process*:
+
+- the rate limit: each worker has its own token buckets, so a key may get up to
+  ``N × --rate-limit`` requests/s in all (set ``--rate-limit`` to the total divided by N);
+- the Prometheus counters of ``GET /metrics``: a scrape is answered by whichever worker
+  accepts the connection and shows that worker's counts only, so successive scrapes can jump
+  between workers' series (a counter may even seem to go down). For exact totals run
+  ``--workers 1`` per port (one process per scrape target, several behind a load balancer) and
+  sum the targets; with ``--workers N`` read the figures as one worker's sample;
+- the verified-key cache (``key_cache_ttl_s``, 5 s): a key revoked through another process
+  keeps working in a worker for at most that long.
+
+Model activations are shared: every worker polls ``ACTIVE.json`` each second.
+
 Modules: :mod:`~privrank.serving.app` (endpoints, error mapping), :mod:`~.auth` (API keys),
 :mod:`~.ratelimit`, :mod:`~.store` (model versions, hot swap), :mod:`~.events` (event store),
 :mod:`~.schemas` (request and response bodies), :mod:`~.recommend` (answers and filters),
 :mod:`~.middleware` (size limit, access log), :mod:`~.index` (FAISS retrieval for factor
-models), :mod:`~.metrics`, :mod:`~.db`, :mod:`~.settings`.
+models), :mod:`~.neighbours` (sparse neighbour matrices for item-item models), :mod:`~.metrics`,
+:mod:`~.db`, :mod:`~.settings`.
 """
 
 from privrank.serving.auth import ApiKey, CreatedKey, KeyStore, Scope

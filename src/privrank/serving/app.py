@@ -129,7 +129,7 @@ class ServingState:
 
 
 def _open_store(settings: ServeSettings) -> ModelStore:
-    index = IndexOptions(kind=settings.index, exact_threshold=settings.index_exact_threshold)
+    index = IndexOptions.from_settings(settings)
     if settings.model_dir is not None:
         return ModelStore.single(settings.model_dir, index=index)
     return ModelStore(settings.store_dir, index=index)
@@ -276,13 +276,16 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["health"])
     def readyz(state: State) -> JSONResponse:
-        """A model is loaded and the database answers."""
+        """A model is loaded and the database answers; reports how answers are computed
+        (``index``, ``neighbours``: the retrieval structures and their recall checks)."""
         try:
-            version = state.store.current.version
+            served = state.store.current
             state.events.ping()
         except (UnavailableError, StorageError) as exc:
             return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ready", "model_version": version})
+        return JSONResponse(
+            {"status": "ready", "model_version": served.version, **served.retrieval()}
+        )
 
     @app.get("/metrics", tags=["health"], dependencies=[read])
     def metrics(state: State) -> Response:

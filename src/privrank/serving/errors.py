@@ -6,11 +6,12 @@ handler (:func:`privrank.serving.app.status_for`).
 
 from __future__ import annotations
 
-from privrank.errors import PrivrankError
+from privrank.errors import ArtifactError, PrivrankError
 
 __all__ = [
     "AuthenticationError",
     "ConflictError",
+    "IndexQualityError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitedError",
@@ -59,3 +60,9 @@ class UnavailableError(ServingError, RuntimeError):
 
 class StorageError(ServingError, OSError):
     """The serving database cannot be reached or refused an operation (HTTP 503)."""
+
+
+class IndexQualityError(ServingError, ArtifactError):
+    """A retrieval structure built at load (an approximate FAISS index, a pruned neighbour
+    matrix) misses the configured recall floor against exact scoring, and was asked for
+    explicitly: the model version is refused (HTTP 409) rather than served with worse answers."""

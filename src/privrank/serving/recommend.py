@@ -5,8 +5,10 @@ minus the excluded ids; ``exclude_seen`` removes the user's training history (or
 history). Ids the model does not know are ignored in filters. Fewer than ``k`` items come back
 when fewer are eligible.
 
-Personalised answers of a factor model without an allow-list come from its FAISS index (see
-:mod:`privrank.serving.index`); everything else is scored by the model itself.
+Personalised answers without an allow-list come from the served version's retrieval structure
+when it has one: the FAISS index of a factor model (:mod:`privrank.serving.index`) or the sparse
+neighbour matrix of an item-item model (:mod:`privrank.serving.neighbours`); everything else
+(cold start, allow-lists, ranking given candidates, other models) is scored by the model itself.
 """
 
 from __future__ import annotations
@@ -95,6 +97,21 @@ def _top_indexed(
     return served.items.decode([c for c, _ in chosen]), [float(s) for _, s in chosen]
 
 
+def _top_neighbours(
+    served: ServedModel, query: Query, k: int, exclude_seen: bool, excluded: np.ndarray
+) -> tuple:
+    """Top-k through the sparse neighbour matrix (history row × matrix)."""
+    history = _seen_codes(served, query)
+    removed = set(excluded.tolist())
+    if exclude_seen:
+        removed.update(history.tolist())
+    k = min(k, served.model.n_items_ - len(removed))
+    if k <= 0:
+        return [], []
+    codes, scores = served.neighbours.top(history, k, removed)
+    return served.items.decode(codes), [float(s) for s in scores]
+
+
 def _answer(
     served: ServedModel,
     query: Query,
@@ -104,8 +121,11 @@ def _answer(
     exclude: Sequence[Any],
     allow: Sequence[Any] | None,
 ) -> tuple:
-    if served.index is not None and not cold and allow is None:
-        return _top_indexed(served, query, k, exclude_seen, _known_codes(served, exclude))
+    if not cold and allow is None:
+        if served.index is not None:
+            return _top_indexed(served, query, k, exclude_seen, _known_codes(served, exclude))
+        if served.neighbours is not None:
+            return _top_neighbours(served, query, k, exclude_seen, _known_codes(served, exclude))
     return _top(served, query, k, exclude_seen, _candidates(served, exclude, allow))
 
 

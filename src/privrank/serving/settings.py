@@ -9,10 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from privrank.serving.db import default_database_url
 
-__all__ = ["SETTINGS_ENV", "ServeSettings"]
+__all__ = ["AUTO_EXACT_THRESHOLD", "DEFAULT_RECALL_FLOOR", "SETTINGS_ENV", "ServeSettings"]
 
 SETTINGS_ENV = "PRIVRANK_SERVE_SETTINGS"
 """Environment variable through which ``privrank serve`` hands settings (JSON) to workers."""
+
+AUTO_EXACT_THRESHOLD = 20_000
+"""Largest catalogue ``--index auto`` searches exactly; above it HNSW. Measured by
+``bench/serving/index_search.py`` (BENCHMARKS.md, "Serving"): exact single-query search is
+linear in the catalogue (0.14 ms at 10k items, 0.33 ms at 30k, 1.1-1.9 ms at 100k, 64 factors)
+while HNSW stays at 0.05-0.09 ms; see :mod:`privrank.serving.index`."""
+
+DEFAULT_RECALL_FLOOR = 0.95
+"""Lowest recall@10 against exact scoring an approximate index or pruned neighbour matrix may
+have to be served."""
 
 
 class ServeSettings(BaseModel):
@@ -31,8 +41,17 @@ class ServeSettings(BaseModel):
         refresh_interval_s: How often the model store's pointer is checked for a version
             activated by another process.
         index: FAISS retrieval for factor models: ``auto`` (exact up to
-            ``index_exact_threshold`` items, HNSW above), ``exact``, ``hnsw`` or ``off``.
+            ``index_exact_threshold`` items, HNSW above), ``exact``, ``hnsw``, ``ivf`` or
+            ``off`` (every model scores every item itself; no neighbour matrix either).
         index_exact_threshold: Largest catalogue searched exactly under ``auto``.
+        index_recall_floor: Lowest recall@10 against exact scoring an approximate index
+            (``hnsw``, ``ivf``, ``auto`` above the threshold) or a pruned neighbour matrix may
+            have; ``auto`` falls back to exact search below it, explicit choices are refused.
+        neighbours: Item-item models (ItemKNN, EASE): weights kept per item in the sparse
+            neighbour matrix answers are computed from. ``None``: every non-zero for a sparse
+            model matrix (ItemKNN, exact), none for a dense one (EASE scores densely); ``0``:
+            no neighbour matrix; ``K``: the ``K`` largest weights per item (approximate,
+            recall checked).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,8 +65,10 @@ class ServeSettings(BaseModel):
     rate_burst: int = Field(200, ge=1)
     key_cache_ttl_s: float = Field(5.0, ge=0, le=3600)
     refresh_interval_s: float = Field(1.0, gt=0, le=3600)
-    index: Literal["auto", "exact", "hnsw", "off"] = "auto"
-    index_exact_threshold: int = Field(100_000, ge=1)
+    index: Literal["auto", "exact", "hnsw", "ivf", "off"] = "auto"
+    index_exact_threshold: int = Field(AUTO_EXACT_THRESHOLD, ge=1)
+    index_recall_floor: float = Field(DEFAULT_RECALL_FLOOR, ge=0, le=1)
+    neighbours: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

@@ -39,6 +39,7 @@ from privrank.atomic import atomic_directory, atomic_file
 from privrank.errors import ArtifactError, ConfigError
 from privrank.serving.errors import ConflictError, NotFoundError, UnavailableError
 from privrank.serving.ids import IdLookup
+from privrank.serving.settings import AUTO_EXACT_THRESHOLD, DEFAULT_RECALL_FLOOR
 
 __all__ = ["IndexOptions", "ModelStore", "ServedModel", "VersionInfo", "resolve_model_dir"]
 
@@ -89,6 +90,8 @@ class ServedModel:
         loaded_at: When it was loaded (UTC).
         training: The ``training.json`` record, when the version came from ``privrank train``.
         index: The :class:`~privrank.serving.index.FactorIndex` of a factor model, or ``None``.
+        neighbours: The :class:`~privrank.serving.neighbours.NeighbourIndex` of an item-item
+            model (ItemKNN, EASE), or ``None``.
         users: Fast lookups of the model's user ids (built at load).
         items: Fast lookups of the model's item ids (built at load).
     """
@@ -101,6 +104,7 @@ class ServedModel:
     index: Any = field(default=None, repr=False)
     users: IdLookup = field(default=None, repr=False)
     items: IdLookup = field(default=None, repr=False)
+    neighbours: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.users is None:
@@ -122,7 +126,15 @@ class ServedModel:
             "loaded_at": self.loaded_at.isoformat(timespec="seconds"),
             "privacy": privacy,
             "trained_at": record.get("created_at"),
+            **self.retrieval(),
+        }
+
+    def retrieval(self) -> dict[str, Any]:
+        """How answers are computed: the FAISS index and neighbour matrix reports (with their
+        recall checks), ``None`` where the model scores every item itself."""
+        return {
             "index": None if self.index is None else self.index.report.as_dict(),
+            "neighbours": None if self.neighbours is None else self.neighbours.report.as_dict(),
         }
 
 
@@ -145,16 +157,33 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class IndexOptions:
-    """How factor models are indexed at load (see :class:`~privrank.serving.index.FactorIndex`).
+    """How models are indexed at load: factor models get a FAISS index
+    (:class:`~privrank.serving.index.FactorIndex`), item-item models a sparse neighbour matrix
+    (:class:`~privrank.serving.neighbours.NeighbourIndex`).
 
     Attributes:
         kind: ``auto`` (exact up to ``exact_threshold`` items, HNSW above), ``exact``,
-            ``hnsw`` or ``off`` (score every item with the model).
+            ``hnsw``, ``ivf`` or ``off`` (every model scores every item itself).
         exact_threshold: Largest catalogue indexed exactly under ``auto``.
+        recall_floor: Lowest recall@10 against exact scoring of an approximate structure.
+        neighbours: Weights kept per item in the neighbour matrix (see
+            :class:`~privrank.serving.settings.ServeSettings`).
     """
 
     kind: str = "auto"
-    exact_threshold: int = 100_000
+    exact_threshold: int = AUTO_EXACT_THRESHOLD
+    recall_floor: float = DEFAULT_RECALL_FLOOR
+    neighbours: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> IndexOptions:
+        """The options of a :class:`~privrank.serving.settings.ServeSettings`."""
+        return cls(
+            kind=settings.index,
+            exact_threshold=settings.index_exact_threshold,
+            recall_floor=settings.index_recall_floor,
+            neighbours=settings.neighbours,
+        )
 
 
 def _load(version: str, directory: Path, options: IndexOptions | None = None) -> ServedModel:
@@ -170,12 +199,35 @@ def _load(version: str, directory: Path, options: IndexOptions | None = None) ->
                 f"{model_dir} is not the model its training.json describes (its checksum list "
                 "changed since `privrank train`)"
             )
-    index = None
-    if options is not None:
+    index = neighbours = None
+    if options is not None and options.kind != "off":
         from privrank.serving.index import FactorIndex
 
-        index = FactorIndex.build(model, kind=options.kind, exact_threshold=options.exact_threshold)
-    return ServedModel(version, model, model_dir, datetime.now(UTC), record, index)
+        index = FactorIndex.build(
+            model,
+            kind=options.kind,
+            exact_threshold=options.exact_threshold,
+            recall_floor=options.recall_floor,
+        )
+        if index is None:
+            neighbours = _neighbours(model, options)
+    return ServedModel(
+        version, model, model_dir, datetime.now(UTC), record, index, neighbours=neighbours
+    )
+
+
+def _neighbours(model: Any, options: IndexOptions) -> Any:
+    """The sparse neighbour matrix of an item-item model, when ``options`` ask for one."""
+    import scipy.sparse as sp
+
+    from privrank.serving.neighbours import NeighbourIndex, item_item_matrix
+
+    weights = item_item_matrix(model)
+    if weights is None or options.neighbours == 0:
+        return None
+    if options.neighbours is None and not sp.issparse(weights):
+        return None  # a dense model matrix (EASE) is pruned only when asked
+    return NeighbourIndex.build(model, options.neighbours, recall_floor=options.recall_floor)
 
 
 def _check_version(version: str) -> str:
