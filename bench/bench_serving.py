@@ -16,11 +16,15 @@ Everything talks to a real ``privrank serve`` subprocess on 127.0.0.1 (a free po
   group is SIGKILLed mid-stream; after a restart every acknowledged id is looked up.
 - ``fuzz``: schemathesis generates requests for every operation of the served OpenAPI schema
   (over HTTP, admin key); counts requests and 5xx answers.
+- ``ray`` (not in ``all``): the same load generator against the Ray Serve deployment
+  (:func:`privrank.distributed.run_on_ray_serve`, local ``ray.init``, ``--ray-replicas``) at
+  ``--ray-rate`` requests/s.
 
 Usage::
 
     .venv/bin/python bench/bench_serving.py all --workdir /tmp/privrank-bench-serving
-    .venv/bin/python bench/bench_serving.py load --repeats 3 --workers 2
+    .venv/bin/python bench/bench_serving.py load --repeats 3 --workers 2 --index hnsw
+    .venv/bin/python bench/bench_serving.py ray --repeats 3 --ray-rate 100
 
 The JSON of every part is written to ``<workdir>/results/`` and a summary is printed.
 """
@@ -239,46 +243,57 @@ def load_once(server, key, users, rate, duration, out: Path) -> dict:
 
 
 # ---------------------------------------------------------------- bare search
-def bare_search(info: dict, index_kind: str = "auto", queries: int = 2000) -> dict:
+def bare_search(
+    info: dict, index_kind: str = "auto", queries: int = 2000, rounds: int = 3
+) -> list[dict]:
     """Time ``FactorIndex.search`` for one query exactly as ``/v1/recommend`` calls it
-    (``k + seen`` results for a known user), and the whole in-process answer."""
+    (``k + seen`` results for a known user), and the whole in-process answer; the index is
+    built once (as the server builds it) and timed ``rounds`` times."""
     from privrank.models import Query
     from privrank.serving import recommend as answers
     from privrank.serving.store import IndexOptions, ModelStore
 
-    index = IndexOptions(kind=index_kind)
-    served = ModelStore.single(info["models"]["v1"], index=index).start()
+    served = ModelStore.single(info["models"]["v1"], index=IndexOptions(kind=index_kind)).start()
     index, model = served.index, served.model
-    rng = np.random.default_rng(1)
-    users = [info["users"][i] for i in rng.integers(0, len(info["users"]), size=queries)]
-    search_s, answer_s = [], []
-    for user in users:
-        code = served.users.code(user)
-        seen = int(model.history_indptr_[code + 1] - model.history_indptr_[code])
-        vector = index.query_vectors(model, Query.users([code]))
-        started = time.perf_counter()
-        index.search(vector, 10 + seen)
-        search_s.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        answers.recommend_user(served, user, 10)
-        answer_s.append(time.perf_counter() - started)
-    return {
-        "index": index.report.as_dict(),
-        "queries": queries,
-        "search_p50_ms": 1000 * statistics.median(search_s),
-        "search_p99_ms": 1000 * float(np.quantile(search_s, 0.99)),
-        "answer_p50_ms": 1000 * statistics.median(answer_s),
-        "loadavg": loadavg(),
-    }
+    results = []
+    for round_no in range(rounds):
+        rng = np.random.default_rng(1 + round_no)
+        users = [info["users"][i] for i in rng.integers(0, len(info["users"]), size=queries)]
+        search_s, answer_s = [], []
+        for user in users:
+            code = served.users.code(user)
+            seen = int(model.history_indptr_[code + 1] - model.history_indptr_[code])
+            vector = index.query_vectors(model, Query.users([code]))
+            started = time.perf_counter()
+            index.search(vector, 10 + seen)
+            search_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            answers.recommend_user(served, user, 10)
+            answer_s.append(time.perf_counter() - started)
+        results.append(
+            {
+                "index": index.report.as_dict(),
+                "queries": queries,
+                "search_p50_ms": 1000 * statistics.median(search_s),
+                "search_p99_ms": 1000 * float(np.quantile(search_s, 0.99)),
+                "answer_p50_ms": 1000 * statistics.median(answer_s),
+                "loadavg": loadavg(),
+            }
+        )
+    return results
 
 
 # ---------------------------------------------------------------- parts
 def part_load(info: dict, args, results: Path) -> dict:
-    bare = [bare_search(info, args.index) for _ in range(args.repeats)]
+    bare = bare_search(info, args.index, rounds=args.repeats)
     rates = sorted({100, 500, 1000, *args.sweep})
     runs: dict[str, list[dict]] = {str(r): [] for r in rates}
     serve_args = ["--model", info["models"]["v1"], "--index", args.index]
     with serving(info, serve_args, args.workers, results / "load.log") as srv:
+        import httpx
+
+        served_index = httpx.get(f"{srv.url}/readyz", timeout=10).json().get("index")
+        log(f"server index: {served_index}")
         key, users = info["keys"]["read"], info["users"]
         load_once(srv, key, users, 200, 3, results / "warmup.json")
         for repeat in range(args.repeats):
@@ -316,6 +331,8 @@ def part_load(info: dict, args, results: Path) -> dict:
                 "throughput_runs": [r["throughput_rps"] for r in rs],
                 "sustained": sustained,
                 "loadavg_runs": [r["loadavg_before"][0] for r in rs],
+                "loadavg_after_runs": [r["loadavg_after"][0] for r in rs],
+                "p50_over_bare_search": med["p50_ms"] / search_p50,
             }
         )
     sustained_rates = [row["offered_rps"] for row in table if row["sustained"]]
@@ -323,6 +340,7 @@ def part_load(info: dict, args, results: Path) -> dict:
     summary = {
         "workers": args.workers,
         "index": args.index,
+        "served_index": served_index,
         "duration_s": args.duration,
         "repeats": args.repeats,
         "bare": bare,
@@ -510,7 +528,89 @@ def part_fuzz(info: dict, args, results: Path) -> dict:
     }
 
 
-PARTS = {"load": part_load, "swap": part_swap, "crash": part_crash, "fuzz": part_fuzz}
+class _Port:
+    """Where the load generator sends requests (a server not started by :class:`Server`)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://{HOST}:{port}"
+
+
+def part_ray(info: dict, args, results: Path) -> dict:
+    """The same open-loop load on the Ray Serve deployment (local Ray, one replica, the same
+    model, database and keys) at ``--ray-rate`` requests/s."""
+    import httpx
+    import ray
+    from ray import serve
+
+    from privrank.distributed import run_on_ray_serve
+    from privrank.serving import ServeSettings
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    settings = ServeSettings(
+        model_dir=info["models"]["v1"],
+        database_url=f"sqlite:///{Path(info['home']) / 'serving.sqlite'}",
+        rate_limit=0,
+        index=args.index,
+    )
+    port = free_port()
+    started = time.perf_counter()
+    ray.init(
+        num_cpus=args.ray_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=200 * 1024**2,
+    )
+    runs = []
+    try:
+        run_on_ray_serve(settings, host=HOST, port=port, num_replicas=args.ray_replicas)
+        target = _Port(port)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{target.url}/readyz", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.5)
+        ready_s = time.perf_counter() - started
+        served_index = httpx.get(f"{target.url}/readyz", timeout=10).json().get("index")
+        key, users = info["keys"]["read"], info["users"]
+        load_once(target, key, users, args.ray_rate, 3, results / "ray-warmup.json")
+        for repeat in range(args.repeats):
+            out = results / f"ray-{args.ray_rate:g}-{repeat}.json"
+            result = load_once(target, key, users, args.ray_rate, args.duration, out)
+            runs.append(result)
+            log(
+                f"ray {args.ray_rate:g}/s #{repeat}: {result['throughput_rps']:.0f}/s ok, "
+                f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+                f"failed {result['failed']}, load {result['loadavg_before']}"
+            )
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+    return {
+        "replicas": args.ray_replicas,
+        "ray_cpus": args.ray_cpus,
+        "offered_rps": args.ray_rate,
+        "duration_s": args.duration,
+        "ready_s": ready_s,
+        "served_index": served_index,
+        "runs": runs,
+        **{
+            k: statistics.median(r[k] for r in runs)
+            for k in ("throughput_rps", "p50_ms", "p99_ms", "failed")
+        },
+        "loadavg_runs": [r["loadavg_before"][0] for r in runs],
+    }
+
+
+PARTS = {
+    "load": part_load,
+    "swap": part_swap,
+    "crash": part_crash,
+    "fuzz": part_fuzz,
+    "ray": part_ray,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -522,7 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--index", default="auto", choices=["auto", "exact", "hnsw"], help="FAISS index (load)"
+        "--index",
+        default="auto",
+        choices=["auto", "exact", "hnsw", "ivf"],
+        help="FAISS index (load)",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
@@ -536,12 +639,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--kill-after", type=float, default=5.0)
     parser.add_argument("--fuzz-examples", type=int, default=100)
+    parser.add_argument("--ray-rate", type=float, default=100.0)
+    parser.add_argument("--ray-replicas", type=int, default=1)
+    parser.add_argument("--ray-cpus", type=int, default=2)
     args = parser.parse_args(argv)
 
     info = prepare(args.workdir, args.n_users, args.n_interactions, args.epochs)
     results = args.workdir / "results"
     results.mkdir(parents=True, exist_ok=True)
-    parts = list(PARTS) if "all" in args.part else args.part
+    parts = [p for p in PARTS if p != "ray"] if "all" in args.part else args.part
     summary = {}
     for part in parts:
         log(f"--- {part} (load average {loadavg()})")
