@@ -21,27 +21,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from privrank.cli.app import app
-from privrank.cli.train import load_split, load_trained
-from privrank.data.fingerprint import fingerprint
 from privrank.errors import ArtifactError, ConfigError
-from privrank.metrics.protocols import PROTOCOLS, PreparedProtocol, prepare
-from privrank.metrics.report import group_by_protocol, metric_label, write_report
-from privrank.metrics.runner import (
-    ModelSpec,
-    RunConfig,
-    RunSummary,
-    evaluate_model,
-    run,
-    write_results,
-)
 from privrank.settings import home_dir
+
+# The metrics, models and data modules (torch, scipy, pyarrow) are imported inside the commands,
+# so that `privrank --help` and the other commands do not pay for them.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from privrank.metrics.protocols import PreparedProtocol
+    from privrank.metrics.runner import RunSummary
 
 __all__ = ["evaluate_command", "prepare_for_trained", "results_tables"]
 
@@ -121,6 +116,10 @@ def evaluate_command(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG charts.")] = True,
 ) -> None:
     """Evaluate models by full ranking, with bootstrap CIs and paired tests against a baseline."""
+    from rich.console import Console
+
+    from privrank.metrics.report import write_report
+
     options: dict[str, Any] = {
         "baseline": baseline,
         "cutoffs": _cutoffs(cutoffs),
@@ -164,6 +163,8 @@ def _evaluate_models(
     out: Path,
     console: Console,
 ) -> RunSummary:
+    from privrank.metrics.runner import RunConfig, run
+
     fields: dict[str, Any] = {}
     if config is not None:
         fields = RunConfig.from_file(config).model_dump(exclude_unset=True)
@@ -198,6 +199,10 @@ def prepare_for_trained(trained: Any, protocol: str | None) -> PreparedProtocol:
         ArtifactError: The protocol or split is not the one the model was fitted on (its
             training rows have another fingerprint), or a recorded split directory is gone.
     """
+    from privrank.cli.train import load_split
+    from privrank.data.fingerprint import fingerprint
+    from privrank.metrics.protocols import PROTOCOLS, prepare
+
     data = trained.record["data"]
     if protocol is None and data["kind"] == "dataset":
         raise ConfigError(
@@ -233,6 +238,9 @@ def prepare_for_trained(trained: Any, protocol: str | None) -> PreparedProtocol:
 def _evaluate_trained(
     directory: Path, protocol: str | None, options: dict[str, Any], out: Path, console: Console
 ) -> RunSummary:
+    from privrank.cli.train import load_trained
+    from privrank.metrics.runner import ModelSpec, RunConfig, evaluate_model, write_results
+
     refused = sorted(set(options) & {"seed", "threads", "test_history", "baseline", "validation"})
     if refused:
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
@@ -276,6 +284,10 @@ def _evaluate_trained(
 
 def results_tables(records: list[dict[str, Any]]) -> list[Table]:
     """One rich table per protocol: headline metrics with CIs, difference with the baseline."""
+    from rich.table import Table
+
+    from privrank.metrics.report import group_by_protocol, metric_label
+
     tables = []
     for name, group in group_by_protocol(records).items():
         headline = group[0]["headline"]

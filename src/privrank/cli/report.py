@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from privrank.cli.app import app
-from privrank.metrics.report import load_results, write_report
 
 __all__ = ["report_command"]
 
@@ -30,6 +28,10 @@ def report_command(
     ] = None,
 ) -> None:
     """Write metric-vs-K curves and comparison charts (PNG) and a markdown summary."""
+    from rich.console import Console
+
+    from privrank.metrics.report import load_results, write_report
+
     records = load_results(results)
     destination = out if out is not None else results[0].parent
     written = write_report(records, destination)

@@ -22,7 +22,14 @@ from rich.console import Console
 from privrank.cli.app import app
 from privrank.errors import ConfigError
 
-__all__ = ["check_startup", "serve", "settings_from_options", "store_add", "store_list"]
+__all__ = [
+    "check_startup",
+    "describe_retrieval",
+    "serve",
+    "settings_from_options",
+    "store_add",
+    "store_list",
+]
 
 WORKER_HEALTHCHECK_TIMEOUT_S = 120
 """Seconds a ``--workers`` process may take to answer uvicorn's supervisor (startup included)."""
@@ -55,22 +62,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_startup(settings, host: str) -> str:
+def check_startup(settings, host: str):
     """Refuse to start without API keys (unless insecure dev mode on loopback); load the
-    model once so a bad model fails here, with a clear message.
+    model once, with its retrieval index, so a bad model or an index below the recall floor
+    fails here, with a clear message.
 
     Returns:
-        The version that will be served.
+        The :class:`~privrank.serving.store.ServedModel` that will be served.
 
     Raises:
         ConfigError: No active API key and no ``--insecure-dev``, or ``--insecure-dev`` on a
             non-loopback address.
-        ArtifactError: The model cannot be loaded.
+        ArtifactError: The model cannot be loaded, or its index misses the recall floor
+            (:class:`~privrank.serving.errors.IndexQualityError`).
     """
     from privrank.serving.auth import KeyStore
     from privrank.serving.db import make_engine
     from privrank.serving.events import EventStore
-    from privrank.serving.store import ModelStore
+    from privrank.serving.store import IndexOptions, ModelStore
 
     if settings.insecure_dev and not _is_loopback(host):
         raise ConfigError(
@@ -89,11 +98,26 @@ def check_startup(settings, host: str) -> str:
             "refusing to serve without API keys: create one with `privrank keys create "
             "--scope read` (same --database), or pass --insecure-dev for local development"
         )
+    options = IndexOptions.from_settings(settings)
     if settings.model_dir is not None:
-        store = ModelStore.single(settings.model_dir)
+        store = ModelStore.single(settings.model_dir, index=options)
     else:
-        store = ModelStore(settings.store_dir)
-    return store.start().version
+        store = ModelStore(settings.store_dir, index=options)
+    return store.start()
+
+
+def describe_retrieval(served) -> str:
+    """One line on how answers are computed (index kind and recall check)."""
+    index, neighbours = served.index, served.neighbours
+    if index is not None:
+        r = index.report
+        text = f"{r.kind} FAISS index over {r.n_items:,} items, recall@{r.recall_k} {r.recall:.3f}"
+        return text + (f" (fell back from hnsw: {r.fallback})" if r.fallback else "")
+    if neighbours is not None:
+        r = neighbours.report
+        kept = "every weight" if r.exact else f"top {r.k} weights/item"
+        return f"sparse neighbour matrix ({kept}), recall@{r.recall_k} {r.recall:.3f}"
+    return "the model scores every item"
 
 
 @store_app.command("add")
@@ -168,10 +192,28 @@ def serve(
     rate_burst: Annotated[int | None, typer.Option(help="Burst size per API key.")] = None,
     index: Annotated[
         str | None,
-        typer.Option(help="FAISS retrieval for factor models: auto, exact, hnsw or off."),
+        typer.Option(
+            help="Retrieval for factor models: auto (exact up to --index-exact-threshold "
+            "items, HNSW above), exact, hnsw, ivf, or off (models score every item)."
+        ),
     ] = None,
     index_exact_threshold: Annotated[
-        int | None, typer.Option(help="Largest catalogue searched exactly with --index auto.")
+        int | None,
+        typer.Option(help="Largest catalogue searched exactly with --index auto (20000)."),
+    ] = None,
+    index_recall_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="Lowest recall@10 vs exact of an approximate index or pruned neighbour matrix "
+            "(0.95): auto falls back to exact below it, explicit choices are refused."
+        ),
+    ] = None,
+    neighbours: Annotated[
+        int | None,
+        typer.Option(
+            help="Item-item models: weights kept per item in the sparse neighbour matrix "
+            "(default: all for ItemKNN, dense scoring for EASE; 0: off)."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -199,11 +241,15 @@ def serve(
         rate_burst=rate_burst,
         index=index,
         index_exact_threshold=index_exact_threshold,
+        index_recall_floor=index_recall_floor,
+        neighbours=neighbours,
     )
-    version = check_startup(settings, host)
+    served = check_startup(settings, host)
+    version = served.version
     Console(stderr=True).print(
         f"serving model version [bold]{version}[/] on http://{host}:{port} "
-        f"({workers} worker{'s' if workers > 1 else ''})"
+        f"({describe_retrieval(served)}; "
+        f"{workers} worker{'s' if workers > 1 else ''})"
         + ("  [bold red]INSECURE DEV MODE: no API keys[/]" if insecure_dev else ""),
         highlight=False,
     )

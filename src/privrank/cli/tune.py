@@ -20,17 +20,19 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from privrank.atomic import atomic_file
 from privrank.cli.app import app
-from privrank.data.fingerprint import fingerprint
-from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
+
+# Data, metrics and tuning modules (pyarrow, torch, scipy) are imported inside the functions.
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from privrank.data.interactions import Interactions
 
 __all__ = ["TuningData", "resolve_tuning_data", "tune_command"]
 
@@ -63,6 +65,7 @@ def resolve_tuning_data(
     Raises:
         ConfigError: Neither or both given, an unknown protocol, or no validation rows.
     """
+    from privrank.data.fingerprint import fingerprint
     from privrank.data.splits import Split
     from privrank.metrics.protocols import from_split, load_dataset, prepare, protocol_for_split
     from privrank.tuning import carve_validation
@@ -156,6 +159,8 @@ def tune_command(
         fixed=parse_params(param),
     )
     search_space(model, config.fixed)  # unknown model or bad space fails before loading data
+    from rich.console import Console
+
     console = Console()
     with console.status("loading data"):
         parts = resolve_tuning_data(
@@ -198,6 +203,8 @@ def tune_command(
 
 
 def _top_trials(result: Any, rows: int = 10) -> Table:
+    from rich.table import Table
+
     names = list(result.space.get("params", {}))
     table = Table(title=f"best trials of {result.model} ({result.metric} on validation)")
     for column in ["trial", result.metric, "seconds", *names]:
