@@ -28,8 +28,6 @@ from privrank.data import catalog
 from privrank.data.splits import HoldoutSplit, split
 from privrank.data.stats import dataset_stats, stats_table
 from privrank.data.workspace import remember_import
-from privrank.metrics.run_config import RunConfig
-from privrank.metrics.runner import run
 from privrank.privacy.spec import PrivacySpec
 from privrank.settings import datasets_dir, home_dir
 
@@ -47,6 +45,9 @@ def demo_command(
     dataset: Annotated[str, typer.Option(help="Catalog data set to run on.")] = "ml-100k",
 ) -> None:
     """Import ML-100K, print its statistics and split, train and evaluate two models."""
+    from privrank.metrics.run_config import RunConfig
+    from privrank.metrics.runner import run
+
     console = Console()
     if not console.is_terminal:  # piped or logged: do not truncate the numbers to 80 columns
         console = Console(width=max(console.width, 160))
