@@ -16,7 +16,7 @@ from privrank.data.fingerprint import fingerprint
 from privrank.errors import ConfigError
 from privrank.metrics.protocols import ProtocolSpec
 from privrank.metrics.runner import ModelSpec, RunConfig, run, safe_name
-from privrank.models import Query
+from privrank.models import EASE, Query
 from privrank.testing import synthetic_interactions
 
 HOLDOUT = {"protocol": "holdout", "fraction": 0.25, "seed": 1}
@@ -165,7 +165,10 @@ def test_holdout_run_matches_a_hand_computed_popularity_oracle(tmp_path: Path, d
     assert record["baseline"] == "most-popular" and record["comparisons"] == {}
 
     ease = json.loads((out / "toy-holdout" / "ease.json").read_text())
-    assert ease["model"]["config"] == {"regularization": 300.0, "dtype": "float64"}
+    # The full config is recorded: every hyper-parameter, defaults included.
+    expected_config = EASE(dtype="float64").config.model_dump(mode="json")
+    assert ease["model"]["config"] == expected_config
+    assert expected_config["regularization"] == 300.0 and expected_config["dtype"] == "float64"
     ease_table = pq.read_table(out / "toy-holdout" / "ease.per_user.parquet").to_pydict()
     a, b = np.array(ease_table["ndcg@10"]), np.array(table["ndcg@10"])
     c = ease["comparisons"]["ndcg@10"]

@@ -7,8 +7,9 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from privrank.data.interactions import Interactions
+from privrank.models._private import PrivateGramConfig, private_gram_fit
 from privrank.models._ranking import top_k
-from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.base import FitOptions, Query, Recommender, register
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["ItemKNN", "ItemKNNConfig", "pruned_cosine", "pruned_cosine_from_gram"]
@@ -17,7 +18,7 @@ __all__ = ["ItemKNN", "ItemKNNConfig", "pruned_cosine", "pruned_cosine_from_gram
 _BLOCK_ENTRIES = 32 * 1024 * 1024
 
 
-class ItemKNNConfig(ModelConfig):
+class ItemKNNConfig(PrivateGramConfig):
     """Hyper-parameters of :class:`ItemKNN`.
 
     Attributes:
@@ -28,6 +29,8 @@ class ItemKNNConfig(ModelConfig):
             standard deviations σ are set to 0 (most of them are noise).
         private_shrinkage: Private fits only: ``private_shrinkage · σ`` is added to ``h``, so
             that items whose noisy norms are mostly noise get small similarities.
+
+    The other ``private_*`` fields are :class:`~privrank.models._private.PrivateGramConfig`'s.
     """
 
     neighbors: int = Field(100, ge=1)
@@ -57,16 +60,21 @@ class ItemKNN(Recommender):
     **Differential privacy** (``FitOptions(privacy=spec)``, DP-ItemKNN): everything the
     similarity needs is the Gram matrix :math:`G = X^\top X` (co-occurrence counts
     :math:`x_i^\top x_j`, and :math:`\lVert x_i\rVert^2 = G_{ii}`) of the
-    contribution-bounded binary matrix (at most :math:`c` items per user).
-    :func:`~privrank.privacy.mechanisms.private_gram` releases it with Gaussian noise calibrated
-    to the user-level L2 sensitivity :math:`\sqrt{c(c+1)/2}` of its upper triangle: one
-    release, user-level (ε, δ)-DP. The similarity is post-processing of the noisy
-    :math:`\tilde G` and of the public noise σ: off-diagonal entries below
+    contribution-bounded binary matrix (at most :math:`c` items per user). It comes from the
+    same user-level (ε, δ)-DP release as DP-EASE's
+    (:func:`~privrank.privacy.mechanisms.private_gram_release`: noisy item counts, then the
+    noisy bounded-norm Gram block :math:`\tilde G` of the items that stand out of the noise;
+    see :class:`~privrank.models.ease.EASE`). The similarity is post-processing of
+    :math:`\tilde G`, of the counts and of the public noise σ: off-diagonal entries below
     ``private_threshold`` · σ are set to 0, then
     :math:`s_{ij} = \tilde G_{ij} / (\sqrt{\max(\tilde G_{ii}, 0)\max(\tilde G_{jj}, 0)} +
-    h + \text{private\_shrinkage}\cdot\sigma)`, pruned as above; the cold-start popularity
-    is :math:`\max(\tilde G_{ii}, 0)`. Without noise (a test-only switch, σ = 0) and with a
-    bound no user exceeds, this is ItemKNN exactly.
+    s h + \text{private\_shrinkage}\cdot\sigma)` (:math:`s` the reweighted block's scale
+    relative to plain counts, 1 when nobody is reweighted), pruned as above, on the block's
+    items (others get no neighbours); the cold-start popularity is :math:`\max(\tilde n, 0)`,
+    and ``private_popularity_weight`` blends it into the scores as a prior (see
+    :class:`~privrank.models.ease.EASE`). Without noise (a test-only switch, σ = 0) and with
+    bounds no user exceeds, this is ItemKNN exactly. Hyper-parameters chosen on the private
+    data itself are not accounted.
 
     Attributes:
         similarity_: :math:`S` as an ``n_items × n_items`` CSR matrix (float32).
@@ -83,29 +91,50 @@ class ItemKNN(Recommender):
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
     ) -> None:
-        from privrank.privacy.mechanisms import private_gram
-
-        gram, guarantee = private_gram(matrix, spec)
-        sigma = guarantee.noise_std * guarantee.noise_scale_for_testing
-        counts = np.maximum(np.diagonal(gram), 0.0)
-        gram[gram < self.config.private_threshold * sigma] = 0.0  # also every negative entry
-        np.fill_diagonal(gram, counts)
-        self.item_popularity_ = counts.astype(np.float32)
-        shrinkage = self.config.shrinkage + self.config.private_shrinkage * sigma
-        self.similarity_ = pruned_cosine_from_gram(gram, self.config.neighbors, shrinkage)
-        self.privacy_guarantee_ = guarantee
+        config = self.config
+        fit = private_gram_fit(matrix, spec, config)
+        release = fit.release
+        sigma = release.gram_std
+        gram = release.gram
+        diagonal = np.maximum(np.diagonal(gram), 0.0)
+        gram[gram < config.private_threshold * sigma] = 0.0  # also every negative entry
+        np.fill_diagonal(gram, diagonal)
+        shrinkage = fit.scale * config.shrinkage + config.private_shrinkage * sigma
+        block = pruned_cosine_from_gram(gram, config.neighbors, shrinkage).tocoo()
+        items = release.items
+        similarity = sp.csr_matrix(
+            (block.data, (items[block.row], items[block.col])),
+            shape=(self.n_items_, self.n_items_),
+            dtype=np.float32,
+        )
+        similarity.sort_indices()
+        self.similarity_ = similarity
+        self.item_popularity_ = fit.popularity.astype(np.float32)
+        self.prior_ = fit.prior
+        self.privacy_guarantee_ = release.guarantee
         self._report(1, 1)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
         product = histories.to_csr(self.n_items_) @ self.similarity_
-        return product.toarray()
+        scores = product.toarray()
+        prior = getattr(self, "prior_", None)
+        if prior is not None:
+            scores += prior
+        return scores
 
     def _state(self) -> dict[str, np.ndarray]:
         s = self.similarity_
-        return {"indptr": s.indptr, "indices": s.indices, "data": s.data}
+        state = {"indptr": s.indptr, "indices": s.indices, "data": s.data}
+        if getattr(self, "prior_", None) is not None:
+            state["prior"] = self.prior_
+        return state
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         indptr, indices, data = state["indptr"], state["indices"], state["data"]
+        prior = state.get("prior")
+        if prior is not None and prior.shape != (self.n_items_,):
+            raise ValueError(f"prior has shape {prior.shape}")
+        self.prior_ = prior
         if indptr.shape != (self.n_items_ + 1,) or indices.shape != data.shape:
             raise ValueError("similarity arrays have the wrong shape")
         if indices.size and (indices.min() < 0 or indices.max() >= self.n_items_):
