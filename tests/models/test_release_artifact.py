@@ -81,3 +81,15 @@ def test_release_of_dp_ials_drops_the_user_factors(tmp_path: Path, data) -> None
     released = Recommender.load(tmp_path / "release")
     histories = Query.histories([[0, 3, 5], [7]])
     np.testing.assert_allclose(released.score(histories), model.score(histories), rtol=1e-5)
+
+
+def test_release_of_dp_bpr_drops_the_user_factors(tmp_path: Path, data) -> None:
+    from privrank.models import BPR
+
+    spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=6, noise_seed=1)
+    model = BPR(epochs=2).fit(data, FitOptions(privacy=spec))
+    model.save(tmp_path / "release", release=True)
+    arrays = load_file(tmp_path / "release" / "arrays.safetensors")
+    assert arrays["model.user_factors"].shape[0] == 0
+    np.testing.assert_array_equal(arrays["model.item_factors"], model.item_factors_)
+    assert Recommender.load(tmp_path / "release").is_release_

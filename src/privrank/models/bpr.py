@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -14,7 +15,7 @@ from privrank.data.interactions import Interactions
 from privrank.models._torch_training import EarlyStopping, ValidatedFitMixin, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
-__all__ = ["BPR", "BPRConfig", "bpr_loss"]
+__all__ = ["BPR", "BPRConfig", "bpr_loss", "user_bpr_loss"]
 
 
 class BPRConfig(ModelConfig):
@@ -34,6 +35,8 @@ class BPRConfig(ModelConfig):
         fold_in_learning_rate: Their step size.
         max_seconds: Stop after the first epoch that ends past this many seconds; ``None``: no
             limit.
+        private_batch_size: Expected *users* per DP-SGD step of a private fit (Poisson
+            sampling; each sampled user brings all of its pairs).
     """
 
     factors: int = Field(64, ge=1)
@@ -47,6 +50,7 @@ class BPRConfig(ModelConfig):
     fold_in_steps: int = Field(100, ge=1)
     fold_in_learning_rate: float = Field(0.05, gt=0)
     max_seconds: float | None = Field(None, gt=0)
+    private_batch_size: int = Field(256, ge=1)
 
 
 def bpr_loss(
@@ -110,6 +114,28 @@ class BPR(ValidatedFitMixin, Recommender):
     stochastic training instead, so its fold-in scores are close to, not equal to, its
     training-time scores (``fold_in_matches_training = False``).
 
+    **Private fit** (``FitOptions(privacy=spec)``): user-level DP-SGD on the *item side*
+    (:mod:`privrank.privacy.dpsgd`), in the billboard model of joint DP (as DP-EASE keeps each
+    user's history). One user is one example: in each of ``epochs · round(n/b)`` steps users are
+    Poisson-sampled with probability ``q = b/n`` (``b = private_batch_size``), and a sampled
+    user's loss is the sum of the objective above over **all** its contribution-bounded
+    positives, each with one uniform negative. Its gradient with respect to the item factors
+    and biases is computed exactly (``torch.func``, on that user's rows only), clipped to the
+    spec's clipping norm C, and Gaussian noise of std ``m·C`` is added to the sum before
+    dividing by ``b``; Adam updates from it. The user's own factor :math:`w_u` gets that
+    user's unclipped gradient (divided by ``b``) and is updated only from it and the released
+    item parameters.
+
+    What is (ε, δ)-DP, user-level: the **item factors and item biases** (every iterate) and the
+    noisy item counts used for cold start, composed under the spec's accountant. What is *not*
+    a release: each user's factor :math:`w_u`, computed from that user's own data and the DP
+    item parameters, like the user's stored history; a user's recommendations therefore depend
+    on other users only through DP outputs (joint DP), but ``user_factors_`` (saved with the
+    model) is personal data and must not be published. Fold-in of a new history uses only the
+    item parameters. A private fit trains all ``epochs``: it ignores ``validation`` and
+    ``max_seconds``, and records no validation or loss history (the loss is computed without
+    noise, so it is not released).
+
     Attributes:
         user_factors_: :math:`W`, ``n_users × d`` float32.
         item_factors_: :math:`H`, ``n_items × d`` float32.
@@ -123,6 +149,8 @@ class BPR(ValidatedFitMixin, Recommender):
     seeded = True
     uses_torch = True
     fold_in_matches_training = False
+    supports_privacy = True
+    user_state_keys = ("user_factors",)
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
@@ -189,6 +217,66 @@ class BPR(ValidatedFitMixin, Recommender):
         self.loss_history_ = np.asarray(losses, dtype=np.float64)
         self.validation_history_ = np.asarray(evaluations, dtype=np.float64).reshape(-1, 3)
         self.best_epoch_ = stopper.best_epoch if stopper.best_state is not None else len(losses)
+
+    def _fit_private(
+        self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
+    ) -> None:
+        from privrank.privacy.dpsgd import VmapClipping, start_private_run
+
+        cfg = self.config
+        matrix = sp.csr_matrix(matrix)
+        matrix.sort_indices()
+        run = start_private_run(spec, matrix, cfg.private_batch_size, cfg.epochs)
+        self.item_popularity_ = run.item_counts.astype(np.float32)
+        indptr = matrix.indptr.astype(np.int64)
+        lengths = np.diff(indptr)
+        users_of = np.repeat(np.arange(self.n_users_), lengths)
+        keys = users_of.astype(np.int64) * self.n_items_ + matrix.indices  # sorted: CSR order
+        generator = torch.Generator().manual_seed(options.seed)
+        rng = np.random.default_rng(options.seed)
+        with seeded(options.seed):
+            user_factors = torch.nn.Parameter(
+                torch.randn((self.n_users_, cfg.factors), generator=generator) * cfg.init_std
+            )
+            item_factors = torch.nn.Parameter(
+                torch.randn((self.n_items_, cfg.factors), generator=generator) * cfg.init_std
+            )
+            item_bias = torch.nn.Parameter(torch.zeros(self.n_items_))
+        optimizer = torch.optim.Adam([user_factors, item_factors, item_bias], lr=cfg.learning_rate)
+        regularization = cfg.regularization
+
+        def user_loss(params, local, data):
+            return user_bpr_loss(params, local[0], *data, regularization)
+
+        engine = VmapClipping(
+            {"item_factors": item_factors, "item_bias": item_bias}, user_loss, spec.clipping_norm
+        )
+        trainer = run.trainer(engine, optimizer)
+        for epoch in range(1, cfg.epochs + 1):
+            for users in run.sampler.epoch(run.plan.steps_per_epoch):
+                users = users[lengths[users] > 0]  # a user without items adds nothing
+                positives, mask = _padded_rows(indptr, matrix.indices, users)
+                flat = np.repeat(users, mask.sum(axis=1))
+                negatives = np.zeros_like(positives)
+                negatives[mask] = self._negatives(flat, keys, rng)
+                data, gathered = _gathered_pairs(positives, negatives, mask, self.n_items_)
+                codes = torch.from_numpy(users)
+                _, (local,) = trainer.privatise((user_factors.detach()[codes],), data, gathered)
+                user_factors.grad = torch.zeros_like(user_factors).index_add_(0, codes, local)
+                optimizer.step()
+            self._report(epoch, cfg.epochs)  # no loss: it is not a private release
+        self._store(user_factors, item_factors, item_bias)
+        self.loss_history_ = np.zeros(0, dtype=np.float64)
+        self.validation_history_ = np.zeros((0, 3), dtype=np.float64)
+        self.best_epoch_ = cfg.epochs
+        self.privacy_guarantee_ = run.guarantee(
+            spec,
+            statistic="the summed per-user clipped gradients of the item factors and biases",
+            released=(
+                "the item factors and item biases (each user's own factor is computed from that "
+                "user's data and the released item parameters only, and is not a release)"
+            ),
+        )
 
     def _store(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor) -> None:
         self.user_factors_ = users.detach().numpy().copy()
@@ -295,6 +383,65 @@ class BPR(ValidatedFitMixin, Recommender):
         self.loss_history_ = state["loss_history"]
         self.validation_history_ = state["validation_history"]
         self.best_epoch_ = int(np.asarray(state["best_epoch"]).reshape(-1)[0])
+
+
+def user_bpr_loss(
+    params: dict[str, torch.Tensor],
+    user: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    mask: torch.Tensor,
+    regularization: float,
+) -> torch.Tensor:
+    r"""One user's BPR objective: the sum over its (masked) pairs of the terms of
+    :func:`bpr_loss`, given the item parameters ``params`` (``item_factors``, ``item_bias``)
+    and the user's factor ``user`` (``(d,)``); ``positives``, ``negatives``, ``mask``: ``(k,)``.
+    Written for ``torch.func.vmap`` (one user's slices)."""
+    items, bias = params["item_factors"], params["item_bias"]
+    h_i, h_j = items[positives], items[negatives]
+    b_i, b_j = bias[positives], bias[negatives]
+    difference = (h_i - h_j) @ user + b_i - b_j
+    penalty = (
+        user.square().sum()
+        + h_i.square().sum(-1)
+        + h_j.square().sum(-1)
+        + b_i.square()
+        + b_j.square()
+    )
+    return ((functional.softplus(-difference) + regularization * penalty) * mask).sum()
+
+
+def _gathered_pairs(
+    positives: np.ndarray, negatives: np.ndarray, mask: np.ndarray, n_items: int
+) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+    """The engine's ``(data, gathered)`` for padded ``(B, k)`` pairs: each user gets only the
+    rows of its own positives and negatives of the item factors and biases (distinct; padded
+    with global row 0 at local positions no pair uses), and its pairs in those local rows."""
+    from privrank.privacy.dpsgd import local_vocabulary
+
+    both = np.concatenate([mask, mask], axis=1)
+    codes = torch.from_numpy(np.where(both, np.concatenate([positives, negatives], axis=1), -1))
+    distinct, local = local_vocabulary(codes, n_items)
+    rows = distinct.clamp(min=0)
+    width = positives.shape[1]
+    local = local.clamp(min=0)  # a masked pair (weight 0 in the loss) points at local row 0
+    data = (local[:, :width], local[:, width:], torch.from_numpy(mask.astype(np.float32)))
+    return data, {"item_factors": rows, "item_bias": rows}
+
+
+def _padded_rows(
+    indptr: np.ndarray, indices: np.ndarray, users: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The items of each user in ``users`` as a ``(len(users), k_max)`` int64 array padded with
+    0, and the boolean mask of real entries (at least one column)."""
+    lengths = indptr[users + 1] - indptr[users]
+    width = max(int(lengths.max(initial=0)), 1)
+    mask = np.arange(width) < lengths[:, None]
+    out = np.zeros((len(users), width), dtype=np.int64)
+    rows = np.repeat(np.arange(len(users)), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[rows, offsets] = indices[np.repeat(indptr[users], lengths) + offsets]
+    return out, mask
 
 
 def _nth_positive(positive: torch.Tensor, position: int) -> torch.Tensor:

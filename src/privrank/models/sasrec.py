@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,6 +45,8 @@ class SASRecConfig(ModelConfig):
         validate_every: Epochs between validation evaluations.
         max_seconds: Stop after the first epoch that ends past this many seconds of training
             (then the result depends on the machine's speed); ``None``: no limit.
+        private_batch_size: Expected users per DP-SGD step of a private fit (Poisson
+            sampling); ``None``: ``batch_size``.
     """
 
     factors: int = Field(64, ge=1)
@@ -61,6 +63,7 @@ class SASRecConfig(ModelConfig):
     patience: int = Field(5, ge=0)
     validate_every: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0)
+    private_batch_size: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _heads_divide_factors(self) -> SASRecConfig:
@@ -107,6 +110,23 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
     without improvement. **Fold-in** is native: any history is scored by running the network
     on it, so a training user's fold-in equals its training-time score.
 
+    **Private fit** (``FitOptions(privacy=spec)``): user-level DP-SGD
+    (:mod:`privrank.privacy.dpsgd`). The sequences are rebuilt from the contribution-bounded
+    data (each user's ``max_interactions_per_user`` kept rows, in time order), and one user's
+    sequence (its last :math:`L + 1` bounded items) is one example whose loss is the mean of the
+    chosen loss over its positions. Each of ``epochs · round(n/b)`` steps Poisson-samples users
+    with probability ``q = b/n`` (``b = private_batch_size``), computes every sampled user's
+    exact gradient with ``torch.func`` (the item embeddings are tied to the output layer, which
+    per-layer hooks cannot see; with ``sampled-softmax`` or ``bce`` each user gets only the
+    embedding rows of its own items and negatives, so the cost does not grow with the
+    catalogue), clips it to the spec's clipping norm C and adds Gaussian noise
+    of std ``m·C`` to the sum before dividing by ``b``; Adam updates from it. Negatives and
+    dropout come from the fit's seed and are shared or independent of the data. Released, and
+    user-level (ε, δ)-DP: **all network weights** and the noisy item counts used for cold start
+    (one Gaussian release composed with the steps under the spec's accountant). A private fit
+    trains all ``epochs``: it ignores ``validation`` and ``max_seconds``, and records no
+    validation or loss history (the loss is computed without noise, so it is not released).
+
     Attributes:
         network_: The trained :class:`SASRecNetwork` (eval mode).
         loss_history_: Mean training loss per epoch (float64).
@@ -119,6 +139,7 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
     seeded = True
     uses_torch = True
     sequential = True
+    supports_privacy = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
@@ -147,6 +168,55 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
                 if stop or last:
                     break
         self._keep_best(network, stopper, losses, evaluations)
+
+    def _fit_private(
+        self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
+    ) -> None:
+        from privrank.privacy.dpsgd import VmapClipping, start_private_run
+
+        cfg = self.config
+        run = start_private_run(spec, matrix, cfg.private_batch_size or cfg.batch_size, cfg.epochs)
+        self.item_popularity_ = run.item_counts.astype(np.float32)
+        indptr, items = spec.bound_contributions(train).sequences()
+        sequences = torch.from_numpy(left_padded(indptr, items, cfg.max_length + 1))
+        trainable = (sequences > 0).sum(dim=1) >= 2  # a user with one item has no position
+        with seeded(options.seed):
+            network = self._new_network()
+            generator = torch.Generator().manual_seed(options.seed)
+            optimizer = torch.optim.Adam(
+                network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            )
+
+            def user_loss(params, local, data):
+                return _user_sequence_loss(network, params, data, cfg.loss)
+
+            engine = VmapClipping(dict(network.named_parameters()), user_loss, spec.clipping_norm)
+            trainer = run.trainer(engine, optimizer)
+            for epoch in range(1, cfg.epochs + 1):
+                network.train()
+                for users in run.sampler.epoch(run.plan.steps_per_epoch):
+                    picked = torch.from_numpy(users)
+                    batch = sequences[picked[trainable[picked]]]
+                    width = max(int((batch > 0).sum(dim=1).max()) if len(batch) else 0, 2)
+                    batch = batch[:, -width:]
+                    negatives = None
+                    if cfg.loss == "sampled-softmax":
+                        drawn = torch.randint(self.n_items_, (cfg.negatives,), generator=generator)
+                        negatives = drawn.expand(len(batch), -1)
+                    elif cfg.loss == "bce":
+                        negatives = torch.randint(
+                            self.n_items_, (len(batch), width - 1), generator=generator
+                        )
+                    data, gathered = _private_batch(batch, negatives, self.n_items_)
+                    trainer.step((), data, gathered)
+                self._report(epoch, cfg.epochs)  # no loss: it is not a private release
+        self._keep_best(network, EarlyStopping(0), [], [])
+        self.best_epoch_ = cfg.epochs
+        self.privacy_guarantee_ = run.guarantee(
+            spec,
+            statistic="the summed per-user clipped gradients of all network weights",
+            released="all SASRec network weights",
+        )
 
     def _new_network(self) -> SASRecNetwork:
         cfg = self.config
@@ -200,3 +270,68 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
                 hidden = network(trimmed(torch.from_numpy(padded[rows])))[:, -1]
                 out[rows] = (hidden @ items.T).numpy()
         return out
+
+
+def _user_sequence_loss(
+    network: SASRecNetwork,
+    params: dict[str, torch.Tensor],
+    data: tuple[torch.Tensor, ...],
+    loss: str,
+) -> torch.Tensor:
+    """One user's loss (under ``vmap``): the mean over the positions of its left-padded
+    ``(W + 1,)`` sequence of the loss of :func:`sequence_loss` (masks, not boolean indexing).
+
+    ``data`` is ``(sequence,)`` for ``softmax``, ``(sequence, drawn)`` for ``sampled-softmax``
+    (the batch's ``(N,)`` negatives) and ``(sequence, negatives)`` for ``bce`` (``(W,)``, one
+    per position). Codes index ``params["item_embedding.weight"]`` (row ``code + 1`` is item
+    ``code``), which may be a user's gathered rows (then the codes are local to them).
+    """
+    from torch.func import functional_call
+    from torch.nn import functional
+
+    sequence = data[0]
+    inputs, targets = sequence[:-1], sequence[1:]
+    table = params["item_embedding.weight"]
+    valid = ((inputs > 0) & (targets > 0)).to(table.dtype)
+    hidden = functional_call(network, params, (inputs.unsqueeze(0),))[0]  # (W, d)
+    items = table[1:]
+    target = (targets - 1).clamp(min=0)
+    if loss == "softmax":
+        per_position = (
+            -functional.log_softmax(hidden @ items.T, dim=-1)
+            .gather(-1, target.unsqueeze(-1))
+            .squeeze(-1)
+        )
+    elif loss == "sampled-softmax":
+        drawn = data[1]
+        positive = (hidden * items[target]).sum(-1, keepdim=True)
+        negative = hidden @ items[drawn].T
+        negative = negative.masked_fill(drawn.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
+        per_position = -functional.log_softmax(torch.cat([positive, negative], dim=1), dim=1)[:, 0]
+    else:
+        positive = (hidden * items[target]).sum(-1)
+        negative = (hidden * items[data[1]]).sum(-1)
+        per_position = functional.softplus(-positive) + functional.softplus(negative)
+    return (per_position * valid).sum() / valid.sum().clamp(min=1.0)
+
+
+def _private_batch(
+    batch: torch.Tensor, negatives: torch.Tensor | None, n_items: int
+) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor] | None]:
+    """The engine's ``(data, gathered)`` for a batch of left-padded sequences.
+
+    Without negatives (full softmax, which touches every item) the sequences index the whole
+    embedding. Otherwise each user gets its own rows of the item embedding: the padding row and
+    the distinct items of its sequence and its negatives (``(B, N)``), in
+    :func:`~privrank.privacy.dpsgd.local_vocabulary` order; its codes are rewritten to them.
+    """
+    from privrank.privacy.dpsgd import local_vocabulary
+
+    if negatives is None:
+        return (batch,), None
+    width = batch.shape[1]
+    codes = torch.cat([batch - 1, negatives], dim=1)  # padding becomes -1
+    distinct, local = local_vocabulary(codes, n_items)
+    rows = torch.cat([torch.zeros(len(batch), 1, dtype=torch.long), distinct + 1], dim=1)
+    sequence = torch.where(batch > 0, local[:, :width] + 1, 0)
+    return (sequence, local[:, width:]), {"item_embedding.weight": rows}

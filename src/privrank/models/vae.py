@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +42,8 @@ class MultVAEConfig(ModelConfig):
         validate_every: Epochs between validation evaluations.
         max_seconds: Stop after the first epoch that ends past this many seconds; ``None``: no
             limit.
+        private_batch_size: Expected users per DP-SGD step of a private fit (Poisson
+            sampling); ``None``: ``batch_size``.
     """
 
     hidden: int = Field(600, ge=1)
@@ -55,6 +58,7 @@ class MultVAEConfig(ModelConfig):
     patience: int = Field(5, ge=0)
     validate_every: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0)
+    private_batch_size: int | None = Field(None, ge=1)
 
 
 class MultVAENetwork(nn.Module):
@@ -90,9 +94,16 @@ def vae_loss(
     x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
 ) -> torch.Tensor:
     """Mean over users of the negative multinomial log-likelihood plus ``beta`` × KL."""
+    return vae_user_losses(x, logits, mu, logvar, beta).mean()
+
+
+def vae_user_losses(
+    x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Per user (``(B,)``): the negative multinomial log-likelihood plus ``beta`` × KL."""
     likelihood = -(functional.log_softmax(logits, dim=1) * x).sum(1)
     kl = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(1)
-    return (likelihood + beta * kl).mean()
+    return likelihood + beta * kl
 
 
 @register("mult-vae")
@@ -119,6 +130,21 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
     keeps the best epoch's weights and stops after ``patience`` evaluations without
     improvement.
 
+    **Private fit** (``FitOptions(privacy=spec)``): user-level DP-SGD
+    (:mod:`privrank.privacy.dpsgd`), one user's whole contribution-bounded multi-hot history
+    being one example. Each of ``epochs · round(n/b)`` steps Poisson-samples users with
+    probability ``q = b/n`` (``b = private_batch_size``), clips each user's gradient of
+    :math:`-\mathcal L_\beta(x_u)` to the spec's clipping norm C (Opacus ghost clipping: no
+    per-user copy of the ``n_items × hidden`` layers) and adds Gaussian noise of std ``m·C``
+    to the sum before dividing by ``b``; Adam updates from it. Released, and user-level
+    (ε, δ)-DP: **all network weights** and the noisy item counts used for cold start (one
+    Gaussian release composed with the steps under the spec's accountant). Scoring a history is
+    a forward pass of the released network, so a user's scores depend on other users only
+    through DP outputs. A private fit trains all ``epochs``: it ignores ``validation`` and
+    ``max_seconds`` (early stopping on held-out rows would spend privacy the accounting does
+    not cover), and records no validation or loss history (the training loss is computed on
+    users' data without noise, so it is not reported either).
+
     Attributes:
         network_: The trained :class:`MultVAENetwork` (eval mode).
         loss_history_: Mean training loss per epoch (float64).
@@ -129,6 +155,7 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
     Config = MultVAEConfig
     seeded = True
     uses_torch = True
+    supports_privacy = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
@@ -169,6 +196,48 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
                 if stop or last:
                     break
         self._keep_best(network, stopper, losses, evaluations)
+
+    def _fit_private(
+        self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
+    ) -> None:
+        from privrank.privacy.dpsgd import GhostClipping, start_private_run
+
+        cfg = self.config
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        run = start_private_run(spec, matrix, cfg.private_batch_size or cfg.batch_size, cfg.epochs)
+        self.item_popularity_ = run.item_counts.astype(np.float32)
+        lengths = np.diff(matrix.indptr)
+        step = 0
+        with seeded(options.seed):
+            network = self._new_network()
+            optimizer = torch.optim.Adam(
+                network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            )
+
+            def user_losses(model: torch.nn.Module, x: torch.Tensor, beta: float):
+                return vae_user_losses(x, *model(x), beta)
+
+            engine = GhostClipping(network, user_losses, spec.clipping_norm)
+            trainer = run.trainer(engine, optimizer)
+            try:
+                for epoch in range(1, cfg.epochs + 1):
+                    network.train()
+                    for users in run.sampler.epoch(run.plan.steps_per_epoch):
+                        rows = users[lengths[users] > 0]  # an empty history adds nothing
+                        x = torch.from_numpy(matrix[rows].toarray())
+                        beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
+                        trainer.step(x, beta)
+                        step += 1
+                    self._report(epoch, cfg.epochs)  # no loss: it is not a private release
+            finally:
+                engine.close()
+        self._keep_best(network, EarlyStopping(0), [], [])
+        self.best_epoch_ = cfg.epochs
+        self.privacy_guarantee_ = run.guarantee(
+            spec,
+            statistic="the summed per-user clipped gradients of all network weights",
+            released="all Mult-VAE network weights",
+        )
 
     def _new_network(self) -> MultVAENetwork:
         cfg = self.config

@@ -53,8 +53,9 @@ class PrivacySpec(FrozenConfig):
             :meth:`resolve` at fit time. A δ above ``1 / n_users`` is refused by :meth:`resolve`.
         max_interactions_per_user: The contribution bound: at most this many rows per user are
             used (``None``: no cap; mechanisms whose sensitivity depends on the cap refuse such a
-            spec, see :meth:`require_contribution_bound`; DP-SGD bounds a user's influence by
-            clipping alone).
+            spec, see :meth:`require_contribution_bound`; DP-SGD bounds a user's gradient by
+            clipping, but its fits also release noisy item counts for cold start, whose
+            sensitivity √c needs the cap, so they require it too).
         selection: Which rows a capped user keeps: ``most_recent`` (latest by timestamp) or
             ``uniform`` (a uniform subset chosen by ``selection_seed``). Either choice depends
             only on that user's own rows, so the cap is a per-user operation.
