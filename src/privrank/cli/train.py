@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -39,15 +39,10 @@ from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
 from privrank.data.splits import Split
 from privrank.errors import ArtifactError, ConfigError
-from privrank.metrics.protocols import (
-    PROTOCOLS,
-    PreparedProtocol,
-    from_split,
-    load_dataset,
-    prepare,
-    protocol_for_split,
-)
-from privrank.metrics.runner import library_versions
+
+# The metrics modules import torch and scipy.stats: imported where used, not at CLI start.
+if TYPE_CHECKING:
+    from privrank.metrics.protocols import PreparedProtocol
 
 __all__ = [
     "TRAINING_FILE",
@@ -123,6 +118,8 @@ class TrainingData:
 
 def resolve_training_data(argument: str) -> TrainingData:
     """Resolve ``--data``: a named protocol, a saved split directory, or a dataset."""
+    from privrank.metrics.protocols import PROTOCOLS, load_dataset, prepare
+
     if argument in PROTOCOLS:
         return TrainingData("protocol", argument, prepared=prepare(argument))
     path = Path(argument).expanduser()
@@ -133,6 +130,8 @@ def resolve_training_data(argument: str) -> TrainingData:
 
 def load_split(path: Path) -> PreparedProtocol:
     """A saved split as prepared protocol parts (named ``split:<folder>``)."""
+    from privrank.metrics.protocols import from_split, protocol_for_split
+
     parts = Split.load(path)
     spec = protocol_for_split(parts, f"split:{path.resolve().name}", str(path))
     return from_split(spec, parts)
@@ -175,6 +174,14 @@ def train_command(
     noise_seed: Annotated[
         int | None, typer.Option(help="Seed of the DP noise (default: fresh, secure).")
     ] = None,
+    clipping_norm: Annotated[
+        float | None,
+        typer.Option(help="Per-user L2 clipping norm C of a private fit (default 1)."),
+    ] = None,
+    accountant: Annotated[
+        str | None,
+        typer.Option(help="Accountant of a private fit: pld (default, tight) or rdp."),
+    ] = None,
     budget_key: Annotated[
         str | None,
         typer.Option(help="Ledger key to spend from (default: the source dataset's name)."),
@@ -195,7 +202,9 @@ def train_command(
 
     params = parse_params(param, config)
     recommender = create_model(model, params)  # validates name and parameters first
-    spec = _privacy_spec(epsilon, delta, max_per_user, selection, noise_seed)
+    spec = _privacy_spec(
+        epsilon, delta, max_per_user, selection, noise_seed, clipping_norm, accountant
+    )
     if spec is not None and not getattr(recommender, "supports_privacy", False):
         raise ConfigError(
             f"{model} has no differentially private training yet; private models: "
@@ -267,6 +276,8 @@ def _privacy_spec(
     max_per_user: int | None,
     selection: str,
     noise_seed: int | None,
+    clipping_norm: float | None = None,
+    accountant: str | None = None,
 ) -> Any:
     """The :class:`~privrank.privacy.PrivacySpec` of the options, or ``None`` without ε."""
     if epsilon is None:
@@ -276,6 +287,8 @@ def _privacy_spec(
                 ("--delta", delta),
                 ("--max-per-user", max_per_user),
                 ("--noise-seed", noise_seed),
+                ("--clipping-norm", clipping_norm),
+                ("--accountant", accountant),
             )
             if value is not None
         ]
@@ -290,6 +303,8 @@ def _privacy_spec(
         max_interactions_per_user=max_per_user,
         selection=selection,
         noise_seed=noise_seed,
+        **({} if clipping_norm is None else {"clipping_norm": clipping_norm}),
+        **({} if accountant is None else {"accountant": accountant}),
     )
 
 
@@ -359,6 +374,8 @@ def _record(
     threads: int,
     seconds: float,
 ) -> dict[str, Any]:
+    from privrank.metrics.runner import library_versions
+
     prepared = resolved.prepared
     data: dict[str, Any] = {
         "kind": resolved.kind,
