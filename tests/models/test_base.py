@@ -128,8 +128,7 @@ def test_artifact_holds_no_pickle(tmp_path):
         "user_ids.parquet",
     ]
     header = json.loads((path / MODEL_FILE).read_text())
-    assert header["model"] == "ease" and header["config"] == {
-        "regularization": 5.0,
-        "dtype": "float32",
-    }
+    expected = EASE(regularization=5.0).config.model_dump(mode="json")
+    assert header["model"] == "ease" and header["config"] == expected
+    assert expected["regularization"] == 5.0 and expected["dtype"] == "float32"
     assert header["privrank_version"]
