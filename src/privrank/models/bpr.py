@@ -162,14 +162,7 @@ class BPR(ValidatedFitMixin, Recommender):
         keys = users.astype(np.int64) * self.n_items_ + items  # sorted: CSR order
         generator = torch.Generator().manual_seed(options.seed)
         rng = np.random.default_rng(options.seed)
-        with seeded(options.seed):
-            user_factors = torch.nn.Parameter(
-                torch.randn((self.n_users_, cfg.factors), generator=generator) * cfg.init_std
-            )
-            item_factors = torch.nn.Parameter(
-                torch.randn((self.n_items_, cfg.factors), generator=generator) * cfg.init_std
-            )
-            item_bias = torch.nn.Parameter(torch.zeros(self.n_items_))
+        user_factors, item_factors, item_bias = self._initial_parameters(options.seed, generator)
         parameters = [user_factors, item_factors, item_bias]
         optimizer = torch.optim.Adam(parameters, lr=cfg.learning_rate)
         stopper = EarlyStopping(cfg.patience)
@@ -234,14 +227,7 @@ class BPR(ValidatedFitMixin, Recommender):
         keys = users_of.astype(np.int64) * self.n_items_ + matrix.indices  # sorted: CSR order
         generator = torch.Generator().manual_seed(options.seed)
         rng = np.random.default_rng(options.seed)
-        with seeded(options.seed):
-            user_factors = torch.nn.Parameter(
-                torch.randn((self.n_users_, cfg.factors), generator=generator) * cfg.init_std
-            )
-            item_factors = torch.nn.Parameter(
-                torch.randn((self.n_items_, cfg.factors), generator=generator) * cfg.init_std
-            )
-            item_bias = torch.nn.Parameter(torch.zeros(self.n_items_))
+        user_factors, item_factors, item_bias = self._initial_parameters(options.seed, generator)
         optimizer = torch.optim.Adam([user_factors, item_factors, item_bias], lr=cfg.learning_rate)
         regularization = cfg.regularization
 
@@ -350,6 +336,19 @@ class BPR(ValidatedFitMixin, Recommender):
         return vectors.detach().numpy()
 
     # ---------------------------------------------------------------- state
+    def _initial_parameters(self, seed: int, generator: Any) -> tuple[Any, Any, Any]:
+        """User factors, item factors (both ``N(0, init_std²)``) and zero item biases."""
+        cfg = self.config
+        with seeded(seed):
+            user_factors = torch.nn.Parameter(
+                torch.randn((self.n_users_, cfg.factors), generator=generator) * cfg.init_std
+            )
+            item_factors = torch.nn.Parameter(
+                torch.randn((self.n_items_, cfg.factors), generator=generator) * cfg.init_std
+            )
+            item_bias = torch.nn.Parameter(torch.zeros(self.n_items_))
+        return user_factors, item_factors, item_bias
+
     def _state(self) -> dict[str, np.ndarray]:
         return {
             "user_factors": self.user_factors_,
