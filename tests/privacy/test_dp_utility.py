@@ -20,14 +20,16 @@ from privrank.privacy.accounting import (
     gaussian_epsilon,
     gaussian_event,
 )
-from privrank.privacy.mechanisms import (
-    _noise_scale_for_testing,
+from privrank.privacy.gram_release import (
     count_row_weights,
     gram_row_weights,
-    gram_sensitivity,
-    item_count_sensitivity,
     private_gram_release,
     signal_items,
+)
+from privrank.privacy.mechanisms import (
+    _noise_scale_for_testing,
+    gram_sensitivity,
+    item_count_sensitivity,
 )
 from privrank.privacy.spec import PrivacySpec
 from privrank.testing import synthetic_interactions

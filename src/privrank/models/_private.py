@@ -1,6 +1,6 @@
 """The private fit shared by the Gram-based models (DP-EASE, DP-ItemKNN).
 
-One user-level (ε, δ)-DP release (:func:`~privrank.privacy.mechanisms.private_gram_release`:
+One user-level (ε, δ)-DP release (:func:`~privrank.privacy.gram_release.private_gram_release`:
 noisy item counts, then a noisy bounded-norm Gram block on the items that carry signal), and the
 post-processing both models share: the private cold-start popularity, the scale of the
 reweighted Gram block, and a popularity prior blended into the scores.
@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from pydantic import Field, model_validator
 
 from privrank.models._config import ModelConfig
-from privrank.privacy.mechanisms import GramRelease, private_gram_release
+from privrank.privacy.gram_release import GramRelease, private_gram_release
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["PrivateGramConfig", "PrivateGramFit", "private_gram_fit"]
@@ -52,7 +52,7 @@ class PrivateGramConfig(ModelConfig):
         private_gram_norm: ``C``, the L2 bound on one user's weighted Gram block; ``None``:
             ``√(c(c + 1)/2)`` (nobody reweighted).
         private_signal_ratio: Keep the most popular items whose noisy count is at least this
-            many ``σ_G√N`` (:func:`~privrank.privacy.mechanisms.signal_items`); ``None``: no
+            many ``σ_G√N`` (:func:`~privrank.privacy.gram_release.signal_items`); ``None``: no
             such rule. Needs ``private_count_share > 0``.
         private_max_items: Keep at most this many items in the Gram block; ``None``: no cap.
             Needs ``private_count_share > 0``.
@@ -85,7 +85,7 @@ class PrivateGramFit:
     """A private release plus the post-processed quantities both models use.
 
     Attributes:
-        release: The :class:`~privrank.privacy.mechanisms.GramRelease`.
+        release: The :class:`~privrank.privacy.gram_release.GramRelease`.
         popularity: ``max(noisy counts, 0)`` of every item (the cold-start scores).
         prior: ``β · m · popularity / max(popularity)`` or ``None`` when it is 0.
         scale: The reweighted block's scale relative to plain counts: the (clipped) ratio of the
@@ -106,7 +106,7 @@ def private_gram_fit(
     """Release the statistics of a private Gram-based fit and post-process the shared parts.
 
     The guarantee is the release's (user-level (ε, δ), see
-    :func:`~privrank.privacy.mechanisms.private_gram_release`); everything else here reads only
+    :func:`~privrank.privacy.gram_release.private_gram_release`); everything else here reads only
     the release and public parameters.
     """
     release = private_gram_release(

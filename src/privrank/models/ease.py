@@ -74,7 +74,7 @@ class EASE(Recommender):
     **Differential privacy** (``FitOptions(privacy=spec)``, DP-EASE). The only statistic EASE
     needs is the Gram matrix :math:`G = X^\top X` of the contribution-bounded binary matrix
     (at most :math:`c` items per user). One user-level (ε, δ)-DP release
-    (:func:`~privrank.privacy.mechanisms.private_gram_release`, two Gaussian releases composed
+    (:func:`~privrank.privacy.gram_release.private_gram_release`, two Gaussian releases composed
     exactly in Gaussian DP) gives (1) noisy item counts :math:`\tilde n` (share
     ``private_count_share`` of the budget; each user's count vector bounded to L2 norm
     ``private_count_norm`` by down-weighting, not dropping, a heavy user's items), then, on

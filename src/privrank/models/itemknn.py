@@ -62,7 +62,7 @@ class ItemKNN(Recommender):
     :math:`x_i^\top x_j`, and :math:`\lVert x_i\rVert^2 = G_{ii}`) of the
     contribution-bounded binary matrix (at most :math:`c` items per user). It comes from the
     same user-level (ε, δ)-DP release as DP-EASE's
-    (:func:`~privrank.privacy.mechanisms.private_gram_release`: noisy item counts, then the
+    (:func:`~privrank.privacy.gram_release.private_gram_release`: noisy item counts, then the
     noisy bounded-norm Gram block :math:`\tilde G` of the items that stand out of the noise;
     see :class:`~privrank.models.ease.EASE`). The similarity is post-processing of
     :math:`\tilde G`, of the counts and of the public noise σ: off-diagonal entries below

@@ -1,0 +1,286 @@
+"""The bounded-norm counts-then-Gram release of DP-EASE and DP-ItemKNN.
+
+Two adaptive Gaussian releases on the contribution-bounded binary matrix ``X``, user-level
+(neighbours differ by one user's entire history), their budget split in Gaussian DP so that
+together they are exactly (ε, δ)-DP: noisy bounded-norm item counts (heavy users down-weighted,
+not truncated), then a noisy bounded-norm Gram block on the items whose noisy count stands out
+of the noise (:func:`private_gram_release`). The Gaussian mechanism, the sensitivities of the
+plain statistics and the :class:`~privrank.privacy.mechanisms.PrivacyGuarantee` live in
+:mod:`privrank.privacy.mechanisms`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from privrank.errors import ConfigError
+from privrank.privacy.mechanisms import (
+    _NOISE_SCALE,
+    PrivacyGuarantee,
+    _binary,
+    _calibrated_multiplier,
+    _check_bound,
+    _composed_accountant_epsilon,
+    gram_sensitivity,
+    item_count_sensitivity,
+    symmetric_gaussian_noise,
+)
+from privrank.privacy.spec import PrivacySpec
+
+__all__ = [
+    "GramRelease",
+    "count_row_weights",
+    "gram_row_weights",
+    "private_gram_release",
+    "signal_items",
+]
+
+
+def count_row_weights(lengths: np.ndarray, norm: float) -> np.ndarray:
+    r"""Per-user weights ``v_u = min(1, C / √k_u)`` of the weighted item counts.
+
+    A user with ``k_u`` (binary) items adds ``v_u x_u`` to ``n = Σ_u v_u x_u``, a vector of L2
+    norm ``v_u √k_u ≤ C``: the counts have user-level L2 sensitivity ``C`` whatever a user's
+    number of items, and no row is dropped (a heavy user's items are down-weighted instead).
+    Users with at most ``C²`` items keep weight 1.
+    """
+    lengths = np.asarray(lengths, dtype=np.float64)
+    return np.minimum(1.0, float(norm) / np.sqrt(np.maximum(lengths, 1.0)))
+
+
+def gram_row_weights(lengths: np.ndarray, norm: float) -> np.ndarray:
+    r"""Per-user weights ``w_u = min(1, C / √(k_u(k_u + 1)/2))`` of the weighted Gram matrix.
+
+    A user with ``k_u`` items adds ``w_u x_u x_uᵀ`` to ``G_w = Xᵀ diag(w) X``: on the released
+    upper triangle (diagonal included) that changes ``k_u(k_u + 1)/2`` entries by ``w_u`` each,
+    an L2 norm of ``w_u √(k_u(k_u + 1)/2) ≤ C``. So ``G_w`` has user-level sensitivity ``C``
+    (brute-forced in ``tests/privacy/test_dp_utility.py``); a user with ``k`` items such that
+    ``√(k(k + 1)/2) ≤ C`` keeps weight 1 (``C = gram_sensitivity(c)`` reweights nobody under a
+    cap of ``c`` items).
+    """
+    lengths = np.asarray(lengths, dtype=np.float64)
+    size = np.sqrt(np.maximum(lengths * (lengths + 1.0) / 2.0, 1.0))
+    return np.minimum(1.0, float(norm) / size)
+
+
+def signal_items(counts: np.ndarray, gram_std: float, ratio: float) -> np.ndarray:
+    r"""The items whose Gram block stands out of the noise, chosen from released counts only.
+
+    Sorts items by (noisy) count, most popular first, and keeps the largest ``N`` such that the
+    ``N``-th count is at least ``ratio · σ_G · √N``: ``σ_G√N`` is half the spectral norm of the
+    symmetric noise on an ``N × N`` block (Wigner), and a count is the diagonal of the block's
+    signal, so every kept item's signal is comparable to the noise's. The condition is monotone
+    in ``N`` (counts decrease, ``√N`` grows). With ``σ_G = 0`` every item with a non-negative
+    count is kept. Reads only released quantities and public parameters: post-processing.
+
+    Returns:
+        Kept item codes, most popular first (ties: lower code first).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    order = np.lexsort((np.arange(counts.size), -counts))
+    ranked = counts[order]
+    needed = float(ratio) * float(gram_std) * np.sqrt(np.arange(1, counts.size + 1))
+    ok = ranked >= needed
+    n_kept = int(np.argmin(ok)) if not ok.all() else counts.size
+    return order[:n_kept]
+
+
+@dataclass(frozen=True)
+class GramRelease:
+    """The output of :func:`private_gram_release` (everything in it is private).
+
+    Attributes:
+        counts: Noisy item counts of every item (float64; may be negative).
+        count_std: σ actually applied to ``counts``.
+        items: Item codes of the released Gram block (most popular first, or all items).
+        gram: The noisy (weighted) Gram block on ``items``, symmetric ``N × N`` float64.
+        gram_std: σ actually applied to each upper-triangle entry of ``gram``.
+        guarantee: The user-level guarantee of the whole release.
+    """
+
+    counts: np.ndarray
+    count_std: float
+    items: np.ndarray
+    gram: np.ndarray
+    gram_std: float
+    guarantee: PrivacyGuarantee
+
+
+def private_gram_release(
+    matrix: sp.spmatrix,
+    spec: PrivacySpec,
+    *,
+    count_share: float = 0.0,
+    count_norm: float | None = None,
+    gram_norm: float | None = None,
+    signal_ratio: float | None = None,
+    max_items: int | None = None,
+) -> GramRelease:
+    r"""Noisy item counts, then a noisy bounded-norm Gram block on the items that carry signal.
+
+    A two-stage Gaussian mechanism on the contribution-bounded binary matrix ``X`` (at most
+    ``c`` items per user). Neighbouring datasets differ by one user's entire history.
+
+    1. *Counts* (when ``count_share > 0``): ``n = Σ_u v_u x_u`` with
+       ``v_u = min(1, C_n/√k_u)`` (:func:`count_row_weights`), L2 sensitivity ``C_n``
+       (``count_norm``, never above ``√c``, which a user with ``k ≤ c`` items cannot exceed;
+       ``None``: ``√c``, nobody reweighted), released with
+       ``σ_n = C_n · m/√ρ``.
+    2. *Items* (post-processing of the noisy counts): the ``N`` most popular by noisy count with
+       :func:`signal_items` (``signal_ratio``) and at most ``max_items`` of them (all items when
+       both are ``None``).
+    3. *Gram block*: on those items only, each user's ``k_u`` kept items (``x_u`` restricted to
+       the block) weigh ``w_u = min(1, C/√(k_u(k_u + 1)/2))`` (:func:`gram_row_weights`):
+       ``G = Σ_u w_u x_u x_uᵀ``, upper-triangle L2 sensitivity ``C`` (``gram_norm``, never
+       above ``√(c(c + 1)/2)`` = :func:`gram_sensitivity`; ``None``: that bound, nobody
+       reweighted), released with
+       ``σ_G = C · m/√(1 − ρ)``. Restricting each user to the block *before* weighting is a
+       per-user operation on their own data, so a user's items outside the block cost no
+       budget.
+
+    **Accounting.** ``m = calibrate_gaussian_noise(ε, δ)`` is the noise multiplier of a single
+    Gaussian release meeting (ε, δ) exactly, i.e. ``1/m``-Gaussian DP. The two releases are
+    ``√ρ/m``- and ``√(1 − ρ)/m``-GDP; their adaptive composition (the second depends on the
+    first through the item choice) is exactly ``√(ρ + 1 − ρ)/m = 1/m``-GDP (Dong, Roth & Su
+    2022, Cor. 3.3), hence (ε, δ)-DP by the same analytic Gaussian condition (Balle & Wang
+    2018). The guarantee records the Gram release in ``sensitivity``/``noise_multiplier``/
+    ``noise_std``, the count release in ``extra_release``/``extra_noise_multiplier``, and the
+    spec's accountant composing both as a cross-check (``accountant_epsilon``). With
+    ``count_share = 0`` there is one release, the whole Gram matrix, and the counts are its
+    diagonal (:func:`private_gram` with a bounded-norm statistic). Everything computed from the
+    release alone is post-processing: the result is user-level (ε, δ)-DP.
+
+    Args:
+        matrix: Binary, contribution-bounded ``n_users × n_items`` matrix.
+        spec: A resolved spec with a contribution bound.
+        count_share: ρ ∈ [0, 1), the share of the (squared) Gaussian-DP budget spent on the
+            counts.
+        count_norm: ``C_n`` (> 0; ``min(C_n, √c)`` is used), or ``None`` for ``√c``.
+        gram_norm: ``C`` (> 0; ``min(C, √(c(c + 1)/2))`` is used), or ``None`` for
+            ``√(c(c + 1)/2)``.
+        signal_ratio: Keep items by :func:`signal_items` with this ratio (needs
+            ``count_share > 0``); ``None``: no such rule.
+        max_items: Keep at most this many items (the most popular by noisy count; needs
+            ``count_share > 0``); ``None``: no cap.
+
+    Returns:
+        A :class:`GramRelease`.
+
+    Raises:
+        ConfigError: Bad arguments, or as :func:`private_item_counts`.
+    """
+    owner = "DP Gram release"
+    bound = spec.require_contribution_bound(owner)
+    csr = _binary(matrix, owner)
+    _check_bound(csr, bound, owner)
+    if not (isinstance(count_share, int | float) and 0.0 <= count_share < 1.0):
+        raise ConfigError(f"{owner}: count_share must be in [0, 1). Got {count_share!r}")
+    for name, value in (("count_norm", count_norm), ("gram_norm", gram_norm)):
+        if value is not None and not (
+            isinstance(value, int | float) and math.isfinite(value) and value > 0
+        ):
+            raise ConfigError(f"{owner}: {name} must be finite and > 0. Got {value!r}")
+    # A user with k ≤ c items has count norm √k ≤ √c and Gram-block norm √(k(k+1)/2): a norm
+    # bound above what the cap allows binds nobody, and the cap's own bound is the tighter one.
+    count_norm = min(item_count_sensitivity(bound), math.inf if count_norm is None else count_norm)
+    gram_norm = min(gram_sensitivity(bound), math.inf if gram_norm is None else gram_norm)
+    selects = signal_ratio is not None or max_items is not None
+    if selects and count_share == 0:
+        raise ConfigError(f"{owner}: choosing items needs a count release (count_share > 0)")
+    n_users, n_items = csr.shape
+    delta = float(spec.require_delta())
+    base = _calibrated_multiplier(float(spec.epsilon), delta)
+    scale = _NOISE_SCALE.get()
+    rng = spec.noise_generator()
+    lengths = np.diff(csr.indptr)
+
+    if count_share > 0:
+        count_multiplier = base / math.sqrt(count_share)
+        gram_multiplier = base / math.sqrt(1.0 - count_share)
+        count_std = count_multiplier * count_norm
+        weights = count_row_weights(lengths, count_norm)
+        counts = np.asarray(csr.T @ weights, dtype=np.float64).ravel()
+        counts += rng.standard_normal(n_items) * (count_std * scale)
+        if signal_ratio is not None:
+            items = signal_items(counts, gram_multiplier * gram_norm * scale, signal_ratio)
+        else:
+            items = np.lexsort((np.arange(n_items), -counts))
+        if max_items is not None:
+            items = items[: int(max_items)]
+        items = np.sort(items) if items.size == n_items else items
+    else:
+        count_multiplier = None
+        gram_multiplier = base
+        count_std = None
+        counts = None
+        items = np.arange(n_items)
+
+    gram_std = gram_multiplier * gram_norm
+    block = csr[:, items] if items.size < n_items else csr
+    weights = gram_row_weights(np.diff(block.indptr), gram_norm)
+    if np.all(weights == 1.0):
+        gram = (block.T @ block).toarray()
+    else:
+        gram = (block.T @ sp.diags(weights) @ block).toarray()
+    gram += symmetric_gaussian_noise(items.size, gram_std * scale, rng)
+    if counts is None:
+        counts = np.diagonal(gram).copy()
+        count_std = gram_std
+
+    multipliers = (
+        (gram_multiplier,) if count_multiplier is None else (count_multiplier, gram_multiplier)
+    )
+    accountant_epsilon = _composed_accountant_epsilon(spec.accountant, multipliers, delta)
+    statistic = (
+        f"the upper triangle (with the diagonal) of the item co-occurrence matrix "
+        f"Xᵀ diag(w) X of {items.size} of {n_items} items, each user's block weighted so its "
+        f"L2 norm is ≤ {gram_norm:.4g}"
+    )
+    if count_multiplier is None:
+        accounting = (
+            "one Gaussian release, ε exact by the analytic Gaussian mechanism (Balle & Wang 2018)"
+        )
+        extra = None
+    else:
+        extra = (
+            f"the item counts Σ_u v_u x_u, each user's count vector of L2 norm ≤ "
+            f"{count_norm:.4g} (sigma = {count_std:.4g}), which chose the Gram block's items"
+        )
+        accounting = (
+            f"two adaptive Gaussian releases, {count_share:g} of the squared Gaussian-DP "
+            f"budget on the counts (noise multiplier {count_multiplier:.4g}) and the rest on "
+            f"the Gram block (noise multiplier {gram_multiplier:.4g}), composed exactly in "
+            "Gaussian DP (Dong, Roth & Su 2022) and converted to ε by the analytic Gaussian "
+            "mechanism (Balle & Wang 2018)"
+        )
+    guarantee = PrivacyGuarantee(
+        mechanism="gaussian-gram" if count_multiplier is None else "gaussian-counts-gram",
+        statistic=statistic,
+        epsilon=float(spec.epsilon),
+        delta=delta,
+        contribution_bound=int(bound),
+        selection=spec.selection,
+        sensitivity=float(gram_norm),
+        noise_multiplier=float(gram_multiplier),
+        noise_std=float(gram_std),
+        releases=1 if count_multiplier is None else 2,
+        accounting=accounting,
+        accountant=spec.accountant,
+        accountant_epsilon=float(accountant_epsilon),
+        n_users=int(n_users),
+        noise_scale_for_testing=scale,
+        extra_release=extra,
+        extra_noise_multiplier=None if count_multiplier is None else float(count_multiplier),
+    )
+    return GramRelease(
+        counts=counts,
+        count_std=float(count_std * scale),
+        items=items,
+        gram=gram,
+        gram_std=float(gram_std * scale),
+        guarantee=guarantee,
+    )
