@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from privrank.errors import ConfigError, PrivacyBudgetExceeded
+from privrank.privacy._ledger_records import exact_sum
 from privrank.privacy.ledger import (
     Ledger,
     LedgerError,
@@ -83,13 +85,77 @@ def test_delta_is_budgeted_too(ledger: Ledger) -> None:
 
 
 def test_sums_are_exact_no_float_drift(ledger: Ledger) -> None:
-    # 0.1 + 0.1 + ... (10 times) is 0.9999999999999999 in naive float addition and
-    # 1.0000000000000002 with some orders; math.fsum makes ten spends of 0.1 fit exactly in 1.0.
+    # 0.1 + 0.1 + ... (10 times) is 0.9999999999999999 in naive float addition, and the exact
+    # sum of ten binary doubles 0.1 is above 1. The ledger sums the decimals written: exactly 1.
     ledger.set_budget(KEY, 1.0, 1e-5)
     for i in range(10):
-        ledger.commit(ledger.reserve(KEY, 0.1, 1e-7, f"run {i}"))
+        ledger.commit(ledger.reserve(KEY, 0.1, 1e-6, f"run {i}"))
+    budget = ledger.budget(KEY)
+    assert (budget.epsilon_spent, budget.epsilon_remaining) == (1.0, 0.0)
+    assert (budget.delta_spent, budget.delta_remaining) == (1e-5, 0.0)
     with pytest.raises(PrivacyBudgetExceeded):
         ledger.reserve(KEY, 1e-9, 0.0, "one more")
+    with pytest.raises(PrivacyBudgetExceeded):
+        ledger.reserve(KEY, 5e-324, 0.0, "the smallest positive float")
+
+
+def test_a_sum_that_float_addition_rounds_up_still_fits(ledger: Ledger) -> None:
+    # 0.1 + 0.2 is 0.30000000000000004 in floats (math.fsum too): the decimals add to 0.3.
+    ledger.set_budget(KEY, 0.3, 3e-6)
+    ledger.reserve(KEY, 0.1, 1e-6, "a")
+    ledger.reserve(KEY, 0.2, 2e-6, "b")
+    assert ledger.budget(KEY).epsilon_remaining == 0.0
+
+
+def test_a_spend_absorbed_by_float_rounding_is_refused(ledger: Ledger) -> None:
+    # fsum([1.0, 1e-17]) == 1.0 would accept it; the exact sum exceeds the budget.
+    ledger.set_budget(KEY, 1.0, 1e-5)
+    ledger.reserve(KEY, 1.0, 0.0, "all of it")
+    with pytest.raises(PrivacyBudgetExceeded):
+        ledger.reserve(KEY, 1e-17, 0.0, "a sliver")
+    with pytest.raises(PrivacyBudgetExceeded):
+        ledger.reserve(KEY, 1e-300, 0.0, "less than a sliver")
+
+
+def test_one_float_step_over_the_budget_is_refused(ledger: Ledger) -> None:
+    ledger.set_budget(KEY, 1.0, 1e-5)
+    with pytest.raises(PrivacyBudgetExceeded):
+        ledger.reserve(KEY, math.nextafter(1.0, 2.0), 0.0, "one step over")
+    with pytest.raises(PrivacyBudgetExceeded):
+        ledger.reserve(KEY, 0.5, math.nextafter(1e-5, 1.0), "δ one step over")
+    for i in range(9):
+        ledger.reserve(KEY, 0.1, 0.0, f"run {i}")
+    with pytest.raises(PrivacyBudgetExceeded):
+        ledger.reserve(KEY, math.nextafter(0.1, 1.0), 0.0, "one step over the rest")
+    ledger.reserve(KEY, 0.1, 0.0, "exactly the rest")
+
+
+@pytest.mark.parametrize("total", [1e308, sys.float_info.max])
+def test_huge_budgets_never_overflow(ledger: Ledger, total: float) -> None:
+    ledger.set_budget(KEY, total, 0.5)
+    ledger.reserve(KEY, total, 0.0, "everything")
+    # The sum 2 × total is past the float range: refused as over budget, not an OverflowError.
+    with pytest.raises(PrivacyBudgetExceeded, match="exceeded"):
+        ledger.reserve(KEY, total, 0.0, "everything again")
+    budget = ledger.budget(KEY)
+    assert (budget.epsilon_reserved, budget.epsilon_remaining) == (total, 0.0)
+    lowered = ledger.set_budget(KEY, 0.0, 0.5)
+    assert lowered.epsilon_remaining == -total
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "delta"),
+    [(math.inf, 1e-6), (-math.inf, 1e-6), (10**400, 1e-6), (1.0, 10**400), (1.0, math.inf)],
+)
+def test_non_finite_or_overflowing_amounts_are_config_errors(
+    ledger: Ledger, epsilon: float, delta: float
+) -> None:
+    with pytest.raises(ConfigError, match="must be"):
+        ledger.set_budget(KEY, epsilon, delta)
+    ledger.set_budget(KEY, 1.0, 1e-5)
+    with pytest.raises(ConfigError, match="must be"):
+        ledger.reserve(KEY, epsilon, delta, "x")
+    assert ledger.count_spends() == 0
 
 
 def test_no_budget_means_refused(ledger: Ledger) -> None:
@@ -392,7 +458,7 @@ def test_used_budget_never_exceeds_the_total(sqlite_url: str, ops) -> None:
                     r = book.reserve(key, eps, 1e-7, "h")
                 except PrivacyBudgetExceeded:
                     # refused only when it would overspend
-                    assert math.fsum([*expected["reserved"], *expected["committed"], eps]) > 1.0
+                    assert exact_sum([*expected["reserved"], *expected["committed"], eps]) > 1
                     continue
                 open_ids.append(r.id)
                 eps_of_spend[r.id] = eps
@@ -407,9 +473,9 @@ def test_used_budget_never_exceeds_the_total(sqlite_url: str, ops) -> None:
                 else:
                     book.release(spend_id)
             budget = book.budget(key)
-            assert math.fsum([*expected["reserved"], *expected["committed"]]) <= 1.0
-            assert budget.epsilon_reserved == math.fsum(expected["reserved"])
-            assert budget.epsilon_spent == math.fsum(expected["committed"])
+            assert exact_sum([*expected["reserved"], *expected["committed"]]) <= 1
+            assert budget.epsilon_reserved == float(exact_sum(expected["reserved"]))
+            assert budget.epsilon_spent == float(exact_sum(expected["committed"]))
 
 
 @pytest.mark.slow

@@ -1,15 +1,21 @@
 """The ledger's records and tables: spend statuses, reservations, budgets (SQLAlchemy Core).
 
-Amounts are stored as double-precision floats and summed with :func:`math.fsum` (one correctly
-rounded sum), so no rounding drift can let spends exceed a budget.
+Amounts are stored as double-precision floats (the schema is unchanged), but the ledger does its
+arithmetic on the *decimal numbers they were written as*: :func:`exact` reads a stored float as
+the shortest decimal that round-trips to it (what :func:`repr` prints: ``0.1`` is the decimal
+0.1, not the binary double 0.1000000000000000055…) and sums are exact :class:`~fractions.Fraction`
+arithmetic, so they neither round nor overflow. Ten spends of ε = 0.1 use exactly ε = 1.0, and a
+spend one float step over the remainder is refused. The mechanism itself calibrates its noise
+from the double, which differs from the decimal by less than one part in 10¹⁶.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from fractions import Fraction
 
 from sqlalchemy import (
     CheckConstraint,
@@ -29,9 +35,21 @@ __all__ = [
     "SpendRecord",
     "SpendStatus",
     "datasets_table",
+    "exact",
+    "exact_sum",
     "metadata",
     "spends_table",
 ]
+
+
+def exact(value: float) -> Fraction:
+    """A finite amount as the exact decimal it was written as (its shortest round-trip repr)."""
+    return Fraction(repr(float(value)))
+
+
+def exact_sum(values: Iterable[float]) -> Fraction:
+    """The exact sum of :func:`exact` amounts (no rounding, no overflow)."""
+    return sum((exact(v) for v in values), Fraction(0))
 
 
 class SpendStatus(StrEnum):
@@ -116,7 +134,8 @@ class Budget:
     """A dataset's budget and what is spent from it (sums by basic composition).
 
     ``remaining_* = budget - spent - reserved`` (negative when the budget was lowered below what
-    is already used).
+    is already used). The sums are exact decimal sums (see :func:`exact`) rounded once to the
+    nearest float for reporting; the ledger's refusal decision uses the exact sums themselves.
     """
 
     dataset_key: str
@@ -132,9 +151,9 @@ class Budget:
     @property
     def epsilon_remaining(self) -> float:
         """ε still available: budget − committed − reserved."""
-        return math.fsum([self.epsilon, -self.epsilon_spent, -self.epsilon_reserved])
+        return float(exact(self.epsilon) - exact(self.epsilon_spent) - exact(self.epsilon_reserved))
 
     @property
     def delta_remaining(self) -> float:
         """δ still available: budget − committed − reserved."""
-        return math.fsum([self.delta, -self.delta_spent, -self.delta_reserved])
+        return float(exact(self.delta) - exact(self.delta_spent) - exact(self.delta_reserved))

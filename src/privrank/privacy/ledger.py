@@ -10,8 +10,11 @@ Guarantees:
 - **Composition.** Spends on one dataset compose by *basic composition* (Dwork & Roth 2014,
   Thm. 3.16): k runs that are (ε_i, δ_i)-DP with respect to one user's history are together
   (Σ ε_i, Σ δ_i)-DP, even when each run is chosen after seeing the earlier ones. The ledger
-  therefore refuses a reservation unless, summed exactly (:func:`math.fsum`, no tolerance),
-  ``spent + reserved + requested ≤ budget`` holds for ε *and* for δ. Basic composition is simple
+  therefore refuses a reservation unless ``spent + reserved + requested ≤ budget`` holds for ε
+  *and* for δ, summed exactly with no tolerance: each amount is the decimal it was written as
+  (``0.1`` is 1/10, see :func:`~privrank.privacy._ledger_records.exact`) and the sums are
+  rational arithmetic, which neither rounds nor overflows. Ten spends of ε = 0.1 fit a budget of
+  1.0 exactly; a spend one float step over what remains is refused. Basic composition is simple
   and sound for any mix of mechanisms; tighter composition of known mechanisms is available
   from :class:`privrank.privacy.accounting.Accountant`.
 - **Nothing is lost.** A reservation counts against the budget until it is released. A run
@@ -65,6 +68,7 @@ from privrank.privacy._ledger_records import (
     SpendRecord,
     SpendStatus,
     datasets_table,
+    exact_sum,
     metadata,
     spends_table,
 )
@@ -112,19 +116,31 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _as_finite_float(value: object) -> float | None:
+    """``value`` as a finite float, or ``None`` (not a number, a bool, NaN, ±inf, or an int too
+    large for a float, such as ``10**400``)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _check_epsilon(value: float, owner: str, *, allow_zero: bool) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
+    number = _as_finite_float(value)
+    if number is None or number < 0 or (number == 0 and not allow_zero):
         rule = "a finite number ≥ 0" if allow_zero else "a finite number > 0"
         raise ConfigError(f"The 'epsilon' parameter of {owner} must be {rule}. Got {value!r}")
-    return float(value)
+    return number
 
 
 def _check_delta(value: float, owner: str) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not 0 <= value < 1:
+    number = _as_finite_float(value)
+    if number is None or not 0 <= number < 1:
         raise ConfigError(f"The 'delta' parameter of {owner} must be in [0, 1). Got {value!r}")
-    return float(value)
+    return number
 
 
 def _check_key(value: str, owner: str) -> str:
@@ -316,10 +332,12 @@ class Ledger:
         if row is None:
             return None
         used = self._used(conn, key)
+        # Exact sums rounded once for reporting (they are at most the largest budget ever set,
+        # so they fit a float).
         sums = {
             status: (
-                math.fsum(r.epsilon for r in used if r.status == status),
-                math.fsum(r.delta for r in used if r.status == status),
+                float(exact_sum(r.epsilon for r in used if r.status == status)),
+                float(exact_sum(r.delta for r in used if r.status == status)),
             )
             for status in (SpendStatus.committed, SpendStatus.reserved)
         }
@@ -377,10 +395,10 @@ class Ledger:
                     f"`privrank privacy budget {key} --epsilon E --delta D`"
                 )
             used = self._used(conn, key)
-            # One correctly rounded sum of every counted spend and the request.
-            eps_after = math.fsum([*(r.epsilon for r in used), eps])
-            dlt_after = math.fsum([*(r.delta for r in used), dlt])
-            if eps_after > row["epsilon"] or dlt_after > row["delta"]:
+            # Exact sums (no rounding, no overflow) of every counted spend and the request.
+            eps_after = exact_sum([*(r.epsilon for r in used), eps])
+            dlt_after = exact_sum([*(r.delta for r in used), dlt])
+            if eps_after > exact_sum([row["epsilon"]]) or dlt_after > exact_sum([row["delta"]]):
                 raise PrivacyBudgetExceeded(_refusal(self._budget(conn, key), eps, dlt))
             conn.execute(
                 spends_table.insert().values(
