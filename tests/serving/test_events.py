@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
 
 from privrank.errors import DataError
-from privrank.serving import Event, EventStore, make_engine
+from privrank.serving import Event, EventStore, make_engine, schemas
+from privrank.serving.events import EARLIEST_EVENT_TIME, MAX_EVENT_CLOCK_SKEW
 
 from ._util import auth
 
@@ -56,6 +57,23 @@ def test_naive_timestamps_are_refused(tmp_path) -> None:
     store = EventStore(make_engine(f"sqlite:///{tmp_path / 'e.sqlite'}"))
     with pytest.raises(DataError, match="occurred_at"):
         store.ingest([event("a", occurred_at=datetime(2026, 1, 1))])
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),  # no UTC value
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),  # no UTC value
+        EARLIEST_EVENT_TIME - timedelta(microseconds=1),
+        datetime.now(UTC) + MAX_EVENT_CLOCK_SKEW + timedelta(minutes=1),
+    ],
+)
+def test_implausible_timestamps_are_refused_by_the_store(tmp_path, when: datetime) -> None:
+    store = EventStore(make_engine(f"sqlite:///{tmp_path / 'e.sqlite'}"))
+    with pytest.raises(DataError, match="occurred_at") as info:
+        store.ingest([event("ok"), event("bad", occurred_at=when)])
+    assert "1970-01-01" in str(info.value)
+    assert store.count() == 0
 
 
 @pytest.mark.postgres
@@ -108,3 +126,49 @@ def test_ingest_limits_the_batch(client, keys) -> None:
     response = client.post("/v1/events", json=many, headers=headers)
     assert response.status_code == 422
     assert response.json()["fields"][0]["field"] == "events"
+
+
+def _post_times(client, key: str, stamps: list[str]):
+    body = {
+        "events": [
+            {"event_id": f"t{i}", "user_id": 1, "item_id": 1, "timestamp": stamp}
+            for i, stamp in enumerate(stamps)
+        ]
+    }
+    return client.post("/v1/events", json=body, headers=auth(key))
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "9999-12-31T23:00:00-05:00",  # the UTC conversion overflowed: it was a 500
+        "0001-01-01T00:00:00+05:00",
+        "9999-12-31T23:59:59.999999Z",
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.999999Z",
+        "2026-01-01T00:00:00",  # naive
+    ],
+)
+def test_implausible_timestamps_are_a_422_naming_the_field(client, keys, stamp: str) -> None:
+    response = _post_times(client, keys["write"], ["2026-01-01T00:00:00Z", stamp])
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert [f["field"] for f in body["fields"]] == ["events.1.timestamp"]
+    assert body["error"] == "validation_error"
+
+
+def test_the_timestamp_window_includes_both_edges(client, keys, monkeypatch) -> None:
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    monkeypatch.setattr(schemas, "_utc_now", lambda: now)
+    tick = timedelta(microseconds=1)
+    latest = now + MAX_EVENT_CLOCK_SKEW
+    inside = [EARLIEST_EVENT_TIME, latest, EARLIEST_EVENT_TIME + tick, latest - tick]
+    response = _post_times(client, keys["write"], [t.isoformat() for t in inside])
+    assert response.json() == {"accepted": 4, "duplicates": 0}
+    for outside in (EARLIEST_EVENT_TIME - tick, latest + tick):
+        response = _post_times(client, keys["write"], [outside.isoformat()])
+        assert response.status_code == 422
+        assert response.json()["fields"][0]["field"] == "events.0.timestamp"
+    # The same instant written with a far offset is inside too.
+    east = EARLIEST_EVENT_TIME.astimezone(timezone(timedelta(hours=23, minutes=59)))
+    assert _post_times(client, keys["write"], [east.isoformat()]).status_code == 200

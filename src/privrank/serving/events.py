@@ -4,6 +4,13 @@ Events go to SQLite (default; WAL mode, ``synchronous=FULL``) or PostgreSQL. Eac
 client-chosen ``event_id`` under a unique constraint: sending an event again (a retry after a
 lost answer) stores nothing new and is reported as a duplicate. :meth:`EventStore.ingest` returns
 only after the transaction committed, so an acknowledged event survives a crash of the server.
+
+**Plausible timestamps.** An event's time must lie in a window: not before
+:data:`EARLIEST_EVENT_TIME` (1970-01-01T00:00:00Z, the Unix epoch) and not more than
+:data:`MAX_EVENT_CLOCK_SKEW` (1 day) after the server's clock when it is checked, both edges
+included. Anything else is a client error (``DataError`` here, 422 naming the field over HTTP):
+a year-1 or year-9999 time is a bug or a probe, and an offset such as ``-05:00`` on
+9999-12-31T23:00 would not even have a UTC value. The day of slack absorbs skewed client clocks.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     Column,
@@ -31,7 +38,38 @@ from sqlalchemy.exc import SQLAlchemyError
 from privrank.errors import DataError
 from privrank.serving.errors import StorageError
 
-__all__ = ["Event", "EventStore", "IngestResult"]
+__all__ = [
+    "EARLIEST_EVENT_TIME",
+    "MAX_EVENT_CLOCK_SKEW",
+    "Event",
+    "EventStore",
+    "IngestResult",
+    "event_time_problem",
+]
+
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest event time accepted (the Unix epoch)."""
+MAX_EVENT_CLOCK_SKEW = timedelta(days=1)
+"""How far past the server's clock an event time may lie (client clocks run fast)."""
+
+
+def event_time_problem(value: datetime, now: datetime) -> str | None:
+    """What is wrong with an event time, or ``None`` when it is plausible.
+
+    Plausible: timezone-aware and within ``[EARLIEST_EVENT_TIME, now + MAX_EVENT_CLOCK_SKEW]``.
+    The comparisons work for any aware datetime, even one whose UTC value is out of range.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        return "must carry a timezone (e.g. 2026-01-31T12:00:00Z)"
+    latest = now + MAX_EVENT_CLOCK_SKEW
+    if not EARLIEST_EVENT_TIME <= value <= latest:
+        return (
+            f"must lie between {EARLIEST_EVENT_TIME.isoformat()} and "
+            f"{MAX_EVENT_CLOCK_SKEW.days} day after the server's clock "
+            f"({latest.isoformat(timespec='seconds')})"
+        )
+    return None
+
 
 metadata = MetaData()
 events = Table(
@@ -82,7 +120,7 @@ class IngestResult:
     duplicates: int
 
 
-def _check(event: Event, position: int) -> None:
+def _check(event: Event, position: int, now: datetime) -> None:
     def bad(field: str, value: object, expected: str) -> DataError:
         return DataError(
             f"event {position}: invalid {field}", field=field, value=value, expected=expected
@@ -103,6 +141,9 @@ def _check(event: Event, position: int) -> None:
         raise bad("value", event.value, "a finite number")
     if not isinstance(event.occurred_at, datetime) or event.occurred_at.tzinfo is None:
         raise bad("occurred_at", event.occurred_at, "a timezone-aware datetime")
+    problem = event_time_problem(event.occurred_at, now)
+    if problem is not None:
+        raise bad("occurred_at", event.occurred_at, f"a time that {problem}")
 
 
 class EventStore:
@@ -134,11 +175,12 @@ class EventStore:
         that id differs (an idempotency key names one event forever).
 
         Raises:
-            DataError: An invalid event (nothing of the batch is stored).
+            DataError: An invalid event, such as one whose time is outside the plausible window
+                (see the module docstring); nothing of the batch is stored.
         """
-        for position, event in enumerate(batch):
-            _check(event, position)
         received = datetime.now(UTC)
+        for position, event in enumerate(batch):
+            _check(event, position, received)
         rows, seen = [], set()
         for event in batch:
             if event.event_id in seen:

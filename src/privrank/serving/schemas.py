@@ -8,10 +8,12 @@ bounded (see :class:`Limits`) so no request can ask for unbounded work.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from privrank.serving.events import EARLIEST_EVENT_TIME, MAX_EVENT_CLOCK_SKEW, event_time_problem
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -55,9 +57,15 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("must carry a timezone (e.g. 2026-01-31T12:00:00Z)")
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _plausible_time(value: datetime) -> datetime:
+    """An aware event time inside the plausible window of :mod:`privrank.serving.events`."""
+    problem = event_time_problem(value, _utc_now())
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -149,8 +157,13 @@ class EventIn(BaseModel):
     value: Annotated[float | None, AfterValidator(_finite)] = None
     timestamp: Annotated[
         datetime,
-        Field(strict=False, description="ISO 8601 with a timezone, e.g. 2026-01-31T12:00:00Z."),
-        AfterValidator(_aware),
+        Field(
+            strict=False,
+            description="ISO 8601 with a timezone, e.g. 2026-01-31T12:00:00Z; not before "
+            f"{EARLIEST_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ} and at most {MAX_EVENT_CLOCK_SKEW.days} day "
+            "after the server's clock.",
+        ),
+        AfterValidator(_plausible_time),
     ]
 
 
