@@ -1,4 +1,5 @@
-"""ASGI middleware: the request size limit and the privacy-safe access log with metrics.
+"""ASGI middleware: the request body limits (size and read time) and the privacy-safe access log
+with metrics.
 
 The access log records the method, the route *template* (``/v1/items/{item_id}/similar``, never
 the concrete path), the status, the latency and the API key's name. It never records bodies,
@@ -14,9 +15,20 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from privrank.serving.metrics import ServingMetrics
 
-__all__ = ["AccessLogMiddleware", "BodySizeLimitMiddleware", "json_error", "log_unexpected"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "AccessLogMiddleware",
+    "BodySizeLimitMiddleware",
+    "json_error",
+    "log_unexpected",
+]
+
+DEFAULT_BODY_TIMEOUT_S = 10.0
+"""Seconds a client has to deliver a whole request body (1 MiB in 10 s is 100 KiB/s)."""
 
 access_log = logging.getLogger("privrank.serving.access")
 error_log = logging.getLogger("privrank.serving")
@@ -30,39 +42,72 @@ def log_unexpected(logger: logging.Logger, exc: BaseException) -> None:
     logger.error("unexpected %s at %s", type(exc).__name__, where or "?")
 
 
-def json_error(status: int, error: str, message: str, **extra: Any) -> tuple[dict, bytes]:
-    """The start message and body of a JSON error response (for raw ASGI code)."""
+def json_error(
+    status: int, error: str, message: str, *, close: bool = False, **extra: Any
+) -> tuple[dict, bytes]:
+    """The start message and body of a JSON error response (for raw ASGI code); ``close`` adds
+    ``Connection: close`` (the server then closes the connection after the answer)."""
     body = json.dumps({"error": error, "message": message, **extra}).encode("utf-8")
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode("ascii")),
-        ],
-    }
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    start = {"type": "http.response.start", "status": status, "headers": headers}
     return start, body
 
 
 class BodySizeLimitMiddleware:
-    """Answer 413 to a request body larger than ``max_bytes``.
+    """Answer 413 to a request body larger than ``max_bytes``, and 408 to one not delivered in
+    ``body_timeout_s`` seconds.
 
     A declared ``Content-Length`` over the limit is refused before reading anything; a chunked
     body is counted as it arrives and refused as soon as it passes the limit.
+
+    The read timeout is one deadline for the whole body, counted from the application's first
+    read of it, so neither a client that declares more bytes than it sends nor one that trickles
+    them can hold a connection (and a worker's attention) open. When it passes, the client gets
+    ``408 {"error": "request_timeout", ...}`` with ``Connection: close``, and the application
+    sees a disconnected client. Waiting for a disconnect *after* the body is complete is not
+    timed.
+
+    Args:
+        app: The ASGI application.
+        max_bytes: The largest request body accepted.
+        body_timeout_s: Seconds the client has to deliver the body (> 0); ``None``: no limit.
     """
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(
+        self, app, max_bytes: int, body_timeout_s: float | None = DEFAULT_BODY_TIMEOUT_S
+    ) -> None:
+        if body_timeout_s is not None and not (
+            isinstance(body_timeout_s, int | float) and 0 < body_timeout_s < float("inf")
+        ):
+            raise ValueError(
+                "The 'body_timeout_s' parameter of BodySizeLimitMiddleware must be a finite "
+                f"number > 0 or None. Got {body_timeout_s!r}"
+            )
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.body_timeout_s = None if body_timeout_s is None else float(body_timeout_s)
 
     async def _refuse(self, send, status: int = 413, message: str | None = None) -> None:
+        error = {413: "payload_too_large", 408: "request_timeout"}.get(status, "bad_request")
         start, body = json_error(
             status,
-            "payload_too_large" if status == 413 else "bad_request",
+            error,
             message or f"the request body exceeds the limit of {self.max_bytes} bytes",
+            close=status == 408,
         )
         await send(start)
         await send({"type": "http.response.body", "body": body})
+
+    async def _receive_in_time(self, receive, deadline: float) -> dict | None:
+        """The next message, or ``None`` when ``deadline`` (monotonic) passed first."""
+        with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)):
+            return await receive()
+        return None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -79,14 +124,31 @@ class BodySizeLimitMiddleware:
                     await self._refuse(send)
                     return
         received = 0
-        started = refused = False
+        started = refused = body_done = False
+        deadline: float | None = None
 
         async def limited_receive():
-            nonlocal received, refused
+            nonlocal received, refused, body_done, deadline
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done or self.body_timeout_s is None:
+                message = await receive()
+            else:
+                if deadline is None:
+                    deadline = time.monotonic() + self.body_timeout_s
+                message = await self._receive_in_time(receive, deadline)
+                if message is None:
+                    # The app sees a disconnected client; its answer (if any) is dropped.
+                    refused = True
+                    if not started:
+                        await self._refuse(
+                            send,
+                            408,
+                            f"the request body did not arrive within {self.body_timeout_s:g} s",
+                        )
+                    return {"type": "http.disconnect"}
             if message["type"] == "http.request":
+                body_done = body_done or not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_bytes and not started:
                     # Answer now; the app sees a disconnected client and its answer is dropped.
