@@ -1,8 +1,9 @@
-"""API keys: created once, stored only as salted scrypt hashes, scoped, revocable."""
+"""API keys: created once, stored only as salted, peppered HMAC hashes, scoped, revocable."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import uuid
 from pathlib import Path
@@ -36,10 +37,14 @@ def test_raw_keys_never_reach_the_database(store, tmp_path) -> None:
         assert key.key.key_id.encode() in on_disk  # the public id is stored in clear
 
 
-def test_hashes_are_salted(store) -> None:
-    a = hash_key("prk_000000000000_same", b"a" * 16)
-    b = hash_key("prk_000000000000_same", b"b" * 16)
-    assert a != b and len(a) == 32
+def test_hashes_are_salted_and_peppered(store) -> None:
+    a = hash_key("prk_000000000000_same", b"a" * 16, b"pepper")
+    b = hash_key("prk_000000000000_same", b"b" * 16, b"pepper")
+    c = hash_key("prk_000000000000_same", b"a" * 16, b"other pepper")
+    assert len({a, b, c}) == 3 and len(a) == 32
+    # HMAC-SHA-256 under the pepper, computed independently.
+    expected = hmac.new(b"pepper", b"a" * 16 + b"prk_000000000000_same", "sha256").digest()
+    assert a == expected
     first, second = store.create("read"), store.create("read")
     assert first.secret != second.secret
 
@@ -74,8 +79,10 @@ def test_invalid_scope_or_name_or_duplicate(store) -> None:
 
 def test_scopes_are_ordered() -> None:
     assert Scope.ADMIN.grants(Scope.WRITE) and Scope.ADMIN.grants(Scope.READ)
-    assert Scope.WRITE.grants(Scope.READ) and not Scope.WRITE.grants(Scope.ADMIN)
-    assert not Scope.READ.grants(Scope.WRITE)
+    assert Scope.WRITE.grants(Scope.SERVICE) and Scope.WRITE.grants(Scope.READ)
+    assert not Scope.WRITE.grants(Scope.ADMIN)
+    assert Scope.SERVICE.grants(Scope.READ) and not Scope.SERVICE.grants(Scope.WRITE)
+    assert not Scope.READ.grants(Scope.SERVICE)
 
 
 @pytest.mark.postgres
@@ -93,29 +100,43 @@ def test_postgresql_key_store() -> None:
     engine.dispose()
 
 
-def test_expired_cache_rechecks_a_known_key_without_scrypt_and_sees_revocation(
-    tmp_path, monkeypatch
-) -> None:
-    import threading
+def test_expired_cache_rechecks_the_database_and_sees_revocation(tmp_path) -> None:
+    store = KeyStore(make_engine(f"sqlite:///{tmp_path / 'keys.sqlite'}"), cache_ttl_s=0.0)
+    created = store.create("read", name="web")
+    assert store.verify(created.secret) is not None
+    wrong = created.secret[:-1] + ("A" if created.secret[-1] != "A" else "B")
+    assert store.verify(wrong) is None
+    KeyStore(store.engine).revoke("web")  # another process: this one's cache is not told
+    assert store.verify(created.secret) is None
 
+
+def test_legacy_scrypt_keys_verify_once_and_are_rehashed(tmp_path) -> None:
     import privrank.serving.auth as auth
 
     store = KeyStore(make_engine(f"sqlite:///{tmp_path / 'keys.sqlite'}"), cache_ttl_s=0.0)
-    created = store.create("read", name="web")
-    calls = []
-    real = auth.hash_key
-    monkeypatch.setattr(auth, "hash_key", lambda *a, **k: calls.append(1) or real(*a, **k))
+    created = store.create("service", name="old")
+    salt = b"s" * 16
+    legacy = hashlib.scrypt(created.secret.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    with store.engine.begin() as conn:  # as an earlier privrank version stored it
+        conn.execute(
+            auth.api_keys.update()
+            .where(auth.api_keys.c.name == "old")
+            .values(algorithm="scrypt$16384$8$1", salt=salt.hex(), key_hash=legacy.hex())
+        )
+    assert store.verify(created.secret).name == "old"
+    with store.engine.connect() as conn:
+        row = conn.execute(auth.api_keys.select().where(auth.api_keys.c.name == "old")).first()
+    assert row.algorithm == "hmac-sha256" and row.key_hash != legacy.hex()
+    assert store.verify(created.secret).name == "old"  # now under HMAC
+    assert store.verify(created.secret[:-1] + "#") is None
 
-    assert store.verify(created.secret) is not None  # first sight: one scrypt evaluation
-    assert len(calls) == 1
-    threads = [threading.Thread(target=store.verify, args=(created.secret,)) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(calls) == 1  # expired cache, eight concurrent checks: no scrypt stampede
-    wrong = created.secret[:-1] + ("A" if created.secret[-1] != "A" else "B")
-    assert store.verify(wrong) is None  # a different raw key still pays scrypt and fails
-    assert len(calls) == 2
-    store.revoke("web")
-    assert store.verify(created.secret) is None  # revocation still wins over the shortcut
+
+def test_bad_keys_cost_no_scrypt(store, monkeypatch) -> None:
+    """A bad key costs one HMAC and one indexed read, never a memory-hard hash."""
+    calls = []
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: calls.append(1) or b"")
+    created = store.create("read")
+    for raw in ("nonsense", created.secret[:-1] + "#", "prk_000000000000_" + "x" * 43):
+        assert store.verify(raw) is None
+    assert store.verify(created.secret) is not None
+    assert calls == []

@@ -1,13 +1,26 @@
-"""API keys with scopes, stored only as salted scrypt hashes and checked in constant time.
+"""API keys with scopes, stored only as peppered HMAC-SHA-256 hashes and checked in constant time.
 
-A key looks like ``prk_<id>_<secret>``: ``<id>`` (12 hex digits) finds the key's row, the whole
-key is hashed with :func:`hashlib.scrypt` under the row's random salt and compared with the stored
-hash by :func:`hmac.compare_digest`. The raw key is shown once, when it is created, and never
-stored. Keys are revoked by name; a revoked key is refused at once by the process that revoked it
-and within :attr:`KeyStore.cache_ttl_s` seconds by every other server process.
+A key looks like ``prk_<id>_<secret>``: ``<id>`` (12 hex digits) finds the key's row and
+``<secret>`` is 256 random bits. The whole key is hashed as HMAC-SHA-256 under a server-side
+pepper (:data:`privrank.serving.secrets.KEY_PEPPER`) of the row's random salt and the key, and
+compared with the stored hash by :func:`hmac.compare_digest`. A slow password hash (scrypt) buys
+nothing for a 256-bit random secret and made every bad key cost ~46 ms and 16 MiB of server
+work; the keyed fast hash costs microseconds, so bad keys cannot exhaust the server. Keys
+created by earlier versions under scrypt still verify, and are rehashed under HMAC the first
+time they do. The raw key is shown once, when it is created, and never stored.
 
-Scopes are ordered: ``read`` (recommend, rank, similar items, list models, metrics) ⊂ ``write``
-(also ingest events) ⊂ ``admin`` (also activate and roll back model versions).
+Keys are revoked by name; a revoked key is refused at once by the process that revoked it and
+within :attr:`KeyStore.cache_ttl_s` seconds (5 s by default) by every other server process.
+
+Scopes are ordered, each including the ones before it:
+
+- ``read``: answers that concern no particular user: recommendations for a history the caller
+  sends, similar items, ranking for a history, the model list, metrics. A ``read`` credential
+  may also ask for *one* user id when it is a user token minted for that user
+  (:mod:`privrank.serving.tokens`).
+- ``service``: also answers for *any* user id (a backend that personalises on behalf of users).
+- ``write``: also ingest events and mint user tokens.
+- ``admin``: also activate and roll back model versions.
 """
 
 from __future__ import annotations
@@ -21,22 +34,22 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from privrank.errors import ConfigError, PrivrankError
 from privrank.serving.errors import NotFoundError, StorageError
+from privrank.serving.secrets import KEY_PEPPER, server_secret
 
-__all__ = ["ApiKey", "CreatedKey", "KeyStore", "Scope", "hash_key"]
+__all__ = ["ApiKey", "CreatedKey", "KeyStore", "Principal", "Scope", "hash_key"]
 
 _PREFIX = "prk"
 _KEY_PATTERN = re.compile(r"^prk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# scrypt cost: 2**14 x 8 x 1 is ~16 MiB and tens of milliseconds per check (OWASP's minimum);
-# verified keys are cached in memory, keyed by an HMAC under a per-process secret.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _DKLEN = 2**14, 8, 1, 32
-_ALGORITHM = f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}"
+_DKLEN = 32
+_ALGORITHM = "hmac-sha256"
 
 metadata = MetaData()
 api_keys = Table(
@@ -54,19 +67,20 @@ api_keys = Table(
 
 
 class Scope(StrEnum):
-    """What a key may do; each scope includes the ones before it."""
+    """What a credential may do; each scope includes the ones before it."""
 
     READ = "read"
+    SERVICE = "service"
     WRITE = "write"
     ADMIN = "admin"
 
     @property
     def level(self) -> int:
-        """Position in the order read < write < admin."""
+        """Position in the order read < service < write < admin."""
         return list(Scope).index(self)
 
     def grants(self, required: Scope) -> bool:
-        """Whether a key of this scope may do what ``required`` guards."""
+        """Whether a credential of this scope may do what ``required`` guards."""
         return self.level >= Scope(required).level
 
 
@@ -85,13 +99,47 @@ class ApiKey:
     name: str
     key_id: str
     scope: Scope
-    created_at: datetime
+    created_at: datetime | None
     revoked_at: datetime | None = None
 
     @property
     def active(self) -> bool:
         """Whether the key is still accepted."""
         return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: an API key, or a user token minted by one.
+
+    Attributes:
+        name: What logs and metrics may show: the key's name, or ``token:<minting key>`` for a
+            user token (never the user id).
+        scope: What the credential may do.
+        user_id: The one user a user token may ask about; ``None`` for an API key.
+        bucket: The rate-limit bucket (one per key, one per token subject).
+    """
+
+    name: str
+    scope: Scope
+    user_id: Any = None
+    bucket: str = ""
+
+    @classmethod
+    def of_key(cls, key: ApiKey) -> Principal:
+        """The principal of an API key."""
+        return cls(name=key.name, scope=key.scope, user_id=None, bucket=f"key:{key.name}")
+
+    def may_ask_for(self, user_id: Any) -> bool:
+        """Whether this principal may ask about ``user_id``: a ``service`` (or higher) key
+        about anyone, a user token only about its own user (same type and value)."""
+        if self.scope.grants(Scope.SERVICE):
+            return True
+        return (
+            self.user_id is not None
+            and type(self.user_id) is type(user_id)
+            and self.user_id == user_id
+        )
 
 
 @dataclass(frozen=True)
@@ -107,8 +155,13 @@ class CreatedKey:
     secret: str
 
 
-def hash_key(raw_key: str, salt: bytes, algorithm: str = _ALGORITHM) -> bytes:
-    """The salted scrypt hash of a raw key under ``algorithm`` (``scrypt$N$r$p``)."""
+def hash_key(raw_key: str, salt: bytes, pepper: bytes) -> bytes:
+    """HMAC-SHA-256 under ``pepper`` of ``salt`` followed by the raw key (32 bytes)."""
+    return hmac.new(pepper, salt + raw_key.encode("utf-8"), hashlib.sha256).digest()
+
+
+def _legacy_scrypt(raw_key: str, salt: bytes, algorithm: str) -> bytes:
+    """The scrypt hash of keys created before HMAC hashing (``scrypt$N$r$p``)."""
     name, n, r, p = algorithm.split("$")
     if name != "scrypt":
         raise ConfigError(f"unsupported key hash algorithm {name!r}")
@@ -123,7 +176,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _row_to_key(row) -> ApiKey:
+def _row_to_key(row: Any) -> ApiKey:
     return ApiKey(
         name=row.name,
         key_id=row.key_id,
@@ -137,22 +190,26 @@ class KeyStore:
     """API keys in the serving database.
 
     Args:
-        engine: A SQLAlchemy engine (see :func:`privrank.serving.db.make_engine`); the table is
-            created when missing.
-        cache_ttl_s: How long a verified key is trusted without asking the database again.
+        engine: A SQLAlchemy engine (see :func:`privrank.serving.db.make_engine`); the tables
+            are created when missing.
+        cache_ttl_s: How long a verified key is trusted without asking the database again (how
+            long a key revoked by another process may still work here).
     """
 
     def __init__(self, engine: Engine, *, cache_ttl_s: float = 5.0) -> None:
         self._engine = engine
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[bytes, tuple[ApiKey, float]] = {}
-        # Keys this process has verified with scrypt: token -> the stored hash they matched.
-        self._verified: dict[bytes, str] = {}
-        self._gates = [threading.Lock() for _ in range(64)]  # striped by token: bounded
         self._cache_secret = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._dummy_salt = secrets.token_bytes(16)
         self._guard(lambda: metadata.create_all(self._engine, checkfirst=True))
+        self._pepper: bytes = self._guard(lambda: server_secret(self._engine, KEY_PEPPER))
+
+    @property
+    def engine(self) -> Engine:
+        """The serving database."""
+        return self._engine
 
     def _guard(self, action):
         try:
@@ -160,9 +217,8 @@ class KeyStore:
         except PrivrankError:
             raise
         except SQLAlchemyError as exc:
-            where = self._engine.url.render_as_string(hide_password=True)
             detail = getattr(exc, "orig", None) or type(exc).__name__
-            raise StorageError(f"API key store {where}: {detail}") from exc
+            raise StorageError(f"the API key store is unavailable: {detail}") from exc
 
     # ---------------------------------------------------------------- management
     def create(self, scope: Scope | str, name: str | None = None) -> CreatedKey:
@@ -198,7 +254,7 @@ class KeyStore:
                         scope=scope.value,
                         algorithm=_ALGORITHM,
                         salt=salt.hex(),
-                        key_hash=hash_key(raw, salt).hex(),
+                        key_hash=hash_key(raw, salt, self._pepper).hex(),
                         created_at=record.created_at,
                     )
                 )
@@ -212,7 +268,8 @@ class KeyStore:
         return CreatedKey(key=record, secret=raw)
 
     def revoke(self, name: str) -> ApiKey:
-        """Revoke the key called ``name`` (idempotent).
+        """Revoke the key called ``name`` (idempotent). User tokens it minted stop working
+        with it.
 
         Raises:
             NotFoundError: No key has that name.
@@ -248,13 +305,35 @@ class KeyStore:
         """How many keys are not revoked."""
         return sum(1 for key in self.list() if key.active)
 
+    def active_key(self, name: str) -> ApiKey | None:
+        """The key called ``name`` when it exists and is not revoked (cached like
+        :meth:`verify`), else ``None``; user tokens are checked against their minting key."""
+        token = b"name:" + name.encode("utf-8")
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+
+        def fetch():
+            with self._engine.connect() as conn:
+                return conn.execute(select(api_keys).where(api_keys.c.name == name)).first()
+
+        row = self._guard(fetch)
+        if row is None or row.revoked_at is not None:
+            return None
+        key = _row_to_key(row)
+        with self._lock:
+            self._cache[token] = (key, now + self.cache_ttl_s)
+        return key
+
     # ---------------------------------------------------------------- verification
     def _token(self, raw_key: str) -> bytes:
         return hmac.new(self._cache_secret, raw_key.encode("utf-8"), hashlib.sha256).digest()
 
     def cached(self, raw_key: str) -> ApiKey | None:
         """The key for ``raw_key`` when it was verified less than :attr:`cache_ttl_s` ago
-        (cheap: no database, no scrypt), else ``None``; then call :meth:`verify`."""
+        (no database), else ``None``; then call :meth:`verify`."""
         with self._lock:
             cached = self._cache.get(self._token(raw_key))
         if cached is not None and cached[1] > time.monotonic():
@@ -264,23 +343,15 @@ class KeyStore:
     def verify(self, raw_key: str) -> ApiKey | None:
         """The active key whose secret is ``raw_key``, or ``None``.
 
-        The hash comparison is constant-time (:func:`hmac.compare_digest`), and a malformed key
-        or an unknown id costs one scrypt evaluation too, so timing does not tell them apart.
-
-        When a cached key expires, one thread at a time re-checks it while the others wait for
-        its answer (no stampede of scrypt evaluations under load), and a raw key this process
-        already verified is re-checked against its database row (still there, same hash, not
-        revoked) without evaluating scrypt again.
+        One database read by the key's public id and one HMAC; the comparison is constant-time
+        (:func:`hmac.compare_digest`), and a malformed key or an unknown id costs one HMAC too,
+        so timing does not tell them apart. A key stored under the legacy scrypt hash is
+        verified with it once and then rehashed under HMAC.
         """
         token = self._token(raw_key)
-        with self._gates[token[0] % len(self._gates)]:
-            return self._verify(raw_key, token)
-
-    def _verify(self, raw_key: str, token: bytes) -> ApiKey | None:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(token)
-            verified_hash = self._verified.get(token)
         if cached is not None and cached[1] > now:
             return cached[0]
         match = _KEY_PATTERN.match(raw_key)
@@ -294,18 +365,37 @@ class KeyStore:
 
             row = self._guard(fetch)
         if row is None:
-            hmac.compare_digest(hash_key(raw_key, self._dummy_salt), bytes(_DKLEN))
+            hmac.compare_digest(hash_key(raw_key, self._dummy_salt, self._pepper), bytes(_DKLEN))
             return None
-        if verified_hash is not None and hmac.compare_digest(verified_hash, row.key_hash):
-            matches = True
+        salt = bytes.fromhex(row.salt)
+        if row.algorithm == _ALGORITHM:
+            actual = hash_key(raw_key, salt, self._pepper)
         else:
-            expected = bytes.fromhex(row.key_hash)
-            actual = hash_key(raw_key, bytes.fromhex(row.salt), row.algorithm)
-            matches = hmac.compare_digest(actual, expected)
-        if not matches or row.revoked_at is not None:
+            actual = _legacy_scrypt(raw_key, salt, row.algorithm)
+        if not hmac.compare_digest(actual, bytes.fromhex(row.key_hash)):
             return None
+        if row.revoked_at is not None:
+            return None
+        if row.algorithm != _ALGORITHM:
+            self._rehash(row.name, raw_key)
         key = _row_to_key(row)
         with self._lock:
             self._cache[token] = (key, now + self.cache_ttl_s)
-            self._verified[token] = row.key_hash
         return key
+
+    def _rehash(self, name: str, raw_key: str) -> None:
+        salt = secrets.token_bytes(16)
+
+        def run() -> None:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    update(api_keys)
+                    .where(api_keys.c.name == name)
+                    .values(
+                        algorithm=_ALGORITHM,
+                        salt=salt.hex(),
+                        key_hash=hash_key(raw_key, salt, self._pepper).hex(),
+                    )
+                )
+
+        self._guard(run)
