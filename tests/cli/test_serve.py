@@ -137,7 +137,7 @@ def wait_ready(base: str, process: subprocess.Popen, timeout: float = 90.0) -> N
 
 def test_real_server_answers_over_http(model_dir, database, tmp_path) -> None:
     env = {**os.environ, "PRIVRANK_HOME": str(tmp_path / "home")}
-    key = run("keys", "create", "--scope", "read", "--database", database).stdout.split()[-1]
+    key = run("keys", "create", "--scope", "service", "--database", database).stdout.split()[-1]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(

@@ -47,7 +47,9 @@ def served(tmp_path_factory):
     create_model("ease", {"regularization": 10.0}).fit(_train()).save(model_dir)
     database_url = f"sqlite:///{root / 'serving.sqlite'}"
     engine = make_engine(database_url)
-    keys = {s: KeyStore(engine).create(s, name=f"{s}-key").secret for s in ("read", "write")}
+    keys = {
+        s: KeyStore(engine).create(s, name=f"{s}-key").secret for s in ("read", "service", "write")
+    }
     engine.dispose()
     settings = ServeSettings(model_dir=model_dir, database_url=database_url, rate_limit=0)
     port = _free_port()
@@ -77,7 +79,7 @@ def served(tmp_path_factory):
 
 def test_recommend_over_http(served) -> None:
     base, keys = served
-    headers = {"Authorization": f"Bearer {keys['read']}"}
+    headers = {"Authorization": f"Bearer {keys['service']}"}
     answer = httpx.post(f"{base}/v1/recommend", json={"user_id": "u0", "k": 5}, headers=headers)
     assert answer.status_code == 200, answer.text
     body = answer.json()

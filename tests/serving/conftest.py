@@ -40,11 +40,13 @@ def popular_dir(tmp_path_factory, train) -> Path:
 
 @pytest.fixture(scope="session")
 def _keys_template(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A database holding one key per scope (scrypt is slow by design: create them once)."""
+    """A database holding one key per scope (created once, copied into each test)."""
     path = tmp_path_factory.mktemp("keys") / "serving.sqlite"
     engine = make_engine(f"sqlite:///{path}")
     store = KeyStore(engine)
-    created = {s: store.create(s, name=f"{s}-key").secret for s in ("read", "write", "admin")}
+    created = {
+        s: store.create(s, name=f"{s}-key").secret for s in ("read", "service", "write", "admin")
+    }
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()

@@ -9,13 +9,13 @@ from ._util import CLUSTER_A, CLUSTER_B, auth
 
 def test_recommend_known_user_matches_the_model(client, keys, model_dir) -> None:
     response = client.post(
-        "/v1/recommend", json={"user_id": "u3", "k": 5}, headers=auth(keys["read"])
+        "/v1/recommend", json={"user_id": "u3", "k": 5}, headers=auth(keys["service"])
     )
     assert response.status_code == 200, response.text
     body = response.json()
     expected = Recommender.load(model_dir).recommend_for_users(["u3"], 5)
     assert [i["item_id"] for i in body["items"]] == expected.item_ids[0]
-    assert body["cold_start"] is False
+    assert "cold_start" not in body  # membership is not part of the answer
     assert body["model_version"] == "ease"
     assert all(item in CLUSTER_A for item in expected.item_ids[0])
 
@@ -25,7 +25,7 @@ def test_recommend_excludes_seen_items_by_default(client, keys, model_dir) -> No
     code = int(model.user_codes(["u3"])[0])
     history = model.history_items_[model.history_indptr_[code] : model.history_indptr_[code + 1]]
     seen = {model.item_ids_[int(c)].as_py() for c in history}
-    headers = auth(keys["read"])
+    headers = auth(keys["service"])
     everything = client.post(
         "/v1/recommend", json={"user_id": "u3", "k": 30, "exclude_seen": False}, headers=headers
     ).json()
@@ -36,17 +36,23 @@ def test_recommend_excludes_seen_items_by_default(client, keys, model_dir) -> No
     assert not returned & seen
 
 
-def test_unknown_user_gets_the_popularity_fallback(client, keys) -> None:
+def test_unknown_user_gets_the_popularity_fallback_with_rank_scores(
+    client, keys, model_dir
+) -> None:
     response = client.post(
-        "/v1/recommend", json={"user_id": "nobody", "k": 3}, headers=auth(keys["read"])
+        "/v1/recommend", json={"user_id": "nobody", "k": 3}, headers=auth(keys["service"])
     )
     assert response.status_code == 200
-    assert response.json()["cold_start"] is True
-    assert len(response.json()["items"]) == 3
+    body = response.json()
+    assert "cold_start" not in body
+    expected = Recommender.load(model_dir).recommend_for_histories([[]], 3)
+    assert [i["item_id"] for i in body["items"]] == expected.item_ids[0]
+    # Not the training counts: scores that only order the popularity ranking.
+    assert [i["score"] for i in body["items"]] == [1.0, 1 / 2, 1 / 3]
 
 
 def test_exclude_and_allow_filters(client, keys) -> None:
-    headers = auth(keys["read"])
+    headers = auth(keys["service"])
     allow = [*CLUSTER_B[:4], "not-an-item"]
     body = client.post(
         "/v1/recommend",
@@ -85,7 +91,7 @@ def test_history_unknown_items_ignored_or_refused(client, keys) -> None:
     body = client.post(
         "/v1/recommend/history", json={"history": ["zzz"], "k": 2}, headers=headers
     ).json()
-    assert body["cold_start"] is True
+    assert [i["score"] for i in body["items"]] == [1.0, 1 / 2]  # cold: rank scores
     strict = client.post(
         "/v1/recommend/history",
         json={"history": ["zzz"], "k": 2, "ignore_unknown_items": False},
@@ -109,7 +115,7 @@ def test_similar_items(client, keys) -> None:
 def test_rank_orders_candidates_and_reports_unknown(client, keys, model_dir) -> None:
     candidates = [CLUSTER_B[0], CLUSTER_A[0], "unknown-item", CLUSTER_A[1]]
     response = client.post(
-        "/v1/rank", json={"user_id": "u3", "candidates": candidates}, headers=auth(keys["read"])
+        "/v1/rank", json={"user_id": "u3", "candidates": candidates}, headers=auth(keys["service"])
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -128,7 +134,7 @@ def test_rank_orders_candidates_and_reports_unknown(client, keys, model_dir) -> 
 
 
 def test_rank_needs_exactly_one_of_user_and_history(client, keys) -> None:
-    headers = auth(keys["read"])
+    headers = auth(keys["service"])
     both = client.post(
         "/v1/rank",
         json={"user_id": "u1", "history": [100], "candidates": [100]},
@@ -153,7 +159,7 @@ def test_health_readiness_and_metrics(client, keys) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["model_version"] == "ease"
-    client.post("/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["read"]))
+    client.post("/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["service"]))
     assert client.get("/metrics").status_code == 401
     metrics = client.get("/metrics", headers=auth(keys["read"]))
     assert metrics.status_code == 200
@@ -173,5 +179,6 @@ def test_openapi_schema_lists_the_versioned_endpoints(client) -> None:
         "/v1/models",
         "/v1/models/{version}/activate",
         "/v1/models/rollback",
+        "/v1/tokens",
     ):
         assert path in paths

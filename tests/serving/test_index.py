@@ -85,7 +85,7 @@ def test_api_answers_through_the_index(make_client, ials, keys) -> None:
     assert served.index is not None
     listing = client.get("/v1/models", headers=auth(keys["read"])).json()
     assert listing["active"]["index"]["kind"] == "exact"
-    headers = auth(keys["read"])
+    headers = auth(keys["service"])
     for user in ("u0", "u15"):
         body = client.post("/v1/recommend", json={"user_id": user, "k": 5}, headers=headers)
         expected = model.recommend_for_users([user], 5)
@@ -200,6 +200,8 @@ def test_api_answers_through_an_ivf_index_and_readyz_reports_it(make_client, ial
     ready = client.get("/readyz").json()
     assert ready["index"]["kind"] == "ivf" and ready["index"]["params"]["nlist"] == 1
     assert ready["index"]["recall"] == 1.0 and ready["neighbours"] is None
-    body = client.post("/v1/recommend", json={"user_id": "u3", "k": 5}, headers=auth(keys["read"]))
+    body = client.post(
+        "/v1/recommend", json={"user_id": "u3", "k": 5}, headers=auth(keys["service"])
+    )
     expected = model.recommend_for_users(["u3"], 5)
     assert [i["item_id"] for i in body.json()["items"]] == list(expected.item_ids[0])

@@ -131,7 +131,7 @@ def test_api_answers_itemknn_through_the_neighbour_matrix(
     assert served.neighbours is not None and served.index is None
     ready = client.get("/readyz").json()
     assert ready["neighbours"]["exact"] and ready["neighbours"]["recall"] == 1.0
-    headers = auth(keys["read"])
+    headers = auth(keys["service"])
     for user in ("u0", "u12"):
         got = client.post("/v1/recommend", json={"user_id": user, "k": 12}, headers=headers)
         expected = model.recommend_for_users([user], 12)

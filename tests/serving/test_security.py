@@ -1,5 +1,6 @@
 """Every security behaviour of the API: 401, 403, 429 + Retry-After, 413, 422 naming the field,
-no ids or histories in logs, constant-time key comparison."""
+no ids or histories in logs, constant-time key comparison, failed authentications limited per
+address before verification, 401 before 422, no paths or database URLs in error bodies."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_wrong_or_forged_key_is_401(client, keys) -> None:
 
 def test_x_api_key_header_is_accepted(client, keys) -> None:
     response = client.post(
-        "/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": keys["read"]}
+        "/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": keys["service"]}
     )
     assert response.status_code == 200
 
@@ -73,9 +74,9 @@ def test_wrong_scope_is_403(client, keys) -> None:
 
 
 def test_revoked_key_is_refused(client, keys, database_url) -> None:
-    headers = auth(keys["read"])
+    headers = auth(keys["service"])
     assert client.post("/v1/recommend", json={"user_id": "u1"}, headers=headers).status_code == 200
-    client.app.state.serving.keys.revoke("read-key")
+    client.app.state.serving.keys.revoke("service-key")
     assert client.post("/v1/recommend", json={"user_id": "u1"}, headers=headers).status_code == 401
 
 
@@ -83,10 +84,10 @@ def test_key_revoked_by_another_process_is_refused_after_the_cache_ttl(
     make_client, model_dir, keys, database_url
 ) -> None:
     client = make_client(model_dir=model_dir, key_cache_ttl_s=0)
-    headers = auth(keys["read"])
+    headers = auth(keys["service"])
     assert client.post("/v1/recommend", json={"user_id": "u1"}, headers=headers).status_code == 200
     engine = make_engine(database_url)
-    KeyStore(engine).revoke("read-key")  # as `privrank keys revoke` would
+    KeyStore(engine).revoke("service-key")  # as `privrank keys revoke` would
     engine.dispose()
     assert client.post("/v1/recommend", json={"user_id": "u1"}, headers=headers).status_code == 401
 
@@ -125,7 +126,7 @@ def test_keys_are_compared_in_constant_time(client, keys, monkeypatch) -> None:
 def test_rate_limit_is_429_with_retry_after(make_client, model_dir, keys) -> None:
     clock = FakeClock()
     client = make_client(model_dir=model_dir, rate_limit=0.5, rate_burst=3, clock=clock)
-    headers = auth(keys["read"])
+    headers = auth(keys["service"])
     codes = [
         client.post("/v1/recommend", json={"user_id": "u1"}, headers=headers).status_code
         for _ in range(4)
@@ -227,6 +228,62 @@ def test_malformed_json_is_422(client, keys) -> None:
     assert response.json()["error"] == "validation_error"
 
 
+def test_malformed_json_without_a_valid_key_is_401_not_422(client, keys) -> None:
+    for headers in ({}, auth("prk_000000000000_" + "x" * 43)):
+        headers = {**headers, "content-type": "application/json"}
+        response = client.post("/v1/recommend", content=b'{"user_id": ', headers=headers)
+        assert response.status_code == 401, response.text
+        wrong_type = client.post("/v1/recommend", json={"user_id": [1]}, headers=headers)
+        assert wrong_type.status_code == 401
+
+
+def test_failed_authentications_are_limited_per_address_before_verification(
+    make_client, model_dir, keys, monkeypatch
+) -> None:
+    client = make_client(model_dir=model_dir, auth_failure_rate=0.001, auth_failure_burst=3)
+    good = auth(keys["service"])
+    assert client.post("/v1/recommend", json={"user_id": "u1"}, headers=good).status_code == 200
+    state = client.app.state.serving
+    verified = []
+    real_verify = state.keys.verify
+    monkeypatch.setattr(state.keys, "verify", lambda raw: verified.append(1) or real_verify(raw))
+    bad = auth("prk_000000000000_" + "x" * 43)
+    codes = [
+        client.post("/v1/recommend", json={"user_id": "u1"}, headers=bad).status_code
+        for _ in range(6)
+    ]
+    assert codes == [401, 401, 401, 429, 429, 429]
+    assert len(verified) == 3  # refused before any verification once the bucket is empty
+    assert client.post("/v1/recommend", json={"user_id": "u1"}, headers=good).status_code == 200
+
+
+def test_error_bodies_hold_no_paths_checksums_or_database_urls() -> None:
+    from privrank.serving.app import redact
+
+    text = (
+        "/srv/privrank/store/versions/v1/arrays.safetensors: checksum mismatch (recorded sha256 "
+        + "ab" * 32
+        + ") in postgresql://admin:pw@db.internal:5432/privrank"
+    )
+    cleaned = redact(text)
+    assert "/srv" not in cleaned and "ab" * 32 not in cleaned and "pw@" not in cleaned
+    assert "arrays.safetensors" in cleaned
+
+
+def test_readiness_does_not_echo_the_database(make_client, model_dir, monkeypatch) -> None:
+    from privrank.serving.errors import StorageError
+
+    client = make_client(model_dir=model_dir)
+
+    def down() -> None:
+        raise StorageError("event store postgresql://admin:pw@db.internal/privrank: refused")
+
+    monkeypatch.setattr(client.app.state.serving.events, "ping", down)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "reason": "the database does not answer"}
+
+
 def test_validation_errors_do_not_echo_values(client, keys) -> None:
     secret_user = "user-secret-7f3a"
     response = client.post(
@@ -287,7 +344,7 @@ def test_unexpected_errors_are_500_and_logged_without_their_message(
     monkeypatch.setattr(recommend, "recommend_user", broken)
     caplog.set_level(logging.DEBUG)
     response = client.post(
-        "/v1/recommend", json={"user_id": "user-0d5e-private"}, headers=auth(keys["read"])
+        "/v1/recommend", json={"user_id": "user-0d5e-private"}, headers=auth(keys["service"])
     )
     assert response.status_code == 500
     assert response.json() == {"error": "internal_error", "message": "internal server error"}

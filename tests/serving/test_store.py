@@ -137,7 +137,8 @@ def test_api_refuses_a_corrupted_version_with_a_clear_error(make_client, store_d
     assert response.status_code == 409
     assert response.json()["error"] == "model_refused"
     assert "arrays.safetensors" in response.json()["message"]
-    rec = client.post("/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["read"]))
+    assert str(store_dir) not in response.json()["message"]  # no absolute paths for clients
+    rec = client.post("/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["service"]))
     assert rec.status_code == 200 and rec.json()["model_version"] == "v2"
 
 
@@ -155,12 +156,12 @@ def test_in_flight_request_finishes_on_the_old_model(make_client, store_dir, key
     old.model.recommend = slow_recommend
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
-            client.post, "/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["read"])
+            client.post, "/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["service"])
         )
         assert entered.wait(10)
         swap = client.post("/v1/models/v1/activate", headers=auth(keys["admin"]))
         assert swap.status_code == 200
-        fresh = client.post("/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["read"]))
+        fresh = client.post("/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["service"]))
         assert fresh.json()["model_version"] == "v1"
         release.set()
         answered = pending.result(10)
@@ -174,7 +175,7 @@ def test_swapping_under_concurrent_requests_fails_none(make_client, store_dir, k
     statuses: list[int] = []
 
     def load() -> None:
-        headers = auth(keys["read"])
+        headers = auth(keys["service"])
         while not stop.is_set():
             response = client.post("/v1/recommend", json={"user_id": "u1", "k": 5}, headers=headers)
             statuses.append(response.status_code)

@@ -1,7 +1,9 @@
 """``privrank keys create|revoke|list``: the API keys of ``privrank serve``.
 
 Keys live in the serving database (``--database``, else ``$PRIVRANK_SERVE_DATABASE_URL``, else
-``$PRIVRANK_HOME/serving.sqlite``) as salted scrypt hashes; ``create`` prints the raw key once.
+``$PRIVRANK_HOME/serving.sqlite``) as salted HMAC-SHA-256 hashes under a server-side pepper;
+``create`` prints the raw key once. A revoked key stops working at once in new server processes
+and within the key cache's TTL (``--key-cache-ttl``, 5 s by default) in running ones.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ def _store(database: str | None):
 def create(
     scope: Annotated[
         str,
-        typer.Option(help="read (recommend, rank), write (also events) or admin (also models)."),
+        typer.Option(
+            help="read (history recommendations, similar items, ranking for a history), "
+            "service (also any user id), write (also events and user tokens) or admin (also "
+            "model versions)."
+        ),
     ],
     name: Annotated[str | None, typer.Option(help="A unique name (default key-<id>).")] = None,
     database: Database = None,
@@ -61,9 +67,14 @@ def revoke(
     name: Annotated[str, typer.Argument(help="The key's name (see `privrank keys list`).")],
     database: Database = None,
 ) -> None:
-    """Revoke an API key by name (servers refuse it within seconds)."""
-    key = _store(database).revoke(name)
-    typer.echo(f"revoked {key.name}")
+    """Revoke an API key by name, and the user tokens it minted (running servers refuse them
+    within their key cache's TTL, 5 s by default)."""
+    store = _store(database)
+    key = store.revoke(name)
+    typer.echo(
+        f"revoked {key.name}; running servers refuse it, and the user tokens it minted, within "
+        f"their key cache TTL (--key-cache-ttl, default {store.cache_ttl_s:g} s)"
+    )
 
 
 @keys_app.command("list")

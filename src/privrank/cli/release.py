@@ -55,7 +55,7 @@ def release(
             "fitted_on": data.get("fitted_on"),
         },
         "privacy": record.get("privacy"),
-        "release": {"from": str(model.resolve()), "withheld": WITHHELD},
+        "release": {"from": model.name, "withheld": WITHHELD},  # no absolute paths
         "versions": record.get("versions"),
     }
     with atomic_directory(out) as tmp:

@@ -190,6 +190,23 @@ def serve(
         float | None, typer.Option(help="Requests/s per API key and worker (0: no limit).")
     ] = None,
     rate_burst: Annotated[int | None, typer.Option(help="Burst size per API key.")] = None,
+    key_cache_ttl: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a verified key is trusted before the database is asked again: how "
+            "long a key revoked elsewhere (and its user tokens) still works here (default 5)."
+        ),
+    ] = None,
+    auth_failure_rate: Annotated[
+        float | None,
+        typer.Option(help="Failed authentications/s allowed per client address (default 1)."),
+    ] = None,
+    read_max_k: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest k a read key or user token may ask for (default 100; service keys: 1000)."
+        ),
+    ] = None,
     index: Annotated[
         str | None,
         typer.Option(
@@ -239,6 +256,9 @@ def serve(
         max_body_bytes=max_body_bytes,
         rate_limit=rate_limit,
         rate_burst=rate_burst,
+        key_cache_ttl_s=key_cache_ttl,
+        auth_failure_rate=auth_failure_rate,
+        read_max_k=read_max_k,
         index=index,
         index_exact_threshold=index_exact_threshold,
         index_recall_floor=index_recall_floor,
@@ -249,7 +269,8 @@ def serve(
     Console(stderr=True).print(
         f"serving model version [bold]{version}[/] on http://{host}:{port} "
         f"({describe_retrieval(served)}; "
-        f"{workers} worker{'s' if workers > 1 else ''})"
+        f"{workers} worker{'s' if workers > 1 else ''}; revoked keys stop working within "
+        f"{settings.key_cache_ttl_s:g} s)"
         + ("  [bold red]INSECURE DEV MODE: no API keys[/]" if insecure_dev else ""),
         highlight=False,
     )

@@ -2,11 +2,13 @@
 
 Endpoints (scope needed in brackets; see :mod:`privrank.serving.auth`):
 
-- ``POST /v1/recommend`` [read]: top-k for a known user id.
+- ``POST /v1/recommend`` [service, or a user token for that user]: top-k for a user id.
 - ``POST /v1/recommend/history`` [read]: top-k for an ad-hoc history, kept in memory only.
 - ``GET /v1/items/{item_id}/similar`` [read]: items related to an item.
-- ``POST /v1/rank`` [read]: order the caller's candidates for a user or a history.
+- ``POST /v1/rank`` [read; with a user id: service, or a user token for that user]: order the
+  caller's candidates for a user or a history.
 - ``POST /v1/events`` [write]: ingest interaction events (idempotent by event id).
+- ``POST /v1/tokens`` [write]: mint a user token for one user id (:mod:`~.tokens`).
 - ``GET /v1/models`` [read]; ``POST /v1/models/{version}/activate``,
   ``POST /v1/models/rollback`` [admin].
 - ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, database reachable), ``GET /metrics``
@@ -14,7 +16,15 @@ Endpoints (scope needed in brackets; see :mod:`privrank.serving.auth`):
 
 Every error is answered as ``{"error": code, "message": text}`` with the status of
 :func:`status_for`; validation errors (422) add ``fields``, each naming the offending field.
-Request values are never echoed in errors of validation and never logged.
+Request values are never echoed in errors of validation and never logged. Error messages never
+carry absolute file paths, database URLs or checksums (:func:`redact`; the server log has the
+details). A request is authenticated before its body is judged: a malformed body from a caller
+without a valid credential is a 401, not a 422.
+
+**Failed authentication** is rate-limited per client address *before* any credential is
+verified (``auth_failure_rate``/``auth_failure_burst``): an address that keeps sending bad keys
+gets 429 at the cost of a dictionary lookup. Verification itself is one database read and one
+HMAC (see :mod:`~.auth`).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -41,7 +52,7 @@ from privrank.errors import (
     PrivrankError,
 )
 from privrank.serving import recommend as answers
-from privrank.serving.auth import ApiKey, KeyStore, Scope
+from privrank.serving.auth import KeyStore, Principal, Scope
 from privrank.serving.db import make_engine
 from privrank.serving.errors import (
     AuthenticationError,
@@ -53,6 +64,7 @@ from privrank.serving.errors import (
     UnavailableError,
 )
 from privrank.serving.events import Event, EventStore
+from privrank.serving.histories import EventHistories
 from privrank.serving.metrics import ServingMetrics
 from privrank.serving.middleware import (
     AccessLogMiddleware,
@@ -72,15 +84,19 @@ from privrank.serving.schemas import (
     RecommendRequest,
     RecommendResponse,
     ScoredItem,
+    TokenRequest,
+    TokenResponse,
 )
 from privrank.serving.settings import ServeSettings
 from privrank.serving.store import IndexOptions, ModelStore
+from privrank.serving.tokens import TOKEN_PREFIX, UserTokens
 
-__all__ = ["API_VERSION", "ServingState", "app_from_env", "create_app", "status_for"]
+__all__ = ["API_VERSION", "ServingState", "app_from_env", "create_app", "redact", "status_for"]
 
 log = logging.getLogger("privrank.serving")
 API_VERSION = "v1"
-INSECURE_KEY = ApiKey(name="insecure-dev", key_id="-", scope=Scope.ADMIN, created_at=None)
+INSECURE = Principal(name="insecure-dev", scope=Scope.ADMIN, bucket="insecure-dev")
+_MAX_FAILURE_BUCKETS = 100_000
 
 # Most specific first: the first class an error is an instance of decides its status.
 _STATUS: list[tuple[type[BaseException], int, str]] = [
@@ -108,8 +124,23 @@ def status_for(exc: BaseException) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?/[^\s'\"`,;:()]+")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_DIGEST = re.compile(r"\b[0-9a-f]{32,}\b")
+
+
+def redact(message: str) -> str:
+    """``message`` without URLs (database URLs included), hex digests (checksums) and the
+    directories of absolute file paths (``/srv/models/v3/arrays.safetensors`` becomes
+    ``…/arrays.safetensors``): what an HTTP error body may say."""
+    message = _URL.sub("<url>", message)
+    message = _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], message)
+    return _DIGEST.sub("<digest>", message)
+
+
 class ServingState:
-    """What the endpoints share: settings, the model store, keys, events, limits, metrics."""
+    """What the endpoints share: settings, the model store, keys, tokens, events, histories,
+    limits, metrics."""
 
     def __init__(
         self,
@@ -119,12 +150,18 @@ class ServingState:
         events: EventStore,
         limiter: RateLimiter,
         metrics: ServingMetrics,
+        failures: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.keys = keys
+        self.tokens = UserTokens(keys.engine, keys)
         self.events = events
+        self.histories = EventHistories(keys.engine)
         self.limiter = limiter
+        self.failures = failures or RateLimiter(
+            settings.auth_failure_rate, settings.auth_failure_burst
+        )
         self.metrics = metrics
 
 
@@ -149,42 +186,108 @@ _BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <API k
 _API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
 
 
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "-"
+
+
+async def authenticate(request: Request) -> Principal:
+    """The principal of the request's credential (an API key or a user token).
+
+    Raises:
+        AuthenticationError: No credential, or one that is unknown, revoked, expired or forged.
+        RateLimitedError: The client address has failed too often; nothing is verified.
+    """
+    state: ServingState = request.app.state.serving
+    if state.settings.insecure_dev:
+        return INSECURE
+    raw = _presented_key(request)
+    if raw is None:
+        raise AuthenticationError(
+            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+        )
+    key = state.keys.cached(raw)
+    if key is not None:
+        return Principal.of_key(key)
+    address = _client_address(request)
+    wait = state.failures.wait(address)
+    if wait > 0:
+        raise RateLimitedError("too many failed authentications from this address", wait)
+    if raw.startswith(TOKEN_PREFIX):
+        principal = await run_in_threadpool(state.tokens.verify, raw)
+    else:
+        verified = await run_in_threadpool(state.keys.verify, raw)
+        principal = None if verified is None else Principal.of_key(verified)
+    if principal is None:
+        state.failures.acquire(address)
+        state.failures.forget_full(_MAX_FAILURE_BUCKETS)
+        raise AuthenticationError("the credential is unknown, revoked or expired")
+    return principal
+
+
 def require(scope: Scope) -> Any:
-    """A dependency that authenticates the request, checks ``scope`` and the rate limit."""
+    """A dependency that authenticates the request, checks ``scope`` and the rate limit, and
+    gives the :class:`Principal`."""
 
     async def dependency(
         request: Request,
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
         _header: Annotated[str | None, Security(_API_KEY_HEADER)] = None,
-    ) -> ApiKey:
+    ) -> Principal:
         # The two Security parameters document the schemes in OpenAPI; the key is read here.
         state: ServingState = request.app.state.serving
-        if state.settings.insecure_dev:
-            key = INSECURE_KEY
-        else:
-            raw = _presented_key(request)
-            if raw is None:
-                raise AuthenticationError(
-                    "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
-                )
-            # A recently verified key is answered inline; otherwise scrypt and the database run
-            # on a worker thread, off the event loop.
-            key = state.keys.cached(raw) or await run_in_threadpool(state.keys.verify, raw)
-            if key is None:
-                raise AuthenticationError("the API key is unknown or revoked")
-        request.state.key_name = key.name
-        if not key.scope.grants(scope):
+        principal = await authenticate(request)
+        request.state.key_name = principal.name
+        if not principal.scope.grants(scope):
             raise PermissionDeniedError(
-                f"this API key has scope {key.scope.value!r}; this request needs {scope.value!r}"
+                f"this credential has scope {principal.scope.value!r}; this request needs "
+                f"{scope.value!r}"
             )
-        wait = state.limiter.acquire(key.name)
+        wait = state.limiter.acquire(principal.bucket)
         if wait > 0:
             raise RateLimitedError(
-                f"rate limit of {state.limiter.rate:g} requests/s for this key exceeded", wait
+                f"rate limit of {state.limiter.rate:g} requests/s for this credential exceeded",
+                wait,
             )
-        return key
+        return principal
 
     return Depends(dependency)
+
+
+def _check_user(principal: Principal, user_id: Any) -> None:
+    if not principal.may_ask_for(user_id):
+        raise PermissionDeniedError(
+            "this credential may not ask about this user: asking about any user id needs scope "
+            "'service'; a user token may ask only about the user it was minted for"
+        )
+
+
+def _check_bounds(
+    state: ServingState,
+    principal: Principal,
+    *,
+    k: int | None = None,
+    allow: list | None = None,
+    exclude: list | None = None,
+    candidates: list | None = None,
+) -> None:
+    """Refuse sizes above what the principal's scope may ask for (``read`` credentials are
+    bounded by the ``read_max_*`` settings; ``service`` and above by the schema only)."""
+    if principal.scope.grants(Scope.SERVICE):
+        return
+    settings = state.settings
+    n_candidates = None if candidates is None else len(candidates)
+    checks = [
+        ("k", k, settings.read_max_k),
+        ("allow", None if allow is None else len(allow), settings.read_max_filter_ids),
+        ("exclude", None if exclude is None else len(exclude), settings.read_max_filter_ids),
+        ("candidates", n_candidates, settings.read_max_candidates),
+    ]
+    for field, size, bound in checks:
+        if size is not None and size > bound:
+            raise PermissionDeniedError(
+                f"{field}: {size} is above {bound}, the most a {principal.scope.value!r} "
+                "credential may ask for; larger requests need scope 'service'"
+            )
 
 
 def _error_response(exc: BaseException, state: ServingState | None) -> JSONResponse:
@@ -198,7 +301,7 @@ def _error_response(exc: BaseException, state: ServingState | None) -> JSONRespo
             state.metrics.rate_limited.inc()
     if status in (401, 403) and state is not None:
         state.metrics.auth_failures.labels(str(status)).inc()
-    message = str(exc) if status < 500 or status == 503 else "internal server error"
+    message = redact(str(exc)) if status < 500 or status == 503 else "internal server error"
     if status == 500:
         _log_unexpected(exc)
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
@@ -238,7 +341,15 @@ def _install_handlers(app: FastAPI) -> None:
         return _error_response(exc, getattr(request.app.state, "serving", None))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Authenticate first: a caller without a valid credential learns nothing about what
+        # a well-formed request looks like (401 before 422).
+        state = getattr(request.app.state, "serving", None)
+        if state is not None and request.url.path.startswith(f"/{API_VERSION}/"):
+            try:
+                await authenticate(request)
+            except PrivrankError as auth_error:
+                return _error_response(auth_error, state)
         fields = _validation_fields(exc.errors())
         message = "invalid request: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         return JSONResponse(
@@ -264,6 +375,8 @@ async def _state_of(request: Request) -> ServingState:
 
 
 State = Annotated[ServingState, Depends(_state_of)]
+Reader = Annotated[Principal, require(Scope.READ)]
+Writer = Annotated[Principal, require(Scope.WRITE)]
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -280,9 +393,18 @@ def _add_routes(app: FastAPI) -> None:
         (``index``, ``neighbours``: the retrieval structures and their recall checks)."""
         try:
             served = state.store.current
+        except UnavailableError:
+            return JSONResponse(
+                {"status": "not ready", "reason": "no model is loaded"}, status_code=503
+            )
+        try:
             state.events.ping()
-        except (UnavailableError, StorageError) as exc:
-            return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
+        except StorageError as exc:
+            log.error("readiness: %s", exc)  # the log may name the database; the answer not
+            return JSONResponse(
+                {"status": "not ready", "reason": "the database does not answer"},
+                status_code=503,
+            )
         return JSONResponse(
             {"status": "ready", "model_version": served.version, **served.retrieval()}
         )
@@ -295,9 +417,20 @@ def _add_routes(app: FastAPI) -> None:
             state.metrics.set_active(current.version, current.model.name)
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/recommend", tags=["recommend"], dependencies=[read])
-    def recommend(body: RecommendRequest, state: State) -> RecommendResponse:
-        """Top-k items for a known user id (unknown users get popular items)."""
+    @app.post("/v1/recommend", tags=["recommend"])
+    def recommend(body: RecommendRequest, state: State, who: Reader) -> RecommendResponse:
+        """Top-k items for a user id. Needs scope ``service``, or a user token minted for this
+        user.
+
+        The history used is the model's training history for a user it was trained on when the
+        model is **not** private, else the events this server holds for the id (a private model
+        is served from its release artifact and knows no training users). ``exclude_seen``
+        leaves that history out, so for a non-private model the answer reveals which items a
+        training user interacted with to whoever may ask about that user (see the README's
+        "Security model"). An id with no history gets the popularity ranking with rank scores;
+        the answer does not say which case applied."""
+        _check_user(who, body.user_id)
+        _check_bounds(state, who, k=body.k, allow=body.allow, exclude=body.exclude)
         served = state.store.current
         answer = answers.recommend_user(
             served,
@@ -306,17 +439,19 @@ def _add_routes(app: FastAPI) -> None:
             exclude_seen=body.exclude_seen,
             exclude=body.exclude,
             allow=body.allow,
+            history_of=state.histories.items_of,
         )
         return RecommendResponse(
-            model_version=served.version,
-            items=_scored(answer.item_ids, answer.scores),
-            cold_start=answer.cold_start,
+            model_version=served.version, items=_scored(answer.item_ids, answer.scores)
         )
 
-    @app.post("/v1/recommend/history", tags=["recommend"], dependencies=[read])
-    def recommend_history(body: HistoryRecommendRequest, state: State) -> RecommendResponse:
+    @app.post("/v1/recommend/history", tags=["recommend"])
+    def recommend_history(
+        body: HistoryRecommendRequest, state: State, who: Reader
+    ) -> RecommendResponse:
         """Top-k items for an ad-hoc history, folded in and forgotten (never stored or
         logged)."""
+        _check_bounds(state, who, k=body.k, allow=body.allow, exclude=body.exclude)
         served = state.store.current
         answer = answers.recommend_history(
             served,
@@ -328,39 +463,53 @@ def _add_routes(app: FastAPI) -> None:
             ignore_unknown_items=body.ignore_unknown_items,
         )
         return RecommendResponse(
-            model_version=served.version,
-            items=_scored(answer.item_ids, answer.scores),
-            cold_start=answer.cold_start,
+            model_version=served.version, items=_scored(answer.item_ids, answer.scores)
         )
 
-    @app.get("/v1/items/{item_id}/similar", tags=["recommend"], dependencies=[read])
+    @app.get("/v1/items/{item_id}/similar", tags=["recommend"])
     def similar(
         item_id: Annotated[str, Path(min_length=1, max_length=256)],
         state: State,
+        who: Reader,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     ) -> RecommendResponse:
         """Items related to ``item_id`` (the model's answer to a one-item history)."""
+        _check_bounds(state, who, k=k)
         served = state.store.current
         answer = answers.similar_items(served, item_id, k)
         return RecommendResponse(
-            model_version=served.version,
-            items=_scored(answer.item_ids, answer.scores),
-            cold_start=False,
+            model_version=served.version, items=_scored(answer.item_ids, answer.scores)
         )
 
-    @app.post("/v1/rank", tags=["recommend"], dependencies=[read])
-    def rank(body: RankRequest, state: State) -> RankResponse:
-        """The caller's candidates ordered best first for a user id or a history."""
+    @app.post("/v1/rank", tags=["recommend"])
+    def rank(body: RankRequest, state: State, who: Reader) -> RankResponse:
+        """The caller's candidates ordered best first for a user id or a history. With a user
+        id: scope ``service``, or a user token minted for this user (the history used is as in
+        ``/v1/recommend``)."""
+        if body.user_id is not None:
+            _check_user(who, body.user_id)
+        _check_bounds(state, who, candidates=body.candidates)
         served = state.store.current
         answer = answers.rank_candidates(
-            served, body.candidates, user_id=body.user_id, history=body.history
+            served,
+            body.candidates,
+            user_id=body.user_id,
+            history=body.history,
+            history_of=state.histories.items_of,
         )
         return RankResponse(
             model_version=served.version,
             items=_scored(answer.item_ids, answer.scores),
             unknown=answer.unknown,
-            cold_start=answer.cold_start,
         )
+
+    @app.post("/v1/tokens", tags=["auth"])
+    def mint_token(body: TokenRequest, state: State, who: Writer) -> TokenResponse:
+        """A user token for ``user_id``: a signed credential, valid for ``ttl_s`` seconds, that
+        may ask only about that user (scope ``read`` otherwise). Revoking the key that minted
+        it revokes the token (within the key cache's TTL)."""
+        token, expires = state.tokens.mint(who, body.user_id, body.ttl_s)
+        return TokenResponse(token=token, expires_at=expires)
 
     @app.post("/v1/events", tags=["events"], dependencies=[write])
     def ingest(body: EventsRequest, state: State) -> EventsResponse:
@@ -480,7 +629,11 @@ def create_app(
     app.state.serving = state
     _install_handlers(app)
     _add_routes(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     return app
 

@@ -57,6 +57,30 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
 
+    def wait(self, key: str) -> float:
+        """The seconds until ``key`` has a token (``0.0`` when it has one now), without taking
+        it."""
+        if not self.enabled:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def forget_full(self, max_buckets: int) -> None:
+        """Drop the buckets that have refilled when more than ``max_buckets`` are kept (bounds
+        the memory of limits keyed by client address)."""
+        if len(self._buckets) <= max_buckets:
+            return
+        now = self._clock()
+        with self._lock:
+            self._buckets = {
+                key: (tokens, last)
+                for key, (tokens, last) in self._buckets.items()
+                if tokens + (now - last) * self.rate < self.burst
+            }
+
     @staticmethod
     def retry_after(wait_s: float) -> str:
         """The ``Retry-After`` header value (whole seconds, at least 1) for a wait."""

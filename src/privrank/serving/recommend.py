@@ -1,9 +1,20 @@
 """Answers of the read endpoints, computed from a served model version and external ids.
 
 Filters apply in one place: the candidate set is every item (or the allow-list's known items)
-minus the excluded ids; ``exclude_seen`` removes the user's training history (or the ad-hoc
-history). Ids the model does not know are ignored in filters. Fewer than ``k`` items come back
-when fewer are eligible.
+minus the excluded ids; ``exclude_seen`` removes the user's history (or the ad-hoc history).
+Ids the model does not know are ignored in filters. Fewer than ``k`` items come back when fewer
+are eligible.
+
+**Whose history.** For a user id, the history is the model's training history only when the
+model is not private and was trained on that user; otherwise it is what the event store holds
+for that id (``history_of``), folded in when the model can. A private model is served from its
+release artifact (no training users), so its answers never depend on, and ``exclude_seen`` never
+reveals, a training history.
+
+**Cold start.** An answer computed without any history (an id the model does not know and the
+event store has nothing for, or an empty ad-hoc history) is the model's popularity ranking; its
+scores are replaced by rank scores ``1 / (1 + position)``, so they never disclose the training
+counts. Whether an id was a training user is not part of any answer.
 
 Personalised answers without an allow-list come from the served version's retrieval structure
 when it has one: the FAISS index of a factor model (:mod:`privrank.serving.index`) or the sparse
@@ -13,7 +24,7 @@ neighbour matrix of an item-item model (:mod:`privrank.serving.neighbours`); eve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +35,17 @@ from privrank.models import Query
 from privrank.serving.errors import ConflictError, NotFoundError
 from privrank.serving.store import ServedModel
 
-__all__ = ["Answer", "rank_candidates", "recommend_history", "recommend_user", "similar_items"]
+__all__ = [
+    "Answer",
+    "HistoryOf",
+    "rank_candidates",
+    "recommend_history",
+    "recommend_user",
+    "similar_items",
+]
+
+HistoryOf = Callable[[Any], Sequence[Any]]
+"""Looks up the item ids the serving database holds for a user id (the event store)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +55,9 @@ class Answer:
     Attributes:
         item_ids: External item ids.
         scores: Their scores.
-        cold_start: Whether the popularity fallback answered.
+        cold_start: Whether the popularity fallback answered (its scores are rank scores).
+            Internal: never sent to clients, as it would tell whether an id was a training
+            user.
         unknown: Candidates the model does not know (ranking only).
     """
 
@@ -112,6 +135,11 @@ def _top_neighbours(
     return served.items.decode(codes), [float(s) for s in scores]
 
 
+def _rank_scores(n: int) -> list[float]:
+    """``1 / (1 + position)``: what a cold-start answer shows instead of popularity counts."""
+    return [1.0 / (1 + position) for position in range(n)]
+
+
 def _answer(
     served: ServedModel,
     query: Query,
@@ -126,7 +154,8 @@ def _answer(
             return _top_indexed(served, query, k, exclude_seen, _known_codes(served, exclude))
         if served.neighbours is not None:
             return _top_neighbours(served, query, k, exclude_seen, _known_codes(served, exclude))
-    return _top(served, query, k, exclude_seen, _candidates(served, exclude, allow))
+    ids, scores = _top(served, query, k, exclude_seen, _candidates(served, exclude, allow))
+    return (ids, _rank_scores(len(ids))) if cold else (ids, scores)
 
 
 def _fold_in_check(served: ServedModel, query: Query) -> None:
@@ -138,12 +167,25 @@ def _fold_in_check(served: ServedModel, query: Query) -> None:
         )
 
 
-def _user_query(served: ServedModel, user_id: Any) -> tuple[Query, bool]:
-    code = served.users.code(user_id)
-    if code < 0:
+def _user_query(
+    served: ServedModel, user_id: Any, history_of: HistoryOf | None
+) -> tuple[Query, bool]:
+    """The query for ``user_id`` and whether it is cold (no history at all).
+
+    A non-private model's training user is queried by code (its training history). Anyone
+    else, and every user of a private model, is queried by the history the event store holds
+    (its unknown items skipped), folded in when the model can fold in.
+    """
+    code = -1 if served.private else served.users.code(user_id)
+    if code >= 0:
+        indptr = served.model.history_indptr_
+        return Query.users([code]), bool(indptr[code + 1] == indptr[code])
+    history = [] if history_of is None else list(history_of(user_id))
+    codes = served.items.codes(history)
+    codes = codes[codes >= 0]
+    if codes.size == 0 or not served.model.supports_fold_in:
         return Query.histories([[]]), True
-    indptr = served.model.history_indptr_
-    return Query.users([code]), bool(indptr[code + 1] == indptr[code])
+    return Query.histories([codes]), False
 
 
 def _history_query(served: ServedModel, history: Sequence[Any], ignore_unknown: bool) -> Query:
@@ -167,9 +209,10 @@ def recommend_user(
     exclude_seen: bool = True,
     exclude: Sequence[Any] = (),
     allow: Sequence[Any] | None = None,
+    history_of: HistoryOf | None = None,
 ) -> Answer:
-    """Top-k for a known user id (unknown users get the popularity ranking)."""
-    query, cold = _user_query(served, user_id)
+    """Top-k for a user id (see the module docstring for whose history is used)."""
+    query, cold = _user_query(served, user_id, history_of)
     ids, scores = _answer(served, query, cold, k, exclude_seen, exclude, allow)
     return Answer(ids, scores, cold, [])
 
@@ -218,6 +261,7 @@ def rank_candidates(
     *,
     user_id: Any = None,
     history: Sequence[Any] | None = None,
+    history_of: HistoryOf | None = None,
 ) -> Answer:
     """Order ``candidates`` for a user id or an ad-hoc history (exactly one is given).
 
@@ -235,7 +279,7 @@ def rank_candidates(
     if repeated_items or len(set(map(repr, candidates))) != len(candidates):
         raise ConfigError("candidates must be unique")
     if history is None:
-        query, cold = _user_query(served, user_id)
+        query, cold = _user_query(served, user_id, history_of)
     else:
         query = _history_query(served, history, True)
         cold = bool(query.lengths()[0] == 0)
@@ -245,4 +289,5 @@ def rank_candidates(
         return Answer([], [], cold, unknown)
     scores = served.model.score(query, items=codes[known])[0]
     order = np.argsort(-scores, kind="stable")
-    return Answer([known_ids[i] for i in order], [float(scores[i]) for i in order], cold, unknown)
+    ranked = _rank_scores(len(order)) if cold else [float(scores[i]) for i in order]
+    return Answer([known_ids[i] for i in order], ranked, cold, unknown)

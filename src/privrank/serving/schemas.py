@@ -33,6 +33,8 @@ __all__ = [
     "RecommendRequest",
     "RecommendResponse",
     "ScoredItem",
+    "TokenRequest",
+    "TokenResponse",
 ]
 
 MAX_K = 1000
@@ -127,9 +129,6 @@ class RecommendResponse(BaseModel):
 
     model_version: str
     items: list[ScoredItem]
-    cold_start: bool = Field(
-        description="True when the answer is the popularity fallback (unknown user, empty history)."
-    )
 
 
 class RankResponse(BaseModel):
@@ -140,7 +139,26 @@ class RankResponse(BaseModel):
     model_version: str
     items: list[ScoredItem]
     unknown: list[int | str]
-    cold_start: bool
+
+
+class TokenRequest(BaseModel):
+    """Mint a user token: a credential that may ask only about ``user_id``."""
+
+    model_config = _STRICT
+
+    user_id: UserId
+    ttl_s: int = Field(
+        3600, ge=1, le=7 * 24 * 3600, description="Seconds the token is valid (at most 7 days)."
+    )
+
+
+class TokenResponse(BaseModel):
+    """A user token; send it as ``Authorization: Bearer <token>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: str
+    expires_at: int = Field(description="When the token expires (seconds since the epoch).")
 
 
 class EventIn(BaseModel):

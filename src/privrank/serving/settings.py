@@ -34,8 +34,22 @@ class ServeSettings(BaseModel):
         database_url: Where API keys and events live (SQLite file or PostgreSQL URL).
         insecure_dev: Accept requests without API keys (development on loopback only).
         max_body_bytes: Larger request bodies are refused with 413.
+        body_timeout_s: Seconds a client has to deliver the whole request body once the server
+            reads it (else 408 and the connection is closed: a ``Content-Length`` larger than
+            what is sent cannot hold a connection open).
         rate_limit: Requests per second per API key (token bucket; ``0`` disables).
         rate_burst: Requests a key may send at once.
+        auth_failure_rate: Failed authentications per second a client address may make
+            (token bucket, checked *before* any key is verified; ``0`` disables).
+        auth_failure_burst: Failed authentications a client address may make at once.
+        read_max_k: Largest ``k`` a ``read`` credential (a read key or a user token) may ask for;
+            ``service`` keys and above may ask for up to 1,000.
+        read_max_filter_ids: Most ids a ``read`` credential may send in ``allow`` or
+            ``exclude`` (``service`` and above: 100,000).
+        read_max_candidates: Most candidates a ``read`` credential may send to ``/v1/rank``
+            (``service`` and above: 10,000). With these three bounds, enumerating the catalogue
+            to learn what ``exclude_seen`` left out takes a credential allowed to ask for that
+            user anyway.
         key_cache_ttl_s: Seconds a verified key is trusted before the database is asked again
             (how long a key revoked by another process may still work).
         refresh_interval_s: How often the model store's pointer is checked for a version
@@ -61,8 +75,14 @@ class ServeSettings(BaseModel):
     database_url: str = Field(default_factory=default_database_url)
     insecure_dev: bool = False
     max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+    body_timeout_s: float = Field(10.0, gt=0, le=3600)
     rate_limit: float = Field(100.0, ge=0)
     rate_burst: int = Field(200, ge=1)
+    auth_failure_rate: float = Field(1.0, ge=0)
+    auth_failure_burst: int = Field(20, ge=1)
+    read_max_k: int = Field(100, ge=1, le=1000)
+    read_max_filter_ids: int = Field(1000, ge=0, le=100_000)
+    read_max_candidates: int = Field(1000, ge=1, le=10_000)
     key_cache_ttl_s: float = Field(5.0, ge=0, le=3600)
     refresh_interval_s: float = Field(1.0, gt=0, le=3600)
     index: Literal["auto", "exact", "hnsw", "ivf", "off"] = "auto"

@@ -112,6 +112,12 @@ class ServedModel:
         if self.items is None:
             object.__setattr__(self, "items", IdLookup(self.model.item_ids_))
 
+    @property
+    def private(self) -> bool:
+        """Whether the model claims differential privacy (then it is a release artifact: the
+        store refuses a private model's training directory)."""
+        return getattr(self.model, "privacy_guarantee_", None) is not None
+
     def describe(self) -> dict[str, Any]:
         """JSON facts about this version: model name, sizes, index, and its differential
         privacy guarantee (``privacy``: ``None`` for a model trained without DP)."""
@@ -199,6 +205,7 @@ def _load(version: str, directory: Path, options: IndexOptions | None = None) ->
                 f"{model_dir} is not the model its training.json describes (its checksum list "
                 "changed since `privrank train`)"
             )
+    _refuse_private_training(model, directory)
     index = neighbours = None
     if options is not None and options.kind != "off":
         from privrank.serving.index import FactorIndex
@@ -214,6 +221,19 @@ def _load(version: str, directory: Path, options: IndexOptions | None = None) ->
     return ServedModel(
         version, model, model_dir, datetime.now(UTC), record, index, neighbours=neighbours
     )
+
+
+def _refuse_private_training(model: Any, directory: Path) -> None:
+    """A private model is served only from its release artifact: its training directory keeps
+    user ids and raw histories that its differential privacy guarantee does not cover, and
+    serving would answer from them (``exclude_seen`` would rebuild any user's history)."""
+    if model.privacy_guarantee_ is not None and not model.is_release_:
+        raise ArtifactError(
+            f"{directory} holds a private model's training directory: it keeps {model.n_users_:,} "
+            "users' ids and raw histories, which its differential privacy guarantee does not "
+            "cover, so it is not served. Serve its release artifact instead: "
+            f"`privrank privacy release {directory} --out RELEASE_DIR`"
+        )
 
 
 def _neighbours(model: Any, options: IndexOptions) -> Any:
