@@ -3,10 +3,10 @@
 Install with the ``serve`` extra (FastAPI, uvicorn, prometheus-client). Build the app with
 :func:`create_app` from :class:`ServeSettings`, or run ``privrank serve``.
 
-Quick start (one model, one read key, loopback)::
+Quick start (one model, one service key, loopback)::
 
     privrank train --model ease --data ml100k-holdout --out runs/ease
-    KEY=$(privrank keys create --scope read --name web)
+    KEY=$(privrank keys create --scope service --name backend)
     privrank serve --model runs/ease --port 8000
     curl -s -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \\
         -d '{"user_id": "196", "k": 10}' http://127.0.0.1:8000/v1/recommend
@@ -39,7 +39,13 @@ the database (keys, events) and the model store on disk. Three things are kept *
 
 Model activations are shared: every worker polls ``ACTIVE.json`` each second.
 
+Who may ask what (scopes, user tokens, bounds) and what answers reveal: README, "Security model".
+A private model is served only from its release artifact (:mod:`~.store`); users' histories
+then come from the event store (:mod:`~.histories`).
+
 Modules: :mod:`~privrank.serving.app` (endpoints, error mapping), :mod:`~.auth` (API keys),
+:mod:`~.tokens` (user tokens), :mod:`~.secrets` (the pepper and signing secret),
+:mod:`~.histories` (users' histories from the event store),
 :mod:`~.ratelimit`, :mod:`~.store` (model versions, hot swap), :mod:`~.events` (event store),
 :mod:`~.schemas` (request and response bodies), :mod:`~.recommend` (answers and filters),
 :mod:`~.middleware` (size limit, access log), :mod:`~.index` (FAISS retrieval for factor
