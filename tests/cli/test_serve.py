@@ -368,3 +368,28 @@ def test_startup_refuses_a_neighbour_matrix_below_the_recall_floor(database, tmp
     )
     assert isinstance(result.exception, IndexQualityError)
     assert "below the floor 0.99" in str(result.exception)
+
+
+def test_serve_refuses_a_private_training_directory(database, tmp_path) -> None:
+    from privrank.errors import ArtifactError
+    from privrank.models import FitOptions
+    from privrank.privacy.spec import PrivacySpec
+
+    users = [f"u{u}" for u in range(40) for _ in range(5)]
+    items = [(u * 7 + i) % 30 for u in range(40) for i in range(5)]
+    spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=5)
+    model = create_model("most-popular", {}).fit(
+        Interactions.from_columns(users, items), FitOptions(privacy=spec)
+    )
+    model.save(tmp_path / "trained")
+    model.save(tmp_path / "release", release=True)
+    result = run(
+        "serve", "--model", str(tmp_path / "trained"), "--database", database, "--insecure-dev"
+    )
+    assert isinstance(result.exception, ArtifactError)
+    assert "privrank privacy release" in str(result.exception)
+    added = run("store", "add", str(tmp_path / "store"), str(tmp_path / "trained"))
+    assert isinstance(added.exception, ArtifactError)
+    assert not (tmp_path / "store" / "versions" / "v1").exists()
+    ok = run("store", "add", str(tmp_path / "store"), str(tmp_path / "release"))
+    assert ok.exit_code == 0, ok.output
