@@ -142,9 +142,7 @@ __all__ = [
 ]
 
 
-_SUBMODULES = frozenset(
-    ("beyond", "protocols", "ranking", "report", "run_config", "runner", "sampled", "stats", "topk")
-)
+_SUBMODULES = frozenset(("beyond", "ranking", "sampled", "stats", "topk"))
 
 
 def __getattr__(name: str) -> Any:

@@ -51,6 +51,8 @@ from privrank.data.splits import HoldoutSplit, split
 from privrank.errors import ArtifactError, ConfigError
 from privrank.metrics.evaluate import RANKING_METRICS, EvaluationConfig, evaluate
 from privrank.tuning.search_spaces import SearchSpace, search_space
+from privrank.workflow.records import library_versions
+from privrank.workflow.spend import fit_and_spend
 
 __all__ = [
     "TUNING_FORMAT",
@@ -210,8 +212,6 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (see the module docstring)."""
-        from privrank.metrics.runner import library_versions
-
         return {
             "format": TUNING_FORMAT,
             "version": _VERSION,
@@ -433,8 +433,11 @@ def tune(
         try:
             recommender = create_model(model, {**space.fixed, **params})
             options = FitOptions(seed=config.seed, threads=config.threads, progress=check_deadline)
-            recommender.fit(train, options)
-            return validation_score(recommender, train, validation, config)
+            # The one fit path: a trial without a privacy spec spends nothing.
+            with fit_and_spend(
+                recommender, train, options, budget_key=None, description=f"tune {model}"
+            ):
+                return validation_score(recommender, train, validation, config)
         except _OutOfTime:
             note = "time budget"
             raise optuna.TrialPruned(note) from None
