@@ -17,7 +17,8 @@ checksum list itself.
 :func:`write_trained` writes such a directory atomically (``privrank train``, ``privrank privacy
 release``); :func:`load_trained` reads one (``privrank evaluate --model``, ``privrank privacy
 release``); :func:`read_model_dir` also accepts a bare model directory (``model.json`` inside),
-which the model store serves (:mod:`privrank.serving.store`).
+which the model store serves (:mod:`privrank.serving.store`); :func:`locate` finds the artifact
+and the cross-checked record without loading the model (``privrank privacy report``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "TRAINING_FILE",
     "TrainedModel",
     "load_trained",
+    "locate",
     "read_model_dir",
     "training_record",
     "write_trained",
@@ -116,22 +118,50 @@ def write_trained(
     return out
 
 
-def read_model_dir(directory: str | Path) -> TrainedModel:
-    """Read a ``privrank train`` directory or a bare model directory, verified.
+def locate(directory: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """The model artifact in ``directory`` and its cross-checked training record.
+
+    ``directory`` is a ``privrank train`` directory (``model/`` and ``training.json``) or a bare
+    model directory (``model.json`` inside; no record). The record's ``model_checksums_sha256``
+    must be the SHA-256 of the artifact's checksum list; the files themselves are verified
+    against that list when the model is loaded (:meth:`Recommender.load`).
 
     Raises:
-        ArtifactError: Neither layout, a malformed training record, a file whose checksum
-            changed, or a model that is not the one its training record describes.
+        ArtifactError: Neither layout, a missing or malformed training record, or a model that
+            is not the one its training record describes.
     """
     directory = Path(directory)
     if (directory / MODEL_FILE).is_file():
-        return TrainedModel(directory, None, Recommender.load(directory), directory)
-    if (directory / MODEL_DIR / MODEL_FILE).is_file():
-        return load_trained(directory)
-    raise ArtifactError(
-        f"{directory} is not a model directory: expected {MODEL_FILE} (a saved model) or "
-        f"{MODEL_DIR}/{MODEL_FILE} and {TRAINING_FILE} (a `privrank train` output)"
-    )
+        return directory, None
+    model_path = directory / MODEL_DIR
+    if not (model_path / MODEL_FILE).is_file():
+        raise ArtifactError(
+            f"{directory} is not a model directory: expected {MODEL_FILE} (a saved model) or "
+            f"{MODEL_DIR}/{MODEL_FILE} and {TRAINING_FILE} (a `privrank train` output)"
+        )
+    path = directory / TRAINING_FILE
+    if not path.is_file():
+        raise ArtifactError(
+            f"{directory} is not a `privrank train` directory: {TRAINING_FILE} is missing"
+        )
+    record = _read_record(path)
+    listing = model_path / CHECKSUMS_FILE
+    if not listing.is_file() or record.get("model_checksums_sha256") != _sha256(listing):
+        raise ArtifactError(
+            f"{model_path} is not the model its {TRAINING_FILE} describes (its checksum list "
+            "changed since `privrank train`)"
+        )
+    return model_path, record
+
+
+def read_model_dir(directory: str | Path) -> TrainedModel:
+    """Read and verify a ``privrank train`` directory or a bare model directory.
+
+    Raises:
+        ArtifactError: See :func:`locate`; also a file whose checksum changed.
+    """
+    model_path, record = locate(directory)
+    return TrainedModel(Path(directory), record, Recommender.load(model_path), model_path)
 
 
 def load_trained(directory: str | Path) -> TrainedModel:
@@ -142,20 +172,11 @@ def load_trained(directory: str | Path) -> TrainedModel:
             since training.
     """
     directory = Path(directory)
-    path = directory / TRAINING_FILE
-    if not path.is_file():
+    if not (directory / TRAINING_FILE).is_file():
         raise ArtifactError(
             f"{directory} is not a `privrank train` directory: {TRAINING_FILE} is missing"
         )
-    record = _read_record(path)
-    model_path = directory / MODEL_DIR
-    model = Recommender.load(model_path)
-    if record.get("model_checksums_sha256") != _sha256(model_path / CHECKSUMS_FILE):
-        raise ArtifactError(
-            f"{model_path} is not the model its {TRAINING_FILE} describes (its checksum list "
-            "changed since `privrank train`)"
-        )
-    return TrainedModel(directory, record, model, model_path)
+    return read_model_dir(directory)
 
 
 def _read_record(path: Path) -> dict[str, Any]:
