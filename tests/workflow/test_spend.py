@@ -71,10 +71,18 @@ def test_over_budget_is_refused_before_the_fit(url: str) -> None:
     _budget(url, 1.0)
     _Spy.fits = 0
     model = _Spy(regularization=20.0)
-    with pytest.raises(PrivacyBudgetExceeded), _fit(url, model):
+    started: list[bool] = []
+    with (
+        pytest.raises(PrivacyBudgetExceeded),
+        _fit(url, model, before_fit=lambda: started.append(True)),
+    ):
         pytest.fail("the block must not run")
-    assert _Spy.fits == 0 and not model.is_fitted
+    assert _Spy.fits == 0 and not model.is_fitted and not started
     assert _spends(url) == []
+    _budget(url, 5.0)
+    with _fit(url, model, before_fit=lambda: started.append(model.is_fitted)):
+        pass
+    assert _Spy.fits == 1 and started == [False]  # called once, before the fit
 
 
 def test_a_failure_in_the_block_releases_the_spend(url: str) -> None:

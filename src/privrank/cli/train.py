@@ -21,6 +21,7 @@ spends through :func:`privrank.workflow.spend.fit_and_spend`.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -212,25 +213,27 @@ def train_command(
         budget_key = (
             prepared.split.source.name if prepared is not None else resolved.dataset.metadata.name
         )
-    with Progress(
+    progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         console=console,
-    ) as progress:
-        task = progress.add_task(f"fitting {model}", total=None, info="")
+    )
+    task = progress.add_task(f"fitting {model}", total=None, info="")
 
-        def report(update: Any) -> None:
-            info = [] if update.loss is None else [f"loss {update.loss:.5g}"]
-            info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
-            progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
+    def report(update: Any) -> None:
+        info = [] if update.loss is None else [f"loss {update.loss:.5g}"]
+        info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
+        progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
 
-        options = FitOptions(seed=seed, threads=threads, progress=report, privacy=spec)
-        # A private fit reserves its spend before anything trains (refused: exit 2, nothing
-        # written), and commits it once the model is saved.
-        with fit_and_spend(
+    options = FitOptions(seed=seed, threads=threads, progress=report, privacy=spec)
+    # A private fit reserves its spend before anything trains or shows (refused: exit 2,
+    # nothing written), and commits it once the model is saved.
+    with (
+        ExitStack() as display,
+        fit_and_spend(
             recommender,
             train,
             options,
@@ -238,12 +241,14 @@ def train_command(
             description=f"train {model} -> {out}",
             validation=validation,
             ledger_url=ledger,
-        ) as fitted:
-            seconds = fitted.seconds
-            record = _record(resolved, recommender, train, mode, seed, threads, seconds)
-            if fitted.spend is not None:
-                record["privacy"] = fitted.spend_record()
-            write_trained(out, recommender, record)
+            before_fit=lambda: display.enter_context(progress),
+        ) as fitted,
+    ):
+        seconds = fitted.seconds
+        record = _record(resolved, recommender, train, mode, seed, threads, seconds)
+        if fitted.spend is not None:
+            record["privacy"] = fitted.spend_record()
+        write_trained(out, recommender, record)
     if spec is not None:
         console.print(recommender.privacy_guarantee_.describe(), highlight=False, soft_wrap=True)
     console.print(

@@ -16,6 +16,9 @@ therefore at most one epoch plus one validation evaluation (a closed-form model 
 at the end of its fit). A trial whose fit diverges (:class:`~privrank.models.ModelFitError`)
 is recorded as ``FAIL`` and the study goes on.
 
+**Fits.** Every trial fits through :func:`privrank.workflow.spend.fit_and_spend`, the one fit
+path; trials carry no privacy spec, so tuning reserves no privacy budget.
+
 **Start.** By default the first trial is the model's default config (when it lies in the
 search space); the sampler then explores (TPE: ``startup_trials`` random trials, then modelled).
 

@@ -284,8 +284,11 @@ def fit_and_evaluate(
     options = FitOptions(
         seed=config.seed, threads=config.threads, progress=fit_progress, privacy=spec.privacy
     )
-    if status is not None:
-        status(spec.display, f"fitting on {len(train):,} interactions ({mode})")
+
+    def fitting() -> None:
+        if status is not None:
+            status(spec.display, f"fitting on {len(train):,} interactions ({mode})")
+
     with fit_and_spend(
         model,
         train,
@@ -294,6 +297,7 @@ def fit_and_evaluate(
         description=f"evaluate {spec.display} on {prepared.spec.name}",
         validation=None if mode == "refit" else prepared.validation,
         ledger_url=ledger_url,
+        before_fit=fitting,
     ) as fitted:
         if status is not None:
             status(spec.display, f"fitted in {fitted.seconds:.1f} s; evaluating")

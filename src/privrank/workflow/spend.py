@@ -30,7 +30,7 @@ is then ``None`` and :attr:`SpentFit.unspent` says so, so the caller's report ca
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +128,7 @@ def fit_and_spend(
     validation: Interactions | None = None,
     ledger_url: str | None = None,
     no_ledger: bool = False,
+    before_fit: Callable[[], object] | None = None,
 ) -> Iterator[SpentFit]:
     """Reserve a private fit's (ε, δ), fit, run the block, then commit (release on failure).
 
@@ -143,6 +144,8 @@ def fit_and_spend(
         ledger_url: Ledger database URL (default:
             :func:`~privrank.privacy.ledger.default_ledger_url`).
         no_ledger: Fit a private model without spending (the caller must say so).
+        before_fit: Called once the spend is reserved, right before the fit (e.g. to show a
+            progress display only for a fit that will run).
 
     Yields:
         The fitted model and its spend.
@@ -153,7 +156,7 @@ def fit_and_spend(
     """
     privacy = options.privacy
     if privacy is None or no_ledger:
-        seconds = _fit(model, train, options, validation)
+        seconds = _fit(model, train, options, validation, before_fit)
         yield SpentFit(model, seconds, unspent=privacy is not None)
         return
     if not budget_key:
@@ -164,7 +167,7 @@ def fit_and_spend(
         Ledger(ledger_url) as book,
         book.spend(budget_key, epsilon, delta, description) as reservation,
     ):
-        seconds = _fit(model, train, options, validation)
+        seconds = _fit(model, train, options, validation, before_fit)
         yield SpentFit(model, seconds, Spend(budget_key, reservation.id, epsilon, delta))
 
 
@@ -173,7 +176,10 @@ def _fit(
     train: Interactions,
     options: FitOptions,
     validation: Interactions | None,
+    before_fit: Callable[[], object] | None,
 ) -> float:
+    if before_fit is not None:
+        before_fit()
     started = time.perf_counter()
     fit_model(model, train, options, validation)
     return time.perf_counter() - started
