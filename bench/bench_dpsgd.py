@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from privrank.metrics import EvaluationConfig, evaluate
-from privrank.metrics.protocols import prepare
 from privrank.models import FitOptions, create_model
 from privrank.privacy.spec import PrivacySpec
+from privrank.workflow.protocols import prepare
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "mult-vae": {},

@@ -87,7 +87,7 @@ def parts(protocol: str) -> tuple[Part, Part]:
         inner = split(outer.train, HoldoutSplit(fraction=0.2, seed=1))
         test = Part(outer.train, outer.train, outer.test)
         return Part(inner.train, inner.train, inner.test), test
-    from privrank.metrics.protocols import prepare
+    from privrank.workflow.protocols import prepare
 
     prepared = prepare("beauty-loo")
     selection = Part(prepared.train, prepared.train, prepared.validation)

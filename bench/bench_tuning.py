@@ -34,9 +34,9 @@ from typing import Any
 
 from privrank.metrics import bootstrap_cis, paired_comparison
 from privrank.metrics.evaluate import evaluate
-from privrank.metrics.protocols import prepare
 from privrank.models import FitOptions, create_model
 from privrank.tuning import TuneConfig, carve_validation, tune
+from privrank.workflow.protocols import prepare
 
 OURS, PEER = "ials", "implicit-als"
 METRICS = ("ndcg@10", "recall@20")

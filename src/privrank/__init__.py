@@ -1,7 +1,9 @@
 """privrank: privacy-preserving recommendation and ranking.
 
-Data flows ``data`` → ``models`` → ``metrics``; ``privacy`` composes with models; ``serving``,
-``federated`` and ``distributed`` sit on top. See the README for the two set-up commands.
+Layers, top to bottom (each imports only the layers below it; checked by the import-linter
+contracts in ``pyproject.toml``): ``cli`` → ``distributed`` → ``serving`` → ``tuning`` →
+``workflow`` → ``testing`` → ``models`` → ``privacy`` → ``metrics`` → ``data`` → the base modules
+(``database``, ``atomic``, ``settings``, ``errors``). See the README for the two set-up commands.
 """
 
 from privrank.errors import (

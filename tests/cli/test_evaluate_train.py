@@ -115,7 +115,7 @@ def test_evaluate_refuses_data_the_model_was_not_trained_for(tmp_path: Path, toy
     (other / "model").rename(model_dir / "model")
     result = invoke("evaluate", "--model", model_dir, "--out", tmp_path / "z")
     assert isinstance(result.exception, ArtifactError)
-    assert "not the model this training record describes" in str(result.exception)
+    assert "not the model its training.json describes" in str(result.exception)
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
 

@@ -12,12 +12,12 @@ from typer.testing import CliRunner
 import privrank.cli.release
 import privrank.cli.train  # noqa: F401  (register the commands)
 from privrank.cli.app import app
-from privrank.cli.train import load_trained
 from privrank.data.interactions import DatasetMetadata
 from privrank.errors import ConfigError
 from privrank.models import Query
 from privrank.privacy.ledger import Ledger
 from privrank.testing import synthetic_interactions
+from privrank.workflow.model_dir import load_trained
 
 runner = CliRunner()
 

@@ -90,11 +90,25 @@ def test_start_falls_back_when_the_active_version_is_corrupted(store_dir) -> Non
     assert ModelStore(store_dir).start().version == "v1"
 
 
+def write_record(trained: Path, **fields) -> None:
+    """A ``privrank train`` record for the model copied into ``trained/model``."""
+    listing = hashlib.sha256((trained / "model" / "checksums.json").read_bytes()).hexdigest()
+    record = {
+        "format": "privrank.training",
+        "version": 1,
+        "fit": {"history_mode": "users"},
+        "data": {"train_fingerprint": "0" * 64},
+        "model_checksums_sha256": listing,
+        **fields,
+    }
+    (trained / "training.json").write_text(json.dumps(record))
+
+
 def test_train_output_directories_are_served(tmp_path, model_dir) -> None:
     trained = tmp_path / "trained"
     shutil.copytree(model_dir, trained / "model")
-    record = {"privacy": {"epsilon": 1.0, "delta": 1e-6}, "created_at": "2026-01-01T00:00:00Z"}
-    (trained / "training.json").write_text(json.dumps(record))
+    privacy = {"epsilon": 1.0, "delta": 1e-6}
+    write_record(trained, privacy=privacy, created_at="2026-01-01T00:00:00Z")
     served = ModelStore.single(trained).start()
     assert served.describe()["privacy"] == {"epsilon": 1.0, "delta": 1e-6}
 
@@ -199,12 +213,22 @@ def test_swapping_under_concurrent_requests_fails_none(make_client, store_dir, k
 def test_a_train_directory_whose_model_changed_is_refused(tmp_path, model_dir, popular_dir) -> None:
     trained = tmp_path / "trained"
     shutil.copytree(model_dir, trained / "model")
-    listing = hashlib.sha256((trained / "model" / "checksums.json").read_bytes()).hexdigest()
-    (trained / "training.json").write_text(json.dumps({"model_checksums_sha256": listing}))
+    write_record(trained)
     assert ModelStore.single(trained).start().model.name == "ease"
     shutil.rmtree(trained / "model")
     shutil.copytree(popular_dir, trained / "model")  # a valid model, but not the trained one
     with pytest.raises(ArtifactError, match=r"not the model its training\.json describes"):
+        ModelStore.single(trained).start()
+
+
+def test_a_train_directory_without_its_checksum_cross_check_is_refused(tmp_path, model_dir):
+    trained = tmp_path / "trained"
+    shutil.copytree(model_dir, trained / "model")
+    write_record(trained, model_checksums_sha256=None)
+    with pytest.raises(ArtifactError, match=r"not the model its training\.json describes"):
+        ModelStore.single(trained).start()
+    (trained / "training.json").unlink()
+    with pytest.raises(ArtifactError, match=r"training\.json is missing"):
         ModelStore.single(trained).start()
 
 

@@ -4,14 +4,20 @@
 [--canary-items K] [--seed S] [--json OUT]`` inserts ``M`` canary users into the dataset, each
 included with probability 1/2, trains ``NAME`` privately once, guesses which canaries were in
 from the released model alone, and turns the number of correct guesses into a lower bound on ε
-at 95 % confidence (Steinke, Nasr & Jagielski 2023; :mod:`privrank.privacy.audit`).
+at 95 % confidence (Steinke, Nasr & Jagielski 2023; :mod:`privrank.workflow.audit`).
 
 Exit codes: **0** the claim passed (lower bound ≤ claimed ε), **1** the audit found a violation
 (lower bound > claimed ε: the fit is not (ε, δ)-DP, with 95 % confidence), **2** bad input.
 
+The audited fit trains on the real data, so it spends its (ε, δ) from the privacy budget ledger
+(key: the dataset's name; ledger: ``PRIVRANK_LEDGER_URL``), reserved before training and refused
+with exit code 2 when the budget does not cover it (:func:`privrank.workflow.spend.fit_and_spend`).
+``--no-ledger`` runs it without spending; the printed result and the JSON then say so.
+
 ``--break-noise-for-testing SCALE`` multiplies the mechanism's noise by ``SCALE`` (0: none), to
-check that the audit catches a broken mechanism. The fit is then NOT PRIVATE; the audit never
-saves or returns the model, and says so loudly.
+check that the audit catches a broken mechanism. The fit is then NOT PRIVATE (it has no (ε, δ)
+to spend, so it needs ``--no-ledger``); the audit never saves or returns the model, and says so
+loudly.
 """
 
 from __future__ import annotations
@@ -78,17 +84,27 @@ def audit_command(
             "saved).",
         ),
     ] = None,
+    no_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--no-ledger",
+            help="Do not spend the audited fit's (ε, δ) from the privacy budget ledger (the "
+            "result says so). Without it the fit spends from the dataset's budget.",
+        ),
+    ] = False,
 ) -> None:
     """Audit a model's private fit with canary users (exit 0 passed, 1 violated, 2 bad input).
 
     The lower bound on ε holds with 95 % confidence, so a correct mechanism is flagged in at most
     5 % of audits. A pass is not a proof: one run with m canaries certifies at most about
     ln(m / 4.4) (about 5 for 1,000 canaries), and the result shows that ceiling.
+
+    The fit spends its (ε, δ) from the dataset's budget in the ledger, unless --no-ledger.
     """
     from privrank.cli.train import parse_params
-    from privrank.metrics.protocols import load_dataset
-    from privrank.privacy.audit import audit_model
     from privrank.privacy.mechanisms import _noise_scale_for_testing
+    from privrank.workflow.audit import audit_model
+    from privrank.workflow.protocols import load_dataset
 
     params = parse_params(param, config)
     console = Console(soft_wrap=True)
@@ -97,6 +113,11 @@ def audit_command(
     if broken and not (break_noise_for_testing >= 0 and break_noise_for_testing < 1):
         raise ConfigError(
             f"--break-noise-for-testing must be in [0, 1). Got {break_noise_for_testing!r}"
+        )
+    if broken and not no_ledger:
+        raise ConfigError(
+            "--break-noise-for-testing: a deliberately broken fit has no (ε, δ) guarantee to "
+            "spend from the ledger; add --no-ledger"
         )
     if json_out is not None and json_out.is_dir():
         raise ConfigError(f"--json {json_out}: is a directory; give a file name")
@@ -123,8 +144,9 @@ def audit_command(
             seed=seed,
             noise_seed=noise_seed,
             threads=threads,
+            no_ledger=no_ledger,
         )
-    record = {"data": data, "params": params, **result.to_dict()}
+    record = {"data": data, "params": params, **result.to_dict(), "no_ledger": no_ledger}
     if json_out is not None:
         with atomic_file(json_out, encoding="utf-8") as handle:
             handle.write(json.dumps(record, indent=2) + "\n")

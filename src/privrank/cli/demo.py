@@ -49,8 +49,8 @@ def demo_command(
     dataset: Annotated[str, typer.Option(help="Catalog data set to run on.")] = "ml-100k",
 ) -> None:
     """Import ML-100K, print its statistics and split, train and evaluate two models."""
-    from privrank.metrics.run_config import RunConfig
-    from privrank.metrics.runner import run
+    from privrank.workflow.run_config import RunConfig
+    from privrank.workflow.runner import run
 
     console = Console()
     if not console.is_terminal:  # piped or logged: do not truncate the numbers to 80 columns

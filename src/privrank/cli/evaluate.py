@@ -4,7 +4,7 @@ Two forms:
 
 - ``privrank evaluate --protocol ml100k-holdout --models most-popular,implicit-als,ease``
   (or ``--config RUN.toml``, whose fields the flags override): fits every model on the
-  protocol's training part and evaluates it on the same users (:mod:`privrank.metrics.runner`);
+  protocol's training part and evaluates it on the same users (:mod:`privrank.workflow.runner`);
 - ``privrank evaluate --model DIR``: evaluates a model saved by ``privrank train`` on the test
   set of the protocol or split it was trained on (``--protocol`` may name it again, or another
   one built on exactly the same training rows); data that is not what the model was fitted on
@@ -13,7 +13,7 @@ Two forms:
 Both print a table of the headline metrics with their bootstrap CIs (and the difference with the
 baseline) and write, under ``--out`` (default ``$PRIVRANK_HOME/runs/<UTC time>``), one JSON
 result and one per-user Parquet file per model and protocol, ``results.md``, ``summary.json``
-and, unless ``--no-plots``, the PNG charts and ``report.md`` of :mod:`privrank.metrics.report`.
+and, unless ``--no-plots``, the PNG charts and ``report.md`` of :mod:`privrank.workflow.report`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from privrank.metrics.protocols import PreparedProtocol
-    from privrank.metrics.runner import RunSummary
+    from privrank.workflow.protocols import PreparedProtocol
+    from privrank.workflow.runner import RunSummary
 
 __all__ = ["evaluate_command", "prepare_for_trained", "results_tables"]
 
@@ -118,7 +118,7 @@ def evaluate_command(
     """Evaluate models by full ranking, with bootstrap CIs and paired tests against a baseline."""
     from rich.console import Console
 
-    from privrank.metrics.report import write_report
+    from privrank.workflow.report import write_report
 
     options: dict[str, Any] = {
         "baseline": baseline,
@@ -163,7 +163,7 @@ def _evaluate_models(
     out: Path,
     console: Console,
 ) -> RunSummary:
-    from privrank.metrics.runner import RunConfig, run
+    from privrank.workflow.runner import RunConfig, run
 
     fields: dict[str, Any] = {}
     if config is not None:
@@ -201,7 +201,7 @@ def prepare_for_trained(trained: Any, protocol: str | None) -> PreparedProtocol:
     """
     from privrank.cli.train import load_split
     from privrank.data.fingerprint import fingerprint
-    from privrank.metrics.protocols import PROTOCOLS, prepare
+    from privrank.workflow.protocols import PROTOCOLS, prepare
 
     data = trained.record["data"]
     if protocol is None and data["kind"] == "dataset":
@@ -238,8 +238,8 @@ def prepare_for_trained(trained: Any, protocol: str | None) -> PreparedProtocol:
 def _evaluate_trained(
     directory: Path, protocol: str | None, options: dict[str, Any], out: Path, console: Console
 ) -> RunSummary:
-    from privrank.cli.train import load_trained
-    from privrank.metrics.runner import ModelSpec, RunConfig, evaluate_model, write_results
+    from privrank.workflow.model_dir import load_trained
+    from privrank.workflow.runner import ModelSpec, RunConfig, evaluate_model, write_results
 
     refused = sorted(set(options) & {"seed", "threads", "test_history", "baseline", "validation"})
     if refused:
@@ -286,7 +286,7 @@ def results_tables(records: list[dict[str, Any]]) -> list[Table]:
     """One rich table per protocol: headline metrics with CIs, difference with the baseline."""
     from rich.table import Table
 
-    from privrank.metrics.report import group_by_protocol, metric_label
+    from privrank.workflow.report import group_by_protocol, metric_label
 
     tables = []
     for name, group in group_by_protocol(records).items():

@@ -227,20 +227,13 @@ def privacy_report(directory: str | Path) -> dict[str, Any]:
     """
     from privrank.models._artifact import MODEL_FILE, verify_checksums
     from privrank.privacy.mechanisms import PrivacyGuarantee
+    from privrank.workflow.model_dir import locate
 
     directory = Path(directory)
-    training = directory / "training.json"
-    model_dir = directory / "model" if training.is_file() else directory
+    model_dir, record = locate(directory)  # the training record cross-checked
     verify_checksums(model_dir)
     header = json.loads((model_dir / MODEL_FILE).read_text(encoding="utf-8"))
-    ledger = None
-    if training.is_file():
-        try:
-            ledger = json.loads(training.read_text(encoding="utf-8")).get("privacy")
-        except ValueError as exc:
-            from privrank.errors import ArtifactError
-
-            raise ArtifactError(f"{training}: not valid JSON: {exc}") from exc
+    ledger = None if record is None else record.get("privacy")
     raw = header.get("privacy")
     try:
         guarantee = None if raw is None else PrivacyGuarantee.from_dict(raw)

@@ -11,8 +11,6 @@ It spends no budget: it publishes a subset of what the private fit already paid 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -20,9 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from privrank.atomic import atomic_directory
 from privrank.cli.privacy import privacy_app
-from privrank.cli.train import MODEL_DIR, TRAINING_FILE, load_trained
 from privrank.errors import ConfigError
 
 __all__ = ["release"]
@@ -36,6 +32,8 @@ def release(
     out: Annotated[Path, typer.Option(help="Directory to write the release to (must be new).")],
 ) -> None:
     """Write a private model without its training users' ids, histories or per-user state."""
+    from privrank.workflow.model_dir import load_trained, write_trained
+
     trained = load_trained(model)
     if out.exists():
         raise ConfigError(f"--out {out}: already exists; a release is written to a new directory")
@@ -58,13 +56,7 @@ def release(
         "release": {"from": model.name, "withheld": WITHHELD},  # no absolute paths
         "versions": record.get("versions"),
     }
-    with atomic_directory(out) as tmp:
-        trained.model.save(tmp / MODEL_DIR, release=True)  # refuses a non-private model
-        listing = (tmp / MODEL_DIR / "checksums.json").read_bytes()
-        released_record["model_checksums_sha256"] = hashlib.sha256(listing).hexdigest()
-        (tmp / TRAINING_FILE).write_text(
-            json.dumps(released_record, indent=2) + "\n", encoding="utf-8"
-        )
+    write_trained(out, trained.model, released_record, release=True)  # refuses a non-private model
     console = Console()
     console.print(trained.model.privacy_guarantee_.describe(), highlight=False, soft_wrap=True)
     console.print(

@@ -1,6 +1,6 @@
 """``privrank report RESULT.json…``: charts with confidence intervals and a markdown summary.
 
-A thin layer over :func:`privrank.metrics.report.write_report`. Each argument is a result JSON
+A thin layer over :func:`privrank.workflow.report.write_report`. Each argument is a result JSON
 written by ``privrank evaluate`` (or a run's ``summary.json``, standing for all its results);
 results of several runs can be combined, protocol by protocol.
 """
@@ -30,7 +30,7 @@ def report_command(
     """Write metric-vs-K curves and comparison charts (PNG) and a markdown summary."""
     from rich.console import Console
 
-    from privrank.metrics.report import load_results, write_report
+    from privrank.workflow.report import load_results, write_report
 
     records = load_results(results)
     destination = out if out is not None else results[0].parent

@@ -14,18 +14,15 @@ The output directory holds the model artifact in ``model/`` (:meth:`Recommender.
 data it saw: protocol or split, the source dataset's fingerprint, the split spec and the
 fingerprint of the exact rows fitted on, plus the SHA-256 of the artifact's checksum list. With
 it, ``privrank evaluate --model DIR`` rebuilds the right test set and refuses data that does not
-match.
+match. The directory is written and read by :mod:`privrank.workflow.model_dir`; a private fit
+spends through :func:`privrank.workflow.spend.fit_and_spend`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,31 +30,22 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from privrank.atomic import atomic_directory
 from privrank.cli.app import app
 from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
 from privrank.data.splits import Split
-from privrank.errors import ArtifactError, ConfigError
+from privrank.errors import ConfigError
 
-# The metrics modules import torch and scipy.stats: imported where used, not at CLI start.
+# The workflow modules import torch and scipy.stats: imported where used, not at CLI start.
 if TYPE_CHECKING:
-    from privrank.metrics.protocols import PreparedProtocol
+    from privrank.workflow.protocols import PreparedProtocol
 
 __all__ = [
-    "TRAINING_FILE",
-    "TrainedModel",
     "TrainingData",
-    "load_trained",
     "parse_params",
     "resolve_training_data",
     "train_command",
 ]
-
-TRAINING_FILE = "training.json"
-MODEL_DIR = "model"
-_FORMAT = "privrank.training"
-_VERSION = 1
 
 
 def parse_params(pairs: list[str] | None, config: Path | None = None) -> dict[str, Any]:
@@ -118,7 +106,7 @@ class TrainingData:
 
 def resolve_training_data(argument: str) -> TrainingData:
     """Resolve ``--data``: a named protocol, a saved split directory, or a dataset."""
-    from privrank.metrics.protocols import PROTOCOLS, load_dataset, prepare
+    from privrank.workflow.protocols import PROTOCOLS, load_dataset, prepare
 
     if argument in PROTOCOLS:
         return TrainingData("protocol", argument, prepared=prepare(argument))
@@ -130,7 +118,7 @@ def resolve_training_data(argument: str) -> TrainingData:
 
 def load_split(path: Path) -> PreparedProtocol:
     """A saved split as prepared protocol parts (named ``split:<folder>``)."""
-    from privrank.metrics.protocols import from_split, protocol_for_split
+    from privrank.workflow.protocols import from_split, protocol_for_split
 
     parts = Split.load(path)
     spec = protocol_for_split(parts, f"split:{path.resolve().name}", str(path))
@@ -197,8 +185,9 @@ def train_command(
     dataset's budget does not cover it), committed after the model is saved, and released if
     training fails.
     """
-    from privrank.metrics.runner import fit_model
     from privrank.models import FitOptions, create_model
+    from privrank.workflow.model_dir import TRAINING_FILE, write_trained
+    from privrank.workflow.spend import fit_and_spend
 
     params = parse_params(param, config)
     recommender = create_model(model, params)  # validates name and parameters first
@@ -210,7 +199,7 @@ def train_command(
             f"{model} has no differentially private training yet; private models: "
             f"{', '.join(_private_models())}"
         )
-    _check_out(out)
+    _check_out(out, TRAINING_FILE)
     console = Console()
     with console.status(f"loading {data}"):
         resolved = resolve_training_data(data)
@@ -218,36 +207,48 @@ def train_command(
     validation = None
     if resolved.prepared is not None and mode != "refit":
         validation = resolved.prepared.validation
-    # A private fit reserves its spend before anything trains (refused: exit 2, nothing written).
+    if budget_key is None and spec is not None:
+        # Every split of one dataset spends from one budget: the source dataset's, not the split's.
+        prepared = resolved.prepared
+        budget_key = (
+            prepared.split.source.name if prepared is not None else resolved.dataset.metadata.name
+        )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = progress.add_task(f"fitting {model}", total=None, info="")
+
+    def report(update: Any) -> None:
+        info = [] if update.loss is None else [f"loss {update.loss:.5g}"]
+        info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
+        progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
+
+    options = FitOptions(seed=seed, threads=threads, progress=report, privacy=spec)
+    # A private fit reserves its spend before anything trains or shows (refused: exit 2,
+    # nothing written), and commits it once the model is saved.
     with (
-        _ledger_spend(spec, ledger, budget_key, resolved, train, model, out) as spend,
-        Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress,
+        ExitStack() as display,
+        fit_and_spend(
+            recommender,
+            train,
+            options,
+            budget_key=budget_key,
+            description=f"train {model} -> {out}",
+            validation=validation,
+            ledger_url=ledger,
+            before_fit=lambda: display.enter_context(progress),
+        ) as fitted,
     ):
-        task = progress.add_task(f"fitting {model}", total=None, info="")
-
-        def report(update: Any) -> None:
-            info = [] if update.loss is None else [f"loss {update.loss:.5g}"]
-            info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
-            progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
-
-        options = FitOptions(seed=seed, threads=threads, progress=report, privacy=spec)
-        started = time.perf_counter()
-        fit_model(recommender, train, options, validation)
-        seconds = time.perf_counter() - started
+        seconds = fitted.seconds
         record = _record(resolved, recommender, train, mode, seed, threads, seconds)
-        if spend is not None:
-            record["privacy"] = spend
-        with atomic_directory(out) as tmp:
-            recommender.save(tmp / MODEL_DIR)
-            record["model_checksums_sha256"] = _sha256(tmp / MODEL_DIR / "checksums.json")
-            (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if fitted.spend is not None:
+            record["privacy"] = fitted.spend_record()
+        write_trained(out, recommender, record)
     if spec is not None:
         console.print(recommender.privacy_guarantee_.describe(), highlight=False, soft_wrap=True)
     console.print(
@@ -308,46 +309,9 @@ def _privacy_spec(
     )
 
 
-@contextmanager
-def _ledger_spend(
-    spec: Any,
-    url: str | None,
-    budget_key: str | None,
-    resolved: TrainingData,
-    train: Interactions,
-    model: str,
-    out: Path,
-) -> Iterator[dict[str, Any] | None]:
-    """Reserve the fit's (ε, δ) before it runs; commit after, release on failure.
-
-    The key defaults to the name of the dataset the training rows come from (a split's source
-    dataset, not the split), so every split of one dataset spends from one budget.
-    """
-    if spec is None:
-        yield None
-        return
-    from privrank.privacy.ledger import Ledger
-
-    spec = spec.resolve(train.n_users)
-    if budget_key is None:
-        prepared = resolved.prepared
-        budget_key = (
-            prepared.split.source.name if prepared is not None else resolved.dataset.metadata.name
-        )
-    with Ledger(url) as book:
-        description = f"train {model} -> {out}"
-        with book.spend(budget_key, spec.epsilon, spec.delta, description) as reservation:
-            yield {
-                "ledger_key": budget_key,
-                "spend_id": reservation.id,
-                "epsilon": spec.epsilon,
-                "delta": spec.delta,
-            }
-
-
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, training_file: str) -> None:
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
-    if occupied and not (out / TRAINING_FILE).is_file():
+    if occupied and not (out / training_file).is_file():
         raise ConfigError(
             f"--out {out}: exists and is not a trained-model directory; refusing to replace it"
         )
@@ -374,7 +338,7 @@ def _record(
     threads: int,
     seconds: float,
 ) -> dict[str, Any]:
-    from privrank.metrics.runner import library_versions
+    from privrank.workflow.model_dir import training_record
 
     prepared = resolved.prepared
     data: dict[str, Any] = {
@@ -395,70 +359,5 @@ def _record(
         }
     else:
         data["dataset"] = {"name": train.metadata.name, "fingerprint": data["train_fingerprint"]}
-    return {
-        "format": _FORMAT,
-        "version": _VERSION,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": {"name": recommender.name, "config": recommender.config.model_dump(mode="json")},
-        "fit": {"seed": seed, "threads": threads, "seconds": seconds, "history_mode": mode},
-        "data": data,
-        "versions": library_versions(),
-    }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A directory written by ``privrank train``.
-
-    Attributes:
-        directory: The directory.
-        record: The parsed ``training.json``.
-        model: The loaded (checksum-verified) model.
-    """
-
-    directory: Path
-    record: dict[str, Any]
-    model: Any
-
-    @property
-    def history_mode(self) -> str:
-        """How test users are scored: ``users``, ``fold-in`` or ``refit``."""
-        return self.record["fit"]["history_mode"]
-
-
-def load_trained(directory: str | Path) -> TrainedModel:
-    """Read a ``privrank train`` directory, verifying the model against its training record.
-
-    Raises:
-        ArtifactError: Not such a directory, a malformed record, or a model whose files changed
-            since training.
-    """
-    from privrank.models import Recommender
-
-    directory = Path(directory)
-    path = directory / TRAINING_FILE
-    if not path.is_file():
-        raise ArtifactError(
-            f"{directory} is not a `privrank train` directory: {TRAINING_FILE} is missing"
-        )
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("format") != _FORMAT or record.get("version") != _VERSION:
-            raise ArtifactError(f"{path}: not a training record of version {_VERSION}")
-        for section, key in (("data", "train_fingerprint"), ("fit", "history_mode")):
-            if not isinstance(record[section][key], str):
-                raise TypeError(f"{section}.{key} must be a string")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path}: malformed training record: {exc}") from exc
-    model = Recommender.load(directory / MODEL_DIR)
-    recorded = record.get("model_checksums_sha256")
-    if recorded != _sha256(directory / MODEL_DIR / "checksums.json"):
-        raise ArtifactError(
-            f"{directory / MODEL_DIR} is not the model this training record describes (its "
-            "checksum list changed since `privrank train`)"
-        )
-    return TrainedModel(directory=directory, record=record, model=model)
+    fit = {"seed": seed, "threads": threads, "seconds": seconds, "history_mode": mode}
+    return training_record(recommender, fit=fit, data=data)

@@ -67,8 +67,8 @@ def resolve_tuning_data(
     """
     from privrank.data.fingerprint import fingerprint
     from privrank.data.splits import Split
-    from privrank.metrics.protocols import from_split, load_dataset, prepare, protocol_for_split
     from privrank.tuning import carve_validation
+    from privrank.workflow.protocols import from_split, load_dataset, prepare, protocol_for_split
 
     if (data is None) == (protocol is None):
         raise ConfigError("give exactly one of --data and --protocol")

@@ -1,4 +1,7 @@
-"""Interaction data: the data model, readers, validation, curation, splits and the catalog."""
+"""Interaction data: the data model, readers, validation, curation, splits and the catalog.
+
+Layer: imports only the base modules (errors, settings, atomic).
+"""
 
 from privrank.data.interactions import CurationStep, DatasetMetadata, Interactions
 

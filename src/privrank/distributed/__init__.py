@@ -2,6 +2,9 @@
 
 Ray is an optional dependency (``pip install 'privrank[ray]'``); it is imported only when a
 function here is called.
+
+Layer: above serving (Ray Serve wraps the serving app); may import serving and every layer
+below it, never the CLI (contracts in ``pyproject.toml``).
 """
 
 from privrank.distributed.ray_serve import DEPLOYMENT_NAME, privrank_deployment, run_on_ray_serve

@@ -7,6 +7,9 @@ metrics exist only behind :func:`evaluate_sampled` and are labelled ``sampled`` 
 
 Names are imported on first use (a module ``__getattr__``): importing :mod:`privrank.metrics`
 or one of its light submodules does not import torch or scipy.stats, so the CLI starts fast.
+
+Leaf layer: imports only :mod:`privrank.data` and the base modules (errors, settings, atomic).
+Protocols, runs and reports, which fit models, are in :mod:`privrank.workflow`.
 """
 
 from __future__ import annotations
@@ -142,9 +145,7 @@ __all__ = [
 ]
 
 
-_SUBMODULES = frozenset(
-    ("beyond", "protocols", "ranking", "report", "run_config", "runner", "sampled", "stats", "topk")
-)
+_SUBMODULES = frozenset(("beyond", "ranking", "sampled", "stats", "topk"))
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,9 @@ Importing this package registers every built-in model under its name:
 ``mult-vae``        :class:`MultVAE`: variational autoencoder, multinomial likelihood
 ``sasrec``          :class:`SASRec`: self-attentive sequential model, full/sampled softmax
 ==================  ==========================================================
+
+Layer: may import privacy (mechanisms), metrics (validation, top-k), data and the base modules;
+never workflow, tuning, serving or anything above (contracts in ``pyproject.toml``).
 """
 
 from privrank.models.base import (

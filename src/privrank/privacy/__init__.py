@@ -8,6 +8,10 @@ overspend it.
 
 Names are imported on first use, so that ``privrank.privacy.ledger`` (used by the CLI) does not
 pay for importing ``dp_accounting`` and scipy.
+
+Layer: below models; may import metrics, data and the base modules (errors, settings,
+database); never models or anything above. The empirical audit trains models, so it lives in
+:mod:`privrank.workflow.audit`.
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ Modules: :mod:`~privrank.serving.app` (endpoints, error mapping), :mod:`~.auth` 
 :mod:`~.middleware` (size limit, access log), :mod:`~.index` (FAISS retrieval for factor
 models), :mod:`~.neighbours` (sparse neighbour matrices for item-item models), :mod:`~.metrics`,
 :mod:`~.db`, :mod:`~.settings`.
+
+Layer: above workflow (trained-model directories are read by
+:mod:`privrank.workflow.model_dir`); may import workflow, models, privacy, metrics, data and the
+base modules; never tuning, distributed or the CLI (contracts in ``pyproject.toml``).
 """
 
 from privrank.serving.auth import ApiKey, CreatedKey, KeyStore, Scope

@@ -23,7 +23,6 @@ requests see the new one. Other server processes notice a changed ``ACTIVE.json`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ from privrank.serving.errors import ConflictError, NotFoundError, UnavailableErr
 from privrank.serving.ids import IdLookup
 from privrank.serving.settings import AUTO_EXACT_THRESHOLD, DEFAULT_RECALL_FLOOR
 
-__all__ = ["IndexOptions", "ModelStore", "ServedModel", "VersionInfo", "resolve_model_dir"]
+__all__ = ["IndexOptions", "ModelStore", "ServedModel", "VersionInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -50,33 +49,6 @@ VERSIONS_DIR = "versions"
 _POINTER_FORMAT = "privrank.model-store"
 _HISTORY_LIMIT = 50
 _VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def resolve_model_dir(directory: str | Path) -> tuple[Path, dict[str, Any] | None]:
-    """The model artifact inside ``directory`` and the training record next to it, if any.
-
-    ``directory`` is either a model directory (``model.json`` inside) or a ``privrank train``
-    directory (``model/model.json`` and ``training.json``).
-
-    Raises:
-        ArtifactError: Neither layout, or an unreadable training record.
-    """
-    directory = Path(directory)
-    if (directory / "model.json").is_file():
-        return directory, None
-    if (directory / "model" / "model.json").is_file():
-        record = None
-        training = directory / "training.json"
-        if training.is_file():
-            try:
-                record = json.loads(training.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise ArtifactError(f"{training}: unreadable training record: {exc}") from exc
-        return directory / "model", record
-    raise ArtifactError(
-        f"{directory} is not a model directory: expected model.json (a saved model) or "
-        "model/model.json (a `privrank train` output)"
-    )
 
 
 @dataclass(frozen=True)
@@ -193,18 +165,10 @@ class IndexOptions:
 
 
 def _load(version: str, directory: Path, options: IndexOptions | None = None) -> ServedModel:
-    from privrank.models import Recommender
+    from privrank.workflow.model_dir import read_model_dir
 
-    model_dir, record = resolve_model_dir(directory)
-    model = Recommender.load(model_dir)
-    expected = (record or {}).get("model_checksums_sha256")
-    if expected is not None:
-        listing = hashlib.sha256((model_dir / "checksums.json").read_bytes()).hexdigest()
-        if listing != expected:
-            raise ArtifactError(
-                f"{model_dir} is not the model its training.json describes (its checksum list "
-                "changed since `privrank train`)"
-            )
+    loaded = read_model_dir(directory)  # checksums and the training record's cross-check
+    model, model_dir, record = loaded.model, loaded.model_path, loaded.record
     _refuse_private_training(model, directory)
     index = neighbours = None
     if options is not None and options.kind != "off":

@@ -4,6 +4,9 @@
   (config and save/load round trips, tampering, unknown users and items, cold start, fold-in,
   determinism, recommend semantics, a known-answer data set).
 - :func:`synthetic_interactions` and :func:`checkerboard`: small data with known structure.
+
+Layer: above models; may import models, privacy, metrics, data and the base modules; the
+library's own packages do not import it (tests do).
 """
 
 from privrank.testing._data import checkerboard, synthetic_interactions

@@ -5,6 +5,10 @@
 ``validation``; :func:`carve_validation` makes that validation split out of a training part, so
 test data is never seen while tuning. The result, :class:`TuneResult`, holds the best config and
 every trial, and saves one JSON record atomically.
+
+Layer: above workflow (every trial fits through :func:`privrank.workflow.spend.fit_and_spend`);
+may import workflow, models, privacy, metrics, data and the base modules; never serving,
+distributed or the CLI (contracts in ``pyproject.toml``).
 """
 
 from privrank.tuning.search_spaces import (

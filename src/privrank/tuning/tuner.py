@@ -16,6 +16,9 @@ therefore at most one epoch plus one validation evaluation (a closed-form model 
 at the end of its fit). A trial whose fit diverges (:class:`~privrank.models.ModelFitError`)
 is recorded as ``FAIL`` and the study goes on.
 
+**Fits.** Every trial fits through :func:`privrank.workflow.spend.fit_and_spend`, the one fit
+path; trials carry no privacy spec, so tuning reserves no privacy budget.
+
 **Start.** By default the first trial is the model's default config (when it lies in the
 search space); the sampler then explores (TPE: ``startup_trials`` random trials, then modelled).
 
@@ -51,6 +54,8 @@ from privrank.data.splits import HoldoutSplit, split
 from privrank.errors import ArtifactError, ConfigError
 from privrank.metrics.evaluate import RANKING_METRICS, EvaluationConfig, evaluate
 from privrank.tuning.search_spaces import SearchSpace, search_space
+from privrank.workflow.records import library_versions
+from privrank.workflow.spend import fit_and_spend
 
 __all__ = [
     "TUNING_FORMAT",
@@ -210,8 +215,6 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (see the module docstring)."""
-        from privrank.metrics.runner import library_versions
-
         return {
             "format": TUNING_FORMAT,
             "version": _VERSION,
@@ -433,8 +436,11 @@ def tune(
         try:
             recommender = create_model(model, {**space.fixed, **params})
             options = FitOptions(seed=config.seed, threads=config.threads, progress=check_deadline)
-            recommender.fit(train, options)
-            return validation_score(recommender, train, validation, config)
+            # The one fit path: a trial without a privacy spec spends nothing.
+            with fit_and_spend(
+                recommender, train, options, budget_key=None, description=f"tune {model}"
+            ):
+                return validation_score(recommender, train, validation, config)
         except _OutOfTime:
             note = "time budget"
             raise optuna.TrialPruned(note) from None

@@ -17,8 +17,11 @@ import scipy.stats
 import privrank.privacy.mechanisms as mechanisms
 from privrank.cli import main
 from privrank.data.interactions import DatasetMetadata
-from privrank.errors import ConfigError
-from privrank.privacy.audit import (
+from privrank.errors import ConfigError, PrivacyBudgetExceeded
+from privrank.privacy.ledger import Ledger
+from privrank.privacy.mechanisms import _noise_scale_for_testing
+from privrank.testing import synthetic_interactions
+from privrank.workflow.audit import (
     audit_model,
     canary_scores,
     design_canaries,
@@ -27,8 +30,6 @@ from privrank.privacy.audit import (
     p_value_one_run,
     with_canaries,
 )
-from privrank.privacy.mechanisms import _noise_scale_for_testing
-from privrank.testing import synthetic_interactions
 
 DATA = synthetic_interactions(n_users=100, n_items=40, seed=0)
 PARAMS = {
@@ -39,7 +40,9 @@ PARAMS = {
 
 
 def audit(name: str, epsilon: float, **kw):
+    """An audit that checks the bound, not the ledger (see the ledger tests below)."""
     kw.setdefault("canaries", 200)
+    kw.setdefault("no_ledger", True)
     return audit_model(name, DATA, epsilon, 4, params=PARAMS[name], noise_seed=1, **kw)
 
 
@@ -191,6 +194,45 @@ def test_an_understated_sensitivity_is_caught(monkeypatch):
     assert result.verdict == "violated" and result.empirical_epsilon > 1.0
 
 
+# -------------------------------------------------------------------- the ledger
+def test_the_audit_spends_from_the_ledger(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    key = DATA.metadata.name
+    with Ledger(url) as book:
+        book.set_budget(key, 3.0, 1e-2)
+    result = audit("most-popular", 1.0, no_ledger=False, ledger_url=url)
+    with Ledger(url) as book:
+        (spend,) = book.spends(key)
+    assert spend.status.value == "committed" and spend.id == result.ledger["spend_id"]
+    assert (spend.epsilon, spend.delta) == (1.0, result.delta)
+    assert result.ledger == {
+        "ledger_key": key, "spend_id": spend.id, "epsilon": 1.0, "delta": result.delta
+    }  # fmt: skip
+    assert f"from ledger key {key!r}" in result.describe()
+    assert "NO PRIVACY BUDGET SPENT" not in result.describe()
+
+
+def test_an_audit_over_budget_is_refused_before_it_fits(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with Ledger(url) as book:
+        book.set_budget(DATA.metadata.name, 0.5, 1e-2)
+    with pytest.raises(PrivacyBudgetExceeded):
+        audit("most-popular", 1.0, no_ledger=False, ledger_url=url)
+    with Ledger(url) as book:
+        assert book.spends() == []
+
+
+def test_no_ledger_spends_nothing_and_says_so(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with Ledger(url) as book:
+        book.set_budget(DATA.metadata.name, 3.0, 1e-2)
+    result = audit("most-popular", 1.0, no_ledger=True, ledger_url=url)
+    assert result.ledger is None and result.to_dict()["ledger"] is None
+    assert "NO PRIVACY BUDGET SPENT (--no-ledger)" in result.describe()
+    with Ledger(url) as book:
+        assert book.spends() == []
+
+
 def test_audit_refuses_bad_input():
     with pytest.raises(ConfigError, match="exceeds the contribution bound"):
         audit("ease", 1.0, canary_items=5)
@@ -201,6 +243,7 @@ def test_audit_refuses_bad_input():
 # -------------------------------------------------------------------- the CLI
 @pytest.fixture
 def dataset(tmp_path: Path, privrank_home: Path) -> Path:
+    Ledger().set_budget("tiny", 3.0, 1e-2)
     return DATA.with_metadata(DatasetMetadata(name="tiny")).save(tmp_path / "tiny")
 
 
@@ -223,12 +266,39 @@ def test_cli_exit_0_on_pass_and_writes_json(dataset, tmp_path, monkeypatch, caps
     record = json.loads(out.read_text())
     assert record["verdict"] == "passed" and record["claimed_epsilon"] == 1.0
     assert record["empirical_epsilon"] <= 1.0 and record["canaries"] == 200
+    # The audited fit trained on the data: it spent from the dataset's budget.
+    (spend,) = Ledger().spends("tiny")
+    assert spend.status.value == "committed" and spend.epsilon == 1.0
+    assert record["ledger"]["spend_id"] == spend.id and record["no_ledger"] is False
+
+
+def test_cli_no_ledger_spends_nothing_and_says_so(dataset, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "audit.json"
+    assert _cli(monkeypatch, *_args(dataset, "--no-ledger", "--json", str(out))) == 0
+    assert "NO PRIVACY BUDGET SPENT (--no-ledger)" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["no_ledger"] is True and record["ledger"] is None
+    assert Ledger().spends("tiny") == []
+
+
+def test_cli_over_budget_is_refused_before_the_fit(dataset, monkeypatch):
+    Ledger().set_budget("tiny", 0.5, 1e-2)
+    assert _cli(monkeypatch, *_args(dataset)) == 2
+    assert Ledger().spends("tiny") == []
 
 
 def test_cli_exit_1_on_a_violation(dataset, monkeypatch, capsys):
-    assert _cli(monkeypatch, *_args(dataset, "--break-noise-for-testing", "0")) == 1
+    # A deliberately broken fit has no (ε, δ) to spend: it runs only with --no-ledger.
+    args = _args(dataset, "--break-noise-for-testing", "0", "--no-ledger")
+    assert _cli(monkeypatch, *args) == 1
     captured = capsys.readouterr()
     assert "NOT PRIVATE" in captured.err and "VIOLATED" in captured.out
+    assert Ledger().spends("tiny") == []
+
+
+def test_cli_broken_noise_needs_no_ledger(dataset, monkeypatch):
+    assert _cli(monkeypatch, *_args(dataset, "--break-noise-for-testing", "0")) == 2
+    assert Ledger().spends("tiny") == []
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,11 @@ from scipy import stats
 
 from privrank.data.fingerprint import fingerprint
 from privrank.errors import ConfigError
-from privrank.metrics.protocols import ProtocolSpec
-from privrank.metrics.runner import ModelSpec, RunConfig, run, safe_name
 from privrank.models import EASE, Query
 from privrank.testing import synthetic_interactions
+from privrank.workflow.protocols import ProtocolSpec
+from privrank.workflow.records import safe_name
+from privrank.workflow.runner import ModelSpec, RunConfig, run
 
 HOLDOUT = {"protocol": "holdout", "fraction": 0.25, "seed": 1}
 LOO = {"protocol": "leave-last-out", "k": 1, "validation": True}
@@ -293,21 +294,3 @@ def test_validation_metrics_rank_the_validation_items_from_train(data) -> None:
     assert summary.records[1]["validation"] == {
         "skipped": "the model was refitted on train + validation"
     }
-
-
-def test_fit_model_passes_validation_only_to_early_stopping_models():
-    from privrank.data.splits import LeaveLastOut, split
-    from privrank.metrics.runner import fit_model
-    from privrank.models import EASE, FitOptions, SASRec
-    from privrank.testing import synthetic_interactions
-
-    data = synthetic_interactions(n_users=40, n_items=30, seed=1)
-    parts = split(data, LeaveLastOut(k=1, validation=True))
-    sasrec = SASRec(factors=8, blocks=1, max_length=8, epochs=2, batch_size=16, negatives=8)
-    fit_model(sasrec, parts.train, FitOptions(seed=0, threads=1), parts.validation)
-    assert len(sasrec.validation_history_) > 0
-    plain = SASRec(factors=8, blocks=1, max_length=8, epochs=2, batch_size=16, negatives=8)
-    fit_model(plain, parts.train, FitOptions(seed=0, threads=1), None)
-    assert len(plain.validation_history_) == 0
-    ease = fit_model(EASE(regularization=10.0), parts.train, FitOptions(), parts.validation)
-    assert ease.is_fitted

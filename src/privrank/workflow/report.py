@@ -1,6 +1,6 @@
 """Reports of evaluation results: markdown tables and PNG charts with confidence intervals.
 
-Works from the JSON results the runner writes (:mod:`privrank.metrics.runner`), so a report
+Works from the JSON results the runner writes (:mod:`privrank.workflow.runner`), so a report
 can be made at any time from any set of result files (``privrank report RESULT.json…``):
 
 - :func:`markdown_summary`: per protocol, the dataset and split, a table of the headline
@@ -25,6 +25,7 @@ from typing import Any
 
 from privrank.atomic import atomic_file
 from privrank.errors import ArtifactError, ConfigError
+from privrank.workflow.records import safe_name
 
 __all__ = [
     "ReportFiles",
@@ -386,8 +387,6 @@ def write_report(
         The files written: ``<protocol>.curves.png``, ``<protocol>.comparison.png`` per
         protocol and the markdown.
     """
-    from privrank.metrics.runner import safe_name
-
     records = list(results) if results and isinstance(results[0], dict) else load_results(results)
     out = Path(out)
     images: dict[str, list[str]] = {}

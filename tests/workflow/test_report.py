@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from privrank.errors import ArtifactError, ConfigError
-from privrank.metrics.report import (
+from privrank.workflow.report import (
     group_by_protocol,
     load_results,
     markdown_summary,

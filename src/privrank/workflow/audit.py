@@ -59,8 +59,13 @@ mechanism with no noise at all, about 5 for ``m = 1000`` (the result's
 canary's signal (e.g. DP-EASE keeping only items whose noisy count stands out of the noise)
 hides part of a broken mechanism from this test.
 
-The fitted model is never saved or returned: the audit's outputs are counts and a bound. They are
-post-processing of that (ε, δ)-DP fit; the audit records no spend in the budget ledger.
+The fitted model is never saved or returned: the audit's outputs are counts and a bound, and they
+are post-processing of that (ε, δ)-DP fit. The fit still trains on the real data, so it spends
+its (ε, δ) from the budget ledger like any private fit
+(:func:`~privrank.workflow.spend.fit_and_spend`, keyed by the dataset's name; refused before
+training when the budget does not cover it). Only
+``no_ledger=True`` (``privrank audit --no-ledger``) runs it without spending, and the result
+then says so (:attr:`AuditResult.ledger` is ``None`` and :meth:`AuditResult.describe` states it).
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ import scipy.stats
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
+from privrank.models import FitOptions, Query, create_model
+from privrank.privacy.spec import PrivacySpec
+from privrank.workflow.spend import fit_and_spend
 
 __all__ = [
     "AuditResult",
@@ -294,8 +302,6 @@ def canary_scores(model: Any, design: CanaryDesign, *, holdouts: int = 4) -> np.
     Returns:
         ``(m,)`` float64 scores in [0, 1].
     """
-    from privrank.models import Query
-
     m, k = design.items.shape
     pool = design.pool
     owner = np.repeat(np.arange(m), k)
@@ -406,6 +412,8 @@ class AuditResult:
         users: Real users in the data.
         items: Real items in the data.
         seconds: Wall time of the audit (fit and scoring).
+        ledger: The budget-ledger spend of the fit (``ledger_key``, ``spend_id``, ``epsilon``,
+            ``delta``), or ``None`` when it ran without spending (``no_ledger``).
     """
 
     model: str
@@ -426,6 +434,7 @@ class AuditResult:
     users: int
     items: int
     seconds: float
+    ledger: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -445,6 +454,16 @@ class AuditResult:
             f"of {self.canary_items} items, {self.included} included; this audit can certify at "
             f"most ε ≈ {self.max_certifiable_epsilon:.2f}): {self.verdict.upper()}"
         )
+        if self.ledger is None:
+            text += (
+                "; NO PRIVACY BUDGET SPENT (--no-ledger): this private fit on the data is "
+                "counted in no budget ledger"
+            )
+        else:
+            text += (
+                f"; spent (ε={self.ledger['epsilon']:g}, δ={self.ledger['delta']:.3g}) from "
+                f"ledger key {self.ledger['ledger_key']!r} (spend {self.ledger['spend_id']})"
+            )
         if self.noise_scale_for_testing != 1.0:
             text = (
                 f"NOT PRIVATE: noise scaled by {self.noise_scale_for_testing:g} for testing. "
@@ -468,11 +487,15 @@ def audit_model(
     beta: float = 0.05,
     fractions: Sequence[float] = DEFAULT_GUESS_FRACTIONS,
     threads: int = 1,
+    budget_key: str | None = None,
+    ledger_url: str | None = None,
+    no_ledger: bool = False,
 ) -> AuditResult:
     """Audit a model's private fit on ``data`` with ``canaries`` canary users (one fit).
 
     Run it inside :func:`~privrank.privacy.mechanisms._noise_scale_for_testing` to audit a
-    deliberately broken mechanism (the result records the scale).
+    deliberately broken mechanism (the result records the scale). The fit spends its (ε, δ)
+    through :func:`~privrank.workflow.spend.fit_and_spend` unless ``no_ledger``.
 
     Args:
         model: Registry name of a model whose class has ``supports_privacy``.
@@ -488,12 +511,15 @@ def audit_model(
         beta: 1 − confidence.
         fractions: Guess fractions tried (Bonferroni-corrected).
         threads: Threads of the fit.
+        budget_key: Ledger key the fit spends from (default: the dataset's name).
+        ledger_url: Ledger database URL (default:
+            :func:`~privrank.privacy.ledger.default_ledger_url`).
+        no_ledger: Run without spending from the ledger (the result says so).
 
     Raises:
         ConfigError: An unknown or non-private model, or invalid audit parameters.
+        PrivacyBudgetExceeded: The dataset's budget does not cover the fit (before it runs).
     """
-    from privrank.models import FitOptions, create_model
-    from privrank.privacy.spec import PrivacySpec
 
     started = time.perf_counter()
     recommender = create_model(model, dict(params or {}))
@@ -517,12 +543,20 @@ def audit_model(
         epsilon=epsilon, delta=delta, max_interactions_per_user=max_per_user, noise_seed=noise_seed
     )
     train = with_canaries(data, design)
-    recommender.fit(train, FitOptions(seed=seed, threads=threads, privacy=spec))
-    guarantee = recommender.privacy_guarantee_
-    scores = canary_scores(recommender, design)
-    guesses, correct, bound, ceiling = guess_and_bound(
-        scores, design.included, guarantee.delta, beta=beta, fractions=fractions, seed=seed
-    )
+    with fit_and_spend(
+        recommender,
+        train,
+        FitOptions(seed=seed, threads=threads, privacy=spec),
+        budget_key=data.metadata.name if budget_key is None else budget_key,
+        description=f"audit {model} with {canaries} canaries",
+        ledger_url=ledger_url,
+        no_ledger=no_ledger,
+    ) as fitted:
+        guarantee = recommender.privacy_guarantee_
+        scores = canary_scores(recommender, design)
+        guesses, correct, bound, ceiling = guess_and_bound(
+            scores, design.included, guarantee.delta, beta=beta, fractions=fractions, seed=seed
+        )
     channels = "cold-start percentile"
     if k >= 2 and recommender.supports_fold_in:
         channels += " + leave-one-out completion percentile"
@@ -547,4 +581,5 @@ def audit_model(
         users=data.n_users,
         items=data.n_items,
         seconds=time.perf_counter() - started,
+        ledger=fitted.spend_record(),
     )

@@ -2,7 +2,7 @@
 
 A run is described by a :class:`RunConfig` (built in code, read from a JSON or TOML file with
 :meth:`RunConfig.from_file`, or assembled by ``privrank evaluate``). For each protocol
-(:mod:`privrank.metrics.protocols`) the dataset is split once; every model is fitted on the
+(:mod:`privrank.workflow.protocols`) the dataset is split once; every model is fitted on the
 protocol's ``train`` part with the run's seed and thread count and evaluated by full ranking
 (:func:`privrank.metrics.evaluate`) on the same test users. Peers (``implicit-als``,
 ``implicit-bpr``) are models like any other, so they run on the same split in the same run and
@@ -38,17 +38,12 @@ CIs, catalogue-level metrics, user counts, timing and the comparisons with the b
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +54,18 @@ import pyarrow.parquet as pq
 from privrank.atomic import atomic_file
 from privrank.errors import ConfigError
 from privrank.metrics.evaluate import EvaluationConfig, EvaluationResult, evaluate
-from privrank.metrics.protocols import PreparedProtocol, prepare
-from privrank.metrics.run_config import ModelSpec, RunConfig
 from privrank.metrics.stats import (
     ConfidenceInterval,
     PairedComparison,
     bootstrap_cis,
     compare_results,
 )
+from privrank.models import FitOptions, Query, create_model
+from privrank.workflow.protocols import PreparedProtocol, prepare
+from privrank.workflow.records import library_versions, safe_name, write_json
+from privrank.workflow.report import markdown_summary
+from privrank.workflow.run_config import ModelSpec, RunConfig
+from privrank.workflow.spend import fit_and_spend
 
 __all__ = [
     "RESULT_FORMAT",
@@ -77,18 +76,14 @@ __all__ = [
     "compare_with_baseline",
     "evaluate_model",
     "fit_and_evaluate",
-    "library_versions",
     "result_record",
     "run",
-    "safe_name",
     "validation_metrics",
-    "write_json",
     "write_results",
 ]
 
 RESULT_FORMAT = "privrank.result"
 RESULT_VERSION = 1
-_LIBRARIES = ("privrank", "numpy", "scipy", "pyarrow", "torch", "implicit", "pydantic")
 
 
 @dataclass
@@ -145,21 +140,7 @@ class RunSummary:
 StatusCallback = Callable[[str, str], None]
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of privrank and the libraries a result depends on."""
-    versions: dict[str, str | None] = {}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    versions["python"] = platform.python_version()
-    return versions
-
-
 def _history_query(prepared: PreparedProtocol) -> Any:
-    from privrank.models import Query
-
     indptr, items = prepared.history.sequences()
     return Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64))
 
@@ -265,19 +246,6 @@ def validation_metrics(model: Any, prepared: PreparedProtocol, config: RunConfig
     return {"means": dict(result.means), "counts": dict(result.counts)}
 
 
-def fit_model(model: Any, train: Any, options: Any, validation: Any = None) -> Any:
-    """Fit ``model``; models that early-stop on a validation part receive ``validation``.
-
-    The validation part must not overlap ``train`` (in ``refit`` mode it is part of the
-    training rows, so callers pass ``None`` then).
-    """
-    from privrank.models._torch_training import ValidatedFitMixin
-
-    if validation is not None and len(validation) and isinstance(model, ValidatedFitMixin):
-        return model.fit(train, options, validation=validation)
-    return model.fit(train, options)
-
-
 def fit_and_evaluate(
     prepared: PreparedProtocol,
     spec: ModelSpec,
@@ -289,11 +257,12 @@ def fit_and_evaluate(
 ) -> ModelRun:
     """Fit one model on a prepared protocol and evaluate it (see the module docstring).
 
-    A private model (``spec.privacy``) reserves its (ε, δ) in the privacy budget ledger before
-    the fit, keyed by the protocol's source dataset (the key ``privrank train`` spends from);
-    the spend is committed once the model is evaluated, released if the fit or the evaluation
-    fails, and refused with :class:`~privrank.errors.PrivacyBudgetExceeded` before any training
-    when the budget does not cover it.
+    The fit goes through :func:`~privrank.workflow.spend.fit_and_spend`: a private model
+    (``spec.privacy``) reserves its (ε, δ) in the privacy budget ledger before the fit, keyed by
+    the protocol's source dataset (the key ``privrank train`` spends from); the spend is
+    committed once the model is evaluated, released if the fit or the evaluation fails, and
+    refused with :class:`~privrank.errors.PrivacyBudgetExceeded` before any training when the
+    budget does not cover it.
 
     Args:
         prepared: The protocol's parts.
@@ -304,8 +273,6 @@ def fit_and_evaluate(
         ledger_url: Ledger database URL for private models (default:
             :func:`~privrank.privacy.ledger.default_ledger_url`).
     """
-    from privrank.models import FitOptions, create_model
-
     model = create_model(spec.name, spec.params)
     mode = "users"
     train = prepared.train
@@ -317,25 +284,34 @@ def fit_and_evaluate(
     options = FitOptions(
         seed=config.seed, threads=config.threads, progress=fit_progress, privacy=spec.privacy
     )
-    with _ledger_spend(spec, prepared, train, ledger_url) as spend:
+
+    def fitting() -> None:
         if status is not None:
             status(spec.display, f"fitting on {len(train):,} interactions ({mode})")
-        started = time.perf_counter()
-        fit_model(model, train, options, None if mode == "refit" else prepared.validation)
-        fit_seconds = time.perf_counter() - started
+
+    with fit_and_spend(
+        model,
+        train,
+        options,
+        budget_key=prepared.split.source.name,
+        description=f"evaluate {spec.display} on {prepared.spec.name}",
+        validation=None if mode == "refit" else prepared.validation,
+        ledger_url=ledger_url,
+        before_fit=fitting,
+    ) as fitted:
         if status is not None:
-            status(spec.display, f"fitted in {fit_seconds:.1f} s; evaluating")
+            status(spec.display, f"fitted in {fitted.seconds:.1f} s; evaluating")
         run_ = evaluate_model(
             model,
             prepared,
             config,
             spec,
             history_mode="fold-in" if mode == "fold-in" else "users",
-            fit_seconds=fit_seconds,
+            fit_seconds=fitted.seconds,
         )
     run_.history_mode = mode
-    if spend is not None:
-        run_.extra["privacy"] = {**spend, "guarantee": model.privacy_guarantee_.to_dict()}
+    if fitted.spend is not None:
+        run_.extra["privacy"] = fitted.privacy_record()
     if config.validation and prepared.validation is not None and len(prepared.validation):
         run_.extra["validation"] = (
             validation_metrics(model, prepared, config)
@@ -343,31 +319,6 @@ def fit_and_evaluate(
             else {"skipped": "the model was refitted on train + validation"}
         )
     return run_
-
-
-@contextmanager
-def _ledger_spend(
-    spec: ModelSpec, prepared: PreparedProtocol, train: Any, ledger_url: str | None
-) -> Iterator[dict[str, Any] | None]:
-    """Reserve a private fit's spend (keyed by the source dataset); commit after the block."""
-    if spec.privacy is None:
-        yield None
-        return
-    from privrank.privacy.ledger import Ledger
-
-    privacy = spec.privacy.resolve(train.n_users)
-    key = prepared.split.source.name
-    description = f"evaluate {spec.display} on {prepared.spec.name}"
-    with (
-        Ledger(ledger_url) as book,
-        book.spend(key, privacy.epsilon, privacy.require_delta(), description) as reservation,
-    ):
-        yield {
-            "ledger_key": key,
-            "spend_id": reservation.id,
-            "epsilon": privacy.epsilon,
-            "delta": privacy.delta,
-        }
 
 
 def compare_with_baseline(runs: list[ModelRun], baseline: str, config: RunConfig) -> None:
@@ -460,8 +411,6 @@ def run(
 
 def write_results(runs: list[ModelRun], config: RunConfig, out: str | Path | None) -> RunSummary:
     """Build the JSON records and markdown of ``runs`` and write them under ``out`` (if given)."""
-    from privrank.metrics.report import markdown_summary
-
     records = [result_record(r, config) for r in runs]
     markdown = markdown_summary(records)
     files: list[Path] = []
@@ -542,29 +491,3 @@ def _write_per_user(run_: ModelRun, path: Path) -> None:
     table = pa.table(columns)
     with atomic_file(path, mode="wb") as handle:
         pq.write_table(table, handle)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON atomically (NaN and infinities become ``null``)."""
-    with atomic_file(path, encoding="utf-8") as handle:
-        handle.write(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.generic):
-        return _finite(value.item())
-    return value
-
-
-def safe_name(name: str) -> str:
-    """``name`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".")
-    if not cleaned:
-        raise ConfigError(f"{name!r} cannot be used as a file name")
-    return cleaned

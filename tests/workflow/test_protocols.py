@@ -9,7 +9,8 @@ import pytest
 
 from privrank.data.splits import HoldoutSplit, LeaveLastOut, split
 from privrank.errors import ConfigError
-from privrank.metrics.protocols import (
+from privrank.testing import synthetic_interactions
+from privrank.workflow.protocols import (
     PROTOCOLS,
     ProtocolSpec,
     concatenate,
@@ -18,7 +19,6 @@ from privrank.metrics.protocols import (
     protocol_names,
     resolve_protocol,
 )
-from privrank.testing import synthetic_interactions
 
 
 def _by_user_in_time(data) -> dict[int, list[int]]:

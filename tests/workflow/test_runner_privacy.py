@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from privrank.errors import ConfigError, PrivacyBudgetExceeded
-from privrank.metrics.protocols import ProtocolSpec
-from privrank.metrics.runner import RunConfig, run
 from privrank.privacy.ledger import Ledger
 from privrank.testing import synthetic_interactions
+from privrank.workflow.protocols import ProtocolSpec
+from privrank.workflow.runner import RunConfig, run
 
 HOLDOUT = {"protocol": "holdout", "fraction": 0.25, "seed": 1}
 PRIVACY = {"epsilon": 4.0, "max_interactions_per_user": 5, "noise_seed": 3}
@@ -74,7 +74,7 @@ def test_a_failed_private_run_releases_its_spend(
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation crashed")
 
-    monkeypatch.setattr("privrank.metrics.runner.evaluate_model", broken)
+    monkeypatch.setattr("privrank.workflow.runner.evaluate_model", broken)
     with pytest.raises(RuntimeError, match="evaluation crashed"):
         run(_config(dataset_dir, {"name": "ease", "privacy": PRIVACY}), None, ledger_url=url)
     with Ledger(url) as book:

@@ -26,7 +26,7 @@ The two protocols of the design (``ml100k-holdout`` and ``beauty-loo``) are in
     items are masked, and the model scores that history. Rank all items; HR@10 and NDCG@10.
 
 **How the validation item enters a model's history** (protocols whose test history is more
-than ``train``) is decided by the evaluation runner (:mod:`privrank.metrics.runner`), and the
+than ``train``) is decided by the evaluation runner (:mod:`privrank.workflow.runner`), and the
 default is *fold-in*: the model is fitted on ``train`` only and each test user is scored as an
 ad-hoc history query (:class:`~privrank.models.Query`) holding their train items followed by the
 validation item, in time order. This is the SASRec protocol (the network is trained on the

@@ -1,7 +1,7 @@
 """What an evaluation run does: its models, protocols and options (:class:`RunConfig`).
 
 A run config is built in code, read from a JSON or TOML file (:meth:`RunConfig.from_file`), or
-assembled by ``privrank evaluate``; :func:`privrank.metrics.runner.run` carries it out.
+assembled by ``privrank evaluate``; :func:`privrank.workflow.runner.run` carries it out.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pydantic import Field, field_validator, model_validator
 
 from privrank.data._config import FrozenConfig, validate_config
 from privrank.errors import ConfigError
-from privrank.metrics.protocols import ProtocolSpec, resolve_protocol
 from privrank.privacy.spec import PrivacySpec
+from privrank.workflow.protocols import ProtocolSpec, resolve_protocol
 
 __all__ = ["ModelSpec", "RunConfig"]
 
@@ -50,7 +50,7 @@ class RunConfig(FrozenConfig):
 
     Attributes:
         protocols: Built-in protocol names (``ml100k-holdout``, ``beauty-loo``) or protocol
-            specs (:class:`~privrank.metrics.protocols.ProtocolSpec`).
+            specs (:class:`~privrank.workflow.protocols.ProtocolSpec`).
         models: The models; a bare string is a registry name with default parameters.
         baseline: Label of the model every other is compared with (default: the first).
         cutoffs: Cutoffs to evaluate instead of the protocol's (its headline cutoffs are kept).

@@ -1,0 +1,185 @@
+"""Fit and spend: the one place a fit reserves and commits privacy budget.
+
+Every private fit in privrank (``privrank train``, private models in ``privrank evaluate``
+runs, tuning trials, ``privrank audit``) runs through :func:`fit_and_spend`:
+
+1. **Reserve.** The fit's (ε, δ) is reserved in the budget ledger
+   (:class:`~privrank.privacy.ledger.Ledger`) under a dataset key. A reservation the budget does
+   not cover raises :class:`~privrank.errors.PrivacyBudgetExceeded` *before anything trains*.
+2. **Fit.** The model is fitted (:func:`fit_model`).
+3. **Use.** The block of the ``with`` statement runs: the caller saves the artifact, evaluates
+   the model or scores the audit's canaries, and writes :meth:`SpentFit.spend_record` (the
+   ledger key, spend id, ε and δ) into its record; the guarantee itself is
+   ``model.privacy_guarantee_``, which :meth:`~privrank.models.Recommender.save` writes into the
+   artifact's header and :meth:`SpentFit.privacy_record` adds to result records.
+4. **Commit** when the block ends, or **release** when the fit or the block raises (nothing was
+   published). A process killed in between leaves the spend reserved: it keeps counting.
+
+**Which δ is spent.** The spec is resolved against the rows the model is fitted on:
+``spec.resolve(train.n_users)`` (δ defaults to ``1 / (10 · n_users)`` of those rows; a δ above
+``1 / n_users`` is refused), and the reservation takes ``resolved.require_delta()``. This is the
+resolution :meth:`Recommender.fit <privrank.models.Recommender.fit>` itself applies, so the
+ledger records exactly the δ the fit targets. (``privrank train`` used to read ``spec.delta``
+and the evaluation runner ``spec.require_delta()``; both now take this one path.)
+
+A fit without a privacy spec spends nothing and touches no ledger. ``no_ledger=True`` fits a
+private model without spending (``privrank audit --no-ledger``); :meth:`SpentFit.spend_record`
+is then ``None`` and :attr:`SpentFit.unspent` says so, so the caller's report can say it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from privrank.data.interactions import Interactions
+from privrank.errors import ConfigError
+from privrank.models import FitOptions, Recommender
+from privrank.models._torch_training import ValidatedFitMixin
+from privrank.privacy.ledger import Ledger
+
+__all__ = ["Spend", "SpentFit", "fit_and_spend", "fit_model"]
+
+
+def fit_model(
+    model: Recommender,
+    train: Interactions,
+    options: FitOptions,
+    validation: Interactions | None = None,
+) -> Recommender:
+    """Fit ``model``; models that early-stop on a validation part receive ``validation``.
+
+    The validation part must not overlap ``train`` (in ``refit`` mode it is part of the
+    training rows, so callers pass ``None`` then). Spends nothing: private fits go through
+    :func:`fit_and_spend`.
+    """
+    if validation is not None and len(validation) and isinstance(model, ValidatedFitMixin):
+        return model.fit(train, options, validation=validation)
+    return model.fit(train, options)
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A reservation in the budget ledger.
+
+    Attributes:
+        ledger_key: The dataset key spent from.
+        spend_id: The ledger's id of the spend.
+        epsilon: ε reserved.
+        delta: δ reserved.
+    """
+
+    ledger_key: str
+    spend_id: str
+    epsilon: float
+    delta: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"ledger_key", "spend_id", "epsilon", "delta"}`` (the records' ``privacy``)."""
+        return {
+            "ledger_key": self.ledger_key,
+            "spend_id": self.spend_id,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+        }
+
+
+@dataclass(frozen=True)
+class SpentFit:
+    """A fitted model and what its fit spent.
+
+    Attributes:
+        model: The fitted model.
+        seconds: Wall time of the fit.
+        spend: The ledger reservation (committed when the ``with`` block ends), or ``None``
+            for a non-private fit or one run with ``no_ledger``.
+        unspent: ``True`` when a private fit ran with ``no_ledger``: its (ε, δ) is counted in
+            no ledger.
+    """
+
+    model: Recommender
+    seconds: float
+    spend: Spend | None = None
+    unspent: bool = False
+
+    def spend_record(self) -> dict[str, Any] | None:
+        """The spend as JSON (``None`` when nothing was spent)."""
+        return None if self.spend is None else self.spend.to_dict()
+
+    def privacy_record(self) -> dict[str, Any] | None:
+        """The spend and the fit's guarantee as JSON (``None`` when nothing was spent)."""
+        record = self.spend_record()
+        if record is None:
+            return None
+        return {**record, "guarantee": self.model.privacy_guarantee_.to_dict()}
+
+
+@contextmanager
+def fit_and_spend(
+    model: Recommender,
+    train: Interactions,
+    options: FitOptions,
+    *,
+    budget_key: str | None,
+    description: str,
+    validation: Interactions | None = None,
+    ledger_url: str | None = None,
+    no_ledger: bool = False,
+    before_fit: Callable[[], object] | None = None,
+) -> Iterator[SpentFit]:
+    """Reserve a private fit's (ε, δ), fit, run the block, then commit (release on failure).
+
+    See the module docstring for the steps and for which δ is spent.
+
+    Args:
+        model: An unfitted model (its parameters already validated).
+        train: The rows to fit on.
+        options: Seed, threads, progress and the privacy spec (``options.privacy``).
+        budget_key: The ledger key to spend from (required for a private fit that spends).
+        description: What the spend is for, recorded in the ledger.
+        validation: A validation part for early-stopping models (see :func:`fit_model`).
+        ledger_url: Ledger database URL (default:
+            :func:`~privrank.privacy.ledger.default_ledger_url`).
+        no_ledger: Fit a private model without spending (the caller must say so).
+        before_fit: Called once the spend is reserved, right before the fit (e.g. to show a
+            progress display only for a fit that will run).
+
+    Yields:
+        The fitted model and its spend.
+
+    Raises:
+        PrivacyBudgetExceeded: Before the fit, when the budget does not cover it.
+        ConfigError: A private fit that spends without a ``budget_key``, or an invalid δ.
+    """
+    privacy = options.privacy
+    if privacy is None or no_ledger:
+        seconds = _fit(model, train, options, validation, before_fit)
+        yield SpentFit(model, seconds, unspent=privacy is not None)
+        return
+    if not budget_key:
+        raise ConfigError(f"{description}: a private fit needs a ledger key to spend from")
+    resolved = privacy.resolve(train.n_users)
+    epsilon, delta = resolved.epsilon, resolved.require_delta()
+    with (
+        Ledger(ledger_url) as book,
+        book.spend(budget_key, epsilon, delta, description) as reservation,
+    ):
+        seconds = _fit(model, train, options, validation, before_fit)
+        yield SpentFit(model, seconds, Spend(budget_key, reservation.id, epsilon, delta))
+
+
+def _fit(
+    model: Recommender,
+    train: Interactions,
+    options: FitOptions,
+    validation: Interactions | None,
+    before_fit: Callable[[], object] | None,
+) -> float:
+    if before_fit is not None:
+        before_fit()
+    started = time.perf_counter()
+    fit_model(model, train, options, validation)
+    return time.perf_counter() - started
