@@ -31,6 +31,7 @@ import typer
 from rich.console import Console
 
 from privrank.atomic import atomic_file
+from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed
 from privrank.cli.app import app
 from privrank.errors import ConfigError
 
@@ -61,17 +62,10 @@ def audit_command(
         float | None, typer.Option(help="δ of the fit (default 1/(10·(users + canaries))).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the canaries' coins and the fit.")] = 0,
-    noise_seed: Annotated[
-        int | None, typer.Option(help="Seed of the DP noise (default: fresh, secure).")
-    ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", help="A model parameter KEY=VALUE (repeatable)."),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="A JSON or TOML file of model parameters.")
-    ] = None,
-    threads: Annotated[int, typer.Option(help="Threads of the fit (0: all cores).")] = 1,
+    noise_seed: NoiseSeed = None,
+    param: ModelParams = None,
+    config: ModelConfig = None,
+    threads: FitThreads = 1,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the result as JSON here.")
     ] = None,

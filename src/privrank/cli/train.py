@@ -30,6 +30,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed
 from privrank.cli.app import app
 from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
@@ -136,15 +137,10 @@ def train_command(
     ],
     model: Annotated[str, typer.Option(help="Registry name of the model (ease, ials, ...).")],
     out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", help="A model parameter KEY=VALUE (repeatable)."),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="A JSON or TOML file of model parameters.")
-    ] = None,
+    param: ModelParams = None,
+    config: ModelConfig = None,
     seed: Annotated[int, typer.Option(help="Seed of the fit.")] = 0,
-    threads: Annotated[int, typer.Option(help="Threads of the fit (0: all cores).")] = 0,
+    threads: FitThreads = 0,
     epsilon: Annotated[
         float | None,
         typer.Option(help="Train with user-level (ε, δ)-DP at this ε (spent from the ledger)."),
@@ -159,9 +155,7 @@ def train_command(
     selection: Annotated[
         str, typer.Option(help="Rows kept by the bound: most_recent or uniform.")
     ] = "most_recent",
-    noise_seed: Annotated[
-        int | None, typer.Option(help="Seed of the DP noise (default: fresh, secure).")
-    ] = None,
+    noise_seed: NoiseSeed = None,
     clipping_norm: Annotated[
         float | None,
         typer.Option(help="Per-user L2 clipping norm C of a private fit (default 1)."),

@@ -1,0 +1,20 @@
+"""Typer options that several commands declare with the same meaning and help text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["FitThreads", "ModelConfig", "ModelParams", "NoiseSeed"]
+
+ModelParams = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="A model parameter KEY=VALUE (repeatable)."),
+]
+ModelConfig = Annotated[Path | None, typer.Option(help="A JSON or TOML file of model parameters.")]
+NoiseSeed = Annotated[
+    int | None, typer.Option(help="Seed of the DP noise (default: fresh, secure).")
+]
+FitThreads = Annotated[int, typer.Option(help="Threads of the fit (0: all cores).")]
