@@ -95,6 +95,27 @@ def read_options(
         raise ConfigError(f"invalid read options: {exc}") from exc
 
 
+def _table_layout(
+    user_col: str | None,
+    item_col: str | None,
+    time_col: str | None,
+    value_col: str | None,
+    header: bool | None,
+    delimiter: str | None,
+) -> dict[str, Any]:
+    """The :func:`read_options` keywords of the shared table-layout options."""
+    return {
+        "columns": {
+            "user_col": user_col,
+            "item_col": item_col,
+            "time_col": time_col,
+            "value_col": value_col,
+        },
+        "has_header": header,
+        "delimiter": delimiter,
+    }
+
+
 def _column(value: str) -> str | int:
     return int(value) if value.isdigit() else value
 
@@ -147,14 +168,7 @@ def import_command(
         on_error=on_error.value,
         rejects=rejects,
         name=name,
-        columns={
-            "user_col": user_col,
-            "item_col": item_col,
-            "time_col": time_col,
-            "value_col": value_col,
-        },
-        has_header=header,
-        delimiter=delimiter,
+        **_table_layout(user_col, item_col, time_col, value_col, header, delimiter),
     )
     curation = _curation_config(
         duplicates=duplicates.value,
@@ -205,14 +219,7 @@ def validate_command(
     """Check a file without importing it; exit code 2 with every problem located if bad."""
     options = read_options(
         fmt.value,
-        columns={
-            "user_col": user_col,
-            "item_col": item_col,
-            "time_col": time_col,
-            "value_col": value_col,
-        },
-        has_header=header,
-        delimiter=delimiter,
+        **_table_layout(user_col, item_col, time_col, value_col, header, delimiter),
     )
     report = validate_file(file, options)
     report.raise_for_problems()
