@@ -10,7 +10,6 @@ loopback address.
 from __future__ import annotations
 
 import copy
-import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated
@@ -53,15 +52,6 @@ def settings_from_options(**options):
         raise ConfigError("invalid serve options: " + "; ".join(problems)) from exc
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_startup(settings, host: str):
     """Refuse to start without API keys (unless insecure dev mode on loopback); load the
     model once, with its retrieval index, so a bad model or an index below the recall floor
@@ -79,9 +69,10 @@ def check_startup(settings, host: str):
     from privrank.serving.auth import KeyStore
     from privrank.serving.db import make_engine
     from privrank.serving.events import EventStore
+    from privrank.serving.settings import is_loopback
     from privrank.serving.store import IndexOptions, ModelStore
 
-    if settings.insecure_dev and not _is_loopback(host):
+    if settings.insecure_dev and not is_loopback(host):
         raise ConfigError(
             f"--insecure-dev serves without API keys and is only allowed on a loopback "
             f"address (127.0.0.1, ::1, localhost), not {host!r}"

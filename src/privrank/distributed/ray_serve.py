@@ -38,24 +38,14 @@ What a cluster needs, because every replica runs on its own node:
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from privrank.errors import ConfigError
-from privrank.serving.settings import ServeSettings
+from privrank.serving.settings import ServeSettings, is_loopback
 
 __all__ = ["DEPLOYMENT_NAME", "privrank_deployment", "run_on_ray_serve"]
 
 DEPLOYMENT_NAME = "privrank"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _serve():
@@ -141,7 +131,7 @@ def run_on_ray_serve(
     Raises:
         ConfigError: Ray Serve is missing, or ``insecure_dev`` on a non-loopback ``host``.
     """
-    if settings.insecure_dev and not _is_loopback(host):
+    if settings.insecure_dev and not is_loopback(host):
         raise ConfigError(
             f"insecure_dev serves without API keys and is only allowed on a loopback "
             f"address, not {host!r}"

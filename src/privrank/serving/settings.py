@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal, Self
 
@@ -9,7 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from privrank.serving.db import default_database_url
 
-__all__ = ["AUTO_EXACT_THRESHOLD", "DEFAULT_RECALL_FLOOR", "SETTINGS_ENV", "ServeSettings"]
+__all__ = [
+    "AUTO_EXACT_THRESHOLD",
+    "DEFAULT_RECALL_FLOOR",
+    "SETTINGS_ENV",
+    "ServeSettings",
+    "is_loopback",
+]
 
 SETTINGS_ENV = "PRIVRANK_SERVE_SETTINGS"
 """Environment variable through which ``privrank serve`` hands settings (JSON) to workers."""
@@ -23,6 +30,17 @@ while HNSW stays at 0.05-0.09 ms; see :mod:`privrank.serving.index`."""
 DEFAULT_RECALL_FLOOR = 0.95
 """Lowest recall@10 against exact scoring an approximate index or pruned neighbour matrix may
 have to be served."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost``, ``127.0.0.0/8``, ``::1``): the only
+    addresses insecure development mode may listen on."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ServeSettings(BaseModel):
