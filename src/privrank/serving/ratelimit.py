@@ -49,13 +49,18 @@ class RateLimiter:
             return 0.0
         now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            tokens = self._refilled(key, now)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
+
+    def _refilled(self, key: str, now: float) -> float:
+        """The tokens ``key``'s bucket holds at ``now`` (a new bucket is full); call under the
+        lock."""
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - last) * self.rate)
 
     def wait(self, key: str) -> float:
         """The seconds until ``key`` has a token (``0.0`` when it has one now), without taking
@@ -64,8 +69,7 @@ class RateLimiter:
             return 0.0
         now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            tokens = self._refilled(key, now)
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def forget_full(self, max_buckets: int) -> None:
