@@ -370,6 +370,25 @@ def _scored(ids: list, scores: list[float]) -> list[ScoredItem]:
     return [ScoredItem(item_id=i, score=s) for i, s in zip(ids, scores, strict=True)]
 
 
+def _recommended(
+    state: ServingState,
+    principal: Principal,
+    ask: Callable[[Any], Any],
+    *,
+    k: int,
+    allow: list | None = None,
+    exclude: list | None = None,
+) -> RecommendResponse:
+    """A recommend-style answer: the sizes checked against ``principal``'s scope, then
+    ``ask(served)`` on the current model, its items with scores under that model's version."""
+    _check_bounds(state, principal, k=k, allow=allow, exclude=exclude)
+    served = state.store.current
+    answer = ask(served)
+    return RecommendResponse(
+        model_version=served.version, items=_scored(answer.item_ids, answer.scores)
+    )
+
+
 async def _state_of(request: Request) -> ServingState:
     return request.app.state.serving
 
@@ -430,19 +449,21 @@ def _add_routes(app: FastAPI) -> None:
         "Security model"). An id with no history gets the popularity ranking with rank scores;
         the answer does not say which case applied."""
         _check_user(who, body.user_id)
-        _check_bounds(state, who, k=body.k, allow=body.allow, exclude=body.exclude)
-        served = state.store.current
-        answer = answers.recommend_user(
-            served,
-            body.user_id,
-            body.k,
-            exclude_seen=body.exclude_seen,
-            exclude=body.exclude,
+        return _recommended(
+            state,
+            who,
+            lambda served: answers.recommend_user(
+                served,
+                body.user_id,
+                body.k,
+                exclude_seen=body.exclude_seen,
+                exclude=body.exclude,
+                allow=body.allow,
+                history_of=state.histories.items_of,
+            ),
+            k=body.k,
             allow=body.allow,
-            history_of=state.histories.items_of,
-        )
-        return RecommendResponse(
-            model_version=served.version, items=_scored(answer.item_ids, answer.scores)
+            exclude=body.exclude,
         )
 
     @app.post("/v1/recommend/history", tags=["recommend"])
@@ -451,19 +472,21 @@ def _add_routes(app: FastAPI) -> None:
     ) -> RecommendResponse:
         """Top-k items for an ad-hoc history, folded in and forgotten (never stored or
         logged)."""
-        _check_bounds(state, who, k=body.k, allow=body.allow, exclude=body.exclude)
-        served = state.store.current
-        answer = answers.recommend_history(
-            served,
-            body.history,
-            body.k,
-            exclude_seen=body.exclude_seen,
-            exclude=body.exclude,
+        return _recommended(
+            state,
+            who,
+            lambda served: answers.recommend_history(
+                served,
+                body.history,
+                body.k,
+                exclude_seen=body.exclude_seen,
+                exclude=body.exclude,
+                allow=body.allow,
+                ignore_unknown_items=body.ignore_unknown_items,
+            ),
+            k=body.k,
             allow=body.allow,
-            ignore_unknown_items=body.ignore_unknown_items,
-        )
-        return RecommendResponse(
-            model_version=served.version, items=_scored(answer.item_ids, answer.scores)
+            exclude=body.exclude,
         )
 
     @app.get("/v1/items/{item_id}/similar", tags=["recommend"])
@@ -474,11 +497,8 @@ def _add_routes(app: FastAPI) -> None:
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     ) -> RecommendResponse:
         """Items related to ``item_id`` (the model's answer to a one-item history)."""
-        _check_bounds(state, who, k=k)
-        served = state.store.current
-        answer = answers.similar_items(served, item_id, k)
-        return RecommendResponse(
-            model_version=served.version, items=_scored(answer.item_ids, answer.scores)
+        return _recommended(
+            state, who, lambda served: answers.similar_items(served, item_id, k), k=k
         )
 
     @app.post("/v1/rank", tags=["recommend"])
