@@ -18,11 +18,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
@@ -34,12 +34,14 @@ __all__ = [
     "AGGREGATE_METRICS",
     "BEYOND_METRICS",
     "RANKING_METRICS",
+    "Cutoffs",
     "EvaluationConfig",
     "EvaluationResult",
     "EvaluationTiming",
     "Scorer",
     "evaluate",
     "metric_names",
+    "ranking_metric",
 ]
 
 #: Scores every item for a batch of user codes: ``[len(users), n_items]``, higher is better.
@@ -52,6 +54,16 @@ RANKING_METRICS: tuple[str, ...] = ("recall", "precision", "ndcg", "mrr", "hit_r
 BEYOND_METRICS: tuple[str, ...] = ("novelty", "arp")
 #: Catalogue-level metrics (one number per cutoff, no per-user values).
 AGGREGATE_METRICS: tuple[str, ...] = ("coverage", "gini")
+
+
+def _sorted_cutoffs(value: tuple[int, ...]) -> tuple[int, ...]:
+    if not value or any(k < 1 for k in value):
+        raise ValueError(f"cutoffs must be a non-empty list of integers >= 1, got {value}")
+    return tuple(sorted(set(value)))
+
+
+#: List lengths ``k`` (validated: non-empty, each at least 1; stored sorted and unique).
+Cutoffs = Annotated[tuple[int, ...], AfterValidator(_sorted_cutoffs)]
 
 
 class EvaluationConfig(BaseModel):
@@ -74,7 +86,7 @@ class EvaluationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cutoffs: tuple[int, ...] = (10, 20)
+    cutoffs: Cutoffs = (10, 20)
     metrics: tuple[RankingMetric, ...] = RANKING_METRICS  # type: ignore[assignment]
     beyond_accuracy: bool = True
     graded: bool = False
@@ -86,13 +98,6 @@ class EvaluationConfig(BaseModel):
     copy_scores: bool = False
     keep_recommendations: bool = False
     threads: int | None = Field(None, ge=1)
-
-    @field_validator("cutoffs")
-    @classmethod
-    def _cutoffs(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(k < 1 for k in value):
-            raise ValueError(f"cutoffs must be a non-empty list of integers >= 1, got {value}")
-        return tuple(sorted(set(value)))
 
     @field_validator("metrics")
     @classmethod
@@ -286,7 +291,7 @@ class _Accumulator:
         judged = ranking.RankedRelevance.from_lists(top, position, items, grades)
         for k in config.cutoffs:
             for metric in config.metrics:
-                self.per_user[f"{metric}@{k}"][where] = self._metric(metric, judged, k)
+                self.per_user[f"{metric}@{k}"][where] = ranking_metric(metric, judged, k, config)
         if config.beyond_accuracy:
             novelty = beyond.list_means(top, self.information, config.cutoffs)
             popularity = beyond.list_means(top, self.popularity, config.cutoffs)
@@ -297,17 +302,6 @@ class _Accumulator:
         if self.recommendations is not None:
             self.recommendations[where] = top
 
-    def _metric(self, metric: str, judged: ranking.RankedRelevance, k: int) -> np.ndarray:
-        config = self.config
-        return ranking.compute(
-            metric,
-            judged,
-            k,
-            gain=config.ndcg_gain if config.graded else "binary",
-            recall_denominator=config.recall_denominator,
-            map_denominator=config.map_denominator,
-        )
-
     def aggregates(self) -> dict[str, float]:
         if not self.config.beyond_accuracy:
             return {}
@@ -316,6 +310,19 @@ class _Accumulator:
             out[f"coverage@{k}"] = beyond.catalog_coverage(self.exposure[k])
             out[f"gini@{k}"] = beyond.gini(self.exposure[k])
         return out
+
+
+def ranking_metric(metric: str, judged: ranking.RankedRelevance, k: int, config: Any) -> np.ndarray:
+    """Per-user ``metric@k`` of ranked lists, with the gain and denominators of ``config`` (an
+    :class:`EvaluationConfig` or a sampled evaluation's config)."""
+    return ranking.compute(
+        metric,
+        judged,
+        k,
+        gain=config.ndcg_gain if config.graded else "binary",
+        recall_denominator=config.recall_denominator,
+        map_denominator=config.map_denominator,
+    )
 
 
 def metric_names(config: EvaluationConfig) -> Sequence[str]:

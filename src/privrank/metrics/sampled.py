@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
@@ -30,10 +30,12 @@ from privrank.metrics import ranking
 from privrank.metrics._prepare import PairSet, check_same_vocabulary, pair_set
 from privrank.metrics.evaluate import (
     RANKING_METRICS,
+    Cutoffs,
     EvaluationResult,
     EvaluationTiming,
     RankingMetric,
     Scorer,
+    ranking_metric,
 )
 from privrank.metrics.topk import as_score_array, ragged_rows, top_k
 
@@ -61,20 +63,13 @@ class SampledConfig(BaseModel):
 
     n_negatives: int = Field(100, ge=1)
     seed: int = 0
-    cutoffs: tuple[int, ...] = (10,)
+    cutoffs: Cutoffs = (10,)
     metrics: tuple[RankingMetric, ...] = RANKING_METRICS  # type: ignore[assignment]
     graded: bool = False
     ndcg_gain: Literal["linear", "exponential"] = "linear"
     recall_denominator: ranking.Denominator = "relevant"
     map_denominator: ranking.Denominator = "min_k_relevant"
     batch_size: int = Field(1024, ge=1)
-
-    @field_validator("cutoffs")
-    @classmethod
-    def _cutoffs(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(k < 1 for k in value):
-            raise ValueError(f"cutoffs must be a non-empty list of integers >= 1, got {value}")
-        return tuple(sorted(set(value)))
 
 
 def evaluate_sampled(
@@ -133,7 +128,7 @@ def evaluate_sampled(
         where = slice(start, start + len(batch))
         for metric in config.metrics:
             for k in config.cutoffs:
-                per_user[f"{SAMPLED_PREFIX}{metric}@{k}"][where] = _metric(
+                per_user[f"{SAMPLED_PREFIX}{metric}@{k}"][where] = ranking_metric(
                     metric, judged, k, config
                 )
         done = time.perf_counter()
@@ -189,16 +184,3 @@ def _candidates(
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out, short
-
-
-def _metric(
-    metric: str, judged: ranking.RankedRelevance, k: int, config: SampledConfig
-) -> np.ndarray:
-    return ranking.compute(
-        metric,
-        judged,
-        k,
-        gain=config.ndcg_gain if config.graded else "binary",
-        recall_denominator=config.recall_denominator,
-        map_denominator=config.map_denominator,
-    )

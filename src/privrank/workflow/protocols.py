@@ -45,14 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from privrank.data._config import FrozenConfig, validate_config
 from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
 from privrank.data.splits import HoldoutSplit, LeaveLastOut, Split, SplitSpec, split
 from privrank.errors import ConfigError
-from privrank.metrics.evaluate import EvaluationConfig, RankingMetric
+from privrank.metrics.evaluate import Cutoffs, EvaluationConfig, RankingMetric
 
 __all__ = [
     "PROTOCOLS",
@@ -88,17 +88,10 @@ class ProtocolSpec(FrozenConfig):
     dataset: str = Field(min_length=1)
     split: SplitSpec
     metrics: tuple[RankingMetric, ...] = ("ndcg", "recall")
-    cutoffs: tuple[int, ...] = (5, 10, 20, 50)
+    cutoffs: Cutoffs = (5, 10, 20, 50)
     headline: tuple[str, ...] = ("ndcg@10", "recall@20")
     validation_in_history: bool = True
     description: str = ""
-
-    @field_validator("cutoffs")
-    @classmethod
-    def _cutoffs(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(k < 1 for k in value):
-            raise ValueError(f"cutoffs must be a non-empty list of integers >= 1, got {value}")
-        return tuple(sorted(set(value)))
 
     @model_validator(mode="after")
     def _headline_computed(self) -> ProtocolSpec:
