@@ -67,27 +67,22 @@ class Problem:
 
     def to_error(self, path: str | Path | None) -> DataError:
         """The problem as a :class:`DataError` naming ``path`` (rows of Parquet as ``row N``)."""
-        error = DataError(
+        error = self._error(path, self.line)
+        if self.unit == "row" and self.line is not None:
+            where = f"row {self.line}" if path is None else f"{path}, row {self.line}"
+            error.args = self._error(where, None).args
+        return error
+
+    def _error(self, path: str | Path | None, line: int | None) -> DataError:
+        return DataError(
             self.problem,
             path=path,
-            line=self.line,
+            line=line,
             column=self.column,
             field=self.field,
             value=self.value,
             expected=self.expected,
         )
-        if self.unit == "row" and self.line is not None:
-            where = f"row {self.line}" if path is None else f"{path}, row {self.line}"
-            shown = DataError(
-                self.problem,
-                path=where,
-                column=self.column,
-                field=self.field,
-                value=self.value,
-                expected=self.expected,
-            )
-            error.args = shown.args
-        return error
 
     @property
     def reason(self) -> str:
