@@ -16,6 +16,14 @@ Everything talks to a real ``privrank serve`` subprocess on 127.0.0.1 (a free po
   group is SIGKILLed mid-stream; after a restart every acknowledged id is looked up.
 - ``fuzz``: schemathesis generates requests for every operation of the served OpenAPI schema
   (over HTTP, admin key); counts requests and 5xx answers.
+- ``badkeys`` (not in ``all``): the ``load`` server (same model, index and workers) at a fixed
+  valid rate (``--valid-rates``, the ``service`` key) measured, in the same run, without a
+  flood and while a second process (``bench/serving/badkeys.py``) sends bad keys at
+  ``--flood-rate``/s from one source address (the per-address limit on failed authentications
+  answers 429 after its burst) and from 250 loopback addresses (every key verified), plus a
+  control flood of plain ``GET /healthz``; reports valid p50/p99/failures, p99 over its value
+  without the flood, worker RSS (psutil) and the bad keys' status counts, and writes
+  ``bench/results/serving_badkeys.json`` (``--badkeys-out``).
 - ``ray`` (not in ``all``): the same load generator against the Ray Serve deployment
   (:func:`privrank.distributed.run_on_ray_serve`, local ``ray.init``, ``--ray-replicas``) at
   ``--ray-rate`` requests/s.
@@ -25,6 +33,11 @@ Usage::
     .venv/bin/python bench/bench_serving.py all --workdir /tmp/privrank-bench-serving
     .venv/bin/python bench/bench_serving.py load --repeats 3 --workers 2 --index hnsw
     .venv/bin/python bench/bench_serving.py ray --repeats 3 --ray-rate 100
+    .venv/bin/python bench/bench_serving.py badkeys --repeats 3 --duration 10 --valid-rates 200,500
+
+User recommendations need a ``service`` key (``read`` keys get 403 for a ``user_id``): the load
+generator uses ``info["keys"]["service"]``, created in ``prepare`` (and added to a workdir
+prepared before the scope existed).
 
 The JSON of every part is written to ``<workdir>/results/`` and a summary is printed.
 """
@@ -53,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PRIVRANK = str(BIN / "privrank")
 LOADGEN = str(ROOT / "bench" / "serving" / "loadgen.py")
+BADKEYS = str(ROOT / "bench" / "serving" / "badkeys.py")
 HOST = "127.0.0.1"
 N_ITEMS = 100_000
 FACTORS = 64
@@ -73,6 +87,23 @@ def loadavg() -> list[float]:
 
 
 # ---------------------------------------------------------------- setup
+# ``service`` may ask for any user id (what ``/v1/recommend`` with a ``user_id`` needs);
+# ``read`` may not (403), so the load generator uses the ``service`` key.
+SCOPES = ("read", "service", "write", "admin")
+
+
+def create_key(home: Path, scope: str) -> str:
+    """``privrank keys create --scope <scope>`` in ``home``; the raw key."""
+    out = subprocess.run(
+        [PRIVRANK, "keys", "create", "--scope", scope, "--name", f"bench-{scope}"],
+        env={**os.environ, "PRIVRANK_HOME": str(home)},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
 def prepare(workdir: Path, n_users: int, n_interactions: int, epochs: int) -> dict:
     """Train two iALS versions (seeds 0 and 1), put them in a model store, create keys."""
     from privrank.data.synthetic import SyntheticConfig, generate
@@ -81,7 +112,13 @@ def prepare(workdir: Path, n_users: int, n_interactions: int, epochs: int) -> di
 
     info_path = workdir / "setup.json"
     if info_path.is_file():
-        return json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text())
+        missing = [scope for scope in SCOPES if scope not in info["keys"]]
+        if missing:  # a workdir prepared before the 'service' scope existed
+            for scope in missing:
+                info["keys"][scope] = create_key(Path(info["home"]), scope)
+            info_path.write_text(json.dumps(info, indent=2))
+        return info
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = generate(
@@ -102,16 +139,7 @@ def prepare(workdir: Path, n_users: int, n_interactions: int, epochs: int) -> di
         store.add(directory, version, activate=version == "v1")
     home = workdir / "home"
     home.mkdir(exist_ok=True)
-    keys = {}
-    for scope in ("read", "write", "admin"):
-        out = subprocess.run(
-            [PRIVRANK, "keys", "create", "--scope", scope, "--name", f"bench-{scope}"],
-            env={**os.environ, "PRIVRANK_HOME": str(home)},
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        keys[scope] = out.stdout.strip().splitlines()[-1]
+    keys = {scope: create_key(home, scope) for scope in SCOPES}
     rng = np.random.default_rng(0)
     users = [str(u) for u in rng.choice(n_users, size=2000, replace=False)]
     info = {
@@ -294,7 +322,7 @@ def part_load(info: dict, args, results: Path) -> dict:
 
         served_index = httpx.get(f"{srv.url}/readyz", timeout=10).json().get("index")
         log(f"server index: {served_index}")
-        key, users = info["keys"]["read"], info["users"]
+        key, users = info["keys"]["service"], info["users"]
         load_once(srv, key, users, 200, 3, results / "warmup.json")
         for repeat in range(args.repeats):
             for rate in rates:
@@ -358,7 +386,7 @@ def part_swap(info: dict, args, results: Path) -> dict:
 
     activations: list[dict] = []
     with serving(info, ["--store", info["store"]], args.workers, results / "swap.log") as srv:
-        key, users = info["keys"]["read"], info["users"]
+        key, users = info["keys"]["service"], info["users"]
         load_once(srv, key, users, 100, 2, results / "swap-warmup.json")
         out = results / "swap-load.json"
         before = loadavg()
@@ -528,6 +556,301 @@ def part_fuzz(info: dict, args, results: Path) -> dict:
     }
 
 
+def server_rss(server: Server) -> dict:
+    """Resident memory (MiB) of the ``privrank serve`` process tree (the uvicorn supervisor and
+    its workers) and the workers' CPU time so far (user + system seconds), by psutil."""
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    rss = {}
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            rss[process.pid] = process.memory_info().rss / 2**20
+    workers = {pid: mb for pid, mb in rss.items() if pid != root.pid}
+    cpu = 0.0
+    for process in root.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            cpu += times.user + times.system
+    return {
+        "workers_cpu_s": round(cpu, 3),
+        "total_mib": round(sum(rss.values()), 1),
+        "workers_mib": round(sum(workers.values()), 1),
+        "per_process_mib": {str(pid): round(mb, 1) for pid, mb in sorted(rss.items())},
+    }
+
+
+class RssSampler:
+    """The largest worker RSS sum seen while a phase runs (sampled every ``every`` s)."""
+
+    def __init__(self, server: Server, every: float = 0.5) -> None:
+        self.server, self.every = server, every
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.peak_mib = max(self.peak_mib, server_rss(self.server)["workers_mib"])
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_flood(server: Server, info: dict, rate: float, duration: float, flood: dict, out: Path):
+    known_ids = ",".join(key.split("_")[1] for key in info["keys"].values())
+    return subprocess.Popen(
+        [
+            sys.executable,
+            BADKEYS,
+            "--port",
+            str(server.port),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--addresses",
+            flood["addresses"],
+            "--path",
+            flood["path"],
+            "--method",
+            flood["method"],
+            "--users",
+            ",".join(info["users"][:200]),
+            "--known-ids",
+            known_ids,
+            "--out",
+            str(out),
+        ]
+    )
+
+
+# The phases of ``badkeys``: no flood; bad keys from one source address (the per-address limit
+# on failed authentications answers 429 after its burst); bad keys spread over 250 addresses
+# (each one verified: the worst case); and a control, as many plain ``GET /healthz`` from the
+# same 250 addresses (what the extra requests cost without any authentication).
+MANY = "127.0.1.1-127.0.1.250"
+FLOODS: dict[str, dict | None] = {
+    "none": None,
+    "one_address": {"addresses": "127.0.0.2", "path": "/v1/recommend", "method": "POST"},
+    "many_addresses": {"addresses": MANY, "path": "/v1/recommend", "method": "POST"},
+    "healthz_control": {"addresses": MANY, "path": "/healthz", "method": "GET"},
+}
+BAD_FLOODS = ("one_address", "many_addresses")
+
+
+def badkeys_phase(
+    srv: Server, info: dict, args, rate: float, flood: str, repeat: int, results: Path
+) -> dict:
+    """One valid-load run at ``rate`` requests/s, alone or while bad keys arrive."""
+    key, users = info["keys"]["service"], info["users"]
+    tag = f"badkeys-{rate:g}-{flood}-{repeat}"
+    rss_before = server_rss(srv)
+    before = loadavg()
+    flood_process = None
+    if FLOODS[flood] is not None:
+        # The flood starts first and outlasts the valid load, so every valid request meets it.
+        flood_process = run_flood(
+            srv,
+            info,
+            args.flood_rate,
+            args.duration + 2 * args.flood_lead,
+            FLOODS[flood],
+            results / f"{tag}-flood.json",
+        )
+        time.sleep(args.flood_lead)
+    with RssSampler(srv) as sampler:
+        process = run_loadgen(srv, key, users, rate, args.duration, results / f"{tag}.json")
+        if process.wait(timeout=args.duration * 4 + 60) != 0:
+            raise RuntimeError(f"loadgen failed at {rate}/s ({flood})")
+        if flood_process is not None and flood_process.wait(timeout=args.duration * 4 + 60):
+            raise RuntimeError(f"bad-key sender failed ({flood})")
+    valid = json.loads((results / f"{tag}.json").read_text())
+    bad = json.loads((results / f"{tag}-flood.json").read_text()) if flood_process else None
+    rss_after = server_rss(srv)
+    result = {
+        "flood": flood,
+        "flood_spec": FLOODS[flood],
+        "valid": valid,
+        "bad": bad,
+        "rss_workers_before_mib": rss_before["workers_mib"],
+        "rss_workers_after_mib": rss_after["workers_mib"],
+        "rss_workers_peak_mib": sampler.peak_mib,
+        "workers_cpu_s": rss_after["workers_cpu_s"] - rss_before["workers_cpu_s"],
+        "rss_before": rss_before,
+        "rss_after": rss_after,
+        "loadavg_before": before,
+        "loadavg_after": loadavg(),
+    }
+    bad_note = ""
+    if bad is not None:
+        bad_note = f", bad keys {bad['statuses']} errors {bad['errors']}"
+    log(
+        f"badkeys {rate:g}/s #{repeat} flood={flood}: p50 {valid['p50_ms']:.1f} ms, "
+        f"p99 {valid['p99_ms']:.1f} ms, failed {valid['failed']}, RSS "
+        f"{rss_before['workers_mib']:.0f}->{rss_after['workers_mib']:.0f} MiB "
+        f"(peak {sampler.peak_mib:.0f}), workers CPU {result['workers_cpu_s']:.1f} s"
+        f"{bad_note}, load {before}"
+    )
+    return result
+
+
+def part_badkeys(info: dict, args, results: Path) -> dict:
+    """Valid-request latency at a fixed rate without a flood, and while bad keys arrive at
+    ``--flood-rate``/s from one address and from 250 addresses; the same server (same model and
+    settings as ``load``, failed-authentication limit at its defaults) for every phase, the
+    order of the phases rotated between repeats."""
+    import httpx
+
+    serve_args = ["--model", info["models"]["v1"], "--index", args.index]
+    by_rate = {}
+    with serving(info, serve_args, args.workers, results / "badkeys.log") as srv:
+        served_index = httpx.get(f"{srv.url}/readyz", timeout=10).json().get("index")
+        log(f"server index: {served_index}; workers RSS {server_rss(srv)['workers_mib']} MiB")
+        load_once(
+            srv, info["keys"]["service"], info["users"], 200, 3, results / "badkeys-warmup.json"
+        )
+        for rate in args.valid_rates:
+            runs = []
+            floods = list(FLOODS)
+            for repeat in range(args.repeats):
+                shift = repeat % len(floods)
+                order = floods[shift:] + floods[:shift]
+                phases = {
+                    flood: badkeys_phase(srv, info, args, rate, flood, repeat, results)
+                    for flood in order
+                }
+                runs.append({"repeat": repeat, "order": order, "phases": phases})
+            by_rate[f"{rate:g}"] = summarize_badkeys(rate, runs)
+    return {
+        "workers": args.workers,
+        "index": args.index,
+        "served_index": served_index,
+        "duration_s": args.duration,
+        "repeats": args.repeats,
+        "flood_rate_rps": args.flood_rate,
+        "floods": FLOODS,
+        "auth_failure_limit": "server defaults (1/s per address, burst 20, per worker)",
+        "rates": by_rate,
+    }
+
+
+def summarize_badkeys(rate: float, runs: list[dict]) -> dict:
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    rows = []
+    for run in runs:
+        phases = run["phases"]
+        base = phases["none"]["valid"]["p99_ms"]
+        row = {"repeat": run["repeat"], "order": run["order"]}
+        for flood, phase in phases.items():
+            valid, bad = phase["valid"], phase["bad"] or {}
+            statuses = bad.get("statuses", {})
+            row[flood] = {
+                "p50_ms": valid["p50_ms"],
+                "p99_ms": valid["p99_ms"],
+                "failed": valid["failed"],
+                "throughput_rps": valid["throughput_rps"],
+                "p99_over_no_flood": valid["p99_ms"] / base if base else None,
+                "bad_sent": bad.get("sent"),
+                "bad_401": statuses.get("401", 0),
+                "bad_429": statuses.get("429", 0),
+                "bad_other": sum(v for k, v in statuses.items() if k not in ("401", "429")),
+                "bad_errors": sum(bad.get("errors", {}).values()),
+                "bad_p99_ms": bad.get("p99_ms"),
+                "rss_before_mib": phase["rss_workers_before_mib"],
+                "rss_after_mib": phase["rss_workers_after_mib"],
+                "rss_peak_mib": phase["rss_workers_peak_mib"],
+                "workers_cpu_s": phase["workers_cpu_s"],
+                # Server CPU the flood added, per flood request: (CPU of this phase - CPU of
+                # the phase without a flood) / flood requests sent.
+                "extra_cpu_per_flood_request_us": (
+                    1e6 * (phase["workers_cpu_s"] - phases["none"]["workers_cpu_s"]) / bad["sent"]
+                    if bad
+                    else None
+                ),
+                "loadavg_1m": phase["loadavg_before"][0],
+            }
+        rows.append(row)
+    medians = {
+        flood: {
+            field: med(row[flood][field] for row in rows)
+            for field in rows[0][flood]
+            if field not in ("bad_sent",)
+        }
+        for flood in FLOODS
+    }
+    ratios = [row[f]["p99_over_no_flood"] for row in rows for f in BAD_FLOODS]
+    base = medians["none"]["p99_ms"]
+    return {
+        "valid_rate_rps": rate,
+        "per_repeat": rows,
+        "medians": medians,
+        "p99_ratio_of_medians": {
+            f: medians[f]["p99_ms"] / base if base else None for f in FLOODS if f != "none"
+        },
+        "target": "valid p99 with flood <= 2x without",
+        "target_met_by_medians": all(
+            medians[f]["p99_over_no_flood"] is not None and medians[f]["p99_over_no_flood"] <= 2
+            for f in BAD_FLOODS
+        ),
+        "target_met_every_repeat": all(r is not None and r <= 2 for r in ratios),
+        "runs": runs,
+    }
+
+
+def print_badkeys(summary: dict) -> None:
+    """The table of medians (and each repeat) on stdout."""
+    names = {
+        "none": "no flood",
+        "one_address": "flood, 1 address",
+        "many_addresses": "flood, 250 addr",
+        "healthz_control": "control: /healthz",
+    }
+    for rate, block in summary["rates"].items():
+        print(
+            f"\nvalid load {rate} req/s, bad keys {summary['flood_rate_rps']:g}/s, "
+            f"{summary['repeats']} repeats x {summary['duration_s']:g} s, "
+            f"{summary['workers']} workers, index {(summary['served_index'] or {}).get('kind')}"
+        )
+        header = (
+            f"{'':18} {'p50 ms':>8} {'p99 ms':>8} {'p99/none':>8} {'failed':>6} "
+            f"{'401':>6} {'429':>6} {'other':>6} {'RSS MiB before/after/peak':>26} "
+            f"{'CPU s':>6} {'us/req':>7} {'load1':>6}"
+        )
+        for label, rows in [("median", [block["medians"]])] + [
+            (f"repeat {r['repeat']}", [r]) for r in block["per_repeat"]
+        ]:
+            print(f"-- {label}")
+            print(header)
+            for flood in FLOODS:
+                m = rows[0][flood]
+                rss = f"{m['rss_before_mib']:.0f}/{m['rss_after_mib']:.0f}/{m['rss_peak_mib']:.0f}"
+                ratio = m["p99_over_no_flood"]
+                us = m["extra_cpu_per_flood_request_us"]
+                extra = "-" if us is None else f"{us:.0f}"
+                print(
+                    f"{names[flood]:18} {m['p50_ms']:8.1f} {m['p99_ms']:8.1f} "
+                    f"{ratio:8.2f} {m['failed']:6.0f} {m['bad_401']:6.0f} {m['bad_429']:6.0f} "
+                    f"{m['bad_other']:6.0f} "
+                    f"{rss:>26} {m['workers_cpu_s']:6.2f} {extra:>7} {m['loadavg_1m']:6.2f}"
+                )
+        print(
+            f"target p99(bad-key flood) <= 2x p99(no flood): medians "
+            f"{'met' if block['target_met_by_medians'] else 'MISSED'}, every repeat "
+            f"{'met' if block['target_met_every_repeat'] else 'MISSED'}"
+        )
+
+
 class _Port:
     """Where the load generator sends requests (a server not started by :class:`Server`)."""
 
@@ -573,7 +896,7 @@ def part_ray(info: dict, args, results: Path) -> dict:
             time.sleep(0.5)
         ready_s = time.perf_counter() - started
         served_index = httpx.get(f"{target.url}/readyz", timeout=10).json().get("index")
-        key, users = info["keys"]["read"], info["users"]
+        key, users = info["keys"]["service"], info["users"]
         load_once(target, key, users, args.ray_rate, 3, results / "ray-warmup.json")
         for repeat in range(args.repeats):
             out = results / f"ray-{args.ray_rate:g}-{repeat}.json"
@@ -610,6 +933,7 @@ PARTS = {
     "crash": part_crash,
     "fuzz": part_fuzz,
     "ray": part_ray,
+    "badkeys": part_badkeys,
 }
 
 
@@ -642,12 +966,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-rate", type=float, default=100.0)
     parser.add_argument("--ray-replicas", type=int, default=1)
     parser.add_argument("--ray-cpus", type=int, default=2)
+    parser.add_argument(
+        "--valid-rates",
+        type=lambda s: [float(x) for x in s.split(",") if x],
+        default=[200.0],
+        help="offered valid requests/s (badkeys), comma-separated",
+    )
+    parser.add_argument("--flood-rate", type=float, default=200.0, help="bad keys/s (badkeys)")
+    parser.add_argument(
+        "--flood-lead", type=float, default=1.0, help="s the flood runs before the valid load"
+    )
+    parser.add_argument(
+        "--badkeys-out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "serving_badkeys.json",
+        help="where badkeys also writes its JSON",
+    )
     args = parser.parse_args(argv)
 
     info = prepare(args.workdir, args.n_users, args.n_interactions, args.epochs)
     results = args.workdir / "results"
     results.mkdir(parents=True, exist_ok=True)
-    parts = [p for p in PARTS if p != "ray"] if "all" in args.part else args.part
+    parts = [p for p in PARTS if p not in ("ray", "badkeys")] if "all" in args.part else args.part
     summary = {}
     for part in parts:
         log(f"--- {part} (load average {loadavg()})")
@@ -657,7 +997,19 @@ def main(argv: list[str] | None = None) -> int:
         stamp = started.strftime("%Y%m%dT%H%M%S")
         (results / f"{part}-{stamp}.json").write_text(json.dumps(result, indent=2))
         summary[part] = result
+        if part == "badkeys":
+            record = {
+                "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+                "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
+                "data": info["data"],
+                "model_config": info["model_config"],
+                **result,
+            }
+            args.badkeys_out.parent.mkdir(parents=True, exist_ok=True)
+            args.badkeys_out.write_text(json.dumps(record, indent=2))
     print(json.dumps(summary, indent=2))
+    if "badkeys" in summary:
+        print_badkeys(summary["badkeys"])
     return 0
 
 
