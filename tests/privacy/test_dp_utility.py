@@ -187,7 +187,7 @@ def test_composed_release_meets_the_target_epsilon(share):
     target = spec(epsilon=1.5)
     release = private_gram_release(matrix, target, count_share=share, gram_norm=2.0)
     g = release.guarantee
-    m_counts, m_gram = g.extra_noise_multiplier, g.noise_multiplier
+    m_counts, m_gram = (release.noise_multiplier for release in g.composition)
     assert g.releases == 2 and g.sensitivity == 2.0
     assert g.noise_std == pytest.approx(m_gram * 2.0)
     equivalent = 1 / math.sqrt(1 / m_counts**2 + 1 / m_gram**2)
