@@ -363,7 +363,7 @@ def private_counts():
 
 # -------------------------------------------------------------------- the three models
 FACTORIES = {
-    "bpr": lambda: BPR(factors=4, epochs=2, private_batch_size=10),
+    "bpr": lambda: BPR(factors=4, epochs=2, private={"batch_size": 10}),
     "mult-vae": lambda: MultVAE(hidden=8, latent=4, epochs=2, batch_size=10),
     "sasrec": lambda: SASRec(
         factors=8, blocks=1, heads=2, max_length=5, epochs=2, batch_size=10, negatives=8
@@ -439,7 +439,7 @@ def test_bpr_private_user_loss_is_the_sum_of_bpr_terms():
 
 # -------------------------------------------------------------------- conformance (slow)
 CONFORMANCE = {
-    "bpr": lambda: BPR(factors=8, epochs=20, learning_rate=0.05, private_batch_size=30),
+    "bpr": lambda: BPR(factors=8, epochs=20, learning_rate=0.05, private={"batch_size": 30}),
     "sasrec": lambda: SASRec(
         factors=16,
         blocks=1,

@@ -64,7 +64,9 @@ def parse_params(pairs: list[str] | None, config: Path | None = None) -> dict[st
     """Model parameters from a JSON/TOML file and ``key=value`` pairs (pairs win).
 
     A value is read as JSON when it parses (``300``, ``0.5``, ``true``, ``[1, 2]``), otherwise
-    kept as a string (``dtype=float64``).
+    kept as a string (``dtype=float64``). A dotted key sets a setting of a nested block:
+    ``private.count_share=0.5`` sets ``count_share`` in the ``private`` block (the settings of
+    a private fit), merged with the block's other settings from the file or other pairs.
 
     Raises:
         ConfigError: A pair without ``=``, or an unreadable or malformed file.
@@ -80,7 +82,21 @@ def parse_params(pairs: list[str] | None, config: Path | None = None) -> dict[st
             value = json.loads(raw)
         except ValueError:
             value = raw
-        params[key.strip()] = value
+        block, dot, name = key.strip().partition(".")
+        if not dot:
+            params[block] = value
+            continue
+        if not block or not name or "." in name:
+            raise ConfigError(
+                f"--param {pair!r}: expected BLOCK.KEY=VALUE with one dot, e.g. "
+                "private.count_share=0.5"
+            )
+        nested = params.get(block)
+        if nested is None:
+            nested = params[block] = {}
+        elif not isinstance(nested, dict):
+            raise ConfigError(f"--param {pair!r}: {block!r} is already set to {nested!r}")
+        nested[name] = value
     return params
 
 
@@ -150,7 +166,12 @@ def train_command(
     out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", help="A model parameter KEY=VALUE (repeatable)."),
+        typer.Option(
+            "--param",
+            help="A model parameter KEY=VALUE (repeatable). Settings of a private fit go in "
+            "the model's 'private' block: --param private.KEY=VALUE (e.g. for ease "
+            "private.count_share=0.5, for ials private.epochs=3); they need --epsilon.",
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="A JSON or TOML file of model parameters.")
@@ -209,6 +230,11 @@ def train_command(
         raise ConfigError(
             f"{model} has no differentially private training yet; private models: "
             f"{', '.join(_private_models())}"
+        )
+    if spec is None and isinstance(params.get("private"), dict):
+        raise ConfigError(
+            f"--param private.*: settings of a private fit, but there is no --epsilon; the fit "
+            f"would ignore {params['private']!r}"
         )
     _check_out(out)
     console = Console()

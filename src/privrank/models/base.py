@@ -133,6 +133,11 @@ class Recommender(ABC):
         supports_privacy: Whether the model can fit under a
             :class:`~privrank.privacy.spec.PrivacySpec` (it then implements
             :meth:`_fit_private`); other models refuse a spec.
+        PrivateConfig: The config class of a private fit's settings, or ``None`` when a private
+            fit has none. ``Config`` then has a field ``private: PrivateConfig | None``: a fit
+            without a privacy spec refuses a ``private`` block (it would ignore it), and a
+            private fit without one uses ``PrivateConfig()``'s defaults
+            (:meth:`private_settings`).
         user_state_keys: Keys of :meth:`_state` whose arrays hold one row per training user
             (user factors, ...): per-user data, emptied in a release artifact.
 
@@ -159,6 +164,7 @@ class Recommender(ABC):
     sequential: ClassVar[bool] = False
     uses_torch: ClassVar[bool] = False
     supports_privacy: ClassVar[bool] = False
+    PrivateConfig: ClassVar[type[ModelConfig] | None] = None
     user_state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
@@ -195,6 +201,15 @@ class Recommender(ABC):
                 f"{type(self).__name__} cannot honour a privacy specification "
                 f"({options.privacy!r}); it trains without differential privacy only. "
                 "Refusing to train rather than ignore it."
+            )
+        block = self._private_block()
+        if options.privacy is None and block is not None:
+            given = block.model_dump(exclude_unset=True) or "its defaults"
+            raise ConfigError(
+                f"{type(self).__name__}'s config has a 'private' block (settings of a private "
+                f"fit: {given}) but this fit has no privacy spec, so they would be ignored. "
+                "Refusing to train: pass a privacy spec (FitOptions(privacy=...), or "
+                "`privrank train --epsilon ...`) or drop the 'private' block."
             )
         if train.n_items == 0:
             raise ConfigError(f"{type(self).__name__} needs at least one item to train on.")
@@ -239,6 +254,25 @@ class Recommender(ABC):
             self._clear()  # a failed fit leaves an unfitted model, never a half-fitted one
             raise
         return self
+
+    def _private_block(self) -> ModelConfig | None:
+        """The config's ``private`` block as given (``None``: not given, or no such block)."""
+        if self.PrivateConfig is None:
+            return None
+        block: ModelConfig | None = getattr(self.config, "private", None)
+        return block
+
+    def private_settings(self) -> Any:
+        """The settings of a private fit: the config's ``private`` block, or, when none was
+        given, the defaults of :attr:`PrivateConfig`.
+
+        Raises:
+            ConfigError: The model has no private settings.
+        """
+        if self.PrivateConfig is None:
+            raise ConfigError(f"{type(self).__name__} has no settings of a private fit")
+        block = self._private_block()
+        return self.PrivateConfig() if block is None else block
 
     def _report(self, epoch: int, epochs: int, loss: float | None = None, **metrics: float):
         """Send a :class:`FitProgress` to the fit's progress callback, if any."""
