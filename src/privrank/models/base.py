@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
@@ -62,6 +62,9 @@ from privrank.models._registry import (
     register,
     registered,
 )
+
+if TYPE_CHECKING:
+    from privrank.privacy.mechanism import PrivacyGuarantee
 
 __all__ = [
     "FitOptions",
@@ -166,6 +169,7 @@ class Recommender(ABC):
     supports_privacy: ClassVar[bool] = False
     PrivateConfig: ClassVar[type[ModelConfig] | None] = None
     user_state_keys: ClassVar[tuple[str, ...]] = ()
+    privacy_guarantee_: PrivacyGuarantee | None
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
         self.config = validate_config(self.Config, type(self).__name__, config, params)
@@ -274,7 +278,7 @@ class Recommender(ABC):
         block = self._private_block()
         return self.PrivateConfig() if block is None else block
 
-    def _report(self, epoch: int, epochs: int, loss: float | None = None, **metrics: float):
+    def _report(self, epoch: int, epochs: int, loss: float | None = None, **metrics: float) -> None:
         """Send a :class:`FitProgress` to the fit's progress callback, if any."""
         callback = self._options.progress
         if callback is not None:
@@ -338,7 +342,7 @@ class Recommender(ABC):
         known = np.flatnonzero(lengths > 0)
         if known.size:
             sub = query.take(known)
-            if query.is_users:
+            if sub.user_codes is not None:
                 part = self._score_users(sub.user_codes)
             else:
                 part = self._score_histories(sub)
@@ -478,7 +482,9 @@ class Recommender(ABC):
         item_codes, scores = self.recommend(query, k, exclude_seen=exclude_seen)
         return self._to_ids(item_codes, scores, query.lengths() > 0)
 
-    def _to_ids(self, codes: np.ndarray, scores: np.ndarray, known: np.ndarray):
+    def _to_ids(
+        self, codes: np.ndarray, scores: np.ndarray, known: np.ndarray
+    ) -> IdRecommendations:
         ids = self.item_ids_.to_pylist()
         item_ids = [[ids[c] for c in row if c >= 0] for row in codes]
         return IdRecommendations(item_ids=item_ids, scores=scores, known=known)
@@ -570,7 +576,7 @@ class Recommender(ABC):
         return model
 
     def _full_state(self) -> dict[str, np.ndarray]:
-        state = {
+        state: dict[str, np.ndarray] = {
             "base.history_indptr": self.history_indptr_,
             "base.history_items": self.history_items_,
             "base.item_popularity": self.item_popularity_,
@@ -657,11 +663,10 @@ class Recommender(ABC):
         """Restore the learned arrays written by :meth:`_state` (raise on a mismatch)."""
 
     # ---------------------------------------------------------------- validation
-    def _checked_query(self, query: Any) -> Query:
-        if not isinstance(query, Query):
-            query = Query.users(query)
-        if query.is_users:
-            codes = query.user_codes
+    def _checked_query(self, given: Any) -> Query:
+        query: Query = given if isinstance(given, Query) else Query.users(given)
+        codes = query.user_codes
+        if codes is not None:
             bad = codes[(codes < 0) | (codes >= self.n_users_)]
             if bad.size:
                 raise ConfigError(
@@ -720,4 +725,5 @@ def _lookup(vocabulary: pa.Array, external_ids: Any) -> np.ndarray:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return np.full(len(query), -1, dtype=np.int64)
     codes = pc.index_in(query, value_set=vocabulary)
-    return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    found: np.ndarray = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return found

@@ -187,7 +187,8 @@ def clip_rows(factors: np.ndarray, norm: float) -> np.ndarray:
     scale = np.ones_like(lengths)
     over = lengths > norm
     scale[over] = norm / lengths[over]
-    return rows * scale[:, None]
+    clipped: np.ndarray = rows * scale[:, None]
+    return clipped
 
 
 def upper_triangle(matrices: np.ndarray) -> np.ndarray:
@@ -230,7 +231,7 @@ class ALSItemStatistics:
 def user_weights(matrix: sp.spmatrix, weighted_bound: int | None) -> np.ndarray:
     """Per-user weights ``s_u = min(1, √(c'/k_u))`` (``k_u``: the user's items, ``c'`` =
     ``weighted_bound``; all ones when it is ``None``), so that ``k_u s_u² ≤ c'``."""
-    counts = np.diff(sp.csr_matrix(matrix).indptr).astype(np.float64)
+    counts: np.ndarray = np.diff(sp.csr_matrix(matrix).indptr).astype(np.float64)
     weights = np.ones_like(counts)
     if weighted_bound is not None:
         heavy = counts > weighted_bound

@@ -276,9 +276,11 @@ def dpsgd_guarantee(
             multiplier must be the plan's).
         noise_scale: The test scale applied to the noise (1 for a real fit).
     """
-    if (popularity is None) != (plan.popularity_noise_multiplier is None) or (
+    planned = plan.popularity_noise_multiplier
+    if (popularity is None) != (planned is None) or (
         popularity is not None
-        and not math.isclose(popularity.noise_multiplier, plan.popularity_noise_multiplier)
+        and planned is not None
+        and not math.isclose(popularity.noise_multiplier, planned)
     ):
         raise ConfigError("the cold-start counts were not released with the plan's multiplier")
     composed = f"{plan.steps} subsampled Gaussian steps (q = {plan.sampling_rate:.4g})"
@@ -477,6 +479,8 @@ class DPSGDTrainer:
         losses, local_grads = self.engine.clipped_sum(*args)
         with torch.no_grad():
             for p in self.engine.parameters:
+                if p.grad is None:
+                    raise ConfigError("DP-SGD: a released parameter got no clipped gradient")
                 self.mechanism.add_noise(p.grad, self.noise)
                 p.grad.div_(self.expected_batch_size)
         return losses, tuple(g / self.expected_batch_size for g in local_grads)

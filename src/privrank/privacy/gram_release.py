@@ -48,7 +48,8 @@ def count_row_weights(lengths: np.ndarray, norm: float) -> np.ndarray:
     Users with at most ``C²`` items keep weight 1.
     """
     lengths = np.asarray(lengths, dtype=np.float64)
-    return np.minimum(1.0, float(norm) / np.sqrt(np.maximum(lengths, 1.0)))
+    weights: np.ndarray = np.minimum(1.0, float(norm) / np.sqrt(np.maximum(lengths, 1.0)))
+    return weights
 
 
 def gram_row_weights(lengths: np.ndarray, norm: float) -> np.ndarray:

@@ -158,7 +158,10 @@ class GaussianMechanism(Mechanism[np.ndarray, np.random.Generator]):
 
     def add_noise(self, statistic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``statistic + N(0, σ²)`` entry by entry (float64)."""
-        return np.asarray(statistic, dtype=np.float64) + self.vector_noise(statistic.shape, rng)
+        noisy: np.ndarray = np.asarray(statistic, dtype=np.float64) + self.vector_noise(
+            statistic.shape, rng
+        )
+        return noisy
 
     def releases(self) -> tuple[Release, ...]:
         """One Gaussian release of the statistic."""
@@ -353,4 +356,5 @@ def spectral_denoise(gram: np.ndarray, noise_std: float, threshold: float) -> np
     tau = threshold * 2.0 * float(noise_std) * math.sqrt(n)
     shrunk = np.maximum(values - tau, 0.0)
     out = (vectors * shrunk) @ vectors.T
-    return (out + out.T) / 2.0
+    symmetric: np.ndarray = (out + out.T) / 2.0
+    return symmetric
