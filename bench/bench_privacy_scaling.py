@@ -46,7 +46,7 @@ from privrank.metrics import EvaluationConfig, bootstrap_cis, evaluate
 from privrank.models import EASE, FitOptions, MostPopular, Recommender
 from privrank.privacy.spec import PrivacySpec
 
-#: DP-EASE candidates (Gram norm C, ``private_denoising_ridge``) tried on the validation split.
+#: DP-EASE candidates (Gram norm C, ``private.denoising_ridge``) tried on the validation split.
 CANDIDATES = ((5.0, False), (5.0, True), (20.0, True))
 #: EASE's λ tried on the validation split (non-private; DP-EASE uses the selected one).
 REGULARIZATIONS = (100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)
@@ -135,11 +135,13 @@ def run_scale(n_users: int, args) -> list[dict[str, Any]]:
     def dp_ease(gram_norm: float, ridge: bool) -> EASE:
         return EASE(
             regularization=chosen_lambda,
-            private_count_share=args.count_share,
-            private_count_norm=args.count_norm,
-            private_gram_norm=gram_norm,
-            private_signal_ratio=args.signal_ratio,
-            private_denoising_ridge=ridge,
+            private={
+                "count_share": args.count_share,
+                "count_norm": args.count_norm,
+                "gram_norm": gram_norm,
+                "signal_ratio": args.signal_ratio,
+                "denoising_ridge": ridge,
+            },
         )
 
     def select(epsilon: float) -> tuple[float, bool, list[dict[str, Any]]]:

@@ -111,19 +111,18 @@ def dp_popular(s: dict[str, Any]) -> tuple[Recommender, dict[str, Any]]:
 
 def _gram_settings(s: dict[str, Any]) -> dict[str, Any]:
     return {
-        "private_count_share": s["count_share"],
-        "private_count_norm": s["count_norm"],
-        "private_gram_norm": s["gram_norm"],
-        "private_signal_ratio": s["signal_ratio"],
-        "private_popularity_weight": s["prior"],
+        "count_share": s["count_share"],
+        "count_norm": s["count_norm"],
+        "gram_norm": s["gram_norm"],
+        "signal_ratio": s["signal_ratio"],
+        "popularity_weight": s["prior"],
     }
 
 
 def dp_ease(s: dict[str, Any]) -> tuple[Recommender, dict[str, Any]]:
     model = EASE(
         regularization=s["regularization"],
-        private_denoising=s["denoising"],
-        **_gram_settings(s),
+        private={"denoising": s["denoising"], **_gram_settings(s)},
     )
     return model, {"max_interactions_per_user": s["bound"]}
 
@@ -132,9 +131,11 @@ def dp_itemknn(s: dict[str, Any]) -> tuple[Recommender, dict[str, Any]]:
     model = ItemKNN(
         neighbors=s["neighbors"],
         shrinkage=10.0,
-        private_threshold=s["threshold"],
-        private_shrinkage=s["knn_shrinkage"],
-        **_gram_settings(s),
+        private={
+            "threshold": s["threshold"],
+            "shrinkage": s["knn_shrinkage"],
+            **_gram_settings(s),
+        },
     )
     return model, {"max_interactions_per_user": s["bound"]}
 

@@ -315,7 +315,7 @@ def test_calibrated_multiplier_meets_the_target_by_pld_tightly(epsilon, releases
 
 
 def test_the_guarantee_states_the_target_epsilon_and_the_rdp_cross_check():
-    model = IALS(private_epochs=3).fit(DATA, private(epsilon=2.0))
+    model = IALS(private={"epochs": 3}).fit(DATA, private(epsilon=2.0))
     guarantee = model.privacy_guarantee_
     assert isinstance(guarantee, PrivacyGuarantee) and guarantee.is_private
     delta = 1.0 / (10 * DATA.n_users)
@@ -333,9 +333,9 @@ def test_the_guarantee_states_the_target_epsilon_and_the_rdp_cross_check():
     rdp = Accountant("rdp").compose(gaussian_event(m, 3)).epsilon(delta)
     assert guarantee.accountant_epsilon == pytest.approx(rdp)
     assert guarantee.accountant_epsilon >= guarantee.epsilon
-    cfg = model.config
+    cfg = model.private_settings()
     expected = als_release_sensitivity(
-        6, 1.0, item_grams=cfg.private_item_grams, count_weight=cfg.private_count_weight
+        6, 1.0, item_grams=cfg.item_grams, count_weight=cfg.count_weight
     )
     assert guarantee.sensitivity == pytest.approx(expected)
     assert guarantee.noise_std == pytest.approx(m * expected)
@@ -344,7 +344,7 @@ def test_the_guarantee_states_the_target_epsilon_and_the_rdp_cross_check():
 
 
 def test_an_rdp_spec_is_calibrated_by_rdp():
-    model = IALS(private_epochs=2).fit(DATA, private(epsilon=2.0, accountant="rdp"))
+    model = IALS(private={"epochs": 2}).fit(DATA, private(epsilon=2.0, accountant="rdp"))
     guarantee = model.privacy_guarantee_
     delta = guarantee.delta
     m = guarantee.noise_multiplier
@@ -363,30 +363,31 @@ def test_the_test_noise_scale_is_recorded():
 
 
 # -------------------------------------------------------------------- zero noise = iALS
-def exact_config(**kw) -> dict:
-    """A private config that is plain iALS when there is no noise."""
-    base = dict(
+def exact_config(**private) -> dict:
+    """A private config that is plain iALS when there is no noise (``private``: overrides of
+    its private block)."""
+    block = dict(
         factors=4,
         epochs=3,
         regularization=0.05,
         unobserved_weight=0.2,
-        private_factors=4,
-        private_epochs=3,
-        private_regularization=0.05,
-        private_unobserved_weight=0.2,
-        private_item_grams=True,
-        private_normalize=False,
-        private_min_count=0.0,
-        private_weighted_bound=None,
+        item_grams=True,
+        normalize=False,
+        min_count=0.0,
+        weighted_bound=None,
     )
-    base.update(kw)
-    return base
+    block.update(private)
+    return dict(factors=4, epochs=3, regularization=0.05, unobserved_weight=0.2, private=block)
+
+
+def plain_config() -> dict:
+    """:func:`exact_config` without its private block (a non-private fit refuses one)."""
+    return {key: value for key, value in exact_config().items() if key != "private"}
 
 
 def test_the_reference_als_is_the_non_private_ials():
     """The oracle is validated against the production solver (same start, same order)."""
-    cfg = exact_config()
-    model = IALS(**cfg).fit(DATA, FitOptions(seed=3, threads=1))
+    model = IALS(**plain_config()).fit(DATA, FitOptions(seed=3, threads=1))
     matrix = model._training_matrix()
     users0 = initial_factors(DATA.n_users, 4, 3, model.config.init_std)
     users, items = reference_ials(matrix, users0, 3, 0.05, 0.2)
@@ -412,13 +413,13 @@ def test_zero_noise_without_clipping_or_a_binding_bound_equals_reference_ials():
     np.testing.assert_allclose(zero.user_factors_, users, rtol=2e-3, atol=2e-5)
     np.testing.assert_allclose(zero.item_popularity_, np.asarray(matrix.sum(axis=0)).ravel())
     # The popularity is the exact one, as the non-private model's.
-    plain = IALS(**cfg).fit(DATA, FitOptions(seed=3, threads=1))
+    plain = IALS(**plain_config()).fit(DATA, FitOptions(seed=3, threads=1))
     np.testing.assert_allclose(zero.item_popularity_, plain.item_popularity_)
 
 
 def test_zero_noise_shared_gram_variant_is_close_to_its_own_oracle():
     """Without item Gramians the item solve uses (n_j/|U|)·G in place of A_j (oracle below)."""
-    cfg = exact_config(private_item_grams=False, private_epochs=1)
+    cfg = exact_config(item_grams=False, epochs=1)
     with _noise_scale_for_testing(0.0):
         zero = IALS(**cfg).fit(
             DATA, FitOptions(seed=3, threads=1, privacy=spec(bound=MAX_ITEMS, clipping_norm=1e6))
@@ -451,7 +452,7 @@ def test_same_noise_seed_same_model_other_seed_differs():
 
 def test_private_fit_round_trips_and_folds_in(tmp_path):
     model = IALS().fit(DATA, private())
-    assert model.user_factors_.shape == (DATA.n_users, model.config.private_factors)
+    assert model.user_factors_.shape == (DATA.n_users, model.private_settings().factors)
     assert model.loss_history_.size == 0  # the exact loss is never computed
     loaded = Recommender.load(model.save(tmp_path / "m"))
     assert loaded.privacy_guarantee_ == model.privacy_guarantee_
@@ -463,10 +464,19 @@ def test_private_fit_round_trips_and_folds_in(tmp_path):
 
 
 def test_a_refit_without_privacy_uses_the_plain_hyper_parameters():
-    model = IALS(factors=5, private_factors=3).fit(DATA, private())
-    assert model.item_factors_.shape[1] == 3
+    model = IALS(factors=5).fit(DATA, private())  # the private block's defaults: 12 factors
+    assert model.item_factors_.shape[1] == 12
     model.fit(DATA, FitOptions(seed=0, threads=1))
     assert model.privacy_guarantee_ is None and model.item_factors_.shape[1] == 5
+
+
+def test_private_settings_are_refused_by_a_fit_without_a_privacy_spec():
+    model = IALS(factors=5, private={"factors": 3}).fit(DATA, private())
+    assert model.item_factors_.shape[1] == 3
+    with pytest.raises(ConfigError, match=r"'private' block .* no privacy spec"):
+        model.fit(DATA, FitOptions(seed=0, threads=1))
+    with pytest.raises(ConfigError, match="'private' block"):
+        IALS(private={"epochs": 3}).fit(DATA, FitOptions(seed=0, threads=1))
 
 
 # -------------------------------------------------------------------- refusals
@@ -479,9 +489,9 @@ def test_invalid_specs_are_refused_before_training():
         model.fit(DATA, FitOptions(privacy=spec(delta=0.5)))
     assert not model.is_fitted
     with pytest.raises(ConfigError):
-        IALS(private_epochs=0)
+        IALS(private={"epochs": 0})
     with pytest.raises(ConfigError):
-        IALS(private_count_weight=0.0)
+        IALS(private={"count_weight": 0.0})
 
 
 # -------------------------------------------------------------------- conformance

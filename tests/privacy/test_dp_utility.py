@@ -187,7 +187,7 @@ def test_composed_release_meets_the_target_epsilon(share):
     target = spec(epsilon=1.5)
     release = private_gram_release(matrix, target, count_share=share, gram_norm=2.0)
     g = release.guarantee
-    m_counts, m_gram = g.extra_noise_multiplier, g.noise_multiplier
+    m_counts, m_gram = (release.noise_multiplier for release in g.composition)
     assert g.releases == 2 and g.sensitivity == 2.0
     assert g.noise_std == pytest.approx(m_gram * 2.0)
     equivalent = 1 / math.sqrt(1 / m_counts**2 + 1 / m_gram**2)
@@ -221,12 +221,14 @@ def test_zero_noise_with_reweighting_equals_ease_on_the_hand_weighted_gram():
     model = EASE(
         regularization=20.0,
         dtype="float64",
-        private_count_share=0.5,
-        private_count_norm=2.0,
-        private_gram_norm=3.0,
-        private_signal_ratio=None,
-        private_max_items=15,
-        private_denoising=0.0,
+        private={
+            "count_share": 0.5,
+            "count_norm": 2.0,
+            "gram_norm": 3.0,
+            "signal_ratio": None,
+            "max_items": 15,
+            "denoising": 0.0,
+        },
     )
     with _noise_scale_for_testing(0.0):
         model.fit(DATA, FitOptions(threads=1, privacy=spec()))
@@ -247,13 +249,13 @@ def test_zero_noise_with_norms_no_user_exceeds_equals_the_non_private_model(fact
     bound = MAX_ITEMS
     plain = factory().fit(DATA, FitOptions(threads=1))
     settings = {
-        "private_count_norm": item_count_sensitivity(bound),
-        "private_gram_norm": gram_sensitivity(bound),
-        "private_signal_ratio": 3.0,
-        "private_popularity_weight": 5.0,
+        "count_norm": item_count_sensitivity(bound),
+        "gram_norm": gram_sensitivity(bound),
+        "signal_ratio": 3.0,
+        "popularity_weight": 5.0,
     }
     with _noise_scale_for_testing(0.0):
-        zero = factory(**settings).fit(DATA, FitOptions(threads=1, privacy=spec(bound=bound)))
+        zero = factory(private=settings).fit(DATA, FitOptions(threads=1, privacy=spec(bound=bound)))
     users = np.arange(DATA.n_users)
     np.testing.assert_allclose(zero.score(users), plain.score(users), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(zero.item_popularity_, plain.item_popularity_)
@@ -261,7 +263,7 @@ def test_zero_noise_with_norms_no_user_exceeds_equals_the_non_private_model(fact
 
 @pytest.mark.parametrize("factory", [EASE, ItemKNN])
 def test_a_heavy_popularity_prior_ranks_like_the_private_popularity(factory):
-    model = factory(private_popularity_weight=1e6).fit(
+    model = factory(private={"popularity_weight": 1e6}).fit(
         DATA, FitOptions(threads=1, privacy=spec(epsilon=0.5, bound=6))
     )
     users = np.arange(DATA.n_users)
@@ -279,7 +281,7 @@ def test_a_heavy_popularity_prior_ranks_like_the_private_popularity(factory):
 
 
 def test_a_block_model_scores_only_its_items_and_survives_save_and_load(tmp_path):
-    model = EASE(regularization=20.0, private_max_items=10, private_popularity_weight=0.5)
+    model = EASE(regularization=20.0, private={"max_items": 10, "popularity_weight": 0.5})
     model.fit(DATA, FitOptions(threads=1, privacy=spec(epsilon=4.0, bound=6)))
     assert model.items_.size == 10 and model.weights_.shape == (10, 10)
     scores = model.score(ACTIVE)
@@ -297,31 +299,33 @@ def test_a_block_model_scores_only_its_items_and_survives_save_and_load(tmp_path
 
 
 def test_an_empty_block_falls_back_to_the_prior():
-    model = EASE(private_signal_ratio=1e9, private_popularity_weight=1.0)
+    model = EASE(private={"signal_ratio": 1e9, "popularity_weight": 1.0})
     model.fit(DATA, FitOptions(threads=1, privacy=spec(epsilon=1.0, bound=6)))
     assert model.items_.size == 0
     np.testing.assert_allclose(model.score([0])[0], model.prior_)
 
 
 def test_config_refuses_an_item_choice_without_a_count_release():
-    with pytest.raises(ConfigError, match="private_count_share"):
-        EASE(private_count_share=0.0)  # the default signal ratio needs counts
-    EASE(private_count_share=0.0, private_signal_ratio=None)  # whole-Gram release: fine
+    with pytest.raises(ConfigError, match=r"private\.count_share"):
+        EASE(private={"count_share": 0.0})  # the default signal ratio needs counts
+    EASE(private={"count_share": 0.0, "signal_ratio": None})  # whole-Gram release: fine
     assert MostPopular().supports_privacy
 
 
 @pytest.mark.parametrize("ridge", [False, True])
 def test_dp_ease_post_processing_matches_a_recomputation_from_the_release(ridge):
     """The fit is the release (same noise seed) run through: spectral soft-thresholding at
-    τ = d·2σ√N, the ridge sλ (+ τ with ``private_denoising_ridge``), the EASE solve."""
+    τ = d·2σ√N, the ridge sλ (+ τ with ``private.denoising_ridge``), the EASE solve."""
     settings = {
-        "private_count_share": 0.3,
-        "private_count_norm": 2.0,
-        "private_gram_norm": 3.0,
-        "private_signal_ratio": 0.5,
-        "private_denoising": 0.7,
+        "count_share": 0.3,
+        "count_norm": 2.0,
+        "gram_norm": 3.0,
+        "signal_ratio": 0.5,
+        "denoising": 0.7,
     }
-    model = EASE(regularization=20.0, dtype="float64", private_denoising_ridge=ridge, **settings)
+    model = EASE(
+        regularization=20.0, dtype="float64", private={**settings, "denoising_ridge": ridge}
+    )
     model.fit(DATA, FitOptions(threads=1, privacy=spec(epsilon=8.0, seed=9)))
     release = private_gram_release(
         matrix_of(DATA, MAX_ITEMS),

@@ -327,14 +327,28 @@ def test_the_rdp_cross_check_agrees_with_opacus_rdp_accountant():
     assert theirs == pytest.approx(plan.rdp_epsilon, rel=0.1)
 
 
-def test_old_guarantees_still_load_and_describe_themselves():
+def test_a_guarantee_of_the_flat_format_is_refused_with_a_clear_error():
+    """Guarantees saved before the composition was recorded are not read (retrain instead)."""
     _, guarantee = private_counts()
-    data = guarantee.to_dict()
-    for key in ("sampling_rate", "steps", "epochs", "pld_epsilon", "released"):
-        data.pop(key)
-    old = PrivacyGuarantee.from_dict(data)
-    assert old == guarantee and not old.is_dpsgd
-    assert "L2 sensitivity" in old.describe()
+    assert not guarantee.is_dpsgd and "L2 sensitivity" in guarantee.describe()
+    flat = {
+        "mechanism": "gaussian-item-counts",
+        "statistic": "the item counts (users per item)",
+        "epsilon": 2.0,
+        "delta": 1e-3,
+        "contribution_bound": 5,
+        "selection": "most_recent",
+        "sensitivity": 5**0.5,
+        "noise_multiplier": 1.0,
+        "noise_std": 5**0.5,
+        "releases": 1,
+        "accounting": "one Gaussian release",
+        "accountant": "pld",
+        "accountant_epsilon": 2.0,
+        "n_users": 40,
+    }
+    with pytest.raises(ValueError, match="older privrank"):
+        PrivacyGuarantee.from_dict(flat)
 
 
 def private_counts():
@@ -349,7 +363,7 @@ def private_counts():
 
 # -------------------------------------------------------------------- the three models
 FACTORIES = {
-    "bpr": lambda: BPR(factors=4, epochs=2, private_batch_size=10),
+    "bpr": lambda: BPR(factors=4, epochs=2, private={"batch_size": 10}),
     "mult-vae": lambda: MultVAE(hidden=8, latent=4, epochs=2, batch_size=10),
     "sasrec": lambda: SASRec(
         factors=8, blocks=1, heads=2, max_length=5, epochs=2, batch_size=10, negatives=8
@@ -425,7 +439,7 @@ def test_bpr_private_user_loss_is_the_sum_of_bpr_terms():
 
 # -------------------------------------------------------------------- conformance (slow)
 CONFORMANCE = {
-    "bpr": lambda: BPR(factors=8, epochs=20, learning_rate=0.05, private_batch_size=30),
+    "bpr": lambda: BPR(factors=8, epochs=20, learning_rate=0.05, private={"batch_size": 30}),
     "sasrec": lambda: SASRec(
         factors=16,
         blocks=1,

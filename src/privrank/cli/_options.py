@@ -11,7 +11,12 @@ __all__ = ["FitThreads", "ModelConfig", "ModelParams", "NoiseSeed"]
 
 ModelParams = Annotated[
     list[str] | None,
-    typer.Option("--param", help="A model parameter KEY=VALUE (repeatable)."),
+    typer.Option(
+        "--param",
+        help="A model parameter KEY=VALUE (repeatable). Settings of a private fit go in the "
+        "model's 'private' block: --param private.KEY=VALUE (e.g. for ease "
+        "private.count_share=0.5, for ials private.epochs=3); they need --epsilon.",
+    ),
 ]
 ModelConfig = Annotated[Path | None, typer.Option(help="A JSON or TOML file of model parameters.")]
 NoiseSeed = Annotated[

@@ -305,7 +305,26 @@ def report(
         table.add_column("field")
         table.add_column("value")
         for key, value in guarantee.items():
-            if value is not None:
+            if key == "epsilons":
+                for name, epsilon in value.items():
+                    table.add_row(f"epsilon by {name}", f"{epsilon:.6g}")
+            elif value is not None and key != "composition":
                 table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
         console.print(table)
+        releases = Table(title="releases composed (in order)")
+        for column in ("mechanism", "statistic", "sensitivity", "noise_multiplier", "noise_std",
+                       "count", "sampling_rate"):  # fmt: skip
+            releases.add_column(column)
+        for release in guarantee["composition"]:
+            std = release["noise_multiplier"] * release["sensitivity"]
+            releases.add_row(
+                release["mechanism"],
+                release["statistic"],
+                f"{release['sensitivity']:.6g}",
+                f"{release['noise_multiplier']:.6g}",
+                f"{std:.6g}",
+                str(release["count"]),
+                "-" if release["sampling_rate"] is None else f"{release['sampling_rate']:.6g}",
+            )
+        console.print(releases)
     console.print(f"[bold yellow]WARNING:[/] {facts['warning']}", highlight=False)

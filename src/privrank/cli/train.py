@@ -53,7 +53,9 @@ def parse_params(pairs: list[str] | None, config: Path | None = None) -> dict[st
     """Model parameters from a JSON/TOML file and ``key=value`` pairs (pairs win).
 
     A value is read as JSON when it parses (``300``, ``0.5``, ``true``, ``[1, 2]``), otherwise
-    kept as a string (``dtype=float64``).
+    kept as a string (``dtype=float64``). A dotted key sets a setting of a nested block:
+    ``private.count_share=0.5`` sets ``count_share`` in the ``private`` block (the settings of
+    a private fit), merged with the block's other settings from the file or other pairs.
 
     Raises:
         ConfigError: A pair without ``=``, or an unreadable or malformed file.
@@ -69,7 +71,21 @@ def parse_params(pairs: list[str] | None, config: Path | None = None) -> dict[st
             value = json.loads(raw)
         except ValueError:
             value = raw
-        params[key.strip()] = value
+        block, dot, name = key.strip().partition(".")
+        if not dot:
+            params[block] = value
+            continue
+        if not block or not name or "." in name:
+            raise ConfigError(
+                f"--param {pair!r}: expected BLOCK.KEY=VALUE with one dot, e.g. "
+                "private.count_share=0.5"
+            )
+        nested = params.get(block)
+        if nested is None:
+            nested = params[block] = {}
+        elif not isinstance(nested, dict):
+            raise ConfigError(f"--param {pair!r}: {block!r} is already set to {nested!r}")
+        nested[name] = value
     return params
 
 
@@ -192,6 +208,11 @@ def train_command(
         raise ConfigError(
             f"{model} has no differentially private training yet; private models: "
             f"{', '.join(_private_models())}"
+        )
+    if spec is None and isinstance(params.get("private"), dict):
+        raise ConfigError(
+            f"--param private.*: settings of a private fit, but there is no --epsilon; the fit "
+            f"would ignore {params['private']!r}"
         )
     _check_out(out, TRAINING_FILE)
     console = Console()

@@ -18,6 +18,7 @@ Layer: may import privacy (mechanisms), metrics (validation, top-k), data and th
 never workflow, tuning, serving or anything above (contracts in ``pyproject.toml``).
 """
 
+from privrank.models._private import DPSGDPrivateConfig
 from privrank.models.base import (
     FitOptions,
     FitProgress,
@@ -31,10 +32,10 @@ from privrank.models.base import (
     model_names,
     register,
 )
-from privrank.models.bpr import BPR, BPRConfig
-from privrank.models.ease import EASE, EASEConfig
-from privrank.models.ials import IALS, IALSConfig
-from privrank.models.itemknn import ItemKNN, ItemKNNConfig
+from privrank.models.bpr import BPR, BPRConfig, BPRPrivateConfig
+from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
+from privrank.models.ials import IALS, IALSConfig, IALSPrivateConfig
+from privrank.models.itemknn import ItemKNN, ItemKNNConfig, ItemKNNPrivateConfig
 from privrank.models.peers import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
 from privrank.models.popular import MostPopular, MostPopularConfig
 from privrank.models.sasrec import SASRec, SASRecConfig
@@ -45,10 +46,14 @@ __all__ = [
     "EASE",
     "IALS",
     "BPRConfig",
+    "BPRPrivateConfig",
+    "DPSGDPrivateConfig",
     "EASEConfig",
+    "EASEPrivateConfig",
     "FitOptions",
     "FitProgress",
     "IALSConfig",
+    "IALSPrivateConfig",
     "IdRecommendations",
     "ImplicitALS",
     "ImplicitALSConfig",
@@ -56,6 +61,7 @@ __all__ = [
     "ImplicitBPRConfig",
     "ItemKNN",
     "ItemKNNConfig",
+    "ItemKNNPrivateConfig",
     "ModelConfig",
     "ModelFitError",
     "MostPopular",

@@ -125,9 +125,17 @@ def _describe(exc: ValidationError, model: type[BaseModel], owner: str) -> str:
     problems = []
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else None
-        if error["type"] == "extra_forbidden":
+        if len(error["loc"]) > 1 and name == "private":
+            problems.append(_describe_private(error, owner))
+        elif error["type"] == "extra_forbidden":
             known = ", ".join(fields) or "none"
             problems.append(f"{owner} has no parameter {name!r}; its parameters are: {known}.")
+            if name is not None and name.startswith("private_") and "private" in fields:
+                problems.append(
+                    f"Settings of a private fit go in the nested 'private' block: "
+                    f"private={{{name.removeprefix('private_')!r}: ...}} "
+                    f"(CLI: --param private.{name.removeprefix('private_')}=VALUE)."
+                )
         elif name in fields and error["type"] != "value_error":
             got = error.get("input")
             got_text = repr(got) if isinstance(got, str) else str(got)
@@ -139,6 +147,16 @@ def _describe(exc: ValidationError, model: type[BaseModel], owner: str) -> str:
             message = str(error["msg"]).removeprefix("Value error, ")
             problems.append(message if name is None else f"{owner} {name!r}: {message}")
     return " ".join(problems)
+
+
+def _describe_private(error: Any, owner: str) -> str:
+    """One problem inside a nested ``private`` block, named by its dotted path."""
+    path = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{owner} has no private setting {path!r} ({message})."
+    got = error.get("input")
+    return f"The {path!r} setting of {owner} is invalid: {message}. Got {got!r} instead."
 
 
 _TYPE_WORDS = {int: "an int", float: "a float", bool: "a bool", str: "a string"}

@@ -1,4 +1,7 @@
-"""The private fit shared by the Gram-based models (DP-EASE, DP-ItemKNN).
+"""Private-fit settings shared by several models, and the private fit of the Gram-based models.
+
+:class:`DPSGDPrivateConfig` is the ``private`` block of the DP-SGD models; the rest is the
+private fit shared by the Gram-based models (DP-EASE, DP-ItemKNN).
 
 One user-level (ε, δ)-DP release (:func:`~privrank.privacy.gram_release.private_gram_release`:
 noisy item counts, then a noisy bounded-norm Gram block on the items that carry signal), and the
@@ -18,7 +21,7 @@ from privrank.models._config import ModelConfig
 from privrank.privacy.gram_release import GramRelease, private_gram_release
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["PrivateGramConfig", "PrivateGramFit", "private_gram_fit"]
+__all__ = ["DPSGDPrivateConfig", "PrivateGramConfig", "PrivateGramFit", "private_gram_fit"]
 
 #: Default ``C_n``: √50, the count-vector norm of a user with 50 items (heavier users are
 #: down-weighted). Selected on ML-100K validation at every ε in {0.5, 1, 2, 4, 8}.
@@ -30,54 +33,63 @@ DEFAULT_GRAM_NORM = 5.0
 
 
 class PrivateGramConfig(ModelConfig):
-    """Hyper-parameters of a private fit of a Gram-based model (ignored by non-private fits).
+    """Settings of a private fit of a Gram-based model (the ``private`` block of its config).
 
     Every default was selected by the benchmark (``bench/bench_privacy_utility.py``) on a
     validation split carved from ML-100K's training data (never on test). Heavy users are
     *down-weighted* to the norm bounds rather than truncated: the defaults
-    ``private_count_norm = √50`` and ``private_gram_norm = 5`` bound every user's influence
-    whatever the spec's row cap, so a generous cap (``max_interactions_per_user`` ≥ the
-    longest history) loses no rows; on ML-100K they lift DP-EASE at ε = 8 from 0.26 to 0.35
-    NDCG@10 with a cap of 50, and to 0.37 with no effective cap (BENCHMARKS.md,
-    "Privacy-utility", lists the settings selected per ε). Set both norms to ``None`` for
-    plain capping (sensitivity from the cap ``c`` alone: nobody reweighted); a fit without
-    noise, with a cap no user reaches and without norm bounds is the non-private model.
+    ``count_norm = √50`` and ``gram_norm = 5`` bound every user's influence whatever the spec's
+    row cap, so a generous cap (``max_interactions_per_user`` ≥ the longest history) loses no
+    rows; on ML-100K they lift DP-EASE at ε = 8 from 0.26 to 0.35 NDCG@10 with a cap of 50,
+    and to 0.37 with no effective cap (BENCHMARKS.md, "Privacy-utility", lists the settings
+    selected per ε). Set both norms to ``None`` for plain capping (sensitivity from the cap
+    ``c`` alone: nobody reweighted); a fit without noise, with a cap no user reaches and
+    without norm bounds is the non-private model.
 
     Attributes:
-        private_count_share: ρ, the share of the (squared) Gaussian-DP budget spent on the item
+        count_share: ρ, the share of the (squared) Gaussian-DP budget spent on the item
             counts that choose the Gram block's items and serve as popularity; 0 releases the
             whole Gram matrix only (its diagonal is then the counts).
-        private_count_norm: ``C_n``, the L2 bound on one user's weighted count vector (heavier
-            users are down-weighted, not truncated); ``None``: ``√c`` (nobody reweighted).
-        private_gram_norm: ``C``, the L2 bound on one user's weighted Gram block; ``None``:
+        count_norm: ``C_n``, the L2 bound on one user's weighted count vector (heavier users
+            are down-weighted, not truncated); ``None``: ``√c`` (nobody reweighted).
+        gram_norm: ``C``, the L2 bound on one user's weighted Gram block; ``None``:
             ``√(c(c + 1)/2)`` (nobody reweighted).
-        private_signal_ratio: Keep the most popular items whose noisy count is at least this
-            many ``σ_G√N`` (:func:`~privrank.privacy.gram_release.signal_items`); ``None``: no
-            such rule. Needs ``private_count_share > 0``.
-        private_max_items: Keep at most this many items in the Gram block; ``None``: no cap.
-            Needs ``private_count_share > 0``.
-        private_popularity_weight: β: the scores get ``β · m · p`` added, with ``m`` the Gram
+        signal_ratio: Keep the most popular items whose noisy count is at least this many
+            ``σ_G√N`` (:func:`~privrank.privacy.gram_release.signal_items`); ``None``: no such
+            rule. Needs ``count_share > 0``.
+        max_items: Keep at most this many items in the Gram block; ``None``: no cap. Needs
+            ``count_share > 0``.
+        popularity_weight: β: the scores get ``β · m · p`` added, with ``m`` the Gram
             release's noise multiplier and ``p`` the noisy popularity scaled to a maximum of 1
             (a post-processing prior that grows with the noise; 0 without noise).
     """
 
-    private_count_share: float = Field(0.3, ge=0, lt=1)
-    private_count_norm: float | None = Field(DEFAULT_COUNT_NORM, gt=0)
-    private_gram_norm: float | None = Field(DEFAULT_GRAM_NORM, gt=0)
-    private_signal_ratio: float | None = Field(0.8, ge=0)
-    private_max_items: int | None = Field(None, ge=1)
-    private_popularity_weight: float = Field(0.0, ge=0)
+    count_share: float = Field(0.3, ge=0, lt=1)
+    count_norm: float | None = Field(DEFAULT_COUNT_NORM, gt=0)
+    gram_norm: float | None = Field(DEFAULT_GRAM_NORM, gt=0)
+    signal_ratio: float | None = Field(0.8, ge=0)
+    max_items: int | None = Field(None, ge=1)
+    popularity_weight: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _selection_needs_counts(self) -> PrivateGramConfig:
-        if self.private_count_share == 0 and (
-            self.private_signal_ratio is not None or self.private_max_items is not None
-        ):
+        if self.count_share == 0 and (self.signal_ratio is not None or self.max_items is not None):
             raise ValueError(
-                "private_signal_ratio and private_max_items choose items from the noisy counts; "
-                "they need private_count_share > 0 (set them to None for a whole-Gram release)"
+                "private.signal_ratio and private.max_items choose items from the noisy counts; "
+                "they need private.count_share > 0 (set them to None for a whole-Gram release)"
             )
         return self
+
+
+class DPSGDPrivateConfig(ModelConfig):
+    """Settings of a DP-SGD fit (the ``private`` block of Mult-VAE's and SASRec's configs).
+
+    Attributes:
+        batch_size: Expected users per DP-SGD step (Poisson sampling at rate ``q = b/n``);
+            ``None``: the model's ``batch_size``.
+    """
+
+    batch_size: int | None = Field(None, ge=1)
 
 
 @dataclass
@@ -112,15 +124,15 @@ def private_gram_fit(
     release = private_gram_release(
         matrix,
         spec,
-        count_share=config.private_count_share,
-        count_norm=config.private_count_norm,
-        gram_norm=config.private_gram_norm,
-        signal_ratio=config.private_signal_ratio,
-        max_items=config.private_max_items,
+        count_share=config.count_share,
+        count_norm=config.count_norm,
+        gram_norm=config.gram_norm,
+        signal_ratio=config.signal_ratio,
+        max_items=config.max_items,
     )
     popularity = np.maximum(release.counts, 0.0)
     multiplier = release.guarantee.noise_multiplier * release.guarantee.noise_scale_for_testing
-    weight = config.private_popularity_weight * multiplier
+    weight = config.popularity_weight * multiplier
     prior = None
     if weight > 0 and popularity.max(initial=0.0) > 0:
         prior = (weight * popularity / popularity.max()).astype(np.float32)

@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
@@ -62,6 +62,9 @@ from privrank.models._registry import (
     register,
     registered,
 )
+
+if TYPE_CHECKING:
+    from privrank.privacy.mechanism import PrivacyGuarantee
 
 __all__ = [
     "FitOptions",
@@ -133,6 +136,11 @@ class Recommender(ABC):
         supports_privacy: Whether the model can fit under a
             :class:`~privrank.privacy.spec.PrivacySpec` (it then implements
             :meth:`_fit_private`); other models refuse a spec.
+        PrivateConfig: The config class of a private fit's settings, or ``None`` when a private
+            fit has none. ``Config`` then has a field ``private: PrivateConfig | None``: a fit
+            without a privacy spec refuses a ``private`` block (it would ignore it), and a
+            private fit without one uses ``PrivateConfig()``'s defaults
+            (:meth:`private_settings`).
         user_state_keys: Keys of :meth:`_state` whose arrays hold one row per training user
             (user factors, ...): per-user data, emptied in a release artifact.
 
@@ -159,7 +167,9 @@ class Recommender(ABC):
     sequential: ClassVar[bool] = False
     uses_torch: ClassVar[bool] = False
     supports_privacy: ClassVar[bool] = False
+    PrivateConfig: ClassVar[type[ModelConfig] | None] = None
     user_state_keys: ClassVar[tuple[str, ...]] = ()
+    privacy_guarantee_: PrivacyGuarantee | None
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
         self.config = validate_config(self.Config, type(self).__name__, config, params)
@@ -195,6 +205,15 @@ class Recommender(ABC):
                 f"{type(self).__name__} cannot honour a privacy specification "
                 f"({options.privacy!r}); it trains without differential privacy only. "
                 "Refusing to train rather than ignore it."
+            )
+        block = self._private_block()
+        if options.privacy is None and block is not None:
+            given = block.model_dump(exclude_unset=True) or "its defaults"
+            raise ConfigError(
+                f"{type(self).__name__}'s config has a 'private' block (settings of a private "
+                f"fit: {given}) but this fit has no privacy spec, so they would be ignored. "
+                "Refusing to train: pass a privacy spec (FitOptions(privacy=...), or "
+                "`privrank train --epsilon ...`) or drop the 'private' block."
             )
         if train.n_items == 0:
             raise ConfigError(f"{type(self).__name__} needs at least one item to train on.")
@@ -240,7 +259,26 @@ class Recommender(ABC):
             raise
         return self
 
-    def _report(self, epoch: int, epochs: int, loss: float | None = None, **metrics: float):
+    def _private_block(self) -> ModelConfig | None:
+        """The config's ``private`` block as given (``None``: not given, or no such block)."""
+        if self.PrivateConfig is None:
+            return None
+        block: ModelConfig | None = getattr(self.config, "private", None)
+        return block
+
+    def private_settings(self) -> Any:
+        """The settings of a private fit: the config's ``private`` block, or, when none was
+        given, the defaults of :attr:`PrivateConfig`.
+
+        Raises:
+            ConfigError: The model has no private settings.
+        """
+        if self.PrivateConfig is None:
+            raise ConfigError(f"{type(self).__name__} has no settings of a private fit")
+        block = self._private_block()
+        return self.PrivateConfig() if block is None else block
+
+    def _report(self, epoch: int, epochs: int, loss: float | None = None, **metrics: float) -> None:
         """Send a :class:`FitProgress` to the fit's progress callback, if any."""
         callback = self._options.progress
         if callback is not None:
@@ -304,7 +342,7 @@ class Recommender(ABC):
         known = np.flatnonzero(lengths > 0)
         if known.size:
             sub = query.take(known)
-            if query.is_users:
+            if sub.user_codes is not None:
                 part = self._score_users(sub.user_codes)
             else:
                 part = self._score_histories(sub)
@@ -444,7 +482,9 @@ class Recommender(ABC):
         item_codes, scores = self.recommend(query, k, exclude_seen=exclude_seen)
         return self._to_ids(item_codes, scores, query.lengths() > 0)
 
-    def _to_ids(self, codes: np.ndarray, scores: np.ndarray, known: np.ndarray):
+    def _to_ids(
+        self, codes: np.ndarray, scores: np.ndarray, known: np.ndarray
+    ) -> IdRecommendations:
         ids = self.item_ids_.to_pylist()
         item_ids = [[ids[c] for c in row if c >= 0] for row in codes]
         return IdRecommendations(item_ids=item_ids, scores=scores, known=known)
@@ -536,7 +576,7 @@ class Recommender(ABC):
         return model
 
     def _full_state(self) -> dict[str, np.ndarray]:
-        state = {
+        state: dict[str, np.ndarray] = {
             "base.history_indptr": self.history_indptr_,
             "base.history_items": self.history_items_,
             "base.item_popularity": self.item_popularity_,
@@ -623,11 +663,10 @@ class Recommender(ABC):
         """Restore the learned arrays written by :meth:`_state` (raise on a mismatch)."""
 
     # ---------------------------------------------------------------- validation
-    def _checked_query(self, query: Any) -> Query:
-        if not isinstance(query, Query):
-            query = Query.users(query)
-        if query.is_users:
-            codes = query.user_codes
+    def _checked_query(self, given: Any) -> Query:
+        query: Query = given if isinstance(given, Query) else Query.users(given)
+        codes = query.user_codes
+        if codes is not None:
             bad = codes[(codes < 0) | (codes >= self.n_users_)]
             if bad.size:
                 raise ConfigError(
@@ -686,4 +725,5 @@ def _lookup(vocabulary: pa.Array, external_ids: Any) -> np.ndarray:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return np.full(len(query), -1, dtype=np.int64)
     codes = pc.index_in(query, value_set=vocabulary)
-    return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    found: np.ndarray = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return found

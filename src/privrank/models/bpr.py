@@ -15,7 +15,18 @@ from privrank.data.interactions import Interactions
 from privrank.models._torch_training import EarlyStopping, ValidatedFitMixin, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
-__all__ = ["BPR", "BPRConfig", "bpr_loss", "user_bpr_loss"]
+__all__ = ["BPR", "BPRConfig", "BPRPrivateConfig", "bpr_loss", "user_bpr_loss"]
+
+
+class BPRPrivateConfig(ModelConfig):
+    """Settings of a private BPR fit (DP-SGD), the ``private`` block of :class:`BPRConfig`.
+
+    Attributes:
+        batch_size: Expected *users* per DP-SGD step (Poisson sampling; each sampled user
+            brings all of its pairs).
+    """
+
+    batch_size: int = Field(256, ge=1)
 
 
 class BPRConfig(ModelConfig):
@@ -35,8 +46,8 @@ class BPRConfig(ModelConfig):
         fold_in_learning_rate: Their step size.
         max_seconds: Stop after the first epoch that ends past this many seconds; ``None``: no
             limit.
-        private_batch_size: Expected *users* per DP-SGD step of a private fit (Poisson
-            sampling; each sampled user brings all of its pairs).
+        private: Settings of a private fit (DP-SGD, :class:`BPRPrivateConfig`); ``None``:
+            its defaults when the fit has a privacy spec. Refused by a fit without one.
     """
 
     factors: int = Field(64, ge=1)
@@ -50,7 +61,7 @@ class BPRConfig(ModelConfig):
     fold_in_steps: int = Field(100, ge=1)
     fold_in_learning_rate: float = Field(0.05, gt=0)
     max_seconds: float | None = Field(None, gt=0)
-    private_batch_size: int = Field(256, ge=1)
+    private: BPRPrivateConfig | None = None
 
 
 def bpr_loss(
@@ -117,7 +128,7 @@ class BPR(ValidatedFitMixin, Recommender):
     **Private fit** (``FitOptions(privacy=spec)``): user-level DP-SGD on the *item side*
     (:mod:`privrank.privacy.dpsgd`), in the billboard model of joint DP (as DP-EASE keeps each
     user's history). One user is one example: in each of ``epochs · round(n/b)`` steps users are
-    Poisson-sampled with probability ``q = b/n`` (``b = private_batch_size``), and a sampled
+    Poisson-sampled with probability ``q = b/n`` (``b = private.batch_size``), and a sampled
     user's loss is the sum of the objective above over **all** its contribution-bounded
     positives, each with one uniform negative. Its gradient with respect to the item factors
     and biases is computed exactly (``torch.func``, on that user's rows only), clipped to the
@@ -146,6 +157,7 @@ class BPR(ValidatedFitMixin, Recommender):
     """
 
     Config = BPRConfig
+    PrivateConfig = BPRPrivateConfig
     seeded = True
     uses_torch = True
     fold_in_matches_training = False
@@ -219,7 +231,7 @@ class BPR(ValidatedFitMixin, Recommender):
         cfg = self.config
         matrix = sp.csr_matrix(matrix)
         matrix.sort_indices()
-        run = start_private_run(spec, matrix, cfg.private_batch_size, cfg.epochs)
+        run = start_private_run(spec, matrix, self.private_settings().batch_size, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         indptr = matrix.indptr.astype(np.int64)
         lengths = np.diff(indptr)

@@ -12,6 +12,7 @@ from privrank.data.interactions import Interactions
 from privrank.models._private import PrivateGramConfig, private_gram_fit
 from privrank.models.base import (
     FitOptions,
+    ModelConfig,
     ModelFitError,
     Query,
     Recommender,
@@ -19,10 +20,32 @@ from privrank.models.base import (
 )
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["EASE", "EASEConfig", "ease_weights", "ease_weights_from_gram"]
+__all__ = ["EASE", "EASEConfig", "EASEPrivateConfig", "ease_weights", "ease_weights_from_gram"]
 
 
-class EASEConfig(PrivateGramConfig):
+class EASEPrivateConfig(PrivateGramConfig):
+    """Settings of a private EASE fit (DP-EASE), the ``private`` block of :class:`EASEConfig`.
+
+    Attributes:
+        denoising: The noisy Gram block's eigenvalues are soft-thresholded at this many times
+            the noise's spectral norm ``2σ√N``.
+        regularization: ``regularization · σ√N`` is added to the regularisation (noise-aware
+            ridge).
+        denoising_ridge: Also add the eigenvalue threshold ``τ = denoising · 2σ√N`` to the
+            regularisation, so that the directions above the noise edge keep their eigenvalues
+            and those below are damped by ``sλ + τ`` instead of ``sλ`` (better when the Gram
+            matrix is large relative to the noise, e.g. many users; soft thresholding alone
+            did better on ML-100K).
+
+    The other fields are :class:`~privrank.models._private.PrivateGramConfig`'s.
+    """
+
+    denoising: float = Field(1.0, ge=0)
+    regularization: float = Field(0.0, ge=0)
+    denoising_ridge: bool = False
+
+
+class EASEConfig(ModelConfig):
     """Hyper-parameters of :class:`EASE`.
 
     Attributes:
@@ -30,24 +53,13 @@ class EASEConfig(PrivateGramConfig):
             usually want more). Private fits use it on the scale of plain counts (see
             :class:`EASE`).
         dtype: Precision of the Gram matrix, its inverse and the stored weights.
-        private_denoising: Private fits only: the noisy Gram block's eigenvalues are
-            soft-thresholded at this many times the noise's spectral norm ``2σ√N``.
-        private_regularization: Private fits only: ``private_regularization · σ√N`` is added to
-            the regularisation (noise-aware ridge).
-        private_denoising_ridge: Private fits only: also add the eigenvalue threshold
-            ``τ = private_denoising · 2σ√N`` to the regularisation, so that the directions
-            above the noise edge keep their eigenvalues and those below are damped by
-            ``sλ + τ`` instead of ``sλ`` (better when the Gram matrix is large relative to the
-            noise, e.g. many users; soft thresholding alone did better on ML-100K).
-
-    The other ``private_*`` fields are :class:`~privrank.models._private.PrivateGramConfig`'s.
+        private: Settings of a private fit (:class:`EASEPrivateConfig`); ``None``: its
+            defaults when the fit has a privacy spec. Refused by a fit without one.
     """
 
     regularization: float = Field(300.0, gt=0)
     dtype: Literal["float32", "float64"] = "float32"
-    private_denoising: float = Field(1.0, ge=0)
-    private_regularization: float = Field(0.0, ge=0)
-    private_denoising_ridge: bool = False
+    private: EASEPrivateConfig | None = None
 
 
 @register("ease")
@@ -76,26 +88,26 @@ class EASE(Recommender):
     (at most :math:`c` items per user). One user-level (ε, δ)-DP release
     (:func:`~privrank.privacy.gram_release.private_gram_release`, two Gaussian releases composed
     exactly in Gaussian DP) gives (1) noisy item counts :math:`\tilde n` (share
-    ``private_count_share`` of the budget; each user's count vector bounded to L2 norm
-    ``private_count_norm`` by down-weighting, not dropping, a heavy user's items), then, on
+    ``private.count_share`` of the budget; each user's count vector bounded to L2 norm
+    ``private.count_norm`` by down-weighting, not dropping, a heavy user's items), then, on
     the :math:`N` most popular items by :math:`\tilde n` whose count stands out of the Gram
-    noise (``private_signal_ratio``, at most ``private_max_items``), (2) the noisy
+    noise (``private.signal_ratio``, at most ``private.max_items``), (2) the noisy
     *bounded-norm* Gram block :math:`\tilde G = \sum_u w_u x_u x_u^\top + E` with
-    :math:`w_u = \min(1, C/\sqrt{k_u(k_u+1)/2})` (``private_gram_norm`` :math:`= C`, the
+    :math:`w_u = \min(1, C/\sqrt{k_u(k_u+1)/2})` (``private.gram_norm`` :math:`= C`, the
     block's user-level L2 sensitivity; :math:`k_u` = the user's items in the block). The rest
     is post-processing of the release and of public parameters, and costs no privacy:
 
     - cold-start popularity :math:`\max(\tilde n, 0)`;
-    - the block's eigenvalues soft-thresholded at ``private_denoising`` :math:`\cdot 2\sigma
+    - the block's eigenvalues soft-thresholded at ``private.denoising`` :math:`\cdot 2\sigma
       \sqrt N` and floored at 0 (:func:`~privrank.privacy.mechanisms.spectral_denoise`);
-    - :math:`\lambda' = s\lambda + ` ``private_regularization`` :math:`\cdot\sigma\sqrt N`
-      (plus the threshold with ``private_denoising_ridge``)
+    - :math:`\lambda' = s\lambda + ` ``private.regularization`` :math:`\cdot\sigma\sqrt N`
+      (plus the threshold with ``private.denoising_ridge``)
       with :math:`s \in (0, 1]` the block's noisy trace over its noisy counts (the scale of
       the reweighted Gram relative to plain counts), then the solve above on the block; items
       outside the block get zero weights (their scores come from the prior alone);
     - a popularity prior: scores :math:`xB + \beta m\,\tilde p` with :math:`\tilde p` the
       popularity scaled to a maximum of 1, :math:`m` the Gram release's noise multiplier and
-      β = ``private_popularity_weight``, so a fit whose personalised part is mostly noise
+      β = ``private.popularity_weight``, so a fit whose personalised part is mostly noise
       ranks like DP-MostPopular.
 
     Each user's scores use their own history and the private :math:`B` only (the user's own
@@ -111,6 +123,7 @@ class EASE(Recommender):
     """
 
     Config = EASEConfig
+    PrivateConfig = EASEPrivateConfig
     uses_torch = True
     supports_privacy = True
 
@@ -123,18 +136,18 @@ class EASE(Recommender):
     ) -> None:
         from privrank.privacy.mechanisms import spectral_denoise
 
-        config = self.config
-        fit = private_gram_fit(matrix, spec, config)
+        config, private = self.config, self.private_settings()
+        fit = private_gram_fit(matrix, spec, private)
         release = fit.release
         items = release.items
         noise = release.gram_std * np.sqrt(max(items.size, 1))
-        block = spectral_denoise(release.gram, release.gram_std, config.private_denoising)
-        regularization = fit.scale * config.regularization + config.private_regularization * noise
-        if config.private_denoising_ridge:
+        block = spectral_denoise(release.gram, release.gram_std, private.denoising)
+        regularization = fit.scale * config.regularization + private.regularization * noise
+        if private.denoising_ridge:
             # Soft-thresholding lowered every kept eigenvalue by τ; adding τ back to the ridge
             # keeps the directions above the noise edge unbiased and regularises the others
             # by sλ + τ instead of sλ.
-            regularization += config.private_denoising * 2.0 * noise
+            regularization += private.denoising * 2.0 * noise
         solved = ease_weights_from_gram(block, regularization, config.dtype, overwrite=True)
         self.item_popularity_ = fit.popularity.astype(np.float32)
         self.prior_ = fit.prior

@@ -21,7 +21,50 @@ from privrank.models._als_solvers import (
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["IALS", "IALSConfig"]
+__all__ = ["IALS", "IALSConfig", "IALSPrivateConfig"]
+
+
+class IALSPrivateConfig(ModelConfig):
+    """Settings of a private iALS fit (DP-iALS), the ``private`` block of :class:`IALSConfig`.
+
+    Attributes:
+        factors: :math:`d` (used instead of the config's ``factors``).
+        epochs: :math:`T`, the ALS iterations; each one is a noisy
+            release, and the privacy budget is split over all :math:`T` of them.
+        regularization: :math:`\\lambda`.
+        unobserved_weight: :math:`\\alpha_0`.
+        item_grams: Release each item's Gramian :math:`A_j = \\sum_{u\\in U_j}
+            w_u w_u^\\top` (noisy); otherwise (the default, better on ML-100K)
+            it is estimated from the released users' Gramian as :math:`(\\tilde n_j/|U|)\\,
+            \\tilde G` and the release's sensitivity is smaller.
+        count_weight: :math:`\\gamma`, the weight of the item-count coordinate of each
+            release (a larger weight: more accurate counts, noisier factors).
+        min_count: Keep only items whose noisy count is at least this
+            many standard deviations of its noise; the others get zero factors.
+        normalize: Scale every user factor to the clipping norm :math:`C` before it
+            enters a release (maximises the signal per unit of sensitivity; set
+            ``False`` to release the factors as solved, clipped to :math:`C`).
+        weighted_bound: :math:`c'`: a user with :math:`k > c'` of
+            the (at most :math:`c`) items the spec's bound keeps enters the per-item
+            statistics with weight :math:`\\sqrt{c'/k}` instead of 1, so the sensitivity is
+            that of :math:`\\min(c, c')` items while heavy users still contribute all their
+            items (``None``: weight 1 for everyone).
+
+    The defaults (12 factors, 2 iterations, :math:`\\lambda = \\alpha_0 = 0.3`,
+    :math:`c' = 30`) were chosen on a validation split carved from the ML-100K holdout
+    training part at ε = 8, C = 1 and spec bounds c ∈ {50, 100, 200}; tune them for other
+    data.
+    """
+
+    factors: int = Field(12, ge=1)
+    epochs: int = Field(2, ge=1)
+    regularization: float = Field(0.3, gt=0)
+    unobserved_weight: float = Field(0.3, ge=0)
+    item_grams: bool = False
+    count_weight: float = Field(1.0, gt=0)
+    min_count: float = Field(2.0, ge=0)
+    normalize: bool = True
+    weighted_bound: int | None = Field(30, ge=1)
 
 
 class IALSConfig(ModelConfig):
@@ -43,32 +86,8 @@ class IALSConfig(ModelConfig):
             steps warm-started at the previous epoch's factors (:math:`O(|I_r| d + d^2)` per
             step, much cheaper per epoch). With either, the last user pass is exact.
         cg_steps: Conjugate-gradient steps per solve (``solver="cg"`` only).
-        private_factors: :math:`d` of a private fit (DP-iALS; used instead of ``factors``).
-        private_epochs: :math:`T`, the ALS iterations of a private fit; each one is a noisy
-            release, and the privacy budget is split over all :math:`T` of them.
-        private_regularization: :math:`\\lambda` of a private fit.
-        private_unobserved_weight: :math:`\\alpha_0` of a private fit.
-        private_item_grams: Release each item's Gramian :math:`A_j = \\sum_{u\\in U_j}
-            w_u w_u^\\top` (noisy) in a private fit; otherwise (the default, better on ML-100K)
-            it is estimated from the released users' Gramian as :math:`(\\tilde n_j/|U|)\\,
-            \\tilde G` and the release's sensitivity is smaller.
-        private_count_weight: :math:`\\gamma`, the weight of the item-count coordinate of each
-            private release (a larger weight: more accurate counts, noisier factors).
-        private_min_count: A private fit keeps only items whose noisy count is at least this
-            many standard deviations of its noise; the others get zero factors.
-        private_normalize: Scale every user factor to the clipping norm :math:`C` before it
-            enters a private release (maximises the signal per unit of sensitivity; set
-            ``False`` to release the factors as solved, clipped to :math:`C`).
-        private_weighted_bound: :math:`c'`: in a private fit, a user with :math:`k > c'` of
-            the (at most :math:`c`) items the spec's bound keeps enters the per-item
-            statistics with weight :math:`\\sqrt{c'/k}` instead of 1, so the sensitivity is
-            that of :math:`\\min(c, c')` items while heavy users still contribute all their
-            items (``None``: weight 1 for everyone).
-
-    The ``private_*`` defaults (12 factors, 2 iterations, :math:`\\lambda = \\alpha_0 = 0.3`,
-    :math:`c' = 30`) were chosen on a validation split carved from the ML-100K holdout
-    training part at ε = 8, C = 1 and spec bounds c ∈ {50, 100, 200}; tune them for other
-    data.
+        private: Settings of a private fit (DP-iALS, :class:`IALSPrivateConfig`); ``None``:
+            its defaults when the fit has a privacy spec. Refused by a fit without one.
     """
 
     factors: int = Field(64, ge=1)
@@ -79,15 +98,7 @@ class IALSConfig(ModelConfig):
     init_std: float = Field(0.1, gt=0)
     solver: Literal["cholesky", "cg"] = "cholesky"
     cg_steps: int = Field(3, ge=1)
-    private_factors: int = Field(12, ge=1)
-    private_epochs: int = Field(2, ge=1)
-    private_regularization: float = Field(0.3, gt=0)
-    private_unobserved_weight: float = Field(0.3, ge=0)
-    private_item_grams: bool = False
-    private_count_weight: float = Field(1.0, gt=0)
-    private_min_count: float = Field(2.0, ge=0)
-    private_normalize: bool = True
-    private_weighted_bound: int | None = Field(30, ge=1)
+    private: IALSPrivateConfig | None = None
 
 
 @register("ials")
@@ -133,13 +144,13 @@ class IALS(Recommender):
     factors are computed only from noisy item-side statistics, and each user's factor only
     from that user's own history and the item factors. The fit starts from public random item
     factors :math:`H_0`; each user solves :math:`w_u` from them; then for :math:`t = 1..T`
-    (``private_epochs``): the user factors, scaled to norm :math:`C` (``private_normalize``;
+    (``private.epochs``): the user factors, scaled to norm :math:`C` (``private.normalize``;
     in any case clipped to :math:`C`, the spec's ``clipping_norm``), enter one Gaussian
     release of :math:`G = \sum_u w_u w_u^\top`, and per item :math:`b_j = \sum_{u\in U_j}
     w_u`, :math:`\gamma n_j` (and :math:`A_j = \sum_{u\in U_j} w_u w_u^\top` with
-    ``private_item_grams``) over the contribution-bounded data (at most :math:`c` items per
+    ``private.item_grams``) over the contribution-bounded data (at most :math:`c` items per
     user; a user with :math:`k > c'` items weighted by :math:`\sqrt{c'/k}` in the per-item
-    sums, ``private_weighted_bound``), with L2 sensitivity
+    sums, ``private.weighted_bound``), with L2 sensitivity
     :math:`\Delta = \sqrt{C^4 + \min(c, c')(C^4[A] + C^2 + \gamma^2)}`
     (:class:`~privrank.privacy.dp_als.PrivateALSMechanism`); the item factors are
     post-processed from it,
@@ -149,15 +160,15 @@ class IALS(Recommender):
 
     (:math:`\tilde G_+`: the noisy :math:`G` projected onto the PSD cone; :math:`\tilde A_j`:
     the projected noisy :math:`A_j`, or :math:`(\bar n_j/|U|)\tilde G_+` without
-    ``private_item_grams``; :math:`\bar n_j`: the mean of the noisy counts released so far,
-    clipped at 0), items whose :math:`\bar n_j` is below ``private_min_count`` noise standard
+    ``private.item_grams``; :math:`\bar n_j`: the mean of the noisy counts released so far,
+    clipped at 0), items whose :math:`\bar n_j` is below ``private.min_count`` noise standard
     deviations get :math:`h_j = 0`, and each user solves :math:`w_u` from :math:`H` and their
     whole training history exactly as above. The :math:`T` releases compose (PLD accounting)
     to user-level (ε, δ)-DP for the spec's ε and δ; the cold-start popularity is the mean of
     the :math:`T` noisy (weighted) counts, clipped at 0 (post-processing). The exact training
     loss is never computed (it would depend on every user): ``loss_history_`` is empty after a
-    private fit. Without noise (a test-only switch), with ``private_item_grams``, without
-    ``private_normalize`` and ``private_weighted_bound``, with a huge clipping norm and a bound
+    private fit. Without noise (a test-only switch), with ``private.item_grams``, without
+    ``private.normalize`` and ``private.weighted_bound``, with a huge clipping norm and a bound
     no user exceeds, this is iALS started from :math:`H_0` (users first).
 
     Attributes:
@@ -168,6 +179,7 @@ class IALS(Recommender):
     """
 
     Config = IALSConfig
+    PrivateConfig = IALSPrivateConfig
     seeded = True
     supports_privacy = True
     user_state_keys = ("user_factors",)
@@ -203,14 +215,14 @@ class IALS(Recommender):
     ) -> None:
         from privrank.privacy.dp_als import PrivateALSMechanism
 
-        cfg = self.config
+        cfg, private = self.config, self.private_settings()
         mechanism = PrivateALSMechanism(
             spec,
-            releases=cfg.private_epochs,
-            item_grams=cfg.private_item_grams,
-            count_weight=cfg.private_count_weight,
+            releases=private.epochs,
+            item_grams=private.item_grams,
+            count_weight=private.count_weight,
             n_users=self.n_users_,
-            weighted_bound=cfg.private_weighted_bound,
+            weighted_bound=private.weighted_bound,
         )
         # Set first: the private hyper-parameters (factors, λ, α₀) apply from here on.
         self.privacy_guarantee_ = mechanism.guarantee
@@ -226,31 +238,31 @@ class IALS(Recommender):
         count_sum = np.zeros(self.n_items_, dtype=np.float64)
         with threadpoolctl.threadpool_limits(1, "blas"):
             users = solve_exact(own, items, gramian(items), user_reg, alpha0, threads)
-            for epoch in range(1, cfg.private_epochs + 1):
+            for epoch in range(1, private.epochs + 1):
                 shared = users
-                if cfg.private_normalize:
+                if private.normalize:
                     norms = np.linalg.norm(users.astype(np.float64), axis=1, keepdims=True)
                     shared = users * (spec.clipping_norm / np.maximum(norms, 1e-30))
                 release = mechanism.release(matrix, shared, noise)
                 count_sum += release.item_counts
                 items = self._items_from_release(release, count_sum / epoch, epoch, mechanism)
                 users = solve_exact(own, items, gramian(items), user_reg, alpha0, threads)
-                self._report(epoch, cfg.private_epochs)
+                self._report(epoch, private.epochs)
         self.user_factors_ = users
         self.item_factors_ = items
         self.loss_history_ = np.zeros(0, dtype=np.float64)
-        self.item_popularity_ = np.maximum(count_sum / cfg.private_epochs, 0.0).astype(np.float32)
+        self.item_popularity_ = np.maximum(count_sum / private.epochs, 0.0).astype(np.float32)
 
     def _items_from_release(
         self, release: Any, mean_counts: np.ndarray, epoch: int, mechanism: Any
     ) -> np.ndarray:
         """Item factors from one noisy release (post-processing; see the class docstring)."""
-        cfg = self.config
+        cfg, private = self.config, self.private_settings()
         d, regularization, alpha0 = self._hyper_parameters()
         counts = np.maximum(mean_counts, 0.0)
         # The mean of ``epoch`` noisy counts, each with noise σ/γ.
         count_std = release.noise_std / mechanism.count_weight / math.sqrt(epoch)
-        keep = np.flatnonzero((counts > 0) & (counts >= cfg.private_min_count * count_std))
+        keep = np.flatnonzero((counts > 0) & (counts >= private.min_count * count_std))
         gram = _psd_projection(release.gram)
         if release.item_grams is not None:
             grams = _psd_projection(release.item_grams[keep])
@@ -268,10 +280,11 @@ class IALS(Recommender):
         return items
 
     def _hyper_parameters(self) -> tuple[int, float, float]:
-        """``(d, λ, α₀)``: the ``private_*`` ones for a private fit, else the plain ones."""
+        """``(d, λ, α₀)``: the ``private`` ones for a private fit, else the plain ones."""
         cfg = self.config
         if getattr(self, "privacy_guarantee_", None) is not None:
-            return cfg.private_factors, cfg.private_regularization, cfg.private_unobserved_weight
+            private = self.private_settings()
+            return private.factors, private.regularization, private.unobserved_weight
         return cfg.factors, cfg.regularization, cfg.unobserved_weight
 
     def _solve(

@@ -9,34 +9,52 @@ from pydantic import Field
 from privrank.data.interactions import Interactions
 from privrank.models._private import PrivateGramConfig, private_gram_fit
 from privrank.models._ranking import top_k
-from privrank.models.base import FitOptions, Query, Recommender, register
+from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["ItemKNN", "ItemKNNConfig", "pruned_cosine", "pruned_cosine_from_gram"]
+__all__ = [
+    "ItemKNN",
+    "ItemKNNConfig",
+    "ItemKNNPrivateConfig",
+    "pruned_cosine",
+    "pruned_cosine_from_gram",
+]
 
 # Dense similarity entries computed at once while pruning (bounds memory to ~128 MiB).
 _BLOCK_ENTRIES = 32 * 1024 * 1024
 
 
-class ItemKNNConfig(PrivateGramConfig):
+class ItemKNNPrivateConfig(PrivateGramConfig):
+    """Settings of a private ItemKNN fit (DP-ItemKNN), the ``private`` block of
+    :class:`ItemKNNConfig`.
+
+    Attributes:
+        threshold: Noisy co-occurrence counts below this many noise standard deviations σ are
+            set to 0 (most of them are noise).
+        shrinkage: ``shrinkage · σ`` is added to ``h``, so that items whose noisy norms are
+            mostly noise get small similarities.
+
+    The other fields are :class:`~privrank.models._private.PrivateGramConfig`'s.
+    """
+
+    threshold: float = Field(2.0, ge=0)
+    shrinkage: float = Field(10.0, ge=0)
+
+
+class ItemKNNConfig(ModelConfig):
     """Hyper-parameters of :class:`ItemKNN`.
 
     Attributes:
         neighbors: Neighbours kept per target item (``k``).
         shrinkage: Added to the norm product in the denominator (``h``); damps similarities
             supported by few co-occurrences.
-        private_threshold: Private fits only: noisy co-occurrence counts below this many noise
-            standard deviations σ are set to 0 (most of them are noise).
-        private_shrinkage: Private fits only: ``private_shrinkage · σ`` is added to ``h``, so
-            that items whose noisy norms are mostly noise get small similarities.
-
-    The other ``private_*`` fields are :class:`~privrank.models._private.PrivateGramConfig`'s.
+        private: Settings of a private fit (:class:`ItemKNNPrivateConfig`); ``None``: its
+            defaults when the fit has a privacy spec. Refused by a fit without one.
     """
 
     neighbors: int = Field(100, ge=1)
     shrinkage: float = Field(10.0, ge=0)
-    private_threshold: float = Field(2.0, ge=0)
-    private_shrinkage: float = Field(10.0, ge=0)
+    private: ItemKNNPrivateConfig | None = None
 
 
 @register("itemknn")
@@ -66,12 +84,12 @@ class ItemKNN(Recommender):
     noisy bounded-norm Gram block :math:`\tilde G` of the items that stand out of the noise;
     see :class:`~privrank.models.ease.EASE`). The similarity is post-processing of
     :math:`\tilde G`, of the counts and of the public noise σ: off-diagonal entries below
-    ``private_threshold`` · σ are set to 0, then
+    ``private.threshold`` · σ are set to 0, then
     :math:`s_{ij} = \tilde G_{ij} / (\sqrt{\max(\tilde G_{ii}, 0)\max(\tilde G_{jj}, 0)} +
-    s h + \text{private\_shrinkage}\cdot\sigma)` (:math:`s` the reweighted block's scale
+    s h + \text{private.shrinkage}\cdot\sigma)` (:math:`s` the reweighted block's scale
     relative to plain counts, 1 when nobody is reweighted), pruned as above, on the block's
     items (others get no neighbours); the cold-start popularity is :math:`\max(\tilde n, 0)`,
-    and ``private_popularity_weight`` blends it into the scores as a prior (see
+    and ``private.popularity_weight`` blends it into the scores as a prior (see
     :class:`~privrank.models.ease.EASE`). Without noise (a test-only switch, σ = 0) and with
     bounds no user exceeds, this is ItemKNN exactly. Hyper-parameters chosen on the private
     data itself are not accounted.
@@ -82,6 +100,7 @@ class ItemKNN(Recommender):
     """
 
     Config = ItemKNNConfig
+    PrivateConfig = ItemKNNPrivateConfig
     supports_privacy = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
@@ -91,15 +110,15 @@ class ItemKNN(Recommender):
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
     ) -> None:
-        config = self.config
-        fit = private_gram_fit(matrix, spec, config)
+        config, private = self.config, self.private_settings()
+        fit = private_gram_fit(matrix, spec, private)
         release = fit.release
         sigma = release.gram_std
         gram = release.gram
         diagonal = np.maximum(np.diagonal(gram), 0.0)
-        gram[gram < config.private_threshold * sigma] = 0.0  # also every negative entry
+        gram[gram < private.threshold * sigma] = 0.0  # also every negative entry
         np.fill_diagonal(gram, diagonal)
-        shrinkage = fit.scale * config.shrinkage + config.private_shrinkage * sigma
+        shrinkage = fit.scale * config.shrinkage + private.shrinkage * sigma
         block = pruned_cosine_from_gram(gram, config.neighbors, shrinkage).tocoo()
         items = release.items
         similarity = sp.csr_matrix(

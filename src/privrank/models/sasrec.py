@@ -11,6 +11,7 @@ import torch
 from pydantic import Field, model_validator
 
 from privrank.data.interactions import Interactions
+from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._sasrec_network import SASRecNetwork, left_padded, sequence_loss, trimmed
 from privrank.models._torch_training import (
     EarlyStopping,
@@ -45,8 +46,9 @@ class SASRecConfig(ModelConfig):
         validate_every: Epochs between validation evaluations.
         max_seconds: Stop after the first epoch that ends past this many seconds of training
             (then the result depends on the machine's speed); ``None``: no limit.
-        private_batch_size: Expected users per DP-SGD step of a private fit (Poisson
-            sampling); ``None``: ``batch_size``.
+        private: Settings of a private fit (DP-SGD,
+            :class:`~privrank.models._private.DPSGDPrivateConfig`); ``None``: its defaults
+            when the fit has a privacy spec. Refused by a fit without one.
     """
 
     factors: int = Field(64, ge=1)
@@ -63,7 +65,7 @@ class SASRecConfig(ModelConfig):
     patience: int = Field(5, ge=0)
     validate_every: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0)
-    private_batch_size: int | None = Field(None, ge=1)
+    private: DPSGDPrivateConfig | None = None
 
     @model_validator(mode="after")
     def _heads_divide_factors(self) -> SASRecConfig:
@@ -115,7 +117,7 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
     data (each user's ``max_interactions_per_user`` kept rows, in time order), and one user's
     sequence (its last :math:`L + 1` bounded items) is one example whose loss is the mean of the
     chosen loss over its positions. Each of ``epochs · round(n/b)`` steps Poisson-samples users
-    with probability ``q = b/n`` (``b = private_batch_size``), computes every sampled user's
+    with probability ``q = b/n`` (``b = private.batch_size``), computes every sampled user's
     exact gradient with ``torch.func`` (the item embeddings are tied to the output layer, which
     per-layer hooks cannot see; with ``sampled-softmax`` or ``bce`` each user gets only the
     embedding rows of its own items and negatives, so the cost does not grow with the
@@ -136,6 +138,7 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
     """
 
     Config = SASRecConfig
+    PrivateConfig = DPSGDPrivateConfig
     seeded = True
     uses_torch = True
     sequential = True
@@ -175,7 +178,8 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
         from privrank.privacy.dpsgd import VmapClipping, start_private_run
 
         cfg = self.config
-        run = start_private_run(spec, matrix, cfg.private_batch_size or cfg.batch_size, cfg.epochs)
+        batch = self.private_settings().batch_size or cfg.batch_size
+        run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         indptr, items = spec.bound_contributions(train).sequences()
         sequences = torch.from_numpy(left_padded(indptr, items, cfg.max_length + 1))

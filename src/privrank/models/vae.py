@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional
 
 from privrank.data.interactions import Interactions
+from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._torch_training import (
     EarlyStopping,
     NetworkStateMixin,
@@ -42,8 +43,9 @@ class MultVAEConfig(ModelConfig):
         validate_every: Epochs between validation evaluations.
         max_seconds: Stop after the first epoch that ends past this many seconds; ``None``: no
             limit.
-        private_batch_size: Expected users per DP-SGD step of a private fit (Poisson
-            sampling); ``None``: ``batch_size``.
+        private: Settings of a private fit (DP-SGD,
+            :class:`~privrank.models._private.DPSGDPrivateConfig`); ``None``: its defaults
+            when the fit has a privacy spec. Refused by a fit without one.
     """
 
     hidden: int = Field(600, ge=1)
@@ -58,7 +60,7 @@ class MultVAEConfig(ModelConfig):
     patience: int = Field(5, ge=0)
     validate_every: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0)
-    private_batch_size: int | None = Field(None, ge=1)
+    private: DPSGDPrivateConfig | None = None
 
 
 class MultVAENetwork(nn.Module):
@@ -133,7 +135,7 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
     **Private fit** (``FitOptions(privacy=spec)``): user-level DP-SGD
     (:mod:`privrank.privacy.dpsgd`), one user's whole contribution-bounded multi-hot history
     being one example. Each of ``epochs · round(n/b)`` steps Poisson-samples users with
-    probability ``q = b/n`` (``b = private_batch_size``), clips each user's gradient of
+    probability ``q = b/n`` (``b = private.batch_size``), clips each user's gradient of
     :math:`-\mathcal L_\beta(x_u)` to the spec's clipping norm C (Opacus ghost clipping: no
     per-user copy of the ``n_items × hidden`` layers) and adds Gaussian noise of std ``m·C``
     to the sum before dividing by ``b``; Adam updates from it. Released, and user-level
@@ -153,6 +155,7 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
     """
 
     Config = MultVAEConfig
+    PrivateConfig = DPSGDPrivateConfig
     seeded = True
     uses_torch = True
     supports_privacy = True
@@ -204,7 +207,8 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
 
         cfg = self.config
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        run = start_private_run(spec, matrix, cfg.private_batch_size or cfg.batch_size, cfg.epochs)
+        batch = self.private_settings().batch_size or cfg.batch_size
+        run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         lengths = np.diff(matrix.indptr)
         step = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 
@@ -84,7 +85,7 @@ class GhostClipping:
             # fire on their outputs' gradients: exactly what ghost clipping reads.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             self.wrapped.enable_hooks()
-            losses.sum().backward(retain_graph=True)
+            torch.autograd.backward(losses.sum(), retain_graph=True)
             missing = [p.shape for p in self.parameters if not hasattr(p, "_norm_sample")]
             if missing:
                 raise ConfigError(
@@ -97,7 +98,7 @@ class GhostClipping:
                 p.grad = None
             self.wrapped.disable_hooks()
             try:
-                (factors * losses).sum().backward()
+                torch.autograd.backward((factors * losses).sum())
             finally:
                 self.wrapped.enable_hooks()
         self._zero_grads()
@@ -189,7 +190,12 @@ class VmapClipping:
         shared = {n: p.detach() for n, p in self.named.items() if n not in gathered}
         tables = {n: self.named[n].detach()[rows] for n, rows in gathered.items()}
 
-        def one_user(shared_params, user_tables, user_local, user_data):
+        def one_user(
+            shared_params: dict[str, torch.Tensor],
+            user_tables: dict[str, torch.Tensor],
+            user_local: tuple[torch.Tensor, ...],
+            user_data: tuple[torch.Tensor, ...],
+        ) -> torch.Tensor:
             return self.loss({**shared_params, **user_tables}, user_local, user_data)
 
         compute = vmap(
@@ -220,7 +226,9 @@ class VmapClipping:
             grads, local_grads, chunk_losses = self.per_user_gradients(
                 [t[part] for t in local], [t[part] for t in data], rows
             )
-            squared = sum(g.reshape(g.shape[0], -1).square().sum(1) for g in grads.values())
+            squared = cast(
+                torch.Tensor, sum(g.reshape(g.shape[0], -1).square().sum(1) for g in grads.values())
+            )
             norms = torch.sqrt(squared)
             factors = _clip_factors(norms, self.clipping_norm)
             for name, g in grads.items():

@@ -76,7 +76,6 @@ the noisy popularity, are user-level (ε, δ)-DP; each user's own factor and rec
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -84,7 +83,20 @@ import numpy as np
 import scipy.sparse as sp
 
 from privrank.errors import ConfigError
-from privrank.privacy.mechanisms import _NOISE_SCALE, PrivacyGuarantee
+from privrank.privacy.calibration import (
+    Release,
+    calibrate_multiplier,
+    gaussian_multiplier,
+    other_accountant,
+)
+from privrank.privacy.mechanism import (
+    Mechanism,
+    PrivacyGuarantee,
+    compose_guarantee,
+    current_noise_scale,
+    register_mechanism,
+)
+from privrank.privacy.mechanisms import binary_matrix, check_contribution_bound
 from privrank.privacy.spec import AccountantKind, PrivacySpec
 
 __all__ = [
@@ -144,7 +156,16 @@ def als_noise_multiplier(
     :func:`pld_discretization` (``1e-4 · max(1, ε)``): the privacy loss spans about ε, so a
     finer grid only costs time (a coarser one stays an upper bound).
     """
-    return _multiplier(float(epsilon), float(delta), int(releases), str(accountant))
+    exact = gaussian_multiplier(float(epsilon), float(delta), int(releases))
+    return calibrate_multiplier(
+        float(epsilon),
+        float(delta),
+        (_release(exact, int(releases)),),
+        accountant_name=accountant,
+        pld_discretization=pld_discretization(epsilon),
+        initial=exact,
+        step=1.001,
+    )
 
 
 def pld_discretization(epsilon: float) -> float:
@@ -152,42 +173,10 @@ def pld_discretization(epsilon: float) -> float:
     return 1e-4 * max(1.0, float(epsilon))
 
 
-@functools.lru_cache(maxsize=128)
-def _multiplier(epsilon: float, delta: float, releases: int, accountant: str) -> float:
-    from privrank.privacy.accounting import (
-        Accountant,
-        calibrate_gaussian_noise,
-        calibrate_noise,
-        gaussian_event,
-    )
-
-    exact = calibrate_gaussian_noise(epsilon, delta, count=releases)
-
-    interval = pld_discretization(epsilon)
-
-    def epsilon_of(multiplier: float) -> float:
-        event = gaussian_event(multiplier, releases)
-        return (
-            Accountant(accountant, pld_discretization=interval)  # type: ignore[arg-type]
-            .compose(event)
-            .epsilon(delta)
-        )
-
-    return calibrate_noise(epsilon_of, epsilon, initial=exact, step=1.001)
-
-
-@functools.lru_cache(maxsize=128)
-def _composed_epsilon(
-    multiplier: float, delta: float, releases: int, accountant: str, interval: float
-) -> float:
-    from privrank.privacy.accounting import Accountant, gaussian_event
-
-    event = gaussian_event(multiplier, releases)
-    return (
-        Accountant(accountant, pld_discretization=interval)  # type: ignore[arg-type]
-        .compose(event)
-        .epsilon(delta)
-    )
+def _release(
+    multiplier: float, releases: int, statistic: str = "item statistics", sensitivity: float = 1.0
+) -> Release:
+    return Release("dp-als", statistic, sensitivity, float(multiplier), count=releases)
 
 
 # -------------------------------------------------------------------- statistics
@@ -198,7 +187,8 @@ def clip_rows(factors: np.ndarray, norm: float) -> np.ndarray:
     scale = np.ones_like(lengths)
     over = lengths > norm
     scale[over] = norm / lengths[over]
-    return rows * scale[:, None]
+    clipped: np.ndarray = rows * scale[:, None]
+    return clipped
 
 
 def upper_triangle(matrices: np.ndarray) -> np.ndarray:
@@ -241,7 +231,7 @@ class ALSItemStatistics:
 def user_weights(matrix: sp.spmatrix, weighted_bound: int | None) -> np.ndarray:
     """Per-user weights ``s_u = min(1, √(c'/k_u))`` (``k_u``: the user's items, ``c'`` =
     ``weighted_bound``; all ones when it is ``None``), so that ``k_u s_u² ≤ c'``."""
-    counts = np.diff(sp.csr_matrix(matrix).indptr).astype(np.float64)
+    counts: np.ndarray = np.diff(sp.csr_matrix(matrix).indptr).astype(np.float64)
     weights = np.ones_like(counts)
     if weighted_bound is not None:
         heavy = counts > weighted_bound
@@ -287,7 +277,8 @@ def exact_item_statistics(
 
 
 # -------------------------------------------------------------------- the mechanism
-class PrivateALSMechanism:
+@register_mechanism("dp-als")
+class PrivateALSMechanism(Mechanism[ALSItemStatistics, np.random.Generator]):
     """``T`` adaptive Gaussian releases of the item-side statistics of implicit ALS.
 
     See the module docstring for the release, its sensitivity and the guarantee. Each call of
@@ -329,7 +320,7 @@ class PrivateALSMechanism:
             raise ConfigError(f"{_OWNER}: the count weight must be > 0. Got {count_weight!r}")
         self.spec = spec
         self.bound = int(bound)
-        self.releases = releases
+        self.count = releases
         self.item_grams = bool(item_grams)
         self.count_weight = float(count_weight)
         self.clipping_norm = float(spec.clipping_norm)
@@ -346,60 +337,69 @@ class PrivateALSMechanism:
         self.sensitivity = als_release_sensitivity(
             effective, self.clipping_norm, item_grams=self.item_grams, count_weight=count_weight
         )
-        self.noise_multiplier = als_noise_multiplier(
-            float(spec.epsilon), float(delta), releases, spec.accountant
-        )
-        self.noise_std = self.noise_multiplier * self.sensitivity
-        self.noise_scale = _NOISE_SCALE.get()
+        self.n_users = int(n_users)
+        self.noise_scale = current_noise_scale()
+        self.noise_multiplier = self.calibrate(float(spec.epsilon), float(delta), spec.accountant)
         self.released = 0
-        # The cross-check: RDP's bound on the same composition (PLD's when RDP calibrated it).
-        other = "rdp" if spec.accountant == "pld" else "pld"
-        interval = pld_discretization(float(spec.epsilon))
-        cross = _composed_epsilon(self.noise_multiplier, float(delta), releases, other, interval)
         grams = "A_j = Σ w_u w_uᵀ (upper triangle), " if self.item_grams else ""
-        self.guarantee = PrivacyGuarantee(
+        self.statistic = (
+            f"the item-side statistics of {releases} implicit-ALS iterations: per item "
+            f"{grams}b_j = Σ w_u and the weighted count gamma·n_j "
+            f"(gamma = {self.count_weight:g}) "
+            "over its users, and the users' Gramian Σ w_u w_uᵀ (upper triangle), with "
+            f"user factors clipped to L2 norm {self.clipping_norm:g}"
+            + (
+                ""
+                if self.weighted_bound is None
+                else f" and users with k > {self.weighted_bound} items weighted by "
+                f"√({self.weighted_bound}/k) in the per-item sums"
+            )
+        )
+        self.guarantee: PrivacyGuarantee = self._guarantee()
+
+    def calibrate(self, epsilon: float, delta: float, accountant: AccountantKind) -> float:
+        """The smallest multiplier whose ``releases``-fold composition meets (ε, δ) by
+        ``accountant`` (:func:`als_noise_multiplier`)."""
+        return als_noise_multiplier(epsilon, delta, self.count, accountant)
+
+    def _guarantee(self) -> PrivacyGuarantee:
+        spec = self.spec
+        delta = float(spec.require_delta())
+        # The cross-check: RDP's bound on the same composition (PLD's when RDP calibrated it).
+        other = other_accountant(spec.accountant)
+        interval = pld_discretization(float(spec.epsilon))
+        accounting = (
+            f"{spec.accountant.upper()} composition (dp_accounting; PLD discretisation "
+            f"{interval:.2g}) of {self.count} adaptive "
+            f"Gaussian releases, each with noise multiplier {self.noise_multiplier:.4g}, "
+            f"calibrated so the composed ε is ≤ {float(spec.epsilon):g} at δ = "
+            f"{delta:.3g}; the {other.upper()} bound of the same composition is the "
+            "cross-check. Item factors are computed from the releases only; "
+            "each user's factor from their own data and the item factors (billboard model "
+            "of joint DP, Chien et al. 2021)"
+        )
+        return compose_guarantee(
+            self.releases(),
+            spec,
             mechanism="gaussian-als-item-statistics",
-            statistic=(
-                f"the item-side statistics of {releases} implicit-ALS iterations: per item "
-                f"{grams}b_j = Σ w_u and the weighted count gamma·n_j "
-                f"(gamma = {self.count_weight:g}) "
-                "over its users, and the users' Gramian Σ w_u w_uᵀ (upper triangle), with "
-                f"user factors clipped to L2 norm {self.clipping_norm:g}"
-                + (
-                    ""
-                    if self.weighted_bound is None
-                    else f" and users with k > {self.weighted_bound} items weighted by "
-                    f"√({self.weighted_bound}/k) in the per-item sums"
-                )
-            ),
-            epsilon=float(spec.epsilon),
-            delta=float(delta),
-            contribution_bound=self.bound,
-            selection=spec.selection,
-            sensitivity=float(self.sensitivity),
-            noise_multiplier=float(self.noise_multiplier),
-            noise_std=float(self.noise_std),
-            releases=releases,
-            accounting=(
-                f"{spec.accountant.upper()} composition (dp_accounting; PLD discretisation "
-                f"{interval:.2g}) of {releases} adaptive "
-                f"Gaussian releases, each with noise multiplier {self.noise_multiplier:.4g}, "
-                f"calibrated so the composed ε is ≤ {float(spec.epsilon):g} at δ = "
-                f"{float(delta):.3g}; accountant_epsilon is the {other.upper()} bound of the same "
-                "composition (cross-check). Item factors are computed from the releases only; "
-                "each user's factor from their own data and the item factors (billboard model "
-                "of joint DP, Chien et al. 2021)"
-            ),
-            accountant=spec.accountant,
-            accountant_epsilon=float(cross),
-            n_users=int(n_users),
-            noise_scale_for_testing=self.noise_scale,
+            calibration=spec.accountant,
+            accounting=accounting,
+            n_users=self.n_users,
+            pld_discretization=interval,
+            noise_scale=self.noise_scale,
         )
 
-    @property
-    def applied_std(self) -> float:
-        """The standard deviation actually drawn (``noise_std`` unless a test scaled it)."""
-        return self.noise_std * self.noise_scale
+    def releases(self) -> tuple[Release, ...]:
+        """The ``T`` Gaussian releases of the item statistics (one :class:`Release`)."""
+        return (_release(self.noise_multiplier, self.count, self.statistic, self.sensitivity),)
+
+    def describe(self) -> str:
+        """The mechanism in plain words."""
+        return (
+            f"DP-ALS: {self.count} Gaussian releases of {self.statistic}; L2 sensitivity "
+            f"{self.sensitivity:.4g} to one user (at most {self.bound} items), noise "
+            f"multiplier {self.noise_multiplier:.4g} (sigma = {self.noise_std:.4g})"
+        )
 
     def release(
         self, matrix: sp.spmatrix, user_factors: np.ndarray, rng: np.random.Generator
@@ -418,21 +418,34 @@ class PrivateALSMechanism:
             ConfigError: More than ``releases`` calls, a user over the bound, or a non-binary
                 matrix.
         """
-        if self.released >= self.releases:
+        if self.released >= self.count:
             raise ConfigError(
-                f"{_OWNER}: the noise was calibrated for {self.releases} releases; refusing "
+                f"{_OWNER}: the noise was calibrated for {self.count} releases; refusing "
                 "another (it would exceed the privacy budget)"
             )
-        csr = _checked_matrix(matrix, self.bound)
+        csr = binary_matrix(matrix, _OWNER)
+        check_contribution_bound(csr, self.bound, _OWNER)
         clipped = clip_rows(user_factors, self.clipping_norm)
         weights = user_weights(csr, self.weighted_bound)
         exact = exact_item_statistics(csr, clipped, item_grams=self.item_grams, weights=weights)
+        noisy = self.add_noise(exact, rng)
+        self.released += 1
+        return noisy
+
+    def add_noise(
+        self, statistic: ALSItemStatistics, rng: np.random.Generator
+    ) -> ALSItemStatistics:
+        """The exact statistics plus ``N(0, σ²)`` on every released coordinate.
+
+        The count coordinate released is ``γ n_j + noise``; it is returned divided by ``γ``.
+        Draw order is fixed (G, then b, then counts, then A_j), so a seeded generator
+        reproduces the release exactly.
+        """
+        exact = statistic
         std = self.applied_std
-        d = clipped.shape[1]
+        d = exact.gram.shape[0]
         tri = d * (d + 1) // 2
-        n_items = csr.shape[1]
-        # Draw order is fixed (G, then b, then counts, then A_j), so a seeded generator
-        # reproduces the release exactly.
+        n_items = exact.item_sums.shape[0]
         gram = _symmetric_from_upper(upper_triangle(exact.gram) + std * rng.standard_normal(tri), d)
         sums = exact.item_sums + std * rng.standard_normal((n_items, d))
         counts = exact.item_counts * self.count_weight + std * rng.standard_normal(n_items)
@@ -441,7 +454,6 @@ class PrivateALSMechanism:
             noisy = upper_triangle(exact.item_grams)
             noisy += std * rng.standard_normal(noisy.shape)
             grams = _symmetric_from_upper(noisy, d)
-        self.released += 1
         return ALSItemStatistics(
             gram=gram,
             item_grams=grams,
@@ -449,17 +461,3 @@ class PrivateALSMechanism:
             item_counts=counts / self.count_weight,
             noise_std=std,
         )
-
-
-def _checked_matrix(matrix: sp.spmatrix, bound: int) -> sp.csr_matrix:
-    csr = sp.csr_matrix(matrix, dtype=np.float64)
-    csr.sum_duplicates()
-    if csr.nnz and not np.all(csr.data == 1.0):
-        raise ConfigError(f"{_OWNER} needs a binary user-item matrix (repeats counted once)")
-    largest = int(np.diff(csr.indptr).max(initial=0))
-    if largest > bound:
-        raise ConfigError(
-            f"{_OWNER}: a user has {largest} items but the contribution bound is {bound}; apply "
-            "PrivacySpec.bound_contributions first"
-        )
-    return csr

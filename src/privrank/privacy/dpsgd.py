@@ -60,8 +60,6 @@ noise multiplier of every step (and of the counts) and is recorded in the guaran
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,17 +74,21 @@ from privrank.privacy._clipping import (
     VmapClipping,
     local_vocabulary,
 )
-from privrank.privacy.accounting import (
-    DEFAULT_PLD_DISCRETIZATION,
-    DEFAULT_RTOL,
-    Accountant,
-    calibrate_gaussian_noise,
-    calibrate_noise,
-    dpsgd_event,
-    gaussian_event,
+from privrank.privacy.accounting import DEFAULT_PLD_DISCRETIZATION, DEFAULT_RTOL
+from privrank.privacy.calibration import (
+    Release,
+    calibrate_multiplier,
+    epsilons,
+    gaussian_multiplier,
 )
-from privrank.privacy.mechanisms import _NOISE_SCALE, PrivacyGuarantee
-from privrank.privacy.spec import PrivacySpec
+from privrank.privacy.mechanism import (
+    Mechanism,
+    PrivacyGuarantee,
+    compose_guarantee,
+    current_noise_scale,
+    register_mechanism,
+)
+from privrank.privacy.spec import AccountantKind, PrivacySpec
 
 __all__ = [
     "POPULARITY_SHARE",
@@ -95,6 +97,7 @@ __all__ = [
     "GhostClipping",
     "PoissonSampler",
     "PrivateRun",
+    "SampledGaussianMechanism",
     "VmapClipping",
     "dpsgd_guarantee",
     "local_vocabulary",
@@ -159,20 +162,20 @@ class DPSGDPlan:
         return self.pld_epsilon if self.accountant == "pld" else self.rdp_epsilon
 
 
-def _composed_epsilon(
-    kind: str,
-    rate: float,
-    multiplier: float,
-    steps: int,
-    popularity: float | None,
-    delta: float,
-    discretization: float = PLD_DISCRETIZATION,
-) -> float:
-    accountant = Accountant(kind, pld_discretization=discretization)  # type: ignore[arg-type]
-    if popularity is not None:
-        accountant.compose(gaussian_event(popularity))
-    accountant.compose(dpsgd_event(rate, multiplier, steps))
-    return accountant.epsilon(delta)
+def _steps(rate: float, multiplier: float, steps: int, epochs: int | None = None) -> Release:
+    return Release(
+        "dp-sgd",
+        "the summed clipped per-user gradients",
+        1.0,
+        float(multiplier),
+        count=steps,
+        sampling_rate=rate,
+        epochs=epochs,
+    )
+
+
+def _popularity(multiplier: float) -> Release:
+    return Release("gaussian", "the item counts", 1.0, float(multiplier))
 
 
 def plan_dpsgd(
@@ -222,11 +225,19 @@ def plan_dpsgd(
     steps = epochs * steps_per_epoch
     epsilon = float(spec.epsilon)
     popularity = (
-        calibrate_gaussian_noise(POPULARITY_SHARE * epsilon, delta) if with_popularity else None
+        gaussian_multiplier(POPULARITY_SHARE * epsilon, float(delta)) if with_popularity else None
     )
-    multiplier, pld_epsilon, rdp_epsilon = _calibrated(
-        spec.accountant, rate, steps, popularity, float(delta), epsilon, float(rtol)
+    fixed = () if popularity is None else (_popularity(popularity),)
+    multiplier = calibrate_multiplier(
+        epsilon,
+        float(delta),
+        (*fixed, _steps(rate, 1.0, steps)),
+        accountant_name=spec.accountant,
+        pld_discretization=PLD_DISCRETIZATION,
+        rtol=float(rtol),
     )
+    by = epsilons((*fixed, _steps(rate, multiplier, steps)), float(delta), PLD_DISCRETIZATION)
+    pld_epsilon, rdp_epsilon = by["pld"], by["rdp"]
     return DPSGDPlan(
         n_users=n_users,
         expected_batch_size=float(batch),
@@ -243,43 +254,6 @@ def plan_dpsgd(
         pld_epsilon=pld_epsilon,
         rdp_epsilon=rdp_epsilon,
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _calibrated(
-    kind: str,
-    rate: float,
-    steps: int,
-    popularity: float | None,
-    delta: float,
-    epsilon: float,
-    rtol: float,
-) -> tuple[float, float, float]:
-    """``(m, PLD ε, RDP ε)``: the smallest multiplier (within ``rtol``) whose composition meets
-    ``epsilon`` by the ``kind`` accountant, and the composition's ε by both accountants."""
-
-    def epsilon_of(m: float) -> float:
-        return _composed_epsilon(kind, rate, m, steps, popularity, delta)
-
-    with _quiet_rdp():
-        multiplier = calibrate_noise(epsilon_of, epsilon, rtol=rtol)
-        pld = _composed_epsilon("pld", rate, multiplier, steps, popularity, delta)
-        rdp = _composed_epsilon("rdp", rate, multiplier, steps, popularity, delta)
-    return multiplier, pld, rdp
-
-
-@contextlib.contextmanager
-def _quiet_rdp() -> Iterator[None]:
-    """Silence dp_accounting's RDP warnings about Rényi orders it drops (the bound still
-    holds: it is the minimum over the orders kept)."""
-    from absl import logging as absl_logging
-
-    previous = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(previous)
 
 
 def dpsgd_guarantee(
@@ -302,9 +276,11 @@ def dpsgd_guarantee(
             multiplier must be the plan's).
         noise_scale: The test scale applied to the noise (1 for a real fit).
     """
-    if (popularity is None) != (plan.popularity_noise_multiplier is None) or (
+    planned = plan.popularity_noise_multiplier
+    if (popularity is None) != (planned is None) or (
         popularity is not None
-        and not math.isclose(popularity.noise_multiplier, plan.popularity_noise_multiplier)
+        and planned is not None
+        and not math.isclose(popularity.noise_multiplier, planned)
     ):
         raise ConfigError("the cold-start counts were not released with the plan's multiplier")
     composed = f"{plan.steps} subsampled Gaussian steps (q = {plan.sampling_rate:.4g})"
@@ -315,32 +291,26 @@ def dpsgd_guarantee(
         f"(dp_accounting): PLD ε = {plan.pld_epsilon:.4g}, RDP ε = {plan.rdp_epsilon:.4g}, "
         f"at δ = {plan.delta:.3g}"
     )
-    return PrivacyGuarantee(
-        mechanism="dp-sgd" if popularity is None else "dp-sgd+gaussian-item-counts",
-        statistic=statistic,
-        epsilon=plan.epsilon,
-        delta=plan.delta,
-        contribution_bound=spec.max_interactions_per_user,
-        selection=spec.selection,
-        sensitivity=plan.clipping_norm,
-        noise_multiplier=plan.noise_multiplier,
-        noise_std=plan.noise_std,
-        releases=plan.steps + (popularity is not None),
-        accounting=accounting,
-        accountant=plan.accountant,
-        accountant_epsilon=plan.accountant_epsilon,
-        n_users=plan.n_users,
-        noise_scale_for_testing=float(noise_scale),
+    steps = Release(
+        "dp-sgd",
+        statistic,
+        plan.clipping_norm,
+        plan.noise_multiplier,
+        count=plan.steps,
         sampling_rate=plan.sampling_rate,
-        steps=plan.steps,
         epochs=plan.epochs,
-        expected_batch_size=plan.expected_batch_size,
-        clipping_norm=plan.clipping_norm,
+    )
+    composition = (steps,) if popularity is None else (*popularity.composition, steps)
+    return compose_guarantee(
+        composition,
+        spec,
+        mechanism="dp-sgd" if popularity is None else "dp-sgd+gaussian-item-counts",
+        calibration=plan.accountant,
+        accounting=accounting,
+        n_users=plan.n_users,
         released=released,
-        extra_release=None if popularity is None else popularity.statistic,
-        extra_noise_multiplier=None if popularity is None else popularity.noise_multiplier,
-        pld_epsilon=plan.pld_epsilon,
-        rdp_epsilon=plan.rdp_epsilon,
+        pld_discretization=PLD_DISCRETIZATION,
+        noise_scale=float(noise_scale),
     )
 
 
@@ -378,6 +348,86 @@ class PoissonSampler:
             yield self.sample()
 
 
+# -------------------------------------------------------------------- the mechanism
+@register_mechanism("dp-sgd")
+class SampledGaussianMechanism(Mechanism[torch.Tensor, torch.Generator]):
+    """One DP-SGD step's release: the Poisson-subsampled Gaussian mechanism, T times.
+
+    Each step adds ``N(0, σ² I)`` with ``σ = m · C`` to the sum of the sampled users' gradients,
+    each clipped to L2 norm ``C`` (the sensitivity to one user); every user is in a step with
+    probability ``q``. The ``T`` steps compose adaptively (:meth:`releases`).
+
+    Args:
+        clipping_norm: C (> 0).
+        noise_multiplier: m (calibrated by :func:`plan_dpsgd`; a test's scale applies on top).
+        sampling_rate: q, or ``None`` when not known (accounting needs it).
+        steps: T.
+    """
+
+    def __init__(
+        self,
+        clipping_norm: float,
+        noise_multiplier: float,
+        *,
+        sampling_rate: float | None = None,
+        steps: int = 1,
+    ) -> None:
+        if not (math.isfinite(clipping_norm) and clipping_norm > 0):
+            raise ConfigError(f"DP-SGD: the clipping norm must be > 0. Got {clipping_norm!r}")
+        self.sensitivity = float(clipping_norm)
+        self.noise_multiplier = float(noise_multiplier)
+        self.sampling_rate = sampling_rate
+        self.steps = int(steps)
+        self.noise_scale = current_noise_scale()
+
+    def calibrate(self, epsilon: float, delta: float, accountant: AccountantKind) -> float:
+        """The smallest multiplier for which the ``T`` subsampled steps meet (ε, δ) by
+        ``accountant`` (the steps alone; :func:`plan_dpsgd` composes the cold-start counts)."""
+        if self.sampling_rate is None:
+            raise ConfigError("DP-SGD calibration needs the sampling rate")
+        return calibrate_multiplier(
+            float(epsilon),
+            float(delta),
+            (_steps(self.sampling_rate, 1.0, self.steps),),
+            accountant_name=accountant,
+            pld_discretization=PLD_DISCRETIZATION,
+        )
+
+    @property
+    def applied_std(self) -> float:
+        """σ actually drawn on the summed gradient: ``s · m · C``."""
+        return self.noise_scale * self.noise_multiplier * self.sensitivity
+
+    def add_noise(self, statistic: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Add ``N(0, (s·m·C)²)`` to a summed clipped gradient, in place (``s``: the test
+        scale); returns it."""
+        std = self.applied_std
+        if std > 0:
+            statistic.add_(
+                torch.normal(0.0, std, size=statistic.shape, generator=rng, dtype=statistic.dtype)
+            )
+        return statistic
+
+    def releases(self) -> tuple[Release, ...]:
+        """The ``T`` subsampled Gaussian steps."""
+        if self.sampling_rate is None:
+            raise ConfigError("DP-SGD accounting needs the sampling rate")
+        return (_steps(self.sampling_rate, self.noise_multiplier, self.steps),)
+
+    def describe(self) -> str:
+        """The mechanism in plain words."""
+        rate = (
+            ""
+            if self.sampling_rate is None
+            else f", each user sampled with q = {self.sampling_rate:.4g}"
+        )
+        return (
+            f"DP-SGD: {self.steps} steps{rate}; each user's gradient clipped to L2 norm "
+            f"{self.sensitivity:g}, Gaussian noise with multiplier {self.noise_multiplier:.4g} on "
+            "the summed gradient"
+        )
+
+
 # -------------------------------------------------------------------- the trainer
 class DPSGDTrainer:
     """One DP-SGD step: per-user clipped sum (an engine), Gaussian noise, divide, update.
@@ -407,7 +457,8 @@ class DPSGDTrainer:
     ) -> None:
         self.engine = engine
         self.optimizer = optimizer
-        self.noise_scale = _NOISE_SCALE.get()
+        self.mechanism = SampledGaussianMechanism(engine.clipping_norm, noise_multiplier)
+        self.noise_scale = self.mechanism.noise_scale
         self.noise_multiplier = float(noise_multiplier)
         self.clipping_norm = engine.clipping_norm
         self.expected_batch_size = float(expected_batch_size)
@@ -426,15 +477,11 @@ class DPSGDTrainer:
         ``(local, data)`` (:class:`VmapClipping`).
         """
         losses, local_grads = self.engine.clipped_sum(*args)
-        std = self.applied_noise_std
         with torch.no_grad():
             for p in self.engine.parameters:
-                if std > 0:
-                    p.grad.add_(
-                        torch.normal(
-                            0.0, std, size=p.shape, generator=self.noise, dtype=p.grad.dtype
-                        )
-                    )
+                if p.grad is None:
+                    raise ConfigError("DP-SGD: a released parameter got no clipped gradient")
+                self.mechanism.add_noise(p.grad, self.noise)
                 p.grad.div_(self.expected_batch_size)
         return losses, tuple(g / self.expected_batch_size for g in local_grads)
 
@@ -524,5 +571,5 @@ def start_private_run(
         noise=torch_noise_generator(noise_stream),
         item_counts=counts,
         popularity=popularity,
-        noise_scale=_NOISE_SCALE.get(),
+        noise_scale=current_noise_scale(),
     )

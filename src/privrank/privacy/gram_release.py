@@ -4,9 +4,9 @@ Two adaptive Gaussian releases on the contribution-bounded binary matrix ``X``, 
 (neighbours differ by one user's entire history), their budget split in Gaussian DP so that
 together they are exactly (ε, δ)-DP: noisy bounded-norm item counts (heavy users down-weighted,
 not truncated), then a noisy bounded-norm Gram block on the items whose noisy count stands out
-of the noise (:func:`private_gram_release`). The Gaussian mechanism, the sensitivities of the
-plain statistics and the :class:`~privrank.privacy.mechanisms.PrivacyGuarantee` live in
-:mod:`privrank.privacy.mechanisms`.
+of the noise (:func:`private_gram_release`). Both releases are
+:class:`~privrank.privacy.mechanisms.GaussianMechanism` releases; the guarantee lists both
+(:class:`~privrank.privacy.mechanism.PrivacyGuarantee`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from privrank.errors import ConfigError
+from privrank.privacy.calibration import ANALYTIC, gaussian_multiplier
+from privrank.privacy.mechanism import PrivacyGuarantee, compose_guarantee
 from privrank.privacy.mechanisms import (
-    _NOISE_SCALE,
-    PrivacyGuarantee,
-    _binary,
-    _calibrated_multiplier,
-    _check_bound,
-    _composed_accountant_epsilon,
+    ONE_RELEASE,
+    GaussianMechanism,
+    binary_matrix,
+    check_contribution_bound,
     gram_sensitivity,
     item_count_sensitivity,
-    symmetric_gaussian_noise,
 )
 from privrank.privacy.spec import PrivacySpec
 
@@ -49,7 +48,8 @@ def count_row_weights(lengths: np.ndarray, norm: float) -> np.ndarray:
     Users with at most ``C²`` items keep weight 1.
     """
     lengths = np.asarray(lengths, dtype=np.float64)
-    return np.minimum(1.0, float(norm) / np.sqrt(np.maximum(lengths, 1.0)))
+    weights: np.ndarray = np.minimum(1.0, float(norm) / np.sqrt(np.maximum(lengths, 1.0)))
+    return weights
 
 
 def gram_row_weights(lengths: np.ndarray, norm: float) -> np.ndarray:
@@ -147,9 +147,8 @@ def private_gram_release(
     ``√ρ/m``- and ``√(1 − ρ)/m``-GDP; their adaptive composition (the second depends on the
     first through the item choice) is exactly ``√(ρ + 1 − ρ)/m = 1/m``-GDP (Dong, Roth & Su
     2022, Cor. 3.3), hence (ε, δ)-DP by the same analytic Gaussian condition (Balle & Wang
-    2018). The guarantee records the Gram release in ``sensitivity``/``noise_multiplier``/
-    ``noise_std``, the count release in ``extra_release``/``extra_noise_multiplier``, and the
-    spec's accountant composing both as a cross-check (``accountant_epsilon``). With
+    2018). The guarantee's composition lists the count release, then the Gram release (its
+    main one), and both accountants' ε of the composition as a cross-check. With
     ``count_share = 0`` there is one release, the whole Gram matrix, and the counts are its
     diagonal (:func:`private_gram` with a bounded-norm statistic). Everything computed from the
     release alone is post-processing: the result is user-level (ε, δ)-DP.
@@ -175,8 +174,8 @@ def private_gram_release(
     """
     owner = "DP Gram release"
     bound = spec.require_contribution_bound(owner)
-    csr = _binary(matrix, owner)
-    _check_bound(csr, bound, owner)
+    csr = binary_matrix(matrix, owner)
+    check_contribution_bound(csr, bound, owner)
     if not (isinstance(count_share, int | float) and 0.0 <= count_share < 1.0):
         raise ConfigError(f"{owner}: count_share must be in [0, 1). Got {count_share!r}")
     for name, value in (("count_norm", count_norm), ("gram_norm", gram_norm)):
@@ -192,95 +191,92 @@ def private_gram_release(
     if selects and count_share == 0:
         raise ConfigError(f"{owner}: choosing items needs a count release (count_share > 0)")
     n_users, n_items = csr.shape
-    delta = float(spec.require_delta())
-    base = _calibrated_multiplier(float(spec.epsilon), delta)
-    scale = _NOISE_SCALE.get()
+    base = gaussian_multiplier(float(spec.epsilon), float(spec.require_delta()))
     rng = spec.noise_generator()
     lengths = np.diff(csr.indptr)
 
+    count_release: GaussianMechanism | None = None
     if count_share > 0:
-        count_multiplier = base / math.sqrt(count_share)
+        count_release = GaussianMechanism(
+            spec,
+            count_norm,
+            mechanism="gaussian-item-counts",
+            statistic=(
+                f"the item counts Σ_u v_u x_u, each user's count vector of L2 norm ≤ "
+                f"{count_norm:.4g}, which chose the Gram block's items"
+            ),
+            n_users=n_users,
+            noise_multiplier=base / math.sqrt(count_share),
+        )
         gram_multiplier = base / math.sqrt(1.0 - count_share)
-        count_std = count_multiplier * count_norm
         weights = count_row_weights(lengths, count_norm)
         counts = np.asarray(csr.T @ weights, dtype=np.float64).ravel()
-        counts += rng.standard_normal(n_items) * (count_std * scale)
+        counts += count_release.vector_noise(n_items, rng)
         if signal_ratio is not None:
-            items = signal_items(counts, gram_multiplier * gram_norm * scale, signal_ratio)
+            gram_applied = gram_multiplier * gram_norm * count_release.noise_scale
+            items = signal_items(counts, gram_applied, signal_ratio)
         else:
             items = np.lexsort((np.arange(n_items), -counts))
         if max_items is not None:
             items = items[: int(max_items)]
         items = np.sort(items) if items.size == n_items else items
     else:
-        count_multiplier = None
         gram_multiplier = base
-        count_std = None
         counts = None
         items = np.arange(n_items)
 
-    gram_std = gram_multiplier * gram_norm
+    gram_release = GaussianMechanism(
+        spec,
+        gram_norm,
+        mechanism="gaussian-gram",
+        statistic=(
+            f"the upper triangle (with the diagonal) of the item co-occurrence matrix "
+            f"Xᵀ diag(w) X of {items.size} of {n_items} items, each user's block weighted so "
+            f"its L2 norm is ≤ {gram_norm:.4g}"
+        ),
+        n_users=n_users,
+        noise_multiplier=gram_multiplier,
+    )
     block = csr[:, items] if items.size < n_items else csr
     weights = gram_row_weights(np.diff(block.indptr), gram_norm)
     if np.all(weights == 1.0):
         gram = (block.T @ block).toarray()
     else:
         gram = (block.T @ sp.diags(weights) @ block).toarray()
-    gram += symmetric_gaussian_noise(items.size, gram_std * scale, rng)
+    gram += gram_release.symmetric_noise(items.size, rng)
+    count_std = gram_release.applied_std
     if counts is None:
         counts = np.diagonal(gram).copy()
-        count_std = gram_std
-
-    multipliers = (
-        (gram_multiplier,) if count_multiplier is None else (count_multiplier, gram_multiplier)
-    )
-    accountant_epsilon = _composed_accountant_epsilon(spec.accountant, multipliers, delta)
-    statistic = (
-        f"the upper triangle (with the diagonal) of the item co-occurrence matrix "
-        f"Xᵀ diag(w) X of {items.size} of {n_items} items, each user's block weighted so its "
-        f"L2 norm is ≤ {gram_norm:.4g}"
-    )
-    if count_multiplier is None:
-        accounting = (
-            "one Gaussian release, ε exact by the analytic Gaussian mechanism (Balle & Wang 2018)"
-        )
-        extra = None
     else:
-        extra = (
-            f"the item counts Σ_u v_u x_u, each user's count vector of L2 norm ≤ "
-            f"{count_norm:.4g} (sigma = {count_std:.4g}), which chose the Gram block's items"
-        )
+        assert count_release is not None
+        count_std = count_release.applied_std
+
+    if count_release is None:
+        accounting = ONE_RELEASE
+        composition = gram_release.releases()
+    else:
         accounting = (
             f"two adaptive Gaussian releases, {count_share:g} of the squared Gaussian-DP "
-            f"budget on the counts (noise multiplier {count_multiplier:.4g}) and the rest on "
-            f"the Gram block (noise multiplier {gram_multiplier:.4g}), composed exactly in "
-            "Gaussian DP (Dong, Roth & Su 2022) and converted to ε by the analytic Gaussian "
-            "mechanism (Balle & Wang 2018)"
+            f"budget on the counts (noise multiplier {count_release.noise_multiplier:.4g}) and "
+            f"the rest on the Gram block (noise multiplier {gram_multiplier:.4g}), composed "
+            "exactly in Gaussian DP (Dong, Roth & Su 2022) and converted to ε by the analytic "
+            "Gaussian mechanism (Balle & Wang 2018)"
         )
-    guarantee = PrivacyGuarantee(
-        mechanism="gaussian-gram" if count_multiplier is None else "gaussian-counts-gram",
-        statistic=statistic,
-        epsilon=float(spec.epsilon),
-        delta=delta,
-        contribution_bound=int(bound),
-        selection=spec.selection,
-        sensitivity=float(gram_norm),
-        noise_multiplier=float(gram_multiplier),
-        noise_std=float(gram_std),
-        releases=1 if count_multiplier is None else 2,
+        composition = (*count_release.releases(), *gram_release.releases())
+    guarantee = compose_guarantee(
+        composition,
+        spec,
+        mechanism="gaussian-gram" if count_release is None else "gaussian-counts-gram",
+        calibration=ANALYTIC,
         accounting=accounting,
-        accountant=spec.accountant,
-        accountant_epsilon=float(accountant_epsilon),
-        n_users=int(n_users),
-        noise_scale_for_testing=scale,
-        extra_release=extra,
-        extra_noise_multiplier=None if count_multiplier is None else float(count_multiplier),
+        n_users=n_users,
+        noise_scale=gram_release.noise_scale,
     )
     return GramRelease(
         counts=counts,
-        count_std=float(count_std * scale),
+        count_std=float(count_std),
         items=items,
         gram=gram,
-        gram_std=float(gram_std * scale),
+        gram_std=float(gram_release.applied_std),
         guarantee=guarantee,
     )

@@ -44,9 +44,10 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
 
 from sqlalchemy import (
     Engine,
@@ -57,7 +58,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Row, RowMapping
 from sqlalchemy.exc import SQLAlchemyError
 
 from privrank.database import normalise_database_url
@@ -105,6 +106,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_T = TypeVar("_T")
+
+
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: None) -> None: ...
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite returns naive datetimes; everything stored is UTC.
     if value is not None and value.tzinfo is None:
@@ -194,12 +202,12 @@ class Ledger:
             return create_engine(
                 self.url, echo=echo, pool_pre_ping=True, isolation_level="READ COMMITTED"
             )
-        os.makedirs(os.path.dirname(os.path.abspath(self.url.database)), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(self.url.database or "")), exist_ok=True)
         engine = create_engine(self.url, echo=echo, connect_args={"timeout": _SQLITE_TIMEOUT_S})
 
         # pysqlite's own transaction handling would defer BEGIN; take the write lock up front.
         @event.listens_for(engine, "connect")
-        def _connect(dbapi_connection, _record) -> None:
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
             dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
@@ -215,7 +223,7 @@ class Ledger:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CREATE_LOCK})
             metadata.create_all(conn, checkfirst=True)
 
-    def _guard(self, what: str, action, *args):
+    def _guard(self, what: str, action: Callable[..., _T], *args: Any) -> _T:
         try:
             return action(*args)
         except PrivrankError:
@@ -231,7 +239,7 @@ class Ledger:
     def __enter__(self) -> Ledger:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -284,7 +292,7 @@ class Ledger:
                 conn.execute(
                     update(datasets_table).where(datasets_table.c.key == key).values(**values)
                 )
-            return self._budget(conn, key)
+            return self._existing_budget(conn, key)
 
     def budget(self, dataset_key: str) -> Budget | None:
         """A dataset's budget and usage, or ``None`` when it has none."""
@@ -304,17 +312,17 @@ class Ledger:
                 keys = conn.scalars(
                     select(datasets_table.c.key).order_by(datasets_table.c.key)
                 ).all()
-                return [self._budget(conn, key) for key in keys]
+                return [self._existing_budget(conn, key) for key in keys]
 
         return self._guard("read the budgets", read)
 
-    def _lock_dataset(self, conn: Connection, key: str):
+    def _lock_dataset(self, conn: Connection, key: str) -> RowMapping | None:
         query = select(datasets_table).where(datasets_table.c.key == key)
         if self.backend == "postgresql":
             query = query.with_for_update()
         return conn.execute(query).mappings().first()
 
-    def _used(self, conn: Connection, key: str) -> list:
+    def _used(self, conn: Connection, key: str) -> Sequence[Row[Any]]:
         """Status, ε and δ of every spend that counts (reserved or committed)."""
         return conn.execute(
             select(spends_table.c.status, spends_table.c.epsilon, spends_table.c.delta).where(
@@ -322,6 +330,12 @@ class Ledger:
                 spends_table.c.status.in_([SpendStatus.reserved, SpendStatus.committed]),
             )
         ).all()
+
+    def _existing_budget(self, conn: Connection, key: str) -> Budget:
+        budget = self._budget(conn, key)
+        if budget is None:
+            raise LedgerError(f"privacy ledger: dataset {key!r} has no budget row")
+        return budget
 
     def _budget(self, conn: Connection, key: str) -> Budget | None:
         row = (
@@ -399,7 +413,7 @@ class Ledger:
             eps_after = exact_sum([*(r.epsilon for r in used), eps])
             dlt_after = exact_sum([*(r.delta for r in used), dlt])
             if eps_after > exact_sum([row["epsilon"]]) or dlt_after > exact_sum([row["delta"]]):
-                raise PrivacyBudgetExceeded(_refusal(self._budget(conn, key), eps, dlt))
+                raise PrivacyBudgetExceeded(_refusal(self._existing_budget(conn, key), eps, dlt))
             conn.execute(
                 spends_table.insert().values(
                     id=spend_id,

@@ -11,7 +11,7 @@ user's entire history**. Each one follows the same recipe:
    checked by brute force in ``tests/privacy/test_mechanisms.py``).
 3. *Release* ``f(X) + N(0, σ² I)`` with ``σ = m · Δ``, where the noise multiplier ``m`` is the
    smallest that makes one Gaussian release (ε, δ)-DP exactly
-   (:func:`~privrank.privacy.accounting.calibrate_gaussian_noise`, Balle & Wang 2018). δ is the
+   (:func:`~privrank.privacy.calibration.gaussian_multiplier`, Balle & Wang 2018). δ is the
    spec's, resolved to ``1 / (10 · n_users)`` by default.
 4. *Post-process.* Everything a model computes from the noisy statistic alone (clipping, a
    projection onto the PSD cone, regularisation, a matrix inverse, a top-k) is post-processing
@@ -45,23 +45,28 @@ users: a user's scores depend on the others only through the released noisy stat
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import functools
 import math
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from privrank.errors import ConfigError
-from privrank.privacy.spec import PrivacySpec
+from privrank.privacy.calibration import ANALYTIC, Release, gaussian_multiplier
+from privrank.privacy.mechanism import (
+    Mechanism,
+    PrivacyGuarantee,
+    compose_guarantee,
+    current_noise_scale,
+    register_mechanism,
+)
+from privrank.privacy.spec import AccountantKind, PrivacySpec
 
 __all__ = [
     "GaussianMechanism",
     "PrivacyGuarantee",
+    "binary_matrix",
+    "check_contribution_bound",
     "gram_sensitivity",
     "item_count_sensitivity",
     "private_gram",
@@ -70,29 +75,11 @@ __all__ = [
     "symmetric_gaussian_noise",
 ]
 
-#: Test-only scale of every mechanism's noise (1 = calibrated). Reachable only through
-#: :func:`_noise_scale_for_testing`, never from a :class:`PrivacySpec`.
-_NOISE_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar(
-    "privrank_noise_scale", default=1.0
-)
+# The test-only noise switch, where the CLI's audit command and the tests look for it.
+from privrank.privacy.mechanism import _noise_scale_for_testing as _noise_scale_for_testing
 
-
-@contextlib.contextmanager
-def _noise_scale_for_testing(scale: float) -> Iterator[None]:
-    """Scale the noise of every mechanism run inside the block (tests and audits only).
-
-    ``scale=0`` disables the noise (to check that a private fit without noise equals the
-    non-private one); ``0 < scale < 1`` is a deliberately broken mechanism (for the empirical
-    audit). The guarantee then records ``noise_scale_for_testing`` and describes itself as not
-    private. This is not part of the public API.
-    """
-    if not (isinstance(scale, int | float) and math.isfinite(scale) and scale >= 0):
-        raise ConfigError(f"noise scale must be a finite number ≥ 0. Got {scale!r}")
-    token = _NOISE_SCALE.set(float(scale))
-    try:
-        yield
-    finally:
-        _NOISE_SCALE.reset(token)
+#: How the ε of one Gaussian release calibrated by :class:`GaussianMechanism` is computed.
+ONE_RELEASE = "one Gaussian release, ε exact by the analytic Gaussian mechanism (Balle & Wang 2018)"
 
 
 # -------------------------------------------------------------------- sensitivities
@@ -115,163 +102,27 @@ def _bound_value(bound: int) -> int:
     return int(bound)
 
 
-# -------------------------------------------------------------------- the guarantee
-@dataclass(frozen=True)
-class PrivacyGuarantee:
-    """What a private fit guarantees, recorded in the model and its saved artifact.
-
-    Attributes:
-        mechanism: Which mechanism released the statistic (e.g. ``"gaussian-gram"``).
-        statistic: The released sufficient statistic, in words.
-        epsilon: ε of the whole fit (all releases composed).
-        delta: δ of the whole fit.
-        unit: The unit of privacy: always ``"user"`` (add/remove one user's entire history).
-        contribution_bound: ``c``, the cap on rows (hence distinct items) per user.
-        selection: How a capped user's rows were chosen (``most_recent`` or ``uniform``).
-        sensitivity: L2 sensitivity Δ of the released statistic to one user.
-        noise_multiplier: ``m = σ / Δ``.
-        noise_std: ``σ`` of the Gaussian noise on every released coordinate.
-        releases: Number of Gaussian releases composed (1 for every mechanism here).
-        accounting: How ε was computed from ``m`` and δ.
-        accountant: The spec's accountant (``pld`` or ``rdp``).
-        accountant_epsilon: ε of the same release as that accountant bounds it (cross-check;
-            never below the exact ε up to its discretisation).
-        n_users: Users in the training vocabulary (δ's default is ``1 / (10 · n_users)``).
-        noise_scale_for_testing: 1 for a real release; anything else means the noise was
-            deliberately scaled by a test or an audit and the claim does not hold.
-
-    DP-SGD fits (:mod:`privrank.privacy.dpsgd`) fill the optional fields below as well; for them
-    ``sensitivity`` is the clipping norm C (one user moves a step's summed gradient by at most
-    C), ``noise_multiplier`` is σ/C of every step and ``noise_std`` is σ on the summed
-    gradient; ``contribution_bound`` may be ``None`` when no cap on rows was applied.
-
-    Attributes:
-        sampling_rate: q, the Poisson probability that a user is in a step's batch.
-        steps: T, the number of noisy gradient steps composed.
-        epochs: Passes over the users (``T = epochs · steps_per_epoch``).
-        expected_batch_size: ``q · n_users``, the divisor of the noisy gradient sum.
-        clipping_norm: C, the bound on each user's gradient norm in a step.
-        released: What the fit releases (e.g. "the item factors and biases").
-        extra_release: A further Gaussian release composed into the same guarantee (e.g. the
-            noisy item counts used for cold start), in words.
-        extra_noise_multiplier: σ/Δ of that release.
-        pld_epsilon: ε of the whole composition by the PLD accountant.
-        rdp_epsilon: ε of the same composition by the RDP accountant (≥ ``pld_epsilon`` up to
-            discretisation; a cross-check).
-    """
-
-    mechanism: str
-    statistic: str
-    epsilon: float
-    delta: float
-    contribution_bound: int | None
-    selection: str
-    sensitivity: float
-    noise_multiplier: float
-    noise_std: float
-    releases: int
-    accounting: str
-    accountant: str
-    accountant_epsilon: float
-    n_users: int
-    unit: str = "user"
-    noise_scale_for_testing: float = 1.0
-    sampling_rate: float | None = None
-    steps: int | None = None
-    epochs: int | None = None
-    expected_batch_size: float | None = None
-    clipping_norm: float | None = None
-    released: str | None = None
-    extra_release: str | None = None
-    extra_noise_multiplier: float | None = None
-    pld_epsilon: float | None = None
-    rdp_epsilon: float | None = None
-
-    @property
-    def is_dpsgd(self) -> bool:
-        """Whether the guarantee is of a DP-SGD fit (many subsampled noisy steps)."""
-        return self.steps is not None
-
-    @property
-    def is_private(self) -> bool:
-        """Whether the noise was the calibrated one (not scaled by a test or an audit)."""
-        return self.noise_scale_for_testing == 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (what the artifact's header stores)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PrivacyGuarantee:
-        """Rebuild from :meth:`to_dict`.
-
-        Raises:
-            ValueError: Missing or unknown fields.
-        """
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ValueError(f"malformed privacy guarantee {data!r}: {exc}") from exc
-
-    def describe(self) -> str:
-        """The guarantee in plain words."""
-        head = (
-            f"user-level (ε={self.epsilon:g}, δ={self.delta:.3g})-differential privacy: adding "
-            f"or removing one user's entire history changes the probability of any output by at "
-            f"most a factor e^{self.epsilon:g} plus {self.delta:.3g}."
-        )
-        bound = (
-            "no cap on interactions per user"
-            if self.contribution_bound is None
-            else f"at most {self.contribution_bound} interactions per user ({self.selection})"
-        )
-        if self.is_dpsgd:
-            text = (
-                f"{head} Mechanism: DP-SGD with one user as one example: {self.steps} steps "
-                f"({self.epochs} epochs), each user sampled into a step with probability "
-                f"{self.sampling_rate:.4g} (Poisson; expected batch {self.expected_batch_size:g} "
-                f"users), each user's gradient clipped to L2 norm {self.clipping_norm:g}, "
-                f"Gaussian noise with multiplier {self.noise_multiplier:.4g} (sigma = "
-                f"{self.noise_std:.4g} on the summed gradient) on {self.statistic}; {bound}. "
-                f"Released: {self.released}."
-            )
-            if self.extra_release is not None:
-                text += (
-                    f" Also released: {self.extra_release} (Gaussian, noise multiplier "
-                    f"{self.extra_noise_multiplier:.4g})."
-                )
-            text += f" {self.accounting}"
-        else:
-            text = (
-                f"{head} Mechanism: Gaussian noise (sigma = {self.noise_std:.4g}, noise "
-                f"multiplier {self.noise_multiplier:.4g}) on {self.statistic}, L2 sensitivity "
-                f"{self.sensitivity:.4g} with {bound}; {self.accounting}"
-            )
-        if not self.is_private:
-            text = (
-                f"NOT PRIVATE: the noise was scaled by {self.noise_scale_for_testing:g} for "
-                f"testing, so this claim does not hold: {text}"
-            )
-        return text
-
-
 # -------------------------------------------------------------------- the Gaussian mechanism
-class GaussianMechanism:
+@register_mechanism("gaussian")
+class GaussianMechanism(Mechanism[np.ndarray, np.random.Generator]):
     """The Gaussian mechanism for one statistic, calibrated to a user-level spec.
 
     Releases ``f(X) + N(0, σ² I)`` with ``σ = m · Δ``: Δ is the statistic's L2 sensitivity to
     adding or removing one user's entire history (after contribution bounding) and ``m`` the
     smallest noise multiplier for which one release is (ε, δ)-DP, by the exact analytic
     condition of Balle & Wang (2018, Thm. 8)
-    (:func:`~privrank.privacy.accounting.calibrate_gaussian_noise`). Noise is drawn from the
-    spec's own generator (:meth:`PrivacySpec.noise_generator`).
+    (:func:`~privrank.privacy.calibration.gaussian_multiplier`); the spec's accountant
+    cross-checks it in the guarantee. Noise is drawn from the generator the caller passes (the
+    spec's own, :meth:`PrivacySpec.noise_generator`).
 
     Args:
         spec: A resolved spec (δ set).
         sensitivity: Δ (> 0).
-        mechanism: Short name recorded in the guarantee.
+        mechanism: Short name recorded in the guarantee (e.g. ``gaussian-item-counts``).
         statistic: The statistic, in words.
         n_users: Users in the training vocabulary (recorded).
+        noise_multiplier: A multiplier set by the caller (e.g. one share of a split budget);
+            ``None``: calibrated to the spec's (ε, δ) for this release alone.
     """
 
     def __init__(
@@ -282,6 +133,7 @@ class GaussianMechanism:
         mechanism: str,
         statistic: str,
         n_users: int,
+        noise_multiplier: float | None = None,
     ) -> None:
         if not isinstance(spec, PrivacySpec):
             raise ConfigError(f"{mechanism} needs a PrivacySpec. Got {type(spec).__name__}")
@@ -289,38 +141,54 @@ class GaussianMechanism:
             raise ConfigError(f"{mechanism}: sensitivity must be finite and > 0: {sensitivity!r}")
         delta = spec.require_delta()
         self.spec = spec
+        self.label = mechanism
+        self.statistic = statistic
+        self.n_users = int(n_users)
         self.sensitivity = float(sensitivity)
-        self.noise_multiplier = _calibrated_multiplier(float(spec.epsilon), float(delta))
-        self.noise_scale = _NOISE_SCALE.get()
-        self.noise_std = self.noise_multiplier * self.sensitivity
-        accountant_epsilon = _accountant_epsilon(spec.accountant, self.noise_multiplier, delta)
-        self.guarantee = PrivacyGuarantee(
-            mechanism=mechanism,
-            statistic=statistic,
-            epsilon=float(spec.epsilon),
-            delta=float(delta),
-            contribution_bound=int(spec.require_contribution_bound(mechanism)),
-            selection=spec.selection,
-            sensitivity=self.sensitivity,
-            noise_multiplier=float(self.noise_multiplier),
-            noise_std=float(self.noise_std),
-            releases=1,
-            accounting=(
-                "one Gaussian release, ε exact by the analytic Gaussian mechanism "
-                "(Balle & Wang 2018)"
-            ),
-            accountant=spec.accountant,
-            accountant_epsilon=float(accountant_epsilon),
-            n_users=int(n_users),
-            noise_scale_for_testing=self.noise_scale,
+        self.noise_scale = current_noise_scale()
+        self.noise_multiplier = (
+            self.calibrate(float(spec.epsilon), float(delta), spec.accountant)
+            if noise_multiplier is None
+            else float(noise_multiplier)
+        )
+
+    def calibrate(self, epsilon: float, delta: float, accountant: AccountantKind) -> float:
+        """The exact multiplier of one release (analytic; ``accountant`` only cross-checks)."""
+        return gaussian_multiplier(float(epsilon), float(delta))
+
+    def add_noise(self, statistic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``statistic + N(0, σ²)`` entry by entry (float64)."""
+        noisy: np.ndarray = np.asarray(statistic, dtype=np.float64) + self.vector_noise(
+            statistic.shape, rng
+        )
+        return noisy
+
+    def releases(self) -> tuple[Release, ...]:
+        """One Gaussian release of the statistic."""
+        return (Release("gaussian", self.statistic, self.sensitivity, self.noise_multiplier),)
+
+    def describe(self) -> str:
+        """The mechanism in plain words."""
+        return (
+            f"the Gaussian mechanism on {self.statistic}: L2 sensitivity "
+            f"{self.sensitivity:.4g} to one user, Gaussian noise with sigma = noise multiplier "
+            f"{self.noise_multiplier:.4g} times the sensitivity = {self.noise_std:.4g}"
         )
 
     @property
-    def applied_std(self) -> float:
-        """The standard deviation actually drawn (``noise_std`` unless a test scaled it)."""
-        return self.noise_std * self.noise_scale
+    def guarantee(self) -> PrivacyGuarantee:
+        """The guarantee of this one release (ε exact, the spec's accountant as cross-check)."""
+        return compose_guarantee(
+            self.releases(),
+            self.spec,
+            mechanism=self.label,
+            calibration=ANALYTIC,
+            accounting=ONE_RELEASE,
+            n_users=self.n_users,
+            noise_scale=self.noise_scale,
+        )
 
-    def vector_noise(self, size: int, rng: np.random.Generator) -> np.ndarray:
+    def vector_noise(self, size: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         """``size`` i.i.d. ``N(0, σ²)`` draws (float64)."""
         return rng.standard_normal(size) * self.applied_std
 
@@ -328,30 +196,6 @@ class GaussianMechanism:
         """An ``n × n`` symmetric matrix whose upper triangle (diagonal included) is i.i.d.
         ``N(0, σ²)``, mirrored below (float64)."""
         return symmetric_gaussian_noise(n, self.applied_std, rng)
-
-
-@functools.lru_cache(maxsize=256)
-def _calibrated_multiplier(epsilon: float, delta: float) -> float:
-    from privrank.privacy.accounting import calibrate_gaussian_noise
-
-    return calibrate_gaussian_noise(epsilon, delta)
-
-
-@functools.lru_cache(maxsize=256)
-def _accountant_epsilon(kind: str, noise_multiplier: float, delta: float) -> float:
-    from privrank.privacy.accounting import Accountant, gaussian_event
-
-    return Accountant(kind).compose(gaussian_event(noise_multiplier)).epsilon(delta)
-
-
-@functools.lru_cache(maxsize=256)
-def _composed_accountant_epsilon(kind: str, multipliers: tuple[float, ...], delta: float) -> float:
-    from privrank.privacy.accounting import Accountant, gaussian_event
-
-    accountant = Accountant(kind)
-    for multiplier in multipliers:
-        accountant.compose(gaussian_event(multiplier))
-    return accountant.epsilon(delta)
 
 
 def symmetric_gaussian_noise(n: int, std: float, rng: np.random.Generator) -> np.ndarray:
@@ -371,7 +215,12 @@ def symmetric_gaussian_noise(n: int, std: float, rng: np.random.Generator) -> np
 
 
 # -------------------------------------------------------------------- statistics
-def _binary(matrix: sp.spmatrix, owner: str) -> sp.csr_matrix:
+def binary_matrix(matrix: Any, owner: str) -> sp.csr_matrix:
+    """``matrix`` as a float64 CSR matrix of 0/1 entries (duplicates summed).
+
+    Raises:
+        ConfigError: An entry other than 1 (``owner`` is named in the message).
+    """
     csr = sp.csr_matrix(matrix, dtype=np.float64)
     csr.sum_duplicates()
     if csr.nnz and not np.all(csr.data == 1.0):
@@ -379,7 +228,12 @@ def _binary(matrix: sp.spmatrix, owner: str) -> sp.csr_matrix:
     return csr
 
 
-def _check_bound(csr: sp.csr_matrix, bound: int, owner: str) -> None:
+def check_contribution_bound(csr: sp.csr_matrix, bound: int, owner: str) -> None:
+    """Refuse a matrix with a user (row) over the contribution bound.
+
+    Raises:
+        ConfigError: A row has more than ``bound`` entries.
+    """
     largest = int(np.diff(csr.indptr).max(initial=0))
     if largest > bound:
         raise ConfigError(
@@ -415,8 +269,8 @@ def private_item_counts(
     """
     owner = "DP item counts"
     bound = spec.require_contribution_bound(owner)
-    csr = _binary(matrix, owner)
-    _check_bound(csr, bound, owner)
+    csr = binary_matrix(matrix, owner)
+    check_contribution_bound(csr, bound, owner)
     mechanism = GaussianMechanism(
         spec,
         item_count_sensitivity(bound),
@@ -458,8 +312,8 @@ def private_gram(matrix: sp.spmatrix, spec: PrivacySpec) -> tuple[np.ndarray, Pr
     """
     owner = "DP Gram matrix"
     bound = spec.require_contribution_bound(owner)
-    csr = _binary(matrix, owner)
-    _check_bound(csr, bound, owner)
+    csr = binary_matrix(matrix, owner)
+    check_contribution_bound(csr, bound, owner)
     mechanism = GaussianMechanism(
         spec,
         gram_sensitivity(bound),
@@ -502,4 +356,5 @@ def spectral_denoise(gram: np.ndarray, noise_std: float, threshold: float) -> np
     tau = threshold * 2.0 * float(noise_std) * math.sqrt(n)
     shrunk = np.maximum(values - tau, 0.0)
     out = (vectors * shrunk) @ vectors.T
-    return (out + out.T) / 2.0
+    symmetric: np.ndarray = (out + out.T) / 2.0
+    return symmetric

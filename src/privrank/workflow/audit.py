@@ -279,7 +279,8 @@ def _percentiles(values: np.ndarray, owner: np.ndarray) -> np.ndarray:
     own_less = (block[:, None, :] < block[:, :, None]).sum(axis=2).ravel()
     own_equal = (block[:, None, :] == block[:, :, None]).sum(axis=2).ravel()
     others = values.size - k
-    return ((less - own_less) + 0.5 * (equal - own_equal)) / others
+    ranks: np.ndarray = ((less - own_less) + 0.5 * (equal - own_equal)) / others
+    return ranks
 
 
 def canary_scores(model: Any, design: CanaryDesign, *, holdouts: int = 4) -> np.ndarray:
@@ -324,7 +325,8 @@ def canary_scores(model: Any, design: CanaryDesign, *, holdouts: int = 4) -> np.
             equal = (scores == target).sum(axis=1) - (own == target).sum(axis=1)
             completion[rows] = (less + 0.5 * equal) / (m * k - k)
         channels.append(completion.reshape(m, h))
-    return np.concatenate(channels, axis=1).mean(axis=1)
+    mean: np.ndarray = np.concatenate(channels, axis=1).mean(axis=1)
+    return mean
 
 
 # -------------------------------------------------------------------- guesses and the bound
@@ -553,6 +555,8 @@ def audit_model(
         no_ledger=no_ledger,
     ) as fitted:
         guarantee = recommender.privacy_guarantee_
+        if guarantee is None:
+            raise ConfigError(f"audit: {recommender.name} recorded no privacy guarantee")
         scores = canary_scores(recommender, design)
         guesses, correct, bound, ceiling = guess_and_bound(
             scores, design.included, guarantee.delta, beta=beta, fractions=fractions, seed=seed
