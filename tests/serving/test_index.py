@@ -205,3 +205,20 @@ def test_api_answers_through_an_ivf_index_and_readyz_reports_it(make_client, ial
     )
     expected = model.recommend_for_users(["u3"], 5)
     assert [i["item_id"] for i in body.json()["items"]] == list(expected.item_ids[0])
+
+
+def test_a_model_that_does_not_declare_factors_is_not_indexed(train) -> None:
+    """Attributes that look like factors are not a declaration: no probing."""
+    model = create_model("most-popular", {}).fit(train)
+    rng = np.random.default_rng(0)
+    model.user_factors_ = rng.normal(size=(model.n_users_, 4)).astype(np.float32)
+    model.item_factors_ = rng.normal(size=(model.n_items_, 4)).astype(np.float32)
+    model.fold_in = lambda query: np.zeros((len(query), 4), dtype=np.float32)
+    assert not is_factor_model(model)
+    assert FactorIndex.build(model, kind="exact") is None
+
+
+def test_declared_factor_models_are_indexed(ials, bpr) -> None:
+    for model in (ials[0], bpr):
+        assert is_factor_model(model)
+        assert FactorIndex.build(model, kind="exact") is not None

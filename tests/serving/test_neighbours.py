@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from privrank.data.synthetic import SyntheticConfig, generate
 from privrank.models import FitOptions, Query, create_model
 from privrank.serving.errors import IndexQualityError
-from privrank.serving.neighbours import NeighbourIndex, prune_rows
+from privrank.serving.neighbours import NeighbourIndex, item_item_matrix, prune_rows
 
 from ._util import CLUSTER_A, auth
 
@@ -150,3 +150,17 @@ def test_api_answers_itemknn_through_the_neighbour_matrix(
     assert dense.app.state.serving.store.current.neighbours is None
     pruned = make_client(model_dir=tmp_path / "knn", neighbours=2, index_recall_floor=0.0)
     assert pruned.get("/readyz").json()["neighbours"]["k"] == 2
+
+
+def test_a_model_that_does_not_declare_an_item_item_matrix_gets_none(data) -> None:
+    """A square matrix under a familiar attribute name is not a declaration: no probing."""
+    model = create_model("most-popular", {}).fit(data)
+    model.similarity_ = sp.identity(model.n_items_, dtype=np.float32, format="csr")
+    model.weights_ = np.eye(model.n_items_, dtype=np.float32)
+    assert item_item_matrix(model) is None
+    assert NeighbourIndex.build(model) is None
+
+
+def test_declared_item_item_models_give_their_matrix(itemknn, ease) -> None:
+    assert item_item_matrix(itemknn) is itemknn.similarity_
+    assert item_item_matrix(ease) is ease.weights_

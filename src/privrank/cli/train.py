@@ -204,7 +204,7 @@ def train_command(
     spec = _privacy_spec(
         epsilon, delta, max_per_user, selection, noise_seed, clipping_norm, accountant
     )
-    if spec is not None and not getattr(recommender, "supports_privacy", False):
+    if spec is not None and not recommender.supports_privacy:
         raise ConfigError(
             f"{model} has no differentially private training yet; private models: "
             f"{', '.join(_private_models())}"
@@ -283,7 +283,7 @@ def train_command(
 def _private_models() -> list[str]:
     from privrank.models import model_class, model_names
 
-    return [name for name in model_names() if getattr(model_class(name), "supports_privacy", 0)]
+    return [name for name in model_names() if model_class(name).supports_privacy]
 
 
 def _privacy_spec(

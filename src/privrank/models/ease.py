@@ -18,6 +18,7 @@ from privrank.models.base import (
     Recommender,
     register,
 )
+from privrank.models.capabilities import ItemItemModel
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["EASE", "EASEConfig", "EASEPrivateConfig", "ease_weights", "ease_weights_from_gram"]
@@ -63,7 +64,7 @@ class EASEConfig(ModelConfig):
 
 
 @register("ease")
-class EASE(Recommender):
+class EASE(Recommender, ItemItemModel):
     r"""Embarrassingly Shallow Autoencoder (Steck, "Embarrassingly Shallow Autoencoders for
     Sparse Data", WWW 2019).
 
@@ -118,7 +119,10 @@ class EASE(Recommender):
     usual in the DP-recommender literature.
 
     Attributes:
-        weights_: :math:`B`, ``n_items × n_items`` in ``dtype``.
+        weights_: :math:`B`, ``n_items × n_items`` in ``dtype`` (a private fit on a block of
+            items: ``len(items_) × len(items_)``).
+        items_: The item codes of a private fit's block, ``None`` for the whole catalogue.
+        prior_: A private fit's popularity prior added to the scores, or ``None``.
         privacy_guarantee_: The guarantee of a private fit (``None`` otherwise).
     """
 
@@ -129,6 +133,7 @@ class EASE(Recommender):
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         self.weights_ = ease_weights(matrix, self.config.regularization, self.config.dtype)
+        self.items_ = self.prior_ = None
         self._report(1, 1)
 
     def _fit_private(
@@ -160,22 +165,27 @@ class EASE(Recommender):
 
     def _score_histories(self, histories: Query) -> np.ndarray:
         rows = histories.to_csr(self.n_items_, dtype=self.weights_.dtype)
-        items = getattr(self, "items_", None)
+        items = self.items_
         if items is None:
             scores = np.asarray(rows @ self.weights_, dtype=np.float32)
         else:
             scores = np.zeros((rows.shape[0], self.n_items_), dtype=np.float32)
             scores[:, items] = rows[:, items] @ self.weights_
-        prior = getattr(self, "prior_", None)
-        if prior is not None:
-            scores += prior
+        if self.prior_ is not None:
+            scores += self.prior_
         return scores
+
+    def item_item_weights(self) -> np.ndarray | None:
+        """:math:`B`; ``None`` for a private fit on a block of items or with a prior."""
+        if self.items_ is not None or self.prior_ is not None:
+            return None
+        return self.weights_
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {"weights": self.weights_}
-        if getattr(self, "items_", None) is not None:
+        if self.items_ is not None:
             state["items"] = self.items_
-        if getattr(self, "prior_", None) is not None:
+        if self.prior_ is not None:
             state["prior"] = self.prior_
         return state
 

@@ -10,6 +10,7 @@ from privrank.data.interactions import Interactions
 from privrank.models._private import PrivateGramConfig, private_gram_fit
 from privrank.models._ranking import top_k
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.capabilities import ItemItemModel
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = [
@@ -58,7 +59,7 @@ class ItemKNNConfig(ModelConfig):
 
 
 @register("itemknn")
-class ItemKNN(Recommender):
+class ItemKNN(Recommender, ItemItemModel):
     r"""Item-based collaborative filtering with a sparse, pruned, shrunk cosine similarity.
 
     With :math:`X \in \{0,1\}^{|U|\times|I|}` the training matrix and :math:`x_i` its column
@@ -96,6 +97,7 @@ class ItemKNN(Recommender):
 
     Attributes:
         similarity_: :math:`S` as an ``n_items × n_items`` CSR matrix (float32).
+        prior_: A private fit's popularity prior added to the scores, or ``None``.
         privacy_guarantee_: The guarantee of a private fit (``None`` otherwise).
     """
 
@@ -105,6 +107,7 @@ class ItemKNN(Recommender):
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         self.similarity_ = pruned_cosine(matrix, self.config.neighbors, self.config.shrinkage)
+        self.prior_ = None
         self._report(1, 1)
 
     def _fit_private(
@@ -136,15 +139,18 @@ class ItemKNN(Recommender):
     def _score_histories(self, histories: Query) -> np.ndarray:
         product = histories.to_csr(self.n_items_) @ self.similarity_
         scores = product.toarray()
-        prior = getattr(self, "prior_", None)
-        if prior is not None:
-            scores += prior
+        if self.prior_ is not None:
+            scores += self.prior_
         return scores
+
+    def item_item_weights(self) -> sp.csr_matrix | None:
+        """:math:`S`; ``None`` for a private fit with a popularity prior."""
+        return self.similarity_ if self.prior_ is None else None
 
     def _state(self) -> dict[str, np.ndarray]:
         s = self.similarity_
         state = {"indptr": s.indptr, "indices": s.indices, "data": s.data}
-        if getattr(self, "prior_", None) is not None:
+        if self.prior_ is not None:
             state["prior"] = self.prior_
         return state
 

@@ -1,9 +1,10 @@
 """FAISS retrieval for factor models: top-k by inner product without scoring every item.
 
-A *factor model* scores ``s(u, i) = w_u · h_i (+ b_i)`` (iALS, BPR, ...: it has
-``user_factors_`` and ``item_factors_``, optionally ``item_bias_``, and folds histories in with
-``fold_in``). A bias is folded into the vectors as one extra dimension (``[w, 1] · [h, b]``), so
-the index answers exactly the model's scores.
+A *factor model* (:class:`~privrank.models.capabilities.FactorModel`: iALS, BPR) scores
+``s(q, i) = v_q · h_i (+ b_i)`` with its query vectors (``user_vectors``: known users' factors,
+or histories folded in), item vectors (``item_vectors``) and optional item biases
+(``item_biases``). A bias is folded into the vectors as one extra dimension
+(``[v, 1] · [h, b]``), so the index answers exactly the model's scores.
 
 Kinds (``--index``):
 
@@ -59,6 +60,7 @@ import numpy as np
 from privrank.errors import ConfigError
 from privrank.models import Query
 from privrank.models.base import top_k
+from privrank.models.capabilities import FactorModel
 from privrank.serving.errors import IndexQualityError
 from privrank.serving.settings import AUTO_EXACT_THRESHOLD, DEFAULT_RECALL_FLOOR
 
@@ -81,12 +83,9 @@ _HNSW_WIDEST = 16  # efSearch may grow to this multiple of its start (at most 40
 
 
 def is_factor_model(model: Any) -> bool:
-    """Whether ``model`` scores by inner products of user and item factors."""
-    return (
-        getattr(model, "user_factors_", None) is not None
-        and getattr(model, "item_factors_", None) is not None
-        and callable(getattr(model, "fold_in", None))
-    )
+    """Whether ``model`` declares that it scores by inner products of user and item factors
+    (:class:`~privrank.models.capabilities.FactorModel`)."""
+    return isinstance(model, FactorModel)
 
 
 def ivf_parameters(n_items: int) -> tuple[int, int]:
@@ -207,11 +206,11 @@ class FactorIndex:
                 type(model).__name__,
             )
             return None
-        has_bias = getattr(model, "item_bias_", None) is not None
-        users = np.asarray(model.user_factors_, dtype=np.float32)
+        has_bias = model.item_biases() is not None
+        n_users = int(model.n_users_)
         rng = np.random.default_rng(seed)
-        rows = rng.choice(users.shape[0], size=min(recall_queries, users.shape[0]), replace=False)
-        sample = np.ascontiguousarray(users[np.sort(rows)])
+        rows = rng.choice(n_users, size=min(recall_queries, n_users), replace=False)
+        sample = _user_vectors(model, Query.users(np.sort(rows)))
         if has_bias:
             sample = np.hstack([sample, np.ones((sample.shape[0], 1), dtype=np.float32)])
         built = cls.from_vectors(
@@ -391,13 +390,9 @@ class FactorIndex:
         ones = np.ones((vectors.shape[0], 1), dtype=np.float32)
         return np.ascontiguousarray(np.hstack([vectors, ones]))
 
-    def query_vectors(self, model: Any, query: Query) -> np.ndarray:
+    def query_vectors(self, model: FactorModel, query: Query) -> np.ndarray:
         """The query vectors of known users (their factors) or histories (folded in)."""
-        if query.is_users:
-            vectors = np.asarray(model.user_factors_)[query.user_codes]
-        else:
-            vectors = model.fold_in(query)
-        return self._with_bias(np.ascontiguousarray(vectors, dtype=np.float32))
+        return self._with_bias(_user_vectors(model, query))
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item codes and scores per query vector (``-1`` pads missing results)."""
@@ -411,13 +406,17 @@ class FactorIndex:
         return codes.astype(np.int64), scores
 
 
-def _agrees_with_model(model: Any, items: np.ndarray, sample: int = 8) -> bool:
+def _user_vectors(model: FactorModel, query: Query) -> np.ndarray:
+    return np.ascontiguousarray(model.user_vectors(query), dtype=np.float32)
+
+
+def _agrees_with_model(model: FactorModel, items: np.ndarray, sample: int = 8) -> bool:
     """Whether inner products of the vectors reproduce the model's own scores."""
     lengths = np.diff(np.asarray(model.history_indptr_))
     users = np.flatnonzero(lengths > 0)[:sample]
     if users.size == 0:
         return True
-    vectors = np.asarray(model.user_factors_, dtype=np.float32)[users]
+    vectors = _user_vectors(model, Query.users(users))
     if items.shape[1] == vectors.shape[1] + 1:
         vectors = np.hstack([vectors, np.ones((users.size, 1), dtype=np.float32)])
     if vectors.shape[1] != items.shape[1]:
@@ -434,9 +433,9 @@ def _euclidean_transform(items: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.hstack([items, extra[:, None]]), dtype=np.float32)
 
 
-def _item_vectors(model: Any) -> np.ndarray:
-    items = np.asarray(model.item_factors_, dtype=np.float32)
-    bias = getattr(model, "item_bias_", None)
+def _item_vectors(model: FactorModel) -> np.ndarray:
+    items = np.asarray(model.item_vectors(), dtype=np.float32)
+    bias = model.item_biases()
     if bias is not None:
         items = np.hstack([items, np.asarray(bias, dtype=np.float32).reshape(-1, 1)])
     return np.ascontiguousarray(items)

@@ -1,7 +1,8 @@
 r"""Sparse top-k neighbour matrices for item-item models (ItemKNN, EASE) at serving time.
 
-An *item-item model* scores a history :math:`x \in \{0,1\}^{|I|}` (a known user's training
-history or an ad-hoc one) by :math:`\hat y = x W` with an item × item matrix :math:`W`
+An *item-item model* (:class:`~privrank.models.capabilities.ItemItemModel`) scores a history
+:math:`x \in \{0,1\}^{|I|}` (a known user's training history or an ad-hoc one) by
+:math:`\hat y = x W` with the item × item matrix :math:`W` of its ``item_item_weights()``
 (ItemKNN: the sparse pruned cosine ``similarity_``; EASE: the dense ``weights_``).
 
 At load the server keeps, for every source item :math:`i` (row of :math:`W`), only its ``k``
@@ -40,6 +41,7 @@ import scipy.sparse as sp
 from privrank.errors import ConfigError
 from privrank.models import Query
 from privrank.models.base import top_k
+from privrank.models.capabilities import ItemItemModel
 from privrank.serving.errors import IndexQualityError
 
 __all__ = ["NeighbourIndex", "NeighbourReport", "item_item_matrix", "prune_rows"]
@@ -50,14 +52,12 @@ _BLOCK_ENTRIES = 16 * 1024 * 1024  # dense entries pruned at once (64 MiB of flo
 
 
 def item_item_matrix(model: Any) -> np.ndarray | sp.csr_matrix | None:
-    """The item × item matrix ``W`` an item-item model scores histories with, or ``None``."""
-    n = getattr(model, "n_items_", None)
-    for name in ("similarity_", "weights_"):
-        matrix = getattr(model, name, None)
-        square = getattr(matrix, "shape", None) == (n, n)
-        if square and (sp.issparse(matrix) or isinstance(matrix, np.ndarray)):
-            return matrix
-    return None
+    """The item × item matrix ``W`` an item-item model scores histories with, or ``None`` (a
+    model that does not declare :class:`~privrank.models.capabilities.ItemItemModel`, or a
+    fit that does not score by ``x W`` alone)."""
+    if not isinstance(model, ItemItemModel):
+        return None
+    return model.item_item_weights()
 
 
 def prune_rows(matrix: np.ndarray | sp.spmatrix, k: int | None) -> sp.csr_matrix:

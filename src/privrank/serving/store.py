@@ -94,8 +94,8 @@ class ServedModel:
         """JSON facts about this version: model name, sizes, index, and its differential
         privacy guarantee (``privacy``: ``None`` for a model trained without DP)."""
         record = self.training or {}
-        guarantee = getattr(self.model, "privacy_guarantee_", None)
-        privacy = guarantee.to_dict() if hasattr(guarantee, "to_dict") else record.get("privacy")
+        guarantee = self.model.privacy_guarantee_
+        privacy = record.get("privacy") if guarantee is None else guarantee.to_dict()
         return {
             "version": self.version,
             "model": self.model.name,

@@ -128,7 +128,7 @@ def check_non_finite_detected(factory: ModelFactory, data: Interactions, workdir
 def check_privacy_refused(factory: ModelFactory, data: Interactions, workdir: Path) -> None:
     """A privacy spec the model cannot honour is refused, not ignored."""
     model = factory()
-    if getattr(model, "supports_privacy", False):  # pragma: no cover - DP variants
+    if model.supports_privacy:  # pragma: no cover - DP variants
         return
     options = FitOptions(privacy={"epsilon": 1.0, "delta": 1e-6})
     _expect(ConfigError, lambda: model.fit(data, options), "fit with a privacy spec")

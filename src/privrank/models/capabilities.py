@@ -1,0 +1,62 @@
+r"""Declared capabilities: what a model *is*, beyond the recommender contract.
+
+A model that scores in a shape other code can exploit says so by inheriting one of these small
+interfaces, and exposes what that shape needs through methods. Callers ask
+``isinstance(model, FactorModel)``, never which attributes happen to exist (implicit's own
+``hasattr(model, "+_user_factor")`` typo shows what attribute probing costs):
+
+- :class:`FactorModel`: :math:`s(q, i) = v_q \cdot h_i + b_i` (iALS, BPR). Serving indexes the
+  item vectors with FAISS (:mod:`privrank.serving.index`).
+- :class:`ItemItemModel`: :math:`\hat y = x W` for a history :math:`x` (ItemKNN, EASE). Serving
+  answers from a sparse top-k copy of :math:`W` (:mod:`privrank.serving.neighbours`).
+
+A model declaring neither is scored by :meth:`~privrank.models.Recommender.score` alone.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import scipy.sparse as sp
+
+from privrank.models._query import Query
+
+__all__ = ["FactorModel", "ItemItemModel"]
+
+
+class FactorModel(ABC):
+    r"""A model whose scores are inner products of a query vector and item vectors.
+
+    .. math:: s(q, i) = v_q \cdot h_i + b_i
+
+    with :math:`v_q` a known user's stored factor or an ad-hoc history folded in
+    (:meth:`user_vectors`), :math:`h_i` the item factors (:meth:`item_vectors`) and
+    :math:`b_i` an optional item bias (:meth:`item_biases`). For every query with a non-empty
+    history, ``model.score(query)`` equals ``user_vectors(query) @ item_vectors().T`` plus the
+    biases (up to float32 rounding).
+    """
+
+    @abstractmethod
+    def user_vectors(self, query: Query) -> np.ndarray:
+        """``(len(query), d)`` float32 query vectors: the stored factors of known users (by
+        code), or ad-hoc histories folded in."""
+
+    @abstractmethod
+    def item_vectors(self) -> np.ndarray:
+        """``(n_items, d)`` float32 item factors."""
+
+    def item_biases(self) -> np.ndarray | None:
+        """``(n_items,)`` float32 item biases, or ``None`` when the model has none."""
+        return None
+
+
+class ItemItemModel(ABC):
+    r"""A model that scores a binary history :math:`x \in \{0,1\}^{|I|}` by :math:`\hat y = xW`
+    with an item × item matrix :math:`W` (row: source item, column: target item)."""
+
+    @abstractmethod
+    def item_item_weights(self) -> np.ndarray | sp.csr_matrix | None:
+        """:math:`W`, ``n_items × n_items`` (dense or CSR), or ``None`` when this fit does not
+        score histories by :math:`xW` alone (e.g. a private fit that adds a popularity prior or
+        keeps weights for a block of items only)."""
