@@ -146,9 +146,11 @@ def main(argv: list[str]) -> None:
             flush=True,
         )
 
-    options = FitOptions(seed=args.seed, threads=args.threads, progress=progress)
+    options = FitOptions(
+        seed=args.seed, threads=args.threads, progress=progress, validation=parts.validation
+    )
     fit_started = time.perf_counter()
-    model.fit(parts.train, options, validation=parts.validation)
+    model.fit(parts.train, options)
     fit_s = time.perf_counter() - fit_started
     if args.save is not None:
         model.save(args.save)

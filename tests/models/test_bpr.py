@@ -82,8 +82,7 @@ def test_validation_reports_and_keeps_the_best_epoch():
     reports: list[FitProgress] = []
     model = small_bpr(epochs=12, patience=3).fit(
         parts.train,
-        FitOptions(seed=0, threads=1, progress=reports.append),
-        validation=parts.validation,
+        FitOptions(seed=0, threads=1, progress=reports.append, validation=parts.validation),
     )
     history = model.validation_history_
     assert len(history) == len(reports) and all("ndcg@10" in r.metrics for r in reports)
@@ -105,7 +104,7 @@ def test_validation_reports_and_keeps_the_best_epoch():
 def test_validation_must_share_the_vocabulary():
     other = synthetic_interactions(n_users=20, n_items=10, seed=1)
     with pytest.raises(ConfigError, match="vocabulary"):
-        small_bpr().fit(DATA, validation=other)
+        small_bpr().fit(DATA, FitOptions(validation=other))
 
 
 def test_config_errors_name_the_parameter():

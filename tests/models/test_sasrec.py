@@ -148,8 +148,7 @@ def test_validation_early_stopping_keeps_the_best_weights():
     model = small_sasrec(epochs=15, patience=2, validate_every=2)
     model.fit(
         parts.train,
-        FitOptions(seed=1, threads=1, progress=reports.append),
-        validation=parts.validation,
+        FitOptions(seed=1, threads=1, progress=reports.append, validation=parts.validation),
     )
     history = model.validation_history_
     assert [int(e) for e in history[:, 0]] == [r.epoch for r in reports if r.metrics]

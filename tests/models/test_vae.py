@@ -52,8 +52,7 @@ def test_training_lowers_the_loss_and_validation_keeps_the_best_epoch():
     reports: list[FitProgress] = []
     model = small_vae(epochs=12, patience=3, beta=0.0).fit(
         parts.train,
-        FitOptions(seed=0, threads=1, progress=reports.append),
-        validation=parts.test,
+        FitOptions(seed=0, threads=1, progress=reports.append, validation=parts.test),
     )
     assert model.loss_history_[-1] < model.loss_history_[0]
     history = model.validation_history_

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
+from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.privacy.spec import PrivacySpec
 
@@ -59,6 +60,10 @@ class FitOptions(BaseModel):
         privacy: A :class:`~privrank.privacy.spec.PrivacySpec` (or its dict form). Models that
             cannot honour it raise :class:`~privrank.errors.ConfigError` rather than train
             without it.
+        validation: A validation part (same vocabulary as the training data, disjoint from it).
+            Models that early-stop (BPR, Mult-VAE, SASRec) report its NDCG@10 and HR@10 after
+            each evaluated epoch and stop early on NDCG@10, keeping the best weights; other
+            models ignore it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -67,6 +72,7 @@ class FitOptions(BaseModel):
     threads: int = Field(0, ge=0)
     progress: Callable[[FitProgress], None] | None = None
     privacy: PrivacySpec | None = None
+    validation: Interactions | None = None
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -1,7 +1,7 @@
 """Shared pieces of the iterative (PyTorch) models: validation, early stopping, seeding.
 
 An iterative model can be given a *validation split* at fit time
-(``model.fit(train, options, validation=part)``, an :class:`~privrank.data.Interactions` with
+(``model.fit(train, FitOptions(validation=part))``, an :class:`~privrank.data.Interactions` with
 the training data's vocabulary, e.g. ``split(...).validation``). After each evaluated epoch the
 model ranks **all items** for every validation user, with the user's training items removed, and
 reports NDCG@k and HR@k of the validation items; :class:`EarlyStopping` keeps the weights of the
@@ -22,7 +22,6 @@ import torch
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.models._query import Query
-from privrank.models.base import FitOptions
 
 __all__ = [
     "EarlyStopping",
@@ -185,36 +184,15 @@ class EarlyStopping:
 
 
 class ValidatedFitMixin:
-    """Adds ``validation=`` to :meth:`Recommender.fit` (must precede it in the bases).
+    """Gives a model that early-stops the validation set of its fit (``FitOptions.validation``).
 
-    The validation part is kept for the duration of the fit only, as ``self._validation``
-    (``None`` when not given); the model's ``_fit`` reads it.
+    ``fit`` keeps :meth:`Recommender.fit`'s signature; the model's ``_fit`` calls
+    :meth:`_validation_set`.
     """
 
-    def fit(
-        self,
-        train: Interactions,
-        options: FitOptions | None = None,
-        *,
-        validation: Interactions | None = None,
-    ) -> Self:
-        """Fit as :meth:`Recommender.fit`; with ``validation``, report its NDCG@10 and HR@10
-        after each evaluated epoch and stop early on NDCG@10 (best weights kept)."""
-        self._pending_validation = validation
-        try:
-            return super().fit(train, options)  # type: ignore[misc]
-        finally:
-            self.__dict__.pop("_pending_validation", None)
-            self.__dict__.pop("_validation", None)
-
-    def _clear(self) -> None:
-        pending = self.__dict__.get("_pending_validation")
-        super()._clear()  # type: ignore[misc]
-        self._pending_validation = pending
-
     def _validation_set(self) -> ValidationSet | None:
-        """The validation set of the fit in progress (built from ``validation=``), or ``None``."""
-        pending = self.__dict__.get("_pending_validation")
+        """The validation set of the fit in progress (``FitOptions.validation``), or ``None``."""
+        pending = self._options.validation  # type: ignore[attr-defined]
         if pending is None:
             return None
         return ValidationSet.build(

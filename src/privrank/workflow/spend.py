@@ -38,7 +38,6 @@ from typing import Any
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.models import FitOptions, Recommender
-from privrank.models._torch_training import ValidatedFitMixin
 from privrank.privacy.ledger import Ledger
 
 __all__ = ["Spend", "SpentFit", "fit_and_spend", "fit_model"]
@@ -56,8 +55,8 @@ def fit_model(
     training rows, so callers pass ``None`` then). Spends nothing: private fits go through
     :func:`fit_and_spend`.
     """
-    if validation is not None and len(validation) and isinstance(model, ValidatedFitMixin):
-        return model.fit(train, options, validation=validation)
+    if validation is not None and len(validation):
+        options = options.model_copy(update={"validation": validation})
     return model.fit(train, options)
 
 
