@@ -14,6 +14,7 @@ import privrank.cli.train  # noqa: F401  (register the commands)
 from privrank.cli import main
 from privrank.cli.app import app
 from privrank.data.interactions import DatasetMetadata
+from privrank.errors import ConfigError
 from privrank.models import EASE, FitOptions, MostPopular
 from privrank.privacy.ledger import Ledger
 from privrank.privacy.mechanisms import _noise_scale_for_testing
@@ -37,7 +38,7 @@ def test_private_model_trained_by_the_cli(dataset: Path, tmp_path: Path) -> None
     Ledger().set_budget("tiny", 3.0, 1e-2)
     out = tmp_path / "dp-ease"
     args = ["train", "--data", str(dataset), "--model", "ease", "--out", str(out),
-            "--epsilon", "2", "--max-per-user", "10", "--noise-seed", "1"]  # fmt: skip
+            "--epsilon", "2", "--max-per-user", "10"]  # fmt: skip
     assert runner.invoke(app, args).exit_code == 0
     spend_id = json.loads((out / "training.json").read_text())["privacy"]["spend_id"]
     done = _report(str(out))
@@ -63,6 +64,25 @@ def test_private_model_trained_by_the_cli(dataset: Path, tmp_path: Path) -> None
     facts = json.loads(_report(str(out / "model"), "--json").output)
     assert facts["status"] == "private" and facts["ledger"] is None
     assert "No privacy-budget ledger spend" in facts["statement"]
+
+
+def test_a_fixed_noise_seed_is_recorded_reported_not_private_and_never_released(
+    dataset: Path, tmp_path: Path
+) -> None:
+    Ledger().set_budget("tiny", 3.0, 1e-2)
+    out = tmp_path / "seeded"
+    args = ["train", "--data", str(dataset), "--model", "ease", "--out", str(out),
+            "--epsilon", "2", "--max-per-user", "10", "--noise-seed", "7"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    facts = json.loads(_report(str(out), "--json").output)
+    assert facts["status"] == "not-private-fixed-seed"
+    assert facts["guarantee"]["noise_seed"] == 7
+    text = " ".join(_report(str(out)).output.split())
+    assert "NOT PRIVATE (fixed noise seed)" in text
+    released = runner.invoke(app, ["privacy", "release", str(out), "--out", str(tmp_path / "r")])
+    assert isinstance(released.exception, ConfigError)  # exit 2 through privrank's main
+    assert "fixed noise seed" in str(released.exception)
+    assert not (tmp_path / "r").exists()
 
 
 def test_non_private_model(dataset: Path, tmp_path: Path) -> None:

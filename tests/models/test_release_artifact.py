@@ -16,7 +16,7 @@ from privrank.privacy.mechanisms import _noise_scale_for_testing
 from privrank.privacy.spec import PrivacySpec
 from privrank.testing import synthetic_interactions
 
-SPEC = PrivacySpec(epsilon=4.0, max_interactions_per_user=6, noise_seed=1)
+SPEC = PrivacySpec(epsilon=4.0, max_interactions_per_user=6)  # secure noise: releasable
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_only_a_genuinely_private_fit_can_be_released(tmp_path: Path, data) -> N
 def test_release_of_dp_ials_drops_the_user_factors(tmp_path: Path, data) -> None:
     from privrank.models import IALS
 
-    spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=6, noise_seed=1)
+    spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=6)
     model = IALS().fit(data, FitOptions(privacy=spec))
     model.save(tmp_path / "release", release=True)
     arrays = load_file(tmp_path / "release" / "arrays.safetensors")
@@ -86,7 +86,7 @@ def test_release_of_dp_ials_drops_the_user_factors(tmp_path: Path, data) -> None
 def test_release_of_dp_bpr_drops_the_user_factors(tmp_path: Path, data) -> None:
     from privrank.models import BPR
 
-    spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=6, noise_seed=1)
+    spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=6)
     model = BPR(epochs=2).fit(data, FitOptions(privacy=spec))
     model.save(tmp_path / "release", release=True)
     arrays = load_file(tmp_path / "release" / "arrays.safetensors")

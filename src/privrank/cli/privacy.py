@@ -248,6 +248,15 @@ def privacy_report(directory: str | Path) -> dict[str, Any]:
             f"NOT differentially private: this {name} model was trained without a privacy "
             "guarantee. Everything it learned may reveal individual users' interactions."
         )
+    elif guarantee.noise_scale_for_testing == 1.0 and guarantee.noise_seed is not None:
+        status = "not-private-fixed-seed"
+        statement = (
+            f"NOT PRIVATE (fixed noise seed): the {name} model's noise was drawn from the fixed "
+            f"seed {guarantee.noise_seed} (--noise-seed, for tests), so anyone with the seed can "
+            "subtract it and the claim below does NOT hold. "
+            + guarantee.describe().rstrip(".")
+            + "."
+        )
     elif not guarantee.is_private:
         status = "not-private-testing"
         statement = (
@@ -297,8 +306,9 @@ def report(
         typer.echo(json.dumps(facts, indent=2, ensure_ascii=False))
         return
     console = Console(soft_wrap=True)
-    style = {"private": "green", "not-private": "bold red", "not-private-testing": "bold red"}
-    console.print(f"[{style[facts['status']]}]{facts['statement']}[/]", highlight=False)
+    style = {"private": "green"}
+    color = style.get(facts["status"], "bold red")
+    console.print(f"[{color}]{facts['statement']}[/]", highlight=False)
     guarantee = facts["guarantee"]
     if guarantee is not None:
         table = Table(title="guarantee (from the model's header)")

@@ -537,6 +537,13 @@ class Recommender(ABC):
                 f"this {self.name} model was trained without differential privacy; only a "
                 "private fit (trained with a privacy spec) can be released"
             )
+        if guarantee.noise_seed is not None:
+            raise ConfigError(
+                f"this {self.name} model's noise came from the fixed noise seed "
+                f"{guarantee.noise_seed} (--noise-seed, for testing): anyone with the seed can "
+                "reproduce the noise, so it is not private and cannot be released; retrain "
+                "without a noise seed"
+            )
         if not guarantee.is_private:
             raise ConfigError(
                 f"this {self.name} model's noise was scaled by {guarantee.noise_scale_for_testing}"

@@ -212,6 +212,10 @@ class PrivacyGuarantee:
         unit: The unit of privacy: always ``"user"`` (add/remove one user's entire history).
         noise_scale_for_testing: 1 for a real release; anything else means the noise was
             deliberately scaled by a test or an audit and the claim does not hold.
+        noise_seed: The fixed seed of the noise generator (``PrivacySpec.noise_seed``), or
+            ``None`` for noise from the OS's secure source. A fixed seed makes the noise
+            reproducible by anyone who knows it, so such a fit is for testing only: it is not
+            private (:attr:`is_private` is false) and cannot be released.
     """
 
     mechanism: str
@@ -228,6 +232,7 @@ class PrivacyGuarantee:
     released: str | None = None
     unit: str = "user"
     noise_scale_for_testing: float = 1.0
+    noise_seed: int | None = None
     _main: Release = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -317,8 +322,9 @@ class PrivacyGuarantee:
 
     @property
     def is_private(self) -> bool:
-        """Whether the noise was the calibrated one (not scaled by a test or an audit)."""
-        return self.noise_scale_for_testing == 1.0
+        """Whether the noise was the calibrated one (not scaled by a test or an audit) and drawn
+        from a secure, unrecorded seed (not a fixed ``noise_seed``)."""
+        return self.noise_scale_for_testing == 1.0 and self.noise_seed is None
 
     # -- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -338,6 +344,7 @@ class PrivacyGuarantee:
             "released": self.released,
             "accounting": self.accounting,
             "noise_scale_for_testing": self.noise_scale_for_testing,
+            "noise_seed": self.noise_seed,
         }
 
     @classmethod
@@ -401,10 +408,15 @@ class PrivacyGuarantee:
                 f"{other.sensitivity:.4g}, noise multiplier {other.noise_multiplier:.4g})."
             )
         text += f" Accounting: {self.accounting}"
-        if not self.is_private:
+        if self.noise_scale_for_testing != 1.0:
             text = (
                 f"NOT PRIVATE: the noise was scaled by {self.noise_scale_for_testing:g} for "
                 f"testing, so this claim does not hold: {text}"
+            )
+        elif self.noise_seed is not None:
+            text = (
+                f"NOT PRIVATE (fixed noise seed {self.noise_seed}): the noise can be reproduced "
+                f"from the seed, so this claim does not hold: {text}"
             )
         return text
 
@@ -441,4 +453,5 @@ def compose_guarantee(
         n_users=int(n_users),
         released=released,
         noise_scale_for_testing=current_noise_scale() if noise_scale is None else noise_scale,
+        noise_seed=spec.noise_seed,
     )
