@@ -208,8 +208,10 @@ async def authenticate(request: Request) -> Principal:
     key = state.keys.cached(raw)
     if key is not None:
         return Principal.of_key(key)
+    # A token is taken *before* verification (and given back on success), so bad credentials
+    # arriving together cannot all be verified before the first failure is counted.
     address = _client_address(request)
-    wait = state.failures.wait(address)
+    wait = state.failures.acquire(address)
     if wait > 0:
         raise RateLimitedError("too many failed authentications from this address", wait)
     if raw.startswith(TOKEN_PREFIX):
@@ -218,9 +220,9 @@ async def authenticate(request: Request) -> Principal:
         verified = await run_in_threadpool(state.keys.verify, raw)
         principal = None if verified is None else Principal.of_key(verified)
     if principal is None:
-        state.failures.acquire(address)
         state.failures.forget_full(_MAX_FAILURE_BUCKETS)
         raise AuthenticationError("the credential is unknown, revoked or expired")
+    state.failures.refund(address)
     return principal
 
 

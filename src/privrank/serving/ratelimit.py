@@ -85,6 +85,15 @@ class RateLimiter:
                 if tokens + (now - last) * self.rate < self.burst
             }
 
+    def refund(self, key: str) -> None:
+        """Give back the token :meth:`acquire` took for ``key`` (up to the burst)."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if key in self._buckets:
+                tokens, last = self._buckets[key]
+                self._buckets[key] = (min(float(self.burst), tokens + 1.0), last)
+
     @staticmethod
     def retry_after(wait_s: float) -> str:
         """The ``Retry-After`` header value (whole seconds, at least 1) for a wait."""
