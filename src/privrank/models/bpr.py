@@ -18,6 +18,8 @@ from privrank.models.capabilities import FactorModel
 
 __all__ = ["BPR", "BPRConfig", "BPRPrivateConfig", "bpr_loss", "user_bpr_loss"]
 
+_NEGATIVE_ROUNDS = 64
+
 
 class BPRPrivateConfig(ModelConfig):
     """Settings of a private BPR fit (DP-SGD), the ``private`` block of :class:`BPRConfig`.
@@ -285,10 +287,17 @@ class BPR(ValidatedFitMixin, Recommender, FactorModel):
     def _negatives(
         self, users: np.ndarray, keys: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
-        """One uniform item per row that the row's user has not interacted with."""
+        """One uniform item per row that the row's user has not interacted with.
+
+        Rejection sampling, at most ``_NEGATIVE_ROUNDS`` rounds: a row still unresolved after
+        them belongs to a user who has interacted with (nearly) every item, and keeps its last
+        draw (its pair then carries no ranking signal) instead of looping for ever.
+        """
         negatives = rng.integers(self.n_items_, size=len(users))
         pending = np.arange(len(users))
-        while pending.size:
+        for _ in range(_NEGATIVE_ROUNDS):
+            if not pending.size:
+                break
             candidate = users[pending].astype(np.int64) * self.n_items_ + negatives[pending]
             found = np.searchsorted(keys, candidate)
             seen = (found < len(keys)) & (keys[np.minimum(found, len(keys) - 1)] == candidate)
