@@ -226,7 +226,8 @@ def test_zero_noise_switch_is_test_only_and_recorded():
     assert guarantee.describe().startswith("NOT PRIVATE")
     # Outside the block the calibrated noise is back.
     counts, guarantee = private_item_counts(matrix, spec())
-    assert guarantee.is_private and not np.array_equal(counts, item_counts(matrix))
+    assert guarantee.noise_scale_for_testing == 1.0
+    assert not np.array_equal(counts, item_counts(matrix))
     with pytest.raises(ConfigError), _noise_scale_for_testing(-1.0):
         pass
 
