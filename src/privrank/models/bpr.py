@@ -14,7 +14,7 @@ from torch.nn import functional
 from privrank.data.interactions import Interactions
 from privrank.models._torch_training import EarlyStopping, ValidatedFitMixin, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
-from privrank.models.capabilities import FactorModel
+from privrank.models.capabilities import StoredFactors
 
 __all__ = ["BPR", "BPRConfig", "BPRPrivateConfig", "bpr_loss", "user_bpr_loss"]
 
@@ -99,7 +99,7 @@ def bpr_loss(
 
 
 @register("bpr")
-class BPR(ValidatedFitMixin, Recommender, FactorModel):
+class BPR(ValidatedFitMixin, Recommender, StoredFactors):
     r"""Matrix factorisation learned with Bayesian Personalised Ranking (Rendle, Freudenthaler,
     Gantner and Schmidt-Thieme, UAI 2009), in PyTorch.
 
@@ -311,16 +311,6 @@ class BPR(ValidatedFitMixin, Recommender, FactorModel):
 
     def _score_histories(self, histories: Query) -> np.ndarray:
         return self.fold_in(histories) @ self.item_factors_.T + self.item_bias_
-
-    def user_vectors(self, query: Query) -> np.ndarray:
-        """Known users' factors :math:`w_u`, or histories folded in (:meth:`fold_in`)."""
-        if query.is_users:
-            return self.user_factors_[query.user_codes]
-        return self.fold_in(query)
-
-    def item_vectors(self) -> np.ndarray:
-        """The item factors :math:`H`."""
-        return self.item_factors_
 
     def item_biases(self) -> np.ndarray:
         """The item biases :math:`b`."""

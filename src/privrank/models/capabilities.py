@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from privrank.models._query import Query
 
-__all__ = ["FactorModel", "ItemItemModel"]
+__all__ = ["FactorModel", "ItemItemModel", "StoredFactors"]
 
 
 class FactorModel(ABC):
@@ -49,6 +49,29 @@ class FactorModel(ABC):
     def item_biases(self) -> np.ndarray | None:
         """``(n_items,)`` float32 item biases, or ``None`` when the model has none."""
         return None
+
+
+class StoredFactors(FactorModel):
+    r"""A factor model that keeps its factors as arrays: ``user_factors_`` :math:`W` (one row
+    per training user), ``item_factors_`` :math:`H`, and folds histories in with ``fold_in``
+    (iALS, BPR)."""
+
+    user_factors_: np.ndarray
+    item_factors_: np.ndarray
+
+    @abstractmethod
+    def fold_in(self, query: Query) -> np.ndarray:
+        """The vectors of ad-hoc histories, solved against the item factors."""
+
+    def user_vectors(self, query: Query) -> np.ndarray:
+        """Known users' factors :math:`w_u`, or histories folded in (:meth:`fold_in`)."""
+        if query.is_users:
+            return self.user_factors_[query.user_codes]
+        return self.fold_in(query)
+
+    def item_vectors(self) -> np.ndarray:
+        """The item factors :math:`H`."""
+        return self.item_factors_
 
 
 class ItemItemModel(ABC):

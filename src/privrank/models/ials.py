@@ -19,7 +19,7 @@ from privrank.models._als_solvers import (
     solve_exact,
 )
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
-from privrank.models.capabilities import FactorModel
+from privrank.models.capabilities import StoredFactors
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["IALS", "IALSConfig", "IALSPrivateConfig"]
@@ -103,7 +103,7 @@ class IALSConfig(ModelConfig):
 
 
 @register("ials")
-class IALS(Recommender, FactorModel):
+class IALS(Recommender, StoredFactors):
     r"""Matrix factorisation learned by implicit alternating least squares (Hu, Koren and
     Volinsky 2008), with the frequency-scaled regularisation of Rendle, Krichene, Zhang and
     Koren, "Revisiting the Performance of iALS on Item Recommendation Benchmarks" (RecSys 2022).
@@ -343,16 +343,6 @@ class IALS(Recommender, FactorModel):
 
     def _score_users(self, user_codes: np.ndarray) -> np.ndarray:
         return self.user_factors_[user_codes] @ self.item_factors_.T
-
-    def user_vectors(self, query: Query) -> np.ndarray:
-        """Known users' factors :math:`w_u`, or histories folded in (:meth:`fold_in`)."""
-        if query.is_users:
-            return self.user_factors_[query.user_codes]
-        return self.fold_in(query)
-
-    def item_vectors(self) -> np.ndarray:
-        """The item factors :math:`H`."""
-        return self.item_factors_
 
     def _state(self) -> dict[str, np.ndarray]:
         return {
