@@ -40,7 +40,7 @@ import sys
 import time
 from collections import Counter
 
-from loadgen import _check_loopback, _exchange, _request
+from loadgen import _check_loopback, _exchange, _request, open_loop
 
 _SECRET = string.ascii_letters + string.digits + "-_"
 
@@ -169,17 +169,7 @@ async def run(args: argparse.Namespace) -> dict:
         else:
             writer.close()
 
-    tasks = []
-    started = time.perf_counter()
-    for i in range(n):
-        due = started + i / args.rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        lateness.append(time.perf_counter() - due)
-        tasks.append(asyncio.ensure_future(one(i, due)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - started
+    elapsed = await open_loop(n, args.rate, one, lateness)
     for connections in idle.values():
         for _reader, writer, _since in connections:
             writer.close()

@@ -104,6 +104,22 @@ class Pool:
             self.available.notify()
 
 
+async def open_loop(n: int, rate: float, one, lateness: list[float]) -> float:
+    """Start ``one(i, due)`` for ``i < n`` at ``rate`` per second whatever the answers (open
+    loop), recording how late each start was; returns the elapsed seconds."""
+    tasks = []
+    started = time.perf_counter()
+    for i in range(n):
+        due = started + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lateness.append(time.perf_counter() - due)
+        tasks.append(asyncio.ensure_future(one(i, due)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - started
+
+
 async def run(args: argparse.Namespace) -> dict:
     _check_loopback(args.host)
     users = args.users.split(",")
@@ -156,17 +172,7 @@ async def run(args: argparse.Namespace) -> dict:
         else:
             await pool.discard(connection)
 
-    tasks = []
-    started = time.perf_counter()
-    for i in range(n):
-        due = started + i / args.rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        lateness.append(time.perf_counter() - due)
-        tasks.append(asyncio.ensure_future(one(i, due)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - started
+    elapsed = await open_loop(n, args.rate, one, lateness)
     for _reader, writer, _since in pool.idle:
         writer.close()
 
