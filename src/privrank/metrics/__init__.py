@@ -14,10 +14,11 @@ Protocols, runs and reports, which fit models, are in :mod:`privrank.workflow`.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from privrank._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from privrank.metrics.beyond import (
@@ -68,42 +69,47 @@ if TYPE_CHECKING:
         top_k,
     )
 
-_LAZY: dict[str, str] = {
-    "AGGREGATE_METRICS": "privrank.metrics.evaluate",
-    "BEYOND_METRICS": "privrank.metrics.evaluate",
-    "ConfidenceInterval": "privrank.metrics.stats",
-    "EvaluationConfig": "privrank.metrics.evaluate",
-    "EvaluationResult": "privrank.metrics.evaluate",
-    "EvaluationTiming": "privrank.metrics.evaluate",
-    "PairedComparison": "privrank.metrics.stats",
-    "RANKING_METRICS": "privrank.metrics.evaluate",
-    "RankedRelevance": "privrank.metrics.ranking",
-    "SAMPLED_PREFIX": "privrank.metrics.sampled",
-    "SampledConfig": "privrank.metrics.sampled",
-    "Scorer": "privrank.metrics.evaluate",
-    "TopK": "privrank.metrics.topk",
-    "average_popularity": "privrank.metrics.beyond",
-    "average_precision": "privrank.metrics.ranking",
-    "bootstrap_ci": "privrank.metrics.stats",
-    "bootstrap_cis": "privrank.metrics.stats",
-    "catalog_coverage": "privrank.metrics.beyond",
-    "compare_results": "privrank.metrics.stats",
-    "compute": "privrank.metrics.ranking",
-    "evaluate": "privrank.metrics.evaluate",
-    "evaluate_sampled": "privrank.metrics.sampled",
-    "exposure_counts": "privrank.metrics.beyond",
-    "gini": "privrank.metrics.beyond",
-    "hit_rate": "privrank.metrics.ranking",
-    "hits": "privrank.metrics.ranking",
-    "item_popularity": "privrank.metrics.beyond",
-    "metric_names": "privrank.metrics.evaluate",
-    "mrr": "privrank.metrics.ranking",
-    "ndcg": "privrank.metrics.ranking",
-    "novelty": "privrank.metrics.beyond",
-    "paired_comparison": "privrank.metrics.stats",
-    "precision": "privrank.metrics.ranking",
-    "recall": "privrank.metrics.ranking",
-    "top_k": "privrank.metrics.topk",
+_WHERE = {
+    "evaluate": [
+        "AGGREGATE_METRICS",
+        "BEYOND_METRICS",
+        "EvaluationConfig",
+        "EvaluationResult",
+        "EvaluationTiming",
+        "RANKING_METRICS",
+        "Scorer",
+        "evaluate",
+        "metric_names",
+    ],
+    "stats": [
+        "ConfidenceInterval",
+        "PairedComparison",
+        "bootstrap_ci",
+        "bootstrap_cis",
+        "compare_results",
+        "paired_comparison",
+    ],
+    "ranking": [
+        "RankedRelevance",
+        "average_precision",
+        "compute",
+        "hit_rate",
+        "hits",
+        "mrr",
+        "ndcg",
+        "precision",
+        "recall",
+    ],
+    "sampled": ["SAMPLED_PREFIX", "SampledConfig", "evaluate_sampled"],
+    "topk": ["TopK", "top_k"],
+    "beyond": [
+        "average_popularity",
+        "catalog_coverage",
+        "exposure_counts",
+        "gini",
+        "item_popularity",
+        "novelty",
+    ],
 }
 
 __all__ = [
@@ -145,22 +151,12 @@ __all__ = [
 ]
 
 
-_SUBMODULES = frozenset(("beyond", "ranking", "sampled", "stats", "topk"))
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        if name in _SUBMODULES:  # ``privrank.metrics.stats`` without importing it first
-            return importlib.import_module(f"{__name__}.{name}")
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    _WHERE,
+    exported=__all__,
+    submodules=("beyond", "ranking", "sampled", "stats", "topk"),
+)
 
 
 class _MetricsPackage(types.ModuleType):

@@ -23,8 +23,9 @@ database); never models or anything above. The empirical audit trains models, so
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from privrank._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from privrank.privacy.accounting import (
@@ -98,8 +99,6 @@ _WHERE = {
     ],
     "spec": ["AccountantKind", "PrivacySpec", "SelectionStrategy"],
 }
-_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
-
 __all__ = [
     "Accountant",
     "AccountantKind",
@@ -131,15 +130,4 @@ __all__ = [
     "register_mechanism",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, exported=__all__)

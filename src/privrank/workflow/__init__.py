@@ -25,8 +25,9 @@ Names are imported on first use, so that importing this package does not import 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from privrank._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from privrank.workflow.audit import AuditResult, audit_model
@@ -36,21 +37,13 @@ if TYPE_CHECKING:
     from privrank.workflow.runner import RunSummary, run
     from privrank.workflow.spend import SpentFit, fit_and_spend
 
-_LAZY: dict[str, str] = {
-    "AuditResult": "privrank.workflow.audit",
-    "ModelSpec": "privrank.workflow.run_config",
-    "PROTOCOLS": "privrank.workflow.protocols",
-    "ProtocolSpec": "privrank.workflow.protocols",
-    "RunConfig": "privrank.workflow.run_config",
-    "RunSummary": "privrank.workflow.runner",
-    "SpentFit": "privrank.workflow.spend",
-    "TrainedModel": "privrank.workflow.model_dir",
-    "audit_model": "privrank.workflow.audit",
-    "fit_and_spend": "privrank.workflow.spend",
-    "load_trained": "privrank.workflow.model_dir",
-    "prepare": "privrank.workflow.protocols",
-    "run": "privrank.workflow.runner",
-    "write_trained": "privrank.workflow.model_dir",
+_WHERE = {
+    "audit": ["AuditResult", "audit_model"],
+    "run_config": ["ModelSpec", "RunConfig"],
+    "protocols": ["PROTOCOLS", "ProtocolSpec", "prepare"],
+    "runner": ["RunSummary", "run"],
+    "spend": ["SpentFit", "fit_and_spend"],
+    "model_dir": ["TrainedModel", "load_trained", "write_trained"],
 }
 
 __all__ = [
@@ -70,15 +63,4 @@ __all__ = [
     "write_trained",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, exported=__all__)
