@@ -46,6 +46,7 @@ users: a user's scores depend on the others only through the released noisy stat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -242,6 +243,36 @@ def check_contribution_bound(csr: sp.csr_matrix, bound: int, owner: str) -> None
         )
 
 
+def _bounded_gaussian(
+    matrix: Any,
+    spec: PrivacySpec,
+    *,
+    owner: str,
+    sensitivity: Callable[[int], float],
+    mechanism: str,
+    statistic: str,
+) -> tuple[sp.csr_matrix, GaussianMechanism]:
+    """The checked binary matrix and the Gaussian mechanism of a statistic of it.
+
+    The spec's contribution bound ``c`` is required, the matrix must be binary with no user
+    over ``c`` items, and the mechanism is calibrated to ``Δ = sensitivity(c)``.
+
+    Raises:
+        ConfigError: No contribution bound, a non-binary matrix or a user over the bound.
+    """
+    bound = spec.require_contribution_bound(owner)
+    csr = binary_matrix(matrix, owner)
+    check_contribution_bound(csr, bound, owner)
+    gaussian = GaussianMechanism(
+        spec,
+        sensitivity(bound),
+        mechanism=mechanism,
+        statistic=statistic,
+        n_users=csr.shape[0],
+    )
+    return csr, gaussian
+
+
 def private_item_counts(
     matrix: sp.spmatrix, spec: PrivacySpec
 ) -> tuple[np.ndarray, PrivacyGuarantee]:
@@ -267,16 +298,13 @@ def private_item_counts(
         ConfigError: No contribution bound, unresolved δ, a user over the bound, or a
             non-binary matrix.
     """
-    owner = "DP item counts"
-    bound = spec.require_contribution_bound(owner)
-    csr = binary_matrix(matrix, owner)
-    check_contribution_bound(csr, bound, owner)
-    mechanism = GaussianMechanism(
+    csr, mechanism = _bounded_gaussian(
+        matrix,
         spec,
-        item_count_sensitivity(bound),
+        owner="DP item counts",
+        sensitivity=item_count_sensitivity,
         mechanism="gaussian-item-counts",
         statistic="the item counts (users per item)",
-        n_users=csr.shape[0],
     )
     counts = np.asarray(csr.sum(axis=0), dtype=np.float64).ravel()
     counts += mechanism.vector_noise(counts.size, spec.noise_generator())
@@ -310,16 +338,13 @@ def private_gram(matrix: sp.spmatrix, spec: PrivacySpec) -> tuple[np.ndarray, Pr
     Raises:
         ConfigError: As :func:`private_item_counts`.
     """
-    owner = "DP Gram matrix"
-    bound = spec.require_contribution_bound(owner)
-    csr = binary_matrix(matrix, owner)
-    check_contribution_bound(csr, bound, owner)
-    mechanism = GaussianMechanism(
+    csr, mechanism = _bounded_gaussian(
+        matrix,
         spec,
-        gram_sensitivity(bound),
+        owner="DP Gram matrix",
+        sensitivity=gram_sensitivity,
         mechanism="gaussian-gram",
         statistic="the item co-occurrence matrix XᵀX (upper triangle with the diagonal)",
-        n_users=csr.shape[0],
     )
     gram = (csr.T @ csr).toarray()
     gram += mechanism.symmetric_noise(gram.shape[0], spec.noise_generator())
