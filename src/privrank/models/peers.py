@@ -67,6 +67,11 @@ class _ImplicitMF(Recommender):
     def _width(self) -> int:
         return self.config.factors
 
+    def _keep_factors(self, model: Any) -> None:
+        """Store a fitted implicit model's factors as contiguous float32 arrays."""
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+
     def _artifact_info(self) -> dict[str, Any]:
         return {"implicit_version": _implicit().__version__}
 
@@ -127,36 +132,31 @@ class ImplicitALS(_ImplicitMF):
     fold_in_matches_training = False
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
-        implicit = _implicit()
-        cfg = self.config
         with _single_threaded_blas():
-            model = implicit.cpu.als.AlternatingLeastSquares(
-                factors=cfg.factors,
-                regularization=cfg.regularization,
-                alpha=cfg.alpha,
-                dtype=np.float32,
-                use_cg=cfg.use_cg,
-                iterations=cfg.iterations,
-                num_threads=options.resolved_threads(),
-                random_state=options.seed,
+            model = self._implicit_model(
+                num_threads=options.resolved_threads(), random_state=options.seed
             )
-            model.fit(matrix, show_progress=False, callback=self._als_callback(cfg.iterations))
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+            callback = self._als_callback(self.config.iterations)
+            model.fit(matrix, show_progress=False, callback=callback)
+        self._keep_factors(model)
+
+    def _implicit_model(self, **options: Any) -> Any:
+        """implicit's ALS with this config's hyper-parameters (and ``options``)."""
+        cfg = self.config
+        return _implicit().cpu.als.AlternatingLeastSquares(
+            factors=cfg.factors,
+            regularization=cfg.regularization,
+            alpha=cfg.alpha,
+            dtype=np.float32,
+            use_cg=cfg.use_cg,
+            iterations=cfg.iterations,
+            **options,
+        )
 
     def _score_histories(self, histories: Query) -> np.ndarray:
-        implicit = _implicit()
-        cfg = self.config
         rows = histories.to_csr(self.n_items_)
         with _single_threaded_blas():
-            model = implicit.cpu.als.AlternatingLeastSquares(
-                factors=cfg.factors,
-                regularization=cfg.regularization,
-                alpha=cfg.alpha,
-                dtype=np.float32,
-                use_cg=cfg.use_cg,
-                iterations=cfg.iterations,
-            )
+            model = self._implicit_model()
             model.item_factors = self.item_factors_
             model.user_factors = self.user_factors_
             users = model.recalculate_user(np.arange(len(histories)), rows)
@@ -222,8 +222,7 @@ class ImplicitBPR(_ImplicitMF):
             )
             callback = self._bpr_callback(cfg.iterations, matrix.nnz)
             model.fit(matrix, show_progress=False, callback=callback)
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        self._keep_factors(model)
 
     def _width(self) -> int:
         return self.config.factors + 1
