@@ -572,7 +572,9 @@ class Recommender(ABC):
         if not issubclass(found, cls):
             raise ArtifactError(f"{directory} holds a {name!r} model, not a {cls.__name__}")
         try:
-            config = found.Config.model_validate(artifact.header.get("config", {}))
+            config = found.Config.model_validate(
+                _nest_flat_private_settings(found, artifact.header)
+            )
         except Exception as exc:
             raise ArtifactError(f"{directory}: invalid config for {name!r}: {exc}") from exc
         model = found(config)
@@ -734,3 +736,29 @@ def _lookup(vocabulary: pa.Array, external_ids: Any) -> np.ndarray:
     codes = pc.index_in(query, value_set=vocabulary)
     found: np.ndarray = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return found
+
+
+def _nest_flat_private_settings(model: type[Recommender], header: dict[str, Any]) -> Any:
+    """An artifact's config with pre-``private``-block settings moved into the block.
+
+    Artifacts written before each model's private settings moved into its nested ``private``
+    block keep them as flat ``private_X`` keys, always present with their defaults. For a
+    non-private fit they were ignored, so they are dropped; for a private fit they become
+    ``private.X`` (whose guarantee an older privrank wrote as a flat record, which
+    :meth:`PrivacyGuarantee.from_dict` then refuses with a message to retrain).
+    """
+    config = header.get("config", {})
+    if model.PrivateConfig is None or not isinstance(config, dict) or "private" in config:
+        return config
+    fields = model.PrivateConfig.model_fields
+    flat = {
+        key: value
+        for key, value in config.items()
+        if key.startswith("private_") and key.removeprefix("private_") in fields
+    }
+    if not flat:
+        return config
+    nested = {key: value for key, value in config.items() if key not in flat}
+    if header.get("privacy") is not None:
+        nested["private"] = {key.removeprefix("private_"): value for key, value in flat.items()}
+    return nested
