@@ -45,3 +45,22 @@ def test_agrees_with_the_model_lookup(train) -> None:
     assert users.codes(ids).tolist() == model.user_codes(ids).tolist()
     items = IdLookup(model.item_ids_)
     assert items.codes([100, 129, 5]).tolist() == model.item_codes([100, 129, 5]).tolist()
+
+
+def test_one_id_and_decode_agree_with_the_batch_lookup_and_pyarrow() -> None:
+    # The per-request paths (code, decode) against the batch lookup and pyarrow's own take.
+    rng = np.random.default_rng(0)
+    vocabularies = [
+        pa.array(rng.choice(10**12, size=500, replace=False), type=pa.int64()),
+        pa.array(rng.choice(1000, size=300, replace=False).astype(np.int32), type=pa.int32()),
+        pa.array([2**64 - 1, 5, 2**63], type=pa.uint64()),
+        pa.array([f"s{i}" for i in rng.choice(10**6, size=400, replace=False)]),
+        pa.array([], type=pa.int64()),
+    ]
+    for ids in vocabularies:
+        lookup = IdLookup(ids)
+        values = ids.to_pylist()
+        probes = [*values[:50], *map(str, values[:20]), "nope", -1, 7, True, 2**70, 3.0, None]
+        assert [lookup.code(p) for p in probes] == lookup.codes(probes).tolist()
+        codes = rng.integers(0, len(values), size=min(len(values), 30))
+        assert lookup.decode(codes) == ids.take(pa.array(codes, type=pa.int64())).to_pylist()

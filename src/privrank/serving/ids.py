@@ -34,11 +34,13 @@ class IdLookup:
         self._integer = pa.types.is_integer(ids.type)
         self._string = pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)
         if self._integer:
-            values = ids.to_numpy(zero_copy_only=False).astype(np.int64)
+            self._values = ids.to_numpy(zero_copy_only=False)
+            values = self._values.astype(np.int64)
             self._order = np.argsort(values, kind="stable")
             self._sorted = values[self._order]
         else:
-            self._map = {value: code for code, value in enumerate(ids.to_pylist())}
+            self._list = ids.to_pylist()
+            self._map = {value: code for code, value in enumerate(self._list)}
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -56,21 +58,23 @@ class IdLookup:
         return np.fromiter((self._map.get(v, -1) for v in external), np.int64, len(external))
 
     def code(self, external: Any) -> int:
-        """Code of one external id (``-1`` when unknown)."""
-        return int(self.codes([external])[0])
+        """Code of one external id (``-1`` when unknown): the per-request path, without the
+        arrays :meth:`codes` builds."""
+        if not self._integer:
+            return self._map.get(str(external) if self._string else external, -1)
+        value = _as_int64(external)
+        if value is None or self._sorted.size == 0:
+            return -1
+        position = min(int(np.searchsorted(self._sorted, value)), self._sorted.size - 1)
+        return int(self._order[position]) if self._sorted[position] == value else -1
 
     def _integer_codes(self, external: Sequence[Any]) -> np.ndarray:
         values = np.zeros(len(external), dtype=np.int64)
         valid = np.zeros(len(external), dtype=bool)
         for position, value in enumerate(external):
-            if isinstance(value, str):
-                try:
-                    value = int(value)
-                except ValueError:
-                    continue
-            integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
-            if integer and -(2**63) <= value < 2**63:
-                values[position] = value
+            integer = _as_int64(value)
+            if integer is not None:
+                values[position] = integer
                 valid[position] = True
         codes = np.full(len(external), -1, dtype=np.int64)
         if self._sorted.size == 0:
@@ -86,4 +90,19 @@ class IdLookup:
         codes = np.asarray(codes, dtype=np.int64)
         if codes.size == 0:
             return []
-        return self._ids.take(pa.array(codes)).to_pylist()
+        if self._integer:
+            return self._values[codes].tolist()
+        return [self._list[code] for code in codes.tolist()]
+
+
+def _as_int64(value: Any) -> int | None:
+    """``value`` as an int64 id (an int, or a string that parses as one), else ``None``."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            return None
+    integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if integer and -(2**63) <= value < 2**63:
+        return int(value)
+    return None
