@@ -36,6 +36,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -65,6 +66,7 @@ from privrank.serving.errors import (
 )
 from privrank.serving.events import Event, EventStore
 from privrank.serving.histories import EventHistories
+from privrank.serving.hot_path import HotPathMiddleware, HotRoute
 from privrank.serving.metrics import ServingMetrics
 from privrank.serving.middleware import (
     AccessLogMiddleware,
@@ -83,12 +85,11 @@ from privrank.serving.schemas import (
     RankResponse,
     RecommendRequest,
     RecommendResponse,
-    ScoredItem,
     TokenRequest,
     TokenResponse,
 )
 from privrank.serving.settings import ServeSettings
-from privrank.serving.store import IndexOptions, ModelStore
+from privrank.serving.store import IndexOptions, ModelStore, ServedModel
 from privrank.serving.tokens import TOKEN_PREFIX, UserTokens
 
 __all__ = ["API_VERSION", "ServingState", "app_from_env", "create_app", "redact", "status_for"]
@@ -172,14 +173,42 @@ def _open_store(settings: ServeSettings) -> ModelStore:
     return ModelStore(settings.store_dir, index=index)
 
 
-def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
+def _presented_key(header: Callable[[str], str | None]) -> str | None:
+    """The credential of a request whose (lower-case) headers ``header`` looks up: a Bearer
+    token, else the ``X-API-Key`` header."""
+    authorization = header("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    value = request.headers.get("x-api-key")
+    value = header("x-api-key")
     return value.strip() if value and value.strip() else None
+
+
+def _first_header(headers: list[tuple[bytes, bytes]]) -> Callable[[str], str | None]:
+    """Look-ups in raw ASGI headers, as Starlette's ``request.headers.get`` does them (the
+    first header of that name, latin-1)."""
+
+    def header(name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+    return header
+
+
+def _cached_principal(state: ServingState, headers: list[tuple[bytes, bytes]]) -> Principal | None:
+    """The principal of an API key in the verified-key cache, else ``None`` (no credential, a
+    user token, a key to verify, or insecure dev mode: :func:`authenticate` decides those)."""
+    if state.settings.insecure_dev:
+        return None
+    raw = _presented_key(_first_header(headers))
+    if raw is None or raw.startswith(TOKEN_PREFIX):
+        return None
+    key = state.keys.cached(raw)
+    return None if key is None else Principal.of_key(key)
 
 
 _BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
@@ -200,7 +229,7 @@ async def authenticate(request: Request) -> Principal:
     state: ServingState = request.app.state.serving
     if state.settings.insecure_dev:
         return INSECURE
-    raw = _presented_key(request)
+    raw = _presented_key(request.headers.get)
     if raw is None:
         raise AuthenticationError(
             "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
@@ -236,23 +265,32 @@ def require(scope: Scope) -> Any:
         _header: Annotated[str | None, Security(_API_KEY_HEADER)] = None,
     ) -> Principal:
         # The two Security parameters document the schemes in OpenAPI; the key is read here.
-        state: ServingState = request.app.state.serving
         principal = await authenticate(request)
         request.state.key_name = principal.name
-        if not principal.scope.grants(scope):
-            raise PermissionDeniedError(
-                f"this credential has scope {principal.scope.value!r}; this request needs "
-                f"{scope.value!r}"
-            )
-        wait = state.limiter.acquire(principal.bucket)
-        if wait > 0:
-            raise RateLimitedError(
-                f"rate limit of {state.limiter.rate:g} requests/s for this credential exceeded",
-                wait,
-            )
+        _admit(request.app.state.serving, principal, scope)
         return principal
 
     return Depends(dependency)
+
+
+def _admit(state: ServingState, principal: Principal, scope: Scope) -> None:
+    """Check that ``principal`` has ``scope`` and take one request from its rate limit.
+
+    Raises:
+        PermissionDeniedError: The credential's scope is below ``scope``.
+        RateLimitedError: The credential's rate limit is spent.
+    """
+    if not principal.scope.grants(scope):
+        raise PermissionDeniedError(
+            f"this credential has scope {principal.scope.value!r}; this request needs "
+            f"{scope.value!r}"
+        )
+    wait = state.limiter.acquire(principal.bucket)
+    if wait > 0:
+        raise RateLimitedError(
+            f"rate limit of {state.limiter.rate:g} requests/s for this credential exceeded",
+            wait,
+        )
 
 
 def _check_user(principal: Principal, user_id: Any) -> None:
@@ -368,27 +406,49 @@ def _install_handlers(app: FastAPI) -> None:
         )
 
 
-def _scored(ids: list, scores: list[float]) -> list[ScoredItem]:
-    return [ScoredItem(item_id=i, score=s) for i, s in zip(ids, scores, strict=True)]
+_JSON = "application/json"
 
 
-def _recommended(
-    state: ServingState,
-    principal: Principal,
-    ask: Callable[[Any], Any],
-    *,
-    k: int,
-    allow: list | None = None,
-    exclude: list | None = None,
-) -> RecommendResponse:
-    """A recommend-style answer: the sizes checked against ``principal``'s scope, then
-    ``ask(served)`` on the current model, its items with scores under that model's version."""
-    _check_bounds(state, principal, k=k, allow=allow, exclude=exclude)
-    served = state.store.current
-    answer = ask(served)
-    return RecommendResponse(
-        model_version=served.version, items=_scored(answer.item_ids, answer.scores)
+def _json(payload: dict[str, Any]) -> Response:
+    """A JSON answer serialised by orjson (numpy scalars included).
+
+    The read endpoints return it instead of a pydantic model: FastAPI then skips validating
+    and re-encoding the answer, which cost more than the search itself. The routes still
+    declare their ``response_model`` (the OpenAPI schema), and the tests check that every
+    answer matches it.
+    """
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type=_JSON)
+
+
+def _scored(ids: list, scores: list[float]) -> list[dict[str, Any]]:
+    return [{"item_id": i, "score": s} for i, s in zip(ids, scores, strict=True)]
+
+
+def _recommended(served: ServedModel, answer: answers.Answer) -> Response:
+    """The :class:`RecommendResponse` of ``answer``, computed on ``served``."""
+    return _json(
+        {"model_version": served.version, "items": _scored(answer.item_ids, answer.scores)}
     )
+
+
+async def _answer(served: ServedModel, allow: list | None, ask: Callable[[], Any]) -> Any:
+    """``ask()`` on the event loop when ``served`` answers from its retrieval structure (a
+    short search costs less than the hand-off to a worker thread), else in a worker thread (so
+    a whole-catalogue scoring does not stall the worker's other requests)."""
+    if answers.answered_from_retrieval(served, allow):
+        return ask()
+    return await run_in_threadpool(ask)
+
+
+async def _event_history(
+    state: ServingState, served: ServedModel, user_id: Any
+) -> answers.HistoryOf | None:
+    """The event store's history of ``user_id`` when the answer on ``served`` needs it, read
+    in a worker thread (a database query must not block the event loop); else ``None``."""
+    if not answers.needs_event_history(served, user_id):
+        return None
+    items = await run_in_threadpool(state.histories.items_of, user_id)
+    return lambda _user_id: items
 
 
 async def _state_of(request: Request) -> ServingState:
@@ -398,6 +458,95 @@ async def _state_of(request: Request) -> ServingState:
 State = Annotated[ServingState, Depends(_state_of)]
 Reader = Annotated[Principal, require(Scope.READ)]
 Writer = Annotated[Principal, require(Scope.WRITE)]
+
+
+async def _recommend(state: ServingState, who: Principal, body: RecommendRequest) -> Response:
+    """The answer of ``POST /v1/recommend`` (see the route's docstring)."""
+    _check_user(who, body.user_id)
+    _check_bounds(state, who, k=body.k, allow=body.allow, exclude=body.exclude)
+    served = state.store.current
+    history_of = await _event_history(state, served, body.user_id)
+    answer = await _answer(
+        served,
+        body.allow,
+        lambda: answers.recommend_user(
+            served,
+            body.user_id,
+            body.k,
+            exclude_seen=body.exclude_seen,
+            exclude=body.exclude,
+            allow=body.allow,
+            history_of=history_of,
+        ),
+    )
+    return _recommended(served, answer)
+
+
+async def _recommend_history(
+    state: ServingState, who: Principal, body: HistoryRecommendRequest
+) -> Response:
+    """The answer of ``POST /v1/recommend/history``."""
+    _check_bounds(state, who, k=body.k, allow=body.allow, exclude=body.exclude)
+    served = state.store.current
+    answer = await _answer(
+        served,
+        body.allow,
+        lambda: answers.recommend_history(
+            served,
+            body.history,
+            body.k,
+            exclude_seen=body.exclude_seen,
+            exclude=body.exclude,
+            allow=body.allow,
+            ignore_unknown_items=body.ignore_unknown_items,
+        ),
+    )
+    return _recommended(served, answer)
+
+
+async def _rank(state: ServingState, who: Principal, body: RankRequest) -> Response:
+    """The answer of ``POST /v1/rank``."""
+    if body.user_id is not None:
+        _check_user(who, body.user_id)
+    _check_bounds(state, who, candidates=body.candidates)
+    served = state.store.current
+    history_of = None
+    if body.user_id is not None and body.history is None:
+        history_of = await _event_history(state, served, body.user_id)
+    answer = await run_in_threadpool(
+        answers.rank_candidates,
+        served,
+        body.candidates,
+        user_id=body.user_id,
+        history=body.history,
+        history_of=history_of,
+    )
+    return _json(
+        {
+            "model_version": served.version,
+            "items": _scored(answer.item_ids, answer.scores),
+            "unknown": answer.unknown,
+        }
+    )
+
+
+def _hot_path(app: Any, state: ServingState) -> HotPathMiddleware:
+    """The fast path of the three POST read routes (:mod:`privrank.serving.hot_path`)."""
+
+    def route(model: Any, answer: Any) -> HotRoute:
+        return HotRoute(model, Scope.READ, lambda who, body: answer(state, who, body))
+
+    return HotPathMiddleware(
+        app,
+        routes={
+            "/v1/recommend": route(RecommendRequest, _recommend),
+            "/v1/recommend/history": route(HistoryRecommendRequest, _recommend_history),
+            "/v1/rank": route(RankRequest, _rank),
+        },
+        cached_principal=lambda headers: _cached_principal(state, headers),
+        admit=lambda principal, scope: _admit(state, principal, scope),
+        render_error=lambda exc: _error_response(exc, state),
+    )
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -438,8 +587,12 @@ def _add_routes(app: FastAPI) -> None:
             state.metrics.set_active(current.version, current.model.name)
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/recommend", tags=["recommend"])
-    def recommend(body: RecommendRequest, state: State, who: Reader) -> RecommendResponse:
+    # The read endpoints are coroutines: an answer from a retrieval structure is computed on
+    # the event loop, model scoring and database reads in worker threads (see _answer). The
+    # POST ones are also answered by the hot path (privrank.serving.hot_path) when the request
+    # is well-formed and its key cached; both call the same functions below.
+    @app.post("/v1/recommend", tags=["recommend"], response_model=RecommendResponse)
+    async def recommend(body: RecommendRequest, state: State, who: Reader) -> Response:
         """Top-k items for a user id. Needs scope ``service``, or a user token minted for this
         user.
 
@@ -450,80 +603,35 @@ def _add_routes(app: FastAPI) -> None:
         training user interacted with to whoever may ask about that user (see the README's
         "Security model"). An id with no history gets the popularity ranking with rank scores;
         the answer does not say which case applied."""
-        _check_user(who, body.user_id)
-        return _recommended(
-            state,
-            who,
-            lambda served: answers.recommend_user(
-                served,
-                body.user_id,
-                body.k,
-                exclude_seen=body.exclude_seen,
-                exclude=body.exclude,
-                allow=body.allow,
-                history_of=state.histories.items_of,
-            ),
-            k=body.k,
-            allow=body.allow,
-            exclude=body.exclude,
-        )
+        return await _recommend(state, who, body)
 
-    @app.post("/v1/recommend/history", tags=["recommend"])
-    def recommend_history(
+    @app.post("/v1/recommend/history", tags=["recommend"], response_model=RecommendResponse)
+    async def recommend_history(
         body: HistoryRecommendRequest, state: State, who: Reader
-    ) -> RecommendResponse:
+    ) -> Response:
         """Top-k items for an ad-hoc history, folded in and forgotten (never stored or
         logged)."""
-        return _recommended(
-            state,
-            who,
-            lambda served: answers.recommend_history(
-                served,
-                body.history,
-                body.k,
-                exclude_seen=body.exclude_seen,
-                exclude=body.exclude,
-                allow=body.allow,
-                ignore_unknown_items=body.ignore_unknown_items,
-            ),
-            k=body.k,
-            allow=body.allow,
-            exclude=body.exclude,
-        )
+        return await _recommend_history(state, who, body)
 
-    @app.get("/v1/items/{item_id}/similar", tags=["recommend"])
-    def similar(
+    @app.get("/v1/items/{item_id}/similar", tags=["recommend"], response_model=RecommendResponse)
+    async def similar(
         item_id: Annotated[str, Path(min_length=1, max_length=256)],
         state: State,
         who: Reader,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    ) -> RecommendResponse:
+    ) -> Response:
         """Items related to ``item_id`` (the model's answer to a one-item history)."""
-        return _recommended(
-            state, who, lambda served: answers.similar_items(served, item_id, k), k=k
-        )
+        _check_bounds(state, who, k=k)
+        served = state.store.current
+        answer = await _answer(served, None, lambda: answers.similar_items(served, item_id, k))
+        return _recommended(served, answer)
 
-    @app.post("/v1/rank", tags=["recommend"])
-    def rank(body: RankRequest, state: State, who: Reader) -> RankResponse:
+    @app.post("/v1/rank", tags=["recommend"], response_model=RankResponse)
+    async def rank(body: RankRequest, state: State, who: Reader) -> Response:
         """The caller's candidates ordered best first for a user id or a history. With a user
         id: scope ``service``, or a user token minted for this user (the history used is as in
         ``/v1/recommend``)."""
-        if body.user_id is not None:
-            _check_user(who, body.user_id)
-        _check_bounds(state, who, candidates=body.candidates)
-        served = state.store.current
-        answer = answers.rank_candidates(
-            served,
-            body.candidates,
-            user_id=body.user_id,
-            history=body.history,
-            history_of=state.histories.items_of,
-        )
-        return RankResponse(
-            model_version=served.version,
-            items=_scored(answer.item_ids, answer.scores),
-            unknown=answer.unknown,
-        )
+        return await _rank(state, who, body)
 
     @app.post("/v1/tokens", tags=["auth"])
     def mint_token(body: TokenRequest, state: State, who: Writer) -> TokenResponse:
@@ -651,6 +759,7 @@ def create_app(
     app.state.serving = state
     _install_handlers(app)
     _add_routes(app)
+    app.add_middleware(_hot_path, state=state)  # innermost: inside the body limits and log
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

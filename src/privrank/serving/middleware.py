@@ -8,14 +8,13 @@ query strings, user ids, item ids or histories.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import traceback
 from pathlib import Path
 from typing import Any
-
-import anyio
 
 from privrank.serving.metrics import ServingMetrics
 
@@ -104,10 +103,14 @@ class BodySizeLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     async def _receive_in_time(self, receive, deadline: float) -> dict | None:
-        """The next message, or ``None`` when ``deadline`` (monotonic) passed first."""
-        with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)):
-            return await receive()
-        return None
+        """The next message, or ``None`` when ``deadline`` (the event loop's clock) passed
+        first. ``asyncio.timeout_at`` rather than an anyio cancel scope: the server runs on
+        asyncio (uvicorn), and anyio's scope bookkeeping cost a tenth of a request's CPU."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await receive()
+        except TimeoutError:
+            return None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -135,7 +138,7 @@ class BodySizeLimitMiddleware:
                 message = await receive()
             else:
                 if deadline is None:
-                    deadline = time.monotonic() + self.body_timeout_s
+                    deadline = asyncio.get_running_loop().time() + self.body_timeout_s
                 message = await self._receive_in_time(receive, deadline)
                 if message is None:
                     # The app sees a disconnected client; its answer (if any) is dropped.

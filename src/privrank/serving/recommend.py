@@ -38,6 +38,8 @@ from privrank.serving.store import ServedModel
 __all__ = [
     "Answer",
     "HistoryOf",
+    "answered_from_retrieval",
+    "needs_event_history",
     "rank_candidates",
     "recommend_history",
     "recommend_user",
@@ -158,6 +160,14 @@ def _answer(
     return (ids, _rank_scores(len(ids))) if cold else (ids, scores)
 
 
+def answered_from_retrieval(served: ServedModel, allow: Sequence[Any] | None) -> bool:
+    """Whether a personalised top-k on ``served`` comes from its retrieval structure (a FAISS
+    index or a neighbour matrix): a sub-millisecond search, cheap enough to run on the event
+    loop. Everything else may score the whole catalogue with the model (a torch network, a
+    dense matrix product) and is run in a worker thread."""
+    return allow is None and (served.index is not None or served.neighbours is not None)
+
+
 def _fold_in_check(served: ServedModel, query: Query) -> None:
     model = served.model
     if not model.supports_fold_in and (query.lengths() > 0).any():
@@ -165,6 +175,18 @@ def _fold_in_check(served: ServedModel, query: Query) -> None:
             f"the served model ({model.name}) cannot fold in ad-hoc histories; use a model "
             "that can (ease, itemknn, ials, ...) or recommend for known users"
         )
+
+
+def _training_code(served: ServedModel, user_id: Any) -> int:
+    """The user's code in a non-private model's training data, or -1 (a private model, or an
+    id it was not trained on)."""
+    return -1 if served.private else served.users.code(user_id)
+
+
+def needs_event_history(served: ServedModel, user_id: Any) -> bool:
+    """Whether answering for ``user_id`` reads the event store (``history_of``): every user of
+    a private model, and anyone a non-private model was not trained on."""
+    return _training_code(served, user_id) < 0
 
 
 def _user_query(
@@ -176,7 +198,7 @@ def _user_query(
     else, and every user of a private model, is queried by the history the event store holds
     (its unknown items skipped), folded in when the model can fold in.
     """
-    code = -1 if served.private else served.users.code(user_id)
+    code = _training_code(served, user_id)
     if code >= 0:
         indptr = served.model.history_indptr_
         return Query.users([code]), bool(indptr[code + 1] == indptr[code])
