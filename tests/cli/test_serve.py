@@ -393,3 +393,12 @@ def test_serve_refuses_a_private_training_directory(database, tmp_path) -> None:
     assert not (tmp_path / "store" / "versions" / "v1").exists()
     ok = run("store", "add", str(tmp_path / "store"), str(tmp_path / "release"))
     assert ok.exit_code == 0, ok.output
+
+
+def test_the_default_worker_count_is_the_usable_cores(monkeypatch) -> None:
+    from privrank.cli import serve as serve_cli
+
+    monkeypatch.setattr(serve_cli.os, "sched_getaffinity", lambda _pid: {0, 3, 5})
+    assert serve_cli.usable_cores() == 3
+    monkeypatch.setattr(serve_cli.os, "sched_getaffinity", lambda _pid: set(range(200)))
+    assert serve_cli.usable_cores() == 64

@@ -145,6 +145,16 @@ def store_list(
         typer.echo(f"{marker} {info.version}\t{info.model or '?'}")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at most 64: the default worker
+    count, since a worker's requests are CPU-bound (one worker per core saturates them)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 64))
+
+
 def _log_config(level: str) -> dict:
     from uvicorn.config import LOGGING_CONFIG
 
@@ -164,7 +174,15 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes (default: one per core this process may use). Each holds "
+            "the model in memory and has its own per-key rate limit.",
+            min=1,
+            max=64,
+        ),
+    ] = None,
     database: Annotated[
         str | None,
         typer.Option(
@@ -257,6 +275,7 @@ def serve(
     )
     served = check_startup(settings, host)
     version = served.version
+    workers = workers or usable_cores()
     Console(stderr=True).print(
         f"serving model version [bold]{version}[/] on http://{host}:{port} "
         f"({describe_retrieval(served)}; "
