@@ -24,6 +24,10 @@ Everything talks to a real ``privrank serve`` subprocess on 127.0.0.1 (a free po
   control flood of plain ``GET /healthz``; reports valid p50/p99/failures, p99 over its value
   without the flood, worker RSS (psutil) and the bad keys' status counts, and writes
   ``bench/results/serving_badkeys.json`` (``--badkeys-out``).
+- ``compare`` (not in ``all``): ``load`` for this checkout and for ``--baseline-src`` (a
+  checkout of the commit to compare against, e.g. ``git worktree add --detach DIR COMMIT``)
+  side by side: both servers up at once, each rate run on one then the other, medians and the
+  saturation-throughput ratio; ``--neighbour`` adds a busy-loop process taking one core.
 - ``ray`` (not in ``all``): the same load generator against the Ray Serve deployment
   (:func:`privrank.distributed.run_on_ray_serve`, local ``ray.init``, ``--ray-replicas``) at
   ``--ray-rate`` requests/s.
@@ -159,9 +163,18 @@ class Server:
     """``privrank serve`` as a subprocess in its own process group (so SIGKILL reaches the
     uvicorn supervisor and every worker)."""
 
-    def __init__(self, info: dict, args: list[str], workers: int, logfile: Path) -> None:
+    def __init__(
+        self,
+        info: dict,
+        args: list[str],
+        workers: int,
+        logfile: Path,
+        source: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.info = info
+        # ``source``: a checkout of another commit whose ``src/`` the server imports instead.
+        self.source = source
         self.command = [
             PRIVRANK,
             "serve",
@@ -190,7 +203,11 @@ class Server:
         handle = open(self.logfile, "ab")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
             self.command,
-            env={**os.environ, "PRIVRANK_HOME": self.info["home"]},
+            env={
+                **os.environ,
+                "PRIVRANK_HOME": self.info["home"],
+                **({} if self.source is None else {"PYTHONPATH": str(self.source / "src")}),
+            },
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -227,8 +244,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(info: dict, args: list[str], workers: int, logfile: Path) -> Iterator[Server]:
-    server = Server(info, args, workers, logfile)
+def serving(
+    info: dict, args: list[str], workers: int, logfile: Path, source: Path | None = None
+) -> Iterator[Server]:
+    server = Server(info, args, workers, logfile, source)
     server.start()
     try:
         yield server
@@ -927,8 +946,128 @@ def part_ray(info: dict, args, results: Path) -> dict:
     }
 
 
+def _busy_core(stop_at: float) -> None:  # pragma: no cover - runs in the neighbour process
+    while time.monotonic() < stop_at:
+        pass
+
+
+@contextlib.contextmanager
+def cpu_neighbour(enabled: bool, seconds: float = 3600.0) -> Iterator[None]:
+    """A CPU-bound neighbour process taking one core for the duration (a busy loop)."""
+    if not enabled:
+        yield
+        return
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_busy_core, args=(time.monotonic() + seconds,), daemon=True
+    )
+    process.start()
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.join()
+
+
+def _drain(server: Server, seconds: float = 15.0) -> None:
+    """Wait until an overloaded server has worked off its backlog (healthz answers fast)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"{server.url}/healthz", timeout=5)
+            if time.perf_counter() - started < 0.01:
+                return
+        time.sleep(0.5)
+
+
+def part_compare(info: dict, args, results: Path) -> dict:
+    """The ``load`` measurement of this checkout and of ``--baseline-src`` side by side: both
+    servers run at once (same model, index and workers), and each offered rate is run on one
+    then the other (the order alternates by repeat), so both see the same machine. With
+    ``--neighbour`` a busy-loop process takes one core throughout."""
+    if args.baseline_src is None:
+        raise SystemExit("compare needs --baseline-src (a checkout of the commit to compare to)")
+    bare = bare_search(info, args.index, rounds=args.repeats)
+    search_p50 = statistics.median(b["search_p50_ms"] for b in bare)
+    rates = sorted({100, 500, 1000, *args.sweep})
+    serve_args = ["--model", info["models"]["v1"], "--index", args.index]
+    sides = {"baseline": args.baseline_src.resolve(), "current": None}
+    runs: dict[str, dict[str, list[dict]]] = {side: {str(r): [] for r in rates} for side in sides}
+    key, users = info["keys"]["service"], info["users"]
+    with contextlib.ExitStack() as stack:
+        servers = {
+            side: stack.enter_context(
+                serving(info, serve_args, args.workers, results / f"compare-{side}.log", source)
+            )
+            for side, source in sides.items()
+        }
+        stack.enter_context(cpu_neighbour(args.neighbour))
+        for server in servers.values():
+            load_once(server, key, users, 200, 3, results / "warmup.json")
+        for repeat in range(args.repeats):
+            order = list(servers) if repeat % 2 == 0 else list(reversed(servers))
+            for rate in rates:
+                for side in order:
+                    out = results / f"compare-{side}-{rate}-{repeat}.json"
+                    result = load_once(servers[side], key, users, rate, args.duration, out)
+                    runs[side][str(rate)].append(result)
+                    log(
+                        f"{side} {rate}/s #{repeat}: {result['throughput_rps']:.0f}/s ok, "
+                        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+                        f"failed {result['failed']}, load {result['loadavg_before']}"
+                    )
+                    if result["throughput_rps"] < 0.95 * rate:
+                        _drain(servers[side])
+    table = {}
+    for side in sides:
+        rows = []
+        for rate in rates:
+            rs = runs[side][str(rate)]
+            rows.append(
+                {
+                    "offered_rps": rate,
+                    **{
+                        k: statistics.median(r[k] for r in rs if r[k] is not None)
+                        for k in ("throughput_rps", "p50_ms", "p99_ms", "failed")
+                    },
+                    "p99_runs": [r["p99_ms"] for r in rs],
+                    "throughput_runs": [r["throughput_rps"] for r in rs],
+                    "loadavg_runs": [r["loadavg_before"][0] for r in rs],
+                }
+            )
+        table[side] = rows
+    saturation = {
+        side: statistics.median(
+            max(runs[side][str(rate)][i]["throughput_rps"] for rate in rates)
+            for i in range(args.repeats)
+        )
+        for side in sides
+    }
+    p50_500 = {
+        side: next(r["p50_ms"] for r in table[side] if r["offered_rps"] == 500) for side in sides
+    }
+    return {
+        "workers": args.workers,
+        "index": args.index,
+        "neighbour": args.neighbour,
+        "baseline_src": str(sides["baseline"]),
+        "duration_s": args.duration,
+        "repeats": args.repeats,
+        "bare_search_p50_ms": search_p50,
+        "table": table,
+        "saturation_rps": saturation,
+        "saturation_ratio": saturation["current"] / saturation["baseline"],
+        "p50_500_over_bare_search": {side: v / search_p50 for side, v in p50_500.items()},
+    }
+
+
 PARTS = {
     "load": part_load,
+    "compare": part_compare,
     "swap": part_swap,
     "crash": part_crash,
     "fuzz": part_fuzz,
@@ -955,6 +1094,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument(
         "--sweep", type=lambda s: [int(x) for x in s.split(",") if x], default=[1500, 2000, 3000]
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="compare: a checkout of the commit to compare against (its src/ is served)",
+    )
+    parser.add_argument(
+        "--neighbour", action="store_true", help="compare: a busy-loop process takes one core"
     )
     parser.add_argument("--swap-rate", type=float, default=100.0)
     parser.add_argument("--swap-duration", type=float, default=30.0)
@@ -987,7 +1135,11 @@ def main(argv: list[str] | None = None) -> int:
     info = prepare(args.workdir, args.n_users, args.n_interactions, args.epochs)
     results = args.workdir / "results"
     results.mkdir(parents=True, exist_ok=True)
-    parts = [p for p in PARTS if p not in ("ray", "badkeys")] if "all" in args.part else args.part
+    parts = (
+        [p for p in PARTS if p not in ("ray", "badkeys", "compare")]
+        if "all" in args.part
+        else args.part
+    )
     summary = {}
     for part in parts:
         log(f"--- {part} (load average {loadavg()})")
