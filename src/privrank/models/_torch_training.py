@@ -21,6 +21,9 @@ import torch
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
+from privrank.metrics import ranking
+from privrank.metrics.ranking import RankedRelevance
+from privrank.metrics.topk import as_score_array, top_k
 from privrank.models._query import Query
 
 __all__ = [
@@ -45,37 +48,36 @@ def ranking_metrics(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-row NDCG@k and HR@k of full-ranking ``scores`` against sets of relevant items.
 
-    Items to exclude must already carry ``-inf``. Ties are broken by the lower item code.
-    NDCG uses binary gains, :math:`\\mathrm{DCG} = \\sum_{r<k} \\mathrm{rel}_r/\\log_2(r+2)`,
-    normalised by the ideal DCG of ``min(k, |targets|)`` hits; HR@k is 1 when any relevant item
-    is in the top k.
+    A thin adapter over :mod:`privrank.metrics`: the top ``k`` of every row by
+    :func:`~privrank.metrics.topk.top_k` (ties broken by the lower item code; items scored
+    ``-inf`` are never ranked), then binary-gain :func:`~privrank.metrics.ranking.ndcg` (DCG
+    over the ideal DCG of ``min(k, |targets|)`` hits) and
+    :func:`~privrank.metrics.ranking.hit_rate`. Items to exclude must already carry ``-inf``.
+    A NaN score (a diverging fit) is ranked like ``-inf`` (never a hit, never above a hit), so
+    validation reports the collapse instead of failing the fit; the fit's final check catches
+    non-finite parameters.
 
     Args:
         scores: ``(n, n_items)`` scores.
-        targets: ``n`` arrays of relevant item codes (non-empty).
+        targets: ``n`` arrays of distinct relevant item codes (non-empty).
         k: Cutoff.
 
     Returns:
         ``(ndcg, hit)``: float64 arrays of length ``n``.
     """
-    n, n_items = scores.shape
+    n = scores.shape[0]
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
     lengths = np.array([len(t) for t in targets], dtype=np.int64)
-    rows = np.repeat(np.arange(n), lengths)
-    items = np.concatenate(targets).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
-    target_scores = scores[rows, items][:, None]
-    block = scores[rows]
-    # Position in the order (score descending, code ascending), counted from 0.
-    rank = (block > target_scores).sum(axis=1) + (
-        (block == target_scores) & (np.arange(n_items) < items[:, None])
-    ).sum(axis=1)
-    hits = (rank < k) & np.isfinite(target_scores[:, 0])
-    gains = np.where(hits, 1.0 / np.log2(rank + 2.0), 0.0)
-    dcg = np.bincount(rows, weights=gains, minlength=n)
-    discount = 1.0 / np.log2(np.arange(max(k, 1)) + 2.0)
-    ideal = np.cumsum(discount)[np.minimum(lengths, k) - 1]
-    ndcg = dcg / ideal
-    hit = (np.bincount(rows, weights=hits, minlength=n) > 0).astype(np.float64)
-    return ndcg, hit
+    scores = as_score_array(scores)
+    nan = np.isnan(scores)
+    if nan.any():
+        scores = np.where(nan, -np.inf, scores)
+    lists = top_k(scores, k)
+    judged = RankedRelevance.from_lists(
+        lists.items, np.repeat(np.arange(n), lengths), np.concatenate(targets)
+    )
+    return ranking.ndcg(judged, k, gain="binary"), ranking.hit_rate(judged, k)
 
 
 @dataclass(frozen=True)
