@@ -10,11 +10,10 @@ best epoch and stops after ``patience`` evaluations without improvement.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from privrank.errors import ConfigError
 from privrank.metrics import ranking
 from privrank.metrics.ranking import RankedRelevance
 from privrank.metrics.topk import as_score_array, top_k
+from privrank.models._epochs import EarlyStopping
 from privrank.models._query import Query
 
 __all__ = [
@@ -154,35 +154,6 @@ class ValidationSet:
             f"ndcg@{k}": float(np.concatenate(ndcg_parts).mean()),
             f"hr@{k}": float(np.concatenate(hit_parts).mean()),
         }
-
-
-class EarlyStopping:
-    """Keep the best weights seen so far; say when ``patience`` evaluations brought nothing.
-
-    Args:
-        patience: Evaluations without improvement before stopping (``0``: never stop early,
-            but still keep the best weights).
-        min_delta: An improvement must exceed this.
-    """
-
-    def __init__(self, patience: int, min_delta: float = 0.0):
-        self.patience = patience
-        self.min_delta = min_delta
-        self.best_value = -np.inf
-        self.best_epoch = 0
-        self.best_state: dict[str, Any] | None = None
-        self._stale = 0
-
-    def update(self, epoch: int, value: float, state: dict[str, Any]) -> bool:
-        """Record an evaluation; return ``True`` when training should stop."""
-        if value > self.best_value + self.min_delta:
-            self.best_value = value
-            self.best_epoch = epoch
-            self.best_state = copy.deepcopy(state)
-            self._stale = 0
-            return False
-        self._stale += 1
-        return self.patience > 0 and self._stale >= self.patience
 
 
 class ValidatedFitMixin:
