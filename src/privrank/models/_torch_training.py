@@ -23,12 +23,18 @@ from privrank.errors import ConfigError
 from privrank.metrics import ranking
 from privrank.metrics.ranking import RankedRelevance
 from privrank.metrics.topk import as_score_array, top_k
-from privrank.models._epochs import EarlyStopping
+from privrank.models._epochs import (
+    EarlyStopping,
+    EpochHistory,
+    EpochSchedule,
+    Validation,
+    run_epochs,
+)
 from privrank.models._query import Query
 
 __all__ = [
     "EarlyStopping",
-    "ValidatedFitMixin",
+    "EpochFitMixin",
     "ValidationSet",
     "ranking_metrics",
     "seeded",
@@ -156,11 +162,13 @@ class ValidationSet:
         }
 
 
-class ValidatedFitMixin:
-    """Gives a model that early-stops the validation set of its fit (``FitOptions.validation``).
+class EpochFitMixin:
+    """Connects an iterative model to the epoch loop (:func:`~privrank.models._epochs.run_epochs`).
 
-    ``fit`` keeps :meth:`Recommender.fit`'s signature; the model's ``_fit`` calls
-    :meth:`_validation_set`.
+    ``fit`` keeps :meth:`Recommender.fit`'s signature; the model's ``_fit`` reads the fit's
+    validation split with :meth:`_validation_set` and trains with :meth:`_run_epochs`, which
+    reports progress through the fit's callback and records ``loss_history_``,
+    ``validation_history_`` and ``best_epoch_``.
     """
 
     def _validation_set(self) -> ValidationSet | None:
@@ -169,8 +177,39 @@ class ValidatedFitMixin:
         if pending is None:
             return None
         return ValidationSet.build(
-            pending, self.history_indptr_, self.history_items_, self.n_users_, self.n_items_
+            pending,
+            self.history_indptr_,  # type: ignore[attr-defined]
+            self.history_items_,  # type: ignore[attr-defined]
+            self.n_users_,  # type: ignore[attr-defined]
+            self.n_items_,  # type: ignore[attr-defined]
         )
+
+    def _run_epochs(
+        self,
+        schedule: EpochSchedule,
+        train_epoch: Callable[[int], float | None],
+        validation: Validation | None = None,
+    ) -> EpochHistory:
+        """Run :func:`~privrank.models._epochs.run_epochs` and record its history.
+
+        Args:
+            schedule: Epochs, patience, validation cadence and time budget.
+            train_epoch: Trains one epoch; returns its mean loss, or ``None`` (private fits).
+            validation: How to validate and keep the best weights (``None``: no validation).
+
+        Returns:
+            The history of the run (the model's weights are the kept ones).
+        """
+        history = run_epochs(
+            schedule,
+            train_epoch,
+            validation=validation,
+            report=self._report,  # type: ignore[attr-defined]
+        )
+        self.loss_history_ = history.losses
+        self.validation_history_ = history.evaluations
+        self.best_epoch_ = history.best_epoch
+        return history
 
 
 class NetworkStateMixin:

@@ -15,8 +15,8 @@ from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._sasrec_network import SASRecNetwork, left_padded, sequence_loss, trimmed
 from privrank.models._torch_training import (
     EarlyStopping,
+    EpochFitMixin,
     NetworkStateMixin,
-    ValidatedFitMixin,
     seeded,
 )
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
@@ -78,7 +78,7 @@ class SASRecConfig(ModelConfig):
 
 
 @register("sasrec")
-class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
+class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     r"""Self-Attentive Sequential Recommendation (Kang and McAuley, ICDM 2018), trained with
     full or sampled softmax as in the eSASRec study (arXiv 2508.06450).
 

@@ -16,8 +16,8 @@ from privrank.data.interactions import Interactions
 from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._torch_training import (
     EarlyStopping,
+    EpochFitMixin,
     NetworkStateMixin,
-    ValidatedFitMixin,
     seeded,
 )
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
@@ -109,7 +109,7 @@ def vae_user_losses(
 
 
 @register("mult-vae")
-class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
+class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     r"""Variational autoencoder for collaborative filtering with a multinomial likelihood
     (Liang, Krishnan, Hoffman and Jebara, "Variational Autoencoders for Collaborative
     Filtering", WWW 2018).
