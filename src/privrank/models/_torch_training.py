@@ -1,11 +1,13 @@
-"""Shared pieces of the iterative (PyTorch) models: validation, early stopping, seeding.
+"""Shared pieces of the iterative (PyTorch) models: the validation set, seeding, the glue to
+the epoch loop (:mod:`privrank.models._epochs`) and the persistence of a network.
 
 An iterative model can be given a *validation split* at fit time
 (``model.fit(train, FitOptions(validation=part))``, an :class:`~privrank.data.Interactions` with
 the training data's vocabulary, e.g. ``split(...).validation``). After each evaluated epoch the
 model ranks **all items** for every validation user, with the user's training items removed, and
-reports NDCG@k and HR@k of the validation items; :class:`EarlyStopping` keeps the weights of the
-best epoch and stops after ``patience`` evaluations without improvement.
+reports NDCG@k and HR@k of the validation items (:func:`ranking_metrics`, over
+:mod:`privrank.metrics`); the epoch loop keeps the weights of the best epoch and stops after
+``patience`` evaluations without improvement.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from privrank.metrics import ranking
 from privrank.metrics.ranking import RankedRelevance
 from privrank.metrics.topk import as_score_array, top_k
 from privrank.models._epochs import (
-    EarlyStopping,
     EpochHistory,
     EpochSchedule,
     Validation,
@@ -33,8 +34,8 @@ from privrank.models._epochs import (
 from privrank.models._query import Query
 
 __all__ = [
-    "EarlyStopping",
     "EpochFitMixin",
+    "NetworkStateMixin",
     "ValidationSet",
     "ranking_metrics",
     "seeded",
@@ -213,7 +214,7 @@ class EpochFitMixin:
 
 
 class NetworkStateMixin:
-    """Shared epoch bookkeeping and persistence of a torch model's ``network_``.
+    """Validation and persistence of a torch model's ``network_``.
 
     The host model builds its (untrained) network with ``_new_network()`` from its config and
     keeps ``network_``, ``loss_history_``, ``validation_history_`` and ``best_epoch_``. Weights
@@ -221,42 +222,27 @@ class NetworkStateMixin:
     every other model.
     """
 
-    def _end_of_epoch(
-        self,
-        network: torch.nn.Module,
-        epoch: int,
-        last: bool,
-        validation: ValidationSet | None,
-        stopper: EarlyStopping,
-        evaluations: list[tuple[int, float, float]],
-    ) -> tuple[dict[str, float], bool]:
-        """Validate when due (every ``validate_every`` epochs and at the last one).
+    def _network_validation(
+        self, network: torch.nn.Module, validation: ValidationSet | None
+    ) -> Validation | None:
+        """Validation of ``network`` mid-fit (``None`` without a validation set).
 
-        Returns:
-            ``(metrics, stop)``: the validation metrics (empty when not validated) and whether
-            early stopping says to stop.
+        Evaluating puts the network in eval mode as ``network_`` and scores the validation
+        users' training histories with ``_score_histories``; the kept weights are the network's
+        state dict. The host's epoch puts the network back in training mode.
         """
-        if validation is None or not (epoch % self.config.validate_every == 0 or last):
-            return {}, False
-        self.network_ = network.eval()
-        metrics = validation.evaluate(lambda _, histories: self._score_histories(histories))
-        evaluations.append((epoch, metrics["ndcg@10"], metrics["hr@10"]))
-        return metrics, stopper.update(epoch, metrics["ndcg@10"], network.state_dict())
+        if validation is None:
+            return None
 
-    def _keep_best(
-        self,
-        network: torch.nn.Module,
-        stopper: EarlyStopping,
-        losses: list[float],
-        evaluations: list[tuple[int, float, float]],
-    ) -> None:
-        """Restore the best validated weights (if any) and record the training history."""
-        if stopper.best_state is not None:
-            network.load_state_dict(stopper.best_state)
-        self.network_ = network.eval()
-        self.loss_history_ = np.asarray(losses, dtype=np.float64)
-        self.validation_history_ = np.asarray(evaluations, dtype=np.float64).reshape(-1, 3)
-        self.best_epoch_ = stopper.best_epoch if stopper.best_state is not None else len(losses)
+        def evaluate() -> dict[str, float]:
+            self.network_ = network.eval()
+            return validation.evaluate(
+                lambda _, histories: self._score_histories(histories)  # type: ignore[attr-defined]
+            )
+
+        return Validation(
+            evaluate=evaluate, snapshot=network.state_dict, restore=network.load_state_dict
+        )
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {f"network.{k}": v.detach().numpy() for k, v in self.network_.state_dict().items()}
