@@ -1,11 +1,11 @@
-"""Validation metrics and early stopping shared by the torch models, against brute force."""
+"""Validation metrics shared by the torch models, against brute force."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from privrank.models._torch_training import EarlyStopping, ranking_metrics
+from privrank.models._torch_training import ranking_metrics
 
 
 def brute_force(scores: np.ndarray, targets: list[np.ndarray], k: int):
@@ -39,12 +39,11 @@ def test_single_target_known_answer():
     assert ndcg[0] == pytest.approx(1 / np.log2(4)) and hit[0] == 1.0
 
 
-def test_early_stopping_keeps_the_best_state_and_counts_patience():
-    stopper = EarlyStopping(patience=2)
-    assert not stopper.update(1, 0.1, {"w": np.array([1.0])})
-    state = {"w": np.array([2.0])}
-    assert not stopper.update(2, 0.3, state)
-    state["w"][0] = 99.0  # later changes do not touch the kept copy
-    assert not stopper.update(3, 0.2, state)
-    assert stopper.update(4, 0.3, state)
-    assert stopper.best_epoch == 2 and stopper.best_state["w"][0] == 2.0
+def test_nan_scores_rank_like_minus_infinity():
+    """A diverging fit's NaN scores are never hits and never push a hit down (as ``-inf``)."""
+    scores = np.array([[np.nan, 0.2, 0.9, np.nan], [0.5, np.nan, 0.1, 0.3]])
+    ndcg, hit = ranking_metrics(scores, [np.array([0, 1]), np.array([3])], 2)
+    # Row 0: list (2, 1), hit at rank 2 of ideal 2 hits; row 1: list (0, 3), hit at rank 2.
+    ideal = 1 + 1 / np.log2(3)
+    np.testing.assert_array_equal(ndcg, [(1 / np.log2(3)) / ideal, 1 / np.log2(3)])
+    np.testing.assert_array_equal(hit, [1.0, 1.0])

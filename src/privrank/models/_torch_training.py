@@ -1,31 +1,41 @@
-"""Shared pieces of the iterative (PyTorch) models: validation, early stopping, seeding.
+"""Shared pieces of the iterative (PyTorch) models: the validation set, seeding, the glue to
+the epoch loop (:mod:`privrank.models._epochs`) and the persistence of a network.
 
 An iterative model can be given a *validation split* at fit time
 (``model.fit(train, FitOptions(validation=part))``, an :class:`~privrank.data.Interactions` with
 the training data's vocabulary, e.g. ``split(...).validation``). After each evaluated epoch the
 model ranks **all items** for every validation user, with the user's training items removed, and
-reports NDCG@k and HR@k of the validation items; :class:`EarlyStopping` keeps the weights of the
-best epoch and stops after ``patience`` evaluations without improvement.
+reports NDCG@k and HR@k of the validation items (:func:`ranking_metrics`, over
+:mod:`privrank.metrics`); the epoch loop keeps the weights of the best epoch and stops after
+``patience`` evaluations without improvement.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import torch
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
+from privrank.metrics import ranking
+from privrank.metrics.ranking import RankedRelevance
+from privrank.metrics.topk import as_score_array, top_k
+from privrank.models._epochs import (
+    EpochHistory,
+    EpochSchedule,
+    Validation,
+    run_epochs,
+)
 from privrank.models._query import Query
 
 __all__ = [
-    "EarlyStopping",
-    "ValidatedFitMixin",
+    "EpochFitMixin",
+    "NetworkStateMixin",
     "ValidationSet",
     "ranking_metrics",
     "seeded",
@@ -45,37 +55,36 @@ def ranking_metrics(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-row NDCG@k and HR@k of full-ranking ``scores`` against sets of relevant items.
 
-    Items to exclude must already carry ``-inf``. Ties are broken by the lower item code.
-    NDCG uses binary gains, :math:`\\mathrm{DCG} = \\sum_{r<k} \\mathrm{rel}_r/\\log_2(r+2)`,
-    normalised by the ideal DCG of ``min(k, |targets|)`` hits; HR@k is 1 when any relevant item
-    is in the top k.
+    A thin adapter over :mod:`privrank.metrics`: the top ``k`` of every row by
+    :func:`~privrank.metrics.topk.top_k` (ties broken by the lower item code; items scored
+    ``-inf`` are never ranked), then binary-gain :func:`~privrank.metrics.ranking.ndcg` (DCG
+    over the ideal DCG of ``min(k, |targets|)`` hits) and
+    :func:`~privrank.metrics.ranking.hit_rate`. Items to exclude must already carry ``-inf``.
+    A NaN score (a diverging fit) is ranked like ``-inf`` (never a hit, never above a hit), so
+    validation reports the collapse instead of failing the fit; the fit's final check catches
+    non-finite parameters.
 
     Args:
         scores: ``(n, n_items)`` scores.
-        targets: ``n`` arrays of relevant item codes (non-empty).
+        targets: ``n`` arrays of distinct relevant item codes (non-empty).
         k: Cutoff.
 
     Returns:
         ``(ndcg, hit)``: float64 arrays of length ``n``.
     """
-    n, n_items = scores.shape
+    n = scores.shape[0]
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
     lengths = np.array([len(t) for t in targets], dtype=np.int64)
-    rows = np.repeat(np.arange(n), lengths)
-    items = np.concatenate(targets).astype(np.int64) if n else np.zeros(0, dtype=np.int64)
-    target_scores = scores[rows, items][:, None]
-    block = scores[rows]
-    # Position in the order (score descending, code ascending), counted from 0.
-    rank = (block > target_scores).sum(axis=1) + (
-        (block == target_scores) & (np.arange(n_items) < items[:, None])
-    ).sum(axis=1)
-    hits = (rank < k) & np.isfinite(target_scores[:, 0])
-    gains = np.where(hits, 1.0 / np.log2(rank + 2.0), 0.0)
-    dcg = np.bincount(rows, weights=gains, minlength=n)
-    discount = 1.0 / np.log2(np.arange(max(k, 1)) + 2.0)
-    ideal = np.cumsum(discount)[np.minimum(lengths, k) - 1]
-    ndcg = dcg / ideal
-    hit = (np.bincount(rows, weights=hits, minlength=n) > 0).astype(np.float64)
-    return ndcg, hit
+    scores = as_score_array(scores)
+    nan = np.isnan(scores)
+    if nan.any():
+        scores = np.where(nan, -np.inf, scores)
+    lists = top_k(scores, k)
+    judged = RankedRelevance.from_lists(
+        lists.items, np.repeat(np.arange(n), lengths), np.concatenate(targets)
+    )
+    return ranking.ndcg(judged, k, gain="binary"), ranking.hit_rate(judged, k)
 
 
 @dataclass(frozen=True)
@@ -154,40 +163,13 @@ class ValidationSet:
         }
 
 
-class EarlyStopping:
-    """Keep the best weights seen so far; say when ``patience`` evaluations brought nothing.
+class EpochFitMixin:
+    """Connects an iterative model to the epoch loop (:func:`~privrank.models._epochs.run_epochs`).
 
-    Args:
-        patience: Evaluations without improvement before stopping (``0``: never stop early,
-            but still keep the best weights).
-        min_delta: An improvement must exceed this.
-    """
-
-    def __init__(self, patience: int, min_delta: float = 0.0):
-        self.patience = patience
-        self.min_delta = min_delta
-        self.best_value = -np.inf
-        self.best_epoch = 0
-        self.best_state: dict[str, Any] | None = None
-        self._stale = 0
-
-    def update(self, epoch: int, value: float, state: dict[str, Any]) -> bool:
-        """Record an evaluation; return ``True`` when training should stop."""
-        if value > self.best_value + self.min_delta:
-            self.best_value = value
-            self.best_epoch = epoch
-            self.best_state = copy.deepcopy(state)
-            self._stale = 0
-            return False
-        self._stale += 1
-        return self.patience > 0 and self._stale >= self.patience
-
-
-class ValidatedFitMixin:
-    """Gives a model that early-stops the validation set of its fit (``FitOptions.validation``).
-
-    ``fit`` keeps :meth:`Recommender.fit`'s signature; the model's ``_fit`` calls
-    :meth:`_validation_set`.
+    ``fit`` keeps :meth:`Recommender.fit`'s signature; the model's ``_fit`` reads the fit's
+    validation split with :meth:`_validation_set` and trains with :meth:`_run_epochs`, which
+    reports progress through the fit's callback and records ``loss_history_``,
+    ``validation_history_`` and ``best_epoch_``.
     """
 
     def _validation_set(self) -> ValidationSet | None:
@@ -196,12 +178,43 @@ class ValidatedFitMixin:
         if pending is None:
             return None
         return ValidationSet.build(
-            pending, self.history_indptr_, self.history_items_, self.n_users_, self.n_items_
+            pending,
+            self.history_indptr_,  # type: ignore[attr-defined]
+            self.history_items_,  # type: ignore[attr-defined]
+            self.n_users_,  # type: ignore[attr-defined]
+            self.n_items_,  # type: ignore[attr-defined]
         )
+
+    def _run_epochs(
+        self,
+        schedule: EpochSchedule,
+        train_epoch: Callable[[int], float | None],
+        validation: Validation | None = None,
+    ) -> EpochHistory:
+        """Run :func:`~privrank.models._epochs.run_epochs` and record its history.
+
+        Args:
+            schedule: Epochs, patience, validation cadence and time budget.
+            train_epoch: Trains one epoch; returns its mean loss, or ``None`` (private fits).
+            validation: How to validate and keep the best weights (``None``: no validation).
+
+        Returns:
+            The history of the run (the model's weights are the kept ones).
+        """
+        history = run_epochs(
+            schedule,
+            train_epoch,
+            validation=validation,
+            report=self._report,  # type: ignore[attr-defined]
+        )
+        self.loss_history_ = history.losses
+        self.validation_history_ = history.evaluations
+        self.best_epoch_ = history.best_epoch
+        return history
 
 
 class NetworkStateMixin:
-    """Shared epoch bookkeeping and persistence of a torch model's ``network_``.
+    """Validation and persistence of a torch model's ``network_``.
 
     The host model builds its (untrained) network with ``_new_network()`` from its config and
     keeps ``network_``, ``loss_history_``, ``validation_history_`` and ``best_epoch_``. Weights
@@ -209,42 +222,27 @@ class NetworkStateMixin:
     every other model.
     """
 
-    def _end_of_epoch(
-        self,
-        network: torch.nn.Module,
-        epoch: int,
-        last: bool,
-        validation: ValidationSet | None,
-        stopper: EarlyStopping,
-        evaluations: list[tuple[int, float, float]],
-    ) -> tuple[dict[str, float], bool]:
-        """Validate when due (every ``validate_every`` epochs and at the last one).
+    def _network_validation(
+        self, network: torch.nn.Module, validation: ValidationSet | None
+    ) -> Validation | None:
+        """Validation of ``network`` mid-fit (``None`` without a validation set).
 
-        Returns:
-            ``(metrics, stop)``: the validation metrics (empty when not validated) and whether
-            early stopping says to stop.
+        Evaluating puts the network in eval mode as ``network_`` and scores the validation
+        users' training histories with ``_score_histories``; the kept weights are the network's
+        state dict. The host's epoch puts the network back in training mode.
         """
-        if validation is None or not (epoch % self.config.validate_every == 0 or last):
-            return {}, False
-        self.network_ = network.eval()
-        metrics = validation.evaluate(lambda _, histories: self._score_histories(histories))
-        evaluations.append((epoch, metrics["ndcg@10"], metrics["hr@10"]))
-        return metrics, stopper.update(epoch, metrics["ndcg@10"], network.state_dict())
+        if validation is None:
+            return None
 
-    def _keep_best(
-        self,
-        network: torch.nn.Module,
-        stopper: EarlyStopping,
-        losses: list[float],
-        evaluations: list[tuple[int, float, float]],
-    ) -> None:
-        """Restore the best validated weights (if any) and record the training history."""
-        if stopper.best_state is not None:
-            network.load_state_dict(stopper.best_state)
-        self.network_ = network.eval()
-        self.loss_history_ = np.asarray(losses, dtype=np.float64)
-        self.validation_history_ = np.asarray(evaluations, dtype=np.float64).reshape(-1, 3)
-        self.best_epoch_ = stopper.best_epoch if stopper.best_state is not None else len(losses)
+        def evaluate() -> dict[str, float]:
+            self.network_ = network.eval()
+            return validation.evaluate(
+                lambda _, histories: self._score_histories(histories)  # type: ignore[attr-defined]
+            )
+
+        return Validation(
+            evaluate=evaluate, snapshot=network.state_dict, restore=network.load_state_dict
+        )
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {f"network.{k}": v.detach().numpy() for k, v in self.network_.state_dict().items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,8 @@ from pydantic import Field
 from torch.nn import functional
 
 from privrank.data.interactions import Interactions
-from privrank.models._torch_training import EarlyStopping, ValidatedFitMixin, seeded
+from privrank.models._epochs import EpochSchedule, Validation
+from privrank.models._torch_training import EpochFitMixin, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.models.capabilities import StoredFactors
 
@@ -99,7 +99,7 @@ def bpr_loss(
 
 
 @register("bpr")
-class BPR(ValidatedFitMixin, Recommender, StoredFactors):
+class BPR(EpochFitMixin, Recommender, StoredFactors):
     r"""Matrix factorisation learned with Bayesian Personalised Ranking (Rendle, Freudenthaler,
     Gantner and Schmidt-Thieme, UAI 2009), in PyTorch.
 
@@ -169,7 +169,7 @@ class BPR(ValidatedFitMixin, Recommender, StoredFactors):
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
-        validation = self._validation_set()
+        validation = self._validation()
         matrix = sp.csr_matrix(matrix)
         matrix.sort_indices()
         users = np.repeat(np.arange(self.n_users_), np.diff(matrix.indptr))
@@ -180,10 +180,8 @@ class BPR(ValidatedFitMixin, Recommender, StoredFactors):
         user_factors, item_factors, item_bias = self._initial_parameters(options.seed, generator)
         parameters = [user_factors, item_factors, item_bias]
         optimizer = torch.optim.Adam(parameters, lr=cfg.learning_rate)
-        stopper = EarlyStopping(cfg.patience)
-        losses, evaluations = [], []
-        started = time.perf_counter()
-        for epoch in range(1, cfg.epochs + 1):
+
+        def train_epoch(epoch: int) -> float:
             order = rng.permutation(len(users))
             negatives = self._negatives(users[order], keys, rng)
             total = 0.0
@@ -204,27 +202,22 @@ class BPR(ValidatedFitMixin, Recommender, StoredFactors):
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(rows)
-            losses.append(total / max(len(order), 1))
             self._store(user_factors, item_factors, item_bias)
-            last = epoch == cfg.epochs or (
-                cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
-            )
-            metrics, stop = {}, False
-            if validation is not None and (epoch % cfg.validate_every == 0 or last):
-                metrics = validation.evaluate(lambda users, _: self._score_users(users))
-                evaluations.append((epoch, metrics["ndcg@10"], metrics["hr@10"]))
-                stop = stopper.update(epoch, metrics["ndcg@10"], self._state_during_fit())
-            self._report(epoch, cfg.epochs, losses[-1], **metrics)
-            if stop or last:
-                break
-        if stopper.best_state is not None:
-            best = stopper.best_state
-            self.user_factors_ = best["user_factors"]
-            self.item_factors_ = best["item_factors"]
-            self.item_bias_ = best["item_bias"]
-        self.loss_history_ = np.asarray(losses, dtype=np.float64)
-        self.validation_history_ = np.asarray(evaluations, dtype=np.float64).reshape(-1, 3)
-        self.best_epoch_ = stopper.best_epoch if stopper.best_state is not None else len(losses)
+            return total / max(len(order), 1)
+
+        self._run_epochs(EpochSchedule.of(cfg), train_epoch, validation)
+
+    def _validation(self) -> Validation | None:
+        """Validation on the fit's validation split (``None`` without one): rank all items
+        for each validation user from the stored factors; keep and restore the factors."""
+        held = self._validation_set()
+        if held is None:
+            return None
+        return Validation(
+            evaluate=lambda: held.evaluate(lambda users, _: self._score_users(users)),
+            snapshot=self._state_during_fit,
+            restore=self._restore_during_fit,
+        )
 
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
@@ -253,7 +246,8 @@ class BPR(ValidatedFitMixin, Recommender, StoredFactors):
             {"item_factors": item_factors, "item_bias": item_bias}, user_loss, spec.clipping_norm
         )
         trainer = run.trainer(engine, optimizer)
-        for epoch in range(1, cfg.epochs + 1):
+
+        def train_epoch(epoch: int) -> None:  # no loss: it is not a private release
             for users in run.sampler.epoch(run.plan.steps_per_epoch):
                 users = users[lengths[users] > 0]  # a user without items adds nothing
                 positives, mask = _padded_rows(indptr, matrix.indices, users)
@@ -265,11 +259,10 @@ class BPR(ValidatedFitMixin, Recommender, StoredFactors):
                 _, (local,) = trainer.privatise((user_factors.detach()[codes],), data, gathered)
                 user_factors.grad = torch.zeros_like(user_factors).index_add_(0, codes, local)
                 optimizer.step()
-            self._report(epoch, cfg.epochs)  # no loss: it is not a private release
+
+        # Every epoch, no validation, no time budget: the accounting covers exactly these steps.
+        self._run_epochs(EpochSchedule(cfg.epochs), train_epoch)
         self._store(user_factors, item_factors, item_bias)
-        self.loss_history_ = np.zeros(0, dtype=np.float64)
-        self.validation_history_ = np.zeros((0, 3), dtype=np.float64)
-        self.best_epoch_ = cfg.epochs
         self.privacy_guarantee_ = run.guarantee(
             spec,
             statistic="the summed per-user clipped gradients of the item factors and biases",
@@ -391,6 +384,11 @@ class BPR(ValidatedFitMixin, Recommender, StoredFactors):
             "item_factors": self.item_factors_,
             "item_bias": self.item_bias_,
         }
+
+    def _restore_during_fit(self, state: dict[str, np.ndarray]) -> None:
+        self.user_factors_ = state["user_factors"]
+        self.item_factors_ = state["item_factors"]
+        self.item_bias_ = state["item_bias"]
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         d = self.config.factors

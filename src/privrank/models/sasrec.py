@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import numpy as np
@@ -11,14 +10,10 @@ import torch
 from pydantic import Field, model_validator
 
 from privrank.data.interactions import Interactions
+from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._sasrec_network import SASRecNetwork, left_padded, sequence_loss, trimmed
-from privrank.models._torch_training import (
-    EarlyStopping,
-    NetworkStateMixin,
-    ValidatedFitMixin,
-    seeded,
-)
+from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
 __all__ = ["SASRec", "SASRecConfig"]
@@ -78,7 +73,7 @@ class SASRecConfig(ModelConfig):
 
 
 @register("sasrec")
-class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
+class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     r"""Self-Attentive Sequential Recommendation (Kang and McAuley, ICDM 2018), trained with
     full or sampled softmax as in the eSASRec study (arXiv 2508.06450).
 
@@ -155,22 +150,12 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
             optimizer = torch.optim.Adam(
                 network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
             )
-            stopper = EarlyStopping(cfg.patience)
-            losses, evaluations = [], []
-            started = time.perf_counter()
-            for epoch in range(1, cfg.epochs + 1):
-                loss = self._train_epoch(network, optimizer, sequences, generator)
-                losses.append(loss)
-                last = epoch == cfg.epochs or (
-                    cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
-                )
-                metrics, stop = self._end_of_epoch(
-                    network, epoch, last, validation, stopper, evaluations
-                )
-                self._report(epoch, cfg.epochs, loss, **metrics)
-                if stop or last:
-                    break
-        self._keep_best(network, stopper, losses, evaluations)
+            self._run_epochs(
+                EpochSchedule.of(cfg),
+                lambda epoch: self._train_epoch(network, optimizer, sequences, generator),
+                self._network_validation(network, validation),
+            )
+        self.network_ = network.eval()
 
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
@@ -196,7 +181,8 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
 
             engine = VmapClipping(dict(network.named_parameters()), user_loss, spec.clipping_norm)
             trainer = run.trainer(engine, optimizer)
-            for epoch in range(1, cfg.epochs + 1):
+
+            def train_epoch(epoch: int) -> None:  # no loss: it is not a private release
                 network.train()
                 for users in run.sampler.epoch(run.plan.steps_per_epoch):
                     picked = torch.from_numpy(users)
@@ -213,9 +199,10 @@ class SASRec(ValidatedFitMixin, NetworkStateMixin, Recommender):
                         )
                     data, gathered = _private_batch(batch, negatives, self.n_items_)
                     trainer.step((), data, gathered)
-                self._report(epoch, cfg.epochs)  # no loss: it is not a private release
-        self._keep_best(network, EarlyStopping(0), [], [])
-        self.best_epoch_ = cfg.epochs
+
+            # Every epoch, no validation, no time budget: the accounting covers these steps.
+            self._run_epochs(EpochSchedule(cfg.epochs), train_epoch)
+        self.network_ = network.eval()
         self.privacy_guarantee_ = run.guarantee(
             spec,
             statistic="the summed per-user clipped gradients of all network weights",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -13,13 +12,9 @@ from torch import nn
 from torch.nn import functional
 
 from privrank.data.interactions import Interactions
+from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
-from privrank.models._torch_training import (
-    EarlyStopping,
-    NetworkStateMixin,
-    ValidatedFitMixin,
-    seeded,
-)
+from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
 __all__ = ["MultVAE", "MultVAEConfig", "MultVAENetwork"]
@@ -109,7 +104,7 @@ def vae_user_losses(
 
 
 @register("mult-vae")
-class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
+class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     r"""Variational autoencoder for collaborative filtering with a multinomial likelihood
     (Liang, Krishnan, Hoffman and Jebara, "Variational Autoencoders for Collaborative
     Filtering", WWW 2018).
@@ -165,16 +160,15 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
         validation = self._validation_set()
         active = np.flatnonzero(np.diff(matrix.indptr) > 0)
         generator = torch.Generator().manual_seed(options.seed)
-        losses, evaluations = [], []
-        stopper = EarlyStopping(cfg.patience)
-        step = 0
-        started = time.perf_counter()
+        step = 0  # Adam steps so far (the KL weight anneals over them)
         with seeded(options.seed):
             network = self._new_network()
             optimizer = torch.optim.Adam(
                 network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
             )
-            for epoch in range(1, cfg.epochs + 1):
+
+            def train_epoch(epoch: int) -> float:
+                nonlocal step
                 network.train()
                 order = active[torch.randperm(len(active), generator=generator).numpy()]
                 total = 0.0
@@ -188,17 +182,12 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
                     optimizer.step()
                     step += 1
                     total += loss.item() * len(rows)
-                losses.append(total / max(len(order), 1))
-                last = epoch == cfg.epochs or (
-                    cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds
-                )
-                metrics, stop = self._end_of_epoch(
-                    network, epoch, last, validation, stopper, evaluations
-                )
-                self._report(epoch, cfg.epochs, losses[-1], **metrics)
-                if stop or last:
-                    break
-        self._keep_best(network, stopper, losses, evaluations)
+                return total / max(len(order), 1)
+
+            self._run_epochs(
+                EpochSchedule.of(cfg), train_epoch, self._network_validation(network, validation)
+            )
+        self.network_ = network.eval()
 
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
@@ -223,20 +212,23 @@ class MultVAE(ValidatedFitMixin, NetworkStateMixin, Recommender):
 
             engine = GhostClipping(network, user_losses, spec.clipping_norm)
             trainer = run.trainer(engine, optimizer)
+
+            def train_epoch(epoch: int) -> None:  # no loss: it is not a private release
+                nonlocal step
+                network.train()
+                for users in run.sampler.epoch(run.plan.steps_per_epoch):
+                    rows = users[lengths[users] > 0]  # an empty history adds nothing
+                    x = torch.from_numpy(matrix[rows].toarray())
+                    beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
+                    trainer.step(x, beta)
+                    step += 1
+
             try:
-                for epoch in range(1, cfg.epochs + 1):
-                    network.train()
-                    for users in run.sampler.epoch(run.plan.steps_per_epoch):
-                        rows = users[lengths[users] > 0]  # an empty history adds nothing
-                        x = torch.from_numpy(matrix[rows].toarray())
-                        beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
-                        trainer.step(x, beta)
-                        step += 1
-                    self._report(epoch, cfg.epochs)  # no loss: it is not a private release
+                # Every epoch, no validation, no time budget: the accounting covers these steps.
+                self._run_epochs(EpochSchedule(cfg.epochs), train_epoch)
             finally:
                 engine.close()
-        self._keep_best(network, EarlyStopping(0), [], [])
-        self.best_epoch_ = cfg.epochs
+        self.network_ = network.eval()
         self.privacy_guarantee_ = run.guarantee(
             spec,
             statistic="the summed per-user clipped gradients of all network weights",

@@ -1,0 +1,218 @@
+"""The one epoch loop of the iterative models: time budget, validation, early stopping, progress.
+
+An iterative model (BPR, Mult-VAE, SASRec) supplies only its *epoch*: a function that trains
+one pass over the data and returns the mean training loss, or ``None`` when the loss must not
+be reported (a private fit computes it on users' data without noise). :func:`run_epochs` owns
+everything around it. After each epoch ``e`` (counted from 1) it, in this order:
+
+1. records the loss;
+2. decides whether ``e`` is the last epoch: ``e == epochs``, or the time budget
+   ``max_seconds`` (counted from the start of the loop) is spent, checked *after* the epoch,
+   so the epoch that crosses the budget completes;
+3. validates, when the fit has a :class:`Validation` and ``e`` is due (``e`` a multiple of
+   ``validate_every``, or the last epoch): records ``(e, ndcg@10, hr@10)`` and hands NDCG@10
+   and the current weights to :class:`EarlyStopping`, which keeps a copy of the best weights
+   and says when ``patience`` evaluations in a row brought no improvement;
+4. reports progress: ``report(e, epochs, loss, **metrics)``, with the validation metrics when
+   it validated;
+5. stops when this was the last epoch or early stopping said so.
+
+Then the best validated weights, if there was any evaluation, are put back, and the
+:class:`EpochHistory` says what happened. The loop draws no random numbers, so a model's
+random-number consumption is that of its epochs alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+__all__ = [
+    "EarlyStopping",
+    "EpochHistory",
+    "EpochSchedule",
+    "ProgressReport",
+    "StopReason",
+    "Validation",
+    "run_epochs",
+]
+
+#: The validation metric early stopping watches (higher is better).
+MONITORED = "ndcg@10"
+#: The validation metrics recorded per evaluation, after the epoch number.
+RECORDED = ("ndcg@10", "hr@10")
+
+#: Why the loop ended: all epochs ran, early stopping, or the time budget.
+StopReason = Literal["epochs", "early stopping", "time budget"]
+
+
+@dataclass(frozen=True)
+class EpochSchedule:
+    """How long to train and how often to validate.
+
+    Attributes:
+        epochs: Most epochs.
+        patience: Evaluations without a better NDCG@10 before stopping (``0``: never stop
+            early, but still keep the best epoch's weights).
+        validate_every: Epochs between evaluations (the last epoch is always evaluated).
+        max_seconds: Stop after the first epoch that ends past this many seconds; ``None``: no
+            limit.
+    """
+
+    epochs: int
+    patience: int = 0
+    validate_every: int = 1
+    max_seconds: float | None = None
+
+    @classmethod
+    def of(cls, config: Any) -> EpochSchedule:
+        """The schedule of a model config with ``epochs``, ``patience``, ``validate_every`` and
+        ``max_seconds`` fields."""
+        return cls(
+            epochs=config.epochs,
+            patience=config.patience,
+            validate_every=config.validate_every,
+            max_seconds=config.max_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What the loop needs to validate a model mid-fit and keep its best weights.
+
+    Attributes:
+        evaluate: The validation metrics of the current weights (at least those of
+            :data:`RECORDED`).
+        snapshot: The current weights, by name (the loop keeps a deep copy of the best).
+        restore: Put back weights that ``snapshot`` returned.
+    """
+
+    evaluate: Callable[[], Mapping[str, float]]
+    snapshot: Callable[[], Mapping[str, Any]]
+    restore: Callable[[dict[str, Any]], object]
+
+
+class ProgressReport(Protocol):
+    """Receives one report per epoch (:meth:`Recommender._report`'s signature)."""
+
+    def __call__(
+        self, epoch: int, epochs: int, loss: float | None = None, **metrics: float
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class EpochHistory:
+    """What a run of the loop did.
+
+    Attributes:
+        losses: The loss of every epoch that reported one (float64).
+        evaluations: ``(evaluations, 3)`` float64: epoch, NDCG@10, HR@10.
+        best_epoch: The epoch whose weights the model keeps: the best evaluated one, or the last
+            epoch run when nothing was evaluated.
+        epochs_run: Epochs trained.
+        stopped_by: ``"epochs"`` (the last epoch ran, whatever else happened then),
+            ``"early stopping"`` or ``"time budget"``.
+    """
+
+    losses: np.ndarray
+    evaluations: np.ndarray
+    best_epoch: int
+    epochs_run: int
+    stopped_by: StopReason
+
+
+class EarlyStopping:
+    """Keep the best weights seen so far; say when ``patience`` evaluations brought nothing.
+
+    Args:
+        patience: Evaluations without improvement before stopping (``0``: never stop early,
+            but still keep the best weights).
+        min_delta: An improvement must exceed this.
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_value = -np.inf
+        self.best_epoch = 0
+        self.best_state: dict[str, Any] | None = None
+        self._stale = 0
+
+    def update(self, epoch: int, value: float, state: Mapping[str, Any]) -> bool:
+        """Record an evaluation; return ``True`` when training should stop."""
+        if value > self.best_value + self.min_delta:
+            self.best_value = value
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(dict(state))
+            self._stale = 0
+            return False
+        self._stale += 1
+        return self.patience > 0 and self._stale >= self.patience
+
+
+def run_epochs(
+    schedule: EpochSchedule,
+    train_epoch: Callable[[int], float | None],
+    *,
+    validation: Validation | None = None,
+    report: ProgressReport | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> EpochHistory:
+    """Train epoch after epoch until the schedule, early stopping or the time budget says stop.
+
+    See the module docstring for what happens after each epoch.
+
+    Args:
+        schedule: Epochs, patience, validation cadence and time budget.
+        train_epoch: Trains epoch ``e`` (given, counted from 1) and returns its mean loss, or
+            ``None`` to report none (then :attr:`EpochHistory.losses` is empty).
+        validation: How to validate and keep the best weights; ``None``: never validate (the
+            final weights are kept).
+        report: Called once per epoch with the epoch, the number of epochs, the loss and the
+            validation metrics of that epoch (none when it did not validate).
+        clock: Seconds, for the time budget (read at the start and after each epoch, and only
+            when there is a budget).
+
+    Returns:
+        What the run did. When it validated, the best weights are back in place.
+    """
+    budget = schedule.max_seconds
+    started = clock() if budget is not None else 0.0
+    stopper = EarlyStopping(schedule.patience)
+    losses: list[float] = []
+    evaluations: list[tuple[float, ...]] = []
+    epoch = 0
+    stopped_by: StopReason = "epochs"
+    for epoch in range(1, schedule.epochs + 1):
+        loss = train_epoch(epoch)
+        if loss is not None:
+            losses.append(loss)
+        out_of_time = epoch < schedule.epochs and budget is not None and clock() - started > budget
+        last = epoch == schedule.epochs or out_of_time
+        metrics: dict[str, float] = {}
+        stop = False
+        if validation is not None and (epoch % schedule.validate_every == 0 or last):
+            metrics = dict(validation.evaluate())
+            evaluations.append((epoch, *(metrics[name] for name in RECORDED)))
+            stop = stopper.update(epoch, metrics[MONITORED], validation.snapshot())
+        if report is not None:
+            report(epoch, schedule.epochs, loss, **metrics)
+        if stop or last:
+            if epoch < schedule.epochs:
+                stopped_by = "early stopping" if stop else "time budget"
+            break
+    kept = stopper.best_state
+    if validation is not None and kept is not None:
+        validation.restore(kept)
+    return EpochHistory(
+        losses=np.asarray(losses, dtype=np.float64),
+        evaluations=np.asarray(evaluations, dtype=np.float64).reshape(-1, 1 + len(RECORDED)),
+        best_epoch=stopper.best_epoch if kept is not None else epoch,
+        epochs_run=epoch,
+        stopped_by=stopped_by,
+    )
