@@ -755,6 +755,9 @@ def create_app(
         description="Privacy-preserving recommendations. Send an API key as "
         "'Authorization: Bearer <key>'.",
         lifespan=lifespan,
+        # privrank exports its own Prometheus metrics; FastAPI's OpenTelemetry hooks would
+        # only cost a provider check per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.serving = state
     _install_handlers(app)

@@ -77,11 +77,14 @@ class Scope(StrEnum):
     @property
     def level(self) -> int:
         """Position in the order read < service < write < admin."""
-        return list(Scope).index(self)
+        return _LEVELS[self]
 
     def grants(self, required: Scope) -> bool:
         """Whether a credential of this scope may do what ``required`` guards."""
-        return self.level >= Scope(required).level
+        return _LEVELS[self] >= _LEVELS[Scope(required)]
+
+
+_LEVELS = {scope: position for position, scope in enumerate(Scope)}
 
 
 @dataclass(frozen=True)
