@@ -127,6 +127,7 @@ class EASE(Recommender, ItemItemModel):
     """
 
     Config = EASEConfig
+    config: EASEConfig
     PrivateConfig = EASEPrivateConfig
     uses_torch = True
     supports_privacy = True
@@ -141,7 +142,7 @@ class EASE(Recommender, ItemItemModel):
     ) -> None:
         from privrank.privacy.mechanisms import spectral_denoise
 
-        config, private = self.config, self.private_settings()
+        config, private = self.config, self.private_settings(EASEPrivateConfig)
         fit = private_gram_fit(matrix, spec, private)
         release = fit.release
         items = release.items

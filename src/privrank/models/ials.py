@@ -180,6 +180,7 @@ class IALS(Recommender, StoredFactors):
     """
 
     Config = IALSConfig
+    config: IALSConfig
     PrivateConfig = IALSPrivateConfig
     seeded = True
     supports_privacy = True
@@ -216,7 +217,7 @@ class IALS(Recommender, StoredFactors):
     ) -> None:
         from privrank.privacy.dp_als import PrivateALSMechanism
 
-        cfg, private = self.config, self.private_settings()
+        cfg, private = self.config, self.private_settings(IALSPrivateConfig)
         mechanism = PrivateALSMechanism(
             spec,
             releases=private.epochs,
@@ -258,7 +259,7 @@ class IALS(Recommender, StoredFactors):
         self, release: Any, mean_counts: np.ndarray, epoch: int, mechanism: Any
     ) -> np.ndarray:
         """Item factors from one noisy release (post-processing; see the class docstring)."""
-        cfg, private = self.config, self.private_settings()
+        cfg, private = self.config, self.private_settings(IALSPrivateConfig)
         d, regularization, alpha0 = self._hyper_parameters()
         counts = np.maximum(mean_counts, 0.0)
         # The mean of ``epoch`` noisy counts, each with noise σ/γ.
@@ -284,7 +285,7 @@ class IALS(Recommender, StoredFactors):
         """``(d, λ, α₀)``: the ``private`` ones for a private fit, else the plain ones."""
         cfg = self.config
         if getattr(self, "privacy_guarantee_", None) is not None:
-            private = self.private_settings()
+            private = self.private_settings(IALSPrivateConfig)
             return private.factors, private.regularization, private.unobserved_weight
         return cfg.factors, cfg.regularization, cfg.unobserved_weight
 

@@ -102,6 +102,7 @@ class ItemKNN(Recommender, ItemItemModel):
     """
 
     Config = ItemKNNConfig
+    config: ItemKNNConfig
     PrivateConfig = ItemKNNPrivateConfig
     supports_privacy = True
 
@@ -113,7 +114,7 @@ class ItemKNN(Recommender, ItemItemModel):
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
     ) -> None:
-        config, private = self.config, self.private_settings()
+        config, private = self.config, self.private_settings(ItemKNNPrivateConfig)
         fit = private_gram_fit(matrix, spec, private)
         release = fit.release
         sigma = release.gram_std

@@ -133,6 +133,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     """
 
     Config = SASRecConfig
+    config: SASRecConfig
     PrivateConfig = DPSGDPrivateConfig
     seeded = True
     uses_torch = True
@@ -163,7 +164,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         from privrank.privacy.dpsgd import VmapClipping, start_private_run
 
         cfg = self.config
-        batch = self.private_settings().batch_size or cfg.batch_size
+        batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         indptr, items = spec.bound_contributions(train).sequences()

@@ -150,6 +150,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     """
 
     Config = MultVAEConfig
+    config: MultVAEConfig
     PrivateConfig = DPSGDPrivateConfig
     seeded = True
     uses_torch = True
@@ -196,7 +197,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
 
         cfg = self.config
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        batch = self.private_settings().batch_size or cfg.batch_size
+        batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         lengths = np.diff(matrix.indptr)
