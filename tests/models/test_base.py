@@ -111,6 +111,15 @@ def test_query_forms_agree():
         Query.users([[1, 2]])
 
 
+def test_a_user_query_has_no_histories_of_its_own():
+    users = Query.users([0, 2])
+    assert len(users) == 2 and len(users.take(np.array([1]))) == 1
+    with pytest.raises(ConfigError, match="names known users by code and carries no histories"):
+        users.to_csr(8)
+    with pytest.raises(ConfigError, match="carries no histories"):
+        users.lengths()
+
+
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_declares_the_type_of_its_config(name):
     """``config: XConfig`` next to ``Config = XConfig``: the type checker's view of

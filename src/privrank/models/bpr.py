@@ -317,7 +317,7 @@ class BPR(EpochFitMixin, Recommender, StoredFactors):
         zero rows for empty histories."""
         self._require_fitted()
         query = self._checked_query(histories)
-        if query.is_users:
+        if query.user_codes is not None:
             query = self._training_histories(query.user_codes)
         rows = query.to_csr(self.n_items_)
         out = np.zeros((len(query), self.config.factors), dtype=np.float32)

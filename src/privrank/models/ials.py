@@ -332,7 +332,7 @@ class IALS(Recommender, StoredFactors):
         """
         self._require_fitted()
         query = self._checked_query(histories)
-        if query.is_users:
+        if query.user_codes is not None:
             query = self._training_histories(query.user_codes)
         rows = query.to_csr(self.n_items_)
         items = self.item_factors_

@@ -251,7 +251,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
             yield sequences[batches[position]]
 
     def _score_histories(self, histories: Query, batch_size: int = 512) -> np.ndarray:
-        padded = left_padded(histories.indptr, histories.items, self.config.max_length)
+        padded = left_padded(*histories.ragged(), self.config.max_length)
         order = np.argsort(np.minimum(histories.lengths(), self.config.max_length), kind="stable")
         out = np.empty((len(histories), self.n_items_), dtype=np.float32)
         network = self.network_
