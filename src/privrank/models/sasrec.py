@@ -134,6 +134,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
 
     Config = SASRecConfig
     config: SASRecConfig
+    network_: SASRecNetwork
     PrivateConfig = DPSGDPrivateConfig
     seeded = True
     uses_torch = True

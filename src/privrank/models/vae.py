@@ -151,6 +151,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
 
     Config = MultVAEConfig
     config: MultVAEConfig
+    network_: MultVAENetwork
     PrivateConfig = DPSGDPrivateConfig
     seeded = True
     uses_torch = True
