@@ -206,6 +206,8 @@ class IALS(Recommender, StoredFactors):
                 users, rows = self._solve(
                     matrix, items, user_reg, users, threads, exact=epoch == cfg.epochs, loss=True
                 )
+                if rows is None:  # pragma: no cover - _solve returns them when asked (loss=True)
+                    raise RuntimeError("iALS: the users' row objectives were not computed")
                 losses.append(ials_objective(rows, items, item_reg))
                 self._report(epoch, cfg.epochs, losses[-1])
         self.user_factors_ = users

@@ -105,6 +105,8 @@ class ItemKNN(Recommender, ItemItemModel):
     config: ItemKNNConfig
     PrivateConfig = ItemKNNPrivateConfig
     supports_privacy = True
+    similarity_: sp.csr_matrix
+    prior_: np.ndarray | None
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         self.similarity_ = pruned_cosine(matrix, self.config.neighbors, self.config.shrinkage)

@@ -144,8 +144,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
         validation = self._validation_set()
-        sequences = left_padded(self.history_indptr_, self.history_items_, cfg.max_length + 1)
-        sequences = torch.from_numpy(sequences[(sequences > 0).sum(axis=1) >= 2])
+        padded = left_padded(self.history_indptr_, self.history_items_, cfg.max_length + 1)
+        sequences = torch.from_numpy(padded[(padded > 0).sum(axis=1) >= 2])
         with seeded(options.seed):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
@@ -243,7 +243,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         size = self.config.batch_size
         order = torch.randperm(len(sequences), generator=generator)
         lengths = (sequences > 0).sum(dim=1)
-        batches = []
+        batches: list[torch.Tensor] = []
         for start in range(0, len(order), size * 32):
             chunk = order[start : start + size * 32]
             chunk = chunk[torch.argsort(lengths[chunk], stable=True)]

@@ -178,7 +178,8 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                     rows = order[start : start + cfg.batch_size]
                     x = torch.from_numpy(matrix[rows].toarray())
                     beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
-                    loss = vae_loss(x, *network(x), beta)
+                    logits, mu, logvar = network(x)
+                    loss = vae_loss(x, logits, mu, logvar, beta)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -209,8 +210,9 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                 network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
             )
 
-            def user_losses(model: torch.nn.Module, x: torch.Tensor, beta: float):
-                return vae_user_losses(x, *model(x), beta)
+            def user_losses(model: torch.nn.Module, x: torch.Tensor, beta: float) -> torch.Tensor:
+                logits, mu, logvar = model(x)
+                return vae_user_losses(x, logits, mu, logvar, beta)
 
             engine = GhostClipping(network, user_losses, spec.clipping_norm)
             trainer = run.trainer(engine, optimizer)
