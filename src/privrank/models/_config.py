@@ -166,7 +166,8 @@ def _describe_private(error: Any, owner: str) -> str:
     return f"The {path!r} setting of {owner} is invalid: {message}. Got {got!r} instead."
 
 
-_TYPE_WORDS = {int: "an int", float: "a float", bool: "a bool", str: "a string"}
+#: Keyed by a field's annotation, which may be any object (``Literal[...]``, ``X | None``, ...).
+_TYPE_WORDS: dict[object, str] = {int: "an int", float: "a float", bool: "a bool", str: "a string"}
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
 
