@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,15 +13,21 @@ from hypothesis import strategies as st
 from privrank.errors import ArtifactError, ConfigError
 from privrank.models import (
     EASE,
+    DPSGDPrivateConfig,
+    EASEPrivateConfig,
     FitOptions,
+    ModelConfig,
     ModelFitError,
+    MostPopular,
     Query,
     Recommender,
     create_model,
     model_class,
+    model_names,
     register,
 )
 from privrank.models._artifact import CHECKSUMS_FILE, MODEL_FILE, sha256_of
+from privrank.models._private import PrivateGramConfig
 from privrank.models._ranking import top_k
 from privrank.testing import synthetic_interactions
 
@@ -102,6 +109,36 @@ def test_query_forms_agree():
         Query.histories([[0.5]])
     with pytest.raises(ConfigError, match="User codes must be a 1-D array of integers"):
         Query.users([[1, 2]])
+
+
+def test_a_user_query_has_no_histories_of_its_own():
+    users = Query.users([0, 2])
+    assert len(users) == 2 and len(users.take(np.array([1]))) == 1
+    with pytest.raises(ConfigError, match="names known users by code and carries no histories"):
+        users.to_csr(8)
+    with pytest.raises(ConfigError, match="carries no histories"):
+        users.lengths()
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_declares_the_type_of_its_config(name):
+    """``config: XConfig`` next to ``Config = XConfig``: the type checker's view of
+    ``model.config`` is the class that ``__init__`` validates it with."""
+    cls = model_class(name)
+    annotation = vars(cls).get("__annotations__", {}).get("config")
+    assert annotation is not None, (
+        f"{cls.__name__} does not declare 'config: {cls.Config.__name__}'"
+    )
+    assert eval(annotation, vars(sys.modules[cls.__module__])) is cls.Config
+
+
+def test_private_settings_are_read_as_the_class_the_caller_names():
+    assert EASE().private_settings(EASEPrivateConfig) == EASEPrivateConfig()
+    assert EASE().private_settings(PrivateGramConfig) == EASEPrivateConfig()  # a base class
+    with pytest.raises(TypeError, match="EASE's private settings are a EASEPrivateConfig, not a"):
+        EASE().private_settings(DPSGDPrivateConfig)
+    with pytest.raises(ConfigError, match="MostPopular has no settings of a private fit"):
+        MostPopular().private_settings(ModelConfig)
 
 
 def test_load_refuses_another_format_version(tmp_path):

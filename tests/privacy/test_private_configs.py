@@ -52,8 +52,8 @@ def test_every_private_model_has_one_nested_block_and_no_flat_private_fields(fac
     assert not [name for name in factory.Config.model_fields if name.startswith("private_")]
     model = factory(private=settings)
     assert isinstance(model.config.private, block_class)
-    assert model.private_settings() == block_class(**settings)
-    assert factory().private_settings() == block_class()  # the defaults when none is given
+    assert model.private_settings(block_class) == block_class(**settings)
+    assert factory().private_settings(block_class) == block_class()  # the defaults when not given
 
 
 @pytest.mark.parametrize("factory", list(BLOCKS))

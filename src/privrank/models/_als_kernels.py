@@ -242,7 +242,9 @@ def run_parallel(kernel, *args, threads: int):
     """Call a kernel with ``threads`` numba threads, dynamic scheduling in small chunks, and
     a single-threaded BLAS (the kernels call it from each of their threads)."""
     previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    # numba.config creates its settings at run time (globals()), so mypy cannot see them.
+    most = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    numba.set_num_threads(max(1, min(threads, most)))
     try:
         with threadpoolctl.threadpool_limits(1, "blas"), numba.parallel_chunksize(_CHUNK):
             return kernel(*args)

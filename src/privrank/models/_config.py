@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -26,6 +26,9 @@ class ModelConfig(BaseModel):
     """Base of every model's hyper-parameters: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+C = TypeVar("C", bound=ModelConfig)
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def validate_config(
-    config_class: type[ModelConfig], owner: str, config: Any, params: Mapping[str, Any]
-) -> ModelConfig:
+def validate_config(config_class: type[C], owner: str, config: Any, params: Mapping[str, Any]) -> C:
     """Build a config from an instance, a mapping and/or keyword parameters.
 
     Args:
@@ -165,7 +166,8 @@ def _describe_private(error: Any, owner: str) -> str:
     return f"The {path!r} setting of {owner} is invalid: {message}. Got {got!r} instead."
 
 
-_TYPE_WORDS = {int: "an int", float: "a float", bool: "a bool", str: "a string"}
+#: Keyed by a field's annotation, which may be any object (``Literal[...]``, ``X | None``, ...).
+_TYPE_WORDS: dict[object, str] = {int: "an int", float: "a float", bool: "a bool", str: "a string"}
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
 

@@ -80,32 +80,48 @@ class Query:
     def __len__(self) -> int:
         if self.user_codes is not None:
             return len(self.user_codes)
-        return len(self.indptr) - 1
+        return len(self.ragged()[0]) - 1
+
+    def ragged(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, items)`` of a history query.
+
+        Raises:
+            ConfigError: This query names known users (it has no histories of its own).
+        """
+        if self.indptr is None or self.items is None:
+            raise ConfigError(
+                "This query names known users by code and carries no histories; use their "
+                "training histories (or Query.histories) instead."
+            )
+        return self.indptr, self.items
 
     def lengths(self) -> np.ndarray:
         """Number of items in each history (history queries only)."""
-        return np.diff(self.indptr)
+        return np.diff(self.ragged()[0])
 
     def history(self, position: int) -> np.ndarray:
         """Item codes of history ``position`` in their given order."""
-        return self.items[self.indptr[position] : self.indptr[position + 1]]
+        indptr, items = self.ragged()
+        return items[indptr[position] : indptr[position + 1]]
 
     def take(self, positions: np.ndarray) -> Query:
         """The sub-query of the given positions, in that order."""
         positions = np.asarray(positions, dtype=np.int64)
         if self.user_codes is not None:
             return Query(user_codes=self.user_codes[positions])
-        starts, ends = self.indptr[positions], self.indptr[positions + 1]
+        source_indptr, source_items = self.ragged()
+        starts, ends = source_indptr[positions], source_indptr[positions + 1]
         lengths = ends - starts
         indptr = np.zeros(len(positions) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
-        return Query(indptr=indptr, items=self.items[gather])
+        return Query(indptr=indptr, items=source_items[gather])
 
     def to_csr(self, n_items: int, dtype: np.dtype | type = np.float32) -> sp.csr_matrix:
         """The histories as a binary ``n_queries × n_items`` matrix (repeats count once)."""
+        indptr, items = self.ragged()
         matrix = sp.csr_matrix(
-            (np.ones(len(self.items), dtype=dtype), self.items, self.indptr),
+            (np.ones(len(items), dtype=dtype), items, indptr),
             shape=(len(self), n_items),
         )
         matrix.sum_duplicates()

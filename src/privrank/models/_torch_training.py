@@ -12,6 +12,7 @@ reports NDCG@k and HR@k of the validation items (:func:`ranking_metrics`, over
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from privrank.models._epochs import (
     run_epochs,
 )
 from privrank.models._query import Query
+from privrank.models.base import Recommender
 
 __all__ = [
     "EpochFitMixin",
@@ -163,7 +165,7 @@ class ValidationSet:
         }
 
 
-class EpochFitMixin:
+class EpochFitMixin(Recommender):
     """Connects an iterative model to the epoch loop (:func:`~privrank.models._epochs.run_epochs`).
 
     ``fit`` keeps :meth:`Recommender.fit`'s signature; the model's ``_fit`` reads the fit's
@@ -174,15 +176,15 @@ class EpochFitMixin:
 
     def _validation_set(self) -> ValidationSet | None:
         """The validation set of the fit in progress (``FitOptions.validation``), or ``None``."""
-        pending = self._options.validation  # type: ignore[attr-defined]
+        pending = self._options.validation
         if pending is None:
             return None
         return ValidationSet.build(
             pending,
-            self.history_indptr_,  # type: ignore[attr-defined]
-            self.history_items_,  # type: ignore[attr-defined]
-            self.n_users_,  # type: ignore[attr-defined]
-            self.n_items_,  # type: ignore[attr-defined]
+            self.history_indptr_,
+            self.history_items_,
+            self.n_users_,
+            self.n_items_,
         )
 
     def _run_epochs(
@@ -205,7 +207,7 @@ class EpochFitMixin:
             schedule,
             train_epoch,
             validation=validation,
-            report=self._report,  # type: ignore[attr-defined]
+            report=self._report,
         )
         self.loss_history_ = history.losses
         self.validation_history_ = history.evaluations
@@ -213,14 +215,23 @@ class EpochFitMixin:
         return history
 
 
-class NetworkStateMixin:
+class NetworkStateMixin(Recommender):
     """Validation and persistence of a torch model's ``network_``.
 
-    The host model builds its (untrained) network with ``_new_network()`` from its config and
-    keeps ``network_``, ``loss_history_``, ``validation_history_`` and ``best_epoch_``. Weights
-    travel as named arrays (``network.<parameter>``), so saving goes through safetensors like
-    every other model.
+    The host model builds its (untrained) network with :meth:`_new_network` from its config
+    (declaring ``network_`` as that network's class) and keeps ``network_``, ``loss_history_``,
+    ``validation_history_`` and ``best_epoch_``. Weights travel as named arrays
+    (``network.<parameter>``), so saving goes through safetensors like every other model.
     """
+
+    network_: torch.nn.Module
+    loss_history_: np.ndarray
+    validation_history_: np.ndarray
+    best_epoch_: int
+
+    @abstractmethod
+    def _new_network(self) -> torch.nn.Module:
+        """A new, untrained network of the shape the config and the vocabulary give."""
 
     def _network_validation(
         self, network: torch.nn.Module, validation: ValidationSet | None
@@ -236,9 +247,7 @@ class NetworkStateMixin:
 
         def evaluate() -> dict[str, float]:
             self.network_ = network.eval()
-            return validation.evaluate(
-                lambda _, histories: self._score_histories(histories)  # type: ignore[attr-defined]
-            )
+            return validation.evaluate(lambda _, histories: self._score_histories(histories))
 
         return Validation(
             evaluate=evaluate, snapshot=network.state_dict, restore=network.load_state_dict

@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -80,6 +80,8 @@ __all__ = [
     "register",
     "top_k",
 ]
+
+P = TypeVar("P", bound=ModelConfig)
 
 
 class ModelFitError(PrivrankError, ArithmeticError):
@@ -119,7 +121,8 @@ def _torch_threads(threads: int) -> Iterator[None]:
 class Recommender(ABC):
     """Base class of every privrank recommender.
 
-    Subclasses declare ``Config`` (a :class:`ModelConfig`), register a name with
+    Subclasses declare ``Config`` (a :class:`ModelConfig`) and the matching type of
+    :attr:`config` (``Config = EASEConfig`` next to ``config: EASEConfig``), register a name with
     :func:`register` and implement :meth:`_fit`, :meth:`_score_histories`, :meth:`_state` and
     :meth:`_set_state`; they override :meth:`_score_users` when they keep per-user state.
 
@@ -169,6 +172,7 @@ class Recommender(ABC):
     supports_privacy: ClassVar[bool] = False
     PrivateConfig: ClassVar[type[ModelConfig] | None] = None
     user_state_keys: ClassVar[tuple[str, ...]] = ()
+    config: ModelConfig
     privacy_guarantee_: PrivacyGuarantee | None
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
@@ -266,17 +270,27 @@ class Recommender(ABC):
         block: ModelConfig | None = getattr(self.config, "private", None)
         return block
 
-    def private_settings(self) -> Any:
+    def private_settings(self, kind: type[P]) -> P:
         """The settings of a private fit: the config's ``private`` block, or, when none was
         given, the defaults of :attr:`PrivateConfig`.
 
+        Args:
+            kind: The class the caller reads them as: :attr:`PrivateConfig` or a base of it.
+
         Raises:
             ConfigError: The model has no private settings.
+            TypeError: They are not a ``kind`` (the caller and :attr:`PrivateConfig` disagree).
         """
         if self.PrivateConfig is None:
             raise ConfigError(f"{type(self).__name__} has no settings of a private fit")
         block = self._private_block()
-        return self.PrivateConfig() if block is None else block
+        settings = self.PrivateConfig() if block is None else block
+        if not isinstance(settings, kind):
+            raise TypeError(
+                f"{type(self).__name__}'s private settings are a {type(settings).__name__}, "
+                f"not a {kind.__name__}"
+            )
+        return settings
 
     def _report(self, epoch: int, epochs: int, loss: float | None = None, **metrics: float) -> None:
         """Send a :class:`FitProgress` to the fit's progress callback, if any."""

@@ -160,6 +160,7 @@ class BPR(EpochFitMixin, Recommender, StoredFactors):
     """
 
     Config = BPRConfig
+    config: BPRConfig
     PrivateConfig = BPRPrivateConfig
     seeded = True
     uses_torch = True
@@ -227,7 +228,9 @@ class BPR(EpochFitMixin, Recommender, StoredFactors):
         cfg = self.config
         matrix = sp.csr_matrix(matrix)
         matrix.sort_indices()
-        run = start_private_run(spec, matrix, self.private_settings().batch_size, cfg.epochs)
+        run = start_private_run(
+            spec, matrix, self.private_settings(BPRPrivateConfig).batch_size, cfg.epochs
+        )
         self.item_popularity_ = run.item_counts.astype(np.float32)
         indptr = matrix.indptr.astype(np.int64)
         lengths = np.diff(indptr)
@@ -314,7 +317,7 @@ class BPR(EpochFitMixin, Recommender, StoredFactors):
         zero rows for empty histories."""
         self._require_fitted()
         query = self._checked_query(histories)
-        if query.is_users:
+        if query.user_codes is not None:
             query = self._training_histories(query.user_codes)
         rows = query.to_csr(self.n_items_)
         out = np.zeros((len(query), self.config.factors), dtype=np.float32)

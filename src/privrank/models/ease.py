@@ -127,9 +127,13 @@ class EASE(Recommender, ItemItemModel):
     """
 
     Config = EASEConfig
+    config: EASEConfig
     PrivateConfig = EASEPrivateConfig
     uses_torch = True
     supports_privacy = True
+    weights_: np.ndarray
+    items_: np.ndarray | None
+    prior_: np.ndarray | None
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         self.weights_ = ease_weights(matrix, self.config.regularization, self.config.dtype)
@@ -141,7 +145,7 @@ class EASE(Recommender, ItemItemModel):
     ) -> None:
         from privrank.privacy.mechanisms import spectral_denoise
 
-        config, private = self.config, self.private_settings()
+        config, private = self.config, self.private_settings(EASEPrivateConfig)
         fit = private_gram_fit(matrix, spec, private)
         release = fit.release
         items = release.items
@@ -236,17 +240,17 @@ def ease_weights_from_gram(
 
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     source = np.ascontiguousarray(gram)
-    gram = torch.from_numpy(source).to(torch_dtype)
-    if not overwrite and gram.data_ptr() == torch.from_numpy(source).data_ptr():
-        gram = gram.clone()
-    gram.diagonal().add_(regularization)
-    factor, info = torch.linalg.cholesky_ex(gram)
+    system = torch.from_numpy(source).to(torch_dtype)
+    if not overwrite and system.data_ptr() == torch.from_numpy(source).data_ptr():
+        system = system.clone()
+    system.diagonal().add_(regularization)
+    factor, info = torch.linalg.cholesky_ex(system)
     if int(info) != 0:
         raise ModelFitError(
             f"EASE: the Cholesky factorisation of X^T X + {regularization} I failed in {dtype} "
             "(rounding made it indefinite); raise the regularization or use dtype='float64'"
         )
-    del gram
+    del system
     # Two triangular solves against I: several times faster than torch.cholesky_inverse
     # (potri), and faster than an LU-based torch.linalg.inv of the same matrix.
     precision = torch.cholesky_solve(torch.eye(factor.shape[0], dtype=torch_dtype), factor)

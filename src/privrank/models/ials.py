@@ -180,6 +180,7 @@ class IALS(Recommender, StoredFactors):
     """
 
     Config = IALSConfig
+    config: IALSConfig
     PrivateConfig = IALSPrivateConfig
     seeded = True
     supports_privacy = True
@@ -205,6 +206,8 @@ class IALS(Recommender, StoredFactors):
                 users, rows = self._solve(
                     matrix, items, user_reg, users, threads, exact=epoch == cfg.epochs, loss=True
                 )
+                if rows is None:  # pragma: no cover - _solve returns them when asked (loss=True)
+                    raise RuntimeError("iALS: the users' row objectives were not computed")
                 losses.append(ials_objective(rows, items, item_reg))
                 self._report(epoch, cfg.epochs, losses[-1])
         self.user_factors_ = users
@@ -216,7 +219,7 @@ class IALS(Recommender, StoredFactors):
     ) -> None:
         from privrank.privacy.dp_als import PrivateALSMechanism
 
-        cfg, private = self.config, self.private_settings()
+        cfg, private = self.config, self.private_settings(IALSPrivateConfig)
         mechanism = PrivateALSMechanism(
             spec,
             releases=private.epochs,
@@ -258,7 +261,7 @@ class IALS(Recommender, StoredFactors):
         self, release: Any, mean_counts: np.ndarray, epoch: int, mechanism: Any
     ) -> np.ndarray:
         """Item factors from one noisy release (post-processing; see the class docstring)."""
-        cfg, private = self.config, self.private_settings()
+        cfg, private = self.config, self.private_settings(IALSPrivateConfig)
         d, regularization, alpha0 = self._hyper_parameters()
         counts = np.maximum(mean_counts, 0.0)
         # The mean of ``epoch`` noisy counts, each with noise σ/γ.
@@ -284,7 +287,7 @@ class IALS(Recommender, StoredFactors):
         """``(d, λ, α₀)``: the ``private`` ones for a private fit, else the plain ones."""
         cfg = self.config
         if getattr(self, "privacy_guarantee_", None) is not None:
-            private = self.private_settings()
+            private = self.private_settings(IALSPrivateConfig)
             return private.factors, private.regularization, private.unobserved_weight
         return cfg.factors, cfg.regularization, cfg.unobserved_weight
 
@@ -331,7 +334,7 @@ class IALS(Recommender, StoredFactors):
         """
         self._require_fitted()
         query = self._checked_query(histories)
-        if query.is_users:
+        if query.user_codes is not None:
             query = self._training_histories(query.user_codes)
         rows = query.to_csr(self.n_items_)
         items = self.item_factors_

@@ -102,8 +102,11 @@ class ItemKNN(Recommender, ItemItemModel):
     """
 
     Config = ItemKNNConfig
+    config: ItemKNNConfig
     PrivateConfig = ItemKNNPrivateConfig
     supports_privacy = True
+    similarity_: sp.csr_matrix
+    prior_: np.ndarray | None
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         self.similarity_ = pruned_cosine(matrix, self.config.neighbors, self.config.shrinkage)
@@ -113,7 +116,7 @@ class ItemKNN(Recommender, ItemItemModel):
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
     ) -> None:
-        config, private = self.config, self.private_settings()
+        config, private = self.config, self.private_settings(ItemKNNPrivateConfig)
         fit = private_gram_fit(matrix, spec, private)
         release = fit.release
         sigma = release.gram_std

@@ -8,6 +8,7 @@ models, so benchmarks compare like with like. ``implicit`` is an optional depend
 from __future__ import annotations
 
 import warnings
+from abc import abstractmethod
 from contextlib import contextmanager
 from typing import Any
 
@@ -64,8 +65,9 @@ class _ImplicitMF(Recommender):
         self.user_factors_ = users
         self.item_factors_ = items
 
+    @abstractmethod
     def _width(self) -> int:
-        return self.config.factors
+        """Columns of the stored factors."""
 
     def _keep_factors(self, model: Any) -> None:
         """Store a fitted implicit model's factors as contiguous float32 arrays."""
@@ -129,6 +131,7 @@ class ImplicitALS(_ImplicitMF):
     """
 
     Config = ImplicitALSConfig
+    config: ImplicitALSConfig
     fold_in_matches_training = False
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
@@ -139,6 +142,9 @@ class ImplicitALS(_ImplicitMF):
             callback = self._als_callback(self.config.iterations)
             model.fit(matrix, show_progress=False, callback=callback)
         self._keep_factors(model)
+
+    def _width(self) -> int:
+        return self.config.factors
 
     def _implicit_model(self, **options: Any) -> Any:
         """implicit's ALS with this config's hyper-parameters (and ``options``)."""
@@ -203,6 +209,7 @@ class ImplicitBPR(_ImplicitMF):
     """
 
     Config = ImplicitBPRConfig
+    config: ImplicitBPRConfig
     supports_fold_in = False
     fold_in_matches_training = False
 

@@ -38,6 +38,7 @@ class MostPopular(Recommender):
     """
 
     Config = MostPopularConfig
+    config: MostPopularConfig
     personalised = False
     supports_privacy = True
 

@@ -133,6 +133,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     """
 
     Config = SASRecConfig
+    config: SASRecConfig
+    network_: SASRecNetwork
     PrivateConfig = DPSGDPrivateConfig
     seeded = True
     uses_torch = True
@@ -142,8 +144,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
         validation = self._validation_set()
-        sequences = left_padded(self.history_indptr_, self.history_items_, cfg.max_length + 1)
-        sequences = torch.from_numpy(sequences[(sequences > 0).sum(axis=1) >= 2])
+        padded = left_padded(self.history_indptr_, self.history_items_, cfg.max_length + 1)
+        sequences = torch.from_numpy(padded[(padded > 0).sum(axis=1) >= 2])
         with seeded(options.seed):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
@@ -163,7 +165,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         from privrank.privacy.dpsgd import VmapClipping, start_private_run
 
         cfg = self.config
-        batch = self.private_settings().batch_size or cfg.batch_size
+        batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         indptr, items = spec.bound_contributions(train).sequences()
@@ -241,7 +243,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         size = self.config.batch_size
         order = torch.randperm(len(sequences), generator=generator)
         lengths = (sequences > 0).sum(dim=1)
-        batches = []
+        batches: list[torch.Tensor] = []
         for start in range(0, len(order), size * 32):
             chunk = order[start : start + size * 32]
             chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
@@ -250,7 +252,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
             yield sequences[batches[position]]
 
     def _score_histories(self, histories: Query, batch_size: int = 512) -> np.ndarray:
-        padded = left_padded(histories.indptr, histories.items, self.config.max_length)
+        padded = left_padded(*histories.ragged(), self.config.max_length)
         order = np.argsort(np.minimum(histories.lengths(), self.config.max_length), kind="stable")
         out = np.empty((len(histories), self.n_items_), dtype=np.float32)
         network = self.network_

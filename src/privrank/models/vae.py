@@ -150,6 +150,8 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     """
 
     Config = MultVAEConfig
+    config: MultVAEConfig
+    network_: MultVAENetwork
     PrivateConfig = DPSGDPrivateConfig
     seeded = True
     uses_torch = True
@@ -176,7 +178,8 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                     rows = order[start : start + cfg.batch_size]
                     x = torch.from_numpy(matrix[rows].toarray())
                     beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
-                    loss = vae_loss(x, *network(x), beta)
+                    logits, mu, logvar = network(x)
+                    loss = vae_loss(x, logits, mu, logvar, beta)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -196,7 +199,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
 
         cfg = self.config
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        batch = self.private_settings().batch_size or cfg.batch_size
+        batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         lengths = np.diff(matrix.indptr)
@@ -207,8 +210,9 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                 network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
             )
 
-            def user_losses(model: torch.nn.Module, x: torch.Tensor, beta: float):
-                return vae_user_losses(x, *model(x), beta)
+            def user_losses(model: torch.nn.Module, x: torch.Tensor, beta: float) -> torch.Tensor:
+                logits, mu, logvar = model(x)
+                return vae_user_losses(x, logits, mu, logvar, beta)
 
             engine = GhostClipping(network, user_losses, spec.clipping_norm)
             trainer = run.trainer(engine, optimizer)
