@@ -32,7 +32,8 @@ import uvloop
 from privrank.serving.app import create_app
 from privrank.serving.settings import ServeSettings
 
-info, requests, rounds, index = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+info, index = json.loads(sys.argv[1]), sys.argv[4]
+requests, rounds = int(sys.argv[2]), int(sys.argv[3])
 home = info["home"]
 settings = ServeSettings(
     model_dir=info["models"]["v1"],
