@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,7 +24,7 @@ __all__ = [
 
 Format = Literal["ml-100k", "ml-1m", "ml-csv", "sequences", "pairs", "csv", "tsv", "parquet"]
 #: Every format :func:`~privrank.data.readers.read_interactions` understands.
-FORMATS: tuple[str, ...] = Format.__args__
+FORMATS: tuple[str, ...] = get_args(Format)
 #: Formats whose columns are named by a column mapping (``user_col``, ``item_col``, ...).
 GENERIC_FORMATS = frozenset({"csv", "tsv", "parquet"})
 #: 2100-01-01T00:00:00Z: the default upper bound of a timestamp, in seconds.
