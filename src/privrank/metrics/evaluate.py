@@ -94,10 +94,10 @@ class EvaluationConfig(BaseModel):
     recall_denominator: ranking.Denominator = "relevant"
     map_denominator: ranking.Denominator = "min_k_relevant"
     exclude_train: bool = True
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
     copy_scores: bool = False
     keep_recommendations: bool = False
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(default=None, ge=1)
 
     @field_validator("metrics")
     @classmethod

@@ -95,15 +95,15 @@ class TuneConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metric: str = "ndcg@10"
-    n_trials: int | None = Field(None, ge=1)
-    time_budget_s: float | None = Field(None, gt=0)
-    seed: int = Field(0, ge=0)
-    threads: int = Field(0, ge=0)
+    n_trials: int | None = Field(default=None, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0)
+    threads: int = Field(default=0, ge=0)
     sampler: Literal["tpe", "random"] = "tpe"
-    startup_trials: int = Field(10, ge=1)
+    startup_trials: int = Field(default=10, ge=1)
     start_from_defaults: bool = True
     fixed: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -92,8 +92,8 @@ class ReadOptions(BaseModel):
     max_value: float | None = None
     min_timestamp: int = 0
     max_timestamp: int = MAX_TIMESTAMP
-    max_reported: int = Field(20, ge=1)
-    block_size: int = Field(4 << 20, ge=1 << 16)
+    max_reported: int = Field(default=20, ge=1)
+    block_size: int = Field(default=4 << 20, ge=1 << 16)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
