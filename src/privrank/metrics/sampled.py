@@ -64,7 +64,7 @@ class SampledConfig(BaseModel):
     n_negatives: int = Field(default=100, ge=1)
     seed: int = 0
     cutoffs: Cutoffs = (10,)
-    metrics: tuple[RankingMetric, ...] = RANKING_METRICS  # type: ignore[assignment]
+    metrics: tuple[RankingMetric, ...] = RANKING_METRICS
     graded: bool = False
     ndcg_gain: Literal["linear", "exponential"] = "linear"
     recall_denominator: ranking.Denominator = "relevant"
