@@ -25,7 +25,14 @@ class PrivrankError(Exception):
 
 
 class ConfigError(PrivrankError, ValueError):
-    """A configuration or argument is invalid (names the parameter, the value and the rule)."""
+    """A configuration or argument is invalid (names the parameter, the value and the rule).
+
+    Attributes:
+        problems: Set on errors built from a pydantic validation error (and only there): every
+            problem as a ``(location, value, rule)`` tuple.
+    """
+
+    problems: list[tuple[tuple[str, ...], object, str]]
 
 
 class DataError(PrivrankError, ValueError):

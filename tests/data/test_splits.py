@@ -364,6 +364,18 @@ def test_split_errors() -> None:
         parse_split_spec({"protocol": "holdout", "k": 2})
 
 
+def test_a_config_from_a_mapping_validates_as_its_constructor() -> None:
+    assert HoldoutSplit.from_mapping({"fraction": 0.3, "seed": 4}) == HoldoutSplit(
+        fraction=0.3, seed=4
+    )
+    with pytest.raises(ConfigError) as from_mapping:
+        HoldoutSplit.from_mapping({"fraction": 1.5, "seed": "x"})
+    with pytest.raises(ConfigError) as constructed:
+        HoldoutSplit(fraction=1.5, seed="x")
+    assert str(from_mapping.value) == str(constructed.value)
+    assert from_mapping.value.problems == constructed.value.problems
+
+
 # ------------------------------------------------------------------------ persistence
 def test_save_load_round_trip(tmp_path, medium: Interactions) -> None:
     for spec in (

@@ -136,6 +136,15 @@ def test_write_report_from_files_and_run_summaries(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]
 
 
+def test_write_report_from_loaded_records(tmp_path: Path) -> None:
+    records = [_record("pop", 0.5), _record("ease", 1.0)]
+    written = write_report(records, tmp_path / "report")
+    assert sorted(p.name for p in written.images) == ["toy.comparison.png", "toy.curves.png"]
+    assert "![toy](toy.comparison.png)" in written.markdown.read_text()
+    with pytest.raises(ConfigError, match="no results given"):
+        write_report([], tmp_path / "empty")
+
+
 def test_load_results_refuses_what_is_not_a_result(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="no such result file"):
         load_results([tmp_path / "missing.json"])

@@ -103,8 +103,9 @@ def audit_command(
     params = parse_params(param, config)
     console = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)
-    broken = break_noise_for_testing is not None
-    if broken and not (break_noise_for_testing >= 0 and break_noise_for_testing < 1):
+    noise_factor = break_noise_for_testing
+    broken = noise_factor is not None
+    if noise_factor is not None and not (noise_factor >= 0 and noise_factor < 1):
         raise ConfigError(
             f"--break-noise-for-testing must be in [0, 1). Got {break_noise_for_testing!r}"
         )
@@ -124,7 +125,7 @@ def audit_command(
         )
     with console.status(f"loading {data}"):
         dataset = load_dataset(data)
-    scale = _noise_scale_for_testing(break_noise_for_testing) if broken else nullcontext()
+    scale = nullcontext() if noise_factor is None else _noise_scale_for_testing(noise_factor)
     with scale, console.status(f"auditing {model} with {canaries} canaries"):
         result = audit_model(
             model,

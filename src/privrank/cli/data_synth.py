@@ -72,7 +72,7 @@ def config_from_options(
         ConfigError: Naming every invalid field, its value and the rule it breaks.
     """
     try:
-        return SyntheticConfig(**options)
+        return SyntheticConfig.model_validate(options)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

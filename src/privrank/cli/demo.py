@@ -49,7 +49,7 @@ def demo_command(
     dataset: Annotated[str, typer.Option(help="Catalog data set to run on.")] = "ml-100k",
 ) -> None:
     """Import ML-100K, print its statistics and split, train and evaluate two models."""
-    from privrank.workflow.run_config import RunConfig
+    from privrank.workflow.run_config import ModelSpec, RunConfig
     from privrank.workflow.runner import run
 
     console = Console()
@@ -59,9 +59,11 @@ def demo_command(
     with console.status(f"reading {dataset}"):
         result = catalog.load(dataset)
     data = result.interactions
+    sha256 = data.metadata.source_sha256  # computed while reading
+    checksum = "" if sha256 is None else f" (sha256 {sha256[:16]}…)"
     console.print(
-        f"read {result.source_rows:,} lines from {data.metadata.source_path} "
-        f"(sha256 {data.metadata.source_sha256[:16]}…), strict validation: 0 rejected"
+        f"read {result.source_rows:,} lines from {data.metadata.source_path}{checksum}, "
+        "strict validation: 0 rejected"
     )
     destination = datasets_dir() / dataset
     data.save(destination)
@@ -79,14 +81,14 @@ def demo_command(
     config = RunConfig(
         protocols=("ml100k-holdout",),
         models=(
-            {"name": "most-popular"},
-            {"name": "ease", "params": ease},
-            {
-                "name": "ease",
-                "label": "dp-ease",
-                "params": {"regularization": DEMO_PRIVATE_REGULARIZATION},
-                "privacy": DEMO_PRIVACY,
-            },
+            ModelSpec(name="most-popular"),
+            ModelSpec(name="ease", params=ease),
+            ModelSpec(
+                name="ease",
+                label="dp-ease",
+                params={"regularization": DEMO_PRIVATE_REGULARIZATION},
+                privacy=DEMO_PRIVACY,
+            ),
         ),
         baseline="most-popular",
     )

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from privrank.workflow.model_dir import TrainedModel
     from privrank.workflow.protocols import PreparedProtocol
     from privrank.workflow.runner import RunSummary
 
@@ -48,9 +49,7 @@ class TestHistory(StrEnum):
     refit = "refit"
 
 
-def _split_list(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
+def _split_list(value: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise ConfigError(f"expected a comma-separated list, got {value!r}")
@@ -58,9 +57,9 @@ def _split_list(value: str | None) -> list[str] | None:
 
 
 def _cutoffs(value: str | None) -> list[int] | None:
-    items = _split_list(value)
-    if items is None:
+    if value is None:
         return None
+    items = _split_list(value)
     try:
         return [int(v) for v in items]
     except ValueError:
@@ -191,7 +190,7 @@ def _evaluate_models(
         return run(run_config, out, fit_progress=on_fit, status=on_status)
 
 
-def prepare_for_trained(trained: Any, protocol: str | None) -> PreparedProtocol:
+def prepare_for_trained(trained: TrainedModel, protocol: str | None) -> PreparedProtocol:
     """The protocol parts a trained model is evaluated on, checked against its training record.
 
     Raises:
@@ -203,7 +202,7 @@ def prepare_for_trained(trained: Any, protocol: str | None) -> PreparedProtocol:
     from privrank.data.fingerprint import fingerprint
     from privrank.workflow.protocols import PROTOCOLS, prepare
 
-    data = trained.record["data"]
+    data = trained.require_record()["data"]
     if protocol is None and data["kind"] == "dataset":
         raise ConfigError(
             f"{trained.directory} was trained on the whole dataset {data['argument']!r}, so no "
@@ -250,7 +249,7 @@ def _evaluate_trained(
     with console.status(f"loading {directory}"):
         trained = load_trained(directory)
         prepared = prepare_for_trained(trained, protocol)
-    record = trained.record
+    record = trained.require_record()
     model = trained.model
     spec = ModelSpec(name=model.name, params=record["model"]["config"])
     config = RunConfig(

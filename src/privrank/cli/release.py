@@ -37,7 +37,7 @@ def release(
     trained = load_trained(model)
     if out.exists():
         raise ConfigError(f"--out {out}: already exists; a release is written to a new directory")
-    record = trained.record
+    record = trained.require_record()
     data = record.get("data", {})
     dataset = data.get("dataset", {})
     released_record = {

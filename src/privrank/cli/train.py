@@ -39,6 +39,7 @@ from privrank.errors import ConfigError
 
 # The workflow modules import torch and scipy.stats: imported where used, not at CLI start.
 if TYPE_CHECKING:
+    from privrank.privacy.spec import PrivacySpec
     from privrank.workflow.protocols import PreparedProtocol
 
 __all__ = [
@@ -225,9 +226,8 @@ def train_command(
     if budget_key is None and spec is not None:
         # Every split of one dataset spends from one budget: the source dataset's, not the split's.
         prepared = resolved.prepared
-        budget_key = (
-            prepared.split.source.name if prepared is not None else resolved.dataset.metadata.name
-        )
+        # (without a protocol, ``train`` is the whole dataset)
+        budget_key = prepared.split.source.name if prepared is not None else train.metadata.name
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -264,8 +264,9 @@ def train_command(
         if fitted.spend is not None:
             record["privacy"] = fitted.spend_record()
         write_trained(out, recommender, record)
-    if spec is not None:
-        console.print(recommender.privacy_guarantee_.describe(), highlight=False, soft_wrap=True)
+    guarantee = recommender.privacy_guarantee_  # set by every private fit
+    if guarantee is not None:
+        console.print(guarantee.describe(), highlight=False, soft_wrap=True)
     console.print(
         f"trained {model} on {len(train):,} interactions ({resolved.kind} {data}) in "
         f"{seconds:.1f} s; saved to {out}",
@@ -294,7 +295,7 @@ def _privacy_spec(
     noise_seed: int | None,
     clipping_norm: float | None = None,
     accountant: str | None = None,
-) -> Any:
+) -> PrivacySpec | None:
     """The :class:`~privrank.privacy.PrivacySpec` of the options, or ``None`` without ε."""
     if epsilon is None:
         given = [
@@ -313,15 +314,18 @@ def _privacy_spec(
         return None
     from privrank.privacy.spec import PrivacySpec
 
-    return PrivacySpec(
-        epsilon=epsilon,
-        delta=delta,
-        max_interactions_per_user=max_per_user,
-        selection=selection,
-        noise_seed=noise_seed,
-        **({} if clipping_norm is None else {"clipping_norm": clipping_norm}),
-        **({} if accountant is None else {"accountant": accountant}),
-    )
+    options: dict[str, object] = {
+        "epsilon": epsilon,
+        "delta": delta,
+        "max_interactions_per_user": max_per_user,
+        "selection": selection,  # the option's text, validated by PrivacySpec
+        "noise_seed": noise_seed,
+    }
+    if clipping_norm is not None:
+        options["clipping_norm"] = clipping_norm
+    if accountant is not None:
+        options["accountant"] = accountant
+    return PrivacySpec.from_mapping(options)
 
 
 def _check_out(out: Path, training_file: str) -> None:
@@ -335,6 +339,8 @@ def _check_out(out: Path, training_file: str) -> None:
 def _training_rows(resolved: TrainingData, recommender: Any) -> tuple[Interactions, str]:
     """The rows to fit on and the test-time history mode (``users``, ``fold-in``, ``refit``)."""
     if resolved.prepared is None:
+        if resolved.dataset is None:  # resolve_training_data sets one of them
+            raise ConfigError(f"--data {resolved.argument}: neither a protocol nor a dataset")
         return resolved.dataset, "users"
     prepared = resolved.prepared
     if not prepared.history_extends_train:

@@ -70,12 +70,15 @@ def resolve_tuning_data(
     from privrank.tuning import carve_validation
     from privrank.workflow.protocols import from_split, load_dataset, prepare, protocol_for_split
 
-    if (data is None) == (protocol is None):
-        raise ConfigError("give exactly one of --data and --protocol")
+    exactly_one = "give exactly one of --data and --protocol"
     record: dict[str, Any] = {}
     if protocol is not None:
+        if data is not None:
+            raise ConfigError(exactly_one)
         prepared = prepare(protocol)
         record = {"kind": "protocol", "argument": protocol, "protocol": prepared.spec.name}
+    elif data is None:
+        raise ConfigError(exactly_one)
     elif (Path(data).expanduser() / "split.json").is_file():
         path = Path(data).expanduser()
         parts = Split.load(path)

@@ -8,8 +8,8 @@ rule``, so the CLI can show it as one clear line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -81,3 +81,15 @@ class FrozenConfig(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise config_error(exc, type(self).__name__) from exc
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> Self:
+        """Validate values not typed yet (command-line options, JSON) as the constructor does.
+
+        Raises:
+            ConfigError: As the constructor: every invalid value, its rule and where.
+        """
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise config_error(exc, cls.__name__) from exc

@@ -364,7 +364,7 @@ def _download_into(item: CatalogEntry, target: Path, timeout: float) -> None:
             blob.chmod(0o644)
             os.replace(blob, target)
         else:
-            file_digest = _extract(item, blob, target)
+            file_digest = _extract(item, item.member, blob, target)
     sidecar = {
         "name": item.name,
         "url": item.url,
@@ -392,13 +392,13 @@ def _fetch(url: str, destination: Path, timeout: float) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-def _extract(item: CatalogEntry, archive: Path, target: Path) -> str:
+def _extract(item: CatalogEntry, member: str, archive: Path, target: Path) -> str:
     try:
         with zipfile.ZipFile(archive) as zipped:
-            source = zipped.open(item.member)
+            source = zipped.open(member)
     except (zipfile.BadZipFile, KeyError) as exc:
         raise DataError(
-            f"dataset {item.name!r}: cannot extract {item.member} from {item.url} ({exc})"
+            f"dataset {item.name!r}: cannot extract {member} from {item.url} ({exc})"
         ) from exc
     sha = hashlib.sha256()
     with source, atomic_file(target, "wb") as out:
@@ -408,7 +408,7 @@ def _extract(item: CatalogEntry, archive: Path, target: Path) -> str:
         digest = sha.hexdigest()
         if item.file_sha256 is not None and digest != item.file_sha256:
             raise DataError(
-                f"dataset {item.name!r}: checksum mismatch in {item.member} extracted from "
+                f"dataset {item.name!r}: checksum mismatch in {member} extracted from "
                 f"{item.url}; nothing was kept",
                 field="sha256",
                 value=digest,

@@ -33,6 +33,8 @@ def fingerprint(data: Interactions) -> str:
             "timestamp": data.timestamps,
             "value": data.values,
         }[name]()
+        if column is None:  # the table has the column, so the accessor returns it
+            raise RuntimeError(f"the interactions' {name} column reads as None")
         _hash_numpy(digest, name, column)
     _hash_arrow(digest, "user_ids", data.user_ids)
     _hash_arrow(digest, "item_ids", data.item_ids)
@@ -42,7 +44,7 @@ def fingerprint(data: Interactions) -> str:
 def _hash_numpy(digest: Any, name: str, values: np.ndarray) -> None:
     values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
     digest.update(f"{name}:{values.dtype.str}:{len(values)}\0".encode())
-    digest.update(memoryview(values).cast("B"))
+    digest.update(values.data.cast("B"))
 
 
 def _hash_arrow(digest: Any, name: str, array: pa.Array) -> None:

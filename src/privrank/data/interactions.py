@@ -289,9 +289,10 @@ class Interactions:
         Returns:
             A CSR matrix with sorted indices. Duplicate (user, item) rows are summed.
         """
+        values = self.values() if use_values else None
         data = (
-            self.values().astype(dtype, copy=False)
-            if use_values and self.has_values
+            values.astype(dtype, copy=False)
+            if values is not None
             else np.ones(len(self), dtype=dtype)
         )
         matrix = sp.csr_matrix(
@@ -319,8 +320,9 @@ class Interactions:
     def sorted_order(self) -> np.ndarray:
         """Row permutation sorting by (user, timestamp, original position), stable."""
         users = self.users()
-        if self.has_timestamps:
-            return np.lexsort((self.timestamps(), users))
+        timestamps = self.timestamps()
+        if timestamps is not None:
+            return np.lexsort((timestamps, users))
         return np.argsort(users, kind="stable")
 
     # ---------------------------------------------------------------- derivation

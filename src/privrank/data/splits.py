@@ -191,7 +191,7 @@ def parse_split_spec(
     return validate_config(SplitSpec, data, "SplitSpec")
 
 
-_SPEC_TYPES: dict[str, type[_SpecBase]] = {
+_SPEC_TYPES: dict[str, type[HoldoutSplit | LeaveLastOut | TemporalSplit | StrongGeneralization]] = {
     "holdout": HoldoutSplit,
     "leave-last-out": LeaveLastOut,
     "temporal": TemporalSplit,
@@ -404,13 +404,15 @@ def split(
     spec = parse_split_spec(spec)
     if len(data) == 0:
         raise DataError(f"cannot split dataset {data.metadata.name!r}: it has no rows")
-    assign = {
-        "holdout": _assign_holdout,
-        "leave-last-out": _assign_leave_last_out,
-        "temporal": _assign_temporal,
-        "strong": _assign_strong,
-    }[spec.protocol]
-    labels, details = assign(data, spec)
+    match spec:
+        case HoldoutSplit():
+            labels, details = _assign_holdout(data, spec)
+        case LeaveLastOut():
+            labels, details = _assign_leave_last_out(data, spec)
+        case TemporalSplit():
+            labels, details = _assign_temporal(data, spec)
+        case StrongGeneralization():
+            labels, details = _assign_strong(data, spec)
     for label, name in ((TRAIN, "train"), (TEST, "test")):
         if not np.any(labels == label):
             raise DataError(
@@ -427,12 +429,11 @@ def split(
         present.add(FOLD_IN)
     if spec.unseen == "drop":
         present.add(DROPPED)
-    parts: dict[str, Interactions | None] = {}
+    parts: dict[str, Interactions] = {}
     counts: dict[str, PartCounts] = {}
     for name in PART_NAMES:
         label = _LABELS[name]
         if label not in present:
-            parts[name] = None
             continue
         part = data.take(labels == label)
         parts[name] = part
@@ -449,7 +450,17 @@ def split(
         users=data.n_users,
         items=data.n_items,
     )
-    return Split(spec=spec, counts=counts, source=source, details=details, **parts)
+    return Split(
+        spec=spec,
+        train=parts["train"],
+        test=parts["test"],
+        validation=parts.get("validation"),
+        fold_in=parts.get("fold_in"),
+        dropped=parts.get("dropped"),
+        counts=counts,
+        source=source,
+        details=details,
+    )
 
 
 def _assign_holdout(data: Interactions, spec: HoldoutSplit) -> tuple[np.ndarray, dict]:
@@ -485,9 +496,11 @@ def _assign_temporal(data: Interactions, spec: TemporalSplit) -> tuple[np.ndarra
         )
     if spec.cut is not None:
         cut = int(spec.cut)
-    else:
+    elif spec.quantile is not None:
         position = min(int(np.floor(spec.quantile * len(data))), len(data) - 1)
         cut = int(np.partition(timestamps, position)[position])
+    else:  # TemporalSplit's validator requires one of them
+        raise ConfigError("temporal split: give exactly one of cut (a timestamp) and quantile")
     labels = np.where(timestamps >= cut, TEST, TRAIN).astype(np.int8)
     details = {
         "cut": cut,

@@ -137,26 +137,26 @@ class SyntheticConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_users: int = Field(1000, ge=1, lt=2**31 - 1)
-    n_items: int = Field(1000, ge=1, lt=2**31 - 1)
-    n_interactions: int = Field(50_000, ge=0)
-    n_clusters: int = Field(10, ge=1)
-    popularity_exponent: float = Field(1.0, ge=0.0, le=10.0)
-    cluster_affinity: float = Field(0.8, ge=0.0, le=1.0)
-    activity_sigma: float = Field(1.2, ge=0.0, le=10.0)
-    min_user_interactions: int = Field(1, ge=0)
-    max_user_interactions: int | None = Field(None, ge=1)
+    n_users: int = Field(default=1000, ge=1, lt=2**31 - 1)
+    n_items: int = Field(default=1000, ge=1, lt=2**31 - 1)
+    n_interactions: int = Field(default=50_000, ge=0)
+    n_clusters: int = Field(default=10, ge=1)
+    popularity_exponent: float = Field(default=1.0, ge=0.0, le=10.0)
+    cluster_affinity: float = Field(default=0.8, ge=0.0, le=1.0)
+    activity_sigma: float = Field(default=1.2, ge=0.0, le=10.0)
+    min_user_interactions: int = Field(default=1, ge=0)
+    max_user_interactions: int | None = Field(default=None, ge=1)
     unique_pairs: bool = True
-    mean_session_length: float = Field(5.0, ge=1.0)
-    within_session_gap: float = Field(60.0, ge=0.0)
-    between_session_gap: float = Field(3 * 86_400.0, ge=0.0)
+    mean_session_length: float = Field(default=5.0, ge=1.0)
+    within_session_gap: float = Field(default=60.0, ge=0.0)
+    between_session_gap: float = Field(default=3 * 86_400.0, ge=0.0)
     start_time: datetime = datetime(2010, 1, 1, tzinfo=UTC)
     end_time: datetime = datetime(2020, 1, 1, tzinfo=UTC)
     timestamps: bool = True
     rating_levels: tuple[float, ...] | None = (1.0, 2.0, 3.0, 4.0, 5.0)
     rating_probs_in_cluster: tuple[float, ...] = (0.03, 0.07, 0.22, 0.38, 0.30)
     rating_probs_off_cluster: tuple[float, ...] = (0.12, 0.20, 0.35, 0.23, 0.10)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -308,9 +308,9 @@ def generate(config: SyntheticConfig, *, progress: Progress | None = None) -> In
         users[rows] = block.users
         items[rows] = block.items
         if timestamps is not None:
-            timestamps[rows] = block.timestamps
+            timestamps[rows] = _required(block.timestamps, "timestamps")
         if values is not None:
-            values[rows] = block.values
+            values[rows] = _required(block.values, "values")
     metadata = DatasetMetadata(
         name=f"synthetic-seed{config.seed}",
         source_format="synthetic",
@@ -407,26 +407,27 @@ def write_ratings_csv(
                 "ratings.csv needs timestamps and ratings: set timestamps=True and rating_levels"
             )
         labels = pa.array([_format_rating(v) for v in data.rating_levels], type=pa.string())
-        chunks = (
+        chunks: Iterator[tuple[int, pa.Table]] = (
             (
                 b.stop,
                 _csv_table(
                     b.users,
                     b.items,
                     pa.DictionaryArray.from_arrays(pa.array(b.value_levels), labels),
-                    b.timestamps,
+                    _required(b.timestamps, "timestamps"),
                 ),
             )
             for b in iter_blocks(data)
         )
         total = data.n_interactions
     elif isinstance(data, Interactions):
-        if not (data.has_timestamps and data.has_values):
+        timestamps, values = data.timestamps(), data.values()
+        if timestamps is None or values is None:
             raise ConfigError(
                 "ratings.csv needs timestamps and values; these interactions have columns "
                 f"{data.table.column_names}"
             )
-        chunks = _interaction_chunks(data)
+        chunks = _interaction_chunks(data.users(), data.items(), timestamps, values)
         total = len(data)
     else:
         raise ConfigError(
@@ -715,6 +716,15 @@ def _draw_times(
 
 
 # -------------------------------------------------------------------- CSV helpers
+def _required(column: np.ndarray | None, name: str) -> np.ndarray:
+    """A block's optional column that its configuration asks for."""
+    if column is None:
+        raise RuntimeError(
+            f"a synthetic block has no {name} though its configuration asks for them"
+        )
+    return column
+
+
 def _csv_table(
     users: np.ndarray, items: np.ndarray, ratings: pa.Array, timestamps: np.ndarray
 ) -> pa.Table:
@@ -728,11 +738,11 @@ def _csv_table(
     )
 
 
-def _interaction_chunks(data: Interactions) -> Iterator[tuple[int, pa.Table]]:
-    users, items = data.users(), data.items()
-    timestamps, values = data.timestamps(), data.values()
-    for lo in range(0, len(data), _CSV_CHUNK_ROWS):
-        hi = min(lo + _CSV_CHUNK_ROWS, len(data))
+def _interaction_chunks(
+    users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, values: np.ndarray
+) -> Iterator[tuple[int, pa.Table]]:
+    for lo in range(0, len(users), _CSV_CHUNK_ROWS):
+        hi = min(lo + _CSV_CHUNK_ROWS, len(users))
         yield hi, _csv_table(users[lo:hi], items[lo:hi], _ratings(values[lo:hi]), timestamps[lo:hi])
 
 

@@ -289,7 +289,7 @@ class _LineChecker:
                 expected=f"a data line of {layout.describe()} (format {layout.format!r} has no "
                 "header)",
             )
-        values = []
+        values: list[object] = []
         rules = self.rules
         if layout.ragged:  # the first rule, then the second for every further field
             rules = rules[:1] + rules[1:] * (len(parts) - 1)
@@ -473,7 +473,7 @@ class _Store:
     def __init__(self, layout: TextLayout, checker: _LineChecker) -> None:
         self.layout = layout
         self.checker = checker
-        self.columns: dict[str, list] = {}
+        self.columns: dict[Role, list] = {}
         self._rules = {f.role: f for f in layout.fields}
         if layout.ragged:
             self.columns = {"user": [], "item": []}

@@ -49,7 +49,14 @@ __all__ = [
 Scorer = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 
 RankingMetric = Literal["recall", "precision", "ndcg", "mrr", "hit_rate", "map"]
-RANKING_METRICS: tuple[str, ...] = ("recall", "precision", "ndcg", "mrr", "hit_rate", "map")
+RANKING_METRICS: tuple[RankingMetric, ...] = (
+    "recall",
+    "precision",
+    "ndcg",
+    "mrr",
+    "hit_rate",
+    "map",
+)
 #: Per-user beyond-accuracy metrics (means skip users with an empty list).
 BEYOND_METRICS: tuple[str, ...] = ("novelty", "arp")
 #: Catalogue-level metrics (one number per cutoff, no per-user values).
@@ -87,17 +94,17 @@ class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cutoffs: Cutoffs = (10, 20)
-    metrics: tuple[RankingMetric, ...] = RANKING_METRICS  # type: ignore[assignment]
+    metrics: tuple[RankingMetric, ...] = RANKING_METRICS
     beyond_accuracy: bool = True
     graded: bool = False
     ndcg_gain: Literal["linear", "exponential"] = "linear"
     recall_denominator: ranking.Denominator = "relevant"
     map_denominator: ranking.Denominator = "min_k_relevant"
     exclude_train: bool = True
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
     copy_scores: bool = False
     keep_recommendations: bool = False
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(default=None, ge=1)
 
     @field_validator("metrics")
     @classmethod

@@ -213,7 +213,7 @@ def precision(relevance: RankedRelevance, k: int) -> np.ndarray:
     return hits(relevance, k) / k
 
 
-def _gains(grades: np.ndarray, gain: Gain) -> np.ndarray:
+def _gains(grades: np.ndarray, gain: str) -> np.ndarray:
     if gain == "binary":
         return (grades > 0).astype(np.float64)
     if gain == "linear":

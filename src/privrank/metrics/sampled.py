@@ -61,15 +61,15 @@ class SampledConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_negatives: int = Field(100, ge=1)
+    n_negatives: int = Field(default=100, ge=1)
     seed: int = 0
     cutoffs: Cutoffs = (10,)
-    metrics: tuple[RankingMetric, ...] = RANKING_METRICS  # type: ignore[assignment]
+    metrics: tuple[RankingMetric, ...] = RANKING_METRICS
     graded: bool = False
     ndcg_gain: Literal["linear", "exponential"] = "linear"
     recall_denominator: ranking.Denominator = "relevant"
     map_denominator: ranking.Denominator = "min_k_relevant"
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
 
 
 def evaluate_sampled(

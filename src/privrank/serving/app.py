@@ -170,6 +170,8 @@ def _open_store(settings: ServeSettings) -> ModelStore:
     index = IndexOptions.from_settings(settings)
     if settings.model_dir is not None:
         return ModelStore.single(settings.model_dir, index=index)
+    if settings.store_dir is None:  # ServeSettings requires one of them
+        raise ConfigError("serving needs a model directory or a model store")
     return ModelStore(settings.store_dir, index=index)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 
 from privrank.database import normalise_database_url
+from privrank.errors import ConfigError
 from privrank.settings import home_dir
 
 __all__ = ["DATABASE_URL_ENV", "default_database_url", "make_engine", "normalise_url"]
@@ -42,6 +43,8 @@ def make_engine(url: str | URL) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True)
+    if parsed.database is None:  # normalise_url refuses an in-memory database
+        raise ConfigError("the serving database needs a SQLite file")
     Path(parsed.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S})
 

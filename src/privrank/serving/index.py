@@ -59,7 +59,7 @@ import numpy as np
 
 from privrank.errors import ConfigError
 from privrank.models import Query
-from privrank.models.base import top_k
+from privrank.models.base import Recommender, top_k
 from privrank.models.capabilities import FactorModel
 from privrank.serving.errors import IndexQualityError
 from privrank.serving.settings import AUTO_EXACT_THRESHOLD, DEFAULT_RECALL_FLOOR
@@ -329,13 +329,15 @@ class FactorIndex:
         n, dim = items.shape
         faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
         keep = None
+        index: faiss.Index
         try:
             if chosen == "exact":
                 index = faiss.IndexFlatIP(dim)
             elif chosen == "hnsw":
-                index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-                index.hnsw.efConstruction = ef_construction
-                index.hnsw.efSearch = ef_search
+                hnsw = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                hnsw.hnsw.efConstruction = ef_construction
+                hnsw.hnsw.efSearch = ef_search
+                index = hnsw
             else:
                 default_nlist, default_nprobe = ivf_parameters(n)
                 nlist = default_nlist if nlist is None else nlist
@@ -344,10 +346,11 @@ class FactorIndex:
                 nprobe = min(nlist, default_nprobe if nprobe is None else nprobe)
                 items = _euclidean_transform(items)
                 keep = faiss.IndexFlatIP(dim + 1)
-                index = faiss.IndexIVFFlat(keep, dim + 1, nlist, faiss.METRIC_INNER_PRODUCT)
-                index.cp.seed = int(seed)
-                index.train(items)
-                index.nprobe = max(1, nprobe)
+                ivf = faiss.IndexIVFFlat(keep, dim + 1, nlist, faiss.METRIC_INNER_PRODUCT)
+                ivf.cp.seed = int(seed)
+                ivf.train(items)
+                ivf.nprobe = max(1, nprobe)
+                index = ivf
             index.add(items)
         finally:
             faiss.omp_set_num_threads(1)
@@ -410,8 +413,10 @@ def _user_vectors(model: FactorModel, query: Query) -> np.ndarray:
     return np.ascontiguousarray(model.user_vectors(query), dtype=np.float32)
 
 
-def _agrees_with_model(model: FactorModel, items: np.ndarray, sample: int = 8) -> bool:
+def _agrees_with_model(model: Recommender, items: np.ndarray, sample: int = 8) -> bool:
     """Whether inner products of the vectors reproduce the model's own scores."""
+    if not isinstance(model, FactorModel):
+        return False
     lengths = np.diff(np.asarray(model.history_indptr_))
     users = np.flatnonzero(lengths > 0)[:sample]
     if users.size == 0:

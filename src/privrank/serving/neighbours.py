@@ -311,7 +311,7 @@ class NeighbourIndex:
             seen = items[indptr[user] : indptr[user + 1]]
             codes, scores = self.top(seen, k, frozenset(seen.tolist()))
             hits += len(set(codes.tolist()) & set(expected[row].tolist()))
-            dense = model.score(Query.users([user]), items=codes)[0]
+            dense = model.score(Query.users([int(user)]), items=codes)[0]
             error = max(error, float(np.max(np.abs(dense - scores), initial=0.0)))
         return hits / (k * users.size), int(users.size), error, k
 

@@ -97,7 +97,7 @@ def _top(served: ServedModel, query: Query, k: int, exclude_seen: bool, candidat
 
 
 def _seen_codes(served: ServedModel, query: Query) -> np.ndarray:
-    if query.is_users:
+    if query.user_codes is not None:  # a known user's query
         code = int(query.user_codes[0])
         indptr = served.model.history_indptr_
         return np.asarray(served.model.history_items_[indptr[code] : indptr[code + 1]])

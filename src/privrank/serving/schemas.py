@@ -76,13 +76,14 @@ class _Filters(BaseModel):
 
     k: K = 10
     exclude_seen: bool = Field(
-        True, description="Leave out items the user (or the history) already interacted with."
+        default=True,
+        description="Leave out items the user (or the history) already interacted with.",
     )
     exclude: list[ItemId] = Field(
         default_factory=list, max_length=MAX_FILTER_IDS, description="Item ids never to return."
     )
     allow: list[ItemId] | None = Field(
-        None,
+        default=None,
         max_length=MAX_FILTER_IDS,
         description="When given, only these item ids may be returned (an allow-list).",
     )
@@ -99,7 +100,7 @@ class HistoryRecommendRequest(_Filters):
 
     history: list[ItemId] = Field(max_length=MAX_HISTORY)
     ignore_unknown_items: bool = Field(
-        True, description="Skip history items the model does not know (else 422)."
+        default=True, description="Skip history items the model does not know (else 422)."
     )
 
 
@@ -110,7 +111,7 @@ class RankRequest(BaseModel):
 
     candidates: list[ItemId] = Field(min_length=1, max_length=MAX_CANDIDATES)
     user_id: UserId | None = None
-    history: list[ItemId] | None = Field(None, max_length=MAX_HISTORY)
+    history: list[ItemId] | None = Field(default=None, max_length=MAX_HISTORY)
 
 
 class ScoredItem(BaseModel):
@@ -148,7 +149,10 @@ class TokenRequest(BaseModel):
 
     user_id: UserId
     ttl_s: int = Field(
-        3600, ge=1, le=7 * 24 * 3600, description="Seconds the token is valid (at most 7 days)."
+        default=3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Seconds the token is valid (at most 7 days).",
     )
 
 

@@ -32,13 +32,16 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from privrank.atomic import atomic_directory, atomic_file
 from privrank.errors import ArtifactError, ConfigError
 from privrank.serving.errors import ConflictError, NotFoundError, UnavailableError
 from privrank.serving.ids import IdLookup
-from privrank.serving.settings import AUTO_EXACT_THRESHOLD, DEFAULT_RECALL_FLOOR
+from privrank.serving.settings import AUTO_EXACT_THRESHOLD, DEFAULT_RECALL_FLOOR, ServeSettings
+
+if TYPE_CHECKING:
+    from privrank.serving.index import IndexKind
 
 __all__ = ["IndexOptions", "ModelStore", "ServedModel", "VersionInfo"]
 
@@ -74,15 +77,13 @@ class ServedModel:
     loaded_at: datetime
     training: dict[str, Any] | None = field(default=None, repr=False)
     index: Any = field(default=None, repr=False)
-    users: IdLookup = field(default=None, repr=False)
-    items: IdLookup = field(default=None, repr=False)
+    users: IdLookup = field(init=False, repr=False)
+    items: IdLookup = field(init=False, repr=False)
     neighbours: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.users is None:
-            object.__setattr__(self, "users", IdLookup(self.model.user_ids_))
-        if self.items is None:
-            object.__setattr__(self, "items", IdLookup(self.model.item_ids_))
+        object.__setattr__(self, "users", IdLookup(self.model.user_ids_))
+        object.__setattr__(self, "items", IdLookup(self.model.item_ids_))
 
     @property
     def private(self) -> bool:
@@ -148,13 +149,13 @@ class IndexOptions:
             :class:`~privrank.serving.settings.ServeSettings`).
     """
 
-    kind: str = "auto"
+    kind: IndexKind = "auto"
     exact_threshold: int = AUTO_EXACT_THRESHOLD
     recall_floor: float = DEFAULT_RECALL_FLOOR
     neighbours: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> IndexOptions:
+    def from_settings(cls, settings: ServeSettings) -> IndexOptions:
         """The options of a :class:`~privrank.serving.settings.ServeSettings`."""
         return cls(
             kind=settings.index,
@@ -278,13 +279,18 @@ class ModelStore:
         """``ACTIVE.json``, or ``None`` for a single-model store."""
         return None if self.root is None else self.root / POINTER_FILE
 
+    def _versions_dir(self) -> Path:
+        if self.root is None:
+            raise ConflictError("a single-model store has no versions directory")
+        return self.root / VERSIONS_DIR
+
     def _version_dir(self, version: str) -> Path:
         if self._single is not None:
             if version != self._single[0]:
                 raise NotFoundError(f"no model version {version!r} (serving one fixed model)")
             return self._single[1]
         _check_version(version)
-        path = self.root / VERSIONS_DIR / version
+        path = self._versions_dir() / version
         if not path.is_dir():
             raise NotFoundError(f"no model version {version!r} in {self.root}")
         return path
@@ -295,7 +301,7 @@ class ModelStore:
             return [self._single[0]]
         names = [
             p.name
-            for p in (self.root / VERSIONS_DIR).iterdir()
+            for p in self._versions_dir().iterdir()
             if p.is_dir() and _VERSION_PATTERN.match(p.name)
         ]
         return sorted(names, key=_version_key)
@@ -351,14 +357,20 @@ class ModelStore:
             "history": history[:_HISTORY_LIMIT],
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        with atomic_file(self.pointer_path, "w", encoding="utf-8") as handle:
+        path = self.pointer_path
+        if path is None:
+            raise ConflictError("a single-model store has no active-version pointer")
+        with atomic_file(path, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(pointer, indent=2) + "\n")
         self._pointer_signature = self._signature()
 
     def _signature(self) -> tuple | None:
+        path = self.pointer_path
+        if path is None:
+            return None
         try:
-            stat = os.stat(self.pointer_path)
-        except (OSError, TypeError):
+            stat = os.stat(path)
+        except OSError:
             return None
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
@@ -515,7 +527,7 @@ class ModelStore:
             numbers = [int(n[1:]) for n in self.version_names() if re.fullmatch(r"v\d+", n)]
             version = f"v{max(numbers, default=0) + 1}"
         _check_version(version)
-        destination = self.root / VERSIONS_DIR / version
+        destination = self._versions_dir() / version
         if destination.exists():
             raise ConflictError(f"model version {version!r} already exists in {self.root}")
         with atomic_directory(destination) as tmp:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -191,9 +192,9 @@ def check_tampered_artifact(factory: ModelFactory, data: Interactions, workdir: 
         content = bytearray(target.read_bytes())
         content[len(content) // 2] ^= 0x01
         target.write_bytes(bytes(content))
-        _expect(ArtifactError, lambda copy=copy: Recommender.load(copy), f"a flipped bit in {name}")
+        _expect(ArtifactError, partial(Recommender.load, copy), f"a flipped bit in {name}")
         target.unlink()
-        _expect(ArtifactError, lambda copy=copy: Recommender.load(copy), f"{name} missing")
+        _expect(ArtifactError, partial(Recommender.load, copy), f"{name} missing")
     extra = workdir / "extra-file"
     shutil.copytree(path, extra)
     (extra / "notes.txt").write_text("not covered by a checksum\n")
@@ -210,7 +211,7 @@ def check_unknown_users_and_items(factory: ModelFactory, data: Interactions, wor
     _expect(ConfigError, lambda: model.score([-1]), "a negative user code")
     _expect(ConfigError, lambda: model.score(Query.histories([[n_items]])), "an unknown item")
     _expect(ConfigError, lambda: model.score([0], items=[n_items]), "an unknown candidate")
-    _expect(ConfigError, lambda: model.score(["a"]), "a non-integer user code")
+    _expect(ConfigError, lambda: model.score(np.array(["a"])), "a non-integer user code")
     result = model.recommend_for_users(["no-such-user", data.user_ids[0].as_py()], 3)
     assert list(result.known) == [False, True], f"known flags {result.known}"
     cold = model.recommend(Query.histories([[]]), 3)[0][0]
@@ -276,7 +277,7 @@ def check_recommend(factory: ModelFactory, data: Interactions, workdir: Path) ->
     assert codes.shape == values.shape == (len(users), k) and codes.dtype == np.int64
     scores = model.score(users)
     seen = data.to_csr().astype(bool).toarray()
-    for user in users:
+    for user in range(data.n_users):  # the codes in ``users``
         row, row_scores = codes[user], values[user]
         assert len(set(row.tolist())) == k, f"user {user}: repeated items {row}"
         assert not seen[user, row].any(), f"user {user}: recommended a seen item"

@@ -27,6 +27,7 @@ from privrank.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna
+    from pydantic import BaseModel
 
 __all__ = [
     "SEARCH_SPACES",
@@ -140,7 +141,7 @@ class SearchSpace:
         """The searched parameters drawn for ``trial`` (fixed ones not included)."""
         return {p.name: p.suggest(trial) for p in self.params}
 
-    def defaults(self, config: type) -> dict[str, Any] | None:
+    def defaults(self, config: type[BaseModel]) -> dict[str, Any] | None:
         """The searched parameters at the config's defaults, or ``None`` if one lies outside
         the space (so that a first trial can start from the model's defaults)."""
         values = {p.name: config.model_fields[p.name].default for p in self.params}
@@ -265,7 +266,7 @@ def search_space(model: str, fixed: Mapping[str, Any] | None = None) -> SearchSp
     return space
 
 
-def _check_against_config(space: SearchSpace, config: type) -> None:
+def _check_against_config(space: SearchSpace, config: type[BaseModel]) -> None:
     fields = config.model_fields
     problems = [
         f"{p.name!r} is not a parameter of {config.__name__}"

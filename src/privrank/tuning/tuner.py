@@ -52,7 +52,7 @@ from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
 from privrank.data.splits import HoldoutSplit, split
 from privrank.errors import ArtifactError, ConfigError
-from privrank.metrics.evaluate import RANKING_METRICS, EvaluationConfig, evaluate
+from privrank.metrics.evaluate import RANKING_METRICS, EvaluationConfig, RankingMetric, evaluate
 from privrank.tuning.search_spaces import SearchSpace, search_space
 from privrank.workflow.records import library_versions
 from privrank.workflow.spend import fit_and_spend
@@ -95,15 +95,15 @@ class TuneConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metric: str = "ndcg@10"
-    n_trials: int | None = Field(None, ge=1)
-    time_budget_s: float | None = Field(None, gt=0)
-    seed: int = Field(0, ge=0)
-    threads: int = Field(0, ge=0)
+    n_trials: int | None = Field(default=None, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0)
+    threads: int = Field(default=0, ge=0)
     sampler: Literal["tpe", "random"] = "tpe"
-    startup_trials: int = Field(10, ge=1)
+    startup_trials: int = Field(default=10, ge=1)
     start_from_defaults: bool = True
     fixed: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -123,19 +123,21 @@ class TuneConfig(BaseModel):
         self.metric_parts()
         return self
 
-    def metric_parts(self) -> tuple[str, int]:
+    def metric_parts(self) -> tuple[RankingMetric, int]:
         """``("ndcg", 10)`` for ``metric="ndcg@10"``.
 
         Raises:
             ValueError: Not ``<ranking metric>@<k>``.
         """
         name, sep, k = self.metric.partition("@")
-        if not sep or name not in RANKING_METRICS or not k.isdigit() or int(k) < 1:
-            raise ValueError(
-                f"metric must be '<metric>@<k>' with metric one of {', '.join(RANKING_METRICS)} "
-                f"and k >= 1, e.g. 'ndcg@10'; got {self.metric!r}"
-            )
-        return name, int(k)
+        if sep and k.isdigit() and int(k) >= 1:
+            for metric in RANKING_METRICS:
+                if name == metric:
+                    return metric, int(k)
+        raise ValueError(
+            f"metric must be '<metric>@<k>' with metric one of {', '.join(RANKING_METRICS)} "
+            f"and k >= 1, e.g. 'ndcg@10'; got {self.metric!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -507,7 +509,11 @@ def _result(
 ) -> TuneResult:
     from privrank.models import create_model
 
-    complete = [r for r in records if r.state == "COMPLETE" and math.isfinite(r.value or 0.0)]
+    complete = [
+        (r.value, r)
+        for r in records
+        if r.state == "COMPLETE" and r.value is not None and math.isfinite(r.value)
+    ]
     if not complete:
         budget = f"{config.time_budget_s} s" if config.time_budget_s else "the budget"
         raise ConfigError(
@@ -515,7 +521,7 @@ def _result(
             f"{', '.join(f'{r.state} {r.note}'.strip() for r in records) or 'none'}); "
             "give it more time"
         )
-    best = max(complete, key=lambda r: (r.value, -r.number))
+    best_value, best = max(complete, key=lambda scored: (scored[0], -scored[1].number))
     full = create_model(model, {**space.fixed, **best.params}).config.model_dump(mode="json")
     out_of_trials = config.n_trials is not None and len(records) >= config.n_trials
     timed_out = any(r.note == "time budget" for r in records)
@@ -524,7 +530,7 @@ def _result(
         metric=config.metric,
         best_config=full,
         best_params=dict(best.params),
-        best_value=float(best.value),
+        best_value=float(best_value),
         best_trial=best.number,
         trials=tuple(records),
         config=config,

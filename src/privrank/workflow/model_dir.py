@@ -73,9 +73,17 @@ class TrainedModel:
     @property
     def history_mode(self) -> str:
         """How test users are scored: ``users``, ``fold-in`` or ``refit``."""
+        return self.require_record()["fit"]["history_mode"]
+
+    def require_record(self) -> dict[str, Any]:
+        """The training record (always there for :func:`load_trained`).
+
+        Raises:
+            ArtifactError: A bare model directory, which has none.
+        """
         if self.record is None:
             raise ArtifactError(f"{self.directory} has no training record")
-        return self.record["fit"]["history_mode"]
+        return self.record
 
 
 def training_record(model: Any, *, fit: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

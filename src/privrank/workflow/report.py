@@ -202,12 +202,24 @@ def _setting_lines(record: dict[str, Any]) -> list[str]:
     ]
 
 
+def _as_records(
+    results: Sequence[str | Path] | Sequence[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Records given as such, or read from their result files."""
+    loaded = [r for r in results if isinstance(r, dict)]
+    paths = [r for r in results if not isinstance(r, dict)]
+    if loaded and paths:
+        raise ConfigError("give loaded result records or result files, not both")
+    return loaded or load_results(paths)
+
+
 def _comparison_lines(group: list[dict[str, Any]], headline: list[str]) -> list[str]:
     compared = [r for r in group if r.get("comparisons")]
     if not compared:
         return []
     baseline = compared[0].get("baseline")
-    n = next(iter(compared[0]["comparisons"].values()), {}).get("n", 0)
+    first: dict[str, Any] = next(iter(compared[0]["comparisons"].values()), {})
+    n = first.get("n", 0)
     lines = [f"Paired comparison with the baseline `{baseline}` on the same {n:,} users:", ""]
     rows = []
     for record in compared:
@@ -387,7 +399,7 @@ def write_report(
         The files written: ``<protocol>.curves.png``, ``<protocol>.comparison.png`` per
         protocol and the markdown.
     """
-    records = list(results) if results and isinstance(results[0], dict) else load_results(results)
+    records = _as_records(results)
     out = Path(out)
     images: dict[str, list[str]] = {}
     written: list[Path] = []

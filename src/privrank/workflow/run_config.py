@@ -70,14 +70,14 @@ class RunConfig(FrozenConfig):
     models: tuple[ModelSpec, ...] = Field(min_length=1)
     baseline: str | None = None
     cutoffs: tuple[int, ...] | None = None
-    seed: int = Field(0, ge=0)
-    threads: int = Field(0, ge=0)
+    seed: int = Field(default=0, ge=0)
+    threads: int = Field(default=0, ge=0)
     test_history: Literal["fold-in", "refit"] = "fold-in"
     beyond_accuracy: bool = True
-    confidence: float = Field(0.95, gt=0, lt=1)
-    n_resamples: int = Field(1000, ge=1)
-    bootstrap_seed: int = Field(0, ge=0)
-    batch_size: int = Field(1024, ge=1)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    n_resamples: int = Field(default=1000, ge=1)
+    bootstrap_seed: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=1024, ge=1)
     validation: bool = False
 
     @field_validator("models", mode="before")

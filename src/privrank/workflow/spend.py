@@ -113,7 +113,13 @@ class SpentFit:
         record = self.spend_record()
         if record is None:
             return None
-        return {**record, "guarantee": self.model.privacy_guarantee_.to_dict()}
+        guarantee = self.model.privacy_guarantee_
+        if guarantee is None:  # a private fit sets it; only a later refit could clear it
+            raise RuntimeError(
+                f"{type(self.model).__name__} has no privacy guarantee though its fit spent "
+                f"(spend {record['spend_id']}); was it refitted without privacy?"
+            )
+        return {**record, "guarantee": guarantee.to_dict()}
 
 
 @contextmanager

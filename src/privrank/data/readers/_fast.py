@@ -60,7 +60,9 @@ def read_fast(path, layout: TextLayout, *, block_size: int) -> FastColumns | Non
         return _read_ragged(path, layout, block_size)
     if len(set(layout.delimiter)) != 1:
         return None  # pyarrow splits on one byte; other separators go to the slow pass
-    id_text = {f.role: f.id_type == "str" for f in layout.fields if f.role in ("user", "item")}
+    id_text: dict[str, bool] = {
+        f.role: f.id_type == "str" for f in layout.fields if f.role in ("user", "item")
+    }
     while True:
         try:
             return _read_fixed(path, layout, block_size, id_text)
@@ -272,7 +274,9 @@ class _BlockChecker:
         self.value_high = min(high, FLOAT32_MAX)
         self.ts_low, self.ts_high = layout.timestamp_range
         self.blocks_in_file = blocks_in_file
-        self.columns: dict[str, _Growing | list[pa.Array]] = {}
+        self.roles = [rule.role for rule in layout.fields]
+        self.text: dict[str, list[pa.Array]] = {}  # text-id columns, block by block
+        self.numbers: dict[str, _Growing] = {}
 
     def add(self, rule: FieldRule, column: pa.Array) -> bool:
         """Check one block of one field; keep it and return ``True`` if every value is valid."""
@@ -282,11 +286,12 @@ class _BlockChecker:
         if pa.types.is_string(column.type):  # text ids
             if pc.min(pc.binary_length(column)).as_py() == 0:
                 return False
-            self.columns.setdefault(role, []).append(column)
+            self.text.setdefault(role, []).append(column)
             return True
         if role == "value" and not pc.all(pc.is_finite(column)).as_py():
             return False
         low, high = _min_max(column)
+        dtype: type[np.number]
         if role == "value":
             if low < self.value_low or high > self.value_high:
                 return False
@@ -297,38 +302,44 @@ class _BlockChecker:
             dtype = np.int64
         else:
             dtype = np.int32 if _INT32.min <= low and high <= _INT32.max else np.int64
-        buffer = self.columns.get(role)
+        buffer = self.numbers.get(role)
         if buffer is None:
             capacity = int(len(column) * max(self.blocks_in_file, 1.0) * 1.15) + 1024
-            buffer = self.columns[role] = _Growing(dtype, capacity)
+            buffer = self.numbers[role] = _Growing(dtype, capacity)
         buffer.append(column.to_numpy(), dtype)
         return True
 
     def extend(self, other: _BlockChecker) -> None:
         """Append the columns another checker kept (the next range of the file)."""
-        for role, column in other.columns.items():
-            mine = self.columns.get(role)
+        for role, chunks in other.text.items():
+            self.text.setdefault(role, []).extend(chunks)
+        for role, buffer in other.numbers.items():
+            mine = self.numbers.get(role)
             if mine is None:
-                self.columns[role] = column
+                self.numbers[role] = buffer
             else:
-                mine.extend(column)  # list of text-id chunks, or a _Growing buffer
-        other.columns = {}
+                mine.extend(buffer)
+        other.text = {}
+        other.numbers = {}
 
     def finish(self) -> dict[str, pa.Array | pa.ChunkedArray]:
         out: dict[str, pa.Array | pa.ChunkedArray] = {}
-        for role, column in self.columns.items():
-            out[role] = pa.chunked_array(column) if isinstance(column, list) else column.array()
+        for role in self.roles:  # in the layout's order
+            if role in self.text:
+                out[role] = pa.chunked_array(self.text[role])
+            elif role in self.numbers:
+                out[role] = self.numbers[role].array()
         return out
 
 
 class _Growing:
     """A contiguous NumPy buffer filled block by block; widens int32 to int64 when needed."""
 
-    def __init__(self, dtype: type, capacity: int) -> None:
-        self.data = np.empty(capacity, dtype=dtype)
+    def __init__(self, dtype: type[np.number], capacity: int) -> None:
+        self.data: np.ndarray = np.empty(capacity, dtype=dtype)
         self.size = 0
 
-    def append(self, values: np.ndarray, dtype: type) -> None:
+    def append(self, values: np.ndarray, dtype: type[np.number]) -> None:
         end = self.size + len(values)
         if np.dtype(dtype).itemsize > self.data.dtype.itemsize:
             self.data = self.data.astype(dtype)

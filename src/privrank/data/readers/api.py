@@ -209,8 +209,8 @@ def _sink(out) -> RejectSink:
 
 
 def _options(options: ReadOptions | str, overrides: dict[str, Any]) -> ReadOptions:
-    if isinstance(options, str):
-        return ReadOptions(format=options, **overrides)
+    if isinstance(options, str):  # a format name, validated by ReadOptions
+        return ReadOptions.model_validate({"format": options, **overrides})
     return options.model_copy(update=overrides) if overrides else options
 
 

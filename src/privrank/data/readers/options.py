@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,7 +24,7 @@ __all__ = [
 
 Format = Literal["ml-100k", "ml-1m", "ml-csv", "sequences", "pairs", "csv", "tsv", "parquet"]
 #: Every format :func:`~privrank.data.readers.read_interactions` understands.
-FORMATS: tuple[str, ...] = Format.__args__
+FORMATS: tuple[str, ...] = get_args(Format)
 #: Formats whose columns are named by a column mapping (``user_col``, ``item_col``, ...).
 GENERIC_FORMATS = frozenset({"csv", "tsv", "parquet"})
 #: 2100-01-01T00:00:00Z: the default upper bound of a timestamp, in seconds.
@@ -92,8 +92,8 @@ class ReadOptions(BaseModel):
     max_value: float | None = None
     min_timestamp: int = 0
     max_timestamp: int = MAX_TIMESTAMP
-    max_reported: int = Field(20, ge=1)
-    block_size: int = Field(4 << 20, ge=1 << 16)
+    max_reported: int = Field(default=20, ge=1)
+    block_size: int = Field(default=4 << 20, ge=1 << 16)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -32,7 +32,7 @@ from privrank.data.problems import (
 from privrank.data.readers._source import first_line
 from privrank.data.readers._text import empty_file_problem, no_data_problem
 from privrank.data.readers.options import ReadOptions
-from privrank.data.validation import FieldRule, RejectSink, TextLayout
+from privrank.data.validation import FieldRule, RejectSink, Role, TextLayout
 
 __all__ = ["read_parquet", "table_layout"]
 
@@ -40,8 +40,8 @@ _ROLES = ("user", "item", "timestamp", "value")
 _BATCH_ROWS = 1 << 20
 
 
-def _mapping(options: ReadOptions) -> dict[str, str | int]:
-    columns = {
+def _mapping(options: ReadOptions) -> dict[Role, str | int]:
+    columns: dict[Role, str | int | None] = {
         "user": options.user_col,
         "item": options.item_col,
         "timestamp": options.time_col,
@@ -95,9 +95,10 @@ def table_layout(path: str | Path, options: ReadOptions) -> TextLayout | Problem
     if not options.header:
         # Without a header, lines are as wide as line 1 or as the mapping needs, whichever is
         # wider (a broken line 1 is then reported as such by the line checks).
-        width = max([len(names), *mapping.values()])
+        # (ReadOptions names columns by position only, without a header)
+        width = max([len(names), *(c for c in mapping.values() if isinstance(c, int))])
         names = [str(i + 1) for i in range(width)]
-    positions: dict[int, str] = {}
+    positions: dict[int, Role] = {}
     for role, column in mapping.items():
         if isinstance(column, int):
             index = column - 1
@@ -161,20 +162,20 @@ def read_parquet(
     schema = parquet.schema_arrow
     names = schema.names
     selected: dict[str, str] = {}
-    for role, column in _mapping(options).items():
+    for mapped, column in _mapping(options).items():
         if isinstance(column, int):
             if column > len(names):
-                problem = _bad_mapping(role, column, names, "a Parquet schema")
+                problem = _bad_mapping(mapped, column, names, "a Parquet schema")
                 return None, ValidationReport.from_fatal(path, "parquet", problem)
             column = names[column - 1]
         if names.count(column) != 1:
-            problem = _bad_mapping(role, column, names, "a Parquet schema (exactly one column)")
+            problem = _bad_mapping(mapped, column, names, "a Parquet schema (exactly one column)")
             return None, ValidationReport.from_fatal(path, "parquet", problem)
-        selected[role] = column
+        selected[mapped] = column
     for role, column in selected.items():
-        problem = _type_problem(role, schema.field(column), names.index(column) + 1, options)
-        if problem is not None:
-            return None, ValidationReport.from_fatal(path, "parquet", problem)
+        wrong_type = _type_problem(role, schema.field(column), names.index(column) + 1, options)
+        if wrong_type is not None:
+            return None, ValidationReport.from_fatal(path, "parquet", wrong_type)
     checker = _RowChecker(options, selected, names)
     chunks: dict[str, list[pa.Array]] = {role: [] for role in selected}
     start = 0
