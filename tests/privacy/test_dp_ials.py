@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from privrank.errors import ConfigError
 from privrank.models import IALS, FitOptions, Query, Recommender
+from privrank.models.ials import IALSPrivateConfig
 from privrank.privacy.accounting import (
     Accountant,
     calibrate_gaussian_noise,
@@ -335,7 +336,7 @@ def test_the_guarantee_states_the_target_epsilon_and_the_rdp_cross_check():
     rdp = Accountant("rdp").compose(gaussian_event(m, 3)).epsilon(delta)
     assert guarantee.accountant_epsilon == pytest.approx(rdp)
     assert guarantee.accountant_epsilon >= guarantee.epsilon
-    cfg = model.private_settings()
+    cfg = model.private_settings(IALSPrivateConfig)
     expected = als_release_sensitivity(
         6, 1.0, item_grams=cfg.item_grams, count_weight=cfg.count_weight
     )
@@ -454,7 +455,10 @@ def test_same_noise_seed_same_model_other_seed_differs():
 
 def test_private_fit_round_trips_and_folds_in(tmp_path):
     model = IALS().fit(DATA, private())
-    assert model.user_factors_.shape == (DATA.n_users, model.private_settings().factors)
+    assert model.user_factors_.shape == (
+        DATA.n_users,
+        model.private_settings(IALSPrivateConfig).factors,
+    )
     assert model.loss_history_.size == 0  # the exact loss is never computed
     loaded = Recommender.load(model.save(tmp_path / "m"))
     assert loaded.privacy_guarantee_ == model.privacy_guarantee_
