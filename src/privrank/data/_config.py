@@ -13,7 +13,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from privrank.errors import ConfigError
+from privrank.errors import ConfigError, ConfigProblem
 
 __all__ = ["FrozenConfig", "config_error", "validate_config"]
 
@@ -38,7 +38,7 @@ def config_error(exc: ValidationError, owner: str) -> ConfigError:
         where = ".".join((owner, *loc))
         lines.append(f"{where}: got {value!r}; {rule}")
     error = ConfigError("invalid configuration: " + " | ".join(lines))
-    error.problems = problems
+    error.problems = tuple(ConfigProblem(*problem) for problem in problems)
     return error
 
 
