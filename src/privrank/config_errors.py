@@ -190,8 +190,9 @@ def _unknown_key(owner: str, model: type[BaseModel] | None, path: tuple[str, ...
     container = model if len(path) == 1 else _model_of(_field(model, path[:-1]))
     if container is None:
         return rule
-    known = ", ".join(container.model_fields) or "none"
-    return f"{rule}; expected one of: {known}"
+    if not container.model_fields:
+        return f"{rule}; expected no parameters"
+    return f"{rule}; expected one of: {', '.join(container.model_fields)}"
 
 
 def _field(model: type[BaseModel] | None, path: tuple[str, ...]) -> FieldInfo | None:
