@@ -71,7 +71,7 @@ def test_registry():
 
 
 def test_fit_options_validation():
-    with pytest.raises(ConfigError, match="The 'threads' parameter of FitOptions must be an int"):
+    with pytest.raises(ConfigError, match=r"FitOptions\.threads: got -2; expected an int"):
         FitOptions(threads=-2)
     with pytest.raises(ConfigError, match="FitOptions has no parameter 'sead'"):
         FitOptions(sead=1)

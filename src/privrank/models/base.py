@@ -53,7 +53,7 @@ from privrank.data.interactions import Interactions
 from privrank.errors import ArtifactError, ConfigError, NotTrainedError, PrivrankError
 from privrank.metrics.topk import top_k
 from privrank.models._artifact import read_artifact, write_artifact
-from privrank.models._config import FitOptions, FitProgress, ModelConfig, validate_config
+from privrank.models._config import FitOptions, FitProgress, ModelConfig, build_model_config
 from privrank.models._query import Query
 from privrank.models._registry import (
     create_model,
@@ -175,7 +175,7 @@ class Recommender(ABC):
     privacy_guarantee_: PrivacyGuarantee | None
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
-        self.config = validate_config(self.Config, type(self).__name__, config, params)
+        self.config = build_model_config(self.Config, type(self).__name__, config, params)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
