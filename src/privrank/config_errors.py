@@ -10,19 +10,20 @@ shape, one per invalid setting::
   names the field below it, nested blocks and list positions included
   (``EASE.private.count_share``). A field set by a command-line option is shown as the option
   first: ``--users (SyntheticConfig.n_users)``.
-- ``VALUE`` is the received value's ``repr`` (cut at 80 characters); ``nothing`` for a missing
-  required field.
+- ``VALUE`` is the received value's ``repr`` (cut at 80 characters, a URL's password masked);
+  ``nothing`` for a missing required field.
 - ``expected WHAT`` comes from the field's declaration (``an int >= 1``, ``one of 'float32',
   'float64'``) or pydantic's own words; a rule written by a validator is given in its own words
   instead. An unknown key reads ``OWNER has no parameter 'key'; expected one of: a, b``.
-- A rule about the config as a whole (a model validator) is ``OWNER: got {...}; rule``.
+- A rule about the config as a whole (a model validator) reads ``OWNER: rule``: the value would
+  be the whole config (secrets included), so the rule's own words name the values involved.
 
 Examples::
 
     EASE.regularization: got -1; expected a float > 0
     HoldoutSplit.fraction: got 1.5; expected a number < 1
     EASE.lambda_: got 3; EASE has no parameter 'lambda_'; expected one of: regularization, dtype
-    TuneConfig: got {}; set n_trials, time_budget_s or both; the search needs a budget
+    TuneConfig: set n_trials, time_budget_s or both; the search needs a budget
 
 Several problems are joined by `` | `` into one message, and kept one by one in the error's
 :attr:`~privrank.errors.ConfigError.problems`. A validator that raises a ``ConfigError`` carrying
@@ -34,6 +35,7 @@ Base module: imports only :mod:`privrank.errors` (and pydantic).
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, Union, get_args, get_origin
@@ -93,6 +95,8 @@ def describe_problem(
 ) -> str:
     """One problem as ``OWNER.PATH: got VALUE; RULE`` (see the module docstring)."""
     dotted = ".".join(problem.path)
+    if not dotted and isinstance(problem.value, Mapping):
+        return f"{owner}: {problem.rule}"  # the whole config: the rule names what matters
     where = f"{owner}.{dotted}" if dotted else owner
     if options and dotted in options:
         where = f"{options[dotted]} ({where})"
@@ -224,5 +228,9 @@ def _is_union(annotation: Any) -> bool:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    text = _CREDENTIALS.sub(r"\1***@", repr(value))
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
+
+
+#: The password of a URL (``scheme://user:password@host``), never shown.
+_CREDENTIALS = re.compile(r"(//[^/:@\s]*:)[^@\s]*@")
