@@ -8,10 +8,12 @@ maps the whole tree to exit code 2 in one place (``privrank.cli.main``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
     "ArtifactError",
     "ConfigError",
+    "ConfigProblem",
     "DataError",
     "DatasetUnavailableError",
     "NotTrainedError",
@@ -24,15 +26,29 @@ class PrivrankError(Exception):
     """Base class of every error privrank raises on purpose."""
 
 
+class ConfigProblem(NamedTuple):
+    """One invalid setting of a config.
+
+    Attributes:
+        path: Where the setting is, below the config (``("private", "count_share")``).
+        value: The value received.
+        rule: What was expected instead (``expected a float > 0``), or the rule broken.
+    """
+
+    path: tuple[str, ...]
+    value: object
+    rule: str
+
+
 class ConfigError(PrivrankError, ValueError):
     """A configuration or argument is invalid (names the parameter, the value and the rule).
 
     Attributes:
-        problems: Set on errors built from a pydantic validation error (and only there): every
-            problem as a ``(location, value, rule)`` tuple.
+        problems: Each invalid setting, when the error comes from validating a config
+            (:func:`privrank.config_errors.config_error`); empty otherwise.
     """
 
-    problems: list[tuple[tuple[str, ...], object, str]]
+    problems: tuple[ConfigProblem, ...] = ()
 
 
 class DataError(PrivrankError, ValueError):

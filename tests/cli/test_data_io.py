@@ -103,6 +103,15 @@ def test_unknown_source_and_missing_format_are_clear(tmp_path: Path, privrank_ho
     assert done.returncode == 2 and "--format is needed" in done.stderr
 
 
+def test_invalid_read_options_exit_2_naming_the_rule(tmp_path: Path) -> None:
+    source = tmp_path / "t.csv"
+    source.write_text("u,i\n1,2\n")
+    done = run_cli("data", "validate", str(source), "--format", "csv", "--user-col", "0")
+    assert done.returncode == 2
+    assert "ReadOptions: " in done.stderr
+    assert "user_col is a 1-based column position; got 0" in done.stderr
+
+
 def test_stats_without_import_says_what_to_do(privrank_home: Path) -> None:
     done = run_cli("data", "stats")
     assert done.returncode == 2 and "privrank data import" in done.stderr

@@ -89,7 +89,7 @@ def test_invalid_options_name_the_option(tmp_path) -> None:
     result = _run("--users", "0", "--out", str(tmp_path / "x"))
     assert isinstance(result.exception, ConfigError)
     assert "--users" in str(result.exception)
-    assert "(got 0)" in str(result.exception)
+    assert "--users (SyntheticConfig.n_users): got 0; expected an int >= 1" in str(result.exception)
     assert not (tmp_path / "x").exists()
 
 

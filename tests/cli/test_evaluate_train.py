@@ -133,7 +133,7 @@ def test_train_refuses_bad_arguments(tmp_path: Path, toy) -> None:
         tmp_path / "m",
     )
     assert isinstance(result.exception, ConfigError)
-    assert "'regularization' parameter of EASE" in str(result.exception)
+    assert "EASE.regularization: got -1; expected a float > 0" in str(result.exception)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     result = invoke("train", "--data", split_dir, "--model", "ease", "--out", tmp_path / "busy")

@@ -69,6 +69,25 @@ def test_matches_brute_force_with_ties(scores: np.ndarray, k: int, threads: int)
     np.testing.assert_array_equal(result.scores, np.where(expected >= 0, gathered, -np.inf))
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from([0.0, 1.0, 2.0, -np.inf]), min_size=6, max_size=6),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(1, 6),
+)
+def test_equals_a_full_sort(rows: list[list[float]], k: int) -> None:
+    scores = np.array(rows, dtype=np.float32)  # few distinct values: many ties
+    result = top_k(scores, k)
+    for row, got, got_values in zip(scores, result.items, result.scores, strict=True):
+        order = np.lexsort((np.arange(len(row)), -row))[:k]
+        # Items scored -inf are never recommended: their slots hold -1 (score -inf).
+        np.testing.assert_array_equal(got, np.where(np.isfinite(row[order]), order, -1))
+        np.testing.assert_array_equal(got_values, row[order])
+
+
 def test_large_rows_match_brute_force_float64_and_threads() -> None:
     rng = np.random.default_rng(1)
     scores = np.round(rng.standard_normal((300, 2000)), 2)  # many ties at 2 decimals

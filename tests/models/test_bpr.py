@@ -108,5 +108,5 @@ def test_validation_must_share_the_vocabulary():
 
 
 def test_config_errors_name_the_parameter():
-    with pytest.raises(ConfigError, match="'factors' parameter of BPR must be an int >= 1"):
+    with pytest.raises(ConfigError, match=r"BPR\.factors: got 0; expected an int >= 1"):
         BPR(factors=0)

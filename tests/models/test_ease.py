@@ -67,9 +67,8 @@ def test_fold_in_of_a_new_history_is_x_times_b():
 def test_invalid_regularization_message():
     with pytest.raises(
         ConfigError,
-        match=r"The 'regularization' parameter of EASE must be a "
-        r"float > 0\. Got -1 instead\.",
+        match=r"EASE\.regularization: got -1; expected a float > 0$",
     ):
         EASE(regularization=-1)
-    with pytest.raises(ConfigError, match="'dtype' parameter of EASE must be one of"):
+    with pytest.raises(ConfigError, match=r"EASE\.dtype: got 'float16'; expected one of"):
         EASE(dtype="float16")

@@ -168,5 +168,5 @@ def test_validation_early_stopping_keeps_the_best_weights():
 def test_config_errors_name_the_parameter():
     with pytest.raises(ConfigError, match=r"'factors' parameter .*divisible by 'heads'"):
         SASRec(factors=10, heads=3)
-    with pytest.raises(ConfigError, match="'loss' parameter of SASRec must be one of"):
+    with pytest.raises(ConfigError, match=r"SASRec\.loss: got 'hinge'; expected one of"):
         SASRec(loss="hinge")

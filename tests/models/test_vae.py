@@ -61,5 +61,5 @@ def test_training_lowers_the_loss_and_validation_keeps_the_best_epoch():
 
 
 def test_config_errors_name_the_parameter():
-    with pytest.raises(ConfigError, match="'dropout' parameter of MultVAE must be a float"):
+    with pytest.raises(ConfigError, match=r"MultVAE\.dropout: got 1\.0; expected a float"):
         MultVAE(dropout=1.0)

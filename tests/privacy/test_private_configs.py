@@ -86,9 +86,13 @@ def test_flat_private_fields_are_refused_with_a_pointer_to_the_block():
         EASE(private_count_share=0.3)
     with pytest.raises(ConfigError, match=r"--param private\.epochs=VALUE"):
         IALS(private_epochs=3)
-    with pytest.raises(ConfigError, match=r"'private\.count_share' setting of EASE"):
+    with pytest.raises(
+        ConfigError, match=r"EASE\.private\.count_share: got 1\.5; expected a float"
+    ):
         EASE(private={"count_share": 1.5})
-    with pytest.raises(ConfigError, match=r"no private setting 'private\.nope'"):
+    with pytest.raises(
+        ConfigError, match=r"IALS\.private\.nope: got 1; IALS\.private has no parameter 'nope'"
+    ):
         IALS(private={"nope": 1})
 
 

@@ -216,6 +216,23 @@ def test_best_config_is_saved_atomically_and_reloads_as_the_best_trial(parts, tm
     assert validation_score(model, train, validation, result.config) == pytest.approx(best.value)
 
 
+def test_a_best_config_the_model_no_longer_accepts_is_a_config_error(parts, tmp_path) -> None:
+    train, validation = parts
+    path = tune("ease", train, validation, TuneConfig(n_trials=1, threads=1)).save(
+        tmp_path / "tuning.json"
+    )
+    record = json.loads(path.read_text())
+    record["model"]["config"]["regularization"] = -1
+    path.write_text(json.dumps(record))
+    with pytest.raises(ConfigError) as caught:
+        load_best_config(path)
+    assert str(caught.value) == (
+        f"{path}: the best config is not a valid EASE config: "
+        "EASE.regularization: got -1; expected a float > 0"
+    )
+    assert [p.path for p in caught.value.problems] == [("regularization",)]
+
+
 def test_unreadable_records_are_artifact_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "something else"}')

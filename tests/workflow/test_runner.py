@@ -100,7 +100,7 @@ def test_run_config_refuses_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:  # both problems reported at once
         config.check_models()
     assert "Unknown model 'nosuch'" in str(caught.value)
-    assert "'regularization' parameter of EASE" in str(caught.value)
+    assert "EASE.regularization: got -1; expected a float > 0" in str(caught.value)
 
 
 def test_safe_name() -> None:

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from privrank.cli.app import data_app
+from privrank.config_errors import config_error
 from privrank.data import catalog
 from privrank.data.curation import CurationConfig, curate
 from privrank.data.interactions import Interactions
@@ -91,8 +93,13 @@ def read_options(
             params[key] = value
     try:
         return ReadOptions(**params)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"invalid read options: {exc}") from exc
+    except ValidationError as exc:
+        flags = {k: _READ_OPTIONS.get(k, "--" + k.replace("_", "-")) for k in params}
+        raise config_error(exc, "ReadOptions", model=ReadOptions, options=flags) from exc
+
+
+#: Read options whose command-line option is not ``--`` + the option's name, dashed.
+_READ_OPTIONS = {"rejects_path": "--rejects", "has_header": "--header/--no-header"}
 
 
 def _table_layout(

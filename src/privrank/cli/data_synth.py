@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 from privrank.cli.app import data_app
+from privrank.config_errors import config_error
 from privrank.data.stats import dataset_stats, stats_table
 from privrank.data.synthetic import SyntheticConfig, generate, write_ratings_csv
 from privrank.errors import ConfigError
@@ -66,23 +67,16 @@ def config_from_options(
 
     Args:
         options: Fields of :class:`SyntheticConfig`.
-        names: How to call each field in the message (e.g. its command-line option).
+        names: The command-line option of each field, named in the message before the field.
 
     Raises:
-        ConfigError: Naming every invalid field, its value and the rule it breaks.
+        ConfigError: Naming every invalid field, its value and the rule it breaks
+            (:mod:`privrank.config_errors`).
     """
     try:
         return SyntheticConfig.model_validate(options)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"])
-            where = (names or {}).get(where, where)
-            message = error["msg"].removeprefix("Value error, ")
-            if where:
-                message = f"{where}: {message} (got {error['input']!r})"
-            problems.append(message)
-        raise ConfigError("invalid synthetic data configuration: " + "; ".join(problems)) from exc
+        raise config_error(exc, "SyntheticConfig", model=SyntheticConfig, options=names) from exc
 
 
 @data_app.command("synth")

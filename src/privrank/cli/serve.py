@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from privrank.cli.app import app
+from privrank.config_errors import config_error
 from privrank.errors import ConfigError
 
 __all__ = [
@@ -38,18 +39,24 @@ app.add_typer(store_app, name="store", no_args_is_help=True)
 
 
 def settings_from_options(**options):
-    """:class:`~privrank.serving.ServeSettings` from CLI options, errors as one ConfigError."""
+    """:class:`~privrank.serving.ServeSettings` from CLI options, errors as one ConfigError
+    naming each bad option, its setting, the value and what was expected."""
     from privrank.serving.settings import ServeSettings
 
     try:
         return ServeSettings(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = "--" + "-".join(str(p) for p in error["loc"]).replace("_", "-")
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {message}" if error["loc"] else message)
-        raise ConfigError("invalid serve options: " + "; ".join(problems)) from exc
+        flags = {k: _SETTING_OPTIONS.get(k, "--" + k.replace("_", "-")) for k in options}
+        raise config_error(exc, "ServeSettings", model=ServeSettings, options=flags) from exc
+
+
+#: Settings whose ``privrank serve`` option is not ``--`` + the setting's name, dashed.
+_SETTING_OPTIONS = {
+    "model_dir": "--model",
+    "store_dir": "--store",
+    "database_url": "--database",
+    "key_cache_ttl_s": "--key-cache-ttl",
+}
 
 
 def check_startup(settings, host: str):

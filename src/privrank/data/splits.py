@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from privrank.atomic import atomic_directory
-from privrank.data._config import FrozenConfig, validate_config
+from privrank.data._config import FrozenConfig, validate_as
 from privrank.data._ordering import (
     PURPOSE_HOLDOUT,
     PURPOSE_STRONG_ROWS,
@@ -188,7 +188,7 @@ def parse_split_spec(
         return data
     if isinstance(data, dict) and data.get("protocol") in _SPEC_TYPES:
         return _SPEC_TYPES[data["protocol"]](**data)
-    return validate_config(SplitSpec, data, "SplitSpec")
+    return validate_as(SplitSpec, data, "SplitSpec")
 
 
 _SPEC_TYPES: dict[str, type[HoldoutSplit | LeaveLastOut | TemporalSplit | StrongGeneralization]] = {

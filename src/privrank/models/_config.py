@@ -1,8 +1,7 @@
 """Model and fit configuration: frozen pydantic models validated at construction.
 
-Validation errors become one :class:`~privrank.errors.ConfigError` listing every problem in
-scikit-learn's words: "The 'regularization' parameter of EASE must be a float > 0. Got -1
-instead."
+Validation errors become one :class:`~privrank.errors.ConfigError` listing every problem in the
+format of :mod:`privrank.config_errors`: ``EASE.regularization: got -1; expected a float > 0``.
 """
 
 from __future__ import annotations
@@ -10,16 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from functools import partial
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.fields import FieldInfo
 
+from privrank.config_errors import config_error
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["FitOptions", "FitProgress", "ModelConfig", "available_cores", "validate_config"]
+__all__ = ["FitOptions", "FitProgress", "ModelConfig", "available_cores", "build_model_config"]
 
 
 class ModelConfig(BaseModel):
@@ -81,7 +81,7 @@ class FitOptions(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, type(self), "FitOptions")) from None
+            raise config_error(exc, "FitOptions", model=type(self)) from None
 
     def resolved_threads(self) -> int:
         """The thread count to use: ``threads``, or the available cores when it is 0."""
@@ -96,8 +96,10 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def validate_config(config_class: type[C], owner: str, config: Any, params: Mapping[str, Any]) -> C:
-    """Build a config from an instance, a mapping and/or keyword parameters.
+def build_model_config(
+    config_class: type[C], owner: str, config: Any, params: Mapping[str, Any]
+) -> C:
+    """Build a model's config from an instance, a mapping and/or keyword parameters.
 
     Args:
         config_class: The model's config class.
@@ -124,62 +126,17 @@ def validate_config(config_class: type[C], owner: str, config: Any, params: Mapp
     try:
         return config_class(**(base | dict(params)))
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, config_class, owner)) from None
+        hint = partial(_private_block_hint, config_class)
+        raise config_error(exc, owner, model=config_class, hint=hint) from None
 
 
-def _describe(exc: ValidationError, model: type[BaseModel], owner: str) -> str:
-    fields = model.model_fields
-    problems = []
-    for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else None
-        if len(error["loc"]) > 1 and name == "private":
-            problems.append(_describe_private(error, owner))
-        elif error["type"] == "extra_forbidden":
-            known = ", ".join(fields) or "none"
-            problems.append(f"{owner} has no parameter {name!r}; its parameters are: {known}.")
-            if name is not None and name.startswith("private_") and "private" in fields:
-                problems.append(
-                    f"Settings of a private fit go in the nested 'private' block: "
-                    f"private={{{name.removeprefix('private_')!r}: ...}} "
-                    f"(CLI: --param private.{name.removeprefix('private_')}=VALUE)."
-                )
-        elif name in fields and error["type"] != "value_error":
-            got = error.get("input")
-            got_text = repr(got) if isinstance(got, str) else str(got)
-            problems.append(
-                f"The {name!r} parameter of {owner} must be {_expected(fields[name])}. "
-                f"Got {got_text} instead."
-            )
-        else:
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(message if name is None else f"{owner} {name!r}: {message}")
-    return " ".join(problems)
-
-
-def _describe_private(error: Any, owner: str) -> str:
-    """One problem inside a nested ``private`` block, named by its dotted path."""
-    path = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        return f"{owner} has no private setting {path!r} ({message})."
-    got = error.get("input")
-    return f"The {path!r} setting of {owner} is invalid: {message}. Got {got!r} instead."
-
-
-#: Keyed by a field's annotation, which may be any object (``Literal[...]``, ``X | None``, ...).
-_TYPE_WORDS: dict[object, str] = {int: "an int", float: "a float", bool: "a bool", str: "a string"}
-_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
-
-
-def _expected(info: FieldInfo) -> str:
-    annotation = info.annotation
-    if get_origin(annotation) is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(annotation))
-    words = _TYPE_WORDS.get(annotation, f"a {getattr(annotation, '__name__', annotation)}")
-    bounds = [
-        f"{symbol} {getattr(meta, attr)}"
-        for meta in info.metadata
-        for attr, symbol in _BOUNDS
-        if getattr(meta, attr, None) is not None
-    ]
-    return words + (" " + " and ".join(bounds) if bounds else "")
+def _private_block_hint(config_class: type[ModelConfig], path: tuple[str, ...]) -> str | None:
+    """Where a flat ``private_<setting>`` key belongs: the nested ``private`` block."""
+    name = path[0] if len(path) == 1 else ""
+    if not name.startswith("private_") or "private" not in config_class.model_fields:
+        return None
+    setting = name.removeprefix("private_")
+    return (
+        f"settings of a private fit go in the nested 'private' block: "
+        f"private={{{setting!r}: ...}} (CLI: --param private.{setting}=VALUE)"
+    )

@@ -51,10 +51,10 @@ import scipy.sparse as sp
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ArtifactError, ConfigError, NotTrainedError, PrivrankError
+from privrank.metrics.topk import top_k
 from privrank.models._artifact import read_artifact, write_artifact
-from privrank.models._config import FitOptions, FitProgress, ModelConfig, validate_config
+from privrank.models._config import FitOptions, FitProgress, ModelConfig, build_model_config
 from privrank.models._query import Query
-from privrank.models._ranking import top_k
 from privrank.models._registry import (
     create_model,
     model_class,
@@ -78,7 +78,6 @@ __all__ = [
     "model_class",
     "model_names",
     "register",
-    "top_k",
 ]
 
 P = TypeVar("P", bound=ModelConfig)
@@ -176,7 +175,7 @@ class Recommender(ABC):
     privacy_guarantee_: PrivacyGuarantee | None
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
-        self.config = validate_config(self.Config, type(self).__name__, config, params)
+        self.config = build_model_config(self.Config, type(self).__name__, config, params)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
@@ -418,8 +417,9 @@ class Recommender(ABC):
                     seen = seen[:, candidates]
                 rows, cols = seen.nonzero()
                 scores[rows, cols] = -np.inf
-            best, best_scores = top_k(scores, k)
-            chosen = candidates[best]
+            best = top_k(scores, k)
+            best_scores = best.scores
+            chosen = np.where(best.items >= 0, candidates[best.items], -1)
             chosen[~np.isfinite(best_scores)] = -1
             codes[positions] = chosen
             values[positions] = best_scores

@@ -7,8 +7,8 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from privrank.data.interactions import Interactions
+from privrank.metrics.topk import top_k
 from privrank.models._private import PrivateGramConfig, private_gram_fit
-from privrank.models._ranking import top_k
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.models.capabilities import ItemItemModel
 from privrank.privacy.spec import PrivacySpec
@@ -215,7 +215,8 @@ def _pruned(co_counts_of, norms: np.ndarray, neighbors: int, shrinkage: float) -
         co_counts = co_counts_of(start, stop)  # n_items × b
         sims = co_counts / (np.outer(norms, norms[start:stop]) + shrinkage + 1e-300)
         sims[targets, targets - start] = 0.0
-        best, values = top_k(sims.T, keep)  # per target: source items
+        top = top_k(sims.T, keep, threads=1)  # per target: source items
+        best, values = top.items, top.scores
         positive = values > 0
         rows_out.append(best[positive])
         cols_out.append(np.broadcast_to(targets[:, None], best.shape)[positive])

@@ -58,8 +58,9 @@ from typing import Any, Literal
 import numpy as np
 
 from privrank.errors import ConfigError
+from privrank.metrics.topk import top_k
 from privrank.models import Query
-from privrank.models.base import Recommender, top_k
+from privrank.models.base import Recommender
 from privrank.models.capabilities import FactorModel
 from privrank.serving.errors import IndexQualityError
 from privrank.serving.settings import AUTO_EXACT_THRESHOLD, DEFAULT_RECALL_FLOOR
@@ -136,8 +137,7 @@ class IndexReport:
 
 def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
     """Exact top-k item positions by inner product (ties: lower position), ``(n, k)``."""
-    best, _ = top_k(queries @ items.T, k)
-    return best
+    return top_k(queries @ items.T, k, threads=1).items
 
 
 def _recall_at_k(exact: np.ndarray, found: np.ndarray) -> float:

@@ -39,8 +39,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from privrank.errors import ConfigError
+from privrank.metrics.topk import top_k
 from privrank.models import Query
-from privrank.models.base import top_k
 from privrank.models.capabilities import ItemItemModel
 from privrank.serving.errors import IndexQualityError
 
@@ -96,7 +96,8 @@ def prune_rows(matrix: np.ndarray | sp.spmatrix, k: int | None) -> sp.csr_matrix
     for start in range(0, n_rows, block):
         rows = dense[start : start + block]
         # Zeros are not weights: rank them below every negative weight, then drop them.
-        best, values = top_k(np.where(rows != 0, rows, -np.inf), k)
+        top = top_k(np.where(rows != 0, rows, -np.inf), k, threads=1)
+        best, values = top.items, top.scores
         nonzero = np.isfinite(values)
         row_ids = np.broadcast_to(np.arange(rows.shape[0])[:, None], best.shape)
         parts.append(

@@ -23,11 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ValidationError
+
+from privrank.config_errors import config_error
 from privrank.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna
-    from pydantic import BaseModel
 
 __all__ = [
     "SEARCH_SPACES",
@@ -277,8 +279,9 @@ def _check_against_config(space: SearchSpace, config: type[BaseModel]) -> None:
         for corner in _corners(space):
             try:
                 config(**(dict(space.fixed) | corner))
-            except (ValueError, ConfigError) as exc:
-                problems.append(f"{corner} is not a valid {config.__name__}: {exc}")
+            except ValidationError as exc:
+                error = config_error(exc, config.__name__, model=config)
+                problems.append(f"{corner} is not a valid {config.__name__}: {error}")
                 break
     if problems:
         raise ConfigError(f"search space of {space.model!r} is invalid: " + "; ".join(problems))

@@ -48,6 +48,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from privrank.atomic import atomic_file
+from privrank.config_errors import config_error
 from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
 from privrank.data.splits import HoldoutSplit, split
@@ -109,12 +110,7 @@ class TuneConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'TuneConfig'}: "
-                f"{e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})"
-                for e in exc.errors(include_url=False)
-            )
-            raise ConfigError(f"invalid tuning configuration: {problems}") from None
+            raise config_error(exc, "TuneConfig", model=type(self)) from None
 
     @model_validator(mode="after")
     def _checks(self) -> TuneConfig:
@@ -315,9 +311,12 @@ def load_best_config(path: str | Path) -> tuple[str, Any]:
     try:
         return name, cls.Config(**params)
     except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: the best config is not a valid {cls.__name__} config: {exc}"
-        ) from None
+        error = config_error(exc, cls.__name__, model=cls.Config)
+        wrapped = ConfigError(
+            f"{path}: the best config is not a valid {cls.__name__} config: {error}"
+        )
+        wrapped.problems = error.problems
+        raise wrapped from None
 
 
 def carve_validation(

@@ -47,7 +47,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from privrank.data._config import FrozenConfig, validate_config
+from privrank.data._config import FrozenConfig, validate_as
 from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
 from privrank.data.splits import HoldoutSplit, LeaveLastOut, Split, SplitSpec, split
@@ -157,7 +157,7 @@ def resolve_protocol(protocol: str | ProtocolSpec | dict[str, Any]) -> ProtocolS
                 f"unknown protocol {protocol!r}; the named protocols are "
                 f"{', '.join(protocol_names())} (or give a ProtocolSpec with dataset and split)"
             ) from None
-    return validate_config(ProtocolSpec, protocol, "ProtocolSpec")
+    return validate_as(ProtocolSpec, protocol, "ProtocolSpec")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from privrank.data._config import FrozenConfig, validate_config
+from privrank.data._config import FrozenConfig, validate_as
 from privrank.errors import ConfigError
 from privrank.privacy.spec import PrivacySpec
 from privrank.workflow.protocols import ProtocolSpec, resolve_protocol
@@ -150,7 +150,7 @@ class RunConfig(FrozenConfig):
         if not isinstance(data, dict):
             raise ConfigError(f"run config {path}: expected a table/object at the top level")
         try:
-            return validate_config(cls, data, f"RunConfig({path.name})")
+            return validate_as(cls, data, f"RunConfig({path.name})")
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
 
