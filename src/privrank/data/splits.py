@@ -283,6 +283,28 @@ class Split:
         found = {name: getattr(self, name) for name in PART_NAMES}
         return {name: part for name, part in found.items() if part is not None}
 
+    @classmethod
+    def _from_parts(
+        cls,
+        spec: HoldoutSplit | LeaveLastOut | TemporalSplit | StrongGeneralization,
+        parts: dict[str, Interactions],
+        counts: dict[str, PartCounts],
+        source: SourceInfo,
+        details: dict[str, Any],
+    ) -> Split:
+        """The split holding ``parts`` keyed by part name (the inverse of :meth:`parts`)."""
+        return cls(
+            spec=spec,
+            train=parts["train"],
+            test=parts["test"],
+            validation=parts.get("validation"),
+            fold_in=parts.get("fold_in"),
+            dropped=parts.get("dropped"),
+            counts=counts,
+            source=source,
+            details=details,
+        )
+
     def check_source(self, data: Interactions) -> None:
         """Raise :class:`ArtifactError` unless ``data`` is the dataset this split came from."""
         actual = fingerprint(data)
@@ -370,17 +392,7 @@ class Split:
             raise ArtifactError(
                 f"{path}: parts hold {total} rows, the source dataset had {source.rows}"
             )
-        return cls(
-            spec=spec,
-            train=parts["train"],
-            test=parts["test"],
-            validation=parts.get("validation"),
-            fold_in=parts.get("fold_in"),
-            dropped=parts.get("dropped"),
-            counts=counts,
-            source=source,
-            details=details,
-        )
+        return cls._from_parts(spec, parts, counts, source, details)
 
 
 # ------------------------------------------------------------------------ splitting
@@ -450,17 +462,7 @@ def split(
         users=data.n_users,
         items=data.n_items,
     )
-    return Split(
-        spec=spec,
-        train=parts["train"],
-        test=parts["test"],
-        validation=parts.get("validation"),
-        fold_in=parts.get("fold_in"),
-        dropped=parts.get("dropped"),
-        counts=counts,
-        source=source,
-        details=details,
-    )
+    return Split._from_parts(spec, parts, counts, source, details)
 
 
 def _assign_holdout(data: Interactions, spec: HoldoutSplit) -> tuple[np.ndarray, dict]:

@@ -322,20 +322,16 @@ class _LineChecker:
             column = min(found, want) + 1
         rule = layout.field_at(column)
         name = rule.name if rule is not None else None
-        if not has_newline:
-            return Problem(
-                "truncated_line",
-                f"truncated last line (no newline at the end of the file; {found} of {need} "
-                "fields)",
-                line=line,
-                column=column,
-                field=name,
-                value=shown(text),
-                expected=layout.describe(),
+        if has_newline:
+            code, message = "field_count", f"wrong number of fields ({found} instead of {need})"
+        else:
+            code = "truncated_line"
+            message = (
+                f"truncated last line (no newline at the end of the file; {found} of {need} fields)"
             )
         return Problem(
-            "field_count",
-            f"wrong number of fields ({found} instead of {need})",
+            code,
+            message,
             line=line,
             column=column,
             field=name,

@@ -9,7 +9,7 @@ import numpy as np
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError, DataError
 
-__all__ = ["PairSet", "check_same_vocabulary", "pair_set"]
+__all__ = ["PairSet", "check_same_vocabulary", "evaluation_pairs", "pair_set"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,27 @@ def pair_set(data: Interactions, *, graded: bool = False) -> PairSet:
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
     return PairSet(indptr, unique % n_items, grades, n_users, n_items)
+
+
+def evaluation_pairs(
+    train: Interactions, test: Interactions, *, graded: bool = False
+) -> tuple[PairSet, PairSet, np.ndarray]:
+    """What an evaluation ranks against: ``(seen, relevant, users)``.
+
+    ``seen`` holds the train pairs (excluded from the rankings), ``relevant`` the test pairs
+    (graded if ``graded``) and ``users`` the codes of the users with a test pair (int64,
+    ascending), the users evaluated.
+
+    Raises:
+        ConfigError: Train and test have different id maps, or ``graded`` without a value
+            column.
+        DataError: ``graded`` and a test value is not ``> 0``.
+    """
+    check_same_vocabulary(train, test)
+    seen = pair_set(train)
+    relevant = pair_set(test, graded=graded)
+    users = np.flatnonzero(relevant.counts() > 0).astype(np.int64)
+    return seen, relevant, users
 
 
 def _row_of(indptr: np.ndarray) -> np.ndarray:

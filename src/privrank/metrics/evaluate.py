@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.metrics import beyond, ranking
-from privrank.metrics._prepare import PairSet, check_same_vocabulary, pair_set
+from privrank.metrics._prepare import PairSet, evaluation_pairs
 from privrank.metrics.topk import as_score_array, mask_items, ragged_rows, top_k
 
 __all__ = [
@@ -217,10 +217,7 @@ def evaluate(
     """
     config = config or EvaluationConfig()
     started = time.perf_counter()
-    check_same_vocabulary(train, test)
-    seen = pair_set(train)
-    relevant = pair_set(test, graded=config.graded)
-    users = np.flatnonzero(relevant.counts() > 0).astype(np.int64)
+    seen, relevant, users = evaluation_pairs(train, test, graded=config.graded)
     cold = int(np.count_nonzero(seen.counts()[users] == 0))
     rel_users = np.repeat(np.arange(relevant.n_users), relevant.counts())
     overlap = int(np.count_nonzero(seen.contains(rel_users, relevant.indices)))

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.metrics import ranking
-from privrank.metrics._prepare import PairSet, check_same_vocabulary, pair_set
+from privrank.metrics._prepare import PairSet, evaluation_pairs
 from privrank.metrics.evaluate import (
     RANKING_METRICS,
     Cutoffs,
@@ -94,10 +94,7 @@ def evaluate_sampled(
         metric names.
     """
     started = time.perf_counter()
-    check_same_vocabulary(train, test)
-    seen = pair_set(train)
-    relevant = pair_set(test, graded=config.graded)
-    users = np.flatnonzero(relevant.counts() > 0).astype(np.int64)
+    seen, relevant, users = evaluation_pairs(train, test, graded=config.graded)
     rng = np.random.default_rng(config.seed)
     depth = config.cutoffs[-1]
     names = [f"{SAMPLED_PREFIX}{m}@{k}" for m in config.metrics for k in config.cutoffs]

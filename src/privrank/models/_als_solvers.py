@@ -36,6 +36,35 @@ def _factors(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _run_rows(
+    kernel,
+    matrix: sp.csr_matrix,
+    other: np.ndarray,
+    gram: np.ndarray,
+    regularization: np.ndarray,
+    unobserved_weight: float,
+    *extra: object,
+    threads: int,
+):
+    """Run ``kernel`` over the rows of ``matrix`` on ``threads`` threads.
+
+    The kernel gets the row structure and the normal-equation inputs (as contiguous float32,
+    :math:`\\alpha_0` as a float), then ``extra``.
+    """
+    indptr, indices = _structure(matrix)
+    return kernels.run_parallel(
+        kernel,
+        indptr,
+        indices,
+        _factors(other),
+        _factors(gram),
+        _factors(regularization),
+        float(unobserved_weight),
+        *extra,
+        threads=threads,
+    )
+
+
 def gramian(factors: np.ndarray) -> np.ndarray:
     """:math:`Y^\\top Y` in float32 (one BLAS product)."""
     factors = _factors(factors)
@@ -66,16 +95,14 @@ def solve_exact(
     Raises:
         ModelFitError: A normal-equation matrix is not numerically positive definite.
     """
-    indptr, indices = _structure(matrix)
     out = np.empty((matrix.shape[0], other.shape[1]), dtype=np.float32)
-    failures = kernels.run_parallel(
+    failures = _run_rows(
         kernels.exact_rows,
-        indptr,
-        indices,
-        _factors(other),
-        _factors(gram),
-        _factors(regularization),
-        float(unobserved_weight),
+        matrix,
+        other,
+        gram,
+        regularization,
+        unobserved_weight,
         out,
         threads=threads,
     )
@@ -109,17 +136,15 @@ def solve_cg(
         ``(solutions, losses)``: ``n × d`` float32 (a new array; ``start`` is left as it was)
         and, with ``with_losses``, each row's objective at its solution (float64), else None.
     """
-    indptr, indices = _structure(matrix)
     out = np.array(start, dtype=np.float32, order="C", copy=True)
     losses = np.empty(matrix.shape[0], dtype=np.float64) if with_losses else _NO_LOSSES
-    kernels.run_parallel(
+    _run_rows(
         kernels.cg_rows,
-        indptr,
-        indices,
-        _factors(other),
-        _factors(gram),
-        _factors(regularization),
-        float(unobserved_weight),
+        matrix,
+        other,
+        gram,
+        regularization,
+        unobserved_weight,
         out,
         int(steps),
         losses,
@@ -139,15 +164,13 @@ def row_objectives(
 ) -> np.ndarray:
     """Each row's objective :math:`\\lVert Y_{I_r} w_r - 1\\rVert^2 + \\alpha_0 w_r^\\top G w_r
     + \\lambda_r\\lVert w_r\\rVert^2` at ``factors`` (float64)."""
-    indptr, indices = _structure(matrix)
-    return kernels.run_parallel(
+    return _run_rows(
         kernels.row_losses,
-        indptr,
-        indices,
-        _factors(other),
-        _factors(gram),
-        _factors(regularization),
-        float(unobserved_weight),
+        matrix,
+        other,
+        gram,
+        regularization,
+        unobserved_weight,
         _factors(factors),
         threads=threads,
     )

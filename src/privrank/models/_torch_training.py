@@ -16,7 +16,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Self
+from typing import Protocol, Self
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ __all__ = [
     "EpochFitMixin",
     "NetworkStateMixin",
     "ValidationSet",
+    "adam",
     "ranking_metrics",
     "seeded",
 ]
@@ -213,6 +214,21 @@ class EpochFitMixin(Recommender):
         self.validation_history_ = history.evaluations
         self.best_epoch_ = history.best_epoch
         return history
+
+
+class _AdamSettings(Protocol):
+    @property
+    def learning_rate(self) -> float: ...
+
+    @property
+    def weight_decay(self) -> float: ...
+
+
+def adam(network: torch.nn.Module, config: _AdamSettings) -> torch.optim.Adam:
+    """Adam over all of ``network``'s weights at the config's learning rate and weight decay."""
+    return torch.optim.Adam(
+        network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
 
 
 class NetworkStateMixin(Recommender):

@@ -13,7 +13,7 @@ from privrank.data.interactions import Interactions
 from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._sasrec_network import SASRecNetwork, left_padded, sequence_loss, trimmed
-from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, seeded
+from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, adam, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
 __all__ = ["SASRec", "SASRecConfig"]
@@ -149,9 +149,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         with seeded(options.seed):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
-            optimizer = torch.optim.Adam(
-                network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-            )
+            optimizer = adam(network, cfg)
             self._run_epochs(
                 EpochSchedule.of(cfg),
                 lambda epoch: self._train_epoch(network, optimizer, sequences, generator),
@@ -174,9 +172,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         with seeded(options.seed):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
-            optimizer = torch.optim.Adam(
-                network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-            )
+            optimizer = adam(network, cfg)
 
             def user_loss(params, local, data):
                 return _user_sequence_loss(network, params, data, cfg.loss)

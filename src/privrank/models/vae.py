@@ -14,7 +14,7 @@ from torch.nn import functional
 from privrank.data.interactions import Interactions
 from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
-from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, seeded
+from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, adam, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
 __all__ = ["MultVAE", "MultVAEConfig", "MultVAENetwork"]
@@ -165,9 +165,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
         step = 0  # Adam steps so far (the KL weight anneals over them)
         with seeded(options.seed):
             network = self._new_network()
-            optimizer = torch.optim.Adam(
-                network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-            )
+            optimizer = adam(network, cfg)
 
             def train_epoch(epoch: int) -> float:
                 nonlocal step
@@ -206,9 +204,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
         step = 0
         with seeded(options.seed):
             network = self._new_network()
-            optimizer = torch.optim.Adam(
-                network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-            )
+            optimizer = adam(network, cfg)
 
             def user_losses(model: torch.nn.Module, x: torch.Tensor, beta: float) -> torch.Tensor:
                 logits, mu, logvar = model(x)

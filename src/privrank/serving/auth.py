@@ -313,10 +313,9 @@ class KeyStore:
         :meth:`verify`), else ``None``; user tokens are checked against their minting key."""
         token = b"name:" + name.encode("utf-8")
         now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(token)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        cached = self._cached_at(token, now)
+        if cached is not None:
+            return cached
 
         def fetch():
             with self._engine.connect() as conn:
@@ -325,23 +324,30 @@ class KeyStore:
         row = self._guard(fetch)
         if row is None or row.revoked_at is not None:
             return None
-        key = _row_to_key(row)
-        with self._lock:
-            self._cache[token] = (key, now + self.cache_ttl_s)
-        return key
+        return self._remember(token, _row_to_key(row), now)
 
     # ---------------------------------------------------------------- verification
     def _token(self, raw_key: str) -> bytes:
         return hmac.new(self._cache_secret, raw_key.encode("utf-8"), hashlib.sha256).digest()
 
+    def _cached_at(self, token: bytes, now: float) -> ApiKey | None:
+        """The key cached under ``token`` unless its entry has expired by ``now``."""
+        with self._lock:
+            cached = self._cache.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        return None
+
+    def _remember(self, token: bytes, key: ApiKey, now: float) -> ApiKey:
+        """Cache ``key`` under ``token`` for :attr:`cache_ttl_s` from ``now``; return it."""
+        with self._lock:
+            self._cache[token] = (key, now + self.cache_ttl_s)
+        return key
+
     def cached(self, raw_key: str) -> ApiKey | None:
         """The key for ``raw_key`` when it was verified less than :attr:`cache_ttl_s` ago
         (no database), else ``None``; then call :meth:`verify`."""
-        with self._lock:
-            cached = self._cache.get(self._token(raw_key))
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        return None
+        return self._cached_at(self._token(raw_key), time.monotonic())
 
     def verify(self, raw_key: str) -> ApiKey | None:
         """The active key whose secret is ``raw_key``, or ``None``.
@@ -353,10 +359,9 @@ class KeyStore:
         """
         token = self._token(raw_key)
         now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(token)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        cached = self._cached_at(token, now)
+        if cached is not None:
+            return cached
         match = _KEY_PATTERN.match(raw_key)
         row = None
         if match:
@@ -381,10 +386,7 @@ class KeyStore:
             return None
         if row.algorithm != _ALGORITHM:
             self._rehash(row.name, raw_key)
-        key = _row_to_key(row)
-        with self._lock:
-            self._cache[token] = (key, now + self.cache_ttl_s)
-        return key
+        return self._remember(token, _row_to_key(row), now)
 
     def _rehash(self, name: str, raw_key: str) -> None:
         salt = secrets.token_bytes(16)
