@@ -65,8 +65,7 @@ def fold_in_vectors(
         ``(n, d)`` float32; zero rows for empty histories (and for histories holding every
         item, which have no negatives).
     """
-    rows = sp.csr_matrix(rows)
-    rows.sort_indices()
+    rows = _sorted(rows)
     n_items, factors = item_factors.shape
     lengths = np.diff(rows.indptr)
     width = np.minimum(n_items - lengths, negatives)
@@ -95,8 +94,7 @@ def sampled_negatives(
         ``(steps, n, width)`` item codes (int64, padded with 0) and the ``(n, width)`` boolean
         mask of real entries (the same at every step).
     """
-    rows = sp.csr_matrix(rows)
-    rows.sort_indices()
+    rows = _sorted(rows)
     n_rows = rows.shape[0]
     available = n_items - np.diff(rows.indptr)
     width = int(np.minimum(available, count).max(initial=0))
@@ -114,6 +112,12 @@ def sampled_negatives(
         sample[:, row, : chosen.shape[-1]] = chosen
         mask[row, : chosen.shape[-1]] = True
     return sample, mask
+
+
+def _sorted(rows: sp.csr_matrix) -> sp.csr_matrix:
+    """``rows`` as CSR with sorted indices (a copy when they were not: the caller's stays)."""
+    rows = sp.csr_matrix(rows)
+    return rows if rows.has_sorted_indices else rows.sorted_indices()
 
 
 def _blocks(
