@@ -145,6 +145,14 @@ def test_sampled_fold_in_stays_close_to_the_exact_one(seed):
     assert sampled_to_training >= exact_to_training - 0.02
 
 
+def test_fold_in_of_a_history_without_negatives_is_zero():
+    model = small_bpr().fit(DATA, FitOptions(seed=0, threads=1))
+    everything = np.arange(DATA.n_items)
+    alone = model.fold_in(Query.histories([everything]))
+    together = model.fold_in(Query.histories([everything, [0, 1], []]))
+    assert (alone == 0).all() and (together[[0, 2]] == 0).all() and (together[1] != 0).any()
+
+
 def test_sampled_negatives_avoid_the_history_and_depend_on_it_alone():
     n_items = 50
     histories = [[3, 7, 8, 20, 49], [0, 1, 2], [5]]

@@ -171,9 +171,10 @@ def _fit_block(
     optimizer = torch.optim.Adam([vectors], lr=learning_rate)
     # index_select and a (1 × d)(d × K) bmm: several times faster on CPU than fancy indexing
     # and a (K × d)(d × 1) bmm.
-    for codes in torch.from_numpy(sample).view(sample.shape[0], -1):
-        h_neg = items.index_select(0, codes).view(n_rows, -1, factors)  # (B, K, d)
-        b_neg = bias.index_select(0, codes).view(n_rows, -1)  # (B, K)
+    steps, _, width = sample.shape
+    for codes in torch.from_numpy(sample).view(steps, n_rows * width):
+        h_neg = items.index_select(0, codes).view(n_rows, width, factors)  # (B, K, d)
+        b_neg = bias.index_select(0, codes).view(n_rows, width)  # (B, K)
         x_pos = (vectors.index_select(0, owner) * h_pos).sum(-1) + b_pos  # (T,)
         x_neg = torch.bmm(vectors.unsqueeze(1), h_neg.transpose(1, 2)).squeeze(1) + b_neg
         pairs = torch.sigmoid(x_neg.index_select(0, owner) - x_pos.unsqueeze(1)).mul_(weight)
