@@ -92,4 +92,8 @@ def test_release_of_dp_bpr_drops_the_user_factors(tmp_path: Path, data) -> None:
     arrays = load_file(tmp_path / "release" / "arrays.safetensors")
     assert arrays["model.user_factors"].shape[0] == 0
     np.testing.assert_array_equal(arrays["model.item_factors"], model.item_factors_)
-    assert Recommender.load(tmp_path / "release").is_release_
+    released = Recommender.load(tmp_path / "release")
+    assert released.is_release_
+    # Fold-in is post-processing of the released item parameters: no user data is needed.
+    histories = Query.histories([[0, 3, 5], [7], []])
+    np.testing.assert_array_equal(released.score(histories), model.score(histories))
