@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from privrank.data import Interactions
-from privrank.models import create_model
+from privrank.models import FitOptions, create_model
 from privrank.serving import KeyStore, ServeSettings, make_engine
 from privrank.serving.app import create_app
 
@@ -87,3 +87,14 @@ def make_client(database_url: str) -> Iterator[Callable[..., TestClient]]:
 def client(make_client, model_dir: Path, keys: dict[str, str]) -> TestClient:
     """A client of an app serving the EASE model, with keys of every scope in ``keys``."""
     return make_client(model_dir=model_dir)
+
+
+@pytest.fixture(scope="session")
+def ials(tmp_path_factory):
+    """A small iALS (a factor model, so served through a FAISS index) and its saved directory."""
+    directory = tmp_path_factory.mktemp("ials") / "model"
+    model = create_model("ials", {"factors": 8, "epochs": 4}).fit(
+        cluster_interactions(), FitOptions(seed=0)
+    )
+    model.save(directory)
+    return model, directory

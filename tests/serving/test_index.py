@@ -18,16 +18,6 @@ pytest.importorskip("faiss")
 
 
 @pytest.fixture(scope="module")
-def ials(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ials") / "model"
-    model = create_model("ials", {"factors": 8, "epochs": 4}).fit(
-        cluster_interactions(), FitOptions(seed=0)
-    )
-    model.save(directory)
-    return model, directory
-
-
-@pytest.fixture(scope="module")
 def bpr():
     pytest.importorskip("privrank.models.bpr")  # registers "bpr"
     return create_model("bpr", {"factors": 8, "epochs": 2, "patience": 0}).fit(

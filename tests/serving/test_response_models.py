@@ -8,20 +8,9 @@ import json
 
 import pytest
 
-from privrank.models import FitOptions, create_model
 from privrank.serving.schemas import RankResponse, RecommendResponse
 
-from ._util import auth, cluster_interactions
-
-
-@pytest.fixture(scope="module")
-def ials_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ials") / "model"
-    model = create_model("ials", {"factors": 8, "epochs": 4}).fit(
-        cluster_interactions(), FitOptions(seed=0)
-    )
-    model.save(directory)
-    return directory
+from ._util import auth
 
 
 def _as_the_model_writes_it(model: type, text: str) -> dict:
@@ -30,9 +19,9 @@ def _as_the_model_writes_it(model: type, text: str) -> dict:
 
 @pytest.mark.parametrize("index", ["auto", "off"])
 def test_every_read_answer_is_what_its_response_model_writes(
-    make_client, ials_dir, keys, index
+    make_client, ials, keys, index
 ) -> None:
-    client = make_client(model_dir=ials_dir, index=index)
+    client = make_client(model_dir=ials[1], index=index)
     assert (client.app.state.serving.store.current.index is None) == (index == "off")
     headers = auth(keys["service"])
     answers = [
@@ -59,8 +48,8 @@ def test_every_read_answer_is_what_its_response_model_writes(
         assert response.json()["items"], response.text
 
 
-def test_the_schema_still_documents_the_response_models(make_client, ials_dir) -> None:
-    schema = make_client(model_dir=ials_dir).get("/openapi.json").json()
+def test_the_schema_still_documents_the_response_models(make_client, ials) -> None:
+    schema = make_client(model_dir=ials[1]).get("/openapi.json").json()
     for path, model in [
         ("/v1/recommend", "RecommendResponse"),
         ("/v1/recommend/history", "RecommendResponse"),
