@@ -164,7 +164,12 @@ def answered_from_retrieval(served: ServedModel, allow: Sequence[Any] | None) ->
     """Whether a personalised top-k on ``served`` comes from its retrieval structure (a FAISS
     index or a neighbour matrix): a sub-millisecond search, cheap enough to run on the event
     loop. Everything else may score the whole catalogue with the model (a torch network, a
-    dense matrix product) and is run in a worker thread."""
+    dense matrix product) and is run in a worker thread.
+
+    Two costs still land on the event loop with a retrieval structure: folding in a history
+    from the event store (iALS ≈ 0.3 ms, BPR ≈ 3–5 ms per history, BENCHMARKS.md "BPR
+    fold-in") and a cold answer (the popularity top-k over the catalogue, about 1 ms at 100k
+    items). Both are bounded per request; neither scans the training data."""
     return allow is None and (served.index is not None or served.neighbours is not None)
 
 
