@@ -42,6 +42,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from privrank.errors import (
@@ -187,26 +188,12 @@ def _presented_key(header: Callable[[str], str | None]) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
-def _first_header(headers: list[tuple[bytes, bytes]]) -> Callable[[str], str | None]:
-    """Look-ups in raw ASGI headers, as Starlette's ``request.headers.get`` does them (the
-    first header of that name, latin-1)."""
-
-    def header(name: str) -> str | None:
-        wanted = name.encode("latin-1")
-        for key, value in headers:
-            if key == wanted:
-                return value.decode("latin-1")
-        return None
-
-    return header
-
-
 def _cached_principal(state: ServingState, headers: list[tuple[bytes, bytes]]) -> Principal | None:
     """The principal of an API key in the verified-key cache, else ``None`` (no credential, a
     user token, a key to verify, or insecure dev mode: :func:`authenticate` decides those)."""
     if state.settings.insecure_dev:
         return None
-    raw = _presented_key(_first_header(headers))
+    raw = _presented_key(Headers(raw=headers).get)
     if raw is None or raw.startswith(TOKEN_PREFIX):
         return None
     key = state.keys.cached(raw)
