@@ -13,7 +13,8 @@ Usage (from the repository root; ``--source`` serves another checkout's ``src/``
         --source /work/wt/serve-base --source . --requests 2000 --rounds 5
 
 Prints one JSON object: per source, the CPU µs per request of each round and their median,
-and the ratio of the first source's median to each other's.
+and the ratio of the first source's median to each other's. ``--cprofile`` instead profiles
+``--requests`` requests of the first source and prints the top functions by own time.
 """
 
 from __future__ import annotations
@@ -83,11 +84,27 @@ async def main():
         per_round.append(1e6 * (time.process_time() - started) / requests)
     print(json.dumps(per_round))
 
-uvloop.run(main())
+async def profile():
+    import cProfile
+    import pstats
+
+    for body in bodies[:50]:
+        await call(body)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(requests):
+        await call(bodies[i % len(bodies)])
+    profiler.disable()
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
+    print(json.dumps([]))
+
+uvloop.run(profile() if rounds == 0 else main())
 """
 
 
-def measure(source: Path, info: dict, requests: int, rounds: int, index: str) -> list[float]:
+def measure(
+    source: Path, info: dict, requests: int, rounds: int, index: str, show_stderr: bool = False
+) -> list[float]:
     env = {**os.environ, "PYTHONPATH": str(source.resolve() / "src"), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(info), str(requests), str(rounds), index],
@@ -98,6 +115,8 @@ def measure(source: Path, info: dict, requests: int, rounds: int, index: str) ->
     )
     if out.returncode != 0:
         raise SystemExit(f"{source}: {out.stderr[-2000:]}")
+    if show_stderr:
+        print(out.stderr, file=sys.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -108,7 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--index", default="auto")
+    parser.add_argument(
+        "--cprofile",
+        action="store_true",
+        help="instead: cProfile --requests requests of the first source (printed to stderr)",
+    )
     args = parser.parse_args(argv)
+    if args.cprofile:
+        info = json.loads((args.workdir / "setup.json").read_text())
+        measure(args.source[0], info, args.requests, 0, args.index, show_stderr=True)
+        return 0
     info = json.loads((args.workdir / "setup.json").read_text())
     results = {}
     # Alternate the sources round by round (one subprocess per source and pass), so that both
