@@ -150,3 +150,21 @@ def test_the_rate_limit_is_charged_once_per_request(make_client, model_dir, keys
     assert limited.json()["error"] == "rate_limited"
     clock.now += 1.0
     assert client.post("/v1/recommend", json={"user_id": "u3"}, headers=headers).status_code == 200
+
+
+def test_requests_answered_by_the_hot_path_are_labelled_by_their_route(pair, keys) -> None:
+    """The metrics (and so the console's health page) count a hot-path answer under its route,
+    as FastAPI's answer to the same request is counted, never as ``unmatched``."""
+    hot, cold = pair
+    handed = _count_fastapi_calls(hot)
+    for client in (hot, cold):
+        for _ in range(3):
+            done = client.post(
+                "/v1/recommend", json={"user_id": "u3", "k": 5}, headers=auth(keys["service"])
+            )
+            assert done.status_code == 200
+    assert handed == ["/v1/recommend"]  # the first (its key not yet cached); then the hot path
+    for client in (hot, cold):
+        counter = client.app.state.serving.metrics.requests
+        assert counter.labels("POST", "/v1/recommend", "200")._value.get() == 3
+        assert counter.labels("POST", "unmatched", "200")._value.get() == 0

@@ -97,12 +97,23 @@ class HotPathMiddleware:
             await self.app(scope, _replaying(messages, receive), send)
             return
         scope.setdefault("state", {})["key_name"] = principal.name
+        # The access log and the metrics label a request by its route's template; FastAPI sets
+        # it on routes it matches, and a request answered here is labelled the same way.
+        scope["route"] = _RouteTemplate(scope["path"])
         try:
             self.admit(principal, route.scope)
             response = await route.answer(principal, request)
         except PrivrankError as exc:
             response = self.render_error(exc)
         await response(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class _RouteTemplate:
+    """What the access log reads from ``scope["route"]``: the route's template (a hot route's
+    path has no parameters, so it is its own template)."""
+
+    path: str
 
 
 def _json_content(headers: list[tuple[bytes, bytes]]) -> bool:
