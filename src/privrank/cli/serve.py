@@ -4,7 +4,9 @@ Serve one model directory (``--model``, a saved model or a ``privrank train`` ou
 active version of a model store (``--store``, where versions can be activated and rolled back
 through the API). The server refuses to start while no API key exists (create one with
 ``privrank keys create``), unless ``--insecure-dev`` is given, which is only allowed on a
-loopback address.
+loopback address. The operator console is served under ``/console/`` (sign in with an admin key;
+``--runs`` and ``--ledger`` say where its evaluation runs and privacy ledger are; ``--no-console``
+leaves it out).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ _SETTING_OPTIONS = {
     "store_dir": "--store",
     "database_url": "--database",
     "key_cache_ttl_s": "--key-cache-ttl",
+    "runs_dir": "--runs",
+    "ledger_url": "--ledger",
+    "console_session_ttl_s": "--console-session-ttl",
 }
 
 
@@ -249,6 +254,28 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    console: Annotated[
+        bool,
+        typer.Option("--console/--no-console", help="Serve the operator console under /console."),
+    ] = True,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the console finds `privrank evaluate --out` runs and `privrank train` "
+            "outputs (default $PRIVRANK_HOME/runs)."
+        ),
+    ] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option(
+            help="The privacy ledger the console shows (default $PRIVRANK_LEDGER_URL, else "
+            "$PRIVRANK_HOME/ledger.sqlite)."
+        ),
+    ] = None,
+    console_session_ttl: Annotated[
+        float | None,
+        typer.Option(help="Seconds a console sign-in lasts (default 28800: 8 hours)."),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn), versioned under /v1."""
     try:
@@ -279,6 +306,10 @@ def serve(
         index_exact_threshold=index_exact_threshold,
         index_recall_floor=index_recall_floor,
         neighbours=neighbours,
+        console=console,
+        runs_dir=runs,
+        ledger_url=ledger,
+        console_session_ttl_s=console_session_ttl,
     )
     served = check_startup(settings, host)
     version = served.version
@@ -291,6 +322,12 @@ def serve(
         + ("  [bold red]INSECURE DEV MODE: no API keys[/]" if insecure_dev else ""),
         highlight=False,
     )
+    if settings.console:
+        Console(stderr=True).print(
+            f"console: http://{host}:{port}/console/ (sign in with an admin API key)",
+            highlight=False,
+            markup=False,
+        )
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     uvicorn.run(
         "privrank.serving.app:app_from_env",

@@ -13,6 +13,8 @@ Endpoints (scope needed in brackets; see :mod:`privrank.serving.auth`):
   ``POST /v1/models/rollback`` [admin].
 - ``GET /healthz`` (alive), ``GET /readyz`` (model loaded, database reachable), ``GET /metrics``
   [read] (Prometheus).
+- ``/console/…`` [an admin key, through a sign-in session]: the operator console
+  (:mod:`privrank.serving.console`; off with ``console=False``).
 
 Every error is answered as ``{"error": code, "message": text}`` with the status of
 :func:`status_for`; validation errors (422) add ``fields``, each naming the offending field.
@@ -751,6 +753,10 @@ def create_app(
     app.state.serving = state
     _install_handlers(app)
     _add_routes(app)
+    if settings.console:
+        from privrank.serving.console import install_console
+
+        install_console(app, state)
     app.add_middleware(_hot_path, state=state)  # innermost: inside the body limits and log
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -84,6 +84,13 @@ class ServeSettings(BaseModel):
             model matrix (ItemKNN, exact), none for a dense one (EASE scores densely); ``0``:
             no neighbour matrix; ``K``: the ``K`` largest weights per item (approximate,
             recall checked).
+        console: Serve the operator console under ``/console`` (:mod:`privrank.serving.console`).
+        runs_dir: Where the console looks for evaluation runs (``privrank evaluate --out``
+            directories, each with a ``summary.json``) and ``privrank train`` outputs;
+            ``None``: ``$PRIVRANK_HOME/runs``.
+        ledger_url: The privacy budget ledger the console shows; ``None``:
+            ``$PRIVRANK_LEDGER_URL``, else ``$PRIVRANK_HOME/ledger.sqlite``.
+        console_session_ttl_s: Seconds a console sign-in lasts (expiry kept on the server).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -107,6 +114,10 @@ class ServeSettings(BaseModel):
     index_exact_threshold: int = Field(default=AUTO_EXACT_THRESHOLD, ge=1)
     index_recall_floor: float = Field(default=DEFAULT_RECALL_FLOOR, ge=0, le=1)
     neighbours: int | None = Field(default=None, ge=0)
+    console: bool = True
+    runs_dir: Path | None = None
+    ledger_url: str | None = None
+    console_session_ttl_s: float = Field(default=8 * 3600.0, ge=1, le=7 * 86400)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
