@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 export PRIVRANK_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint format install install-dev clean
+.PHONY: demo test lint format install install-dev clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,16 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: lint
+# The console's browser tests drive Debian's Chromium through Playwright (which never downloads a
+# browser of its own here). Installed when missing; a no-op when it is there.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (the console's browser tests)"; \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
+test: lint chromium
 	$(BIN)/python -m pytest
 
 clean:
