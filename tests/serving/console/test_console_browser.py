@@ -77,8 +77,15 @@ def _wait_ready(base: str, process: subprocess.Popen, timeout: float = 120.0) ->
 
 
 @pytest.fixture(scope="module")
-def server(workspace: Workspace) -> Iterator[str]:
-    """``privrank serve --store`` with the console, on a free loopback port."""
+def stack(workspace: Workspace) -> Iterator[tuple[str, Browser]]:
+    """``privrank serve --store`` with the console on a free loopback port, and Debian's
+    Chromium (headless, driven by Playwright); the browser starts while the server loads."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail(
+            "Debian's chromium is not installed: run `make test` (it installs it) or "
+            "`apt-get install chromium`"
+        )
     port = _free_port()
     command = [
         *CLI, "serve", "--store", str(workspace.store), "--database", workspace.database_url,
@@ -90,8 +97,13 @@ def server(workspace: Workspace) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process)
-        yield base
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, headless=True)
+            try:
+                _wait_ready(base, process)
+                yield base, browser
+            finally:
+                browser.close()
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -101,19 +113,14 @@ def server(workspace: Workspace) -> Iterator[str]:
             process.communicate()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright."""
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail(
-            "Debian's chromium is not installed: run `make test` (it installs it) or "
-            "`apt-get install chromium`"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True)
-        yield browser
-        browser.close()
+@pytest.fixture
+def server(stack: tuple[str, Browser]) -> str:
+    return stack[0]
+
+
+@pytest.fixture
+def browser(stack: tuple[str, Browser]) -> Browser:
+    return stack[1]
 
 
 @pytest.fixture(scope="module")
