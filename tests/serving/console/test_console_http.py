@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from privrank.cli.serve import settings_from_options
+from privrank.errors import ConfigError
 from privrank.privacy.ledger import Ledger, SpendStatus
 from privrank.serving import KeyStore, ServeSettings, make_engine
 from privrank.serving.app import create_app
@@ -366,3 +368,38 @@ def test_the_health_page_counts_the_api_requests(client: TestClient, workspace: 
     page = text(client.get("/console/health").text)
     assert "/v1/recommend/history 7 0" in page
     assert "Since the previous look" in page and "Since the process started" in page
+
+
+def test_values_from_the_ledger_are_escaped(workspace: Workspace, tmp_path) -> None:
+    """A spend's description is text the ledger took from a run: it is shown escaped."""
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with Ledger(url) as book:
+        book.set_budget("<b>set</b>", 1.0, 1e-3)
+        book.reserve("<b>set</b>", epsilon=0.5, delta=1e-4, description='<img src=x onerror="1">')
+    with TestClient(_app(workspace, ledger_url=url), follow_redirects=False) as client:
+        sign_in(client, workspace.admin_key)
+        page = client.get("/console/ledger").text
+    assert "<img src=x" not in page and "<b>set</b>" not in page
+    assert "&lt;img src=x onerror=&#34;1&#34;&gt;" in page and "&lt;b&gt;set&lt;/b&gt;" in page
+
+
+def test_the_console_can_be_left_out(workspace: Workspace) -> None:
+    with TestClient(_app(workspace, console=False), follow_redirects=False) as client:
+        assert client.get("/console/login").status_code == 404
+        assert client.get("/console/static/console.css").status_code == 404
+        assert client.get("/healthz").status_code == 200
+
+
+def test_serve_options_reach_the_console_settings(workspace: Workspace) -> None:
+    settings = settings_from_options(
+        store_dir=workspace.store,
+        console=False,
+        runs_dir=workspace.runs,
+        ledger_url="sqlite:///elsewhere.sqlite",
+        console_session_ttl_s=60.0,
+    )
+    assert settings.console is False and settings.runs_dir == workspace.runs
+    assert settings.ledger_url == "sqlite:///elsewhere.sqlite"
+    assert settings.console_session_ttl_s == 60.0
+    with pytest.raises(ConfigError, match="--console-session-ttl"):
+        settings_from_options(store_dir=workspace.store, console_session_ttl_s=0.0)
