@@ -326,3 +326,15 @@ def test_an_evaluation_run_shows_tables_beside_its_charts(
     plot_box = page.locator(".plots").bounding_box()
     assert table_box and plot_box and plot_box["x"] > table_box["x"]  # side by side
     shot("run")
+
+
+def test_behind_a_tls_proxy_the_cookies_are_secure(server: str) -> None:
+    """uvicorn takes the scheme from a proxy on 127.0.0.1 (``X-Forwarded-Proto``): the console's
+    cookies are then ``Secure``; over plain HTTP they are not (a browser would drop them)."""
+    plain = urllib.request.urlopen(f"{server}/console/login", timeout=10)
+    assert "secure" not in plain.headers["set-cookie"].lower()
+    request = urllib.request.Request(f"{server}/console/login")
+    request.add_header("X-Forwarded-Proto", "https")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        cookie = answer.headers["set-cookie"].lower()
+    assert "; secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie

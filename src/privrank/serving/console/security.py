@@ -8,7 +8,8 @@ key once, and none should stay in a shared cache).
 
 Cookies are ``HttpOnly`` (no script can read them), ``SameSite=Strict`` (never sent on a request
 started from another site), scoped to ``/console`` and ``Secure`` when the request came over
-HTTPS (behind a TLS proxy, run uvicorn with ``--proxy-headers`` so the scheme is known).
+HTTPS. Behind a TLS-terminating proxy the scheme comes from its ``X-Forwarded-Proto`` header,
+which ``privrank serve`` (uvicorn) trusts from 127.0.0.1 only (uvicorn's ``forwarded_allow_ips``).
 
 **CSRF.** Every form carries a ``csrf_token`` field. Signed in, it must equal the session's own
 token (kept on the server, :mod:`~.sessions`). The sign-in form, used before any session exists,
