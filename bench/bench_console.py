@@ -13,6 +13,8 @@ Run (about 2 minutes on a 2-core machine)::
 
     PRIVRANK_DATA_DIR=../shared/data .venv/bin/python bench/bench_console.py \
         --screenshots docs
+
+(``--work DIR --reuse`` measures again on a workspace built before.)
 """
 
 from __future__ import annotations
@@ -83,6 +85,19 @@ def build(work: Path, env: dict[str, str]) -> dict[str, str]:
         "--database", database,
     ).split()[-1]  # fmt: skip
     return {"admin": admin, "store": str(store), "runs": str(runs), "database": database}
+
+
+def reuse(work: Path, env: dict[str, str]) -> dict[str, str]:
+    """A workspace :func:`build` made before, with a new admin key (a key is shown once)."""
+    database = f"sqlite:///{work / 'serving.sqlite'}"
+    if not (work / "serving.sqlite").is_file():
+        raise SystemExit(f"--reuse: no workspace in {work}")
+    name = f"console-admin-{int(time.time())}"
+    admin = privrank(
+        env, "keys", "create", "--scope", "admin", "--name", name, "--database", database
+    ).split()[-1]
+    runs = work / "home" / "runs"
+    return {"admin": admin, "store": str(work / "store"), "runs": str(runs), "database": database}
 
 
 def free_port() -> int:
@@ -187,6 +202,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--screenshots", type=Path, help="Write the README screenshots here.")
+    parser.add_argument(
+        "--reuse", action="store_true", help="Reuse the workspace already built in --work."
+    )
     args = parser.parse_args()
     if not os.environ.get("PRIVRANK_DATA_DIR"):
         raise SystemExit("set PRIVRANK_DATA_DIR to the folder holding ml-100k")
@@ -198,8 +216,11 @@ def main() -> None:
     }
     env.pop("PRIVRANK_LEDGER_URL", None)
     started = time.perf_counter()
-    built = build(work, env)
-    print(f"workspace built in {time.perf_counter() - started:.1f} s under {work}")
+    if args.reuse:
+        built = reuse(work, env)
+    else:
+        built = build(work, env)
+        print(f"workspace built in {time.perf_counter() - started:.1f} s under {work}")
     port = free_port()
     server = serve(env, built, port)
     base = f"http://127.0.0.1:{port}"
