@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from privrank.cli._console import make_console
 from privrank.cli.app import data_app
 from privrank.data.interactions import Interactions
 from privrank.data.splits import Split, parse_split_spec, split
@@ -130,7 +130,7 @@ def split_command(
     )
     dataset_dir = dataset_path(dataset)
     destination = out if out is not None else dataset_dir / "splits" / protocol.value
-    console = Console()
+    console = make_console()
     with console.status(f"loading {dataset_dir}"):
         data = Interactions.load(dataset_dir)
     with console.status(f"splitting {len(data):,} interactions ({protocol.value})"):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from privrank.cli._console import make_console
 from privrank.cli.app import app
 from privrank.errors import ArtifactError, ConfigError
 from privrank.settings import home_dir
@@ -115,7 +116,6 @@ def evaluate_command(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG charts.")] = True,
 ) -> None:
     """Evaluate models by full ranking, with bootstrap CIs and paired tests against a baseline."""
-    from rich.console import Console
 
     from privrank.workflow.report import write_report
 
@@ -129,9 +129,9 @@ def evaluate_command(
         "validation": validation or None,
     }
     options = {k: v for k, v in options.items() if v is not None}
-    console = Console()
+    console = make_console()
     if not console.is_terminal:  # piped or logged: do not truncate the numbers to 80 columns
-        console = Console(width=max(console.width, 160))
+        console = make_console(width=max(console.width, 160))
     out = out if out is not None else _default_out()
     if model is not None:
         if models is not None or config is not None:
@@ -181,11 +181,11 @@ def _evaluate_models(
     with console.status("starting") as status:
 
         def on_status(label: str, message: str) -> None:
-            status.update(f"[bold]{label}[/]: {message}")
+            status.update(f"{label}: {message}")
 
         def on_fit(label: str, report: Any) -> None:
             loss = "" if report.loss is None else f", loss {report.loss:.5g}"
-            status.update(f"[bold]{label}[/]: epoch {report.epoch}/{report.epochs}{loss}")
+            status.update(f"{label}: epoch {report.epoch}/{report.epochs}{loss}")
 
         return run(run_config, out, fit_progress=on_fit, status=on_status)
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
-
 from privrank.cli import app as _app_module
+from privrank.cli._console import make_console, styled
 from privrank.errors import PrivrankError
 
 # Command modules register their commands on import.
@@ -38,7 +37,7 @@ def app() -> None:
     try:
         _app_module.app()
     except PrivrankError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        make_console(stderr=True, soft_wrap=True).print(styled(("error:", "bold red"), f" {exc}"))
         sys.exit(EXIT_USAGE)
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from privrank.cli._console import make_console
 from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed
 from privrank.cli.app import app
 from privrank.data.fingerprint import fingerprint
@@ -210,13 +210,15 @@ def train_command(
             f"{model} has no differentially private training yet; private models: "
             f"{', '.join(_private_models())}"
         )
+    if spec is not None:
+        recommender.check_privacy(spec)  # e.g. no --max-per-user: refused before loading data
     if spec is None and isinstance(params.get("private"), dict):
         raise ConfigError(
             f"--param private.*: settings of a private fit, but there is no --epsilon; the fit "
             f"would ignore {params['private']!r}"
         )
     _check_out(out, TRAINING_FILE)
-    console = Console()
+    console = make_console()
     with console.status(f"loading {data}"):
         resolved = resolve_training_data(data)
     train, mode = _training_rows(resolved, recommender)
@@ -229,10 +231,10 @@ def train_command(
         # (without a protocol, ``train`` is the whole dataset)
         budget_key = prepared.split.source.name if prepared is not None else train.metadata.name
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", markup=False, style="bold"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
         TimeElapsedColumn(),
         console=console,
     )

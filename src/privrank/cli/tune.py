@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from privrank.atomic import atomic_file
+from privrank.cli._console import make_console
 from privrank.cli.app import app
 from privrank.errors import ConfigError
 
@@ -162,9 +163,8 @@ def tune_command(
         fixed=parse_params(param),
     )
     search_space(model, config.fixed)  # unknown model or bad space fails before loading data
-    from rich.console import Console
 
-    console = Console()
+    console = make_console()
     with console.status("loading data"):
         parts = resolve_tuning_data(
             data=data,
