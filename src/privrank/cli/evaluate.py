@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from privrank.cli._console import make_console
+from privrank.cli._options import Track
 from privrank.cli.app import app
 from privrank.errors import ArtifactError, ConfigError
 from privrank.settings import home_dir
@@ -114,10 +115,14 @@ def evaluate_command(
         typer.Option(help="Also rank the validation items (leave-one-out) and record the means."),
     ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG charts.")] = True,
+    track: Track = None,
 ) -> None:
     """Evaluate models by full ranking, with bootstrap CIs and paired tests against a baseline."""
 
     from privrank.workflow.report import write_report
+    from privrank.workflow.tracking import open_tracker
+
+    tracker = open_tracker(track)  # an unknown tracker or a missing MLflow fails before any fit
 
     options: dict[str, Any] = {
         "baseline": baseline,
@@ -142,16 +147,22 @@ def evaluate_command(
     for table in results_tables(summary.records):
         console.print(table)
     written = [out / "results.md"]
+    images: list[Path] = []
     if plots:
         with console.status("drawing charts"):
             report = write_report(summary.records, out)
-        written += [report.markdown, *report.images]
+        images = list(report.images)
+        written += [report.markdown, *images]
     console.print(
         f"{len(summary.files)} result(s) (JSON + per-user Parquet) in {out}; "
         + ", ".join(p.name for p in written),
         highlight=False,
         soft_wrap=True,
     )
+    if tracker is not None:
+        with console.status("logging to MLflow"):
+            run_id = tracker.log_evaluation(summary, out, images=images)
+        console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
 
 
 def _evaluate_models(

@@ -30,7 +30,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from privrank.cli._console import make_console
-from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed
+from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed, Track
 from privrank.cli.app import app
 from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
@@ -188,6 +188,7 @@ def train_command(
     ledger: Annotated[
         str | None, typer.Option(help="Ledger database URL (default PRIVRANK_LEDGER_URL).")
     ] = None,
+    track: Track = None,
 ) -> None:
     """Train a model and save it with a record of the exact data it was fitted on.
 
@@ -199,6 +200,7 @@ def train_command(
     from privrank.models import FitOptions, create_model
     from privrank.workflow.model_dir import TRAINING_FILE, write_trained
     from privrank.workflow.spend import fit_and_spend
+    from privrank.workflow.tracking import open_tracker
 
     params = parse_params(param, config)
     recommender = create_model(model, params)  # validates name and parameters first
@@ -218,6 +220,7 @@ def train_command(
             f"would ignore {params['private']!r}"
         )
     _check_out(out, TRAINING_FILE)
+    tracker = open_tracker(track)  # an unknown tracker or a missing MLflow fails before the fit
     console = make_console()
     with console.status(f"loading {data}"):
         resolved = resolve_training_data(data)
@@ -239,8 +242,10 @@ def train_command(
         console=console,
     )
     task = progress.add_task(f"fitting {model}", total=None, info="")
+    reports: list[Any] = []
 
     def report(update: Any) -> None:
+        reports.append(update)
         info = [] if update.loss is None else [f"loss {update.loss:.5g}"]
         info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
         progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
@@ -281,6 +286,10 @@ def train_command(
             "protocol or a split to evaluate it with `privrank evaluate --model`",
             highlight=False,
         )
+    if tracker is not None:
+        with console.status("logging to MLflow"):
+            run_id = tracker.log_training(recommender, record, out, reports)
+        console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
 
 
 def _private_models() -> list[str]:

@@ -26,6 +26,7 @@ import typer
 
 from privrank.atomic import atomic_file
 from privrank.cli._console import make_console
+from privrank.cli._options import Track
 from privrank.cli.app import app
 from privrank.errors import ConfigError
 
@@ -148,10 +149,12 @@ def tune_command(
         Path | None,
         typer.Option(help="Also write the best config as flat JSON (for `privrank train`)."),
     ] = None,
+    track: Track = None,
 ) -> None:
     """Tune a model's hyper-parameters on a validation split and record the best config."""
     from privrank.cli.train import parse_params
     from privrank.tuning import TuneConfig, search_space, tune
+    from privrank.workflow.tracking import open_tracker
 
     config = TuneConfig(
         metric=metric,
@@ -163,6 +166,7 @@ def tune_command(
         fixed=parse_params(param),
     )
     search_space(model, config.fixed)  # unknown model or bad space fails before loading data
+    tracker = open_tracker(track)
 
     console = make_console()
     with console.status("loading data"):
@@ -203,6 +207,9 @@ def tune_command(
         highlight=False,
         soft_wrap=True,
     )
+    if tracker is not None:
+        run_id = tracker.log_tuning(result.to_dict(), out)
+        console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
 
 
 def _top_trials(result: Any, rows: int = 10) -> Table:
