@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 export PRIVRANK_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint format install install-dev clean
+.PHONY: demo test lint docs format install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,12 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: lint
+# The documentation site (mkdocs.yml, docs/): warnings (a docstring mkdocstrings cannot read, a
+# dead link) are errors.
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint docs
 	$(BIN)/python -m pytest
 
 clean:
