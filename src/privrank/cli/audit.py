@@ -30,7 +30,7 @@ from typing import Annotated
 import typer
 
 from privrank.atomic import atomic_file
-from privrank.cli._console import make_console
+from privrank.cli._console import make_console, status
 from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed
 from privrank.cli.app import app
 from privrank.errors import ConfigError
@@ -122,10 +122,10 @@ def audit_command(
             "testing; this audits a deliberately broken mechanism",
             style="bold red",
         )
-    with console.status(f"loading {data}"):
+    with status(f"loading {data}"):
         dataset = load_dataset(data)
     scale = nullcontext() if noise_factor is None else _noise_scale_for_testing(noise_factor)
-    with scale, console.status(f"auditing {model} with {canaries} canaries"):
+    with scale, status(f"auditing {model} with {canaries} canaries"):
         result = audit_model(
             model,
             dataset,

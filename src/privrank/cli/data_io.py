@@ -17,7 +17,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from privrank.cli._console import make_console, styled
+from privrank.cli._console import make_console, progress, styled
 from privrank.cli.app import data_app
 from privrank.config_errors import config_error
 from privrank.data import catalog
@@ -189,13 +189,13 @@ def import_command(
         since=since,
         until=until,
     )
-    with console.status(f"reading {source}"):
+    with progress("import", f"reading {source}", unit="bytes") as bar:
         if in_catalog:  # resolved, read and checked against the pinned SHA-256
             overrides = options.model_dump(exclude_unset=True, exclude={"format", "name"})
             overrides["name"] = name
-            result = catalog.load(source, **overrides)
+            result = catalog.load(source, progress=bar.update, **overrides)
         else:
-            result = read_interactions(source, options)
+            result = read_interactions(source, options, progress=bar.update)
     data = result.interactions
     if result.rejected:
         console.print(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from privrank.cli._console import make_console
+from privrank.cli._console import StatusUpdate, make_console, status
 from privrank.cli._options import Track
 from privrank.cli.app import app
 from privrank.errors import ArtifactError, ConfigError
@@ -149,7 +149,7 @@ def evaluate_command(
     written = [out / "results.md"]
     images: list[Path] = []
     if plots:
-        with console.status("drawing charts"):
+        with status("drawing charts"):
             report = write_report(summary.records, out)
         images = list(report.images)
         written += [report.markdown, *images]
@@ -160,7 +160,7 @@ def evaluate_command(
         soft_wrap=True,
     )
     if tracker is not None:
-        with console.status("logging to MLflow"):
+        with status("logging to MLflow"):
             run_id = tracker.log_evaluation(summary, out, images=images)
         console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
 
@@ -189,16 +189,30 @@ def _evaluate_models(
             f"missing: {', '.join(missing)}"
         )
     run_config = RunConfig(**(fields | options))
-    with console.status("starting") as status:
+    with status("starting") as update:
 
         def on_status(label: str, message: str) -> None:
-            status.update(f"{label}: {message}")
+            update(f"{label}: {message}", model=label)
 
         def on_fit(label: str, report: Any) -> None:
-            loss = "" if report.loss is None else f", loss {report.loss:.5g}"
-            status.update(f"{label}: epoch {report.epoch}/{report.epochs}{loss}")
+            info = ({} if report.loss is None else {"loss": report.loss}) | dict(report.metrics)
+            words = "".join(f", {k} {v:.5g}" for k, v in info.items())
+            done = f"epoch {report.epoch}/{report.epochs}"
+            update(f"{label}: {done}{words}", "epoch", model=label, done=report.epoch,
+                   total=report.epochs, unit="epochs", **info)  # fmt: skip
 
-        return run(run_config, out, fit_progress=on_fit, status=on_status)
+        return run(
+            run_config,
+            out,
+            fit_progress=on_fit,
+            status=on_status,
+            evaluate_progress=lambda label, done, total: _scored(update, label, done, total),
+        )
+
+
+def _scored(update: StatusUpdate, label: str, done: int, total: int) -> None:
+    update(f"{label}: scored {done:,}/{total:,} test users", "evaluation", model=label,
+           done=done, total=total, unit="users")  # fmt: skip
 
 
 def prepare_for_trained(trained: TrainedModel, protocol: str | None) -> PreparedProtocol:
@@ -257,7 +271,7 @@ def _evaluate_trained(
         raise ConfigError(f"{flags}: not options of --model (the model is already trained)")
     if protocol is not None and "," in protocol:
         raise ConfigError("--model is evaluated on one protocol at a time")
-    with console.status(f"loading {directory}"):
+    with status(f"loading {directory}"):
         trained = load_trained(directory)
         prepared = prepare_for_trained(trained, protocol)
     record = trained.require_record()
@@ -271,7 +285,7 @@ def _evaluate_trained(
         **options,
     )
     mode = "fold-in" if trained.history_mode == "fold-in" else "users"
-    with console.status(f"evaluating {model.name} on {prepared.spec.name}"):
+    with status(f"evaluating {model.name} on {prepared.spec.name}") as update:
         model_run = evaluate_model(
             model,
             prepared,
@@ -279,6 +293,7 @@ def _evaluate_trained(
             spec,
             history_mode=mode,
             fit_seconds=record["fit"]["seconds"],
+            progress=lambda done, total: _scored(update, spec.display, done, total),
         )
     model_run.history_mode = trained.history_mode
     model_run.extra = {

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from privrank.cli._console import make_console
+from privrank.cli._console import ProgressTask, make_console, progress, status
 from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed, Track
 from privrank.cli.app import app
 from privrank.data.fingerprint import fingerprint
@@ -222,7 +221,7 @@ def train_command(
     _check_out(out, TRAINING_FILE)
     tracker = open_tracker(track)  # an unknown tracker or a missing MLflow fails before the fit
     console = make_console()
-    with console.status(f"loading {data}"):
+    with status(f"loading {data}"):
         resolved = resolve_training_data(data)
     train, mode = _training_rows(resolved, recommender)
     validation = None
@@ -233,22 +232,14 @@ def train_command(
         prepared = resolved.prepared
         # (without a protocol, ``train`` is the whole dataset)
         budget_key = prepared.split.source.name if prepared is not None else train.metadata.name
-    progress = Progress(
-        TextColumn("{task.description}", markup=False, style="bold"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}", markup=False),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    task = progress.add_task(f"fitting {model}", total=None, info="")
-    reports: list[Any] = []
+    reports: list[Any] = []  # every epoch's report, for the tracker
+    bar: list[ProgressTask] = []  # the epoch display, once the fit starts
 
     def report(update: Any) -> None:
         reports.append(update)
-        info = [] if update.loss is None else [f"loss {update.loss:.5g}"]
-        info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
-        progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
+        info = ({} if update.loss is None else {"loss": update.loss}) | dict(update.metrics)
+        if bar:
+            bar[0].update(update.epoch, update.epochs, **info)
 
     options = FitOptions(seed=seed, threads=threads, progress=report, privacy=spec)
     # A private fit reserves its spend before anything trains or shows (refused: exit 2,
@@ -263,7 +254,9 @@ def train_command(
             description=f"train {model} -> {out}",
             validation=validation,
             ledger_url=ledger,
-            before_fit=lambda: display.enter_context(progress),
+            before_fit=lambda: bar.append(
+                display.enter_context(progress("epoch", f"fitting {model}", unit="epochs"))
+            ),
         ) as fitted,
     ):
         seconds = fitted.seconds
@@ -287,7 +280,7 @@ def train_command(
             highlight=False,
         )
     if tracker is not None:
-        with console.status("logging to MLflow"):
+        with status("logging to MLflow"):
             run_id = tracker.log_training(recommender, record, out, reports)
         console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from privrank.atomic import atomic_file
-from privrank.cli._console import make_console
+from privrank.cli._console import make_console, status
 from privrank.cli._options import Track
 from privrank.cli.app import app
 from privrank.errors import ConfigError
@@ -169,7 +169,7 @@ def tune_command(
     tracker = open_tracker(track)
 
     console = make_console()
-    with console.status("loading data"):
+    with status("loading data"):
         parts = resolve_tuning_data(
             data=data,
             protocol=protocol,
