@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import subprocess
 import sys
 from pathlib import Path
@@ -124,5 +125,11 @@ def test_json_mode_errors_and_library_logs_are_json(privrank_home: Path) -> None
         record = logging.LogRecord("lib", logging.WARNING, __file__, 1, "a [b] warning", None, None)
         line = json.loads(handler.format(record))
         assert line["message"] == "a [b] warning" and line["level"] == "warning"
+        # privrank serve's workers log through the same formatter (uvicorn's dictConfig)
+        from privrank.cli.serve import _log_config
+
+        formatters = _log_config("info")["formatters"]
+        factory = logging.config.BaseConfigurator({}).resolve(formatters["default"]["()"])
+        assert factory is type(handler.formatter)
     finally:
         configure()

@@ -32,6 +32,7 @@ from rich.text import Text
 
 __all__ = [
     "MODE",
+    "JsonFormatter",
     "LogFormat",
     "OutputMode",
     "ProgressTask",
@@ -108,14 +109,17 @@ def configure(*, quiet: bool = False, log_format: LogFormat = LogFormat.text) ->
     if MODE.log_format is LogFormat.json:
         os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
         _handler = logging.StreamHandler(sys.stderr)
-        _handler.setFormatter(_JsonFormatter())
+        _handler.setFormatter(JsonFormatter())
         root.addHandler(_handler)
         root.setLevel(logging.WARNING if quiet else logging.INFO)
     elif quiet:
         root.setLevel(logging.WARNING)
 
 
-class _JsonFormatter(logging.Formatter):
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``ts``, ``level``, ``logger``, ``event``, ``message`` and the
+    record's ``fields`` (used for ``--log-format json``, by ``privrank serve``'s workers too)."""
+
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),

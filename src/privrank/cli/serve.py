@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from privrank.cli._console import make_console, styled
+from privrank.cli._console import MODE, JsonFormatter, LogFormat, make_console, styled
 from privrank.cli.app import app
 from privrank.config_errors import config_error
 from privrank.errors import ConfigError
@@ -167,6 +167,9 @@ def _log_config(level: str) -> dict:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["privrank"] = {"handlers": ["default"], "level": level.upper()}
+    if MODE.log_format is LogFormat.json:  # uvicorn's and privrank's records as JSON lines
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": f"{JsonFormatter.__module__}.JsonFormatter"}
     return config
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from privrank.atomic import atomic_file
-from privrank.cli._console import make_console, status
+from privrank.cli._console import emit, make_console, status
 from privrank.cli._options import Track
 from privrank.cli.app import app
 from privrank.errors import ConfigError
@@ -182,14 +182,18 @@ def tune_command(
         highlight=False,
     )
 
-    def show(record: Any) -> None:
+    def show(record: Any) -> None:  # a progress line: hyper-parameters and scores only
         value = "-" if record.value is None else f"{record.value:.4f}"
         note = f" ({record.note})" if record.note else ""
-        console.print(
+        emit(
+            "trial",
             f"trial {record.number}: {record.state} {value} in {record.seconds:.1f} s "
             f"{record.params}{note}",
-            highlight=False,
-            soft_wrap=True,
+            trial=record.number,
+            state=record.state,
+            value=record.value,
+            seconds=record.seconds,
+            params=record.params,
         )
 
     result = tune(model, parts.train, parts.validation, config, on_trial=show)
