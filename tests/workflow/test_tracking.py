@@ -183,6 +183,11 @@ def test_tune_logs_every_trial_and_the_best(tracked: MlflowClient, tmp_path: Pat
         (t["number"], t["value"]) for t in record["trials"]
     ]
     assert run.data.metrics["best.validation.ndcg_at_10"] == record["best"]["value"]
+    tags = run.data.tags
+    parts = record["data"]
+    assert tags["privrank.data.train_fingerprint"] == parts["train"]["fingerprint"]
+    assert tags["privrank.data.validation_fingerprint"] == parts["validation"]["fingerprint"]
+    assert tags["privrank.data.fingerprint"] == fingerprint(data)
     assert float(run.data.params["best.config.regularization"]) == pytest.approx(
         record["model"]["config"]["regularization"]
     )
