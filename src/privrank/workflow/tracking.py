@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "TRACKERS",
     "MlflowTracker",
+    "guarantee_tags",
     "metric_key",
     "open_tracker",
     "tracking_uri",
