@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["FitThreads", "ModelConfig", "ModelParams", "NoiseSeed"]
+__all__ = ["FitThreads", "ModelConfig", "ModelParams", "NoiseSeed", "Track"]
 
 ModelParams = Annotated[
     list[str] | None,
@@ -23,3 +23,11 @@ NoiseSeed = Annotated[
     int | None, typer.Option(help="Seed of the DP noise (default: fresh, secure).")
 ]
 FitThreads = Annotated[int, typer.Option(help="Threads of the fit (0: all cores).")]
+Track = Annotated[
+    str | None,
+    typer.Option(
+        "--track",
+        help="Log the run to an experiment tracker: mlflow (the store of MLFLOW_TRACKING_URI, "
+        "default sqlite:///mlruns.db in the working directory; privrank.workflow.tracking).",
+    ),
+]

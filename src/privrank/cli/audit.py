@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from privrank.atomic import atomic_file
+from privrank.cli._console import make_console, status
 from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed
 from privrank.cli.app import app
 from privrank.errors import ConfigError
@@ -101,8 +101,8 @@ def audit_command(
     from privrank.workflow.protocols import load_dataset
 
     params = parse_params(param, config)
-    console = Console(soft_wrap=True)
-    err = Console(stderr=True, soft_wrap=True)
+    console = make_console(soft_wrap=True)
+    err = make_console(stderr=True, soft_wrap=True)
     noise_factor = break_noise_for_testing
     broken = noise_factor is not None
     if noise_factor is not None and not (noise_factor >= 0 and noise_factor < 1):
@@ -118,15 +118,14 @@ def audit_command(
         raise ConfigError(f"--json {json_out}: is a directory; give a file name")
     if broken:
         err.print(
-            f"[bold red]WARNING: NOT PRIVATE: the DP noise is scaled by "
-            f"{break_noise_for_testing:g} for testing; this audits a deliberately broken "
-            "mechanism[/]",
-            highlight=False,
+            f"WARNING: NOT PRIVATE: the DP noise is scaled by {break_noise_for_testing:g} for "
+            "testing; this audits a deliberately broken mechanism",
+            style="bold red",
         )
-    with console.status(f"loading {data}"):
+    with status(f"loading {data}"):
         dataset = load_dataset(data)
     scale = nullcontext() if noise_factor is None else _noise_scale_for_testing(noise_factor)
-    with scale, console.status(f"auditing {model} with {canaries} canaries"):
+    with scale, status(f"auditing {model} with {canaries} canaries"):
         result = audit_model(
             model,
             dataset,
@@ -146,6 +145,6 @@ def audit_command(
         with atomic_file(json_out, encoding="utf-8") as handle:
             handle.write(json.dumps(record, indent=2) + "\n")
     style = "green" if result.passed else "bold red"
-    console.print(f"[{style}]{result.describe()}[/]", highlight=False)
+    console.print(result.describe(), style=style)
     if not result.passed:
         raise typer.Exit(EXIT_VIOLATED)

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from privrank.cli._console import make_console, progress, styled
 from privrank.cli.app import data_app
 from privrank.config_errors import config_error
 from privrank.data import catalog
@@ -31,7 +31,7 @@ from privrank.settings import datasets_dir
 
 __all__ = ["import_command", "stats_command", "validate_command"]
 
-console = Console()
+console = make_console()
 
 Format = StrEnum("Format", {name: name for name in FORMATS})  # type: ignore[misc]
 
@@ -189,18 +189,20 @@ def import_command(
         since=since,
         until=until,
     )
-    with console.status(f"reading {source}"):
+    with progress("import", f"reading {source}", unit="bytes") as bar:
         if in_catalog:  # resolved, read and checked against the pinned SHA-256
             overrides = options.model_dump(exclude_unset=True, exclude={"format", "name"})
             overrides["name"] = name
-            result = catalog.load(source, **overrides)
+            result = catalog.load(source, progress=bar.update, **overrides)
         else:
-            result = read_interactions(source, options)
+            result = read_interactions(source, options, progress=bar.update)
     data = result.interactions
     if result.rejected:
         console.print(
-            f"[yellow]quarantined {result.rejected:,} of {result.source_rows:,} lines[/] "
-            f"({result.report.summary_counts()}); written to {result.rejects_path}"
+            styled(
+                (f"quarantined {result.rejected:,} of {result.source_rows:,} lines", "yellow"),
+                f" ({result.report.summary_counts()}); written to {result.rejects_path}",
+            )
         )
     if curation is not None:
         data = curate(data, curation)
@@ -208,7 +210,7 @@ def import_command(
     destination = out or datasets_dir() / name
     data.save(destination)
     remember_import(destination)
-    console.print(f"imported [bold]{name}[/] → {destination}")
+    console.print(styled("imported ", (name, "bold"), f" → {destination}"))
     console.print(stats_table(dataset_stats(data)))
 
 
@@ -230,7 +232,9 @@ def validate_command(
     )
     report = validate_file(file, options)
     report.raise_for_problems()
-    console.print(f"[green]ok[/]: {file} holds {report.source_rows:,} valid {fmt.value} lines")
+    console.print(
+        styled(("ok", "green"), f": {file} holds {report.source_rows:,} valid {fmt.value} lines")
+    )
 
 
 @data_app.command("stats")

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from privrank.cli._console import make_console, status
 from privrank.cli.app import data_app
 from privrank.data.interactions import Interactions
 from privrank.data.splits import Split, parse_split_spec, split
@@ -130,12 +130,12 @@ def split_command(
     )
     dataset_dir = dataset_path(dataset)
     destination = out if out is not None else dataset_dir / "splits" / protocol.value
-    console = Console()
-    with console.status(f"loading {dataset_dir}"):
+    console = make_console()
+    with status(f"loading {dataset_dir}"):
         data = Interactions.load(dataset_dir)
-    with console.status(f"splitting {len(data):,} interactions ({protocol.value})"):
+    with status(f"splitting {len(data):,} interactions ({protocol.value})"):
         result = split(data, spec)
-    with console.status(f"writing {destination}"):
+    with status(f"writing {destination}"):
         result.save(destination)
     console.print(summary_table(result))
     for name, value in result.details.items():

@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from privrank.cli._console import make_console
 from privrank.cli.app import data_app
 from privrank.config_errors import config_error
 from privrank.data.stats import dataset_stats, stats_table
@@ -152,7 +153,7 @@ def synth(
     if output_format is SynthFormat.dataset and out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; --format dataset writes a directory")
 
-    console = Console()
+    console = make_console()
     with _progress(console) as progress:
         task = progress.add_task("generating", total=config.n_interactions)
         data = generate(config, progress=_advance(progress, task))
@@ -169,7 +170,7 @@ def synth(
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", markup=False, style="progress.description"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

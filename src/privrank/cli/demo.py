@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.rule import Rule
 
+from privrank.cli._console import make_console, progress, status, styled
 from privrank.cli.app import app
 from privrank.cli.data_split import summary_table
 from privrank.cli.evaluate import results_tables
@@ -52,12 +53,12 @@ def demo_command(
     from privrank.workflow.run_config import ModelSpec, RunConfig
     from privrank.workflow.runner import run
 
-    console = Console()
+    console = make_console()
     if not console.is_terminal:  # piped or logged: do not truncate the numbers to 80 columns
-        console = Console(width=max(console.width, 160))
+        console = make_console(width=max(console.width, 160))
     console.print(Rule(f"privrank demo: {dataset}"))
-    with console.status(f"reading {dataset}"):
-        result = catalog.load(dataset)
+    with progress("import", f"reading {dataset}", unit="bytes") as bar:
+        result = catalog.load(dataset, progress=bar.update)
     data = result.interactions
     sha256 = data.metadata.source_sha256  # computed while reading
     checksum = "" if sha256 is None else f" (sha256 {sha256[:16]}…)"
@@ -94,12 +95,12 @@ def demo_command(
     )
     out = home_dir() / "runs" / "demo"
     ledger_url = _demo_ledger(out, dataset)
-    with console.status("training and evaluating") as status:
+    with status("training and evaluating") as update:
         summary = run(
             config,
             out,
             data={"ml100k-holdout": data},
-            status=lambda label, message: status.update(f"[bold]{label}[/]: {message}"),
+            status=lambda label, message: update(f"{label}: {message}", model=label),
             ledger_url=ledger_url,
         )
     for table in results_tables(summary.records):
@@ -133,10 +134,10 @@ def _print_privacy(console: Console, records: list[dict], ledger_url: str) -> No
         privacy = record.get("privacy")
         label = record["model"].get("label") or record["model"]["name"]
         if privacy is None:
-            console.print(f"[bold]{label}[/]: trained without differential privacy")
+            console.print(styled((label, "bold"), ": trained without differential privacy"))
             continue
         guarantee = PrivacyGuarantee.from_dict(privacy["guarantee"])
-        console.print(f"[bold]{label}[/]: {guarantee.describe()}", highlight=False)
+        console.print(styled((label, "bold"), f": {guarantee.describe()}"))
     with Ledger(ledger_url) as book:
         console.print(budgets_table(book.budgets()))
         console.print(spends_table(book.spends()))

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from privrank.cli._console import StatusUpdate, make_console, status
+from privrank.cli._options import Track
 from privrank.cli.app import app
 from privrank.errors import ArtifactError, ConfigError
 from privrank.settings import home_dir
@@ -113,11 +115,14 @@ def evaluate_command(
         typer.Option(help="Also rank the validation items (leave-one-out) and record the means."),
     ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG charts.")] = True,
+    track: Track = None,
 ) -> None:
     """Evaluate models by full ranking, with bootstrap CIs and paired tests against a baseline."""
-    from rich.console import Console
 
     from privrank.workflow.report import write_report
+    from privrank.workflow.tracking import open_tracker
+
+    tracker = open_tracker(track)  # an unknown tracker or a missing MLflow fails before any fit
 
     options: dict[str, Any] = {
         "baseline": baseline,
@@ -129,9 +134,9 @@ def evaluate_command(
         "validation": validation or None,
     }
     options = {k: v for k, v in options.items() if v is not None}
-    console = Console()
+    console = make_console()
     if not console.is_terminal:  # piped or logged: do not truncate the numbers to 80 columns
-        console = Console(width=max(console.width, 160))
+        console = make_console(width=max(console.width, 160))
     out = out if out is not None else _default_out()
     if model is not None:
         if models is not None or config is not None:
@@ -142,16 +147,22 @@ def evaluate_command(
     for table in results_tables(summary.records):
         console.print(table)
     written = [out / "results.md"]
+    images: list[Path] = []
     if plots:
-        with console.status("drawing charts"):
+        with status("drawing charts"):
             report = write_report(summary.records, out)
-        written += [report.markdown, *report.images]
+        images = list(report.images)
+        written += [report.markdown, *images]
     console.print(
         f"{len(summary.files)} result(s) (JSON + per-user Parquet) in {out}; "
         + ", ".join(p.name for p in written),
         highlight=False,
         soft_wrap=True,
     )
+    if tracker is not None:
+        with status("logging to MLflow"):
+            run_id = tracker.log_evaluation(summary, out, images=images)
+        console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
 
 
 def _evaluate_models(
@@ -178,16 +189,30 @@ def _evaluate_models(
             f"missing: {', '.join(missing)}"
         )
     run_config = RunConfig(**(fields | options))
-    with console.status("starting") as status:
+    with status("starting") as update:
 
         def on_status(label: str, message: str) -> None:
-            status.update(f"[bold]{label}[/]: {message}")
+            update(f"{label}: {message}", model=label)
 
         def on_fit(label: str, report: Any) -> None:
-            loss = "" if report.loss is None else f", loss {report.loss:.5g}"
-            status.update(f"[bold]{label}[/]: epoch {report.epoch}/{report.epochs}{loss}")
+            info = ({} if report.loss is None else {"loss": report.loss}) | dict(report.metrics)
+            words = "".join(f", {k} {v:.5g}" for k, v in info.items())
+            done = f"epoch {report.epoch}/{report.epochs}"
+            update(f"{label}: {done}{words}", "epoch", model=label, done=report.epoch,
+                   total=report.epochs, unit="epochs", **info)  # fmt: skip
 
-        return run(run_config, out, fit_progress=on_fit, status=on_status)
+        return run(
+            run_config,
+            out,
+            fit_progress=on_fit,
+            status=on_status,
+            evaluate_progress=lambda label, done, total: _scored(update, label, done, total),
+        )
+
+
+def _scored(update: StatusUpdate, label: str, done: int, total: int) -> None:
+    update(f"{label}: scored {done:,}/{total:,} test users", "evaluation", model=label,
+           done=done, total=total, unit="users")  # fmt: skip
 
 
 def prepare_for_trained(trained: TrainedModel, protocol: str | None) -> PreparedProtocol:
@@ -246,7 +271,7 @@ def _evaluate_trained(
         raise ConfigError(f"{flags}: not options of --model (the model is already trained)")
     if protocol is not None and "," in protocol:
         raise ConfigError("--model is evaluated on one protocol at a time")
-    with console.status(f"loading {directory}"):
+    with status(f"loading {directory}"):
         trained = load_trained(directory)
         prepared = prepare_for_trained(trained, protocol)
     record = trained.require_record()
@@ -260,7 +285,7 @@ def _evaluate_trained(
         **options,
     )
     mode = "fold-in" if trained.history_mode == "fold-in" else "users"
-    with console.status(f"evaluating {model.name} on {prepared.spec.name}"):
+    with status(f"evaluating {model.name} on {prepared.spec.name}") as update:
         model_run = evaluate_model(
             model,
             prepared,
@@ -268,6 +293,7 @@ def _evaluate_trained(
             spec,
             history_mode=mode,
             fit_seconds=record["fit"]["seconds"],
+            progress=lambda done, total: _scored(update, spec.display, done, total),
         )
     model_run.history_mode = trained.history_mode
     model_run.extra = {

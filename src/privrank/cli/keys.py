@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from privrank.cli._console import make_console, styled
 from privrank.cli.app import app
 
 __all__ = ["keys_app"]
@@ -53,11 +53,13 @@ def create(
 ) -> None:
     """Create an API key and print it (once: it is stored only as a salted hash)."""
     created = _store(database).create(scope, name=name)
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     err.print(
-        f"Created API key [bold]{created.key.name}[/] with scope {created.key.scope.value}. "
-        "Store it now: it cannot be shown again.",
-        highlight=False,
+        styled(
+            "Created API key ",
+            (created.key.name, "bold"),
+            f" with scope {created.key.scope.value}. Store it now: it cannot be shown again.",
+        )
     )
     typer.echo(created.secret)
 
@@ -89,4 +91,4 @@ def list_keys(database: Database = None) -> None:
             key.created_at.isoformat(timespec="seconds"),
             "" if key.revoked_at is None else key.revoked_at.isoformat(timespec="seconds"),
         )
-    Console(width=120).print(table)
+    make_console(width=120).print(table)

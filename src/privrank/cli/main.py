@@ -6,11 +6,11 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 
-from rich.console import Console
-
 from privrank.cli import app as _app_module
+from privrank.cli._console import MODE, LogFormat, emit, make_console, styled
 from privrank.errors import PrivrankError
 
 # Command modules register their commands on import.
@@ -38,7 +38,11 @@ def app() -> None:
     try:
         _app_module.app()
     except PrivrankError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if MODE.log_format is LogFormat.json:  # machines get one JSON object, as for progress
+            emit("error", str(exc), level=logging.ERROR, error=type(exc).__name__)
+        else:
+            error = styled(("error:", "bold red"), f" {exc}")
+            make_console(stderr=True, soft_wrap=True).print(error)
         sys.exit(EXIT_USAGE)
 
 

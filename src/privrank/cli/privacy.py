@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from privrank.cli._console import make_console, styled
 from privrank.cli.app import app
 from privrank.privacy.ledger import Budget, Ledger, SpendRecord, SpendStatus
 from privrank.workflow.privacy_report import NOT_COVERED, RELEASE_COVERAGE, privacy_report
@@ -103,7 +104,7 @@ def spends_table(spends: list[SpendRecord]) -> Table:
             s.description,
             _num(s.epsilon),
             _num(s.delta),
-            f"[{style[s.status]}]{s.status.value}[/]",
+            Text(s.status.value, style=style[s.status]),
             s.owner,
             s.reserved_at.strftime("%Y-%m-%d %H:%M:%S"),
             "" if s.finished_at is None else s.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -125,7 +126,7 @@ def ledger(
 
     A spend left *reserved* by a run that crashed keeps counting against its budget.
     """
-    console = Console(width=200)
+    console = make_console(width=200)
     with Ledger(url) as book:
         if dataset is None:
             budgets = book.budgets()
@@ -155,7 +156,7 @@ def budget(
     """Create or change a dataset's total privacy budget."""
     with Ledger(url) as book:
         result = book.set_budget(dataset, epsilon, delta, name=name)
-    Console(width=200).print(budgets_table([result]))
+    make_console(width=200).print(budgets_table([result]))
 
 
 class Resolution(StrEnum):
@@ -186,7 +187,7 @@ def resolve(
             book.commit(spend_id)
         else:
             book.release(spend_id)
-    Console().print(f"spend {spend_id} is now {outcome.value}", highlight=False)
+    make_console().print(f"spend {spend_id} is now {outcome.value}", highlight=False)
 
 
 # -------------------------------------------------------------------- privacy report
@@ -206,10 +207,10 @@ def report(
     if as_json:
         typer.echo(json.dumps(facts, indent=2, ensure_ascii=False))
         return
-    console = Console(soft_wrap=True)
+    console = make_console(soft_wrap=True)
     style = {"private": "green"}
     color = style.get(facts["status"], "bold red")
-    console.print(f"[{color}]{facts['statement']}[/]", highlight=False)
+    console.print(facts["statement"], style=color)
     guarantee = facts["guarantee"]
     if guarantee is not None:
         table = Table(title="guarantee (from the model's header)")
@@ -238,4 +239,4 @@ def report(
                 "-" if release["sampling_rate"] is None else f"{release['sampling_rate']:.6g}",
             )
         console.print(releases)
-    console.print(f"[bold yellow]WARNING:[/] {facts['warning']}", highlight=False)
+    console.print(styled(("WARNING:", "bold yellow"), f" {facts['warning']}"))

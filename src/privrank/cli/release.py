@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from privrank.cli._console import make_console
 from privrank.cli.privacy import privacy_app
 from privrank.errors import ConfigError
 
@@ -57,7 +57,7 @@ def release(
         "versions": record.get("versions"),
     }
     write_trained(out, trained.model, released_record, release=True)  # refuses a non-private model
-    console = Console()
+    console = make_console()
     console.print(trained.model.privacy_guarantee_.describe(), highlight=False, soft_wrap=True)
     console.print(
         f"released {record['model']['name']} to {out}: item-side model and private popularity "

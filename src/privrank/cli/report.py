@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from privrank.cli._console import make_console
 from privrank.cli.app import app
 
 __all__ = ["report_command"]
@@ -28,14 +29,13 @@ def report_command(
     ] = None,
 ) -> None:
     """Write metric-vs-K curves and comparison charts (PNG) and a markdown summary."""
-    from rich.console import Console
 
     from privrank.workflow.report import load_results, write_report
 
     records = load_results(results)
     destination = out if out is not None else results[0].parent
     written = write_report(records, destination)
-    console = Console()
+    console = make_console()
     console.print(f"{len(records)} result(s) → {written.markdown}", highlight=False, soft_wrap=True)
     for image in written.images:
         console.print(f"  {image}", highlight=False, soft_wrap=True)

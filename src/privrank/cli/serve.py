@@ -18,8 +18,8 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
+from privrank.cli._console import MODE, JsonFormatter, LogFormat, make_console, styled
 from privrank.cli.app import app
 from privrank.config_errors import config_error
 from privrank.errors import ConfigError
@@ -172,6 +172,9 @@ def _log_config(level: str) -> dict:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["privrank"] = {"handlers": ["default"], "level": level.upper()}
+    if MODE.log_format is LogFormat.json:  # uvicorn's and privrank's records as JSON lines
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": f"{JsonFormatter.__module__}.JsonFormatter"}
     return config
 
 
@@ -314,19 +317,19 @@ def serve(
     served = check_startup(settings, host)
     version = served.version
     workers = workers or usable_cores()
-    Console(stderr=True).print(
-        f"serving model version [bold]{version}[/] on http://{host}:{port} "
-        f"({describe_retrieval(served)}; "
-        f"{workers} worker{'s' if workers > 1 else ''}; revoked keys stop working within "
-        f"{settings.key_cache_ttl_s:g} s)"
-        + ("  [bold red]INSECURE DEV MODE: no API keys[/]" if insecure_dev else ""),
-        highlight=False,
+    make_console(stderr=True).print(
+        styled(
+            "serving model version ",
+            (str(version), "bold"),
+            f" on http://{host}:{port} ({describe_retrieval(served)}; "
+            f"{workers} worker{'s' if workers > 1 else ''}; revoked keys stop working within "
+            f"{settings.key_cache_ttl_s:g} s)",
+            ("  INSECURE DEV MODE: no API keys" if insecure_dev else "", "bold red"),
+        )
     )
     if settings.console:
-        Console(stderr=True).print(
-            f"console: http://{host}:{port}/console/ (sign in with an admin API key)",
-            highlight=False,
-            markup=False,
+        make_console(stderr=True).print(
+            f"console: http://{host}:{port}/console/ (sign in with an admin API key)"
         )
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     uvicorn.run(

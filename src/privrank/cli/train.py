@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed
+from privrank.cli._console import ProgressTask, make_console, progress, status
+from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed, Track
 from privrank.cli.app import app
 from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
@@ -188,6 +187,7 @@ def train_command(
     ledger: Annotated[
         str | None, typer.Option(help="Ledger database URL (default PRIVRANK_LEDGER_URL).")
     ] = None,
+    track: Track = None,
 ) -> None:
     """Train a model and save it with a record of the exact data it was fitted on.
 
@@ -199,6 +199,7 @@ def train_command(
     from privrank.models import FitOptions, create_model
     from privrank.workflow.model_dir import TRAINING_FILE, write_trained
     from privrank.workflow.spend import fit_and_spend
+    from privrank.workflow.tracking import open_tracker
 
     params = parse_params(param, config)
     recommender = create_model(model, params)  # validates name and parameters first
@@ -210,14 +211,17 @@ def train_command(
             f"{model} has no differentially private training yet; private models: "
             f"{', '.join(_private_models())}"
         )
+    if spec is not None:
+        recommender.check_privacy(spec)  # e.g. no --max-per-user: refused before loading data
     if spec is None and isinstance(params.get("private"), dict):
         raise ConfigError(
             f"--param private.*: settings of a private fit, but there is no --epsilon; the fit "
             f"would ignore {params['private']!r}"
         )
     _check_out(out, TRAINING_FILE)
-    console = Console()
-    with console.status(f"loading {data}"):
+    tracker = open_tracker(track)  # an unknown tracker or a missing MLflow fails before the fit
+    console = make_console()
+    with status(f"loading {data}"):
         resolved = resolve_training_data(data)
     train, mode = _training_rows(resolved, recommender)
     validation = None
@@ -228,20 +232,14 @@ def train_command(
         prepared = resolved.prepared
         # (without a protocol, ``train`` is the whole dataset)
         budget_key = prepared.split.source.name if prepared is not None else train.metadata.name
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    task = progress.add_task(f"fitting {model}", total=None, info="")
+    reports: list[Any] = []  # every epoch's report, for the tracker
+    bar: list[ProgressTask] = []  # the epoch display, once the fit starts
 
     def report(update: Any) -> None:
-        info = [] if update.loss is None else [f"loss {update.loss:.5g}"]
-        info += [f"{k} {v:.4g}" for k, v in dict(update.metrics).items()]
-        progress.update(task, total=update.epochs, completed=update.epoch, info=" ".join(info))
+        reports.append(update)
+        info = ({} if update.loss is None else {"loss": update.loss}) | dict(update.metrics)
+        if bar:
+            bar[0].update(update.epoch, update.epochs, **info)
 
     options = FitOptions(seed=seed, threads=threads, progress=report, privacy=spec)
     # A private fit reserves its spend before anything trains or shows (refused: exit 2,
@@ -256,7 +254,9 @@ def train_command(
             description=f"train {model} -> {out}",
             validation=validation,
             ledger_url=ledger,
-            before_fit=lambda: display.enter_context(progress),
+            before_fit=lambda: bar.append(
+                display.enter_context(progress("epoch", f"fitting {model}", unit="epochs"))
+            ),
         ) as fitted,
     ):
         seconds = fitted.seconds
@@ -279,6 +279,10 @@ def train_command(
             "protocol or a split to evaluate it with `privrank evaluate --model`",
             highlight=False,
         )
+    if tracker is not None:
+        with status("logging to MLflow"):
+            run_id = tracker.log_training(recommender, record, out, reports)
+        console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
 
 
 def _private_models() -> list[str]:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from privrank.atomic import atomic_file
+from privrank.cli._console import emit, make_console, status
+from privrank.cli._options import Track
 from privrank.cli.app import app
 from privrank.errors import ConfigError
 
@@ -147,10 +149,12 @@ def tune_command(
         Path | None,
         typer.Option(help="Also write the best config as flat JSON (for `privrank train`)."),
     ] = None,
+    track: Track = None,
 ) -> None:
     """Tune a model's hyper-parameters on a validation split and record the best config."""
     from privrank.cli.train import parse_params
     from privrank.tuning import TuneConfig, search_space, tune
+    from privrank.workflow.tracking import open_tracker
 
     config = TuneConfig(
         metric=metric,
@@ -162,10 +166,10 @@ def tune_command(
         fixed=parse_params(param),
     )
     search_space(model, config.fixed)  # unknown model or bad space fails before loading data
-    from rich.console import Console
+    tracker = open_tracker(track)
 
-    console = Console()
-    with console.status("loading data"):
+    console = make_console()
+    with status("loading data"):
         parts = resolve_tuning_data(
             data=data,
             protocol=protocol,
@@ -178,14 +182,18 @@ def tune_command(
         highlight=False,
     )
 
-    def show(record: Any) -> None:
+    def show(record: Any) -> None:  # a progress line: hyper-parameters and scores only
         value = "-" if record.value is None else f"{record.value:.4f}"
         note = f" ({record.note})" if record.note else ""
-        console.print(
+        emit(
+            "trial",
             f"trial {record.number}: {record.state} {value} in {record.seconds:.1f} s "
             f"{record.params}{note}",
-            highlight=False,
-            soft_wrap=True,
+            trial=record.number,
+            state=record.state,
+            value=record.value,
+            seconds=record.seconds,
+            params=record.params,
         )
 
     result = tune(model, parts.train, parts.validation, config, on_trial=show)
@@ -203,6 +211,9 @@ def tune_command(
         highlight=False,
         soft_wrap=True,
     )
+    if tracker is not None:
+        run_id = tracker.log_tuning(result.to_dict(), out)
+        console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
 
 
 def _top_trials(result: Any, rows: int = 10) -> Table:

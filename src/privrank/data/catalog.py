@@ -38,7 +38,7 @@ from typing import Any
 
 from privrank import settings
 from privrank.atomic import atomic_file
-from privrank.data.readers import ReadOptions, ReadResult, read_interactions
+from privrank.data.readers import ByteProgress, ReadOptions, ReadResult, read_interactions
 from privrank.data.readers.options import Format
 from privrank.errors import ConfigError, DataError, DatasetUnavailableError
 
@@ -276,6 +276,7 @@ def load(
     *,
     download: bool = True,
     verify: bool = True,
+    progress: ByteProgress | None = None,
     **read_overrides: Any,
 ) -> ReadResult:
     """Resolve a named dataset and read it.
@@ -285,6 +286,8 @@ def load(
         download: Allow a download into the cache.
         verify: Refuse a file whose SHA-256 (computed while reading) differs from the pinned
             one or, for a download, from the one recorded when it was verified.
+        progress: Bytes parsed and bytes in the file, while it is read (see
+            :func:`~privrank.data.readers.read_interactions`).
         **read_overrides: :class:`~privrank.data.readers.ReadOptions` fields
             (``on_error``, ``rejects_path``, ...).
 
@@ -298,7 +301,7 @@ def load(
     item = entry(name)
     path = resolve(item, download=download)
     options = ReadOptions(**({"format": item.format, "name": item.name} | read_overrides))
-    result = read_interactions(path, options)
+    result = read_interactions(path, options, progress=progress)
     if verify:
         verify_sha256(item, path, result.interactions.metadata.source_sha256)
     return result

@@ -65,8 +65,9 @@ class FitOptions(BaseModel):
             without it.
         validation: A validation part (same vocabulary as the training data, disjoint from it).
             Models that early-stop (BPR, Mult-VAE, SASRec) report its NDCG@10 and HR@10 after
-            each evaluated epoch and stop early on NDCG@10, keeping the best weights; other
-            models ignore it.
+            each evaluated epoch and stop early on NDCG@10, keeping the best weights; iALS
+            reports them after every epoch when there is a ``progress`` callback (it does not
+            stop early); other models ignore it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)

@@ -65,6 +65,7 @@ from privrank.models._registry import (
 
 if TYPE_CHECKING:
     from privrank.privacy.mechanism import PrivacyGuarantee
+    from privrank.privacy.spec import PrivacySpec
 
 __all__ = [
     "FitOptions",
@@ -203,12 +204,8 @@ class Recommender(ABC):
             raise ConfigError(f"options must be a FitOptions. Got {type(options).__name__}.")
         if not isinstance(train, Interactions):
             raise ConfigError(f"{self.name} trains on Interactions. Got {type(train).__name__}.")
-        if options.privacy is not None and not self.supports_privacy:
-            raise ConfigError(
-                f"{type(self).__name__} cannot honour a privacy specification "
-                f"({options.privacy!r}); it trains without differential privacy only. "
-                "Refusing to train rather than ignore it."
-            )
+        if options.privacy is not None:
+            self.check_privacy(options.privacy)
         block = self._private_block()
         if options.privacy is None and block is not None:
             given = block.model_dump(exclude_unset=True) or "its defaults"
@@ -261,6 +258,25 @@ class Recommender(ABC):
             self._clear()  # a failed fit leaves an unfitted model, never a half-fitted one
             raise
         return self
+
+    def check_privacy(self, spec: PrivacySpec) -> None:
+        """Refuse, before any data is read, a privacy spec this model cannot fit under.
+
+        Every private fit of privrank derives its user-level sensitivity from the contribution
+        bound (Gaussian counts and Gramians, DP-ALS, and DP-SGD's cold-start counts), so a spec
+        without ``max_interactions_per_user`` is refused here rather than after other fits of a
+        run have spent time. :meth:`fit` applies the same check.
+
+        Raises:
+            ConfigError: The model has no private fit, or the spec has no contribution bound.
+        """
+        if not self.supports_privacy:
+            raise ConfigError(
+                f"{type(self).__name__} cannot honour a privacy specification "
+                f"({spec!r}); it trains without differential privacy only. "
+                "Refusing to train rather than ignore it."
+            )
+        spec.require_contribution_bound(f"{type(self).__name__}'s private fit")
 
     def _private_block(self) -> ModelConfig | None:
         """The config's ``private`` block as given (``None``: not given, or no such block)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +19,7 @@ from privrank.models._als_solvers import (
     solve_cg,
     solve_exact,
 )
+from privrank.models._torch_training import ValidationSet
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.models.capabilities import StoredFactors
 from privrank.privacy.spec import PrivacySpec
@@ -100,6 +102,15 @@ class IALSConfig(ModelConfig):
     solver: Literal["cholesky", "cg"] = "cholesky"
     cg_steps: int = Field(3, ge=1)
     private: IALSPrivateConfig | None = None
+
+
+def _factor_scores(users: np.ndarray, items: np.ndarray) -> Callable[[np.ndarray, Any], np.ndarray]:
+    """Scores ``W[codes] H^T`` of the current factors, for a validation pass."""
+
+    def score(codes: np.ndarray, _histories: Any) -> np.ndarray:
+        return users[codes] @ items.T
+
+    return score
 
 
 @register("ials")
@@ -198,6 +209,7 @@ class IALS(Recommender, StoredFactors):
         user_reg = self._row_regularization(np.diff(matrix.indptr), self.n_items_)
         item_reg = self._row_regularization(np.diff(by_item.indptr), self.n_users_)
         losses: list[float] = []
+        watched = self._watched_validation(options)
         # BLAS only computes the Gramians; its idle worker threads would spin on the cores
         # the kernels' threads use, so it runs single-threaded (as implicit's fit does).
         with threadpoolctl.threadpool_limits(1, "blas"):
@@ -209,10 +221,30 @@ class IALS(Recommender, StoredFactors):
                 if rows is None:  # pragma: no cover - _solve returns them when asked (loss=True)
                     raise RuntimeError("iALS: the users' row objectives were not computed")
                 losses.append(ials_objective(rows, items, item_reg))
-                self._report(epoch, cfg.epochs, losses[-1])
+                metrics = {}
+                if watched is not None:  # the current iterate's ranking of validation items
+                    metrics = watched.evaluate(_factor_scores(users, items))
+                self._report(epoch, cfg.epochs, losses[-1], **metrics)
         self.user_factors_ = users
         self.item_factors_ = items
         self.loss_history_ = np.asarray(losses, dtype=np.float64)
+
+    def _watched_validation(self, options: FitOptions) -> ValidationSet | None:
+        """The validation part whose NDCG@10 and HR@10 each epoch reports, or ``None``.
+
+        Only when someone listens (a progress callback) and a validation part is given: the
+        metrics are shown, not used (iALS does not stop early), so a fit nobody watches does
+        not pay for them.
+        """
+        if options.progress is None or options.validation is None:
+            return None
+        return ValidationSet.build(
+            options.validation,
+            self.history_indptr_,
+            self.history_items_,
+            self.n_users_,
+            self.n_items_,
+        )
 
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec

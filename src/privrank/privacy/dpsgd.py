@@ -438,10 +438,9 @@ class DPSGDTrainer:
     ``optimizer.step()`` (:meth:`step` does both for models without local parameters).
 
     Args:
-        engine: :class:`GhostClipping` or :class:`VmapClipping`.
+        engine: :class:`GhostClipping` or :class:`VmapClipping`; its ``clipping_norm`` is C.
         optimizer: Updates the parameters from their ``.grad`` (post-processing).
         noise_multiplier: m (calibrated; the test scale is applied on top).
-        clipping_norm: C (the engine's).
         expected_batch_size: b.
         noise: The torch generator of the Gaussian noise (from the spec's noise stream).
     """

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -50,7 +51,9 @@ class UserTokens:
         clock: Seconds since the epoch (injectable for tests).
     """
 
-    def __init__(self, engine: Engine, keys: KeyStore, clock=time.time) -> None:
+    def __init__(
+        self, engine: Engine, keys: KeyStore, clock: Callable[[], float] = time.time
+    ) -> None:
         self._secret = server_secret(engine, TOKEN_SIGNING)
         self._keys = keys
         self._clock = clock

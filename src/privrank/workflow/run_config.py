@@ -157,9 +157,14 @@ class RunConfig(FrozenConfig):
     def check_models(self) -> None:
         """Build every model once, so that all bad names and parameters are reported together.
 
+        Runs before any data is read or any model is fitted (:func:`privrank.workflow.runner.run`
+        calls it first), so a run config is validated whole: a private model whose spec lacks
+        ``max_interactions_per_user`` is refused here, not after the other models were fitted.
+
         Raises:
-            ConfigError: Listing every unknown model, invalid parameter and privacy
-                specification given to a model without a private fit.
+            ConfigError: Listing every unknown model, invalid parameter, privacy specification
+                given to a model without a private fit, and private spec the model cannot fit
+                under (:meth:`~privrank.models.Recommender.check_privacy`).
         """
         from privrank.models import create_model
 
@@ -170,10 +175,17 @@ class RunConfig(FrozenConfig):
             except ConfigError as exc:
                 problems.append(f"{spec.display}: {exc}")
                 continue
-            if spec.privacy is not None and not model.supports_privacy:
+            if spec.privacy is None:
+                continue
+            if not model.supports_privacy:
                 problems.append(
                     f"{spec.display}: {spec.name} cannot train with differential privacy "
                     "(remove 'privacy' or pick a model with a private fit)"
                 )
+                continue
+            try:
+                model.check_privacy(spec.privacy)
+            except ConfigError as exc:
+                problems.append(f"{spec.display}: {exc}")
         if problems:
             raise ConfigError("invalid models: " + " | ".join(problems))

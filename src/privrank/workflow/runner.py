@@ -254,6 +254,7 @@ def fit_and_evaluate(
     fit_progress: Callable[[Any], None] | None = None,
     status: StatusCallback | None = None,
     ledger_url: str | None = None,
+    evaluate_progress: Callable[[int, int], None] | None = None,
 ) -> ModelRun:
     """Fit one model on a prepared protocol and evaluate it (see the module docstring).
 
@@ -272,6 +273,8 @@ def fit_and_evaluate(
         status: Receives ``(label, message)`` status lines.
         ledger_url: Ledger database URL for private models (default:
             :func:`~privrank.privacy.ledger.default_ledger_url`).
+        evaluate_progress: Called as ``(users_done, users_total)`` while the test users are
+            scored.
     """
     model = create_model(spec.name, spec.params)
     mode = "users"
@@ -308,6 +311,7 @@ def fit_and_evaluate(
             spec,
             history_mode="fold-in" if mode == "fold-in" else "users",
             fit_seconds=fitted.seconds,
+            progress=evaluate_progress,
         )
     run_.history_mode = mode
     if fitted.spend is not None:
@@ -360,6 +364,7 @@ def run(
     fit_progress: Callable[[str, Any], None] | None = None,
     status: StatusCallback | None = None,
     ledger_url: str | None = None,
+    evaluate_progress: Callable[[str, int, int], None] | None = None,
 ) -> RunSummary:
     """Run every model on every protocol, compare with the baseline and write the results.
 
@@ -372,6 +377,8 @@ def run(
         status: Called as ``status(label, message)`` as the run proceeds.
         ledger_url: Ledger database URL that private models spend from (see
             :func:`fit_and_evaluate`; default: the default ledger).
+        evaluate_progress: Called as ``evaluate_progress(label, users_done, users_total)``
+            while each model scores the test users.
 
     Returns:
         The runs, their JSON records, the files written and the markdown.
@@ -388,11 +395,16 @@ def run(
         prepared = prepare(protocol, data.get(protocol.name))
         protocol_runs = []
         for spec in config.models:
-            progress = None
+            progress = scored = None
             if fit_progress is not None:
 
                 def progress(report: Any, label: str = spec.display) -> None:
                     fit_progress(label, report)
+
+            if evaluate_progress is not None:
+
+                def scored(done: int, total: int, label: str = spec.display) -> None:
+                    evaluate_progress(label, done, total)
 
             protocol_runs.append(
                 fit_and_evaluate(
@@ -402,6 +414,7 @@ def run(
                     fit_progress=progress,
                     status=status,
                     ledger_url=ledger_url,
+                    evaluate_progress=scored,
                 )
             )
         compare_with_baseline(protocol_runs, config.baseline_label, config)

@@ -6,6 +6,7 @@ and Parquet with a column mapping) into :class:`~privrank.data.interactions.Inte
 :func:`validate_file` checks a file without keeping it. See :class:`ReadOptions`.
 """
 
+from privrank.data.readers._source import ByteProgress
 from privrank.data.readers.api import (
     ReadResult,
     default_rejects_path,
@@ -20,6 +21,7 @@ __all__ = [
     "FORMATS",
     "GENERIC_FORMATS",
     "ML_CSV_HEADER",
+    "ByteProgress",
     "Format",
     "ReadOptions",
     "ReadResult",

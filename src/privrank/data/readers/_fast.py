@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from privrank.data.problems import FLOAT32_MAX
+from privrank.data.readers._source import ByteProgress
 from privrank.data.validation import FieldRule, TextLayout
 
 __all__ = ["FastColumns", "read_fast"]
@@ -54,10 +55,16 @@ class FastColumns:
     rows: int
 
 
-def read_fast(path, layout: TextLayout, *, block_size: int) -> FastColumns | None:
-    """Parse ``path`` with pyarrow if every line is valid, else return ``None``."""
+def read_fast(
+    path, layout: TextLayout, *, block_size: int, progress: ByteProgress | None = None
+) -> FastColumns | None:
+    """Parse ``path`` with pyarrow if every line is valid, else return ``None``.
+
+    ``progress(bytes_parsed, bytes_in_file)`` is called after every block (from the parsing
+    threads).
+    """
     if layout.ragged:
-        return _read_ragged(path, layout, block_size)
+        return _read_ragged(path, layout, block_size, progress)
     if len(set(layout.delimiter)) != 1:
         return None  # pyarrow splits on one byte; other separators go to the slow pass
     id_text: dict[str, bool] = {
@@ -65,7 +72,7 @@ def read_fast(path, layout: TextLayout, *, block_size: int) -> FastColumns | Non
     }
     while True:
         try:
-            return _read_fixed(path, layout, block_size, id_text)
+            return _read_fixed(path, layout, block_size, id_text, progress)
         except _RetryAsText as retry:  # an ``auto`` id column holds a non-integer
             id_text[retry.role] = True
 
@@ -75,7 +82,7 @@ class _RetryAsText(Exception):
         self.role = role
 
 
-def _read_fixed(path, layout, block_size, id_text) -> FastColumns | None:
+def _read_fixed(path, layout, block_size, id_text, progress) -> FastColumns | None:
     # A separator of k equal characters ("::") is k one-character separators with k-1 empty
     # columns between real fields; those must stay empty.
     repeat = len(layout.delimiter)
@@ -124,7 +131,9 @@ def _read_fixed(path, layout, block_size, id_text) -> FastColumns | None:
         return all(checker.add(rule, batch.column(name)) for name, rule in roles.items())
 
     try:
-        return _scan(path, layout, block_size, names, parse_options, convert_options, check)
+        return _scan(
+            path, layout, block_size, names, parse_options, convert_options, check, progress
+        )
     except pa.ArrowInvalid as exc:
         role = _auto_id_role(str(exc), names, roles, id_text)
         if role is not None:
@@ -143,7 +152,9 @@ def _auto_id_role(message, names, roles, id_text) -> str | None:
     return None if id_text[rule.role] else rule.role
 
 
-def _read_ragged(path, layout: TextLayout, block_size: int) -> FastColumns | None:
+def _read_ragged(
+    path, layout: TextLayout, block_size: int, progress: ByteProgress | None
+) -> FastColumns | None:
     parse_options = pacsv.ParseOptions(
         delimiter=_RAGGED_DELIMITER,
         quote_char=False,
@@ -177,12 +188,14 @@ def _read_ragged(path, layout: TextLayout, block_size: int) -> FastColumns | Non
         )
 
     try:
-        return _scan(path, layout, block_size, ["line"], parse_options, convert_options, check)
+        return _scan(
+            path, layout, block_size, ["line"], parse_options, convert_options, check, progress
+        )
     except pa.ArrowInvalid:
         return None
 
 
-def _scan(path, layout, block_size, names, parse_options, convert_options, check):
+def _scan(path, layout, block_size, names, parse_options, convert_options, check, progress=None):
     """Stream the file's byte ranges in parallel through ``check``; merge them in order.
 
     Raises:
@@ -190,6 +203,8 @@ def _scan(path, layout, block_size, names, parse_options, convert_options, check
     """
     ranges = _ranges(path)
     stop = threading.Event()  # one range failing stops the others
+    parsed = [0] * len(ranges)  # bytes each range's stream has consumed
+    total = ranges[-1][1]
 
     def work(index: int) -> tuple[_BlockChecker, int] | pa.ArrowInvalid | None:
         start, end = ranges[index]
@@ -206,6 +221,8 @@ def _scan(path, layout, block_size, names, parse_options, convert_options, check
         try:
             with pa.OSFile(str(path)) as source:
                 stream = source.get_stream(start, end - start)
+                if progress is not None:
+                    stream = pa.PythonFile(_Counted(stream), mode="r")
                 for batch in pacsv.open_csv(stream, reader_options, parse_options, convert_options):
                     if stop.is_set():
                         return None
@@ -213,6 +230,9 @@ def _scan(path, layout, block_size, names, parse_options, convert_options, check
                     if not check(batch, checker):
                         stop.set()
                         return None
+                    if progress is not None:
+                        parsed[index] = stream.tell()  # bytes handed to the parser so far
+                        progress(sum(parsed), total)
         except pa.ArrowInvalid as exc:
             stop.set()
             return exc
@@ -233,6 +253,37 @@ def _scan(path, layout, block_size, names, parse_options, convert_options, check
         first.extend(checker)
         rows += more
     return FastColumns(first.finish(), rows)
+
+
+class _Counted:
+    """A read-only file over a pyarrow stream that counts the bytes read (``tell``).
+
+    Used only when a caller wants byte progress: the parser reads it in ``block_size`` chunks,
+    so the Python call per block costs nothing measurable.
+    """
+
+    closed = False
+
+    def __init__(self, stream: pa.NativeFile) -> None:
+        self._stream = stream
+        self._read = 0
+
+    def read(self, size: int = -1) -> pa.Buffer:
+        buffer = self._stream.read_buffer(None if size is None or size < 0 else size)
+        self._read += buffer.size
+        return buffer
+
+    def tell(self) -> int:
+        return self._read
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _ranges(path) -> list[tuple[int, int]]:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import codecs
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SourceDigest", "SourceFacts", "digest_file", "first_line"]
+__all__ = ["ByteProgress", "SourceDigest", "SourceFacts", "digest_file", "first_line"]
+
+#: Called as ``progress(bytes_done, bytes_in_file)`` while a file is read (an import's progress).
+ByteProgress = Callable[[int, int], None]
 
 _CHUNK = 8 << 20
 _FIRST_LINE_LIMIT = 1 << 20

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from privrank.data.problems import Problem, ValidationReport
 from privrank.data.readers._fast import read_fast
-from privrank.data.readers._source import SourceDigest
+from privrank.data.readers._source import ByteProgress, SourceDigest
 from privrank.data.validation import RejectSink, TextLayout, diagnose_text
 
 __all__ = ["empty_file_problem", "no_data_problem", "read_text", "to_arrow"]
@@ -32,6 +32,7 @@ def read_text(
     collect: bool,
     strict: bool,
     reject: RejectSink | None = None,
+    progress: ByteProgress | None = None,
 ) -> tuple[dict[str, pa.Array | pa.ChunkedArray] | None, ValidationReport]:
     """Parse and check a text file.
 
@@ -44,13 +45,16 @@ def read_text(
         collect: Return the columns of the good lines (``False``: only validate).
         strict: Good lines matter only if there is no bad one.
         reject: Receives every rejected line.
+        progress: Called with ``(bytes parsed, bytes in file)`` after every block of the fast
+            pass, and once at the end.
 
     Returns:
         ``(columns, report)``; ``columns`` is ``None`` when not collected, or when ``strict`` and
         the report has problems.
     """
-    fast = read_fast(path, layout, block_size=block_size)
+    fast = read_fast(path, layout, block_size=block_size, progress=progress)
     if fast is not None and digest.result().utf8_ok:
+        _done(path, progress)
         report = ValidationReport(path, layout.format, fast.rows, 0)
         return (fast.columns if collect else None), report
     diagnosis = diagnose_text(
@@ -62,9 +66,16 @@ def read_text(
         reject=reject,
     )
     report = diagnosis.report
+    _done(path, progress)  # the slow pass (a file with a bad line) reports only its end
     if not collect or (strict and not report.ok):
         return None, report
     return {role: to_arrow(values) for role, values in diagnosis.columns.items()}, report
+
+
+def _done(path: Path, progress: ByteProgress | None) -> None:
+    if progress is not None:
+        size = path.stat().st_size
+        progress(size, size)
 
 
 def to_arrow(values: array | list) -> pa.Array:

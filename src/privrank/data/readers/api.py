@@ -25,7 +25,7 @@ from privrank.atomic import atomic_file
 from privrank.data.interactions import DatasetMetadata, Interactions
 from privrank.data.problems import Problem, ValidationReport, escape_tsv
 from privrank.data.readers._build import build_interactions
-from privrank.data.readers._source import SourceDigest
+from privrank.data.readers._source import ByteProgress, SourceDigest
 from privrank.data.readers._text import read_text
 from privrank.data.readers.movielens import movielens_layout
 from privrank.data.readers.options import ReadOptions
@@ -68,12 +68,20 @@ class ReadResult:
         return self.source_rows - self.rejected
 
 
-def read_interactions(path: str | Path, options: ReadOptions | str, **overrides: Any) -> ReadResult:
+def read_interactions(
+    path: str | Path,
+    options: ReadOptions | str,
+    *,
+    progress: ByteProgress | None = None,
+    **overrides: Any,
+) -> ReadResult:
     """Read an interaction file into :class:`Interactions`.
 
     Args:
         path: The file.
         options: Read options, or just a format name.
+        progress: Called as ``progress(bytes_parsed, bytes_in_file)`` while a text file is
+            parsed (from the parsing threads), and once when it is done; a progress bar's feed.
         **overrides: Fields of :class:`ReadOptions` to set (``on_error="quarantine"``, ...).
 
     Returns:
@@ -88,7 +96,7 @@ def read_interactions(path: str | Path, options: ReadOptions | str, **overrides:
     digest = SourceDigest(path, check_utf8=options.format != "parquet")
     try:
         if options.on_error == "strict":
-            columns, report = _read(path, options, digest, collect=True, reject=None)
+            columns, report = _read(path, options, digest, True, None, progress)
             report.raise_for_problems()
             rejects_path = None
         else:
@@ -96,7 +104,7 @@ def read_interactions(path: str | Path, options: ReadOptions | str, **overrides:
             unit = "row" if options.format == "parquet" else "line"
             with atomic_file(rejects_path, "w", encoding="utf-8", newline="\n") as out:
                 out.write(f"{unit}\treason\traw\n")
-                columns, report = _read(path, options, digest, collect=True, reject=_sink(out))
+                columns, report = _read(path, options, digest, True, _sink(out), progress)
                 if report.fatal:
                     raise report.error()
             if report.rows_ok == 0:
@@ -180,12 +188,16 @@ def _read(
     path: Path,
     options: ReadOptions,
     digest: SourceDigest,
-    *,
     collect: bool,
     reject: RejectSink | None,
+    progress: ByteProgress | None = None,
 ) -> tuple[dict[str, pa.Array | pa.ChunkedArray] | None, ValidationReport]:
     if options.format == "parquet":
-        return read_parquet(path, options, collect=collect, reject=reject)
+        read = read_parquet(path, options, collect=collect, reject=reject)
+        if progress is not None:
+            size = path.stat().st_size
+            progress(size, size)
+        return read
     layout = layout_for(path, options)
     if isinstance(layout, Problem):
         return None, ValidationReport.from_fatal(path, options.format, layout)
@@ -198,6 +210,7 @@ def _read(
         collect=collect,
         strict=options.on_error == "strict",
         reject=reject,
+        progress=progress,
     )
 
 
