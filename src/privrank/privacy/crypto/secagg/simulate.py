@@ -3,8 +3,9 @@
 :func:`run_round` plays every client (:class:`~.client.SecAggClient`) and the server
 (:class:`~.server.SecAggServer`) through the four stages with real keys, real shares and real
 masks, passing the same message objects a deployment would send, and lets clients drop out at a
-chosen stage. It measures the computation time of each client and of the server, and the
-bytes each direction carries (:meth:`wire_bytes` of every message).
+chosen stage. It measures the computation time of each client and of the server (wall clock
+and this thread's CPU time, which a busy machine disturbs less), and the bytes each direction
+carries (:meth:`wire_bytes` of every message).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ class RoundCost:
     """Cost of one simulated round.
 
     Attributes:
-        client_seconds: Computation time of each client that took part (all its stages).
-        server_seconds: Computation time of the server (all its stages).
+        client_seconds: Computation time (wall) of each client (all its stages).
+        server_seconds: Computation time (wall) of the server (all its stages).
+        client_cpu_seconds: CPU time of each client (this thread's, all its stages).
+        server_cpu_seconds: CPU time of the server.
         bytes_up: Bytes of every client → server message, summed.
         bytes_down: Bytes of every server → client message, summed.
         degree: k of the round's graph.
@@ -42,6 +45,8 @@ class RoundCost:
 
     client_seconds: np.ndarray
     server_seconds: float
+    client_cpu_seconds: np.ndarray
+    server_cpu_seconds: float
     bytes_up: int
     bytes_down: int
     degree: int
@@ -91,20 +96,23 @@ def run_round(
         raise ConfigError(f"{len(ids)} client ids for {x.shape[0]} updates")
     row = {c: i for i, c in enumerate(ids)}
     spent = dict.fromkeys(ids, 0.0)
+    cpu = dict.fromkeys(ids, 0.0)
     up = down = 0
-    server_time = 0.0
+    server_time = server_cpu = 0.0
 
     def as_client(c: int, call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         out = call(*args, **kwargs)
         spent[c] += time.perf_counter() - start
+        cpu[c] += time.thread_time() - start_cpu
         return out
 
     def as_server(call: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        nonlocal server_time
-        start = time.perf_counter()
+        nonlocal server_time, server_cpu
+        start, start_cpu = time.perf_counter(), time.thread_time()
         out = call(*args, **kwargs)
         server_time += time.perf_counter() - start
+        server_cpu += time.thread_time() - start_cpu
         return out
 
     server = as_server(lambda: SecAggServer(config, ids, x.shape[1], graph_seed=graph_seed))
@@ -142,6 +150,8 @@ def run_round(
     cost = RoundCost(
         np.array([spent[c] for c in ids]),
         server_time,
+        np.array([cpu[c] for c in ids]),
+        server_cpu,
         up,
         down,
         server.degree,
