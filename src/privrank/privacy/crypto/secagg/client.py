@@ -3,9 +3,12 @@
 Trust: the server is *honest but curious* for the updates: it follows the protocol (it routes
 messages, reports dropouts truthfully to every client) but may try to learn any individual
 update from what it sees. It learns only the modular sum of the surviving clients' inputs as
-long as fewer than t of any client's holders collude with it (Bell et al. 2020, Thm. 3.6, for
-the graph's parameters). A client enforces the rules that protect it regardless of what the
-server asks:
+long as fewer than t of any client's holders collude with it. (Bell et al. 2020 prove that a
+random graph keeps this true with high probability when k and t are chosen for an assumed
+fraction of corrupt clients and of dropouts; privrank's defaults, see
+:mod:`~privrank.privacy.crypto.secagg.config`, are chosen for dropout up to 30 %, and their
+failure bound against a given corrupt fraction is not computed here.) A client enforces the
+rules that protect it regardless of what the server asks:
 
 - it discloses, for each peer, *either* the share of the peer's self-mask seed (peer survived)
   *or* the share of its mask private key (peer dropped), never both, across all requests of a
