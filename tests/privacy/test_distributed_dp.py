@@ -297,3 +297,20 @@ def test_round_spender_refuses_a_round_the_budget_does_not_cover(tmp_path) -> No
         with pytest.raises(PrivacyBudgetExceeded), spender.round():
             ran = True
         assert not ran and spender.rounds_spent == 1
+
+
+def test_noisy_inputs_through_secagg_with_dropouts_sum_exactly_over_the_survivors() -> None:
+    n = 40
+    mech = DistributedDiscreteGaussian(_config(min_clients=28, max_clients=40))
+    updates = _updates(n, 64, 8)
+    encoded, _ = mech.encode_batch(updates, np.random.default_rng(9))
+    dropped = set(range(0, n, 4))  # 10 of 40 leave after sharing keys
+    round_ = run_round(encoded, SecAggConfig(min_survivors=28), drop_after_sharing=dropped)
+    survivors = list(round_.result.survivors)
+    assert len(survivors) == 30 and not dropped & set(survivors)
+    np.testing.assert_array_equal(
+        mech.decode(round_.result.total), mech.decode(encoded[survivors].sum(axis=0))
+    )
+    # Below the accounting's floor the round aborts (the server; clients refuse as well).
+    with pytest.raises(SecAggAbort, match="min_survivors=28"):
+        run_round(encoded, SecAggConfig(min_survivors=28), drop_after_sharing=range(13))
