@@ -258,3 +258,19 @@ def test_config_errors_name_the_field() -> None:
         SecAggConfig(modulus_bits=80)
     with pytest.raises(ConfigError, match="has no parameter 'bits'"):
         SecAggConfig(bits=3)
+
+
+def test_a_client_refuses_to_unmask_below_min_survivors_whatever_the_server_says() -> None:
+    n = 6
+    config = SecAggConfig(min_survivors=5)
+    encoded, _ = encode_batch(RING, _updates(n, 2))
+    server = SecAggServer(config, range(n), 2, graph_seed=0)
+    clients = {c: SecAggClient(c, config) for c in range(n)}
+    setups = server.setup_messages()
+    keys = server.receive_public_keys([clients[c].setup(setups[c]) for c in range(n)])
+    deliveries = server.route_shares([clients[c].share_keys(keys[c]) for c in range(n)])
+    for c in range(n):
+        clients[c].receive_shares(deliveries[c])
+        clients[c].masked_input(encoded[c])
+    with pytest.raises(SecAggAbort, match="round with 4 survivors, fewer than min_survivors=5"):
+        clients[0].unmask(UnmaskRequest(0, 4, (0, 1, 2, 3), ()))
