@@ -274,3 +274,41 @@ def test_a_client_refuses_to_unmask_below_min_survivors_whatever_the_server_says
         clients[c].masked_input(encoded[c])
     with pytest.raises(SecAggAbort, match="round with 4 survivors, fewer than min_survivors=5"):
         clients[0].unmask(UnmaskRequest(0, 4, (0, 1, 2, 3), ()))
+
+
+def test_every_message_survives_its_wire_encoding_and_wire_bytes_is_its_length() -> None:
+    """A round whose every message goes through to_bytes/from_bytes, with a dropout after
+    sharing: the sum is still exact, and wire_bytes (what the benchmark counts) is the length."""
+    n, d = 12, 5
+    config = SecAggConfig(modulus_bits=24)
+    ring = FixedPointRing(modulus_bits=24, clip=1.0, scale=2.0**10)
+    updates = _updates(n, d, 9)
+    encoded, _ = encode_batch(ring, updates)
+    sent: list[object] = []
+
+    def wire(message, *extra):  # type: ignore[no-untyped-def]
+        data = message.to_bytes()
+        assert len(data) == message.wire_bytes()
+        back = type(message).from_bytes(data, *extra)
+        sent.append(back)
+        return back
+
+    server = SecAggServer(config, range(n), d, graph_seed=0)
+    clients = {c: SecAggClient(c, config) for c in range(n)}
+    setups = {c: wire(m) for c, m in server.setup_messages().items()}
+    keys = server.receive_public_keys([wire(clients[c].setup(setups[c])) for c in range(n)])
+    shares = [wire(clients[c].share_keys(wire(keys[c]))) for c in range(n)]
+    deliveries = server.route_shares(shares)
+    alive = [c for c in range(n) if c != 4]
+    inputs = []
+    for c in alive:
+        clients[c].receive_shares(wire(deliveries[c]))
+        inputs.append(wire(clients[c].masked_input(encoded[c]), 24))
+    requests = server.receive_masked_inputs(inputs)
+    responses = [wire(clients[c].unmask(wire(requests[c]))) for c in alive]
+    total = server.unmask(responses).total
+    expected = ring.to_ring(ring.quantise(updates[alive].ravel()).reshape(len(alive), d).sum(0))
+    np.testing.assert_array_equal(total, expected)
+    assert len({type(m).__name__ for m in sent}) == 8
+    with pytest.raises(ValueError, match="truncated"):
+        type(shares[0]).from_bytes(shares[0].to_bytes()[:-1])  # cut inside a ciphertext

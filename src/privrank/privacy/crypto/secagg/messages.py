@@ -13,14 +13,17 @@ stages). ``↓`` is server → one client, ``↑`` is one client → server:
 4. ``↓`` :class:`UnmaskRequest` (whose self-mask share, whose mask-key share);
    ``↑`` :class:`UnmaskResponse` (the shares asked for, if the request is legitimate).
 
-:meth:`wire_bytes` of each message is its size in a packed encoding: client ids as 4 bytes,
-keys 32, Shamir shares 66, ciphertexts as they are (with a 4-byte length), a vector of d ring
-elements as ``d · ⌈b/8⌉`` bytes. It counts payload, not the transport's framing.
+:meth:`to_bytes` packs a message (big-endian: client ids and counts as 4 bytes, keys 32,
+Shamir shares 66, ciphertexts with a 4-byte length, a vector of d ring elements as
+``d · ⌈b/8⌉`` little-endian bytes) and ``from_bytes`` reads it back; the message's type is
+known from the stage, so it is not encoded. :meth:`wire_bytes` is ``len(to_bytes())``, computed
+without packing: the payload a transport carries, without its own framing.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,6 +46,50 @@ __all__ = [
 _ID = 4
 
 
+class _Reader:
+    """Reads big-endian fields from a packed message; any mismatch is a ValueError."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data, self.at, self.what = bytes(data), 0, what
+
+    def u32(self) -> int:
+        return int.from_bytes(self.take(4), "big")
+
+    def take(self, size: int) -> bytes:
+        if size < 0 or self.at + size > len(self.data):
+            raise ValueError(f"truncated {self.what} message")
+        out = self.data[self.at : self.at + size]
+        self.at += size
+        return out
+
+    def left(self) -> int:
+        return len(self.data) - self.at
+
+    def done(self) -> None:
+        if self.left():
+            raise ValueError(f"{self.left()} trailing bytes after a {self.what} message")
+
+
+def _u32s(*values: int) -> bytes:
+    return struct.pack(f">{len(values)}I", *values)
+
+
+def _pack_ciphertexts(client_id: int, ciphertexts: Mapping[int, bytes]) -> bytes:
+    parts = [_u32s(client_id)]
+    for peer, ct in sorted(ciphertexts.items()):
+        parts += [_u32s(peer, len(ct)), ct]
+    return b"".join(parts)
+
+
+def _read_ciphertexts(data: bytes, what: str) -> tuple[int, dict[int, bytes]]:
+    r = _Reader(data, what)
+    client_id, out = r.u32(), {}
+    while r.left():
+        peer, size = r.u32(), r.u32()
+        out[peer] = r.take(size)
+    return client_id, out
+
+
 @dataclass(frozen=True)
 class SetupMessage:
     """``↓`` Stage 1: who the client's neighbours are and the round's parameters.
@@ -63,6 +110,20 @@ class SetupMessage:
         """Payload bytes."""
         return _ID * (3 + len(self.neighbours))
 
+    def to_bytes(self) -> bytes:
+        """Packed: id, threshold, d, neighbours."""
+        return _u32s(self.client_id, self.threshold, self.vector_length, *self.neighbours)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SetupMessage:
+        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
+        r = _Reader(data, "setup")
+        head = (r.u32(), r.u32(), r.u32())
+        if r.left() % 4:
+            raise ValueError("malformed setup message")
+        neighbours = tuple(r.u32() for _ in range(r.left() // 4))
+        return cls(head[0], neighbours, head[1], head[2])
+
 
 @dataclass(frozen=True)
 class PublicKeys:
@@ -82,6 +143,18 @@ class PublicKeys:
         """Payload bytes."""
         return _ID + 2 * KEY_BYTES
 
+    def to_bytes(self) -> bytes:
+        """Packed: id, cipher key, mask key."""
+        return _u32s(self.client_id) + self.cipher_key + self.mask_key
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PublicKeys:
+        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
+        r = _Reader(data, "public-keys")
+        out = cls(r.u32(), r.take(KEY_BYTES), r.take(KEY_BYTES))
+        r.done()
+        return out
+
 
 @dataclass(frozen=True)
 class NeighbourKeys:
@@ -98,6 +171,23 @@ class NeighbourKeys:
     def wire_bytes(self) -> int:
         """Payload bytes."""
         return _ID + len(self.keys) * (_ID + 2 * KEY_BYTES)
+
+    def to_bytes(self) -> bytes:
+        """Packed: id, then (neighbour, cipher key, mask key) per neighbour."""
+        parts = [_u32s(self.client_id)]
+        for peer, (cipher, mask) in sorted(self.keys.items()):
+            parts += [_u32s(peer), cipher, mask]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> NeighbourKeys:
+        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
+        r = _Reader(data, "neighbour-keys")
+        client_id, keys = r.u32(), {}
+        while r.left():
+            peer = r.u32()
+            keys[peer] = (r.take(KEY_BYTES), r.take(KEY_BYTES))
+        return cls(client_id, keys)
 
 
 @dataclass(frozen=True)
@@ -117,6 +207,15 @@ class EncryptedShares:
         """Payload bytes."""
         return _ID + sum(_ID + 4 + len(c) for c in self.ciphertexts.values())
 
+    def to_bytes(self) -> bytes:
+        """Packed: id, then (receiver, length, ciphertext) per receiver."""
+        return _pack_ciphertexts(self.client_id, self.ciphertexts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EncryptedShares:
+        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
+        return cls(*_read_ciphertexts(data, "encrypted-shares"))
+
 
 @dataclass(frozen=True)
 class ShareDelivery:
@@ -133,6 +232,15 @@ class ShareDelivery:
     def wire_bytes(self) -> int:
         """Payload bytes."""
         return _ID + sum(_ID + 4 + len(c) for c in self.ciphertexts.values())
+
+    def to_bytes(self) -> bytes:
+        """Packed: id, then (sender, length, ciphertext) per sender."""
+        return _pack_ciphertexts(self.client_id, self.ciphertexts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ShareDelivery:
+        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
+        return cls(*_read_ciphertexts(data, "share-delivery"))
 
 
 @dataclass(frozen=True)
@@ -152,6 +260,29 @@ class MaskedInput:
     def wire_bytes(self) -> int:
         """Payload bytes."""
         return _ID + int(self.vector.shape[0]) * math.ceil(self.modulus_bits / 8)
+
+    def to_bytes(self) -> bytes:
+        """Packed: id, then each element's low ⌈b/8⌉ bytes, little-endian."""
+        width = math.ceil(self.modulus_bits / 8)
+        words = np.ascontiguousarray(self.vector, dtype="<u8").view(np.uint8).reshape(-1, 8)
+        return _u32s(self.client_id) + words[:, :width].tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, modulus_bits: int) -> MaskedInput:
+        """Read :meth:`to_bytes`' output for the round's ``modulus_bits`` (ValueError when
+        malformed)."""
+        width = math.ceil(modulus_bits / 8)
+        r = _Reader(data, "masked-input")
+        client_id = r.u32()
+        if r.left() % width:
+            raise ValueError("malformed masked-input message")
+        raw = np.frombuffer(r.take(r.left()), dtype=np.uint8).reshape(-1, width)
+        words = np.zeros((raw.shape[0], 8), dtype=np.uint8)
+        words[:, :width] = raw
+        vector = words.reshape(-1).view("<u8").astype(np.uint64)
+        if (vector >> np.uint64(modulus_bits)).any():
+            raise ValueError(f"masked-input elements outside Z_2^{modulus_bits}")
+        return cls(client_id, vector, modulus_bits)
 
 
 @dataclass(frozen=True)
@@ -178,6 +309,31 @@ class UnmaskRequest:
         """Payload bytes."""
         return _ID * (2 + 2 + len(self.self_mask_of) + len(self.pairwise_key_of))
 
+    def to_bytes(self) -> bytes:
+        """Packed: id, survivors, the two counts, then both lists of peers."""
+        return _u32s(
+            self.client_id,
+            self.n_survivors,
+            len(self.self_mask_of),
+            len(self.pairwise_key_of),
+            *self.self_mask_of,
+            *self.pairwise_key_of,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UnmaskRequest:
+        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
+        r = _Reader(data, "unmask-request")
+        client_id, survivors, seeds, keys = r.u32(), r.u32(), r.u32(), r.u32()
+        out = cls(
+            client_id,
+            survivors,
+            tuple(r.u32() for _ in range(seeds)),
+            tuple(r.u32() for _ in range(keys)),
+        )
+        r.done()
+        return out
+
 
 @dataclass(frozen=True)
 class UnmaskResponse:
@@ -197,3 +353,24 @@ class UnmaskResponse:
         """Payload bytes."""
         count = len(self.self_mask_shares) + len(self.pairwise_key_shares)
         return _ID + 2 * 4 + count * (_ID + SHARE_BYTES)
+
+    def to_bytes(self) -> bytes:
+        """Packed: id, the two counts, then (peer, share) of each kind."""
+        parts = [_u32s(self.client_id, len(self.self_mask_shares), len(self.pairwise_key_shares))]
+        for shares in (self.self_mask_shares, self.pairwise_key_shares):
+            for peer, y in sorted(shares.items()):
+                parts += [_u32s(peer), y.to_bytes(SHARE_BYTES, "big")]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UnmaskResponse:
+        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
+        r = _Reader(data, "unmask-response")
+        client_id, seeds, keys = r.u32(), r.u32(), r.u32()
+        kinds: list[dict[int, int]] = []
+        for count in (seeds, keys):
+            kinds.append(
+                {r.u32(): int.from_bytes(r.take(SHARE_BYTES), "big") for _ in range(count)}
+            )
+        r.done()
+        return cls(client_id, kinds[0], kinds[1])
