@@ -16,8 +16,9 @@ releases, it answers the same questions (Opacus's accountant interface is the mo
 
 Mechanisms register under a name (:func:`register_mechanism`, :func:`mechanism_class`):
 ``gaussian`` (:class:`~privrank.privacy.mechanisms.GaussianMechanism`), ``dp-als``
-(:class:`~privrank.privacy.dp_als.PrivateALSMechanism`) and ``dp-sgd``
-(:class:`~privrank.privacy.dpsgd.SampledGaussianMechanism`).
+(:class:`~privrank.privacy.dp_als.PrivateALSMechanism`), ``dp-sgd``
+(:class:`~privrank.privacy.dpsgd.SampledGaussianMechanism`) and ``distributed-discrete-gaussian``
+(:class:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian`).
 
 A :class:`PrivacyGuarantee` is the list of releases a fit composed, the total (ε, δ), the
 accountant, and the unit of privacy (one user).
@@ -179,7 +180,7 @@ def mechanism_names() -> list[str]:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("mechanisms", "dp_als", "dpsgd"):
+    for module in ("mechanisms", "dp_als", "dpsgd", "distributed_dp"):
         importlib.import_module(f"privrank.privacy.{module}")
 
 

@@ -1,0 +1,132 @@
+"""Accounting of the distributed discrete Gaussian (Kairouz, Liu & Steinke, ICML 2021).
+
+Setting (all in integer units of the fixed-point grid, one unit = ``1/scale``):
+
+- each client clips its update to L2 norm ``c`` (refused otherwise), scales it by ``scale``,
+  and rounds it to an integer vector ``x̃`` by *conditional randomised rounding*: unbiased
+  stochastic rounding, repeated until ``‖x̃‖₂ ≤ Δ₂`` with
+
+      Δ₂ = min( c·s + √d,  √( (c·s)² + d/4 + √(2 ln(1/β)) · (c·s + √d/2) ) )
+
+  (their Thm. 2 / Lemma: one attempt fails with probability at most β), so one client moves the
+  sum by at most Δ₂ in L2 and ``Δ₁ = Δ₂ · min(√d, Δ₂)`` in L1 (an integer vector's L1 norm is
+  at most its squared L2 norm);
+- each client adds ``N_Z(0, σ²)^d`` noise;
+- the server learns (by secure aggregation) only the modular sum over the surviving clients.
+
+**Theorem** (their Prop. 14 with Thm. 1). The sum of ``n`` clients' noisy vectors, as a
+function of one client's vector, satisfies ``ρ``-zCDP with
+
+    ρ = ½ · min( l₂² + 2 l₁ τ + τ² d,  (l₂ + √d τ)² ),
+    l₂ = Δ₂ / (√n σ),   l₁ = Δ₁ / (√n σ),   τ = 10 Σ_{k=1}^{n−1} exp(−2π²σ² k/(k+1)),
+
+for σ ≥ 1/2. (Their third form, ``α l₂²/2 + τ d``, is not a zCDP curve and is not used: the
+bound kept is a pure zCDP bound that ``dp_accounting``'s ``ZCDpEvent`` represents exactly.)
+
+**What is accounted, exactly:**
+
+- *Neighbouring*: one client's (user's) update replaced by the zero vector, the client still
+  taking part and adding its noise (the relation of Kairouz et al.; the unit of privacy is one
+  user's whole contribution to a round). This is not the add/remove relation of privrank's
+  central mechanisms: removing a user would also remove its share of the noise.
+- *Dropouts*: n is ``min_clients``, the fewest clients whose inputs the secure aggregation
+  will unmask (SecAgg+'s ``min_survivors``: clients refuse to unmask fewer). A round with
+  ``n' ≥ n`` survivors adds ``n' − n`` further independent noise vectors to a sum that is
+  already ρ-zCDP: post-processing, so the guarantee holds for every number of survivors the
+  protocol allows.
+- *Modular wrap-around*: the server sees the sum mod 2^b, a function of the integer sum, so the
+  reduction is post-processing and costs no privacy. It costs accuracy only if the integer sum
+  leaves ``[−2^{b−1}, 2^{b−1})``: the data part cannot (``n_max · Δ₂ < 2^{b−1}`` is required),
+  and the noise sum is ``n_max σ²``-subgaussian, so :func:`wrap_probability` bounds the chance
+  of any coordinate wrapping by ``2d · exp(−(2^{b−1} − n_max Δ₂)² / (2 n_max σ²))``.
+- *Rounds*: T rounds compose to ``Tρ``-zCDP; (ε, δ) comes from ``dp_accounting``'s RDP
+  accountant (through :class:`~privrank.privacy.accounting.Accountant`), whose conversion is
+  that of Canonne, Kamath & Steinke 2020.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dp_accounting as dpa
+import numpy as np
+
+from privrank.errors import ConfigError
+from privrank.privacy.accounting import Accountant
+
+__all__ = [
+    "ddg_epsilon",
+    "ddg_round_rho",
+    "ddg_tau",
+    "rounded_l1_bound",
+    "rounded_l2_bound",
+    "wrap_probability",
+]
+
+
+def rounded_l2_bound(scaled_norm: float, dimension: int, beta: float) -> float:
+    """Δ₂: the L2 norm conditional randomised rounding guarantees for a vector of norm
+    ``scaled_norm`` (= c·s) in ``dimension`` coordinates (β = 0: the worst case c·s + √d)."""
+    bound = scaled_norm + math.sqrt(dimension)
+    if beta == 0:
+        return bound
+    squared = scaled_norm**2 + dimension / 4.0
+    squared += math.sqrt(2.0 * math.log(1.0 / beta)) * (scaled_norm + math.sqrt(dimension) / 2.0)
+    return min(bound, math.sqrt(squared))
+
+
+def rounded_l1_bound(l2_bound: float, dimension: int) -> float:
+    """Δ₁ ≤ Δ₂ · min(√d, Δ₂) for an integer vector of L2 norm at most Δ₂."""
+    return l2_bound * min(math.sqrt(dimension), l2_bound)
+
+
+def ddg_tau(sigma: float, n_clients: int) -> float:
+    """τ = 10 Σ_{k=1}^{n−1} exp(−2π²σ² k/(k+1)) (0 for one client)."""
+    if n_clients < 2:
+        return 0.0
+    k = np.arange(1, n_clients, dtype=np.float64)
+    return float(10.0 * np.sum(np.exp(-2.0 * math.pi**2 * sigma**2 * k / (k + 1.0))))
+
+
+def ddg_round_rho(sigma: float, n_clients: int, l2_bound: float, dimension: int) -> float:
+    """ρ of one round (see the module docstring); ``inf`` for σ < 1/2 (no bound proven).
+
+    Args:
+        sigma: Each client's discrete Gaussian σ, in grid units.
+        n_clients: n, the fewest clients whose noise is in the sum.
+        l2_bound: Δ₂, in grid units.
+        dimension: d.
+    """
+    if not sigma >= 0.5:
+        return math.inf
+    tau = ddg_tau(sigma, n_clients)
+    root_n_sigma = math.sqrt(n_clients) * sigma
+    l2 = l2_bound / root_n_sigma
+    l1 = rounded_l1_bound(l2_bound, dimension) / root_n_sigma
+    return 0.5 * min(
+        l2**2 + 2.0 * l1 * tau + tau**2 * dimension, (l2 + math.sqrt(dimension) * tau) ** 2
+    )
+
+
+def ddg_epsilon(rho_per_round: float, rounds: int, delta: float) -> float:
+    """ε at δ of ``rounds`` rounds of ``rho_per_round``-zCDP, by the RDP accountant."""
+    if rounds < 1:
+        raise ConfigError(f"ddg_epsilon needs rounds ≥ 1. Got {rounds!r}")
+    if not math.isfinite(rho_per_round):
+        return math.inf
+    event = dpa.ZCDpEvent(rho_per_round * rounds)
+    return Accountant("rdp").compose(event).epsilon(delta)
+
+
+def wrap_probability(
+    sigma: float, n_max: int, l2_bound: float, dimension: int, modulus_bits: int
+) -> float:
+    """An upper bound on the probability that any coordinate of the sum of ``n_max`` clients'
+    noisy vectors leaves the ring's signed range (1.0 when the data alone could)."""
+    half = 2.0 ** (modulus_bits - 1)
+    room = half - n_max * l2_bound
+    if room <= 0:
+        return 1.0
+    if sigma == 0:
+        return 0.0
+    return min(1.0, 2.0 * dimension * math.exp(-(room**2) / (2.0 * n_max * sigma**2)))
