@@ -223,7 +223,7 @@ def train_command(
     validation = None
     if resolved.prepared is not None and mode != "refit":
         validation = resolved.prepared.validation
-    if budget_key is None and spec is not None:
+    if budget_key is None and (spec is not None or _local_collection(recommender)):
         # Every split of one dataset spends from one budget: the source dataset's, not the split's.
         prepared = resolved.prepared
         # (without a protocol, ``train`` is the whole dataset)
@@ -279,6 +279,12 @@ def train_command(
             "protocol or a split to evaluate it with `privrank evaluate --model`",
             highlight=False,
         )
+
+
+def _local_collection(recommender: Any) -> bool:
+    from privrank.models.capabilities import LocalDPCollection
+
+    return isinstance(recommender, LocalDPCollection)
 
 
 def _private_models() -> list[str]:

@@ -179,7 +179,7 @@ def mechanism_names() -> list[str]:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("mechanisms", "dp_als", "dpsgd"):
+    for module in ("mechanisms", "dp_als", "dpsgd", "local_dp.mechanism"):
         importlib.import_module(f"privrank.privacy.{module}")
 
 
