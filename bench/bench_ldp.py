@@ -43,7 +43,12 @@ import numpy as np
 from privrank.data.synthetic import SyntheticConfig, generate
 from privrank.models import FitOptions, MostPopular
 from privrank.models.ldp_popular import device_reports
-from privrank.privacy.local_dp import LocalSketch, SketchConfig, collection_epsilon
+from privrank.privacy.local_dp import (
+    LocalSketch,
+    SketchConfig,
+    collection_epsilon,
+    estimator_variance,
+)
 from privrank.privacy.spec import PrivacySpec
 
 
@@ -115,7 +120,16 @@ def main() -> None:
                 }
             )
             print(kind, r, runs[-1], flush=True)
+        # The recall the estimator's stated variance predicts (Gaussian approximation of f̃,
+        # 200 draws around the last run's true counts): is a shortfall bad luck or the design?
+        sd = np.sqrt(estimator_variance(config, counts))
+        predicted = [
+            recall(counts + sd * rng.standard_normal(len(counts)), counts, args.top)
+            for _ in range(200)
+        ]
         results["sketches"][kind] = {
+            "predicted_recall_mean": float(np.mean(predicted)),
+            "predicted_recall_p10_p90": [float(np.quantile(predicted, q)) for q in (0.1, 0.9)],
             "epsilon_per_user_per_day": collection_epsilon(config, 1),
             "runs": runs,
             "median_recall_reports": statistics.median(x["recall_reports"] for x in runs),

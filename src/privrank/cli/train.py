@@ -267,6 +267,11 @@ def train_command(
     guarantee = recommender.privacy_guarantee_  # set by every private fit
     if guarantee is not None:
         console.print(guarantee.describe(), highlight=False, soft_wrap=True)
+    else:
+        from privrank.models.capabilities import LocalDPCollection
+
+        if isinstance(recommender, LocalDPCollection):  # a local-DP collection (ldp-popular)
+            console.print(recommender.describe_collection(), highlight=False, soft_wrap=True)
     console.print(
         f"trained {model} on {len(train):,} interactions ({resolved.kind} {data}) in "
         f"{seconds:.1f} s; saved to {out}",

@@ -101,3 +101,7 @@ class LocalDPCollection(ABC):
     @abstractmethod
     def local_guarantee_record(self) -> dict[str, Any]:
         """The fitted collection's guarantee as JSON (for the training record)."""
+
+    @abstractmethod
+    def describe_collection(self) -> str:
+        """The fitted collection's guarantee in plain words."""

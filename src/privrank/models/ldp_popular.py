@@ -136,6 +136,12 @@ class LDPPopular(Recommender, LocalDPCollection):
             raise NotTrainedError(f"{self.name} is not fitted")
         return self.local_guarantee_.to_dict()
 
+    def describe_collection(self) -> str:
+        """The fitted collection's :class:`LocalGuarantee` in plain words."""
+        if self.local_guarantee_ is None:
+            raise NotTrainedError(f"{self.name} is not fitted")
+        return self.local_guarantee_.describe()
+
     def _score_histories(self, histories: Query) -> np.ndarray:
         return np.broadcast_to(self.item_popularity_, (len(histories), self.n_items_))
 
