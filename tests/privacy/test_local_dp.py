@@ -22,6 +22,7 @@ from privrank.privacy.local_dp import (
     LocalSketchMechanism,
     SketchConfig,
     collection_epsilon,
+    device_reports,
     estimator_variance,
 )
 from privrank.privacy.local_dp.sketch import hadamard_entries
@@ -211,3 +212,18 @@ def test_bad_parameters_and_reports_are_refused():
         sketch.add(HCMSReports(np.zeros(1, np.int32), np.zeros(1, np.int32), np.ones(1, np.int8)))
     with pytest.raises(ConfigError, match="indices"):
         sketch.randomise(np.array([len(ITEMS)]), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kind", ["cms", "hcms"])
+def test_devices_hashing_their_own_ids_match_the_dictionary_randomiser(kind):
+    """A device needs only its item id and the public parameters: with the same randomness its
+    report is the one the server-side simulation makes from the dictionary index."""
+    config = SketchConfig(kind=kind, epsilon=3.0, m=16, k=4, hash_seed=9)
+    sketch = LocalSketch(config, ITEMS)
+    chosen = np.array([3, 0, 11, 3, 7])
+    from_ids = device_reports(config, [ITEMS[i] for i in chosen], np.random.default_rng(5))
+    from_codes = sketch.randomise(chosen, np.random.default_rng(5))
+    for a, b in zip(vars(from_ids).values(), vars(from_codes).values(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    sketch.add(from_ids)  # and the server accepts them
+    assert sketch.n_reports == len(chosen)

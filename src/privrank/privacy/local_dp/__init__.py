@@ -17,6 +17,7 @@ from privrank.privacy.local_dp.sketch import (
     LocalSketch,
     SketchConfig,
     SketchKind,
+    device_reports,
     estimator_variance,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "SketchConfig",
     "SketchKind",
     "collection_epsilon",
+    "device_reports",
     "estimator_variance",
 ]

@@ -66,6 +66,7 @@ __all__ = [
     "LocalSketch",
     "SketchConfig",
     "SketchKind",
+    "device_reports",
     "estimator_variance",
     "hadamard_entries",
 ]
@@ -186,20 +187,8 @@ class LocalSketch:
                 f"LocalSketch.randomise: items must be a 1-d array of indices in "
                 f"[0, {self.n_items}); got shape {items.shape}"
             )
-        cfg = self.config
-        n = len(items)
-        rows = rng.integers(0, cfg.k, size=n, dtype=np.int32)
-        positions = self.table[rows, items]
-        keep = cfg.keep_probability
-        if cfg.kind == "cms":
-            signs = np.where(rng.random((n, cfg.m), dtype=np.float32) < keep, 1, -1).astype(np.int8)
-            vectors = -signs  # v = −1 everywhere …
-            at = np.arange(n)
-            vectors[at, positions] = signs[at, positions]  # … except v[h_j(d)] = +1
-            return CMSReports(rows, vectors)
-        columns = rng.integers(0, cfg.m, size=n, dtype=np.int32)
-        signs = np.where(rng.random(n) < keep, 1, -1).astype(np.int8)
-        return HCMSReports(rows, columns, signs * hadamard_entries(columns, positions))
+        rows = rng.integers(0, self.config.k, size=len(items), dtype=np.int32)
+        return _randomise(self.config, rows, self.table[rows, items], rng)
 
     # -- the server -------------------------------------------------------------------------
     def add(self, reports: CMSReports | HCMSReports) -> None:
@@ -262,6 +251,43 @@ class LocalSketch:
         mean = sketch[np.arange(cfg.k)[:, None], self.table].mean(axis=0)
         estimate: np.ndarray = cfg.m / (cfg.m - 1) * (mean - self.n_reports / cfg.m)
         return estimate
+
+
+def device_reports(
+    config: SketchConfig, item_ids: Sequence[str], rng: np.random.Generator
+) -> CMSReports | HCMSReports:
+    """What devices run: randomise their own item ids, with no dictionary and no server state.
+
+    Each device hashes its own id with the public family (the same function the server's
+    :attr:`LocalSketch.table` holds for the dictionary), so an item outside the server's
+    dictionary is reported like any other and simply never estimated.
+
+    Args:
+        config: The collection's public parameters.
+        item_ids: One item id per device.
+        rng: The devices' randomness (on a real device: its own secure generator).
+    """
+    digests = item_digests(item_ids, config.hash_seed)
+    rows = rng.integers(0, config.k, size=len(digests), dtype=np.int32)
+    table = hash_table(digests, config.k, config.m)  # (k, n): every row of each device's id
+    return _randomise(config, rows, table[rows, np.arange(len(digests))], rng)
+
+
+def _randomise(
+    cfg: SketchConfig, rows: np.ndarray, positions: np.ndarray, rng: np.random.Generator
+) -> CMSReports | HCMSReports:
+    """The randomisers of the module docstring, given each device's row ``j`` and ``h_j(d)``."""
+    n = len(rows)
+    keep = cfg.keep_probability
+    if cfg.kind == "cms":
+        signs = np.where(rng.random((n, cfg.m), dtype=np.float32) < keep, 1, -1).astype(np.int8)
+        vectors = -signs  # v = −1 everywhere …
+        at = np.arange(n)
+        vectors[at, positions] = signs[at, positions]  # … except v[h_j(d)] = +1
+        return CMSReports(rows, vectors)
+    columns = rng.integers(0, cfg.m, size=n, dtype=np.int32)
+    signs = np.where(rng.random(n) < keep, 1, -1).astype(np.int8)
+    return HCMSReports(rows, columns, signs * hadamard_entries(columns, positions))
 
 
 def estimator_variance(config: SketchConfig, counts: np.ndarray) -> np.ndarray:
