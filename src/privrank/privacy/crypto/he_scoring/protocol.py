@@ -23,7 +23,8 @@ one rescale per block. The client uploads Galois keys for exactly the two steps 
 **Parameters** (:class:`HEParams`): ``N = 8192``, coefficient modulus 60 + 40 + 60 bits (160
 bits ≤ 218, the HE standard's bound for 128-bit security at ``N = 8192``; SEAL enforces
 ``sec_level_type.tc128``), scale ``2^40``. A score keeps about 20 bits of precision after the
-one rescale; absolute errors are below ``1e-5`` for scores of order 1 (measured in the tests).
+one rescale: the largest absolute error measured on 10,000 scores of order 1 was 3.5e-7
+(``bench/bench_he.py``); the tests assert ``1e-4 · max(1, max |s|)``.
 
 **Wire format.** A request is one binary body (``application/octet-stream``; see
 :class:`ScoreRequest`): a magic, a small JSON header (candidate item ids or none), the Galois
