@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=1024)
     parser.add_argument("--k", type=int, default=1024)
     parser.add_argument("--top", type=int, default=100)
+    parser.add_argument(
+        "--days", type=int, default=1, help="days of collection (one report per user per day)"
+    )
     parser.add_argument("--sketches", nargs="+", default=["cms", "hcms"])
     parser.add_argument("--central-caps", nargs="*", type=int, default=[1, 20])
     parser.add_argument("--repeats", type=int, default=3)
@@ -101,7 +104,7 @@ def main() -> None:
         config = SketchConfig(kind=kind, epsilon=args.epsilon, m=args.m, k=args.k)
         runs = []
         for r in range(args.repeats):
-            reported = device_reports(indptr, items, 1, rng)
+            reported = device_reports(indptr, items, args.days, rng)
             counts = np.bincount(reported, minlength=data.n_items).astype(np.float64)
             sketch = LocalSketch(config.model_copy(update={"hash_seed": r}), item_ids)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -131,6 +134,7 @@ def main() -> None:
             "predicted_recall_mean": float(np.mean(predicted)),
             "predicted_recall_p10_p90": [float(np.quantile(predicted, q)) for q in (0.1, 0.9)],
             "epsilon_per_user_per_day": collection_epsilon(config, 1),
+            "epsilon_per_user_total": collection_epsilon(config, 1, args.days),
             "runs": runs,
             "median_recall_reports": statistics.median(x["recall_reports"] for x in runs),
             "median_recall_popularity": statistics.median(x["recall_popularity"] for x in runs),
