@@ -87,3 +87,40 @@ def test_privacy_options_without_epsilon_are_refused(dataset: Path, tmp_path: Pa
     done = train(dataset, tmp_path / "m", "--max-per-user", "10")
     assert isinstance(done.exception, ConfigError)
     assert "--max-per-user" in str(done.exception)
+
+
+def test_a_local_dp_collection_spends_its_epsilon_with_zero_delta(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """ldp-popular has no --epsilon: its collection (ε per report × reports a day × days) is
+    spent from the dataset's budget at δ = 0, and refused when the budget does not cover it."""
+    Ledger().set_budget("tiny", 5.0, 1e-3)
+    out = tmp_path / "ldp"
+    args = ["--param", "epsilon=2", "--param", "reports_per_user=2", "--param", "m=64"]
+    done = runner.invoke(
+        app, ["train", "--data", str(dataset), "--model", "ldp-popular", "--out", str(out), *args]
+    )
+    assert done.exit_code == 0, done.output
+    assert "every report is 2-LDP" in done.output
+    record = json.loads((out / "training.json").read_text())
+    assert record["privacy"]["epsilon"] == pytest.approx(4.0)
+    assert record["privacy"]["delta"] == 0.0
+    model = Recommender.load(out / "model")
+    assert model.local_guarantee_.epsilon_per_user_per_day == pytest.approx(4.0)
+    again = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(dataset),
+            "--model",
+            "ldp-popular",
+            "--out",
+            str(tmp_path / "b"),
+            *args,
+        ],
+    )
+    assert isinstance(again.exception, PrivacyBudgetExceeded)
+    assert not (tmp_path / "b").exists()
+    (spend,) = Ledger().spends("tiny")
+    assert spend.status == "committed" and spend.delta == 0.0

@@ -12,6 +12,7 @@ from privrank.models import (
     ImplicitALS,
     ImplicitBPR,
     ItemKNN,
+    LDPPopular,
     MostPopular,
     MultVAE,
     Recommender,
@@ -24,6 +25,8 @@ from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
 # model must appear among the classes below (see test_every_registered_model_is_covered).
 FACTORIES = {
     "most-popular": lambda: MostPopular(),
+    "ldp-popular": lambda: LDPPopular(m=64, k=16, epsilon=4.0),
+    "ldp-popular-hcms": lambda: LDPPopular(sketch="hcms", m=64, k=16, epsilon=4.0),
     "itemknn": lambda: ItemKNN(neighbors=10, shrinkage=2.0),
     "ease": lambda: EASE(regularization=20.0),
     "ease-float64": lambda: EASE(regularization=20.0, dtype="float64"),

@@ -49,6 +49,7 @@ PER_USER_LIMIT_S = 0.015
 # Settings that shorten training only; fold-in settings (steps, negatives, ...) stay default.
 BRIEF_FITS: dict[str, dict[str, Any]] = {
     "most-popular": {},
+    "ldp-popular": {"m": 64, "k": 16},
     "itemknn": {},
     "ease": {},
     "ials": {"epochs": 1},

@@ -227,7 +227,7 @@ def train_command(
     validation = None
     if resolved.prepared is not None and mode != "refit":
         validation = resolved.prepared.validation
-    if budget_key is None and spec is not None:
+    if budget_key is None and (spec is not None or _local_collection(recommender)):
         # Every split of one dataset spends from one budget: the source dataset's, not the split's.
         prepared = resolved.prepared
         # (without a protocol, ``train`` is the whole dataset)
@@ -267,6 +267,11 @@ def train_command(
     guarantee = recommender.privacy_guarantee_  # set by every private fit
     if guarantee is not None:
         console.print(guarantee.describe(), highlight=False, soft_wrap=True)
+    else:
+        from privrank.models.capabilities import LocalDPCollection
+
+        if isinstance(recommender, LocalDPCollection):  # a local-DP collection (ldp-popular)
+            console.print(recommender.describe_collection(), highlight=False, soft_wrap=True)
     console.print(
         f"trained {model} on {len(train):,} interactions ({resolved.kind} {data}) in "
         f"{seconds:.1f} s; saved to {out}",
@@ -283,6 +288,12 @@ def train_command(
         with status("logging to MLflow"):
             run_id = tracker.log_training(recommender, record, out, reports)
         console.print(f"tracked in MLflow: {tracker.describe(run_id)}", soft_wrap=True)
+
+
+def _local_collection(recommender: Any) -> bool:
+    from privrank.models.capabilities import LocalDPCollection
+
+    return isinstance(recommender, LocalDPCollection)
 
 
 def _private_models() -> list[str]:

@@ -4,6 +4,7 @@ Importing this package registers every built-in model under its name:
 
 ==================  ==========================================================
 ``most-popular``    :class:`MostPopular`: item popularity, the cold-start fallback
+``ldp-popular``     :class:`LDPPopular`: popularity from a local-DP sketch (CMS/HCMS)
 ``itemknn``         :class:`ItemKNN`: item kNN, shrunk cosine, top-k neighbours
 ``ease``            :class:`EASE`: closed-form shallow autoencoder
 ``ials``            :class:`IALS`: implicit ALS, frequency-scaled regularisation
@@ -36,6 +37,7 @@ from privrank.models.bpr import BPR, BPRConfig, BPRPrivateConfig
 from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
 from privrank.models.ials import IALS, IALSConfig, IALSPrivateConfig
 from privrank.models.itemknn import ItemKNN, ItemKNNConfig, ItemKNNPrivateConfig
+from privrank.models.ldp_popular import LDPPopular, LDPPopularConfig
 from privrank.models.peers import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
 from privrank.models.popular import MostPopular, MostPopularConfig
 from privrank.models.sasrec import SASRec, SASRecConfig
@@ -62,6 +64,8 @@ __all__ = [
     "ItemKNN",
     "ItemKNNConfig",
     "ItemKNNPrivateConfig",
+    "LDPPopular",
+    "LDPPopularConfig",
     "ModelConfig",
     "ModelFitError",
     "MostPopular",

@@ -10,19 +10,24 @@ interfaces, and exposes what that shape needs through methods. Callers ask
 - :class:`ItemItemModel`: :math:`\hat y = x W` for a history :math:`x` (ItemKNN, EASE). Serving
   answers from a sparse top-k copy of :math:`W` (:mod:`privrank.serving.neighbours`).
 
+- :class:`LocalDPCollection`: the model is decoded from a (simulated) local-DP collection; its
+  fit spends the collection's ε from the dataset's ledger even without a central privacy spec
+  (:func:`privrank.workflow.spend.fit_and_spend`).
+
 A model declaring neither is scored by :meth:`~privrank.models.Recommender.score` alone.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from privrank.models._query import Query
 
-__all__ = ["FactorModel", "ItemItemModel", "StoredFactors"]
+__all__ = ["FactorModel", "ItemItemModel", "LocalDPCollection", "StoredFactors"]
 
 
 class FactorModel(ABC):
@@ -83,3 +88,20 @@ class ItemItemModel(ABC):
         """:math:`W`, ``n_items × n_items`` (dense or CSR), or ``None`` when this fit does not
         score histories by :math:`xW` alone (e.g. a private fit that adds a popularity prior or
         keeps weights for a block of items only)."""
+
+
+class LocalDPCollection(ABC):
+    """A model learned from reports randomised on the devices (local DP): its fit simulates
+    a collection whose per-user ε (δ = 0) is known from the config before the fit."""
+
+    @abstractmethod
+    def collection_epsilon(self) -> float:
+        """ε per user of the whole collection (δ = 0): what the fit spends from the ledger."""
+
+    @abstractmethod
+    def local_guarantee_record(self) -> dict[str, Any]:
+        """The fitted collection's guarantee as JSON (for the training record)."""
+
+    @abstractmethod
+    def describe_collection(self) -> str:
+        """The fitted collection's guarantee in plain words."""

@@ -55,6 +55,7 @@ __all__ = [
     "event_to_dict",
     "gaussian_epsilon",
     "gaussian_event",
+    "randomized_response_epsilon",
 ]
 
 #: Default relative tolerance of the calibrated noise multiplier.
@@ -469,3 +470,36 @@ def calibrate_dpsgd_noise(
         initial = calibrate_noise(epsilon_at(10 * fine), target_epsilon, rtol=rtol)
         step = 1.0 + 2 * rtol
     return calibrate_noise(epsilon_at(fine), target_epsilon, rtol=rtol, initial=initial, step=step)
+
+
+def randomized_response_epsilon(epsilon_per_bit: float, bits: int, delta: float = 0.0) -> float:
+    """ε at δ of ``bits`` binary randomised responses, each ``epsilon_per_bit``-DP, composed.
+
+    This is local DP: the neighbouring relation is *replace one* (a device's input changes
+    from one value to another), dp_accounting's ``REPLACE_ONE``. Each response keeps its bit
+    with probability ``e^ε/(1 + e^ε)`` (dp_accounting's ``RandomizedResponseDpEvent`` with
+    ``noise_parameter = 2/(1 + e^ε)`` and two buckets); the PLD of one response is built by
+    ``privacy_loss_distribution.from_randomized_response`` and self-composed ``bits`` times,
+    without tail truncation (a truncated tail reads as an infinite loss at δ = 0). At δ = 0 the
+    answer is ``bits · ε`` (pure DP composes additively, tight for randomised response), up to
+    the PLD's float rounding of the tail's mass for thousands of responses.
+    The PLD is composed directly because dp_accounting 0.6.0's ``PLDAccountant`` drops the
+    count of a ``SelfComposedDpEvent`` of randomised response (it reports one response's ε).
+
+    Raises:
+        ConfigError: ε not finite and > 0, ``bits`` < 1, or δ outside [0, 1).
+    """
+    from dp_accounting.pld import privacy_loss_distribution
+
+    owner = "randomized_response_epsilon"
+    epsilon = _positive("epsilon_per_bit", epsilon_per_bit, owner=owner)
+    bits = _count("bits", bits, owner=owner)
+    if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 <= delta < 1:
+        raise ConfigError(f"{owner}: delta must be in [0, 1). Got {delta!r}")
+    pld = privacy_loss_distribution.from_randomized_response(
+        noise_parameter=2.0 / (1.0 + math.exp(epsilon)),
+        num_buckets=2,
+        value_discretization_interval=DEFAULT_PLD_DISCRETIZATION,
+    )
+    composed = pld.self_compose(bits, tail_mass_truncation=0.0)
+    return float(composed.get_epsilon_for_delta(float(delta)))

@@ -17,8 +17,10 @@ releases, it answers the same questions (Opacus's accountant interface is the mo
 Mechanisms register under a name (:func:`register_mechanism`, :func:`mechanism_class`):
 ``gaussian`` (:class:`~privrank.privacy.mechanisms.GaussianMechanism`), ``dp-als``
 (:class:`~privrank.privacy.dp_als.PrivateALSMechanism`), ``dp-sgd``
-(:class:`~privrank.privacy.dpsgd.SampledGaussianMechanism`) and ``distributed-discrete-gaussian``
-(:class:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian`).
+(:class:`~privrank.privacy.dpsgd.SampledGaussianMechanism`), ``distributed-discrete-gaussian``
+(:class:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian`) and ``ldp-sketch``
+(:class:`~privrank.privacy.local_dp.mechanism.LocalSketchMechanism`, the device-side randomiser
+of a local-DP Count Mean Sketch collection: pure ε-LDP, no Gaussian release).
 
 A :class:`PrivacyGuarantee` is the list of releases a fit composed, the total (ε, δ), the
 accountant, and the unit of privacy (one user).
@@ -180,7 +182,7 @@ def mechanism_names() -> list[str]:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("mechanisms", "dp_als", "dpsgd", "distributed_dp"):
+    for module in ("mechanisms", "dp_als", "dpsgd", "distributed_dp", "local_dp.mechanism"):
         importlib.import_module(f"privrank.privacy.{module}")
 
 

@@ -68,6 +68,7 @@ from privrank.serving.errors import (
     UnavailableError,
 )
 from privrank.serving.events import Event, EventStore
+from privrank.serving.he_route import add_he_routes
 from privrank.serving.histories import EventHistories
 from privrank.serving.hot_path import HotPathMiddleware, HotRoute
 from privrank.serving.metrics import ServingMetrics
@@ -542,6 +543,7 @@ def _hot_path(app: Any, state: ServingState) -> HotPathMiddleware:
 
 def _add_routes(app: FastAPI) -> None:
     read, write, admin = require(Scope.READ), require(Scope.WRITE), require(Scope.ADMIN)
+    add_he_routes(app, read)  # /v1/he: encrypted scoring (privrank.serving.he_route)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

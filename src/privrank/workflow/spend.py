@@ -22,7 +22,17 @@ resolution :meth:`Recommender.fit <privrank.models.Recommender.fit>` itself appl
 ledger records exactly the δ the fit targets. (``privrank train`` used to read ``spec.delta``
 and the evaluation runner ``spec.require_delta()``; both now take this one path.)
 
-A fit without a privacy spec spends nothing and touches no ledger. ``no_ledger=True`` fits a
+**Local-DP collections.** A model that declares
+:class:`~privrank.models.capabilities.LocalDPCollection` (``ldp-popular``) is decoded from reports
+randomised on the devices. It has no central privacy spec, but its fit (which simulates the
+devices) spends the collection's ε per user (``days · reports a day · ε per report``, δ = 0)
+from the same per-dataset ledger: local DP at ε implies central user-level ε-DP for everything
+computed from the reports, so the ledger's basic composition bounds the dataset's total loss
+across local and central releases alike. :meth:`SpentFit.privacy_record` then carries the
+collection's local guarantee.
+
+A fit without a privacy spec (and not a local-DP collection) spends nothing and touches no
+ledger. ``no_ledger=True`` fits a
 private model without spending (``privrank audit --no-ledger``); :meth:`SpentFit.spend_record`
 is then ``None`` and :attr:`SpentFit.unspent` says so, so the caller's report can say it.
 """
@@ -38,6 +48,7 @@ from typing import Any
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.models import FitOptions, Recommender
+from privrank.models.capabilities import LocalDPCollection
 from privrank.privacy.ledger import Ledger
 
 __all__ = ["Spend", "SpentFit", "fit_and_spend", "fit_model"]
@@ -113,6 +124,8 @@ class SpentFit:
         record = self.spend_record()
         if record is None:
             return None
+        if isinstance(self.model, LocalDPCollection) and self.model.privacy_guarantee_ is None:
+            return {**record, "local_guarantee": self.model.local_guarantee_record()}
         guarantee = self.model.privacy_guarantee_
         if guarantee is None:  # a private fit sets it; only a later refit could clear it
             raise RuntimeError(
@@ -160,14 +173,18 @@ def fit_and_spend(
         ConfigError: A private fit that spends without a ``budget_key``, or an invalid δ.
     """
     privacy = options.privacy
-    if privacy is None or no_ledger:
+    local = privacy is None and isinstance(model, LocalDPCollection)
+    if (privacy is None and not local) or no_ledger:
         seconds = _fit(model, train, options, validation, before_fit)
-        yield SpentFit(model, seconds, unspent=privacy is not None)
+        yield SpentFit(model, seconds, unspent=privacy is not None or local)
         return
     if not budget_key:
         raise ConfigError(f"{description}: a private fit needs a ledger key to spend from")
-    resolved = privacy.resolve(train.n_users)
-    epsilon, delta = resolved.epsilon, resolved.require_delta()
+    if privacy is None:  # a local-DP collection (pure DP: δ = 0)
+        epsilon, delta = float(model.collection_epsilon()), 0.0  # type: ignore[attr-defined]
+    else:
+        resolved = privacy.resolve(train.n_users)
+        epsilon, delta = resolved.epsilon, resolved.require_delta()
     with (
         Ledger(ledger_url) as book,
         book.spend(budget_key, epsilon, delta, description) as reservation,
