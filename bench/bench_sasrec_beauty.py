@@ -50,9 +50,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument(
-        "--loss", default="sampled-softmax", choices=["softmax", "sampled-softmax", "bce"]
+        "--format",
+        default="sequences",
+        choices=["sequences", "pairs"],
+        help="sequences: Beauty.txt (a user per line); pairs: Video.txt (user item per line)",
+    )
+    parser.add_argument(
+        "--loss", default="sampled-softmax", choices=["softmax", "sampled-softmax", "gbce", "bce"]
     )
     parser.add_argument("--negatives", type=int, default=256)
+    parser.add_argument("--gbce-t", type=float, default=0.75)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--heads", type=int, default=1)
@@ -103,7 +111,7 @@ def test_metrics(model: SASRec, train, validation, test) -> dict[str, float]:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
-    data = read_interactions(args.data, "sequences").interactions
+    data = read_interactions(args.data, args.format).interactions
     parts = split(data, LeaveLastOut(k=1, validation=True))
     print(
         f"data: {data} | train {len(parts.train)} validation {len(parts.validation)} "
@@ -117,6 +125,8 @@ def main(argv: list[str]) -> None:
         dropout=args.dropout,
         loss=args.loss,
         negatives=args.negatives,
+        gbce_t=args.gbce_t,
+        weight_decay=args.weight_decay,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
