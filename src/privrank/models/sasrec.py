@@ -57,7 +57,7 @@ class SASRecConfig(ModelConfig):
     """
 
     factors: int = Field(64, ge=1)
-    blocks: int = Field(2, ge=1)
+    blocks: int = Field(1, ge=1)
     heads: int = Field(1, ge=1)
     max_length: int = Field(50, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
