@@ -115,10 +115,11 @@ def test_ghost_step_without_noise_or_clipping_equals_the_plain_sgd_step():
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("which", ["sasrec", "bpr"])
+@pytest.mark.parametrize("which", ["sasrec", "sasrec-gbce", "bpr"])
 def test_vmap_gradient_without_noise_or_clipping_equals_autograd_of_the_mean(which):
-    if which == "sasrec":
-        network, sequences, negatives, loss = sasrec_setup()
+    if which.startswith("sasrec"):
+        loss_name = "gbce" if which == "sasrec-gbce" else "sampled-softmax"
+        network, sequences, negatives, loss = sasrec_setup(loss_name=loss_name)
         named = dict(network.named_parameters())
         local, data = (), (sequences, negatives)
     else:
