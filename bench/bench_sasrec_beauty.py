@@ -30,6 +30,7 @@ import torch
 
 from privrank.data.readers.api import read_interactions
 from privrank.data.splits import LeaveLastOut, split
+from privrank.metrics.stats import bootstrap_cis
 from privrank.models._query import Query
 from privrank.models._torch_training import ranking_metrics
 from privrank.models.base import FitOptions, FitProgress
@@ -50,14 +51,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument(
-        "--loss", default="sampled-softmax", choices=["softmax", "sampled-softmax", "bce"]
+        "--format",
+        default="sequences",
+        choices=["sequences", "pairs"],
+        help="sequences: Beauty.txt (a user per line); pairs: Video.txt (user item per line)",
+    )
+    parser.add_argument(
+        "--loss", default="sampled-softmax", choices=["softmax", "sampled-softmax", "gbce", "bce"]
     )
     parser.add_argument("--negatives", type=int, default=256)
+    parser.add_argument("--gbce-t", type=float, default=0.75)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--factors", type=int, default=64)
-    parser.add_argument("--blocks", type=int, default=2)
+    parser.add_argument("--blocks", type=int, default=1)
     parser.add_argument("--heads", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=50)
-    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=200)
@@ -93,9 +102,13 @@ def test_metrics(model: SASRec, train, validation, test) -> dict[str, float]:
         n, h = ranking_metrics(scores, targets[start : start + 1024], 10)
         ndcg.append(n)
         hit.append(h)
+    per_user = {"ndcg@10": np.concatenate(ndcg), "hr@10": np.concatenate(hit)}
+    cis = bootstrap_cis(per_user)  # percentile bootstrap over users, 95%, 1,000 resamples
     return {
-        "ndcg@10": float(np.concatenate(ndcg).mean()),
-        "hr@10": float(np.concatenate(hit).mean()),
+        "ndcg@10": float(per_user["ndcg@10"].mean()),
+        "hr@10": float(per_user["hr@10"].mean()),
+        "ndcg@10_ci95": [cis["ndcg@10"].low, cis["ndcg@10"].high],
+        "hr@10_ci95": [cis["hr@10"].low, cis["hr@10"].high],
         "users": len(users),
     }
 
@@ -103,7 +116,7 @@ def test_metrics(model: SASRec, train, validation, test) -> dict[str, float]:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
-    data = read_interactions(args.data, "sequences").interactions
+    data = read_interactions(args.data, args.format).interactions
     parts = split(data, LeaveLastOut(k=1, validation=True))
     print(
         f"data: {data} | train {len(parts.train)} validation {len(parts.validation)} "
@@ -117,6 +130,8 @@ def main(argv: list[str]) -> None:
         dropout=args.dropout,
         loss=args.loss,
         negatives=args.negatives,
+        gbce_t=args.gbce_t,
+        weight_decay=args.weight_decay,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -176,7 +191,10 @@ def main(argv: list[str]) -> None:
     }
     print(
         f"test ({result['users']} users): NDCG@10 {result['ndcg@10']:.4f} "
-        f"HR@10 {result['hr@10']:.4f} | best epoch {best} of {len(epochs)}, "
+        f"[{result['ndcg@10_ci95'][0]:.4f}, {result['ndcg@10_ci95'][1]:.4f}] "
+        f"HR@10 {result['hr@10']:.4f} "
+        f"[{result['hr@10_ci95'][0]:.4f}, {result['hr@10_ci95'][1]:.4f}] | "
+        f"best epoch {best} of {len(epochs)}, "
         f"{summary['seconds_per_epoch_median']:.1f} s/epoch (median, incl. validation), "
         f"{best_row['elapsed_s']:.0f}s to the best epoch, fit {fit_s:.0f}s"
     )

@@ -56,13 +56,13 @@ def sasrec_setup(batch: int = 5, loss_name: str = "sampled-softmax"):
     g = torch.Generator().manual_seed(1)
     sequences = torch.randint(1, N_ITEMS + 1, (batch, 7), generator=g)
     sequences[0, :3] = 0  # a shorter (left-padded) user
-    if loss_name == "sampled-softmax":
+    if loss_name in ("sampled-softmax", "gbce"):
         negatives = torch.randint(N_ITEMS, (9,), generator=g).expand(batch, -1)
     else:
         negatives = torch.randint(N_ITEMS, (batch, 6), generator=g)
 
     def loss(params, local, data):
-        return _user_sequence_loss(network, params, data, loss_name)
+        return _user_sequence_loss(network, params, data, loss_name, beta=0.3)
 
     return network, sequences, negatives, loss
 
@@ -115,10 +115,11 @@ def test_ghost_step_without_noise_or_clipping_equals_the_plain_sgd_step():
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("which", ["sasrec", "bpr"])
+@pytest.mark.parametrize("which", ["sasrec", "sasrec-gbce", "bpr"])
 def test_vmap_gradient_without_noise_or_clipping_equals_autograd_of_the_mean(which):
-    if which == "sasrec":
-        network, sequences, negatives, loss = sasrec_setup()
+    if which.startswith("sasrec"):
+        loss_name = "gbce" if which == "sasrec-gbce" else "sampled-softmax"
+        network, sequences, negatives, loss = sasrec_setup(loss_name=loss_name)
         named = dict(network.named_parameters())
         local, data = (), (sequences, negatives)
     else:
@@ -215,7 +216,7 @@ def test_local_vocabulary_maps_each_code_to_its_rows_distinct_items():
     assert local.tolist() == [[1, -1, 0, 1, 2], [0, 0, -1, -1, -1]]
 
 
-@pytest.mark.parametrize("loss_name", ["sampled-softmax", "bce"])
+@pytest.mark.parametrize("loss_name", ["sampled-softmax", "gbce", "bce"])
 def test_gathered_embedding_rows_give_the_dense_per_user_gradients(loss_name):
     """SASRec's private path gives each user only its rows of the item embedding; the norms
     and the clipped sum equal those of the whole table."""

@@ -75,7 +75,7 @@ CASES: dict[str, Case] = {
     "ials": Case("ials"),
     "bpr": Case("bpr", {"epochs": 3}),
     "mult-vae": Case("mult-vae", {"epochs": 3}),
-    "sasrec": Case("sasrec", {"epochs": 2}),
+    "sasrec": Case("sasrec", {"epochs": 2, "blocks": 2}),  # blocks: the default at a7844bb
     "dp-ease": Case("ease", epsilon=EPSILON),
     "dp-ials": Case("ials", epsilon=EPSILON),
     "dp-sgd-bpr": Case("bpr", {"epochs": 3}, epsilon=EPSILON),

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-__all__ = ["SASRecNetwork", "left_padded", "sequence_loss", "trimmed"]
+__all__ = ["SASRecNetwork", "gbce_beta", "left_padded", "sequence_loss", "trimmed"]
 
 
 class _SelfAttention(nn.Module):
@@ -145,20 +145,40 @@ def left_padded(indptr: np.ndarray, items: np.ndarray, length: int) -> np.ndarra
     return out
 
 
+def gbce_beta(negatives: int, n_items: int, t: float) -> float:
+    r"""gSASRec's power on the positive probability (Petrov and Macdonald, RecSys 2023, eq. 12).
+
+    With :math:`k` negatives drawn uniformly from the :math:`|I| - 1` other items, the sampling
+    rate is :math:`\alpha = k / (|I| - 1)` and
+
+    .. math:: \beta = \alpha \left(t \left(1 - \frac1\alpha\right) + \frac1\alpha\right)
+        = 1 - t\,(1 - \alpha),
+
+    so :math:`t = 0` gives plain BCE (:math:`\beta = 1`) and :math:`t = 1` gives
+    :math:`\beta = \alpha`, the power that calibrates the scores to the full-catalogue
+    probabilities. :math:`\alpha` is capped at 1 (more negatives than items).
+    """
+    alpha = min(negatives / max(n_items - 1, 1), 1.0)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
 def sequence_loss(
     network: SASRecNetwork,
     sequences: torch.Tensor,
     loss: str,
     negatives: int,
     generator: torch.Generator,
+    gbce_t: float = 0.75,
 ) -> torch.Tensor:
-    """Mean next-item loss of left-padded ``(B, L + 1)`` sequences.
+    r"""Mean next-item loss of left-padded ``(B, L + 1)`` sequences.
 
     Slot ``t`` of ``sequences[:, :-1]`` predicts ``sequences[:, t + 1]`` wherever both are
     items. ``loss`` is ``softmax`` (cross-entropy over all items), ``sampled-softmax``
     (cross-entropy over the target and ``negatives`` items drawn uniformly per batch, a drawn
-    negative equal to the target masked out) or ``bce`` (the paper's binary cross-entropy with
-    one uniform negative per position).
+    negative equal to the target masked out), ``gbce`` (gSASRec's generalised binary
+    cross-entropy :math:`-\beta \log\sigma(s^+) - \sum_j \log\sigma(-s_j)` over the same
+    per-batch negatives, :math:`\beta` from :func:`gbce_beta` with calibration ``gbce_t``) or
+    ``bce`` (the paper's binary cross-entropy with one uniform negative per position).
     """
     width = max(int((sequences > 0).sum(dim=1).max()), 2)
     sequences = sequences[:, -width:]  # drop leading all-padding columns (same result)
@@ -170,11 +190,16 @@ def sequence_loss(
     n_items = items.shape[0]
     if loss == "softmax":
         return functional.cross_entropy(hidden @ items.T, target)
-    if loss == "sampled-softmax":
+    if loss in ("sampled-softmax", "gbce"):
         drawn = torch.randint(n_items, (negatives,), generator=generator)
         positive = (hidden * items[target]).sum(-1, keepdim=True)
         negative = hidden @ items[drawn].T
-        negative = negative.masked_fill(drawn.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
+        clash = drawn.unsqueeze(0) == target.unsqueeze(1)
+        if loss == "gbce":
+            beta = gbce_beta(negatives, n_items, gbce_t)
+            pushed = functional.softplus(negative).masked_fill(clash, 0.0).sum(-1)
+            return (beta * functional.softplus(-positive.squeeze(-1)) + pushed).mean()
+        negative = negative.masked_fill(clash, float("-inf"))
         logits = torch.cat([positive, negative], dim=1)
         return functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long))
     drawn = torch.randint(n_items, (len(target),), generator=generator)

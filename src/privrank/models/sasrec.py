@@ -12,7 +12,13 @@ from pydantic import Field, model_validator
 from privrank.data.interactions import Interactions
 from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
-from privrank.models._sasrec_network import SASRecNetwork, left_padded, sequence_loss, trimmed
+from privrank.models._sasrec_network import (
+    SASRecNetwork,
+    gbce_beta,
+    left_padded,
+    sequence_loss,
+    trimmed,
+)
 from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, adam, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 
@@ -20,7 +26,7 @@ __all__ = ["SASRec", "SASRecConfig"]
 
 
 class SASRecConfig(ModelConfig):
-    """Hyper-parameters of :class:`SASRec`.
+    r"""Hyper-parameters of :class:`SASRec`.
 
     Attributes:
         factors: Hidden size :math:`d` (divisible by ``heads``).
@@ -29,9 +35,13 @@ class SASRecConfig(ModelConfig):
         max_length: :math:`L`, the most recent items a prediction looks at.
         dropout: Dropout rate (embeddings, attention weights, feed-forward outputs).
         loss: ``softmax`` (full cross-entropy over all items), ``sampled-softmax``
-            (cross-entropy against ``negatives`` uniformly drawn items, the eSASRec choice) or
-            ``bce`` (the paper's binary cross-entropy, one negative per position).
-        negatives: Negatives per batch for ``sampled-softmax``.
+            (cross-entropy against ``negatives`` uniformly drawn items, the eSASRec choice),
+            ``gbce`` (gSASRec's generalised binary cross-entropy against ``negatives`` uniformly
+            drawn items, calibrated by ``gbce_t``) or ``bce`` (the paper's binary
+            cross-entropy, one negative per position).
+        negatives: Negatives per batch for ``sampled-softmax`` and ``gbce``.
+        gbce_t: gSASRec's calibration :math:`t \in [0, 1]` of ``gbce`` (0: plain BCE against
+            the negatives; 1: fully calibrated to the catalogue).
         epochs: Most training epochs.
         batch_size: Sequences per step.
         learning_rate: Adam's step size.
@@ -47,12 +57,13 @@ class SASRecConfig(ModelConfig):
     """
 
     factors: int = Field(64, ge=1)
-    blocks: int = Field(2, ge=1)
+    blocks: int = Field(1, ge=1)
     heads: int = Field(1, ge=1)
     max_length: int = Field(50, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    loss: Literal["softmax", "sampled-softmax", "bce"] = "sampled-softmax"
+    loss: Literal["softmax", "sampled-softmax", "gbce", "bce"] = "sampled-softmax"
     negatives: int = Field(256, ge=1)
+    gbce_t: float = Field(0.75, ge=0, le=1)
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -99,6 +110,12 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
       items drawn uniformly per batch (a drawn item equal to the target is masked out);
     - ``bce``: :math:`-\log\sigma\langle h_t, e_{s_{t+1}}\rangle - \log\sigma(-\langle h_t,
       e_j\rangle)`, one uniform negative :math:`j` per position.
+    - ``gbce`` (gSASRec, Petrov and Macdonald, RecSys 2023): :math:`-\beta \log\sigma\langle
+      h_t, e_{s_{t+1}}\rangle - \sum_{j \in N} \log\sigma(-\langle h_t, e_j\rangle)` over the
+      same per-batch negatives as ``sampled-softmax`` (the target masked out), with
+      :math:`\beta = \alpha(t(1 - 1/\alpha) + 1/\alpha)`, :math:`\alpha = |N| / (|I| - 1)`
+      and calibration :math:`t` = ``gbce_t``, which counters the overconfidence that negative
+      sampling gives BCE.
 
     Training: Adam over shuffled users, each contributing its last :math:`L + 1` training items.
     With ``fit(..., validation=part)`` every ``validate_every`` epochs the model ranks all items
@@ -114,8 +131,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     chosen loss over its positions. Each of ``epochs · round(n/b)`` steps Poisson-samples users
     with probability ``q = b/n`` (``b = private.batch_size``), computes every sampled user's
     exact gradient with ``torch.func`` (the item embeddings are tied to the output layer, which
-    per-layer hooks cannot see; with ``sampled-softmax`` or ``bce`` each user gets only the
-    embedding rows of its own items and negatives, so the cost does not grow with the
+    per-layer hooks cannot see; with ``sampled-softmax``, ``gbce`` or ``bce`` each user gets only
+    the embedding rows of its own items and negatives, so the cost does not grow with the
     catalogue), clips it to the spec's clipping norm C and adds Gaussian noise
     of std ``m·C`` to the sum before dividing by ``b``; Adam updates from it. Negatives and
     dropout come from the fit's seed and are shared or independent of the data. Released, and
@@ -174,8 +191,10 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
             generator = torch.Generator().manual_seed(options.seed)
             optimizer = adam(network, cfg)
 
+            beta = gbce_beta(cfg.negatives, self.n_items_, cfg.gbce_t)
+
             def user_loss(params, local, data):
-                return _user_sequence_loss(network, params, data, cfg.loss)
+                return _user_sequence_loss(network, params, data, cfg.loss, beta)
 
             engine = VmapClipping(dict(network.named_parameters()), user_loss, spec.clipping_norm)
             trainer = run.trainer(engine, optimizer)
@@ -188,7 +207,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
                     width = max(int((batch > 0).sum(dim=1).max()) if len(batch) else 0, 2)
                     batch = batch[:, -width:]
                     negatives = None
-                    if cfg.loss == "sampled-softmax":
+                    if cfg.loss in ("sampled-softmax", "gbce"):
                         drawn = torch.randint(self.n_items_, (cfg.negatives,), generator=generator)
                         negatives = drawn.expand(len(batch), -1)
                     elif cfg.loss == "bce":
@@ -224,7 +243,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         total, count = 0.0, 0
         network.train()
         for batch in self._batches(sequences, generator):
-            loss = sequence_loss(network, batch, cfg.loss, cfg.negatives, generator)
+            loss = sequence_loss(network, batch, cfg.loss, cfg.negatives, generator, cfg.gbce_t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -266,14 +285,16 @@ def _user_sequence_loss(
     params: dict[str, torch.Tensor],
     data: tuple[torch.Tensor, ...],
     loss: str,
+    beta: float = 1.0,
 ) -> torch.Tensor:
     """One user's loss (under ``vmap``): the mean over the positions of its left-padded
     ``(W + 1,)`` sequence of the loss of :func:`sequence_loss` (masks, not boolean indexing).
 
     ``data`` is ``(sequence,)`` for ``softmax``, ``(sequence, drawn)`` for ``sampled-softmax``
-    (the batch's ``(N,)`` negatives) and ``(sequence, negatives)`` for ``bce`` (``(W,)``, one
-    per position). Codes index ``params["item_embedding.weight"]`` (row ``code + 1`` is item
-    ``code``), which may be a user's gathered rows (then the codes are local to them).
+    and ``gbce`` (the batch's ``(N,)`` negatives; ``beta`` is gBCE's power) and ``(sequence,
+    negatives)`` for ``bce`` (``(W,)``, one per position). Codes index
+    ``params["item_embedding.weight"]`` (row ``code + 1`` is item ``code``), which may be a
+    user's gathered rows (then the codes are local to them).
     """
     from torch.func import functional_call
     from torch.nn import functional
@@ -291,12 +312,18 @@ def _user_sequence_loss(
             .gather(-1, target.unsqueeze(-1))
             .squeeze(-1)
         )
-    elif loss == "sampled-softmax":
+    elif loss in ("sampled-softmax", "gbce"):
         drawn = data[1]
         positive = (hidden * items[target]).sum(-1, keepdim=True)
         negative = hidden @ items[drawn].T
-        negative = negative.masked_fill(drawn.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
-        per_position = -functional.log_softmax(torch.cat([positive, negative], dim=1), dim=1)[:, 0]
+        clash = drawn.unsqueeze(0) == target.unsqueeze(1)
+        if loss == "gbce":
+            pushed = functional.softplus(negative).masked_fill(clash, 0.0).sum(-1)
+            per_position = beta * functional.softplus(-positive.squeeze(-1)) + pushed
+        else:
+            negative = negative.masked_fill(clash, float("-inf"))
+            logits = torch.cat([positive, negative], dim=1)
+            per_position = -functional.log_softmax(logits, dim=1)[:, 0]
     else:
         positive = (hidden * items[target]).sum(-1)
         negative = (hidden * items[data[1]]).sum(-1)
