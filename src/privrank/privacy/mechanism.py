@@ -179,7 +179,7 @@ def mechanism_names() -> list[str]:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("mechanisms", "dp_als", "dpsgd"):
+    for module in ("mechanisms", "dp_als", "dpsgd", "dp_fedavg"):
         importlib.import_module(f"privrank.privacy.{module}")
 
 
@@ -385,7 +385,16 @@ class PrivacyGuarantee:
         )
         main = self._main
         others = [r for r in self.composition if r is not main]
-        if self.is_dpsgd:
+        if main.mechanism == "dp-fedavg":
+            text = (
+                f"{head} Mechanism: DP-FedAvg with one device holding one user's history: "
+                f"{main.count} released rounds, each device sampled into a round with "
+                f"probability {main.sampling_rate:.4g} (Poisson; expected cohort "
+                f"{self.expected_batch_size:g} devices), each device's update clipped on the "
+                f"device, Gaussian noise with multiplier {main.noise_multiplier:.4g} per round "
+                f"on {main.statistic}; {bound}. Released: {self.released}."
+            )
+        elif self.is_dpsgd:
             text = (
                 f"{head} Mechanism: DP-SGD with one user as one example: {main.count} steps "
                 f"({main.epochs} epochs), each user sampled into a step with probability "
