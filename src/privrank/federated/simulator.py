@@ -46,6 +46,7 @@ from privrank.data._config import FrozenConfig
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.federated.aggregation import RoundSum, SumAggregator
+from privrank.federated.canaries import Canaries
 from privrank.federated.state import METRICS_FILE, ServerState
 from privrank.models._fedmf_rounds import FedMFClient, FedMFServer, MFBroadcast
 from privrank.models._query import Query
@@ -201,6 +202,7 @@ def simulate(
     ledger: RoundLedger | None = None,
     resume: bool = False,
     progress: Callable[[RoundReport], None] | None = None,
+    canaries: Canaries | None = None,
 ) -> SimulationResult:
     """Run (or resume) federated training of fedmf on the devices of ``train``.
 
@@ -216,6 +218,10 @@ def simulate(
         ledger: The open round ledger a private run charges (required with ``spec``).
         resume: Continue the run saved in ``run_dir`` (which must be this run).
         progress: Called after every round.
+        canaries: Canary devices of an empirical audit (:mod:`privrank.federated.audit`):
+            each included canary is sampled like a device and sends its fixed direction at the
+            round's bound; the released sums are then accumulated in the state
+            (``released_sum``). Never in a production run.
 
     Raises:
         ConfigError: Inconsistent options, or a ``run_dir`` holding a state without ``resume``
@@ -282,6 +288,9 @@ def simulate(
             identity=identity,
             spend_ids=[] if ledger is None else [s.spend_id for s in ledger.spends],
         )
+        if canaries is not None:
+            d = config.factors
+            state.arrays["released_sum"] = np.zeros(train.n_items * d + d * d)
         state.save(run_dir)
     server = FedMFServer(
         config, population, state.arrays["item_counts"], settings.server_learning_rate
@@ -304,6 +313,7 @@ def simulate(
             mechanism,
             ledger,
             resolved,
+            canaries,
         )
         report = RoundReport(**{**report.__dict__, "seconds": time.perf_counter() - tick})
         state.round = round_index
@@ -381,6 +391,7 @@ def _round(
     mechanism: DPFedAvgMechanism | None,
     ledger: RoundLedger | None,
     spec: PrivacySpec | None,
+    canaries: Canaries | None = None,
 ) -> RoundReport:
     cohort = _cohort(settings, histories.shape[0], round_index)
     epsilon_before = None if plan is None else plan.epsilon_after(state.released_rounds)
@@ -399,9 +410,13 @@ def _round(
     if len(cohort) < settings.min_clients:
         return skipped
     if ledger is None or plan is None or mechanism is None or spec is None:
-        total, losses = _aggregate(cohort, settings, histories, client, server, state, None)
+        total, losses = _aggregate(
+            cohort, settings, histories, client, state, None, round_index, canaries
+        )
         if total.accepted < settings.min_clients:
             return _report(skipped, total, losses, released=False)
+        if canaries is not None:
+            state.arrays["released_sum"] += total.total
         mean = total.total / total.accepted
         state.arrays["item_factors"] = server.step(state.arrays["item_factors"], mean)
         state.released_rounds += 1
@@ -412,12 +427,21 @@ def _round(
         epsilon_after - (epsilon_before or 0.0), 0.0, f"round {round_index}"
     ) as released:
         total, losses = _aggregate(
-            cohort, settings, histories, client, server, state, mechanism.clipping_norm
+            cohort,
+            settings,
+            histories,
+            client,
+            state,
+            mechanism.clipping_norm,
+            round_index,
+            canaries,
         )
         if total.accepted < settings.min_clients:
             return _report(skipped, total, losses, released=False)
         rng = _noise_rng(spec, round_index)
         noisy = mechanism.add_noise(total.total, rng)
+        if canaries is not None:
+            state.arrays["released_sum"] += noisy
         mean = noisy / plan.expected_cohort
         state.arrays["item_factors"] = server.step(state.arrays["item_factors"], mean)
         if mechanism.adaptive is not None:
@@ -449,9 +473,10 @@ def _aggregate(
     settings: FederatedSettings,
     histories: sp.csr_matrix,
     client: FedMFClient,
-    server: FedMFServer,
     state: ServerState,
     bound: float | None,
+    round_index: int,
+    canaries: Canaries | None,
 ) -> tuple[RoundSum, np.ndarray]:
     """Run the cohort's devices batch by batch and sum their checked updates."""
     broadcast = MFBroadcast.of(state.arrays["item_factors"])
@@ -467,6 +492,12 @@ def _aggregate(
             sent, unclipped = clip_on_device(computed, bound)
         aggregator.add(sent, unclipped)
         losses.append(batch_losses)
+    if canaries is not None:
+        rate = min(settings.clients_per_round, histories.shape[0]) / histories.shape[0]
+        chosen = canaries.sampled(round_index, rate)
+        if len(chosen):
+            scale = 1.0 if bound is None else bound
+            aggregator.add(canaries.updates(chosen, scale), np.ones(len(chosen), dtype=bool))
     return aggregator.finish(), np.concatenate(losses) if losses else np.zeros(0)
 
 
