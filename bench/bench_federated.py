@@ -6,7 +6,8 @@ Two parts, each running its peer in the same process:
 (:class:`~privrank.models.IALS`, its defaults: 64 factors, λ = 0.03, ν = 1, α₀ = 0.1, 16
 epochs) and fedmf trained by the simulator (the same objective and hyper-parameters; cohorts
 of ``--cohort-fraction`` of the users by Poisson sampling, ``--rounds`` rounds, server
-learning rate chosen from ``--learning-rates`` on a validation split carved from the training
+learning rate (decaying linearly to 0 over the rounds) chosen from ``--learning-rates`` on a
+validation split carved from the training
 part: a per-user 80/20 holdout of train, seed 1; nothing is chosen on test). Both are scored by
 the protocol (full ranking, training items excluded; beauty-loo folds in train + validation)
 on the same split; the ratio fedmf / iALS of NDCG@10 is the issue's target (≥ 95 %).
@@ -206,7 +207,7 @@ def main() -> None:
     one.add_argument("--protocols", nargs="+", default=["ml100k-holdout", "beauty-loo"])
     one.add_argument("--rounds", type=int, default=100)
     one.add_argument("--cohort-fraction", type=float, default=0.1)
-    one.add_argument("--learning-rates", type=float, nargs="+", default=[0.2, 0.5])
+    one.add_argument("--learning-rates", type=float, nargs="+", default=[0.5, 1.0])
     one.add_argument("--threads", type=int, default=2)
     two = sub.add_parser("dp")
     two.add_argument("--users", type=int, default=100_000)

@@ -92,7 +92,13 @@ def test_the_item_update_is_minus_the_half_gradient_by_finite_differences(batch)
 
 
 def _settings(**overrides) -> FederatedSettings:
-    values = {"rounds": 6, "clients_per_round": 20, "server_learning_rate": 0.5, "batch_size": 7}
+    values = {
+        "rounds": 6,
+        "clients_per_round": 20,
+        "server_learning_rate": 0.5,
+        "batch_size": 7,
+        "learning_rate_schedule": "constant",  # a run extended on resume keeps its rates
+    }
     return FederatedSettings(**(values | overrides))
 
 
@@ -167,7 +173,13 @@ def test_fit_is_the_simulation_in_which_every_device_takes_part(tmp_path):
     simulated = simulate(
         config,
         data,
-        _settings(rounds=4, clients_per_round=50, seed=3, batch_size=9),
+        _settings(
+            rounds=4,
+            clients_per_round=50,
+            seed=3,
+            batch_size=9,
+            learning_rate_schedule="constant",
+        ),
         run_dir=tmp_path / "run",
     )
     np.testing.assert_allclose(

@@ -49,7 +49,10 @@ def train_command(
         int, typer.Option(help="Devices per round m (expected, with Poisson sampling).")
     ] = 100,
     sampling: Annotated[str, typer.Option(help="Cohort sampling: poisson or fixed.")] = "poisson",
-    server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.2,
+    server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.5,
+    lr_schedule: Annotated[
+        str, typer.Option(help="Server learning rate schedule: linear (decay to 0) or constant.")
+    ] = "linear",
     min_clients: Annotated[
         int, typer.Option(help="A round with fewer devices releases nothing.")
     ] = 1,
@@ -106,6 +109,7 @@ def train_command(
             "clients_per_round": clients_per_round,
             "sampling": sampling,
             "server_learning_rate": server_lr,
+            "learning_rate_schedule": lr_schedule,
             "min_clients": min_clients,
             "batch_size": batch_size,
             "seed": seed,

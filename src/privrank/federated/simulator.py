@@ -81,6 +81,9 @@ class FederatedSettings(FrozenConfig):
         sampling: ``poisson`` (each device with probability :math:`m/N`; required for DP) or
             ``fixed`` (exactly :math:`m` devices, without replacement).
         server_learning_rate: :math:`\\eta` of the server step.
+        learning_rate_schedule: ``linear``: round :math:`t` of :math:`T` steps with
+            :math:`\\eta (1 - (t-1)/T)` (the late rounds average the cohorts' sampling noise
+            out); ``constant``: :math:`\\eta` throughout.
         batch_size: Devices simulated together in one vectorised batch.
         min_clients: A round with fewer sampled (or accepted) devices releases nothing.
         seed: Seed of the public initial model and of the cohort sampling.
@@ -93,7 +96,8 @@ class FederatedSettings(FrozenConfig):
     rounds: int = Field(100, ge=1)
     clients_per_round: int = Field(100, ge=1)
     sampling: Literal["poisson", "fixed"] = "poisson"
-    server_learning_rate: float = Field(0.2, gt=0, allow_inf_nan=False)
+    server_learning_rate: float = Field(0.5, gt=0, allow_inf_nan=False)
+    learning_rate_schedule: Literal["linear", "constant"] = "linear"
     batch_size: int = Field(1024, ge=1)
     min_clients: int = Field(1, ge=1)
     seed: int = Field(0, ge=0)
@@ -177,6 +181,12 @@ def _cohort(settings: FederatedSettings, population: int, round_index: int) -> n
     if settings.sampling == "fixed":
         return np.sort(rng.choice(population, size=m, replace=False))
     return np.flatnonzero(rng.random(population) < m / population)
+
+
+def _learning_rate(settings: FederatedSettings, round_index: int) -> float:
+    if settings.learning_rate_schedule == "constant":
+        return settings.server_learning_rate
+    return settings.server_learning_rate * (1.0 - (round_index - 1) / settings.rounds)
 
 
 def _noise_rng(spec: PrivacySpec, round_index: int) -> np.random.Generator:
@@ -418,7 +428,9 @@ def _round(
         if canaries is not None:
             state.arrays["released_sum"] += total.total
         mean = total.total / total.accepted
-        state.arrays["item_factors"] = server.step(state.arrays["item_factors"], mean)
+        state.arrays["item_factors"] = server.step(
+            state.arrays["item_factors"], mean, _learning_rate(settings, round_index)
+        )
         state.released_rounds += 1
         return _report(skipped, total, losses, released=True)
     epsilon_after = plan.epsilon_after(state.released_rounds + 1)
@@ -443,7 +455,9 @@ def _round(
         if canaries is not None:
             state.arrays["released_sum"] += noisy
         mean = noisy / plan.expected_cohort
-        state.arrays["item_factors"] = server.step(state.arrays["item_factors"], mean)
+        state.arrays["item_factors"] = server.step(
+            state.arrays["item_factors"], mean, _learning_rate(settings, round_index)
+        )
         if mechanism.adaptive is not None:
             fraction = mechanism.noisy_unclipped_fraction(total.unclipped, rng)
             state.clipping_norm = mechanism.adapt(fraction)

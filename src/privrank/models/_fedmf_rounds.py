@@ -275,8 +275,11 @@ class FedMFServer:
         scale = np.float32(config.init_std / math.sqrt(config.factors))
         return rng.standard_normal((n_items, config.factors), dtype=np.float32) * scale
 
-    def step(self, item_factors: np.ndarray, mean_update: np.ndarray) -> np.ndarray:
-        """:math:`H` after one round, from the round's mean update (a new float32 array)."""
+    def step(
+        self, item_factors: np.ndarray, mean_update: np.ndarray, learning_rate: float | None = None
+    ) -> np.ndarray:
+        """:math:`H` after one round, from the round's mean update (a new float32 array), with
+        ``learning_rate`` (default: the server's :math:`\\eta`)."""
         n_items, d = item_factors.shape
         h = item_factors.astype(np.float64)
         n = float(self.population)
@@ -289,7 +292,8 @@ class FedMFServer:
         weight = self.config.unobserved_weight + self.counts / n
         denominator = weight[:, None] * values[None, :] + self.item_regularization[:, None]
         step = ((gradient @ vectors) / denominator) @ vectors.T
-        return (h - self.learning_rate * step).astype(np.float32)
+        rate = self.learning_rate if learning_rate is None else float(learning_rate)
+        return (h - rate * step).astype(np.float32)
 
 
 def full_participation_round(
