@@ -338,9 +338,9 @@ def simulate(
         guarantee = dp_fedavg_guarantee(
             plan, resolved, state.released_rounds, noise_scale=mechanism.noise_scale
         )
-    model = FedMF.assemble(
-        config, train, state.arrays["item_factors"], state.arrays["item_counts"], guarantee
-    )
+    # The cold-start popularity: the released counts clipped at 0 (post-processing).
+    popularity = np.maximum(state.arrays["item_counts"], 0.0)
+    model = FedMF.assemble(config, train, state.arrays["item_factors"], popularity, guarantee)
     return SimulationResult(
         model=model,
         state=state,
