@@ -53,6 +53,7 @@ BRIEF_FITS: dict[str, dict[str, Any]] = {
     "itemknn": {},
     "ease": {},
     "ials": {"epochs": 1},
+    "fedmf": {"epochs": 1},
     "implicit-als": {"iterations": 1},
     "implicit-bpr": {"iterations": 1},
     "bpr": {"epochs": 1},

@@ -21,6 +21,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     data_synth,
     demo,
     evaluate,
+    federated,
     keys,
     privacy,
     release,

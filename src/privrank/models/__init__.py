@@ -8,6 +8,7 @@ Importing this package registers every built-in model under its name:
 ``itemknn``         :class:`ItemKNN`: item kNN, shrunk cosine, top-k neighbours
 ``ease``            :class:`EASE`: closed-form shallow autoencoder
 ``ials``            :class:`IALS`: implicit ALS, frequency-scaled regularisation
+``fedmf``           :class:`FedMF`: the iALS objective trained by federated reconstruction
 ``implicit-als``    :class:`ImplicitALS`: implicit's ALS, as a peer
 ``implicit-bpr``    :class:`ImplicitBPR`: implicit's BPR, as a peer
 ``bpr``             :class:`BPR`: matrix factorisation with the BPR loss (PyTorch)
@@ -35,6 +36,7 @@ from privrank.models.base import (
 )
 from privrank.models.bpr import BPR, BPRConfig, BPRPrivateConfig
 from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
+from privrank.models.fedmf import FedMF, FedMFConfig
 from privrank.models.ials import IALS, IALSConfig, IALSPrivateConfig
 from privrank.models.itemknn import ItemKNN, ItemKNNConfig, ItemKNNPrivateConfig
 from privrank.models.ldp_popular import LDPPopular, LDPPopularConfig
@@ -52,6 +54,8 @@ __all__ = [
     "DPSGDPrivateConfig",
     "EASEConfig",
     "EASEPrivateConfig",
+    "FedMF",
+    "FedMFConfig",
     "FitOptions",
     "FitProgress",
     "IALSConfig",

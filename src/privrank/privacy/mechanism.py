@@ -18,9 +18,10 @@ Mechanisms register under a name (:func:`register_mechanism`, :func:`mechanism_c
 ``gaussian`` (:class:`~privrank.privacy.mechanisms.GaussianMechanism`), ``dp-als``
 (:class:`~privrank.privacy.dp_als.PrivateALSMechanism`), ``dp-sgd``
 (:class:`~privrank.privacy.dpsgd.SampledGaussianMechanism`), ``distributed-discrete-gaussian``
-(:class:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian`) and ``ldp-sketch``
+(:class:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian`), ``ldp-sketch``
 (:class:`~privrank.privacy.local_dp.mechanism.LocalSketchMechanism`, the device-side randomiser
-of a local-DP Count Mean Sketch collection: pure ε-LDP, no Gaussian release).
+of a local-DP Count Mean Sketch collection: pure ε-LDP, no Gaussian release) and ``dp-fedavg``
+(:class:`~privrank.privacy.dp_fedavg.DPFedAvgMechanism`).
 
 A :class:`PrivacyGuarantee` is the list of releases a fit composed, the total (ε, δ), the
 accountant, and the unit of privacy (one user).
@@ -182,7 +183,14 @@ def mechanism_names() -> list[str]:
 def _load_builtin() -> None:
     import importlib
 
-    for module in ("mechanisms", "dp_als", "dpsgd", "distributed_dp", "local_dp.mechanism"):
+    for module in (
+        "mechanisms",
+        "dp_als",
+        "dpsgd",
+        "distributed_dp",
+        "local_dp.mechanism",
+        "dp_fedavg",
+    ):
         importlib.import_module(f"privrank.privacy.{module}")
 
 
@@ -388,7 +396,16 @@ class PrivacyGuarantee:
         )
         main = self._main
         others = [r for r in self.composition if r is not main]
-        if self.is_dpsgd:
+        if main.mechanism == "dp-fedavg":
+            text = (
+                f"{head} Mechanism: DP-FedAvg with one device holding one user's history: "
+                f"{main.count} released rounds, each device sampled into a round with "
+                f"probability {main.sampling_rate:.4g} (Poisson; expected cohort "
+                f"{self.expected_batch_size:g} devices), each device's update clipped on the "
+                f"device, Gaussian noise with multiplier {main.noise_multiplier:.4g} per round "
+                f"on {main.statistic}; {bound}. Released: {self.released}."
+            )
+        elif self.is_dpsgd:
             text = (
                 f"{head} Mechanism: DP-SGD with one user as one example: {main.count} steps "
                 f"({main.epochs} epochs), each user sampled into a step with probability "

@@ -51,7 +51,7 @@ from privrank.models import FitOptions, Recommender
 from privrank.models.capabilities import LocalDPCollection
 from privrank.privacy.ledger import Ledger
 
-__all__ = ["Spend", "SpentFit", "fit_and_spend", "fit_model"]
+__all__ = ["RoundLedger", "Spend", "SpentFit", "fit_and_spend", "fit_model"]
 
 
 def fit_model(
@@ -205,3 +205,91 @@ def _fit(
     started = time.perf_counter()
     fit_model(model, train, options, validation)
     return time.perf_counter() - started
+
+
+class RoundLedger:
+    """Charges a federated run to the ledger round by round: only released rounds are charged.
+
+    A federated run releases a model after every round, so each released round is a spend of
+    its own: the increase of the run's ε (by its accountant) that the round causes, reserved
+    before the round and committed once it is released, or given back when the round ends
+    without a release (too few devices, an error). The first spend (the run's first release)
+    also carries the run's δ; the increments of ε sum to the run's ε at every point.
+
+    Args:
+        budget_key: The dataset key to spend from.
+        description: What the run is, recorded with every spend.
+        ledger_url: Ledger database URL (default: the configured one).
+    """
+
+    def __init__(self, budget_key: str, description: str, ledger_url: str | None = None) -> None:
+        if not budget_key:
+            raise ConfigError(f"{description}: a private run needs a ledger key to spend from")
+        self.budget_key = budget_key
+        self.description = description
+        self.ledger_url = ledger_url
+        self.spends: list[Spend] = []
+        self._book: Ledger | None = None
+
+    def __enter__(self) -> RoundLedger:
+        self._book = Ledger(self.ledger_url)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._book is not None:
+            self._book.close()
+            self._book = None
+
+    def _ledger(self) -> Ledger:
+        if self._book is None:
+            raise ConfigError("RoundLedger is used outside its `with` block")
+        return self._book
+
+    def check_plan(self, epsilon: float, delta: float) -> None:
+        """Refuse, before anything runs, a run whose whole (ε, δ) the budget does not cover.
+
+        Raises:
+            PrivacyBudgetExceeded: No budget for the key, or too little of it left.
+        """
+        from privrank.errors import PrivacyBudgetExceeded
+
+        budget = self._ledger().budget(self.budget_key)
+        if budget is None:
+            raise PrivacyBudgetExceeded(
+                f"dataset {self.budget_key!r} has no privacy budget; set one with "
+                f"`privrank privacy budget {self.budget_key} --epsilon E --delta D`"
+            )
+        if epsilon > budget.epsilon_remaining or delta > budget.delta_remaining:
+            raise PrivacyBudgetExceeded(
+                f"dataset {self.budget_key!r}: the run needs (ε={epsilon:.4g}, δ={delta:.3g}) "
+                f"but only (ε={budget.epsilon_remaining:.4g}, δ={budget.delta_remaining:.3g}) "
+                "of its budget is left"
+            )
+
+    @contextmanager
+    def round(self, epsilon: float, delta: float, label: str) -> Iterator[list[bool]]:
+        """Reserve one round's (ε, δ); commit it if the block marks the round released.
+
+        The block receives a one-element list; set its element to ``True`` once the round's
+        model is released. Otherwise (or when the block raises) the reservation is given back.
+
+        Raises:
+            PrivacyBudgetExceeded: The budget does not cover the round.
+        """
+        book = self._ledger()
+        # A round that adds nothing to ε (rounding) still records a spend: the smallest ε > 0.
+        amount = epsilon if epsilon > 0 else 5e-324
+        reservation = book.reserve(
+            self.budget_key, amount, delta, f"{self.description} {label}"[:500]
+        )
+        released = [False]
+        try:
+            yield released
+        except BaseException:
+            book.release(reservation)
+            raise
+        if released[0]:
+            book.commit(reservation)
+            self.spends.append(Spend(self.budget_key, reservation.id, reservation.epsilon, delta))
+        else:
+            book.release(reservation)

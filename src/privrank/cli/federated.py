@@ -1,0 +1,193 @@
+"""``privrank federated train``: federated training in the vectorised simulator.
+
+Every user of the training part is one simulated device holding only its own history; the
+server learns the item-side model from the devices' updates (:mod:`privrank.federated`). The
+output is an ordinary trained-model directory (``model/`` + ``training.json``) that
+``privrank evaluate --model`` and ``privrank serve --model`` accept; the server state and the
+per-round metrics log live in the run directory (``--run-dir``, default ``OUT.run``), from
+which ``--resume`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from privrank.cli._options import ModelParams, NoiseSeed
+from privrank.cli.app import app
+from privrank.cli.train import (
+    _check_out,
+    _privacy_spec,
+    _record,
+    _training_rows,
+    parse_params,
+    resolve_training_data,
+)
+from privrank.errors import ConfigError
+
+federated_app = typer.Typer(help="Federated training: histories stay on the devices.")
+app.add_typer(federated_app, name="federated", no_args_is_help=True)
+
+FEDERATED_MODELS = ("fedmf",)
+
+
+@federated_app.command("train")
+def train_command(
+    data: Annotated[
+        str,
+        typer.Option(help="A protocol name (ml100k-holdout, beauty-loo) or a saved split."),
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
+    model: Annotated[str, typer.Option(help="The federated model: fedmf.")] = "fedmf",
+    param: ModelParams = None,
+    rounds: Annotated[int, typer.Option(help="Rounds T.")] = 100,
+    clients_per_round: Annotated[
+        int, typer.Option(help="Devices per round m (expected, with Poisson sampling).")
+    ] = 100,
+    sampling: Annotated[str, typer.Option(help="Cohort sampling: poisson or fixed.")] = "poisson",
+    server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.5,
+    lr_schedule: Annotated[
+        str, typer.Option(help="Server learning rate schedule: linear (decay to 0) or constant.")
+    ] = "linear",
+    min_clients: Annotated[
+        int, typer.Option(help="A round with fewer devices releases nothing.")
+    ] = 1,
+    batch_size: Annotated[int, typer.Option(help="Devices simulated per batch.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Seed of the initial model and the sampling.")] = 0,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="DP-FedAvg at this user-level ε (rounds charged to the ledger)."),
+    ] = None,
+    delta: Annotated[float | None, typer.Option(help="δ (default 1/(10·users)).")] = None,
+    max_per_user: Annotated[
+        int | None, typer.Option(help="Items a device counts in the released item counts.")
+    ] = None,
+    clipping_norm: Annotated[
+        float | None, typer.Option(help="Initial clipping norm C of the device updates.")
+    ] = None,
+    adaptive_clipping: Annotated[
+        bool, typer.Option(help="Adapt C to the median update norm (Andrew et al. 2021).")
+    ] = True,
+    accountant: Annotated[str | None, typer.Option(help="pld (default) or rdp.")] = None,
+    noise_seed: NoiseSeed = None,
+    budget_key: Annotated[
+        str | None, typer.Option(help="Ledger key (default: the source dataset's name).")
+    ] = None,
+    ledger: Annotated[str | None, typer.Option(help="Ledger database URL.")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Server state and metrics log (default OUT.run).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved in --run-dir.")] = False,
+) -> None:
+    """Train a model by federated learning in the simulator; each user is one device.
+
+    With ``--epsilon`` the run is DP-FedAvg: user-level (ε, δ)-DP for one device = one user,
+    Poisson sampling, device-side clipping and Gaussian noise on the sum; every released
+    round is charged to the ledger (refused before any round when the budget does not cover
+    the whole run).
+    """
+    from privrank.federated import FederatedSettings, simulate
+    from privrank.models import FedMF, create_model
+    from privrank.workflow.model_dir import TRAINING_FILE, write_trained
+    from privrank.workflow.spend import RoundLedger
+
+    if model not in FEDERATED_MODELS:
+        raise ConfigError(
+            f"--model {model!r}: federated training supports {', '.join(FEDERATED_MODELS)}"
+        )
+    recommender = create_model(model, parse_params(param))  # validates the parameters
+    if not isinstance(recommender, FedMF):  # pragma: no cover - FEDERATED_MODELS are FedMF
+        raise ConfigError(f"--model {model!r} is not a federated model")
+    config = recommender.config
+    settings = FederatedSettings.from_mapping(
+        {
+            "rounds": rounds,
+            "clients_per_round": clients_per_round,
+            "sampling": sampling,
+            "server_learning_rate": server_lr,
+            "learning_rate_schedule": lr_schedule,
+            "min_clients": min_clients,
+            "batch_size": batch_size,
+            "seed": seed,
+            "adaptive_clipping": adaptive_clipping,
+        }
+    )
+    spec = _privacy_spec(
+        epsilon, delta, max_per_user, "most_recent", noise_seed, clipping_norm, accountant
+    )
+    _check_out(out, TRAINING_FILE)
+    run_dir = run_dir if run_dir is not None else out.with_name(out.name + ".run")
+    console = Console()
+    with console.status(f"loading {data}"):
+        resolved = resolve_training_data(data)
+    if resolved.prepared is None:
+        raise ConfigError(f"--data {data}: give a protocol or a saved split (to evaluate on)")
+    train, mode = _training_rows(resolved, recommender)
+    key = budget_key or resolved.prepared.split.source.name
+    progress = Progress(
+        TextColumn("[bold]round"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = progress.add_task("federated", total=settings.rounds, info="")
+
+    def report(update: Any) -> None:
+        info = f"clients {update.accepted}/{update.clients} loss {update.loss:.4g}"
+        if update.epsilon is not None:
+            info += f" ε {update.epsilon:.3g}"
+        if not update.released:
+            info += " (not released)"
+        progress.update(task, completed=update.round, info=info)
+
+    ledger_book = None if spec is None else RoundLedger(key, f"federated {model} -> {out}", ledger)
+    with progress:
+        if ledger_book is None:
+            result = simulate(
+                config, train, settings, run_dir=run_dir, resume=resume, progress=report
+            )
+        else:
+            with ledger_book:
+                result = simulate(
+                    config,
+                    train,
+                    settings,
+                    run_dir=run_dir,
+                    spec=spec,
+                    ledger=ledger_book,
+                    resume=resume,
+                    progress=report,
+                )
+    record = _record(resolved, result.model, train, mode, seed, 1, result.seconds)
+    record["federated"] = {
+        "settings": settings.model_dump(mode="json"),
+        "run_dir": str(run_dir.resolve()),
+        "rounds": result.state.round,
+        "released_rounds": result.state.released_rounds,
+        "devices": train.n_users,
+    }
+    if result.guarantee is not None:
+        spends = result.state.spend_ids
+        record["privacy"] = {
+            "ledger_key": key,
+            "spend_id": spends[0] if spends else None,
+            "spend_ids": spends,
+            "epsilon": result.guarantee.epsilon,
+            "delta": result.guarantee.delta,
+        }
+    write_trained(out, result.model, record)
+    if result.guarantee is not None:
+        console.print(result.guarantee.describe(), highlight=False, soft_wrap=True)
+    console.print(
+        f"trained {model} on {train.n_users:,} devices in {result.state.round} rounds "
+        f"({result.state.released_rounds} released, {result.seconds:.1f} s); saved to {out}; "
+        f"metrics log {run_dir / 'metrics.jsonl'}",
+        highlight=False,
+        soft_wrap=True,
+    )

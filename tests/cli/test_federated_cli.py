@@ -1,0 +1,95 @@
+"""``privrank federated train`` end to end: train, evaluate, resume, private runs, bad options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import privrank.cli.evaluate
+import privrank.cli.federated
+import privrank.cli.privacy  # noqa: F401  (register the commands)
+from privrank.cli.app import app
+from privrank.data.splits import HoldoutSplit, split
+from privrank.errors import PrivrankError
+from privrank.testing import synthetic_interactions
+from privrank.workflow.model_dir import load_trained
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+
+
+def _refused(result, message: str) -> bool:
+    """A privrank error (the console script maps it to exit code 2) naming ``message``."""
+    return isinstance(result.exception, PrivrankError) and message in str(result.exception)
+
+
+@pytest.fixture
+def split_dir(tmp_path: Path, privrank_home: Path) -> Path:
+    data = synthetic_interactions(60, 30, per_user=8, seed=5)
+    return split(data, HoldoutSplit(fraction=0.25, seed=2)).save(tmp_path / "toy-split")
+
+
+def test_train_evaluate_and_resume(tmp_path: Path, split_dir: Path) -> None:
+    out = tmp_path / "fed"
+    args = ("federated", "train", "--data", split_dir, "--out", out, "--rounds", "4")
+    result = invoke(*args, "--clients-per-round", "20", "--param", "factors=8")
+    assert result.exit_code == 0, result.output
+    assert "trained fedmf on 60 devices in 4 rounds" in result.output
+    trained = load_trained(out)
+    assert trained.model.name == "fedmf" and trained.record["federated"]["rounds"] == 4
+    lines = (tmp_path / "fed.run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [1, 2, 3, 4]
+    result = invoke("evaluate", "--model", out, "--out", tmp_path / "eval", "--resamples", "50")
+    assert result.exit_code == 0, result.output
+    assert "fedmf" in result.output and "NDCG@10" in result.output
+    # the same run again without --resume is refused; with it, nothing is left to do
+    result = invoke(*args, "--clients-per-round", "20", "--param", "factors=8")
+    assert _refused(result, "--resume")
+    result = invoke(*args, "--clients-per-round", "20", "--param", "factors=8", "--resume")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_private_run_spends_from_the_ledger(tmp_path: Path, split_dir: Path) -> None:
+    out = tmp_path / "dp"
+    args = ("federated", "train", "--data", split_dir, "--out", out, "--rounds", "3")
+    dp = ("--epsilon", "4", "--max-per-user", "20", "--clients-per-round", "30")
+    result = invoke(*args, *dp)
+    assert _refused(result, "no privacy budget")
+    assert not out.exists()
+    name = json.loads((split_dir / "split.json").read_text())["source"]["name"]
+    assert invoke("privacy", "budget", name, "--epsilon", "10", "--delta", "1e-2").exit_code == 0
+    result = invoke(*args, *dp)
+    assert result.exit_code == 0, result.output
+    assert "DP-FedAvg" in result.output
+    record = load_trained(out).record
+    assert record["privacy"]["ledger_key"] == name
+    assert len(record["privacy"]["spend_ids"]) == 4  # the counts and 3 rounds
+    assert record["privacy"]["epsilon"] <= 4.0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--sampling", "fixed", "--epsilon", "1", "--max-per-user", "5"), "Poisson"),
+        (
+            (
+                "--rounds",
+                "0",
+            ),
+            "rounds",
+        ),
+        (("--model", "ials"), "fedmf"),
+        (("--param", "factors=-1"), "factors"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_message(
+    tmp_path, split_dir, options, message
+) -> None:
+    result = invoke("federated", "train", "--data", split_dir, "--out", tmp_path / "x", *options)
+    assert _refused(result, message), result.output

@@ -1,0 +1,187 @@
+"""fedmf: the device's update against a slow oracle, the server step, the simulator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from privrank.errors import ConfigError
+from privrank.federated import (
+    FederatedSettings,
+    FedMFClient,
+    MFBroadcast,
+    simulate,
+)
+from privrank.federated.simulator import _histories
+from privrank.models import FedMF, FedMFConfig, FitOptions, Recommender
+from privrank.models._query import Query
+from privrank.testing import synthetic_interactions
+
+CONFIG = FedMFConfig(factors=6, regularization=0.05, unobserved_weight=0.1)
+
+
+def _oracle(history: np.ndarray, h: np.ndarray, config: FedMFConfig) -> tuple:
+    """One device, written out: its exact factor, its loss and its update vector."""
+    n_items, d = h.shape
+    lam = config.regularization * (len(history) + config.unobserved_weight * n_items) ** (
+        config.regularization_exponent
+    )
+    hi = h[history].astype(np.float64)
+    gram = h.T.astype(np.float64) @ h
+    system = config.unobserved_weight * gram + hi.T @ hi + lam * np.eye(d)
+    w = np.linalg.solve(system, hi.sum(axis=0))
+    loss = ((hi @ w - 1) ** 2).sum() + config.unobserved_weight * w @ gram @ w + lam * w @ w
+    # The half-gradient of the loss with respect to H at w (w held fixed).
+    grad = config.unobserved_weight * np.outer(h @ w, w)
+    grad[history] += np.outer(hi @ w - 1, w)
+    return w, loss, np.concatenate([-grad.ravel(), np.outer(w, w).ravel()])
+
+
+def _loss_at(history: np.ndarray, h: np.ndarray, w: np.ndarray, config: FedMFConfig) -> float:
+    lam = config.regularization * (len(history) + config.unobserved_weight * h.shape[0]) ** (
+        config.regularization_exponent
+    )
+    pred = h @ w
+    return float(
+        ((pred[history] - 1) ** 2).sum() + config.unobserved_weight * (pred**2).sum() + lam * w @ w
+    )
+
+
+@pytest.fixture
+def batch() -> tuple[sp.csr_matrix, np.ndarray]:
+    data = synthetic_interactions(n_users=12, n_items=15, per_user=5, seed=3)
+    rng = np.random.default_rng(0)
+    return _histories(data), (rng.standard_normal((15, 6)) * 0.3).astype(np.float32)
+
+
+def test_device_updates_equal_the_oracle_in_a_batch_and_one_by_one(batch):
+    histories, h = batch
+    client = FedMFClient(CONFIG, h.shape[0])
+    updates, losses = client.local_update(histories, MFBroadcast.of(h))
+    dense = updates.dense(0, len(updates))
+    for b in range(histories.shape[0]):
+        items = histories[b].indices
+        w, loss, vector = _oracle(items, h, CONFIG)
+        np.testing.assert_allclose(updates.user_factors[b], w, rtol=2e-3, atol=1e-5)
+        np.testing.assert_allclose(losses[b], loss, rtol=2e-3, atol=1e-5)
+        np.testing.assert_allclose(dense[b], vector, rtol=5e-3, atol=5e-5)
+        one, one_loss = client.local_update(histories[b : b + 1], MFBroadcast.of(h))
+        np.testing.assert_allclose(one.dense(0, 1)[0], dense[b], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(one_loss[0], losses[b], rtol=1e-9)
+    np.testing.assert_allclose(updates.norms(), np.linalg.norm(dense, axis=1), rtol=1e-6)
+    weights = np.linspace(0.0, 2.0, len(updates))
+    np.testing.assert_allclose(updates.weighted_sum(weights), weights @ dense, rtol=1e-6, atol=1e-9)
+
+
+def test_the_item_update_is_minus_the_half_gradient_by_finite_differences(batch):
+    histories, h = batch
+    items = histories[2].indices
+    w, _, vector = _oracle(items, h, CONFIG)
+    h64 = h.astype(np.float64)
+    step = 1e-6
+    for j, k in [(int(items[0]), 1), (int(items[-1]), 4), (14, 0)]:
+        up, down = h64.copy(), h64.copy()
+        up[j, k] += step
+        down[j, k] -= step
+        numeric = (_loss_at(items, up, w, CONFIG) - _loss_at(items, down, w, CONFIG)) / (2 * step)
+        # the regulariser does not depend on H; the update is minus half the gradient
+        assert vector[j * 6 + k] == pytest.approx(-numeric / 2, rel=1e-4, abs=1e-6)
+
+
+def _settings(**overrides) -> FederatedSettings:
+    values = {
+        "rounds": 6,
+        "clients_per_round": 20,
+        "server_learning_rate": 0.5,
+        "batch_size": 7,
+        "learning_rate_schedule": "constant",  # a run extended on resume keeps its rates
+    }
+    return FederatedSettings(**(values | overrides))
+
+
+def test_federated_training_lowers_the_loss_and_learns_the_clusters(tmp_path):
+    data = synthetic_interactions(n_users=80, n_items=30, per_user=6, seed=1)
+    reports = []
+    result = simulate(
+        CONFIG,
+        data,
+        _settings(rounds=12, clients_per_round=80, server_learning_rate=1.0),
+        run_dir=tmp_path / "run",
+        progress=reports.append,
+    )
+    assert [r.round for r in reports] == list(range(1, 13))
+    assert reports[-1].loss < 0.6 * reports[0].loss
+    model = result.model
+    # clustered data: a user's top items are mostly of the user's own cluster (3 clusters)
+    top, _ = model.recommend(Query.users(np.arange(60)), k=3)
+    own = (top % 3) == (np.arange(60)[:, None] % 3)
+    assert own.mean() > 0.8
+
+
+def test_the_simulator_is_deterministic_for_a_seed_and_resumes_exactly(tmp_path):
+    data = synthetic_interactions(n_users=50, n_items=20, per_user=5, seed=2)
+    one = simulate(CONFIG, data, _settings(), run_dir=tmp_path / "a")
+    two = simulate(CONFIG, data, _settings(), run_dir=tmp_path / "b")
+    np.testing.assert_array_equal(one.model.item_factors_, two.model.item_factors_)
+    other = simulate(CONFIG, data, _settings(seed=5), run_dir=tmp_path / "c")
+    assert not np.array_equal(one.model.item_factors_, other.model.item_factors_)
+    # three rounds, then a resumed run to six: the same as six rounds straight
+    simulate(CONFIG, data, _settings(rounds=3), run_dir=tmp_path / "d")
+    with pytest.raises(ConfigError, match="another run"):
+        simulate(CONFIG, data, _settings(), run_dir=tmp_path / "d", resume=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        simulate(CONFIG, data, _settings(rounds=3), run_dir=tmp_path / "d")
+    state = json.loads((tmp_path / "d" / "state.json").read_text())
+    state["identity"]["settings"]["rounds"] = 6  # the operator extends the run
+    (tmp_path / "d" / "state.json").write_text(json.dumps(state))
+    resumed = simulate(CONFIG, data, _settings(), run_dir=tmp_path / "d", resume=True)
+    assert resumed.rounds_run == 3
+    np.testing.assert_array_equal(resumed.model.item_factors_, one.model.item_factors_)
+    lines = (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_model_saves_loads_and_folds_in_like_a_device(tmp_path):
+    data = synthetic_interactions(n_users=40, n_items=20, per_user=5, seed=4)
+    model = simulate(CONFIG, data, _settings(), run_dir=tmp_path / "run").model
+    model.save(tmp_path / "model")
+    loaded = Recommender.load(tmp_path / "model")
+    assert isinstance(loaded, FedMF)
+    users = np.arange(10)
+    np.testing.assert_allclose(loaded.score(users), model.score(users), rtol=1e-6)
+    histories = Query.histories(
+        [
+            model.history_items_[model.history_indptr_[u] : model.history_indptr_[u + 1]]
+            for u in users
+        ]
+    )
+    np.testing.assert_allclose(model.score(histories), model.score(users), rtol=1e-5)
+    # what a device computes for its history is the fold-in
+    client = FedMFClient(CONFIG, data.n_items)
+    updates, _ = client.local_update(_histories(data)[users], MFBroadcast.of(model.item_factors_))
+    np.testing.assert_allclose(model.fold_in(histories), updates.user_factors, rtol=1e-5)
+
+
+def test_fit_is_the_simulation_in_which_every_device_takes_part(tmp_path):
+    data = synthetic_interactions(n_users=50, n_items=20, per_user=5, seed=2)
+    config = CONFIG.model_copy(update={"epochs": 4, "learning_rate": 0.5})
+    fitted = FedMF(config).fit(data, FitOptions(seed=3))
+    # Poisson sampling at q = 1 samples every device in every round
+    simulated = simulate(
+        config,
+        data,
+        _settings(
+            rounds=4,
+            clients_per_round=50,
+            seed=3,
+            batch_size=9,
+            learning_rate_schedule="constant",
+        ),
+        run_dir=tmp_path / "run",
+    )
+    np.testing.assert_allclose(
+        fitted.item_factors_, simulated.model.item_factors_, rtol=1e-5, atol=1e-6
+    )
