@@ -51,6 +51,7 @@ BRIEF_FITS: dict[str, dict[str, Any]] = {
     "most-popular": {},
     "itemknn": {},
     "ease": {},
+    "ease-sparse": {},
     "ials": {"epochs": 1},
     "implicit-als": {"iterations": 1},
     "implicit-bpr": {"iterations": 1},

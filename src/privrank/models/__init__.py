@@ -6,6 +6,7 @@ Importing this package registers every built-in model under its name:
 ``most-popular``    :class:`MostPopular`: item popularity, the cold-start fallback
 ``itemknn``         :class:`ItemKNN`: item kNN, shrunk cosine, top-k neighbours
 ``ease``            :class:`EASE`: closed-form shallow autoencoder
+``ease-sparse``     :class:`EASESparse`: EASE on pruned neighbourhoods (large catalogues)
 ``ials``            :class:`IALS`: implicit ALS, frequency-scaled regularisation
 ``implicit-als``    :class:`ImplicitALS`: implicit's ALS, as a peer
 ``implicit-bpr``    :class:`ImplicitBPR`: implicit's BPR, as a peer
@@ -34,6 +35,7 @@ from privrank.models.base import (
 )
 from privrank.models.bpr import BPR, BPRConfig, BPRPrivateConfig
 from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
+from privrank.models.ease_sparse import EASESparse, EASESparseConfig
 from privrank.models.ials import IALS, IALSConfig, IALSPrivateConfig
 from privrank.models.itemknn import ItemKNN, ItemKNNConfig, ItemKNNPrivateConfig
 from privrank.models.peers import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
@@ -50,6 +52,8 @@ __all__ = [
     "DPSGDPrivateConfig",
     "EASEConfig",
     "EASEPrivateConfig",
+    "EASESparse",
+    "EASESparseConfig",
     "FitOptions",
     "FitProgress",
     "IALSConfig",
