@@ -10,7 +10,7 @@ from pydantic import Field
 
 from privrank.data.interactions import Interactions
 from privrank.models._als_kernels import run_parallel
-from privrank.models._ease_sparse_kernels import gather_systems, top_neighbours
+from privrank.models._ease_sparse_kernels import solve_neighbourhoods, top_neighbours
 from privrank.models.base import (
     FitOptions,
     ModelConfig,
@@ -25,8 +25,6 @@ from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["EASESparse", "EASESparseConfig", "gram_csr", "neighbourhood_weights"]
 
-# Bytes of the dense neighbourhood systems solved at once (bounds the working memory).
-_BATCH_BYTES = 64 * 1024 * 1024
 # Items per block when the sparse Gram matrix is computed (bounds its temporary products).
 _GRAM_BLOCK = 4096
 
@@ -39,7 +37,7 @@ class EASESparseConfig(ModelConfig):
         neighbors: ``k``, the source items each target item regresses on (its ``k`` largest
             co-occurrences). ``k ≥ n_items − 1`` makes every other item a neighbour, which is
             dense EASE exactly (at a cost of :math:`O(n^4)`: for small catalogues and checks).
-        dtype: Precision of the neighbourhood solves and of the stored weights.
+        dtype: Precision of the stored weights (the neighbourhood solves run in float64).
         private: Settings of a private fit (DP-EASE's, :class:`~privrank.models.EASEPrivateConfig`);
             ``None``: its defaults when the fit has a privacy spec. Refused by a fit without one.
     """
@@ -72,8 +70,8 @@ class EASESparse(Recommender, ItemItemModel):
     .. math:: B_{N_j,j} = (G_{N_j N_j} + \lambda I)^{-1} G_{N_j j}, \qquad B_{ij} = 0
               \text{ for } i \notin N_j,
 
-    one ``k × k`` Cholesky solve per item (batched in torch) on exact entries of :math:`G`
-    (held as a sparse matrix; each block gathered by binary search). Time
+    one ``k × k`` Cholesky solve per item in float64 (compiled, parallel over items) on exact
+    entries of :math:`G` (held as a sparse matrix; each block gathered by binary search). Time
     :math:`O(\mathrm{nnz}(G) + n k^3)`, memory :math:`O(\mathrm{nnz}(G) + n k)`, and :math:`B`
     has at most :math:`nk` non-zeros. With ``neighbors`` :math:`\ge n - 1` every other item is
     in every neighbourhood and :math:`B` is dense EASE's exactly (up to rounding). A history
@@ -105,7 +103,6 @@ class EASESparse(Recommender, ItemItemModel):
     Config = EASESparseConfig
     config: EASESparseConfig
     PrivateConfig = EASEPrivateConfig
-    uses_torch = True
     supports_privacy = True
     weights_: sp.csr_matrix
     prior_: np.ndarray | None
@@ -214,8 +211,8 @@ def neighbourhood_weights(
         gram: ``n × n`` symmetric CSR matrix :math:`G` (exact counts, or a private estimate).
         regularization: :math:`\lambda`, added to the diagonal of every neighbourhood block.
         neighbors: ``k`` (``≥ n − 1``: every other item, dense EASE exactly).
-        dtype: Precision of the solves and of :math:`B`.
-        threads: Threads of the gather kernels and of torch.
+        dtype: Precision of :math:`B` (the solves run in float64).
+        threads: Threads of the kernels (one neighbourhood per thread at a time).
         choose_from: Choose the neighbourhoods from this symmetric matrix's entries instead of
             ``gram``'s (a private fit chooses from the released co-occurrences and solves on
             their denoised block).
@@ -224,10 +221,9 @@ def neighbourhood_weights(
         ``n × n`` CSR :math:`B` in ``dtype``, column ``j`` supported on :math:`N_j`.
 
     Raises:
-        ModelFitError: A neighbourhood system is not positive definite in ``dtype``.
+        ModelFitError: A neighbourhood system is not positive definite (a private, noisy
+            block can be indefinite; an exact Gram block plus λI never is).
     """
-    import torch
-
     if gram.dtype not in (np.float32, np.float64):
         gram = sp.csr_matrix(gram, dtype=np.float64)
     gram = sp.csr_matrix(gram)
@@ -253,38 +249,26 @@ def neighbourhood_weights(
             neighbours,
             threads=threads,
         )
-    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    batch = max(1, min(n, _BATCH_BYTES // (8 * k * k)))
-    systems = np.empty((batch, k, k), dtype=np.float64)
-    rhs = np.empty((batch, k), dtype=np.float64)
-    solved = np.empty((n, k), dtype=np.dtype(dtype))
-    for start in range(0, n, batch):
-        targets = np.arange(start, min(start + batch, n), dtype=np.int64)
-        m = targets.size
-        run_parallel(
-            gather_systems,
-            gram.indptr,
-            gram.indices,
-            gram.data,
-            neighbours,
-            targets,
-            float(regularization),
-            systems,
-            rhs,
-            threads=threads,
+    solved = np.empty(neighbours.shape, dtype=np.float64)
+    failures = np.zeros(n, dtype=np.uint8)
+    run_parallel(
+        solve_neighbourhoods,
+        gram.indptr,
+        gram.indices,
+        gram.data,
+        neighbours,
+        float(regularization),
+        solved,
+        failures,
+        threads=threads,
+    )
+    if failures.any():
+        item = int(np.flatnonzero(failures)[0])
+        raise ModelFitError(
+            f"EASE-sparse: the neighbourhood system of item {item} (G_NN + {regularization} I) "
+            f"is not positive definite ({int(failures.sum())} item(s) in all); raise the "
+            "regularization"
         )
-        a = torch.from_numpy(systems[:m]).to(torch_dtype)
-        b = torch.from_numpy(rhs[:m]).to(torch_dtype).unsqueeze(-1)
-        factor, info = torch.linalg.cholesky_ex(a)
-        failed = torch.nonzero(info).flatten()
-        if failed.numel():
-            item = int(targets[int(failed[0])])
-            raise ModelFitError(
-                f"EASE-sparse: the neighbourhood system of item {item} (G_NN + "
-                f"{regularization} I) is not positive definite in {dtype}; raise the "
-                "regularization or use dtype='float64'"
-            )
-        solved[start : start + m] = torch.cholesky_solve(b, factor).squeeze(-1).numpy()
     valid = neighbours >= 0
     columns = np.broadcast_to(np.arange(n)[:, None], neighbours.shape)[valid]
     weights = sp.csr_matrix(
