@@ -16,6 +16,10 @@ fingerprint of the exact rows fitted on, plus the SHA-256 of the artifact's chec
 it, ``privrank evaluate --model DIR`` rebuilds the right test set and refuses data that does not
 match. The directory is written and read by :mod:`privrank.workflow.model_dir`; a private fit
 spends through :func:`privrank.workflow.spend.fit_and_spend`.
+
+``--tune TRIALS|SECONDS`` tunes the model first and ``--model auto`` chooses among privrank's
+families (:mod:`privrank.cli.train_tuning`); the record then has a ``tuning`` section. Neither
+is allowed with ``--epsilon``.
 """
 
 from __future__ import annotations
