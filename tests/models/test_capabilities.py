@@ -12,7 +12,7 @@ from privrank.models import FitOptions, Query, create_model, model_class, model_
 from privrank.models.capabilities import FactorModel, ItemItemModel
 
 FACTOR_MODELS = {"ials", "bpr", "fedmf"}
-ITEM_ITEM_MODELS = {"ease", "itemknn"}
+ITEM_ITEM_MODELS = {"ease", "ease-sparse", "itemknn"}
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +49,19 @@ def test_factor_models_score_by_their_vectors(data, name, params) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "params"), [("ease", {"regularization": 20.0}), ("itemknn", {"neighbors": 10})]
+    ("name", "params"),
+    [
+        ("ease", {"regularization": 20.0}),
+        ("ease-sparse", {"regularization": 20.0, "neighbors": 8}),
+        ("itemknn", {"neighbors": 10}),
+    ],
 )
 def test_item_item_models_score_by_their_weights(data, name, params) -> None:
     model = create_model(name, params).fit(data)
     assert isinstance(model, ItemItemModel)
     weights = model.item_item_weights()
     assert weights.shape == (model.n_items_, model.n_items_)
-    assert sp.issparse(weights) == (name == "itemknn")
+    assert sp.issparse(weights) == (name in {"itemknn", "ease-sparse"})
     query = Query.histories([[0, 3, 5], [7], [1, 2, 11, 30]])
     product = query.to_csr(model.n_items_) @ weights
     product = product.toarray() if sp.issparse(product) else np.asarray(product)

@@ -52,6 +52,7 @@ BRIEF_FITS: dict[str, dict[str, Any]] = {
     "ldp-popular": {"m": 64, "k": 16},
     "itemknn": {},
     "ease": {},
+    "ease-sparse": {},
     "ials": {"epochs": 1},
     "fedmf": {"epochs": 1},
     "implicit-als": {"iterations": 1},

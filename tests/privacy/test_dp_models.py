@@ -12,6 +12,7 @@ import pytest
 from privrank.errors import ConfigError
 from privrank.models import (
     EASE,
+    EASESparse,
     FitOptions,
     ItemKNN,
     MostPopular,
@@ -36,11 +37,13 @@ FACTORIES = {
     "ease": lambda: EASE(regularization=20.0, dtype="float64"),
     "ease-float32": lambda: EASE(regularization=20.0),
     "itemknn": lambda: ItemKNN(neighbors=10, shrinkage=2.0),
+    "ease-sparse": lambda: EASESparse(regularization=20.0, neighbors=10, dtype="float64"),
 }
 SENSITIVITY = {
     MostPopular: item_count_sensitivity,
     EASE: gram_sensitivity,
     ItemKNN: gram_sensitivity,
+    EASESparse: gram_sensitivity,
 }
 
 
@@ -57,7 +60,7 @@ def state(model: Recommender) -> dict[str, np.ndarray]:
 
 
 # -------------------------------------------------------------------- zero noise = non-private
-@pytest.mark.parametrize("name", ["most-popular", "ease", "ease-float32", "itemknn"])
+@pytest.mark.parametrize("name", ["most-popular", "ease", "ease-float32", "itemknn", "ease-sparse"])
 def test_zero_noise_without_a_binding_bound_equals_the_non_private_model(name):
     """No noise (test-only switch) and a bound no user reaches: the private fit is the
     non-private one, scores, popularity and all."""

@@ -16,6 +16,10 @@ fingerprint of the exact rows fitted on, plus the SHA-256 of the artifact's chec
 it, ``privrank evaluate --model DIR`` rebuilds the right test set and refuses data that does not
 match. The directory is written and read by :mod:`privrank.workflow.model_dir`; a private fit
 spends through :func:`privrank.workflow.spend.fit_and_spend`.
+
+``--tune TRIALS|SECONDS`` tunes the model first and ``--model auto`` chooses among privrank's
+families (:mod:`privrank.cli.train_tuning`); the record then has a ``tuning`` section. Neither
+is allowed with ``--epsilon``.
 """
 
 from __future__ import annotations
@@ -151,7 +155,13 @@ def train_command(
             "dataset (catalog or workspace name, or directory)."
         ),
     ],
-    model: Annotated[str, typer.Option(help="Registry name of the model (ease, ials, ...).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Registry name of the model (ease, ials, ...), or auto: the family with the "
+            "best validation NDCG@10 within the --tune budget."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
     param: ModelParams = None,
     config: ModelConfig = None,
@@ -188,6 +198,13 @@ def train_command(
         str | None, typer.Option(help="Ledger database URL (default PRIVRANK_LEDGER_URL).")
     ] = None,
     track: Track = None,
+    tune: Annotated[
+        str | None,
+        typer.Option(
+            help="Tune first (Optuna, on validation data carved from train): TRIALS (30) or "
+            "SECONDS (600s, 10m). Refused with --epsilon."
+        ),
+    ] = None,
 ) -> None:
     """Train a model and save it with a record of the exact data it was fitted on.
 
@@ -196,22 +213,26 @@ def train_command(
     dataset's budget does not cover it), committed after the model is saved, and released if
     training fails.
     """
+    from privrank.cli.train_tuning import AUTO, check_tuning_request, tune_for_training
     from privrank.models import FitOptions, create_model
     from privrank.workflow.model_dir import TRAINING_FILE, write_trained
     from privrank.workflow.spend import fit_and_spend
     from privrank.workflow.tracking import open_tracker
 
     params = parse_params(param, config)
-    recommender = create_model(model, params)  # validates name and parameters first
     spec = _privacy_spec(
         epsilon, delta, max_per_user, selection, noise_seed, clipping_norm, accountant
     )
-    if spec is not None and not recommender.supports_privacy:
+    budget = check_tuning_request(model, tune, params, spec)  # private tuning is refused
+    # Validates name and parameters first (auto: the chosen model's, once tuned; a private
+    # auto fit was refused above).
+    recommender = None if model == AUTO else create_model(model, params)
+    if spec is not None and recommender is not None and not recommender.supports_privacy:
         raise ConfigError(
             f"{model} has no differentially private training yet; private models: "
             f"{', '.join(_private_models())}"
         )
-    if spec is not None:
+    if spec is not None and recommender is not None:
         recommender.check_privacy(spec)  # e.g. no --max-per-user: refused before loading data
     if spec is None and isinstance(params.get("private"), dict):
         raise ConfigError(
@@ -223,6 +244,22 @@ def train_command(
     console = make_console()
     with status(f"loading {data}"):
         resolved = resolve_training_data(data)
+    tuning = None
+    if budget is not None:
+        tuning = tune_for_training(
+            model,
+            params,
+            budget,
+            prepared=resolved.prepared,
+            dataset=resolved.dataset,
+            seed=seed,
+            threads=threads,
+            console=console,
+        )
+        model = tuning.model
+        recommender = create_model(model, tuning.config)
+    if recommender is None:  # pragma: no cover - auto always tunes (check_tuning_request)
+        raise ConfigError("--model auto needs --tune")
     train, mode = _training_rows(resolved, recommender)
     validation = None
     if resolved.prepared is not None and mode != "refit":
@@ -261,6 +298,8 @@ def train_command(
     ):
         seconds = fitted.seconds
         record = _record(resolved, recommender, train, mode, seed, threads, seconds)
+        if tuning is not None:
+            record["tuning"] = tuning.to_dict()
         if fitted.spend is not None:
             record["privacy"] = fitted.spend_record()
         write_trained(out, recommender, record)

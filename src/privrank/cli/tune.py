@@ -28,6 +28,7 @@ from privrank.atomic import atomic_file
 from privrank.cli._console import emit, make_console, status
 from privrank.cli._options import Track
 from privrank.cli.app import app
+from privrank.cli.train_tuning import carved, prepared_tuning_parts
 from privrank.errors import ConfigError
 
 # Data, metrics and tuning modules (pyarrow, torch, scipy) are imported inside the functions.
@@ -93,23 +94,15 @@ def resolve_tuning_data(
             "kind": "dataset",
             "argument": data,
             "dataset": {"name": dataset.metadata.name, "fingerprint": fingerprint(dataset)},
-            "validation_split": _carved(validation_fraction, validation_seed, "the whole dataset"),
+            "validation_split": carved(validation_fraction, validation_seed, "the whole dataset"),
         }
         return TuningData(train, validation, record)
     described = prepared.describe()
     record |= {"dataset": described["dataset"], "split": described["split"]["spec"]}
-    if prepared.validation is not None and len(prepared.validation):
-        record["validation_split"] = {"source": "the split's validation part"}
-        return TuningData(prepared.train, prepared.validation, record)
-    train, validation = carve_validation(prepared.train, validation_fraction, validation_seed)
-    record["validation_split"] = _carved(
-        validation_fraction, validation_seed, "the split's train part"
+    train, validation, source = prepared_tuning_parts(
+        prepared, validation_fraction, validation_seed
     )
-    return TuningData(train, validation, record)
-
-
-def _carved(fraction: float, seed: int, source: str) -> dict[str, Any]:
-    return {"source": f"carved from {source}", "holdout_fraction": fraction, "seed": seed}
+    return TuningData(train, validation, record | source)
 
 
 @app.command("tune")

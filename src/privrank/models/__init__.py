@@ -7,6 +7,7 @@ Importing this package registers every built-in model under its name:
 ``ldp-popular``     :class:`LDPPopular`: popularity from a local-DP sketch (CMS/HCMS)
 ``itemknn``         :class:`ItemKNN`: item kNN, shrunk cosine, top-k neighbours
 ``ease``            :class:`EASE`: closed-form shallow autoencoder
+``ease-sparse``     :class:`EASESparse`: EASE on pruned neighbourhoods (large catalogues)
 ``ials``            :class:`IALS`: implicit ALS, frequency-scaled regularisation
 ``fedmf``           :class:`FedMF`: the iALS objective trained by federated reconstruction
 ``implicit-als``    :class:`ImplicitALS`: implicit's ALS, as a peer
@@ -36,6 +37,7 @@ from privrank.models.base import (
 )
 from privrank.models.bpr import BPR, BPRConfig, BPRPrivateConfig
 from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
+from privrank.models.ease_sparse import EASESparse, EASESparseConfig
 from privrank.models.fedmf import FedMF, FedMFConfig
 from privrank.models.ials import IALS, IALSConfig, IALSPrivateConfig
 from privrank.models.itemknn import ItemKNN, ItemKNNConfig, ItemKNNPrivateConfig
@@ -54,6 +56,8 @@ __all__ = [
     "DPSGDPrivateConfig",
     "EASEConfig",
     "EASEPrivateConfig",
+    "EASESparse",
+    "EASESparseConfig",
     "FedMF",
     "FedMFConfig",
     "FitOptions",

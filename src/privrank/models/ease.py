@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from privrank.data.interactions import Interactions
-from privrank.models._private import PrivateGramConfig, private_gram_fit
+from privrank.models._private import PrivateGramConfig, PrivateGramFit, private_gram_fit
 from privrank.models.base import (
     FitOptions,
     ModelConfig,
@@ -21,7 +21,14 @@ from privrank.models.base import (
 from privrank.models.capabilities import ItemItemModel
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["EASE", "EASEConfig", "EASEPrivateConfig", "ease_weights", "ease_weights_from_gram"]
+__all__ = [
+    "EASE",
+    "EASEConfig",
+    "EASEPrivateConfig",
+    "ease_weights",
+    "ease_weights_from_gram",
+    "private_ease_system",
+]
 
 
 class EASEPrivateConfig(PrivateGramConfig):
@@ -143,20 +150,12 @@ class EASE(Recommender, ItemItemModel):
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
     ) -> None:
-        from privrank.privacy.mechanisms import spectral_denoise
-
         config, private = self.config, self.private_settings(EASEPrivateConfig)
-        fit = private_gram_fit(matrix, spec, private)
+        fit, block, regularization = private_ease_system(
+            matrix, spec, private, config.regularization
+        )
         release = fit.release
         items = release.items
-        noise = release.gram_std * np.sqrt(max(items.size, 1))
-        block = spectral_denoise(release.gram, release.gram_std, private.denoising)
-        regularization = fit.scale * config.regularization + private.regularization * noise
-        if private.denoising_ridge:
-            # Soft-thresholding lowered every kept eigenvalue by τ; adding τ back to the ridge
-            # keeps the directions above the noise edge unbiased and regularises the others
-            # by sλ + τ instead of sλ.
-            regularization += private.denoising * 2.0 * noise
         solved = ease_weights_from_gram(block, regularization, config.dtype, overwrite=True)
         self.item_popularity_ = fit.popularity.astype(np.float32)
         self.prior_ = fit.prior
@@ -215,6 +214,40 @@ class EASE(Recommender, ItemItemModel):
         if prior is not None and prior.shape != (self.n_items_,):
             raise ValueError(f"prior has shape {prior.shape}")
         self.weights_, self.items_, self.prior_ = weights, items, prior
+
+
+def private_ease_system(
+    matrix: sp.csr_matrix,
+    spec: PrivacySpec,
+    private: EASEPrivateConfig,
+    regularization: float,
+) -> tuple[PrivateGramFit, np.ndarray, float]:
+    r"""The private release of DP-EASE and its post-processing up to the solve.
+
+    One user-level (ε, δ)-DP release (:func:`~privrank.models._private.private_gram_fit`),
+    then, from the release and public parameters only (post-processing, no privacy cost): the
+    spectrally denoised Gram block and the regularisation
+    :math:`\lambda' = s\lambda + ` ``private.regularization`` :math:`\cdot\sigma\sqrt N`
+    (plus the eigenvalue threshold with ``private.denoising_ridge``); see :class:`EASE`.
+
+    Returns:
+        ``(fit, block, regularization)``: the release with its shared post-processing, the
+        denoised symmetric PSD ``N × N`` block (float64, on ``fit.release.items``) and
+        :math:`\lambda'`.
+    """
+    from privrank.privacy.mechanisms import spectral_denoise
+
+    fit = private_gram_fit(matrix, spec, private)
+    release = fit.release
+    noise = release.gram_std * np.sqrt(max(release.items.size, 1))
+    block = spectral_denoise(release.gram, release.gram_std, private.denoising)
+    solved_regularization = fit.scale * regularization + private.regularization * noise
+    if private.denoising_ridge:
+        # Soft-thresholding lowered every kept eigenvalue by τ; adding τ back to the ridge
+        # keeps the directions above the noise edge unbiased and regularises the others
+        # by sλ + τ instead of sλ.
+        solved_regularization += private.denoising * 2.0 * noise
+    return fit, block, solved_regularization
 
 
 def ease_weights(matrix: sp.spmatrix, regularization: float, dtype: str = "float32") -> np.ndarray:

@@ -174,6 +174,13 @@ SEARCH_SPACES: dict[str, SearchSpace] = {
         SearchSpace("most-popular", ()),
         SearchSpace("ease", (FloatParam("regularization", 1.0, 1e4, log=True),)),
         SearchSpace(
+            "ease-sparse",
+            (
+                FloatParam("regularization", 1.0, 1e4, log=True),
+                IntParam("neighbors", 20, 500, log=True),
+            ),
+        ),
+        SearchSpace(
             "itemknn",
             (IntParam("neighbors", 5, 1000, log=True), FloatParam("shrinkage", 0.0, 200.0)),
         ),

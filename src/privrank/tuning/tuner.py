@@ -17,7 +17,8 @@ at the end of its fit). A trial whose fit diverges (:class:`~privrank.models.Mod
 is recorded as ``FAIL`` and the study goes on.
 
 **Fits.** Every trial fits through :func:`privrank.workflow.spend.fit_and_spend`, the one fit
-path; trials carry no privacy spec, so tuning reserves no privacy budget.
+path; trials carry no privacy spec, so tuning reserves no privacy budget. Searching on private
+data is refused, not accounted (:func:`privrank.tuning.auto.refuse_private_tuning`).
 
 **Start.** By default the first trial is the model's default config (when it lies in the
 search space); the sampler then explores (TPE: ``startup_trials`` random trials, then modelled).
