@@ -35,7 +35,7 @@ def _sequences(data) -> dict[int, list[int]]:
 
 
 def test_named_protocols_follow_the_design() -> None:
-    assert protocol_names() == ["beauty-loo", "ml100k-holdout"]
+    assert protocol_names() == ["beauty-loo", "ml100k-holdout", "video-loo"]
     ml = PROTOCOLS["ml100k-holdout"]
     assert ml.dataset == "ml-100k"
     assert ml.split == HoldoutSplit(fraction=0.2, seed=0)
@@ -46,6 +46,15 @@ def test_named_protocols_follow_the_design() -> None:
     assert beauty.split == LeaveLastOut(k=1, validation=True)
     assert beauty.headline == ("hit_rate@10", "ndcg@10")
     assert beauty.validation_in_history
+    video = PROTOCOLS["video-loo"]
+    assert video.dataset == "video"
+    assert (video.split, video.headline, video.metrics, video.cutoffs) == (
+        beauty.split,
+        beauty.headline,
+        beauty.metrics,
+        beauty.cutoffs,
+    )
+    assert video.validation_in_history
 
 
 def test_holdout_parts_share_the_vocabulary_and_history_is_train() -> None:
@@ -118,7 +127,9 @@ def test_describe_names_dataset_split_and_fingerprints() -> None:
 
 
 def test_invalid_protocols_are_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match=r"unknown protocol 'nope'.*beauty-loo, ml100k-holdout"):
+    with pytest.raises(
+        ConfigError, match=r"unknown protocol 'nope'.*beauty-loo, ml100k-holdout, video-loo"
+    ):
         resolve_protocol("nope")
     with pytest.raises(ConfigError, match=r"headline metrics \['ndcg@100'\] are not computed"):
         ProtocolSpec(name="x", dataset="y", split=HoldoutSplit(), headline=("ndcg@100",))
@@ -166,3 +177,26 @@ def test_beauty_loo_on_the_real_data(real_data_dir) -> None:
     indptr, items = prepared.history.sequences()
     history = [str(item_ids[i]) for i in items[indptr[user] : indptr[user + 1]]]
     assert history == first[:-1]
+
+
+@pytest.mark.realdata
+def test_video_loo_on_the_real_data(real_data_dir) -> None:
+    prepared = prepare("video-loo")
+    sequences: dict[str, list[str]] = {}
+    for line in (real_data_dir / "sasrec-amazon-video" / "Video.txt").read_text().splitlines():
+        user, item = line.split()
+        sequences.setdefault(user, []).append(item)
+    assert len(sequences) == 31_013
+    # 112 users of the file have fewer than 3 items (not every user is 5-core after SASRec's
+    # preprocessing): they stay in train only.
+    evaluated = sum(len(items) >= 3 for items in sequences.values())
+    assert len(prepared.test) == len(prepared.validation) == evaluated == 30_901
+    assert prepared.split.details["users_train_only"] == 31_013 - evaluated
+    assert len(prepared.history) == 287_107 - evaluated
+    user = int(prepared.test.user_codes_of(["1"])[0])
+    item_ids = prepared.test.item_ids.to_pylist()
+    test_items = prepared.test.items()[prepared.test.users() == user]
+    assert [str(item_ids[i]) for i in test_items] == [sequences["1"][-1]]
+    indptr, items = prepared.history.sequences()
+    history = [str(item_ids[i]) for i in items[indptr[user] : indptr[user + 1]]]
+    assert history == sequences["1"][:-1]

@@ -9,7 +9,7 @@ nothing compacted):
   the user's ranking, and it is the history a model scores;
 - ``test``: the relevant items.
 
-The two protocols of the design (``ml100k-holdout`` and ``beauty-loo``) are in
+The protocols of the design (``ml100k-holdout``, ``beauty-loo`` and ``video-loo``) are in
 :data:`PROTOCOLS`:
 
 ``ml100k-holdout``
@@ -24,6 +24,11 @@ The two protocols of the design (``ml100k-holdout`` and ``beauty-loo``) are in
     validation, the rest train (:class:`~privrank.data.splits.LeaveLastOut` ``k=1``). At test
     time the history **includes the validation item** (``history = train + validation``): its
     items are masked, and the model scores that history. Rank all items; HR@10 and NDCG@10.
+
+``video-loo``
+    Amazon Video Games of SASRec (``Video.txt``, 5-core, chronological per user), split and
+    scored exactly as ``beauty-loo``: a second Amazon category, sparser, for checking that
+    models and defaults hold up beyond Beauty.
 
 **How the validation item enters a model's history** (protocols whose test history is more
 than ``train``) is decided by the evaluation runner (:mod:`privrank.workflow.runner`), and the
@@ -131,6 +136,17 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         validation_in_history=True,
         description="Amazon Beauty (S3-Rec), leave-one-out: last item test, second to last "
         "validation and part of the test-time history; all items ranked, history masked",
+    ),
+    "video-loo": ProtocolSpec(
+        name="video-loo",
+        dataset="video",
+        split=LeaveLastOut(k=1, validation=True),
+        metrics=("hit_rate", "ndcg"),
+        cutoffs=(5, 10, 20, 50),
+        headline=("hit_rate@10", "ndcg@10"),
+        validation_in_history=True,
+        description="Amazon Video Games (SASRec), leave-one-out as beauty-loo: last item test, "
+        "second to last validation and part of the test-time history; all items ranked",
     ),
 }
 """The named protocols of the design."""
