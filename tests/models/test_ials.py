@@ -228,3 +228,29 @@ def test_cg_model_ends_with_the_exact_user_solve():
         )
     w = model.user_factors_.astype(np.float64)
     assert model.loss_history_[-1] == pytest.approx(dense_objective(x, w, h), rel=1e-6)
+
+
+def test_default_unobserved_weight_is_the_rule_of_the_data(tmp_path):
+    """α₀ = ρ |S| / (|U| |I|) by default; an explicit α₀ wins; a saved model keeps the α₀ it
+    was fitted with (fold-in uses it)."""
+    data = synthetic_interactions(50, 30, per_user=6, seed=2)
+    model = IALS(factors=4, epochs=2).fit(data, FitOptions(seed=0, threads=1))
+    matrix = model._training_matrix()
+    density = matrix.nnz / (model.n_users_ * model.n_items_)
+    assert model.config.unobserved_weight is None
+    assert model.unobserved_weight_ == pytest.approx(model.config.unobserved_ratio * density)
+    halved = IALS(factors=4, epochs=2, unobserved_ratio=model.config.unobserved_ratio / 2)
+    halved.fit(data, FitOptions(seed=0, threads=1))
+    assert halved.unobserved_weight_ == pytest.approx(model.unobserved_weight_ / 2)
+    explicit = IALS(factors=4, epochs=2, unobserved_weight=0.25).fit(data, FitOptions(seed=0))
+    assert explicit.unobserved_weight_ == 0.25
+    # The same fit as the rule's α₀ given explicitly.
+    same = IALS(factors=4, epochs=2, unobserved_weight=model.unobserved_weight_)
+    same.fit(data, FitOptions(seed=0, threads=1))
+    np.testing.assert_allclose(same.item_factors_, model.item_factors_, rtol=1e-5, atol=1e-6)
+    loaded = IALS.load(model.save(tmp_path / "ials"))
+    assert loaded.unobserved_weight_ == model.unobserved_weight_
+    users = np.arange(5)
+    np.testing.assert_allclose(
+        loaded.fold_in(Query.users(users)), model.user_factors_[users], rtol=1e-4, atol=1e-5
+    )

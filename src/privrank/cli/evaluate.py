@@ -77,8 +77,8 @@ def evaluate_command(
     protocol: Annotated[
         str | None,
         typer.Option(
-            help="Protocol name(s), comma-separated (ml100k-holdout, beauty-loo); with --model "
-            "also a saved split directory."
+            help="Protocol name(s), comma-separated (ml100k-holdout, beauty-loo, video-loo); "
+            "with --model also a saved split directory."
         ),
     ] = None,
     models: Annotated[

@@ -76,13 +76,24 @@ class IALSConfig(ModelConfig):
     Attributes:
         factors: Embedding dimension :math:`d`.
         epochs: Alternating passes (each solves all items, then all users).
-        regularization: :math:`\\lambda`, the L2 weight. The defaults (0.03 with
-            :math:`\\nu = 1`, :math:`\\alpha_0 = 0.1`, 64 factors) were chosen on a validation
-            split of ML-100K; tune them for other data.
+        regularization: :math:`\\lambda`, the L2 weight. The defaults (:math:`\\lambda =
+            0.03`, :math:`\\nu = 1`, the rule :math:`\\rho = 4` for :math:`\\alpha_0`, 64
+            factors) were chosen on validation parts carved from the training data of
+            ML-100K, Amazon Beauty, Amazon Video and synthetic data of several sizes and
+            densities (BENCHMARKS.md, "Defaults that generalise").
         regularization_exponent: :math:`\\nu`, how the L2 weight scales with frequency
             (0: plain L2; 1: proportional to the number of loss terms of the row).
         unobserved_weight: :math:`\\alpha_0`, the weight of every (user, item) pair pulled
-            towards 0.
+            towards 0; ``None`` (the default): the rule of the data
+            :math:`\\alpha_0 = \\rho\\,|S|/(|U|\\,|I|)` (:math:`\\rho` =
+            ``unobserved_ratio``, :math:`|S|/(|U||I|)` the training matrix's density), so that
+            an average user's unobserved pairs weigh :math:`\\alpha_0|I| = \\rho\\,|S|/|U|`
+            in all, :math:`\\rho` times their observed pairs, whatever the catalogue size. A
+            constant :math:`\\alpha_0` does not carry over: 0.1 suits ML-100K (density 5%), but
+            on Amazon Beauty (density 0.06%) it drowns each user's few observed pairs in the
+            unobserved ones and the model falls below most-popular.
+        unobserved_ratio: :math:`\\rho` of that rule (used when ``unobserved_weight`` is
+            ``None``).
         init_std: Initial factors are drawn from :math:`\\mathcal N(0, (\\sigma/\\sqrt d)^2)`.
         solver: ``cholesky`` solves each least-squares problem exactly
             (:math:`O(|I_r| d^2 + d^3)` per row); ``cg`` takes ``cg_steps`` conjugate-gradient
@@ -97,7 +108,8 @@ class IALSConfig(ModelConfig):
     epochs: int = Field(16, ge=1)
     regularization: float = Field(0.03, gt=0)
     regularization_exponent: float = Field(1.0, ge=0)
-    unobserved_weight: float = Field(0.1, ge=0)
+    unobserved_weight: float | None = Field(None, ge=0)
+    unobserved_ratio: float = Field(4.0, gt=0)
     init_std: float = Field(0.1, gt=0)
     solver: Literal["cholesky", "cg"] = "cholesky"
     cg_steps: int = Field(3, ge=1)
@@ -187,6 +199,8 @@ class IALS(Recommender, StoredFactors):
         user_factors_: :math:`W`, ``n_users × d`` float32.
         item_factors_: :math:`H`, ``n_items × d`` float32.
         loss_history_: :math:`L` after each epoch (float64; empty after a private fit).
+        unobserved_weight_: The :math:`\alpha_0` the fit used (the config's, the rule's, or
+            ``private.unobserved_weight`` after a private fit).
         privacy_guarantee_: The guarantee of a private fit (``None`` otherwise).
     """
 
@@ -200,6 +214,7 @@ class IALS(Recommender, StoredFactors):
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
         d = cfg.factors
+        self.unobserved_weight_ = self.resolve_unobserved_weight(cfg, matrix)
         threads = options.resolved_threads()
         rng = np.random.default_rng(options.seed)
         scale = np.float32(cfg.init_std / math.sqrt(d))
@@ -262,6 +277,7 @@ class IALS(Recommender, StoredFactors):
         )
         # Set first: the private hyper-parameters (factors, λ, α₀) apply from here on.
         self.privacy_guarantee_ = mechanism.guarantee
+        self.unobserved_weight_ = private.unobserved_weight  # a setting, not read from the data
         d, _, alpha0 = self._hyper_parameters()
         threads = options.resolved_threads()
         rng = np.random.default_rng(options.seed)
@@ -315,13 +331,23 @@ class IALS(Recommender, StoredFactors):
         items[keep] = solved
         return items
 
+    @staticmethod
+    def resolve_unobserved_weight(config: IALSConfig, matrix: sp.spmatrix) -> float:
+        """:math:`\\alpha_0` of a non-private fit of ``config`` on the binary training
+        ``matrix``: ``config.unobserved_weight``, or the rule
+        :math:`\\rho\\,|S|/(|U|\\,|I|)` when it is ``None`` (see :class:`IALSConfig`)."""
+        if config.unobserved_weight is not None:
+            return float(config.unobserved_weight)
+        cells = max(matrix.shape[0] * matrix.shape[1], 1)
+        return float(config.unobserved_ratio * matrix.nnz / cells)
+
     def _hyper_parameters(self) -> tuple[int, float, float]:
         """``(d, λ, α₀)``: the ``private`` ones for a private fit, else the plain ones."""
         cfg = self.config
         if getattr(self, "privacy_guarantee_", None) is not None:
             private = self.private_settings(IALSPrivateConfig)
             return private.factors, private.regularization, private.unobserved_weight
-        return cfg.factors, cfg.regularization, cfg.unobserved_weight
+        return cfg.factors, cfg.regularization, self.unobserved_weight_
 
     def _solve(
         self,
@@ -336,7 +362,7 @@ class IALS(Recommender, StoredFactors):
         """One half-step: every row of ``matrix`` solved with ``other`` fixed (exactly when
         ``exact`` or ``solver="cholesky"``), and, with ``loss``, each row's objective."""
         cfg = self.config
-        alpha0 = cfg.unobserved_weight
+        alpha0 = self.unobserved_weight_
         gram = gramian(other)
         if cfg.solver == "cg" and not exact:
             solved, rows = solve_cg(
@@ -384,9 +410,18 @@ class IALS(Recommender, StoredFactors):
             "user_factors": self.user_factors_,
             "item_factors": self.item_factors_,
             "loss_history": self.loss_history_,
+            "unobserved_weight": np.asarray([self.unobserved_weight_], dtype=np.float64),
         }
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        if "unobserved_weight" in state:
+            self.unobserved_weight_ = float(np.asarray(state["unobserved_weight"]).reshape(-1)[0])
+        elif self.privacy_guarantee_ is not None:  # saved before α₀ was stored
+            self.unobserved_weight_ = self.private_settings(IALSPrivateConfig).unobserved_weight
+        elif self.config.unobserved_weight is not None:
+            self.unobserved_weight_ = self.config.unobserved_weight
+        else:
+            raise ValueError("no unobserved_weight: neither stored nor in the config")
         d = self._hyper_parameters()[0]
         users, items = state["user_factors"], state["item_factors"]
         if users.shape != (self.n_users_, d) or items.shape != (self.n_items_, d):

@@ -26,8 +26,9 @@ The protocols of the design (``ml100k-holdout``, ``beauty-loo`` and ``video-loo`
     items are masked, and the model scores that history. Rank all items; HR@10 and NDCG@10.
 
 ``video-loo``
-    The same leave-one-out protocol on SASRec's Amazon Video Games (``Video.txt``, 31,013
-    users, 23,715 items): the second check that sequential defaults are not tuned to Beauty.
+    Amazon Video Games of SASRec (``Video.txt``, 5-core, chronological per user), split and
+    scored exactly as ``beauty-loo``: a second Amazon category, sparser, for checking that
+    models and defaults hold up beyond Beauty.
 
 **How the validation item enters a model's history** (protocols whose test history is more
 than ``train``) is decided by the evaluation runner (:mod:`privrank.workflow.runner`), and the

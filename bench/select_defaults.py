@@ -1,0 +1,130 @@
+"""Choose model defaults on validation parts carved from training data, across data sets.
+
+For each data set, the model is fitted on a *selection train* part and scored on a
+*selection validation* part, both carved from the data a protocol trains on; no test part is
+ever read:
+
+- ``ml100k``: the ``ml100k-holdout`` protocol's train part, split again by a per-user random
+  80/20 holdout (seed 1); the history at validation time is the selection train part.
+- ``beauty``, ``video``: the ``beauty-loo`` / ``video-loo`` protocol's train part (fit) and its
+  validation part (each user's second-to-last item; history = train). The test item is
+  never loaded into the evaluation.
+- ``synth-*``: data from :func:`privrank.data.synthetic.generate` at several sizes and
+  densities (below), split by a per-user random 80/20 holdout (seed 1).
+
+Each grid point is one fit; the script prints one JSON line per fit (data set, model, the
+config given, the resolved config when the model reports one, NDCG@10 and HR@10 of the
+validation part, fit seconds) and appends it to ``--out``. ``--threads`` bounds the fit's
+threads (torch, BLAS, numba).
+
+Usage::
+
+    PRIVRANK_DATA_DIR=/work/shared/data .venv/bin/python bench/select_defaults.py \\
+        --model ials --datasets ml100k,beauty,video,synth-small,synth-sparse \\
+        --grid '{"unobserved_weight": [0.5, 1, 2]}' --threads 1 --out /tmp/ials.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from privrank.data.interactions import Interactions
+from privrank.data.splits import HoldoutSplit, split
+from privrank.data.synthetic import SyntheticConfig, generate
+from privrank.metrics.evaluate import EvaluationConfig, evaluate
+from privrank.models import FitOptions, create_model
+from privrank.workflow.protocols import prepare
+
+SYNTHETIC: dict[str, dict[str, int]] = {
+    # dense and small: 2,000 users, 500 items, density 5%
+    "synth-dense": {"n_users": 2_000, "n_items": 500, "n_interactions": 50_000},
+    # mid: 10,000 users, 2,000 items, density 0.5%
+    "synth-small": {"n_users": 10_000, "n_items": 2_000, "n_interactions": 100_000},
+    # sparse and larger: 30,000 users, 15,000 items, density 0.044% (Beauty-like)
+    "synth-sparse": {"n_users": 30_000, "n_items": 15_000, "n_interactions": 200_000},
+}
+EVALUATION = EvaluationConfig(cutoffs=(10,), metrics=("ndcg", "hit_rate"))
+
+
+@cache
+def selection_parts(name: str) -> tuple[Interactions, Interactions]:
+    """``(fit part, validation part)`` of a data set, both carved from training data."""
+    if name == "ml100k":
+        carved = split(prepare("ml100k-holdout").train, HoldoutSplit(fraction=0.2, seed=1))
+        return carved.train, carved.test
+    if name in ("beauty", "video"):
+        prepared = prepare(f"{name}-loo")
+        if prepared.validation is None:  # pragma: no cover - both protocols have one
+            raise SystemExit(f"{name}-loo has no validation part")
+        return prepared.train, prepared.validation
+    if name in SYNTHETIC:
+        data = generate(SyntheticConfig(**SYNTHETIC[name], seed=0)).compact()
+        carved = split(data, HoldoutSplit(fraction=0.2, seed=1))
+        return carved.train, carved.test
+    raise SystemExit(f"unknown data set {name!r}; known: ml100k, beauty, video, {list(SYNTHETIC)}")
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = sorted(grid)
+    values = itertools.product(*(grid[key] for key in keys))
+    return [dict(zip(keys, point, strict=True)) for point in values]
+
+
+def run_one(model_name: str, dataset: str, config: dict[str, Any], threads: int) -> dict[str, Any]:
+    train, validation = selection_parts(dataset)
+    model = create_model(model_name, config)
+    started = time.perf_counter()
+    # Early-stopping models see no validation part here: the validation part is what is scored.
+    model.fit(train, FitOptions(seed=0, threads=threads))
+    fit_s = time.perf_counter() - started
+    result = evaluate(model.score, train, validation, EVALUATION)
+    # Settings the fit derived from the data (scalars learned attributes, e.g. iALS's α₀).
+    resolved = {
+        key: value
+        for key, value in vars(model).items()
+        if key.endswith("_") and isinstance(value, float)
+    }
+    return {
+        "dataset": dataset,
+        "model": model_name,
+        "config": config,
+        "resolved": resolved or None,
+        "ndcg@10": round(float(result.means["ndcg@10"]), 5),
+        "hit_rate@10": round(float(result.means["hit_rate@10"]), 5),
+        "fit_s": round(fit_s, 1),
+        "users": int(train.n_users),
+        "items": int(train.n_items),
+        "train_rows": len(train),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--datasets", default="ml100k,beauty,video,synth-small,synth-sparse")
+    parser.add_argument("--grid", default="{}", help="JSON: parameter -> list of values")
+    parser.add_argument("--base", default="{}", help="JSON: fixed parameters")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    base = json.loads(args.base)
+    for dataset in args.datasets.split(","):
+        for point in grid_points(json.loads(args.grid)):
+            row = run_one(args.model, dataset, base | point, args.threads)
+            line = json.dumps(row)
+            print(line, flush=True)
+            if args.out is not None:
+                with args.out.open("a") as out:
+                    out.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
