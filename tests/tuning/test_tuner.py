@@ -29,28 +29,6 @@ from privrank.tuning import (
 from privrank.tuning.search_spaces import _check_against_config
 
 
-def _clustered(seed: int = 0, users: int = 120, items: int = 60, clusters: int = 4) -> Interactions:
-    """Users in clusters, each preferring its own block of items, plus popular noise."""
-    rng = np.random.default_rng(seed)
-    block = items // clusters
-    rows_u, rows_i = [], []
-    popularity = 1.0 / np.arange(1, items + 1)
-    popularity /= popularity.sum()
-    for user in range(users):
-        cluster = user % clusters
-        own = rng.choice(np.arange(cluster * block, (cluster + 1) * block), 8, replace=False)
-        noise = rng.choice(items, 4, replace=False, p=popularity)
-        picked = np.unique(np.concatenate([own, noise]))
-        rows_u += [user] * len(picked)
-        rows_i += picked.tolist()
-    return Interactions.from_codes(np.asarray(rows_u), np.asarray(rows_i))
-
-
-@pytest.fixture(scope="module")
-def parts() -> tuple[Interactions, Interactions]:
-    return carve_validation(_clustered(), fraction=0.25, seed=0)
-
-
 # ----------------------------------------------------------------------------- search spaces
 def test_every_builtin_model_has_a_space_that_fits_its_config() -> None:
     assert set(searchable_models()) == set(model_names()) & set(SEARCH_SPACES)
@@ -104,9 +82,9 @@ def test_tune_config_needs_a_budget_and_a_ranking_metric() -> None:
     assert TuneConfig(time_budget_s=1).metric_parts() == ("ndcg", 10)
 
 
-def test_data_must_share_a_vocabulary(parts) -> None:
+def test_data_must_share_a_vocabulary(parts, clustered) -> None:
     train, _ = parts
-    other = _clustered(seed=1, items=50)
+    other = clustered(seed=1, items=50)
     with pytest.raises(ConfigError, match="one vocabulary"):
         tune("ease", train, other, TuneConfig(n_trials=1))
 
@@ -158,8 +136,8 @@ def test_objective_is_computed_on_validation_only(parts, monkeypatch) -> None:
     assert result.data["validation"]["rows"] == len(validation)
 
 
-def test_carve_validation_reads_only_the_training_part() -> None:
-    data = _clustered()
+def test_carve_validation_reads_only_the_training_part(clustered) -> None:
+    data = clustered()
     train, validation = carve_validation(data, fraction=0.2, seed=0)
     assert train.user_ids.equals(data.user_ids) and validation.item_ids.equals(data.item_ids)
 

@@ -8,9 +8,12 @@ confidence weights) are searched on a log scale, so that each decade gets the sa
 The two ALS models are searched over the same kind of box, so that a comparison at an equal
 budget is fair: the same embedding sizes, the same range of epochs, the L2 weight and the
 weight of the unobserved pairs on a log scale over several decades. implicit's ALS weights
-*observed* pairs by ``alpha`` where ours weights *unobserved* pairs by ``unobserved_weight``;
-the two are the same model up to a scaling of the loss (``alpha ≈ 1 / unobserved_weight``), so
-their ranges mirror each other. Both may solve exactly (Cholesky) or by conjugate gradients.
+*observed* pairs by ``alpha`` where ours weights *unobserved* pairs by
+α₀ = ``unobserved_weight``; the two are the same model up to a scaling of the loss
+(``alpha ≈ 1 / unobserved_weight``). Ours searches α₀ through the rule its default follows,
+α₀ = ρ × density (``unobserved_ratio`` = ρ, four decades around the default 4), so one range
+means the same relative weight on every data set. Both may solve exactly (Cholesky) or by
+conjugate gradients.
 
 Every space is checked against its model's config when it is used (:func:`search_space`): a
 parameter the config lacks, or a range outside the config's bounds, raises
@@ -190,7 +193,7 @@ SEARCH_SPACES: dict[str, SearchSpace] = {
                 _FACTORS,
                 IntParam("epochs", *_EPOCH_RANGE),
                 FloatParam("regularization", 1e-5, 100.0, log=True),
-                FloatParam("unobserved_weight", 1e-3, 10.0, log=True),
+                FloatParam("unobserved_ratio", 0.04, 400.0, log=True),
                 FloatParam("regularization_exponent", 0.0, 1.0),
                 CategoricalParam("solver", ("cholesky", "cg")),
             ),
