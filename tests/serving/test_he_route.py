@@ -55,8 +55,8 @@ def test_refusals(he, make_client, model_dir, keys):
         answer = http.post("/v1/he/score", content=bad, headers=octet)
         assert answer.status_code == 422 and answer.json()["error"] == "invalid_data"
     request = ScoreRequest.from_bytes(body)
-    broken = bytearray(request.ciphertext)
-    broken[:4] = b"\x00" * 4  # SEAL's header (magic number, version): never a valid object
+    # Not a SEAL object (a corrupted byte is not always caught: see test_he_scoring's xfail).
+    broken = b"\x00" * 100
     answer = http.post(
         "/v1/he/score",
         content=ScoreRequest(request.galois_keys, bytes(broken)).to_bytes(),
