@@ -320,6 +320,7 @@ def test_an_evaluation_run_shows_tables_beside_its_charts(
     expect(page.locator("table.metrics")).to_be_visible()
     images = page.locator(".plots img")
     assert images.count() == 2
+    page.wait_for_load_state("load")  # the images are fetched after the HTML: wait for them
     for i in range(2):  # loaded and drawn (natural size known)
         assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
     table_box = page.locator(".tables").bounding_box()
