@@ -178,8 +178,14 @@ class SecAggAggregator:
 
     def _encode(self, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.mechanism is not None:
-            assert self.noise_rng is not None
-            return self.mechanism.encode_batch(dense, self.noise_rng)
+            assert self.noise_rng is not None and self.bound is not None
+            # The device clipped with its update's factored norm; the check above refused any
+            # update more than 1e-5 (relative) over the bound. Clipping the explicit vector
+            # again removes that float slack, which the mechanism's exact check would refuse.
+            from privrank.privacy.distributed_dp import clip_l2
+
+            exact, _ = clip_l2(dense, self.bound)
+            return self.mechanism.encode_batch(exact, self.noise_rng)
         from privrank.privacy.crypto.secagg import encode_batch
 
         assert self.ring is not None
