@@ -200,8 +200,12 @@ def test_the_plan_composes_counts_and_rounds_within_epsilon():
         )  # fmt: skip
 
 
+def _url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+
+
 def _ledger(tmp_path, epsilon=100.0) -> str:
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    url = _url(tmp_path)
     with Ledger(url) as book:
         book.set_budget("synth", epsilon, 1e-2)
     return url
@@ -247,3 +251,31 @@ def test_distributed_dp_needs_secagg_and_fixed_clipping(tmp_path):
                 CONFIG, data, _settings(), run_dir=tmp_path / "b", spec=_spec(), ledger=book,
                 secure=SecureAggregation(), distributed_dp=True,
             )  # fmt: skip
+
+
+def test_central_dp_fedavg_over_secagg_without_noise_equals_it_over_plain_sums(tmp_path):
+    data = synthetic_interactions(n_users=30, n_items=20, per_user=5, seed=5)
+    settings = _settings(clients_per_round=30, adaptive_clipping=False)
+    spec = PrivacySpec(epsilon=8.0, delta=1e-3, max_interactions_per_user=5, noise_seed=1)
+    runs = {}
+    for name, secure in (("plain", None), ("secagg", SecureAggregation(modulus_bits=40))):
+        (tmp_path / name).mkdir()
+        url = _ledger(tmp_path / name)
+        with _noise_scale_for_testing(0.0), RoundLedger("synth", name, url) as book:
+            runs[name] = simulate(
+                CONFIG, data, settings, run_dir=tmp_path / name / "run", spec=spec, ledger=book,
+                secure=secure,
+            )  # fmt: skip
+    np.testing.assert_allclose(
+        runs["secagg"].model.item_factors_, runs["plain"].model.item_factors_, rtol=1e-4,
+        atol=1e-5,
+    )  # fmt: skip
+    assert runs["secagg"].state.released_rounds == runs["plain"].state.released_rounds == 3
+    # the counts were noised and charged in both (zero noise here, so equal)
+    np.testing.assert_allclose(
+        runs["secagg"].state.arrays["item_counts"], runs["plain"].state.arrays["item_counts"]
+    )
+    for name in runs:
+        with Ledger(_url(tmp_path / name)) as ledger:
+            committed = [s for s in ledger.spends("synth") if s.status.value == "committed"]
+        assert len(committed) == 4  # the counts and 3 rounds

@@ -332,8 +332,8 @@ def simulate(
             ledger.check_plan(plan.epsilon_after(plan.rounds), plan.delta)
         if ledger is not None and ddp is not None:
             ledger.check_plan(ddp.epsilon_after(ddp.total_rounds), ddp.delta)
-        if secure is None:
-            counts = _release_counts(histories, resolved, plan, ledger)
+        if ddp is None or secure is None:
+            counts = _release_counts(histories, resolved, plan, ledger, secure, settings)
         else:
             counts = _release_counts_secure(histories, settings, secure, resolved, ddp, ledger)
         state = ServerState(
@@ -417,10 +417,19 @@ def _release_counts(
     spec: PrivacySpec | None,
     plan: FedAvgPlan | None,
     ledger: RoundLedger | None,
+    secure: SecureAggregation | None = None,
+    settings: FederatedSettings | None = None,
 ) -> np.ndarray:
-    """The item counts every device sends once (at most ``c`` items each under DP), summed;
-    with Gaussian noise (σ = multiplier · √c) in a private run, charged to the ledger."""
+    """The item counts every device sends once (at most ``c`` items each under DP), summed
+    (by SecAgg+ with ``secure``); with Gaussian noise (σ = multiplier · √c) added by the server
+    to the sum in a private run, charged to the ledger."""
     n_items = histories.shape[1]
+    if secure is not None and settings is not None:
+        bounded = histories if plan is None else _bounded(histories, plan.contribution_bound)
+        total = _secure_counts_sum(bounded, settings, secure)
+        if spec is None or plan is None or ledger is None:
+            return total
+        return _noisy_counts(total, spec, plan, ledger)
     if spec is None or plan is None or ledger is None:
         rows = SparseUpdates(histories)
         aggregator = SumAggregator(n_items, None)
@@ -430,8 +439,15 @@ def _release_counts(
     kept = _bounded(histories, bound)
     aggregator = SumAggregator(n_items, float(np.sqrt(bound)))
     aggregator.add(SparseUpdates(kept))
-    total = aggregator.finish().total
+    return _noisy_counts(aggregator.finish().total, spec, plan, ledger)
 
+
+def _noisy_counts(
+    total: np.ndarray, spec: PrivacySpec, plan: FedAvgPlan, ledger: RoundLedger
+) -> np.ndarray:
+    """DP-FedAvg's release of the summed counts: Gaussian noise, charged with the run's δ."""
+    n_items = total.shape[0]
+    bound = plan.contribution_bound
     std = current_noise_scale() * plan.popularity_noise_multiplier * float(np.sqrt(bound))
     with ledger.round(plan.epsilon_after(0), plan.delta, "item counts") as released:
         noisy = total + (_noise_rng(spec, 0).normal(0.0, std, n_items) if std > 0 else 0.0)
@@ -615,6 +631,28 @@ def clip_on_device(updates: ClientUpdates, bound: float) -> tuple[ClientUpdates,
     return updates.scaled(factors), unclipped
 
 
+def _secure_counts_sum(
+    histories: sp.csr_matrix, settings: FederatedSettings, secure: SecureAggregation
+) -> np.ndarray:
+    """Every device's 0/1 item vector summed by SecAgg+, in groups of ``clients_per_round``
+    devices (one protocol run per group, no simulated dropout: the counts are collected once,
+    before training); integers, so the sum is exact. A group that aborts
+    raises :class:`~privrank.privacy.crypto.secagg.SecAggAbort` (nothing is released)."""
+    population, n_items = histories.shape
+    total = np.zeros(n_items)
+    group = max(2, settings.clients_per_round)
+    exact = secure.model_copy(update={"value_range": 1.0, "scale": 1.0, "dropout": 0.0})
+    for number, start in enumerate(range(0, population, group)):
+        members = np.arange(start, min(start + group, population))
+        aggregator = SecAggAggregator(
+            n_items, None, exact, max_clients=len(members), round_index=2**62 - 1 - number,
+            seed=settings.seed,
+        )  # fmt: skip
+        aggregator.add(SparseUpdates(histories[members]))
+        total += aggregator.finish().total
+    return total
+
+
 def _release_counts_secure(
     histories: sp.csr_matrix,
     settings: FederatedSettings,
@@ -623,10 +661,7 @@ def _release_counts_secure(
     ddp: DistributedDPPlan | None,
     ledger: RoundLedger | None,
 ) -> np.ndarray:
-    """The item counts through SecAgg+.
-
-    Non-private: every device sends its items, in groups of ``clients_per_round`` devices, one
-    SecAgg+ round per group; the counts are integers, so the sum is exact. Distributed DP: the
+    """The item counts under distributed DP, through SecAgg+: the
     devices of the first cohort (Poisson, round 0) send their at most ``c`` items with discrete
     Gaussian noise (release 0 of the plan, charged with the run's δ); the server scales the sum
     by ``N / survivors``.
@@ -638,18 +673,7 @@ def _release_counts_secure(
 
     population, n_items = histories.shape
     if ddp is None or spec is None or ledger is None:
-        total = np.zeros(n_items)
-        group = max(2, settings.clients_per_round)
-        for number, start in enumerate(range(0, population, group)):
-            members = np.arange(start, min(start + group, population))
-            aggregator = SecAggAggregator(
-                n_items, None, secure.model_copy(update={"value_range": 1.0, "scale": 1.0}),
-                max_clients=len(members), round_index=-(number + 1) % 2**62, seed=settings.seed,
-            )  # fmt: skip
-            aggregator.add(SparseUpdates(histories[members]))
-            part = aggregator.finish()
-            total += part.total
-        return total
+        raise ConfigError("the distributed-DP counts need a plan, a spec and a ledger")
     cohort = _cohort(settings, population, 0)
     kept = _bounded(histories[cohort], ddp.contribution_bound)
     aggregator = SecAggAggregator(
