@@ -73,6 +73,25 @@ def test_a_private_run_spends_from_the_ledger(tmp_path: Path, split_dir: Path) -
     assert record["privacy"]["epsilon"] <= 4.0
 
 
+def test_secagg_with_distributed_dp_spends_from_the_ledger(tmp_path: Path, split_dir: Path) -> None:
+    pytest.importorskip("cryptography")
+    out = tmp_path / "ddp"
+    name = json.loads((split_dir / "split.json").read_text())["source"]["name"]
+    assert invoke("privacy", "budget", name, "--epsilon", "10", "--delta", "1e-2").exit_code == 0
+    result = invoke(
+        "federated", "train", "--data", split_dir, "--out", out, "--rounds", "2",
+        "--clients-per-round", "30", "--min-clients", "10", "--epsilon", "8",
+        "--max-per-user", "10", "--no-adaptive-clipping", "--aggregation", "secagg",
+        "--distributed-dp", "--dropout", "0.1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = load_trained(out).record
+    assert record["federated"]["aggregation"] == "secagg" and record["federated"]["distributed_dp"]
+    assert len(record["privacy"]["spend_ids"]) == 1 + record["federated"]["released_rounds"]
+    assert 0 < record["privacy"]["epsilon"] <= 8.0
+    assert "untrusted for individual updates" in result.output
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -86,6 +105,8 @@ def test_a_private_run_spends_from_the_ledger(tmp_path: Path, split_dir: Path) -
         ),
         (("--model", "ials"), "fedmf"),
         (("--param", "factors=-1"), "factors"),
+        (("--aggregation", "magic"), "plain or secagg"),
+        (("--distributed-dp",), "--aggregation secagg and --epsilon"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(

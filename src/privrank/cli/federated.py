@@ -82,15 +82,33 @@ def train_command(
         Path | None, typer.Option(help="Server state and metrics log (default OUT.run).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --run-dir.")] = False,
+    aggregation: Annotated[
+        str,
+        typer.Option(help="plain (the server sums the updates) or secagg (SecAgg+: sums only)."),
+    ] = "plain",
+    distributed_dp: Annotated[
+        bool,
+        typer.Option(
+            help="With --epsilon and --aggregation secagg: each device adds discrete Gaussian "
+            "noise before masking (distributed DP) instead of the server adding Gaussian noise."
+        ),
+    ] = False,
+    dropout: Annotated[
+        float, typer.Option(help="secagg: fraction of each round's devices that drop out.")
+    ] = 0.0,
+    modulus_bits: Annotated[int, typer.Option(help="secagg: bits b of the ring Z_2^b.")] = 48,
 ) -> None:
     """Train a model by federated learning in the simulator; each user is one device.
 
     With ``--epsilon`` the run is DP-FedAvg: user-level (ε, δ)-DP for one device = one user,
     Poisson sampling, device-side clipping and Gaussian noise on the sum; every released
     round is charged to the ledger (refused before any round when the budget does not cover
-    the whole run).
+    the whole run). ``--aggregation secagg`` runs SecAgg+ over every round's cohort (the server
+    learns only sums); adding ``--distributed-dp`` moves the noise onto the devices (distributed
+    discrete Gaussian), so that no party sees an un-noised sum.
     """
     from privrank.federated import FederatedSettings, simulate
+    from privrank.federated.secure_aggregation import SecureAggregation
     from privrank.models import FedMF, create_model
     from privrank.workflow.model_dir import TRAINING_FILE, write_trained
     from privrank.workflow.spend import RoundLedger
@@ -115,6 +133,15 @@ def train_command(
             "seed": seed,
             "adaptive_clipping": adaptive_clipping,
         }
+    )
+    if aggregation not in ("plain", "secagg"):
+        raise ConfigError(f"--aggregation {aggregation!r}: expected plain or secagg")
+    if distributed_dp and (aggregation != "secagg" or epsilon is None):
+        raise ConfigError("--distributed-dp needs --aggregation secagg and --epsilon")
+    secure = (
+        None
+        if aggregation == "plain"
+        else SecureAggregation.from_mapping({"dropout": dropout, "modulus_bits": modulus_bits})
     )
     spec = _privacy_spec(
         epsilon, delta, max_per_user, "most_recent", noise_seed, clipping_norm, accountant
@@ -150,7 +177,13 @@ def train_command(
     with progress:
         if ledger_book is None:
             result = simulate(
-                config, train, settings, run_dir=run_dir, resume=resume, progress=report
+                config,
+                train,
+                settings,
+                run_dir=run_dir,
+                resume=resume,
+                progress=report,
+                secure=secure,
             )
         else:
             with ledger_book:
@@ -163,6 +196,8 @@ def train_command(
                     ledger=ledger_book,
                     resume=resume,
                     progress=report,
+                    secure=secure,
+                    distributed_dp=distributed_dp,
                 )
     record = _record(resolved, result.model, train, mode, seed, 1, result.seconds)
     record["federated"] = {
@@ -171,6 +206,8 @@ def train_command(
         "rounds": result.state.round,
         "released_rounds": result.state.released_rounds,
         "devices": train.n_users,
+        "aggregation": aggregation,
+        "distributed_dp": distributed_dp,
     }
     if result.guarantee is not None:
         spends = result.state.spend_ids

@@ -47,10 +47,16 @@ from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.federated.aggregation import RoundSum, SumAggregator
 from privrank.federated.canaries import Canaries
+from privrank.federated.secure_aggregation import SecAggAggregator, SecureAggregation
 from privrank.federated.state import METRICS_FILE, ServerState
 from privrank.models._fedmf_rounds import FedMFClient, FedMFServer, MFBroadcast
 from privrank.models._query import Query
 from privrank.models.fedmf import FedMF, FedMFConfig
+from privrank.privacy.distributed_dp_plan import (
+    DistributedDPPlan,
+    distributed_dp_guarantee,
+    plan_distributed_dp,
+)
 from privrank.privacy.dp_fedavg import (
     AdaptiveClipping,
     DPFedAvgMechanism,
@@ -58,7 +64,7 @@ from privrank.privacy.dp_fedavg import (
     dp_fedavg_guarantee,
     plan_dp_fedavg,
 )
-from privrank.privacy.mechanism import PrivacyGuarantee
+from privrank.privacy.mechanism import PrivacyGuarantee, current_noise_scale
 from privrank.privacy.spec import PrivacySpec
 from privrank.privacy.updates import ClientUpdates, SparseUpdates
 from privrank.workflow.spend import RoundLedger
@@ -168,6 +174,7 @@ class SimulationResult:
     guarantee: PrivacyGuarantee | None
     seconds: float
     rounds_run: int
+    distributed_plan: DistributedDPPlan | None = None
 
 
 def _histories(data: Interactions) -> sp.csr_matrix:
@@ -213,6 +220,8 @@ def simulate(
     resume: bool = False,
     progress: Callable[[RoundReport], None] | None = None,
     canaries: Canaries | None = None,
+    secure: SecureAggregation | None = None,
+    distributed_dp: bool = False,
 ) -> SimulationResult:
     """Run (or resume) federated training of fedmf on the devices of ``train``.
 
@@ -232,6 +241,13 @@ def simulate(
             each included canary is sampled like a device and sends its fixed direction at the
             round's bound; the released sums are then accumulated in the state
             (``released_sum``). Never in a production run.
+        secure: Aggregate every round (and the item counts) by SecAgg+
+            (:mod:`privrank.federated.secure_aggregation`): the server learns only sums.
+            ``None``: the plain checked sum.
+        distributed_dp: With ``spec`` and ``secure``: distributed DP instead of DP-FedAvg
+            (:mod:`privrank.privacy.distributed_dp_plan`): each device adds discrete Gaussian
+            noise before masking, the server adds none; fixed clipping at the spec's
+            ``clipping_norm``; ``min_clients`` is the fewest survivors the accounting counts on.
 
     Raises:
         ConfigError: Inconsistent options, or a ``run_dir`` holding a state without ``resume``
@@ -250,6 +266,16 @@ def simulate(
         )
     if resolved is not None and ledger is None:
         raise ConfigError("a private federated run needs a ledger to charge its rounds to")
+    if distributed_dp and (resolved is None or secure is None):
+        raise ConfigError(
+            "distributed DP needs a privacy spec (--epsilon) and secure aggregation "
+            "(--aggregation secagg)"
+        )
+    if distributed_dp and settings.adaptive_clipping:
+        raise ConfigError(
+            "distributed DP clips at a fixed norm (adaptive clipping would need its own secure, "
+            "noised sum of the clipping bits): pass --no-adaptive-clipping"
+        )
     adaptive = None
     if resolved is not None and settings.adaptive_clipping:
         adaptive = AdaptiveClipping(
@@ -258,11 +284,24 @@ def simulate(
         )
     plan = (
         None
-        if resolved is None
+        if resolved is None or distributed_dp
         else plan_dp_fedavg(
             resolved, population, settings.clients_per_round, settings.rounds, adaptive
         )
     )
+    ddp = None
+    if distributed_dp and resolved is not None and secure is not None:
+        d = config.factors
+        ddp = plan_distributed_dp(
+            resolved,
+            population=population,
+            n_items=train.n_items,
+            dimension=train.n_items * d + d * d,
+            rounds=settings.rounds,
+            min_clients=settings.min_clients,
+            max_clients=population + (0 if canaries is None else len(canaries.directions)),
+            modulus_bits=secure.modulus_bits,
+        )
     from privrank.data.fingerprint import fingerprint
 
     identity = {
@@ -271,6 +310,11 @@ def simulate(
         "privacy": None if resolved is None else resolved.model_dump(mode="json"),
         "train_fingerprint": fingerprint(train),
     }
+    if secure is not None:
+        identity["aggregation"] = {
+            "secure": secure.model_dump(mode="json"),
+            "distributed_dp": distributed_dp,
+        }
     run_dir = Path(run_dir)
     histories = _histories(train)
     client = FedMFClient(config, train.n_items)
@@ -286,7 +330,12 @@ def simulate(
             raise ConfigError(f"--resume: {run_dir} holds no federated run state")
         if ledger is not None and plan is not None:
             ledger.check_plan(plan.epsilon_after(plan.rounds), plan.delta)
-        counts = _release_counts(histories, resolved, plan, ledger)
+        if ledger is not None and ddp is not None:
+            ledger.check_plan(ddp.epsilon_after(ddp.total_rounds), ddp.delta)
+        if ddp is None or secure is None:
+            counts = _release_counts(histories, resolved, plan, ledger, secure, settings)
+        else:
+            counts = _release_counts_secure(histories, settings, secure, resolved, ddp, ledger)
         state = ServerState(
             round=0,
             released_rounds=0,
@@ -312,19 +361,26 @@ def simulate(
     first = state.round
     for round_index in range(state.round + 1, settings.rounds + 1):
         tick = time.perf_counter()
-        report = _round(
-            round_index,
-            settings,
-            histories,
-            client,
-            server,
-            state,
-            plan,
-            mechanism,
-            ledger,
-            resolved,
-            canaries,
-        )
+        if ddp is not None and ledger is not None and resolved is not None and secure:
+            report = _round_distributed(
+                round_index, settings, histories, client, server, state, ddp, secure, ledger,
+                resolved, canaries,
+            )  # fmt: skip
+        else:
+            report = _round(
+                round_index,
+                settings,
+                histories,
+                client,
+                server,
+                state,
+                plan,
+                mechanism,
+                ledger,
+                resolved,
+                canaries,
+                secure,
+            )
         report = RoundReport(**{**report.__dict__, "seconds": time.perf_counter() - tick})
         state.round = round_index
         if ledger is not None:
@@ -338,6 +394,10 @@ def simulate(
         guarantee = dp_fedavg_guarantee(
             plan, resolved, state.released_rounds, noise_scale=mechanism.noise_scale
         )
+    if ddp is not None and resolved is not None:
+        guarantee = distributed_dp_guarantee(
+            ddp, resolved, state.released_rounds, noise_scale=ddp.rounds.noise_scale
+        )
     # The cold-start popularity: the released counts clipped at 0 (post-processing).
     popularity = np.maximum(state.arrays["item_counts"], 0.0)
     model = FedMF.assemble(config, train, state.arrays["item_factors"], popularity, guarantee)
@@ -348,6 +408,7 @@ def simulate(
         guarantee=guarantee,
         seconds=time.perf_counter() - started,
         rounds_run=settings.rounds - first,
+        distributed_plan=ddp,
     )
 
 
@@ -356,10 +417,19 @@ def _release_counts(
     spec: PrivacySpec | None,
     plan: FedAvgPlan | None,
     ledger: RoundLedger | None,
+    secure: SecureAggregation | None = None,
+    settings: FederatedSettings | None = None,
 ) -> np.ndarray:
-    """The item counts every device sends once (at most ``c`` items each under DP), summed;
-    with Gaussian noise (σ = multiplier · √c) in a private run, charged to the ledger."""
+    """The item counts every device sends once (at most ``c`` items each under DP), summed
+    (by SecAgg+ with ``secure``); with Gaussian noise (σ = multiplier · √c) added by the server
+    to the sum in a private run, charged to the ledger."""
     n_items = histories.shape[1]
+    if secure is not None and settings is not None:
+        bounded = histories if plan is None else _bounded(histories, plan.contribution_bound)
+        total = _secure_counts_sum(bounded, settings, secure)
+        if spec is None or plan is None or ledger is None:
+            return total
+        return _noisy_counts(total, spec, plan, ledger)
     if spec is None or plan is None or ledger is None:
         rows = SparseUpdates(histories)
         aggregator = SumAggregator(n_items, None)
@@ -369,9 +439,15 @@ def _release_counts(
     kept = _bounded(histories, bound)
     aggregator = SumAggregator(n_items, float(np.sqrt(bound)))
     aggregator.add(SparseUpdates(kept))
-    total = aggregator.finish().total
-    from privrank.privacy.mechanism import current_noise_scale
+    return _noisy_counts(aggregator.finish().total, spec, plan, ledger)
 
+
+def _noisy_counts(
+    total: np.ndarray, spec: PrivacySpec, plan: FedAvgPlan, ledger: RoundLedger
+) -> np.ndarray:
+    """DP-FedAvg's release of the summed counts: Gaussian noise, charged with the run's δ."""
+    n_items = total.shape[0]
+    bound = plan.contribution_bound
     std = current_noise_scale() * plan.popularity_noise_multiplier * float(np.sqrt(bound))
     with ledger.round(plan.epsilon_after(0), plan.delta, "item counts") as released:
         noisy = total + (_noise_rng(spec, 0).normal(0.0, std, n_items) if std > 0 else 0.0)
@@ -402,6 +478,7 @@ def _round(
     ledger: RoundLedger | None,
     spec: PrivacySpec | None,
     canaries: Canaries | None = None,
+    secure: SecureAggregation | None = None,
 ) -> RoundReport:
     cohort = _cohort(settings, histories.shape[0], round_index)
     epsilon_before = None if plan is None else plan.epsilon_after(state.released_rounds)
@@ -421,7 +498,7 @@ def _round(
         return skipped
     if ledger is None or plan is None or mechanism is None or spec is None:
         total, losses = _aggregate(
-            cohort, settings, histories, client, state, None, round_index, canaries
+            cohort, settings, histories, client, state, None, round_index, canaries, secure
         )
         if total.accepted < settings.min_clients:
             return _report(skipped, total, losses, released=False)
@@ -447,6 +524,7 @@ def _round(
             mechanism.clipping_norm,
             round_index,
             canaries,
+            secure,
         )
         if total.accepted < settings.min_clients:
             return _report(skipped, total, losses, released=False)
@@ -491,11 +569,26 @@ def _aggregate(
     bound: float | None,
     round_index: int,
     canaries: Canaries | None,
+    secure: SecureAggregation | None = None,
+    aggregator: SumAggregator | SecAggAggregator | None = None,
 ) -> tuple[RoundSum, np.ndarray]:
-    """Run the cohort's devices batch by batch and sum their checked updates."""
+    """Run the cohort's devices batch by batch and sum their checked updates (securely with
+    ``secure``, or through the given ``aggregator``)."""
     broadcast = MFBroadcast.of(state.arrays["item_factors"])
     n_items, d = broadcast.item_factors.shape
-    aggregator = SumAggregator(n_items * d + d * d, bound)
+    if aggregator is None and secure is not None:
+        extra = 0 if canaries is None else len(canaries.directions)
+        aggregator = SecAggAggregator(
+            n_items * d + d * d,
+            bound,
+            secure,
+            max_clients=len(cohort) + extra,
+            round_index=round_index,
+            seed=settings.seed,
+            min_survivors=settings.min_clients,
+        )
+    if aggregator is None:
+        aggregator = SumAggregator(n_items * d + d * d, bound)
     losses = []
     for start in range(0, len(cohort), settings.batch_size):
         devices = cohort[start : start + settings.batch_size]
@@ -512,7 +605,15 @@ def _aggregate(
         if len(chosen):
             scale = 1.0 if bound is None else bound
             aggregator.add(canaries.updates(chosen, scale), np.ones(len(chosen), dtype=bool))
-    return aggregator.finish(), np.concatenate(losses) if losses else np.zeros(0)
+    joined = np.concatenate(losses) if losses else np.zeros(0)
+    if isinstance(aggregator, SecAggAggregator):
+        from privrank.privacy.crypto.secagg import SecAggAbort
+
+        try:
+            return aggregator.finish(), joined
+        except SecAggAbort:  # nothing unmasked: the round releases nothing and is not charged
+            return RoundSum(np.zeros(aggregator.dim), refused={"secagg_abort": 1}), joined
+    return aggregator.finish(), joined
 
 
 def clip_on_device(updates: ClientUpdates, bound: float) -> tuple[ClientUpdates, np.ndarray]:
@@ -528,3 +629,137 @@ def clip_on_device(updates: ClientUpdates, bound: float) -> tuple[ClientUpdates,
         factors = np.where(unclipped, 1.0, bound / norms)
     factors = np.where(np.isfinite(factors), factors, 1.0)  # a non-finite update stays so
     return updates.scaled(factors), unclipped
+
+
+def _secure_counts_sum(
+    histories: sp.csr_matrix, settings: FederatedSettings, secure: SecureAggregation
+) -> np.ndarray:
+    """Every device's 0/1 item vector summed by SecAgg+, in groups of ``clients_per_round``
+    devices (one protocol run per group, no simulated dropout: the counts are collected once,
+    before training); integers, so the sum is exact. A group that aborts
+    raises :class:`~privrank.privacy.crypto.secagg.SecAggAbort` (nothing is released)."""
+    population, n_items = histories.shape
+    total = np.zeros(n_items)
+    group = max(2, settings.clients_per_round)
+    exact = secure.model_copy(update={"value_range": 1.0, "scale": 1.0, "dropout": 0.0})
+    for number, start in enumerate(range(0, population, group)):
+        members = np.arange(start, min(start + group, population))
+        aggregator = SecAggAggregator(
+            n_items, None, exact, max_clients=len(members), round_index=2**62 - 1 - number,
+            seed=settings.seed,
+        )  # fmt: skip
+        aggregator.add(SparseUpdates(histories[members]))
+        total += aggregator.finish().total
+    return total
+
+
+def _release_counts_secure(
+    histories: sp.csr_matrix,
+    settings: FederatedSettings,
+    secure: SecureAggregation,
+    spec: PrivacySpec | None,
+    ddp: DistributedDPPlan | None,
+    ledger: RoundLedger | None,
+) -> np.ndarray:
+    """The item counts under distributed DP, through SecAgg+: the
+    devices of the first cohort (Poisson, round 0) send their at most ``c`` items with discrete
+    Gaussian noise (release 0 of the plan, charged with the run's δ); the server scales the sum
+    by ``N / survivors``.
+
+    Raises:
+        ConfigError: Too few devices survived the counts' round (nothing can be trained).
+    """
+    from privrank.privacy.crypto.secagg import SecAggAbort
+
+    population, n_items = histories.shape
+    if ddp is None or spec is None or ledger is None:
+        raise ConfigError("the distributed-DP counts need a plan, a spec and a ledger")
+    cohort = _cohort(settings, population, 0)
+    kept = _bounded(histories[cohort], ddp.contribution_bound)
+    aggregator = SecAggAggregator(
+        n_items,
+        float(np.sqrt(ddp.contribution_bound)),
+        secure,
+        max_clients=population,
+        round_index=0,
+        seed=settings.seed,
+        min_survivors=settings.min_clients,
+        mechanism=ddp.counts,
+        noise_rng=_noise_rng(spec, 0),
+    )
+    with ledger.round(ddp.epsilon_after(0), ddp.delta, "item counts") as released:
+        aggregator.add(SparseUpdates(kept))
+        try:
+            part = aggregator.finish()
+        except SecAggAbort as exc:
+            raise ConfigError(f"the item counts' secure round aborted: {exc}") from exc
+        if part.accepted < settings.min_clients:
+            raise ConfigError(
+                f"the item counts' secure round had {part.accepted} device(s), fewer than "
+                f"min_clients = {settings.min_clients}"
+            )
+        released[0] = True
+    return np.asarray(part.total * (population / part.accepted), dtype=np.float64)
+
+
+def _round_distributed(
+    round_index: int,
+    settings: FederatedSettings,
+    histories: sp.csr_matrix,
+    client: FedMFClient,
+    server: FedMFServer,
+    state: ServerState,
+    ddp: DistributedDPPlan,
+    secure: SecureAggregation,
+    ledger: RoundLedger,
+    spec: PrivacySpec,
+    canaries: Canaries | None,
+) -> RoundReport:
+    """One round under distributed DP: devices clip, round, noise and mask; SecAgg+ unmasks
+    the noisy sum; the server adds no noise. Charged only when released."""
+    from privrank.privacy.crypto.secagg import SecAggAbort
+
+    cohort = _cohort(settings, histories.shape[0], round_index)
+    epsilon_before = ddp.epsilon_after(state.released_rounds)
+    bound = float(spec.clipping_norm)
+    skipped = RoundReport(
+        round_index, settings.rounds, len(cohort), 0, {}, False, float("nan"), epsilon_before,
+        bound, 0.0,
+    )  # fmt: skip
+    if len(cohort) < settings.min_clients:
+        return skipped
+    epsilon_after = ddp.epsilon_after(state.released_rounds + 1)
+    n_items, d = state.arrays["item_factors"].shape
+    extra = 0 if canaries is None else len(canaries.directions)
+    aggregator = SecAggAggregator(
+        n_items * d + d * d,
+        bound,
+        secure,
+        max_clients=histories.shape[0] + extra,
+        round_index=round_index,
+        seed=settings.seed,
+        min_survivors=settings.min_clients,
+        mechanism=ddp.rounds,
+        noise_rng=_noise_rng(spec, round_index),
+    )
+    with ledger.round(epsilon_after - epsilon_before, 0.0, f"round {round_index}") as released:
+        try:
+            total, losses = _aggregate(
+                cohort, settings, histories, client, state, bound, round_index, canaries,
+                aggregator=aggregator,
+            )  # fmt: skip
+        except SecAggAbort:
+            return RoundReport(**{**skipped.__dict__, "refused": {"secagg_abort": len(cohort)}})
+        if total.accepted < settings.min_clients:
+            return _report(skipped, total, losses, released=False)
+        if canaries is not None:
+            state.arrays["released_sum"] += total.total
+        state.arrays["item_factors"] = server.step(
+            state.arrays["item_factors"],
+            total.total / total.accepted,
+            _learning_rate(settings, round_index),
+        )
+        state.released_rounds += 1
+        released[0] = True
+    report = _report(skipped, total, losses, released=True)
+    return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})

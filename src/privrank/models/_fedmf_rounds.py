@@ -177,12 +177,17 @@ class MFUpdates(ClientUpdates):
         return np.concatenate([np.asarray(items).ravel(), grams.ravel()])
 
     def dense(self, start: int, stop: int) -> np.ndarray:
-        out = np.zeros((stop - start, self.dim), dtype=np.float64)
-        for row, b in enumerate(range(start, stop)):
-            weights = np.zeros(len(self))
-            weights[b] = 1.0
-            out[row] = self.weighted_sum(weights)
-        return out
+        """Device b's vector: items ``−Σ_j e_bj w_b 1_j − α₀ (H w_b) w_bᵀ``, then ``w_b w_bᵀ``."""
+        w = self.user_factors[start:stop]
+        h = self.broadcast.item_factors.astype(np.float64)
+        items = -self.alpha0 * (w @ h.T)[:, :, None] * w[:, None, :]
+        indptr = self.histories.indptr
+        lo, hi = int(indptr[start]), int(indptr[stop])
+        rows = np.repeat(np.arange(stop - start), np.diff(indptr[start : stop + 1]))
+        cols = self.histories.indices[lo:hi]
+        np.subtract.at(items, (rows, cols), self.residuals[lo:hi, None] * w[rows])
+        grams = w[:, :, None] * w[:, None, :]
+        return np.concatenate([items.reshape(stop - start, -1), grams.reshape(stop - start, -1)], 1)
 
 
 class FedMFClient:

@@ -405,6 +405,21 @@ class PrivacyGuarantee:
                 f"device, Gaussian noise with multiplier {main.noise_multiplier:.4g} per round "
                 f"on {main.statistic}; {bound}. Released: {self.released}."
             )
+        elif main.mechanism == "distributed-discrete-gaussian":
+            head = (
+                f"user-level (ε={self.epsilon:g}, δ={self.delta:.3g})-differential privacy: "
+                "replacing one user's entire contribution by zero (the user still taking part "
+                "and adding its noise) changes the probability of any output by at most a "
+                f"factor e^{self.epsilon:g} plus {self.delta:.3g}."
+            )
+            text = (
+                f"{head} Mechanism: distributed discrete Gaussian under SecAgg+ with one device "
+                f"holding one user's history: {main.count} released rounds, each device's "
+                f"update clipped, rounded (L2 bound {main.sensitivity:.4g} grid units) and "
+                "noised on the device before masking; no amplification by sampling claimed; "
+                f"{bound}. Released: {self.released}."
+            )
+            others = []  # the counts' release is stated in the accounting
         elif self.is_dpsgd:
             text = (
                 f"{head} Mechanism: DP-SGD with one user as one example: {main.count} steps "

@@ -1,0 +1,281 @@
+"""Secure aggregation in the simulator: SecAgg+ sums, dropouts, distributed DP and its charges."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from privrank.errors import ConfigError
+from privrank.federated import DenseUpdates, FederatedSettings, SumAggregator, simulate
+from privrank.federated.secure_aggregation import SecAggAggregator, SecureAggregation
+from privrank.models import FedMFConfig
+from privrank.models._fedmf_rounds import FedMFClient, MFBroadcast
+from privrank.privacy.distributed_dp import DistributedDiscreteGaussian, DistributedDPConfig
+from privrank.privacy.distributed_dp_accounting import ddg_epsilon
+from privrank.privacy.distributed_dp_plan import plan_distributed_dp
+from privrank.privacy.ledger import Ledger
+from privrank.privacy.mechanism import _noise_scale_for_testing
+from privrank.privacy.spec import PrivacySpec
+from privrank.testing import synthetic_interactions
+from privrank.workflow.spend import RoundLedger
+
+pytest.importorskip("cryptography")
+
+CONFIG = FedMFConfig(factors=4, regularization=0.05, unobserved_weight=0.1)
+
+
+def _updates(n: int, dim: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.9, 0.9, (n, dim))
+
+
+def test_the_unmasked_sum_is_exactly_the_sum_of_the_quantised_updates():
+    x = _updates(12, 40, 0)
+    aggregator = SecAggAggregator(40, None, SecureAggregation(value_range=1.0), max_clients=12)
+    aggregator.add(DenseUpdates(x))
+    total = aggregator.finish()
+    ring = aggregator.ring
+    assert ring is not None
+    quantised = np.rint(x * ring.scale).astype(np.int64)  # the oracle: plain integer sum
+    np.testing.assert_array_equal(total.total * ring.scale, quantised.sum(axis=0))
+    # against the float sum: at most half a unit per device and coordinate
+    assert np.abs(total.total - x.sum(axis=0)).max() <= 12 * 0.5 / ring.scale
+    assert total.accepted == 12
+
+
+def test_dropouts_after_sharing_are_recovered_and_only_survivors_are_summed():
+    x = _updates(30, 16, 1)
+    settings = SecureAggregation(value_range=1.0, dropout=0.3)
+    aggregator = SecAggAggregator(16, None, settings, max_clients=30, round_index=3, seed=4)
+    aggregator.add(DenseUpdates(x))
+    total = aggregator.finish()
+    assert aggregator.last_round is not None and aggregator.ring is not None
+    result = aggregator.last_round.result
+    survivors = sorted(result.survivors)
+    assert result.recovered and len(survivors) == 30 - len(result.recovered)
+    assert total.accepted == len(survivors) and total.refused["dropped"] == len(result.recovered)
+    quantised = np.rint(x[survivors] * aggregator.ring.scale).astype(np.int64)
+    np.testing.assert_array_equal(total.total * aggregator.ring.scale, quantised.sum(axis=0))
+
+
+def test_bad_updates_are_refused_and_counted_before_encoding():
+    x = _updates(6, 8, 2)
+    x[1, 0] = np.nan
+    x[2] *= 10.0  # over the declared L2 bound
+    bound = float(np.linalg.norm(x[[0, 3, 4, 5]], axis=1).max())
+    aggregator = SecAggAggregator(8, bound, SecureAggregation(), max_clients=6)
+    ok = aggregator.add(DenseUpdates(x))
+    assert ok.tolist() == [True, False, False, True, True, True]
+    total = aggregator.finish()
+    assert total.refused["non_finite"] == 1 and total.refused["over_bound"] == 1
+    plain = SumAggregator(8, bound)
+    plain.add(DenseUpdates(x))
+    np.testing.assert_allclose(total.total, plain.finish().total, atol=4 / aggregator.ring.scale)
+
+
+def test_the_dense_fedmf_update_is_the_factored_one():
+    data = synthetic_interactions(n_users=9, n_items=15, per_user=4, seed=3)
+    from privrank.federated.simulator import _histories
+
+    client = FedMFClient(CONFIG, data.n_items)
+    rng = np.random.default_rng(0)
+    broadcast = MFBroadcast.of(rng.normal(0, 0.3, (data.n_items, CONFIG.factors)))
+    updates, _ = client.local_update(_histories(data), broadcast)
+    dense = updates.dense(2, 7)
+    for row, b in enumerate(range(2, 7)):
+        weights = np.zeros(len(updates))
+        weights[b] = 1.0
+        np.testing.assert_allclose(dense[row], updates.weighted_sum(weights), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(dense, axis=1), updates.norms()[2:7], rtol=1e-9)
+
+
+def _settings(**overrides) -> FederatedSettings:
+    values = {"rounds": 3, "clients_per_round": 20, "batch_size": 8, "seed": 1}
+    return FederatedSettings(**(values | overrides))
+
+
+def test_the_secagg_model_equals_the_plain_sum_model_up_to_quantisation(tmp_path):
+    data = synthetic_interactions(n_users=40, n_items=20, per_user=5, seed=5)
+    settings = _settings()
+    plain = simulate(CONFIG, data, settings, run_dir=tmp_path / "plain")
+    # 32 bits: a grid of about 2^-22, so the rounding shows above float32's resolution
+    secure = simulate(
+        CONFIG, data, settings, run_dir=tmp_path / "secagg",
+        secure=SecureAggregation(modulus_bits=32),
+    )  # fmt: skip
+    # the item counts are integers: exact through the ring
+    np.testing.assert_array_equal(
+        secure.state.arrays["item_counts"], plain.state.arrays["item_counts"]
+    )
+    np.testing.assert_allclose(
+        secure.model.item_factors_, plain.model.item_factors_, rtol=1e-4, atol=1e-5
+    )
+    assert not np.array_equal(secure.model.item_factors_, plain.model.item_factors_)
+
+
+def test_a_secagg_round_with_dropouts_is_released(tmp_path):
+    data = synthetic_interactions(n_users=40, n_items=20, per_user=5, seed=5)
+    reports = []
+    result = simulate(
+        CONFIG,
+        data,
+        _settings(rounds=2, min_clients=5),
+        run_dir=tmp_path / "r",
+        secure=SecureAggregation(dropout=0.25),
+        progress=reports.append,
+    )
+    assert all(r.released for r in reports) and result.state.released_rounds == 2
+    assert all(r.refused.get("dropped", 0) > 0 for r in reports)
+    assert all(r.accepted == r.clients - r.refused["dropped"] for r in reports)
+
+
+def _ddg(noise: float = 1.0, **overrides) -> DistributedDiscreteGaussian:
+    values = {
+        "epsilon": 4.0,
+        "delta": 1e-5,
+        "l2_clip": 1.0,
+        "dimension": 64,
+        "rounds": 5,
+        "min_clients": 10,
+        "max_clients": 40,
+        "modulus_bits": 48,
+    }
+    with _noise_scale_for_testing(noise):
+        return DistributedDiscreteGaussian(DistributedDPConfig(**(values | overrides)))
+
+
+def test_distributed_dp_without_noise_sums_the_clipped_updates():
+    x = _updates(20, 64, 6)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)  # norm 1 = the clip: no clipping
+    mechanism = _ddg(noise=0.0)
+    aggregator = SecAggAggregator(
+        64, 1.0, SecureAggregation(), max_clients=20, min_survivors=10, mechanism=mechanism,
+        noise_rng=np.random.default_rng(0),
+    )  # fmt: skip
+    aggregator.add(DenseUpdates(x))
+    total = aggregator.finish()
+    # unbiased rounding only: each coordinate within one grid unit per device
+    assert np.abs(total.total - x.sum(axis=0)).max() <= 20 / mechanism.scale
+
+
+def test_distributed_dp_noise_of_the_unmasked_sum_has_the_calibrated_spread():
+    n, dim = 20, 64
+    mechanism = _ddg(dimension=dim)
+    totals = []
+    for round_index in range(30):
+        aggregator = SecAggAggregator(
+            dim, 1.0, SecureAggregation(degree_factor=1.0), max_clients=n,
+            round_index=round_index, min_survivors=10, mechanism=mechanism,
+            noise_rng=np.random.default_rng(round_index),
+        )  # fmt: skip
+        aggregator.add(DenseUpdates(np.zeros((n, dim))))
+        totals.append(aggregator.finish().total)
+    noise = np.concatenate(totals)
+    expected = mechanism.sum_noise_std(n)
+    assert abs(noise.mean()) < 4 * expected / math.sqrt(noise.size)
+    # sample std of 1920 draws: relative standard error about 1.6 %
+    assert noise.std() == pytest.approx(expected, rel=0.07)
+
+
+def _spec(**overrides) -> PrivacySpec:
+    values = {"epsilon": 8.0, "delta": 1e-3, "max_interactions_per_user": 5, "clipping_norm": 2}
+    return PrivacySpec(**(values | overrides)).resolve(40)
+
+
+def test_the_plan_composes_counts_and_rounds_within_epsilon():
+    plan = plan_distributed_dp(
+        _spec(), population=1000, n_items=50, dimension=300, rounds=20, min_clients=50,
+        max_clients=1000, modulus_bits=48,
+    )  # fmt: skip
+    rho = plan.counts.round_rho() + 20 * plan.rounds.round_rho()
+    assert plan.epsilon_after(20) == pytest.approx(ddg_epsilon(rho, 1, 1e-3), rel=1e-12)
+    assert 0.97 * 8.0 < plan.epsilon_after(20) <= 8.0 * (1 + 1e-9)
+    assert plan.epsilon_after(0) < plan.epsilon_after(10) < plan.epsilon_after(20)
+    assert ddg_epsilon(plan.counts.round_rho(), 1, 1e-3) <= 0.8 * (1 + 1e-9)
+    with pytest.raises(ConfigError, match="min_clients"):
+        plan_distributed_dp(
+            _spec(), population=10, n_items=5, dimension=5, rounds=1, min_clients=1,
+            max_clients=10, modulus_bits=48,
+        )  # fmt: skip
+
+
+def _url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+
+
+def _ledger(tmp_path, epsilon=100.0) -> str:
+    url = _url(tmp_path)
+    with Ledger(url) as book:
+        book.set_budget("synth", epsilon, 1e-2)
+    return url
+
+
+def test_distributed_dp_run_charges_only_released_rounds(tmp_path):
+    data = synthetic_interactions(n_users=40, n_items=20, per_user=5, seed=5)
+    url = _ledger(tmp_path)
+    # rounds whose survivors fall below min_clients abort (30 % dropout of ~20 devices)
+    settings = _settings(rounds=6, min_clients=14, adaptive_clipping=False)
+    reports = []
+    with RoundLedger("synth", "test", url) as book:
+        result = simulate(
+            CONFIG, data, settings, run_dir=tmp_path / "ddp", spec=_spec(), ledger=book,
+            secure=SecureAggregation(dropout=0.3), distributed_dp=True, progress=reports.append,
+        )  # fmt: skip
+    released = [r for r in reports if r.released]
+    assert released and len(released) < len(reports)
+    plan = result.distributed_plan
+    assert plan is not None and result.guarantee is not None
+    with Ledger(url) as ledger:
+        spends = ledger.spends("synth")
+        budget = ledger.budget("synth")
+    committed = [s for s in spends if s.status.value == "committed"]
+    assert len(committed) == 1 + len(released)  # the counts, then each released round
+    assert budget is not None
+    assert budget.epsilon_spent == pytest.approx(plan.epsilon_after(len(released)), rel=1e-9)
+    assert result.guarantee.epsilon == pytest.approx(budget.epsilon_spent, rel=1e-9)
+    assert "untrusted for individual updates" in result.guarantee.released
+    assert np.isfinite(result.model.item_factors_).all()
+
+
+def test_distributed_dp_needs_secagg_and_fixed_clipping(tmp_path):
+    data = synthetic_interactions(n_users=20, n_items=10, per_user=3, seed=5)
+    with RoundLedger("synth", "test", _ledger(tmp_path)) as book:
+        with pytest.raises(ConfigError, match="secure aggregation"):
+            simulate(
+                CONFIG, data, _settings(adaptive_clipping=False), run_dir=tmp_path / "a",
+                spec=_spec(), ledger=book, distributed_dp=True,
+            )  # fmt: skip
+        with pytest.raises(ConfigError, match="no-adaptive-clipping"):
+            simulate(
+                CONFIG, data, _settings(), run_dir=tmp_path / "b", spec=_spec(), ledger=book,
+                secure=SecureAggregation(), distributed_dp=True,
+            )  # fmt: skip
+
+
+def test_central_dp_fedavg_over_secagg_without_noise_equals_it_over_plain_sums(tmp_path):
+    data = synthetic_interactions(n_users=30, n_items=20, per_user=5, seed=5)
+    settings = _settings(clients_per_round=30, adaptive_clipping=False)
+    spec = PrivacySpec(epsilon=8.0, delta=1e-3, max_interactions_per_user=5, noise_seed=1)
+    runs = {}
+    for name, secure in (("plain", None), ("secagg", SecureAggregation(modulus_bits=40))):
+        (tmp_path / name).mkdir()
+        url = _ledger(tmp_path / name)
+        with _noise_scale_for_testing(0.0), RoundLedger("synth", name, url) as book:
+            runs[name] = simulate(
+                CONFIG, data, settings, run_dir=tmp_path / name / "run", spec=spec, ledger=book,
+                secure=secure,
+            )  # fmt: skip
+    np.testing.assert_allclose(
+        runs["secagg"].model.item_factors_, runs["plain"].model.item_factors_, rtol=1e-4,
+        atol=1e-5,
+    )  # fmt: skip
+    assert runs["secagg"].state.released_rounds == runs["plain"].state.released_rounds == 3
+    # the counts were noised and charged in both (zero noise here, so equal)
+    np.testing.assert_allclose(
+        runs["secagg"].state.arrays["item_counts"], runs["plain"].state.arrays["item_counts"]
+    )
+    for name in runs:
+        with Ledger(_url(tmp_path / name)) as ledger:
+            committed = [s for s in ledger.spends("synth") if s.status.value == "committed"]
+        assert len(committed) == 4  # the counts and 3 rounds
