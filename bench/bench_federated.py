@@ -3,8 +3,9 @@
 Two parts, each running its peer in the same process:
 
 ``utility``: on the named protocols (``ml100k-holdout``, ``beauty-loo``), centralised iALS
-(:class:`~privrank.models.IALS`, its defaults: 64 factors, λ = 0.03, ν = 1, α₀ = 0.1, 16
-epochs) and fedmf trained by the simulator (the same objective and hyper-parameters; cohorts
+(:class:`~privrank.models.IALS`, its defaults: 64 factors, λ = 0.03, ν = 1, α₀ by the
+density rule (``unobserved_ratio``), 16 epochs) and fedmf trained by the simulator (the same
+objective and hyper-parameters, α₀ the rule's value on the same training part; cohorts
 of ``--cohort-fraction`` of the users by Poisson sampling, ``--rounds`` rounds, server
 learning rate (decaying linearly to 0 over the rounds) chosen from ``--learning-rates`` on a
 validation split carved from the training
@@ -52,14 +53,18 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _fedmf_config() -> FedMFConfig:
-    """fedmf with iALS's default objective (same hyper-parameters as the peer)."""
+def _fedmf_config(train: Any) -> FedMFConfig:
+    """fedmf with iALS's default objective (same hyper-parameters as the peer).
+
+    iALS's default α₀ is a rule of the training matrix's density (``unobserved_ratio``); fedmf
+    takes an explicit α₀, so the bench gives it the value the rule gives on ``train``.
+    """
     ials = IALS().config
     return FedMFConfig(
         factors=ials.factors,
         regularization=ials.regularization,
         regularization_exponent=ials.regularization_exponent,
-        unobserved_weight=ials.unobserved_weight,
+        unobserved_weight=IALS.resolve_unobserved_weight(ials, train.to_csr()),
         init_std=ials.init_std,
     )
 
@@ -78,11 +83,16 @@ def _ndcg(model: Any, history: Any, test: Any, config: EvaluationConfig, fold_in
     return {"ndcg@10": result.means["ndcg@10"], "ci": [ci.low, ci.high]}
 
 
-def _fed(train: Any, settings: FederatedSettings, spec=None, ledger=None):
+def _fed(train: Any, settings: FederatedSettings, spec=None, ledger=None, config=None):
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         result = simulate(
-            _fedmf_config(), train, settings, run_dir=Path(tmp) / "run", spec=spec, ledger=ledger
+            config or FedMFConfig(),
+            train,
+            settings,
+            run_dir=Path(tmp) / "run",
+            spec=spec,
+            ledger=ledger,
         )
         return result, time.perf_counter() - started
 
@@ -102,7 +112,7 @@ def utility(args) -> list[dict[str, Any]]:
             settings = FederatedSettings(
                 rounds=args.rounds, clients_per_round=cohort, server_learning_rate=rate
             )
-            result, _ = _fed(inner.train, settings)
+            result, _ = _fed(inner.train, settings, config=_fedmf_config(inner.train))
             value = _ndcg(result.model, inner.train, inner.test, eval_config, False)["ndcg@10"]
             selection.append({"learning_rate": rate, "validation_ndcg@10": value})
             print(f"  {name} validation lr {rate}: {value:.4f}", flush=True)
@@ -114,7 +124,7 @@ def utility(args) -> list[dict[str, Any]]:
         settings = FederatedSettings(
             rounds=args.rounds, clients_per_round=cohort, server_learning_rate=chosen
         )
-        result, fed_s = _fed(train, settings)
+        result, fed_s = _fed(train, settings, config=_fedmf_config(train))
         fed = _ndcg(result.model, prepared.history, prepared.test, eval_config, fold_in)
         row = {
             "protocol": name,
