@@ -35,6 +35,8 @@ __all__ = ["GBDTClickConfig", "GBDTClickModel"]
 _MODEL_FILE = "model.txt"
 _META_FILE = "click_model.json"
 _KIND = "privrank-gbdt-click-model"
+#: Largest batch scored on one thread (see :meth:`GBDTClickModel.predict_raw`).
+SMALL_BATCH = 10_000
 
 
 class GBDTClickConfig(BaseModel):
@@ -125,10 +127,18 @@ class GBDTClickModel:
         return self
 
     def predict_raw(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """P(label = 1) as the model learnt it (of the noisy labels, when they were noisy)."""
+        """P(label = 1) as the model learnt it (of the noisy labels, when they were noisy).
+
+        Batches of at most :data:`SMALL_BATCH` rows (a served request) are scored on one
+        thread: starting LightGBM's OpenMP threads costs more than they save on a hundred rows
+        (measured p50 24 ms with the default threads against 1 ms with one, on a loaded 2-core
+        machine; BENCHMARKS.md, "Ads serving").
+        """
         if self._booster is None:
             raise NotTrainedError("GBDTClickModel is not fitted; call fit or load first")
-        return np.asarray(self._booster.predict(self._matrix(features)), dtype=np.float64)
+        matrix = self._matrix(features)
+        threads = 1 if matrix.shape[0] <= SMALL_BATCH else self.config.threads
+        return np.asarray(self._booster.predict(matrix, num_threads=threads), dtype=np.float64)
 
     def predict_ctr(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
         """Calibrated P(click) (the randomised-response inverse applied when it is known)."""
