@@ -118,12 +118,12 @@ def make_bodies(info: dict, n: int, candidates: int, seed: int) -> list[str]:
     return bodies
 
 
-def bare(info: dict, bodies: list[str], rounds: int = 3) -> dict:
+def bare(info: dict, bodies: list[str], rounds: int = 2) -> dict:
     """The in-process answer alone (parse excluded), timed per request."""
     from privrank.serving.ads_route import AdsRankRequest, load_click_scorer, rank_ads
 
     scorer, checksum = load_click_scorer(Path(info["click_model"]))
-    parsed = [AdsRankRequest.model_validate_json(b) for b in bodies[:2000]]
+    parsed = [AdsRankRequest.model_validate_json(b) for b in bodies[:1000]]
     times: list[float] = []
     for _ in range(rounds):
         for request in parsed:
