@@ -122,18 +122,23 @@ async def open_loop(n: int, rate: float, one, lateness: list[float]) -> float:
 
 async def run(args: argparse.Namespace) -> dict:
     _check_loopback(args.host)
-    users = args.users.split(",")
     rng = random.Random(args.seed)
-    bodies = [
-        _request(
-            args.host,
-            args.port,
-            args.key,
-            args.path,
-            json.dumps({"user_id": rng.choice(users), "k": args.k}).encode(),
-        )
-        for _ in range(min(4096, max(1, int(args.rate * args.duration))))
-    ]
+    if args.bodies:  # prepared JSON bodies, one a line, sent in turn
+        with open(args.bodies, encoding="utf-8") as handle:
+            lines = [line.strip().encode() for line in handle if line.strip()]
+        bodies = [_request(args.host, args.port, args.key, args.path, line) for line in lines]
+    else:
+        users = args.users.split(",")
+        bodies = [
+            _request(
+                args.host,
+                args.port,
+                args.key,
+                args.path,
+                json.dumps({"user_id": rng.choice(users), "k": args.k}).encode(),
+            )
+            for _ in range(min(4096, max(1, int(args.rate * args.duration))))
+        ]
     pool = Pool(args.host, args.port, args.connections, args.idle_expiry)
     n = int(args.rate * args.duration)
     latencies: list[float] = []
@@ -214,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/v1/recommend")
     parser.add_argument("--rate", type=float, required=True, help="offered requests/s")
     parser.add_argument("--duration", type=float, required=True, help="seconds of load")
-    parser.add_argument("--users", required=True, help="comma-separated user ids to ask for")
+    parser.add_argument("--users", default="", help="comma-separated user ids to ask for")
+    parser.add_argument(
+        "--bodies", default=None, help="a file of JSON request bodies, one a line (no --users)"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--connections", type=int, default=256)
     parser.add_argument("--timeout", type=float, default=10.0)
@@ -227,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if not args.bodies and not args.users:
+        parser.error("give --users or --bodies")
     result = asyncio.run(run(args))
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)

@@ -15,6 +15,8 @@ from privrank.errors import PrivrankError
 
 # Command modules register their commands on import.
 from privrank.cli import (  # noqa: F401  isort: skip
+    ads,
+    ads_synth,
     audit,
     data_io,
     data_split,

@@ -279,6 +279,10 @@ def serve(
         float | None,
         typer.Option(help="Seconds a console sign-in lasts (default 28800: 8 hours)."),
     ] = None,
+    ads_model: Annotated[
+        Path | None,
+        typer.Option(help="A click-model directory (privrank ads train) for /v1/ads/rank."),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn), versioned under /v1."""
     try:
@@ -313,6 +317,7 @@ def serve(
         runs_dir=runs,
         ledger_url=ledger,
         console_session_ttl_s=console_session_ttl,
+        ads_model=ads_model,
     )
     served = check_startup(settings, host)
     version = served.version

@@ -21,7 +21,10 @@ Mechanisms register under a name (:func:`register_mechanism`, :func:`mechanism_c
 (:class:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian`), ``ldp-sketch``
 (:class:`~privrank.privacy.local_dp.mechanism.LocalSketchMechanism`, the device-side randomiser
 of a local-DP Count Mean Sketch collection: pure ε-LDP, no Gaussian release) and ``dp-fedavg``
-(:class:`~privrank.privacy.dp_fedavg.DPFedAvgMechanism`).
+(:class:`~privrank.privacy.dp_fedavg.DPFedAvgMechanism`), ``label-rr-prior``
+(:class:`~privrank.privacy.label_dp.RRWithPriorMechanism`: label DP, pure ε per example's label)
+and ``laplace-summary-report``
+(:class:`~privrank.privacy.conversion_reports.LaplaceHistogramMechanism`: pure ε per unit).
 
 A :class:`PrivacyGuarantee` is the list of releases a fit composed, the total (ε, δ), the
 accountant, and the unit of privacy (one user).
@@ -190,6 +193,8 @@ def _load_builtin() -> None:
         "distributed_dp",
         "local_dp.mechanism",
         "dp_fedavg",
+        "label_dp",
+        "conversion_reports",
     ):
         importlib.import_module(f"privrank.privacy.{module}")
 

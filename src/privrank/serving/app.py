@@ -56,6 +56,7 @@ from privrank.errors import (
     PrivrankError,
 )
 from privrank.serving import recommend as answers
+from privrank.serving.ads_route import add_ads_routes
 from privrank.serving.auth import KeyStore, Principal, Scope
 from privrank.serving.db import make_engine
 from privrank.serving.errors import (
@@ -544,6 +545,8 @@ def _hot_path(app: Any, state: ServingState) -> HotPathMiddleware:
 def _add_routes(app: FastAPI) -> None:
     read, write, admin = require(Scope.READ), require(Scope.WRITE), require(Scope.ADMIN)
     add_he_routes(app, read)  # /v1/he: encrypted scoring (privrank.serving.he_route)
+    # /v1/ads/rank: the ads auction (privrank.serving.ads_route)
+    add_ads_routes(app, read, app.state.serving.settings.ads_model)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

@@ -51,7 +51,7 @@ from privrank.models import FitOptions, Recommender
 from privrank.models.capabilities import LocalDPCollection
 from privrank.privacy.ledger import Ledger
 
-__all__ = ["RoundLedger", "Spend", "SpentFit", "fit_and_spend", "fit_model"]
+__all__ = ["RoundLedger", "Spend", "SpentFit", "fit_and_spend", "fit_model", "spend_release"]
 
 
 def fit_model(
@@ -293,3 +293,33 @@ class RoundLedger:
             self.spends.append(Spend(self.budget_key, reservation.id, reservation.epsilon, delta))
         else:
             book.release(reservation)
+
+
+@contextmanager
+def spend_release(
+    budget_key: str,
+    epsilon: float,
+    delta: float,
+    description: str,
+    *,
+    ledger_url: str | None = None,
+) -> Iterator[Spend]:
+    """Reserve a private release that is not a model fit, run the block, then commit.
+
+    The same reserve → use → commit (release on failure) as :func:`fit_and_spend`, for releases
+    made outside the recommender contract: label-DP training of a click model
+    (:mod:`privrank.privacy.label_dp`) and private conversion reports
+    (:mod:`privrank.privacy.conversion_reports`). The caller passes the **user-level** (ε, δ)
+    of the release (e.g. C·ε for ε per row with at most C rows a user).
+
+    Raises:
+        PrivacyBudgetExceeded: Before the block runs, when the budget does not cover it.
+        ConfigError: No ledger key.
+    """
+    if not budget_key:
+        raise ConfigError(f"{description}: a private release needs a ledger key to spend from")
+    with (
+        Ledger(ledger_url) as book,
+        book.spend(budget_key, epsilon, delta, description) as reservation,
+    ):
+        yield Spend(budget_key, reservation.id, float(epsilon), float(delta))

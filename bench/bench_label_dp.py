@@ -1,0 +1,167 @@
+"""Label DP: the privacy-utility curve, AUC against ε (RRWithPrior, LightGBM downstream).
+
+For every ε in ``--epsilons`` (``inf``: the non-private run, in the same process on the same
+rows) a LightGBM click model is trained on labels randomised by RRWithPrior (one stage: plain
+randomised response on every row; ``--stages 2``: LP-MST, Ghazi et al. 2021) and scored on the
+test part's *true* labels with scikit-learn's ``roc_auc_score``. The report gives, per ε, AUC,
+(AUC − 0.5) / (non-private AUC − 0.5) (the issue's target: ≥ 0.9 at ε = 1), and the time.
+
+The data comes from a loader (``--data NAME[:PATH]``): ``synthetic:DIR`` reads a log written by
+``privrank data synth-ads`` (first ``--train-rows`` rows to train, the next ``--test-rows`` to
+test: a split in time). Another data set (frappe, from the CTR readers) is added by registering
+a function in :data:`LOADERS` that returns a :class:`Split`.
+
+Usage::
+
+    .venv/bin/python bench/bench_label_dp.py --data synthetic:/tmp/synth10m \\
+        --train-rows 2000000 --test-rows 1000000 --epsilons 0.5,1,2,4,inf --stages 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from privrank.data.synthetic_ads import FEATURE_COLUMNS, read_ad_log
+from privrank.ranking.gbdt_click import GBDTClickConfig
+from privrank.workflow.label_dp_training import CATEGORICAL_COLUMNS, fit_label_dp
+
+
+@dataclass
+class Split:
+    """Train and test columns of one data set, labels 0/1."""
+
+    name: str
+    train: dict[str, np.ndarray]
+    train_labels: np.ndarray
+    test: dict[str, np.ndarray]
+    test_labels: np.ndarray
+    feature_names: tuple[str, ...]
+    categorical: tuple[str, ...]
+    oracle_auc: float | None = None
+
+
+def load_synthetic(path: str, train_rows: int, test_rows: int) -> Split:
+    """The first ``train_rows`` rows train, the next ``test_rows`` test (time order)."""
+    table = read_ad_log(path, [*FEATURE_COLUMNS, "click", "p_click"], train_rows + test_rows)
+    columns = {name: table.column(name).to_numpy() for name in FEATURE_COLUMNS}
+    labels = table.column("click").to_numpy().astype(np.int64)
+    truth = table.column("p_click").to_numpy()
+    cut = train_rows
+    return Split(
+        name=f"synthetic:{path}",
+        train={k: v[:cut] for k, v in columns.items()},
+        train_labels=labels[:cut],
+        test={k: v[cut:] for k, v in columns.items()},
+        test_labels=labels[cut:],
+        feature_names=FEATURE_COLUMNS,
+        categorical=CATEGORICAL_COLUMNS,
+        oracle_auc=float(roc_auc_score(labels[cut:], truth[cut:])),
+    )
+
+
+#: Loaders by name: ``NAME[:ARGUMENT]`` on the command line.
+LOADERS: dict[str, Callable[[str, int, int], Split]] = {"synthetic": load_synthetic}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="NAME[:ARG], NAME in " + ",".join(LOADERS))
+    parser.add_argument("--train-rows", type=int, default=2_000_000)
+    parser.add_argument("--test-rows", type=int, default=1_000_000)
+    parser.add_argument("--epsilons", default="0.5,1,2,4,inf")
+    parser.add_argument("--stages", default="1", help="comma-separated stage counts")
+    parser.add_argument("--trees", type=int, default=150)
+    parser.add_argument("--leaves", type=int, default=15)
+    parser.add_argument("--min-data-in-leaf", type=int, default=2000)
+    parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="JSON results file")
+    args = parser.parse_args(argv)
+    name, _, arg = args.data.partition(":")
+    if name not in LOADERS:
+        parser.error(f"unknown data {name!r}; known: {', '.join(LOADERS)}")
+    split = LOADERS[name](arg, args.train_rows, args.test_rows)
+    config = GBDTClickConfig(
+        n_estimators=args.trees,
+        num_leaves=args.leaves,
+        min_data_in_leaf=args.min_data_in_leaf,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    epsilons = [float(e) for e in args.epsilons.split(",")]
+    stage_counts = [int(s) for s in args.stages.split(",")]
+    rows = []
+    for epsilon in sorted(epsilons, key=lambda e: -e):  # inf first: the reference
+        for stages in [1] if math.isinf(epsilon) else stage_counts:
+            started = time.perf_counter()
+            model, _, reports = fit_label_dp(
+                split.train,
+                split.train_labels,
+                epsilon,
+                stages=stages,
+                config=config,
+                seed=args.seed,
+                noise_rng=np.random.default_rng(args.seed + 1),
+                feature_names=split.feature_names,
+                categorical=split.categorical,
+            )
+            auc = float(roc_auc_score(split.test_labels, model.predict_ctr(split.test)))
+            rows.append(
+                {
+                    "epsilon": epsilon,
+                    "stages": stages,
+                    "auc": auc,
+                    "seconds": time.perf_counter() - started,
+                    "stage_reports": [vars(r) for r in reports],
+                }
+            )
+            print(
+                f"ε={epsilon:g} stages={stages}: AUC {auc:.4f} ({rows[-1]['seconds']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    reference = next(r["auc"] for r in rows if math.isinf(r["epsilon"]))
+    for row in rows:
+        row["retained"] = (row["auc"] - 0.5) / (reference - 0.5)
+    print(
+        f"data {split.name}: train {split.train_labels.size:,} rows, test "
+        f"{split.test_labels.size:,}; oracle AUC (true p_click) {split.oracle_auc}"
+    )
+    print("| ε | stages | AUC | (AUC-0.5)/(non-private AUC-0.5) | s |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['epsilon']:g} | {row['stages']} | {row['auc']:.4f} | "
+            f"{row['retained']:.3f} | {row['seconds']:.0f} |"
+        )
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump(
+                {
+                    "date": datetime.now(UTC).isoformat(),
+                    "machine": platform.node(),
+                    "argv": sys.argv,
+                    "data": split.name,
+                    "oracle_auc": split.oracle_auc,
+                    "config": config.model_dump(),
+                    "rows": rows,
+                },
+                handle,
+                indent=2,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The ads commands end to end: ``data synth-ads`` (and, below, ``ads ...``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from privrank.data.synthetic_ads import AdLogConfig, read_ad_log, write_ad_log
+
+SMALL = [
+    "--impressions",
+    "60000",
+    "--users",
+    "3000",
+    "--ads",
+    "200",
+    "--campaigns",
+    "20",
+    "--advertisers",
+    "5",
+    "--contexts",
+    "40",
+    "--chunk-rows",
+    "20000",
+]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "privrank.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = AdLogConfig(
+        n_impressions=40_000,
+        n_users=2_000,
+        n_ads=100,
+        n_campaigns=10,
+        n_advertisers=4,
+        n_contexts=40,
+        chunk_rows=20_000,
+        conversion_rate=0.5,
+        seed=1,
+    )
+    return write_ad_log(config, tmp_path_factory.mktemp("ads") / "log")
+
+
+def _invoke(monkeypatch: pytest.MonkeyPatch, home: Path, *args: str):
+    """In process (typer's CliRunner): the commands' exit-2 mapping is main.app()'s, tested
+    for every PrivrankError in tests/cli/test_messages.py; here the error itself is checked."""
+    from typer.testing import CliRunner
+
+    import privrank.cli.ads
+    import privrank.cli.ads_synth
+    import privrank.cli.privacy  # noqa: F401
+    from privrank.cli.app import app
+
+    monkeypatch.setenv("PRIVRANK_HOME", str(home))
+    monkeypatch.delenv("PRIVRANK_LEDGER_URL", raising=False)
+    return CliRunner().invoke(app, list(args))
+
+
+def _budget(monkeypatch: pytest.MonkeyPatch, home: Path, epsilon: str) -> None:
+    result = _invoke(
+        monkeypatch, home, "privacy", "budget", "ads", "--epsilon", epsilon, "--delta", "1e-6"
+    )
+    assert result.exit_code == 0, result.output
+
+
+def _committed(home: Path) -> list[float]:
+    from privrank.privacy.ledger import Ledger
+
+    with Ledger(f"sqlite:///{home / 'ledger.sqlite'}") as book:
+        return [s.epsilon for s in book.spends("ads", status="committed")]
+
+
+def test_synth_ads_writes_the_log_of_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "log"
+    result = _invoke(
+        monkeypatch, tmp_path, "data", "synth-ads", *SMALL, "--seed", "5", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert "60,000 impressions" in result.output
+    expected = write_ad_log(
+        AdLogConfig(
+            n_impressions=60_000,
+            n_users=3_000,
+            n_ads=200,
+            n_campaigns=20,
+            n_advertisers=5,
+            n_contexts=40,
+            chunk_rows=20_000,
+            seed=5,
+        ),
+        tmp_path / "expected",
+    )
+    assert read_ad_log(out).equals(read_ad_log(expected))
+
+
+def test_synth_ads_bad_options_exit_2(tmp_path: Path) -> None:
+    result = run_cli(
+        "data",
+        "synth-ads",
+        "--impressions",
+        "0",
+        "--chunk-rows",
+        "10",
+        "--out",
+        str(tmp_path / "x"),
+    )
+    assert result.returncode == 2
+    assert "n_impressions" in result.stderr and "chunk_rows" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_measure_spends_and_writes_every_key(
+    small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privrank.errors import PrivacyBudgetExceeded
+
+    home = tmp_path / "home"
+    _budget(monkeypatch, home, "5")
+
+    def measure(out: Path):
+        return _invoke(
+            monkeypatch,
+            home,
+            "ads",
+            "measure",
+            "--log",
+            str(small_log),
+            "--out",
+            str(out),
+            "--epsilon",
+            "1",
+            "--budget-key",
+            "ads",
+        )
+
+    result = measure(tmp_path / "report.csv")
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "report.csv").read_text().splitlines()
+    assert lines[0] == "campaign_id,conversion_type,count,value"
+    assert len(lines) == 1 + 10 * 4  # the whole public domain
+    assert _committed(home) == [4.0]  # C = 4 conversions a user, ε = 1 each
+    # A second report does not fit the remaining ε = 1: refused, nothing written.
+    again = measure(tmp_path / "again.csv")
+    assert isinstance(again.exception, PrivacyBudgetExceeded)
+    assert not (tmp_path / "again.csv").exists()
+    assert _committed(home) == [4.0]
+
+
+def test_train_label_dp_spends_c_epsilon_and_saves_a_loadable_model(
+    small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privrank.errors import PrivacyBudgetExceeded
+    from privrank.ranking.gbdt_click import GBDTClickModel
+
+    home = tmp_path / "home"
+    _budget(monkeypatch, home, "10")
+
+    def train(out: Path, cap: str, epsilon: str = "1"):
+        return _invoke(
+            monkeypatch,
+            home,
+            "ads",
+            "train",
+            "--log",
+            str(small_log),
+            "--out",
+            str(out),
+            "--epsilon",
+            epsilon,
+            "--budget-key",
+            "ads",
+            "--max-rows-per-user",
+            cap,
+            "--trees",
+            "10",
+        )
+
+    result = train(tmp_path / "model", "5")
+    assert result.exit_code == 0, result.output
+    assert "label differential privacy" in result.output and "spent ε=5" in result.output
+    model = GBDTClickModel.load(tmp_path / "model")
+    meta = GBDTClickModel.metadata(tmp_path / "model")
+    assert meta["label_dp"]["user_epsilon"] == 5.0 and meta["spend"]["epsilon"] == 5.0
+    assert model.label_keep is not None
+    assert _committed(home) == [5.0]
+    # Over budget (5 + 10 > 10): refused before training, nothing written.
+    over = train(tmp_path / "m2", "10")
+    assert isinstance(over.exception, PrivacyBudgetExceeded)
+    assert not (tmp_path / "m2").exists()
+    # Non-private: nothing spent.
+    plain = train(tmp_path / "m3", "5", "inf")
+    assert plain.exit_code == 0, plain.output
+    assert "NOT private" in plain.output and _committed(home) == [5.0]
+    assert GBDTClickModel.metadata(tmp_path / "m3")["label_dp"] is None
