@@ -55,15 +55,18 @@ def test_refusals(he, make_client, model_dir, keys):
         answer = http.post("/v1/he/score", content=bad, headers=octet)
         assert answer.status_code == 422 and answer.json()["error"] == "invalid_data"
     request = ScoreRequest.from_bytes(body)
-    # Not a SEAL object (a corrupted byte is not always caught: see test_he_scoring's xfail).
-    broken = b"\x00" * 100
-    answer = http.post(
-        "/v1/he/score",
-        content=ScoreRequest(request.galois_keys, bytes(broken)).to_bytes(),
-        headers=octet,
-    )
-    assert answer.status_code == 422
-    assert "not a valid SEAL object" in answer.json()["message"]
+    # Not a SEAL object; a changed header byte (here the reserved bytes SEAL itself ignores).
+    reserved = bytearray(request.ciphertext)
+    reserved[6] ^= 0x01
+    for broken, why in [(b"\x00" * 100, "magic"), (bytes(reserved), "reserved bytes")]:
+        answer = http.post(
+            "/v1/he/score",
+            content=ScoreRequest(request.galois_keys, broken).to_bytes(),
+            headers=octet,
+        )
+        assert answer.status_code == 422
+        assert "not a valid SEAL object" in answer.json()["message"]
+        assert why in answer.json()["message"]
     # A read credential may send at most read_max_candidates candidates (like /v1/rank).
     many = make_client(model_dir=he[0].app.state.serving.settings.model_dir, read_max_candidates=2)
     ids = [str(i) for i in model.item_ids_.to_pylist()[:3]]

@@ -1,21 +1,52 @@
 """SEAL (through TenSEAL's ``sealapi``) for the protocol: context, (de)serialisation.
 
 ``sealapi`` objects serialise to and from files only, so bytes pass through a private temporary
-directory. Loading validates the data against the parameters (SEAL's ``load`` checks sizes,
-moduli and the parameter id); any failure becomes a :class:`~privrank.errors.DataError`.
+directory. Loading untrusted bytes is done in two checks, and any failure becomes a
+:class:`~privrank.errors.DataError` (HTTP 422):
+
+1. **SEAL's 16-byte header, strictly** (:func:`check_header`): magic ``0xA15E``, header size 16,
+   this build's SEAL version, a supported compression mode, the two reserved bytes zero, and the
+   declared size equal to the bytes received. SEAL's own ``load`` ignores the reserved bytes
+   (bytes 6 and 7: a flipped byte there was accepted in every try), so without this check a
+   tampered header could load; with it, any change of any header byte is refused.
+2. **SEAL's ``load``** against the parameters: sizes, the parameter id, every coefficient below
+   its modulus (``is_valid_for``).
+
+What no check can give: the payload after the header is SEAL's (compressed) polynomial data,
+and a CKKS ciphertext is malleable by design (IND-CPA, no integrity). A changed payload byte
+either breaks the compressed stream or a coefficient's range (refused) or decodes to another
+well-formed ciphertext, i.e. the encryption of another vector, which nobody but the key holder
+can tell apart. That only ever gives the client (the one party that can make or read such a
+ciphertext) scores for another vector; the transport's integrity comes from TLS.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import struct
 import tempfile
 from typing import Any
 
 from privrank.errors import ConfigError, DataError
 from privrank.privacy.crypto.he_scoring.protocol import HEParams
 
-__all__ = ["context", "dump", "galois_elements", "load_ciphertext", "load_galois_keys", "sealapi"]
+__all__ = [
+    "HEADER_BYTES",
+    "check_header",
+    "context",
+    "dump",
+    "galois_elements",
+    "load_ciphertext",
+    "load_galois_keys",
+    "sealapi",
+]
+
+#: SEAL's serialisation header: magic (u16), header size (u8), version major (u8), version minor
+#: (u8), compression mode (u8), reserved (u16), total size in bytes with the header (u64).
+_HEADER = struct.Struct("<HBBBBHQ")
+HEADER_BYTES = _HEADER.size
+_MAGIC = 0xA15E
 
 
 def sealapi() -> Any:
@@ -63,7 +94,56 @@ def dump(obj: Any) -> bytes:
             return fh.read()
 
 
+@functools.lru_cache(maxsize=1)
+def _version() -> tuple[int, int]:
+    """The SEAL version of this build, read from the header SEAL itself writes."""
+    api = sealapi()
+    header = _HEADER.unpack_from(dump(api.EncryptionParameters(api.SCHEME_TYPE.CKKS)))
+    return int(header[2]), int(header[3])
+
+
+def check_header(data: bytes, what: str) -> None:
+    """Refuse ``data`` unless its SEAL header is exactly what this build writes.
+
+    Every field is compared with one expected value (or, for the compression mode, with the
+    modes this build supports), so any change of a header byte is refused; SEAL's ``load``
+    alone does not look at the reserved bytes.
+
+    Raises:
+        DataError: Naming the field, the value found and the value expected.
+    """
+    if len(data) < HEADER_BYTES:
+        raise DataError(
+            f"encrypted scoring: the {what} is not a valid SEAL object: {len(data)} bytes, "
+            f"shorter than SEAL's {HEADER_BYTES}-byte header"
+        )
+    magic, size, major, minor, compr, reserved, total = _HEADER.unpack_from(data)
+    modes = {int(m.value) for m in sealapi().COMPR_MODE_TYPE.__members__.values()}
+    supported = {m for m in modes if sealapi().Serialization.IsSupportedComprMode(m)}
+    expected_version = _version()
+    problems = [
+        (magic == _MAGIC, "magic", hex(magic), hex(_MAGIC)),
+        (size == HEADER_BYTES, "header size", size, HEADER_BYTES),
+        (
+            (major, minor) == expected_version,
+            "SEAL version",
+            f"{major}.{minor}",
+            "{}.{}".format(*expected_version),
+        ),
+        (compr in supported, "compression mode", compr, f"one of {sorted(supported)}"),
+        (reserved == 0, "reserved bytes", hex(reserved), "0x0"),
+        (total == len(data), "declared size", total, f"{len(data)} (the bytes received)"),
+    ]
+    for ok, field, found, expected in problems:
+        if not ok:
+            raise DataError(
+                f"encrypted scoring: the {what} is not a valid SEAL object: header field "
+                f"{field} is {found}; expected {expected}"
+            )
+
+
 def _load(obj: Any, params: HEParams, data: bytes, what: str) -> Any:
+    check_header(data, what)
     with tempfile.TemporaryDirectory(prefix="privrank-he-") as tmp:
         path = os.path.join(tmp, "obj")
         with open(path, "wb") as fh:

@@ -50,6 +50,21 @@ the item ids in slot order and the score ciphertexts (base64).
   beyond what publishing the item side costs.
 - *Integrity* is not protected: a malicious server can return any ciphertexts (wrong scores);
   CKKS gives confidentiality only.
+
+**What the server guarantees about the bytes it is sent.** A malformed or tampered request is
+refused with a :class:`~privrank.errors.DataError` (HTTP 422) that names what is wrong, and never
+crashes the server or raises anything else: SEAL's 16-byte header is compared field by field with
+what this build writes (so any change of a header byte is refused, including the two reserved
+bytes that SEAL's own loader ignores); SEAL then checks sizes, the parameter id and every
+coefficient's range; the server then checks what SEAL's loader does not and the evaluation needs
+(two polynomials, NTT form, not transparent, first level, the scale); any refusal SEAL raises
+during evaluation is translated too. What it cannot guarantee: a CKKS ciphertext is malleable by
+design, so a changed payload byte that keeps SEAL's data well formed is the encryption of another
+vector, and the server scores it; only the key holder could tell. That is not a hole in this
+protocol: the only party hurt is the client, who alone can make or read such a ciphertext. A MAC
+or AEAD over the ciphertext would add nothing here: its key would be shared with the sender, who
+is the one party able to tamper usefully, and a third party on the wire is kept out by TLS and
+the bearer credential. Tests flip every bit of every header byte of the ciphertext and the keys.
 """
 
 from __future__ import annotations

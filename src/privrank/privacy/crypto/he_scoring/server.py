@@ -109,12 +109,25 @@ class EncryptedScorer:
 
     # -- scoring ------------------------------------------------------------------------------
     def _check_ciphertext(self, ciphertext: Any) -> None:
+        """What SEAL's ``load`` does not check and the evaluation needs: two polynomials, NTT
+        form (SEAL loads a CKKS ciphertext that is not, then fails to rotate it), not
+        transparent (``c1 = 0``: SEAL refuses to compute on it), the first level, the scale."""
         params = self.params
         ctx = _seal.context(params)
         if ciphertext.size() != 2:
             raise DataError(
                 f"encrypted scoring request: a fresh ciphertext has 2 polynomials; got "
                 f"{ciphertext.size()}"
+            )
+        if not ciphertext.is_ntt_form():
+            raise DataError(
+                "encrypted scoring request: the ciphertext is not in NTT form (a CKKS "
+                "ciphertext made by SEAL always is)"
+            )
+        if ciphertext.is_transparent():
+            raise DataError(
+                "encrypted scoring request: the ciphertext is transparent (its second "
+                "polynomial is zero: it encrypts nothing)"
             )
         if ciphertext.parms_id() != ctx.first_parms_id():
             raise DataError(
@@ -154,7 +167,14 @@ class EncryptedScorer:
         keys = _seal.load_galois_keys(params, request.galois_keys)
         ciphertext = _seal.load_ciphertext(params, request.ciphertext)
         self._check_ciphertext(ciphertext)
-        outputs = self._evaluate(ciphertext, keys, blocks, codes)
+        try:
+            outputs = self._evaluate(ciphertext, keys, blocks, codes)
+        except DataError:
+            raise
+        except (RuntimeError, ValueError) as exc:  # SEAL's refusals, translated at the edge
+            raise DataError(
+                f"encrypted scoring request: SEAL refused to evaluate the ciphertext: {exc}"
+            ) from exc
         return ScoreResponse(
             item_ids=item_ids,
             ciphertexts=[_seal.dump(c) for c in outputs],
