@@ -19,12 +19,19 @@ SMALL = {
     "fm": {"lr": 0.02, "batch_size": 512, "epochs": 8, "embedding_dim": 4},
     "deepfm": {"batch_size": 512, "epochs": 4, "hidden": (32, 32), "embedding_dim": 4},
     "dcn-v2": {"batch_size": 512, "epochs": 4, "hidden": (32,), "embedding_dim": 4},
-    "finalmlp": {"batch_size": 512, "epochs": 10, "lr": 0.005, "hidden": (32,), "hidden2": (32,),
-                 "heads": 4, "embedding_dim": 4},
+    "finalmlp": {
+        "batch_size": 512,
+        "epochs": 10,
+        "lr": 0.005,
+        "hidden": (32,),
+        "hidden2": (32,),
+        "heads": 4,
+        "embedding_dim": 4,
+    },
     "lightgbm": {"num_boost_round": 60, "num_leaves": 15},
     "deepctr-deepfm": {"batch_size": 512, "epochs": 3, "hidden": (32,), "embedding_dim": 4},
     "deepctr-dcn": {"batch_size": 512, "epochs": 3, "hidden": (32,), "embedding_dim": 4},
-}  # fmt: skip
+}
 
 
 def synthetic(n: int, seed: int) -> tuple[CTRFrame, np.ndarray]:
@@ -93,18 +100,16 @@ def test_early_stopping_keeps_the_best_validation_epoch(parts) -> None:
     assert log_loss(valid.labels, raw) == pytest.approx(losses[best], rel=1e-6)
 
 
-def test_calibration_on_validation_lowers_ece(parts) -> None:
-    train, valid, test, _ = parts
+def test_isotonic_calibration_on_validation_is_calibrated_on_test(parts) -> None:
+    train, _, _, _ = parts
     big_valid, _ = synthetic(20000, 5)
-    raw_model = create_ranker("logistic", SMALL["logistic"] | {"calibration": "none"})
-    raw_model.fit(train, valid, FitOptions(seed=0, threads=1))
     calibrated = create_ranker("logistic", SMALL["logistic"] | {"calibration": "isotonic"})
     calibrated.fit(train, big_valid, FitOptions(seed=0, threads=1))
     big_test, _ = synthetic(20000, 6)
     y = big_test.labels
     assert expected_calibration_error(y, calibrated.predict_proba(big_test)) < 0.02
     platt = create_ranker("logistic", SMALL["logistic"] | {"calibration": "platt"})
-    platt.fit(train, valid, FitOptions(seed=0, threads=1))
+    platt.fit(train, big_valid, FitOptions(seed=0, threads=1))
     # Platt is monotone: the ranking (AUC) is that of the raw model
     assert auc(y, platt.predict_proba(big_test)) == pytest.approx(
         auc(y, platt.predict_raw(big_test)), abs=1e-12
@@ -131,6 +136,23 @@ def test_bad_parameters_and_privacy_are_refused(parts) -> None:
         create_ranker("nope")
     with pytest.raises(ConfigError, match="differential privacy"):
         create_ranker("fm").fit(
-            train, valid, FitOptions(privacy={"epsilon": 1, "delta": 1e-5,
-                                              "max_interactions_per_user": 10})  # fmt: skip
+            train,
+            valid,
+            FitOptions(privacy={"epsilon": 1, "delta": 1e-5, "max_interactions_per_user": 10}),
         )
+
+
+def test_isotonic_map_matches_scikit_learn() -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    from privrank.ranking.ctr import fit_calibrator
+
+    rng = np.random.default_rng(0)
+    p = np.round(rng.uniform(0, 1, 3000), 3)
+    y = (rng.uniform(size=3000) < p**2).astype(float)
+    ours = fit_calibrator("isotonic", p, y)
+    oracle = IsotonicRegression(out_of_bounds="clip").fit(p, y)
+    grid = np.unique(p)
+    np.testing.assert_allclose(
+        ours.apply(grid), np.clip(oracle.predict(grid), 1e-6, 1 - 1e-6), atol=1e-9
+    )

@@ -65,21 +65,25 @@ class NeuralCTRConfig(CTRConfig):
 
     embedding_dim: int = Field(default=16, ge=1, le=1024)
     lr: float = Field(default=1e-3, gt=0, le=1)
-    batch_size: int = Field(default=4096, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
     epochs: int = Field(default=50, ge=1)
     patience: int = Field(default=2, ge=1)
-    embedding_l2: float = Field(default=0.0, ge=0)
+    embedding_l2: float = Field(default=1e-3, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     max_seconds: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=65536, ge=1)
 
 
 class LogisticConfig(NeuralCTRConfig):
-    """Logistic regression (``embedding_dim`` unused)."""
+    """Logistic regression (``embedding_dim`` unused; a larger default learning rate)."""
+
+    lr: float = Field(default=1e-2, gt=0, le=1)
 
 
 class FMConfig(NeuralCTRConfig):
-    """Factorisation machine."""
+    """Factorisation machine (a larger default learning rate)."""
+
+    lr: float = Field(default=1e-2, gt=0, le=1)
 
 
 class _DeepConfig(NeuralCTRConfig):
@@ -91,7 +95,7 @@ class _DeepConfig(NeuralCTRConfig):
 
     hidden: tuple[int, ...] = Field(default=(400, 400, 400), min_length=1)
     dropout: float = Field(default=0.2, ge=0, lt=1)
-    batch_norm: bool = True
+    batch_norm: bool = False
 
 
 class DeepFMConfig(_DeepConfig):
@@ -146,7 +150,7 @@ def train_network(
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
-            total += float(loss) * len(labels)
+            total += float(loss.detach()) * len(labels)
             rows += len(labels)
         p = predict_network(network, validation, config.eval_batch_size)
         val_loss = log_loss(validation.labels, p)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -169,17 +170,19 @@ class DeepCTRConfig(CTRConfig):
         batch_size: Rows per mini-batch.
         epochs: Most epochs.
         patience: Epochs without a lower validation log loss before stopping.
+        max_seconds: Stop after the first epoch that ends past this budget (``None``: none).
     """
 
     embedding_dim: int = Field(default=16, ge=1)
     hidden: tuple[int, ...] = Field(default=(400, 400, 400), min_length=1)
     dropout: float = Field(default=0.2, ge=0, lt=1)
-    batch_norm: bool = True
+    batch_norm: bool = False
     l2_reg_embedding: float = Field(default=1e-5, ge=0)
     lr: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=4096, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
     epochs: int = Field(default=50, ge=1)
     patience: int = Field(default=2, ge=1)
+    max_seconds: float | None = Field(default=None, gt=0)
 
 
 class DeepCTRDCNConfig(DeepCTRConfig):
@@ -227,6 +230,7 @@ class _DeepCTRPeer(CTRRanker):
             self.network_.compile(optimizer, "binary_crossentropy")
             x, xv = self._inputs(train), self._inputs(validation)
             best, best_state, stale = np.inf, None, 0
+            started = time.perf_counter()
             for epoch in range(1, c.epochs + 1):
                 history = self.network_.fit(x, train.labels, batch_size=c.batch_size, epochs=1,
                                             verbose=0, shuffle=True)  # fmt: skip
@@ -239,8 +243,11 @@ class _DeepCTRPeer(CTRRanker):
                     best, best_state, stale = loss, copy.deepcopy(self.network_.state_dict()), 0
                 else:
                     stale += 1
-                    if stale >= c.patience:
-                        break
+                out_of_time = c.max_seconds is not None and (
+                    time.perf_counter() - started > c.max_seconds
+                )
+                if stale >= c.patience or out_of_time:
+                    break
             if best_state is not None:
                 self.network_.load_state_dict(best_state)
             del x, xv
