@@ -132,3 +132,34 @@ def test_cli_evaluate_and_train_on_frappe(
     )
     assert isinstance(result.exception, ConfigError) and "CTR protocol" in str(result.exception)
     assert not np.any([p.name == "x" for p in tmp_path.iterdir()])
+
+
+def test_cli_validate_ctr_exits_2_naming_the_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    good = "1 42:1 1572:1 5042:1 5047:1 5053:1 5055:1 5058:1 5060:1 5070:1 5150:1"
+    path = tmp_path / "f.libfm"
+    path.write_text(f"{good}\n{good.replace('5150:1', '9999:1')}\n")
+    command = [
+        sys.executable,
+        "-m",
+        "privrank.cli.main",
+        "data",
+        "validate-ctr",
+        str(path),
+        "--format",
+        "frappe",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "line 2, column 11 (city)" in done.stderr and "9999:1" in done.stderr
+    rejects = tmp_path / "r.tsv"
+    done = subprocess.run(
+        [*command, "--on-error", "quarantine", "--rejects", str(rejects)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 valid frappe rows" in done.stdout and rejects.read_text().count("\n") == 2

@@ -16,6 +16,7 @@ from privrank.errors import PrivrankError
 # Command modules register their commands on import.
 from privrank.cli import (  # noqa: F401  isort: skip
     audit,
+    data_ctr,
     data_io,
     data_split,
     data_synth,
