@@ -35,7 +35,8 @@ def _sequences(data) -> dict[int, list[int]]:
 
 
 def test_named_protocols_follow_the_design() -> None:
-    assert protocol_names() == ["beauty-loo", "ml100k-holdout", "video-loo"]
+    # the recommender protocols and the CTR protocols (workflow.ctr_protocols), one namespace
+    assert protocol_names() == ["beauty-loo", "frappe", "ipinyou", "ml100k-holdout", "video-loo"]
     ml = PROTOCOLS["ml100k-holdout"]
     assert ml.dataset == "ml-100k"
     assert ml.split == HoldoutSplit(fraction=0.2, seed=0)
@@ -128,7 +129,8 @@ def test_describe_names_dataset_split_and_fingerprints() -> None:
 
 def test_invalid_protocols_are_refused_with_the_reason() -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown protocol 'nope'.*beauty-loo, ml100k-holdout, video-loo"
+        ConfigError,
+        match=r"unknown protocol 'nope'.*beauty-loo, frappe, ipinyou, ml100k-holdout, video-loo",
     ):
         resolve_protocol("nope")
     with pytest.raises(ConfigError, match=r"headline metrics \['ndcg@100'\] are not computed"):

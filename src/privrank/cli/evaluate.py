@@ -317,8 +317,12 @@ def results_tables(records: list[dict[str, Any]]) -> list[Table]:
     for name, group in group_by_protocol(records).items():
         headline = group[0]["headline"]
         confidence = group[0].get("bootstrap", {}).get("confidence", 0.95)
-        users = group[0].get("evaluation", {}).get("counts", {}).get("users_evaluated", 0)
-        table = Table(title=f"{name}: {users:,} test users, {confidence:.0%} bootstrap CIs")
+        counts = group[0].get("evaluation", {}).get("counts", {})
+        users = counts.get("users_evaluated", 0)
+        unit = "test users"
+        if group[0].get("kind") == "ctr":  # a CTR protocol: metrics over test rows
+            users, unit = counts.get("rows", 0), "test rows"
+        table = Table(title=f"{name}: {users:,} {unit}, {confidence:.0%} bootstrap CIs")
         table.add_column("model", no_wrap=True, min_width=12)
         for metric in headline:
             table.add_column(metric_label(metric), justify="right", no_wrap=True)
@@ -344,10 +348,12 @@ def results_tables(records: list[dict[str, Any]]) -> list[Table]:
                 if c is None:
                     cells += ["baseline", ""]
                 else:
-                    cells += [
-                        f"{c['mean_difference']:+.4f}",
-                        f"{c['t_pvalue']:.2g} / {c['wilcoxon_pvalue']:.2g}",
-                    ]
+                    tests = (
+                        f"{c['pvalue']:.2g} (bootstrap)"  # a CTR AUC: paired bootstrap
+                        if "pvalue" in c
+                        else f"{c['t_pvalue']:.2g} / {c['wilcoxon_pvalue']:.2g}"
+                    )
+                    cells += [f"{c['mean_difference']:+.4f}", tests]
             timing = record.get("timing", {})
             cells += [_seconds(timing.get("fit_s")), _seconds(timing.get("evaluate_s"))]
             table.add_row(*cells)

@@ -18,6 +18,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     ads,
     ads_synth,
     audit,
+    data_ctr,
     data_io,
     data_split,
     data_synth,

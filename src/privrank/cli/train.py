@@ -215,11 +215,18 @@ def train_command(
     """
     from privrank.cli.train_tuning import AUTO, check_tuning_request, tune_for_training
     from privrank.models import FitOptions, create_model
+    from privrank.ranking.ctr import is_ranker
     from privrank.workflow.model_dir import TRAINING_FILE, write_trained
     from privrank.workflow.spend import fit_and_spend
     from privrank.workflow.tracking import open_tracker
 
     params = parse_params(param, config)
+    if is_ranker(model):  # a CTR ranker on a CTR protocol (privrank.cli.train_ctr)
+        from privrank.cli.train_ctr import train_ctr
+
+        train_ctr(data, model, params, out, seed=seed, threads=threads,
+                  private=epsilon is not None, tune=tune)  # fmt: skip
+        return
     spec = _privacy_spec(
         epsilon, delta, max_per_user, selection, noise_seed, clipping_norm, accountant
     )

@@ -22,7 +22,7 @@ same resamples (:func:`bootstrap_cis`), so their intervals are jointly consisten
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "bootstrap_cis",
     "compare_results",
     "paired_comparison",
+    "resample_counts",
 ]
 
 _RESAMPLE_ENTRIES = 1 << 22  # resampled values held at once (bounds memory, ~32 MB)
@@ -138,6 +139,22 @@ def _resample_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarr
         with np.errstate(invalid="ignore", divide="ignore"):
             means[:, start : start + size] = (filled @ counts.T) / (finite @ counts.T)
     return means
+
+
+def resample_counts(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """The bootstrap's user resamples as draw counts: ``[size, n]`` float64 blocks, in order.
+
+    The same draws as :func:`bootstrap_cis` with the same ``seed`` (``n`` indices uniform with
+    replacement per resample), for statistics that are not means (AUC, calibration error): a
+    statistic evaluated with these counts as row weights is its value on the resample.
+    """
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _RESAMPLE_ENTRIES // max(n, 1))
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        picks = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+        counts = np.bincount(picks.ravel(), minlength=size * n).reshape(size, n)
+        yield counts.astype(np.float64)
 
 
 def bootstrap_cis(

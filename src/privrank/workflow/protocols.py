@@ -58,6 +58,7 @@ from privrank.data.interactions import Interactions
 from privrank.data.splits import HoldoutSplit, LeaveLastOut, Split, SplitSpec, split
 from privrank.errors import ConfigError
 from privrank.metrics.evaluate import Cutoffs, EvaluationConfig, RankingMetric
+from privrank.workflow.ctr_protocols import CTR_PROTOCOLS, CTRProtocolSpec
 
 __all__ = [
     "PROTOCOLS",
@@ -153,19 +154,31 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
 
 
 def protocol_names() -> list[str]:
-    """Names of the built-in protocols, sorted."""
-    return sorted(PROTOCOLS)
+    """Names of the built-in protocols (recommender and CTR protocols), sorted."""
+    return sorted([*PROTOCOLS, *CTR_PROTOCOLS])
 
 
-def resolve_protocol(protocol: str | ProtocolSpec | dict[str, Any]) -> ProtocolSpec:
+#: A recommender protocol or a CTR protocol (:mod:`privrank.workflow.ctr_protocols`).
+AnyProtocol = ProtocolSpec | CTRProtocolSpec
+
+
+def resolve_protocol(protocol: str | AnyProtocol | dict[str, Any]) -> Any:
     """A protocol spec from a built-in name, a spec, or the dict form of one.
+
+    CTR protocols (``frappe``, ``ipinyou``, or a dict with ``kind: "ctr"``) resolve to a
+    :class:`~privrank.workflow.ctr_protocols.CTRProtocolSpec`, the others to a
+    :class:`ProtocolSpec`.
 
     Raises:
         ConfigError: An unknown name (the message lists the known ones) or an invalid spec.
     """
-    if isinstance(protocol, ProtocolSpec):
+    if isinstance(protocol, ProtocolSpec | CTRProtocolSpec):
         return protocol
+    if isinstance(protocol, dict) and protocol.get("kind") == "ctr":
+        return validate_as(CTRProtocolSpec, protocol, "CTRProtocolSpec")
     if isinstance(protocol, str):
+        if protocol in CTR_PROTOCOLS:
+            return CTR_PROTOCOLS[protocol]
         try:
             return PROTOCOLS[protocol]
         except KeyError:

@@ -25,6 +25,7 @@ from typing import Any
 
 from privrank.atomic import atomic_file
 from privrank.errors import ArtifactError, ConfigError
+from privrank.workflow.ctr_report import ctr_groups, ctr_markdown, is_ctr_record, plot_reliability
 from privrank.workflow.records import safe_name
 
 __all__ = [
@@ -399,10 +400,15 @@ def write_report(
         The files written: ``<protocol>.curves.png``, ``<protocol>.comparison.png`` per
         protocol and the markdown.
     """
-    records = _as_records(results)
+    everything = _as_records(results)
+    records = [r for r in everything if not is_ctr_record(r)]
     out = Path(out)
     images: dict[str, list[str]] = {}
     written: list[Path] = []
+    for name, ctr_group in ctr_groups(everything).items():  # CTR protocols: reliability diagram
+        diagram = plot_reliability(ctr_group, out / f"{safe_name(name)}.reliability.png")
+        written.append(diagram)
+        images[name] = [diagram.name]
     for name, group in group_by_protocol(records).items():
         stem = safe_name(name)
         curves = plot_curves(group, out / f"{stem}.curves.png")
@@ -411,5 +417,6 @@ def write_report(
         images[name] = [bars.name, curves.name]
     markdown = out / markdown_name
     with atomic_file(markdown, encoding="utf-8") as handle:
-        handle.write(markdown_summary(records, images))
+        text = markdown_summary(records, images) if records else "# privrank evaluation\n\n"
+        handle.write(text + ctr_markdown(everything, images))
     return ReportFiles(markdown=markdown, images=written)

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from privrank.data._config import FrozenConfig, validate_as
 from privrank.errors import ConfigError
 from privrank.privacy.spec import PrivacySpec
+from privrank.workflow.ctr_protocols import CTRProtocolSpec
 from privrank.workflow.protocols import ProtocolSpec, resolve_protocol
 
 __all__ = ["ModelSpec", "RunConfig"]
@@ -66,7 +67,7 @@ class RunConfig(FrozenConfig):
             on ``train``, and record the means under ``validation`` (for tuning).
     """
 
-    protocols: tuple[str | ProtocolSpec, ...] = Field(min_length=1)
+    protocols: tuple[str | ProtocolSpec | CTRProtocolSpec, ...] = Field(min_length=1)
     models: tuple[ModelSpec, ...] = Field(min_length=1)
     baseline: str | None = None
     cutoffs: tuple[int, ...] | None = None
@@ -119,7 +120,7 @@ class RunConfig(FrozenConfig):
         """The baseline's label (the first model unless ``baseline`` is set)."""
         return self.baseline or self.models[0].display
 
-    def protocol_specs(self) -> list[ProtocolSpec]:
+    def protocol_specs(self) -> list[ProtocolSpec | CTRProtocolSpec]:
         """The protocols, resolved."""
         return [resolve_protocol(p) for p in self.protocols]
 
@@ -167,9 +168,21 @@ class RunConfig(FrozenConfig):
                 under (:meth:`~privrank.models.Recommender.check_privacy`).
         """
         from privrank.models import create_model
+        from privrank.ranking.ctr import create_ranker, is_ranker
 
         problems = []
         for spec in self.models:
+            if is_ranker(spec.name):  # a CTR ranker (for CTR protocols)
+                try:
+                    create_ranker(spec.name, spec.params)
+                except ConfigError as exc:
+                    problems.append(f"{spec.display}: {exc}")
+                if spec.privacy is not None:
+                    problems.append(
+                        f"{spec.display}: the CTR ranker {spec.name} cannot train with "
+                        "differential privacy yet (remove 'privacy')"
+                    )
+                continue
             try:
                 model = create_model(spec.name, spec.params)
             except ConfigError as exc:

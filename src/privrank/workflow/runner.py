@@ -61,6 +61,15 @@ from privrank.metrics.stats import (
     compare_results,
 )
 from privrank.models import FitOptions, Query, create_model
+from privrank.workflow.ctr_protocols import CTRProtocolSpec, prepare_ctr
+from privrank.workflow.ctr_report import ctr_markdown
+from privrank.workflow.ctr_runner import (
+    CTRRun,
+    compare_ctr_runs,
+    ctr_record,
+    fit_and_evaluate_ctr,
+    write_ctr_files,
+)
 from privrank.workflow.protocols import PreparedProtocol, prepare
 from privrank.workflow.records import library_versions, safe_name, write_json
 from privrank.workflow.report import markdown_summary
@@ -389,7 +398,11 @@ def run(
     config.check_models()
     data = data or {}
     runs: list[ModelRun] = []
+    ctr_runs: list[CTRRun] = []
     for protocol in config.protocol_specs():
+        if isinstance(protocol, CTRProtocolSpec):  # the CTR protocol kind: ctr_runner
+            ctr_runs.extend(_run_ctr(protocol, config, data, fit_progress, status))
+            continue
         if status is not None:
             status(protocol.name, f"preparing {protocol.dataset} ({protocol.split.protocol})")
         prepared = prepare(protocol, data.get(protocol.name))
@@ -419,23 +432,62 @@ def run(
             )
         compare_with_baseline(protocol_runs, config.baseline_label, config)
         runs.extend(protocol_runs)
-    return write_results(runs, config, out)
+    return write_results(runs, config, out, ctr_runs)
 
 
-def write_results(runs: list[ModelRun], config: RunConfig, out: str | Path | None) -> RunSummary:
-    """Build the JSON records and markdown of ``runs`` and write them under ``out`` (if given)."""
+def _run_ctr(
+    protocol: CTRProtocolSpec,
+    config: RunConfig,
+    data: dict[str, Any],
+    fit_progress: Callable[[str, Any], None] | None,
+    status: StatusCallback | None,
+) -> list[CTRRun]:
+    """Every model of the run on one CTR protocol, compared with the baseline."""
+    if status is not None:
+        status(protocol.name, f"preparing {protocol.dataset} (CTR, seeded row split)")
+    prepared = prepare_ctr(protocol, data.get(protocol.name))
+    protocol_runs = []
+    for spec in config.models:
+        progress = None
+        if fit_progress is not None:
+
+            def progress(report: Any, label: str = spec.display) -> None:
+                fit_progress(label, report)
+
+        protocol_runs.append(
+            fit_and_evaluate_ctr(prepared, spec, config, fit_progress=progress, status=status)
+        )
+    compare_ctr_runs(protocol_runs, config.baseline_label, config)
+    return protocol_runs
+
+
+def write_results(
+    runs: list[ModelRun],
+    config: RunConfig,
+    out: str | Path | None,
+    ctr_runs: list[CTRRun] | None = None,
+) -> RunSummary:
+    """Build the JSON records and markdown of ``runs`` (and of CTR runs) and write them under
+    ``out`` (if given)."""
+    ctr_runs = ctr_runs or []
     records = [result_record(r, config) for r in runs]
-    markdown = markdown_summary(records)
+    ctr_records = [ctr_record(r, config) for r in ctr_runs]
+    markdown = markdown_summary(records) if records else ""
+    if ctr_records:
+        markdown += ctr_markdown(ctr_records)
+    records += ctr_records
     files: list[Path] = []
     if out is not None:
         out = Path(out)
-        for run_, record in zip(runs, records, strict=True):
+        for run_, record in zip(runs, records, strict=False):
             folder = out / safe_name(run_.prepared.spec.name)
             stem = safe_name(run_.spec.display)
             _write_per_user(run_, folder / f"{stem}.per_user.parquet")
             path = folder / f"{stem}.json"
             write_json(path, record)
             files.append(path)
+        for ctr_run, record in zip(ctr_runs, ctr_records, strict=True):
+            files.append(write_ctr_files(ctr_run, record, out))
         with atomic_file(out / "results.md", encoding="utf-8") as handle:
             handle.write(markdown)
         write_json(

@@ -1,0 +1,279 @@
+r"""privrank's neural CTR rankers: logistic regression, FM, DeepFM, DCN-v2 and FinalMLP.
+
+Each is a :class:`~privrank.ranking.ctr.base.CTRRanker` over one network of
+:mod:`privrank.ranking.ctr.networks`, trained by one loop (:func:`train_network`):
+
+- minimise the binary cross-entropy :math:`-\frac1B \sum_i y_i \log \sigma(z_i) + (1 - y_i) \log
+  (1 - \sigma(z_i))` plus :math:`\lambda` times the batch's mean squared embedding norm
+  (``embedding_l2``), with Adam (learning rate ``lr``, decoupled ``weight_decay`` on the dense
+  layers);
+- mini-batches are drawn from the feature table's arrays by a seeded permutation each epoch:
+  only a batch is gathered at a time, the data is never copied whole (10M+ rows fit);
+- after each epoch the validation log loss and AUC are computed and reported; the weights of the
+  epoch with the lowest validation log loss are kept, and training stops after ``patience``
+  epochs without a better one (or ``epochs``, or ``max_seconds``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from privrank.data.features import FeatureTable
+from privrank.metrics.ctr import auc, log_loss
+from privrank.models import FitOptions
+from privrank.ranking.ctr.base import CTRConfig, CTRRanker
+from privrank.ranking.ctr.networks import FM, CTRNetwork, DCNv2, DeepFM, FinalMLP, Linear
+
+__all__ = [
+    "DCNv2Config",
+    "DCNv2Ranker",
+    "DeepFMConfig",
+    "DeepFMRanker",
+    "FMConfig",
+    "FMRanker",
+    "FinalMLPConfig",
+    "FinalMLPRanker",
+    "LogisticConfig",
+    "LogisticRanker",
+    "NeuralCTRConfig",
+    "NeuralCTRRanker",
+    "train_network",
+]
+
+
+class NeuralCTRConfig(CTRConfig):
+    """Training options of every neural ranker.
+
+    Attributes:
+        embedding_dim: Embedding size :math:`k` per field.
+        lr: Adam learning rate.
+        batch_size: Rows per mini-batch.
+        epochs: Most epochs.
+        patience: Epochs without a lower validation log loss before stopping.
+        embedding_l2: :math:`\\lambda`, weight of the batch's mean squared embedding norm.
+        weight_decay: Decoupled weight decay of the dense layers (AdamW).
+        max_seconds: Stop after the first epoch that ends past this budget (``None``: none).
+        eval_batch_size: Rows per batch when predicting.
+    """
+
+    embedding_dim: int = Field(default=16, ge=1, le=1024)
+    lr: float = Field(default=1e-3, gt=0, le=1)
+    batch_size: int = Field(default=1024, ge=1)
+    epochs: int = Field(default=50, ge=1)
+    patience: int = Field(default=2, ge=1)
+    embedding_l2: float = Field(default=1e-3, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_seconds: float | None = Field(default=None, gt=0)
+    eval_batch_size: int = Field(default=65536, ge=1)
+
+
+class LogisticConfig(NeuralCTRConfig):
+    """Logistic regression (``embedding_dim`` unused; a larger default learning rate)."""
+
+    lr: float = Field(default=1e-2, gt=0, le=1)
+
+
+class FMConfig(NeuralCTRConfig):
+    """Factorisation machine (a larger default learning rate)."""
+
+    lr: float = Field(default=1e-2, gt=0, le=1)
+
+
+class _DeepConfig(NeuralCTRConfig):
+    """Attributes:
+    hidden: Widths of the MLP's hidden layers.
+    dropout: Dropout after each hidden layer.
+    batch_norm: Batch normalisation in the MLP.
+    """
+
+    hidden: tuple[int, ...] = Field(default=(400, 400, 400), min_length=1)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    batch_norm: bool = False
+
+
+class DeepFMConfig(_DeepConfig):
+    """DeepFM."""
+
+
+class DCNv2Config(_DeepConfig):
+    """DCN-v2; ``cross_layers`` full-rank cross layers."""
+
+    cross_layers: int = Field(default=3, ge=1, le=10)
+
+
+class FinalMLPConfig(_DeepConfig):
+    """FinalMLP; ``hidden`` is stream 1, ``hidden2`` stream 2, ``heads`` bilinear heads."""
+
+    hidden2: tuple[int, ...] = Field(default=(400, 400, 400), min_length=1)
+    heads: int = Field(default=10, ge=1)
+
+
+def train_network(
+    network: CTRNetwork,
+    train: FeatureTable,
+    validation: FeatureTable,
+    config: NeuralCTRConfig,
+    options: FitOptions,
+    report: Any,
+) -> None:
+    """The one training loop of the neural rankers (see the module docstring)."""
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    embeddings = [p for n, p in network.named_parameters() if "embedding" in n or "weights." in n]
+    embedding_ids = {id(p) for p in embeddings}
+    dense = [p for p in network.parameters() if id(p) not in embedding_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": embeddings, "weight_decay": 0.0},
+         {"params": dense, "weight_decay": config.weight_decay}],
+        lr=config.lr,
+    )  # fmt: skip
+    criterion = nn.BCEWithLogitsLoss()
+    best_loss, best_state, stale = np.inf, None, 0
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        network.train()
+        total, rows = 0.0, 0
+        for codes, numeric, labels in train.batches(config.batch_size, rng):
+            if len(labels) < 2 and rows:  # batch norm cannot train on a final batch of one row
+                continue  # (that row, another each epoch by the shuffle, waits for the next)
+            logits = network(torch.from_numpy(codes), torch.from_numpy(numeric))
+            target = torch.from_numpy(labels)
+            loss = criterion(logits, target)
+            objective = loss + config.embedding_l2 * network.penalty()
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(labels)
+            rows += len(labels)
+        p = predict_network(network, validation, config.eval_batch_size)
+        val_loss = log_loss(validation.labels, p)
+        val_auc = auc(validation.labels, p)
+        report(epoch, config.epochs, total / max(rows, 1),
+               val_log_loss=val_loss, val_auc=val_auc)  # fmt: skip
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(network.state_dict()), 0
+        else:
+            stale += 1
+        out_of_time = config.max_seconds is not None and (
+            time.perf_counter() - started > config.max_seconds
+        )
+        if stale >= config.patience or out_of_time:
+            break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+
+
+@torch.no_grad()
+def predict_network(network: nn.Module, rows: FeatureTable, batch_size: int) -> np.ndarray:
+    """``[n]`` float64 probabilities of ``rows``, in batches."""
+    network.eval()
+    out = np.empty(len(rows), dtype=np.float64)
+    start = 0
+    for codes, numeric, _ in rows.batches(batch_size):
+        logits = network(torch.from_numpy(codes), torch.from_numpy(numeric))
+        out[start : start + len(codes)] = torch.sigmoid(logits).double().numpy()
+        start += len(codes)
+    return out
+
+
+class NeuralCTRRanker(CTRRanker):
+    """A CTR ranker over one PyTorch network, trained by :func:`train_network`."""
+
+    config: NeuralCTRConfig
+
+    def _build(self) -> CTRNetwork:
+        raise NotImplementedError
+
+    def _dims(self) -> tuple[int, int, int, int]:
+        assert self.vocabulary_ is not None
+        v = self.vocabulary_
+        return v.n_codes, len(v.fields), len(v.numeric), self.config.embedding_dim
+
+    def _fit(self, train: FeatureTable, validation: FeatureTable, options: FitOptions,
+             report: Any) -> None:  # fmt: skip
+        threads = options.resolved_threads()
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            torch.manual_seed(options.seed)
+            self.network_ = self._build()
+            train_network(self.network_, train, validation, self.config, options, report)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _predict(self, rows: FeatureTable) -> np.ndarray:
+        return predict_network(self.network_, rows, self.config.eval_batch_size)
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any]]:
+        arrays = {k: v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
+        return arrays, {}, {}
+
+    def _restore(self, arrays: dict[str, np.ndarray], files: dict[str, str],
+                 extra: dict[str, Any]) -> None:  # fmt: skip
+        self.network_ = self._build()
+        self.network_.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+        self.network_.eval()
+
+
+class LogisticRanker(NeuralCTRRanker):
+    """Logistic regression on one-hot fields (the linear part only)."""
+
+    name: ClassVar[str] = "logistic"
+    Config = LogisticConfig
+
+    def _build(self) -> CTRNetwork:
+        return Linear(*self._dims())
+
+
+class FMRanker(NeuralCTRRanker):
+    """Factorisation machine."""
+
+    name: ClassVar[str] = "fm"
+    Config = FMConfig
+
+    def _build(self) -> CTRNetwork:
+        return FM(*self._dims())
+
+
+class DeepFMRanker(NeuralCTRRanker):
+    """DeepFM (privrank's PyTorch implementation)."""
+
+    name: ClassVar[str] = "deepfm"
+    Config = DeepFMConfig
+    config: DeepFMConfig
+
+    def _build(self) -> CTRNetwork:
+        c = self.config
+        return DeepFM(*self._dims(), c.hidden, c.dropout, c.batch_norm)
+
+
+class DCNv2Ranker(NeuralCTRRanker):
+    """DCN-v2 (privrank's PyTorch implementation)."""
+
+    name: ClassVar[str] = "dcn-v2"
+    Config = DCNv2Config
+    config: DCNv2Config
+
+    def _build(self) -> CTRNetwork:
+        c = self.config
+        return DCNv2(*self._dims(), c.hidden, c.dropout, c.batch_norm, c.cross_layers)
+
+
+class FinalMLPRanker(NeuralCTRRanker):
+    """FinalMLP (privrank's PyTorch implementation)."""
+
+    name: ClassVar[str] = "finalmlp"
+    Config = FinalMLPConfig
+    config: FinalMLPConfig
+
+    def _build(self) -> CTRNetwork:
+        c = self.config
+        return FinalMLP(*self._dims(), c.hidden, c.hidden2, c.dropout, c.batch_norm, c.heads)
