@@ -78,6 +78,7 @@ from privrank.serving.middleware import (
     log_unexpected,
 )
 from privrank.serving.ratelimit import RateLimiter
+from privrank.serving.reranked import add_reranked_routes
 from privrank.serving.schemas import (
     MAX_K,
     EventsRequest,
@@ -544,6 +545,7 @@ def _hot_path(app: Any, state: ServingState) -> HotPathMiddleware:
 def _add_routes(app: FastAPI) -> None:
     read, write, admin = require(Scope.READ), require(Scope.WRITE), require(Scope.ADMIN)
     add_he_routes(app, read)  # /v1/he: encrypted scoring (privrank.serving.he_route)
+    add_reranked_routes(app, read)  # /v1/recommend/reranked (privrank.serving.reranked)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

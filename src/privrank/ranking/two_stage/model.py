@@ -47,7 +47,12 @@ from privrank.models.capabilities import StagedModel
 from privrank.ranking.ltr._base import LTRFitOptions, LTRRanker
 from privrank.ranking.ltr.registry import create_ranker, ranker_from_state
 from privrank.ranking.two_stage._config import TwoStageConfig
-from privrank.ranking.two_stage._features import feature_names, item_features, rank_features
+from privrank.ranking.two_stage._features import (
+    Candidates,
+    feature_names,
+    item_features,
+    rank_features,
+)
 
 __all__ = ["TwoStage"]
 
@@ -200,16 +205,31 @@ class TwoStage(Recommender, StagedModel):
     def _feature_names(self) -> tuple[str, ...]:
         return feature_names([r.name for r in self.config.retrievers])
 
-    def _candidates(self, retrievers: list[Recommender], query: Query) -> Any:
+    def _candidates(self, retrievers: list[Recommender], query: Query) -> Candidates:
         started = time.perf_counter()
-        scores = [np.asarray(r.score(query), dtype=np.float32) for r in retrievers]
+        scores = self.retrieve(query, retrievers)
         self._stage_times["score.retrieval"] += time.perf_counter() - started
         started = time.perf_counter()
-        seen = retrievers[0]._seen_matrix(query) if query.is_users else query.to_csr(self.n_items_)
+        candidates = self.featurize(query, scores)
+        self._stage_times["score.features"] += time.perf_counter() - started
+        return candidates
+
+    # ---------------------------------------------------------------- the stages, one by one
+    def retrieve(
+        self, query: Query, retrievers: list[Recommender] | None = None
+    ) -> list[np.ndarray]:
+        """Stage 1: every retriever's ``(n, n_items)`` scores of the queries."""
+        self._require_fitted()
+        models = self.retrievers_ if retrievers is None else retrievers
+        return [np.asarray(r.score(query), dtype=np.float32) for r in models]
+
+    def featurize(self, query: Query, scores: list[np.ndarray]) -> Candidates:
+        """Stage 2: the merged candidates of the queries and their features."""
+        seen = query.to_csr(self.n_items_) if not query.is_users else self._seen_matrix(query)
         lengths = (
             np.diff(self.history_indptr_)[query.user_codes] if query.is_users else query.lengths()
         )
-        candidates = rank_features(
+        return rank_features(
             scores,
             [r.propose for r in self.config.retrievers],
             sp.csr_matrix(seen),
@@ -217,8 +237,12 @@ class TwoStage(Recommender, StagedModel):
             self.item_table_,
             self.config.candidates,
         )
-        self._stage_times["score.features"] += time.perf_counter() - started
-        return candidates
+
+    def rank(self, candidates: Candidates) -> np.ndarray:
+        """Stage 3: the ranker's ``(n, N)`` float32 scores (``-inf`` on padding)."""
+        valid = candidates.items >= 0
+        flat = self.ranker_.score(candidates.features.reshape(-1, candidates.features.shape[2]))
+        return np.where(valid, flat.reshape(valid.shape), -np.inf).astype(np.float32)
 
     # ---------------------------------------------------------------- scoring
     def rerank(self, query: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -230,12 +254,10 @@ class TwoStage(Recommender, StagedModel):
             mask of real candidates.
         """
         candidates = self._candidates(self.retrievers_, query)
-        valid = candidates.items >= 0
         started = time.perf_counter()
-        flat = self.ranker_.score(candidates.features.reshape(-1, candidates.features.shape[2]))
-        ranked = np.where(valid, flat.reshape(valid.shape), -np.inf).astype(np.float32)
+        ranked = self.rank(candidates)
         self._stage_times["score.ranker"] += time.perf_counter() - started
-        return candidates.items, ranked, valid
+        return candidates.items, ranked, candidates.items >= 0
 
     def _score_query(self, query: Query) -> np.ndarray:
         items, ranked, valid = self.rerank(query)
