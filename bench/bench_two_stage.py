@@ -43,6 +43,29 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         }
     },
     "no-refit": {"refit": False},
+    "regularised": {
+        "ranker_params": {
+            "num_iterations": 300,
+            "learning_rate": 0.05,
+            "num_leaves": 15,
+            "min_data_in_leaf": 200,
+            "lambda_l2": 10.0,
+            "early_stopping_rounds": 20,
+            "eval_at": [10],
+        }
+    },
+    "regularised-n100": {
+        "candidates": 100,
+        "ranker_params": {
+            "num_iterations": 300,
+            "learning_rate": 0.05,
+            "num_leaves": 15,
+            "min_data_in_leaf": 200,
+            "lambda_l2": 10.0,
+            "early_stopping_rounds": 20,
+            "eval_at": [10],
+        },
+    },
     "n100": {"candidates": 100},
     "listwise": {"ranker": "listwise", "ranker_params": {"eval_at": 10}},
 }

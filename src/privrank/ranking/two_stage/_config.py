@@ -36,6 +36,20 @@ def _default_retrievers() -> tuple[RetrieverSpec, ...]:
     )
 
 
+#: The LambdaMART settings of a two-stage fit, chosen on a validation protocol carved from the
+#: ML-100K training ratings (bench/bench_two_stage.py select; never the test part): LightGBM's
+#: example settings overfit the candidate groups within a few trees.
+DEFAULT_LAMBDAMART = {
+    "num_iterations": 300,
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 200,
+    "lambda_l2": 10.0,
+    "early_stopping_rounds": 20,
+    "eval_at": [10],
+}
+
+
 class TwoStageConfig(ModelConfig):
     """Hyper-parameters of :class:`~privrank.ranking.two_stage.TwoStage`.
 
@@ -43,7 +57,8 @@ class TwoStageConfig(ModelConfig):
         retrievers: The first stage (at least one proposes candidates).
         candidates: ``N``, candidates per user passed to the ranker.
         ranker: ``lambdamart`` (LightGBM) or ``listwise`` (PyTorch).
-        ranker_params: The ranker's config, as a mapping.
+        ranker_params: The ranker's config, as a mapping (``None``: :data:`DEFAULT_LAMBDAMART`
+            for ``lambdamart``, the listwise ranker's defaults with early stopping at NDCG@10).
         carve: How the ranker's labels are carved from each training history: ``random``
             (a random ``label_fraction`` of the user's items; matches a random holdout) or
             ``last`` (the user's last ``max(1, round(label_fraction · n))`` items in time order;
@@ -59,7 +74,7 @@ class TwoStageConfig(ModelConfig):
     retrievers: tuple[RetrieverSpec, ...] = Field(default_factory=_default_retrievers)
     candidates: int = Field(300, ge=1)
     ranker: Literal["lambdamart", "listwise"] = "lambdamart"
-    ranker_params: dict[str, Any] = Field(default_factory=dict)
+    ranker_params: dict[str, Any] | None = None
     carve: Literal["random", "last"] = "random"
     label_fraction: float = Field(0.2, gt=0, lt=1)
     ranker_validation_users: float = Field(0.2, ge=0, lt=1)
@@ -73,3 +88,9 @@ class TwoStageConfig(ModelConfig):
         if any(r.name == "two-stage" for r in self.retrievers):
             raise ValueError("a two-stage model cannot be its own retriever")
         return self
+
+    def resolved_ranker_params(self) -> dict[str, Any]:
+        """The ranker's config: ``ranker_params``, or the defaults of the chosen ranker."""
+        if self.ranker_params is not None:
+            return dict(self.ranker_params)
+        return dict(DEFAULT_LAMBDAMART) if self.ranker == "lambdamart" else {"eval_at": 10}

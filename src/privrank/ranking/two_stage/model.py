@@ -110,7 +110,7 @@ class TwoStage(Recommender, StagedModel):
         order = rng.permutation(groups.n_queries)
         valid, fit = np.sort(order[:n_valid]), np.sort(order[n_valid:])
         started = time.perf_counter()
-        ranker = create_ranker(cfg.ranker, cfg.ranker_params)
+        ranker = create_ranker(cfg.ranker, cfg.resolved_ranker_params())
         ranker.fit(
             groups.take(fit),
             groups.take(valid) if n_valid else None,
