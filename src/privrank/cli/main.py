@@ -27,6 +27,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     federated,
     keys,
     privacy,
+    rank,
     release,
     report,
     serve,

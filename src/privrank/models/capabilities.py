@@ -14,6 +14,9 @@ interfaces, and exposes what that shape needs through methods. Callers ask
   fit spends the collection's ε from the dataset's ledger even without a central privacy spec
   (:func:`privrank.workflow.spend.fit_and_spend`).
 
+- :class:`StagedModel`: the model runs in stages (a two-stage pipeline: retrieval, features,
+  ranking); it reports the wall time of each, which the evaluation output records.
+
 A model declaring neither is scored by :meth:`~privrank.models.Recommender.score` alone.
 """
 
@@ -27,7 +30,7 @@ import scipy.sparse as sp
 
 from privrank.models._query import Query
 
-__all__ = ["FactorModel", "ItemItemModel", "LocalDPCollection", "StoredFactors"]
+__all__ = ["FactorModel", "ItemItemModel", "LocalDPCollection", "StagedModel", "StoredFactors"]
 
 
 class FactorModel(ABC):
@@ -105,3 +108,11 @@ class LocalDPCollection(ABC):
     @abstractmethod
     def describe_collection(self) -> str:
         """The fitted collection's guarantee in plain words."""
+
+
+class StagedModel(ABC):
+    """A model that fits and scores in named stages and times each of them."""
+
+    @abstractmethod
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall seconds per stage since the fit (``fit.*`` stages, then ``score.*`` stages)."""

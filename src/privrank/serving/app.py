@@ -79,6 +79,7 @@ from privrank.serving.middleware import (
     log_unexpected,
 )
 from privrank.serving.ratelimit import RateLimiter
+from privrank.serving.reranked import add_reranked_routes
 from privrank.serving.schemas import (
     MAX_K,
     EventsRequest,
@@ -547,6 +548,7 @@ def _add_routes(app: FastAPI) -> None:
     add_he_routes(app, read)  # /v1/he: encrypted scoring (privrank.serving.he_route)
     # /v1/ads/rank: the ads auction (privrank.serving.ads_route)
     add_ads_routes(app, read, app.state.serving.settings.ads_model)
+    add_reranked_routes(app, read)  # /v1/recommend/reranked (privrank.serving.reranked)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

@@ -34,6 +34,7 @@ from privrank.atomic import atomic_directory
 from privrank.errors import ArtifactError
 from privrank.models import Recommender
 from privrank.models._artifact import MODEL_FILE
+from privrank.ranking import two_stage as _two_stage  # noqa: F401  (registers "two-stage")
 from privrank.workflow.records import library_versions
 
 __all__ = [

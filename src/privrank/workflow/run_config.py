@@ -167,6 +167,7 @@ class RunConfig(FrozenConfig):
                 given to a model without a private fit, and private spec the model cannot fit
                 under (:meth:`~privrank.models.Recommender.check_privacy`).
         """
+        import privrank.ranking  # noqa: F401  (registers the ranking layer's models)
         from privrank.models import create_model
         from privrank.ranking.ctr import create_ranker, is_ranker
 

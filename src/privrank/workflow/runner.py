@@ -61,6 +61,8 @@ from privrank.metrics.stats import (
     compare_results,
 )
 from privrank.models import FitOptions, Query, create_model
+from privrank.models.capabilities import StagedModel
+from privrank.ranking import two_stage as _two_stage  # noqa: F401  (registers "two-stage")
 from privrank.workflow.ctr_protocols import CTRProtocolSpec, prepare_ctr
 from privrank.workflow.ctr_report import ctr_markdown
 from privrank.workflow.ctr_runner import (
@@ -323,6 +325,8 @@ def fit_and_evaluate(
             progress=evaluate_progress,
         )
     run_.history_mode = mode
+    if isinstance(model, StagedModel):
+        run_.extra["stages"] = {k: round(v, 4) for k, v in model.stage_seconds().items()}
     if fitted.spend is not None:
         run_.extra["privacy"] = fitted.privacy_record()
     if config.validation and prepared.validation is not None and len(prepared.validation):

@@ -1,0 +1,133 @@
+"""Two-stage NDCG@10 against the best single model, same protocol, same run.
+
+Two modes:
+
+- ``select``: chooses the two-stage settings on a *validation protocol carved from the training
+  data* (the protocol's own split applied again to its training part: a per-user 20 % holdout of
+  ML-100K's training ratings; Beauty's leave-last-out applied to its training histories, so the
+  held-out item is each user's last training item). Every candidate setting and every single
+  model is fitted on the carved training part and ranked on the carved held-out part. The test
+  part is never read.
+- ``test``: the protocol itself (``privrank evaluate`` machinery, full ranking): the single models
+  and ``two-stage`` with the settings given by ``--two-stage`` (JSON), in one run; prints each
+  NDCG@10, the best single model and the relative gain, and the two-stage per-stage times.
+
+Usage::
+
+    PRIVRANK_DATA_DIR=/work/shared/data .venv/bin/python bench/bench_two_stage.py select \\
+        --protocol ml100k-holdout
+    PRIVRANK_DATA_DIR=/work/shared/data .venv/bin/python bench/bench_two_stage.py test \\
+        --protocol ml100k-holdout --singles ease,itemknn,ials --two-stage '{}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import privrank.ranking  # noqa: F401  (registers two-stage)
+from privrank.workflow.protocols import prepare
+from privrank.workflow.run_config import ModelSpec, RunConfig
+from privrank.workflow.runner import fit_and_evaluate
+
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "lmart-lr0.05-es": {
+        "ranker_params": {
+            "num_iterations": 400,
+            "learning_rate": 0.05,
+            "early_stopping_rounds": 30,
+            "eval_at": [10],
+        }
+    },
+    "no-refit": {"refit": False},
+    "regularised": {
+        "ranker_params": {
+            "num_iterations": 300,
+            "learning_rate": 0.05,
+            "num_leaves": 15,
+            "min_data_in_leaf": 200,
+            "lambda_l2": 10.0,
+            "early_stopping_rounds": 20,
+            "eval_at": [10],
+        }
+    },
+    "regularised-n100": {
+        "candidates": 100,
+        "ranker_params": {
+            "num_iterations": 300,
+            "learning_rate": 0.05,
+            "num_leaves": 15,
+            "min_data_in_leaf": 200,
+            "lambda_l2": 10.0,
+            "early_stopping_rounds": 20,
+            "eval_at": [10],
+        },
+    },
+    "n100": {"candidates": 100},
+    "listwise": {"ranker": "listwise", "ranker_params": {"eval_at": 10}},
+}
+
+
+def _run(prepared: Any, name: str, params: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    run = fit_and_evaluate(prepared, ModelSpec(name=name, params=params), config)
+    ndcg = float(run.result.means["ndcg@10"])
+    return {
+        "ndcg@10": ndcg,
+        "seconds": time.perf_counter() - started,
+        "stages": run.extra.get("stages"),
+        "info": getattr(run.model, "training_info_", None),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["select", "test"])
+    parser.add_argument("--protocol", default="ml100k-holdout")
+    parser.add_argument("--singles", default="ease,itemknn,ials")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--two-stage", default="{}", help="two-stage params (JSON), test mode")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    config = RunConfig(
+        protocols=(args.protocol,),
+        models=("ease",),
+        threads=args.threads,
+        beyond_accuracy=False,
+        n_resamples=200,
+    )
+    prepared = prepare(args.protocol)
+    if args.mode == "select":
+        prepared = prepare(args.protocol, data=prepared.train)  # carved from training only
+        runs = {f"two-stage[{c}]": ("two-stage", CANDIDATES[c]) for c in args.candidates.split(",")}
+    else:
+        runs = {"two-stage": ("two-stage", json.loads(args.two_stage))}
+    singles = {s: (s, {}) for s in args.singles.split(",") if s}
+    results: dict[str, Any] = {}
+    for label, (name, params) in {**singles, **runs}.items():
+        results[label] = _run(prepared, name, params, config)
+        r = results[label]
+        print(f"{label:32s} NDCG@10 {r['ndcg@10']:.4f}  {r['seconds']:7.1f} s", flush=True)
+        if r["stages"]:
+            print("   stages:", {k: round(v, 2) for k, v in r["stages"].items()}, flush=True)
+            print("   candidate recall:", r["info"]["candidate_recall"], flush=True)
+    best_single = max(singles, key=lambda s: results[s]["ndcg@10"])
+    for label in runs:
+        gain = results[label]["ndcg@10"] / results[best_single]["ndcg@10"] - 1
+        print(f"{label} vs best single ({best_single}): {100 * gain:+.2f} % relative")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(
+                {"protocol": args.protocol, "mode": args.mode, "results": results},
+                handle,
+                indent=2,
+                default=str,
+            )
+
+
+if __name__ == "__main__":
+    main()

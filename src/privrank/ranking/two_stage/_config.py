@@ -1,0 +1,96 @@
+"""The typed config of the two-stage recommender."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from privrank.models.base import ModelConfig
+
+__all__ = ["RetrieverSpec", "TwoStageConfig"]
+
+
+class RetrieverSpec(ModelConfig):
+    """One first-stage retriever: a registered privrank model and its config.
+
+    Attributes:
+        name: Registry name (``ease``, ``itemknn``, ``ials``, ``sasrec``, ``most-popular``, or a
+            content-similarity model registered by another package).
+        params: Its config, as a mapping.
+        propose: Whether its top items join the candidate set (``False``: it only contributes
+            features, e.g. a content-similarity score of every candidate).
+    """
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    propose: bool = True
+
+
+def _default_retrievers() -> tuple[RetrieverSpec, ...]:
+    return (
+        RetrieverSpec(name="ease"),
+        RetrieverSpec(name="itemknn"),
+        RetrieverSpec(name="ials"),
+        RetrieverSpec(name="most-popular"),
+    )
+
+
+#: The LambdaMART settings of a two-stage fit, chosen on a validation protocol carved from the
+#: ML-100K training ratings (bench/bench_two_stage.py select; never the test part): LightGBM's
+#: example settings overfit the candidate groups within a few trees.
+DEFAULT_LAMBDAMART = {
+    "num_iterations": 300,
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 200,
+    "lambda_l2": 10.0,
+    "early_stopping_rounds": 20,
+    "eval_at": [10],
+}
+
+
+class TwoStageConfig(ModelConfig):
+    """Hyper-parameters of :class:`~privrank.ranking.two_stage.TwoStage`.
+
+    Attributes:
+        retrievers: The first stage (at least one proposes candidates).
+        candidates: ``N``, candidates per user passed to the ranker.
+        ranker: ``lambdamart`` (LightGBM) or ``listwise`` (PyTorch).
+        ranker_params: The ranker's config, as a mapping (``None``: :data:`DEFAULT_LAMBDAMART`
+            for ``lambdamart``, the listwise ranker's defaults with early stopping at NDCG@10).
+        carve: How the ranker's labels are carved from each training history: ``random``
+            (a random ``label_fraction`` of the user's items; matches a random holdout) or
+            ``last`` (the user's last ``max(1, round(label_fraction · n))`` items in time order;
+            matches leave-one-out).
+        label_fraction: Share of each user's training items that become labels.
+        ranker_validation_users: Share of the label users whose groups early-stop the ranker.
+        refit: Refit the retrievers on the whole training data after the ranker is trained
+            (``False``: keep the retrievers fitted without the carved labels, folding in full
+            histories at scoring time).
+        seed: Seed of the carving and of the users' validation draw.
+    """
+
+    retrievers: tuple[RetrieverSpec, ...] = Field(default_factory=_default_retrievers)
+    candidates: int = Field(300, ge=1)
+    ranker: Literal["lambdamart", "listwise"] = "lambdamart"
+    ranker_params: dict[str, Any] | None = None
+    carve: Literal["random", "last"] = "random"
+    label_fraction: float = Field(0.2, gt=0, lt=1)
+    ranker_validation_users: float = Field(0.2, ge=0, lt=1)
+    refit: bool = True
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_proposes(self) -> TwoStageConfig:
+        if not any(r.propose for r in self.retrievers):
+            raise ValueError("at least one retriever must propose candidates (propose=true)")
+        if any(r.name == "two-stage" for r in self.retrievers):
+            raise ValueError("a two-stage model cannot be its own retriever")
+        return self
+
+    def resolved_ranker_params(self) -> dict[str, Any]:
+        """The ranker's config: ``ranker_params``, or the defaults of the chosen ranker."""
+        if self.ranker_params is not None:
+            return dict(self.ranker_params)
+        return dict(DEFAULT_LAMBDAMART) if self.ranker == "lambdamart" else {"eval_at": 10}

@@ -1,0 +1,176 @@
+r"""Candidate generation (merge of several retrievers) and the features of (user, candidate).
+
+**Merge.** Each proposing retriever :math:`r` ranks every item the user has not seen
+(:math:`\rho_r(i) = 1, 2, \dots`, by descending score, ties by the lower item code). An item's
+merged key is its best rank over the proposing retrievers, :math:`\min_r \rho_r(i)` (ties: the
+earlier retriever, then the lower code); the ``N`` items with the smallest keys are the
+candidates. So the candidate set holds every retriever's top :math:`\lfloor N / R \rfloor` at
+least, and grows each list by one rank at a time.
+
+**Features** of a candidate :math:`i` for a query with history :math:`H` (the columns of
+:func:`feature_names`):
+
+- per retriever :math:`r`: its score :math:`s_r(i)`, the gap to the user's best unseen score
+  :math:`s_r(i) - \max_{j \notin H} s_r(j)`, and :math:`\log(1 + \rho_r(i))`;
+- item popularity :math:`\log(1 + |\{u : x_{ui} = 1\}|)`;
+- item recency: the time of the item's last training interaction, scaled to [0, 1] over the
+  data's time range (0.5 without timestamps), and its mean relative position in the histories
+  it appears in (0 = first item of a history, 1 = last);
+- user activity :math:`\log(1 + |H|)`.
+
+A content-similarity score plugs in as one more retriever (a registered privrank model whose
+scores are the similarity of each item's content to the history's), with ``propose=False`` when it
+should only add its three columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["Candidates", "feature_names", "item_features", "merge_candidates", "rank_features"]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The merged candidates of a batch of queries.
+
+    Attributes:
+        items: ``(n, N)`` int64 item codes, best merged key first; ``-1`` pads rows with fewer
+            than ``N`` eligible items.
+        features: ``(n, N, n_features)`` float32 (zeros on padding).
+    """
+
+    items: np.ndarray
+    features: np.ndarray
+
+
+def feature_names(retrievers: list[str]) -> tuple[str, ...]:
+    """Names of the feature columns, in order."""
+    names: list[str] = []
+    for position, name in enumerate(retrievers):
+        tag = f"r{position}.{name}"
+        names += [f"{tag}.score", f"{tag}.gap", f"{tag}.log_rank"]
+    return (
+        *names,
+        "item.log_popularity",
+        "item.last_seen",
+        "item.mean_position",
+        "user.log_activity",
+    )
+
+
+def item_features(
+    indptr: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None, n_items: int
+) -> np.ndarray:
+    """``(n_items, 3)`` float32: log popularity, last-seen time in [0, 1], mean position.
+
+    Args:
+        indptr: Offsets of the time-ordered training histories.
+        items: Their item codes.
+        timestamps: Each history entry's timestamp (same order), or ``None``.
+        n_items: Items in the vocabulary.
+    """
+    lengths = np.diff(indptr)
+    popularity = np.bincount(items, minlength=n_items).astype(np.float64)
+    position = np.arange(len(items)) - np.repeat(indptr[:-1], lengths)
+    relative = position / np.maximum(np.repeat(lengths, lengths) - 1, 1)
+    mean_position = np.bincount(items, weights=relative, minlength=n_items) / np.maximum(
+        popularity, 1
+    )
+    last_seen = np.full(n_items, 0.5)
+    if timestamps is not None and len(timestamps):
+        low, high = float(timestamps.min()), float(timestamps.max())
+        latest = np.full(n_items, -np.inf)
+        np.maximum.at(latest, items, timestamps.astype(np.float64))
+        span = max(high - low, 1.0)
+        last_seen = np.where(np.isfinite(latest), (latest - low) / span, 0.0)
+    return np.stack([np.log1p(popularity), last_seen, mean_position], axis=1).astype(np.float32)
+
+
+def _ranks(scores: np.ndarray, seen: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks of every unseen item (seen: ``n_items + 1``) and the best unseen score."""
+    masked = scores.astype(np.float64, copy=True)
+    rows, cols = seen.nonzero()
+    masked[rows, cols] = -np.inf
+    order = np.argsort(-masked, axis=1, kind="stable")  # ties: lower code first
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
+    ranks[rows, cols] = scores.shape[1] + 1
+    best = np.take_along_axis(masked, order[:, :1], axis=1)[:, 0]
+    return ranks, np.where(np.isfinite(best), best, 0.0)
+
+
+def merge_candidates(
+    ranks: list[np.ndarray], proposes: list[bool], n_candidates: int, eligible: np.ndarray
+) -> np.ndarray:
+    """``(n, N)`` candidates by merged key (see the module docstring); ``-1`` pads."""
+    n_retrievers = len(ranks)
+    n_rows, n_items = int(eligible.shape[0]), int(eligible.shape[1])
+    key: np.ndarray = np.full((n_rows, n_items), np.iinfo(np.int64).max, dtype=np.int64)
+    for position, (rank, propose) in enumerate(zip(ranks, proposes, strict=True)):
+        if propose:
+            key = np.minimum(key, rank.astype(np.int64) * n_retrievers + position)
+    key[~eligible] = np.iinfo(np.int64).max
+    n = min(n_candidates, n_items)
+    part = (
+        np.argpartition(key, n - 1, axis=1)[:, :n]
+        if n < n_items
+        else np.tile(np.arange(n_items), (n_rows, 1))
+    )
+    part_keys = np.take_along_axis(key, part, axis=1)
+    order = np.lexsort((part, part_keys), axis=1)
+    chosen = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    chosen[np.take_along_axis(part_keys, order, axis=1) == np.iinfo(np.int64).max] = -1
+    if n < n_candidates:
+        chosen = np.pad(chosen, ((0, 0), (0, n_candidates - n)), constant_values=-1)
+    return chosen
+
+
+def rank_features(
+    scores: list[np.ndarray],
+    proposes: list[bool],
+    seen: sp.csr_matrix,
+    lengths: np.ndarray,
+    items_table: np.ndarray,
+    n_candidates: int,
+) -> Candidates:
+    """Merge the retrievers' candidates and compute every feature (module docstring).
+
+    Args:
+        scores: Each retriever's ``(n, n_items)`` scores of the batch.
+        proposes: Whether each retriever proposes candidates.
+        seen: ``(n, n_items)`` CSR of the queries' histories (never candidates).
+        lengths: ``(n,)`` history lengths.
+        items_table: :func:`item_features` of the vocabulary.
+        n_candidates: ``N``.
+    """
+    ranked = [_ranks(s, seen) for s in scores]
+    eligible = np.ones(scores[0].shape, dtype=bool)
+    rows, cols = seen.nonzero()
+    eligible[rows, cols] = False
+    chosen = merge_candidates([r for r, _ in ranked], proposes, n_candidates, eligible)
+    safe = np.maximum(chosen, 0)
+    columns = []
+    for s, (rank, best) in zip(scores, ranked, strict=True):
+        score = np.take_along_axis(s, safe, axis=1).astype(np.float64)
+        columns += [
+            score,
+            score - best[:, None],
+            np.log1p(np.take_along_axis(rank, safe, axis=1)),
+        ]
+    item_part = items_table[safe]
+    features = np.concatenate(
+        [
+            np.stack(columns, axis=2),
+            item_part,
+            np.broadcast_to(
+                np.log1p(lengths)[:, None, None], (chosen.shape[0], chosen.shape[1], 1)
+            ),
+        ],
+        axis=2,
+    ).astype(np.float32)
+    features[chosen < 0] = 0.0
+    return Candidates(items=chosen, features=features)

@@ -1,0 +1,345 @@
+r"""The two-stage recommender: retrievers propose candidates, a learning-to-rank model orders them.
+
+**Scoring** a query (a known user or an ad-hoc history :math:`H`): every retriever scores all
+items; their top unseen items are merged into ``N`` candidates
+(:func:`~privrank.ranking.two_stage._features.merge_candidates`); each candidate gets the features
+of :mod:`~privrank.ranking.two_stage._features`; the ranker scores them. The returned score row
+holds the ranker's scores on the candidates and, below every one of them, a constant floor on
+the other items (they are never recommended ahead of a candidate), so the model sits in the
+full-ranking protocols like any other.
+
+**Training** never sees a test part. From the training data alone:
+
+1. *carve* each user's labels: a random ``label_fraction`` of their training items (``carve =
+   random``) or their last ones in time order (``carve = last``); the rest is the *fit part*;
+2. fit every retriever on the fit part, and build one query group per user with labels: the
+   ``N`` merged candidates of the fit-part history, label 1 when the candidate is one of the
+   user's carved items (the *candidate recall@N* of the merged set is measured here);
+3. train the ranker on these groups, early-stopping on the groups of a held-out share of the
+   users (``ranker_validation_users``);
+4. refit the retrievers on the whole training data (``refit``), so serving uses everything.
+
+Per-stage wall times (retriever fits, candidate generation and features, ranker fit; and while
+scoring: retrieval, features, ranking) are kept in :meth:`TwoStage.stage_seconds` and reported
+by the evaluation runner.
+
+**Privacy.** The pipeline has no private fit: it refuses a privacy spec. Its ranker can train
+privately on its own (the ``listwise`` ranker with user-level DP-SGD, one group per user), but
+the retrievers and the features read the data too, so a whole-pipeline guarantee would need
+private retrievers and private features as well; this is not offered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from privrank.data.interactions import Interactions
+from privrank.data.query_groups import QueryGroups
+from privrank.errors import ConfigError
+from privrank.models._artifact import Artifact
+from privrank.models.base import FitOptions, Query, Recommender, create_model, register
+from privrank.models.capabilities import StagedModel
+from privrank.ranking.ltr._base import LTRFitOptions, LTRRanker
+from privrank.ranking.ltr.registry import create_ranker, ranker_from_state
+from privrank.ranking.two_stage._config import TwoStageConfig
+from privrank.ranking.two_stage._features import (
+    Candidates,
+    feature_names,
+    item_features,
+    rank_features,
+)
+
+__all__ = ["TwoStage"]
+
+_FLOOR_GAP = 1.0
+
+
+@register("two-stage")
+class TwoStage(Recommender, StagedModel):
+    """Retrieval → learning-to-rank as one recommender (see the module docstring).
+
+    Attributes:
+        retrievers_: The fitted first-stage models, in config order.
+        ranker_: The fitted :class:`~privrank.ranking.ltr.LTRRanker`.
+        item_table_: ``(n_items, 3)`` item features (popularity, last seen, mean position).
+        training_info_: Facts of the fit: candidate recall@N on the carved labels, groups,
+            the ranker's validation NDCG.
+    """
+
+    Config = TwoStageConfig
+    config: TwoStageConfig
+    seeded = True
+
+    def __init__(self, config: Any = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self._stage_times: dict[str, float] = defaultdict(float)
+
+    # ---------------------------------------------------------------- capabilities
+    @property
+    def supports_fold_in(self) -> bool:  # type: ignore[override]
+        return all(create_model(r.name, r.params).supports_fold_in for r in self.config.retrievers)
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall seconds spent in each stage since the fit (fit stages and scoring stages)."""
+        return dict(self._stage_times)
+
+    # ---------------------------------------------------------------- fit
+    def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        cfg = self.config
+        self._stage_times = defaultdict(float)
+        fit_part, labels = self._carve(train)
+        # The labels' features see the fit part only (popularity and recency that counted the
+        # carved items would leak the labels into the features).
+        self.item_table_ = self._item_table(fit_part)
+        started = time.perf_counter()
+        retrievers = [self._fit_retriever(spec, fit_part, options) for spec in cfg.retrievers]
+        self._stage_times["fit.retrievers"] += time.perf_counter() - started
+        users = np.flatnonzero(np.diff(labels.indptr) > 0)
+        indptr, items = fit_part.sequences()
+        history = Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)).take(users)
+        started = time.perf_counter()
+        groups, recall = self._label_groups(retrievers, history, labels[users])
+        self._stage_times["fit.candidates_features"] += time.perf_counter() - started
+        rng = np.random.default_rng(cfg.seed)
+        n_valid = round(cfg.ranker_validation_users * groups.n_queries)
+        order = rng.permutation(groups.n_queries)
+        valid, fit = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+        started = time.perf_counter()
+        ranker = create_ranker(cfg.ranker, cfg.resolved_ranker_params())
+        ranker.fit(
+            groups.take(fit),
+            groups.take(valid) if n_valid else None,
+            LTRFitOptions(seed=options.seed, threads=options.threads),
+        )
+        self._stage_times["fit.ranker"] += time.perf_counter() - started
+        self.ranker_: LTRRanker = ranker
+        self.training_info_ = {
+            "label_users": int(users.size),
+            "candidate_recall": recall,
+            "ranker": ranker.info_,
+        }
+        self._report(1, 2, **{f"candidate_recall@{cfg.candidates}": recall})
+        self.item_table_ = self._item_table(train)
+        if cfg.refit:
+            started = time.perf_counter()
+            retrievers = [self._fit_retriever(spec, train, options) for spec in cfg.retrievers]
+            self._stage_times["fit.retrievers_refit"] += time.perf_counter() - started
+        self.retrievers_ = retrievers
+        self._report(2, 2)
+
+    @staticmethod
+    def _fit_retriever(spec: Any, data: Interactions, options: FitOptions) -> Recommender:
+        model = create_model(spec.name, spec.params)
+        return model.fit(data, FitOptions(seed=options.seed, threads=options.threads))
+
+    def _item_table(self, data: Interactions) -> np.ndarray:
+        indptr, items = data.sequences()
+        stamps = data.timestamps() if data.has_timestamps else None
+        ordered = None if stamps is None else np.asarray(stamps)[data.sorted_order()]
+        return item_features(indptr, items.astype(np.int64), ordered, self.n_items_)
+
+    def _carve(self, train: Interactions) -> tuple[Interactions, sp.csr_matrix]:
+        """The fit part (rows of ``train``) and the ``n_users × n_items`` carved labels."""
+        cfg = self.config
+        order = train.sorted_order()  # rows grouped by user, time-ordered
+        users = train.users()[order]
+        counts = np.bincount(users, minlength=train.n_users)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        position = np.arange(len(order)) - np.repeat(starts, counts)
+        n_labels = np.where(counts >= 2, np.maximum(1, np.round(cfg.label_fraction * counts)), 0)
+        n_labels = np.minimum(n_labels, counts - 1).astype(np.int64)
+        if cfg.carve == "last":
+            is_label = position >= np.repeat(counts - n_labels, counts)
+        else:
+            rng = np.random.default_rng(cfg.seed)
+            key = rng.random(len(order))
+            # rank of each row's random key within its user: the smallest n_labels are labels
+            within = np.lexsort((key, users))
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[within] = np.arange(len(order)) - np.repeat(starts, counts)
+            is_label = rank < np.repeat(n_labels, counts)
+        label_rows = order[is_label]
+        labels = sp.csr_matrix(
+            (
+                np.ones(label_rows.size, dtype=np.float32),
+                (train.users()[label_rows], train.items()[label_rows]),
+            ),
+            shape=(train.n_users, train.n_items),
+        )
+        labels.sum_duplicates()
+        labels.data[:] = 1.0
+        return train.take(np.sort(order[~is_label])), labels
+
+    def _label_groups(
+        self, retrievers: list[Recommender], history: Query, labels: sp.csr_matrix
+    ) -> tuple[QueryGroups, float]:
+        features, targets, found, total = [], [], 0, 0
+        for start in range(0, len(history), 512):
+            rows = np.arange(start, min(start + 512, len(history)))
+            sub = history.take(rows)
+            candidates = self._candidates(retrievers, sub)
+            truth = labels[rows].toarray()
+            hit = np.take_along_axis(truth, np.maximum(candidates.items, 0), axis=1)
+            hit = hit.astype(np.float32) * (candidates.items >= 0)
+            found += int(hit.sum())
+            total += int(truth.sum())
+            valid = candidates.items >= 0
+            for row in range(len(rows)):
+                features.append(candidates.features[row][valid[row]])
+                targets.append(hit[row][valid[row]])
+        sizes = np.array([len(t) for t in targets], dtype=np.int64)
+        groups = QueryGroups(
+            features=np.concatenate(features),
+            labels=np.concatenate(targets),
+            group_sizes=sizes,
+            feature_names=self._feature_names(),
+        )
+        keep = np.flatnonzero(sizes > 0)
+        return groups.take(keep), found / max(total, 1)
+
+    def _feature_names(self) -> tuple[str, ...]:
+        return feature_names([r.name for r in self.config.retrievers])
+
+    def _candidates(self, retrievers: list[Recommender], query: Query) -> Candidates:
+        started = time.perf_counter()
+        scores = self.retrieve(query, retrievers)
+        self._stage_times["score.retrieval"] += time.perf_counter() - started
+        started = time.perf_counter()
+        candidates = self.featurize(query, scores)
+        self._stage_times["score.features"] += time.perf_counter() - started
+        return candidates
+
+    # ---------------------------------------------------------------- the stages, one by one
+    def retrieve(
+        self, query: Query, retrievers: list[Recommender] | None = None
+    ) -> list[np.ndarray]:
+        """Stage 1: every retriever's ``(n, n_items)`` scores of the queries."""
+        self._require_fitted()
+        models = self.retrievers_ if retrievers is None else retrievers
+        return [np.asarray(r.score(query), dtype=np.float32) for r in models]
+
+    def featurize(self, query: Query, scores: list[np.ndarray]) -> Candidates:
+        """Stage 2: the merged candidates of the queries and their features."""
+        seen = query.to_csr(self.n_items_) if not query.is_users else self._seen_matrix(query)
+        lengths = (
+            np.diff(self.history_indptr_)[query.user_codes] if query.is_users else query.lengths()
+        )
+        return rank_features(
+            scores,
+            [r.propose for r in self.config.retrievers],
+            sp.csr_matrix(seen),
+            lengths,
+            self.item_table_,
+            self.config.candidates,
+        )
+
+    def rank(self, candidates: Candidates) -> np.ndarray:
+        """Stage 3: the ranker's ``(n, N)`` float32 scores (``-inf`` on padding)."""
+        valid = candidates.items >= 0
+        flat = self.ranker_.score(candidates.features.reshape(-1, candidates.features.shape[2]))
+        return np.where(valid, flat.reshape(valid.shape), -np.inf).astype(np.float32)
+
+    # ---------------------------------------------------------------- scoring
+    def rerank(self, query: Query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates of each query, their ranker scores and their retrieval order.
+
+        Returns:
+            ``(items, ranker_scores, valid)``: ``(n, N)`` candidate codes in merged retrieval
+            order (``-1`` pads), the ranker's float32 scores (``-inf`` on padding) and the
+            mask of real candidates.
+        """
+        candidates = self._candidates(self.retrievers_, query)
+        started = time.perf_counter()
+        ranked = self.rank(candidates)
+        self._stage_times["score.ranker"] += time.perf_counter() - started
+        return candidates.items, ranked, candidates.items >= 0
+
+    def _score_query(self, query: Query) -> np.ndarray:
+        items, ranked, valid = self.rerank(query)
+        out = np.empty((len(query), self.n_items_), dtype=np.float32)
+        for row in range(len(query)):
+            got = ranked[row][valid[row]]
+            floor = (float(got.min()) if got.size else 0.0) - _FLOOR_GAP
+            out[row] = floor
+            out[row, items[row][valid[row]]] = got
+        return out
+
+    def _score_users(self, user_codes: np.ndarray) -> np.ndarray:
+        return self._score_query(Query.users(user_codes))
+
+    def _score_histories(self, histories: Query) -> np.ndarray:
+        return self._score_query(histories)
+
+    # ---------------------------------------------------------------- persistence
+    def _artifact_info(self) -> dict[str, Any]:
+        return {
+            "ranker": self.ranker_.header(),
+            "training": self.training_info_,
+            "retrievers": [
+                {"name": r.name, "n_users": r.n_users_, "is_release": r.is_release_}
+                for r in self.retrievers_
+            ],
+        }
+
+    def _state(self) -> dict[str, np.ndarray]:
+        if not hasattr(self, "ranker_"):
+            return dict(getattr(self, "_pending_state", {}))
+        state: dict[str, np.ndarray] = {"item_table": self.item_table_}
+        for position, retriever in enumerate(self.retrievers_):
+            state[f"retriever{position}.popularity"] = retriever.item_popularity_
+            for key, value in retriever._state().items():
+                state[f"retriever{position}.model.{key}"] = np.asarray(value)
+        for key, value in self.ranker_.state().items():
+            state[f"ranker.{key}"] = value
+        return state
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._pending_state = state
+
+    def _restore(self, artifact: Any) -> None:
+        super()._restore(artifact)
+        state = self._pending_state
+        info = artifact.header.get("info") or {}
+        self.item_table_ = state["item_table"]
+        if self.item_table_.shape != (self.n_items_, 3):
+            raise ValueError("the item feature table does not match the vocabulary")
+        retrievers = []
+        for position, spec in enumerate(self.config.retrievers):
+            prefix = f"retriever{position}."
+            arrays: dict[str, np.ndarray] = {
+                "base.history_indptr": self.history_indptr_,
+                "base.history_items": self.history_items_,
+                "base.item_popularity": state[prefix + "popularity"],
+            }
+            arrays.update(
+                {
+                    key[len(prefix) :]: value
+                    for key, value in state.items()
+                    if key.startswith(prefix + "model.")
+                }
+            )
+            header = {"n_users": self.n_users_, "n_items": self.n_items_, "release": False}
+            retriever = create_model(spec.name, spec.params)
+            retriever._restore(Artifact(header, arrays, self.user_ids_, self.item_ids_))
+            retrievers.append(retriever)
+        ranker_state = {k[len("ranker.") :]: v for k, v in state.items() if k.startswith("ranker.")}
+        self.ranker_ = ranker_from_state(info["ranker"], ranker_state)
+        if self.ranker_.n_features_ != len(self._feature_names()):
+            raise ValueError("the ranker's features do not match the retrievers")
+        self.retrievers_ = retrievers
+        self.training_info_ = info.get("training", {})
+        self._stage_times = defaultdict(float)
+        del self._pending_state
+
+    def check_privacy(self, spec: Any) -> None:
+        """Refuse a privacy spec: the pipeline has no private fit (see the module docstring)."""
+        raise ConfigError(
+            "two-stage has no private fit: its retrievers and features read the training data "
+            "too, so training only its ranker with DP-SGD would not make the pipeline private. "
+            "Refusing to train rather than ignore the privacy spec."
+        )

@@ -1,0 +1,181 @@
+"""``POST /v1/recommend/reranked``: the two-stage recommend (retrieval → features → ranker).
+
+The served model must be a ``two-stage`` model
+(:class:`~privrank.ranking.two_stage.TwoStage`). One request runs its three stages on the
+user's history (a known user's training history, or the ad-hoc ``history`` sent; an unknown user
+without one gets the retrievers' cold-start answer):
+
+1. *retrieval*: every retriever scores the catalogue; their top unseen items merge into ``N``
+   candidates;
+2. *features*: the features of each (user, candidate);
+3. *ranker*: the learning-to-rank model orders the candidates.
+
+Each stage's wall time goes to ``/metrics`` (histogram ``privrank_two_stage_stage_seconds``,
+label ``stage``). **Latency budget**: the ranker runs in a worker thread and is waited for at most
+``ranker_budget_ms`` (and not at all when retrieval and features already used the request's
+``total_budget_ms``); past its budget the answer is the candidates in *retrieval order*
+(``"fallback": true`` in the answer) and the counter ``privrank_two_stage_ranker_fallbacks``
+(label ``reason``: ``timeout`` or ``no_time_left``) goes up. The late ranker's result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from privrank.models import Query
+from privrank.ranking.two_stage import TwoStage
+from privrank.serving.auth import Principal
+from privrank.serving.errors import ConflictError, PermissionDeniedError
+
+__all__ = ["RerankedRequest", "add_reranked_routes"]
+
+_STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
+
+
+class RerankedRequest(BaseModel):
+    """Top-k of a known user (``user_id``) or of an ad-hoc ``history``, re-ranked.
+
+    Attributes:
+        user_id: A user of the model (its training history is used).
+        history: An ad-hoc history of item ids (used in memory only), instead of ``user_id``.
+        k: Items to return.
+        ranker_budget_ms: The ranker's budget for this request (default: the server's).
+        total_budget_ms: The whole request's budget: the ranker is skipped when retrieval and
+            features leave none of it (default: the server's).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | int | None = None
+    history: list[str | int] | None = Field(default=None, max_length=10_000)
+    k: int = Field(default=10, ge=1, le=1000)
+    ranker_budget_ms: float | None = Field(default=None, gt=0, le=10_000)
+    total_budget_ms: float | None = Field(default=None, gt=0, le=10_000)
+
+
+class _Budget(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ranker_ms: float = 20.0
+    total_ms: float = 25.0
+
+
+class _Metrics:
+    def __init__(self, registry: Any) -> None:
+        self.stage = Histogram(
+            "privrank_two_stage_stage_seconds",
+            "Wall time of each stage of a two-stage recommend (retrieval, features, ranker).",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "privrank_two_stage_ranker_fallbacks",
+            "Two-stage answers given in retrieval order because the ranker was over budget.",
+            ["reason"],
+            registry=registry,
+        )
+
+
+def _query(model: TwoStage, body: RerankedRequest) -> Query:
+    if body.history is not None:
+        return model.history_query([body.history], ignore_unknown_items=True)
+    if body.user_id is None:
+        raise ConflictError("send a user_id or a history")
+    codes = model.user_codes([body.user_id])
+    if codes[0] < 0 or np.diff(model.history_indptr_)[codes[0]] == 0:
+        return Query.histories([[]])  # unknown user: the retrievers' cold-start answer
+    return Query.users(codes)
+
+
+def add_reranked_routes(app: FastAPI, reader: Any, budget: dict[str, float] | None = None) -> None:
+    """Register ``POST /v1/recommend/reranked`` on ``app`` (``reader``: the read-scope
+    dependency; ``budget``: ``ranker_ms`` and ``total_ms``, defaults 20 and 25)."""
+    limits = _Budget(**(budget or {}))
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="privrank-ranker")
+    metrics: dict[int, _Metrics] = {}
+
+    def metrics_of(request: Request) -> _Metrics:
+        registry = request.app.state.serving.metrics.registry
+        if id(registry) not in metrics:
+            metrics[id(registry)] = _Metrics(registry)
+        return metrics[id(registry)]
+
+    @app.post("/v1/recommend/reranked", tags=["recommend"])
+    async def recommend_reranked(
+        request: Request, body: RerankedRequest, who: Principal = reader
+    ) -> dict[str, Any]:
+        """Two-stage recommend: retrieval → features → ranker, with a ranker latency budget."""
+        served = request.app.state.serving.store.current
+        model = served.model
+        if not isinstance(model, TwoStage):
+            raise ConflictError(
+                f"re-ranked recommend needs a two-stage model; the served model is a "
+                f"{model.name!r} model"
+            )
+        if body.user_id is not None and body.history is None and not who.may_ask_for(body.user_id):
+            raise PermissionDeniedError(
+                "this credential may not ask about this user: asking about any user id needs "
+                "scope 'service'; a user token may ask only about the user it was minted for"
+            )
+        observed = metrics_of(request)
+        started = time.perf_counter()
+
+        def first_stages() -> tuple[Any, float, float]:
+            query = _query(model, body)
+            t0 = time.perf_counter()
+            scores = model.retrieve(query)
+            t1 = time.perf_counter()
+            candidates = model.featurize(query, scores)
+            return candidates, t1 - t0, time.perf_counter() - t1
+
+        candidates, retrieval_s, features_s = await run_in_threadpool(first_stages)
+        observed.stage.labels("retrieval").observe(retrieval_s)
+        observed.stage.labels("features").observe(features_s)
+        ranker_budget = (body.ranker_budget_ms or limits.ranker_ms) / 1000
+        left = (body.total_budget_ms or limits.total_ms) / 1000 - (time.perf_counter() - started)
+        wait = min(ranker_budget, left)
+        items, valid = candidates.items[0], candidates.items[0] >= 0
+        ranked: np.ndarray | None = None
+        reason = None
+        if wait <= 0:
+            reason = "no_time_left"
+        else:
+            t2 = time.perf_counter()
+            future = asyncio.wrap_future(executor.submit(model.rank, candidates))
+            try:
+                ranked = (await asyncio.wait_for(future, timeout=wait))[0]
+                observed.stage.labels("ranker").observe(time.perf_counter() - t2)
+            except TimeoutError:
+                reason = "timeout"
+        if ranked is None:
+            observed.fallbacks.labels(reason).inc()
+            order = np.flatnonzero(valid)[: body.k]  # retrieval order
+        else:
+            order = np.argsort(-np.where(valid, ranked, -np.inf), kind="stable")[: body.k]
+            order = order[valid[order]]
+        ids = model.item_ids_.take(items[order]).to_pylist()
+        values = (
+            [float(-rank) for rank in range(1, len(order) + 1)]
+            if ranked is None
+            else [float(v) for v in ranked[order]]
+        )
+        return {
+            "model_version": served.version,
+            "items": [{"item_id": i, "score": v} for i, v in zip(ids, values, strict=True)],
+            "fallback": ranked is None,
+            "stages_ms": {
+                "retrieval": 1000 * retrieval_s,
+                "features": 1000 * features_s,
+                "total": 1000 * (time.perf_counter() - started),
+            },
+        }

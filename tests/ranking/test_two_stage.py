@@ -1,0 +1,109 @@
+"""The two-stage recommender: candidate merge against a slow reference, features, training on
+carved labels only, save/load, fold-in, registration and the privacy refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import privrank.ranking  # noqa: F401  (registers two-stage)
+from privrank.errors import ConfigError
+from privrank.models import FitOptions, Query, Recommender, create_model
+from privrank.privacy.spec import PrivacySpec
+from privrank.ranking.two_stage import TwoStage, merge_candidates
+from privrank.testing._data import synthetic_interactions
+
+pytest.importorskip("lightgbm")
+
+SMALL = {
+    "candidates": 20,
+    "retrievers": [{"name": "ease"}, {"name": "itemknn"}, {"name": "most-popular"}],
+    "ranker_params": {"num_iterations": 15, "min_data_in_leaf": 5},
+}
+
+
+def _merge_reference(ranks, proposes, n, eligible):
+    out = []
+    for row in range(eligible.shape[0]):
+        keys = []
+        for item in np.flatnonzero(eligible[row]):
+            best = min(
+                (int(r[row, item]), p)
+                for p, (r, ok) in enumerate(zip(ranks, proposes, strict=True))
+                if ok
+            )
+            keys.append((best, int(item)))
+        chosen = [item for _, item in sorted(keys)[:n]]
+        out.append(chosen + [-1] * (n - len(chosen)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n", [1, 5, 12, 15])
+def test_merge_equals_a_slow_reference(n: int) -> None:
+    rng = np.random.default_rng(n)
+    ranks = [np.argsort(rng.random((6, 12)), axis=1) + 1 for _ in range(3)]
+    eligible = rng.random((6, 12)) > 0.2
+    proposes = [True, False, True]
+    got = merge_candidates(ranks, proposes, n, eligible)
+    np.testing.assert_array_equal(got, _merge_reference(ranks, proposes, n, eligible))
+
+
+@pytest.fixture(scope="module")
+def fitted() -> TwoStage:
+    data = synthetic_interactions(120, 50, per_user=10)
+    model = create_model("two-stage", SMALL)
+    assert isinstance(model, TwoStage)
+    return model.fit(data, FitOptions(threads=1))
+
+
+def test_scores_put_every_candidate_above_the_rest(fitted: TwoStage) -> None:
+    users = np.arange(10)
+    items, ranked, valid = fitted.rerank(Query.users(users))
+    scores = fitted.score(users)
+    seen = fitted._training_matrix()[users].toarray() > 0
+    for row in range(len(users)):
+        candidates = items[row][valid[row]]
+        assert not seen[row, candidates].any()  # never an item of the history
+        others = np.setdiff1d(np.arange(fitted.n_items_), candidates)
+        assert scores[row, candidates].min() > scores[row, others].max()
+        np.testing.assert_array_equal(scores[row, candidates], ranked[row][valid[row]])
+
+
+def test_candidate_recall_is_measured_on_the_carved_labels(fitted: TwoStage) -> None:
+    info = fitted.training_info_
+    assert 0 < info["candidate_recall"] <= 1
+    assert info["label_users"] > 100
+    assert set(fitted.stage_seconds()) >= {"fit.retrievers", "fit.ranker", "fit.retrievers_refit"}
+
+
+def test_save_load_round_trip(fitted: TwoStage, tmp_path: Path) -> None:
+    loaded = Recommender.load(fitted.save(tmp_path / "m"))
+    assert isinstance(loaded, TwoStage)
+    np.testing.assert_array_equal(loaded.score(np.arange(15)), fitted.score(np.arange(15)))
+
+
+def test_fold_in_of_a_training_history_equals_scoring_the_user(fitted: TwoStage) -> None:
+    users = np.arange(8)
+    histories = fitted._training_histories(users)
+    np.testing.assert_allclose(fitted.score(histories), fitted.score(users), rtol=1e-5, atol=1e-5)
+
+
+def test_the_listwise_ranker_works_in_the_pipeline() -> None:
+    data = synthetic_interactions(80, 40, per_user=8, seed=3)
+    config = {**SMALL, "ranker": "listwise", "ranker_params": {"epochs": 3, "hidden": [8]}}
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1))
+    assert model.score(np.arange(4)).shape == (4, 40)
+
+
+def test_a_privacy_spec_is_refused() -> None:
+    data = synthetic_interactions(40, 20, per_user=5)
+    spec = PrivacySpec(epsilon=1.0, max_interactions_per_user=10)
+    with pytest.raises(ConfigError, match="two-stage has no private fit"):
+        create_model("two-stage", SMALL).fit(data, FitOptions(privacy=spec))
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="propose"):
+        create_model("two-stage", {"retrievers": [{"name": "ease", "propose": False}]})
