@@ -53,10 +53,10 @@ class RayEngineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    workers: int = Field(2, ge=1)
-    partitions: int | None = Field(None, ge=1)
+    workers: int = Field(default=2, ge=1)
+    partitions: int | None = Field(default=None, ge=1)
     address: str | None = None
-    object_store_mb: int = Field(512, ge=78)
+    object_store_mb: int = Field(default=512, ge=78)
 
     def resolved_partitions(self) -> int:
         """``partitions``, or ``2 · workers``."""
