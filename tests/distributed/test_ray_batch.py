@@ -55,4 +55,3 @@ def test_metrics_and_top_k_equal_the_single_process_evaluator(fitted, ray_local,
     np.testing.assert_array_equal(table["item_id"].to_numpy(), items[order].ravel())
     # Nothing half-written: no temporary directories left next to the output.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["topk"]
-
