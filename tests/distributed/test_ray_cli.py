@@ -49,3 +49,31 @@ def test_engine_options_are_checked(tmp_path: Path, privrank_home) -> None:
     result = invoke("train", "--data", "x", "--model", "bpr", "--engine", "ray", "--out", tmp_path)
     assert isinstance(result.exception, ConfigError)
     assert "no distributed fit" in str(result.exception)
+
+
+def test_evaluate_engine_ray_gives_the_local_metrics(tmp_path: Path, privrank_home, ray_local):
+    import json
+
+    import pyarrow.parquet as pq
+
+    import privrank.cli.evaluate  # noqa: F401  (register the command)
+
+    data = synthetic_interactions(80, 40, per_user=9, seed=6)
+    split_dir = split(data, HoldoutSplit(fraction=0.25, seed=2)).save(tmp_path / "split")
+    trained = invoke("train", "--data", split_dir, "--model", "ease", "--out", tmp_path / "m")
+    assert trained.exit_code == 0, trained.output
+    local = invoke("evaluate", "--model", tmp_path / "m", "--out", tmp_path / "a", "--no-plots")
+    on_ray = invoke(
+        "evaluate", "--model", tmp_path / "m", "--engine", "ray", "--out", tmp_path / "b",
+        "--no-plots",
+    )  # fmt: skip
+    assert local.exit_code == 0 and on_ray.exit_code == 0, on_ray.output
+
+    def means(out: Path) -> dict:
+        (name,) = json.loads((out / "summary.json").read_text())["results"]
+        record = json.loads((out / name).read_text())
+        return {"metrics": record["metrics"], "aggregate": record["aggregate"]}
+
+    assert means(tmp_path / "b") == means(tmp_path / "a")
+    topk = pq.read_table(tmp_path / "b" / "topk")
+    assert topk.column_names == ["user_id", "rank", "item_id"] and topk.num_rows > 0
