@@ -25,12 +25,17 @@ def fitted():
     return model, parts.train, parts.test
 
 
-def test_metrics_and_top_k_equal_the_single_process_evaluator(fitted, ray_local, tmp_path: Path):
+@pytest.mark.parametrize("beyond", [True, False])
+def test_metrics_and_top_k_equal_the_single_process_evaluator(
+    fitted, ray_local, tmp_path: Path, beyond: bool
+) -> None:
     from privrank.distributed import RayEngineConfig
     from privrank.distributed.ray_batch import evaluate_on_ray
 
     model, train, test = fitted
-    config = EvaluationConfig(cutoffs=(5, 10), batch_size=64, keep_recommendations=True)
+    config = EvaluationConfig(
+        cutoffs=(5, 10), batch_size=64, keep_recommendations=True, beyond_accuracy=beyond
+    )
     oracle = evaluate(model.score, train, test, config)
     engine = RayEngineConfig(workers=2, partitions=3)
     on_ray = evaluate_on_ray(model, train, test, config, engine=engine, out=tmp_path / "topk")

@@ -16,6 +16,8 @@ task that ranked it:
   directory that replaces ``OUT`` only when every task succeeded
   (:func:`privrank.atomic.atomic_directory`). The tasks must see the driver's file system
   (one machine, or a shared volume on a cluster).
+- **Data.** Each task receives only its users' test rows and (unless beyond-accuracy metrics
+  are asked, which need every user's training items) their training rows.
 - **Memory.** A task holds one ``[batch_size, n_items]`` score matrix at a time; at most
   ``workers`` tasks run at once. The driver holds the per-user metric arrays (8 bytes per user
   per metric) and never the score matrix.
@@ -27,6 +29,7 @@ privacy budget.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +75,7 @@ def _evaluate_partition(
     config: EvaluationConfig,
     part: Path | None,
 ) -> dict[str, Any]:
-    rows = np.flatnonzero(np.isin(test.users(), users))
-    result = evaluate(model.score, train, test.take(rows), config)
+    result = evaluate(model.score, train, test, config)
     top = result.recommendations
     assert top is not None  # keep_recommendations is set by the driver
     exposure = (
@@ -137,7 +139,17 @@ def evaluate_on_ray(
     ray = ensure_ray(engine)
     users = np.unique(test.users())
     chunks = [c for c in np.array_split(users, engine.resolved_partitions()) if c.size]
-    refs = [ray.put(model), ray.put(train), ray.put(test)]
+    model_ref = ray.put(model)
+    # Each task gets its own users' rows only (so its preparation is O(its rows)); the
+    # beyond-accuracy metrics need every user's training items (the popularity), so then
+    # every task gets the whole training part.
+    tests = _user_parts(test, chunks)
+    histories = [ray.put(train)] * len(chunks)
+    if not config.beyond_accuracy:
+        histories = [ray.put(part) for part in _user_parts(train, chunks)]
+    refs = [
+        (model_ref, history, ray.put(part)) for history, part in zip(histories, tests, strict=True)
+    ]
     task = ray.remote(num_cpus=1)(_evaluate_partition)
     if out is None:
         parts = _collect(ray, task, refs, chunks, config, None, engine.workers)
@@ -151,10 +163,20 @@ def evaluate_on_ray(
     return RayEvaluation(result, len(chunks), files, time.perf_counter() - started)
 
 
+def _user_parts(data: Interactions, chunks: list[np.ndarray]) -> list[Interactions]:
+    """The rows of each chunk's users (ascending, contiguous codes), same vocabulary."""
+    if not chunks:
+        return []
+    users = data.users()
+    order = np.argsort(users, kind="stable")
+    bounds = np.searchsorted(users[order], [c[0] for c in chunks] + [chunks[-1][-1] + 1])
+    return [data.take(np.sort(order[start:stop])) for start, stop in itertools.pairwise(bounds)]
+
+
 def _collect(
     ray: Any,
     task: Any,
-    refs: list[Any],
+    refs: list[tuple[Any, Any, Any]],
     chunks: list[np.ndarray],
     config: EvaluationConfig,
     directory: Path | None,
@@ -162,7 +184,7 @@ def _collect(
 ) -> list[dict[str, Any]]:
     submitted = (
         task.remote(
-            *refs,
+            *refs[i],
             chunk,
             config,
             None if directory is None else directory / f"part-{i:05d}.parquet",
