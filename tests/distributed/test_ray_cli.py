@@ -23,6 +23,7 @@ def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
 
 
+@pytest.mark.slow  # two CLI fits and a Ray start: out of make test's time
 def test_train_engine_ray_saves_the_in_process_model(tmp_path: Path, privrank_home, ray_local):
     import json
 
@@ -51,6 +52,7 @@ def test_engine_options_are_checked(tmp_path: Path, privrank_home) -> None:
     assert "no distributed fit" in str(result.exception)
 
 
+@pytest.mark.slow  # a fit and two CLI evaluations over Ray: out of make test's time
 def test_evaluate_engine_ray_gives_the_local_metrics(tmp_path: Path, privrank_home, ray_local):
     import json
 
