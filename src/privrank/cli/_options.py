@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-__all__ = ["FitThreads", "ModelConfig", "ModelParams", "NoiseSeed", "Track"]
+if TYPE_CHECKING:
+    from privrank.models.engine import FitEngine
+
+__all__ = [
+    "Engine",
+    "EngineAddress",
+    "EngineWorkers",
+    "FitThreads",
+    "ModelConfig",
+    "ModelParams",
+    "NoiseSeed",
+    "Track",
+]
 
 ModelParams = Annotated[
     list[str] | None,
@@ -31,3 +43,36 @@ Track = Annotated[
         "default sqlite:///mlruns.db in the working directory; privrank.workflow.tracking).",
     ),
 ]
+Engine = Annotated[
+    str,
+    typer.Option(
+        help="Where the data-parallel work runs: local (this process) or ray (tasks over user "
+        "partitions on a Ray cluster; pip install 'privrank[ray]')."
+    ),
+]
+EngineWorkers = Annotated[
+    int, typer.Option(min=1, help="Ray tasks run at once (--engine ray); CPUs of a local Ray.")
+]
+EngineAddress = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster address (--engine ray; default: a new local Ray instance)."),
+]
+
+
+def make_engine(engine: str, workers: int, address: str | None) -> FitEngine | None:
+    """The fit engine of ``--engine``: ``None`` for local, a ``RayEngine`` for ray.
+
+    Raises:
+        ConfigError: An unknown engine, or Ray options without ``--engine ray``.
+    """
+    from privrank.errors import ConfigError
+
+    if engine == "local":
+        if address is not None:
+            raise ConfigError("--address names a Ray cluster: it needs --engine ray")
+        return None
+    if engine != "ray":
+        raise ConfigError(f"--engine must be local or ray. Got {engine!r}")
+    from privrank.distributed import RayEngine
+
+    return RayEngine(workers=workers, address=address)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from privrank.cli._console import StatusUpdate, make_console, status
-from privrank.cli._options import Track
+from privrank.cli._options import Engine, EngineAddress, EngineWorkers, Track, make_engine
 from privrank.cli.app import app
 from privrank.errors import ArtifactError, ConfigError
 from privrank.settings import home_dir
@@ -116,8 +116,15 @@ def evaluate_command(
     ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG charts.")] = True,
     track: Track = None,
+    engine: Engine = "local",
+    workers: EngineWorkers = 2,
+    address: EngineAddress = None,
 ) -> None:
-    """Evaluate models by full ranking, with bootstrap CIs and paired tests against a baseline."""
+    """Evaluate models by full ranking, with bootstrap CIs and paired tests against a baseline.
+
+    With ``--model DIR --engine ray`` the users are scored over Ray tasks (the same metrics
+    as in-process) and every user's top-k list is written to ``OUT/topk/part-*.parquet``.
+    """
 
     from privrank.workflow.report import write_report
     from privrank.workflow.tracking import open_tracker
@@ -141,8 +148,12 @@ def evaluate_command(
     if model is not None:
         if models is not None or config is not None:
             raise ConfigError("--model evaluates one trained model: drop --models and --config")
-        summary = _evaluate_trained(model, protocol, options, out, console)
+        summary = _evaluate_trained(
+            model, protocol, options, out, console, _ray_evaluator(engine, workers, address, out)
+        )
     else:
+        if engine != "local":
+            raise ConfigError("--engine ray evaluates a trained model: use it with --model DIR")
         summary = _evaluate_models(protocol, models, config, options, out, console)
     for table in results_tables(summary.records):
         console.print(table)
@@ -259,8 +270,32 @@ def prepare_for_trained(trained: TrainedModel, protocol: str | None) -> Prepared
     return prepared
 
 
+def _ray_evaluator(engine: str, workers: int, address: str | None, out: Path) -> Any:
+    """``None`` for ``--engine local``; else the Ray evaluator writing top-k to ``OUT/topk``."""
+    fit_engine = make_engine(engine, workers, address)
+    if fit_engine is None:
+        return None
+    from privrank.distributed import RayEngineConfig
+    from privrank.distributed.ray_batch import evaluate_on_ray
+
+    settings = RayEngineConfig(workers=workers, address=address)
+
+    def run(model: Any, history: Any, test: Any, config: Any) -> Any:
+        evaluation = evaluate_on_ray(
+            model, history, test, config, engine=settings, out=out / "topk"
+        )
+        return evaluation.result
+
+    return run
+
+
 def _evaluate_trained(
-    directory: Path, protocol: str | None, options: dict[str, Any], out: Path, console: Console
+    directory: Path,
+    protocol: str | None,
+    options: dict[str, Any],
+    out: Path,
+    console: Console,
+    evaluator: Any = None,
 ) -> RunSummary:
     from privrank.workflow.model_dir import load_trained
     from privrank.workflow.runner import ModelSpec, RunConfig, evaluate_model, write_results
@@ -294,6 +329,7 @@ def _evaluate_trained(
             history_mode=mode,
             fit_seconds=record["fit"]["seconds"],
             progress=lambda done, total: _scored(update, spec.display, done, total),
+            evaluator=evaluator,
         )
     model_run.history_mode = trained.history_mode
     model_run.extra = {

@@ -33,7 +33,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from privrank.cli._console import ProgressTask, make_console, progress, status
-from privrank.cli._options import FitThreads, ModelConfig, ModelParams, NoiseSeed, Track
+from privrank.cli._options import (
+    Engine,
+    EngineAddress,
+    EngineWorkers,
+    FitThreads,
+    ModelConfig,
+    ModelParams,
+    NoiseSeed,
+    Track,
+    make_engine,
+)
 from privrank.cli.app import app
 from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
@@ -205,8 +215,15 @@ def train_command(
             "SECONDS (600s, 10m). Refused with --epsilon."
         ),
     ] = None,
+    engine: Engine = "local",
+    workers: EngineWorkers = 2,
+    address: EngineAddress = None,
 ) -> None:
     """Train a model and save it with a record of the exact data it was fitted on.
+
+    With ``--engine ray`` the fit's sums over users (EASE's and ItemKNN's Gram matrix) run as
+    Ray tasks over user partitions; the model, its privacy guarantee and its single ledger
+    charge are those of the in-process fit.
 
     With ``--epsilon`` the fit is user-level differentially private: the spend (ε, δ) is
     reserved in the privacy budget ledger before training (refused with exit code 2 when the
@@ -246,6 +263,9 @@ def train_command(
             f"--param private.*: settings of a private fit, but there is no --epsilon; the fit "
             f"would ignore {params['private']!r}"
         )
+    fit_engine = make_engine(engine, workers, address)
+    if fit_engine is not None and recommender is not None and not recommender.supports_engine:
+        raise ConfigError(f"{model} has no distributed fit on --engine {engine}")
     _check_out(out, TRAINING_FILE)
     tracker = open_tracker(track)  # an unknown tracker or a missing MLflow fails before the fit
     console = make_console()
@@ -285,7 +305,9 @@ def train_command(
         if bar:
             bar[0].update(update.epoch, update.epochs, **info)
 
-    options = FitOptions(seed=seed, threads=threads, progress=report, privacy=spec)
+    options = FitOptions(
+        seed=seed, threads=threads, progress=report, privacy=spec, engine=fit_engine
+    )
     # A private fit reserves its spend before anything trains or shows (refused: exit 2,
     # nothing written), and commits it once the model is saved.
     with (
@@ -309,6 +331,8 @@ def train_command(
             record["tuning"] = tuning.to_dict()
         if fitted.spend is not None:
             record["privacy"] = fitted.spend_record()
+        if fit_engine is not None:
+            record["engine"] = fit_engine.describe()
         write_trained(out, recommender, record)
     guarantee = recommender.privacy_guarantee_  # set by every private fit
     if guarantee is not None:

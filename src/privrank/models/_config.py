@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from privrank.config_errors import config_error
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
+from privrank.models.engine import FitEngine
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["FitOptions", "FitProgress", "ModelConfig", "available_cores", "build_model_config"]
@@ -68,6 +69,9 @@ class FitOptions(BaseModel):
             each evaluated epoch and stop early on NDCG@10, keeping the best weights; iALS
             reports them after every epoch when there is a ``progress`` callback (it does not
             stop early); other models ignore it.
+        engine: Where the data-parallel part of the fit runs (a
+            :class:`~privrank.models.engine.FitEngine`, e.g. ``privrank.distributed.RayEngine``);
+            ``None``: in this process. Models without ``supports_engine`` refuse one.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -77,6 +81,7 @@ class FitOptions(BaseModel):
     progress: Callable[[FitProgress], None] | None = None
     privacy: PrivacySpec | None = None
     validation: Interactions | None = None
+    engine: FitEngine | None = None
 
     def __init__(self, **data: Any) -> None:
         try:

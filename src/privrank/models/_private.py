@@ -17,11 +17,17 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, model_validator
 
-from privrank.models._config import ModelConfig
-from privrank.privacy.gram_release import GramRelease, private_gram_release
+from privrank.models._config import FitOptions, ModelConfig
+from privrank.privacy.gram_release import GramRelease, GramStatistics, private_gram_release
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["DPSGDPrivateConfig", "PrivateGramConfig", "PrivateGramFit", "private_gram_fit"]
+__all__ = [
+    "DPSGDPrivateConfig",
+    "PrivateGramConfig",
+    "PrivateGramFit",
+    "gram_source",
+    "private_gram_fit",
+]
 
 #: Default ``C_n``: √50, the count-vector norm of a user with 50 items (heavier users are
 #: down-weighted). Selected on ML-100K validation at every ε in {0.5, 1, 2, 4, 8}.
@@ -112,14 +118,24 @@ class PrivateGramFit:
     scale: float
 
 
+def gram_source(matrix: sp.csr_matrix, options: FitOptions) -> sp.csr_matrix | GramStatistics:
+    """Where a Gram-based fit reads its sums from: the fit's engine (summed over user
+    partitions there) or, without one, ``matrix`` in this process."""
+    if options.engine is None:
+        return matrix
+    return options.engine.gram_statistics(matrix)
+
+
 def private_gram_fit(
-    matrix: sp.csr_matrix, spec: PrivacySpec, config: PrivateGramConfig
+    matrix: sp.csr_matrix | GramStatistics, spec: PrivacySpec, config: PrivateGramConfig
 ) -> PrivateGramFit:
     """Release the statistics of a private Gram-based fit and post-process the shared parts.
 
     The guarantee is the release's (user-level (ε, δ), see
     :func:`~privrank.privacy.gram_release.private_gram_release`); everything else here reads only
-    the release and public parameters.
+    the release and public parameters. ``matrix`` may be the
+    :class:`~privrank.privacy.gram_release.GramStatistics` of an engine (:func:`gram_source`):
+    the sums are then computed there and noised here, once.
     """
     release = private_gram_release(
         matrix,

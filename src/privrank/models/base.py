@@ -136,6 +136,9 @@ class Recommender(ABC):
         sequential: Whether the order of a history matters to its scores.
         seeded: Whether the fit draws random numbers (so ``FitOptions.seed`` matters).
         uses_torch: Whether the fit runs torch kernels (``FitOptions.threads`` is applied).
+        supports_engine: Whether the fit can run its data-parallel part on a
+            :class:`~privrank.models.engine.FitEngine` (``FitOptions.engine``); other models
+            refuse an engine.
         supports_privacy: Whether the model can fit under a
             :class:`~privrank.privacy.spec.PrivacySpec` (it then implements
             :meth:`_fit_private`); other models refuse a spec.
@@ -170,6 +173,7 @@ class Recommender(ABC):
     sequential: ClassVar[bool] = False
     uses_torch: ClassVar[bool] = False
     supports_privacy: ClassVar[bool] = False
+    supports_engine: ClassVar[bool] = False
     PrivateConfig: ClassVar[type[ModelConfig] | None] = None
     user_state_keys: ClassVar[tuple[str, ...]] = ()
     config: ModelConfig
@@ -206,6 +210,12 @@ class Recommender(ABC):
             raise ConfigError(f"{self.name} trains on Interactions. Got {type(train).__name__}.")
         if options.privacy is not None:
             self.check_privacy(options.privacy)
+        if options.engine is not None and not self.supports_engine:
+            raise ConfigError(
+                f"{type(self).__name__} has no distributed fit: it cannot run on the "
+                f"{options.engine.name!r} engine (models that can: those declaring "
+                "supports_engine). Refusing rather than fit in this process."
+            )
         block = self._private_block()
         if options.privacy is None and block is not None:
             given = block.model_dump(exclude_unset=True) or "its defaults"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -9,7 +10,12 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from privrank.data.interactions import Interactions
-from privrank.models._private import PrivateGramConfig, PrivateGramFit, private_gram_fit
+from privrank.models._private import (
+    PrivateGramConfig,
+    PrivateGramFit,
+    gram_source,
+    private_gram_fit,
+)
 from privrank.models.base import (
     FitOptions,
     ModelConfig,
@@ -19,6 +25,7 @@ from privrank.models.base import (
     register,
 )
 from privrank.models.capabilities import ItemItemModel
+from privrank.privacy.gram_release import GramStatistics
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = [
@@ -91,6 +98,11 @@ class EASE(Recommender, ItemItemModel):
     :math:`\hat y = xB` — exactly the training-time scores for a training user's history, so
     fold-in needs no retraining.
 
+    **On a cluster** (``FitOptions(engine=...)``, ``privrank train --engine ray``): the Gram
+    matrix, a sum over users, is summed over user partitions by the engine
+    (:class:`~privrank.models.engine.FitEngine`); the solve runs here. The counts are integers,
+    so the weights are those of the in-process fit exactly.
+
     **Differential privacy** (``FitOptions(privacy=spec)``, DP-EASE). The only statistic EASE
     needs is the Gram matrix :math:`G = X^\top X` of the contribution-bounded binary matrix
     (at most :math:`c` items per user). One user-level (ε, δ)-DP release
@@ -138,12 +150,19 @@ class EASE(Recommender, ItemItemModel):
     PrivateConfig = EASEPrivateConfig
     uses_torch = True
     supports_privacy = True
+    supports_engine = True
     weights_: np.ndarray
     items_: np.ndarray | None
     prior_: np.ndarray | None
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
-        self.weights_ = ease_weights(matrix, self.config.regularization, self.config.dtype)
+        if options.engine is None:
+            self.weights_ = ease_weights(matrix, self.config.regularization, self.config.dtype)
+        else:  # X^T X summed over user partitions on the engine: the same integer counts
+            gram = options.engine.gram_statistics(matrix).weighted_gram(None, math.inf)
+            self.weights_ = ease_weights_from_gram(
+                gram, self.config.regularization, self.config.dtype, overwrite=True
+            )
         self.items_ = self.prior_ = None
         self._report(1, 1)
 
@@ -152,7 +171,7 @@ class EASE(Recommender, ItemItemModel):
     ) -> None:
         config, private = self.config, self.private_settings(EASEPrivateConfig)
         fit, block, regularization = private_ease_system(
-            matrix, spec, private, config.regularization
+            gram_source(matrix, options), spec, private, config.regularization
         )
         release = fit.release
         items = release.items
@@ -217,7 +236,7 @@ class EASE(Recommender, ItemItemModel):
 
 
 def private_ease_system(
-    matrix: sp.csr_matrix,
+    matrix: sp.csr_matrix | GramStatistics,
     spec: PrivacySpec,
     private: EASEPrivateConfig,
     regularization: float,
@@ -229,6 +248,9 @@ def private_ease_system(
     spectrally denoised Gram block and the regularisation
     :math:`\lambda' = s\lambda + ` ``private.regularization`` :math:`\cdot\sigma\sqrt N`
     (plus the eigenvalue threshold with ``private.denoising_ridge``); see :class:`EASE`.
+
+    ``matrix`` may be the :class:`~privrank.privacy.gram_release.GramStatistics` of a fit
+    engine (summed over user partitions there; the noise is added once, here).
 
     Returns:
         ``(fit, block, regularization)``: the release with its shared post-processing, the

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
 from privrank.data.interactions import Interactions
 from privrank.metrics.topk import top_k
-from privrank.models._private import PrivateGramConfig, private_gram_fit
+from privrank.models._private import PrivateGramConfig, gram_source, private_gram_fit
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.models.capabilities import ItemItemModel
 from privrank.privacy.spec import PrivacySpec
@@ -76,6 +78,10 @@ class ItemKNN(Recommender, ItemItemModel):
 
     which is the same for a training user and for that user's history folded in.
 
+    **On a cluster** (``FitOptions(engine=...)``): :math:`X^\top X` is summed over user
+    partitions by the engine (:class:`~privrank.models.engine.FitEngine`), then pruned here;
+    the counts are integers, so :math:`S` is the in-process one exactly.
+
     **Differential privacy** (``FitOptions(privacy=spec)``, DP-ItemKNN): everything the
     similarity needs is the Gram matrix :math:`G = X^\top X` (co-occurrence counts
     :math:`x_i^\top x_j`, and :math:`\lVert x_i\rVert^2 = G_{ii}`) of the
@@ -105,11 +111,17 @@ class ItemKNN(Recommender, ItemItemModel):
     config: ItemKNNConfig
     PrivateConfig = ItemKNNPrivateConfig
     supports_privacy = True
+    supports_engine = True
     similarity_: sp.csr_matrix
     prior_: np.ndarray | None
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
-        self.similarity_ = pruned_cosine(matrix, self.config.neighbors, self.config.shrinkage)
+        config = self.config
+        if options.engine is None:
+            self.similarity_ = pruned_cosine(matrix, config.neighbors, config.shrinkage)
+        else:  # X^T X summed over user partitions on the engine: the same integer counts
+            gram = options.engine.gram_statistics(matrix).weighted_gram(None, math.inf)
+            self.similarity_ = pruned_cosine_from_gram(gram, config.neighbors, config.shrinkage)
         self.prior_ = None
         self._report(1, 1)
 
@@ -117,7 +129,7 @@ class ItemKNN(Recommender, ItemItemModel):
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
     ) -> None:
         config, private = self.config, self.private_settings(ItemKNNPrivateConfig)
-        fit = private_gram_fit(matrix, spec, private)
+        fit = private_gram_fit(gram_source(matrix, options), spec, private)
         release = fit.release
         sigma = release.gram_std
         gram = release.gram

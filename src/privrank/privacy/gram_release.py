@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,7 +25,6 @@ from privrank.privacy.mechanisms import (
     ONE_RELEASE,
     GaussianMechanism,
     binary_matrix,
-    check_contribution_bound,
     gram_sensitivity,
     item_count_sensitivity,
 )
@@ -32,8 +32,12 @@ from privrank.privacy.spec import PrivacySpec
 
 __all__ = [
     "GramRelease",
+    "GramStatistics",
+    "MatrixGramStatistics",
     "count_row_weights",
     "gram_row_weights",
+    "partial_counts",
+    "partial_gram",
     "private_gram_release",
     "signal_items",
 ]
@@ -89,6 +93,104 @@ def signal_items(counts: np.ndarray, gram_std: float, ratio: float) -> np.ndarra
     return order[:n_kept]
 
 
+def partial_counts(rows: sp.csr_matrix, norm: float) -> np.ndarray:
+    r"""``Σ_u v_u x_u`` over the users (rows) of ``rows``: their share of the weighted counts.
+
+    The weights ``v_u`` (:func:`count_row_weights`) depend on each user's own row only, so the
+    weighted counts of a dataset are the sum of this over any partition of its users.
+
+    Returns:
+        ``(n_items,)`` float64.
+    """
+    weights = count_row_weights(np.diff(rows.indptr), norm)
+    counts: np.ndarray = np.asarray(rows.T @ weights, dtype=np.float64).ravel()
+    return counts
+
+
+def partial_gram(rows: sp.csr_matrix, items: np.ndarray | None, norm: float) -> np.ndarray:
+    r"""``Σ_u w_u x_u x_uᵀ`` over the users of ``rows``, each restricted to the block ``items``.
+
+    Each user is restricted to the block, then weighted by ``w_u`` (:func:`gram_row_weights`)
+    from their own row alone: the weighted Gram block of a dataset is the sum of this over any
+    partition of its users.
+
+    Args:
+        rows: Binary float64 CSR rows (users) over the whole catalogue.
+        items: Item codes of the block (``None``: every item, in code order).
+        norm: ``C`` of :func:`gram_row_weights` (``math.inf``: nobody reweighted).
+
+    Returns:
+        ``(N, N)`` float64, dense.
+    """
+    block = rows if items is None else rows[:, items]
+    weights = gram_row_weights(np.diff(block.indptr), norm)
+    if np.all(weights == 1.0):
+        gram: np.ndarray = (block.T @ block).toarray()
+    else:
+        gram = (block.T @ sp.diags(weights) @ block).toarray()
+    return gram
+
+
+@runtime_checkable
+class GramStatistics(Protocol):
+    r"""Where the sums over users of a Gram release are computed.
+
+    :func:`private_gram_release` reads the data only through these sums, each a sum over users
+    of a function of one user's own row (:func:`partial_counts`, :func:`partial_gram`). So
+    they may be computed on one machine (:class:`MatrixGramStatistics`) or summed over user
+    partitions on a cluster (``privrank.distributed``): the sums are the same (up to the order
+    of float additions), the noise is drawn once, by the release, on the summed statistic, and
+    the guarantee is unchanged. Implementations are trusted with the raw rows (as the process
+    that computes them on one machine is).
+
+    Attributes:
+        shape: ``(n_users, n_items)``.
+    """
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_users, n_items)``."""
+
+    def max_row_length(self) -> int:
+        """The most items any user has."""
+
+    def weighted_counts(self, norm: float) -> np.ndarray:
+        """:func:`partial_counts` summed over every user."""
+
+    def weighted_gram(self, items: np.ndarray | None, norm: float) -> np.ndarray:
+        """:func:`partial_gram` summed over every user."""
+
+
+class MatrixGramStatistics:
+    """:class:`GramStatistics` of a matrix held by this process.
+
+    Args:
+        matrix: Binary ``n_users × n_items`` matrix (repeats counted once).
+        owner: Named in the error of a non-binary matrix.
+    """
+
+    def __init__(self, matrix: sp.spmatrix, owner: str = "DP Gram release") -> None:
+        self.matrix = binary_matrix(matrix, owner)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_users, n_items)``."""
+        rows, cols = self.matrix.shape
+        return int(rows), int(cols)
+
+    def max_row_length(self) -> int:
+        """The most items any user has."""
+        return int(np.diff(self.matrix.indptr).max(initial=0))
+
+    def weighted_counts(self, norm: float) -> np.ndarray:
+        """:func:`partial_counts` of every user."""
+        return partial_counts(self.matrix, norm)
+
+    def weighted_gram(self, items: np.ndarray | None, norm: float) -> np.ndarray:
+        """:func:`partial_gram` of every user."""
+        return partial_gram(self.matrix, items, norm)
+
+
 @dataclass(frozen=True)
 class GramRelease:
     """The output of :func:`private_gram_release` (everything in it is private).
@@ -111,7 +213,7 @@ class GramRelease:
 
 
 def private_gram_release(
-    matrix: sp.spmatrix,
+    matrix: sp.spmatrix | GramStatistics,
     spec: PrivacySpec,
     *,
     count_share: float = 0.0,
@@ -153,8 +255,16 @@ def private_gram_release(
     diagonal (:func:`private_gram` with a bounded-norm statistic). Everything computed from the
     release alone is post-processing: the result is user-level (ε, δ)-DP.
 
+    **Where the sums are computed.** The release reads the data only through the weighted
+    counts and the weighted Gram block, both sums over users of a function of each user's own
+    row (:class:`GramStatistics`). Given a :class:`GramStatistics` (e.g. one that sums user
+    partitions on a Ray cluster) instead of a matrix, those sums are computed there; the noise
+    is still drawn here, once, on the summed statistics, so the guarantee and the ledger's
+    charge are those of one release whatever the number of partitions.
+
     Args:
-        matrix: Binary, contribution-bounded ``n_users × n_items`` matrix.
+        matrix: Binary, contribution-bounded ``n_users × n_items`` matrix, or the
+            :class:`GramStatistics` of one.
         spec: A resolved spec with a contribution bound.
         count_share: ρ ∈ [0, 1), the share of the (squared) Gaussian-DP budget spent on the
             counts.
@@ -174,8 +284,15 @@ def private_gram_release(
     """
     owner = "DP Gram release"
     bound = spec.require_contribution_bound(owner)
-    csr = binary_matrix(matrix, owner)
-    check_contribution_bound(csr, bound, owner)
+    statistics = (
+        matrix if isinstance(matrix, GramStatistics) else MatrixGramStatistics(matrix, owner)
+    )
+    largest = statistics.max_row_length()
+    if largest > bound:
+        raise ConfigError(
+            f"{owner}: a user has {largest} items but the contribution bound is {bound}; apply "
+            "PrivacySpec.bound_contributions before computing the statistic"
+        )
     if not (isinstance(count_share, int | float) and 0.0 <= count_share < 1.0):
         raise ConfigError(f"{owner}: count_share must be in [0, 1). Got {count_share!r}")
     for name, value in (("count_norm", count_norm), ("gram_norm", gram_norm)):
@@ -190,10 +307,9 @@ def private_gram_release(
     selects = signal_ratio is not None or max_items is not None
     if selects and count_share == 0:
         raise ConfigError(f"{owner}: choosing items needs a count release (count_share > 0)")
-    n_users, n_items = csr.shape
+    n_users, n_items = statistics.shape
     base = gaussian_multiplier(float(spec.epsilon), float(spec.require_delta()))
     rng = spec.noise_generator()
-    lengths = np.diff(csr.indptr)
 
     count_release: GaussianMechanism | None = None
     if count_share > 0:
@@ -209,8 +325,7 @@ def private_gram_release(
             noise_multiplier=base / math.sqrt(count_share),
         )
         gram_multiplier = base / math.sqrt(1.0 - count_share)
-        weights = count_row_weights(lengths, count_norm)
-        counts = np.asarray(csr.T @ weights, dtype=np.float64).ravel()
+        counts = statistics.weighted_counts(count_norm)
         counts += count_release.vector_noise(n_items, rng)
         if signal_ratio is not None:
             gram_applied = gram_multiplier * gram_norm * count_release.noise_scale
@@ -237,12 +352,7 @@ def private_gram_release(
         n_users=n_users,
         noise_multiplier=gram_multiplier,
     )
-    block = csr[:, items] if items.size < n_items else csr
-    weights = gram_row_weights(np.diff(block.indptr), gram_norm)
-    if np.all(weights == 1.0):
-        gram = (block.T @ block).toarray()
-    else:
-        gram = (block.T @ sp.diags(weights) @ block).toarray()
+    gram = statistics.weighted_gram(items if items.size < n_items else None, gram_norm)
     gram += gram_release.symmetric_noise(items.size, rng)
     count_std = gram_release.applied_std
     if counts is None:

@@ -165,6 +165,7 @@ def evaluate_model(
     history_mode: str,
     fit_seconds: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    evaluator: Callable[[Any, Any, Any, Any], Any] | None = None,
 ) -> ModelRun:
     """Evaluate a fitted model on a prepared protocol, with bootstrap CIs.
 
@@ -178,9 +179,14 @@ def evaluate_model(
             or ``fold-in`` (score each user's test-time history as an ad-hoc query).
         fit_seconds: Fit time, to record.
         progress: Called as ``progress(users_done, users_total)``.
+        evaluator: Runs the evaluation elsewhere: called as ``evaluator(model, history, test,
+            evaluation_config)`` and returns what :func:`~privrank.metrics.evaluate.evaluate`
+            does, for the same protocol (e.g. ``privrank.distributed.ray_batch``'s, over Ray
+            tasks). Only with ``history_mode="users"`` (users scored by code).
 
     Raises:
-        ConfigError: The model's vocabulary is not the protocol's, or it cannot fold in.
+        ConfigError: The model's vocabulary is not the protocol's, or it cannot fold in, or an
+            ``evaluator`` with the fold-in mode.
     """
     history = prepared.history
     if not (model.user_ids_.equals(history.user_ids) and model.item_ids_.equals(history.item_ids)):
@@ -209,7 +215,15 @@ def evaluate_model(
         raise ConfigError(f"unknown history mode {history_mode!r}")
     evaluation = _evaluation_config(prepared, config)
     started = time.perf_counter()
-    result = evaluate(score, history, prepared.test, evaluation, progress=progress)
+    if evaluator is None:
+        result = evaluate(score, history, prepared.test, evaluation, progress=progress)
+    elif history_mode != "users":
+        raise ConfigError(
+            f"{spec.display}: this evaluation engine scores users by code, but protocol "
+            f"{prepared.spec.name!r} folds in their test-time histories; evaluate it locally"
+        )
+    else:
+        result = evaluator(model, history, prepared.test, evaluation)
     elapsed = time.perf_counter() - started
     intervals = bootstrap_cis(
         result.per_user,
