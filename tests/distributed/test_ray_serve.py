@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 
@@ -37,9 +36,7 @@ def _train() -> Interactions:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    import ray
-
+def served(tmp_path_factory, ray_local):
     from privrank.distributed import run_on_ray_serve
 
     root = tmp_path_factory.mktemp("ray-serve")
@@ -53,13 +50,6 @@ def served(tmp_path_factory):
     engine.dispose()
     settings = ServeSettings(model_dir=model_dir, database_url=database_url, rate_limit=0)
     port = _free_port()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=200 * 1024**2,
-    )
     try:
         run_on_ray_serve(settings, host="127.0.0.1", port=port, num_replicas=1)
         base = f"http://127.0.0.1:{port}"
@@ -73,8 +63,7 @@ def served(tmp_path_factory):
             time.sleep(0.5)
         yield base, keys
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        serve.shutdown()  # Ray itself is the session's (conftest.ray_local)
 
 
 def test_recommend_over_http(served) -> None:

@@ -60,6 +60,11 @@ BRIEF_FITS: dict[str, dict[str, Any]] = {
     "bpr": {"epochs": 1},
     "mult-vae": {"epochs": 1},
     "sasrec": {"epochs": 1},
+    "two-stage": {
+        "retrievers": [{"name": "ease"}, {"name": "most-popular"}],
+        "candidates": 50,
+        "ranker_params": {"num_iterations": 20, "min_data_in_leaf": 5, "eval_at": [10]},
+    },
 }
 
 
