@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 export PRIVRANK_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint docs format install install-dev clean chromium
+.PHONY: demo test lint docs format install install-dev clean chromium test-ray-cluster
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ docs: $(VENV)/.installed-dev
 
 test: lint docs chromium
 	$(BIN)/python -m pytest
+
+# Multi-node tests on one machine (ray.cluster_utils.Cluster, 3 nodes): kept out of `make test`
+# for time (about a minute on a shared 2-core machine).
+test-ray-cluster: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m ray_cluster tests/distributed
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
