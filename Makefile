@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 export PRIVRANK_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint docs format install install-dev clean chromium test-ray-cluster
+.PHONY: demo test lint docs format install install-dev clean chromium test-ray-cluster k8s-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,12 @@ chromium:
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-test: lint docs chromium
+# The Kubernetes manifests (deploy/k8s) against the Kubernetes schemas (kubernetes-validate,
+# offline) and the vendored KubeRay CRD schemas (deploy/kuberay-crds).
+k8s-check: $(VENV)/.installed-dev
+	$(BIN)/python -m privrank.distributed.k8s_manifests deploy/k8s deploy/kuberay-crds
+
+test: lint docs chromium k8s-check
 	$(BIN)/python -m pytest
 
 # Multi-node tests on one machine (ray.cluster_utils.Cluster, 3 nodes): kept out of `make test`
