@@ -81,7 +81,7 @@ def validate_objects(
         label = f"{where}: {obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
         api_version = obj.get("apiVersion", "")
         if api_version.startswith("ray.io/"):
-            schema = crds.get((api_version, obj.get("kind")))
+            schema = crds.get((api_version, str(obj.get("kind"))))
             if schema is None:
                 problems.append(f"{label}: no vendored CRD schema for {api_version}")
                 continue
