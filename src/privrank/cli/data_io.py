@@ -264,7 +264,7 @@ def _import_on_ray(source, in_catalog, options, curation, engine, destination) -
         styled(
             "imported ",
             (result.metadata.name, "bold"),
-            f" → {destination} (Ray Data, {result.parts:,} parts)",
+            f" → {destination} (Ray Data, {result.parts:,} part{'' if result.parts == 1 else 's'})",
         )
     )
     console.print(
