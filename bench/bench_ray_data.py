@@ -133,12 +133,24 @@ def child(engine: str, source: str, work: str) -> dict:
         from privrank.distributed.ray_data import RayDataOptions, import_on_ray, split_on_ray
 
         # one Ray instance for both commands, as on a running cluster; its start is timed apart
-        ray.init(
-            num_cpus=2,
-            object_store_memory=512 * 2**20,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        if engine.startswith("nodes-"):  # a local multi-node cluster, one CPU a node
+            from ray.cluster_utils import Cluster
+
+            cluster = Cluster(
+                initialize_head=True,
+                head_node_args={"num_cpus": 0, "object_store_memory": 256 * 2**20},
+            )
+            for _ in range(int(engine.split("-")[1])):
+                cluster.add_node(num_cpus=1, object_store_memory=256 * 2**20)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=2,
+                object_store_memory=512 * 2**20,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         times["ray_start_s"] = time.perf_counter() - start
         start = time.perf_counter()
         engine_options = RayDataOptions()
@@ -192,14 +204,26 @@ def measure(engine: str, source: Path, work: Path) -> dict:
     return result
 
 
-def plot(results: list[dict], path: Path) -> None:
-    """Time and peak memory against size, both engines, in one PNG."""
+def plot(results: list[dict], path: Path, nodes: list[dict] | None = None) -> None:
+    """Time and peak memory against size, both engines (and the node curve), in one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if nodes is None and path.with_suffix(".json").is_file():
+        nodes = json.loads(path.with_suffix(".json").read_text()).get("nodes")
+    columns = 3 if nodes else 2
+    figure, axes = plt.subplots(1, columns, figsize=(5.5 * columns, 4.2))
+    left, right = axes[0], axes[1]
+    if nodes:
+        third = axes[2]
+        counts = [n["nodes"] for n in nodes]
+        third.plot(counts, [n["total_s"] for n in nodes], "s-")
+        third.set_xlabel(f"one-CPU nodes (local cluster), {nodes[0]['rows'] / 1e6:g}M rows")
+        third.set_ylabel("Ray path: import + 5-core + holdout (s)")
+        third.set_xticks(counts)
+        third.grid(alpha=0.3)
     for engine, style in (("local", "o-"), ("ray", "s-")):
         points = sorted((r["rows"], r[engine]) for r in results if r.get(engine) is not None)
         if not points:
@@ -221,6 +245,31 @@ def plot(results: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def node_curve(args: argparse.Namespace) -> None:
+    """Time and peak memory of the Ray path on local clusters of 1, 2, 3... one-CPU nodes."""
+    rows = int(args.node_rows)
+    work_root = Path(tempfile.mkdtemp(prefix="bench-ray-nodes-", dir=args.work))
+    stored = json.loads(args.out.read_text()) if args.out.is_file() else {"results": []}
+    try:
+        source = work_root / "input.parquet"
+        write_input(rows, source)
+        curve = []
+        for nodes in args.nodes:
+            work = work_root / f"nodes-{nodes}"
+            work.mkdir()
+            result = measure(f"nodes-{nodes}", source, work)
+            shutil.rmtree(work)
+            result.pop("counts")
+            curve.append({"nodes": nodes, "rows": rows, **result})
+            print(f"  {nodes} node(s): {result}", flush=True)
+        stored = json.loads(args.out.read_text()) if args.out.is_file() else stored
+        stored["nodes"] = curve
+        args.out.write_text(json.dumps(stored, indent=2) + "\n")
+        plot(stored["results"], args.out.with_suffix(".png"), curve)
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e6, 5e6, 20e6])
@@ -229,6 +278,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/ray_data.json"))
     parser.add_argument("--plot", type=Path, default=None, help="Only plot this results file.")
     parser.add_argument("--child", nargs=3, metavar=("ENGINE", "SOURCE", "WORK"))
+    parser.add_argument(
+        "--nodes",
+        nargs="+",
+        type=int,
+        default=None,
+        help="Node-count curve instead: a local cluster of N one-CPU nodes, at --node-rows.",
+    )
+    parser.add_argument("--node-rows", type=float, default=2e6)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
@@ -236,6 +293,9 @@ def main() -> None:
     if args.plot:
         results = json.loads(args.plot.read_text())["results"]
         plot(results, args.plot.with_suffix(".png"))
+        return
+    if args.nodes:
+        node_curve(args)
         return
     previous = json.loads(args.out.read_text())["results"] if args.out.is_file() else []
     by_size = {r["rows"]: r for r in previous}
