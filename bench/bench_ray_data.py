@@ -160,6 +160,9 @@ def child(engine: str, source: str, work: str) -> dict:
         times["import_s"] = time.perf_counter() - start
         result = split_on_ray(out / "dataset", spec, out / "split", engine=engine_options)
         counts, fingerprint, rows = result.counts, result.source.fingerprint, imported.rows
+        ray.shutdown()
+        if engine.startswith("nodes-"):
+            cluster.shutdown()
     times["total_s"] = time.perf_counter() - start
     times["split_s"] = times["total_s"] - times["import_s"]
     return {
