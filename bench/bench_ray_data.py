@@ -25,6 +25,8 @@ Usage::
     .venv/bin/python bench/bench_ray_data.py --sizes 1e6 5e6 20e6 --local-up-to 20e6
     .venv/bin/python bench/bench_ray_data.py --sizes 100e6 --local-up-to 0   # ray only
     .venv/bin/python bench/bench_ray_data.py --plot bench/results/ray_data.json
+    PRIVRANK_BENCH_PART_ROWS=250000 .venv/bin/python bench/bench_ray_data.py --nodes 1 2 3 \
+        --node-rows 2e6   # node-count curve, 8 partitions a pass
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -153,7 +156,9 @@ def child(engine: str, source: str, work: str) -> dict:
             )
         times["ray_start_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        engine_options = RayDataOptions()
+        engine_options = RayDataOptions(
+            part_rows=int(os.environ.get("PRIVRANK_BENCH_PART_ROWS", "2000000"))
+        )
         imported = import_on_ray(
             source, options, out / "dataset", curation=curation, engine=engine_options
         )
