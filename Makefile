@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 export PRIVRANK_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint docs format install install-dev clean chromium
+.PHONY: demo test lint docs format install install-dev clean chromium test-ray-cluster k8s-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,8 +49,18 @@ chromium:
 docs: $(VENV)/.installed-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-test: lint docs chromium
+# The Kubernetes manifests (deploy/k8s) against the Kubernetes schemas (kubernetes-validate,
+# offline) and the vendored KubeRay CRD schemas (deploy/kuberay-crds).
+k8s-check: $(VENV)/.installed-dev
+	$(BIN)/python -m privrank.distributed.k8s_manifests deploy/k8s deploy/kuberay-crds
+
+test: lint docs chromium k8s-check
 	$(BIN)/python -m pytest
+
+# Multi-node tests on one machine (ray.cluster_utils.Cluster, 3 nodes): kept out of `make test`
+# for time (about a minute on a shared 2-core machine).
+test-ray-cluster: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m ray_cluster tests/distributed
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

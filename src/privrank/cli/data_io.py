@@ -18,6 +18,15 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from privrank.cli._console import make_console, progress, styled
+from privrank.cli._engine import (
+    Engine,
+    EngineOption,
+    PartRowsOption,
+    RayAddressOption,
+    RayCpusOption,
+    StagingOption,
+    ray_options,
+)
 from privrank.cli.app import data_app
 from privrank.config_errors import config_error
 from privrank.data import catalog
@@ -165,8 +174,16 @@ def import_command(
     seed: Annotated[int, typer.Option(help="Seed of --cap-strategy uniform.")] = 0,
     since: Annotated[int | None, typer.Option(help="Keep rows with timestamp >= this.")] = None,
     until: Annotated[int | None, typer.Option(help="Keep rows with timestamp < this.")] = None,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
+    ray_cpus: RayCpusOption = None,
+    part_rows: PartRowsOption = None,
+    staging_dir: StagingOption = None,
 ) -> None:
-    """Import, validate and curate interactions, then save them to the workspace."""
+    """Import, validate and curate interactions, then save them to the workspace.
+
+    With --engine ray the source may also be a directory of Parquet files (--format parquet).
+    """
     in_catalog = source in catalog.names()
     fmt_name, default_name = _source_format(source, None if fmt is None else fmt.value)
     name = name or default_name
@@ -189,6 +206,18 @@ def import_command(
         since=since,
         until=until,
     )
+    ray_engine = ray_options(
+        engine,
+        address=ray_address,
+        num_cpus=ray_cpus,
+        part_rows=part_rows,
+        staging_dir=staging_dir,
+    )
+    if ray_engine is not None:
+        _import_on_ray(
+            source, in_catalog, options, curation, ray_engine, out or datasets_dir() / name
+        )
+        return
     with progress("import", f"reading {source}", unit="bytes") as bar:
         if in_catalog:  # resolved, read and checked against the pinned SHA-256
             overrides = options.model_dump(exclude_unset=True, exclude={"format", "name"})
@@ -212,6 +241,36 @@ def import_command(
     remember_import(destination)
     console.print(styled("imported ", (name, "bold"), f" → {destination}"))
     console.print(stats_table(dataset_stats(data)))
+
+
+def _import_on_ray(source, in_catalog, options, curation, engine, destination) -> None:
+    from privrank.distributed.ray_data import import_on_ray
+
+    path, verify = Path(source), None
+    if in_catalog:  # resolved as the local engine does, checked against the pinned SHA-256
+        path = catalog.resolve(source)
+
+        def verify(sha256: str) -> None:
+            catalog.verify_sha256(source, path, sha256)
+
+    result = import_on_ray(
+        path, options, destination, curation=curation, engine=engine, verify_sha256=verify
+    )
+    remember_import(destination)
+    steps = result.metadata.curation
+    if steps:
+        _print_steps(steps)
+    console.print(
+        styled(
+            "imported ",
+            (result.metadata.name, "bold"),
+            f" → {destination} (Ray Data, {result.parts:,} part{'' if result.parts == 1 else 's'})",
+        )
+    )
+    console.print(
+        f"{result.rows:,} interactions, {result.users:,} users, {result.items:,} items",
+        highlight=False,
+    )
 
 
 @data_app.command("validate")
@@ -304,6 +363,10 @@ def _print_curation(data: Interactions) -> None:
     steps = data.metadata.curation
     if not steps:
         return
+    _print_steps(steps)
+
+
+def _print_steps(steps) -> None:
     table = Table(title="curation")
     for column in ("step", "parameters", "rows before", "removed", "rows after"):
         table.add_column(

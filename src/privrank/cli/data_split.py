@@ -15,6 +15,15 @@ import typer
 from rich.table import Table
 
 from privrank.cli._console import make_console, status
+from privrank.cli._engine import (
+    Engine,
+    EngineOption,
+    PartRowsOption,
+    RayAddressOption,
+    RayCpusOption,
+    StagingOption,
+    ray_options,
+)
 from privrank.cli.app import data_app
 from privrank.data.interactions import Interactions
 from privrank.data.splits import Split, parse_split_spec, split
@@ -116,6 +125,11 @@ def split_command(
     out: Annotated[
         Path | None, typer.Option(help="Output directory. Default DATASET_DIR/splits/PROTOCOL.")
     ] = None,
+    engine: EngineOption = Engine.local,
+    ray_address: RayAddressOption = None,
+    ray_cpus: RayCpusOption = None,
+    part_rows: PartRowsOption = None,
+    staging_dir: StagingOption = None,
 ) -> None:
     """Split a saved dataset (holdout, leave-last-out, temporal or strong generalization)."""
     spec = build_spec(
@@ -131,12 +145,26 @@ def split_command(
     dataset_dir = dataset_path(dataset)
     destination = out if out is not None else dataset_dir / "splits" / protocol.value
     console = make_console()
-    with status(f"loading {dataset_dir}"):
-        data = Interactions.load(dataset_dir)
-    with status(f"splitting {len(data):,} interactions ({protocol.value})"):
-        result = split(data, spec)
-    with status(f"writing {destination}"):
-        result.save(destination)
+    ray_engine = ray_options(
+        engine,
+        address=ray_address,
+        num_cpus=ray_cpus,
+        part_rows=part_rows,
+        staging_dir=staging_dir,
+    )
+    result: Split | Any
+    if ray_engine is not None:
+        from privrank.distributed.ray_data import split_on_ray
+
+        with status(f"splitting {dataset_dir} on Ray Data ({protocol.value})"):
+            result = split_on_ray(dataset_dir, spec, destination, engine=ray_engine)
+    else:
+        with status(f"loading {dataset_dir}"):
+            data = Interactions.load(dataset_dir)
+        with status(f"splitting {len(data):,} interactions ({protocol.value})"):
+            result = split(data, spec)
+        with status(f"writing {destination}"):
+            result.save(destination)
     console.print(summary_table(result))
     for name, value in result.details.items():
         console.print(f"{name.replace('_', ' ')}: {value}", highlight=False)
@@ -150,8 +178,12 @@ def split_command(
     console.print(f"split written to {destination}", highlight=False, soft_wrap=True)
 
 
-def summary_table(result: Split) -> Table:
-    """A rich table of rows, users, items and unseen counts per part."""
+def summary_table(result: Any) -> Table:
+    """A rich table of rows, users, items and unseen counts per part.
+
+    ``result`` is a :class:`Split` or what the Ray engine returns (the same ``spec``,
+    ``source`` and ``counts``).
+    """
     params = result.spec.model_dump(exclude={"protocol"})
     title = f"{result.spec.protocol} split of {result.source.name} " + " ".join(
         f"{name}={value}" for name, value in params.items() if value is not None

@@ -49,6 +49,7 @@ __all__ = [
     "MaxPerUser",
     "Threshold",
     "TimeWindow",
+    "cap_keep_mask",
     "compact",
     "curate",
     "deduplicate",
@@ -392,21 +393,7 @@ def max_per_user(
     config = MaxPerUser(n=n, strategy=strategy, seed=seed)
     counts = data.user_counts()
     users_capped = int(np.count_nonzero(counts > config.n))
-    if users_capped == 0:
-        keep: np.ndarray = np.ones(len(data), dtype=bool)
-    else:
-        order = data.sorted_order()
-        users_sorted = data.users()[order]
-        rank = rank_within_user(users_sorted, counts)
-        if config.strategy == "most_recent":
-            selected = counts[users_sorted] - 1 - rank < config.n
-        else:
-            keys = random_keys(config.seed, PURPOSE_CAP, users_sorted, rank)
-            by_key = np.lexsort((keys, users_sorted))
-            selected = np.zeros(len(data), dtype=bool)
-            selected[by_key] = rank_within_user(users_sorted[by_key], counts) < config.n
-        keep = np.zeros(len(data), dtype=bool)
-        keep[order[selected]] = True
+    keep = cap_keep_mask(data, config)
     details = {
         "users_capped": users_capped,
         "max_rows_per_user": int(np.minimum(counts, config.n).max(initial=0)),
@@ -415,6 +402,31 @@ def max_per_user(
     if config.strategy == "most_recent":
         params.pop("seed")
     return _filtered(data, keep, "max_per_user", params, details)
+
+
+def cap_keep_mask(data: Interactions, config: MaxPerUser) -> np.ndarray:
+    """The rows :func:`max_per_user` keeps, as a boolean mask over ``data``'s rows.
+
+    A user's choice depends only on that user's rows (in time-then-position order), its code
+    and the seed, so the mask of a subset of whole users, in the same relative order and with
+    the same codes, is the restriction of the full mask (the Ray Data engine relies on it).
+    """
+    counts = data.user_counts()
+    if not np.any(counts > config.n):
+        return np.ones(len(data), dtype=bool)
+    order = data.sorted_order()
+    users_sorted = data.users()[order]
+    rank = rank_within_user(users_sorted, counts)
+    if config.strategy == "most_recent":
+        selected = counts[users_sorted] - 1 - rank < config.n
+    else:
+        keys = random_keys(config.seed, PURPOSE_CAP, users_sorted, rank)
+        by_key = np.lexsort((keys, users_sorted))
+        selected = np.zeros(len(data), dtype=bool)
+        selected[by_key] = rank_within_user(users_sorted[by_key], counts) < config.n
+    keep = np.zeros(len(data), dtype=bool)
+    keep[order[selected]] = True
+    return keep
 
 
 def compact(data: Interactions) -> Interactions:

@@ -9,6 +9,7 @@ two datasets with the same rows and id maps have the same fingerprint however th
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,9 @@ import pyarrow as pa
 
 from privrank.data.interactions import Interactions
 
-__all__ = ["fingerprint"]
+__all__ = ["fingerprint", "fingerprint_stream"]
+
+_DTYPES = {"user": "<i4", "item": "<i4", "timestamp": "<i8", "value": "<f4"}
 
 
 def fingerprint(data: Interactions) -> str:
@@ -38,6 +41,49 @@ def fingerprint(data: Interactions) -> str:
         _hash_numpy(digest, name, column)
     _hash_arrow(digest, "user_ids", data.user_ids)
     _hash_arrow(digest, "item_ids", data.item_ids)
+    return digest.hexdigest()
+
+
+def fingerprint_stream(
+    column_names: Sequence[str],
+    rows: int,
+    read_column: Callable[[str], Iterable[np.ndarray]],
+    user_ids: pa.Array,
+    item_ids: pa.Array,
+) -> str:
+    """:func:`fingerprint` of a dataset read column by column in chunks, never whole.
+
+    The digest is the same byte stream as :func:`fingerprint`'s: for each column, a header
+    with its dtype and length, then its values in row order (little-endian); then the id maps.
+    So a dataset stored as many Parquet parts gets the fingerprint its concatenation would.
+
+    Args:
+        column_names: The table's columns in order (``user``, ``item``, then ``timestamp``
+            and ``value`` when present).
+        rows: The total number of rows.
+        read_column: Yields one column's values in row order, chunk by chunk.
+        user_ids: The user id map.
+        item_ids: The item id map.
+
+    Returns:
+        The hex SHA-256.
+
+    Raises:
+        ValueError: The chunks of a column do not add up to ``rows``.
+    """
+    digest = hashlib.sha256(b"privrank-interactions-v1\0")
+    for name in column_names:
+        dtype = np.dtype(_DTYPES[name])
+        digest.update(f"{name}:{dtype.str}:{rows}\0".encode())
+        seen = 0
+        for chunk in read_column(name):
+            values = np.ascontiguousarray(chunk, dtype=dtype)
+            digest.update(values.data.cast("B"))
+            seen += len(values)
+        if seen != rows:
+            raise ValueError(f"column {name!r} holds {seen} values, expected {rows}")
+    _hash_arrow(digest, "user_ids", user_ids)
+    _hash_arrow(digest, "item_ids", item_ids)
     return digest.hexdigest()
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "SplitSpec",
     "StrongGeneralization",
     "TemporalSplit",
+    "assign_labels",
     "fingerprint",
     "parse_split_spec",
     "split",
@@ -416,15 +417,7 @@ def split(
     spec = parse_split_spec(spec)
     if len(data) == 0:
         raise DataError(f"cannot split dataset {data.metadata.name!r}: it has no rows")
-    match spec:
-        case HoldoutSplit():
-            labels, details = _assign_holdout(data, spec)
-        case LeaveLastOut():
-            labels, details = _assign_leave_last_out(data, spec)
-        case TemporalSplit():
-            labels, details = _assign_temporal(data, spec)
-        case StrongGeneralization():
-            labels, details = _assign_strong(data, spec)
+    labels, details = assign_labels(data, spec)
     for label, name in ((TRAIN, "train"), (TEST, "test")):
         if not np.any(labels == label):
             raise DataError(
@@ -463,6 +456,29 @@ def split(
         items=data.n_items,
     )
     return Split._from_parts(spec, parts, counts, source, details)
+
+
+def assign_labels(
+    data: Interactions, spec: HoldoutSplit | LeaveLastOut | TemporalSplit | StrongGeneralization
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The part label of every row (``TRAIN``, ``VALIDATION``, ``TEST``, ``FOLD_IN``) and details.
+
+    The first step of :func:`split`, before unseen rows are handled. For ``holdout`` and
+    ``leave_last_out`` a user's labels depend only on that user's rows, its code and the seed,
+    and the details are sums over users: running this on disjoint groups of whole users (with
+    the full vocabulary) gives the same labels and summable details (the Ray Data engine relies
+    on it).
+    """
+    match spec:
+        case HoldoutSplit():
+            return _assign_holdout(data, spec)
+        case LeaveLastOut():
+            return _assign_leave_last_out(data, spec)
+        case TemporalSplit():
+            return _assign_temporal(data, spec)
+        case StrongGeneralization():
+            return _assign_strong(data, spec)
+    raise ConfigError(f"unknown split spec {spec!r}")
 
 
 def _assign_holdout(data: Interactions, spec: HoldoutSplit) -> tuple[np.ndarray, dict]:

@@ -136,6 +136,7 @@ def read_parquet(
     *,
     collect: bool,
     reject: RejectSink | None = None,
+    row_groups: list[int] | None = None,
 ) -> tuple[dict[str, pa.ChunkedArray] | None, ValidationReport]:
     """Read and check the mapped columns of a Parquet file.
 
@@ -144,6 +145,9 @@ def read_parquet(
         options: Read options with ``format="parquet"`` and a column mapping.
         collect: Return the columns of the good rows.
         reject: Receives every rejected row as ``(row, reason, raw)``.
+        row_groups: Read only these consecutive row groups (a partition of the file, as the
+            Ray Data engine reads it); rows are still numbered from the start of the file, and
+            the report's ``source_rows`` counts the rows of these groups only.
 
     Returns:
         ``(columns, report)``. A missing column, an unreadable file or a column of the wrong
@@ -178,22 +182,31 @@ def read_parquet(
             return None, ValidationReport.from_fatal(path, "parquet", wrong_type)
     checker = _RowChecker(options, selected, names)
     chunks: dict[str, list[pa.Array]] = {role: [] for role in selected}
-    start = 0
-    for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(selected.values())):
+    first = 0 if not row_groups else _rows_before(parquet, row_groups[0])
+    start = first
+    batches = parquet.iter_batches(
+        batch_size=_BATCH_ROWS, columns=list(selected.values()), row_groups=row_groups
+    )
+    for batch in batches:
         converted = {role: _convert(role, batch.column(c), options) for role, c in selected.items()}
         keep = checker.check(converted, start, reject)
         start += batch.num_rows
         if collect and not (options.on_error == "strict" and checker.rejected):
             for role, column in converted.items():
                 chunks[role].append(column if keep is None else column.filter(keep))
-    if start == 0:
+    if start == first and row_groups is None:
         problem = Problem("no_data", "no rows", expected="at least one row", unit="row", fatal=True)
         return None, ValidationReport.from_fatal(path, "parquet", problem)
-    report = checker.report(path, start)
+    report = checker.report(path, start - first)
     if not collect or (options.on_error == "strict" and not report.ok):
         return None, report
     columns = {role: pa.chunked_array(c, type=_final_type(c)) for role, c in chunks.items()}
     return columns, report
+
+
+def _rows_before(parquet: pq.ParquetFile, row_group: int) -> int:
+    metadata = parquet.metadata
+    return sum(metadata.row_group(i).num_rows for i in range(row_group))
 
 
 def _type_problem(role: str, field: pa.Field, column: int, options: ReadOptions) -> Problem | None:
