@@ -6,7 +6,6 @@ the same input in the same test; the Ray path must agree row for row.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +33,9 @@ from privrank.distributed.ray_data import (  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-    """One local Ray instance for the module (the engine reuses a running one)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+def ray_instance(ray_local):
+    """The session's local Ray instance (conftest.ray_local); the engine reuses a running one."""
+    return ray_local
 
 
 def _assert_same_dataset(local: Interactions, directory: Path) -> Interactions:
