@@ -26,6 +26,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     privacy,
     release,
     report,
+    search,
     serve,
     train,
     tune,
