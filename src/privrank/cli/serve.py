@@ -61,6 +61,7 @@ _SETTING_OPTIONS = {
     "runs_dir": "--runs",
     "ledger_url": "--ledger",
     "console_session_ttl_s": "--console-session-ttl",
+    "search_dir": "--search-model",
 }
 
 
@@ -279,6 +280,10 @@ def serve(
         float | None,
         typer.Option(help="Seconds a console sign-in lasts (default 28800: 8 hours)."),
     ] = None,
+    search_model: Annotated[
+        Path | None,
+        typer.Option(help="A `privrank search build` directory to serve at POST /v1/search."),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn), versioned under /v1."""
     try:
@@ -313,6 +318,7 @@ def serve(
         runs_dir=runs,
         ledger_url=ledger,
         console_session_ttl_s=console_session_ttl,
+        search_dir=search_model,
     )
     served = check_startup(settings, host)
     version = served.version

@@ -91,6 +91,8 @@ class ServeSettings(BaseModel):
         ledger_url: The privacy budget ledger the console shows; ``None``:
             ``$PRIVRANK_LEDGER_URL``, else ``$PRIVRANK_HOME/ledger.sqlite``.
         console_session_ttl_s: Seconds a console sign-in lasts (expiry kept on the server).
+        search_dir: A ``privrank search build`` directory served by ``POST /v1/search``
+            (:mod:`privrank.serving.search_route`); ``None``: no search.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -118,6 +120,7 @@ class ServeSettings(BaseModel):
     runs_dir: Path | None = None
     ledger_url: str | None = None
     console_session_ttl_s: float = Field(default=8 * 3600.0, ge=1, le=7 * 86400)
+    search_dir: Path | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
