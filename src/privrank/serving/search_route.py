@@ -96,8 +96,8 @@ class _SearchState:
             code = int(cf.user_codes([body.user_id])[0])
             if code < 0:
                 raise NotFoundError(f"user_id {body.user_id!r} is not a user of the search model")
-            indptr, items = cf.history_indptr_, cf.history_items_
-            histories = [items[indptr[code] : indptr[code + 1]]]
+            indptr, codes = cf.history_indptr_, cf.history_items_
+            histories = [codes[indptr[code] : indptr[code + 1]]]
         elif body.history is not None:
             query = cf.history_query([body.history], ignore_unknown_items=True)
             assert query.items is not None
