@@ -78,6 +78,7 @@ class _SearchState:
             from privrank.ranking.search import PersonalisedSearch
 
             self.engine = PersonalisedSearch.load(self.directory)
+            self.engine.search(["warm up"], None, 1)  # loads the text encoder before serving
 
     def answer(self, body: SearchRequest, max_k: int) -> dict[str, Any]:
         engine = self.engine

@@ -33,21 +33,24 @@ import numpy as np
 from pydantic import Field
 
 from privrank.data._config import FrozenConfig
+from privrank.data.interactions import Interactions
 from privrank.data.item_text import load_item_text
 from privrank.errors import ConfigError
 from privrank.metrics.ranking import RankedRelevance, ndcg
 from privrank.metrics.stats import ConfidenceInterval, PairedComparison, bootstrap_cis
 from privrank.metrics.stats import paired_comparison as paired
 from privrank.ranking.search import PersonalisedSearch, SearchConfig, SearchQuery, build_queries
-from privrank.workflow.protocols import PreparedProtocol, prepare
+from privrank.workflow.protocols import prepare
 
 __all__ = [
     "SEARCH_PROTOCOLS",
+    "PreparedSearch",
     "SearchEvaluation",
     "SearchProtocolSpec",
     "evaluate_search",
     "prepare_search",
     "resolve_search_protocol",
+    "search_parts",
 ]
 
 BASELINE = "bm25+embedding"
@@ -109,14 +112,14 @@ class PreparedSearch:
 
     Attributes:
         spec: The protocol.
-        parts: The base protocol's prepared parts.
+        train: What the rankers train on.
         queries: The test queries.
         histories: Each query's user's training items (codes).
         counts: Users with held-out items, users without a query, queries.
     """
 
     spec: SearchProtocolSpec
-    parts: PreparedProtocol
+    train: Interactions
     queries: list[SearchQuery]
     histories: list[np.ndarray]
     counts: dict[str, int]
@@ -126,15 +129,24 @@ def prepare_search(protocol: str | SearchProtocolSpec) -> PreparedSearch:
     """Split the base protocol's data and build the test queries."""
     spec = resolve_search_protocol(protocol)
     parts = prepare(spec.base)
+    return search_parts(spec, parts.train, parts.test, parts.history)
+
+
+def search_parts(
+    spec: SearchProtocolSpec, train: Interactions, heldout: Interactions, history: Interactions
+) -> PreparedSearch:
+    """The search task on given parts: rankers train on ``train``, queries come from
+    ``heldout``, each user's ``history`` is what a personalised system knows (and is excluded
+    from the ranking). Used with a carve of ``train`` to choose settings on validation."""
     text = load_item_text(spec.item_text)
-    rows = text.align(parts.train.item_ids)
-    test_indptr, test_items = parts.test.sequences()
+    rows = text.align(train.item_ids)
+    heldout_indptr, heldout_items = heldout.sequences()
     queries, counts = build_queries(
-        text, rows, test_indptr, test_items, seed=spec.seed, min_matches=spec.min_matches
+        text, rows, heldout_indptr, heldout_items, seed=spec.seed, min_matches=spec.min_matches
     )
-    indptr, items = parts.history.sequences()
+    indptr, items = history.sequences()
     histories = [items[indptr[q.user] : indptr[q.user + 1]].astype(np.int64) for q in queries]
-    return PreparedSearch(spec, parts, queries, histories, counts)
+    return PreparedSearch(spec, train, queries, histories, counts)
 
 
 @dataclass(frozen=True)
@@ -192,20 +204,22 @@ def _ndcg(items: np.ndarray, queries: list[SearchQuery], k: int) -> np.ndarray:
 
 
 def evaluate_search(
-    protocol: str | SearchProtocolSpec,
+    protocol: str | SearchProtocolSpec | PreparedSearch,
     config: SearchConfig | dict[str, Any] | None = None,
     *,
     resamples: int = 1000,
+    systems: tuple[str, ...] = ("ltr-unpersonalised", "personalised"),
 ) -> SearchEvaluation:
-    """Train and compare the three systems of the module docstring on one protocol.
+    """Train and compare the systems of the module docstring on one protocol.
 
     Args:
-        protocol: A search protocol name or spec.
+        protocol: A search protocol name or spec, or prepared parts (:func:`search_parts`).
         config: The personalised system's settings (the unpersonalised ranker uses the same
             with ``personalised=False``).
         resamples: Bootstrap resamples.
+        systems: The learned systems to train (the baseline is always there).
     """
-    prepared = prepare_search(protocol)
+    prepared = protocol if isinstance(protocol, PreparedSearch) else prepare_search(protocol)
     spec = prepared.spec
     text = load_item_text(spec.item_text)
     base = config if isinstance(config, SearchConfig) else SearchConfig.from_mapping(config or {})
@@ -214,16 +228,17 @@ def evaluate_search(
     fit_seconds: dict[str, float] = {}
     search_seconds: dict[str, float] = {}
     counts: dict[str, Any] = dict(prepared.counts)
-    variants = {
-        "ltr-unpersonalised": base.model_copy(update={"personalised": False}),
-        "personalised": base.model_copy(update={"personalised": True}),
+    variants: dict[str, SearchConfig] = {
+        name: base.model_copy(update={"personalised": name == "personalised"})
+        for name in ("ltr-unpersonalised", "personalised")
+        if name in systems
     }
-    for name, variant in variants.items():
+    for position, (name, variant) in enumerate(variants.items()):
         started = time.perf_counter()
-        engine = PersonalisedSearch(variant).fit(prepared.parts.train, text)
+        engine = PersonalisedSearch(variant).fit(prepared.train, text)
         fit_seconds[name] = time.perf_counter() - started
         counts[f"{name}_training"] = engine.training_
-        if name == "personalised":  # the baseline is the same retrieval, not re-ranked
+        if position == 0:  # the baseline is the same retrieval, not re-ranked
             started = time.perf_counter()
             result = engine.search(texts, prepared.histories, spec.k, rerank=False)
             search_seconds[BASELINE] = time.perf_counter() - started
@@ -239,7 +254,7 @@ def evaluate_search(
         name: paired(per_query[name], per_query[BASELINE], n_resamples=resamples, seed=0)
         for name in variants
     }
-    rows = text.align(prepared.parts.train.item_ids)
+    rows = text.align(prepared.train.item_ids)
     genres = [frozenset(text.genres[r]) if r >= 0 else frozenset() for r in rows]
     matches = np.asarray(
         [sum(1 for g in genres if frozenset(q.genres) <= g) for q in prepared.queries]
