@@ -3,6 +3,8 @@ called directly), fold-in, offline loading and the embedding cache."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,26 @@ def test_a_vocabulary_without_text_is_refused(item_text):
     other = Interactions.from_codes(np.array([0, 0]), np.array([0, 1]), n_users=1, n_items=10)
     with pytest.raises(ConfigError, match=r"only 40\.0% of the training items have text"):
         ContentKNN(item_text=str(item_text)).fit(other)
+
+
+@pytest.mark.slow
+def test_the_encoder_loads_with_the_network_refused(tmp_path):
+    """The packaged weights load and encode with every socket connection refused."""
+    import subprocess
+    import sys
+
+    script = (
+        "import socket\n"
+        "def refuse(*a, **k):\n"
+        "    raise RuntimeError('network access attempted')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "from privrank.models.text_embedding import embed_texts\n"
+        "print(embed_texts(['a film'], cache=False).shape)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("(1, 384)")
