@@ -34,7 +34,9 @@ def test_search_answers_as_the_model_does(make_client, model_dir, keys, search_m
     history = items[indptr[3] : indptr[4]]
     expected = engine.search(["comedy"], [history], 5)
     expected_ids = [engine.item_ids_[c] for c in expected.items[0]]
-    by_user = client.post("/v1/search", json={"query": "comedy", "user_id": user_id, "k": 5})
+    as_user = {"query": "comedy", "user_id": user_id, "k": 5}
+    assert client.post("/v1/search", json=as_user).status_code == 403  # a read key: no user ids
+    by_user = client.post("/v1/search", json=as_user, headers=auth(keys["service"]))
     assert by_user.status_code == 200, by_user.text
     body = by_user.json()
     assert body["personalised"] is True
@@ -56,9 +58,11 @@ def test_search_refusals(make_client, model_dir, keys, search_model):
     body = {"query": "comedy"}
     assert client.post("/v1/search", json=body).status_code == 401
     client.headers.update(auth(keys["read"]))
-    assert client.post("/v1/search", json=body | {"user_id": "nobody"}).status_code == 404
+    service = auth(keys["service"])
+    unknown = client.post("/v1/search", json=body | {"user_id": "nobody"}, headers=service)
+    assert unknown.status_code == 404
     both = body | {"user_id": data.user_ids.to_pylist()[0], "history": []}
-    assert client.post("/v1/search", json=both).status_code == 422
+    assert client.post("/v1/search", json=both, headers=service).status_code == 422
     assert client.post("/v1/search", json=body | {"k": 100_000}).status_code == 422
     assert client.post("/v1/search", json={"query": ""}).status_code == 422
     plain = make_client(model_dir=model_dir)

@@ -6,7 +6,9 @@ body is :class:`SearchRequest`: the query text, and at most one of ``user_id`` (
 search model: their training history personalises) and ``history`` (external item ids, folded
 in: a history that is sent, used for this answer and not stored). Without either the results
 are anonymous (the ranker sees an empty history). Authentication, scope (``read``) and rate
-limit are those of every ``/v1`` read route; ``k`` is bounded by ``read_max_k``.
+limit are those of every ``/v1`` read route; ``k`` is bounded by ``read_max_k``. As for
+``/v1/recommend``, a ``user_id`` needs scope ``service`` or a user token minted for that user
+(403 otherwise): personalised results reveal something of the user's history.
 
 Each stage's time (``embed``, ``retrieve``, ``features``, ``rank``) goes to the histogram
 ``privrank_search_stage_seconds{stage}`` of ``/metrics``.
@@ -25,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from privrank.errors import ConfigError
 from privrank.serving.auth import Principal
-from privrank.serving.errors import ConflictError, NotFoundError
+from privrank.serving.errors import ConflictError, NotFoundError, PermissionDeniedError
 
 if TYPE_CHECKING:
     from privrank.ranking.search import PersonalisedSearch
@@ -80,7 +82,7 @@ class _SearchState:
             self.engine = PersonalisedSearch.load(self.directory)
             self.engine.search(["warm up"], None, 1)  # loads the text encoder before serving
 
-    def answer(self, body: SearchRequest, max_k: int) -> dict[str, Any]:
+    def answer(self, body: SearchRequest, who: Principal, max_k: int) -> dict[str, Any]:
         engine = self.engine
         if engine is None:
             raise ConflictError(
@@ -94,6 +96,11 @@ class _SearchState:
         cf = engine.cf_
         histories: list[np.ndarray] | None = None
         if body.user_id is not None:
+            if not who.may_ask_for(body.user_id):
+                raise PermissionDeniedError(
+                    "this credential may not search as this user: a user_id needs scope "
+                    "'service', or a user token minted for that user (send a history instead)"
+                )
             code = int(cf.user_codes([body.user_id])[0])
             if code < 0:
                 raise NotFoundError(f"user_id {body.user_id!r} is not a user of the search model")
@@ -130,4 +137,4 @@ def add_search_routes(app: FastAPI, reader: Any, directory: Path | None, registr
     async def search(request: Request, body: SearchRequest, who: Principal = reader) -> Any:
         """Search the catalogue; personalised when ``user_id`` or ``history`` is given."""
         max_k = request.app.state.serving.settings.read_max_k
-        return await asyncio.to_thread(state.answer, body, max_k)
+        return await asyncio.to_thread(state.answer, body, who, max_k)
