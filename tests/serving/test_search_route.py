@@ -42,7 +42,7 @@ def test_search_answers_as_the_model_does(make_client, model_dir, keys, search_m
     assert body["personalised"] is True
     assert [r["item_id"] for r in body["items"]] == expected_ids
     np.testing.assert_allclose([r["score"] for r in body["items"]], expected.scores[0], rtol=1e-5)
-    ids = [engine.item_ids_[c] for c in history]
+    ids = [engine.item_ids_[c] for c in history] + [17, "unknown"]  # unknown ids are dropped
     by_history = client.post("/v1/search", json={"query": "comedy", "history": ids, "k": 5})
     assert [r["item_id"] for r in by_history.json()["items"]] == expected_ids
     anonymous = client.post("/v1/search", json={"query": "comedy", "k": 5}).json()

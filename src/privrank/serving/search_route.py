@@ -101,13 +101,15 @@ class _SearchState:
                     "this credential may not search as this user: a user_id needs scope "
                     "'service', or a user token minted for that user (send a history instead)"
                 )
-            code = int(cf.user_codes([body.user_id])[0])
+            typed_user = _typed([body.user_id], cf.user_ids_)
+            code = int(cf.user_codes(typed_user)[0]) if typed_user else -1
             if code < 0:
                 raise NotFoundError(f"user_id {body.user_id!r} is not a user of the search model")
             indptr, codes = cf.history_indptr_, cf.history_items_
             histories = [codes[indptr[code] : indptr[code + 1]]]
         elif body.history is not None:
-            query = cf.history_query([body.history], ignore_unknown_items=True)
+            known = _typed(body.history, cf.item_ids_)
+            query = cf.history_query([known], ignore_unknown_items=True)
             assert query.items is not None
             histories = [query.items]
         result = engine.search([body.query], histories, body.k, exclude_seen=body.exclude_seen)
@@ -125,6 +127,23 @@ class _SearchState:
             "items": items,
             "timings_ms": {name: 1000 * s for name, s in result.timings.items()},
         }
+
+
+def _typed(ids: list[Any], vocabulary: Any) -> list[Any]:
+    """The ids that can be ids of ``vocabulary`` (an Arrow array), typed like it: integers for
+    an integer vocabulary (``"7"`` becomes ``7``; ``"x"`` is dropped as unknown), strings
+    otherwise."""
+    import pyarrow as pa
+
+    if not pa.types.is_integer(vocabulary.type):
+        return [str(i) for i in ids]
+    out = []
+    for value in ids:
+        try:
+            out.append(int(value))
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def add_search_routes(app: FastAPI, reader: Any, directory: Path | None, registry: Any) -> None:
