@@ -54,7 +54,7 @@ def build(
     ] = None,
     cf_model: Annotated[str, typer.Option(help="Collaborative model of the features.")] = "ease",
     candidates: Annotated[int, typer.Option(help="Candidates re-ranked per query.")] = 200,
-    rounds: Annotated[int, typer.Option(help="Boosting rounds of the ranker.")] = 200,
+    rounds: Annotated[int, typer.Option(help="Boosting rounds of the ranker.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the carve and the ranker.")] = 0,
     personalised: Annotated[bool, typer.Option(help="Use the history features.")] = True,
 ) -> None:
@@ -154,7 +154,7 @@ def evaluate_search_command(
     out: Annotated[Path | None, typer.Option(help="Write the summary JSON here.")] = None,
     cf_model: Annotated[str, typer.Option(help="Collaborative model of the features.")] = "ease",
     candidates: Annotated[int, typer.Option(help="Candidates re-ranked per query.")] = 200,
-    rounds: Annotated[int, typer.Option(help="Boosting rounds of the ranker.")] = 200,
+    rounds: Annotated[int, typer.Option(help="Boosting rounds of the ranker.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the carve and the ranker.")] = 0,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
 ) -> None:

@@ -68,7 +68,10 @@ class SearchConfig(FrozenConfig):
     Attributes:
         cf_model: The registered collaborative model whose scores are a feature (``ease``).
         cf_config: Its config.
-        candidates: Items retrieved per query and re-ranked.
+        candidates: Items retrieved per query and re-ranked. The defaults of ``candidates``
+            (200) and ``rounds`` (100) are the best of a 2 x 2 grid (100/200 x 100/300) by
+            validation NDCG@10 on a carve of ML-100K's training part
+            (``bench/bench_search.py``).
         personalised: Use the history features (``False``: the ranker sees the query
             features only, the unpersonalised learned ranker).
         validation_fraction: Share of each user's training items carved out to train the
@@ -87,7 +90,7 @@ class SearchConfig(FrozenConfig):
     personalised: bool = True
     validation_fraction: float = Field(default=0.2, gt=0, lt=1)
     min_matches: int = Field(default=20, ge=1)
-    rounds: int = Field(default=200, ge=1, le=5000)
+    rounds: int = Field(default=100, ge=1, le=5000)
     num_leaves: int = Field(default=31, ge=2, le=1024)
     learning_rate: float = Field(default=0.05, gt=0, le=1)
     min_data_in_leaf: int = Field(default=20, ge=1)
