@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 import privrank.models as models
@@ -9,6 +12,7 @@ from privrank.models import (
     BPR,
     EASE,
     IALS,
+    ContentKNN,
     EASESparse,
     FedMF,
     ImplicitALS,
@@ -21,7 +25,12 @@ from privrank.models import (
     SASRec,
     model_names,
 )
-from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
+from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions, write_group_item_text
+
+# Item text for content-knn: one text per cluster of the synthetic data (and per parity of the
+# checkerboard), so the content model has the structure the checks expect.
+_TEXT_DIR = Path(tempfile.mkdtemp(prefix="privrank-item-text-"))
+ITEM_TEXT = str(write_group_item_text(_TEXT_DIR / "items.tsv"))
 
 # Small configs: every check fits its model anew. Keys are case ids; the registry name of each
 # model must appear among the classes below (see test_every_registered_model_is_covered).
@@ -30,6 +39,7 @@ FACTORIES = {
     "ldp-popular": lambda: LDPPopular(m=64, k=16, epsilon=4.0),
     "ldp-popular-hcms": lambda: LDPPopular(sketch="hcms", m=64, k=16, epsilon=4.0),
     "itemknn": lambda: ItemKNN(neighbors=10, shrinkage=2.0),
+    "content-knn": lambda: ContentKNN(item_text=ITEM_TEXT),
     "ease": lambda: EASE(regularization=20.0),
     "ease-float64": lambda: EASE(regularization=20.0, dtype="float64"),
     "ease-sparse": lambda: EASESparse(regularization=20.0, neighbors=10),
@@ -80,6 +90,14 @@ def test_every_built_in_model_is_covered():
     }
     covered = {factory().name for factory in FACTORIES.values()}
     assert exported == covered
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _embedding_cache():
+    """content-knn caches its embeddings: in a temporary folder, not the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PRIVRANK_CACHE_DIR", str(_TEXT_DIR / "cache"))
+        yield
 
 
 @pytest.mark.parametrize("check", RECOMMENDER_CHECKS.values(), ids=RECOMMENDER_CHECKS.keys())

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,7 @@ import torch
 
 from privrank.data.interactions import Interactions
 from privrank.models import FitOptions, Query, Recommender, create_model, model_names
-from privrank.testing import synthetic_interactions
+from privrank.testing import synthetic_interactions, write_group_item_text
 
 N_ITEMS = 1_000
 HISTORY = 30  # items per user; the test-time history holds all but the last
@@ -45,12 +47,14 @@ USERS = 16  # n; the larger test set has 4n
 REPEATS = 3
 RATIO, SLACK_S = 8.0, 0.1
 PER_USER_LIMIT_S = 0.015
+_TEXT_DIR = Path(tempfile.mkdtemp(prefix="privrank-item-text-"))
 
 # Settings that shorten training only; fold-in settings (steps, negatives, ...) stay default.
 BRIEF_FITS: dict[str, dict[str, Any]] = {
     "most-popular": {},
     "ldp-popular": {"m": 64, "k": 16},
     "itemknn": {},
+    "content-knn": {"item_text": str(write_group_item_text(_TEXT_DIR / "items.tsv", N_ITEMS))},
     "ease": {},
     "ease-sparse": {},
     "ials": {"epochs": 1},
@@ -66,6 +70,14 @@ BRIEF_FITS: dict[str, dict[str, Any]] = {
         "ranker_params": {"num_iterations": 20, "min_data_in_leaf": 5, "eval_at": [10]},
     },
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _embedding_cache():
+    """content-knn caches its embeddings: in a temporary folder, not the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PRIVRANK_CACHE_DIR", str(_TEXT_DIR / "cache"))
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     rank,
     release,
     report,
+    search,
     serve,
     train,
     tune,

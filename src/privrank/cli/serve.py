@@ -61,6 +61,7 @@ _SETTING_OPTIONS = {
     "runs_dir": "--runs",
     "ledger_url": "--ledger",
     "console_session_ttl_s": "--console-session-ttl",
+    "search_dir": "--search-model",
 }
 
 
@@ -283,6 +284,10 @@ def serve(
         Path | None,
         typer.Option(help="A click-model directory (privrank ads train) for /v1/ads/rank."),
     ] = None,
+    search_model: Annotated[
+        Path | None,
+        typer.Option(help="A `privrank search build` directory to serve at POST /v1/search."),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn), versioned under /v1."""
     try:
@@ -318,6 +323,7 @@ def serve(
         ledger_url=ledger,
         console_session_ttl_s=console_session_ttl,
         ads_model=ads_model,
+        search_dir=search_model,
     )
     served = check_startup(settings, host)
     version = served.version

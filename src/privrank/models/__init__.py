@@ -15,6 +15,7 @@ Importing this package registers every built-in model under its name:
 ``bpr``             :class:`BPR`: matrix factorisation with the BPR loss (PyTorch)
 ``mult-vae``        :class:`MultVAE`: variational autoencoder, multinomial likelihood
 ``sasrec``          :class:`SASRec`: self-attentive sequential model, full/sampled softmax
+``content-knn``     :class:`ContentKNN`: cosine to the history in a text-embedding space
 ==================  ==========================================================
 
 Layer: may import privacy (mechanisms), metrics (validation, top-k), data and the base modules;
@@ -36,6 +37,7 @@ from privrank.models.base import (
     register,
 )
 from privrank.models.bpr import BPR, BPRConfig, BPRPrivateConfig
+from privrank.models.content_knn import ContentKNN, ContentKNNConfig
 from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
 from privrank.models.ease_sparse import EASESparse, EASESparseConfig
 from privrank.models.fedmf import FedMF, FedMFConfig
@@ -53,6 +55,8 @@ __all__ = [
     "IALS",
     "BPRConfig",
     "BPRPrivateConfig",
+    "ContentKNN",
+    "ContentKNNConfig",
     "DPSGDPrivateConfig",
     "EASEConfig",
     "EASEPrivateConfig",

@@ -94,6 +94,7 @@ from privrank.serving.schemas import (
     TokenRequest,
     TokenResponse,
 )
+from privrank.serving.search_route import add_search_routes
 from privrank.serving.settings import ServeSettings
 from privrank.serving.store import IndexOptions, ModelStore, ServedModel
 from privrank.serving.tokens import TOKEN_PREFIX, UserTokens
@@ -760,6 +761,8 @@ def create_app(
     app.state.serving = state
     _install_handlers(app)
     _add_routes(app)
+    # /v1/search (privrank.serving.search_route): 409 unless --search-model names a model
+    add_search_routes(app, require(Scope.READ), settings.search_dir, metrics.registry)
     if settings.console:
         from privrank.serving.console import install_console
 

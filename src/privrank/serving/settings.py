@@ -92,6 +92,8 @@ class ServeSettings(BaseModel):
             ``$PRIVRANK_LEDGER_URL``, else ``$PRIVRANK_HOME/ledger.sqlite``.
         console_session_ttl_s: Seconds a console sign-in lasts (expiry kept on the server).
         ads_model: A click-model directory (``privrank ads train``) for ``POST /v1/ads/rank``.
+        search_dir: A ``privrank search build`` directory served by ``POST /v1/search``
+            (:mod:`privrank.serving.search_route`); ``None``: no search.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -120,6 +122,7 @@ class ServeSettings(BaseModel):
     ledger_url: str | None = None
     console_session_ttl_s: float = Field(default=8 * 3600.0, ge=1, le=7 * 86400)
     ads_model: Path | None = None
+    search_dir: Path | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

@@ -3,13 +3,14 @@
 - :func:`check_recommender` / :data:`RECOMMENDER_CHECKS`: the contract every recommender passes
   (config and save/load round trips, tampering, unknown users and items, cold start, fold-in,
   determinism, recommend semantics, a known-answer data set).
-- :func:`synthetic_interactions` and :func:`checkerboard`: small data with known structure.
+- :func:`synthetic_interactions` and :func:`checkerboard`: small data with known structure;
+  :func:`write_group_item_text`: item text that follows their structure.
 
 Layer: above models; may import models, privacy, metrics, data and the base modules; the
 library's own packages do not import it (tests do).
 """
 
-from privrank.testing._data import checkerboard, synthetic_interactions
+from privrank.testing._data import checkerboard, synthetic_interactions, write_group_item_text
 from privrank.testing._recommender import RECOMMENDER_CHECKS, ModelFactory, check_recommender
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "check_recommender",
     "checkerboard",
     "synthetic_interactions",
+    "write_group_item_text",
 ]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
 from privrank.data.interactions import Interactions
 
-__all__ = ["checkerboard", "synthetic_interactions"]
+__all__ = ["checkerboard", "synthetic_interactions", "write_group_item_text"]
+
+_GROUP_GENRES = ("Comedy", "Horror", "Western", "Documentary", "Musical")
 
 
 def synthetic_interactions(
@@ -73,3 +77,23 @@ def checkerboard(size: int = 50) -> Interactions:
                 users.append(user)
                 items.append(item)
     return Interactions.from_codes(np.asarray(users), np.asarray(items), n_users=size, n_items=size)
+
+
+def write_group_item_text(path: Path, n_items: int = 100, n_clusters: int = 3) -> Path:
+    """An item-text TSV file whose text follows the groups of the data above.
+
+    Items of :func:`synthetic_interactions` (ids ``i00``, ``i000`` or ``i0000`` ..., group
+    ``code % n_clusters``) and of :func:`checkerboard` (integer ids, group ``id % 2``) get the
+    title ``"<genre> picture"`` and the genre of their group, so items of one group share one
+    text and a content model finds the same structure a collaborative one does.
+    """
+    lines = ["item\ttitle\tgenres"]
+    for width in (2, 3, 4):  # synthetic ids have as many digits as n_items
+        for code in range(min(n_items, 10**width)):
+            genre = _GROUP_GENRES[code % n_clusters]
+            lines.append(f"i{code:0{width}d}\t{genre} picture\t{genre}")
+    for code in range(n_items):
+        parity = _GROUP_GENRES[code % 2]
+        lines.append(f"{code}\t{parity} picture\t{parity}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
