@@ -10,21 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from privrank.data.synthetic_ads import FEATURE_COLUMNS
 from privrank.ranking.auction import run_auction
 from privrank.ranking.gbdt_click import GBDTClickConfig, GBDTClickModel
 from privrank.workflow.label_dp_training import CATEGORICAL_COLUMNS
 
-FEATURES = (
-    "user_segment",
-    "ad_id",
-    "ad_category",
-    "campaign_id",
-    "advertiser_id",
-    "context_id",
-    "device",
-    "hour",
-    "position",
-)
+FEATURES = FEATURE_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -49,16 +49,9 @@ __all__ = [
     "train_click_model",
 ]
 
-#: Feature columns of the synthetic log that LightGBM treats as categorical.
-CATEGORICAL_COLUMNS = (
-    "user_segment",
-    "ad_id",
-    "ad_category",
-    "campaign_id",
-    "advertiser_id",
-    "context_id",
-    "device",
-)
+#: Feature columns of the synthetic log that LightGBM treats as categorical (all but the
+#: ordered ones: hour of day and slot position).
+CATEGORICAL_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("hour", "position"))
 
 
 def stage_fractions(stages: int) -> tuple[float, ...]:
