@@ -8,8 +8,9 @@ test part's *true* labels with scikit-learn's ``roc_auc_score``. The report give
 
 The data comes from a loader (``--data NAME[:PATH]``): ``synthetic:DIR`` reads a log written by
 ``privrank data synth-ads`` (first ``--train-rows`` rows to train, the next ``--test-rows`` to
-test: a split in time). Another data set (frappe, from the CTR readers) is added by registering
-a function in :data:`LOADERS` that returns a :class:`Split`.
+test: a split in time); ``frappe:validation`` / ``frappe:test`` read the ``frappe`` CTR protocol
+(train on its training part; score its validation part to choose settings, its test part for
+the report). Another data set is added by registering a function in :data:`LOADERS`.
 
 Usage::
 
@@ -70,8 +71,47 @@ def load_synthetic(path: str, train_rows: int, test_rows: int) -> Split:
     )
 
 
+def _codes(train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of a categorical column, vocabulary from ``train`` (unseen: its own code)."""
+    vocabulary, train_codes = np.unique(train, return_inverse=True)
+    position = np.searchsorted(vocabulary, other)
+    position = np.minimum(position, len(vocabulary) - 1)
+    known = vocabulary[position] == other
+    return train_codes.astype(np.int64), np.where(known, position, len(vocabulary)).astype(np.int64)
+
+
+def load_frappe(part: str, train_rows: int, test_rows: int) -> Split:
+    """The ``frappe`` CTR protocol (seeded 70/10/20 re-split): train on its training part, score
+    on ``validation`` (choosing settings) or ``test`` (the report). Row limits are ignored."""
+    from privrank.workflow.ctr_protocols import CTR_PROTOCOLS, prepare_ctr
+
+    if part not in ("validation", "test"):
+        raise SystemExit(f"frappe:PART needs PART validation or test, got {part!r}")
+    prepared = prepare_ctr(CTR_PROTOCOLS["frappe"])
+    train, scored = prepared.train, getattr(prepared, part)
+    names = tuple(train.categorical)
+    train_columns, scored_columns = {}, {}
+    for name in names:
+        train_columns[name], scored_columns[name] = _codes(
+            np.asarray(train.table.column(name).to_numpy(zero_copy_only=False), dtype=str),
+            np.asarray(scored.table.column(name).to_numpy(zero_copy_only=False), dtype=str),
+        )
+    return Split(
+        name=f"frappe:{part}",
+        train=train_columns,
+        train_labels=train.table.column("label").to_numpy().astype(np.int64),
+        test=scored_columns,
+        test_labels=scored.table.column("label").to_numpy().astype(np.int64),
+        feature_names=names,
+        categorical=names,
+    )
+
+
 #: Loaders by name: ``NAME[:ARGUMENT]`` on the command line.
-LOADERS: dict[str, Callable[[str, int, int], Split]] = {"synthetic": load_synthetic}
+LOADERS: dict[str, Callable[[str, int, int], Split]] = {
+    "synthetic": load_synthetic,
+    "frappe": load_frappe,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
