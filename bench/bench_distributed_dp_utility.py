@@ -41,8 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_federated import _ndcg, _peak_mib, _sample
-from privrank.data.splits import HoldoutSplit, split
+from bench_federated import _ndcg, _peak_mib, synthetic_split
 from privrank.federated import FederatedSettings, simulate
 from privrank.federated.secure_aggregation import SecureAggregation
 from privrank.metrics import EvaluationConfig
@@ -76,20 +75,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    from privrank.data.synthetic import SyntheticConfig, generate
-
-    data = generate(
-        SyntheticConfig(
-            n_users=args.users,
-            n_items=1000,
-            n_interactions=args.users * 20,
-            n_clusters=20,
-            rating_levels=None,
-            seed=0,
-        )
-    )
-    parts = split(data, HoldoutSplit(fraction=0.2, seed=0))
-    train, test = parts.train, _sample(parts.test, args.eval_users, 0)
+    train, test = synthetic_split(args.users, args.eval_users)
     eval_config = EvaluationConfig(cutoffs=(10,), metrics=("ndcg",), beyond_accuracy=False)
     common = {
         "rounds": args.rounds,

@@ -154,23 +154,30 @@ def _sample(test, n_users: int, seed: int):
     return test.take(np.flatnonzero(np.isin(test.users(), keep)))
 
 
-def dp(args) -> list[dict[str, Any]]:
+def synthetic_split(users: int, eval_users: int) -> tuple[Any, Any]:
+    """The DP benches' data: ``users`` synthetic users (1,000 items in 20 clusters, 20 rows per
+    user on average, seed 0), per-user 80/20 holdout (seed 0); test sampled to ``eval_users``."""
     from privrank.data.synthetic import SyntheticConfig, generate
-    from privrank.privacy.ledger import Ledger
 
-    started = time.perf_counter()
     data = generate(
         SyntheticConfig(
-            n_users=args.users,
+            n_users=users,
             n_items=1000,
-            n_interactions=args.users * 20,
+            n_interactions=users * 20,
             n_clusters=20,
             rating_levels=None,
             seed=0,
         )
     )
     parts = split(data, HoldoutSplit(fraction=0.2, seed=0))
-    train, test = parts.train, _sample(parts.test, args.eval_users, 0)
+    return parts.train, _sample(parts.test, eval_users, 0)
+
+
+def dp(args) -> list[dict[str, Any]]:
+    from privrank.privacy.ledger import Ledger
+
+    started = time.perf_counter()
+    train, test = synthetic_split(args.users, args.eval_users)
     print(f"data + split {time.perf_counter() - started:.0f} s", flush=True)
     eval_config = EvaluationConfig(cutoffs=(10,), metrics=("ndcg",), beyond_accuracy=False)
     settings = FederatedSettings(
