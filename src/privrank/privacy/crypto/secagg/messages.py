@@ -26,6 +26,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 import numpy as np
 
@@ -191,7 +192,35 @@ class NeighbourKeys:
 
 
 @dataclass(frozen=True)
-class EncryptedShares:
+class _CiphertextBundle:
+    """AES-GCM ciphertexts keyed by the other end's id (the wire shape of stages 2 and 3).
+
+    Attributes:
+        client_id: The client the bundle belongs to (sender in stage 2, receiver in stage 3).
+        ciphertexts: ``other client → ciphertext``.
+    """
+
+    client_id: int
+    ciphertexts: Mapping[int, bytes]
+
+    _LABEL: ClassVar[str] = "ciphertexts"
+
+    def wire_bytes(self) -> int:
+        """Payload bytes."""
+        return _ID + sum(_ID + 4 + len(c) for c in self.ciphertexts.values())
+
+    def to_bytes(self) -> bytes:
+        """Packed: id, then (other id, length, ciphertext) per entry."""
+        return _pack_ciphertexts(self.client_id, self.ciphertexts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
+        return cls(*_read_ciphertexts(data, cls._LABEL))
+
+
+@dataclass(frozen=True)
+class EncryptedShares(_CiphertextBundle):
     """``↑`` Stage 2: one AES-GCM ciphertext per neighbour, each holding that neighbour's Shamir
     share of the sender's self-mask seed and of its mask private key.
 
@@ -200,25 +229,11 @@ class EncryptedShares:
         ciphertexts: ``receiver → ciphertext``.
     """
 
-    client_id: int
-    ciphertexts: Mapping[int, bytes]
-
-    def wire_bytes(self) -> int:
-        """Payload bytes."""
-        return _ID + sum(_ID + 4 + len(c) for c in self.ciphertexts.values())
-
-    def to_bytes(self) -> bytes:
-        """Packed: id, then (receiver, length, ciphertext) per receiver."""
-        return _pack_ciphertexts(self.client_id, self.ciphertexts)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> EncryptedShares:
-        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
-        return cls(*_read_ciphertexts(data, "encrypted-shares"))
+    _LABEL: ClassVar[str] = "encrypted-shares"
 
 
 @dataclass(frozen=True)
-class ShareDelivery:
+class ShareDelivery(_CiphertextBundle):
     """``↓`` Stage 3: the ciphertexts addressed to the client, by sender.
 
     Attributes:
@@ -226,21 +241,7 @@ class ShareDelivery:
         ciphertexts: ``sender → ciphertext``.
     """
 
-    client_id: int
-    ciphertexts: Mapping[int, bytes]
-
-    def wire_bytes(self) -> int:
-        """Payload bytes."""
-        return _ID + sum(_ID + 4 + len(c) for c in self.ciphertexts.values())
-
-    def to_bytes(self) -> bytes:
-        """Packed: id, then (sender, length, ciphertext) per sender."""
-        return _pack_ciphertexts(self.client_id, self.ciphertexts)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ShareDelivery:
-        """Read :meth:`to_bytes`' output (ValueError when malformed)."""
-        return cls(*_read_ciphertexts(data, "share-delivery"))
+    _LABEL: ClassVar[str] = "share-delivery"
 
 
 @dataclass(frozen=True)
