@@ -4,7 +4,9 @@ r"""Candidate generation (merge of several retrievers) and the features of (user
 (:math:`\rho_r(i) = 1, 2, \dots`, by descending score, ties by the lower item code). An item's
 merged key is its best rank over the proposing retrievers, :math:`\min_r \rho_r(i)` (ties: the
 earlier retriever, then the lower code); the ``N`` items with the smallest keys are the
-candidates. So the candidate set holds every retriever's top :math:`\lfloor N / R \rfloor` at
+candidates (an item outside every retriever's top ``N`` has a larger key than each of the
+first retriever's top ``N``, so only the top ``N`` of each list needs ranking). So the candidate
+set holds every retriever's top :math:`\lfloor N / R \rfloor` at
 least, and grows each list by one rank at a time.
 
 **Features** of a candidate :math:`i` for a query with history :math:`H` (the columns of
@@ -12,7 +14,9 @@ least, and grows each list by one rank at a time.
 
 - per retriever :math:`r`: its score relative to the user's best unseen score,
   :math:`s_r(i) / |\max_{j \notin H} s_r(j)|` (0 when that best is 0), and
-  :math:`\log(1 + \rho_r(i))`;
+  :math:`\log(1 + \min(\rho_r(i), N + 1))` (a rank past ``N`` is only "not in this
+  retriever's top ``N``": computing it exactly would sort the whole catalogue per query, and
+  serving cannot afford that);
 - item popularity :math:`\log(1 + |\{u : x_{ui} = 1\}|)`;
 - item recency: the time of the item's last training interaction, scaled to [0, 1] over the
   data's time range (0.5 without timestamps), and its mean relative position in the histories
@@ -98,16 +102,40 @@ def item_features(
     return np.stack([np.log1p(popularity), last_seen, mean_position], axis=1).astype(np.float32)
 
 
-def _ranks(scores: np.ndarray, seen: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks of every unseen item (seen: ``n_items + 1``) and the best unseen score."""
-    masked = scores.astype(np.float64, copy=True)
-    rows, cols = seen.nonzero()
-    masked[rows, cols] = -np.inf
-    order = np.argsort(-masked, axis=1, kind="stable")  # ties: lower code first
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
-    ranks[rows, cols] = scores.shape[1] + 1
-    best = np.take_along_axis(masked, order[:, :1], axis=1)[:, 0]
+def _eligible(seen: sp.csr_matrix, n_items: int) -> np.ndarray:
+    """``(n, n_items)`` bool: the items outside each query's history."""
+    eligible = np.ones((seen.shape[0], n_items), dtype=bool)
+    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+    eligible[rows, seen.indices] = False
+    return eligible
+
+
+def _ranks(scores: np.ndarray, eligible: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of every item, capped, and the best unseen score (see the module docstring).
+
+    The ``depth`` best unseen items get their exact 1-based rank (descending score, ties by the
+    lower code); every other item gets ``depth + 1``. Costs one ``argpartition`` and a sort of
+    ``depth`` items per row, not a sort of the catalogue.
+    """
+    n_rows, n_items = scores.shape
+    masked = np.where(eligible, scores, -np.inf)
+    depth = min(depth, n_items)
+    ranks = np.full((n_rows, n_items), depth + 1, dtype=np.int64)
+    if depth < n_items:
+        # the depth-th largest value; items above it, then ties at it by lower code
+        kth = -np.partition(-masked, depth - 1, axis=1)[:, depth - 1 : depth]
+        above = masked > kth
+        tied = masked == kth
+        need = depth - above.sum(axis=1, keepdims=True)
+        chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
+        top = np.nonzero(chosen)[1].reshape(n_rows, depth)  # each row: its items, code order
+    else:
+        top = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
+    top_scores = np.take_along_axis(masked, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")  # stable: ties by the lower code
+    ranked = np.take_along_axis(top, order, axis=1)
+    np.put_along_axis(ranks, ranked, np.arange(1, depth + 1)[None, :], axis=1)
+    best = np.take_along_axis(top_scores, order[:, :1], axis=1)[:, 0]
     return ranks, np.where(np.isfinite(best), best, 0.0)
 
 
@@ -155,10 +183,8 @@ def rank_features(
         items_table: :func:`item_features` of the vocabulary.
         n_candidates: ``N``.
     """
-    ranked = [_ranks(s, seen) for s in scores]
-    eligible = np.ones(scores[0].shape, dtype=bool)
-    rows, cols = seen.nonzero()
-    eligible[rows, cols] = False
+    eligible = _eligible(seen, scores[0].shape[1])
+    ranked = [_ranks(s, eligible, n_candidates) for s in scores]
     chosen = merge_candidates([r for r, _ in ranked], proposes, n_candidates, eligible)
     safe = np.maximum(chosen, 0)
     columns = []
