@@ -27,8 +27,9 @@ least, and grows each list by one rank at a time.
 part* (the training data less the carved labels) and scores candidates of retrievers refitted
 on all of it: raw scores (and gaps in raw units) of the two fits have different scales (an EASE
 or co-occurrence score grows with the data), so a tree's thresholds on them do not transfer.
-Ranks and scores relative to the user's best do (on carved ML-100K validation, raw scores and
-gaps: NDCG@10 0.2586; relative scores and ranks: 0.2623; EASE alone 0.2589).
+Ranks and scores relative to the user's best do (on a validation carve of ML-100K's training
+ratings, rankers started from EASE's order: raw scores and gaps NDCG@10 0.2586, relative scores
+and ranks 0.2623, EASE alone 0.2589; BENCHMARKS.md, "Two-stage quality, round 2").
 
 A content-similarity score plugs in as one more retriever (a registered privrank model whose
 scores are the similarity of each item's content to the history's), with ``propose=False`` when it
