@@ -201,8 +201,10 @@ class LambdaMART(LTRRanker):
             if self.base_column_ is not None:
                 assert validation is not None
                 first = f"ndcg@{config.eval_at[0]}"
+                base_scores = self._base(validation.features)
+                assert base_scores is not None
                 base_ndcg = group_ndcg(
-                    self._base(validation.features),
+                    base_scores,
                     validation.labels,
                     validation.group_sizes,
                     config.eval_at[0],
