@@ -60,6 +60,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--loss", default="sampled-softmax", choices=["softmax", "sampled-softmax", "gbce", "bce"]
     )
     parser.add_argument("--negatives", type=int, default=256)
+    parser.add_argument("--negative-sharing", default="batch", choices=["batch", "position"])
     parser.add_argument("--gbce-t", type=float, default=0.75)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--factors", type=int, default=64)
@@ -130,6 +131,7 @@ def main(argv: list[str]) -> None:
         dropout=args.dropout,
         loss=args.loss,
         negatives=args.negatives,
+        negative_sharing=args.negative_sharing,
         gbce_t=args.gbce_t,
         weight_decay=args.weight_decay,
         epochs=args.epochs,

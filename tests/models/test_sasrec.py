@@ -124,6 +124,42 @@ def test_losses_match_explicit_cross_entropy():
     assert sampled.item() == pytest.approx(expected_sampled, rel=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["sampled-softmax", "gbce"])
+def test_per_position_negatives_match_an_explicit_loop(loss):
+    net = network()
+    sequences = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 2, 9, 2]])
+    valid = (sequences[:, :-1] > 0) & (sequences[:, 1:] > 0)
+    positions = int(valid.sum())
+    # the loss draws (positions, 12) items from its generator, one row per position
+    drawn = torch.randint(30, (positions, 12), generator=torch.Generator().manual_seed(5))
+    targets = sequences[:, 1:][valid] - 1
+    assert (drawn == targets.unsqueeze(1)).any()  # some target is drawn as its own negative
+    with torch.no_grad():
+        hidden = net(sequences[:, :-1]).double()
+        items = net.item_vectors().double().numpy()
+        draws = torch.Generator().manual_seed(5)
+        got = sequence_loss(net, sequences, loss, 12, draws, 0.6, "position").item()
+    beta = gbce_beta(12, 30, 0.6)
+    expected, p = [], 0
+    for b in range(len(sequences)):  # positions in row-major order, as the loss takes them
+        for t in range(sequences.shape[1] - 1):
+            if not valid[b, t]:
+                continue
+            logits = items @ hidden[b, t].numpy()
+            target = int(sequences[b, t + 1]) - 1
+            negatives = [int(j) for j in drawn[p] if int(j) != target]
+            p += 1
+            if loss == "sampled-softmax":
+                chosen = [logits[target], *(logits[j] for j in negatives)]
+                expected.append(np.logaddexp.reduce(chosen) - logits[target])
+            else:
+                term = beta * np.logaddexp(0.0, -logits[target])
+                term += sum(np.logaddexp(0.0, logits[j]) for j in negatives)
+                expected.append(term)
+    assert p == positions
+    assert got == pytest.approx(np.mean(expected), rel=1e-5)
+
+
 def cyclic(n_users: int = 40, n_items: int = 12, length: int = 8) -> Interactions:
     """User u walks the items in a cycle from item u mod n: item i is always followed by i+1."""
     users, items, times = [], [], []
@@ -176,12 +212,28 @@ def test_gbce_matches_an_explicit_sum_over_positions_and_negatives():
     assert got.item() == pytest.approx(np.mean(expected), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["softmax", "sampled-softmax", "gbce", "bce"])
-def test_cyclic_next_item(loss):
+@pytest.mark.parametrize(
+    ("loss", "sharing"),
+    [
+        ("softmax", "batch"),
+        ("sampled-softmax", "batch"),
+        ("sampled-softmax", "position"),
+        ("gbce", "batch"),
+        ("bce", "batch"),
+    ],
+)
+def test_cyclic_next_item(loss, sharing):
     data = cyclic()
     # gBCE (like BCE) learns this toy more slowly than the cross-entropies: 200 one-step epochs
     epochs = 200 if loss == "gbce" else 40
-    model = small_sasrec(loss=loss, epochs=epochs, dropout=0.0, negatives=8, max_length=6)
+    model = small_sasrec(
+        loss=loss,
+        epochs=epochs,
+        dropout=0.0,
+        negatives=8,
+        max_length=6,
+        negative_sharing=sharing,
+    )
     model.fit(data, FitOptions(seed=0, threads=1))
     assert model.loss_history_[-1] < model.loss_history_[0]
     histories = [[(start + s) % 12 for s in range(3)] for start in range(12)]

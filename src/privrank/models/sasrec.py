@@ -10,6 +10,7 @@ import torch
 from pydantic import Field, model_validator
 
 from privrank.data.interactions import Interactions
+from privrank.errors import ConfigError
 from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._sasrec_network import (
@@ -39,7 +40,10 @@ class SASRecConfig(ModelConfig):
             ``gbce`` (gSASRec's generalised binary cross-entropy against ``negatives`` uniformly
             drawn items, calibrated by ``gbce_t``) or ``bce`` (the paper's binary
             cross-entropy, one negative per position).
-        negatives: Negatives per batch for ``sampled-softmax`` and ``gbce``.
+        negatives: Negatives per batch (or per position) for ``sampled-softmax`` and ``gbce``.
+        negative_sharing: ``batch``: one set of ``negatives`` uniformly drawn items shared by
+            every position of a batch; ``position``: an independent set per position (as
+            RecTools and the eSASRec study draw them; non-private fits only).
         gbce_t: gSASRec's calibration :math:`t \in [0, 1]` of ``gbce`` (0: plain BCE against
             the negatives; 1: fully calibrated to the catalogue).
         epochs: Most training epochs.
@@ -63,6 +67,7 @@ class SASRecConfig(ModelConfig):
     dropout: float = Field(0.2, ge=0, lt=1)
     loss: Literal["softmax", "sampled-softmax", "gbce", "bce"] = "sampled-softmax"
     negatives: int = Field(256, ge=1)
+    negative_sharing: Literal["batch", "position"] = "batch"
     gbce_t: float = Field(0.75, ge=0, le=1)
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -107,7 +112,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     - ``softmax``: :math:`-\log \frac{\exp \langle h_t, e_{s_{t+1}}\rangle}{\sum_{j\in I}
       \exp \langle h_t, e_j\rangle}`;
     - ``sampled-softmax``: the same over :math:`\{s_{t+1}\} \cup N`, with :math:`N` ``negatives``
-      items drawn uniformly per batch (a drawn item equal to the target is masked out);
+      items drawn uniformly per batch, or per position with ``negative_sharing="position"`` (a
+      drawn item equal to the target is masked out);
     - ``bce``: :math:`-\log\sigma\langle h_t, e_{s_{t+1}}\rangle - \log\sigma(-\langle h_t,
       e_j\rangle)`, one uniform negative :math:`j` per position.
     - ``gbce`` (gSASRec, Petrov and Macdonald, RecSys 2023): :math:`-\beta \log\sigma\langle
@@ -180,6 +186,11 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         from privrank.privacy.dpsgd import VmapClipping, start_private_run
 
         cfg = self.config
+        if cfg.negative_sharing == "position":
+            raise ConfigError(
+                "SASRec.negative_sharing: got 'position'; expected 'batch' for a private fit "
+                "(its per-user gradients gather each user's negatives' rows, one set per batch)"
+            )
         batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
@@ -243,7 +254,15 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         total, count = 0.0, 0
         network.train()
         for batch in self._batches(sequences, generator):
-            loss = sequence_loss(network, batch, cfg.loss, cfg.negatives, generator, cfg.gbce_t)
+            loss = sequence_loss(
+                network,
+                batch,
+                cfg.loss,
+                cfg.negatives,
+                generator,
+                cfg.gbce_t,
+                cfg.negative_sharing,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
