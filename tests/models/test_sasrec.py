@@ -19,7 +19,7 @@ from privrank.models._sasrec_network import (
 )
 from privrank.models._torch_training import ValidationSet
 from privrank.models.base import FitOptions, FitProgress, Query
-from privrank.models.sasrec import SASRec
+from privrank.models.sasrec import SASRec, carve_last_items
 from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
 
 DATA = synthetic_interactions(n_users=60, n_items=40, seed=0)
@@ -233,6 +233,7 @@ def test_cyclic_next_item(loss, sharing):
         negatives=8,
         max_length=6,
         negative_sharing=sharing,
+        carve_validation=False,  # the known answer of a fixed number of epochs
     )
     model.fit(data, FitOptions(seed=0, threads=1))
     assert model.loss_history_[-1] < model.loss_history_[0]
@@ -269,3 +270,42 @@ def test_config_errors_name_the_parameter():
         SASRec(factors=10, heads=3)
     with pytest.raises(ConfigError, match=r"SASRec\.loss: got 'hinge'; expected one of"):
         SASRec(loss="hinge")
+
+
+def test_carve_last_items_holds_out_each_long_sequences_last_item():
+    query = Query.histories([[3, 1, 4], [1, 5], [9, 2, 6, 5], []])
+    indptr, items, validation = carve_last_items(query.indptr, query.items)
+    assert np.diff(indptr).tolist() == [2, 2, 3, 0]
+    assert items.tolist() == [3, 1, 1, 5, 9, 2, 6]
+    assert validation is not None
+    assert validation.users.tolist() == [0, 2]
+    assert [t.tolist() for t in validation.targets] == [[4], [5]]
+    histories = validation.histories
+    assert [
+        histories.items[a:b].tolist()
+        for a, b in zip(histories.indptr[:-1], histories.indptr[1:], strict=True)
+    ] == [
+        [3, 1],
+        [9, 2, 6],
+    ]
+    short = Query.histories([[1, 2], [3]])
+    same = carve_last_items(short.indptr, short.items)
+    assert same[2] is None and same[1].tolist() == [1, 2, 3]
+
+
+def test_a_fit_without_validation_stops_early_on_the_carved_last_items():
+    data = cyclic(n_users=40)
+    model = small_sasrec(epochs=30, patience=2, dropout=0.0, negatives=8, max_length=6)
+    model.fit(data, FitOptions(seed=0, threads=1))
+    history = model.validation_history_
+    assert len(history) >= 1  # validated on the carve
+    assert model.best_epoch_ == int(history[np.argmax(history[:, 1]), 0])
+    # the oracle: the same fit on an explicit leave-last-out split (every user has 8 items)
+    parts = split(data, LeaveLastOut(k=1, validation=False))
+    explicit = small_sasrec(
+        epochs=30, patience=2, dropout=0.0, negatives=8, max_length=6, carve_validation=False
+    )
+    explicit.fit(parts.train, FitOptions(seed=0, threads=1, validation=parts.test))
+    np.testing.assert_allclose(explicit.validation_history_, history, rtol=1e-6)
+    off = small_sasrec(epochs=3, carve_validation=False).fit(data, FitOptions(seed=0, threads=1))
+    assert off.validation_history_.size == 0 and len(off.loss_history_) == 3
