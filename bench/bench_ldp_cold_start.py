@@ -77,6 +77,68 @@ def load(name: str, synthetic_users: int) -> tuple[Any, Any]:
     return prepared.train, prepared.test
 
 
+def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every arm on one data set, ``args.repeats`` draws each."""
+    started = time.perf_counter()
+    train, test = load(name, args.synthetic_users)
+    indptr, codes = train.sequences()
+    user_ids = train.user_ids.to_pylist()
+    item_ids = [str(x) for x in train.item_ids.to_pylist()]
+    users = np.repeat(np.asarray(user_ids, dtype=object), np.diff(indptr)).tolist()
+    items = [item_ids[i] for i in codes.tolist()]
+    days = ["2026-12-04"] * len(items)
+    popularity = np.diff(train.to_csr().tocsc().indptr).astype(np.float64)
+    # the test items in the training vocabulary (prepare() shares it)
+    t_indptr, t_items = test.sequences()
+    print(f"{name}: {train} / {test} loaded in {time.perf_counter() - started:.0f} s")
+    arms: dict[str, list[dict[str, float]]] = {}
+
+    def add(arm: str, scores: np.ndarray, **extra: float) -> None:
+        row = {
+            "ndcg@10": cold_ndcg(scores, t_indptr, t_items),
+            "recall@100": recall_top(scores, popularity),
+            **extra,
+        }
+        arms.setdefault(arm, []).append(row)
+        print(name, arm, json.dumps(row), flush=True)
+
+    add("most-popular", popularity)
+    for r in range(args.repeats):
+        rng = np.random.default_rng([r, 12])
+        for kind in args.sketches.split(","):
+            config = SketchConfig(kind=kind, epsilon=args.epsilon, hash_seed=r)
+            tick = time.perf_counter()
+            decoded = decode_reports(
+                config, item_ids, randomise_days(config, users, items, days, rng)
+            )
+            add(f"ldp-{kind}", decoded.estimate, seconds=time.perf_counter() - tick)
+        for cap in (int(c) for c in args.caps.split(",")):
+            spec = PrivacySpec(
+                epsilon=args.epsilon,
+                max_interactions_per_user=cap,
+                selection="uniform",
+                selection_seed=r,
+                noise_seed=r,
+            )
+            model = MostPopular().fit(train, FitOptions(seed=r, privacy=spec))
+            add(f"central-dp-c{cap}", model.item_popularity_.astype(np.float64))
+    summary = {
+        arm: {
+            metric: statistics.median(row[metric] for row in rows)
+            for metric in ("ndcg@10", "recall@100")
+        }
+        for arm, rows in arms.items()
+    }
+    return {
+        "users": train.n_users,
+        "items": train.n_items,
+        "rows": len(train),
+        "median": summary,
+        "runs": arms,
+    }
+    print(name, json.dumps(summary, indent=1), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="ml100k-holdout,beauty-loo,synthetic")
@@ -84,69 +146,13 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--caps", default="1,50")
+    parser.add_argument("--sketches", default="cms,hcms,ocms")
     parser.add_argument("--json")
     args = parser.parse_args()
     print(f"python {platform.python_version()}, load {os.getloadavg()[0]:.1f}", flush=True)
     results: dict[str, Any] = {"args": vars(args), "datasets": {}}
     for name in args.datasets.split(","):
-        started = time.perf_counter()
-        train, test = load(name, args.synthetic_users)
-        indptr, codes = train.sequences()
-        user_ids = train.user_ids.to_pylist()
-        item_ids = [str(x) for x in train.item_ids.to_pylist()]
-        users = np.repeat(np.asarray(user_ids, dtype=object), np.diff(indptr)).tolist()
-        items = [item_ids[i] for i in codes.tolist()]
-        days = ["2026-12-04"] * len(items)
-        popularity = np.diff(train.to_csr().tocsc().indptr).astype(np.float64)
-        # the test items in the training vocabulary (prepare() shares it)
-        t_indptr, t_items = test.sequences()
-        print(f"{name}: {train} / {test} loaded in {time.perf_counter() - started:.0f} s")
-        arms: dict[str, list[dict[str, float]]] = {}
-
-        def add(arm: str, scores: np.ndarray, **extra: float) -> None:
-            row = {
-                "ndcg@10": cold_ndcg(scores, t_indptr, t_items),
-                "recall@100": recall_top(scores, popularity),
-                **extra,
-            }
-            arms.setdefault(arm, []).append(row)
-            print(name, arm, json.dumps(row), flush=True)
-
-        add("most-popular", popularity)
-        for r in range(args.repeats):
-            rng = np.random.default_rng([r, 12])
-            for kind in ("cms", "hcms"):
-                config = SketchConfig(kind=kind, epsilon=args.epsilon, hash_seed=r)
-                tick = time.perf_counter()
-                decoded = decode_reports(
-                    config, item_ids, randomise_days(config, users, items, days, rng)
-                )
-                add(f"ldp-{kind}", decoded.estimate, seconds=time.perf_counter() - tick)
-            for cap in (int(c) for c in args.caps.split(",")):
-                spec = PrivacySpec(
-                    epsilon=args.epsilon,
-                    max_interactions_per_user=cap,
-                    selection="uniform",
-                    selection_seed=r,
-                    noise_seed=r,
-                )
-                model = MostPopular().fit(train, FitOptions(seed=r, privacy=spec))
-                add(f"central-dp-c{cap}", model.item_popularity_.astype(np.float64))
-        summary = {
-            arm: {
-                metric: statistics.median(row[metric] for row in rows)
-                for metric in ("ndcg@10", "recall@100")
-            }
-            for arm, rows in arms.items()
-        }
-        results["datasets"][name] = {
-            "users": train.n_users,
-            "items": train.n_items,
-            "rows": len(train),
-            "median": summary,
-            "runs": arms,
-        }
-        print(name, json.dumps(summary, indent=1), flush=True)
+        results["datasets"][name] = run_dataset(name, args)
     results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -9,7 +9,7 @@ parameters, which every report of the file was randomised under::
 Every further line is **one report** of one device for one day, and holds nothing else: no user
 id, no item id, no device id (the server must not be able to link a report to a user)::
 
-    {"day": "2026-12-04", "row": 17, "bits": "<base64>"}            (cms: the m signs of ṽ,
+    {"day": "2026-12-04", "row": 17, "bits": "<base64>"}            (cms, ocms: the m signs,
                                                                       bit 1 = +1, packed
                                                                       big-endian, zero-padded)
     {"day": "2026-12-04", "row": 17, "column": 301, "bit": -1}      (hcms: b·w)
@@ -214,7 +214,7 @@ def read_reports(
 def _reports(
     path: Path, handle: IO[str], cfg: SketchConfig, batch_size: int
 ) -> Iterator[tuple[str, CMSReports | HCMSReports]]:
-    cms = cfg.kind == "cms"
+    cms = cfg.kind in ("cms", "ocms")
     width = math.ceil(cfg.m / 8)
     pad = width * 8 - cfg.m
     rows: list[int] = []
