@@ -97,6 +97,13 @@ def train_command(
         float, typer.Option(help="secagg: fraction of each round's devices that drop out.")
     ] = 0.0,
     modulus_bits: Annotated[int, typer.Option(help="secagg: bits b of the ring Z_2^b.")] = 48,
+    popularity_prior: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local-DP popularity table (privrank telemetry ingest): the model's "
+            "cold-start ranking (already charged when ingested)."
+        ),
+    ] = None,
 ) -> None:
     """Train a model by federated learning in the simulator; each user is one device.
 
@@ -154,6 +161,11 @@ def train_command(
     if resolved.prepared is None:
         raise ConfigError(f"--data {data}: give a protocol or a saved split (to evaluate on)")
     train, mode = _training_rows(resolved, recommender)
+    prior = None
+    if popularity_prior is not None:
+        from privrank.federated.popularity_prior import load_popularity_prior
+
+        prior = load_popularity_prior(popularity_prior, train)  # checked before any round
     key = budget_key or resolved.prepared.split.source.name
     progress = Progress(
         TextColumn("[bold]round"),
@@ -199,7 +211,12 @@ def train_command(
                     secure=secure,
                     distributed_dp=distributed_dp,
                 )
-    record = _record(resolved, result.model, train, mode, seed, 1, result.seconds)
+    trained = result.model
+    if prior is not None:
+        from privrank.federated.popularity_prior import apply_popularity_prior
+
+        trained = apply_popularity_prior(trained, train, prior)
+    record = _record(resolved, trained, train, mode, seed, 1, result.seconds)
     record["federated"] = {
         "settings": settings.model_dump(mode="json"),
         "run_dir": str(run_dir.resolve()),
@@ -218,7 +235,20 @@ def train_command(
             "epsilon": result.guarantee.epsilon,
             "delta": result.guarantee.delta,
         }
-    write_trained(out, result.model, record)
+    if prior is not None:
+        from privrank.federated.popularity_prior import prior_record
+
+        run_epsilon = None if result.guarantee is None else result.guarantee.epsilon
+        record["popularity_prior"] = prior_record(prior, run_epsilon)
+        console.print(
+            f"cold start: the local-DP popularity of collection {prior.table.collection!r} "
+            f"({prior.table.guarantee.epsilon_total:g}-LDP per user over "
+            f"{len(prior.table.days)} day(s)); {prior.missing} training item(s) not in it "
+            "score 0",
+            highlight=False,
+            soft_wrap=True,
+        )
+    write_trained(out, trained, record)
     if result.guarantee is not None:
         console.print(result.guarantee.describe(), highlight=False, soft_wrap=True)
     console.print(

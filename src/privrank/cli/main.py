@@ -32,6 +32,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     report,
     search,
     serve,
+    telemetry,
     train,
     tune,
 )

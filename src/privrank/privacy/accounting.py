@@ -49,6 +49,7 @@ __all__ = [
     "calibrate_dpsgd_noise",
     "calibrate_gaussian_noise",
     "calibrate_noise",
+    "discrete_pair_epsilon",
     "dpsgd_epsilon",
     "dpsgd_event",
     "event_from_dict",
@@ -503,3 +504,41 @@ def randomized_response_epsilon(epsilon_per_bit: float, bits: int, delta: float 
     )
     composed = pld.self_compose(bits, tail_mass_truncation=0.0)
     return float(composed.get_epsilon_for_delta(float(delta)))
+
+
+def discrete_pair_epsilon(
+    pmf_upper: dict[int, float], pmf_lower: dict[int, float], compositions: int
+) -> float:
+    """ε at δ = 0 of ``compositions`` self-composed releases with output laws ``pmf_upper`` and
+    ``pmf_lower`` (the output distributions under two neighbouring inputs, both directions).
+
+    Local DP with an asymmetric randomiser (the optimised unary encoding of the ``ocms``
+    sketch): dp_accounting's ``from_two_probability_mass_functions`` builds the privacy loss
+    distribution of each direction, self-composed without tail truncation; the larger ε of the
+    two directions is returned. At δ = 0 it is ``compositions ·`` the worst log-likelihood
+    ratio, up to the PLD's discretisation.
+
+    Raises:
+        ConfigError: ``compositions`` < 1, or pmfs that do not sum to 1 or put mass on an
+            output the other cannot produce (infinite loss).
+    """
+    from dp_accounting.pld import privacy_loss_distribution
+
+    owner = "discrete_pair_epsilon"
+    compositions = _count("compositions", compositions, owner=owner)
+    for pmf in (pmf_upper, pmf_lower):
+        if not math.isclose(sum(pmf.values()), 1.0, rel_tol=1e-9):
+            raise ConfigError(f"{owner}: a pmf sums to {sum(pmf.values())}, not 1")
+    if set(pmf_upper) != set(pmf_lower) or min(*pmf_upper.values(), *pmf_lower.values()) <= 0:
+        raise ConfigError(f"{owner}: the two laws must share their support (finite loss)")
+    worst = 0.0
+    for a, b in ((pmf_upper, pmf_lower), (pmf_lower, pmf_upper)):
+        pld = privacy_loss_distribution.from_two_probability_mass_functions(
+            {o: math.log(v) for o, v in b.items()},  # lower
+            {o: math.log(v) for o, v in a.items()},  # upper
+            value_discretization_interval=DEFAULT_PLD_DISCRETIZATION,
+            symmetric=False,
+        )
+        composed = pld.self_compose(compositions, tail_mass_truncation=0.0)
+        worst = max(worst, float(composed.get_epsilon_for_delta(0.0)))
+    return worst
