@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from privrank.federated.aggregation import RoundSum
 from privrank.federated.canaries import Canaries
-from privrank.federated.clients import run_clients
+from privrank.federated.clients import ClientRunner, run_clients
 from privrank.federated.cohorts import noise_rng, round_learning_rate, sample_cohort
 from privrank.federated.secure_aggregation import SecAggAggregator, SecureAggregation
 from privrank.federated.settings import FederatedSettings, RoundReport
@@ -36,7 +36,10 @@ def central_round(
     spec: PrivacySpec | None,
     canaries: Canaries | None = None,
     secure: SecureAggregation | None = None,
+    runner: ClientRunner | None = None,
 ) -> RoundReport:
+    """One round of plain federated averaging or of DP-FedAvg (central noise), its devices run
+    by ``runner`` (default: in this process)."""
     cohort = sample_cohort(settings, histories.shape[0], round_index)
     epsilon_before = None if plan is None else plan.epsilon_after(state.released_rounds)
     skipped = RoundReport(
@@ -55,8 +58,9 @@ def central_round(
         return skipped
     if ledger is None or plan is None or mechanism is None or spec is None:
         total, losses = run_clients(
-            cohort, settings, histories, client, state, None, round_index, canaries, secure
-        )
+            cohort, settings, histories, client, state, None, round_index, canaries, secure,
+            runner=runner,
+        )  # fmt: skip
         if total.accepted < settings.min_clients:
             return round_report(skipped, total, losses, released=False)
         if canaries is not None:
@@ -82,6 +86,7 @@ def central_round(
             round_index,
             canaries,
             secure,
+            runner=runner,
         )
         if total.accepted < settings.min_clients:
             return round_report(skipped, total, losses, released=False)

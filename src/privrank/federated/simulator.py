@@ -41,7 +41,7 @@ import numpy as np
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.federated.canaries import Canaries
-from privrank.federated.clients import clip_on_device
+from privrank.federated.clients import ClientRunner, clip_on_device
 from privrank.federated.cohorts import device_histories
 from privrank.federated.item_counts import release_counts, release_counts_secure
 from privrank.federated.rounds import central_round, distributed_round
@@ -92,6 +92,7 @@ def simulate(
     canaries: Canaries | None = None,
     secure: SecureAggregation | None = None,
     distributed_dp: bool = False,
+    runner: ClientRunner | None = None,
 ) -> SimulationResult:
     """Run (or resume) federated training of fedmf on the devices of ``train``.
 
@@ -118,6 +119,10 @@ def simulate(
             (:mod:`privrank.privacy.distributed_dp_plan`): each device adds discrete Gaussian
             noise before masking, the server adds none; fixed clipping at the spec's
             ``clipping_norm``; ``min_clients`` is the fewest survivors the accounting counts on.
+        runner: Where the devices' batches run (:class:`~privrank.federated.clients.ClientRunner`;
+            default: in this process; ``privrank.distributed.ray_federated.RayClientRunner``:
+            Ray tasks). The model does not depend on it (the same batch sums, added in the same
+            order). Secure aggregation runs in this process only.
 
     Raises:
         ConfigError: Inconsistent options, or a ``run_dir`` holding a state without ``resume``
@@ -140,6 +145,11 @@ def simulate(
         raise ConfigError(
             "distributed DP needs a privacy spec (--epsilon) and secure aggregation "
             "(--aggregation secagg)"
+        )
+    if runner is not None and runner.name != "local" and secure is not None:
+        raise ConfigError(
+            f"--engine {runner.name} runs the devices of the plain aggregation; secure "
+            "aggregation (--aggregation secagg) runs in this process: use --engine local"
         )
     if distributed_dp and settings.adaptive_clipping:
         raise ConfigError(
@@ -250,6 +260,7 @@ def simulate(
                 resolved,
                 canaries,
                 secure,
+                runner,
             )
         report = RoundReport(**{**report.__dict__, "seconds": time.perf_counter() - tick})
         state.round = round_index
