@@ -48,13 +48,25 @@ def train_command(
     clients_per_round: Annotated[
         int, typer.Option(help="Devices per round m (expected, with Poisson sampling).")
     ] = 100,
-    sampling: Annotated[str, typer.Option(help="Cohort sampling: poisson or fixed.")] = "poisson",
+    sampling: Annotated[
+        str,
+        typer.Option(
+            "--sampling",
+            "--cohort",
+            help="Cohort sampling: poisson (each device with probability m/N) or fixed (exactly "
+            "m devices without replacement; under --epsilon accounted by RDP, replace-one).",
+        ),
+    ] = "poisson",
     server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.5,
     lr_schedule: Annotated[
         str, typer.Option(help="Server learning rate schedule: linear (decay to 0) or constant.")
     ] = "linear",
     min_clients: Annotated[
-        int, typer.Option(help="A round with fewer devices releases nothing.")
+        int,
+        typer.Option(
+            help="A round with fewer devices releases nothing (private Poisson runs: must be 1, "
+            "every round is released)."
+        ),
     ] = 1,
     batch_size: Annotated[int, typer.Option(help="Devices simulated per batch.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed of the initial model and the sampling.")] = 0,

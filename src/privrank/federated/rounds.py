@@ -1,6 +1,27 @@
 """One round on the server: sample the cohort, reserve the round's ε, run the devices, add the
 noise to the checked sum, step the model, adapt the clipping norm, commit; and the same under
-distributed DP (devices noise, SecAgg+ unmasks, the server adds nothing)."""
+distributed DP (devices noise, SecAgg+ unmasks, the server adds nothing).
+
+**Which rounds are released.** A non-private round with fewer sampled (or accepted) devices than
+``min_clients`` releases nothing. A private round must not decide so: under Poisson sampling the
+cohort's size depends on who is in the data, and a skipped round would publish, without noise,
+that it was small (one device more or less can flip the decision), a release no accountant here
+covers. So a **DP-FedAvg round with the plain aggregation is always released and charged**: the
+noisy sum of whatever the cohort sent (nothing, for an empty cohort: the noise alone), which is
+exactly the sampled Gaussian mechanism the accountant composes (refused updates count as the
+zero update, which is within the bound). Its ``min_clients`` must be 1 under Poisson sampling
+(and at most the cohort with a fixed cohort, whose size is public); the simulator refuses
+anything else.
+
+**Known leak, not fixed: central DP-FedAvg over SecAgg+** (``secure`` with a privacy spec, not
+distributed DP). SecAgg+ cannot unmask a sum of fewer than ``min_clients`` survivors, so such a
+round is skipped and not charged; under Poisson sampling whether that happens depends on the
+cohort's size, i.e. on the data. That one bit per skipped round is not accounted. With
+``min_clients`` far below the expected cohort its probability is tiny (a binomial tail), but it is
+not bounded in the guarantee. Distributed DP has no such leak: its neighbouring relation
+replaces a device's contribution by zero, so the cohort's size (and the dropouts, drawn from
+the round's seed) do not depend on the data (:mod:`privrank.privacy.distributed_dp_plan`).
+"""
 
 from __future__ import annotations
 
@@ -54,8 +75,9 @@ def central_round(
         state.clipping_norm,
         0.0,
     )
-    if len(cohort) < settings.min_clients:
-        return skipped
+    private = not (ledger is None or plan is None or mechanism is None or spec is None)
+    if (not private or secure is not None) and len(cohort) < settings.min_clients:
+        return skipped  # a private plain round is released whatever its cohort (see above)
     if ledger is None or plan is None or mechanism is None or spec is None:
         total, losses = run_clients(
             cohort, settings, histories, client, state, None, round_index, canaries, secure,
@@ -88,7 +110,7 @@ def central_round(
             secure,
             runner=runner,
         )
-        if total.accepted < settings.min_clients:
+        if secure is not None and total.accepted < settings.min_clients:  # the SecAgg+ leak
             return round_report(skipped, total, losses, released=False)
         rng = noise_rng(spec, round_index)
         noisy = mechanism.add_noise(total.total, rng)

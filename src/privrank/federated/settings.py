@@ -26,14 +26,17 @@ class FederatedSettings(FrozenConfig):
     Attributes:
         rounds: :math:`T`.
         clients_per_round: :math:`m`, the (expected) cohort size.
-        sampling: ``poisson`` (each device with probability :math:`m/N`; required for DP) or
-            ``fixed`` (exactly :math:`m` devices, without replacement).
+        sampling: ``poisson`` (each device with probability :math:`m/N`; add/remove adjacency
+            under DP) or ``fixed`` (exactly :math:`m` devices, without replacement; replace-one
+            adjacency and the RDP accountant under DP).
         server_learning_rate: :math:`\\eta` of the server step.
         learning_rate_schedule: ``linear``: round :math:`t` of :math:`T` steps with
             :math:`\\eta (1 - (t-1)/T)` (the late rounds average the cohorts' sampling noise
             out); ``constant``: :math:`\\eta` throughout.
         batch_size: Devices simulated together in one vectorised batch.
-        min_clients: A round with fewer sampled (or accepted) devices releases nothing.
+        min_clients: A round with fewer sampled (or accepted) devices releases nothing
+            (non-private and SecAgg+ rounds; a private plain round is always released, so it
+            must be 1 under Poisson sampling).
         seed: Seed of the public initial model and of the cohort sampling.
         adaptive_clipping: Adapt :math:`C` to the ``target_quantile`` of the update norms
             (private runs; Andrew et al. 2021).

@@ -4,8 +4,11 @@ A round of :func:`simulate`:
 
 1. **Sample** the cohort, deterministically from ``(seed, round)``: Poisson sampling (each of
    the :math:`N` devices with probability :math:`q = m/N`) or a fixed cohort of :math:`m`
-   devices drawn without replacement (non-private runs only). A cohort smaller than
-   ``min_clients`` ends the round: nothing is released or charged.
+   devices drawn without replacement (accounted under replace-one adjacency in a private run,
+   :mod:`privrank.privacy.dp_fedavg`). A non-private cohort smaller than ``min_clients`` ends
+   the round: nothing is released. A private round with the plain aggregation is released
+   whatever its cohort (see :mod:`privrank.federated.rounds` for why, and for the one leak left,
+   central DP over SecAgg+).
 2. **Reserve** the round's ε increment in the ledger (private runs,
    :class:`~privrank.workflow.spend.RoundLedger`).
 3. **Devices** run the client code (:class:`~privrank.models._fedmf_rounds.FedMFClient`) on
@@ -15,8 +18,8 @@ A round of :func:`simulate`:
 4. **Aggregate**: every update is checked and the accepted ones summed
    (:class:`~privrank.federated.aggregation.SumAggregator`); a private run adds the DP-FedAvg
    noise to the sum (:class:`~privrank.privacy.dp_fedavg.DPFedAvgMechanism`). Fewer accepted
-   updates than ``min_clients``: the round ends without a release and its reservation is given
-   back.
+   updates than ``min_clients`` (non-private, or SecAgg+): the round ends without a release and
+   its reservation is given back.
 5. **Server step** from the mean update (divided by the *expected* cohort in a private run, by
    the accepted updates otherwise); adaptive clipping moves :math:`C`; the round is committed.
 6. **Record**: one JSON line in ``metrics.jsonl`` and the server state, both on disk before the
@@ -133,12 +136,8 @@ def simulate(
     if population < 1 or train.n_items < 1:
         raise ConfigError("federated training needs at least one device and one item")
     resolved = None if spec is None else spec.resolve(population)
-    if resolved is not None and settings.sampling != "poisson":
-        raise ConfigError(
-            "DP-FedAvg is accounted for Poisson sampling only (--sampling poisson): a fixed "
-            "cohort needs an accountant for sampling without replacement, which this version "
-            "does not have"
-        )
+    if resolved is not None and not distributed_dp and secure is None:
+        _check_private_min_clients(settings, population)
     if resolved is not None and ledger is None:
         raise ConfigError("a private federated run needs a ledger to charge its rounds to")
     if distributed_dp and (resolved is None or secure is None):
@@ -166,7 +165,12 @@ def simulate(
         None
         if resolved is None or distributed_dp
         else plan_dp_fedavg(
-            resolved, population, settings.clients_per_round, settings.rounds, adaptive
+            resolved,
+            population,
+            settings.clients_per_round,
+            settings.rounds,
+            adaptive,
+            settings.sampling,
         )
     )
     ddp = None
@@ -291,3 +295,24 @@ def simulate(
         rounds_run=settings.rounds - first,
         distributed_plan=ddp,
     )
+
+
+def _check_private_min_clients(settings: FederatedSettings, population: int) -> None:
+    """A private round with the plain aggregation is always released
+    (:mod:`privrank.federated.rounds`): ``min_clients`` may not make it depend on the cohort.
+
+    Raises:
+        ConfigError: ``min_clients`` > 1 with Poisson sampling, or above a fixed cohort.
+    """
+    cohort = min(settings.clients_per_round, population)
+    if settings.sampling == "poisson" and settings.min_clients > 1:
+        raise ConfigError(
+            f"--min-clients {settings.min_clients}: a DP-FedAvg round is released whatever the "
+            "size of its Poisson cohort (skipping small cohorts would reveal, without noise, "
+            "who was sampled); use --min-clients 1, or --sampling fixed"
+        )
+    if settings.sampling == "fixed" and settings.min_clients > cohort:
+        raise ConfigError(
+            f"--min-clients {settings.min_clients} exceeds the fixed cohort of {cohort} devices: "
+            "no round could be released"
+        )
