@@ -104,6 +104,10 @@ def test_a_private_fixed_cohort_run_samples_k_devices_and_charges_every_round(tm
     guarantee = result.guarantee
     assert guarantee.accountant == "rdp" and set(guarantee.epsilons) == {"rdp"}
     assert "replace-one" in guarantee.accounting and "without replacement" in guarantee.accounting
+    words = guarantee.describe()
+    assert "replacing one user's entire history by another's" in words
+    assert "fixed cohort of 12 of 60 devices drawn without replacement" in words
+    assert "adding or removing" not in words and "Poisson" not in words
     assert guarantee.epsilon == pytest.approx(_direct_fixed_epsilon(result.plan, 5), rel=1e-12)
     assert guarantee.epsilon <= 8.0 * (1 + 1e-9)
     with Ledger(url) as ledger:
