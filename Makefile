@@ -80,7 +80,7 @@ flower-env: $(FLOWER_VENV)/.installed
 # The SuperLink + SuperNodes end-to-end tests (real processes on loopback gRPC): they need the
 # Flower environment, so they are kept out of `make test`.
 test-flower: $(FLOWER_VENV)/.installed $(VENV)/.installed-dev
-	$(FLOWER_VENV)/bin/python -m pytest -m flower -p no:cacheprovider tests/federated/flower
+	$(BIN)/python -m pytest -m flower tests/federated/flower
 
 clean:
 	rm -rf $(VENV) $(FLOWER_VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

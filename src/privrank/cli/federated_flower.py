@@ -5,8 +5,8 @@ These commands run in the Flower environment (``make flower-env``, then
 
 1. ``privrank federated partition --data ml100k-holdout --nodes 10 --out devices/`` writes one
    node file per SuperNode (the devices' histories; a device's file stays on the device).
-2. ``privrank federated device --node-file devices/node-0.npz --superlink 127.0.0.1:9092
-   --clientappio-port 9094`` starts one SuperNode (a device, or a few) and keeps it running.
+2. ``privrank federated device --node-file devices/node-0.npz --superlink 127.0.0.1:9091
+   --local-port 9094`` starts one SuperNode (a device, or a few) and keeps it running.
 3. ``privrank federated serve --data ml100k-holdout --out runs/fedmf-flower`` starts the
    SuperLink, waits for the SuperNodes, runs the rounds (the ServerApp) and writes an ordinary
    trained-model directory that ``privrank evaluate --model`` reads. ``--local-devices
@@ -40,7 +40,7 @@ __all__ = ["device_command", "partition_command", "serve_command"]
 Host = Annotated[str, typer.Option(help="Address the SuperLink listens on (loopback by default).")]
 Port = Annotated[
     int,
-    typer.Option(help="SuperLink ports: ServerAppIo PORT, Fleet PORT+1, Control PORT+2."),
+    typer.Option(help="SuperLink port (its APIs over HTTP); local SuperNodes use PORT+1.."),
 ]
 
 
@@ -87,9 +87,9 @@ def device_command(
     node_file: Annotated[Path, typer.Option(help="The node file of the devices this node holds.")],
     superlink: Annotated[
         str, typer.Option(help="The SuperLink's Fleet API HOST:PORT.")
-    ] = "127.0.0.1:9092",
-    clientappio_port: Annotated[
-        int, typer.Option(help="Local port of the SuperNode's ClientAppIo API (one per node).")
+    ] = "127.0.0.1:9091",
+    local_port: Annotated[
+        int, typer.Option(help="Local port of the SuperNode's runtime API (one per node).")
     ] = 9094,
     flwr_home: Annotated[Path | None, typer.Option(help="Flower's state folder.")] = None,
 ) -> None:
@@ -98,7 +98,7 @@ def device_command(
 
     home = flwr_home if flwr_home is not None else node_file.parent / ".flwr" / node_file.stem
     log = home / "supernode.log"
-    process = start_supernode(node_file, superlink, f"127.0.0.1:{clientappio_port}", home, log)
+    process = start_supernode(node_file, superlink, local_port, home, log)
     Console().print(f"SuperNode for {node_file} started (pid {process.pid}); log {log}")
     try:
         code = process.wait()
@@ -235,10 +235,12 @@ def serve_command(
     try:
         superlink = start_superlink(address, home / "superlink", logs / "superlink.log")
         processes.append(superlink)
-        wait_for_port(address.control, 60)
-        wait_for_port(address.fleet, 60)
+        try:
+            wait_for_port(address.control, 120, superlink)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; see {logs / 'superlink.log'}") from exc
         console.print(
-            f"SuperLink on {host} (Fleet {address.fleet}, Control {address.control}); "
+            f"SuperLink on {address.control}; "
             f"start devices with `privrank federated device --node-file F --superlink "
             f"{address.fleet}`",
             highlight=False,
@@ -249,7 +251,7 @@ def serve_command(
                 start_supernode(
                     node_file,
                     address.fleet,
-                    f"127.0.0.1:{port + 3 + number}",
+                    port + 1 + number,
                     home / f"node-{number}",
                     logs / f"supernode-{number}.log",
                 )

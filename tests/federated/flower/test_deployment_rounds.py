@@ -33,7 +33,10 @@ CONFIG = FedMFConfig(factors=4, regularization=0.05, unobserved_weight=0.1)
 class LocalTransport:
     """Every node file answered in-process; ``drop`` maps a round to nodes that do not answer."""
 
-    def __init__(self, folder, nodes: int, drop: Mapping[int, set[int]] | None = None) -> None:
+    def __init__(
+        self, folder, nodes: int, drop: Mapping[int, set[int]] | None = None, config=CONFIG
+    ) -> None:
+        self.config = config
         self.nodes = {k: load_node(folder / f"node-{k}.npz") for k in range(nodes)}
         self.drop = drop or {}
         self.asked: list[dict[int, np.ndarray]] = []
@@ -53,7 +56,7 @@ class LocalTransport:
         for k, devices in assignment.items():
             if k in self.drop.get(round_index, set()):
                 continue
-            vectors, bits = device_updates(self.nodes[k], devices, CONFIG, item_factors, bound)
+            vectors, bits = device_updates(self.nodes[k], devices, self.config, item_factors, bound)
             answers.append(NodeAnswer(devices, vectors, bits))
         return answers
 

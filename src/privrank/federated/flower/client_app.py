@@ -2,9 +2,9 @@
 
 Start a device (a SuperNode holding the devices of one node file) with::
 
-    privrank federated device --node-file DEVICES/node-3.npz --superlink 127.0.0.1:9092
+    privrank federated device --node-file DEVICES/node-3.npz --superlink 127.0.0.1:9091
 
-which runs ``flower-supernode --insecure --superlink … --node-config "node-file='…'"``; the
+which runs ``flower-supernode --insecure --superlink … --port … --node-config "node-file='…'"``; the
 SuperNode starts this ClientApp for each run. Each message is answered from the node file alone
 (:mod:`privrank.federated.flower.devices`); what is sent back is listed in
 :mod:`privrank.federated.flower.messages`.

@@ -2,11 +2,12 @@
 
 Every process is a real Flower process talking gRPC on loopback (or the given host):
 
-- :func:`start_superlink`: ``flower-superlink --insecure`` with its three APIs on
-  ``port``, ``port+1`` (Fleet: SuperNodes connect here) and ``port+2`` (Control: runs are
-  submitted here);
-- :func:`start_supernode`: ``flower-supernode --insecure --superlink HOST:FLEET
-  --clientappio-api-address HOST:PORT --node-config "node-file='…'"``;
+- :func:`start_superlink`: ``flower-superlink --insecure --host HOST --port PORT``: in flwr
+  1.42 the SuperLink serves its Fleet (SuperNodes), Control (``flwr run``) and ServerApp APIs
+  over HTTP on that one port (earlier releases had three gRPC ports);
+- :func:`start_supernode`: ``flower-supernode --insecure --superlink HOST:PORT --port LOCAL
+  --node-config "node-file='…'"`` (``LOCAL``: the SuperNode's own runtime API, where its
+  ClientApp process connects);
 - :func:`submit_run`: ``flwr run APP privrank --run-config "job='…'" --stream`` against a
   SuperLink connection named ``privrank`` in ``$FLWR_HOME/config.toml``; it returns when the
   run has finished.
@@ -43,26 +44,20 @@ APP_DIR = Path(__file__).with_name("app")
 
 @dataclass(frozen=True)
 class SuperLinkAddress:
-    """Where a SuperLink listens: ServerAppIo on ``port``, Fleet on ``port + 1``, Control on
-    ``port + 2``."""
+    """Where a SuperLink listens (all its APIs, one HTTP port)."""
 
     host: str = "127.0.0.1"
     port: int = 9091
 
     @property
-    def serverappio(self) -> str:
-        """ServerAppIo API (the ServerApp process)."""
+    def fleet(self) -> str:
+        """Fleet API (SuperNodes connect here)."""
         return f"{self.host}:{self.port}"
 
     @property
-    def fleet(self) -> str:
-        """Fleet API (SuperNodes)."""
-        return f"{self.host}:{self.port + 1}"
-
-    @property
     def control(self) -> str:
-        """Control API (``flwr run``)."""
-        return f"{self.host}:{self.port + 2}"
+        """Control API (``flwr run`` submits here)."""
+        return f"{self.host}:{self.port}"
 
 
 def _executable(name: str) -> str:
@@ -97,12 +92,12 @@ def start_superlink(
     command = [
         _executable("flower-superlink"),
         "--insecure",
-        "--serverappio-api-address",
-        address.serverappio,
-        "--fleet-api-address",
-        address.fleet,
-        "--control-api-address",
-        address.control,
+        "--host",
+        address.host,
+        "--port",
+        str(address.port),
+        # The ServerApp runs from this environment: nothing is installed at run time.
+        "--disable-runtime-dependency-installation",
         "--database",
         str(flwr_home / "superlink.db"),
     ]
@@ -112,7 +107,7 @@ def start_superlink(
 def start_supernode(
     node_file: Path,
     superlink_fleet: str,
-    clientappio_address: str,
+    local_port: int,
     flwr_home: Path,
     log_file: Path,
 ) -> subprocess.Popen[bytes]:
@@ -130,8 +125,10 @@ def start_supernode(
         "--insecure",
         "--superlink",
         superlink_fleet,
-        "--clientappio-api-address",
-        clientappio_address,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(local_port),
         "--node-config",
         f"node-file='{node_file}'",
     ]
@@ -197,17 +194,24 @@ def submit_run(
     return done.returncode
 
 
-def wait_for_port(address: str, timeout: float) -> None:
+def wait_for_port(
+    address: str, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until something listens on ``host:port``.
 
     Raises:
-        ConfigError: Nothing did within ``timeout`` seconds.
+        ConfigError: Nothing did within ``timeout`` seconds, or ``process`` exited first.
     """
     import socket
 
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ConfigError(
+                f"{process.args[0]} exited with status {process.returncode} before listening "
+                f"on {address}"
+            )
         with socket.socket() as probe:
             probe.settimeout(0.5)
             if probe.connect_ex((host, int(port))) == 0:
