@@ -209,7 +209,7 @@ def wait_for_port(
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise ConfigError(
-                f"{process.args[0]} exited with status {process.returncode} before listening "
+                f"process {process.pid} exited with status {process.returncode} before listening "
                 f"on {address}"
             )
         with socket.socket() as probe:
