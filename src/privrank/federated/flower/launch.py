@@ -87,7 +87,7 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
 def start_superlink(
     address: SuperLinkAddress, flwr_home: Path, log_file: Path
 ) -> subprocess.Popen[bytes]:
-    """Start ``flower-superlink --insecure`` (its database in ``flwr_home``)."""
+    """Start ``flower-superlink --insecure`` (``FLWR_HOME``: ``flwr_home``)."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     command = [
         _executable("flower-superlink"),
@@ -98,8 +98,8 @@ def start_superlink(
         str(address.port),
         # The ServerApp runs from this environment: nothing is installed at run time.
         "--disable-runtime-dependency-installation",
-        "--database",
-        str(flwr_home / "superlink.db"),
+        # Its state in memory (the default): a SQLite file was locked under load (HTTP 500 to
+        # the SuperNodes' pushes). The run's own state is privrank's (the run directory).
     ]
     return _spawn(command, flwr_home, log_file)
 
