@@ -33,7 +33,7 @@ FLOWER = Path(os.environ.get("PRIVRANK_FLOWER_VENV", ROOT / ".venv-flower")) / "
 NODES = 10
 KILLED = 3
 PORT = 19391
-ROUNDS = 3
+ROUNDS = 2
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -86,7 +86,7 @@ def test_ten_supernodes_one_killed_mid_round(real_data_dir, tmp_path):
             "--clients-per-round", "300", "--seed", "1", "--epsilon", "30",
             "--max-per-user", "50", "--clipping-norm", "0.5", "--noise-seed", "5",
             "--budget-key", "ml-100k", "--ledger", ledger_url, "--port", str(PORT),
-            "--min-nodes", str(NODES), "--enrol-timeout", "600", "--round-timeout", "90",
+            "--min-nodes", str(NODES), "--enrol-timeout", "600", "--round-timeout", "300",
         ],
         stdout=(logs / "serve.log").open("wb"), stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
@@ -154,7 +154,8 @@ def test_ten_supernodes_one_killed_mid_round(real_data_dir, tmp_path):
         reference = book.budget("oracle")
     assert spent.epsilon_spent == pytest.approx(oracle.plan.epsilon_after(ROUNDS), rel=1e-9)
     assert spent.epsilon_spent == pytest.approx(reference.epsilon_spent, rel=1e-12)
-    assert len(json.loads((out / "training.json").read_text())["privacy"]["spend_ids"]) == 4
+    record = json.loads((out / "training.json").read_text())
+    assert len(record["privacy"]["spend_ids"]) == 1 + ROUNDS  # the counts + every round
 
     evaluated = subprocess.run(
         [sys.executable, "-m", "privrank.cli.main", "evaluate", "--model", str(out),
