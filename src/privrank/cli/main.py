@@ -25,6 +25,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     demo,
     evaluate,
     federated,
+    federated_flower,
     keys,
     privacy,
     rank,

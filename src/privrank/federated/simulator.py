@@ -75,7 +75,7 @@ __all__ = [
 _histories = device_histories
 
 
-def _append_line(path: Path, record: dict[str, object]) -> None:
+def append_line(path: Path, record: dict[str, object]) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
@@ -137,7 +137,7 @@ def simulate(
         raise ConfigError("federated training needs at least one device and one item")
     resolved = None if spec is None else spec.resolve(population)
     if resolved is not None and not distributed_dp and secure is None:
-        _check_private_min_clients(settings, population)
+        check_private_min_clients(settings, population)
     if resolved is not None and ledger is None:
         raise ConfigError("a private federated run needs a ledger to charge its rounds to")
     if distributed_dp and (resolved is None or secure is None):
@@ -271,7 +271,7 @@ def simulate(
         if ledger is not None:
             state.spend_ids = sorted(set(state.spend_ids) | {s.spend_id for s in ledger.spends})
         state.save(run_dir)
-        _append_line(run_dir / METRICS_FILE, report.to_dict())
+        append_line(run_dir / METRICS_FILE, report.to_dict())
         if progress is not None:
             progress(report)
     guarantee = None
@@ -297,7 +297,7 @@ def simulate(
     )
 
 
-def _check_private_min_clients(settings: FederatedSettings, population: int) -> None:
+def check_private_min_clients(settings: FederatedSettings, population: int) -> None:
     """A private round with the plain aggregation is always released
     (:mod:`privrank.federated.rounds`): ``min_clients`` may not make it depend on the cohort.
 
