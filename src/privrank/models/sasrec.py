@@ -21,6 +21,13 @@ from privrank.models._sasrec_network import (
 )
 from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, adam, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.parallel import (
+    DataParallel,
+    all_reduce_gradients,
+    share,
+    sync_generator,
+    worker_seed,
+)
 
 __all__ = ["SASRec", "SASRecConfig"]
 
@@ -157,19 +164,25 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     uses_torch = True
     sequential = True
     supports_privacy = True
+    supports_engine = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        if self._fit_on_engine(train, options):
+            return
         cfg = self.config
         validation = self._validation_set()
         padded = left_padded(self.history_indptr_, self.history_items_, cfg.max_length + 1)
         sequences = torch.from_numpy(padded[(padded > 0).sum(axis=1) >= 2])
+        parallel = options.parallel
         with seeded(options.seed):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
             optimizer = adam(network, cfg)
+            if parallel is not None and parallel.rank:  # this worker's own dropout stream
+                torch.manual_seed(worker_seed(options.seed, parallel))
             self._run_epochs(
                 EpochSchedule.of(cfg),
-                lambda epoch: self._train_epoch(network, optimizer, sequences, generator),
+                lambda epoch: self._train_epoch(network, optimizer, sequences, generator, parallel),
                 self._network_validation(network, validation),
             )
         self.network_ = network.eval()
@@ -179,7 +192,10 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     ) -> None:
         from privrank.privacy.dpsgd import VmapClipping, start_private_run
 
+        if self._fit_on_engine(train, options):
+            return
         cfg = self.config
+        parallel = options.parallel
         batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
@@ -190,6 +206,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
             optimizer = adam(network, cfg)
+            if parallel is not None and parallel.rank:  # this worker's own dropout stream
+                torch.manual_seed(worker_seed(options.seed, parallel))
 
             beta = gbce_beta(cfg.negatives, self.n_items_, cfg.gbce_t)
 
@@ -197,12 +215,12 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
                 return _user_sequence_loss(network, params, data, cfg.loss, beta)
 
             engine = VmapClipping(dict(network.named_parameters()), user_loss, spec.clipping_norm)
-            trainer = run.trainer(engine, optimizer)
+            trainer = run.trainer(engine, optimizer, parallel)
 
             def train_epoch(epoch: int) -> None:  # no loss: it is not a private release
                 network.train()
                 for users in run.sampler.epoch(run.plan.steps_per_epoch):
-                    picked = torch.from_numpy(users)
+                    picked = torch.from_numpy(share(parallel, users))
                     batch = sequences[picked[trainable[picked]]]
                     width = max(int((batch > 0).sum(dim=1).max()) if len(batch) else 0, 2)
                     batch = batch[:, -width:]
@@ -238,17 +256,31 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         optimizer: torch.optim.Optimizer,
         sequences: torch.Tensor,
         generator: torch.Generator,
+        parallel: DataParallel | None = None,
     ) -> float:
         cfg = self.config
         total, count = 0.0, 0
         network.train()
+        sync_generator(parallel, generator)
+        parameters = list(network.parameters())
         for batch in self._batches(sequences, generator):
-            loss = sequence_loss(network, batch, cfg.loss, cfg.negatives, generator, cfg.gbce_t)
+            mine = share(parallel, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(mine):
+                loss = sequence_loss(network, mine, cfg.loss, cfg.negatives, generator, cfg.gbce_t)
+                loss.backward()
+                total += loss.item() * len(mine)
+                count += len(mine)
+            elif cfg.loss in ("sampled-softmax", "gbce"):  # the batch's shared negatives
+                torch.randint(self.n_items_, (cfg.negatives,), generator=generator)
+            if parallel is not None:
+                pairs = (mine[:, :-1] > 0) & (mine[:, 1:] > 0)  # the positions of the mean
+                all_reduce_gradients(parallel, parameters, float(pairs.sum()))
             optimizer.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
+        if parallel is not None:
+            sums = torch.tensor([total, float(count)], dtype=torch.float64)
+            parallel.all_reduce([sums])
+            total, count = float(sums[0]), int(sums[1])
         return total / max(count, 1)
 
     def _batches(self, sequences: torch.Tensor, generator: torch.Generator):
