@@ -148,6 +148,13 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     trains all ``epochs``: it ignores ``validation`` and ``max_seconds``, and records no
     validation or loss history (the loss is computed without noise, so it is not released).
 
+    **Data-parallel fit** (``FitOptions(engine=RayEngine(workers=N))``, ``privrank train
+    --engine ray --workers N``): the fit runs on N Ray Train workers, each a replica that takes
+    its share of every batch, gradients summed over the workers
+    (:mod:`privrank.models.parallel`); one worker gives this fit exactly, and a private fit's
+    guarantee (sampling rate, steps, multiplier, ε) is this fit's, the noise added once per
+    step.
+
     Attributes:
         network_: The trained :class:`SASRecNetwork` (eval mode).
         loss_history_: Mean training loss per epoch (float64).

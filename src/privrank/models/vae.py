@@ -143,6 +143,13 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     not cover), and records no validation or loss history (the training loss is computed on
     users' data without noise, so it is not reported either).
 
+    **Data-parallel fit** (``FitOptions(engine=RayEngine(workers=N))``, ``privrank train
+    --engine ray --workers N``): the fit runs on N Ray Train workers, each a replica that takes
+    its share of every batch, gradients summed over the workers
+    (:mod:`privrank.models.parallel`); one worker gives this fit exactly, and a private fit's
+    guarantee (sampling rate, steps, multiplier, ε) is this fit's, the noise added once per
+    step.
+
     Attributes:
         network_: The trained :class:`MultVAENetwork` (eval mode).
         loss_history_: Mean training loss per epoch (float64).
