@@ -50,8 +50,17 @@ def _network(model) -> dict[str, np.ndarray]:
     return {k: v for k, v in model._state().items() if k.startswith("network.")}
 
 
-def _assert_same_network(a, b, **tolerance) -> None:
+def _effective(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # The attention's key bias shifts every score of a query equally: softmax cancels it, so
+    # its gradient is 0 up to float rounding, which Adam's normalised step turns into
+    # lr-sized moves of either sign. It changes no output; compare the other weights.
+    return {k: v for k, v in weights.items() if not k.endswith("key.bias")}
+
+
+def _assert_same_network(a, b, exact: bool = True, **tolerance) -> None:
     mine, theirs = _network(a), _network(b)
+    if not exact:
+        mine, theirs = _effective(mine), _effective(theirs)
     assert mine.keys() == theirs.keys() and mine
     for key in mine:
         np.testing.assert_allclose(mine[key], theirs[key], err_msg=key, **tolerance)
@@ -71,7 +80,7 @@ def test_two_workers_take_the_whole_batch_step(engines) -> None:
     # summed over the workers, are the whole batch's; only float addition order differs.
     local = _fit("sasrec", EXACT_SASREC)
     ray = _fit("sasrec", EXACT_SASREC, engines[2])
-    _assert_same_network(ray, local, rtol=1e-3, atol=1e-4)
+    _assert_same_network(ray, local, exact=False, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(ray.loss_history_, local.loss_history_, rtol=1e-5)
     assert ray.loss_history_[-1] < ray.loss_history_[0]
 
@@ -103,7 +112,7 @@ def test_a_private_two_worker_fit_is_the_single_process_fit(engines, tmp_path: P
     with Ledger(url) as book:
         spends = book.spends("toy")
     assert [s.status.value for s in spends] == ["committed"] and spends[0].epsilon == 4.0
-    _assert_same_network(ray, local, rtol=1e-3, atol=1e-4)
+    _assert_same_network(ray, local, exact=False, rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(ray.item_popularity_, local.item_popularity_)
     mine, theirs = ray.privacy_guarantee_, local.privacy_guarantee_
     assert mine is not None and theirs is not None
