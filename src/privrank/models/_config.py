@@ -18,6 +18,7 @@ from privrank.config_errors import config_error
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.models.engine import FitEngine
+from privrank.models.parallel import DataParallel
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["FitOptions", "FitProgress", "ModelConfig", "available_cores", "build_model_config"]
@@ -72,6 +73,9 @@ class FitOptions(BaseModel):
         engine: Where the data-parallel part of the fit runs (a
             :class:`~privrank.models.engine.FitEngine`, e.g. ``privrank.distributed.RayEngine``);
             ``None``: in this process. Models without ``supports_engine`` refuse one.
+        parallel: This process is one worker of a data-parallel fit of a torch model
+            (:class:`~privrank.models.parallel.DataParallel`; set by an engine on its workers,
+            e.g. ``privrank.distributed.ray_train``); ``None``: the fit is not shared.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -82,6 +86,7 @@ class FitOptions(BaseModel):
     privacy: PrivacySpec | None = None
     validation: Interactions | None = None
     engine: FitEngine | None = None
+    parallel: DataParallel | None = None
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -13,6 +13,11 @@ What an engine computes:
   DP variants): weighted item counts and the weighted Gram block
   (:class:`~privrank.privacy.gram_release.GramStatistics`). The private release adds its noise
   once, here, to the summed statistics: the guarantee does not depend on the engine.
+
+An engine that can also train a torch model's network data-parallel (SASRec, Mult-VAE: the
+whole fit on several workers, each a replica, gradients summed over them,
+:mod:`privrank.models.parallel`) implements
+:class:`~privrank.models._torch_training.NetworkFitEngine` as well.
 """
 
 from __future__ import annotations

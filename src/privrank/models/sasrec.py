@@ -28,6 +28,13 @@ from privrank.models._torch_training import (
     seeded,
 )
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.parallel import (
+    DataParallel,
+    all_reduce_gradients,
+    share,
+    sync_generator,
+    worker_seed,
+)
 
 __all__ = ["SASRec", "SASRecConfig"]
 
@@ -164,6 +171,13 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     trains all ``epochs``: it ignores ``validation`` and ``max_seconds``, and records no
     validation or loss history (the loss is computed without noise, so it is not released).
 
+    **Data-parallel fit** (``FitOptions(engine=RayEngine(workers=N))``, ``privrank train
+    --engine ray --workers N``): the fit runs on N Ray Train workers, each a replica that takes
+    its share of every batch, gradients summed over the workers
+    (:mod:`privrank.models.parallel`); one worker gives this fit exactly, and a private fit's
+    guarantee (sampling rate, steps, multiplier, ε) is this fit's, the noise added once per
+    step.
+
     Attributes:
         network_: The trained :class:`SASRecNetwork` (eval mode).
         loss_history_: Mean training loss per epoch (float64).
@@ -180,8 +194,11 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     uses_torch = True
     sequential = True
     supports_privacy = True
+    supports_engine = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        if self._fit_on_engine(train, options):
+            return
         cfg = self.config
         validation = self._validation_set()
         indptr, items = self.history_indptr_, self.history_items_
@@ -189,13 +206,16 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
             indptr, items, validation = carve_last_items(indptr, items)
         padded = left_padded(indptr, items, cfg.max_length + 1)
         sequences = torch.from_numpy(padded[(padded > 0).sum(axis=1) >= 2])
+        parallel = options.parallel
         with seeded(options.seed):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
             optimizer = adam(network, cfg)
+            if parallel is not None and parallel.rank:  # this worker's own dropout stream
+                torch.manual_seed(worker_seed(options.seed, parallel))
             self._run_epochs(
                 EpochSchedule.of(cfg),
-                lambda epoch: self._train_epoch(network, optimizer, sequences, generator),
+                lambda epoch: self._train_epoch(network, optimizer, sequences, generator, parallel),
                 self._network_validation(network, validation),
             )
         self.network_ = network.eval()
@@ -205,12 +225,15 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     ) -> None:
         from privrank.privacy.dpsgd import VmapClipping, start_private_run
 
+        if self._fit_on_engine(train, options):
+            return
         cfg = self.config
         if cfg.negative_sharing == "position":
             raise ConfigError(
                 "SASRec.negative_sharing: got 'position'; expected 'batch' for a private fit "
                 "(its per-user gradients gather each user's negatives' rows, one set per batch)"
             )
+        parallel = options.parallel
         batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
@@ -221,6 +244,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
             optimizer = adam(network, cfg)
+            if parallel is not None and parallel.rank:  # this worker's own dropout stream
+                torch.manual_seed(worker_seed(options.seed, parallel))
 
             beta = gbce_beta(cfg.negatives, self.n_items_, cfg.gbce_t)
 
@@ -228,12 +253,12 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
                 return _user_sequence_loss(network, params, data, cfg.loss, beta)
 
             engine = VmapClipping(dict(network.named_parameters()), user_loss, spec.clipping_norm)
-            trainer = run.trainer(engine, optimizer)
+            trainer = run.trainer(engine, optimizer, parallel)
 
             def train_epoch(epoch: int) -> None:  # no loss: it is not a private release
                 network.train()
                 for users in run.sampler.epoch(run.plan.steps_per_epoch):
-                    picked = torch.from_numpy(users)
+                    picked = torch.from_numpy(share(parallel, users))
                     batch = sequences[picked[trainable[picked]]]
                     width = max(int((batch > 0).sum(dim=1).max()) if len(batch) else 0, 2)
                     batch = batch[:, -width:]
@@ -269,25 +294,39 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         optimizer: torch.optim.Optimizer,
         sequences: torch.Tensor,
         generator: torch.Generator,
+        parallel: DataParallel | None = None,
     ) -> float:
         cfg = self.config
         total, count = 0.0, 0
         network.train()
+        sync_generator(parallel, generator)
+        parameters = list(network.parameters())
         for batch in self._batches(sequences, generator):
-            loss = sequence_loss(
-                network,
-                batch,
-                cfg.loss,
-                cfg.negatives,
-                generator,
-                cfg.gbce_t,
-                cfg.negative_sharing,
-            )
+            mine = share(parallel, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(mine):
+                loss = sequence_loss(
+                    network,
+                    mine,
+                    cfg.loss,
+                    cfg.negatives,
+                    generator,
+                    cfg.gbce_t,
+                    cfg.negative_sharing,
+                )
+                loss.backward()
+                total += loss.item() * len(mine)
+                count += len(mine)
+            elif cfg.loss in ("sampled-softmax", "gbce"):  # the batch's shared negatives
+                torch.randint(self.n_items_, (cfg.negatives,), generator=generator)
+            if parallel is not None:
+                pairs = (mine[:, :-1] > 0) & (mine[:, 1:] > 0)  # the positions of the mean
+                all_reduce_gradients(parallel, parameters, float(pairs.sum()))
             optimizer.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
+        if parallel is not None:
+            sums = torch.tensor([total, float(count)], dtype=torch.float64)
+            parallel.all_reduce([sums])
+            total, count = float(sums[0]), int(sums[1])
         return total / max(count, 1)
 
     def _batches(self, sequences: torch.Tensor, generator: torch.Generator):
