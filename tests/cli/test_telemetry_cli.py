@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from privrank.errors import DataError, PrivacyBudgetExceeded
+from privrank.errors import ConfigError, DataError, PrivacyBudgetExceeded
 from privrank.privacy.local_dp.table import read_popularity_table
 
 
@@ -56,6 +56,7 @@ def test_randomise_ingest_spends_each_day_once_and_writes_the_table(monkeypatch,
     assert result.exit_code == 0, result.output
     reports = tmp_path / "reports.jsonl"
     args = ["telemetry", "randomise", "--events", str(events), "--out", str(reports)]
+    args += ["--device-state", str(tmp_path / "devices.json")]
     result = _invoke(monkeypatch, home, *args, "--epsilon", "4", "--m", "64", "--k", "16")
     assert result.exit_code == 0, result.output
     assert "450 reports" in result.output  # 300 user-days on day 1, 150 on day 2
@@ -96,6 +97,7 @@ def test_a_budget_that_does_not_cover_the_days_refuses_before_writing(
     )
     reports = tmp_path / "reports.jsonl"
     args = ["telemetry", "randomise", "--events", str(events), "--out", str(reports)]
+    args += ["--device-state", str(tmp_path / "devices.json")]
     assert (
         _invoke(monkeypatch, home, *args, "--epsilon", "4", "--m", "32", "--k", "8").exit_code == 0
     )
@@ -121,6 +123,7 @@ def test_a_bad_report_line_is_refused_with_nothing_spent_or_written(monkeypatch,
     )
     reports = tmp_path / "reports.jsonl"
     args = ["telemetry", "randomise", "--events", str(events), "--out", str(reports)]
+    args += ["--device-state", str(tmp_path / "devices.json")]
     assert (
         _invoke(monkeypatch, home, *args, "--epsilon", "4", "--m", "16", "--k", "4").exit_code == 0
     )
@@ -152,9 +155,38 @@ def test_bad_events_exit_2_with_file_line_and_field(tmp_path: Path):
     out = tmp_path / "r.jsonl"
     run = subprocess.run(
         [sys.executable, "-m", "privrank.cli.main", "telemetry", "randomise", "--events",
-         str(events), "--out", str(out), "--epsilon", "4"],
+         str(events), "--out", str(out), "--epsilon", "4", "--device-state",
+         str(tmp_path / "devices.json")],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert f"{events}, line 3, column 3 (day): not a day: got '12/01/2026'" in run.stderr
     assert not out.exists()
+
+
+def test_a_user_day_already_reported_is_refused_and_nothing_is_written(
+    monkeypatch, tmp_path, events
+):
+    home = tmp_path / "home"
+    state = tmp_path / "devices.json"
+    first, second = tmp_path / "r1.jsonl", tmp_path / "r2.jsonl"
+    base = ["telemetry", "randomise", "--events", str(events), "--device-state", str(state)]
+    result = _invoke(monkeypatch, home, *base, "--out", str(first), "--epsilon", "4")
+    assert result.exit_code == 0, result.output
+    recorded = state.read_text()
+    assert "u1" not in recorded  # digests, not user ids
+    # The same user-days again (a second run over the events file): a second ε-report of each
+    # user-day, which the server could not tell from new users' reports, is refused.
+    result = _invoke(monkeypatch, home, *base, "--out", str(second), "--epsilon", "4")
+    assert isinstance(result.exception, ConfigError)
+    assert "450 user-day(s) of these events were already reported" in str(result.exception)
+    assert not second.exists()
+    assert state.read_text() == recorded
+    # A new day of the same users is a new user-day.
+    later = tmp_path / "later.csv"
+    later.write_text("user,item,day\nu1,item3,2026-12-03\n", encoding="utf-8")
+    result = _invoke(
+        monkeypatch, home, "telemetry", "randomise", "--events", str(later), "--device-state",
+        str(state), "--out", str(second), "--epsilon", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output

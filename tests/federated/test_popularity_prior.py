@@ -39,7 +39,7 @@ def test_the_ldp_table_becomes_the_cold_start_ranking_and_composes(tmp_path, spl
     reports, table_path = tmp_path / "r.jsonl", tmp_path / "pop.json"
     result = invoke(
         "telemetry", "randomise", "--data", split_dir, "--epsilon", "4", "--m", "64", "--k",
-        "16", "--out", reports, "--seed", "3",
+        "16", "--out", reports, "--seed", "3", "--device-state", tmp_path / "devices.json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     result = invoke(

@@ -1,8 +1,10 @@
 """``privrank telemetry``: local-DP item telemetry (Count Mean Sketch / Hadamard CMS).
 
-- ``privrank telemetry randomise --events events.csv --out reports.jsonl --epsilon 4``: the
-  device side. Every user-day of the events file (``user,item,day``) sends one report of one of
-  its events, randomised at ε per user per day (``--sketch cms|hcms``, ``--m``, ``--k``); the
+- ``privrank telemetry randomise --events events.csv --out reports.jsonl --epsilon 4
+  --device-state devices.json``: the device side (the state file remembers the user-days
+  already reported, so a second run over the same user-days is refused). Every user-day of
+  the events file (``user,item,day``) sends one report of one of its
+  events, randomised at ε per user per day (``--sketch cms|hcms``, ``--m``, ``--k``); the
   reports file holds no user id. ``--data ml100k-holdout --day 2026-12-04`` simulates the
   devices of a data set's training users instead (all their events on that day).
 - ``privrank telemetry ingest reports.jsonl ... --items-from ml100k-holdout --out pop.json
@@ -33,6 +35,13 @@ app.add_typer(telemetry_app, name="telemetry", no_args_is_help=True)
 def randomise_command(
     out: Annotated[Path, typer.Option(help="The reports file to write (JSON Lines).")],
     epsilon: Annotated[float, typer.Option(help="ε per user per day (one report a day).")],
+    device_state: Annotated[
+        Path,
+        typer.Option(
+            help="The devices' record of user-days already reported (created if missing, "
+            "kept across runs): a user-day in it is refused, never reported twice."
+        ),
+    ],
     events: Annotated[
         Path | None, typer.Option(help="Events CSV with the header user,item,day.")
     ] = None,
@@ -60,7 +69,7 @@ def randomise_command(
     from privrank.atomic import atomic_file
     from privrank.data.readers.events import read_day_events
     from privrank.privacy.local_dp import SketchConfig
-    from privrank.privacy.local_dp.telemetry import randomise_days
+    from privrank.privacy.local_dp.telemetry import DeviceDayRecord, randomise_days
     from privrank.privacy.local_dp.wire import write_reports
 
     if (events is None) == (data is None):
@@ -75,6 +84,7 @@ def randomise_command(
         users, items, days = table.users, table.items, table.days
     else:
         users, items, days = _dataset_events(str(data), day)
+    DeviceDayRecord(device_state).claim(users, days)
     rng = np.random.default_rng(seed)
     with atomic_file(out, "w", encoding="utf-8") as handle:
         written = write_reports(handle, config, randomise_days(config, users, items, days, rng))

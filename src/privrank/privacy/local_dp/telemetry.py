@@ -30,8 +30,11 @@ is public. The per-day spending from the ledger is in :mod:`privrank.workflow.te
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +49,13 @@ from privrank.privacy.local_dp.sketch import (
     estimator_variance,
 )
 
-__all__ = ["DecodedCollection", "DeviceTelemetry", "decode_reports", "randomise_days"]
+__all__ = [
+    "DecodedCollection",
+    "DeviceDayRecord",
+    "DeviceTelemetry",
+    "decode_reports",
+    "randomise_days",
+]
 
 
 @dataclass
@@ -79,6 +88,76 @@ class DeviceTelemetry:
         chosen = events[int(rng.integers(len(events)))]
         self.reported_days.add(day)
         return device_reports(self.config, [chosen], rng)
+
+
+@dataclass(frozen=True)
+class DeviceDayRecord:
+    """The user-days already reported by the devices a simulation stands for, kept in a file
+    between runs, so that randomising the same user-day twice (two runs over one events file)
+    is refused instead of sending a second ε-report the server cannot tell from a new user's.
+
+    The file holds SHA-256 digests of ``user NUL day``, not the ids. It plays the part of each
+    device's own memory of :attr:`DeviceTelemetry.reported_days`.
+
+    Attributes:
+        path: The record file (JSON ``{"version": 1, "reported": [hex digests]}``).
+    """
+
+    path: Path
+
+    @staticmethod
+    def digests(users: Sequence[str], days: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``digest → (user, day)`` of every distinct user-day."""
+        return {
+            hashlib.sha256(f"{u}\0{d}".encode()).hexdigest(): (str(u), str(d))
+            for u, d in set(zip(users, days, strict=True))
+        }
+
+    def load(self) -> set[str]:
+        """The digests recorded so far (none when the file does not exist yet).
+
+        Raises:
+            ConfigError: The file is not a record of this kind.
+        """
+        if not self.path.exists():
+            return set()
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            reported = data["reported"]
+            if data.get("version") != 1 or not all(isinstance(x, str) for x in reported):
+                raise ValueError("version 1 with a list of hex digests expected")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{self.path}: not a device-day record (expected JSON {{'version': 1, "
+                f"'reported': [...]}}): {exc}"
+            ) from exc
+        return set(reported)
+
+    def claim(self, users: Sequence[str], days: Sequence[str]) -> int:
+        """Record the user-days of ``users``/``days`` as reported, before any report is written
+        (a failure afterwards loses reports, never sends a second one).
+
+        Returns:
+            The number of user-days claimed.
+
+        Raises:
+            ConfigError: A user-day was already reported (nothing is recorded then).
+        """
+        new = self.digests(users, days)
+        recorded = self.load()
+        again = [new[d] for d in new if d in recorded]
+        if again:
+            user, day = sorted(again)[0]
+            raise ConfigError(
+                f"{self.path}: {len(again):,} user-day(s) of these events were already "
+                f"reported (e.g. user {user!r} on {day}); a device sends one report per "
+                "user-day: a second would spend a second ε the ledger cannot see"
+            )
+        from privrank.atomic import atomic_file
+
+        with atomic_file(self.path, "w", encoding="utf-8") as handle:
+            json.dump({"version": 1, "reported": sorted(recorded | set(new))}, handle)
+        return len(new)
 
 
 def randomise_days(
