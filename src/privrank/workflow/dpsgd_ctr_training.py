@@ -32,7 +32,7 @@ from privrank.errors import ConfigError
 from privrank.models import FitOptions, FitProgress
 from privrank.privacy.mechanism import PrivacyGuarantee
 from privrank.privacy.spec import PrivacySpec
-from privrank.ranking.ctr import NeuralCTRRanker, create_ranker
+from privrank.ranking.ctr import CTR_RANKERS, NeuralCTRRanker, create_ranker
 from privrank.workflow.spend import Spend, spend_release
 
 __all__ = ["DPSGDClickResult", "split_validation_panel", "train_dpsgd_click_model"]
@@ -85,11 +85,13 @@ def train_dpsgd_click_model(
         PrivacyBudgetExceeded: Before training, when the budget does not cover (ε, δ).
     """
     started = time.perf_counter()
-    ranker = create_ranker(model, params or {})
-    if not isinstance(ranker, NeuralCTRRanker):
+    cls = CTR_RANKERS.get(model)
+    if cls is None or not issubclass(cls, NeuralCTRRanker):
         raise ConfigError(
             f"--mechanism dp-sgd trains privrank's neural CTR models; {model!r} is not one"
         )
+    ranker = create_ranker(model, params or {})
+    assert isinstance(ranker, NeuralCTRRanker)
     frame, _ = ad_log_frame(log, rows=max_rows)
     users = frame.table.column(USER_FIELD).to_numpy(zero_copy_only=False)
     panel = split_validation_panel(users, validation_share, seed)
