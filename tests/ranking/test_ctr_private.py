@@ -13,6 +13,7 @@ import pytest
 import torch
 from tests.ranking.test_ctr_rankers import synthetic
 
+from privrank.data.features import FeatureEncoder
 from privrank.errors import ConfigError
 from privrank.models import FitOptions
 from privrank.privacy.dpsgd import DPSGDTrainer, VmapClipping, torch_noise_generator
@@ -25,6 +26,7 @@ from privrank.ranking.ctr.private import (
     _batch,
     group_user_rows,
     plan_private_fit,
+    private_tables,
     train_network_private,
     user_loss_fn,
 )
@@ -34,9 +36,7 @@ from privrank.ranking.ctr.private import (
 def tables():
     train, _ = synthetic(3000, 0)
     valid, _ = synthetic(1000, 1)
-    ranker = create_ranker("fm", {"embedding_dim": 4, "epochs": 1})
-    ranker.fit(train, valid)
-    return ranker.encode(train), ranker.encode(valid)
+    return private_tables(train, valid, FeatureEncoder())
 
 
 def _network(table, cls=FM, **kwargs) -> torch.nn.Module:
@@ -151,6 +151,7 @@ def test_private_fit_end_to_end_saves_its_guarantee(tmp_path: Path) -> None:
     assert ranker.privacy_guarantee_.epsilon <= 4.0 + 1e-6
     assert ranker.privacy_facts_["unit_of_privacy"] == "all training rows of one user"
     assert len(ranker.history_) == 2
+    assert "user" not in ranker.vocabulary_.field_names  # no training user id is published
     loaded = load_ranker(ranker.save(tmp_path / "m"))
     assert loaded.privacy_guarantee_ == ranker.privacy_guarantee_
     np.testing.assert_allclose(loaded.predict_proba(valid), ranker.predict_proba(valid))
@@ -166,5 +167,9 @@ def test_refusals(tables) -> None:
         )  # fmt: skip
     with pytest.raises(ConfigError, match="user field"):
         plan_private_fit(spec, dataclasses.replace(train, user_codes=None), CTRPrivateConfig())
+    ranker = create_ranker("fm", {"embedding_dim": 4, "epochs": 1})
+    ranker.fit(*synthetic(500, 0)[:1], synthetic(200, 1)[0])
+    with pytest.raises(ConfigError, match="publish the training users' ids"):
+        plan_private_fit(spec, ranker.encode(synthetic(500, 0)[0]), CTRPrivateConfig())
     with pytest.raises(ConfigError, match="contribution bound"):
         plan_private_fit(PrivacySpec(epsilon=1.0), train, CTRPrivateConfig())

@@ -25,13 +25,17 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from privrank.data.features import FeatureTable
+from privrank.data.features import CTRFrame, FeatureEncoder, FeatureTable
 from privrank.metrics.ctr import auc, log_loss
 from privrank.models import FitOptions
 from privrank.privacy.mechanism import PrivacyGuarantee
 from privrank.ranking.ctr.base import CTRConfig, CTRRanker
 from privrank.ranking.ctr.networks import FM, CTRNetwork, DCNv2, DeepFM, FinalMLP, Linear
-from privrank.ranking.ctr.private import CTRPrivateConfig, train_network_private
+from privrank.ranking.ctr.private import (
+    CTRPrivateConfig,
+    private_tables,
+    train_network_private,
+)
 
 __all__ = [
     "DCNv2Config",
@@ -215,6 +219,16 @@ class NeuralCTRRanker(CTRRanker):
     supports_privacy: ClassVar[bool] = True
     privacy_guarantee_: PrivacyGuarantee | None = None
     privacy_facts_: dict[str, Any] | None = None
+
+    def fit(self, train: Any, validation: Any, options: FitOptions | None = None) -> CTRRanker:
+        """:meth:`CTRRanker.fit`; a private fit on raw rows encodes them with
+        :func:`~privrank.ranking.ctr.private.private_tables` (the user field is not a feature)."""
+        if options is not None and options.privacy is not None and isinstance(train, CTRFrame):
+            encoder = FeatureEncoder(
+                hash_buckets=self.config.hash_buckets, min_count=self.config.min_count
+            )
+            train, validation = private_tables(train, validation, encoder)
+        return super().fit(train, validation, options)
 
     def _build(self) -> CTRNetwork:
         raise NotImplementedError

@@ -26,13 +26,16 @@ curator that runs the training (central DP); it holds the raw rows.
    :math:`T = \text{epochs} \cdot \mathrm{round}(n / b)` subsampled Gaussian steps is
    :math:`(\varepsilon, \delta)`-DP by dp-accounting's PLD accountant (RDP as cross-check).
 
-No early stopping under DP (choosing an epoch on validation data is not covered): the last
-iterate is kept after the plan's epochs. Batch normalisation mixes users inside a batch and is
-refused. The embedding regulariser is replaced by the dense weight decay (data-independent).
+The user field is never a feature of a private fit (:func:`private_tables`; a vocabulary of user
+ids would publish who trained). No early stopping under DP (choosing an epoch on validation data
+is not covered): the last iterate is kept after the plan's epochs. Batch normalisation mixes
+users inside a batch and is refused. The embedding regulariser is replaced by the dense weight
+decay (data-independent).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -40,7 +43,7 @@ import torch
 from pydantic import Field
 
 from privrank.data._config import FrozenConfig
-from privrank.data.features import FeatureTable
+from privrank.data.features import CTRFrame, FeatureEncoder, FeatureTable
 from privrank.errors import ConfigError
 from privrank.metrics.ctr import auc, log_loss
 from privrank.privacy._contribution import first_rows_per_user
@@ -57,7 +60,13 @@ from privrank.privacy.dpsgd import (
 from privrank.privacy.mechanism import PrivacyGuarantee, current_noise_scale
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["CTRPrivateConfig", "UserRows", "group_user_rows", "train_network_private"]
+__all__ = [
+    "CTRPrivateConfig",
+    "UserRows",
+    "group_user_rows",
+    "private_tables",
+    "train_network_private",
+]
 
 #: The tables each user gets only its own rows of.
 GATHERED = ("embedding.weight", "weights.weight")
@@ -114,6 +123,33 @@ def group_user_rows(user_codes: np.ndarray, cap: int) -> UserRows:
     return UserRows(index, distinct, kept=int(keep.sum()), dropped=int((~keep).sum()))
 
 
+def private_tables(
+    train: CTRFrame, validation: CTRFrame, encoder: FeatureEncoder
+) -> tuple[FeatureTable, FeatureTable]:
+    """Encode CTR rows for a private fit: the user field groups the rows and is **not** a
+    feature (its vocabulary would publish the ids of the training users).
+
+    Raises:
+        ConfigError: The rows have no user field.
+    """
+    user = train.user_field
+    if user is None:
+        raise ConfigError(
+            "user-level DP-SGD needs the rows' user field (the unit of privacy); these CTR rows "
+            "have none"
+        )
+    fields = tuple(f for f in train.categorical if f != user)
+
+    def strip(frame: CTRFrame) -> CTRFrame:
+        return CTRFrame(frame.table, fields, frame.numeric, None, frame.name, frame.source)
+
+    vocabulary = encoder.fit(strip(train))
+    ids = train.table.column(user).to_numpy(zero_copy_only=False)
+    _, users = np.unique(ids.astype(str), return_inverse=True)
+    table = dataclasses.replace(vocabulary.transform(strip(train)), user_codes=users)
+    return table, vocabulary.transform(strip(validation))
+
+
 def _batch(
     train: FeatureTable, groups: UserRows, users: np.ndarray
 ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
@@ -160,6 +196,12 @@ def plan_private_fit(
         raise ConfigError(
             "user-level DP-SGD needs the rows' user field (the unit of privacy); these CTR rows "
             "have none"
+        )
+    vocabulary = train.vocabulary
+    if vocabulary.user_field is not None and vocabulary.user_field in vocabulary.field_names:
+        raise ConfigError(
+            f"the user field {vocabulary.user_field!r} is a feature: its vocabulary would "
+            "publish the training users' ids; encode the rows with private_tables"
         )
     cap = spec.require_contribution_bound("DP-SGD for CTR rankers")
     groups = group_user_rows(train.user_codes, cap)
