@@ -89,7 +89,7 @@ def test_zero_noise_and_no_clipping_equals_full_batch_training(tables) -> None:
 
 def test_noise_on_the_summed_gradient_has_std_m_times_c(tables) -> None:
     train, _ = tables
-    network = _network(train, DeepFM, hidden=(64,), dropout=0.0, batch_norm=False)
+    network = _network(train, DeepFM, hidden=(256,), dropout=0.0, batch_norm=False)
     groups = group_user_rows(train.user_codes, 20)
     data, gathered = _batch(train, groups, np.arange(groups.n_users))
     named = dict(network.named_parameters())
