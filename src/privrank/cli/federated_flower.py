@@ -125,7 +125,11 @@ def serve_command(
     server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.5,
     lr_schedule: Annotated[str, typer.Option(help="linear (decay to 0) or constant.")] = "linear",
     min_clients: Annotated[
-        int, typer.Option(help="A round with fewer devices releases nothing.")
+        int,
+        typer.Option(
+            help="Without DP: a round with fewer devices releases nothing. With DP it must be 1 "
+            "(every private round is released and charged)."
+        ),
     ] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the initial model and the sampling.")] = 0,
     epsilon: Annotated[
