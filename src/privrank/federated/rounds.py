@@ -41,7 +41,7 @@ from privrank.privacy.dp_fedavg import DPFedAvgMechanism, FedAvgPlan
 from privrank.privacy.spec import PrivacySpec
 from privrank.workflow.spend import RoundLedger
 
-__all__ = ["central_round", "distributed_round", "round_report"]
+__all__ = ["central_round", "distributed_round", "round_report", "step_plain", "step_private"]
 
 
 def central_round(
@@ -87,11 +87,7 @@ def central_round(
             return round_report(skipped, total, losses, released=False)
         if canaries is not None:
             state.arrays["released_sum"] += total.total
-        mean = total.total / total.accepted
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"], mean, round_learning_rate(settings, round_index)
-        )
-        state.released_rounds += 1
+        step_plain(total, settings, server, state, round_index)
         return round_report(skipped, total, losses, released=True)
     epsilon_after = plan.epsilon_after(state.released_rounds + 1)
     # δ was charged with the first release (the item counts); rounds add only ε.
@@ -112,21 +108,58 @@ def central_round(
         )
         if secure is not None and total.accepted < settings.min_clients:  # the SecAgg+ leak
             return round_report(skipped, total, losses, released=False)
-        rng = noise_rng(spec, round_index)
-        noisy = mechanism.add_noise(total.total, rng)
+        noisy = step_private(total, settings, server, state, plan, mechanism, spec, round_index)
         if canaries is not None:
             state.arrays["released_sum"] += noisy
-        mean = noisy / plan.expected_cohort
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"], mean, round_learning_rate(settings, round_index)
-        )
-        if mechanism.adaptive is not None:
-            fraction = mechanism.noisy_unclipped_fraction(total.unclipped, rng)
-            state.clipping_norm = mechanism.adapt(fraction)
-        state.released_rounds += 1
         released[0] = True
     report = round_report(skipped, total, losses, released=True)
     return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
+
+
+def step_plain(
+    total: RoundSum,
+    settings: FederatedSettings,
+    server: FedMFServer,
+    state: ServerState,
+    round_index: int,
+) -> None:
+    """Release a round without DP: the server steps on the accepted updates' mean."""
+    mean = total.total / total.accepted
+    state.arrays["item_factors"] = server.step(
+        state.arrays["item_factors"], mean, round_learning_rate(settings, round_index)
+    )
+    state.released_rounds += 1
+
+
+def step_private(
+    total: RoundSum,
+    settings: FederatedSettings,
+    server: FedMFServer,
+    state: ServerState,
+    plan: FedAvgPlan,
+    mechanism: DPFedAvgMechanism,
+    spec: PrivacySpec,
+    round_index: int,
+) -> np.ndarray:
+    """Release a DP-FedAvg round: Gaussian noise on the clipped sum (the round's own noise
+    stream), the server step on ``noisy / expected cohort``, then the adaptive clipping norm's
+    update from the noisy unclipped fraction (the same stream).
+
+    Returns:
+        The noisy sum (what the round releases).
+    """
+    rng = noise_rng(spec, round_index)
+    noisy = mechanism.add_noise(total.total, rng)
+    state.arrays["item_factors"] = server.step(
+        state.arrays["item_factors"],
+        noisy / plan.expected_cohort,
+        round_learning_rate(settings, round_index),
+    )
+    if mechanism.adaptive is not None:
+        fraction = mechanism.noisy_unclipped_fraction(total.unclipped, rng)
+        state.clipping_norm = mechanism.adapt(fraction)
+    state.released_rounds += 1
+    return noisy
 
 
 def round_report(

@@ -48,9 +48,10 @@ import numpy as np
 
 from privrank.errors import ConfigError
 from privrank.federated.aggregation import RoundSum, SumAggregator
-from privrank.federated.cohorts import noise_rng, round_learning_rate, sample_cohort
+from privrank.federated.cohorts import sample_cohort
 from privrank.federated.flower.job import FlowerJob
 from privrank.federated.item_counts import noisy_counts
+from privrank.federated.rounds import step_plain, step_private
 from privrank.federated.settings import RoundReport
 from privrank.federated.simulator import append_line, check_private_min_clients
 from privrank.federated.state import METRICS_FILE, ServerState
@@ -371,29 +372,14 @@ def _round(
         total, refused = collect(None)
         if total.accepted < settings.min_clients:
             return _reported(skipped, total, refused, released=False)
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"],
-            total.total / total.accepted,
-            round_learning_rate(settings, round_index),
-        )
-        state.released_rounds += 1
+        step_plain(total, settings, server, state, round_index)
         return _reported(skipped, total, refused, released=True)
     epsilon_after = plan.epsilon_after(state.released_rounds + 1)
     with ledger.round(
         epsilon_after - (epsilon_before or 0.0), 0.0, f"round {round_index}"
     ) as released:
         total, refused = collect(mechanism.clipping_norm)
-        rng = noise_rng(spec, round_index)
-        noisy = mechanism.add_noise(total.total, rng)
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"],
-            noisy / plan.expected_cohort,
-            round_learning_rate(settings, round_index),
-        )
-        if mechanism.adaptive is not None:
-            fraction = mechanism.noisy_unclipped_fraction(total.unclipped, rng)
-            state.clipping_norm = mechanism.adapt(fraction)
-        state.released_rounds += 1
+        step_private(total, settings, server, state, plan, mechanism, spec, round_index)
         released[0] = True
     report = _reported(skipped, total, refused, released=True)
     return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
