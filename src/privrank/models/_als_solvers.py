@@ -20,8 +20,17 @@ import scipy.sparse as sp
 
 from privrank.models import _als_kernels as kernels
 from privrank.models.base import ModelFitError
+from privrank.models.engine import ALSProblem, Side
 
-__all__ = ["gramian", "ials_objective", "row_objectives", "solve_cg", "solve_exact"]
+__all__ = [
+    "LocalALSBlocks",
+    "gramian",
+    "half_step",
+    "ials_objective",
+    "row_objectives",
+    "solve_cg",
+    "solve_exact",
+]
 
 _NO_LOSSES = np.empty(0, dtype=np.float64)
 
@@ -189,3 +198,80 @@ def ials_objective(
     squares = np.square(items.astype(np.float64)).sum(axis=1)
     penalty = float(np.dot(item_regularization.astype(np.float64), squares))
     return float(user_row_objectives.sum()) + penalty
+
+
+def half_step(
+    matrix: sp.csr_matrix,
+    other: np.ndarray,
+    gram: np.ndarray,
+    regularization: np.ndarray,
+    unobserved_weight: float,
+    current: np.ndarray | None,
+    *,
+    cg_steps: int | None,
+    threads: int,
+    loss: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One half-step of iALS: every row of ``matrix`` solved with ``other`` fixed.
+
+    With ``cg_steps`` (an int) each row takes that many conjugate-gradient steps from its
+    ``current`` value (:func:`solve_cg`); with ``None`` it is solved exactly
+    (:func:`solve_exact`). Rows are independent, so the solution of a block of rows (a slice
+    of ``matrix``, ``regularization`` and ``current``) is the same block of the whole solution.
+
+    Args:
+        gram: :math:`Y^\\top Y` of the whole ``other`` (:func:`gramian`), not of a block.
+        loss: Also return each row's objective at its solution (:func:`row_objectives`).
+
+    Returns:
+        ``(solutions, row objectives or None)``.
+    """
+    if cg_steps is not None:
+        if current is None:
+            raise ValueError("a conjugate-gradient half-step needs the current factors")
+        return solve_cg(
+            matrix, other, gram, regularization, unobserved_weight, current, cg_steps,
+            threads, loss,
+        )  # fmt: skip
+    solved = solve_exact(matrix, other, gram, regularization, unobserved_weight, threads)
+    rows = None
+    if loss:
+        rows = row_objectives(
+            matrix, solved, other, gram, regularization, unobserved_weight, threads
+        )
+    return solved, rows
+
+
+class LocalALSBlocks:
+    """The half-steps of an iALS problem in this process, on the whole matrix
+    (:class:`~privrank.models.engine.ALSBlocks` without an engine).
+
+    Args:
+        problem: The :class:`~privrank.models.engine.ALSProblem`.
+        threads: Threads of the row loops.
+    """
+
+    def __init__(self, problem: ALSProblem, threads: int) -> None:
+        self._problem = problem
+        self._threads = threads
+
+    def solve(
+        self, side: Side, other: np.ndarray, current: np.ndarray, exact: bool, loss: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One half-step (see :meth:`~privrank.models.engine.ALSBlocks.solve`)."""
+        problem = self._problem
+        users = side == "users"
+        return half_step(
+            problem.by_user if users else problem.by_item,
+            other,
+            gramian(other),
+            problem.user_regularization if users else problem.item_regularization,
+            problem.unobserved_weight,
+            current,
+            cg_steps=None if exact else problem.cg_steps,
+            threads=self._threads,
+            loss=loss,
+        )
+
+    def close(self) -> None:
+        """Nothing to release."""

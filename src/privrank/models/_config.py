@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,6 +73,9 @@ class FitOptions(BaseModel):
         engine: Where the data-parallel part of the fit runs (a
             :class:`~privrank.models.engine.FitEngine`, e.g. ``privrank.distributed.RayEngine``);
             ``None``: in this process. Models without ``supports_engine`` refuse one.
+        checkpoint_dir: Directory where an iterative fit that checkpoints (iALS) writes its
+            state after each epoch, and resumes from when it holds the checkpoint of the same
+            fit (same model, config, seed and training data); ``None``: no checkpoints.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -82,6 +86,7 @@ class FitOptions(BaseModel):
     privacy: PrivacySpec | None = None
     validation: Interactions | None = None
     engine: FitEngine | None = None
+    checkpoint_dir: Path | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
