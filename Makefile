@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 export PRIVRANK_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint docs format install install-dev clean chromium test-ray-cluster k8s-check
+.PHONY: demo test lint docs format install install-dev clean chromium test-ray-cluster k8s-check \
+	flower-env test-flower
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,5 +63,24 @@ test: lint docs chromium k8s-check
 test-ray-cluster: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m ray_cluster tests/distributed
 
+# The Flower deployment path (privrank.federated.flower) runs in its own environment: flwr's
+# pins (typer<0.21, rich<15, protobuf<7, packaging<26, fastapi<0.139, ray==2.55.1) clash with
+# the main one's. privrank is installed into it from this checkout without its dependencies,
+# beside the pinned list in deploy/flower/requirements.txt.
+FLOWER_VENV := .venv-flower
+$(FLOWER_VENV)/.installed: deploy/flower/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install $(PIP_FLAGS) -r deploy/flower/requirements.txt
+	$(FLOWER_VENV)/bin/pip install --no-deps --no-build-isolation -e .
+	$(FLOWER_VENV)/bin/python -c "import flwr, privrank.federated.flower"
+	touch $@
+
+flower-env: $(FLOWER_VENV)/.installed
+
+# The SuperLink + SuperNodes end-to-end tests (real processes on loopback gRPC): they need the
+# Flower environment, so they are kept out of `make test`.
+test-flower: $(FLOWER_VENV)/.installed $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m flower tests/federated/flower
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(FLOWER_VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

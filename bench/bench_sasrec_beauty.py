@@ -7,7 +7,7 @@ per epoch, the time to the best epoch and the test quality, and writes them as J
 
 Usage::
 
-    .venv/bin/python bench/bench_sasrec_beauty.py --loss sampled-softmax --max-minutes 40 \
+    .venv/bin/python bench/bench_sasrec_beauty.py --threads 1 --validate-every 2 --patience 4 \
         --out bench/results/sasrec_beauty.json
 
 The data path defaults to ``$PRIVRANK_DATA_DIR/amazon-seqrec-s3rec/Beauty.txt`` (else
@@ -57,9 +57,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="sequences: Beauty.txt (a user per line); pairs: Video.txt (user item per line)",
     )
     parser.add_argument(
-        "--loss", default="sampled-softmax", choices=["softmax", "sampled-softmax", "gbce", "bce"]
+        "--loss", default="softmax", choices=["softmax", "sampled-softmax", "gbce", "bce"]
     )
     parser.add_argument("--negatives", type=int, default=256)
+    parser.add_argument("--negative-sharing", default="batch", choices=["batch", "position"])
     parser.add_argument("--gbce-t", type=float, default=0.75)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--factors", type=int, default=64)
@@ -130,6 +131,7 @@ def main(argv: list[str]) -> None:
         dropout=args.dropout,
         loss=args.loss,
         negatives=args.negatives,
+        negative_sharing=args.negative_sharing,
         gbce_t=args.gbce_t,
         weight_decay=args.weight_decay,
         epochs=args.epochs,

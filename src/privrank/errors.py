@@ -16,6 +16,7 @@ __all__ = [
     "ConfigProblem",
     "DataError",
     "DatasetUnavailableError",
+    "DistributedFitError",
     "NotTrainedError",
     "PrivacyBudgetExceeded",
     "PrivrankError",
@@ -119,6 +120,10 @@ class NotTrainedError(PrivrankError, RuntimeError, AttributeError):
 
 class ArtifactError(PrivrankError, OSError):
     """A saved artifact (model, dataset, split) is missing, corrupted or of another version."""
+
+
+class DistributedFitError(PrivrankError, RuntimeError):
+    """A fit on a cluster's workers failed (after the restarts it was allowed)."""
 
 
 class PrivacyBudgetExceeded(PrivrankError, RuntimeError):

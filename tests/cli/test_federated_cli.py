@@ -95,7 +95,12 @@ def test_secagg_with_distributed_dp_spends_from_the_ledger(tmp_path: Path, split
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (("--sampling", "fixed", "--epsilon", "1", "--max-per-user", "5"), "Poisson"),
+        # a private release may not depend on the cohort's size (fixed cohorts are accounted)
+        (
+            ("--cohort", "fixed", "--epsilon", "1", "--max-per-user", "5", "--min-clients", "999"),
+            "exceeds the fixed cohort",
+        ),
+        (("--epsilon", "1", "--max-per-user", "5", "--min-clients", "5"), "whatever the size"),
         (
             (
                 "--rounds",

@@ -56,3 +56,48 @@ def test_a_bad_line_exits_2_naming_file_line_and_field(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "b.train, line 2, field label" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_private_listwise_fit_spends_once_from_the_ledger(tmp_path: Path) -> None:
+    from privrank.privacy.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(url) as book:
+        book.set_budget("ltr-data", 5.0, 1e-3)
+    _write(tmp_path / "p.train", 60, 0)
+    done = run_cli(
+        "ltr", "train", "--train", str(tmp_path / "p.train"), "--out", str(tmp_path / "ranker"),
+        "--ranker", "listwise", "--param", "epochs=2", "--param", "hidden=[4]",
+        "--param", "private.batch_size=10", "--epsilon", "2", "--delta", "1e-3",
+        "--budget-key", "ltr-data", "--ledger", url, "--noise-seed", "3", "--threads", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # the accountant's guarantee is the ε asked for, pinned (calibrated at most, not loosely)
+    assert result["privacy"]["epsilon"] == 2.0
+    assert result["privacy"]["guarantee"]["epsilon"] == 2.0
+    assert result["privacy"]["guarantee"]["delta"] == 1e-3
+    with Ledger(url) as book:
+        spends = book.spends("ltr-data")
+        assert [(s.epsilon, s.delta, s.status.value) for s in spends] == [(2.0, 1e-3, "committed")]
+        assert spends[0].id == result["privacy"]["spend_id"]
+
+
+def test_private_fits_that_cannot_run_reserve_nothing(tmp_path: Path) -> None:
+    from privrank.privacy.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(url) as book:
+        book.set_budget("ltr-data", 1.0, 1e-3)
+    _write(tmp_path / "p.train", 30, 0)
+    common = ("--out", str(tmp_path / "r"), "--budget-key", "ltr-data", "--ledger", url)
+    train = ("ltr", "train", "--train", str(tmp_path / "p.train"))
+    lambdamart = run_cli(*train, *common, "--epsilon", "0.5")
+    assert lambdamart.returncode == 2
+    assert "cannot train with user-level differential privacy" in lambdamart.stderr
+    over = run_cli(*train, *common, "--ranker", "listwise", "--epsilon", "2")
+    assert over.returncode != 0
+    assert "budget" in over.stderr.lower()
+    with Ledger(url) as book:
+        assert book.spends("ltr-data") == []
+    assert not (tmp_path / "r").exists()

@@ -19,7 +19,7 @@ from privrank.models._sasrec_network import (
 )
 from privrank.models._torch_training import ValidationSet
 from privrank.models.base import FitOptions, FitProgress, Query
-from privrank.models.sasrec import SASRec
+from privrank.models.sasrec import SASRec, carve_last_items
 from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
 
 DATA = synthetic_interactions(n_users=60, n_items=40, seed=0)
@@ -124,6 +124,42 @@ def test_losses_match_explicit_cross_entropy():
     assert sampled.item() == pytest.approx(expected_sampled, rel=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["sampled-softmax", "gbce"])
+def test_per_position_negatives_match_an_explicit_loop(loss):
+    net = network()
+    sequences = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 2, 9, 2]])
+    valid = (sequences[:, :-1] > 0) & (sequences[:, 1:] > 0)
+    positions = int(valid.sum())
+    # the loss draws (positions, 12) items from its generator, one row per position
+    drawn = torch.randint(30, (positions, 12), generator=torch.Generator().manual_seed(5))
+    targets = sequences[:, 1:][valid] - 1
+    assert (drawn == targets.unsqueeze(1)).any()  # some target is drawn as its own negative
+    with torch.no_grad():
+        hidden = net(sequences[:, :-1]).double()
+        items = net.item_vectors().double().numpy()
+        draws = torch.Generator().manual_seed(5)
+        got = sequence_loss(net, sequences, loss, 12, draws, 0.6, "position").item()
+    beta = gbce_beta(12, 30, 0.6)
+    expected, p = [], 0
+    for b in range(len(sequences)):  # positions in row-major order, as the loss takes them
+        for t in range(sequences.shape[1] - 1):
+            if not valid[b, t]:
+                continue
+            logits = items @ hidden[b, t].numpy()
+            target = int(sequences[b, t + 1]) - 1
+            negatives = [int(j) for j in drawn[p] if int(j) != target]
+            p += 1
+            if loss == "sampled-softmax":
+                chosen = [logits[target], *(logits[j] for j in negatives)]
+                expected.append(np.logaddexp.reduce(chosen) - logits[target])
+            else:
+                term = beta * np.logaddexp(0.0, -logits[target])
+                term += sum(np.logaddexp(0.0, logits[j]) for j in negatives)
+                expected.append(term)
+    assert p == positions
+    assert got == pytest.approx(np.mean(expected), rel=1e-5)
+
+
 def cyclic(n_users: int = 40, n_items: int = 12, length: int = 8) -> Interactions:
     """User u walks the items in a cycle from item u mod n: item i is always followed by i+1."""
     users, items, times = [], [], []
@@ -176,12 +212,29 @@ def test_gbce_matches_an_explicit_sum_over_positions_and_negatives():
     assert got.item() == pytest.approx(np.mean(expected), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["softmax", "sampled-softmax", "gbce", "bce"])
-def test_cyclic_next_item(loss):
+@pytest.mark.parametrize(
+    ("loss", "sharing"),
+    [
+        ("softmax", "batch"),
+        ("sampled-softmax", "batch"),
+        ("sampled-softmax", "position"),
+        ("gbce", "batch"),
+        ("bce", "batch"),
+    ],
+)
+def test_cyclic_next_item(loss, sharing):
     data = cyclic()
     # gBCE (like BCE) learns this toy more slowly than the cross-entropies: 200 one-step epochs
     epochs = 200 if loss == "gbce" else 40
-    model = small_sasrec(loss=loss, epochs=epochs, dropout=0.0, negatives=8, max_length=6)
+    model = small_sasrec(
+        loss=loss,
+        epochs=epochs,
+        dropout=0.0,
+        negatives=8,
+        max_length=6,
+        negative_sharing=sharing,
+        carve_validation=False,  # the known answer of a fixed number of epochs
+    )
     model.fit(data, FitOptions(seed=0, threads=1))
     assert model.loss_history_[-1] < model.loss_history_[0]
     histories = [[(start + s) % 12 for s in range(3)] for start in range(12)]
@@ -217,3 +270,42 @@ def test_config_errors_name_the_parameter():
         SASRec(factors=10, heads=3)
     with pytest.raises(ConfigError, match=r"SASRec\.loss: got 'hinge'; expected one of"):
         SASRec(loss="hinge")
+
+
+def test_carve_last_items_holds_out_each_long_sequences_last_item():
+    query = Query.histories([[3, 1, 4], [1, 5], [9, 2, 6, 5], []])
+    indptr, items, validation = carve_last_items(query.indptr, query.items)
+    assert np.diff(indptr).tolist() == [2, 2, 3, 0]
+    assert items.tolist() == [3, 1, 1, 5, 9, 2, 6]
+    assert validation is not None
+    assert validation.users.tolist() == [0, 2]
+    assert [t.tolist() for t in validation.targets] == [[4], [5]]
+    histories = validation.histories
+    assert [
+        histories.items[a:b].tolist()
+        for a, b in zip(histories.indptr[:-1], histories.indptr[1:], strict=True)
+    ] == [
+        [3, 1],
+        [9, 2, 6],
+    ]
+    short = Query.histories([[1, 2], [3]])
+    same = carve_last_items(short.indptr, short.items)
+    assert same[2] is None and same[1].tolist() == [1, 2, 3]
+
+
+def test_a_fit_without_validation_stops_early_on_the_carved_last_items():
+    data = cyclic(n_users=40)
+    model = small_sasrec(epochs=30, patience=2, dropout=0.0, negatives=8, max_length=6)
+    model.fit(data, FitOptions(seed=0, threads=1))
+    history = model.validation_history_
+    assert len(history) >= 1  # validated on the carve
+    assert model.best_epoch_ == int(history[np.argmax(history[:, 1]), 0])
+    # the oracle: the same fit on an explicit leave-last-out split (every user has 8 items)
+    parts = split(data, LeaveLastOut(k=1, validation=False))
+    explicit = small_sasrec(
+        epochs=30, patience=2, dropout=0.0, negatives=8, max_length=6, carve_validation=False
+    )
+    explicit.fit(parts.train, FitOptions(seed=0, threads=1, validation=parts.test))
+    np.testing.assert_allclose(explicit.validation_history_, history, rtol=1e-6)
+    off = small_sasrec(epochs=3, carve_validation=False).fit(data, FitOptions(seed=0, threads=1))
+    assert off.validation_history_.size == 0 and len(off.loss_history_) == 3

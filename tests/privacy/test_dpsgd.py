@@ -425,6 +425,13 @@ def test_dpsgd_models_refuse_a_spec_without_a_contribution_bound():
         FACTORIES["mult-vae"]().fit(DATA, FitOptions(seed=0, threads=1, privacy=spec))
 
 
+def test_sasrec_refuses_per_position_negatives_in_a_private_fit():
+    spec = PrivacySpec(epsilon=2.0, max_interactions_per_user=5, noise_seed=0)
+    model = SASRec(factors=8, max_length=5, epochs=1, negatives=8, negative_sharing="position")
+    with pytest.raises(ConfigError, match=r"negative_sharing: got 'position'; expected 'batch'"):
+        model.fit(DATA, FitOptions(seed=0, threads=1, privacy=spec))
+
+
 def test_bpr_private_user_loss_is_the_sum_of_bpr_terms():
     named, users, (pos, neg, mask), _ = bpr_setup()
     value = user_bpr_loss(named, users[1], pos[1], neg[1], mask[1], 0.01)

@@ -38,12 +38,12 @@ def _exact_distribution(sketch: LocalSketch, item: int) -> dict[tuple, float]:
     out: dict[tuple, float] = {}
     for j in range(cfg.k):
         h = int(sketch.table[j, item])
-        if cfg.kind == "cms":
-            v = -np.ones(cfg.m, dtype=int)
-            v[h] = 1
+        if cfg.kind in ("cms", "ocms"):
+            on, off = cfg.unary_probabilities  # P[+1] at h and elsewhere
+            plus = np.full(cfg.m, off)
+            plus[h] = on
             for signs in itertools.product((-1, 1), repeat=cfg.m):
-                kept = np.array(signs) == v
-                prob = np.prod(np.where(kept, p, 1 - p)) / cfg.k
+                prob = np.prod(np.where(np.array(signs) == 1, plus, 1 - plus)) / cfg.k
                 out[(j, signs)] = out.get((j, signs), 0.0) + float(prob)
         else:
             for col in range(cfg.m):
@@ -54,7 +54,7 @@ def _exact_distribution(sketch: LocalSketch, item: int) -> dict[tuple, float]:
     return out
 
 
-@pytest.mark.parametrize("kind,m", [("cms", 4), ("hcms", 4)])
+@pytest.mark.parametrize("kind,m", [("cms", 4), ("hcms", 4), ("ocms", 4)])
 @pytest.mark.parametrize("epsilon", [0.5, 2.0])
 def test_likelihood_ratio_is_at_most_e_epsilon_by_exact_enumeration(kind, m, epsilon):
     sketch = LocalSketch(SketchConfig(kind=kind, epsilon=epsilon, m=m, k=3, hash_seed=1), ITEMS)
@@ -67,7 +67,7 @@ def test_likelihood_ratio_is_at_most_e_epsilon_by_exact_enumeration(kind, m, eps
     assert worst == pytest.approx(math.exp(epsilon), rel=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["cms", "hcms"])
+@pytest.mark.parametrize("kind", ["cms", "hcms", "ocms"])
 def test_randomiser_output_frequencies_match_the_exact_distribution(kind):
     sketch = LocalSketch(SketchConfig(kind=kind, epsilon=1.0, m=4, k=2, hash_seed=3), ITEMS)
     exact = _exact_distribution(sketch, 5)
@@ -97,7 +97,7 @@ def _zipf_counts(n_items: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.multinomial(n, weights / weights.sum())
 
 
-@pytest.mark.parametrize("kind", ["cms", "hcms"])
+@pytest.mark.parametrize("kind", ["cms", "hcms", "ocms"])
 def test_estimator_is_unbiased_with_the_stated_variance(kind):
     """Over fresh hash families and randomisers: mean f(d), variance the formula's."""
     rng = np.random.default_rng(7)
@@ -150,7 +150,7 @@ def test_hcms_transform_recovers_the_plain_hash_counts_in_expectation():
     assert np.abs(sketch.debiased_sketch() - plain).max() < 5 * sd
 
 
-@pytest.mark.parametrize("kind", ["cms", "hcms"])
+@pytest.mark.parametrize("kind", ["cms", "hcms", "ocms"])
 @pytest.mark.parametrize(("epsilon", "reports", "days"), [(4.0, 1, 1), (1.0, 3, 1), (0.5, 4, 7)])
 def test_collection_epsilon_is_pinned(kind, epsilon, reports, days):
     """Pure DP: R reports a day for D days compose to D·R·ε (PLD at δ = 0, pinned)."""
@@ -214,7 +214,7 @@ def test_bad_parameters_and_reports_are_refused():
         sketch.randomise(np.array([len(ITEMS)]), np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("kind", ["cms", "hcms"])
+@pytest.mark.parametrize("kind", ["cms", "hcms", "ocms"])
 def test_devices_hashing_their_own_ids_match_the_dictionary_randomiser(kind):
     """A device needs only its item id and the public parameters: with the same randomness its
     report is the one the server-side simulation makes from the dictionary index."""

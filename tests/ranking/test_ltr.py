@@ -154,3 +154,42 @@ def test_reproduces_lightgbms_lambdarank_example(real_data_dir: Path) -> None:
     for k in (1, 3, 5):
         ours = group_ndcg(scores, test.labels, test.group_sizes, k)
         assert ours == pytest.approx(evals["valid_0"][f"ndcg@{k}"][-1], abs=1e-12)
+
+
+def _perfect_base(groups: QueryGroups) -> QueryGroups:
+    """The groups with one more column that orders every group perfectly (its labels)."""
+    features = np.column_stack([groups.features, groups.labels]).astype(np.float32)
+    return QueryGroups(features, groups.labels, groups.group_sizes, (*groups.feature_names, "b"))
+
+
+def test_a_base_order_no_tree_beats_is_kept() -> None:
+    train, valid = _perfect_base(_groups(seed=1)), _perfect_base(_groups(seed=2))
+    ranker = LambdaMART(base_feature="b", base_weight=10.0, num_iterations=20, eval_at=(5,))
+    ranker.fit(train, valid, LTRFitOptions(threads=1))
+    # the base alone is a perfect order on the validation groups: zero trees are chosen
+    assert ranker.info_["best_iteration"] == 0
+    assert ranker.info_["validation"]["ndcg@5"] == pytest.approx(1.0)
+    np.testing.assert_allclose(ranker.score(valid.features), 10.0 * valid.labels, rtol=1e-6)
+
+
+def test_trees_on_a_base_are_kept_when_they_beat_it() -> None:
+    train, valid = _groups(seed=1, n_queries=200), _groups(seed=2, n_queries=100)
+    # base: the noise column f5, which orders the groups at random; the trees must beat it
+    ranker = LambdaMART(base_feature="f5", base_weight=-1.0, num_iterations=30, eval_at=(5,))
+    ranker.fit(train, valid, LTRFitOptions(threads=1))
+    assert ranker.info_["best_iteration"] >= 1
+    base_ndcg = group_ndcg(-valid.features[:, 5], valid.labels, valid.group_sizes, 5)
+    assert ranker.info_["base_validation"]["ndcg@5"] == pytest.approx(base_ndcg)
+    got = group_ndcg(ranker.score(valid.features), valid.labels, valid.group_sizes, 5)
+    assert got == pytest.approx(ranker.info_["validation"]["ndcg@5"], abs=1e-6)
+    assert got > base_ndcg
+    # the score is the base plus the trees, as LightGBM's init_score defines it
+    trees = ranker.booster_.predict(valid.features, num_iteration=ranker.info_["best_iteration"])
+    np.testing.assert_allclose(
+        ranker.score(valid.features), trees - valid.features[:, 5], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_an_unknown_base_feature_is_refused() -> None:
+    with pytest.raises(ConfigError, match="base_feature 'nope'"):
+        LambdaMART(base_feature="nope").fit(_groups(), _groups(seed=3))

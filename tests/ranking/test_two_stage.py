@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import privrank.ranking  # noqa: F401  (registers two-stage)
 from privrank.errors import ConfigError
 from privrank.models import FitOptions, Query, Recommender, create_model
 from privrank.privacy.spec import PrivacySpec
 from privrank.ranking.two_stage import TwoStage, merge_candidates
+from privrank.ranking.two_stage._features import feature_names, rank_features
 from privrank.testing._data import synthetic_interactions
 
 pytest.importorskip("lightgbm")
@@ -48,6 +50,45 @@ def test_merge_equals_a_slow_reference(n: int) -> None:
     proposes = [True, False, True]
     got = merge_candidates(ranks, proposes, n, eligible)
     np.testing.assert_array_equal(got, _merge_reference(ranks, proposes, n, eligible))
+
+
+def _exact_ranks(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Slow reference: 1-based rank of every eligible item by (-score, code), row by row."""
+    ranks = np.full(scores.shape, scores.shape[1] + 1, dtype=np.int64)
+    for row in range(scores.shape[0]):
+        items = sorted(np.flatnonzero(eligible[row]), key=lambda i: (-scores[row, i], i))
+        for rank, item in enumerate(items, start=1):
+            ranks[row, item] = rank
+    return ranks
+
+
+@pytest.mark.parametrize("n", [1, 4, 9, 30])
+def test_capped_ranks_and_candidates_equal_a_full_sort(n: int) -> None:
+    rng = np.random.default_rng(n)
+    # integer-valued scores: many ties, broken by the lower code
+    scores = [rng.integers(0, 5, (7, 25)).astype(np.float32) for _ in range(3)]
+    seen = sp.random(7, 25, density=0.3, format="csr", random_state=n)
+    eligible = seen.toarray() == 0
+    table = rng.random((25, 3)).astype(np.float32)
+    proposes = [True, False, True]
+    got = rank_features(scores, proposes, seen, np.full(7, 5), table, n)
+    exact = [_exact_ranks(s, eligible) for s in scores]
+    expected = _merge_reference(exact, proposes, n, eligible)
+    np.testing.assert_array_equal(got.items, expected)
+    names = feature_names(["a", "b", "c"])
+    for position, s in enumerate(scores):
+        column = got.features[:, :, names.index(f"r{position}.{'abc'[position]}.log_rank")]
+        capped = np.minimum(np.take_along_axis(exact[position], np.maximum(got.items, 0), 1), n + 1)
+        valid = got.items >= 0
+        np.testing.assert_allclose(column[valid], np.log1p(capped)[valid], rtol=1e-6)
+        best = np.where(eligible, s, -np.inf).max(axis=1)
+        relative = (
+            np.take_along_axis(s, np.maximum(got.items, 0), 1)
+            / np.where(best == 0, 1, np.abs(best))[:, None]
+        )
+        relative[best == 0] = 0.0
+        column = got.features[:, :, names.index(f"r{position}.{'abc'[position]}.relative_score")]
+        np.testing.assert_allclose(column[valid], relative[valid], rtol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -257,6 +257,53 @@ def test_failed_authentications_are_limited_per_address_before_verification(
     assert client.post("/v1/recommend", json={"user_id": "u1"}, headers=good).status_code == 200
 
 
+def test_a_burst_with_one_uncached_key_shares_one_verification(
+    make_client, model_dir, keys, monkeypatch
+) -> None:
+    """Valid requests that arrive together before their key is cached are not refused as a
+    burst of failed authentications (they used to take one failure token each: 429 under
+    load with the rate limit off), and they cost one verification."""
+    import asyncio
+    import time
+
+    import httpx
+
+    client = make_client(model_dir=model_dir, auth_failure_rate=0.001, auth_failure_burst=2)
+    state = client.app.state.serving
+    verified = []
+    real_verify = state.keys.verify
+
+    def slow_verify(raw):
+        verified.append(1)
+        time.sleep(0.3)  # every request below arrives while this one is in flight
+        return real_verify(raw)
+
+    monkeypatch.setattr(state.keys, "verify", slow_verify)
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/recommend", json={"user_id": "u1"}, headers=auth(keys["service"])
+                    )
+                    for _ in range(8)
+                )
+            )
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(burst()) == [200] * 8
+    assert len(verified) == 1
+    # The leader's token was given back: bad credentials still get their full burst.
+    bad = auth("prk_000000000000_" + "y" * 43)
+    codes = [
+        client.post("/v1/recommend", json={"user_id": "u1"}, headers=bad).status_code
+        for _ in range(3)
+    ]
+    assert codes == [401, 401, 429]
+
+
 def test_error_bodies_hold_no_paths_checksums_or_database_urls() -> None:
     from privrank.serving.app import redact
 

@@ -77,7 +77,11 @@ CASES: dict[str, Case] = {
     "ials": Case("ials", {"unobserved_weight": 0.1}),
     "bpr": Case("bpr", {"epochs": 3, "regularization": 1e-4}),
     "mult-vae": Case("mult-vae", {"epochs": 3}),
-    "sasrec": Case("sasrec", {"epochs": 2, "blocks": 2}),  # blocks: the default at a7844bb
+    # blocks, loss, no carved early-stopping validation: the defaults at a7844bb
+    "sasrec": Case(
+        "sasrec",
+        {"epochs": 2, "blocks": 2, "loss": "sampled-softmax", "carve_validation": False},
+    ),
     "dp-ease": Case("ease", epsilon=EPSILON),
     "dp-ials": Case("ials", epsilon=EPSILON),
     "dp-sgd-bpr": Case("bpr", {"epochs": 3, "regularization": 1e-4}, epsilon=EPSILON),

@@ -139,7 +139,12 @@ def test_fit_model_passes_validation_only_to_early_stopping_models():
     sasrec = SASRec(factors=8, blocks=1, max_length=8, epochs=2, batch_size=16, negatives=8)
     fit_model(sasrec, parts.train, FitOptions(seed=0, threads=1), parts.validation)
     assert len(sasrec.validation_history_) > 0
-    plain = SASRec(factors=8, blocks=1, max_length=8, epochs=2, batch_size=16, negatives=8)
+    # carve_validation=False: without a validation part SASRec would carve its own (the default
+    # since sasrec2), which is not what this test is about: fit_model passes none.
+    plain = SASRec(
+        factors=8, blocks=1, max_length=8, epochs=2, batch_size=16, negatives=8,
+        carve_validation=False,
+    )  # fmt: skip
     fit_model(plain, parts.train, FitOptions(seed=0, threads=1), None)
     assert len(plain.validation_history_) == 0
     ease = fit_model(EASE(regularization=10.0), parts.train, FitOptions(), parts.validation)

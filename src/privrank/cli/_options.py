@@ -51,7 +51,12 @@ Engine = Annotated[
     ),
 ]
 EngineWorkers = Annotated[
-    int, typer.Option(min=1, help="Ray tasks run at once (--engine ray); CPUs of a local Ray.")
+    int,
+    typer.Option(
+        min=1,
+        help="Ray tasks run at once, or Ray Train workers of SASRec and Mult-VAE (--engine ray); "
+        "CPUs of a local Ray.",
+    ),
 ]
 EngineAddress = Annotated[
     str | None,

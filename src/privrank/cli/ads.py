@@ -3,6 +3,11 @@
 - ``privrank ads train --log DIR --out DIR --epsilon E --budget-key KEY``: a LightGBM click
   model trained with label DP (RRWithPrior; ``--stages`` for multi-stage training), the user-level
   ``C·ε`` (``--max-rows-per-user C``) spent from the ledger; ``--epsilon inf`` is non-private.
+- ``privrank ads train --mechanism dp-sgd --model fm --epsilon E --delta D --budget-key KEY``:
+  a neural CTR ranker (``fm``, ``deepfm``, ``dcn-v2``, ``finalmlp``, ``logistic``) trained by
+  user-level DP-SGD (unit of privacy: all rows of one user; at most ``--max-rows-per-user``
+  rows a user), (ε, δ) spent from the ledger; a 5 % panel of users is held out of training
+  for progress and calibration (not covered by the guarantee).
 - ``privrank ads measure --log DIR --out report.csv --epsilon E --budget-key KEY``: noisy
   conversion counts and values per campaign × conversion type (ARA/PPA-style contribution
   bound, Laplace noise), the user-level ε spent from the ledger.
@@ -46,7 +51,23 @@ def _epsilon(text: str) -> float:
 def train(
     log: Annotated[Path, typer.Option(help="A synthetic ad log (privrank data synth-ads).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write.")],
-    epsilon: Annotated[str, typer.Option(help="ε per example's label, or 'inf'.")],
+    epsilon: Annotated[
+        str, typer.Option(help="label-rr-prior: ε per example's label, or 'inf'; dp-sgd: user ε.")
+    ],
+    mechanism: Annotated[
+        Literal["label-rr-prior", "dp-sgd"],
+        typer.Option(help="label-rr-prior (LightGBM, label DP) or dp-sgd (neural, user-level)."),
+    ] = "label-rr-prior",
+    model: Annotated[
+        str, typer.Option(help="dp-sgd: the CTR ranker (fm, deepfm, dcn-v2, finalmlp, logistic).")
+    ] = "fm",
+    delta: Annotated[
+        float | None, typer.Option(help="dp-sgd: δ (default 1/(10·training users)).")
+    ] = None,
+    clipping_norm: Annotated[float, typer.Option(help="dp-sgd: per-user clipping norm C.")] = 1.0,
+    param: Annotated[
+        list[str] | None, typer.Option(help="dp-sgd: ranker parameter KEY=JSON (repeatable).")
+    ] = None,
     budget_key: Annotated[
         str | None, typer.Option(help="Ledger key to spend the user-level C·ε from.")
     ] = None,
@@ -63,7 +84,13 @@ def train(
     ledger: LedgerOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
 ) -> None:
-    """Train a LightGBM click model with label DP and spend C·ε from the ledger."""
+    """Train a click model privately (label DP or user-level DP-SGD), spending from the ledger."""
+    if mechanism == "dp-sgd":
+        _train_dpsgd(
+            log, out, epsilon, budget_key, model, delta, max_rows_per_user, clipping_norm,
+            max_rows, param or [], seed, ledger, overwrite,
+        )  # fmt: skip
+        return
     from privrank.ranking.gbdt_click import GBDTClickConfig
     from privrank.workflow.label_dp_training import stage_fractions, train_click_model
 
@@ -179,6 +206,66 @@ def measure(
     console.print(
         f"spent user-level ε={spend.epsilon:g}, δ=0 from {spend.ledger_key!r} "
         f"(spend {spend.spend_id})",
+        highlight=False,
+    )
+    console.print(f"wrote {out}")
+
+
+def _train_dpsgd(
+    log: Path, out: Path, epsilon: str, budget_key: str | None, model: str,
+    delta: float | None, max_rows_per_user: int, clipping_norm: float, max_rows: int | None,
+    params: list[str], seed: int, ledger: str | None, overwrite: bool,
+) -> None:  # fmt: skip
+    import json
+
+    from privrank.models import FitProgress
+    from privrank.workflow.dpsgd_ctr_training import train_dpsgd_click_model
+
+    eps = _epsilon(epsilon)
+    if math.isinf(eps):
+        raise ConfigError("--mechanism dp-sgd: got --epsilon inf; expected a finite ε > 0")
+    if not budget_key:
+        raise ConfigError("--mechanism dp-sgd spends from the ledger: pass --budget-key")
+    if max_rows_per_user < 1:
+        raise ConfigError(f"--max-rows-per-user: got {max_rows_per_user}; expected an int >= 1")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    parsed: dict[str, object] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param: got {item!r}; expected KEY=VALUE")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    console = make_console()
+
+    def progress(p: FitProgress) -> None:
+        console.print(
+            f"  epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, validation log loss "
+            f"{p.metrics.get('val_log_loss', float('nan')):.4f}, AUC "
+            f"{p.metrics.get('val_auc', float('nan')):.4f}",
+            highlight=False,
+        )
+
+    result = train_dpsgd_click_model(
+        log, out, epsilon=eps, budget_key=budget_key, model=model, delta=delta,
+        max_rows_per_user=max_rows_per_user, clipping_norm=clipping_norm, max_rows=max_rows,
+        params=parsed, ledger_url=ledger, seed=seed, progress=progress,
+    )  # fmt: skip
+    facts = result.facts
+    console.print(
+        f"trained on {facts['rows_kept']:,} rows of {facts['users']:,} users "
+        f"({facts['rows_dropped_by_bound']:,} left out by the cap of {max_rows_per_user} rows a "
+        f"user; {facts['validation_rows']:,} panel rows for validation) in "
+        f"{result.seconds:.1f} s",
+        highlight=False,
+    )
+    console.print(result.guarantee.describe(), highlight=False)
+    console.print(
+        f"spent ε={result.spend.epsilon:g}, δ={result.spend.delta:.3g} from "
+        f"{result.spend.ledger_key!r} (spend {result.spend.spend_id})",
         highlight=False,
     )
     console.print(f"wrote {out}")

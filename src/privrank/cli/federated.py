@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from privrank.cli._options import ModelParams, NoiseSeed
+from privrank.cli._options import Engine, EngineAddress, EngineWorkers, ModelParams, NoiseSeed
 from privrank.cli.app import app
 from privrank.cli.train import (
     _check_out,
@@ -48,13 +48,25 @@ def train_command(
     clients_per_round: Annotated[
         int, typer.Option(help="Devices per round m (expected, with Poisson sampling).")
     ] = 100,
-    sampling: Annotated[str, typer.Option(help="Cohort sampling: poisson or fixed.")] = "poisson",
+    sampling: Annotated[
+        str,
+        typer.Option(
+            "--sampling",
+            "--cohort",
+            help="Cohort sampling: poisson (each device with probability m/N) or fixed (exactly "
+            "m devices without replacement; under --epsilon accounted by RDP, replace-one).",
+        ),
+    ] = "poisson",
     server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.5,
     lr_schedule: Annotated[
         str, typer.Option(help="Server learning rate schedule: linear (decay to 0) or constant.")
     ] = "linear",
     min_clients: Annotated[
-        int, typer.Option(help="A round with fewer devices releases nothing.")
+        int,
+        typer.Option(
+            help="A round with fewer devices releases nothing (private Poisson runs: must be 1, "
+            "every round is released)."
+        ),
     ] = 1,
     batch_size: Annotated[int, typer.Option(help="Devices simulated per batch.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed of the initial model and the sampling.")] = 0,
@@ -97,6 +109,16 @@ def train_command(
         float, typer.Option(help="secagg: fraction of each round's devices that drop out.")
     ] = 0.0,
     modulus_bits: Annotated[int, typer.Option(help="secagg: bits b of the ring Z_2^b.")] = 48,
+    popularity_prior: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local-DP popularity table (privrank telemetry ingest): the model's "
+            "cold-start ranking (already charged when ingested)."
+        ),
+    ] = None,
+    engine: Engine = "local",
+    workers: EngineWorkers = 2,
+    address: EngineAddress = None,
 ) -> None:
     """Train a model by federated learning in the simulator; each user is one device.
 
@@ -105,7 +127,10 @@ def train_command(
     round is charged to the ledger (refused before any round when the budget does not cover
     the whole run). ``--aggregation secagg`` runs SecAgg+ over every round's cohort (the server
     learns only sums); adding ``--distributed-dp`` moves the noise onto the devices (distributed
-    discrete Gaussian), so that no party sees an un-noised sum.
+    discrete Gaussian), so that no party sees an un-noised sum. ``--engine ray`` runs each
+    round's batches of devices (``--batch-size`` devices each) as Ray tasks, at most
+    ``--workers`` at once, on ``--address`` or a new local Ray instance: the model is the same,
+    bit for bit, as in this process with the same options.
     """
     from privrank.federated import FederatedSettings, simulate
     from privrank.federated.secure_aggregation import SecureAggregation
@@ -143,6 +168,7 @@ def train_command(
         if aggregation == "plain"
         else SecureAggregation.from_mapping({"dropout": dropout, "modulus_bits": modulus_bits})
     )
+    runner = _client_runner(engine, workers, address)
     spec = _privacy_spec(
         epsilon, delta, max_per_user, "most_recent", noise_seed, clipping_norm, accountant
     )
@@ -154,6 +180,11 @@ def train_command(
     if resolved.prepared is None:
         raise ConfigError(f"--data {data}: give a protocol or a saved split (to evaluate on)")
     train, mode = _training_rows(resolved, recommender)
+    prior = None
+    if popularity_prior is not None:
+        from privrank.federated.popularity_prior import load_popularity_prior
+
+        prior = load_popularity_prior(popularity_prior, train)  # checked before any round
     key = budget_key or resolved.prepared.split.source.name
     progress = Progress(
         TextColumn("[bold]round"),
@@ -184,6 +215,7 @@ def train_command(
                 resume=resume,
                 progress=report,
                 secure=secure,
+                runner=runner,
             )
         else:
             with ledger_book:
@@ -198,8 +230,14 @@ def train_command(
                     progress=report,
                     secure=secure,
                     distributed_dp=distributed_dp,
+                    runner=runner,
                 )
-    record = _record(resolved, result.model, train, mode, seed, 1, result.seconds)
+    trained = result.model
+    if prior is not None:
+        from privrank.federated.popularity_prior import apply_popularity_prior
+
+        trained = apply_popularity_prior(trained, train, prior)
+    record = _record(resolved, trained, train, mode, seed, 1, result.seconds)
     record["federated"] = {
         "settings": settings.model_dump(mode="json"),
         "run_dir": str(run_dir.resolve()),
@@ -208,6 +246,7 @@ def train_command(
         "devices": train.n_users,
         "aggregation": aggregation,
         "distributed_dp": distributed_dp,
+        "engine": runner.describe(),
     }
     if result.guarantee is not None:
         spends = result.state.spend_ids
@@ -218,7 +257,20 @@ def train_command(
             "epsilon": result.guarantee.epsilon,
             "delta": result.guarantee.delta,
         }
-    write_trained(out, result.model, record)
+    if prior is not None:
+        from privrank.federated.popularity_prior import prior_record
+
+        run_epsilon = None if result.guarantee is None else result.guarantee.epsilon
+        record["popularity_prior"] = prior_record(prior, run_epsilon)
+        console.print(
+            f"cold start: the local-DP popularity of collection {prior.table.collection!r} "
+            f"({prior.table.guarantee.epsilon_total:g}-LDP per user over "
+            f"{len(prior.table.days)} day(s)); {prior.missing} training item(s) not in it "
+            "score 0",
+            highlight=False,
+            soft_wrap=True,
+        )
+    write_trained(out, trained, record)
     if result.guarantee is not None:
         console.print(result.guarantee.describe(), highlight=False, soft_wrap=True)
     console.print(
@@ -228,3 +280,22 @@ def train_command(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _client_runner(engine: str, workers: int, address: str | None) -> Any:
+    """The runner of the devices' batches: in this process, or Ray tasks (``--engine ray``).
+
+    Raises:
+        ConfigError: An unknown engine, or ``--address`` without ``--engine ray``.
+    """
+    from privrank.federated.clients import LocalRunner
+
+    if engine == "local":
+        if address is not None:
+            raise ConfigError("--address names a Ray cluster: it needs --engine ray")
+        return LocalRunner()
+    if engine != "ray":
+        raise ConfigError(f"--engine must be local or ray. Got {engine!r}")
+    from privrank.distributed.ray_federated import RayClientRunner
+
+    return RayClientRunner(workers=workers, address=address)

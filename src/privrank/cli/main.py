@@ -25,6 +25,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     demo,
     evaluate,
     federated,
+    federated_flower,
     keys,
     privacy,
     rank,
@@ -32,6 +33,7 @@ from privrank.cli import (  # noqa: F401  isort: skip
     report,
     search,
     serve,
+    telemetry,
     train,
     tune,
 )

@@ -222,8 +222,9 @@ def train_command(
     """Train a model and save it with a record of the exact data it was fitted on.
 
     With ``--engine ray`` the fit's sums over users (EASE's and ItemKNN's Gram matrix) run as
-    Ray tasks over user partitions; the model, its privacy guarantee and its single ledger
-    charge are those of the in-process fit.
+    Ray tasks over user partitions, and SASRec and Mult-VAE train data-parallel on
+    ``--workers`` Ray Train workers (DDP over gloo; DP-SGD with the noise added once per
+    step); the privacy guarantee and the single ledger charge are those of the in-process fit.
 
     With ``--epsilon`` the fit is user-level differentially private: the spend (ε, δ) is
     reserved in the privacy budget ledger before training (refused with exit code 2 when the

@@ -1,6 +1,8 @@
 """The Ray fit engine: a fit's sums over users computed as Ray tasks over user partitions.
 
-:class:`RayEngine` implements :class:`~privrank.models.engine.FitEngine`. The training rows
+:class:`RayEngine` implements :class:`~privrank.models.engine.FitEngine` (and
+:class:`~privrank.models.engine.NetworkFitEngine`: SASRec and Mult-VAE train data-parallel on
+Ray Train, :mod:`privrank.distributed.ray_train`). The training rows
 (users) are cut into contiguous partitions, each put once in Ray's object store; every sum the
 fit needs is one Ray task per partition (:func:`~privrank.privacy.gram_release.partial_counts`,
 :func:`~privrank.privacy.gram_release.partial_gram`, the functions the in-process fit uses on the
@@ -33,6 +35,8 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from privrank.config_errors import config_error
+from privrank.data.interactions import Interactions
+from privrank.models.base import FitOptions, Recommender
 from privrank.privacy.gram_release import partial_counts, partial_gram
 from privrank.privacy.mechanisms import binary_matrix
 
@@ -174,6 +178,16 @@ class RayEngine:
     def gram_statistics(self, matrix: sp.csr_matrix) -> RayGramStatistics:
         """The Gram statistics of ``matrix`` over user partitions on Ray."""
         return RayGramStatistics(matrix, self.config)
+
+    def fit_network(
+        self, model: Recommender, train: Interactions, options: FitOptions
+    ) -> Recommender:
+        """Fit ``model``'s class and config data-parallel on ``workers`` Ray Train workers
+        (:func:`privrank.distributed.ray_train.fit_network`, one CPU each)."""
+        from privrank.distributed.ray_train import RayTrainConfig, fit_network
+
+        ensure_ray(self.config)
+        return fit_network(model, train, options, RayTrainConfig.of(workers=self.config.workers))
 
     def describe(self) -> dict[str, object]:
         """``{"engine": "ray", "workers", "partitions", "address"}``."""

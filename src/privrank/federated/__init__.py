@@ -4,8 +4,13 @@
   and the server's computations);
 - :mod:`privrank.privacy.updates`: a batch of device updates, as the server sees them;
 - :mod:`privrank.federated.aggregation`: the checked sum of a round's updates;
-- :mod:`privrank.federated.simulator`: the vectorised simulator (rounds, sampling, DP-FedAvg,
-  ledger charges, metrics log, resumable state);
+- :mod:`privrank.federated.simulator`: the vectorised simulator's run loop (set-up, ledger
+  plan, rounds, metrics log, resumable state), built from
+  :mod:`~privrank.federated.settings` (what drives and reports a run),
+  :mod:`~privrank.federated.cohorts` (histories, cohort sampling, learning rate, noise streams),
+  :mod:`~privrank.federated.clients` (the devices' step over a cohort, batch by batch),
+  :mod:`~privrank.federated.item_counts` (the counts released before the first round) and
+  :mod:`~privrank.federated.rounds` (one server round: DP-FedAvg or distributed DP);
 - :mod:`privrank.federated.state`: the server state between rounds.
 
 DP-FedAvg itself (noise, calibration, accounting) is a mechanism of :mod:`privrank.privacy`
@@ -15,13 +20,9 @@ Layer: above workflow and tuning, below serving and cli (``pyproject.toml``).
 """
 
 from privrank.federated.aggregation import REFUSALS, RoundSum, SumAggregator
-from privrank.federated.simulator import (
-    FederatedSettings,
-    RoundReport,
-    SimulationResult,
-    clip_on_device,
-    simulate,
-)
+from privrank.federated.clients import clip_on_device
+from privrank.federated.settings import FederatedSettings, RoundReport, SimulationResult
+from privrank.federated.simulator import simulate
 from privrank.federated.state import ServerState
 from privrank.models._fedmf_rounds import FedMFClient, FedMFServer, MFBroadcast, MFUpdates
 from privrank.privacy.updates import ClientUpdates, DenseUpdates, SparseUpdates

@@ -37,7 +37,8 @@ import numpy as np
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.federated.canaries import Canaries
-from privrank.federated.simulator import FederatedSettings, simulate
+from privrank.federated.settings import FederatedSettings
+from privrank.federated.simulator import simulate
 from privrank.models.fedmf import FedMFConfig
 from privrank.privacy.spec import PrivacySpec
 from privrank.workflow.audit import guess_and_bound

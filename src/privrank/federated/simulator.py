@@ -4,8 +4,11 @@ A round of :func:`simulate`:
 
 1. **Sample** the cohort, deterministically from ``(seed, round)``: Poisson sampling (each of
    the :math:`N` devices with probability :math:`q = m/N`) or a fixed cohort of :math:`m`
-   devices drawn without replacement (non-private runs only). A cohort smaller than
-   ``min_clients`` ends the round: nothing is released or charged.
+   devices drawn without replacement (accounted under replace-one adjacency in a private run,
+   :mod:`privrank.privacy.dp_fedavg`). A non-private cohort smaller than ``min_clients`` ends
+   the round: nothing is released. A private round with the plain aggregation is released
+   whatever its cohort (see :mod:`privrank.federated.rounds` for why, and for the one leak left,
+   central DP over SecAgg+).
 2. **Reserve** the round's ε increment in the ledger (private runs,
    :class:`~privrank.workflow.spend.RoundLedger`).
 3. **Devices** run the client code (:class:`~privrank.models._fedmf_rounds.FedMFClient`) on
@@ -15,8 +18,8 @@ A round of :func:`simulate`:
 4. **Aggregate**: every update is checked and the accepted ones summed
    (:class:`~privrank.federated.aggregation.SumAggregator`); a private run adds the DP-FedAvg
    noise to the sum (:class:`~privrank.privacy.dp_fedavg.DPFedAvgMechanism`). Fewer accepted
-   updates than ``min_clients``: the round ends without a release and its reservation is given
-   back.
+   updates than ``min_clients`` (non-private, or SecAgg+): the round ends without a release and
+   its reservation is given back.
 5. **Server step** from the mean update (divided by the *expected* cohort in a private run, by
    the accepted updates otherwise); adaptive clipping moves :math:`C`; the round is committed.
 6. **Record**: one JSON line in ``metrics.jsonl`` and the server state, both on disk before the
@@ -34,39 +37,30 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
-from pydantic import Field
 
-from privrank.data._config import FrozenConfig
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
-from privrank.federated.aggregation import RoundSum, SumAggregator
 from privrank.federated.canaries import Canaries
-from privrank.federated.secure_aggregation import SecAggAggregator, SecureAggregation
+from privrank.federated.clients import ClientRunner, clip_on_device
+from privrank.federated.cohorts import device_histories
+from privrank.federated.item_counts import release_counts, release_counts_secure
+from privrank.federated.rounds import central_round, distributed_round
+from privrank.federated.secure_aggregation import SecureAggregation
+from privrank.federated.settings import FederatedSettings, RoundReport, SimulationResult
 from privrank.federated.state import METRICS_FILE, ServerState
-from privrank.models._fedmf_rounds import FedMFClient, FedMFServer, MFBroadcast
-from privrank.models._query import Query
+from privrank.models._fedmf_rounds import FedMFClient, FedMFServer
 from privrank.models.fedmf import FedMF, FedMFConfig
-from privrank.privacy.distributed_dp_plan import (
-    DistributedDPPlan,
-    distributed_dp_guarantee,
-    plan_distributed_dp,
-)
+from privrank.privacy.distributed_dp_plan import distributed_dp_guarantee, plan_distributed_dp
 from privrank.privacy.dp_fedavg import (
     AdaptiveClipping,
     DPFedAvgMechanism,
-    FedAvgPlan,
     dp_fedavg_guarantee,
     plan_dp_fedavg,
 )
-from privrank.privacy.mechanism import PrivacyGuarantee, current_noise_scale
 from privrank.privacy.spec import PrivacySpec
-from privrank.privacy.updates import ClientUpdates, SparseUpdates
 from privrank.workflow.spend import RoundLedger
 
 __all__ = [
@@ -77,132 +71,11 @@ __all__ = [
     "simulate",
 ]
 
-
-class FederatedSettings(FrozenConfig):
-    """How a federated run is driven (the model's own hyper-parameters are its config).
-
-    Attributes:
-        rounds: :math:`T`.
-        clients_per_round: :math:`m`, the (expected) cohort size.
-        sampling: ``poisson`` (each device with probability :math:`m/N`; required for DP) or
-            ``fixed`` (exactly :math:`m` devices, without replacement).
-        server_learning_rate: :math:`\\eta` of the server step.
-        learning_rate_schedule: ``linear``: round :math:`t` of :math:`T` steps with
-            :math:`\\eta (1 - (t-1)/T)` (the late rounds average the cohorts' sampling noise
-            out); ``constant``: :math:`\\eta` throughout.
-        batch_size: Devices simulated together in one vectorised batch.
-        min_clients: A round with fewer sampled (or accepted) devices releases nothing.
-        seed: Seed of the public initial model and of the cohort sampling.
-        adaptive_clipping: Adapt :math:`C` to the ``target_quantile`` of the update norms
-            (private runs; Andrew et al. 2021).
-        target_quantile: :math:`\\gamma`.
-        clipping_learning_rate: :math:`\\eta_C`.
-    """
-
-    rounds: int = Field(100, ge=1)
-    clients_per_round: int = Field(100, ge=1)
-    sampling: Literal["poisson", "fixed"] = "poisson"
-    server_learning_rate: float = Field(0.5, gt=0, allow_inf_nan=False)
-    learning_rate_schedule: Literal["linear", "constant"] = "linear"
-    batch_size: int = Field(1024, ge=1)
-    min_clients: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0)
-    adaptive_clipping: bool = True
-    target_quantile: float = Field(0.5, gt=0, lt=1)
-    clipping_learning_rate: float = Field(0.2, gt=0, allow_inf_nan=False)
+#: The devices' histories (kept under its former name for the tests that build them).
+_histories = device_histories
 
 
-@dataclass(frozen=True)
-class RoundReport:
-    """What the progress display and the metrics log show of one round.
-
-    Attributes:
-        round: The round (1-based).
-        rounds: :math:`T`.
-        clients: Devices sampled.
-        accepted: Updates accepted.
-        refused: Refused updates per reason.
-        released: Whether the round's model was released (and charged).
-        loss: The sampled devices' mean objective (diagnostic; ``nan`` for no devices).
-        epsilon: ε spent so far (``None``: non-private run).
-        clipping_norm: :math:`C` used this round (``None``: non-private).
-        seconds: Wall time of the round.
-    """
-
-    round: int
-    rounds: int
-    clients: int
-    accepted: int
-    refused: dict[str, int]
-    released: bool
-    loss: float
-    epsilon: float | None
-    clipping_norm: float | None
-    seconds: float
-
-    def to_dict(self) -> dict[str, object]:
-        """The metrics-log line."""
-        return {
-            "round": self.round,
-            "clients": self.clients,
-            "accepted": self.accepted,
-            "refused": self.refused,
-            "released": self.released,
-            "loss": None if not np.isfinite(self.loss) else self.loss,
-            "epsilon": self.epsilon,
-            "clipping_norm": self.clipping_norm,
-            "seconds": round(self.seconds, 4),
-        }
-
-
-@dataclass(frozen=True)
-class SimulationResult:
-    """A finished run.
-
-    Attributes:
-        model: The trained :class:`~privrank.models.fedmf.FedMF`.
-        state: The final server state.
-        plan: The DP-FedAvg plan (``None``: non-private).
-        guarantee: The guarantee of the released rounds (``None``: non-private).
-        seconds: Wall time of the rounds run by this call.
-        rounds_run: Rounds run by this call (fewer than ``rounds`` after a resume).
-    """
-
-    model: FedMF
-    state: ServerState
-    plan: FedAvgPlan | None
-    guarantee: PrivacyGuarantee | None
-    seconds: float
-    rounds_run: int
-    distributed_plan: DistributedDPPlan | None = None
-
-
-def _histories(data: Interactions) -> sp.csr_matrix:
-    indptr, items = data.sequences()
-    return Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)).to_csr(data.n_items)
-
-
-def _cohort(settings: FederatedSettings, population: int, round_index: int) -> np.ndarray:
-    rng = np.random.default_rng([settings.seed, round_index])
-    m = min(settings.clients_per_round, population)
-    if settings.sampling == "fixed":
-        return np.sort(rng.choice(population, size=m, replace=False))
-    return np.flatnonzero(rng.random(population) < m / population)
-
-
-def _learning_rate(settings: FederatedSettings, round_index: int) -> float:
-    if settings.learning_rate_schedule == "constant":
-        return settings.server_learning_rate
-    return settings.server_learning_rate * (1.0 - (round_index - 1) / settings.rounds)
-
-
-def _noise_rng(spec: PrivacySpec, round_index: int) -> np.random.Generator:
-    if spec.noise_seed is not None:  # reproducible (tests only): a distinct stream per round
-        return np.random.default_rng([spec.noise_seed, round_index])
-    return spec.noise_generator()
-
-
-def _append_line(path: Path, record: dict[str, object]) -> None:
+def append_line(path: Path, record: dict[str, object]) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
@@ -222,6 +95,7 @@ def simulate(
     canaries: Canaries | None = None,
     secure: SecureAggregation | None = None,
     distributed_dp: bool = False,
+    runner: ClientRunner | None = None,
 ) -> SimulationResult:
     """Run (or resume) federated training of fedmf on the devices of ``train``.
 
@@ -248,6 +122,10 @@ def simulate(
             (:mod:`privrank.privacy.distributed_dp_plan`): each device adds discrete Gaussian
             noise before masking, the server adds none; fixed clipping at the spec's
             ``clipping_norm``; ``min_clients`` is the fewest survivors the accounting counts on.
+        runner: Where the devices' batches run (:class:`~privrank.federated.clients.ClientRunner`;
+            default: in this process; ``privrank.distributed.ray_federated.RayClientRunner``:
+            Ray tasks). The model does not depend on it (the same batch sums, added in the same
+            order). Secure aggregation runs in this process only.
 
     Raises:
         ConfigError: Inconsistent options, or a ``run_dir`` holding a state without ``resume``
@@ -258,18 +136,19 @@ def simulate(
     if population < 1 or train.n_items < 1:
         raise ConfigError("federated training needs at least one device and one item")
     resolved = None if spec is None else spec.resolve(population)
-    if resolved is not None and settings.sampling != "poisson":
-        raise ConfigError(
-            "DP-FedAvg is accounted for Poisson sampling only (--sampling poisson): a fixed "
-            "cohort needs an accountant for sampling without replacement, which this version "
-            "does not have"
-        )
+    if resolved is not None and not distributed_dp and secure is None:
+        check_private_min_clients(settings, population)
     if resolved is not None and ledger is None:
         raise ConfigError("a private federated run needs a ledger to charge its rounds to")
     if distributed_dp and (resolved is None or secure is None):
         raise ConfigError(
             "distributed DP needs a privacy spec (--epsilon) and secure aggregation "
             "(--aggregation secagg)"
+        )
+    if runner is not None and runner.name != "local" and secure is not None:
+        raise ConfigError(
+            f"--engine {runner.name} runs the devices of the plain aggregation; secure "
+            "aggregation (--aggregation secagg) runs in this process: use --engine local"
         )
     if distributed_dp and settings.adaptive_clipping:
         raise ConfigError(
@@ -286,7 +165,12 @@ def simulate(
         None
         if resolved is None or distributed_dp
         else plan_dp_fedavg(
-            resolved, population, settings.clients_per_round, settings.rounds, adaptive
+            resolved,
+            population,
+            settings.clients_per_round,
+            settings.rounds,
+            adaptive,
+            settings.sampling,
         )
     )
     ddp = None
@@ -316,7 +200,7 @@ def simulate(
             "distributed_dp": distributed_dp,
         }
     run_dir = Path(run_dir)
-    histories = _histories(train)
+    histories = device_histories(train)
     client = FedMFClient(config, train.n_items)
     if ServerState.exists(run_dir):
         if not resume:
@@ -333,9 +217,9 @@ def simulate(
         if ledger is not None and ddp is not None:
             ledger.check_plan(ddp.epsilon_after(ddp.total_rounds), ddp.delta)
         if ddp is None or secure is None:
-            counts = _release_counts(histories, resolved, plan, ledger, secure, settings)
+            counts = release_counts(histories, resolved, plan, ledger, secure, settings)
         else:
-            counts = _release_counts_secure(histories, settings, secure, resolved, ddp, ledger)
+            counts = release_counts_secure(histories, settings, secure, resolved, ddp, ledger)
         state = ServerState(
             round=0,
             released_rounds=0,
@@ -362,12 +246,12 @@ def simulate(
     for round_index in range(state.round + 1, settings.rounds + 1):
         tick = time.perf_counter()
         if ddp is not None and ledger is not None and resolved is not None and secure:
-            report = _round_distributed(
+            report = distributed_round(
                 round_index, settings, histories, client, server, state, ddp, secure, ledger,
                 resolved, canaries,
             )  # fmt: skip
         else:
-            report = _round(
+            report = central_round(
                 round_index,
                 settings,
                 histories,
@@ -380,13 +264,14 @@ def simulate(
                 resolved,
                 canaries,
                 secure,
+                runner,
             )
         report = RoundReport(**{**report.__dict__, "seconds": time.perf_counter() - tick})
         state.round = round_index
         if ledger is not None:
             state.spend_ids = sorted(set(state.spend_ids) | {s.spend_id for s in ledger.spends})
         state.save(run_dir)
-        _append_line(run_dir / METRICS_FILE, report.to_dict())
+        append_line(run_dir / METRICS_FILE, report.to_dict())
         if progress is not None:
             progress(report)
     guarantee = None
@@ -412,354 +297,22 @@ def simulate(
     )
 
 
-def _release_counts(
-    histories: sp.csr_matrix,
-    spec: PrivacySpec | None,
-    plan: FedAvgPlan | None,
-    ledger: RoundLedger | None,
-    secure: SecureAggregation | None = None,
-    settings: FederatedSettings | None = None,
-) -> np.ndarray:
-    """The item counts every device sends once (at most ``c`` items each under DP), summed
-    (by SecAgg+ with ``secure``); with Gaussian noise (σ = multiplier · √c) added by the server
-    to the sum in a private run, charged to the ledger."""
-    n_items = histories.shape[1]
-    if secure is not None and settings is not None:
-        bounded = histories if plan is None else _bounded(histories, plan.contribution_bound)
-        total = _secure_counts_sum(bounded, settings, secure)
-        if spec is None or plan is None or ledger is None:
-            return total
-        return _noisy_counts(total, spec, plan, ledger)
-    if spec is None or plan is None or ledger is None:
-        rows = SparseUpdates(histories)
-        aggregator = SumAggregator(n_items, None)
-        aggregator.add(rows)
-        return aggregator.finish().total
-    bound = plan.contribution_bound
-    kept = _bounded(histories, bound)
-    aggregator = SumAggregator(n_items, float(np.sqrt(bound)))
-    aggregator.add(SparseUpdates(kept))
-    return _noisy_counts(aggregator.finish().total, spec, plan, ledger)
-
-
-def _noisy_counts(
-    total: np.ndarray, spec: PrivacySpec, plan: FedAvgPlan, ledger: RoundLedger
-) -> np.ndarray:
-    """DP-FedAvg's release of the summed counts: Gaussian noise, charged with the run's δ."""
-    n_items = total.shape[0]
-    bound = plan.contribution_bound
-    std = current_noise_scale() * plan.popularity_noise_multiplier * float(np.sqrt(bound))
-    with ledger.round(plan.epsilon_after(0), plan.delta, "item counts") as released:
-        noisy = total + (_noise_rng(spec, 0).normal(0.0, std, n_items) if std > 0 else 0.0)
-        released[0] = True
-    return np.asarray(noisy, dtype=np.float64)
-
-
-def _bounded(histories: sp.csr_matrix, bound: int) -> sp.csr_matrix:
-    """Each device keeps at most ``bound`` of its items (its first ones in item order)."""
-    lengths = np.diff(histories.indptr)
-    positions = np.arange(histories.nnz) - np.repeat(histories.indptr[:-1], lengths)
-    keep = positions < bound
-    indptr = np.concatenate([[0], np.cumsum(np.minimum(lengths, bound))])
-    return sp.csr_matrix(
-        (histories.data[keep], histories.indices[keep], indptr), shape=histories.shape
-    )
-
-
-def _round(
-    round_index: int,
-    settings: FederatedSettings,
-    histories: sp.csr_matrix,
-    client: FedMFClient,
-    server: FedMFServer,
-    state: ServerState,
-    plan: FedAvgPlan | None,
-    mechanism: DPFedAvgMechanism | None,
-    ledger: RoundLedger | None,
-    spec: PrivacySpec | None,
-    canaries: Canaries | None = None,
-    secure: SecureAggregation | None = None,
-) -> RoundReport:
-    cohort = _cohort(settings, histories.shape[0], round_index)
-    epsilon_before = None if plan is None else plan.epsilon_after(state.released_rounds)
-    skipped = RoundReport(
-        round_index,
-        settings.rounds,
-        len(cohort),
-        0,
-        {},
-        False,
-        float("nan"),
-        epsilon_before,
-        state.clipping_norm,
-        0.0,
-    )
-    if len(cohort) < settings.min_clients:
-        return skipped
-    if ledger is None or plan is None or mechanism is None or spec is None:
-        total, losses = _aggregate(
-            cohort, settings, histories, client, state, None, round_index, canaries, secure
-        )
-        if total.accepted < settings.min_clients:
-            return _report(skipped, total, losses, released=False)
-        if canaries is not None:
-            state.arrays["released_sum"] += total.total
-        mean = total.total / total.accepted
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"], mean, _learning_rate(settings, round_index)
-        )
-        state.released_rounds += 1
-        return _report(skipped, total, losses, released=True)
-    epsilon_after = plan.epsilon_after(state.released_rounds + 1)
-    # δ was charged with the first release (the item counts); rounds add only ε.
-    with ledger.round(
-        epsilon_after - (epsilon_before or 0.0), 0.0, f"round {round_index}"
-    ) as released:
-        total, losses = _aggregate(
-            cohort,
-            settings,
-            histories,
-            client,
-            state,
-            mechanism.clipping_norm,
-            round_index,
-            canaries,
-            secure,
-        )
-        if total.accepted < settings.min_clients:
-            return _report(skipped, total, losses, released=False)
-        rng = _noise_rng(spec, round_index)
-        noisy = mechanism.add_noise(total.total, rng)
-        if canaries is not None:
-            state.arrays["released_sum"] += noisy
-        mean = noisy / plan.expected_cohort
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"], mean, _learning_rate(settings, round_index)
-        )
-        if mechanism.adaptive is not None:
-            fraction = mechanism.noisy_unclipped_fraction(total.unclipped, rng)
-            state.clipping_norm = mechanism.adapt(fraction)
-        state.released_rounds += 1
-        released[0] = True
-    report = _report(skipped, total, losses, released=True)
-    return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
-
-
-def _report(
-    skipped: RoundReport, total: RoundSum, losses: np.ndarray, *, released: bool
-) -> RoundReport:
-    loss = float(np.mean(losses)) if len(losses) else float("nan")
-    return RoundReport(
-        **{
-            **skipped.__dict__,
-            "accepted": total.accepted,
-            "refused": dict(total.refused),
-            "released": released,
-            "loss": loss,
-        }
-    )
-
-
-def _aggregate(
-    cohort: np.ndarray,
-    settings: FederatedSettings,
-    histories: sp.csr_matrix,
-    client: FedMFClient,
-    state: ServerState,
-    bound: float | None,
-    round_index: int,
-    canaries: Canaries | None,
-    secure: SecureAggregation | None = None,
-    aggregator: SumAggregator | SecAggAggregator | None = None,
-) -> tuple[RoundSum, np.ndarray]:
-    """Run the cohort's devices batch by batch and sum their checked updates (securely with
-    ``secure``, or through the given ``aggregator``)."""
-    broadcast = MFBroadcast.of(state.arrays["item_factors"])
-    n_items, d = broadcast.item_factors.shape
-    if aggregator is None and secure is not None:
-        extra = 0 if canaries is None else len(canaries.directions)
-        aggregator = SecAggAggregator(
-            n_items * d + d * d,
-            bound,
-            secure,
-            max_clients=len(cohort) + extra,
-            round_index=round_index,
-            seed=settings.seed,
-            min_survivors=settings.min_clients,
-        )
-    if aggregator is None:
-        aggregator = SumAggregator(n_items * d + d * d, bound)
-    losses = []
-    for start in range(0, len(cohort), settings.batch_size):
-        devices = cohort[start : start + settings.batch_size]
-        computed, batch_losses = client.local_update(histories[devices], broadcast)
-        sent: ClientUpdates = computed
-        unclipped = None
-        if bound is not None:
-            sent, unclipped = clip_on_device(computed, bound)
-        aggregator.add(sent, unclipped)
-        losses.append(batch_losses)
-    if canaries is not None:
-        rate = min(settings.clients_per_round, histories.shape[0]) / histories.shape[0]
-        chosen = canaries.sampled(round_index, rate)
-        if len(chosen):
-            scale = 1.0 if bound is None else bound
-            aggregator.add(canaries.updates(chosen, scale), np.ones(len(chosen), dtype=bool))
-    joined = np.concatenate(losses) if losses else np.zeros(0)
-    if isinstance(aggregator, SecAggAggregator):
-        from privrank.privacy.crypto.secagg import SecAggAbort
-
-        try:
-            return aggregator.finish(), joined
-        except SecAggAbort:  # nothing unmasked: the round releases nothing and is not charged
-            return RoundSum(np.zeros(aggregator.dim), refused={"secagg_abort": 1}), joined
-    return aggregator.finish(), joined
-
-
-def clip_on_device(updates: ClientUpdates, bound: float) -> tuple[ClientUpdates, np.ndarray]:
-    """Each device scales its update to L2 norm at most ``bound`` and reports whether it was
-    already within it (the bit of adaptive clipping).
-
-    Returns:
-        ``(clipped updates, unclipped bits)``.
-    """
-    norms = updates.norms()
-    unclipped = norms <= bound
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factors = np.where(unclipped, 1.0, bound / norms)
-    factors = np.where(np.isfinite(factors), factors, 1.0)  # a non-finite update stays so
-    return updates.scaled(factors), unclipped
-
-
-def _secure_counts_sum(
-    histories: sp.csr_matrix, settings: FederatedSettings, secure: SecureAggregation
-) -> np.ndarray:
-    """Every device's 0/1 item vector summed by SecAgg+, in groups of ``clients_per_round``
-    devices (one protocol run per group, no simulated dropout: the counts are collected once,
-    before training); integers, so the sum is exact. A group that aborts
-    raises :class:`~privrank.privacy.crypto.secagg.SecAggAbort` (nothing is released)."""
-    population, n_items = histories.shape
-    total = np.zeros(n_items)
-    group = max(2, settings.clients_per_round)
-    exact = secure.model_copy(update={"value_range": 1.0, "scale": 1.0, "dropout": 0.0})
-    for number, start in enumerate(range(0, population, group)):
-        members = np.arange(start, min(start + group, population))
-        aggregator = SecAggAggregator(
-            n_items, None, exact, max_clients=len(members), round_index=2**62 - 1 - number,
-            seed=settings.seed,
-        )  # fmt: skip
-        aggregator.add(SparseUpdates(histories[members]))
-        total += aggregator.finish().total
-    return total
-
-
-def _release_counts_secure(
-    histories: sp.csr_matrix,
-    settings: FederatedSettings,
-    secure: SecureAggregation,
-    spec: PrivacySpec | None,
-    ddp: DistributedDPPlan | None,
-    ledger: RoundLedger | None,
-) -> np.ndarray:
-    """The item counts under distributed DP, through SecAgg+: the
-    devices of the first cohort (Poisson, round 0) send their at most ``c`` items with discrete
-    Gaussian noise (release 0 of the plan, charged with the run's δ); the server scales the sum
-    by ``N / survivors``.
+def check_private_min_clients(settings: FederatedSettings, population: int) -> None:
+    """A private round with the plain aggregation is always released
+    (:mod:`privrank.federated.rounds`): ``min_clients`` may not make it depend on the cohort.
 
     Raises:
-        ConfigError: Too few devices survived the counts' round (nothing can be trained).
+        ConfigError: ``min_clients`` > 1 with Poisson sampling, or above a fixed cohort.
     """
-    from privrank.privacy.crypto.secagg import SecAggAbort
-
-    population, n_items = histories.shape
-    if ddp is None or spec is None or ledger is None:
-        raise ConfigError("the distributed-DP counts need a plan, a spec and a ledger")
-    cohort = _cohort(settings, population, 0)
-    kept = _bounded(histories[cohort], ddp.contribution_bound)
-    aggregator = SecAggAggregator(
-        n_items,
-        float(np.sqrt(ddp.contribution_bound)),
-        secure,
-        max_clients=population,
-        round_index=0,
-        seed=settings.seed,
-        min_survivors=settings.min_clients,
-        mechanism=ddp.counts,
-        noise_rng=_noise_rng(spec, 0),
-    )
-    with ledger.round(ddp.epsilon_after(0), ddp.delta, "item counts") as released:
-        aggregator.add(SparseUpdates(kept))
-        try:
-            part = aggregator.finish()
-        except SecAggAbort as exc:
-            raise ConfigError(f"the item counts' secure round aborted: {exc}") from exc
-        if part.accepted < settings.min_clients:
-            raise ConfigError(
-                f"the item counts' secure round had {part.accepted} device(s), fewer than "
-                f"min_clients = {settings.min_clients}"
-            )
-        released[0] = True
-    return np.asarray(part.total * (population / part.accepted), dtype=np.float64)
-
-
-def _round_distributed(
-    round_index: int,
-    settings: FederatedSettings,
-    histories: sp.csr_matrix,
-    client: FedMFClient,
-    server: FedMFServer,
-    state: ServerState,
-    ddp: DistributedDPPlan,
-    secure: SecureAggregation,
-    ledger: RoundLedger,
-    spec: PrivacySpec,
-    canaries: Canaries | None,
-) -> RoundReport:
-    """One round under distributed DP: devices clip, round, noise and mask; SecAgg+ unmasks
-    the noisy sum; the server adds no noise. Charged only when released."""
-    from privrank.privacy.crypto.secagg import SecAggAbort
-
-    cohort = _cohort(settings, histories.shape[0], round_index)
-    epsilon_before = ddp.epsilon_after(state.released_rounds)
-    bound = float(spec.clipping_norm)
-    skipped = RoundReport(
-        round_index, settings.rounds, len(cohort), 0, {}, False, float("nan"), epsilon_before,
-        bound, 0.0,
-    )  # fmt: skip
-    if len(cohort) < settings.min_clients:
-        return skipped
-    epsilon_after = ddp.epsilon_after(state.released_rounds + 1)
-    n_items, d = state.arrays["item_factors"].shape
-    extra = 0 if canaries is None else len(canaries.directions)
-    aggregator = SecAggAggregator(
-        n_items * d + d * d,
-        bound,
-        secure,
-        max_clients=histories.shape[0] + extra,
-        round_index=round_index,
-        seed=settings.seed,
-        min_survivors=settings.min_clients,
-        mechanism=ddp.rounds,
-        noise_rng=_noise_rng(spec, round_index),
-    )
-    with ledger.round(epsilon_after - epsilon_before, 0.0, f"round {round_index}") as released:
-        try:
-            total, losses = _aggregate(
-                cohort, settings, histories, client, state, bound, round_index, canaries,
-                aggregator=aggregator,
-            )  # fmt: skip
-        except SecAggAbort:
-            return RoundReport(**{**skipped.__dict__, "refused": {"secagg_abort": len(cohort)}})
-        if total.accepted < settings.min_clients:
-            return _report(skipped, total, losses, released=False)
-        if canaries is not None:
-            state.arrays["released_sum"] += total.total
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"],
-            total.total / total.accepted,
-            _learning_rate(settings, round_index),
+    cohort = min(settings.clients_per_round, population)
+    if settings.sampling == "poisson" and settings.min_clients > 1:
+        raise ConfigError(
+            f"--min-clients {settings.min_clients}: a DP-FedAvg round is released whatever the "
+            "size of its Poisson cohort (skipping small cohorts would reveal, without noise, "
+            "who was sampled); use --min-clients 1, or --sampling fixed"
         )
-        state.released_rounds += 1
-        released[0] = True
-    report = _report(skipped, total, losses, released=True)
-    return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
+    if settings.sampling == "fixed" and settings.min_clients > cohort:
+        raise ConfigError(
+            f"--min-clients {settings.min_clients} exceeds the fixed cohort of {cohort} devices: "
+            "no round could be released"
+        )

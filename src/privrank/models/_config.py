@@ -19,6 +19,7 @@ from privrank.config_errors import config_error
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.models.engine import FitEngine
+from privrank.models.parallel import DataParallel
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["FitOptions", "FitProgress", "ModelConfig", "available_cores", "build_model_config"]
@@ -76,6 +77,9 @@ class FitOptions(BaseModel):
         checkpoint_dir: Directory where an iterative fit that checkpoints (iALS) writes its
             state after each epoch, and resumes from when it holds the checkpoint of the same
             fit (same model, config, seed and training data); ``None``: no checkpoints.
+        parallel: This process is one worker of a data-parallel fit of a torch model
+            (:class:`~privrank.models.parallel.DataParallel`; set by an engine on its workers,
+            e.g. ``privrank.distributed.ray_train``); ``None``: the fit is not shared.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -87,6 +91,7 @@ class FitOptions(BaseModel):
     validation: Interactions | None = None
     engine: FitEngine | None = None
     checkpoint_dir: Path | None = None
+    parallel: DataParallel | None = None
 
     def __init__(self, **data: Any) -> None:
         try:

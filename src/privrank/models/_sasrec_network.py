@@ -169,6 +169,7 @@ def sequence_loss(
     negatives: int,
     generator: torch.Generator,
     gbce_t: float = 0.75,
+    sharing: str = "batch",
 ) -> torch.Tensor:
     r"""Mean next-item loss of left-padded ``(B, L + 1)`` sequences.
 
@@ -179,6 +180,11 @@ def sequence_loss(
     cross-entropy :math:`-\beta \log\sigma(s^+) - \sum_j \log\sigma(-s_j)` over the same
     per-batch negatives, :math:`\beta` from :func:`gbce_beta` with calibration ``gbce_t``) or
     ``bce`` (the paper's binary cross-entropy with one uniform negative per position).
+
+    ``sharing`` says where the ``negatives`` of ``sampled-softmax`` and ``gbce`` are drawn:
+    ``batch`` (one set of :math:`N` items shared by every position of the batch) or
+    ``position`` (an independent set of :math:`N` items per position, as RecTools and the
+    eSASRec study draw them: every item receives negative gradients far more often).
     """
     width = max(int((sequences > 0).sum(dim=1).max()), 2)
     sequences = sequences[:, -width:]  # drop leading all-padding columns (same result)
@@ -191,10 +197,15 @@ def sequence_loss(
     if loss == "softmax":
         return functional.cross_entropy(hidden @ items.T, target)
     if loss in ("sampled-softmax", "gbce"):
-        drawn = torch.randint(n_items, (negatives,), generator=generator)
         positive = (hidden * items[target]).sum(-1, keepdim=True)
-        negative = hidden @ items[drawn].T
-        clash = drawn.unsqueeze(0) == target.unsqueeze(1)
+        if sharing == "position":
+            drawn = torch.randint(n_items, (len(target), negatives), generator=generator)
+            negative = torch.bmm(items[drawn], hidden.unsqueeze(-1)).squeeze(-1)
+            clash = drawn == target.unsqueeze(1)
+        else:
+            drawn = torch.randint(n_items, (negatives,), generator=generator)
+            negative = hidden @ items[drawn].T
+            clash = drawn.unsqueeze(0) == target.unsqueeze(1)
         if loss == "gbce":
             beta = gbce_beta(negatives, n_items, gbce_t)
             pushed = functional.softplus(negative).masked_fill(clash, 0.0).sum(-1)

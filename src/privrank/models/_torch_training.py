@@ -16,7 +16,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from privrank.errors import ConfigError
 from privrank.metrics import ranking
 from privrank.metrics.ranking import RankedRelevance
 from privrank.metrics.topk import as_score_array, top_k
+from privrank.models._config import FitOptions
 from privrank.models._epochs import (
     EpochHistory,
     EpochSchedule,
@@ -37,6 +38,7 @@ from privrank.models.base import Recommender
 
 __all__ = [
     "EpochFitMixin",
+    "NetworkFitEngine",
     "NetworkStateMixin",
     "ValidationSet",
     "adam",
@@ -231,6 +233,27 @@ def adam(network: torch.nn.Module, config: _AdamSettings) -> torch.optim.Adam:
     )
 
 
+@runtime_checkable
+class NetworkFitEngine(Protocol):
+    """An engine that trains a torch model's network data-parallel on its workers.
+
+    Attributes:
+        name: Short name recorded with the fit.
+    """
+
+    name: str
+
+    def fit_network(
+        self, model: Recommender, train: Interactions, options: FitOptions
+    ) -> Recommender:
+        """A new model of ``model``'s class and config, fitted on ``train`` with ``options``
+        (seed, privacy, validation) by this engine's workers; ``model`` is not changed.
+
+        A private fit's guarantee must be that of the same fit in one process (the workers
+        share each logical DP-SGD batch and the noise is added once per step)."""
+        ...
+
+
 class NetworkStateMixin(Recommender):
     """Validation and persistence of a torch model's ``network_``.
 
@@ -268,6 +291,35 @@ class NetworkStateMixin(Recommender):
         return Validation(
             evaluate=evaluate, snapshot=network.state_dict, restore=network.load_state_dict
         )
+
+    def _fit_on_engine(self, train: Interactions, options: FitOptions) -> bool:
+        """Train on the fit's engine when it has one (``False``: train here).
+
+        The engine (a :class:`~privrank.models.engine.NetworkFitEngine`) fits a replica of this
+        model data-parallel on its workers; this model takes its network, histories of loss and
+        validation, cold-start popularity and (private fit) guarantee, and reports the
+        per-epoch losses to the fit's progress callback afterwards.
+
+        Raises:
+            ConfigError: The engine cannot train a network.
+        """
+        engine = options.engine
+        if engine is None:
+            return False
+        if not isinstance(engine, NetworkFitEngine):
+            raise ConfigError(
+                f"{type(self).__name__} trains its network data-parallel; the {engine.name!r} "
+                "engine cannot (it has no fit_network)"
+            )
+        fitted = engine.fit_network(self, train, options)
+        if type(fitted) is not type(self) or fitted.n_items_ != self.n_items_:
+            raise ConfigError(f"the {engine.name!r} engine returned a model that is not this fit")
+        self._set_state(fitted._state())
+        self.item_popularity_ = fitted.item_popularity_
+        self.privacy_guarantee_ = fitted.privacy_guarantee_
+        for epoch, loss in enumerate(self.loss_history_.tolist(), start=1):
+            self._report(epoch, len(self.loss_history_), loss)
+        return True
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {f"network.{k}": v.detach().numpy() for k, v in self.network_.state_dict().items()}

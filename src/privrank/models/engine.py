@@ -16,6 +16,11 @@ What an engine computes:
 - :meth:`ALSEngine.als_blocks` (an engine that also has it): the half-steps of iALS, each
   row block solved where the engine keeps it (:class:`ALSBlocks`); the rows are independent,
   so the assembled solution is the in-process one.
+
+An engine that can also train a torch model's network data-parallel (SASRec, Mult-VAE: the
+whole fit on several workers, each a replica, gradients summed over them,
+:mod:`privrank.models.parallel`) implements
+:class:`~privrank.models._torch_training.NetworkFitEngine` as well.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ class LDPPopularConfig(ModelConfig):
     """The collection's public parameters.
 
     Attributes:
-        sketch: ``cms`` (Count Mean Sketch) or ``hcms`` (Hadamard Count Mean Sketch).
+        sketch: ``cms`` (Count Mean Sketch), ``ocms`` (CMS with the optimised unary encoding
+            randomiser) or ``hcms`` (Hadamard Count Mean Sketch).
         epsilon: ε of one report.
         m: Sketch width (a power of two for ``hcms``).
         k: Sketch depth (number of hash functions).
@@ -36,7 +37,7 @@ class LDPPopularConfig(ModelConfig):
         hash_seed: Key of the public hash family.
     """
 
-    sketch: Literal["cms", "hcms"] = "cms"
+    sketch: Literal["cms", "hcms", "ocms"] = "cms"
     epsilon: float = Field(default=4.0, gt=0, le=50, allow_inf_nan=False)
     m: int = Field(default=1024, ge=2, le=1 << 16)
     k: int = Field(default=1024, ge=1, le=1 << 16)

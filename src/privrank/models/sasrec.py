@@ -10,6 +10,7 @@ import torch
 from pydantic import Field, model_validator
 
 from privrank.data.interactions import Interactions
+from privrank.errors import ConfigError
 from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._sasrec_network import (
@@ -19,8 +20,21 @@ from privrank.models._sasrec_network import (
     sequence_loss,
     trimmed,
 )
-from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, adam, seeded
+from privrank.models._torch_training import (
+    EpochFitMixin,
+    NetworkStateMixin,
+    ValidationSet,
+    adam,
+    seeded,
+)
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.parallel import (
+    DataParallel,
+    all_reduce_gradients,
+    share,
+    sync_generator,
+    worker_seed,
+)
 
 __all__ = ["SASRec", "SASRecConfig"]
 
@@ -39,7 +53,10 @@ class SASRecConfig(ModelConfig):
             ``gbce`` (gSASRec's generalised binary cross-entropy against ``negatives`` uniformly
             drawn items, calibrated by ``gbce_t``) or ``bce`` (the paper's binary
             cross-entropy, one negative per position).
-        negatives: Negatives per batch for ``sampled-softmax`` and ``gbce``.
+        negatives: Negatives per batch (or per position) for ``sampled-softmax`` and ``gbce``.
+        negative_sharing: ``batch``: one set of ``negatives`` uniformly drawn items shared by
+            every position of a batch; ``position``: an independent set per position (as
+            RecTools and the eSASRec study draw them; non-private fits only).
         gbce_t: gSASRec's calibration :math:`t \in [0, 1]` of ``gbce`` (0: plain BCE against
             the negatives; 1: fully calibrated to the catalogue).
         epochs: Most training epochs.
@@ -51,6 +68,11 @@ class SASRecConfig(ModelConfig):
         validate_every: Epochs between validation evaluations.
         max_seconds: Stop after the first epoch that ends past this many seconds of training
             (then the result depends on the machine's speed); ``None``: no limit.
+        carve_validation: When the fit is given no validation part, carve one from the
+            training data for early stopping: the last item of every user with at least 3
+            training items is held out as that user's validation target (it stays in the user's
+            history for scoring, as a leave-one-out validation item does). ``False``: without a
+            validation part, train all ``epochs``.
         private: Settings of a private fit (DP-SGD,
             :class:`~privrank.models._private.DPSGDPrivateConfig`); ``None``: its defaults
             when the fit has a privacy spec. Refused by a fit without one.
@@ -61,8 +83,9 @@ class SASRecConfig(ModelConfig):
     heads: int = Field(1, ge=1)
     max_length: int = Field(50, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    loss: Literal["softmax", "sampled-softmax", "gbce", "bce"] = "sampled-softmax"
+    loss: Literal["softmax", "sampled-softmax", "gbce", "bce"] = "softmax"
     negatives: int = Field(256, ge=1)
+    negative_sharing: Literal["batch", "position"] = "batch"
     gbce_t: float = Field(0.75, ge=0, le=1)
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -71,6 +94,7 @@ class SASRecConfig(ModelConfig):
     patience: int = Field(5, ge=0)
     validate_every: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0)
+    carve_validation: bool = True
     private: DPSGDPrivateConfig | None = None
 
     @model_validator(mode="after")
@@ -107,7 +131,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     - ``softmax``: :math:`-\log \frac{\exp \langle h_t, e_{s_{t+1}}\rangle}{\sum_{j\in I}
       \exp \langle h_t, e_j\rangle}`;
     - ``sampled-softmax``: the same over :math:`\{s_{t+1}\} \cup N`, with :math:`N` ``negatives``
-      items drawn uniformly per batch (a drawn item equal to the target is masked out);
+      items drawn uniformly per batch, or per position with ``negative_sharing="position"`` (a
+      drawn item equal to the target is masked out);
     - ``bce``: :math:`-\log\sigma\langle h_t, e_{s_{t+1}}\rangle - \log\sigma(-\langle h_t,
       e_j\rangle)`, one uniform negative :math:`j` per position.
     - ``gbce`` (gSASRec, Petrov and Macdonald, RecSys 2023): :math:`-\beta \log\sigma\langle
@@ -121,8 +146,13 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     With ``fit(..., validation=part)`` every ``validate_every`` epochs the model ranks all items
     for each validation user after their training sequence (training items removed), reports
     NDCG@10/HR@10, keeps the best epoch's weights and stops after ``patience`` evaluations
-    without improvement. **Fold-in** is native: any history is scored by running the network
-    on it, so a training user's fold-in equals its training-time score.
+    without improvement. Without a validation part (and ``carve_validation``, the default)
+    the fit carves one from the training data (:func:`carve_last_items`: the last item of each
+    user with at least 3 training items is a validation target, not a training target) and
+    stops early on it the same way: a fixed epoch count overfits small data sets (on ML-100K
+    validation NDCG@10 peaks near epoch 10 of 200). **Fold-in** is native: any history is
+    scored by running the network on it, so a training user's fold-in equals its
+    training-time score.
 
     **Private fit** (``FitOptions(privacy=spec)``): user-level DP-SGD
     (:mod:`privrank.privacy.dpsgd`). The sequences are rebuilt from the contribution-bounded
@@ -141,6 +171,13 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     trains all ``epochs``: it ignores ``validation`` and ``max_seconds``, and records no
     validation or loss history (the loss is computed without noise, so it is not released).
 
+    **Data-parallel fit** (``FitOptions(engine=RayEngine(workers=N))``, ``privrank train
+    --engine ray --workers N``): the fit runs on N Ray Train workers, each a replica that takes
+    its share of every batch, gradients summed over the workers
+    (:mod:`privrank.models.parallel`); one worker gives this fit exactly, and a private fit's
+    guarantee (sampling rate, steps, multiplier, ε) is this fit's, the noise added once per
+    step.
+
     Attributes:
         network_: The trained :class:`SASRecNetwork` (eval mode).
         loss_history_: Mean training loss per epoch (float64).
@@ -157,19 +194,28 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     uses_torch = True
     sequential = True
     supports_privacy = True
+    supports_engine = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        if self._fit_on_engine(train, options):
+            return
         cfg = self.config
         validation = self._validation_set()
-        padded = left_padded(self.history_indptr_, self.history_items_, cfg.max_length + 1)
+        indptr, items = self.history_indptr_, self.history_items_
+        if validation is None and cfg.carve_validation:
+            indptr, items, validation = carve_last_items(indptr, items)
+        padded = left_padded(indptr, items, cfg.max_length + 1)
         sequences = torch.from_numpy(padded[(padded > 0).sum(axis=1) >= 2])
+        parallel = options.parallel
         with seeded(options.seed):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
             optimizer = adam(network, cfg)
+            if parallel is not None and parallel.rank:  # this worker's own dropout stream
+                torch.manual_seed(worker_seed(options.seed, parallel))
             self._run_epochs(
                 EpochSchedule.of(cfg),
-                lambda epoch: self._train_epoch(network, optimizer, sequences, generator),
+                lambda epoch: self._train_epoch(network, optimizer, sequences, generator, parallel),
                 self._network_validation(network, validation),
             )
         self.network_ = network.eval()
@@ -179,7 +225,15 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     ) -> None:
         from privrank.privacy.dpsgd import VmapClipping, start_private_run
 
+        if self._fit_on_engine(train, options):
+            return
         cfg = self.config
+        if cfg.negative_sharing == "position":
+            raise ConfigError(
+                "SASRec.negative_sharing: got 'position'; expected 'batch' for a private fit "
+                "(its per-user gradients gather each user's negatives' rows, one set per batch)"
+            )
+        parallel = options.parallel
         batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
@@ -190,6 +244,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
             network = self._new_network()
             generator = torch.Generator().manual_seed(options.seed)
             optimizer = adam(network, cfg)
+            if parallel is not None and parallel.rank:  # this worker's own dropout stream
+                torch.manual_seed(worker_seed(options.seed, parallel))
 
             beta = gbce_beta(cfg.negatives, self.n_items_, cfg.gbce_t)
 
@@ -197,12 +253,12 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
                 return _user_sequence_loss(network, params, data, cfg.loss, beta)
 
             engine = VmapClipping(dict(network.named_parameters()), user_loss, spec.clipping_norm)
-            trainer = run.trainer(engine, optimizer)
+            trainer = run.trainer(engine, optimizer, parallel)
 
             def train_epoch(epoch: int) -> None:  # no loss: it is not a private release
                 network.train()
                 for users in run.sampler.epoch(run.plan.steps_per_epoch):
-                    picked = torch.from_numpy(users)
+                    picked = torch.from_numpy(share(parallel, users))
                     batch = sequences[picked[trainable[picked]]]
                     width = max(int((batch > 0).sum(dim=1).max()) if len(batch) else 0, 2)
                     batch = batch[:, -width:]
@@ -238,17 +294,39 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         optimizer: torch.optim.Optimizer,
         sequences: torch.Tensor,
         generator: torch.Generator,
+        parallel: DataParallel | None = None,
     ) -> float:
         cfg = self.config
         total, count = 0.0, 0
         network.train()
+        sync_generator(parallel, generator)
+        parameters = list(network.parameters())
         for batch in self._batches(sequences, generator):
-            loss = sequence_loss(network, batch, cfg.loss, cfg.negatives, generator, cfg.gbce_t)
+            mine = share(parallel, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(mine):
+                loss = sequence_loss(
+                    network,
+                    mine,
+                    cfg.loss,
+                    cfg.negatives,
+                    generator,
+                    cfg.gbce_t,
+                    cfg.negative_sharing,
+                )
+                loss.backward()
+                total += loss.item() * len(mine)
+                count += len(mine)
+            elif cfg.loss in ("sampled-softmax", "gbce"):  # the batch's shared negatives
+                torch.randint(self.n_items_, (cfg.negatives,), generator=generator)
+            if parallel is not None:
+                pairs = (mine[:, :-1] > 0) & (mine[:, 1:] > 0)  # the positions of the mean
+                all_reduce_gradients(parallel, parameters, float(pairs.sum()))
             optimizer.step()
-            total += loss.item() * len(batch)
-            count += len(batch)
+        if parallel is not None:
+            sums = torch.tensor([total, float(count)], dtype=torch.float64)
+            parallel.all_reduce([sums])
+            total, count = float(sums[0]), int(sums[1])
         return total / max(count, 1)
 
     def _batches(self, sequences: torch.Tensor, generator: torch.Generator):
@@ -278,6 +356,39 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
                 hidden = network(trimmed(torch.from_numpy(padded[rows])))[:, -1]
                 out[rows] = (hidden @ items.T).numpy()
         return out
+
+
+def carve_last_items(
+    indptr: np.ndarray, items: np.ndarray, min_length: int = 3
+) -> tuple[np.ndarray, np.ndarray, ValidationSet | None]:
+    """Hold out the last item of every sequence of at least ``min_length`` items.
+
+    Args:
+        indptr: Ragged sequence offsets (``n + 1``).
+        items: Item codes, each sequence in time order.
+        min_length: Shortest sequence that gives up its last item.
+
+    Returns:
+        ``(indptr, items, validation)``: the sequences without the held-out items, and a
+        :class:`ValidationSet` whose users are those sequences, their histories the shortened
+        sequences and their targets the held-out items (``None`` when no sequence is long
+        enough; then the sequences are returned unchanged).
+    """
+    lengths = np.diff(indptr)
+    users = np.flatnonzero(lengths >= min_length)
+    if users.size == 0:
+        return indptr, items, None
+    last = indptr[users + 1] - 1
+    kept = np.ones(len(items), dtype=bool)
+    kept[last] = False
+    shortened = lengths.copy()
+    shortened[users] -= 1
+    new_indptr = np.concatenate([[0], np.cumsum(shortened)]).astype(indptr.dtype)
+    new_items = items[kept]
+    histories = Query(indptr=new_indptr.astype(np.int64), items=new_items.astype(np.int64))
+    targets = [items[i : i + 1].astype(np.int64) for i in last]
+    validation = ValidationSet(users=users, histories=histories.take(users), targets=targets)
+    return new_indptr, new_items, validation
 
 
 def _user_sequence_loss(

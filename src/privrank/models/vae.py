@@ -16,6 +16,7 @@ from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, adam, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.parallel import all_reduce_gradients, share, worker_seed
 
 __all__ = ["MultVAE", "MultVAEConfig", "MultVAENetwork"]
 
@@ -142,6 +143,13 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     not cover), and records no validation or loss history (the training loss is computed on
     users' data without noise, so it is not reported either).
 
+    **Data-parallel fit** (``FitOptions(engine=RayEngine(workers=N))``, ``privrank train
+    --engine ray --workers N``): the fit runs on N Ray Train workers, each a replica that takes
+    its share of every batch, gradients summed over the workers
+    (:mod:`privrank.models.parallel`); one worker gives this fit exactly, and a private fit's
+    guarantee (sampling rate, steps, multiplier, ε) is this fit's, the noise added once per
+    step.
+
     Attributes:
         network_: The trained :class:`MultVAENetwork` (eval mode).
         loss_history_: Mean training loss per epoch (float64).
@@ -156,16 +164,25 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     seeded = True
     uses_torch = True
     supports_privacy = True
+    supports_engine = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        if self._fit_on_engine(train, options):
+            return
         cfg = self.config
         validation = self._validation_set()
         active = np.flatnonzero(np.diff(matrix.indptr) > 0)
         generator = torch.Generator().manual_seed(options.seed)
+        parallel = options.parallel
         step = 0  # Adam steps so far (the KL weight anneals over them)
         with seeded(options.seed):
             network = self._new_network()
             optimizer = adam(network, cfg)
+            parameters = list(network.parameters())
+            if (
+                parallel is not None and parallel.rank
+            ):  # this worker's own dropout and latent samples
+                torch.manual_seed(worker_seed(options.seed, parallel))
 
             def train_epoch(epoch: int) -> float:
                 nonlocal step
@@ -173,16 +190,22 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                 order = active[torch.randperm(len(active), generator=generator).numpy()]
                 total = 0.0
                 for start in range(0, len(order), cfg.batch_size):
-                    rows = order[start : start + cfg.batch_size]
-                    x = torch.from_numpy(matrix[rows].toarray())
+                    rows = share(parallel, order[start : start + cfg.batch_size])
                     beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
-                    logits, mu, logvar = network(x)
-                    loss = vae_loss(x, logits, mu, logvar, beta)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if len(rows):
+                        x = torch.from_numpy(matrix[rows].toarray())
+                        logits, mu, logvar = network(x)
+                        loss = vae_loss(x, logits, mu, logvar, beta)
+                        loss.backward()
+                        total += loss.item() * len(rows)
+                    all_reduce_gradients(parallel, parameters, float(len(rows)))
                     optimizer.step()
                     step += 1
-                    total += loss.item() * len(rows)
+                if parallel is not None:
+                    sums = torch.tensor([total], dtype=torch.float64)
+                    parallel.all_reduce([sums])
+                    total = float(sums[0])
                 return total / max(len(order), 1)
 
             self._run_epochs(
@@ -195,7 +218,10 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     ) -> None:
         from privrank.privacy.dpsgd import GhostClipping, start_private_run
 
+        if self._fit_on_engine(train, options):
+            return
         cfg = self.config
+        parallel = options.parallel
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
         run = start_private_run(spec, matrix, batch, cfg.epochs)
@@ -205,19 +231,24 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
         with seeded(options.seed):
             network = self._new_network()
             optimizer = adam(network, cfg)
+            if (
+                parallel is not None and parallel.rank
+            ):  # this worker's own dropout and latent samples
+                torch.manual_seed(worker_seed(options.seed, parallel))
 
             def user_losses(model: torch.nn.Module, x: torch.Tensor, beta: float) -> torch.Tensor:
                 logits, mu, logvar = model(x)
                 return vae_user_losses(x, logits, mu, logvar, beta)
 
             engine = GhostClipping(network, user_losses, spec.clipping_norm)
-            trainer = run.trainer(engine, optimizer)
+            trainer = run.trainer(engine, optimizer, parallel)
 
             def train_epoch(epoch: int) -> None:  # no loss: it is not a private release
                 nonlocal step
                 network.train()
                 for users in run.sampler.epoch(run.plan.steps_per_epoch):
-                    rows = users[lengths[users] > 0]  # an empty history adds nothing
+                    mine = share(parallel, users)  # this worker's share of the logical batch
+                    rows = mine[lengths[mine] > 0]  # an empty history adds nothing
                     x = torch.from_numpy(matrix[rows].toarray())
                     beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
                     trainer.step(x, beta)

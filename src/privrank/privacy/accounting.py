@@ -23,6 +23,14 @@ Conventions, used by every function here:
   composes their events (adaptive composition is covered; PLD composition is tight, RDP is an
   upper bound). The budget ledger uses *basic* composition instead (ε and δ add up), which is
   sound for any mix of (ε, δ)-DP runs.
+- **Fixed-size cohorts** (:func:`fixed_cohort_event`, federated rounds of exactly K of N
+  devices drawn without replacement) are the exception to the add/remove relation:
+  dp_accounting accounts sampling without replacement only under **replace-one** adjacency (N
+  public; one user's entire history replaced by another's), and only by RDP (Wang, Balle &
+  Kasiviswanathan 2019, Thm. 27); its PLD accountant has no such event. An accountant made with
+  ``neighboring="replace_one"`` composes such events; every event composed with them must then
+  state its multiplier against the replace-one sensitivity (twice the clipping norm of a sum of
+  clipped vectors).
 
 Calibration (``calibrate_*``) searches the smallest noise meeting a target ε at a given δ by
 bisection on a log scale over the accountant's own ε, and returns the *upper* end of the final
@@ -49,10 +57,12 @@ __all__ = [
     "calibrate_dpsgd_noise",
     "calibrate_gaussian_noise",
     "calibrate_noise",
+    "discrete_pair_epsilon",
     "dpsgd_epsilon",
     "dpsgd_event",
     "event_from_dict",
     "event_to_dict",
+    "fixed_cohort_event",
     "gaussian_epsilon",
     "gaussian_event",
     "randomized_response_epsilon",
@@ -105,6 +115,12 @@ def _kind(kind: str, *, owner: str) -> AccountantKind:
     return kind  # type: ignore[return-value]
 
 
+#: The neighbouring relations an :class:`Accountant` can be stated against.
+_NEIGHBORING = {
+    "add_or_remove": dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
+    "replace_one": dpa.NeighboringRelation.REPLACE_ONE,
+}
+
 # --- events -----------------------------------------------------------------------------------
 
 
@@ -135,6 +151,33 @@ def dpsgd_event(sampling_rate: float, noise_multiplier: float, steps: int) -> dp
         dpa.GaussianDpEvent(_positive("noise_multiplier", noise_multiplier, owner=owner)),
     )
     return dpa.SelfComposedDpEvent(step, _count("steps", steps, owner=owner))
+
+
+def fixed_cohort_event(
+    population: int, cohort: int, noise_multiplier: float, rounds: int
+) -> dpa.DpEvent:
+    """The event of T Gaussian rounds, each on a cohort of exactly K of N users drawn uniformly
+    without replacement (replace-one adjacency: an accountant with
+    ``neighboring="replace_one"``, RDP only).
+
+    Args:
+        population: N (≥ 1, public).
+        cohort: K (1 ≤ K ≤ N).
+        noise_multiplier: σ / Δ with Δ the *replace-one* L2 sensitivity of a round's statistic
+            (2C for a sum of vectors clipped to C).
+        rounds: T (≥ 1).
+    """
+    owner = "fixed_cohort_event"
+    population = _count("population", population, owner=owner)
+    cohort = _count("cohort", cohort, owner=owner)
+    if cohort > population:
+        raise ConfigError(f"{owner}: the cohort ({cohort}) exceeds the population ({population})")
+    step = dpa.SampledWithoutReplacementDpEvent(
+        population,
+        cohort,
+        dpa.GaussianDpEvent(_positive("noise_multiplier", noise_multiplier, owner=owner)),
+    )
+    return dpa.SelfComposedDpEvent(step, _count("rounds", rounds, owner=owner))
 
 
 def event_to_dict(event: dpa.DpEvent) -> dict[str, Any]:
@@ -204,6 +247,9 @@ class Accountant:
         kind: ``pld`` or ``rdp``.
         pld_discretization: PLD value discretisation interval (> 0).
         rdp_orders: Rényi orders for ``rdp`` (``None``: dp_accounting's default).
+        neighboring: ``add_or_remove`` (the default: one user added or removed) or
+            ``replace_one`` (one user's history replaced by another's; the population size is
+            public): the relation every composed event's multiplier is stated against.
     """
 
     def __init__(
@@ -212,8 +258,14 @@ class Accountant:
         *,
         pld_discretization: float = DEFAULT_PLD_DISCRETIZATION,
         rdp_orders: list[float] | None = None,
+        neighboring: str = "add_or_remove",
     ) -> None:
         self.kind = _kind(kind, owner="Accountant")
+        if neighboring not in _NEIGHBORING:
+            raise ConfigError(
+                f"Accountant: neighboring must be add_or_remove or replace_one. Got {neighboring!r}"
+            )
+        self.neighboring = neighboring
         self.pld_discretization = _positive(
             "pld_discretization", pld_discretization, owner="Accountant"
         )
@@ -226,9 +278,13 @@ class Accountant:
         self._inner = self._fresh()
 
     def _fresh(self) -> dpa.PrivacyAccountant:
+        relation = _NEIGHBORING[self.neighboring]
         if self.kind == "pld":
-            return PLDAccountant(value_discretization_interval=self.pld_discretization)
-        return RdpAccountant(orders=self.rdp_orders)
+            return PLDAccountant(
+                neighboring_relation=relation,
+                value_discretization_interval=self.pld_discretization,
+            )
+        return RdpAccountant(orders=self.rdp_orders, neighboring_relation=relation)
 
     @property
     def events(self) -> tuple[dpa.DpEvent, ...]:
@@ -270,6 +326,7 @@ class Accountant:
             "kind": self.kind,
             "pld_discretization": self.pld_discretization,
             "rdp_orders": self.rdp_orders,
+            "neighboring": self.neighboring,
             "events": [event_to_dict(event) for event in self._events],
         }
 
@@ -281,6 +338,7 @@ class Accountant:
                 state["kind"],
                 pld_discretization=state["pld_discretization"],
                 rdp_orders=state["rdp_orders"],
+                neighboring=state.get("neighboring", "add_or_remove"),
             )
             events = state["events"]
         except (KeyError, TypeError) as exc:
@@ -503,3 +561,41 @@ def randomized_response_epsilon(epsilon_per_bit: float, bits: int, delta: float 
     )
     composed = pld.self_compose(bits, tail_mass_truncation=0.0)
     return float(composed.get_epsilon_for_delta(float(delta)))
+
+
+def discrete_pair_epsilon(
+    pmf_upper: dict[int, float], pmf_lower: dict[int, float], compositions: int
+) -> float:
+    """ε at δ = 0 of ``compositions`` self-composed releases with output laws ``pmf_upper`` and
+    ``pmf_lower`` (the output distributions under two neighbouring inputs, both directions).
+
+    Local DP with an asymmetric randomiser (the optimised unary encoding of the ``ocms``
+    sketch): dp_accounting's ``from_two_probability_mass_functions`` builds the privacy loss
+    distribution of each direction, self-composed without tail truncation; the larger ε of the
+    two directions is returned. At δ = 0 it is ``compositions ·`` the worst log-likelihood
+    ratio, up to the PLD's discretisation.
+
+    Raises:
+        ConfigError: ``compositions`` < 1, or pmfs that do not sum to 1 or put mass on an
+            output the other cannot produce (infinite loss).
+    """
+    from dp_accounting.pld import privacy_loss_distribution
+
+    owner = "discrete_pair_epsilon"
+    compositions = _count("compositions", compositions, owner=owner)
+    for pmf in (pmf_upper, pmf_lower):
+        if not math.isclose(sum(pmf.values()), 1.0, rel_tol=1e-9):
+            raise ConfigError(f"{owner}: a pmf sums to {sum(pmf.values())}, not 1")
+    if set(pmf_upper) != set(pmf_lower) or min(*pmf_upper.values(), *pmf_lower.values()) <= 0:
+        raise ConfigError(f"{owner}: the two laws must share their support (finite loss)")
+    worst = 0.0
+    for a, b in ((pmf_upper, pmf_lower), (pmf_lower, pmf_upper)):
+        pld = privacy_loss_distribution.from_two_probability_mass_functions(
+            {o: math.log(v) for o, v in b.items()},  # lower
+            {o: math.log(v) for o, v in a.items()},  # upper
+            value_discretization_interval=DEFAULT_PLD_DISCRETIZATION,
+            symmetric=False,
+        )
+        composed = pld.self_compose(compositions, tail_mass_truncation=0.0)
+        worst = max(worst, float(composed.get_epsilon_for_delta(0.0)))
+    return worst

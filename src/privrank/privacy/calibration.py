@@ -40,6 +40,7 @@ from privrank.privacy.accounting import (
     calibrate_gaussian_noise,
     calibrate_noise,
     dpsgd_event,
+    fixed_cohort_event,
     gaussian_event,
 )
 from privrank.privacy.spec import AccountantKind
@@ -54,6 +55,8 @@ __all__ = [
     "epsilons",
     "gaussian_multiplier",
     "other_accountant",
+    "replace_one",
+    "supports",
 ]
 
 #: The accountants found by name (Opacus's registry, on ``dp_accounting``): a new accountant is
@@ -105,6 +108,12 @@ class Release:
         count: How many such releases (ALS iterations, DP-SGD steps) are composed (≥ 1).
         sampling_rate: q of Poisson subsampling, or ``None`` (no subsampling).
         epochs: Passes over the users the ``count`` releases make, when that is meaningful.
+        population: With ``sampling_rate``: not Poisson but a fixed cohort of exactly
+            ``round(q · population)`` of ``population`` users drawn without replacement
+            (:func:`~privrank.privacy.accounting.fixed_cohort_event`). A composition holding
+            one is accounted under **replace-one** adjacency, by RDP only (dp_accounting has
+            no PLD for it): every release of it must state ``sensitivity`` and
+            ``noise_multiplier`` against replace-one.
     """
 
     mechanism: str
@@ -114,6 +123,7 @@ class Release:
     count: int = 1
     sampling_rate: float | None = None
     epochs: int | None = None
+    population: int | None = None
 
     @property
     def noise_std(self) -> float:
@@ -122,9 +132,7 @@ class Release:
 
     def event(self) -> dpa.DpEvent:
         """The ``dp_accounting`` event of this release (all ``count`` of it)."""
-        if self.sampling_rate is None:
-            return gaussian_event(self.noise_multiplier, self.count)
-        return dpsgd_event(self.sampling_rate, self.noise_multiplier, self.count)
+        return _event(self.noise_multiplier, self.count, self.sampling_rate, self.population)
 
     def with_multiplier(self, noise_multiplier: float) -> Release:
         """The same release with another noise multiplier."""
@@ -176,26 +184,49 @@ def composed_epsilon(
         pld_discretization: The PLD value-discretisation interval (pessimistic: ε is an upper
             bound at any width).
     """
-    key = tuple((r.noise_multiplier, r.count, r.sampling_rate) for r in releases)
+    key = tuple((r.noise_multiplier, r.count, r.sampling_rate, r.population) for r in releases)
     return _composed(key, float(delta), str(accountant_name), float(pld_discretization))
+
+
+def _event(
+    multiplier: float, count: int, rate: float | None, population: int | None
+) -> dpa.DpEvent:
+    if rate is None:
+        return gaussian_event(multiplier, count)
+    if population is None:
+        return dpsgd_event(rate, multiplier, count)
+    return fixed_cohort_event(population, round(rate * population), multiplier, count)
+
+
+def replace_one(releases: Sequence[Release]) -> bool:
+    """Whether the composition is accounted under replace-one adjacency (it holds a
+    fixed-cohort release)."""
+    return any(r.population is not None for r in releases)
+
+
+def supports(releases: Sequence[Release], accountant_name: str) -> bool:
+    """Whether the named accountant accounts the composition (PLD has no fixed cohorts)."""
+    return not (replace_one(releases) and accountant_name == "pld")
 
 
 @functools.lru_cache(maxsize=1024)
 def _composed(
-    key: tuple[tuple[float, int, float | None], ...],
+    key: tuple[tuple[float, int, float | None, int | None], ...],
     delta: float,
     accountant_name: str,
     pld_discretization: float,
 ) -> float:
     book = accountant(accountant_name, pld_discretization)
-    with _quiet_rdp():
-        for multiplier, count, rate in key:
-            event = (
-                gaussian_event(multiplier, count)
-                if rate is None
-                else dpsgd_event(rate, multiplier, count)
+    if any(population is not None for *_, population in key):
+        if accountant_name != "rdp":
+            raise ConfigError(
+                "a fixed cohort (sampling without replacement) is accounted by RDP only: "
+                "dp_accounting's PLD accountant has no such event; use the rdp accountant"
             )
-            book.compose(event)
+        book = Accountant("rdp", neighboring="replace_one")
+    with _quiet_rdp():
+        for multiplier, count, rate, population in key:
+            book.compose(_event(multiplier, count, rate, population))
         return book.epsilon(delta)
 
 
@@ -204,10 +235,12 @@ def epsilons(
     delta: float,
     pld_discretization: float = DEFAULT_PLD_DISCRETIZATION,
 ) -> dict[str, float]:
-    """ε of the composition by every registered accountant, e.g. ``{"pld": …, "rdp": …}``."""
+    """ε of the composition by every registered accountant that accounts it, e.g. ``{"pld": …,
+    "rdp": …}`` (``{"rdp": …}`` only for a fixed-cohort composition: :func:`supports`)."""
     return {
         name: float(composed_epsilon(releases, delta, name, pld_discretization))
         for name in ACCOUNTANTS
+        if supports(releases, name)
     }
 
 

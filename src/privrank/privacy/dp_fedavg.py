@@ -27,6 +27,27 @@ by the PLD accountant of dp_accounting (RDP as the cross-check), with one Gaussi
 cold-start item counts (each device at most :math:`c` items, sensitivity :math:`\\sqrt c`, noise
 set so that it alone is :math:`(0.1\\varepsilon, \\delta)`-DP) composed in.
 
+**Fixed cohorts** (``sampling="fixed"``): each round's cohort is exactly :math:`K` of the
+:math:`N` devices, drawn uniformly without replacement. dp_accounting accounts this only under
+**replace-one adjacency** (:math:`N` is public; neighbouring runs differ by one device's entire
+history replaced by another's) and only by RDP (Wang, Balle & Kasiviswanathan 2019, Thm. 27,
+:func:`~privrank.privacy.accounting.fixed_cohort_event`); its PLD has no such event, so a fixed-
+cohort plan is calibrated and reported by RDP, with no second accountant to cross-check it.
+Under replace-one every sensitivity doubles against add/remove: the clipped sum moves by up to
+:math:`2C`, the clipped-bit count by 1, the item counts by :math:`\\sqrt{2c}`. So the rounds are
+the event ``SampledWithoutReplacement(N, K, Gaussian(z/2))`` (the server's noise is still
+:math:`z_\\Delta C` on the sum, and :math:`z`, :math:`z_\\Delta`, :math:`\\sigma_b` relate as
+above), and the counts' noise is :math:`\\sqrt 2` times the Poisson plan's (it alone is
+:math:`(0.1\\varepsilon, \\delta)`-DP under replace-one). The mean divides by :math:`K`.
+
+**Released rounds.** With Poisson sampling the number of sampled devices depends on who is in
+the data, so no release decision may depend on it: every round of a Poisson plan is released
+and charged, a round that sampled no device (or whose updates were all refused) releasing the
+noise alone (the sum over an empty cohort plus the noise: exactly the sampled Gaussian
+mechanism the accountant composes). Skipping such rounds would publish, unnoised, whether the
+cohort was small, which no accountant here covers (:mod:`privrank.federated.rounds`). A fixed
+cohort's size is public, so its rounds are released too.
+
 **Trust model.** The server sees each sampled device's *clipped* update (no secure aggregation
 here; :mod:`privrank.privacy.crypto` replaces the sum) and must add the noise honestly; the
 released item-side model, and everything computed from it, is (ε, δ)-DP for the user. Histories
@@ -39,6 +60,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -58,6 +80,9 @@ from privrank.privacy.mechanism import (
     register_mechanism,
 )
 from privrank.privacy.spec import AccountantKind, PrivacySpec
+
+#: How a round's cohort is drawn.
+Sampling = Literal["poisson", "fixed"]
 
 __all__ = ["AdaptiveClipping", "DPFedAvgMechanism", "FedAvgPlan", "plan_dp_fedavg"]
 
@@ -92,7 +117,9 @@ class FedAvgPlan:
         popularity_noise_multiplier: σ/Δ of the cold-start item counts.
         contribution_bound: :math:`c`.
         delta: δ.
-        accountant: The spec's accountant.
+        accountant: The accountant (the spec's; ``rdp`` for a fixed cohort).
+        sampling: ``poisson`` (add/remove adjacency) or ``fixed`` (exactly ``expected_cohort``
+            devices without replacement; replace-one adjacency, see the module docstring).
     """
 
     population: int
@@ -106,14 +133,18 @@ class FedAvgPlan:
     contribution_bound: int
     delta: float
     accountant: AccountantKind
+    sampling: Sampling = "poisson"
 
     def releases(self, rounds: int | None = None) -> tuple[Release, ...]:
         """The composition after ``rounds`` released rounds (default: all of them)."""
         done = self.rounds if rounds is None else rounds
-        popularity = _popularity(self.popularity_noise_multiplier, self.contribution_bound)
+        population = self.population if self.sampling == "fixed" else None
+        popularity = _popularity(
+            self.popularity_noise_multiplier, self.contribution_bound, population
+        )
         if done == 0:
             return (popularity,)
-        return (popularity, _rounds(self.sampling_rate, self.noise_multiplier, done))
+        return (popularity, _rounds(self.sampling_rate, self.noise_multiplier, done, population))
 
     def epsilon_after(self, rounds: int) -> float:
         """ε (by the plan's accountant) once ``rounds`` rounds were released."""
@@ -122,18 +153,28 @@ class FedAvgPlan:
         )
 
 
-def _popularity(multiplier: float, bound: int) -> Release:
-    return Release("gaussian", "the item counts", math.sqrt(bound), float(multiplier))
+def _popularity(multiplier: float, bound: int, population: int | None = None) -> Release:
+    """The counts' release; ``multiplier`` is σ/√c. With ``population`` (a fixed-cohort plan)
+    it is stated against the replace-one sensitivity √(2c)."""
+    if population is None:
+        return Release("gaussian", "the item counts", math.sqrt(bound), float(multiplier))
+    return Release(
+        "gaussian", "the item counts", math.sqrt(2 * bound), float(multiplier) / math.sqrt(2)
+    )
 
 
-def _rounds(rate: float, multiplier: float, rounds: int) -> Release:
+def _rounds(rate: float, multiplier: float, rounds: int, population: int | None = None) -> Release:
+    """The rounds' release; ``multiplier`` is :math:`z` (σ/C of the combined round). With
+    ``population``: fixed cohorts of ``rate · population``, against the replace-one
+    sensitivity 2C (multiplier z/2)."""
     return Release(
         "dp-fedavg",
         "the summed clipped device updates (and clipped-bit count)",
-        1.0,
-        float(multiplier),
+        1.0 if population is None else 2.0,
+        float(multiplier) if population is None else float(multiplier) / 2.0,
         count=int(rounds),
         sampling_rate=float(rate),
+        population=population,
     )
 
 
@@ -143,15 +184,18 @@ def plan_dp_fedavg(
     expected_cohort: int,
     rounds: int,
     adaptive: AdaptiveClipping | None = None,
+    sampling: Sampling = "poisson",
 ) -> FedAvgPlan:
     """Calibrate :math:`z` so that the counts and :math:`T` rounds meet the spec's (ε, δ).
 
     Args:
         spec: A resolved spec with a contribution bound.
         population: :math:`N` (≥ 1).
-        expected_cohort: :math:`m` (≥ 1, capped at :math:`N`).
+        expected_cohort: :math:`m` (≥ 1, capped at :math:`N`): the expected cohort (Poisson)
+            or the cohort :math:`K` (fixed).
         rounds: :math:`T` (≥ 1).
         adaptive: Adaptive clipping settings, or ``None`` (fixed :math:`C`).
+        sampling: ``poisson`` or ``fixed`` (replace-one, RDP: see the module docstring).
 
     Raises:
         ConfigError: Bad sizes, an unresolved spec, no contribution bound, or a σ_b too small
@@ -166,16 +210,23 @@ def plan_dp_fedavg(
     ):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ConfigError(f"DP-FedAvg: {name} must be an integer ≥ 1. Got {value!r}")
+    if sampling not in ("poisson", "fixed"):
+        raise ConfigError(f"DP-FedAvg: sampling must be poisson or fixed. Got {sampling!r}")
     cohort = min(int(expected_cohort), int(population))
     rate = cohort / int(population)
+    fixed = None if sampling == "poisson" else int(population)
+    accountant_name: AccountantKind = spec.accountant if fixed is None else "rdp"
+    # σ/√c of the counts: their share alone is (0.1 ε, δ)-DP (√2 more under replace-one)
     popularity = gaussian_multiplier(POPULARITY_SHARE * float(spec.epsilon), delta)
+    popularity *= 1.0 if fixed is None else math.sqrt(2.0)
     z = calibrate_multiplier(
         float(spec.epsilon),
         delta,
-        (_popularity(popularity, bound), _rounds(rate, 1.0, int(rounds))),
-        accountant_name=spec.accountant,
+        (_popularity(popularity, bound, fixed), _rounds(rate, 1.0, int(rounds), fixed)),
+        accountant_name=accountant_name,
         pld_discretization=PLD_DISCRETIZATION,
     )
+    z *= 1.0 if fixed is None else 2.0  # the calibrated event multiplier is z/2 under replace-one
     bit_std = None
     z_update = z
     if adaptive is not None:
@@ -198,7 +249,8 @@ def plan_dp_fedavg(
         popularity_noise_multiplier=float(popularity),
         contribution_bound=bound,
         delta=delta,
-        accountant=spec.accountant,
+        accountant=accountant_name,
+        sampling=sampling,
     )
 
 
@@ -274,11 +326,16 @@ class DPFedAvgMechanism(Mechanism[np.ndarray, np.random.Generator]):
             if self.adaptive is None
             else f"adaptive clipping to the {self.adaptive.target_quantile:g} quantile"
         )
+        sampled = (
+            f"each device sampled with probability {self.plan.sampling_rate:.4g} (Poisson; "
+            f"expected cohort {self.plan.expected_cohort:g})"
+            if self.plan.sampling == "poisson"
+            else f"a fixed cohort of {self.plan.expected_cohort:g} of {self.plan.population} "
+            "devices drawn without replacement"
+        )
         return (
-            f"DP-FedAvg: {self.plan.rounds} rounds, each device sampled with probability "
-            f"{self.plan.sampling_rate:.4g} (Poisson; expected cohort "
-            f"{self.plan.expected_cohort:g}), device-side {clipping}, Gaussian noise with "
-            f"multiplier {self.plan.update_noise_multiplier:.4g} on the summed updates"
+            f"DP-FedAvg: {self.plan.rounds} rounds, {sampled}, device-side {clipping}, Gaussian "
+            f"noise with multiplier {self.plan.update_noise_multiplier:.4g} on the summed updates"
         )
 
 
@@ -287,23 +344,35 @@ def dp_fedavg_guarantee(
 ) -> PrivacyGuarantee:
     """The guarantee of a run that released the counts and ``rounds`` rounds of ``plan``."""
     releases = plan.releases(rounds)
-    by = {
-        name: composed_epsilon(releases, plan.delta, name, PLD_DISCRETIZATION)
-        for name in ("pld", "rdp")
-    }
-    accounting = (
-        f"one Gaussian release of the item counts and {rounds} Poisson-subsampled Gaussian "
-        f"rounds (q = {plan.sampling_rate:.4g}, z = {plan.noise_multiplier:.4g}) composed by the "
-        f"{plan.accountant.upper()} accountant (dp_accounting): PLD ε = {by['pld']:.4g}, RDP ε = "
-        f"{by['rdp']:.4g}, at δ = {plan.delta:.3g}"
-    )
+    names = ("pld", "rdp") if plan.sampling == "poisson" else ("rdp",)
+    by = {name: composed_epsilon(releases, plan.delta, name, PLD_DISCRETIZATION) for name in names}
+    if plan.sampling == "poisson":
+        accounting = (
+            f"one Gaussian release of the item counts and {rounds} Poisson-subsampled Gaussian "
+            f"rounds (q = {plan.sampling_rate:.4g}, z = {plan.noise_multiplier:.4g}) composed by "
+            f"the {plan.accountant.upper()} accountant (dp_accounting): PLD ε = {by['pld']:.4g}, "
+            f"RDP ε = {by['rdp']:.4g}, at δ = {plan.delta:.3g}; add/remove-one adjacency"
+        )
+    else:
+        accounting = (
+            f"one Gaussian release of the item counts and {rounds} Gaussian rounds on fixed "
+            f"cohorts of {plan.expected_cohort:g} of {plan.population} devices drawn without "
+            f"replacement (z = {plan.noise_multiplier:.4g}; z/2 against the replace-one "
+            f"sensitivity 2C) composed by the RDP accountant of dp_accounting: RDP ε = "
+            f"{by['rdp']:.4g} at δ = {plan.delta:.3g}; replace-one adjacency (the number of "
+            "devices is public); no PLD cross-check (dp_accounting's PLD has no sampling "
+            "without replacement)"
+        )
+    sampler = "Poisson" if plan.sampling == "poisson" else "fixed cohorts without replacement"
     released = (
         "the item factors after each round and the noisy item counts; the unit of privacy is one "
         "device holding one user's whole history; the server sees each sampled device's clipped "
-        "update (no secure aggregation) and is trusted to sample (Poisson) and add the noise; "
+        f"update (no secure aggregation) and is trusted to sample ({sampler}) and add the noise; "
         "user factors and histories never leave the devices"
     )
-    resolved = spec.model_copy(update={"epsilon": max(by[plan.accountant], 1e-12)})
+    resolved = spec.model_copy(
+        update={"epsilon": max(by[plan.accountant], 1e-12), "accountant": plan.accountant}
+    )
     return compose_guarantee(
         releases,
         resolved,

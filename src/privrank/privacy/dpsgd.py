@@ -48,6 +48,15 @@ as a cross-check.
   per-user gradients cost ``rows × d`` instead of ``n_items × d``, with the same norms and
   the same clipped sum (the scatter of each user's rows).
 
+**Data-parallel steps** (:class:`GradientReducer`, e.g. workers on Ray Train): the workers
+draw the same Poisson batch from the same secret stream, each computes the clipped sum of its
+share of the batch's users, rank 0 alone adds the noise to its partial sum, and the partial
+sums are all-reduced (as Opacus's ``DistributedDPOptimizer`` does): every worker then holds
+``(Σ_{u ∈ B_t} ḡ_u + N(0, σ² I)) / b``, the single-process step's release, so the sampling
+rate, the steps, the multiplier and the accountant's ε are the single-process fit's. The
+workers are trusted with the training rows and the noise stream, as the process of a
+single-process fit is.
+
 Every iterate is covered (the accounting composes all T steps), so releasing intermediate
 weights costs nothing more. ``q = b / n`` uses ``n``, the users of the training vocabulary,
 taken as public as usual for DP-SGD (Opacus's ``sample_rate = 1 / len(loader)`` does the
@@ -63,7 +72,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -95,6 +104,7 @@ __all__ = [
     "DPSGDPlan",
     "DPSGDTrainer",
     "GhostClipping",
+    "GradientReducer",
     "PoissonSampler",
     "PrivateRun",
     "SampledGaussianMechanism",
@@ -429,6 +439,22 @@ class SampledGaussianMechanism(Mechanism[torch.Tensor, torch.Generator]):
 
 
 # -------------------------------------------------------------------- the trainer
+class GradientReducer(Protocol):
+    """The workers of a data-parallel DP-SGD step (``privrank.models.parallel.DataParallel``).
+
+    Attributes:
+        rank: This worker's rank (rank 0 adds the noise).
+        world_size: Workers sharing each logical batch.
+    """
+
+    rank: int
+    world_size: int
+
+    def all_reduce(self, tensors: Any) -> None:
+        """Replace each tensor in place by its sum over the workers."""
+        ...
+
+
 class DPSGDTrainer:
     """One DP-SGD step: per-user clipped sum (an engine), Gaussian noise, divide, update.
 
@@ -443,6 +469,9 @@ class DPSGDTrainer:
         noise_multiplier: m (calibrated; the test scale is applied on top).
         expected_batch_size: b.
         noise: The torch generator of the Gaussian noise (from the spec's noise stream).
+        reducer: The workers sharing each logical batch (``None``: this process computes the
+            whole batch); the engine's clipped sums are then this worker's share's, summed over
+            the workers after rank 0 added the noise (the noise is drawn once per step).
     """
 
     def __init__(
@@ -453,7 +482,9 @@ class DPSGDTrainer:
         noise_multiplier: float,
         expected_batch_size: float,
         noise: torch.Generator,
+        reducer: GradientReducer | None = None,
     ) -> None:
+        self.reducer = reducer
         self.engine = engine
         self.optimizer = optimizer
         self.mechanism = SampledGaussianMechanism(engine.clipping_norm, noise_multiplier)
@@ -476,12 +507,20 @@ class DPSGDTrainer:
         ``(local, data)`` (:class:`VmapClipping`).
         """
         losses, local_grads = self.engine.clipped_sum(*args)
+        reducer = self.reducer
+        shared = reducer is not None and reducer.world_size > 1
         with torch.no_grad():
+            grads = []
             for p in self.engine.parameters:
                 if p.grad is None:
                     raise ConfigError("DP-SGD: a released parameter got no clipped gradient")
-                self.mechanism.add_noise(p.grad, self.noise)
-                p.grad.div_(self.expected_batch_size)
+                if reducer is None or reducer.rank == 0:  # once per logical step
+                    self.mechanism.add_noise(p.grad, self.noise)
+                grads.append(p.grad)
+            if shared and reducer is not None:
+                reducer.all_reduce(grads)
+            for grad in grads:
+                grad.div_(self.expected_batch_size)
         return losses, tuple(g / self.expected_batch_size for g in local_grads)
 
     def step(self, *args: Any) -> torch.Tensor:
@@ -515,15 +554,20 @@ class PrivateRun:
     noise_scale: float
 
     def trainer(
-        self, engine: GhostClipping | VmapClipping, optimizer: torch.optim.Optimizer | None
+        self,
+        engine: GhostClipping | VmapClipping,
+        optimizer: torch.optim.Optimizer | None,
+        reducer: GradientReducer | None = None,
     ) -> DPSGDTrainer:
-        """A :class:`DPSGDTrainer` with the plan's multiplier, batch size and noise stream."""
+        """A :class:`DPSGDTrainer` with the plan's multiplier, batch size and noise stream
+        (``reducer``: the workers sharing each logical batch, if any)."""
         return DPSGDTrainer(
             engine,
             optimizer,
             noise_multiplier=self.plan.noise_multiplier,
             expected_batch_size=self.plan.expected_batch_size,
             noise=self.noise,
+            reducer=reducer,
         )
 
     def guarantee(self, spec: PrivacySpec, *, statistic: str, released: str) -> PrivacyGuarantee:

@@ -401,7 +401,23 @@ class PrivacyGuarantee:
         )
         main = self._main
         others = [r for r in self.composition if r is not main]
-        if main.mechanism == "dp-fedavg":
+        if main.mechanism == "dp-fedavg" and main.population is not None:
+            head = (
+                f"user-level (ε={self.epsilon:g}, δ={self.delta:.3g})-differential privacy: "
+                "replacing one user's entire history by another's (the number of users is "
+                "public) changes the probability of any output by at most a factor "
+                f"e^{self.epsilon:g} plus {self.delta:.3g}."
+            )
+            cohort = round((main.sampling_rate or 0.0) * main.population)
+            text = (
+                f"{head} Mechanism: DP-FedAvg with one device holding one user's history: "
+                f"{main.count} released rounds, each on a fixed cohort of {cohort} of "
+                f"{main.population} devices drawn without replacement, each device's update "
+                f"clipped on the device, Gaussian noise with multiplier "
+                f"{main.noise_multiplier:.4g} per round against the replace-one sensitivity "
+                f"on {main.statistic}; {bound}. Released: {self.released}."
+            )
+        elif main.mechanism == "dp-fedavg":
             text = (
                 f"{head} Mechanism: DP-FedAvg with one device holding one user's history: "
                 f"{main.count} released rounds, each device sampled into a round with "

@@ -20,6 +20,7 @@ Authentication and rate limits are those of every ``/v1`` route (``read`` scope)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -79,8 +80,15 @@ class AdsRankRequest(BaseModel):
 
 
 def load_click_scorer(directory: Path) -> tuple[ClickScorer, str]:
-    """The click model of ``directory`` and its checksum (for the decision log)."""
+    """The click model of ``directory`` and its checksum (for the decision log): a CTR ranker
+    directory (``privrank train --model deepfm``, ``privrank ads train --mechanism dp-sgd``)
+    or a label-DP LightGBM click model."""
+    from privrank.ranking.ctr_click import CTRClickScorer, is_ranker_dir
     from privrank.ranking.gbdt_click import GBDTClickModel
+
+    if is_ranker_dir(directory):
+        digest = hashlib.sha256((directory / "checksums.json").read_bytes()).hexdigest()
+        return CTRClickScorer.load(directory), digest[:16]
 
     model = GBDTClickModel.load(directory)
     return model, str(GBDTClickModel.metadata(directory)["sha256"])[:16]

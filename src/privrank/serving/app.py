@@ -171,6 +171,8 @@ class ServingState:
             settings.auth_failure_rate, settings.auth_failure_burst
         )
         self.metrics = metrics
+        # Credential verifications in flight, by the key store's fingerprint of the credential.
+        self.verifying: dict[bytes, asyncio.Future[Principal | None]] = {}
 
 
 def _open_store(settings: ServeSettings) -> ModelStore:
@@ -232,22 +234,54 @@ async def authenticate(request: Request) -> Principal:
     key = state.keys.cached(raw)
     if key is not None:
         return Principal.of_key(key)
-    # A token is taken *before* verification (and given back on success), so bad credentials
-    # arriving together cannot all be verified before the first failure is counted.
-    address = _client_address(request)
-    wait = state.failures.acquire(address)
-    if wait > 0:
-        raise RateLimitedError("too many failed authentications from this address", wait)
-    if raw.startswith(TOKEN_PREFIX):
-        principal = await run_in_threadpool(state.tokens.verify, raw)
-    else:
-        verified = await run_in_threadpool(state.keys.verify, raw)
-        principal = None if verified is None else Principal.of_key(verified)
+    # Requests that present the same credential while it is being verified wait for that one
+    # verification instead of each taking a failure token: a burst of valid requests from one
+    # address that arrives before the first answer (a cold cache under load) is not refused as
+    # a burst of failures, and a burst of one bad credential costs one verification.
+    fingerprint = state.keys.fingerprint(raw)
+    pending = state.verifying.get(fingerprint)
+    leader = pending is None
+    if pending is None:
+        # A token is taken *before* verification (and given back on success), so different bad
+        # credentials arriving together cannot all be verified before the first failure counts.
+        address = _client_address(request)
+        wait = state.failures.acquire(address)
+        if wait > 0:
+            raise RateLimitedError("too many failed authentications from this address", wait)
+        pending = _start_verification(state, raw, fingerprint)
+    principal = await asyncio.shield(pending)
     if principal is None:
-        state.failures.forget_full(_MAX_FAILURE_BUCKETS)
+        if leader:
+            state.failures.forget_full(_MAX_FAILURE_BUCKETS)
         raise AuthenticationError("the credential is unknown, revoked or expired")
-    state.failures.refund(address)
+    if leader:
+        state.failures.refund(address)
     return principal
+
+
+def _start_verification(
+    state: ServingState, raw: str, fingerprint: bytes
+) -> asyncio.Future[Principal | None]:
+    """Verify ``raw`` in the thread pool as a task of its own, registered under
+    ``fingerprint`` in ``state.verifying`` until it ends (a cancelled request does not cancel
+    the verification the others wait for)."""
+
+    def verify() -> Principal | None:
+        if raw.startswith(TOKEN_PREFIX):
+            return state.tokens.verify(raw)
+        verified = state.keys.verify(raw)
+        return None if verified is None else Principal.of_key(verified)
+
+    task = asyncio.ensure_future(run_in_threadpool(verify))
+    state.verifying[fingerprint] = task
+
+    def done(finished: asyncio.Future[Principal | None]) -> None:
+        state.verifying.pop(fingerprint, None)
+        if not finished.cancelled():
+            finished.exception()  # retrieved here: every waiter re-raises it itself
+
+    task.add_done_callback(done)
+    return task
 
 
 def require(scope: Scope) -> Any:

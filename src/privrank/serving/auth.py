@@ -344,6 +344,11 @@ class KeyStore:
             self._cache[token] = (key, now + self.cache_ttl_s)
         return key
 
+    def fingerprint(self, raw_credential: str) -> bytes:
+        """A keyed digest of ``raw_credential`` (HMAC-SHA256 under this process's cache secret),
+        to index it in memory without keeping the secret itself."""
+        return self._token(raw_credential)
+
     def cached(self, raw_key: str) -> ApiKey | None:
         """The key for ``raw_key`` when it was verified less than :attr:`cache_ttl_s` ago
         (no database), else ``None``; then call :meth:`verify`."""

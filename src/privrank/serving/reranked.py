@@ -154,7 +154,10 @@ def add_reranked_routes(app: FastAPI, reader: Any, budget: dict[str, float] | No
             future = asyncio.wrap_future(executor.submit(model.rank, candidates))
             try:
                 ranked = (await asyncio.wait_for(future, timeout=wait))[0]
-                observed.stage.labels("ranker").observe(time.perf_counter() - t2)
+                ranker_s = time.perf_counter() - t2
+                observed.stage.labels("ranker").observe(ranker_s)
+                if ranker_s > wait:  # done, but after its budget (the loop saw it first)
+                    ranked, reason = None, "timeout"
             except TimeoutError:
                 reason = "timeout"
         if ranked is None:

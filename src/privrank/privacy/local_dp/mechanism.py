@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from privrank.errors import ConfigError
-from privrank.privacy.accounting import randomized_response_epsilon
+from privrank.privacy.accounting import discrete_pair_epsilon, randomized_response_epsilon
 from privrank.privacy.calibration import Release
 from privrank.privacy.local_dp.sketch import CMSReports, HCMSReports, LocalSketch, SketchConfig
 from privrank.privacy.mechanism import Mechanism, register_mechanism
@@ -72,15 +72,34 @@ def collection_epsilon(config: SketchConfig, reports_per_day: int, days: int = 1
     for name, value in (("reports_per_day", reports_per_day), ("days", days)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"collection_epsilon: {name} must be an integer ≥ 1. Got {value!r}")
-    bits = 2 if config.kind == "cms" else 1
     per_day = reports_per_day * config.epsilon
-    accountant = randomized_response_epsilon(config.epsilon / bits, bits * reports_per_day)
+    if config.kind == "ocms":
+        accountant = discrete_pair_epsilon(*_ocms_laws(config), reports_per_day)
+    else:
+        bits = 2 if config.kind == "cms" else 1
+        accountant = randomized_response_epsilon(config.epsilon / bits, bits * reports_per_day)
     if not math.isclose(accountant, per_day, rel_tol=1e-3):
         raise ArithmeticError(
             f"collection_epsilon: the PLD accountant gives ε={accountant} per day, the "
             f"composition of pure DP {per_day}"
         )
     return days * per_day
+
+
+def _ocms_laws(config: SketchConfig) -> tuple[dict[int, float], dict[int, float]]:
+    """The laws of the two coordinates ``(h(d), h(d'))`` in which two items' OCMS reports
+    differ, under ``d`` and under ``d'`` (outcome ``2·b₁ + b₂``, ``b = 1`` for +1); every other
+    coordinate has the same law under both."""
+    p, q = config.unary_probabilities
+
+    def law(first: float, second: float) -> dict[int, float]:
+        return {
+            2 * b1 + b2: (first if b1 else 1 - first) * (second if b2 else 1 - second)
+            for b1 in (0, 1)
+            for b2 in (0, 1)
+        }
+
+    return law(p, q), law(q, p)
 
 
 @dataclass(frozen=True)
@@ -121,7 +140,10 @@ class LocalGuarantee:
 
     def describe(self) -> str:
         """The guarantee in plain words."""
-        name = "Count Mean Sketch" if self.sketch == "cms" else "Hadamard Count Mean Sketch"
+        name = {
+            "cms": "Count Mean Sketch",
+            "ocms": "Count Mean Sketch with the optimised unary encoding randomiser",
+        }.get(self.sketch, "Hadamard Count Mean Sketch")
         return (
             f"local differential privacy ({name}, m={self.m}, k={self.k}): every report is "
             f"{self.epsilon_per_report:g}-LDP; {self.reports_per_user_per_day} report(s) per user "
@@ -149,13 +171,16 @@ class LocalSketchMechanism(Mechanism[np.ndarray, np.random.Generator]):
         self.config: SketchConfig = sketch.config
         self.reports_per_user_per_day = reports_per_user_per_day
         self.days = days
-        self.sensitivity = 2.0 if self.config.kind == "cms" else 1.0
+        self.sensitivity = 1.0 if self.config.kind == "hcms" else 2.0
         self.noise_multiplier = 1.0 - self.calibrate(self.config.epsilon, 0.0, "pld")
         self.noise_scale = 1.0
 
     def calibrate(self, epsilon: float, delta: float, accountant: AccountantKind) -> float:
         """The keep probability ``P[b = +1]`` making one report ε-LDP (exact; δ and the
-        accountant are not used: randomised response is pure DP)."""
+        accountant are not used: randomised response is pure DP). For ``ocms``: the
+        probability ``1 − q = e^ε/(e^ε + 1)`` that a coordinate off the item stays −1."""
+        if self.config.kind == "ocms":
+            return 1.0 / (1.0 + math.exp(-epsilon))
         per_coordinate = epsilon / self.sensitivity
         return 1.0 / (1.0 + math.exp(-per_coordinate))
 

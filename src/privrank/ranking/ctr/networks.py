@@ -55,10 +55,14 @@ class CTRNetwork(nn.Module):
         self.weights = nn.Embedding(n_codes, 1)
         self.numeric_weights = nn.Linear(n_numeric, 1) if n_numeric else None
         self.bias = nn.Parameter(torch.zeros(1))
-        nn.init.normal_(self.embedding.weight, std=1e-2)
-        nn.init.normal_(self.numeric_vectors, std=1e-2)
+        self.init_embeddings(1e-2)
         nn.init.zeros_(self.weights.weight)
         self._penalty = torch.zeros(())
+
+    def init_embeddings(self, std: float) -> None:
+        """Draw the embeddings and numeric vectors from :math:`N(0, \\mathrm{std}^2)`."""
+        nn.init.normal_(self.embedding.weight, std=std)
+        nn.init.normal_(self.numeric_vectors, std=std)
 
     def embed(self, codes: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
         """``[B, F + N, k]`` field embeddings (records their squared norm for :meth:`penalty`)."""
@@ -79,6 +83,11 @@ class CTRNetwork(nn.Module):
         """Mean squared norm of the last batch's embeddings (the L2 regulariser's term)."""
         return self._penalty
 
+    def table_penalty(self) -> torch.Tensor:
+        r""":math:`\tfrac12 \lVert E \rVert_F^2` over the whole embedding table and the numeric
+        vectors (FuxiCTR's ``embedding_regularizer``: every row shrinks at every step)."""
+        return 0.5 * (self.embedding.weight.pow(2).sum() + self.numeric_vectors.pow(2).sum())
+
 
 class Linear(CTRNetwork):
     """Logistic regression over one-hot fields and numeric values."""
@@ -86,6 +95,10 @@ class Linear(CTRNetwork):
     def forward(self, codes: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
         self._penalty = self.weights(codes).pow(2).sum(dim=(1, 2)).mean()
         return self.linear(codes, numeric)
+
+    def table_penalty(self) -> torch.Tensor:
+        r""":math:`\tfrac12 \lVert w \rVert^2` over the whole weight table."""
+        return 0.5 * self.weights.weight.pow(2).sum()
 
 
 def _fm(fields: torch.Tensor) -> torch.Tensor:

@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
-from privrank.data.features import FeatureTable
+from privrank.data.features import CTRFrame, FeatureEncoder, FeatureTable
 from privrank.metrics.ctr import auc, log_loss
 from privrank.models import FitOptions
+from privrank.privacy.mechanism import PrivacyGuarantee
 from privrank.ranking.ctr.base import CTRConfig, CTRRanker
 from privrank.ranking.ctr.networks import FM, CTRNetwork, DCNv2, DeepFM, FinalMLP, Linear
+from privrank.ranking.ctr.private import (
+    CTRPrivateConfig,
+    private_tables,
+    train_network_private,
+)
 
 __all__ = [
     "DCNv2Config",
@@ -57,10 +63,18 @@ class NeuralCTRConfig(CTRConfig):
         batch_size: Rows per mini-batch.
         epochs: Most epochs.
         patience: Epochs without a lower validation log loss before stopping.
-        embedding_l2: :math:`\\lambda`, weight of the batch's mean squared embedding norm.
+        embedding_l2: :math:`\\lambda`, weight of the embedding regulariser.
+        embedding_regularizer: ``batch``: :math:`\\lambda` times the batch's mean squared
+            embedding norm (only rows in the batch shrink); ``table``: :math:`\\tfrac\\lambda2
+            \\lVert E\\rVert_F^2` over the whole table at every step (FuxiCTR/BARS).
+        embedding_init_std: Standard deviation of the embeddings' normal initialisation.
+        lr_decay: On an epoch without a lower validation log loss, the learning rate is
+            multiplied by this factor (FuxiCTR's reduce-on-plateau uses 0.1; 1: constant).
         weight_decay: Decoupled weight decay of the dense layers (AdamW).
         max_seconds: Stop after the first epoch that ends past this budget (``None``: none).
         eval_batch_size: Rows per batch when predicting.
+        private: DP-SGD settings, read only when the fit gets a privacy spec
+            (:mod:`privrank.ranking.ctr.private`; ``None``: their defaults).
     """
 
     embedding_dim: int = Field(default=16, ge=1, le=1024)
@@ -69,9 +83,13 @@ class NeuralCTRConfig(CTRConfig):
     epochs: int = Field(default=50, ge=1)
     patience: int = Field(default=2, ge=1)
     embedding_l2: float = Field(default=1e-3, ge=0)
+    embedding_regularizer: Literal["batch", "table"] = "batch"
+    embedding_init_std: float = Field(default=1e-2, gt=0)
+    lr_decay: float = Field(default=1.0, gt=0, le=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_seconds: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=65536, ge=1)
+    private: CTRPrivateConfig | None = None
 
 
 class LogisticConfig(NeuralCTRConfig):
@@ -146,7 +164,12 @@ def train_network(
             logits = network(torch.from_numpy(codes), torch.from_numpy(numeric))
             target = torch.from_numpy(labels)
             loss = criterion(logits, target)
-            objective = loss + config.embedding_l2 * network.penalty()
+            regulariser = (
+                network.penalty()
+                if config.embedding_regularizer == "batch"
+                else network.table_penalty()
+            )
+            objective = loss + config.embedding_l2 * regulariser
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
@@ -161,6 +184,8 @@ def train_network(
             best_loss, best_state, stale = val_loss, copy.deepcopy(network.state_dict()), 0
         else:
             stale += 1
+            for group in optimizer.param_groups:
+                group["lr"] *= config.lr_decay
         out_of_time = config.max_seconds is not None and (
             time.perf_counter() - started > config.max_seconds
         )
@@ -185,9 +210,25 @@ def predict_network(network: nn.Module, rows: FeatureTable, batch_size: int) -> 
 
 
 class NeuralCTRRanker(CTRRanker):
-    """A CTR ranker over one PyTorch network, trained by :func:`train_network`."""
+    """A CTR ranker over one PyTorch network, trained by :func:`train_network`, or, given a
+    privacy spec, by user-level DP-SGD (:func:`~privrank.ranking.ctr.private.
+    train_network_private`; the guarantee is in ``privacy_guarantee_`` and the saved header).
+    """
 
     config: NeuralCTRConfig
+    supports_privacy: ClassVar[bool] = True
+    privacy_guarantee_: PrivacyGuarantee | None = None
+    privacy_facts_: dict[str, Any] | None = None
+
+    def fit(self, train: Any, validation: Any, options: FitOptions | None = None) -> CTRRanker:
+        """:meth:`CTRRanker.fit`; a private fit on raw rows encodes them with
+        :func:`~privrank.ranking.ctr.private.private_tables` (the user field is not a feature)."""
+        if options is not None and options.privacy is not None and isinstance(train, CTRFrame):
+            encoder = FeatureEncoder(
+                hash_buckets=self.config.hash_buckets, min_count=self.config.min_count
+            )
+            train, validation = private_tables(train, validation, encoder)
+        return super().fit(train, validation, options)
 
     def _build(self) -> CTRNetwork:
         raise NotImplementedError
@@ -205,7 +246,21 @@ class NeuralCTRRanker(CTRRanker):
         try:
             torch.manual_seed(options.seed)
             self.network_ = self._build()
-            train_network(self.network_, train, validation, self.config, options, report)
+            self.network_.init_embeddings(self.config.embedding_init_std)
+            if options.privacy is None:
+                train_network(self.network_, train, validation, self.config, options, report)
+                self.privacy_guarantee_, self.privacy_facts_ = None, None
+                return
+            self.privacy_guarantee_, self.privacy_facts_ = train_network_private(
+                self.network_,
+                train,
+                validation,
+                self.config.private or CTRPrivateConfig(),
+                self.config.weight_decay,
+                options.privacy,
+                report,
+                self._predict,
+            )
         finally:
             torch.set_num_threads(previous)
 
@@ -214,13 +269,20 @@ class NeuralCTRRanker(CTRRanker):
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any]]:
         arrays = {k: v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
-        return arrays, {}, {}
+        extra: dict[str, Any] = {}
+        if self.privacy_guarantee_ is not None:
+            extra["privacy"] = self.privacy_guarantee_.to_dict()
+            extra["privacy_facts"] = self.privacy_facts_
+        return arrays, {}, extra
 
     def _restore(self, arrays: dict[str, np.ndarray], files: dict[str, str],
                  extra: dict[str, Any]) -> None:  # fmt: skip
         self.network_ = self._build()
         self.network_.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
         self.network_.eval()
+        if "privacy" in extra:
+            self.privacy_guarantee_ = PrivacyGuarantee.from_dict(extra["privacy"])
+            self.privacy_facts_ = extra.get("privacy_facts")
 
 
 class LogisticRanker(NeuralCTRRanker):

@@ -20,6 +20,14 @@ label DP from randomised response), whose guarantee then covers the trees by pos
 that is a property of the features, not of this ranker. A fit with a privacy spec is refused; use
 the neural ranker (``listwise``), which trains with user-level DP-SGD.
 
+**A base score** (``base_feature``, ``base_weight``): the ensemble can start from a given order
+instead of from zero. With :math:`b(x) = w \cdot x_{\text{base}}` the score is
+:math:`s(x) = b(x) + \sum_t \eta f_t(x)` and the trees are fitted to the LambdaRank gradients
+at :math:`s` (LightGBM's ``init_score``). The number of trees is chosen on the validation part,
+and zero trees is a candidate: when no iteration beats the base order's validation NDCG at the
+first cutoff, the ranker *is* the base order. So a two-stage ranker started from its best
+retriever's rank cannot do worse than that retriever on its own validation groups.
+
 The learned model is LightGBM's text model format (stored as bytes in the ranker's safetensors
 file, checksummed); no pickle.
 """
@@ -32,7 +40,9 @@ import numpy as np
 from pydantic import Field
 
 from privrank.data.query_groups import QueryGroups
+from privrank.errors import ConfigError
 from privrank.ranking.ltr._base import LTRFitOptions, LTRRanker, RankerConfig, register_ranker
+from privrank.ranking.ltr._ndcg import group_ndcg
 
 __all__ = ["LambdaMART", "LambdaMARTConfig"]
 
@@ -55,6 +65,8 @@ class LambdaMARTConfig(RankerConfig):
         early_stopping_rounds: Stop when the validation NDCG at the first cutoff has not improved
             for this many iterations (``None``: train every iteration).
         lambda_l2: L2 regularisation of leaf values.
+        base_feature: Name of the feature column the ensemble starts from (``None``: from 0).
+        base_weight: Its weight ``w`` in the base score ``w · x_base`` (negative for a rank).
     """
 
     num_iterations: int = Field(100, ge=1)
@@ -70,6 +82,8 @@ class LambdaMARTConfig(RankerConfig):
     eval_at: tuple[int, ...] = (1, 3, 5)
     early_stopping_rounds: int | None = Field(None, ge=1)
     lambda_l2: float = Field(0.0, ge=0)
+    base_feature: str | None = None
+    base_weight: float = 1.0
 
 
 #: LightGBM 4's default seeds (its ``seed`` parameter, when set, replaces all of them).
@@ -142,8 +156,13 @@ class LambdaMART(LTRRanker):
 
         config = self.config
         params = lightgbm_params(config, options.seed, options.threads)
+        self.base_column_ = _base_column(config, train.feature_names)
         train_set = lgb.Dataset(
-            train.features, label=train.labels, group=train.group_sizes, free_raw_data=False
+            train.features,
+            label=train.labels,
+            group=train.group_sizes,
+            init_score=self._base(train.features),
+            free_raw_data=False,
         )
         valid_sets, callbacks = [], []
         evals: dict[str, Any] = {}
@@ -153,6 +172,7 @@ class LambdaMART(LTRRanker):
                     validation.features,
                     label=validation.labels,
                     group=validation.group_sizes,
+                    init_score=self._base(validation.features),
                     reference=train_set,
                 )
             ]
@@ -178,13 +198,38 @@ class LambdaMART(LTRRanker):
         if evals:
             curves = evals["validation"]
             self.info_["validation"] = {name: float(v[best - 1]) for name, v in curves.items()}
+            if self.base_column_ is not None:
+                assert validation is not None
+                first = f"ndcg@{config.eval_at[0]}"
+                base_scores = self._base(validation.features)
+                assert base_scores is not None
+                base_ndcg = group_ndcg(
+                    base_scores,
+                    validation.labels,
+                    validation.group_sizes,
+                    config.eval_at[0],
+                )
+                self.info_["base_validation"] = {first: base_ndcg}
+                if base_ndcg >= self.info_["validation"][first]:
+                    self.info_["best_iteration"] = 0  # no tree beats the base order
+                    self.info_["validation"] = {first: base_ndcg}
             if options.progress is not None:
                 for it in range(len(next(iter(curves.values())))):
                     options.progress(it + 1, {n: float(v[it]) for n, v in curves.items()})
 
+    def _base(self, features: np.ndarray) -> np.ndarray | None:
+        if self.base_column_ is None:
+            return None
+        return self.config.base_weight * np.asarray(features[:, self.base_column_], np.float64)
+
     def _score(self, features: np.ndarray) -> np.ndarray:
-        best = int(self.info_.get("best_iteration") or 0) or None
-        return np.asarray(self.booster_.predict(features, num_iteration=best))
+        best = self.info_.get("best_iteration")
+        base = self._base(features)
+        if best == 0:  # zero trees: the base order (see the module docstring)
+            assert base is not None
+            return base
+        trees = np.asarray(self.booster_.predict(features, num_iteration=best or None))
+        return trees if base is None else trees + base
 
     def state(self) -> dict[str, np.ndarray]:
         """LightGBM's text model, as UTF-8 bytes (``lightgbm.model_text``)."""
@@ -201,8 +246,25 @@ class LambdaMART(LTRRanker):
             self.booster_ = lgb.Booster(model_str=text)
         except lgb.basic.LightGBMError as exc:
             raise ValueError(f"not a LightGBM model: {exc}") from exc
+        self.base_column_ = _base_column(self.config, self.feature_names_)
         if self.booster_.num_feature() != self.n_features_:
             raise ValueError(
                 f"the LightGBM model has {self.booster_.num_feature()} features, the header "
                 f"{self.n_features_}"
             )
+
+
+def _base_column(config: LambdaMARTConfig, names: tuple[str, ...] | list[str]) -> int | None:
+    """The column of ``config.base_feature`` (``None`` without one).
+
+    Raises:
+        ConfigError: The feature is not one of ``names``.
+    """
+    if config.base_feature is None:
+        return None
+    if config.base_feature not in names:
+        raise ConfigError(
+            f"LambdaMART's base_feature {config.base_feature!r} is not a feature column; the "
+            f"columns are {', '.join(names)}"
+        )
+    return list(names).index(config.base_feature)

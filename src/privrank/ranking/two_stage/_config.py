@@ -65,6 +65,12 @@ class TwoStageConfig(ModelConfig):
             matches leave-one-out).
         label_fraction: Share of each user's training items that become labels.
         ranker_validation_users: Share of the label users whose groups early-stop the ranker.
+        ranker_base: Start a LambdaMART ranker from the order of the proposing retriever whose
+            ranks have the best NDCG@10 on the ranker's training groups (its ``log_rank``
+            column, weight −1; LightGBM's ``init_score``), so the trees learn corrections to
+            that order and the ranker falls back to it when no tree helps on its validation
+            groups. Ignored by the ``listwise`` ranker and when ``ranker_params`` names a
+            ``base_feature`` itself.
         refit: Refit the retrievers on the whole training data after the ranker is trained
             (``False``: keep the retrievers fitted without the carved labels, folding in full
             histories at scoring time).
@@ -78,6 +84,7 @@ class TwoStageConfig(ModelConfig):
     carve: Literal["random", "last"] = "random"
     label_fraction: float = Field(0.2, gt=0, lt=1)
     ranker_validation_users: float = Field(0.2, ge=0, lt=1)
+    ranker_base: bool = True
     refit: bool = True
     seed: int = Field(0, ge=0)
 

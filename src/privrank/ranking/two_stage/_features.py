@@ -4,19 +4,32 @@ r"""Candidate generation (merge of several retrievers) and the features of (user
 (:math:`\rho_r(i) = 1, 2, \dots`, by descending score, ties by the lower item code). An item's
 merged key is its best rank over the proposing retrievers, :math:`\min_r \rho_r(i)` (ties: the
 earlier retriever, then the lower code); the ``N`` items with the smallest keys are the
-candidates. So the candidate set holds every retriever's top :math:`\lfloor N / R \rfloor` at
+candidates (an item outside every retriever's top ``N`` has a larger key than each of the
+first retriever's top ``N``, so only the top ``N`` of each list needs ranking). So the candidate
+set holds every retriever's top :math:`\lfloor N / R \rfloor` at
 least, and grows each list by one rank at a time.
 
 **Features** of a candidate :math:`i` for a query with history :math:`H` (the columns of
 :func:`feature_names`):
 
-- per retriever :math:`r`: its score :math:`s_r(i)`, the gap to the user's best unseen score
-  :math:`s_r(i) - \max_{j \notin H} s_r(j)`, and :math:`\log(1 + \rho_r(i))`;
+- per retriever :math:`r`: its score relative to the user's best unseen score,
+  :math:`s_r(i) / |\max_{j \notin H} s_r(j)|` (0 when that best is 0), and
+  :math:`\log(1 + \min(\rho_r(i), N + 1))` (a rank past ``N`` is only "not in this
+  retriever's top ``N``": computing it exactly would sort the whole catalogue per query, and
+  serving cannot afford that);
 - item popularity :math:`\log(1 + |\{u : x_{ui} = 1\}|)`;
 - item recency: the time of the item's last training interaction, scaled to [0, 1] over the
   data's time range (0.5 without timestamps), and its mean relative position in the histories
   it appears in (0 = first item of a history, 1 = last);
 - user activity :math:`\log(1 + |H|)`.
+
+**Why scale-free scores.** The ranker learns from candidates of retrievers fitted on the *fit
+part* (the training data less the carved labels) and scores candidates of retrievers refitted
+on all of it: raw scores (and gaps in raw units) of the two fits have different scales (an EASE
+or co-occurrence score grows with the data), so a tree's thresholds on them do not transfer.
+Ranks and scores relative to the user's best do (on a validation carve of ML-100K's training
+ratings, rankers started from EASE's order: raw scores and gaps NDCG@10 0.2586, relative scores
+and ranks 0.2623, EASE alone 0.2589; BENCHMARKS.md, "Two-stage quality, round 2").
 
 A content-similarity score plugs in as one more retriever (a registered privrank model whose
 scores are the similarity of each item's content to the history's), with ``propose=False`` when it
@@ -52,7 +65,7 @@ def feature_names(retrievers: list[str]) -> tuple[str, ...]:
     names: list[str] = []
     for position, name in enumerate(retrievers):
         tag = f"r{position}.{name}"
-        names += [f"{tag}.score", f"{tag}.gap", f"{tag}.log_rank"]
+        names += [f"{tag}.relative_score", f"{tag}.log_rank"]
     return (
         *names,
         "item.log_popularity",
@@ -90,16 +103,40 @@ def item_features(
     return np.stack([np.log1p(popularity), last_seen, mean_position], axis=1).astype(np.float32)
 
 
-def _ranks(scores: np.ndarray, seen: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks of every unseen item (seen: ``n_items + 1``) and the best unseen score."""
-    masked = scores.astype(np.float64, copy=True)
-    rows, cols = seen.nonzero()
-    masked[rows, cols] = -np.inf
-    order = np.argsort(-masked, axis=1, kind="stable")  # ties: lower code first
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None, :], axis=1)
-    ranks[rows, cols] = scores.shape[1] + 1
-    best = np.take_along_axis(masked, order[:, :1], axis=1)[:, 0]
+def _eligible(seen: sp.csr_matrix, n_items: int) -> np.ndarray:
+    """``(n, n_items)`` bool: the items outside each query's history."""
+    eligible = np.ones((seen.shape[0], n_items), dtype=bool)
+    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+    eligible[rows, seen.indices] = False
+    return eligible
+
+
+def _ranks(scores: np.ndarray, eligible: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of every item, capped, and the best unseen score (see the module docstring).
+
+    The ``depth`` best unseen items get their exact 1-based rank (descending score, ties by the
+    lower code); every other item gets ``depth + 1``. Costs one ``argpartition`` and a sort of
+    ``depth`` items per row, not a sort of the catalogue.
+    """
+    n_rows, n_items = scores.shape
+    masked = np.where(eligible, scores, -np.inf)
+    depth = min(depth, n_items)
+    ranks = np.full((n_rows, n_items), depth + 1, dtype=np.int64)
+    if depth < n_items:
+        # the depth-th largest value; items above it, then ties at it by lower code
+        kth = -np.partition(-masked, depth - 1, axis=1)[:, depth - 1 : depth]
+        above = masked > kth
+        tied = masked == kth
+        need = depth - above.sum(axis=1, keepdims=True)
+        chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
+        top = np.nonzero(chosen)[1].reshape(n_rows, depth)  # each row: its items, code order
+    else:
+        top = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
+    top_scores = np.take_along_axis(masked, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")  # stable: ties by the lower code
+    ranked = np.take_along_axis(top, order, axis=1)
+    np.put_along_axis(ranks, ranked, np.arange(1, depth + 1)[None, :], axis=1)
+    best = np.take_along_axis(top_scores, order[:, :1], axis=1)[:, 0]
     return ranks, np.where(np.isfinite(best), best, 0.0)
 
 
@@ -147,18 +184,16 @@ def rank_features(
         items_table: :func:`item_features` of the vocabulary.
         n_candidates: ``N``.
     """
-    ranked = [_ranks(s, seen) for s in scores]
-    eligible = np.ones(scores[0].shape, dtype=bool)
-    rows, cols = seen.nonzero()
-    eligible[rows, cols] = False
+    eligible = _eligible(seen, scores[0].shape[1])
+    ranked = [_ranks(s, eligible, n_candidates) for s in scores]
     chosen = merge_candidates([r for r, _ in ranked], proposes, n_candidates, eligible)
     safe = np.maximum(chosen, 0)
     columns = []
     for s, (rank, best) in zip(scores, ranked, strict=True):
         score = np.take_along_axis(s, safe, axis=1).astype(np.float64)
+        scale = np.abs(best)[:, None]
         columns += [
-            score,
-            score - best[:, None],
+            np.divide(score, scale, out=np.zeros_like(score), where=scale > 0),
             np.log1p(np.take_along_axis(rank, safe, axis=1)),
         ]
     item_part = items_table[safe]

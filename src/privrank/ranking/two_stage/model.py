@@ -16,7 +16,10 @@ full-ranking protocols like any other.
    ``N`` merged candidates of the fit-part history, label 1 when the candidate is one of the
    user's carved items (the *candidate recall@N* of the merged set is measured here);
 3. train the ranker on these groups, early-stopping on the groups of a held-out share of the
-   users (``ranker_validation_users``);
+   users (``ranker_validation_users``). A LambdaMART ranker starts from the order of the
+   retriever whose ranks are best on the training groups (``ranker_base``): its trees learn
+   corrections to that order, their number (zero included) is chosen on the validation groups,
+   so the pipeline falls back to its best retriever rather than fall below it;
 4. refit the retrievers on the whole training data (``refit``), so serving uses everything.
 
 Per-stage wall times (retriever fits, candidate generation and features, ranker fit; and while
@@ -45,6 +48,7 @@ from privrank.models._artifact import Artifact
 from privrank.models.base import FitOptions, Query, Recommender, create_model, register
 from privrank.models.capabilities import StagedModel
 from privrank.ranking.ltr._base import LTRFitOptions, LTRRanker
+from privrank.ranking.ltr._ndcg import group_ndcg
 from privrank.ranking.ltr.registry import create_ranker, ranker_from_state
 from privrank.ranking.two_stage._config import TwoStageConfig
 from privrank.ranking.two_stage._features import (
@@ -110,7 +114,12 @@ class TwoStage(Recommender, StagedModel):
         order = rng.permutation(groups.n_queries)
         valid, fit = np.sort(order[:n_valid]), np.sort(order[n_valid:])
         started = time.perf_counter()
-        ranker = create_ranker(cfg.ranker, cfg.resolved_ranker_params())
+        params = cfg.resolved_ranker_params()
+        base = self._base_retriever(groups.take(fit)) if n_valid else None
+        if cfg.ranker == "lambdamart" and cfg.ranker_base and base is not None:
+            params.setdefault("base_feature", base)
+            params.setdefault("base_weight", -1.0)
+        ranker = create_ranker(cfg.ranker, params)
         ranker.fit(
             groups.take(fit),
             groups.take(valid) if n_valid else None,
@@ -121,6 +130,7 @@ class TwoStage(Recommender, StagedModel):
         self.training_info_ = {
             "label_users": int(users.size),
             "candidate_recall": recall,
+            "base_retriever": base,
             "ranker": ranker.info_,
         }
         self._report(1, 2, **{f"candidate_recall@{cfg.candidates}": recall})
@@ -131,6 +141,22 @@ class TwoStage(Recommender, StagedModel):
             self._stage_times["fit.retrievers_refit"] += time.perf_counter() - started
         self.retrievers_ = retrievers
         self._report(2, 2)
+
+    def _base_retriever(self, groups: QueryGroups) -> str:
+        """The ``log_rank`` column of the proposing retriever with the best NDCG@10 on
+        ``groups`` (the ranker's training groups; ties: the earlier retriever)."""
+        names = list(groups.feature_names)
+        best, best_ndcg = "", -np.inf
+        for position, spec in enumerate(self.config.retrievers):
+            if not spec.propose:
+                continue
+            column = f"r{position}.{spec.name}.log_rank"
+            ndcg = group_ndcg(
+                -groups.features[:, names.index(column)], groups.labels, groups.group_sizes, 10
+            )
+            if ndcg > best_ndcg:
+                best, best_ndcg = column, ndcg
+        return best
 
     @staticmethod
     def _fit_retriever(spec: Any, data: Interactions, options: FitOptions) -> Recommender:

@@ -1,0 +1,322 @@
+"""``privrank federated partition | serve | device``: fedmf on Flower's deployment runtime.
+
+These commands run in the Flower environment (``make flower-env``, then
+``.venv-flower/bin/privrank …``): flwr's pins clash with the main environment's.
+
+1. ``privrank federated partition --data ml100k-holdout --nodes 10 --out devices/`` writes one
+   node file per SuperNode (the devices' histories; a device's file stays on the device).
+2. ``privrank federated device --node-file devices/node-0.npz --superlink 127.0.0.1:9091
+   --local-port 9094`` starts one SuperNode (a device, or a few) and keeps it running.
+3. ``privrank federated serve --data ml100k-holdout --out runs/fedmf-flower`` starts the
+   SuperLink, waits for the SuperNodes, runs the rounds (the ServerApp) and writes an ordinary
+   trained-model directory that ``privrank evaluate --model`` reads. ``--local-devices
+   devices/`` also starts one SuperNode per node file on this machine (a loopback federation).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from privrank.cli._options import ModelParams, NoiseSeed
+from privrank.cli.federated import FEDERATED_MODELS, federated_app
+from privrank.cli.train import (
+    _check_out,
+    _privacy_spec,
+    _record,
+    _training_rows,
+    parse_params,
+    resolve_training_data,
+)
+from privrank.errors import ConfigError
+
+__all__ = ["device_command", "partition_command", "serve_command"]
+
+Host = Annotated[str, typer.Option(help="Address the SuperLink listens on (loopback by default).")]
+Port = Annotated[
+    int,
+    typer.Option(help="SuperLink port (its APIs over HTTP); local SuperNodes use PORT+1.."),
+]
+
+
+def _federated_train(data: str, model: str, param: list[str] | None):  # type: ignore[no-untyped-def]
+    from privrank.models import FedMF, create_model
+
+    if model not in FEDERATED_MODELS:
+        raise ConfigError(
+            f"--model {model!r}: federated training supports {', '.join(FEDERATED_MODELS)}"
+        )
+    recommender = create_model(model, parse_params(param))
+    if not isinstance(recommender, FedMF):  # pragma: no cover - FEDERATED_MODELS are FedMF
+        raise ConfigError(f"--model {model!r} is not a federated model")
+    resolved = resolve_training_data(data)
+    if resolved.prepared is None:
+        raise ConfigError(f"--data {data}: give a protocol or a saved split (to evaluate on)")
+    train, mode = _training_rows(resolved, recommender)
+    return recommender, resolved, train, mode
+
+
+@federated_app.command("partition")
+def partition_command(
+    data: Annotated[
+        str, typer.Option(help="A protocol name (ml100k-holdout, beauty-loo) or a saved split.")
+    ],
+    nodes: Annotated[int, typer.Option(help="SuperNodes (node files); devices dealt round-robin.")],
+    out: Annotated[Path, typer.Option(help="Folder of the node files and manifest.json.")],
+    model: Annotated[str, typer.Option(help="The federated model: fedmf.")] = "fedmf",
+) -> None:
+    """Write one node file per SuperNode: the histories of the devices it holds."""
+    from privrank.federated.flower.devices import partition
+
+    _, _, train, _ = _federated_train(data, model, None)
+    manifest = partition(train, nodes, out)
+    Console().print(
+        f"{manifest['devices']:,} devices on {nodes} node files in {out} "
+        f"({manifest['items']:,} items)",
+        highlight=False,
+    )
+
+
+@federated_app.command("device")
+def device_command(
+    node_file: Annotated[Path, typer.Option(help="The node file of the devices this node holds.")],
+    superlink: Annotated[
+        str, typer.Option(help="The SuperLink's Fleet API HOST:PORT.")
+    ] = "127.0.0.1:9091",
+    local_port: Annotated[
+        int, typer.Option(help="Local port of the SuperNode's runtime API (one per node).")
+    ] = 9094,
+    flwr_home: Annotated[Path | None, typer.Option(help="Flower's state folder.")] = None,
+) -> None:
+    """Start one SuperNode (``flower-supernode --insecure``) and run until it stops."""
+    from privrank.federated.flower.launch import start_supernode, stop
+
+    home = flwr_home if flwr_home is not None else node_file.parent / ".flwr" / node_file.stem
+    log = home / "supernode.log"
+    process = start_supernode(node_file, superlink, local_port, home, log)
+    Console().print(f"SuperNode for {node_file} started (pid {process.pid}); log {log}")
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        stop(process)
+        code = 0
+    if code:
+        raise ConfigError(f"flower-supernode exited with status {code}; see {log}")
+
+
+@federated_app.command("serve")
+def serve_command(
+    data: Annotated[
+        str, typer.Option(help="A protocol name (ml100k-holdout, beauty-loo) or a saved split.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
+    model: Annotated[str, typer.Option(help="The federated model: fedmf.")] = "fedmf",
+    param: ModelParams = None,
+    rounds: Annotated[int, typer.Option(help="Rounds T.")] = 100,
+    clients_per_round: Annotated[
+        int, typer.Option(help="Devices per round m (expected, with Poisson sampling).")
+    ] = 100,
+    sampling: Annotated[str, typer.Option(help="Cohort sampling: poisson or fixed.")] = "poisson",
+    server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.5,
+    lr_schedule: Annotated[str, typer.Option(help="linear (decay to 0) or constant.")] = "linear",
+    min_clients: Annotated[
+        int,
+        typer.Option(
+            help="Without DP: a round with fewer devices releases nothing. With DP it must be 1 "
+            "(every private round is released and charged)."
+        ),
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the initial model and the sampling.")] = 0,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="DP-FedAvg at this user-level ε (rounds charged to the ledger)."),
+    ] = None,
+    delta: Annotated[float | None, typer.Option(help="δ (default 1/(10·users)).")] = None,
+    max_per_user: Annotated[
+        int | None, typer.Option(help="Items a device counts in the released item counts.")
+    ] = None,
+    clipping_norm: Annotated[float | None, typer.Option(help="Initial clipping norm C.")] = None,
+    adaptive_clipping: Annotated[
+        bool, typer.Option(help="Adapt C to the median update norm (Andrew et al. 2021).")
+    ] = True,
+    accountant: Annotated[str | None, typer.Option(help="pld (default) or rdp.")] = None,
+    noise_seed: NoiseSeed = None,
+    budget_key: Annotated[
+        str | None, typer.Option(help="Ledger key (default: the dataset's name).")
+    ] = None,
+    ledger: Annotated[str | None, typer.Option(help="Ledger database URL.")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Server state, metrics and logs (default OUT.run).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run saved in --run-dir.")] = False,
+    host: Host = "127.0.0.1",
+    port: Port = 9091,
+    min_nodes: Annotated[int, typer.Option(help="SuperNodes to wait for before enrolment.")] = 1,
+    enrol_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the SuperNodes.")
+    ] = 120.0,
+    round_timeout: Annotated[
+        float, typer.Option(help="Seconds a round waits for answers; later devices dropped out.")
+    ] = 60.0,
+    local_devices: Annotated[
+        Path | None,
+        typer.Option(help="Also start one local SuperNode per node file of this folder."),
+    ] = None,
+) -> None:
+    """Run federated training on Flower: the SuperLink here, devices in SuperNodes.
+
+    The ServerApp runs the simulator's algorithm (the same cohorts, device code and server
+    step) with the devices answering Flower messages; with ``--epsilon`` it is DP-FedAvg
+    (user-level (ε, δ)-DP, one device = one user, Poisson sampling, device-side clipping,
+    Gaussian noise on the server's sum; the server is trusted with the clipped updates), and
+    only released rounds are charged to the ledger.
+    """
+    from privrank.data.fingerprint import fingerprint
+    from privrank.federated import FederatedSettings
+    from privrank.federated.flower.job import JOB_FILE, FlowerJob
+    from privrank.federated.flower.launch import (
+        SuperLinkAddress,
+        start_superlink,
+        start_supernode,
+        stop,
+        submit_run,
+        wait_for_port,
+    )
+    from privrank.federated.flower.model import assemble_model
+    from privrank.workflow.model_dir import TRAINING_FILE, write_trained
+
+    recommender, resolved, train, mode = _federated_train(data, model, param)
+    settings = FederatedSettings.from_mapping(
+        {
+            "rounds": rounds,
+            "clients_per_round": clients_per_round,
+            "sampling": sampling,
+            "server_learning_rate": server_lr,
+            "learning_rate_schedule": lr_schedule,
+            "min_clients": min_clients,
+            "seed": seed,
+            "adaptive_clipping": adaptive_clipping,
+        }
+    )
+    spec = _privacy_spec(
+        epsilon, delta, max_per_user, "most_recent", noise_seed, clipping_norm, accountant
+    )
+    _check_out(out, TRAINING_FILE)
+    run_dir = (run_dir if run_dir is not None else out.with_name(out.name + ".run")).resolve()
+    prepared = resolved.prepared
+    key = budget_key or (None if prepared is None else prepared.split.source.name)
+    job = FlowerJob(
+        model=recommender.config,
+        settings=settings,
+        privacy=spec,
+        population=train.n_users,
+        n_items=train.n_items,
+        data_fingerprint=fingerprint(train),
+        run_dir=str(run_dir),
+        ledger_key=key if spec is not None else None,
+        ledger_url=ledger,
+        resume=resume,
+        min_nodes=min_nodes,
+        enrol_timeout=enrol_timeout,
+        round_timeout=round_timeout,
+    )
+    nodes = []
+    if local_devices is not None:
+        nodes = _node_files(local_devices, train.n_users, train.n_items)
+        job = job.model_copy(update={"min_nodes": max(min_nodes, len(nodes))})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job.write(run_dir / JOB_FILE)
+    console = Console()
+    address = SuperLinkAddress(host, port)
+    home = run_dir / "flwr-home"
+    logs = run_dir / "logs"
+    processes = []
+    try:
+        superlink = start_superlink(address, home / "superlink", logs / "superlink.log")
+        processes.append(superlink)
+        try:
+            wait_for_port(address.control, 120, superlink)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; see {logs / 'superlink.log'}") from exc
+        console.print(
+            f"SuperLink on {address.control}; "
+            f"start devices with `privrank federated device --node-file F --superlink "
+            f"{address.fleet}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for number, node_file in enumerate(nodes):
+            processes.append(
+                start_supernode(
+                    node_file,
+                    address.fleet,
+                    port + 1 + number,
+                    home / f"node-{number}",
+                    logs / f"supernode-{number}.log",
+                )
+            )
+        started = time.perf_counter()
+        code = submit_run(run_dir / JOB_FILE, address, home / "cli", logs / "run.log")
+        seconds = time.perf_counter() - started
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    result = assemble_model(job, train)
+    if code != 0 or result.state.round < settings.rounds:
+        raise ConfigError(
+            f"the Flower run ended after {result.state.round} of {settings.rounds} round(s) "
+            f"(flwr run exit status {code}); see {logs / 'run.log'} and "
+            f"{logs / 'superlink.log'}; --resume continues it"
+        )
+    record = _record(resolved, result.model, train, mode, seed, 1, seconds)
+    record["federated"] = {
+        "runtime": "flower",
+        "settings": settings.model_dump(mode="json"),
+        "run_dir": str(run_dir),
+        "rounds": result.state.round,
+        "released_rounds": result.state.released_rounds,
+        "devices": train.n_users,
+        "aggregation": "plain",
+    }
+    if result.guarantee is not None:
+        spends = result.state.spend_ids
+        record["privacy"] = {
+            "ledger_key": key,
+            "spend_id": spends[0] if spends else None,
+            "spend_ids": spends,
+            "epsilon": result.guarantee.epsilon,
+            "delta": result.guarantee.delta,
+        }
+    write_trained(out, result.model, record)
+    if result.guarantee is not None:
+        console.print(result.guarantee.describe(), highlight=False, soft_wrap=True)
+    console.print(
+        f"trained {model} on {train.n_users:,} devices over Flower in {result.state.round} "
+        f"rounds ({result.state.released_rounds} released, {seconds:.1f} s); saved to {out}; "
+        f"metrics log {run_dir / 'metrics.jsonl'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _node_files(folder: Path, devices: int, items: int) -> list[Path]:
+    from privrank.federated.flower.devices import MANIFEST_FILE
+
+    path = folder / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        files = [folder / name for name in manifest["files"]]
+        matches = manifest["devices"] == devices and manifest["items"] == items
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--local-devices {folder}: cannot read {path}: {exc}") from exc
+    if not matches:
+        raise ConfigError(
+            f"--local-devices {folder}: {path} is for {manifest['devices']} devices and "
+            f"{manifest['items']} items; --data has {devices} devices and {items} items"
+        )
+    return files

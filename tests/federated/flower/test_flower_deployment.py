@@ -1,0 +1,166 @@
+"""End to end on Flower's deployment runtime (``make test-flower``; needs ``.venv-flower``).
+
+Real processes on loopback: ``privrank federated serve`` (the SuperLink and, in it, the
+ServerApp) from the Flower environment, 10 ``flower-supernode`` processes each holding the
+devices of one node file of the ML-100K holdout's training part. One SuperNode is frozen and
+killed while round 2 is in flight; the round completes with the survivors. The run is DP-FedAvg
+(noise seeded), so the model is checked against the in-process deployment rounds
+(:func:`run_deployment`, itself checked against the simulator in
+``test_deployment_rounds.py``) with the same node dropped from the same rounds; the ledger
+holds the counts and exactly the released rounds; ``privrank evaluate --model`` (main
+environment) reads the model directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from privrank.privacy.ledger import Ledger
+
+pytestmark = [pytest.mark.flower, pytest.mark.realdata]
+
+ROOT = Path(__file__).resolve().parents[3]
+FLOWER = Path(os.environ.get("PRIVRANK_FLOWER_VENV", ROOT / ".venv-flower")) / "bin"
+NODES = 10
+KILLED = 3
+PORT = 19391
+ROUNDS = 2
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _supernode(node_file: Path, number: int, home: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, FLWR_HOME=str(home), PATH=f"{FLOWER}{os.pathsep}{os.environ['PATH']}")
+    command = [
+        str(FLOWER / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{PORT}",
+        "--port", str(PORT + 1 + number), "--node-config", f"node-file='{node_file}'",
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
+def test_ten_supernodes_one_killed_mid_round(real_data_dir, tmp_path):
+    if not (FLOWER / "flower-supernode").exists():
+        pytest.fail(f"{FLOWER} holds no Flower environment: run `make flower-env`")
+    from tests.federated.flower.test_deployment_rounds import LocalTransport
+
+    from privrank.data.fingerprint import fingerprint
+    from privrank.federated import FederatedSettings
+    from privrank.federated.flower.devices import partition
+    from privrank.federated.flower.job import FlowerJob
+    from privrank.federated.flower.rounds import run_deployment
+    from privrank.models import FedMFConfig
+    from privrank.privacy.spec import PrivacySpec
+    from privrank.workflow.protocols import prepare
+
+    train = prepare("ml100k-holdout").train
+    devices = tmp_path / "devices"
+    partition(train, NODES, devices)
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(ledger_url) as book:
+        book.set_budget("ml-100k", 100.0, 0.5)
+        book.set_budget("oracle", 100.0, 0.5)
+    out, run_dir, logs = tmp_path / "model", tmp_path / "model.run", tmp_path / "logs"
+    logs.mkdir()
+    env = dict(os.environ, PATH=f"{FLOWER}{os.pathsep}{os.environ['PATH']}")
+    serve = subprocess.Popen(
+        [
+            str(FLOWER / "privrank"), "federated", "serve", "--data", "ml100k-holdout",
+            "--out", str(out), "--param", "factors=4", "--rounds", str(ROUNDS),
+            "--clients-per-round", "300", "--seed", "1", "--epsilon", "30",
+            "--max-per-user", "50", "--clipping-norm", "0.5", "--noise-seed", "5",
+            "--budget-key", "ml-100k", "--ledger", ledger_url, "--port", str(PORT),
+            "--min-nodes", str(NODES), "--enrol-timeout", "600", "--round-timeout", "300",
+        ],
+        stdout=(logs / "serve.log").open("wb"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    nodes = []
+    try:
+        time.sleep(5)
+        nodes = [
+            _supernode(devices / f"node-{k}.npz", k, tmp_path / f"home-{k}", logs / f"n{k}.log")
+            for k in range(NODES)
+        ]
+        deadline = time.monotonic() + 900
+        while len(_metrics(run_dir)) < 1:
+            assert serve.poll() is None, (logs / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "round 1 never finished"
+            time.sleep(0.2)
+        # Round 2 starts right after round 1's line: freeze the node so that it cannot answer,
+        # then kill it (and its ClientApp) while the round waits for it.
+        os.killpg(nodes[KILLED].pid, signal.SIGSTOP)
+        time.sleep(3)
+        os.killpg(nodes[KILLED].pid, signal.SIGKILL)
+        assert serve.wait(timeout=900) == 0, (logs / "serve.log").read_text()[-3000:]
+    finally:
+        for process in nodes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        if serve.poll() is None:
+            serve.kill()
+    lines = _metrics(run_dir)
+    assert [line["released"] for line in lines] == [True] * ROUNDS
+    assert lines[0]["refused"]["dropped"] == 0
+    killed = np.arange(KILLED, train.n_users, NODES)
+    assert lines[1]["refused"]["dropped"] > 0
+    for line in lines[1:]:
+        assert line["accepted"] + line["refused"]["dropped"] == line["clients"]
+
+    # The oracle: the same rounds in-process, the killed node silent from round 2 on.
+    job = FlowerJob(
+        model=FedMFConfig(factors=4),
+        settings=FederatedSettings(rounds=ROUNDS, clients_per_round=300, seed=1),
+        privacy=PrivacySpec(
+            epsilon=30, max_interactions_per_user=50, clipping_norm=0.5, noise_seed=5
+        ),
+        population=train.n_users,
+        n_items=train.n_items,
+        data_fingerprint=fingerprint(train),
+        run_dir=str(tmp_path / "oracle"),
+        ledger_key="oracle",
+        ledger_url=ledger_url,
+    )
+    dropped = {r: {KILLED} for r in range(2, ROUNDS + 1)}
+    transport = LocalTransport(devices, NODES, drop=dropped, config=job.model)
+    oracle = run_deployment(job, transport)
+    for number, line in enumerate(lines, start=1):
+        asked = transport.asked[number - 1].get(KILLED, np.zeros(0))
+        assert set(asked.tolist()) <= set(killed.tolist())
+        if number >= 2:
+            assert line["refused"]["dropped"] == len(asked)
+    with np.load(run_dir / "state.npz") as state:
+        np.testing.assert_allclose(
+            state["item_factors"], oracle.state.arrays["item_factors"], rtol=1e-4, atol=1e-6
+        )
+
+    with Ledger(ledger_url) as book:
+        spent = book.budget("ml-100k")
+        reference = book.budget("oracle")
+    assert spent.epsilon_spent == pytest.approx(oracle.plan.epsilon_after(ROUNDS), rel=1e-9)
+    assert spent.epsilon_spent == pytest.approx(reference.epsilon_spent, rel=1e-12)
+    record = json.loads((out / "training.json").read_text())
+    assert len(record["privacy"]["spend_ids"]) == 1 + ROUNDS  # the counts + every round
+
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "privrank.cli.main", "evaluate", "--model", str(out),
+         "--out", str(tmp_path / "eval")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert list((tmp_path / "eval").iterdir())
