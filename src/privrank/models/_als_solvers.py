@@ -20,10 +20,8 @@ import scipy.sparse as sp
 
 from privrank.models import _als_kernels as kernels
 from privrank.models.base import ModelFitError
-from privrank.models.engine import ALSProblem, Side
 
 __all__ = [
-    "LocalALSBlocks",
     "gramian",
     "half_step",
     "ials_objective",
@@ -240,38 +238,3 @@ def half_step(
             matrix, solved, other, gram, regularization, unobserved_weight, threads
         )
     return solved, rows
-
-
-class LocalALSBlocks:
-    """The half-steps of an iALS problem in this process, on the whole matrix
-    (:class:`~privrank.models.engine.ALSBlocks` without an engine).
-
-    Args:
-        problem: The :class:`~privrank.models.engine.ALSProblem`.
-        threads: Threads of the row loops.
-    """
-
-    def __init__(self, problem: ALSProblem, threads: int) -> None:
-        self._problem = problem
-        self._threads = threads
-
-    def solve(
-        self, side: Side, other: np.ndarray, current: np.ndarray, exact: bool, loss: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """One half-step (see :meth:`~privrank.models.engine.ALSBlocks.solve`)."""
-        problem = self._problem
-        users = side == "users"
-        return half_step(
-            problem.by_user if users else problem.by_item,
-            other,
-            gramian(other),
-            problem.user_regularization if users else problem.item_regularization,
-            problem.unobserved_weight,
-            current,
-            cg_steps=None if exact else problem.cg_steps,
-            threads=self._threads,
-            loss=loss,
-        )
-
-    def close(self) -> None:
-        """Nothing to release."""

@@ -14,12 +14,8 @@ from pydantic import Field
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError, WorkerLostError
-from privrank.models._als_solvers import (
-    LocalALSBlocks,
-    gramian,
-    ials_objective,
-    solve_exact,
-)
+from privrank.models._als_blocks import LocalALSBlocks
+from privrank.models._als_solvers import gramian, ials_objective, solve_exact
 from privrank.models._checkpoint import (
     Checkpoint,
     checkpoint_path,
@@ -220,6 +216,7 @@ class IALS(Recommender, StoredFactors):
     supports_privacy = True
     supports_engine = True
     supports_private_engine = False
+    supports_checkpoints = True
     user_state_keys = ("user_factors",)
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
@@ -498,14 +495,21 @@ class _EpochStore:
             "training_matrix_sha256": matrix_digest(matrix),
             "unobserved_weight": model.unobserved_weight_,
         }
+        self._last: _EpochState | None = None
 
     def start(self) -> _EpochState:
         """The checkpoint of this fit when there is one, else the initial draw."""
         return self.restore()
 
     def restore(self) -> _EpochState:
-        """The last checkpoint of this fit (checksum verified), else the initial draw."""
-        found = None if self._path is None else read_checkpoint(self._path)
+        """The last checkpoint of this fit (checksum verified; without a checkpoint directory
+        the last state saved in memory), else the initial draw."""
+        if self._path is None:
+            if self._last is not None:
+                return self._last
+            found = None
+        else:
+            found = read_checkpoint(self._path)
         if found is None or found.identity != self._identity:
             users, items = self._model.initial_factors(self._seed)
             return _EpochState(0, users, items, [])
@@ -518,8 +522,9 @@ class _EpochStore:
         )
 
     def save(self, state: _EpochState) -> None:
-        """Checkpoint ``state`` (when the fit has a checkpoint directory)."""
+        """Checkpoint ``state`` (to the checkpoint directory, or in memory without one)."""
         if self._path is None:
+            self._last = state
             return
         arrays = {
             "user_factors": state.users,
