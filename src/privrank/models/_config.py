@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -73,6 +74,9 @@ class FitOptions(BaseModel):
         engine: Where the data-parallel part of the fit runs (a
             :class:`~privrank.models.engine.FitEngine`, e.g. ``privrank.distributed.RayEngine``);
             ``None``: in this process. Models without ``supports_engine`` refuse one.
+        checkpoint_dir: Directory where an iterative fit that checkpoints (iALS) writes its
+            state after each epoch, and resumes from when it holds the checkpoint of the same
+            fit (same model, config, seed and training data); ``None``: no checkpoints.
         parallel: This process is one worker of a data-parallel fit of a torch model
             (:class:`~privrank.models.parallel.DataParallel`; set by an engine on its workers,
             e.g. ``privrank.distributed.ray_train``); ``None``: the fit is not shared.
@@ -86,6 +90,7 @@ class FitOptions(BaseModel):
     privacy: PrivacySpec | None = None
     validation: Interactions | None = None
     engine: FitEngine | None = None
+    checkpoint_dir: Path | None = None
     parallel: DataParallel | None = None
 
     def __init__(self, **data: Any) -> None:
