@@ -17,6 +17,26 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from privrank.cli._federated_options import (
+    FEDERATED_MODELS,
+    Accountant,
+    AdaptiveClipping,
+    BudgetKey,
+    ClientsPerRound,
+    ClippingNorm,
+    Data,
+    Delta,
+    Epsilon,
+    FederatedModel,
+    LedgerUrl,
+    LrSchedule,
+    MaxPerUser,
+    Out,
+    Resume,
+    Rounds,
+    Seed,
+    ServerLr,
+)
 from privrank.cli._options import Engine, EngineAddress, EngineWorkers, ModelParams, NoiseSeed
 from privrank.cli.app import app
 from privrank.cli.train import (
@@ -32,22 +52,15 @@ from privrank.errors import ConfigError
 federated_app = typer.Typer(help="Federated training: histories stay on the devices.")
 app.add_typer(federated_app, name="federated", no_args_is_help=True)
 
-FEDERATED_MODELS = ("fedmf",)
-
 
 @federated_app.command("train")
 def train_command(
-    data: Annotated[
-        str,
-        typer.Option(help="A protocol name (ml100k-holdout, beauty-loo) or a saved split."),
-    ],
-    out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
-    model: Annotated[str, typer.Option(help="The federated model: fedmf.")] = "fedmf",
+    data: Data,
+    out: Out,
+    model: FederatedModel = "fedmf",
     param: ModelParams = None,
-    rounds: Annotated[int, typer.Option(help="Rounds T.")] = 100,
-    clients_per_round: Annotated[
-        int, typer.Option(help="Devices per round m (expected, with Poisson sampling).")
-    ] = 100,
+    rounds: Rounds = 100,
+    clients_per_round: ClientsPerRound = 100,
     sampling: Annotated[
         str,
         typer.Option(
@@ -57,10 +70,8 @@ def train_command(
             "m devices without replacement; under --epsilon accounted by RDP, replace-one).",
         ),
     ] = "poisson",
-    server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.5,
-    lr_schedule: Annotated[
-        str, typer.Option(help="Server learning rate schedule: linear (decay to 0) or constant.")
-    ] = "linear",
+    server_lr: ServerLr = 0.5,
+    lr_schedule: LrSchedule = "linear",
     min_clients: Annotated[
         int,
         typer.Option(
@@ -69,31 +80,20 @@ def train_command(
         ),
     ] = 1,
     batch_size: Annotated[int, typer.Option(help="Devices simulated per batch.")] = 1024,
-    seed: Annotated[int, typer.Option(help="Seed of the initial model and the sampling.")] = 0,
-    epsilon: Annotated[
-        float | None,
-        typer.Option(help="DP-FedAvg at this user-level ε (rounds charged to the ledger)."),
-    ] = None,
-    delta: Annotated[float | None, typer.Option(help="δ (default 1/(10·users)).")] = None,
-    max_per_user: Annotated[
-        int | None, typer.Option(help="Items a device counts in the released item counts.")
-    ] = None,
-    clipping_norm: Annotated[
-        float | None, typer.Option(help="Initial clipping norm C of the device updates.")
-    ] = None,
-    adaptive_clipping: Annotated[
-        bool, typer.Option(help="Adapt C to the median update norm (Andrew et al. 2021).")
-    ] = True,
-    accountant: Annotated[str | None, typer.Option(help="pld (default) or rdp.")] = None,
+    seed: Seed = 0,
+    epsilon: Epsilon = None,
+    delta: Delta = None,
+    max_per_user: MaxPerUser = None,
+    clipping_norm: ClippingNorm = None,
+    adaptive_clipping: AdaptiveClipping = True,
+    accountant: Accountant = None,
     noise_seed: NoiseSeed = None,
-    budget_key: Annotated[
-        str | None, typer.Option(help="Ledger key (default: the source dataset's name).")
-    ] = None,
-    ledger: Annotated[str | None, typer.Option(help="Ledger database URL.")] = None,
+    budget_key: BudgetKey = None,
+    ledger: LedgerUrl = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Server state and metrics log (default OUT.run).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run saved in --run-dir.")] = False,
+    resume: Resume = False,
     aggregation: Annotated[
         str,
         typer.Option(help="plain (the server sums the updates) or secagg (SecAgg+: sums only)."),

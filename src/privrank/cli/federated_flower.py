@@ -23,8 +23,28 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from privrank.cli._federated_options import (
+    FEDERATED_MODELS,
+    Accountant,
+    AdaptiveClipping,
+    BudgetKey,
+    ClientsPerRound,
+    ClippingNorm,
+    Data,
+    Delta,
+    Epsilon,
+    FederatedModel,
+    LedgerUrl,
+    LrSchedule,
+    MaxPerUser,
+    Out,
+    Resume,
+    Rounds,
+    Seed,
+    ServerLr,
+)
 from privrank.cli._options import ModelParams, NoiseSeed
-from privrank.cli.federated import FEDERATED_MODELS, federated_app
+from privrank.cli.federated import federated_app
 from privrank.cli.train import (
     _check_out,
     _privacy_spec,
@@ -63,12 +83,10 @@ def _federated_train(data: str, model: str, param: list[str] | None):  # type: i
 
 @federated_app.command("partition")
 def partition_command(
-    data: Annotated[
-        str, typer.Option(help="A protocol name (ml100k-holdout, beauty-loo) or a saved split.")
-    ],
+    data: Data,
     nodes: Annotated[int, typer.Option(help="SuperNodes (node files); devices dealt round-robin.")],
     out: Annotated[Path, typer.Option(help="Folder of the node files and manifest.json.")],
-    model: Annotated[str, typer.Option(help="The federated model: fedmf.")] = "fedmf",
+    model: FederatedModel = "fedmf",
 ) -> None:
     """Write one node file per SuperNode: the histories of the devices it holds."""
     from privrank.federated.flower.devices import partition
@@ -111,19 +129,15 @@ def device_command(
 
 @federated_app.command("serve")
 def serve_command(
-    data: Annotated[
-        str, typer.Option(help="A protocol name (ml100k-holdout, beauty-loo) or a saved split.")
-    ],
-    out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
-    model: Annotated[str, typer.Option(help="The federated model: fedmf.")] = "fedmf",
+    data: Data,
+    out: Out,
+    model: FederatedModel = "fedmf",
     param: ModelParams = None,
-    rounds: Annotated[int, typer.Option(help="Rounds T.")] = 100,
-    clients_per_round: Annotated[
-        int, typer.Option(help="Devices per round m (expected, with Poisson sampling).")
-    ] = 100,
+    rounds: Rounds = 100,
+    clients_per_round: ClientsPerRound = 100,
     sampling: Annotated[str, typer.Option(help="Cohort sampling: poisson or fixed.")] = "poisson",
-    server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 0.5,
-    lr_schedule: Annotated[str, typer.Option(help="linear (decay to 0) or constant.")] = "linear",
+    server_lr: ServerLr = 0.5,
+    lr_schedule: LrSchedule = "linear",
     min_clients: Annotated[
         int,
         typer.Option(
@@ -131,29 +145,20 @@ def serve_command(
             "(every private round is released and charged)."
         ),
     ] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the initial model and the sampling.")] = 0,
-    epsilon: Annotated[
-        float | None,
-        typer.Option(help="DP-FedAvg at this user-level ε (rounds charged to the ledger)."),
-    ] = None,
-    delta: Annotated[float | None, typer.Option(help="δ (default 1/(10·users)).")] = None,
-    max_per_user: Annotated[
-        int | None, typer.Option(help="Items a device counts in the released item counts.")
-    ] = None,
-    clipping_norm: Annotated[float | None, typer.Option(help="Initial clipping norm C.")] = None,
-    adaptive_clipping: Annotated[
-        bool, typer.Option(help="Adapt C to the median update norm (Andrew et al. 2021).")
-    ] = True,
-    accountant: Annotated[str | None, typer.Option(help="pld (default) or rdp.")] = None,
+    seed: Seed = 0,
+    epsilon: Epsilon = None,
+    delta: Delta = None,
+    max_per_user: MaxPerUser = None,
+    clipping_norm: ClippingNorm = None,
+    adaptive_clipping: AdaptiveClipping = True,
+    accountant: Accountant = None,
     noise_seed: NoiseSeed = None,
-    budget_key: Annotated[
-        str | None, typer.Option(help="Ledger key (default: the dataset's name).")
-    ] = None,
-    ledger: Annotated[str | None, typer.Option(help="Ledger database URL.")] = None,
+    budget_key: BudgetKey = None,
+    ledger: LedgerUrl = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Server state, metrics and logs (default OUT.run).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run saved in --run-dir.")] = False,
+    resume: Resume = False,
     host: Host = "127.0.0.1",
     port: Port = 9091,
     min_nodes: Annotated[int, typer.Option(help="SuperNodes to wait for before enrolment.")] = 1,

@@ -10,8 +10,9 @@ from pydantic import Field, model_validator
 
 from privrank.data.interactions import Interactions
 from privrank.errors import NotTrainedError
-from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.base import FitOptions, ModelConfig, register
 from privrank.models.capabilities import LocalDPCollection
+from privrank.models.popular import PopularityScores
 from privrank.privacy.local_dp import (
     LocalGuarantee,
     LocalSketch,
@@ -79,7 +80,7 @@ def device_reports(
 
 
 @register("ldp-popular")
-class LDPPopular(Recommender, LocalDPCollection):
+class LDPPopular(PopularityScores, LocalDPCollection):
     r"""Item popularity decoded from a local-DP sketch collection (CMS or HCMS).
 
     Every training user acts as a device: each day it sends ``reports_per_user`` reports, each
@@ -110,7 +111,6 @@ class LDPPopular(Recommender, LocalDPCollection):
 
     Config = LDPPopularConfig
     config: LDPPopularConfig
-    personalised = False
     local_guarantee_: LocalGuarantee | None = None
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
@@ -142,19 +142,6 @@ class LDPPopular(Recommender, LocalDPCollection):
         if self.local_guarantee_ is None:
             raise NotTrainedError(f"{self.name} is not fitted")
         return self.local_guarantee_.describe()
-
-    def _score_histories(self, histories: Query) -> np.ndarray:
-        return np.broadcast_to(self.item_popularity_, (len(histories), self.n_items_))
-
-    def _score_users(self, user_codes: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.item_popularity_, (len(user_codes), self.n_items_))
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        if state:
-            raise ValueError(f"unexpected arrays {sorted(state)}")
 
     def _restore(self, artifact: Any) -> None:
         super()._restore(artifact)

@@ -9,7 +9,30 @@ from privrank.data.interactions import Interactions
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["MostPopular", "MostPopularConfig"]
+__all__ = ["MostPopular", "MostPopularConfig", "PopularityScores"]
+
+
+class PopularityScores(Recommender):
+    """A non-personalised model: every user gets the fitted ``item_popularity_`` as scores.
+
+    Subclasses only fit ``item_popularity_`` (a count, a noisy count, a decoded sketch); it is
+    saved with the base model's state, so they keep no arrays of their own.
+    """
+
+    personalised = False
+
+    def _score_histories(self, histories: Query) -> np.ndarray:
+        return np.broadcast_to(self.item_popularity_, (len(histories), self.n_items_))
+
+    def _score_users(self, user_codes: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.item_popularity_, (len(user_codes), self.n_items_))
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        if state:
+            raise ValueError(f"unexpected arrays {sorted(state)}")
 
 
 class MostPopularConfig(ModelConfig):
@@ -17,7 +40,7 @@ class MostPopularConfig(ModelConfig):
 
 
 @register("most-popular")
-class MostPopular(Recommender):
+class MostPopular(PopularityScores):
     r"""Rank items by how many training users interacted with them.
 
     .. math:: s(u, i) = |\{v : x_{vi} = 1\}|
@@ -39,7 +62,6 @@ class MostPopular(Recommender):
 
     Config = MostPopularConfig
     config: MostPopularConfig
-    personalised = False
     supports_privacy = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
@@ -53,16 +75,3 @@ class MostPopular(Recommender):
         counts, self.privacy_guarantee_ = private_item_counts(matrix, spec)
         self.item_popularity_ = counts.astype(np.float32)
         self._report(1, 1)
-
-    def _score_histories(self, histories: Query) -> np.ndarray:
-        return np.broadcast_to(self.item_popularity_, (len(histories), self.n_items_))
-
-    def _score_users(self, user_codes: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.item_popularity_, (len(user_codes), self.n_items_))
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        if state:
-            raise ValueError(f"unexpected arrays {sorted(state)}")
