@@ -165,15 +165,17 @@ def sampled_zcdp_rdp(rho: float, q: float, orders: tuple[int, ...] = SAMPLED_ORD
     if q == 1 or not math.isfinite(rho):
         return plain
     log_q, log_1q = math.log(q), math.log1p(-q)
-    out = np.empty_like(alphas)
-    for index, alpha in enumerate(orders):
-        ls = np.arange(2, alpha + 1, dtype=np.float64)
-        log_binom = gammaln(alpha + 1) - gammaln(ls + 1) - gammaln(alpha - ls + 1)
-        terms = log_binom + ls * log_q + (alpha - ls) * log_1q + (ls - 1) * ls * rho
-        terms[1:] += math.log(3.0)  # l ≥ 3
-        first = (alpha - 1) * log_1q + math.log(alpha * q - q + 1)
-        out[index] = logsumexp(np.append(terms, first)) / (alpha - 1)
-    return np.minimum(out, plain)
+    # Every (α, l) term at once: rows are orders, columns l = 2 … max order (−inf for l > α).
+    a = alphas[:, None]
+    ls = np.arange(2, int(alphas.max()) + 1, dtype=np.float64)[None, :]
+    inside = ls <= a
+    log_binom = gammaln(a + 1) - gammaln(ls + 1) - gammaln(np.where(inside, a - ls, 0.0) + 1)
+    terms = log_binom + ls * log_q + (a - ls) * log_1q + (ls - 1) * ls * rho
+    terms = terms + np.where(ls >= 3, math.log(3.0), 0.0)
+    terms = np.where(inside, terms, -np.inf)
+    first = (alphas - 1) * log_1q + np.log(alphas * q - q + 1)
+    out = logsumexp(np.column_stack([terms, first]), axis=1) / (alphas - 1)
+    return np.asarray(np.minimum(out, plain), dtype=np.float64)
 
 
 def ddg_sampled_epsilon(
