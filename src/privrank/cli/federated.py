@@ -105,6 +105,14 @@ def train_command(
             "noise before masking (distributed DP) instead of the server adding Gaussian noise."
         ),
     ] = False,
+    secret_sampling: Annotated[
+        bool,
+        typer.Option(
+            help="With --distributed-dp and Poisson sampling: claim amplification by sampling, "
+            "trusting the sampler (device self-sampling or a sampling service) to keep who "
+            "was sampled secret from everyone who sees the sums."
+        ),
+    ] = False,
     dropout: Annotated[
         float, typer.Option(help="secagg: fraction of each round's devices that drop out.")
     ] = 0.0,
@@ -230,6 +238,7 @@ def train_command(
                     progress=report,
                     secure=secure,
                     distributed_dp=distributed_dp,
+                    secret_sampling=secret_sampling,
                     runner=runner,
                 )
     trained = result.model
@@ -246,6 +255,7 @@ def train_command(
         "devices": train.n_users,
         "aggregation": aggregation,
         "distributed_dp": distributed_dp,
+        "secret_sampling": secret_sampling,
         "engine": runner.describe(),
     }
     if result.guarantee is not None:

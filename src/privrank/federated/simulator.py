@@ -95,6 +95,7 @@ def simulate(
     canaries: Canaries | None = None,
     secure: SecureAggregation | None = None,
     distributed_dp: bool = False,
+    secret_sampling: bool = False,
     runner: ClientRunner | None = None,
 ) -> SimulationResult:
     """Run (or resume) federated training of fedmf on the devices of ``train``.
@@ -122,6 +123,11 @@ def simulate(
             (:mod:`privrank.privacy.distributed_dp_plan`): each device adds discrete Gaussian
             noise before masking, the server adds none; fixed clipping at the spec's
             ``clipping_norm``; ``min_clients`` is the fewest survivors the accounting counts on.
+        secret_sampling: With ``distributed_dp`` and Poisson sampling: account the rounds with
+            amplification by secret sampling at ``q = m/N`` (see
+            :mod:`privrank.privacy.distributed_dp_plan` for who is trusted for the secrecy of
+            the sample; in a deployment the sampler's coins must be secret, whereas the
+            simulator draws them from ``settings.seed``).
         runner: Where the devices' batches run (:class:`~privrank.federated.clients.ClientRunner`;
             default: in this process; ``privrank.distributed.ray_federated.RayClientRunner``:
             Ray tasks). The model does not depend on it (the same batch sums, added in the same
@@ -149,6 +155,11 @@ def simulate(
         raise ConfigError(
             f"--engine {runner.name} runs the devices of the plain aggregation; secure "
             "aggregation (--aggregation secagg) runs in this process: use --engine local"
+        )
+    if secret_sampling and (not distributed_dp or settings.sampling != "poisson"):
+        raise ConfigError(
+            "secret sampling amplifies distributed DP under Poisson sampling: it needs "
+            "--distributed-dp and --sampling poisson"
         )
     if distributed_dp and settings.adaptive_clipping:
         raise ConfigError(
@@ -185,6 +196,11 @@ def simulate(
             min_clients=settings.min_clients,
             max_clients=population + (0 if canaries is None else len(canaries.directions)),
             modulus_bits=secure.modulus_bits,
+            sampling_rate=(
+                min(settings.clients_per_round, population) / population
+                if secret_sampling
+                else None
+            ),
         )
     from privrank.data.fingerprint import fingerprint
 
@@ -198,6 +214,7 @@ def simulate(
         identity["aggregation"] = {
             "secure": secure.model_dump(mode="json"),
             "distributed_dp": distributed_dp,
+            **({"secret_sampling": True} if secret_sampling else {}),
         }
     run_dir = Path(run_dir)
     histories = device_histories(train)
