@@ -68,6 +68,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     },
     "n100": {"candidates": 100},
     "listwise": {"ranker": "listwise", "ranker_params": {"eval_at": 10}},
+    # leave-one-out protocols: carve each user's last training item, as the protocol holds out
+    "last": {"carve": "last"},
+    "last-n100": {"carve": "last", "candidates": 100},
 }
 
 

@@ -264,10 +264,13 @@ class TwoStage(Recommender, StagedModel):
             self.config.candidates,
         )
 
-    def rank(self, candidates: Candidates) -> np.ndarray:
-        """Stage 3: the ranker's ``(n, N)`` float32 scores (``-inf`` on padding)."""
+    def rank(self, candidates: Candidates, threads: int | None = None) -> np.ndarray:
+        """Stage 3: the ranker's ``(n, N)`` float32 scores (``-inf`` on padding; ``threads``:
+        :meth:`~privrank.ranking.ltr.LTRRanker.score`)."""
         valid = candidates.items >= 0
-        flat = self.ranker_.score(candidates.features.reshape(-1, candidates.features.shape[2]))
+        flat = self.ranker_.score(
+            candidates.features.reshape(-1, candidates.features.shape[2]), threads=threads
+        )
         return np.where(valid, flat.reshape(valid.shape), -np.inf).astype(np.float32)
 
     # ---------------------------------------------------------------- scoring
