@@ -26,6 +26,12 @@ Per-stage wall times (retriever fits, candidate generation and features, ranker 
 scoring: retrieval, features, ranking) are kept in :meth:`TwoStage.stage_seconds` and reported
 by the evaluation runner.
 
+**Content similarity** is one more retriever: ``{"name": "content-knn"}`` (the cosine of
+each item's sentence embedding to the history's, :class:`~privrank.models.ContentKNN`), with
+``"propose": false`` to add only its feature columns. Its item text comes from the catalogue
+(ML-100K's titles and genres) or an item-text TSV (``params.item_text``); a data set without
+text (Beauty, Video: integer ids only) is refused before anything is fitted.
+
 **Privacy.** The pipeline has no private fit: it refuses a privacy spec. Its ranker can train
 privately on its own (the ``listwise`` ranker with user-level DP-SGD, one group per user), but
 the retrievers and the features read the data too, so a whole-pipeline guarantee would need
@@ -42,8 +48,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from privrank.data.interactions import Interactions
+from privrank.data.item_text import load_item_text
 from privrank.data.query_groups import QueryGroups
-from privrank.errors import ConfigError
+from privrank.errors import ConfigError, DataError
 from privrank.models._artifact import Artifact
 from privrank.models.base import FitOptions, Query, Recommender, create_model, register
 from privrank.models.capabilities import StagedModel
@@ -95,6 +102,7 @@ class TwoStage(Recommender, StagedModel):
     # ---------------------------------------------------------------- fit
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
+        self._check_item_text(train)
         self._stage_times = defaultdict(float)
         fit_part, labels = self._carve(train)
         # The labels' features see the fit part only (popularity and recency that counted the
@@ -141,6 +149,28 @@ class TwoStage(Recommender, StagedModel):
             self._stage_times["fit.retrievers_refit"] += time.perf_counter() - started
         self.retrievers_ = retrievers
         self._report(2, 2)
+
+    def _check_item_text(self, train: Interactions) -> None:
+        """Refuse, before anything is fitted, a ``content-knn`` retriever whose item text
+        cannot be had (a data set without titles or genres, such as Beauty's integer ids).
+
+        Raises:
+            DataError: The retriever's text source (its ``item_text``, else the training
+                data's name) has no item text; the message names the retriever.
+        """
+        for position, spec in enumerate(self.config.retrievers):
+            if spec.name != "content-knn":
+                continue
+            source = spec.params.get("item_text") or train.metadata.name
+            try:
+                load_item_text(str(source))
+            except DataError as exc:
+                raise DataError(
+                    f"two-stage retriever r{position} (content-knn) needs item text: {exc}",
+                    field=f"retrievers[{position}].params.item_text",
+                    value=source,
+                    expected="a catalog data set with item text (ml-100k) or an item-text TSV",
+                ) from exc
 
     def _base_retriever(self, groups: QueryGroups) -> str:
         """The ``log_rank`` column of the proposing retriever with the best NDCG@10 on
