@@ -22,13 +22,15 @@ time).
 **Where a request's time goes** (the profile is in BENCHMARKS.md, "Two-stage serving, round 3"):
 
 - The stages run on **one compute thread** per server process, first in first out: requests
-  queue in front of it instead of sharing the interpreter lock among the thread pool's 40
-  workers, where every request of a busy process finished late.
+  queue in front of it instead of sharing the interpreter lock among the thread pool's
+  workers (a py-spy profile under load showed a dozen AnyIO threads, each in some request's
+  stages).
 - That thread runs its native libraries **single-threaded**: OpenBLAS (process-wide, set when
   the thread starts) and OpenMP (this thread; LightGBM's predict is given ``num_threads=1``).
   Concurrency comes from the server's worker processes; a parallel region per request only
-  made its threads wait for each other (LightGBM's predict of 300 rows took a median 13.5 ms
-  under load with its default threads, 0.26 ms with one).
+  made its threads wait for each other (LightGBM's predict of 300 rows, measured once on the
+  loaded shared machine: median 13.5 ms with its default threads, 0.26 ms with one; at a
+  quieter moment 0.35 vs 0.27 ms).
 - Well-formed requests with a cached API key are answered by the hot path
   (:mod:`privrank.serving.hot_path`) with the same checks, and the answer is encoded by orjson:
   FastAPI's routing, dependency resolution and response encoding cost about as much as the
