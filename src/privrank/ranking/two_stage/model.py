@@ -34,8 +34,14 @@ text (Beauty, Video: integer ids only) is refused before anything is fitted.
 
 **Privacy.** The pipeline has no private fit: it refuses a privacy spec. Its ranker can train
 privately on its own (the ``listwise`` ranker with user-level DP-SGD, one group per user), but
-the retrievers and the features read the data too, so a whole-pipeline guarantee would need
-private retrievers and private features as well; this is not offered.
+a whole-pipeline (ε, δ) would need every part that reads the training data released under DP
+and composed: (1) each retriever fitted on the fit part *and* again at the refit (two releases
+per retriever; DP variants exist for EASE, ItemKNN, iALS and most-popular, not for SASRec or
+the ranker's base-order choice); (2) the item table (popularity, last-seen time, mean position)
+is exact counts over all users and would need its own noisy release; (3) the ranker's early
+stopping and tree count are chosen on validation users' groups, which a private ranker fit
+refuses; (4) the base retriever is chosen on the training groups' NDCG, another data-dependent
+choice. None of this is built, so the refusal stays.
 """
 
 from __future__ import annotations
