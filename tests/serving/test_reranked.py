@@ -10,6 +10,7 @@ import privrank.ranking  # noqa: F401  (registers two-stage)
 from privrank.models import FitOptions, Query, create_model
 
 from ._util import auth, cluster_interactions
+from .test_hot_path import _count_fastapi_calls
 
 pytest.importorskip("lightgbm")
 
@@ -83,28 +84,11 @@ def test_refuses_a_model_that_is_not_two_stage(client, keys):
     assert answer.status_code == 409
 
 
-def _handed_to_fastapi(client) -> list[str]:
-    from privrank.serving.hot_path import HotPathMiddleware
-
-    client.get("/healthz")  # builds the middleware stack
-    layer = client.app.middleware_stack
-    while not isinstance(layer, HotPathMiddleware):
-        layer = layer.app
-    downstream, handed = layer.app, []
-
-    async def counting(scope, receive, send):
-        handed.append(scope["path"])
-        await downstream(scope, receive, send)
-
-    layer.app = counting
-    return handed
-
-
 def test_the_hot_path_answers_as_the_route_does(make_client, two_stage, keys):
     model, directory = two_stage
     hot = make_client(model_dir=directory)
     cold = make_client(model_dir=directory, key_cache_ttl_s=0)
-    handed = _handed_to_fastapi(hot)
+    handed = _count_fastapi_calls(hot)
     users = [u.as_py() for u in model.user_ids_[:3]]
     bodies = [
         {"user_id": users[0], "k": 5, "ranker_budget_ms": 5000, "total_budget_ms": 10000},
