@@ -75,7 +75,7 @@ CASES: dict[str, Case] = {
     # unobserved_weight, regularization: the defaults at a7844bb (now a rule of the data, and
     # 0.01; at the new defaults ML-100K gives iALS 0.4155 and BPR 0.3669 in bench_robustness.py)
     "ials": Case("ials", {"unobserved_weight": 0.1}),
-    "bpr": Case("bpr", {"epochs": 3, "regularization": 1e-4}),
+    "bpr": Case("bpr", {"epochs": 3, "regularization": 1e-4, "learning_rate": 0.01}),
     "mult-vae": Case("mult-vae", {"epochs": 3}),
     # blocks, loss, no carved early-stopping validation: the defaults at a7844bb
     "sasrec": Case(
@@ -84,7 +84,9 @@ CASES: dict[str, Case] = {
     ),
     "dp-ease": Case("ease", epsilon=EPSILON),
     "dp-ials": Case("ials", epsilon=EPSILON),
-    "dp-sgd-bpr": Case("bpr", {"epochs": 3, "regularization": 1e-4}, epsilon=EPSILON),
+    "dp-sgd-bpr": Case(
+        "bpr", {"epochs": 3, "regularization": 1e-4, "learning_rate": 0.01}, epsilon=EPSILON
+    ),
 }
 
 
