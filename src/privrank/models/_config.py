@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -80,6 +80,11 @@ class FitOptions(BaseModel):
         parallel: This process is one worker of a data-parallel fit of a torch model
             (:class:`~privrank.models.parallel.DataParallel`; set by an engine on its workers,
             e.g. ``privrank.distributed.ray_train``); ``None``: the fit is not shared.
+        test_shape: What the fitted model will be tested on, for a model that carves its own
+            validation part when given none (SASRec): ``next`` (each user's next items, as a
+            leave-last-out or temporal split tests), ``random`` (items missing from anywhere in
+            a user's history, as a random per-user holdout tests) or ``None`` (not known: the
+            model's own default). Set by the evaluation runner from the protocol's split.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -92,6 +97,7 @@ class FitOptions(BaseModel):
     engine: FitEngine | None = None
     checkpoint_dir: Path | None = None
     parallel: DataParallel | None = None
+    test_shape: Literal["next", "random"] | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
