@@ -188,6 +188,8 @@ def train_click_model(
     *,
     epsilon: float,
     stages: int = 1,
+    method: LabelDPMethod = "lp-mst",
+    folds: int = 2,
     max_rows_per_user: int = 20,
     max_rows: int | None = None,
     budget_key: str | None = None,
@@ -212,16 +214,26 @@ def train_click_model(
     labels = table.column("click").to_numpy()[keep].astype(np.int64)
     del table
     description = (
-        f"label-DP click model (RRWithPrior, {stages} stage(s), ε={epsilon:g} per label, "
+        f"label-DP click model ({method}, {stages} stage(s), ε={epsilon:g} per label, "
         f"≤{max_rows_per_user} rows a user) on {Path(log).name}"
     )
 
     def fit(spend: Spend | None) -> LabelDPResult:
         model, guarantee, reports = fit_label_dp(
-            columns, labels, epsilon, stages=stages, config=config, seed=seed, on_stage=on_stage
+            columns,
+            labels,
+            epsilon,
+            stages=stages,
+            config=config,
+            seed=seed,
+            on_stage=on_stage,
+            method=method,
+            folds=folds,
         )
         if guarantee is not None:
-            guarantee = RRWithPriorMechanism(epsilon).guarantee(stages, max_rows_per_user)
+            guarantee = RRWithPriorMechanism(epsilon).guarantee(
+                stages if method == "lp-mst" else 1, max_rows_per_user
+            )
         extra: dict[str, Any] = {
             "label_dp": None if guarantee is None else guarantee.to_dict(),
             "training": {
@@ -229,6 +241,8 @@ def train_click_model(
                 "rows": int(labels.size),
                 "dropped_by_user_cap": int((~keep).sum()),
                 "max_rows_per_user": max_rows_per_user,
+                "method": method,
+                "folds": folds if method == "rr-posterior" else None,
                 "stages": [vars(r) for r in reports],
                 "seed": seed,
             },
