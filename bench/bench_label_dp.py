@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     variants = [("lp-mst", s) for s in stage_counts if "lp-mst" in methods]
     variants += [("rr-posterior", 1)] if "rr-posterior" in methods else []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for epsilon in sorted(epsilons, key=lambda e: -e):  # inf first: the reference
         for method, stages in [("none", 1)] if math.isinf(epsilon) else variants:
             aucs, seconds, reports_by_seed = [], [], []
