@@ -65,7 +65,7 @@ def train_command(
         int,
         typer.Option(
             help="A round with fewer devices releases nothing (private Poisson runs: must be 1, "
-            "every round is released)."
+            "every round is released; DP over secagg needs --sampling fixed)."
         ),
     ] = 1,
     batch_size: Annotated[int, typer.Option(help="Devices simulated per batch.")] = 1024,
@@ -126,11 +126,12 @@ def train_command(
     Poisson sampling, device-side clipping and Gaussian noise on the sum; every released
     round is charged to the ledger (refused before any round when the budget does not cover
     the whole run). ``--aggregation secagg`` runs SecAgg+ over every round's cohort (the server
-    learns only sums); adding ``--distributed-dp`` moves the noise onto the devices (distributed
-    discrete Gaussian), so that no party sees an un-noised sum. ``--engine ray`` runs each
-    round's batches of devices (``--batch-size`` devices each) as Ray tasks, at most
-    ``--workers`` at once, on ``--address`` or a new local Ray instance: the model is the same,
-    bit for bit, as in this process with the same options.
+    learns only sums; with ``--epsilon`` it needs ``--sampling fixed``); adding
+    ``--distributed-dp`` moves the noise onto the devices (distributed discrete Gaussian), so
+    that no party sees an un-noised sum. ``--engine ray`` runs each round's batches of devices
+    (``--batch-size`` devices each) as Ray tasks, at most ``--workers`` at once, on
+    ``--address`` or a new local Ray instance: the model is the same, bit for bit, as in this
+    process with the same options.
     """
     from privrank.federated import FederatedSettings, simulate
     from privrank.federated.secure_aggregation import SecureAggregation

@@ -36,7 +36,7 @@ class FederatedSettings(FrozenConfig):
         batch_size: Devices simulated together in one vectorised batch.
         min_clients: A round with fewer sampled (or accepted) devices releases nothing
             (non-private and SecAgg+ rounds; a private plain round is always released, so it
-            must be 1 under Poisson sampling).
+            must be 1 under Poisson sampling; central DP over SecAgg+ needs fixed cohorts).
         seed: Seed of the public initial model and of the cohort sampling.
         adaptive_clipping: Adapt :math:`C` to the ``target_quantile`` of the update norms
             (private runs; Andrew et al. 2021).

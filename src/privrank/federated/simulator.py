@@ -7,8 +7,8 @@ A round of :func:`simulate`:
    devices drawn without replacement (accounted under replace-one adjacency in a private run,
    :mod:`privrank.privacy.dp_fedavg`). A non-private cohort smaller than ``min_clients`` ends
    the round: nothing is released. A private round with the plain aggregation is released
-   whatever its cohort (see :mod:`privrank.federated.rounds` for why, and for the one leak left,
-   central DP over SecAgg+).
+   whatever its cohort; central DP over SecAgg+ needs fixed cohorts, so that whether its round
+   aborts depends on the seed alone (see :mod:`privrank.federated.rounds` for why).
 2. **Reserve** the round's ε increment in the ledger (private runs,
    :class:`~privrank.workflow.spend.RoundLedger`).
 3. **Devices** run the client code (:class:`~privrank.models._fedmf_rounds.FedMFClient`) on
@@ -136,8 +136,8 @@ def simulate(
     if population < 1 or train.n_items < 1:
         raise ConfigError("federated training needs at least one device and one item")
     resolved = None if spec is None else spec.resolve(population)
-    if resolved is not None and not distributed_dp and secure is None:
-        check_private_min_clients(settings, population)
+    if resolved is not None and not distributed_dp:
+        check_private_min_clients(settings, population, secure=secure is not None)
     if resolved is not None and ledger is None:
         raise ConfigError("a private federated run needs a ledger to charge its rounds to")
     if distributed_dp and (resolved is None or secure is None):
@@ -277,7 +277,11 @@ def simulate(
     guarantee = None
     if plan is not None and resolved is not None and mechanism is not None:
         guarantee = dp_fedavg_guarantee(
-            plan, resolved, state.released_rounds, noise_scale=mechanism.noise_scale
+            plan,
+            resolved,
+            state.released_rounds,
+            noise_scale=mechanism.noise_scale,
+            secure_aggregation=secure is not None,
         )
     if ddp is not None and resolved is not None:
         guarantee = distributed_dp_guarantee(
@@ -297,14 +301,25 @@ def simulate(
     )
 
 
-def check_private_min_clients(settings: FederatedSettings, population: int) -> None:
-    """A private round with the plain aggregation is always released
-    (:mod:`privrank.federated.rounds`): ``min_clients`` may not make it depend on the cohort.
+def check_private_min_clients(
+    settings: FederatedSettings, population: int, *, secure: bool = False
+) -> None:
+    """A private round with the plain aggregation is always released, and central DP over
+    SecAgg+ needs fixed cohorts (:mod:`privrank.federated.rounds`): ``min_clients`` may not make
+    a release depend on the cohort.
 
     Raises:
-        ConfigError: ``min_clients`` > 1 with Poisson sampling, or above a fixed cohort.
+        ConfigError: ``min_clients`` > 1 with Poisson sampling, Poisson sampling with SecAgg+,
+            or ``min_clients`` above a fixed cohort.
     """
     cohort = min(settings.clients_per_round, population)
+    if secure and settings.sampling == "poisson":
+        raise ConfigError(
+            "central DP-FedAvg over --aggregation secagg needs --sampling fixed: SecAgg+ aborts "
+            "a round with fewer than --min-clients survivors, and with Poisson sampling whether "
+            "that happens depends on who is in the data (a release no accountant here covers); "
+            "use --sampling fixed, or --distributed-dp"
+        )
     if settings.sampling == "poisson" and settings.min_clients > 1:
         raise ConfigError(
             f"--min-clients {settings.min_clients}: a DP-FedAvg round is released whatever the "
