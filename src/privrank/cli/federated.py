@@ -32,7 +32,7 @@ from privrank.errors import ConfigError
 federated_app = typer.Typer(help="Federated training: histories stay on the devices.")
 app.add_typer(federated_app, name="federated", no_args_is_help=True)
 
-FEDERATED_MODELS = ("fedmf",)
+FEDERATED_MODELS = ("fedmf", "mult-vae")
 
 
 @federated_app.command("train")
@@ -42,7 +42,9 @@ def train_command(
         typer.Option(help="A protocol name (ml100k-holdout, beauty-loo) or a saved split."),
     ],
     out: Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")],
-    model: Annotated[str, typer.Option(help="The federated model: fedmf.")] = "fedmf",
+    model: Annotated[
+        str, typer.Option(help="The federated model: fedmf or mult-vae (FedAvg of the network).")
+    ] = "fedmf",
     param: ModelParams = None,
     rounds: Annotated[int, typer.Option(help="Rounds T.")] = 100,
     clients_per_round: Annotated[
@@ -143,10 +145,25 @@ def train_command(
         raise ConfigError(
             f"--model {model!r}: federated training supports {', '.join(FEDERATED_MODELS)}"
         )
-    recommender = create_model(model, parse_params(param))  # validates the parameters
-    if not isinstance(recommender, FedMF):  # pragma: no cover - FEDERATED_MODELS are FedMF
-        raise ConfigError(f"--model {model!r} is not a federated model")
-    config = recommender.config
+    config: Any
+    if model == "mult-vae":
+        from pydantic import ValidationError
+
+        from privrank.config_errors import config_error
+        from privrank.models._fedvae_rounds import FedVAEConfig
+
+        try:
+            config = FedVAEConfig.model_validate(parse_params(param))
+        except ValidationError as exc:
+            raise config_error(exc, "federated mult-vae", model=FedVAEConfig) from None
+        recommender = create_model("mult-vae", {})  # what the result is (fold-in, scoring)
+        if popularity_prior is not None:
+            raise ConfigError("--popularity-prior is fedmf's cold-start ranking; not mult-vae")
+    else:
+        recommender = create_model(model, parse_params(param))  # validates the parameters
+        if not isinstance(recommender, FedMF):  # pragma: no cover - FEDERATED_MODELS are FedMF
+            raise ConfigError(f"--model {model!r} is not a federated model")
+        config = recommender.config
     settings = FederatedSettings.from_mapping(
         {
             "rounds": rounds,
@@ -234,7 +251,7 @@ def train_command(
                     runner=runner,
                 )
     trained = result.model
-    if prior is not None:
+    if prior is not None and isinstance(trained, FedMF):
         from privrank.federated.popularity_prior import apply_popularity_prior
 
         trained = apply_popularity_prior(trained, train, prior)

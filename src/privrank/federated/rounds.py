@@ -41,12 +41,11 @@ import scipy.sparse as sp
 
 from privrank.federated.aggregation import RoundSum
 from privrank.federated.canaries import Canaries
-from privrank.federated.clients import ClientRunner, run_clients
+from privrank.federated.clients import ClientRunner, DeviceCode, ServerCode, run_clients
 from privrank.federated.cohorts import noise_rng, round_learning_rate, sample_cohort
 from privrank.federated.secure_aggregation import SecAggAggregator, SecureAggregation
 from privrank.federated.settings import FederatedSettings, RoundReport
 from privrank.federated.state import ServerState
-from privrank.models._fedmf_rounds import FedMFClient, FedMFServer
 from privrank.privacy.distributed_dp_plan import DistributedDPPlan
 from privrank.privacy.dp_fedavg import DPFedAvgMechanism, FedAvgPlan
 from privrank.privacy.spec import PrivacySpec
@@ -59,8 +58,8 @@ def central_round(
     round_index: int,
     settings: FederatedSettings,
     histories: sp.csr_matrix,
-    client: FedMFClient,
-    server: FedMFServer,
+    client: DeviceCode,
+    server: ServerCode,
     state: ServerState,
     plan: FedAvgPlan | None,
     mechanism: DPFedAvgMechanism | None,
@@ -131,22 +130,20 @@ def central_round(
 def step_plain(
     total: RoundSum,
     settings: FederatedSettings,
-    server: FedMFServer,
+    server: ServerCode,
     state: ServerState,
     round_index: int,
 ) -> None:
     """Release a round without DP: the server steps on the accepted updates' mean."""
     mean = total.total / total.accepted
-    state.arrays["item_factors"] = server.step(
-        state.arrays["item_factors"], mean, round_learning_rate(settings, round_index)
-    )
+    server.apply(state.arrays, mean, round_learning_rate(settings, round_index))
     state.released_rounds += 1
 
 
 def step_private(
     total: RoundSum,
     settings: FederatedSettings,
-    server: FedMFServer,
+    server: ServerCode,
     state: ServerState,
     plan: FedAvgPlan,
     mechanism: DPFedAvgMechanism,
@@ -162,10 +159,8 @@ def step_private(
     """
     rng = noise_rng(spec, round_index)
     noisy = mechanism.add_noise(total.total, rng)
-    state.arrays["item_factors"] = server.step(
-        state.arrays["item_factors"],
-        noisy / plan.expected_cohort,
-        round_learning_rate(settings, round_index),
+    server.apply(
+        state.arrays, noisy / plan.expected_cohort, round_learning_rate(settings, round_index)
     )
     if mechanism.adaptive is not None:
         fraction = mechanism.noisy_unclipped_fraction(total.unclipped, rng)
@@ -193,8 +188,8 @@ def distributed_round(
     round_index: int,
     settings: FederatedSettings,
     histories: sp.csr_matrix,
-    client: FedMFClient,
-    server: FedMFServer,
+    client: DeviceCode,
+    server: ServerCode,
     state: ServerState,
     ddp: DistributedDPPlan,
     secure: SecureAggregation,
@@ -216,10 +211,9 @@ def distributed_round(
     if len(cohort) < settings.min_clients:
         return skipped
     epsilon_after = ddp.epsilon_after(state.released_rounds + 1)
-    n_items, d = state.arrays["item_factors"].shape
     extra = 0 if canaries is None else len(canaries.directions)
     aggregator = SecAggAggregator(
-        n_items * d + d * d,
+        client.update_dim,
         bound,
         secure,
         max_clients=histories.shape[0] + extra,
@@ -241,10 +235,8 @@ def distributed_round(
             return round_report(skipped, total, losses, released=False)
         if canaries is not None:
             state.arrays["released_sum"] += total.total
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"],
-            total.total / total.accepted,
-            round_learning_rate(settings, round_index),
+        server.apply(
+            state.arrays, total.total / total.accepted, round_learning_rate(settings, round_index)
         )
         state.released_rounds += 1
         released[0] = True

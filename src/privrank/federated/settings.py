@@ -12,7 +12,7 @@ from pydantic import Field
 
 from privrank.data._config import FrozenConfig
 from privrank.federated.state import ServerState
-from privrank.models.fedmf import FedMF
+from privrank.models.base import Recommender
 from privrank.privacy.distributed_dp_plan import DistributedDPPlan
 from privrank.privacy.dp_fedavg import FedAvgPlan
 from privrank.privacy.mechanism import PrivacyGuarantee
@@ -105,7 +105,8 @@ class SimulationResult:
     """A finished run.
 
     Attributes:
-        model: The trained :class:`~privrank.models.fedmf.FedMF`.
+        model: The trained model (:class:`~privrank.models.fedmf.FedMF` or
+            :class:`~privrank.models.vae.MultVAE`).
         state: The final server state.
         plan: The DP-FedAvg plan (``None``: non-private).
         guarantee: The guarantee of the released rounds (``None``: non-private).
@@ -113,7 +114,7 @@ class SimulationResult:
         rounds_run: Rounds run by this call (fewer than ``rounds`` after a resume).
     """
 
-    model: FedMF
+    model: Recommender
     state: ServerState
     plan: FedAvgPlan | None
     guarantee: PrivacyGuarantee | None

@@ -47,12 +47,17 @@ from privrank.federated.canaries import Canaries
 from privrank.federated.clients import ClientRunner, clip_on_device
 from privrank.federated.cohorts import device_histories
 from privrank.federated.item_counts import release_counts, release_counts_secure
+from privrank.federated.models import (
+    FederatedConfig,
+    assemble_model,
+    device_code,
+    initial_arrays,
+    server_code,
+)
 from privrank.federated.rounds import central_round, distributed_round
 from privrank.federated.secure_aggregation import SecureAggregation
 from privrank.federated.settings import FederatedSettings, RoundReport, SimulationResult
 from privrank.federated.state import METRICS_FILE, ServerState
-from privrank.models._fedmf_rounds import FedMFClient, FedMFServer
-from privrank.models.fedmf import FedMF, FedMFConfig
 from privrank.privacy.distributed_dp_plan import distributed_dp_guarantee, plan_distributed_dp
 from privrank.privacy.dp_fedavg import (
     AdaptiveClipping,
@@ -83,7 +88,7 @@ def append_line(path: Path, record: dict[str, object]) -> None:
 
 
 def simulate(
-    config: FedMFConfig,
+    config: FederatedConfig,
     train: Interactions,
     settings: FederatedSettings,
     *,
@@ -97,12 +102,14 @@ def simulate(
     distributed_dp: bool = False,
     runner: ClientRunner | None = None,
 ) -> SimulationResult:
-    """Run (or resume) federated training of fedmf on the devices of ``train``.
+    """Run (or resume) federated training of fedmf or Mult-VAE on the devices of ``train``.
 
     Each user of ``train`` is one device holding only its own history.
 
     Args:
-        config: The model's hyper-parameters.
+        config: The model's hyper-parameters: a
+            :class:`~privrank.models.fedmf.FedMFConfig` (Federated Reconstruction) or a
+            :class:`~privrank.models._fedvae_rounds.FedVAEConfig` (FedAvg of the Mult-VAE).
         train: The training interactions (one device per user).
         settings: Rounds, cohort, sampling, learning rate, clipping.
         run_dir: Where the server state and the metrics log live.
@@ -173,14 +180,14 @@ def simulate(
             settings.sampling,
         )
     )
+    client = device_code(config, train.n_items, settings.seed)
     ddp = None
     if distributed_dp and resolved is not None and secure is not None:
-        d = config.factors
         ddp = plan_distributed_dp(
             resolved,
             population=population,
             n_items=train.n_items,
-            dimension=train.n_items * d + d * d,
+            dimension=client.update_dim,
             rounds=settings.rounds,
             min_clients=settings.min_clients,
             max_clients=population + (0 if canaries is None else len(canaries.directions)),
@@ -201,7 +208,6 @@ def simulate(
         }
     run_dir = Path(run_dir)
     histories = device_histories(train)
-    client = FedMFClient(config, train.n_items)
     if ServerState.exists(run_dir):
         if not resume:
             raise ConfigError(
@@ -225,19 +231,16 @@ def simulate(
             released_rounds=0,
             clipping_norm=None if resolved is None else float(resolved.clipping_norm),
             arrays={
-                "item_factors": FedMFServer.initial_factors(config, train.n_items, settings.seed),
+                **initial_arrays(config, train.n_items, settings.seed),
                 "item_counts": counts.astype(np.float32),
             },
             identity=identity,
             spend_ids=[] if ledger is None else [s.spend_id for s in ledger.spends],
         )
         if canaries is not None:
-            d = config.factors
-            state.arrays["released_sum"] = np.zeros(train.n_items * d + d * d)
+            state.arrays["released_sum"] = np.zeros(client.update_dim)
         state.save(run_dir)
-    server = FedMFServer(
-        config, population, state.arrays["item_counts"], settings.server_learning_rate
-    )
+    server = server_code(config, population, state.arrays["item_counts"], settings)
     mechanism = None
     if plan is not None and state.clipping_norm is not None:
         mechanism = DPFedAvgMechanism(plan, state.clipping_norm, adaptive)
@@ -289,7 +292,7 @@ def simulate(
         )
     # The cold-start popularity: the released counts clipped at 0 (post-processing).
     popularity = np.maximum(state.arrays["item_counts"], 0.0)
-    model = FedMF.assemble(config, train, state.arrays["item_factors"], popularity, guarantee)
+    model = assemble_model(config, train, state.arrays, popularity, guarantee)
     return SimulationResult(
         model=model,
         state=state,
