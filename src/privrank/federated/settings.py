@@ -5,17 +5,19 @@ and the metrics log show it) and :class:`SimulationResult` (a finished run)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
 
 from privrank.data._config import FrozenConfig
-from privrank.federated.state import ServerState
-from privrank.models.base import Recommender
-from privrank.privacy.distributed_dp_plan import DistributedDPPlan
-from privrank.privacy.dp_fedavg import FedAvgPlan
-from privrank.privacy.mechanism import PrivacyGuarantee
+
+if TYPE_CHECKING:  # a finished run's parts; a device's code needs only the settings
+    from privrank.federated.state import ServerState
+    from privrank.models.base import Recommender
+    from privrank.privacy.distributed_dp_plan import DistributedDPPlan
+    from privrank.privacy.dp_fedavg import FedAvgPlan
+    from privrank.privacy.mechanism import PrivacyGuarantee
 
 __all__ = ["FederatedSettings", "RoundReport", "SimulationResult"]
 

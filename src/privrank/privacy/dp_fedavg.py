@@ -66,12 +66,13 @@ import numpy as np
 
 from privrank.errors import ConfigError
 from privrank.privacy.calibration import (
+    PLD_DISCRETIZATION,
+    POPULARITY_SHARE,
     Release,
     calibrate_multiplier,
     composed_epsilon,
     gaussian_multiplier,
 )
-from privrank.privacy.dpsgd import PLD_DISCRETIZATION, POPULARITY_SHARE
 from privrank.privacy.mechanism import (
     Mechanism,
     PrivacyGuarantee,
