@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from privrank.config_errors import config_error
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
+from privrank.models._data_parallel import DataParallel
 from privrank.models.engine import FitEngine
-from privrank.models.parallel import DataParallel
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["FitOptions", "FitProgress", "ModelConfig", "available_cores", "build_model_config"]

@@ -67,10 +67,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from privrank.errors import ConfigError
-from privrank.privacy.calibration import Release
+from privrank.privacy.calibration import POPULARITY_SHARE, Release
 from privrank.privacy.distributed_dp import DistributedDiscreteGaussian, DistributedDPConfig
 from privrank.privacy.distributed_dp_accounting import ddg_epsilon, ddg_sampled_epsilon
-from privrank.privacy.dpsgd import POPULARITY_SHARE
 from privrank.privacy.mechanism import PrivacyGuarantee
 from privrank.privacy.spec import PrivacySpec
 
