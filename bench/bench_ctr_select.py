@@ -7,6 +7,10 @@ loss of the kept epoch (uncalibrated), the epochs run and the fit time. No test 
 ``synthetic:PATH`` the first ``--train-rows`` impressions of the log and the next
 ``--valid-rows`` (a split in time).
 
+``--train-fractions 0.25,0.5,1`` fits every candidate on seeded subsets of the train part (a
+learning curve: how much AUC more training rows buy, e.g. to judge a protocol that has a third
+of a published split's rows).
+
 Run::
 
     PRIVRANK_DATA_DIR=../shared/data .venv/bin/python bench/bench_ctr_select.py \
@@ -22,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from privrank.data.ad_log_frames import ad_log_frame
 from privrank.data.features import CTRFrame
@@ -50,14 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--valid-rows", type=int, default=50_000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-fractions", default="1", help="comma-separated, in (0, 1]")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     candidates: list[tuple[str, dict[str, Any]]] = json.loads(args.candidates)
     results = []
     for data in args.data.split(","):
-        train, valid = load(data, args.train_rows, args.valid_rows)
+        full, valid = load(data, args.train_rows, args.valid_rows)
         y = valid.labels
-        for model, params in candidates:
+        order = np.random.default_rng(args.seed).permutation(len(full))
+        for fraction, (model, params) in (
+            (float(f), c) for f in args.train_fractions.split(",") for c in candidates
+        ):
+            train = full if fraction == 1 else full.take(order[: round(fraction * len(full))])
             ranker = create_ranker(model, {**params, "calibration": "none"})
             started = time.perf_counter()
             ranker.fit(train, valid, FitOptions(seed=args.seed, threads=args.threads))
@@ -67,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data": data,
                 "model": model,
                 "params": params,
+                "train_rows": len(train),
                 "val_auc": auc(y, p),
                 "val_log_loss": log_loss(y, p),
                 "epochs": len(ranker.history_),
@@ -75,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             results.append(row)
             print(
-                f"{data:>24} {model:>9} {json.dumps(params):<70} AUC {row['val_auc']:.4f} "
+                f"{data:>24} {len(train):>8} {model:>9} {json.dumps(params):<50} "
+                f"AUC {row['val_auc']:.4f} "
                 f"LL {row['val_log_loss']:.4f} ep {row['epochs']:>2} {seconds:6.1f}s",
                 flush=True,
             )

@@ -40,9 +40,10 @@ def main() -> None:
     print(f"N = {n:,}, T = {args.rounds}, ε = {args.epsilon:g}, δ = {spec.require_delta():.3g}")
     print(
         "| cohort m | q = m/N | central z | central noise sd on the mean | distributed noise sd "
-        "on the mean | distributed / central |"
+        "on the mean | distributed / central | distributed, secret sampling: noise sd | "
+        "secret sampling / central |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cohort in (int(x) for x in args.cohorts.split(",")):
         fed = plan_dp_fedavg(spec, n, cohort, args.rounds, None)
         central = fed.noise_multiplier / fed.expected_cohort
@@ -51,9 +52,16 @@ def main() -> None:
             min_clients=max(2, int(0.8 * cohort)), max_clients=n, modulus_bits=48,
         )  # fmt: skip
         distributed = ddp.rounds.sum_noise_std(cohort) / cohort
+        sampled_plan = plan_distributed_dp(
+            spec, population=n, n_items=args.items, dimension=d, rounds=args.rounds,
+            min_clients=max(2, int(0.8 * cohort)), max_clients=n, modulus_bits=48,
+            sampling_rate=cohort / n,
+        )  # fmt: skip
+        sampled = sampled_plan.rounds.sum_noise_std(cohort) / cohort
         print(
             f"| {cohort:,} | {cohort / n:.4g} | {fed.noise_multiplier:.3f} | {central:.3g} | "
-            f"{distributed:.3g} | {distributed / central:.2f} |",
+            f"{distributed:.3g} | {distributed / central:.2f} | {sampled:.3g} | "
+            f"{sampled / central:.2f} |",
             flush=True,
         )
 

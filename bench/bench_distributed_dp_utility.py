@@ -11,9 +11,10 @@ on the same split, with the same rounds, cohort and server learning rate:
 - ``distributed``: ``--aggregation secagg --distributed-dp``: every round a real SecAgg+
   protocol run (X25519, Shamir, AES-CTR masks) over the cohort, with ``--dropout`` of the
   devices dropping after sharing keys; each device clips at a fixed C, rounds and adds
-  discrete Gaussian noise before masking; zCDP accounting, no amplification claimed; the
-  fewest survivors accounted is ``--min-fraction`` of the expected cohort. C is the central
-  arm's final adaptive clipping norm (a value of the central run's released state; a
+  discrete Gaussian noise before masking; zCDP accounting, no amplification claimed (with
+  ``--secret-sampling``: amplified by secret Poisson sampling at q = m/N); the fewest
+  survivors accounted is ``--min-fraction`` of the expected cohort. C is the central arm's
+  final adaptive clipping norm (a value of the central run's released state; a
   deployment would take it from a public or separately budgeted estimate).
 
 Model: fedmf at its defaults (:class:`~privrank.models.FedMFConfig`, what ``privrank federated
@@ -68,6 +69,11 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--min-fraction", type=float, default=0.8)
     parser.add_argument("--eval-users", type=int, default=20_000)
+    parser.add_argument(
+        "--secret-sampling",
+        action="store_true",
+        help="account the distributed arm with amplification by secret Poisson sampling",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     print(
@@ -132,6 +138,7 @@ def main() -> None:
                 ledger=ledger,
                 secure=SecureAggregation(dropout=args.dropout),
                 distributed_dp=True,
+                secret_sampling=args.secret_sampling,
             )
         plan = distributed.distributed_plan
         d = record(
@@ -143,6 +150,7 @@ def main() -> None:
             clipping_norm=clip,
             min_clients=settings.min_clients,
             sigma_grid_units=plan.rounds.sigma,
+            sampling_rate=plan.sampling_rate,
             scale=plan.rounds.scale,
         )
         d["ratio_to_central"] = d["ndcg@10"] / c["ndcg@10"]

@@ -12,6 +12,12 @@ test: a split in time); ``frappe:validation`` / ``frappe:test`` read the ``frapp
 (train on its training part; score its validation part to choose settings, its test part for
 the report). Another data set is added by registering a function in :data:`LOADERS`.
 
+``--methods lp-mst,rr-posterior`` compares the plain / multi-stage randomised response with RR
+and a cross-fitted posterior (``--folds``, ``--rounds``); ``--seeds N`` repeats every private
+fit with N noise seeds (and row orders) and reports the median (the non-private run is
+deterministic given the data and is fitted once); ``--threads`` sets LightGBM's threads (1 is
+much faster than 2 on a loaded machine).
+
 Usage::
 
     .venv/bin/python bench/bench_label_dp.py --data synthetic:/tmp/synth10m \\
@@ -29,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -126,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-data-in-leaf", type=int, default=2000)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="noise seeds per private fit")
+    parser.add_argument("--methods", default="lp-mst", help="lp-mst and/or rr-posterior")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
     name, _, arg = args.data.partition(":")
@@ -138,38 +150,52 @@ def main(argv: list[str] | None = None) -> int:
         min_data_in_leaf=args.min_data_in_leaf,
         learning_rate=args.learning_rate,
         seed=args.seed,
+        threads=args.threads,
     )
     epsilons = [float(e) for e in args.epsilons.split(",")]
     stage_counts = [int(s) for s in args.stages.split(",")]
-    rows = []
+    methods = args.methods.split(",")
+    variants = [("lp-mst", s) for s in stage_counts if "lp-mst" in methods]
+    variants += [("rr-posterior", 1)] if "rr-posterior" in methods else []
+    rows: list[dict[str, Any]] = []
     for epsilon in sorted(epsilons, key=lambda e: -e):  # inf first: the reference
-        for stages in [1] if math.isinf(epsilon) else stage_counts:
-            started = time.perf_counter()
-            model, _, reports = fit_label_dp(
-                split.train,
-                split.train_labels,
-                epsilon,
-                stages=stages,
-                config=config,
-                seed=args.seed,
-                noise_rng=np.random.default_rng(args.seed + 1),
-                feature_names=split.feature_names,
-                categorical=split.categorical,
-            )
-            auc = float(roc_auc_score(split.test_labels, model.predict_ctr(split.test)))
+        for method, stages in [("none", 1)] if math.isinf(epsilon) else variants:
+            aucs, seconds, reports_by_seed = [], [], []
+            for seed in range(args.seed, args.seed + (1 if math.isinf(epsilon) else args.seeds)):
+                started = time.perf_counter()
+                model, _, reports = fit_label_dp(
+                    split.train,
+                    split.train_labels,
+                    epsilon,
+                    stages=stages,
+                    config=config,
+                    seed=seed,
+                    noise_rng=np.random.default_rng(seed + 1),
+                    feature_names=split.feature_names,
+                    categorical=split.categorical,
+                    method="lp-mst" if method == "none" else method,  # type: ignore[arg-type]
+                    folds=args.folds,
+                    rounds=args.rounds,
+                )
+                aucs.append(float(roc_auc_score(split.test_labels, model.predict_ctr(split.test))))
+                seconds.append(time.perf_counter() - started)
+                reports_by_seed.append([vars(r) for r in reports])
+                print(
+                    f"ε={epsilon:g} {method} stages={stages} seed={seed}: AUC {aucs[-1]:.4f} "
+                    f"({seconds[-1]:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             rows.append(
                 {
                     "epsilon": epsilon,
+                    "method": method,
                     "stages": stages,
-                    "auc": auc,
-                    "seconds": time.perf_counter() - started,
-                    "stage_reports": [vars(r) for r in reports],
+                    "auc": float(np.median(aucs)),
+                    "aucs": aucs,
+                    "seconds": float(np.median(seconds)),
+                    "stage_reports": reports_by_seed,
                 }
-            )
-            print(
-                f"ε={epsilon:g} stages={stages}: AUC {auc:.4f} ({rows[-1]['seconds']:.0f} s)",
-                file=sys.stderr,
-                flush=True,
             )
     reference = next(r["auc"] for r in rows if math.isinf(r["epsilon"]))
     for row in rows:
@@ -178,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         f"data {split.name}: train {split.train_labels.size:,} rows, test "
         f"{split.test_labels.size:,}; oracle AUC (true p_click) {split.oracle_auc}"
     )
-    print("| ε | stages | AUC | (AUC-0.5)/(non-private AUC-0.5) | s |")
-    print("|---|---|---|---|---|")
+    print("| ε | method | stages | median AUC (seeds) | (AUC-0.5)/(non-private AUC-0.5) | s |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
+        every = ", ".join(f"{a:.4f}" for a in row["aucs"])
         print(
-            f"| {row['epsilon']:g} | {row['stages']} | {row['auc']:.4f} | "
-            f"{row['retained']:.3f} | {row['seconds']:.0f} |"
+            f"| {row['epsilon']:g} | {row['method']} | {row['stages']} | {row['auc']:.4f} "
+            f"({every}) | {row['retained']:.3f} | {row['seconds']:.0f} |"
         )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
@@ -195,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                     "data": split.name,
                     "oracle_auc": split.oracle_auc,
                     "config": config.model_dump(),
+                    "methods": methods,
+                    "folds": args.folds,
+                    "rounds": args.rounds,
+                    "seeds": args.seeds,
                     "rows": rows,
                 },
                 handle,

@@ -68,6 +68,19 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     },
     "n100": {"candidates": 100},
     "listwise": {"ranker": "listwise", "ranker_params": {"eval_at": 10}},
+    # leave-one-out protocols: carve each user's last training item, as the protocol holds out
+    "last": {"carve": "last"},
+    "last-n100": {"carve": "last", "candidates": 100},
+    # the default retrievers plus content similarity (item text: the catalogue's) as features
+    "content": {
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "most-popular"},
+            {"name": "content-knn", "propose": False},
+        ]
+    },
 }
 
 

@@ -82,7 +82,10 @@ def run_one(model_name: str, dataset: str, config: dict[str, Any], threads: int)
     model = create_model(model_name, config)
     started = time.perf_counter()
     # Early-stopping models see no validation part here: the validation part is what is scored.
-    model.fit(train, FitOptions(seed=0, threads=threads))
+    # A model that carves its own is told the validation part's shape (as the runner tells it
+    # the protocol's): the next item on beauty / video, random items elsewhere.
+    shape = "next" if dataset in ("beauty", "video") else "random"
+    model.fit(train, FitOptions(seed=0, threads=threads, test_shape=shape))
     fit_s = time.perf_counter() - started
     result = evaluate(model.score, train, validation, EVALUATION)
     # Settings the fit derived from the data (scalars learned attributes, e.g. iALS's α₀).

@@ -20,6 +20,7 @@ __all__ = [
     "NotTrainedError",
     "PrivacyBudgetExceeded",
     "PrivrankError",
+    "WorkerLostError",
 ]
 
 
@@ -127,3 +128,11 @@ class DistributedFitError(PrivrankError, RuntimeError):
 
 class PrivacyBudgetExceeded(PrivrankError, RuntimeError):
     """A private run would spend more privacy budget than the dataset has left."""
+
+
+class WorkerLostError(PrivrankError, RuntimeError):
+    """A worker of a distributed fit (a Ray actor, ...) died while computing its part.
+
+    The part it was computing is lost; the fit may resume from its last checkpoint (the
+    worker is restarted by the engine) or give up.
+    """

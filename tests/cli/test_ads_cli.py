@@ -207,3 +207,28 @@ def test_train_label_dp_spends_c_epsilon_and_saves_a_loadable_model(
     assert plain.exit_code == 0, plain.output
     assert "NOT private" in plain.output and _committed(home) == [5.0]
     assert GBDTClickModel.metadata(tmp_path / "m3")["label_dp"] is None
+
+
+def test_train_label_dp_rr_posterior_spends_and_records_the_method(
+    small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privrank.errors import ConfigError
+    from privrank.ranking.gbdt_click import GBDTClickModel
+
+    home = tmp_path / "home"
+    _budget(monkeypatch, home, "10")
+    common = ["ads", "train", "--log", str(small_log), "--epsilon", "1", "--budget-key", "ads"]
+    common += ["--max-rows-per-user", "4", "--trees", "10", "--label-method", "rr-posterior"]
+    result = _invoke(monkeypatch, home, *common, "--out", str(tmp_path / "m"), "--folds", "3")
+    assert result.exit_code == 0, result.output
+    meta = GBDTClickModel.metadata(tmp_path / "m")
+    assert meta["training"]["method"] == "rr-posterior" and meta["training"]["folds"] == 3
+    assert meta["label_dp"]["user_epsilon"] == 4.0 and _committed(home) == [4.0]
+    # Trained on posteriors: the model estimates P(click) itself (no response to invert).
+    model = GBDTClickModel.load(tmp_path / "m")
+    assert model.label_keep is None
+    bad = _invoke(monkeypatch, home, *common, "--out", str(tmp_path / "b"), "--folds", "1")
+    # In process the ConfigError itself is checked (main.app() maps it to exit 2).
+    assert isinstance(bad.exception, ConfigError) and "--folds" in str(bad.exception)
+    assert not (tmp_path / "b").exists()
+    assert _committed(home) == [4.0]

@@ -112,6 +112,7 @@ def test_secagg_with_distributed_dp_spends_from_the_ledger(tmp_path: Path, split
         (("--param", "factors=-1"), "factors"),
         (("--aggregation", "magic"), "plain or secagg"),
         (("--distributed-dp",), "--aggregation secagg and --epsilon"),
+        (("--epsilon", "1", "--max-per-user", "5", "--aggregation", "secagg"), "--sampling fixed"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(

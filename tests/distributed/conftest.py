@@ -23,3 +23,24 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def three_nodes():
+    """A 3-node local Ray cluster (``ray.cluster_utils.Cluster``: a head and two nodes, one CPU
+    and a small object store each), connected for the tests of one module; yields the
+    ``Cluster`` (``add_node``/``remove_node``). For ``pytest -m ray_cluster`` runs only."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        pytest.skip("another Ray instance runs in this session: run `pytest -m ray_cluster`")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        nodes.add_node(num_cpus=1, object_store_memory=128 * 1024 * 1024)
+    ray.init(address=nodes.address, log_to_driver=False)
+    nodes.wait_for_nodes()
+    yield nodes
+    ray.shutdown()
+    nodes.shutdown()

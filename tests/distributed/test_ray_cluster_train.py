@@ -19,28 +19,13 @@ from privrank.testing import synthetic_interactions
 pytestmark = pytest.mark.ray_cluster
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
+def test_gram_fit_and_evaluation_on_three_nodes(three_nodes, tmp_path: Path) -> None:
+    import ray
 
-    if ray.is_initialized():
-        pytest.skip("another Ray instance runs in this session: run `pytest -m ray_cluster`")
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        nodes.add_node(num_cpus=1, object_store_memory=128 * 1024 * 1024)
-    ray.init(address=nodes.address, log_to_driver=False)
-    nodes.wait_for_nodes()
-    yield ray
-    ray.shutdown()
-    nodes.shutdown()
-
-
-def test_gram_fit_and_evaluation_on_three_nodes(cluster, tmp_path: Path) -> None:
     from privrank.distributed import RayEngine, RayEngineConfig
     from privrank.distributed.ray_batch import evaluate_on_ray
 
-    assert len([n for n in cluster.nodes() if n["Alive"]]) == 3
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
     parts = split(
         synthetic_interactions(300, 60, per_user=10, seed=8), HoldoutSplit(fraction=0.25, seed=0)
     )

@@ -255,7 +255,7 @@ def test_distributed_dp_needs_secagg_and_fixed_clipping(tmp_path):
 
 def test_central_dp_fedavg_over_secagg_without_noise_equals_it_over_plain_sums(tmp_path):
     data = synthetic_interactions(n_users=30, n_items=20, per_user=5, seed=5)
-    settings = _settings(clients_per_round=30, adaptive_clipping=False)
+    settings = _settings(clients_per_round=30, adaptive_clipping=False, sampling="fixed")
     spec = PrivacySpec(epsilon=8.0, delta=1e-3, max_interactions_per_user=5, noise_seed=1)
     runs = {}
     for name, secure in (("plain", None), ("secagg", SecureAggregation(modulus_bits=40))):
@@ -279,3 +279,95 @@ def test_central_dp_fedavg_over_secagg_without_noise_equals_it_over_plain_sums(t
         with Ledger(_url(tmp_path / name)) as ledger:
             committed = [s for s in ledger.spends("synth") if s.status.value == "committed"]
         assert len(committed) == 4  # the counts and 3 rounds
+
+
+def _direct_fixed_epsilon(plan, rounds: int) -> float:
+    """ε of a fixed-cohort plan straight from dp_accounting (the oracle): replace-one RDP, the
+    counts at σ/√(2c), then ``rounds`` rounds at z/2 (sensitivities √(2c) and 2C)."""
+    import dp_accounting as dpa
+
+    accountant = dpa.rdp.RdpAccountant(neighboring_relation=dpa.NeighboringRelation.REPLACE_ONE)
+    c = plan.contribution_bound
+    accountant.compose(dpa.GaussianDpEvent(plan.popularity_noise_multiplier / math.sqrt(2)))
+    if rounds:
+        step = dpa.SampledWithoutReplacementDpEvent(
+            plan.population,
+            int(plan.expected_cohort),
+            dpa.GaussianDpEvent(plan.noise_multiplier / 2),
+        )
+        accountant.compose(dpa.SelfComposedDpEvent(step, rounds))
+    assert c >= 1
+    return accountant.get_epsilon(plan.delta)
+
+
+def test_central_dp_over_secagg_refuses_poisson_sampling(tmp_path):
+    data = synthetic_interactions(n_users=30, n_items=20, per_user=5, seed=5)
+    with (
+        RoundLedger("synth", "test", _ledger(tmp_path)) as book,
+        pytest.raises(ConfigError, match="--sampling fixed"),
+    ):
+        simulate(
+            CONFIG, data, _settings(), run_dir=tmp_path / "r", spec=_spec(), ledger=book,
+            secure=SecureAggregation(),
+        )  # fmt: skip
+    assert not (tmp_path / "r").exists()  # refused before any round
+
+
+def test_central_dp_over_secagg_aborts_by_the_seed_alone_and_charges_every_released_round(
+    tmp_path,
+):
+    # Two data sets of the same size with different histories, same seed and settings: the
+    # rounds SecAgg+ aborts (30 % dropout of a fixed cohort of 20, min 15 survivors) are the
+    # same, so the abort decision carries nothing about the data; each released round is
+    # charged and the ledger's ε is dp_accounting's composition of the released rounds.
+    settings = _settings(
+        rounds=8, clients_per_round=20, min_clients=15, sampling="fixed", adaptive_clipping=False
+    )
+    patterns = []
+    for seed in (5, 6):
+        data = synthetic_interactions(n_users=40, n_items=20, per_user=5, seed=seed)
+        url = _ledger(tmp_path / str(seed))
+        reports = []
+        with RoundLedger("synth", "test", url) as book:
+            result = simulate(
+                CONFIG, data, settings, run_dir=tmp_path / str(seed) / "run", spec=_spec(),
+                ledger=book, secure=SecureAggregation(dropout=0.3), progress=reports.append,
+            )  # fmt: skip
+        released = [r.round for r in reports if r.released]
+        patterns.append([r.released for r in reports])
+        assert all(r.clients == 20 for r in reports)
+        assert 0 < len(released) < len(reports)
+        assert result.state.released_rounds == len(released)
+        with Ledger(url) as ledger:
+            spends = ledger.spends("synth")
+            budget = ledger.budget("synth")
+        committed = [s for s in spends if s.status.value == "committed"]
+        assert len(committed) == 1 + len(released)  # the counts, then each released round
+        plan = result.plan
+        assert plan is not None and budget is not None and result.guarantee is not None
+        assert budget.epsilon_spent == pytest.approx(plan.epsilon_after(len(released)), rel=1e-9)
+        assert budget.epsilon_spent == pytest.approx(
+            _direct_fixed_epsilon(plan, len(released)), rel=1e-9
+        )
+        assert result.guarantee.epsilon == pytest.approx(budget.epsilon_spent, rel=1e-9)
+        assert "only the sum of each cohort" in result.guarantee.released
+    assert patterns[0] == patterns[1]
+
+
+def test_a_refused_device_of_a_private_round_sends_zero_and_stays_in_the_protocol():
+    x = _updates(6, 8, 2)
+    x[1, 0] = np.nan
+    bound = float(np.linalg.norm(x[[0, 2, 3, 4, 5]], axis=1).max())
+    private = SecAggAggregator(8, bound, SecureAggregation(), max_clients=6, min_survivors=6)
+    ok = private.add(DenseUpdates(x))
+    assert ok.tolist() == [True, False, True, True, True, True]
+    total = private.finish()  # 6 inputs: the refused device's zero keeps the round at 6
+    assert total.accepted == 6 and total.refused["non_finite"] == 1
+    assert total.unclipped == 6
+    zeroed = x.copy()
+    zeroed[1] = 0.0
+    np.testing.assert_allclose(total.total, zeroed.sum(axis=0), atol=8 / private.ring.scale)
+    # a non-private round (no bound) leaves the refused device out
+    plain = SecAggAggregator(8, None, SecureAggregation(), max_clients=6)
+    plain.add(DenseUpdates(x))
+    assert plain.finish().accepted == 5

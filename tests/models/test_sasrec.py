@@ -19,7 +19,7 @@ from privrank.models._sasrec_network import (
 )
 from privrank.models._torch_training import ValidationSet
 from privrank.models.base import FitOptions, FitProgress, Query
-from privrank.models.sasrec import SASRec, carve_last_items
+from privrank.models.sasrec import SASRec, carve_last_items, carve_random_items
 from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
 
 DATA = synthetic_interactions(n_users=60, n_items=40, seed=0)
@@ -309,3 +309,75 @@ def test_a_fit_without_validation_stops_early_on_the_carved_last_items():
     np.testing.assert_allclose(explicit.validation_history_, history, rtol=1e-6)
     off = small_sasrec(epochs=3, carve_validation=False).fit(data, FitOptions(seed=0, threads=1))
     assert off.validation_history_.size == 0 and len(off.loss_history_) == 3
+
+
+def _ragged(query: Query) -> list[list[int]]:
+    return [
+        query.items[a:b].tolist() for a, b in zip(query.indptr[:-1], query.indptr[1:], strict=True)
+    ]
+
+
+def test_carve_random_items_holds_out_one_item_after_the_first_of_each_long_sequence():
+    sequences = [[3, 1, 4], [1, 5], [9, 2, 6, 5], [], [7, 8, 0, 4, 2]]
+    query = Query.histories(sequences)
+    draws = set()
+    for seed in range(40):
+        indptr, items, validation = carve_random_items(query.indptr, query.items, seed)
+        assert validation is not None
+        assert validation.users.tolist() == [0, 2, 4]
+        rest = _ragged(Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)))
+        assert rest[1] == [1, 5] and rest[3] == []
+        for user, target, history in zip(
+            validation.users, validation.targets, _ragged(validation.histories), strict=True
+        ):
+            original = sequences[user]
+            (held,) = target.tolist()
+            position = original.index(held)
+            assert position >= 1  # never the first item: the history is never empty
+            # the history is the sequence without that one item, in order
+            assert history == original[:position] + original[position + 1 :] == rest[user]
+            draws.add((int(user), position))
+    # every position after the first is drawn for some seed (uniform over them)
+    assert {p for u, p in draws if u == 4} == {1, 2, 3, 4}
+    assert {p for u, p in draws if u == 0} == {1, 2}
+    same = carve_random_items(*Query.histories([[1, 2], [3]]).ragged(), seed=0)
+    assert same[2] is None
+
+
+def test_a_fit_with_the_random_carve_stops_early_on_the_carved_random_items():
+    data = cyclic(n_users=40)
+    model = small_sasrec(
+        epochs=30, patience=2, dropout=0.0, negatives=8, max_length=6, carve="random"
+    )
+    model.fit(data, FitOptions(seed=0, threads=1))
+    history = model.validation_history_
+    assert len(history) >= 1
+    # the oracle: the same fit given the carve explicitly as a validation part
+    indptr, items = model.history_indptr_, model.history_items_
+    kept_indptr, kept_items, carved = carve_random_items(indptr, items, seed=0)
+    assert carved is not None
+    lengths = np.diff(kept_indptr)
+    users = np.repeat(np.arange(len(lengths)), lengths)
+    order = np.arange(len(kept_items)) - np.repeat(kept_indptr[:-1], lengths)  # time order
+    sizes = {"n_users": data.n_users, "n_items": data.n_items}
+    train = Interactions.from_codes(users, kept_items, timestamps=order, **sizes)
+    targets = np.array([int(t[0]) for t in carved.targets])
+    held = Interactions.from_codes(carved.users, targets, **sizes)
+    explicit = small_sasrec(
+        epochs=30, patience=2, dropout=0.0, negatives=8, max_length=6, carve_validation=False
+    )
+    explicit.fit(train, FitOptions(seed=0, threads=1, validation=held))
+    np.testing.assert_allclose(explicit.validation_history_, history, rtol=1e-6)
+
+
+def test_the_auto_carve_follows_the_test_shape_the_fit_is_given():
+    data = cyclic(n_users=40)
+    params = dict(epochs=4, patience=0, dropout=0.0, negatives=8, max_length=6)
+    histories = {}
+    for carve, shape in (("auto", None), ("last", None), ("auto", "random"), ("random", None)):
+        model = small_sasrec(carve=carve, **params)
+        model.fit(data, FitOptions(seed=0, threads=1, test_shape=shape))
+        histories[(carve, shape)] = model.validation_history_
+    np.testing.assert_array_equal(histories[("auto", None)], histories[("last", None)])
+    np.testing.assert_array_equal(histories[("auto", "random")], histories[("random", None)])
+    assert not np.array_equal(histories[("auto", None)], histories[("auto", "random")])

@@ -15,7 +15,9 @@ from privrank.privacy.label_dp import (
     RRWithPriorMechanism,
     multi_stage_train,
     optimal_k,
+    posterior_train,
     response_epsilon,
+    rr_posterior,
     rr_with_prior,
     rr_with_prior_distribution,
     user_level_epsilon,
@@ -175,4 +177,93 @@ def test_multi_stage_randomises_every_label_once_and_uses_the_prior():
             RRWithPriorMechanism(1.0),
             rng,
             stage_fractions=(0.5, 0.6),
+        )
+
+
+def _soft_mean_trainer(features):
+    """P(y = 1 | group) as the mean target per group; binary responses debiased by ``debias``."""
+
+    def trainer(rows, targets, debias):
+        sums = np.bincount(features[rows], weights=targets, minlength=features.max() + 1)
+        counts = np.bincount(features[rows], minlength=features.max() + 1)
+        mean = (sums + 0.5) / (counts + 1.0)
+        if debias is not None:
+            mean = np.clip((mean - (1 - debias)) / (2 * debias - 1), 0.0, 1.0)
+        return lambda query: mean[features[query]]
+
+    return trainer
+
+
+def test_rr_posterior_by_hand():
+    q = math.e / (math.e + 1)
+    got = rr_posterior(np.array([1, 0]), np.array([0.3, 0.3]), 1.0)
+    assert got[0] == pytest.approx(q * 0.3 / (q * 0.3 + (1 - q) * 0.7))
+    assert got[1] == pytest.approx((1 - q) * 0.3 / ((1 - q) * 0.3 + q * 0.7))
+    assert np.allclose(rr_posterior(np.array([1, 0]), np.array([0.3, 0.9]), math.inf), [1, 0])
+    with pytest.raises(ConfigError):
+        rr_posterior(np.array([2]), np.array([0.5]), 1.0)
+
+
+def test_rr_posterior_is_unbiased_under_the_true_prior():
+    # E[posterior | x] = P(y = 1 | x) when the prior is the truth (total expectation).
+    rng = np.random.default_rng(5)
+    n = 200_000
+    p = np.where(rng.random(n) < 0.5, 0.2, 0.7)
+    labels = (rng.random(n) < p).astype(int)
+    noisy = rr_with_prior(labels, np.full((n, 2), 0.5), 1.0, rng)
+    posterior = rr_posterior(noisy, p, 1.0)
+    for value in (0.2, 0.7):
+        assert posterior[p == value].mean() == pytest.approx(value, abs=0.005)
+    # ... with less variance than the debiased response (the point of the posterior)
+    q = math.e / (math.e + 1)
+    debiased = (noisy - (1 - q)) / (2 * q - 1)
+    assert posterior.var() < 0.5 * debiased.var()
+
+
+def test_posterior_train_with_no_noise_trains_on_the_true_labels():
+    rng = np.random.default_rng(6)
+    features = rng.integers(0, 10, 5000)
+    labels = (rng.random(5000) < features / 10).astype(int)
+    predictor, noisy, posterior = posterior_train(
+        labels, _soft_mean_trainer(features), RRWithPriorMechanism(math.inf), rng
+    )
+    assert np.array_equal(noisy, labels) and np.allclose(posterior, labels)
+    reference = _soft_mean_trainer(features)(np.arange(5000), labels.astype(float), None)
+    assert np.allclose(predictor(np.arange(5000)), reference(np.arange(5000)))
+
+
+def test_posterior_train_randomises_each_label_once_by_plain_rr():
+    n = 50_000
+    rng = np.random.default_rng(7)
+    features = rng.integers(0, 10, n)
+    truth = np.where(features < 5, 0.1, 0.6)
+    labels = (rng.random(n) < truth).astype(int)
+    reports = []
+    predictor, noisy, posterior = posterior_train(
+        labels,
+        _soft_mean_trainer(features),
+        RRWithPriorMechanism(1.0),
+        np.random.default_rng(8),
+        folds=3,
+        rounds=2,
+        on_stage=reports.append,
+    )
+    # The responses are exactly uniform-prior RRWithPrior on the same noise stream: the
+    # randomisation reads nothing but the label (the guarantee is one response per label).
+    plain = rr_with_prior(labels, np.full((n, 2), 0.5), 1.0, np.random.default_rng(8))
+    assert np.array_equal(noisy, plain)
+    assert [r.stage for r in reports] == [1, 2]
+    q = math.e / (math.e + 1)
+    assert reports[0].agreement == pytest.approx(q, abs=0.01)
+    # The final model recovers the per-group click rates, and the posteriors are closer to the
+    # true labels (squared error: the posterior is the Bayes estimate) than the responses.
+    assert np.allclose(predictor(np.arange(n)), truth, atol=0.03)
+    brier = np.mean((posterior - labels) ** 2)
+    assert brier < 0.6 * np.mean((noisy - labels) ** 2)
+    assert reports[-1].extra["posterior_brier"] == pytest.approx(brier)
+    with pytest.raises(ConfigError):
+        posterior_train(labels, _soft_mean_trainer(features), RRWithPriorMechanism(1.0, 3), rng)
+    with pytest.raises(ConfigError):
+        posterior_train(
+            labels, _soft_mean_trainer(features), RRWithPriorMechanism(1.0), rng, folds=1
         )

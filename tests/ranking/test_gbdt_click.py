@@ -75,3 +75,21 @@ def test_randomised_response_inverse_calibrates_the_noisy_model():
     predicted = model.predict_ctr(features)
     # Calibrated in the large: the mean prediction is the true click rate.
     assert predicted.mean() == pytest.approx(p.mean(), abs=0.01)
+
+
+def test_soft_labels_of_zero_and_one_fit_the_binary_model_and_bad_ones_are_refused():
+    # cross_entropy with 0/1 targets is the binary log loss: the same trees, the same scores.
+    from privrank.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    f = {"a": rng.integers(0, 20, n), "b": rng.normal(size=n)}
+    y = (rng.random(n) < 1 / (1 + np.exp(-(f["a"] / 10 - 1 + f["b"])))).astype(int)
+    cfg = GBDTClickConfig(n_estimators=20, num_leaves=7, min_data_in_leaf=20, threads=1)
+    hard = GBDTClickModel(["a", "b"], ["a"], cfg).fit(f, y)
+    soft = GBDTClickModel(["a", "b"], ["a"], cfg).fit(f, y.astype(float), soft_labels=True)
+    assert np.allclose(hard.predict_ctr(f), soft.predict_ctr(f))
+    with pytest.raises(ConfigError):
+        GBDTClickModel(["a", "b"], ["a"], cfg).fit(f, y * 2.0, soft_labels=True)
+    with pytest.raises(ConfigError):
+        GBDTClickModel(["a", "b"], ["a"], cfg).fit(f, y, soft_labels=True, label_keep=0.7)

@@ -86,6 +86,33 @@ def test_the_ranker_learns_an_ordering_a_feature_gives():
             assert scores is not None and group[label == 1].min() > group[label == 0].max()
 
 
+def test_the_ranker_is_lambdamarts_fit_and_matches_lightgbm_with_searchs_old_settings():
+    """Search trains through ranking/ltr's LambdaMART; the oracle is LightGBM called directly
+    with the settings search used before (its own seed, row-wise histograms, one thread)."""
+    import lightgbm
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(1500) < 0.15).astype(np.float32)
+    features = np.column_stack([labels + 0.5 * rng.random(1500), rng.random((1500, 2))])
+    features = features.astype(np.float32)
+    params = {"num_leaves": 15, "learning_rate": 0.1, "min_data_in_leaf": 5}
+    booster = fit_lambdarank(features, labels, np.full(60, 25), params=params, rounds=30, seed=2)
+    settings = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "ndcg_eval_at": [10],
+        "seed": 2,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 1,
+        "verbosity": -1,
+    } | params
+    oracle = lightgbm.train(
+        settings, lightgbm.Dataset(features, label=labels, group=np.full(60, 25)), 30
+    )
+    np.testing.assert_array_equal(booster.predict(features), oracle.predict(features))
+
+
 @pytest.fixture
 def small(tmp_path, monkeypatch):
     monkeypatch.setenv("PRIVRANK_CACHE_DIR", str(tmp_path / "cache"))

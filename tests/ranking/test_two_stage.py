@@ -3,6 +3,7 @@ carved labels only, save/load, fold-in, registration and the privacy refusal."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,48 @@ def test_a_privacy_spec_is_refused() -> None:
 def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="propose"):
         create_model("two-stage", {"retrievers": [{"name": "ease", "propose": False}]})
+
+
+def test_content_knn_is_a_retriever_from_the_catalogue_text(tmp_path: Path) -> None:
+    from privrank.testing._data import write_group_item_text
+
+    data = synthetic_interactions(n_users=120, n_items=60, per_user=12, seed=0)
+    text = write_group_item_text(tmp_path / "items.tsv", n_items=60)
+    config = {
+        **SMALL,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "content-knn", "params": {"item_text": str(text)}, "propose": False},
+        ],
+    }
+    model = create_model("two-stage", config).fit(data, FitOptions(seed=0, threads=1))
+    names = model.ranker_.feature_names_
+    assert "r1.content-knn.relative_score" in names and "r1.content-knn.log_rank" in names
+    # the content column holds the content-knn model's own cosine, relative to the user's best
+    query = Query.users(np.arange(5))
+    candidates = model.featurize(query, model.retrieve(query))
+    content = model.retrievers_[1].score(query)
+    seen = sp.csr_matrix(model._seen_matrix(query)).toarray() > 0
+    best = np.where(seen, -np.inf, content).max(axis=1)
+    column = list(names).index("r1.content-knn.relative_score")
+    for row in range(5):
+        items = candidates.items[row][candidates.items[row] >= 0]
+        expected = content[row, items] / abs(best[row])
+        got = candidates.features[row, : items.size, column]
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    model.save(tmp_path / "model")
+    loaded = Recommender.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.score(query), model.score(query))
+
+
+def test_content_knn_without_item_text_is_refused_before_fitting() -> None:
+    from privrank.errors import DataError
+
+    data = synthetic_interactions(n_users=40, n_items=30, per_user=8, seed=0)
+    beauty = data.with_metadata(dataclasses.replace(data.metadata, name="beauty"))
+    config = {**SMALL, "retrievers": [{"name": "ease"}, {"name": "content-knn"}]}
+    model = create_model("two-stage", config)
+    with pytest.raises(DataError, match=r"r1 \(content-knn\) needs item text.*Beauty") as caught:
+        model.fit(beauty, FitOptions(seed=0, threads=1))
+    assert caught.value.field == "retrievers[1].params.item_text"
+    assert not hasattr(model, "ranker_")

@@ -10,6 +10,7 @@ import privrank.ranking  # noqa: F401  (registers two-stage)
 from privrank.models import FitOptions, Query, create_model
 
 from ._util import auth, cluster_interactions
+from .test_hot_path import _count_fastapi_calls
 
 pytest.importorskip("lightgbm")
 
@@ -81,3 +82,40 @@ def test_refuses_a_model_that_is_not_two_stage(client, keys):
         "/v1/recommend/reranked", json={"user_id": "u1", "k": 3}, headers=auth(keys["service"])
     )
     assert answer.status_code == 409
+
+
+def test_the_hot_path_answers_as_the_route_does(make_client, two_stage, keys):
+    model, directory = two_stage
+    hot = make_client(model_dir=directory)
+    cold = make_client(model_dir=directory, key_cache_ttl_s=0)
+    handed = _count_fastapi_calls(hot)
+    users = [u.as_py() for u in model.user_ids_[:3]]
+    bodies = [
+        {"user_id": users[0], "k": 5, "ranker_budget_ms": 5000, "total_budget_ms": 10000},
+        {"user_id": users[1], "k": 3, "ranker_budget_ms": 1e-6, "total_budget_ms": 10000},
+        {
+            "history": model.item_ids_[:2].to_pylist(),
+            "k": 4,
+            "ranker_budget_ms": 5000,
+            "total_budget_ms": 10000,
+        },
+        {"user_id": users[2], "k": 0},  # 422: FastAPI's own
+    ]
+    for scope in ("service", "read"):
+        headers = auth(keys[scope])
+        hot.post("/v1/recommend/reranked", json=bodies[0], headers=headers)  # caches the key
+        for body in bodies:
+            fast = hot.post("/v1/recommend/reranked", json=body, headers=headers)
+            slow = cold.post("/v1/recommend/reranked", json=body, headers=headers)
+            assert fast.status_code == slow.status_code, (scope, body, fast.text)
+            assert fast.headers["content-type"] == slow.headers["content-type"]
+            if fast.status_code == 200:
+                f, s = fast.json(), slow.json()
+                assert (f["items"], f["fallback"]) == (s["items"], s["fallback"])
+            else:  # a read key asking about a user, or the 422
+                assert fast.json() == slow.json()
+    # FastAPI saw the two key-caching requests and the two invalid bodies, nothing else
+    assert handed == ["/v1/recommend/reranked"] * 4
+    expected, _ = _expected(model, users[0], 5)
+    answer = hot.post("/v1/recommend/reranked", json=bodies[0], headers=auth(keys["service"]))
+    assert [i["item_id"] for i in answer.json()["items"]] == expected

@@ -240,16 +240,17 @@ def test_a_diverging_fit_fails_its_trial_and_the_search_goes_on(parts, monkeypat
 
 
 def test_the_first_trial_is_the_models_default_config(parts) -> None:
+    from privrank.models import model_class
+
     train, validation = parts
     config = TuneConfig(n_trials=2, threads=1, seed=1)
     first = tune("itemknn", train, validation, config).trials[0]
-    assert first.params == {"neighbors": 100, "shrinkage": 10.0}
+    defaults = model_class("itemknn").Config()  # 400 neighbours, shrinkage 10
+    assert first.params == {"neighbors": defaults.neighbors, "shrinkage": defaults.shrinkage}
     searched = tune(
         "itemknn", train, validation, config.model_copy(update={"start_from_defaults": False})
     )
     assert searched.trials[0].params != first.params
     # Both ALS models start from defaults that lie inside their spaces.
-    from privrank.models import model_class
-
     for name in ("ials", "implicit-als"):
         assert search_space(name).defaults(model_class(name).Config) is not None

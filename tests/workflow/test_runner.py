@@ -294,3 +294,26 @@ def test_validation_metrics_rank_the_validation_items_from_train(data) -> None:
     assert summary.records[1]["validation"] == {
         "skipped": "the model was refitted on train + validation"
     }
+
+
+def test_a_self_carving_model_is_told_what_the_protocol_tests(tmp_path: Path, data) -> None:
+    from privrank.data.splits import HoldoutSplit, LeaveLastOut, StrongGeneralization, TemporalSplit
+    from privrank.models import FitOptions, create_model
+    from privrank.workflow.runner import split_test_shape
+
+    assert split_test_shape(HoldoutSplit()) == "random"
+    assert split_test_shape(StrongGeneralization()) == "random"
+    assert split_test_shape(LeaveLastOut()) == "next"
+    assert split_test_shape(TemporalSplit(quantile=0.8)) == "next"
+    # SASRec on a holdout protocol early-stops on a random carve: the same fit as carve="random"
+    params = {"factors": 8, "max_length": 6, "epochs": 4, "patience": 0, "batch_size": 32}
+    spec = _spec("toy-holdout", "in-memory", {"protocol": "holdout", "fraction": 0.2, "seed": 0})
+    config = RunConfig(
+        protocols=[spec], models=[{"name": "sasrec", "params": params}], n_resamples=20, threads=1
+    )
+    (evaluated,) = run(config, tmp_path / "out", data={"toy-holdout": data}).runs
+    for carve, same in (("random", True), ("last", False)):
+        oracle = create_model("sasrec", params | {"carve": carve})
+        oracle.fit(evaluated.prepared.train, FitOptions(seed=0, threads=1))
+        equal = np.array_equal(oracle.validation_history_, evaluated.model.validation_history_)
+        assert equal == same

@@ -32,14 +32,15 @@ __all__ = [
     "ServerLr",
 ]
 
-FEDERATED_MODELS = ("fedmf",)
+FEDERATED_MODELS = ("fedmf", "mult-vae")
 
 Data = Annotated[
     str, typer.Option(help="A protocol name (ml100k-holdout, beauty-loo) or a saved split.")
 ]
 Out = Annotated[Path, typer.Option(help="Output directory (model/ and training.json).")]
 FederatedModel = Annotated[
-    str, typer.Option(help=f"The federated model: {', '.join(FEDERATED_MODELS)}.")
+    str,
+    typer.Option(help="The federated model: fedmf, or mult-vae (FedAvg of the network)."),
 ]
 Rounds = Annotated[int, typer.Option(help="Rounds T.")]
 ClientsPerRound = Annotated[

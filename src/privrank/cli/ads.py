@@ -72,6 +72,14 @@ def train(
         str | None, typer.Option(help="Ledger key to spend the user-level C·ε from.")
     ] = None,
     stages: Annotated[int, typer.Option(help="Stages of LP-MST (1: plain RR).")] = 1,
+    label_method: Annotated[
+        str,
+        typer.Option(
+            help="Label DP: lp-mst (RRWithPrior in --stages stages) or rr-posterior (RR, then "
+            "soft labels: each row's posterior under a prior cross-fitted on --folds folds)."
+        ),
+    ] = "lp-mst",
+    folds: Annotated[int, typer.Option(help="rr-posterior: folds of the cross-fitted prior.")] = 2,
     max_rows_per_user: Annotated[
         int, typer.Option(help="C: rows kept per user (their first); the ledger is charged C·ε.")
     ] = 20,
@@ -96,6 +104,10 @@ def train(
 
     eps = _epsilon(epsilon)
     stage_fractions(stages)
+    if label_method not in ("lp-mst", "rr-posterior"):
+        raise ConfigError(f"--label-method: got {label_method!r}; expected lp-mst or rr-posterior")
+    if label_method == "rr-posterior" and folds < 2:
+        raise ConfigError(f"--folds: got {folds}; expected an int >= 2")
     if max_rows_per_user < 1:
         raise ConfigError(f"--max-rows-per-user: got {max_rows_per_user}; expected an int >= 1")
     if out.exists() and not overwrite:
@@ -126,6 +138,8 @@ def train(
         out,
         epsilon=eps,
         stages=stages,
+        method=label_method,  # type: ignore[arg-type]
+        folds=folds,
         max_rows_per_user=max_rows_per_user,
         max_rows=max_rows,
         budget_key=budget_key,

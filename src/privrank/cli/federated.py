@@ -76,7 +76,7 @@ def train_command(
         int,
         typer.Option(
             help="A round with fewer devices releases nothing (private Poisson runs: must be 1, "
-            "every round is released)."
+            "every round is released; DP over secagg needs --sampling fixed)."
         ),
     ] = 1,
     batch_size: Annotated[int, typer.Option(help="Devices simulated per batch.")] = 1024,
@@ -105,6 +105,14 @@ def train_command(
             "noise before masking (distributed DP) instead of the server adding Gaussian noise."
         ),
     ] = False,
+    secret_sampling: Annotated[
+        bool,
+        typer.Option(
+            help="With --distributed-dp and Poisson sampling: claim amplification by sampling, "
+            "trusting the sampler (device self-sampling or a sampling service) to keep who "
+            "was sampled secret from everyone who sees the sums."
+        ),
+    ] = False,
     dropout: Annotated[
         float, typer.Option(help="secagg: fraction of each round's devices that drop out.")
     ] = 0.0,
@@ -126,11 +134,12 @@ def train_command(
     Poisson sampling, device-side clipping and Gaussian noise on the sum; every released
     round is charged to the ledger (refused before any round when the budget does not cover
     the whole run). ``--aggregation secagg`` runs SecAgg+ over every round's cohort (the server
-    learns only sums); adding ``--distributed-dp`` moves the noise onto the devices (distributed
-    discrete Gaussian), so that no party sees an un-noised sum. ``--engine ray`` runs each
-    round's batches of devices (``--batch-size`` devices each) as Ray tasks, at most
-    ``--workers`` at once, on ``--address`` or a new local Ray instance: the model is the same,
-    bit for bit, as in this process with the same options.
+    learns only sums; with ``--epsilon`` it needs ``--sampling fixed``); adding
+    ``--distributed-dp`` moves the noise onto the devices (distributed discrete Gaussian), so
+    that no party sees an un-noised sum. ``--engine ray`` runs each round's batches of devices
+    (``--batch-size`` devices each) as Ray tasks, at most ``--workers`` at once, on
+    ``--address`` or a new local Ray instance: the model is the same, bit for bit, as in this
+    process with the same options.
     """
     from privrank.federated import FederatedSettings, simulate
     from privrank.federated.secure_aggregation import SecureAggregation
@@ -142,10 +151,25 @@ def train_command(
         raise ConfigError(
             f"--model {model!r}: federated training supports {', '.join(FEDERATED_MODELS)}"
         )
-    recommender = create_model(model, parse_params(param))  # validates the parameters
-    if not isinstance(recommender, FedMF):  # pragma: no cover - FEDERATED_MODELS are FedMF
-        raise ConfigError(f"--model {model!r} is not a federated model")
-    config = recommender.config
+    config: Any
+    if model == "mult-vae":
+        from pydantic import ValidationError
+
+        from privrank.config_errors import config_error
+        from privrank.models._fedvae_rounds import FedVAEConfig
+
+        try:
+            config = FedVAEConfig.model_validate(parse_params(param))
+        except ValidationError as exc:
+            raise config_error(exc, "federated mult-vae", model=FedVAEConfig) from None
+        recommender = create_model("mult-vae", {})  # what the result is (fold-in, scoring)
+        if popularity_prior is not None:
+            raise ConfigError("--popularity-prior is fedmf's cold-start ranking; not mult-vae")
+    else:
+        recommender = create_model(model, parse_params(param))  # validates the parameters
+        if not isinstance(recommender, FedMF):  # pragma: no cover - FEDERATED_MODELS are FedMF
+            raise ConfigError(f"--model {model!r} is not a federated model")
+        config = recommender.config
     settings = FederatedSettings.from_mapping(
         {
             "rounds": rounds,
@@ -230,10 +254,11 @@ def train_command(
                     progress=report,
                     secure=secure,
                     distributed_dp=distributed_dp,
+                    secret_sampling=secret_sampling,
                     runner=runner,
                 )
     trained = result.model
-    if prior is not None:
+    if prior is not None and isinstance(trained, FedMF):
         from privrank.federated.popularity_prior import apply_popularity_prior
 
         trained = apply_popularity_prior(trained, train, prior)
@@ -246,6 +271,7 @@ def train_command(
         "devices": train.n_users,
         "aggregation": aggregation,
         "distributed_dp": distributed_dp,
+        "secret_sampling": secret_sampling,
         "engine": runner.describe(),
     }
     if result.guarantee is not None:

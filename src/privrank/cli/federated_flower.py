@@ -24,7 +24,6 @@ import typer
 from rich.console import Console
 
 from privrank.cli._federated_options import (
-    FEDERATED_MODELS,
     Accountant,
     AdaptiveClipping,
     BudgetKey,
@@ -33,7 +32,6 @@ from privrank.cli._federated_options import (
     Data,
     Delta,
     Epsilon,
-    FederatedModel,
     LedgerUrl,
     LrSchedule,
     MaxPerUser,
@@ -57,6 +55,10 @@ from privrank.errors import ConfigError
 
 __all__ = ["device_command", "partition_command", "serve_command"]
 
+# The Flower path runs fedmf's device and server code; the simulator also runs mult-vae.
+FLOWER_MODELS = ("fedmf",)
+FlowerModel = Annotated[str, typer.Option(help="The federated model: fedmf.")]
+
 Host = Annotated[str, typer.Option(help="Address the SuperLink listens on (loopback by default).")]
 Port = Annotated[
     int,
@@ -67,12 +69,13 @@ Port = Annotated[
 def _federated_train(data: str, model: str, param: list[str] | None):  # type: ignore[no-untyped-def]
     from privrank.models import FedMF, create_model
 
-    if model not in FEDERATED_MODELS:
+    if model not in FLOWER_MODELS:
         raise ConfigError(
-            f"--model {model!r}: federated training supports {', '.join(FEDERATED_MODELS)}"
+            f"--model {model!r}: federated training on Flower supports "
+            f"{', '.join(FLOWER_MODELS)} (the simulator, `federated train`, also runs mult-vae)"
         )
     recommender = create_model(model, parse_params(param))
-    if not isinstance(recommender, FedMF):  # pragma: no cover - FEDERATED_MODELS are FedMF
+    if not isinstance(recommender, FedMF):  # pragma: no cover - FLOWER_MODELS are FedMF
         raise ConfigError(f"--model {model!r} is not a federated model")
     resolved = resolve_training_data(data)
     if resolved.prepared is None:
@@ -86,7 +89,7 @@ def partition_command(
     data: Data,
     nodes: Annotated[int, typer.Option(help="SuperNodes (node files); devices dealt round-robin.")],
     out: Annotated[Path, typer.Option(help="Folder of the node files and manifest.json.")],
-    model: FederatedModel = "fedmf",
+    model: FlowerModel = "fedmf",
 ) -> None:
     """Write one node file per SuperNode: the histories of the devices it holds."""
     from privrank.federated.flower.devices import partition
@@ -131,7 +134,7 @@ def device_command(
 def serve_command(
     data: Data,
     out: Out,
-    model: FederatedModel = "fedmf",
+    model: FlowerModel = "fedmf",
     param: ModelParams = None,
     rounds: Rounds = 100,
     clients_per_round: ClientsPerRound = 100,

@@ -218,11 +218,20 @@ def train_command(
     engine: Engine = "local",
     workers: EngineWorkers = 2,
     address: EngineAddress = None,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a checkpoint after each epoch here (iALS); rerunning the same fit "
+            "(model, parameters, seed, data) resumes from it."
+        ),
+    ] = None,
 ) -> None:
     """Train a model and save it with a record of the exact data it was fitted on.
 
     With ``--engine ray`` the fit's sums over users (EASE's and ItemKNN's Gram matrix) run as
-    Ray tasks over user partitions, and SASRec and Mult-VAE train data-parallel on
+    Ray tasks over user partitions, iALS solves its user and item blocks on ``--workers``
+    long-lived Ray actors (a lost actor is restarted and the fit resumes from its last
+    checkpoint), and SASRec and Mult-VAE train data-parallel on
     ``--workers`` Ray Train workers (DDP over gloo; DP-SGD with the noise added once per
     step); the privacy guarantee and the single ledger charge are those of the in-process fit.
 
@@ -267,6 +276,10 @@ def train_command(
     fit_engine = make_engine(engine, workers, address)
     if fit_engine is not None and recommender is not None and not recommender.supports_engine:
         raise ConfigError(f"{model} has no distributed fit on --engine {engine}")
+    if fit_engine is not None and spec is not None and recommender is not None:
+        recommender.check_private_engine(engine)  # refused before the ledger is touched
+    if checkpoint_dir is not None and recommender is not None:
+        recommender.check_checkpoints(private=spec is not None)  # before loading the data
     _check_out(out, TRAINING_FILE)
     tracker = open_tracker(track)  # an unknown tracker or a missing MLflow fails before the fit
     console = make_console()
@@ -307,8 +320,9 @@ def train_command(
             bar[0].update(update.epoch, update.epochs, **info)
 
     options = FitOptions(
-        seed=seed, threads=threads, progress=report, privacy=spec, engine=fit_engine
-    )
+        seed=seed, threads=threads, progress=report, privacy=spec, engine=fit_engine,
+        checkpoint_dir=checkpoint_dir,
+    )  # fmt: skip
     # A private fit reserves its spend before anything trains or shows (refused: exit 2,
     # nothing written), and commits it once the model is saved.
     with (

@@ -2,7 +2,9 @@
 
 :class:`RayEngine` implements :class:`~privrank.models.engine.FitEngine` (and
 :class:`~privrank.models.engine.NetworkFitEngine`: SASRec and Mult-VAE train data-parallel on
-Ray Train, :mod:`privrank.distributed.ray_train`). The training rows
+Ray Train, :mod:`privrank.distributed.ray_train`; and
+:class:`~privrank.models.engine.ALSEngine`: iALS's half-steps over long-lived Ray actors,
+:mod:`privrank.distributed.ray_als`). The training rows
 (users) are cut into contiguous partitions, each put once in Ray's object store; every sum the
 fit needs is one Ray task per partition (:func:`~privrank.privacy.gram_release.partial_counts`,
 :func:`~privrank.privacy.gram_release.partial_gram`, the functions the in-process fit uses on the
@@ -37,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from privrank.config_errors import config_error
 from privrank.data.interactions import Interactions
 from privrank.models.base import FitOptions, Recommender
+from privrank.models.engine import ALSBlocks, ALSProblem
 from privrank.privacy.gram_release import partial_counts, partial_gram
 from privrank.privacy.mechanisms import binary_matrix
 
@@ -178,6 +181,14 @@ class RayEngine:
     def gram_statistics(self, matrix: sp.csr_matrix) -> RayGramStatistics:
         """The Gram statistics of ``matrix`` over user partitions on Ray."""
         return RayGramStatistics(matrix, self.config)
+
+    def als_blocks(self, problem: ALSProblem) -> ALSBlocks:
+        """iALS's half-steps over ``workers`` long-lived Ray actors, each holding a block of
+        users and a block of items (:class:`privrank.distributed.ray_als.RayALSBlocks`)."""
+        from privrank.distributed.ray_als import RayALSBlocks
+
+        ensure_ray(self.config)
+        return RayALSBlocks(problem, self.config.workers)
 
     def fit_network(
         self, model: Recommender, train: Interactions, options: FitOptions

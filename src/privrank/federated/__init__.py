@@ -19,13 +19,54 @@ DP-FedAvg itself (noise, calibration, accounting) is a mechanism of :mod:`privra
 Layer: above workflow and tuning, below serving and cli (``pyproject.toml``).
 """
 
-from privrank.federated.aggregation import REFUSALS, RoundSum, SumAggregator
-from privrank.federated.clients import clip_on_device
-from privrank.federated.settings import FederatedSettings, RoundReport, SimulationResult
-from privrank.federated.simulator import simulate
-from privrank.federated.state import ServerState
-from privrank.models._fedmf_rounds import FedMFClient, FedMFServer, MFBroadcast, MFUpdates
-from privrank.privacy.updates import ClientUpdates, DenseUpdates, SparseUpdates
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from privrank.federated.aggregation import REFUSALS, RoundSum, SumAggregator
+    from privrank.federated.clients import clip_on_device
+    from privrank.federated.settings import FederatedSettings, RoundReport, SimulationResult
+    from privrank.federated.simulator import simulate
+    from privrank.federated.state import ServerState
+    from privrank.models._fedmf_rounds import FedMFClient, FedMFServer, MFBroadcast, MFUpdates
+    from privrank.privacy.updates import ClientUpdates, DenseUpdates, SparseUpdates
+
+#: Imported on first use, so that a device's code (``privrank.federated.flower.client_app``)
+#: does not import the simulator, the ledger or the accountants with the package.
+_LAZY = {
+    "REFUSALS": "privrank.federated.aggregation",
+    "RoundSum": "privrank.federated.aggregation",
+    "SumAggregator": "privrank.federated.aggregation",
+    "clip_on_device": "privrank.federated.clients",
+    "FederatedSettings": "privrank.federated.settings",
+    "RoundReport": "privrank.federated.settings",
+    "SimulationResult": "privrank.federated.settings",
+    "simulate": "privrank.federated.simulator",
+    "ServerState": "privrank.federated.state",
+    "FedMFClient": "privrank.models._fedmf_rounds",
+    "FedMFServer": "privrank.models._fedmf_rounds",
+    "MFBroadcast": "privrank.models._fedmf_rounds",
+    "MFUpdates": "privrank.models._fedmf_rounds",
+    "ClientUpdates": "privrank.privacy.updates",
+    "DenseUpdates": "privrank.privacy.updates",
+    "SparseUpdates": "privrank.privacy.updates",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'privrank.federated' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "REFUSALS",

@@ -1,7 +1,9 @@
 """The devices' side of a round, run over a cohort batch by batch.
 
-Each batch of devices runs the client code (:class:`~privrank.models._fedmf_rounds.FedMFClient`)
-on a CSR of their histories and, in a private round, clips its own update. With the plain
+Each batch of devices runs the client code (a :class:`DeviceCode`: fedmf's
+:class:`~privrank.models._fedmf_rounds.FedMFClient`, Mult-VAE's
+:class:`~privrank.models._fedvae_rounds.FedVAEClient`) on a CSR of their histories
+and, in a private round, clips its own update. With the plain
 (non-secure) aggregation a batch is checked and summed on its own (:func:`batch_sum`, a
 :class:`~privrank.federated.aggregation.RoundSum` per batch) and the batch sums are added **in
 batch order**; a :class:`ClientRunner` decides where the batches run: :class:`LocalRunner` in
@@ -14,7 +16,7 @@ protocol run on the server and runs in this process.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,12 +26,13 @@ from privrank.federated.canaries import Canaries
 from privrank.federated.secure_aggregation import SecAggAggregator, SecureAggregation
 from privrank.federated.settings import FederatedSettings
 from privrank.federated.state import ServerState
-from privrank.models._fedmf_rounds import FedMFClient, MFBroadcast
 from privrank.privacy.updates import ClientUpdates
 
 __all__ = [
     "ClientRunner",
+    "DeviceCode",
     "LocalRunner",
+    "ServerCode",
     "batch_sum",
     "clip_on_device",
     "merge_sums",
@@ -37,10 +40,44 @@ __all__ = [
 ]
 
 
+class DeviceCode(Protocol):
+    """A model's device side (:class:`~privrank.models._fedmf_rounds.FedMFClient`,
+    :class:`~privrank.models._fedvae_rounds.FedVAEClient`): the same code for a batch of
+    devices in the simulator and a batch of one on a device.
+
+    Attributes:
+        update_dim: The dimension of every device's update vector.
+    """
+
+    update_dim: int
+
+    def broadcast_of(self, arrays: dict[str, np.ndarray], round_index: int) -> Any:
+        """What the server sends the round's devices, from its arrays."""
+        ...
+
+    def local_update(self, histories: sp.csr_matrix, broadcast: Any) -> tuple[ClientUpdates, Any]:
+        """The batch's updates and each device's loss (a diagnostic)."""
+        ...
+
+
+class ServerCode(Protocol):
+    """A model's server side: the step from a round's released mean update.
+
+    Attributes:
+        key: The server array that is the released model.
+    """
+
+    key: str
+
+    def apply(self, arrays: dict[str, np.ndarray], mean: np.ndarray, learning_rate: float) -> None:
+        """Step the server's arrays in place."""
+        ...
+
+
 def batch_sum(
-    client: FedMFClient,
+    client: DeviceCode,
     histories: sp.csr_matrix,
-    broadcast: MFBroadcast,
+    broadcast: Any,
     bound: float | None,
     round_index: int,
 ) -> tuple[RoundSum, np.ndarray]:
@@ -57,13 +94,12 @@ def batch_sum(
     Returns:
         ``(the batch's RoundSum, (devices,) losses)``.
     """
-    n_items, d = broadcast.item_factors.shape
     computed, losses = client.local_update(histories, broadcast)
     sent: ClientUpdates = computed
     unclipped = None
     if bound is not None:
         sent, unclipped = clip_on_device(computed, bound)
-    aggregator = SumAggregator(n_items * d + d * d, bound, round_index)
+    aggregator = SumAggregator(client.update_dim, bound, round_index)
     aggregator.add(sent, unclipped)
     return aggregator.finish(), losses
 
@@ -88,9 +124,9 @@ class ClientRunner(Protocol):
 
     def batch_sums(
         self,
-        client: FedMFClient,
+        client: DeviceCode,
         batches: Iterable[sp.csr_matrix],
-        broadcast: MFBroadcast,
+        broadcast: Any,
         bound: float | None,
         round_index: int,
     ) -> Iterator[tuple[RoundSum, np.ndarray]]:
@@ -109,9 +145,9 @@ class LocalRunner:
 
     def batch_sums(
         self,
-        client: FedMFClient,
+        client: DeviceCode,
         batches: Iterable[sp.csr_matrix],
-        broadcast: MFBroadcast,
+        broadcast: Any,
         bound: float | None,
         round_index: int,
     ) -> Iterator[tuple[RoundSum, np.ndarray]]:
@@ -128,7 +164,7 @@ def run_clients(
     cohort: np.ndarray,
     settings: FederatedSettings,
     histories: sp.csr_matrix,
-    client: FedMFClient,
+    client: DeviceCode,
     state: ServerState,
     bound: float | None,
     round_index: int,
@@ -140,15 +176,15 @@ def run_clients(
     """Run the cohort's devices batch by batch and sum their checked updates: by ``runner``
     (default :class:`LocalRunner`) with the plain aggregation, securely with ``secure``, or
     through the given ``aggregator`` (both in this process)."""
-    broadcast = MFBroadcast.of(state.arrays["item_factors"])
-    n_items, d = broadcast.item_factors.shape
+    broadcast = client.broadcast_of(state.arrays, round_index)
+    dim = client.update_dim
     if aggregator is None and secure is None:
         return _plain_sum(cohort, settings, histories, client, broadcast, bound, round_index,
                           canaries, runner or LocalRunner())  # fmt: skip
     if aggregator is None and secure is not None:
         extra = 0 if canaries is None else len(canaries.directions)
         aggregator = SecAggAggregator(
-            n_items * d + d * d,
+            dim,
             bound,
             secure,
             max_clients=len(cohort) + extra,
@@ -157,7 +193,7 @@ def run_clients(
             min_survivors=settings.min_clients,
         )
     if aggregator is None:
-        aggregator = SumAggregator(n_items * d + d * d, bound)
+        aggregator = SumAggregator(dim, bound)
     losses = []
     for start in range(0, len(cohort), settings.batch_size):
         devices = cohort[start : start + settings.batch_size]
@@ -184,16 +220,15 @@ def _plain_sum(
     cohort: np.ndarray,
     settings: FederatedSettings,
     histories: sp.csr_matrix,
-    client: FedMFClient,
-    broadcast: MFBroadcast,
+    client: DeviceCode,
+    broadcast: Any,
     bound: float | None,
     round_index: int,
     canaries: Canaries | None,
     runner: ClientRunner,
 ) -> tuple[RoundSum, np.ndarray]:
     """The plain sum: the runner's batch sums added in batch order, then the canaries'."""
-    n_items, d = broadcast.item_factors.shape
-    total = RoundSum(np.zeros(n_items * d + d * d, dtype=np.float64))
+    total = RoundSum(np.zeros(client.update_dim, dtype=np.float64))
     batches = (
         histories[cohort[start : start + settings.batch_size]]
         for start in range(0, len(cohort), settings.batch_size)

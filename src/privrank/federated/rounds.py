@@ -13,14 +13,25 @@ zero update, which is within the bound). Its ``min_clients`` must be 1 under Poi
 (and at most the cohort with a fixed cohort, whose size is public); the simulator refuses
 anything else.
 
-**Known leak, not fixed: central DP-FedAvg over SecAgg+** (``secure`` with a privacy spec, not
-distributed DP). SecAgg+ cannot unmask a sum of fewer than ``min_clients`` survivors, so such a
-round is skipped and not charged; under Poisson sampling whether that happens depends on the
-cohort's size, i.e. on the data. That one bit per skipped round is not accounted. With
-``min_clients`` far below the expected cohort its probability is tiny (a binomial tail), but it is
-not bounded in the guarantee. Distributed DP has no such leak: its neighbouring relation
-replaces a device's contribution by zero, so the cohort's size (and the dropouts, drawn from
-the round's seed) do not depend on the data (:mod:`privrank.privacy.distributed_dp_plan`).
+**Central DP-FedAvg over SecAgg+** (``secure`` with a privacy spec, not distributed DP).
+SecAgg+ cannot unmask a sum of fewer than ``min_clients`` survivors (nor one whose dropped
+devices' masks cannot be recovered), so such a round aborts and releases nothing. That decision
+must not depend on the data, and under Poisson sampling it would: the cohort's size depends on
+who is in the data, one device more can lift a cohort over the threshold, and the released sum
+then jumps by the whole cohort's updates (up to ``min_clients · C``, not ``C``), a release the
+sampled Gaussian's accounting does not cover (nor would releasing the noise alone in its place).
+So central DP over SecAgg+ **requires fixed cohorts** (``sampling="fixed"``; the simulator
+refuses Poisson sampling before any round), and then nothing the protocol decides depends on
+any device's data: the cohort has exactly ``m`` devices; a device whose update is refused sends
+the zero update and stays in the protocol
+(:class:`~privrank.federated.secure_aggregation.SecAggAggregator`); the dropouts and SecAgg+'s
+graph are drawn from the round's seed. Whether a round aborts is thus a function of the seed
+alone, public, and an aborted round is neither released nor charged; the released rounds
+compose under the fixed-cohort accountant (replace-one adjacency), exactly as without SecAgg+.
+Distributed DP keeps Poisson sampling: its neighbouring relation replaces a device's
+contribution by zero and it claims no amplification by sampling, so the cohort (and the
+dropouts, drawn from the round's seed, and the refused devices, which send zero) does not
+depend on the data (:mod:`privrank.privacy.distributed_dp_plan`).
 """
 
 from __future__ import annotations
@@ -30,12 +41,11 @@ import scipy.sparse as sp
 
 from privrank.federated.aggregation import RoundSum
 from privrank.federated.canaries import Canaries
-from privrank.federated.clients import ClientRunner, run_clients
+from privrank.federated.clients import ClientRunner, DeviceCode, ServerCode, run_clients
 from privrank.federated.cohorts import noise_rng, round_learning_rate, sample_cohort
 from privrank.federated.secure_aggregation import SecAggAggregator, SecureAggregation
 from privrank.federated.settings import FederatedSettings, RoundReport
 from privrank.federated.state import ServerState
-from privrank.models._fedmf_rounds import FedMFClient, FedMFServer
 from privrank.privacy.distributed_dp_plan import DistributedDPPlan
 from privrank.privacy.dp_fedavg import DPFedAvgMechanism, FedAvgPlan
 from privrank.privacy.spec import PrivacySpec
@@ -48,8 +58,8 @@ def central_round(
     round_index: int,
     settings: FederatedSettings,
     histories: sp.csr_matrix,
-    client: FedMFClient,
-    server: FedMFServer,
+    client: DeviceCode,
+    server: ServerCode,
     state: ServerState,
     plan: FedAvgPlan | None,
     mechanism: DPFedAvgMechanism | None,
@@ -106,7 +116,8 @@ def central_round(
             secure,
             runner=runner,
         )
-        if secure is not None and total.accepted < settings.min_clients:  # the SecAgg+ leak
+        if secure is not None and total.accepted < settings.min_clients:
+            # aborted: with a fixed cohort a function of the seed alone (see above)
             return round_report(skipped, total, losses, released=False)
         noisy = step_private(total, settings, server, state, plan, mechanism, spec, round_index)
         if canaries is not None:
@@ -119,22 +130,20 @@ def central_round(
 def step_plain(
     total: RoundSum,
     settings: FederatedSettings,
-    server: FedMFServer,
+    server: ServerCode,
     state: ServerState,
     round_index: int,
 ) -> None:
     """Release a round without DP: the server steps on the accepted updates' mean."""
     mean = total.total / total.accepted
-    state.arrays["item_factors"] = server.step(
-        state.arrays["item_factors"], mean, round_learning_rate(settings, round_index)
-    )
+    server.apply(state.arrays, mean, round_learning_rate(settings, round_index))
     state.released_rounds += 1
 
 
 def step_private(
     total: RoundSum,
     settings: FederatedSettings,
-    server: FedMFServer,
+    server: ServerCode,
     state: ServerState,
     plan: FedAvgPlan,
     mechanism: DPFedAvgMechanism,
@@ -150,10 +159,8 @@ def step_private(
     """
     rng = noise_rng(spec, round_index)
     noisy = mechanism.add_noise(total.total, rng)
-    state.arrays["item_factors"] = server.step(
-        state.arrays["item_factors"],
-        noisy / plan.expected_cohort,
-        round_learning_rate(settings, round_index),
+    server.apply(
+        state.arrays, noisy / plan.expected_cohort, round_learning_rate(settings, round_index)
     )
     if mechanism.adaptive is not None:
         fraction = mechanism.noisy_unclipped_fraction(total.unclipped, rng)
@@ -181,8 +188,8 @@ def distributed_round(
     round_index: int,
     settings: FederatedSettings,
     histories: sp.csr_matrix,
-    client: FedMFClient,
-    server: FedMFServer,
+    client: DeviceCode,
+    server: ServerCode,
     state: ServerState,
     ddp: DistributedDPPlan,
     secure: SecureAggregation,
@@ -204,10 +211,9 @@ def distributed_round(
     if len(cohort) < settings.min_clients:
         return skipped
     epsilon_after = ddp.epsilon_after(state.released_rounds + 1)
-    n_items, d = state.arrays["item_factors"].shape
     extra = 0 if canaries is None else len(canaries.directions)
     aggregator = SecAggAggregator(
-        n_items * d + d * d,
+        client.update_dim,
         bound,
         secure,
         max_clients=histories.shape[0] + extra,
@@ -229,10 +235,8 @@ def distributed_round(
             return round_report(skipped, total, losses, released=False)
         if canaries is not None:
             state.arrays["released_sum"] += total.total
-        state.arrays["item_factors"] = server.step(
-            state.arrays["item_factors"],
-            total.total / total.accepted,
-            round_learning_rate(settings, round_index),
+        server.apply(
+            state.arrays, total.total / total.accepted, round_learning_rate(settings, round_index)
         )
         state.released_rounds += 1
         released[0] = True

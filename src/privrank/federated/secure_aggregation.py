@@ -21,6 +21,14 @@
    the survivors and decodes it. A round with fewer survivors than ``min_survivors`` (or too
    few shares) aborts: :class:`~privrank.privacy.crypto.secagg.SecAggAbort`, nothing released.
 
+**A refused device still takes part in a private round.** In a round with an L2 bound (a
+private round: central DP-FedAvg or distributed DP) a device whose update fails a check sends the
+zero update instead (counted under its refusal's reason; under distributed DP with its own noise
+share): it never moves the sum, and the number of devices in the protocol, hence whether the round
+aborts, does not depend on what any device holds (:mod:`privrank.federated.rounds`). Such a
+device counts among the round's ``accepted`` (surviving) inputs. A non-private round (no bound)
+leaves a refused device out.
+
 The decoded sum equals the sum of the survivors' *quantised* updates exactly (the masks cancel
 in the ring); against the float sum it differs by the rounding, at most ``1/(2·scale)`` per
 coordinate per device with deterministic rounding.
@@ -142,6 +150,8 @@ class SecAggAggregator:
         # A round with an L2 bound bounds every coordinate by it: the ring's range is the bound.
         self.ring = None if mechanism is not None else settings.ring(max_clients, bound)
         self._checker = SumAggregator(dim, bound, round_index)
+        #: A private round (with a bound): refused devices send the zero update (module doc).
+        self.zero_refused = bound is not None
         self._encoded: list[np.ndarray] = []
         self._unclipped: list[np.ndarray] = []
         self._refused: dict[str, int] = {}
@@ -165,16 +175,29 @@ class SecAggAggregator:
         for start in range(0, len(updates), _CHUNK):
             stop = min(start + _CHUNK, len(updates))
             chosen = np.flatnonzero(ok[start:stop])
-            if not chosen.size:
-                continue
-            encoded, refused = self._encode(np.asarray(updates.dense(start, stop))[chosen])
-            rows = start + chosen
-            if len(refused):
-                ok[rows[refused]] = False
-                self._refused["out_of_range"] = self._refused.get("out_of_range", 0) + len(refused)
-            self._encoded.append(encoded)
-            self._unclipped.append(np.delete(bits[rows], refused))
+            if chosen.size:
+                encoded, refused = self._encode(np.asarray(updates.dense(start, stop))[chosen])
+                rows = start + chosen
+                if len(refused):
+                    ok[rows[refused]] = False
+                    out = self._refused.get("out_of_range", 0)
+                    self._refused["out_of_range"] = out + len(refused)
+                self._encoded.append(encoded)
+                self._unclipped.append(np.delete(bits[rows], refused))
+            if self.zero_refused:
+                self._add_zero_updates(int((~ok[start:stop]).sum()))
         return ok
+
+    def _add_zero_updates(self, count: int) -> None:
+        """``count`` refused devices of a private round send the zero update (whose norm is
+        within any bound: their clipping bit is set)."""
+        if count == 0:
+            return
+        encoded, refused = self._encode(np.zeros((count, self.dim)))
+        if len(refused):  # the zero vector is inside every ring's range
+            raise AssertionError("the zero update was refused by the ring")
+        self._encoded.append(encoded)
+        self._unclipped.append(np.ones(count, dtype=bool))
 
     def _encode(self, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.mechanism is not None:

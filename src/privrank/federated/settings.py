@@ -5,17 +5,19 @@ and the metrics log show it) and :class:`SimulationResult` (a finished run)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
 
 from privrank.data._config import FrozenConfig
-from privrank.federated.state import ServerState
-from privrank.models.fedmf import FedMF
-from privrank.privacy.distributed_dp_plan import DistributedDPPlan
-from privrank.privacy.dp_fedavg import FedAvgPlan
-from privrank.privacy.mechanism import PrivacyGuarantee
+
+if TYPE_CHECKING:  # a finished run's parts; a device's code needs only the settings
+    from privrank.federated.state import ServerState
+    from privrank.models.base import Recommender
+    from privrank.privacy.distributed_dp_plan import DistributedDPPlan
+    from privrank.privacy.dp_fedavg import FedAvgPlan
+    from privrank.privacy.mechanism import PrivacyGuarantee
 
 __all__ = ["FederatedSettings", "RoundReport", "SimulationResult"]
 
@@ -36,7 +38,7 @@ class FederatedSettings(FrozenConfig):
         batch_size: Devices simulated together in one vectorised batch.
         min_clients: A round with fewer sampled (or accepted) devices releases nothing
             (non-private and SecAgg+ rounds; a private plain round is always released, so it
-            must be 1 under Poisson sampling).
+            must be 1 under Poisson sampling; central DP over SecAgg+ needs fixed cohorts).
         seed: Seed of the public initial model and of the cohort sampling.
         adaptive_clipping: Adapt :math:`C` to the ``target_quantile`` of the update norms
             (private runs; Andrew et al. 2021).
@@ -105,7 +107,8 @@ class SimulationResult:
     """A finished run.
 
     Attributes:
-        model: The trained :class:`~privrank.models.fedmf.FedMF`.
+        model: The trained model (:class:`~privrank.models.fedmf.FedMF` or
+            :class:`~privrank.models.vae.MultVAE`).
         state: The final server state.
         plan: The DP-FedAvg plan (``None``: non-private).
         guarantee: The guarantee of the released rounds (``None``: non-private).
@@ -113,7 +116,7 @@ class SimulationResult:
         rounds_run: Rounds run by this call (fewer than ``rounds`` after a resume).
     """
 
-    model: FedMF
+    model: Recommender
     state: ServerState
     plan: FedAvgPlan | None
     guarantee: PrivacyGuarantee | None

@@ -7,8 +7,8 @@ A round of :func:`simulate`:
    devices drawn without replacement (accounted under replace-one adjacency in a private run,
    :mod:`privrank.privacy.dp_fedavg`). A non-private cohort smaller than ``min_clients`` ends
    the round: nothing is released. A private round with the plain aggregation is released
-   whatever its cohort (see :mod:`privrank.federated.rounds` for why, and for the one leak left,
-   central DP over SecAgg+).
+   whatever its cohort; central DP over SecAgg+ needs fixed cohorts, so that whether its round
+   aborts depends on the seed alone (see :mod:`privrank.federated.rounds` for why).
 2. **Reserve** the round's ε increment in the ledger (private runs,
    :class:`~privrank.workflow.spend.RoundLedger`).
 3. **Devices** run the client code (:class:`~privrank.models._fedmf_rounds.FedMFClient`) on
@@ -47,12 +47,17 @@ from privrank.federated.canaries import Canaries
 from privrank.federated.clients import ClientRunner, clip_on_device
 from privrank.federated.cohorts import device_histories
 from privrank.federated.item_counts import release_counts, release_counts_secure
+from privrank.federated.models import (
+    FederatedConfig,
+    assemble_model,
+    device_code,
+    initial_arrays,
+    server_code,
+)
 from privrank.federated.rounds import central_round, distributed_round
 from privrank.federated.secure_aggregation import SecureAggregation
 from privrank.federated.settings import FederatedSettings, RoundReport, SimulationResult
 from privrank.federated.state import METRICS_FILE, ServerState
-from privrank.models._fedmf_rounds import FedMFClient, FedMFServer
-from privrank.models.fedmf import FedMF, FedMFConfig
 from privrank.privacy.distributed_dp_plan import distributed_dp_guarantee, plan_distributed_dp
 from privrank.privacy.dp_fedavg import (
     AdaptiveClipping,
@@ -83,7 +88,7 @@ def append_line(path: Path, record: dict[str, object]) -> None:
 
 
 def simulate(
-    config: FedMFConfig,
+    config: FederatedConfig,
     train: Interactions,
     settings: FederatedSettings,
     *,
@@ -95,14 +100,17 @@ def simulate(
     canaries: Canaries | None = None,
     secure: SecureAggregation | None = None,
     distributed_dp: bool = False,
+    secret_sampling: bool = False,
     runner: ClientRunner | None = None,
 ) -> SimulationResult:
-    """Run (or resume) federated training of fedmf on the devices of ``train``.
+    """Run (or resume) federated training of fedmf or Mult-VAE on the devices of ``train``.
 
     Each user of ``train`` is one device holding only its own history.
 
     Args:
-        config: The model's hyper-parameters.
+        config: The model's hyper-parameters: a
+            :class:`~privrank.models.fedmf.FedMFConfig` (Federated Reconstruction) or a
+            :class:`~privrank.models._fedvae_rounds.FedVAEConfig` (FedAvg of the Mult-VAE).
         train: The training interactions (one device per user).
         settings: Rounds, cohort, sampling, learning rate, clipping.
         run_dir: Where the server state and the metrics log live.
@@ -122,6 +130,11 @@ def simulate(
             (:mod:`privrank.privacy.distributed_dp_plan`): each device adds discrete Gaussian
             noise before masking, the server adds none; fixed clipping at the spec's
             ``clipping_norm``; ``min_clients`` is the fewest survivors the accounting counts on.
+        secret_sampling: With ``distributed_dp`` and Poisson sampling: account the rounds with
+            amplification by secret sampling at ``q = m/N`` (see
+            :mod:`privrank.privacy.distributed_dp_plan` for who is trusted for the secrecy of
+            the sample; in a deployment the sampler's coins must be secret, whereas the
+            simulator draws them from ``settings.seed``).
         runner: Where the devices' batches run (:class:`~privrank.federated.clients.ClientRunner`;
             default: in this process; ``privrank.distributed.ray_federated.RayClientRunner``:
             Ray tasks). The model does not depend on it (the same batch sums, added in the same
@@ -136,8 +149,8 @@ def simulate(
     if population < 1 or train.n_items < 1:
         raise ConfigError("federated training needs at least one device and one item")
     resolved = None if spec is None else spec.resolve(population)
-    if resolved is not None and not distributed_dp and secure is None:
-        check_private_min_clients(settings, population)
+    if resolved is not None and not distributed_dp:
+        check_private_min_clients(settings, population, secure=secure is not None)
     if resolved is not None and ledger is None:
         raise ConfigError("a private federated run needs a ledger to charge its rounds to")
     if distributed_dp and (resolved is None or secure is None):
@@ -149,6 +162,11 @@ def simulate(
         raise ConfigError(
             f"--engine {runner.name} runs the devices of the plain aggregation; secure "
             "aggregation (--aggregation secagg) runs in this process: use --engine local"
+        )
+    if secret_sampling and (not distributed_dp or settings.sampling != "poisson"):
+        raise ConfigError(
+            "secret sampling amplifies distributed DP under Poisson sampling: it needs "
+            "--distributed-dp and --sampling poisson"
         )
     if distributed_dp and settings.adaptive_clipping:
         raise ConfigError(
@@ -173,18 +191,23 @@ def simulate(
             settings.sampling,
         )
     )
+    client = device_code(config, train.n_items, settings.seed)
     ddp = None
     if distributed_dp and resolved is not None and secure is not None:
-        d = config.factors
         ddp = plan_distributed_dp(
             resolved,
             population=population,
             n_items=train.n_items,
-            dimension=train.n_items * d + d * d,
+            dimension=client.update_dim,
             rounds=settings.rounds,
             min_clients=settings.min_clients,
             max_clients=population + (0 if canaries is None else len(canaries.directions)),
             modulus_bits=secure.modulus_bits,
+            sampling_rate=(
+                min(settings.clients_per_round, population) / population
+                if secret_sampling
+                else None
+            ),
         )
     from privrank.data.fingerprint import fingerprint
 
@@ -198,10 +221,10 @@ def simulate(
         identity["aggregation"] = {
             "secure": secure.model_dump(mode="json"),
             "distributed_dp": distributed_dp,
+            **({"secret_sampling": True} if secret_sampling else {}),
         }
     run_dir = Path(run_dir)
     histories = device_histories(train)
-    client = FedMFClient(config, train.n_items)
     if ServerState.exists(run_dir):
         if not resume:
             raise ConfigError(
@@ -225,19 +248,16 @@ def simulate(
             released_rounds=0,
             clipping_norm=None if resolved is None else float(resolved.clipping_norm),
             arrays={
-                "item_factors": FedMFServer.initial_factors(config, train.n_items, settings.seed),
+                **initial_arrays(config, train.n_items, settings.seed),
                 "item_counts": counts.astype(np.float32),
             },
             identity=identity,
             spend_ids=[] if ledger is None else [s.spend_id for s in ledger.spends],
         )
         if canaries is not None:
-            d = config.factors
-            state.arrays["released_sum"] = np.zeros(train.n_items * d + d * d)
+            state.arrays["released_sum"] = np.zeros(client.update_dim)
         state.save(run_dir)
-    server = FedMFServer(
-        config, population, state.arrays["item_counts"], settings.server_learning_rate
-    )
+    server = server_code(config, population, state.arrays["item_counts"], settings)
     mechanism = None
     if plan is not None and state.clipping_norm is not None:
         mechanism = DPFedAvgMechanism(plan, state.clipping_norm, adaptive)
@@ -277,7 +297,11 @@ def simulate(
     guarantee = None
     if plan is not None and resolved is not None and mechanism is not None:
         guarantee = dp_fedavg_guarantee(
-            plan, resolved, state.released_rounds, noise_scale=mechanism.noise_scale
+            plan,
+            resolved,
+            state.released_rounds,
+            noise_scale=mechanism.noise_scale,
+            secure_aggregation=secure is not None,
         )
     if ddp is not None and resolved is not None:
         guarantee = distributed_dp_guarantee(
@@ -285,7 +309,7 @@ def simulate(
         )
     # The cold-start popularity: the released counts clipped at 0 (post-processing).
     popularity = np.maximum(state.arrays["item_counts"], 0.0)
-    model = FedMF.assemble(config, train, state.arrays["item_factors"], popularity, guarantee)
+    model = assemble_model(config, train, state.arrays, popularity, guarantee)
     return SimulationResult(
         model=model,
         state=state,
@@ -297,14 +321,25 @@ def simulate(
     )
 
 
-def check_private_min_clients(settings: FederatedSettings, population: int) -> None:
-    """A private round with the plain aggregation is always released
-    (:mod:`privrank.federated.rounds`): ``min_clients`` may not make it depend on the cohort.
+def check_private_min_clients(
+    settings: FederatedSettings, population: int, *, secure: bool = False
+) -> None:
+    """A private round with the plain aggregation is always released, and central DP over
+    SecAgg+ needs fixed cohorts (:mod:`privrank.federated.rounds`): ``min_clients`` may not make
+    a release depend on the cohort.
 
     Raises:
-        ConfigError: ``min_clients`` > 1 with Poisson sampling, or above a fixed cohort.
+        ConfigError: ``min_clients`` > 1 with Poisson sampling, Poisson sampling with SecAgg+,
+            or ``min_clients`` above a fixed cohort.
     """
     cohort = min(settings.clients_per_round, population)
+    if secure and settings.sampling == "poisson":
+        raise ConfigError(
+            "central DP-FedAvg over --aggregation secagg needs --sampling fixed: SecAgg+ aborts "
+            "a round with fewer than --min-clients survivors, and with Poisson sampling whether "
+            "that happens depends on who is in the data (a release no accountant here covers); "
+            "use --sampling fixed, or --distributed-dp"
+        )
     if settings.sampling == "poisson" and settings.min_clients > 1:
         raise ConfigError(
             f"--min-clients {settings.min_clients}: a DP-FedAvg round is released whatever the "

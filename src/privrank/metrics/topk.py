@@ -27,14 +27,18 @@ these loops).
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from privrank.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # imported on use: a score array need not come from torch
+    import torch
 
 __all__ = ["MAX_CANDIDATES", "TopK", "as_score_array", "mask_items", "ragged_rows", "top_k"]
 
@@ -77,7 +81,8 @@ def as_score_array(scores: np.ndarray | torch.Tensor, *, copy: bool = False) -> 
     Raises:
         ConfigError: Not a 2-D numpy array or torch tensor.
     """
-    if isinstance(scores, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor implies torch was imported
+    if torch is not None and isinstance(scores, torch.Tensor):
         tensor = scores.detach()
         if tensor.dtype in (torch.float16, torch.bfloat16):
             tensor = tensor.to(torch.float32)
@@ -158,7 +163,11 @@ def top_k(scores: np.ndarray | torch.Tensor, k: int, *, threads: int | None = No
         (array[a : a + row_block], items[a : a + row_block], values[a : a + row_block])
         for a in starts
     ]
-    workers = min(threads or torch.get_num_threads(), len(blocks))
+    if not threads:
+        import torch
+
+        threads = torch.get_num_threads()
+    workers = min(threads, len(blocks))
     if workers <= 1:
         for block in blocks:
             _top_k_block(*block)

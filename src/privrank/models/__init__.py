@@ -1,6 +1,7 @@
 """Recommender models behind one contract (see :mod:`privrank.models.base`).
 
-Importing this package registers every built-in model under its name:
+Every built-in model is registered under its name (its module is imported when the name or
+the class is first used):
 
 ==================  ==========================================================
 ``most-popular``    :class:`MostPopular`: item popularity, the cold-start fallback
@@ -22,7 +23,11 @@ Layer: may import privacy (mechanisms), metrics (validation, top-k), data and th
 never workflow, tuning, serving or anything above (contracts in ``pyproject.toml``).
 """
 
-from privrank.models._private import DPSGDPrivateConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from privrank.models.base import (
     FitOptions,
     FitProgress,
@@ -36,18 +41,78 @@ from privrank.models.base import (
     model_names,
     register,
 )
-from privrank.models.bpr import BPR, BPRConfig, BPRPrivateConfig
-from privrank.models.content_knn import ContentKNN, ContentKNNConfig
-from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
-from privrank.models.ease_sparse import EASESparse, EASESparseConfig
-from privrank.models.fedmf import FedMF, FedMFConfig
-from privrank.models.ials import IALS, IALSConfig, IALSPrivateConfig
-from privrank.models.itemknn import ItemKNN, ItemKNNConfig, ItemKNNPrivateConfig
-from privrank.models.ldp_popular import LDPPopular, LDPPopularConfig
-from privrank.models.peers import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
-from privrank.models.popular import MostPopular, MostPopularConfig
-from privrank.models.sasrec import SASRec, SASRecConfig
-from privrank.models.vae import MultVAE, MultVAEConfig
+
+if TYPE_CHECKING:
+    from privrank.models._private import DPSGDPrivateConfig
+    from privrank.models.bpr import BPR, BPRConfig, BPRPrivateConfig
+    from privrank.models.content_knn import ContentKNN, ContentKNNConfig
+    from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
+    from privrank.models.ease_sparse import EASESparse, EASESparseConfig
+    from privrank.models.fedmf import FedMF, FedMFConfig
+    from privrank.models.ials import IALS, IALSConfig, IALSPrivateConfig
+    from privrank.models.itemknn import ItemKNN, ItemKNNConfig, ItemKNNPrivateConfig
+    from privrank.models.ldp_popular import LDPPopular, LDPPopularConfig
+    from privrank.models.peers import (
+        ImplicitALS,
+        ImplicitALSConfig,
+        ImplicitBPR,
+        ImplicitBPRConfig,
+    )
+    from privrank.models.popular import MostPopular, MostPopularConfig
+    from privrank.models.sasrec import SASRec, SASRecConfig
+    from privrank.models.vae import MultVAE, MultVAEConfig
+
+#: Where each model class (and its configs) lives: imported on first use, so that importing
+#: this package (or a light module under it, e.g. fedmf's device code on a Flower SuperNode)
+#: does not import torch, implicit or faiss. The registry loads a model's module by its name
+#: the same way (:data:`privrank.models._registry.BUILTIN_MODULES`).
+_LAZY = {
+    "DPSGDPrivateConfig": "_private",
+    "BPR": "bpr",
+    "BPRConfig": "bpr",
+    "BPRPrivateConfig": "bpr",
+    "ContentKNN": "content_knn",
+    "ContentKNNConfig": "content_knn",
+    "EASE": "ease",
+    "EASEConfig": "ease",
+    "EASEPrivateConfig": "ease",
+    "EASESparse": "ease_sparse",
+    "EASESparseConfig": "ease_sparse",
+    "FedMF": "fedmf",
+    "FedMFConfig": "fedmf",
+    "IALS": "ials",
+    "IALSConfig": "ials",
+    "IALSPrivateConfig": "ials",
+    "ItemKNN": "itemknn",
+    "ItemKNNConfig": "itemknn",
+    "ItemKNNPrivateConfig": "itemknn",
+    "LDPPopular": "ldp_popular",
+    "LDPPopularConfig": "ldp_popular",
+    "ImplicitALS": "peers",
+    "ImplicitALSConfig": "peers",
+    "ImplicitBPR": "peers",
+    "ImplicitBPRConfig": "peers",
+    "MostPopular": "popular",
+    "MostPopularConfig": "popular",
+    "SASRec": "sasrec",
+    "SASRecConfig": "sasrec",
+    "MultVAE": "vae",
+    "MultVAEConfig": "vae",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'privrank.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"privrank.models.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BPR",

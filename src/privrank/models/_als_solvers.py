@@ -21,7 +21,14 @@ import scipy.sparse as sp
 from privrank.models import _als_kernels as kernels
 from privrank.models.base import ModelFitError
 
-__all__ = ["gramian", "ials_objective", "row_objectives", "solve_cg", "solve_exact"]
+__all__ = [
+    "gramian",
+    "half_step",
+    "ials_objective",
+    "row_objectives",
+    "solve_cg",
+    "solve_exact",
+]
 
 _NO_LOSSES = np.empty(0, dtype=np.float64)
 
@@ -189,3 +196,45 @@ def ials_objective(
     squares = np.square(items.astype(np.float64)).sum(axis=1)
     penalty = float(np.dot(item_regularization.astype(np.float64), squares))
     return float(user_row_objectives.sum()) + penalty
+
+
+def half_step(
+    matrix: sp.csr_matrix,
+    other: np.ndarray,
+    gram: np.ndarray,
+    regularization: np.ndarray,
+    unobserved_weight: float,
+    current: np.ndarray | None,
+    *,
+    cg_steps: int | None,
+    threads: int,
+    loss: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One half-step of iALS: every row of ``matrix`` solved with ``other`` fixed.
+
+    With ``cg_steps`` (an int) each row takes that many conjugate-gradient steps from its
+    ``current`` value (:func:`solve_cg`); with ``None`` it is solved exactly
+    (:func:`solve_exact`). Rows are independent, so the solution of a block of rows (a slice
+    of ``matrix``, ``regularization`` and ``current``) is the same block of the whole solution.
+
+    Args:
+        gram: :math:`Y^\\top Y` of the whole ``other`` (:func:`gramian`), not of a block.
+        loss: Also return each row's objective at its solution (:func:`row_objectives`).
+
+    Returns:
+        ``(solutions, row objectives or None)``.
+    """
+    if cg_steps is not None:
+        if current is None:
+            raise ValueError("a conjugate-gradient half-step needs the current factors")
+        return solve_cg(
+            matrix, other, gram, regularization, unobserved_weight, current, cg_steps,
+            threads, loss,
+        )  # fmt: skip
+    solved = solve_exact(matrix, other, gram, regularization, unobserved_weight, threads)
+    rows = None
+    if loss:
+        rows = row_objectives(
+            matrix, solved, other, gram, regularization, unobserved_weight, threads
+        )
+    return solved, rows

@@ -10,15 +10,16 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from privrank.config_errors import config_error
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
+from privrank.models._data_parallel import DataParallel
 from privrank.models.engine import FitEngine
-from privrank.models.parallel import DataParallel
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["FitOptions", "FitProgress", "ModelConfig", "available_cores", "build_model_config"]
@@ -73,9 +74,17 @@ class FitOptions(BaseModel):
         engine: Where the data-parallel part of the fit runs (a
             :class:`~privrank.models.engine.FitEngine`, e.g. ``privrank.distributed.RayEngine``);
             ``None``: in this process. Models without ``supports_engine`` refuse one.
+        checkpoint_dir: Directory where an iterative fit that checkpoints (iALS) writes its
+            state after each epoch, and resumes from when it holds the checkpoint of the same
+            fit (same model, config, seed and training data); ``None``: no checkpoints.
         parallel: This process is one worker of a data-parallel fit of a torch model
             (:class:`~privrank.models.parallel.DataParallel`; set by an engine on its workers,
             e.g. ``privrank.distributed.ray_train``); ``None``: the fit is not shared.
+        test_shape: What the fitted model will be tested on, for a model that carves its own
+            validation part when given none (SASRec): ``next`` (each user's next items, as a
+            leave-last-out or temporal split tests), ``random`` (items missing from anywhere in
+            a user's history, as a random per-user holdout tests) or ``None`` (not known: the
+            model's own default). Set by the evaluation runner from the protocol's split.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -86,7 +95,9 @@ class FitOptions(BaseModel):
     privacy: PrivacySpec | None = None
     validation: Interactions | None = None
     engine: FitEngine | None = None
+    checkpoint_dir: Path | None = None
     parallel: DataParallel | None = None
+    test_shape: Literal["next", "random"] | None = None
 
     def __init__(self, **data: Any) -> None:
         try:

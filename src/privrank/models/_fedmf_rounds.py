@@ -201,6 +201,12 @@ class FedMFClient:
     def __init__(self, config: FedMFConfig, n_items: int) -> None:
         self.config = config
         self.n_items = int(n_items)
+        #: The dimension of a device's update, :math:`|I| d + d^2`.
+        self.update_dim = self.n_items * config.factors + config.factors**2
+
+    def broadcast_of(self, arrays: dict[str, np.ndarray], round_index: int) -> MFBroadcast:
+        """The round's broadcast (:math:`H`, :math:`G`) from the server's arrays."""
+        return MFBroadcast.of(arrays["item_factors"])
 
     def user_regularization(self, lengths: np.ndarray) -> np.ndarray:
         """:math:`\\lambda_u` of histories of ``lengths`` items (float32)."""
@@ -272,6 +278,13 @@ class FedMFServer:
         self.item_regularization = config.regularization * np.power(
             base, config.regularization_exponent
         )
+
+    #: The server array :meth:`apply` steps (the released model).
+    key = "item_factors"
+
+    def apply(self, arrays: dict[str, np.ndarray], mean: np.ndarray, learning_rate: float) -> None:
+        """Step the server's arrays in place from the round's mean update (:meth:`step`)."""
+        arrays["item_factors"] = self.step(arrays["item_factors"], mean, learning_rate)
 
     @staticmethod
     def initial_factors(config: FedMFConfig, n_items: int, seed: int) -> np.ndarray:

@@ -30,20 +30,39 @@ def register(name: str) -> Callable[[type[M]], type[M]]:
     return decorate
 
 
-def _load_builtin_models() -> None:
-    import privrank.models  # noqa: F401  (importing the package registers every built-in model)
+#: The built-in models' modules by name: a module is imported (and registers its model) the
+#: first time its name is asked for, so that using one model does not import every other's
+#: dependencies (torch, implicit, faiss).
+BUILTIN_MODULES = {
+    "most-popular": "privrank.models.popular",
+    "ldp-popular": "privrank.models.ldp_popular",
+    "itemknn": "privrank.models.itemknn",
+    "ease": "privrank.models.ease",
+    "ease-sparse": "privrank.models.ease_sparse",
+    "ials": "privrank.models.ials",
+    "fedmf": "privrank.models.fedmf",
+    "implicit-als": "privrank.models.peers",
+    "implicit-bpr": "privrank.models.peers",
+    "bpr": "privrank.models.bpr",
+    "mult-vae": "privrank.models.vae",
+    "sasrec": "privrank.models.sasrec",
+    "content-knn": "privrank.models.content_knn",
+}
 
 
 def registered(name: str) -> type[Recommender] | None:
-    """The class registered under ``name``, or ``None``."""
-    _load_builtin_models()
+    """The class registered under ``name``, or ``None`` (a built-in model's module is imported
+    on the first ask)."""
+    if name not in _REGISTRY and name in BUILTIN_MODULES:
+        import importlib
+
+        importlib.import_module(BUILTIN_MODULES[name])
     return _REGISTRY.get(name)
 
 
 def model_names() -> list[str]:
-    """Names of every registered model, sorted."""
-    _load_builtin_models()
-    return sorted(_REGISTRY)
+    """Names of every registered model (the built-in ones included), sorted."""
+    return sorted(set(_REGISTRY) | set(BUILTIN_MODULES))
 
 
 def model_class(name: str) -> type[Recommender]:

@@ -139,6 +139,12 @@ class Recommender(ABC):
         supports_engine: Whether the fit can run its data-parallel part on a
             :class:`~privrank.models.engine.FitEngine` (``FitOptions.engine``); other models
             refuse an engine.
+        supports_private_engine: Whether a *private* fit can run on an engine too (with the
+            same guarantee and one ledger charge); when ``False`` a fit with both an engine and
+            a privacy spec is refused.
+        supports_checkpoints: Whether a non-private fit writes a checkpoint after each epoch
+            to ``FitOptions.checkpoint_dir`` and resumes from it; other models (and private
+            fits) refuse a checkpoint directory.
         supports_privacy: Whether the model can fit under a
             :class:`~privrank.privacy.spec.PrivacySpec` (it then implements
             :meth:`_fit_private`); other models refuse a spec.
@@ -174,6 +180,8 @@ class Recommender(ABC):
     uses_torch: ClassVar[bool] = False
     supports_privacy: ClassVar[bool] = False
     supports_engine: ClassVar[bool] = False
+    supports_private_engine: ClassVar[bool] = True
+    supports_checkpoints: ClassVar[bool] = False
     PrivateConfig: ClassVar[type[ModelConfig] | None] = None
     user_state_keys: ClassVar[tuple[str, ...]] = ()
     config: ModelConfig
@@ -187,6 +195,35 @@ class Recommender(ABC):
         return f"{type(self).__name__}({params})"
 
     # ---------------------------------------------------------------- fitting
+    @classmethod
+    def check_private_engine(cls, engine: str) -> None:
+        """Refuse a private fit on ``engine`` when the model has none.
+
+        Raises:
+            ConfigError: ``supports_private_engine`` is ``False``.
+        """
+        if not cls.supports_private_engine:
+            raise ConfigError(
+                f"{cls.__name__} has no private fit on the {engine!r} engine: its private fit "
+                "runs in one process only. Refusing rather than fit without the guarantee or "
+                f"in this process: drop the engine (--engine local) or the privacy spec."
+            )
+
+    @classmethod
+    def check_checkpoints(cls, private: bool) -> None:
+        """Refuse a checkpoint directory for a fit that writes no checkpoints.
+
+        Raises:
+            ConfigError: The model has no ``supports_checkpoints``, or the fit is ``private``.
+        """
+        if private or not cls.supports_checkpoints:
+            kind = "private fit" if private else "fit"
+            raise ConfigError(
+                f"{cls.__name__}'s {kind} writes no checkpoints (models that do: those "
+                "declaring supports_checkpoints, non-private fits only). Refusing a checkpoint "
+                "directory rather than ignore it."
+            )
+
     def fit(self, train: Interactions, options: FitOptions | None = None) -> Self:
         """Learn from ``train`` (replacing any previous fit) and return ``self``.
 
@@ -216,6 +253,10 @@ class Recommender(ABC):
                 f"{options.engine.name!r} engine (models that can: those declaring "
                 "supports_engine). Refusing rather than fit in this process."
             )
+        if options.engine is not None and options.privacy is not None:
+            self.check_private_engine(options.engine.name)
+        if options.checkpoint_dir is not None:
+            self.check_checkpoints(private=options.privacy is not None)
         block = self._private_block()
         if options.privacy is None and block is not None:
             given = block.model_dump(exclude_unset=True) or "its defaults"

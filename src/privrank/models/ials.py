@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -12,16 +13,20 @@ import threadpoolctl
 from pydantic import Field
 
 from privrank.data.interactions import Interactions
-from privrank.models._als_solvers import (
-    gramian,
-    ials_objective,
-    row_objectives,
-    solve_cg,
-    solve_exact,
+from privrank.errors import ConfigError, WorkerLostError
+from privrank.models._als_blocks import LocalALSBlocks
+from privrank.models._als_solvers import gramian, ials_objective, solve_exact
+from privrank.models._checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    matrix_digest,
+    read_checkpoint,
+    write_checkpoint,
 )
 from privrank.models._torch_training import ValidationSet
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.models.capabilities import StoredFactors
+from privrank.models.engine import ALSEngine, ALSProblem
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["IALS", "IALSConfig", "IALSPrivateConfig"]
@@ -209,40 +214,80 @@ class IALS(Recommender, StoredFactors):
     PrivateConfig = IALSPrivateConfig
     seeded = True
     supports_privacy = True
+    supports_engine = True
+    supports_private_engine = False
+    supports_checkpoints = True
     user_state_keys = ("user_factors",)
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
-        d = cfg.factors
         self.unobserved_weight_ = self.resolve_unobserved_weight(cfg, matrix)
         threads = options.resolved_threads()
-        rng = np.random.default_rng(options.seed)
-        scale = np.float32(cfg.init_std / math.sqrt(d))
-        users = rng.standard_normal((self.n_users_, d), dtype=np.float32) * scale
-        items = rng.standard_normal((self.n_items_, d), dtype=np.float32) * scale
         by_item = sp.csr_matrix(matrix.T)
-        user_reg = self._row_regularization(np.diff(matrix.indptr), self.n_items_)
-        item_reg = self._row_regularization(np.diff(by_item.indptr), self.n_users_)
-        losses: list[float] = []
+        problem = ALSProblem(
+            by_user=matrix,
+            by_item=by_item,
+            user_regularization=self._row_regularization(np.diff(matrix.indptr), self.n_items_),
+            item_regularization=self._row_regularization(np.diff(by_item.indptr), self.n_users_),
+            unobserved_weight=self.unobserved_weight_,
+            cg_steps=cfg.cg_steps if cfg.solver == "cg" else None,
+            factors=cfg.factors,
+        )
+        store = _EpochStore(self, matrix, options)
         watched = self._watched_validation(options)
+        engine = options.engine
+        if engine is not None and not isinstance(engine, ALSEngine):
+            raise ConfigError(f"the {engine.name!r} engine cannot run iALS half-steps")
+        blocks = LocalALSBlocks(problem, threads) if engine is None else engine.als_blocks(problem)
+        self.recoveries_ = 0
+        state = store.start()
+        self.resumed_from_epoch_ = state.epoch if state.epoch > 0 else None
+        failures = 0
         # BLAS only computes the Gramians; its idle worker threads would spin on the cores
         # the kernels' threads use, so it runs single-threaded (as implicit's fit does).
-        with threadpoolctl.threadpool_limits(1, "blas"):
-            for epoch in range(1, cfg.epochs + 1):
-                items, _ = self._solve(by_item, users, item_reg, items, threads, exact=False)
-                users, rows = self._solve(
-                    matrix, items, user_reg, users, threads, exact=epoch == cfg.epochs, loss=True
-                )
-                if rows is None:  # pragma: no cover - _solve returns them when asked (loss=True)
-                    raise RuntimeError("iALS: the users' row objectives were not computed")
-                losses.append(ials_objective(rows, items, item_reg))
-                metrics = {}
-                if watched is not None:  # the current iterate's ranking of validation items
-                    metrics = watched.evaluate(_factor_scores(users, items))
-                self._report(epoch, cfg.epochs, losses[-1], **metrics)
-        self.user_factors_ = users
-        self.item_factors_ = items
-        self.loss_history_ = np.asarray(losses, dtype=np.float64)
+        try:
+            with threadpoolctl.threadpool_limits(1, "blas"):
+                while state.epoch < cfg.epochs:
+                    epoch = state.epoch + 1
+                    try:
+                        items, _ = blocks.solve("items", state.users, state.items, False, False)
+                        users, rows = blocks.solve(
+                            "users", items, state.users, epoch == cfg.epochs, True
+                        )
+                    except WorkerLostError:
+                        # The engine restarted the worker; the epoch's work is lost: resume
+                        # from the last checkpoint (the same state, so the same result).
+                        failures += 1
+                        self.recoveries_ += 1
+                        if failures > _MAX_CONSECUTIVE_RECOVERIES:
+                            raise
+                        state = store.restore()
+                        continue
+                    failures = 0
+                    if rows is None:  # pragma: no cover - solve returns them when asked
+                        raise RuntimeError("iALS: the users' row objectives were not computed")
+                    loss = ials_objective(rows, items, problem.item_regularization)
+                    state = _EpochState(epoch, users, items, [*state.losses, loss])
+                    store.save(state)
+                    metrics = {}
+                    if watched is not None:  # the current iterate's ranking of validation items
+                        metrics = watched.evaluate(_factor_scores(users, items))
+                    self._report(epoch, cfg.epochs, loss, **metrics)
+        finally:
+            blocks.close()
+        self.user_factors_ = state.users
+        self.item_factors_ = state.items
+        self.loss_history_ = np.asarray(state.losses, dtype=np.float64)
+
+    def initial_factors(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The fit's starting ``(W, H)``: :math:`\\mathcal N(0, (\\sigma/\\sqrt d)^2)` draws
+        from ``seed`` (users first), float32."""
+        d = self.config.factors
+        rng = np.random.default_rng(seed)
+        scale = np.float32(self.config.init_std / math.sqrt(d))
+        users = rng.standard_normal((self.n_users_, d), dtype=np.float32) * scale
+        items = rng.standard_normal((self.n_items_, d), dtype=np.float32) * scale
+        return users, items
 
     def _watched_validation(self, options: FitOptions) -> ValidationSet | None:
         """The validation part whose NDCG@10 and HR@10 each epoch reports, or ``None``.
@@ -349,32 +394,6 @@ class IALS(Recommender, StoredFactors):
             return private.factors, private.regularization, private.unobserved_weight
         return cfg.factors, cfg.regularization, self.unobserved_weight_
 
-    def _solve(
-        self,
-        matrix: sp.csr_matrix,
-        other: np.ndarray,
-        regularization: np.ndarray,
-        current: np.ndarray,
-        threads: int,
-        exact: bool,
-        loss: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """One half-step: every row of ``matrix`` solved with ``other`` fixed (exactly when
-        ``exact`` or ``solver="cholesky"``), and, with ``loss``, each row's objective."""
-        cfg = self.config
-        alpha0 = self.unobserved_weight_
-        gram = gramian(other)
-        if cfg.solver == "cg" and not exact:
-            solved, rows = solve_cg(
-                matrix, other, gram, regularization, alpha0, current, cfg.cg_steps, threads, loss
-            )
-        else:
-            solved = solve_exact(matrix, other, gram, regularization, alpha0, threads)
-            rows = None
-            if loss:
-                rows = row_objectives(matrix, solved, other, gram, regularization, alpha0, threads)
-        return solved, rows
-
     def _row_regularization(self, counts: np.ndarray, n_other: int) -> np.ndarray:
         _, regularization, alpha0 = self._hyper_parameters()
         base = counts.astype(np.float64) + alpha0 * n_other
@@ -440,3 +459,76 @@ def _psd_projection(matrices: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh(matrices)
     out = (vectors * np.maximum(values, 0.0)[..., None, :]) @ np.swapaxes(vectors, -1, -2)
     return (out + np.swapaxes(out, -1, -2)) / 2.0
+
+
+# A worker lost this many times in a row (without a completed epoch between) ends the fit.
+_MAX_CONSECUTIVE_RECOVERIES = 3
+
+
+@dataclass(frozen=True)
+class _EpochState:
+    """The factors and losses after ``epoch`` epochs (0: the initial draw)."""
+
+    epoch: int
+    users: np.ndarray
+    items: np.ndarray
+    losses: list[float]
+
+
+class _EpochStore:
+    """Where a fit's epochs start from: the initial draw, or the checkpoint of the same fit in
+    ``options.checkpoint_dir`` (written after each epoch; see :mod:`privrank.models._checkpoint`).
+    """
+
+    def __init__(self, model: IALS, matrix: sp.csr_matrix, options: FitOptions) -> None:
+        self._model = model
+        self._seed = options.seed
+        self._path = (
+            None
+            if options.checkpoint_dir is None
+            else checkpoint_path(options.checkpoint_dir, model.name)
+        )
+        self._identity = {
+            "model": model.name,
+            "config": model.config.model_dump(mode="json"),
+            "seed": options.seed,
+            "training_matrix_sha256": matrix_digest(matrix),
+            "unobserved_weight": model.unobserved_weight_,
+        }
+        self._last: _EpochState | None = None
+
+    def start(self) -> _EpochState:
+        """The checkpoint of this fit when there is one, else the initial draw."""
+        return self.restore()
+
+    def restore(self) -> _EpochState:
+        """The last checkpoint of this fit (checksum verified; without a checkpoint directory
+        the last state saved in memory), else the initial draw."""
+        if self._path is None:
+            if self._last is not None:
+                return self._last
+            found = None
+        else:
+            found = read_checkpoint(self._path)
+        if found is None or found.identity != self._identity:
+            users, items = self._model.initial_factors(self._seed)
+            return _EpochState(0, users, items, [])
+        arrays = found.arrays
+        return _EpochState(
+            found.epoch,
+            arrays["user_factors"],
+            arrays["item_factors"],
+            [float(v) for v in arrays["loss_history"]],
+        )
+
+    def save(self, state: _EpochState) -> None:
+        """Checkpoint ``state`` (to the checkpoint directory, or in memory without one)."""
+        if self._path is None:
+            self._last = state
+            return
+        arrays = {
+            "user_factors": state.users,
+            "item_factors": state.items,
+            "loss_history": np.asarray(state.losses, dtype=np.float64),
+        }
+        write_checkpoint(self._path, Checkpoint(state.epoch, self._identity, arrays))

@@ -30,36 +30,16 @@ same steps, the same multiplier and clipping norm, hence the same accountant's Î
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from privrank.models._data_parallel import DataParallel
+
 __all__ = ["DataParallel", "all_reduce_gradients", "share", "sync_generator", "worker_seed"]
 
 T = TypeVar("T", np.ndarray, torch.Tensor)
-
-
-@runtime_checkable
-class DataParallel(Protocol):
-    """One worker of a data-parallel fit.
-
-    Attributes:
-        rank: This worker's rank, ``0 â‰¤ rank < world_size``.
-        world_size: Workers in the fit.
-    """
-
-    rank: int
-    world_size: int
-
-    def all_reduce(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Replace each tensor, in place, by its sum over all workers (every worker calls it
-        with tensors of the same shapes, in the same order)."""
-        ...
-
-    def broadcast(self, tensor: torch.Tensor) -> None:
-        """Replace ``tensor``, in place, by rank 0's."""
-        ...
 
 
 def share(parallel: DataParallel | None, rows: T) -> T:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from fractions import Fraction
 
@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
 )
+from sqlalchemy.engine import RowMapping
 
 __all__ = [
     "Budget",
@@ -38,6 +39,8 @@ __all__ = [
     "exact",
     "exact_sum",
     "metadata",
+    "once_index",
+    "spend_record",
     "spends_table",
 ]
 
@@ -87,9 +90,26 @@ spends_table = Table(
     Column("owner", String(300), nullable=False),
     Column("reserved_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # A release charged at most once per dataset (e.g. one telemetry collection-day); NULL for
+    # ordinary spends. Added after the first schema: Ledger adds the column to older files.
+    Column("once_key", String(300), nullable=True),
     CheckConstraint("status IN ('reserved', 'committed', 'released')", name="ck_spends_status"),
     CheckConstraint("epsilon >= 0 AND delta >= 0", name="ck_spends_values"),
     Index("ix_privrank_spends_dataset", "dataset_key", "status"),
+)
+
+#: At most one *counted* (reserved or committed) spend per dataset and once-key: the database
+#: itself refuses a second one, whatever the code in front of it does (a partial unique index,
+#: which SQLite and PostgreSQL both support). Created by the ledger after the column exists.
+once_index = Index(
+    "ux_privrank_spends_once",
+    spends_table.c.dataset_key,
+    spends_table.c.once_key,
+    unique=True,
+    sqlite_where=spends_table.c.status.in_(["reserved", "committed"])
+    & spends_table.c.once_key.isnot(None),
+    postgresql_where=spends_table.c.status.in_(["reserved", "committed"])
+    & spends_table.c.once_key.isnot(None),
 )
 
 
@@ -127,6 +147,7 @@ class SpendRecord:
     owner: str
     reserved_at: datetime
     finished_at: datetime | None
+    once_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,3 +178,24 @@ class Budget:
     def delta_remaining(self) -> float:
         """δ still available: budget − committed − reserved."""
         return float(exact(self.delta) - exact(self.delta_spent) - exact(self.delta_reserved))
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def spend_record(r: RowMapping) -> SpendRecord:
+    """One row of the spends table as a :class:`SpendRecord`."""
+    return SpendRecord(
+        id=r["id"],
+        dataset_key=r["dataset_key"],
+        description=r["description"],
+        epsilon=r["epsilon"],
+        delta=r["delta"],
+        status=SpendStatus(r["status"]),
+        owner=r["owner"],
+        reserved_at=_utc(r["reserved_at"]),
+        finished_at=None if r["finished_at"] is None else _utc(r["finished_at"]),
+        once_key=r["once_key"],
+    )

@@ -48,6 +48,8 @@ from privrank.privacy.spec import AccountantKind
 __all__ = [
     "ACCOUNTANTS",
     "ANALYTIC",
+    "PLD_DISCRETIZATION",
+    "POPULARITY_SHARE",
     "Release",
     "accountant",
     "calibrate_multiplier",
@@ -58,6 +60,12 @@ __all__ = [
     "replace_one",
     "supports",
 ]
+
+#: Share of ε whose Gaussian multiplier the cold-start item counts get (before composition).
+POPULARITY_SHARE = 0.1
+#: PLD discretisation of DP-SGD and DP-FedAvg calibration. Pessimistic, so the ε it gives is an
+#: upper bound at any width; 10× dp_accounting's default keeps a calibration to a few seconds.
+PLD_DISCRETIZATION = 10 * DEFAULT_PLD_DISCRETIZATION
 
 #: The accountants found by name (Opacus's registry, on ``dp_accounting``): a new accountant is
 #: added here and nowhere else.

@@ -39,6 +39,21 @@ bound kept is a pure zCDP bound that ``dp_accounting``'s ``ZCDpEvent`` represent
   leaves ``[−2^{b−1}, 2^{b−1})``: the data part cannot (``n_max · Δ₂ < 2^{b−1}`` is required),
   and the noise sum is ``n_max σ²``-subgaussian, so :func:`wrap_probability` bounds the chance
   of any coordinate wrapping by ``2d · exp(−(2^{b−1} − n_max Δ₂)² / (2 n_max σ²))``.
+- *Secret Poisson sampling* (optional, :func:`ddg_sampled_epsilon`): when each user's update
+  enters a round's sum with probability q, independently, and *no party that sees the sums
+  learns whether it did*, a round is the Poisson subsampling of the ρ-zCDP mechanism above, and
+  its RDP at integer order α ≥ 2 is bounded by Zhu & Wang's general upper bound for Poisson
+  subsampling (ICML 2019, Thm. 6), applied to the curve ε(l) = lρ:
+
+      ε'(α) ≤ 1/(α−1) · log[ (1−q)^{α−1}(αq − q + 1) + C(α,2) q² (1−q)^{α−2} e^{ε(2)}
+                              + 3 Σ_{l=3}^{α} C(α,l) q^l (1−q)^{α−l} e^{(l−1)ε(l)} ],
+
+  which holds for any mechanism with that RDP curve (the mixture ``(1−q)·M(x') + q·M(x)``
+  against ``M(x')``, both directions); the un-sampled ``αρ`` is also a bound, and the smaller of
+  the two is kept. The bound is looser than the exact subsampled Gaussian (which needs the
+  Gaussian's own density, not just its zCDP curve) and is checked against it in the tests.
+  Who may be trusted for the secrecy of the sample is stated in
+  :mod:`privrank.privacy.distributed_dp_plan`.
 - *Rounds*: T rounds compose to ``Tρ``-zCDP; (ε, δ) comes from ``dp_accounting``'s RDP
   accountant (through :class:`~privrank.privacy.accounting.Accountant`), whose conversion is
   that of Canonne, Kamath & Steinke 2020.
@@ -50,16 +65,24 @@ import math
 
 import dp_accounting as dpa
 import numpy as np
+from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+from scipy.special import gammaln, logsumexp
 
 from privrank.errors import ConfigError
 from privrank.privacy.accounting import Accountant
 
+#: The integer Rényi orders of the sampled accounting (Zhu & Wang's bound is for integer α).
+SAMPLED_ORDERS = tuple(range(2, 257))
+
 __all__ = [
+    "SAMPLED_ORDERS",
     "ddg_epsilon",
     "ddg_round_rho",
+    "ddg_sampled_epsilon",
     "ddg_tau",
     "rounded_l1_bound",
     "rounded_l2_bound",
+    "sampled_zcdp_rdp",
     "wrap_probability",
 ]
 
@@ -130,3 +153,44 @@ def wrap_probability(
     if sigma == 0:
         return 0.0
     return min(1.0, 2.0 * dimension * math.exp(-(room**2) / (2.0 * n_max * sigma**2)))
+
+
+def sampled_zcdp_rdp(rho: float, q: float, orders: tuple[int, ...] = SAMPLED_ORDERS) -> np.ndarray:
+    """RDP at each integer order of one round of a ρ-zCDP mechanism under secret Poisson
+    sampling at rate q (Zhu & Wang 2019, Thm. 6; see the module docstring)."""
+    if not 0 < q <= 1:
+        raise ConfigError(f"sampled_zcdp_rdp: the sampling rate must be in (0, 1]. Got {q!r}")
+    alphas = np.asarray(orders, dtype=np.float64)
+    plain = alphas * rho
+    if q == 1 or not math.isfinite(rho):
+        return plain
+    log_q, log_1q = math.log(q), math.log1p(-q)
+    # Every (α, l) term at once: rows are orders, columns l = 2 … max order (−inf for l > α).
+    a = alphas[:, None]
+    ls = np.arange(2, int(alphas.max()) + 1, dtype=np.float64)[None, :]
+    inside = ls <= a
+    log_binom = gammaln(a + 1) - gammaln(ls + 1) - gammaln(np.where(inside, a - ls, 0.0) + 1)
+    terms = log_binom + ls * log_q + (a - ls) * log_1q + (ls - 1) * ls * rho
+    terms = terms + np.where(ls >= 3, math.log(3.0), 0.0)
+    terms = np.where(inside, terms, -np.inf)
+    first = (alphas - 1) * log_1q + np.log(alphas * q - q + 1)
+    out = logsumexp(np.column_stack([terms, first]), axis=1) / (alphas - 1)
+    return np.asarray(np.minimum(out, plain), dtype=np.float64)
+
+
+def ddg_sampled_epsilon(
+    rho_per_round: float, rounds: int, q: float, delta: float, rho_fixed: float = 0.0
+) -> float:
+    """ε at δ of ``rounds`` secretly Poisson-sampled rounds of ``rho_per_round``-zCDP, composed
+    with an un-sampled ``rho_fixed``-zCDP release (RDP adds order by order; the conversion is
+    dp_accounting's RDP conversion, the one its RDP accountant uses)."""
+    if rounds < 0:
+        raise ConfigError(f"ddg_sampled_epsilon needs rounds ≥ 0. Got {rounds!r}")
+    if not (math.isfinite(rho_per_round) and math.isfinite(rho_fixed)):
+        return math.inf
+    alphas = np.asarray(SAMPLED_ORDERS, dtype=np.float64)
+    rdp = rho_fixed * alphas
+    if rounds:
+        rdp = rdp + rounds * sampled_zcdp_rdp(rho_per_round, q)
+    epsilon, _ = compute_epsilon(SAMPLED_ORDERS, rdp.tolist(), delta)
+    return float(epsilon)

@@ -27,10 +27,30 @@ and planning refuses a plan whose composition exceeds ε.
 - Unit of privacy: one device = one user; neighbouring runs replace one user's contribution to
   every release by zero while the user still adds its noise (Kairouz, Liu & Steinke 2021; the
   relation of :mod:`privrank.privacy.distributed_dp_accounting`).
-- No amplification by sampling is claimed: the bound holds for a user that takes part in every
-  round, so it holds for Poisson-sampled cohorts too (a user not sampled contributes zero,
-  which is a neighbouring input of the same relation). This is more noise than central
-  DP-FedAvg needs at the same ε (which is amplified by its Poisson sampling).
+- By default no amplification by sampling is claimed: the bound holds for a user that takes
+  part in every round, so it holds for Poisson-sampled cohorts too (a user not sampled
+  contributes zero, which is a neighbouring input of the same relation). This is more noise
+  than central DP-FedAvg needs at the same ε (which is amplified by its Poisson sampling).
+- **Secret sampling** (``sampling_rate=q``, opt-in): each round includes each user's update
+  with probability q, independently, and the parties that see the released sums do not learn
+  who was included. Then each round is accounted as the Poisson subsampling of its zCDP bound
+  (:func:`~privrank.privacy.distributed_dp_accounting.ddg_sampled_epsilon`, Zhu & Wang 2019);
+  the counts (release 0) stay un-amplified. Who is trusted for what in this mode:
+
+  * *the sampler* is trusted for sampling only: to draw the inclusion coins with probability q
+    from randomness no observer of the sums knows, and to keep them secret. It never sees an
+    update. Deployable as (a) **device self-sampling**: every device of the population takes
+    part in every round's secure sum and adds its noise share, but puts its clipped update in
+    only when its own private coin (probability q) says so, sending zeros otherwise, so that
+    even the server cannot tell who was sampled (cost: all N devices in every SecAgg+ round);
+    or (b) a **sampling service** that picks the cohort and relays its messages so that the
+    server does not learn the cohort's identities;
+  * *the server* is untrusted for individual updates, as above. In (a) it also gets the
+    amplified ε. In (b), a server that does learn who was in the cohort only gets the
+    un-amplified guarantee of the same noise, which
+    :meth:`DistributedDPPlan.unamplified_epsilon_after` reports;
+  * *each device* is trusted, as before, to clip and add its noise, and in (a) to flip its
+    coin honestly.
 - Dropouts: ``min_clients`` is the fewest survivors SecAgg+ unmasks (clients refuse fewer);
   more survivors only add noise (post-processing).
 - Modular wrap-around: post-processing; its probability per release is bounded
@@ -43,13 +63,13 @@ and planning refuses a plan whose composition exceeds ε.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from privrank.errors import ConfigError
-from privrank.privacy.calibration import Release
+from privrank.privacy.calibration import POPULARITY_SHARE, Release
 from privrank.privacy.distributed_dp import DistributedDiscreteGaussian, DistributedDPConfig
-from privrank.privacy.distributed_dp_accounting import ddg_epsilon
-from privrank.privacy.dpsgd import POPULARITY_SHARE
+from privrank.privacy.distributed_dp_accounting import ddg_epsilon, ddg_sampled_epsilon
 from privrank.privacy.mechanism import PrivacyGuarantee
 from privrank.privacy.spec import PrivacySpec
 
@@ -77,6 +97,7 @@ class DistributedDPPlan:
     delta: float
     contribution_bound: int
     population: int
+    sampling_rate: float | None = None
 
     @property
     def total_rounds(self) -> int:
@@ -88,7 +109,21 @@ class DistributedDPPlan:
         return self.counts.round_rho() + rounds * self.rounds.round_rho()
 
     def epsilon_after(self, rounds: int) -> float:
-        """ε at δ of the counts and the first ``rounds`` rounds, by the RDP accountant."""
+        """ε at δ of the counts and the first ``rounds`` rounds, by the RDP accountant (with
+        amplification by the secret sampling when the plan has a ``sampling_rate``)."""
+        if self.sampling_rate is None or rounds < 1:
+            return self.unamplified_epsilon_after(rounds)
+        return ddg_sampled_epsilon(
+            self.rounds.round_rho(),
+            rounds,
+            self.sampling_rate,
+            self.delta,
+            rho_fixed=self.counts.round_rho(),
+        )
+
+    def unamplified_epsilon_after(self, rounds: int) -> float:
+        """ε at δ of the same noise without amplification (what a party that knows who was
+        sampled gets)."""
         return ddg_epsilon(self.rho_after(rounds), 1, self.delta)
 
     def releases(self, rounds: int) -> tuple[Release, ...]:
@@ -114,12 +149,17 @@ class DistributedDPPlan:
 
 def _largest_rho(epsilon: float, delta: float) -> float:
     """The largest ρ (to 1e-12 relative) whose RDP conversion at δ is at most ε."""
+    return _largest(lambda rho: ddg_epsilon(rho, 1, delta) <= epsilon)
+
+
+def _largest(fits: Callable[[float], bool]) -> float:
+    """The largest ρ > 0 (by bisection) for which the monotone test ``fits`` holds."""
     low, high = 0.0, 1.0
-    while ddg_epsilon(high, 1, delta) <= epsilon:
+    while fits(high):
         low, high = high, 2.0 * high
     for _ in range(_BISECTION_STEPS):
         middle = 0.5 * (low + high)
-        if ddg_epsilon(middle, 1, delta) <= epsilon:
+        if fits(middle):
             low = middle
         else:
             high = middle
@@ -136,6 +176,7 @@ def plan_distributed_dp(
     min_clients: int,
     max_clients: int,
     modulus_bits: int,
+    sampling_rate: float | None = None,
 ) -> DistributedDPPlan:
     """Calibrate the counts' and the rounds' distributed discrete Gaussians to the spec's (ε, δ).
 
@@ -148,6 +189,8 @@ def plan_distributed_dp(
         min_clients: The fewest survivors whose noise every released sum holds (≥ 2).
         max_clients: The most devices in one sum (bounds the wrap-around).
         modulus_bits: b of the ring Z_{2^b}.
+        sampling_rate: q of the secret Poisson sampling (see the module docstring for who is
+            trusted for it); ``None``: no amplification claimed.
 
     Raises:
         ConfigError: ``min_clients`` below 2 or above ``max_clients``, no contribution bound,
@@ -180,6 +223,22 @@ def plan_distributed_dp(
     left = budget - counts.round_rho()
     if left <= 0:
         raise ConfigError(f"distributed DP: the item counts use the whole budget ε = {epsilon:g}")
+    if sampling_rate is not None:
+        if not 0 < sampling_rate <= 1:
+            raise ConfigError(
+                f"distributed DP: the sampling rate must be in (0, 1]. Got {sampling_rate!r}"
+            )
+        # The largest per-round ρ whose sampled composition with the counts stays within ε,
+        # expressed as the ε of T·ρ in zCDP (what the round mechanism is calibrated to).
+        per_round = _largest(
+            lambda rho: (
+                ddg_sampled_epsilon(
+                    rho, int(rounds), sampling_rate, delta, rho_fixed=counts.round_rho()
+                )
+                <= epsilon
+            )
+        )
+        left = per_round * int(rounds)
     step = DistributedDiscreteGaussian(
         DistributedDPConfig(
             epsilon=ddg_epsilon(left, 1, delta),
@@ -189,7 +248,9 @@ def plan_distributed_dp(
             **common,
         )
     )
-    plan = DistributedDPPlan(counts, step, epsilon, delta, bound, int(population))
+    plan = DistributedDPPlan(
+        counts, step, epsilon, delta, bound, int(population), sampling_rate=sampling_rate
+    )
     total = plan.epsilon_after(int(rounds))
     if total > epsilon * (1.0 + 1e-9):
         raise ConfigError(  # pragma: no cover - the calibration is monotone; a guard, not a path
@@ -209,7 +270,15 @@ def distributed_dp_guarantee(
         f"(Kairouz, Liu & Steinke 2021, Prop. 14), with at least "
         f"{plan.rounds.config.min_clients} devices' noise in every released sum, composed in "
         f"zCDP and converted by the RDP accountant (dp_accounting): ε = {epsilon:.4g} at "
-        f"δ = {plan.delta:.3g}; no amplification by sampling claimed"
+        f"δ = {plan.delta:.3g}; "
+        + (
+            "no amplification by sampling claimed"
+            if plan.sampling_rate is None
+            else f"amplified by secret Poisson sampling at q = {plan.sampling_rate:.4g} "
+            f"(Zhu & Wang 2019, Thm. 6; the sampler trusted to keep the sample secret); a "
+            f"party that knows who was sampled gets "
+            f"ε = {plan.unamplified_epsilon_after(rounds):.4g}"
+        )
     )
     released = (
         "the item factors after each round and the item counts, each computed from a SecAgg+ "

@@ -66,12 +66,13 @@ import numpy as np
 
 from privrank.errors import ConfigError
 from privrank.privacy.calibration import (
+    PLD_DISCRETIZATION,
+    POPULARITY_SHARE,
     Release,
     calibrate_multiplier,
     composed_epsilon,
     gaussian_multiplier,
 )
-from privrank.privacy.dpsgd import PLD_DISCRETIZATION, POPULARITY_SHARE
 from privrank.privacy.mechanism import (
     Mechanism,
     PrivacyGuarantee,
@@ -340,9 +341,19 @@ class DPFedAvgMechanism(Mechanism[np.ndarray, np.random.Generator]):
 
 
 def dp_fedavg_guarantee(
-    plan: FedAvgPlan, spec: PrivacySpec, rounds: int, *, noise_scale: float
+    plan: FedAvgPlan,
+    spec: PrivacySpec,
+    rounds: int,
+    *,
+    noise_scale: float,
+    secure_aggregation: bool = False,
 ) -> PrivacyGuarantee:
-    """The guarantee of a run that released the counts and ``rounds`` rounds of ``plan``."""
+    """The guarantee of a run that released the counts and ``rounds`` rounds of ``plan``.
+
+    With ``secure_aggregation`` (central DP over SecAgg+, fixed cohorts only) the server sees
+    only the cohort's sum; a round SecAgg+ aborts is decided by the round's seed alone (the
+    cohort's size is public, refused devices send zero) and is neither released nor charged.
+    """
     releases = plan.releases(rounds)
     names = ("pld", "rdp") if plan.sampling == "poisson" else ("rdp",)
     by = {name: composed_epsilon(releases, plan.delta, name, PLD_DISCRETIZATION) for name in names}
@@ -364,11 +375,17 @@ def dp_fedavg_guarantee(
             "without replacement)"
         )
     sampler = "Poisson" if plan.sampling == "poisson" else "fixed cohorts without replacement"
+    seen = (
+        "only the sum of each cohort's clipped updates (SecAgg+; a round it aborts, decided by "
+        "the round's seed alone, releases nothing and is not charged)"
+        if secure_aggregation
+        else "each sampled device's clipped update (no secure aggregation)"
+    )
     released = (
         "the item factors after each round and the noisy item counts; the unit of privacy is one "
-        "device holding one user's whole history; the server sees each sampled device's clipped "
-        f"update (no secure aggregation) and is trusted to sample ({sampler}) and add the noise; "
-        "user factors and histories never leave the devices"
+        f"device holding one user's whole history; the server sees {seen} and is trusted to "
+        f"sample ({sampler}) and add the noise; user factors and histories never leave the "
+        "devices"
     )
     resolved = spec.model_copy(
         update={"epsilon": max(by[plan.accountant], 1e-12), "accountant": plan.accountant}

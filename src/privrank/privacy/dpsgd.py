@@ -83,8 +83,10 @@ from privrank.privacy._clipping import (
     VmapClipping,
     local_vocabulary,
 )
-from privrank.privacy.accounting import DEFAULT_PLD_DISCRETIZATION, DEFAULT_RTOL
+from privrank.privacy.accounting import DEFAULT_RTOL
 from privrank.privacy.calibration import (
+    PLD_DISCRETIZATION,
+    POPULARITY_SHARE,
     Release,
     calibrate_multiplier,
     epsilons,
@@ -115,12 +117,6 @@ __all__ = [
     "start_private_run",
     "torch_noise_generator",
 ]
-
-#: Share of ε whose Gaussian multiplier the cold-start item counts get (before composition).
-POPULARITY_SHARE = 0.1
-#: PLD discretisation of DP-SGD calibration. Pessimistic, so the ε it gives is an upper bound
-#: at any width; 10× dp_accounting's default keeps a calibration to a few seconds.
-PLD_DISCRETIZATION = 10 * DEFAULT_PLD_DISCRETIZATION
 
 
 # -------------------------------------------------------------------- the plan (accounting)

@@ -44,6 +44,28 @@ stage :math:`t` randomises part :math:`t` with the prior given by the model of s
 once, and each prior depends only on other examples' noisy labels, so the whole procedure is
 ε-label-DP (parallel composition over disjoint examples).
 
+**RR with a cross-fitted posterior (RR-posterior)** (binary labels; the denoising step of
+ALIBI, Malek et al., NeurIPS 2021, with randomised response instead of Laplace noise and the
+prior of Ghazi et al. from models trained on other examples). Every label is randomised once by
+binary randomised response (keep probability :math:`q = e^\varepsilon/(e^\varepsilon+1)`,
+uniform prior: RRWithPrior with :math:`k^* = 2`). The rows are cut into :math:`F` folds; a model
+trained on the noisy labels of the other folds gives each row a prior
+:math:`p = \hat P(y = 1 \mid x)`, and the row's training target is the posterior
+
+.. math::
+
+    P(y = 1 \mid \tilde y = 1, p) = \frac{q p}{q p + (1-q)(1-p)}, \qquad
+    P(y = 1 \mid \tilde y = 0, p) = \frac{(1-q) p}{(1-q) p + q (1-p)}.
+
+When :math:`p` is the true :math:`P(y = 1 \mid x)`, the posterior's mean given :math:`x` is
+exactly :math:`P(y=1 \mid x)` (total expectation) with less variance than the debiased noisy
+label; the final model is trained on all rows' posteriors (soft labels). For binary clicks the
+prior-restricted response of LP-MST answers the prior's top class (:math:`k^* = 1`) whenever
+the prior is more confident than :math:`q`, which carries no signal about the row's own click;
+RR-posterior keeps every response informative and moves the prior into the training targets.
+The randomisation depends on nothing but the label, so the guarantee is that of one binary
+randomised response per label (ε, δ = 0); priors, posteriors and models are post-processing.
+
 **Accounting.** The ε of one response is confirmed by Google's ``dp_accounting``: the privacy
 loss distribution of :math:`K`-ary randomised response with keep probability
 :math:`e^\varepsilon / (e^\varepsilon + K - 1)` (``from_randomized_response``) at δ = 0
@@ -71,7 +93,9 @@ __all__ = [
     "StageReport",
     "multi_stage_train",
     "optimal_k",
+    "posterior_train",
     "response_epsilon",
+    "rr_posterior",
     "rr_with_prior",
     "rr_with_prior_distribution",
     "user_level_epsilon",
@@ -80,6 +104,11 @@ __all__ = [
 Predictor = Callable[[np.ndarray], np.ndarray]
 #: Trains on (row indices, noisy labels) and returns a predictor: row indices → (n, K) priors.
 Trainer = Callable[[np.ndarray, np.ndarray], Predictor]
+#: Trains on (row indices, targets in [0, 1]) and returns a predictor: row indices → (n,)
+#: estimates of P(y = 1). ``debias`` is the keep probability q when the targets are binary
+#: randomised responses (the predictor must then invert the response), ``None`` when they are
+#: posteriors.
+SoftTrainer = Callable[[np.ndarray, np.ndarray, "float | None"], Callable[[np.ndarray], np.ndarray]]
 
 
 def _check_epsilon(epsilon: float, owner: str) -> float:
@@ -380,3 +409,98 @@ def multi_stage_train(
             )
     assert predictor is not None
     return predictor, noisy
+
+
+def rr_posterior(noisy: np.ndarray, prior: np.ndarray, epsilon: float) -> np.ndarray:
+    """:math:`P(y = 1 \\mid \\tilde y, p)` of binary randomised response at ε (module docstring).
+
+    Args:
+        noisy: (n,) responses in {0, 1}.
+        prior: (n,) prior probabilities :math:`p` of label 1 (clipped to [1e-6, 1 − 1e-6]).
+        epsilon: ε of the response (``inf``: the response is the label).
+
+    Returns:
+        (n,) posteriors in (0, 1).
+    """
+    epsilon = _check_epsilon(epsilon, "rr_posterior")
+    noisy = np.asarray(noisy)
+    p = np.clip(np.asarray(prior, dtype=np.float64), 1e-6, 1.0 - 1e-6)
+    if noisy.shape != p.shape or noisy.ndim != 1:
+        raise ConfigError(
+            f"rr_posterior: noisy and prior must be (n,). Got {noisy.shape}, {p.shape}"
+        )
+    if noisy.size and not np.isin(noisy, (0, 1)).all():
+        raise ConfigError("rr_posterior: responses must be 0 or 1")
+    q = float(_keep(epsilon, 2))
+    like_one = np.where(noisy == 1, q, 1.0 - q)  # P(ỹ | y = 1)
+    like_zero = 1.0 - like_one  # P(ỹ | y = 0)
+    return like_one * p / (like_one * p + like_zero * (1.0 - p))
+
+
+def posterior_train(
+    labels: np.ndarray,
+    trainer: SoftTrainer,
+    mechanism: RRWithPriorMechanism,
+    rng: np.random.Generator,
+    *,
+    folds: int = 2,
+    rounds: int = 1,
+    on_stage: Callable[[StageReport], None] | None = None,
+) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
+    """RR-posterior (module docstring) over rows ``0..n−1``, binary labels.
+
+    1. every label is randomised once by binary randomised response at the mechanism's ε;
+    2. for ``rounds`` rounds, every fold's rows get a prior from a model trained on the other
+       folds (round 1: on their debiased noisy labels; later rounds: on their posteriors), and
+       their posterior from :func:`rr_posterior`;
+    3. the final model is trained on every row's posterior.
+
+    Args:
+        labels: (n,) true labels in {0, 1}.
+        trainer: ``trainer(rows, targets, debias) -> predictor`` (:data:`SoftTrainer`).
+        mechanism: The randomiser (ε; ``n_classes`` must be 2).
+        rng: The noise generator (used for nothing else).
+        folds: F ≥ 2, consecutive parts of the rows (the caller shuffles first).
+        rounds: Rounds of prior refinement (≥ 1).
+        on_stage: Called after every round with its :class:`StageReport` (``agreement``: of
+            the noisy labels with the true ones; ``extra``: the posteriors' mean squared error
+            against the true labels, ``posterior_brier``).
+
+    Returns:
+        The final predictor, the (n,) noisy labels, the (n,) posteriors.
+    """
+    if mechanism.n_classes != 2:
+        raise ConfigError("posterior_train: binary labels only (n_classes = 2)")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"posterior_train: folds must be an integer >= 2. Got {folds!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"posterior_train: rounds must be an integer >= 1. Got {rounds!r}")
+    labels = np.asarray(labels, dtype=np.int64)
+    n = labels.size
+    if n < folds:
+        raise ConfigError(f"posterior_train: {n} rows cannot make {folds} folds")
+    uniform = np.full((n, 2), 0.5)
+    noisy = mechanism.add_noise(LabelBatch(labels, uniform), rng).labels
+    keep = float(_keep(mechanism.epsilon, 2))
+    bounds = np.round(np.linspace(0, n, folds + 1)).astype(np.int64)
+    targets: np.ndarray = noisy.astype(np.float64)
+    debias: float | None = keep if math.isfinite(mechanism.epsilon) else None
+    for round_ in range(rounds):
+        posterior = np.empty(n)
+        for fold in range(folds):
+            inside = np.arange(bounds[fold], bounds[fold + 1])
+            outside = np.concatenate([np.arange(0, bounds[fold]), np.arange(bounds[fold + 1], n)])
+            prior = trainer(outside, targets[outside], debias)(inside)
+            posterior[inside] = rr_posterior(noisy[inside], prior, mechanism.epsilon)
+        targets, debias = posterior, None
+        if on_stage is not None:
+            on_stage(
+                StageReport(
+                    stage=round_ + 1,
+                    rows=n,
+                    agreement=float(np.mean(noisy == labels)),
+                    mean_k=2.0,
+                    extra={"posterior_brier": float(np.mean((posterior - labels) ** 2))},
+                )
+            )
+    return trainer(np.arange(n), targets, None), noisy, targets

@@ -24,6 +24,12 @@ Guarantees:
   first locks the dataset's row: ``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE``
   (the database's write lock) on SQLite. Two concurrent reservations are serialised, so they
   cannot together exceed the budget.
+- **Charged once.** A release that must be charged at most once (one telemetry collection-day,
+  whichever ingestion decodes it first) is reserved with :meth:`Ledger.reserve_once` under a
+  *once-key*. The lookup of an earlier spend with that key and the insert run in the same
+  locked transaction as any reservation, and a partial unique index on (dataset, once-key) over
+  the counted spends makes the database itself refuse a second one. Two processes that charge
+  the same key at the same moment therefore charge it exactly once.
 - **Refused before data is touched.** :class:`~privrank.errors.PrivacyBudgetExceeded` names the
   request, the spent, reserved and remaining budget.
 
@@ -40,9 +46,9 @@ published; :meth:`Ledger.spend` releases on an exception inside its block, so ke
 
 from __future__ import annotations
 
-import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,15 +60,17 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import URL, Connection, Row, RowMapping
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from privrank.database import normalise_database_url
 from privrank.errors import ConfigError, PrivacyBudgetExceeded, PrivrankError
+from privrank.privacy._ledger_checks import check_delta, check_epsilon, check_key, check_text
 from privrank.privacy._ledger_records import (
     Budget,
     Reservation,
@@ -71,6 +79,8 @@ from privrank.privacy._ledger_records import (
     datasets_table,
     exact_sum,
     metadata,
+    once_index,
+    spend_record,
     spends_table,
 )
 from privrank.settings import home_dir
@@ -107,6 +117,7 @@ def _now() -> datetime:
 
 
 _T = TypeVar("_T")
+_AGAIN = object()  # _reserve_once: the unique index refused a spend released since; poll again
 
 
 @overload
@@ -122,42 +133,6 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _as_finite_float(value: object) -> float | None:
-    """``value`` as a finite float, or ``None`` (not a number, a bool, NaN, ±inf, or an int too
-    large for a float, such as ``10**400``)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _check_epsilon(value: float, owner: str, *, allow_zero: bool) -> float:
-    number = _as_finite_float(value)
-    if number is None or number < 0 or (number == 0 and not allow_zero):
-        rule = "a finite number ≥ 0" if allow_zero else "a finite number > 0"
-        raise ConfigError(f"The 'epsilon' parameter of {owner} must be {rule}. Got {value!r}")
-    return number
-
-
-def _check_delta(value: float, owner: str) -> float:
-    number = _as_finite_float(value)
-    if number is None or not 0 <= number < 1:
-        raise ConfigError(f"The 'delta' parameter of {owner} must be in [0, 1). Got {value!r}")
-    return number
-
-
-def _check_key(value: str, owner: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise ConfigError(
-            f"The 'dataset_key' parameter of {owner} must be a non-empty string of at most 200 "
-            f"characters. Got {value!r}"
-        )
-    return value
 
 
 def _normalise_url(url: str | URL) -> URL:
@@ -222,6 +197,13 @@ class Ledger:
             if self.backend == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CREATE_LOCK})
             metadata.create_all(conn, checkfirst=True)
+            # Ledgers created before once-keys existed: add the column, then its unique index.
+            columns = {c["name"] for c in inspect(conn).get_columns(spends_table.name)}
+            if "once_key" not in columns:
+                conn.execute(
+                    text(f"ALTER TABLE {spends_table.name} ADD COLUMN once_key VARCHAR(300)")
+                )
+            once_index.create(conn, checkfirst=True)
 
     def _guard(self, what: str, action: Callable[..., _T], *args: Any) -> _T:
         try:
@@ -265,14 +247,11 @@ class Ledger:
             The dataset's budget after the change.
         """
         owner = "Ledger.set_budget"
-        key = _check_key(dataset_key, owner)
-        eps = _check_epsilon(epsilon, owner, allow_zero=True)
-        dlt = _check_delta(delta, owner)
-        if name is not None and (not isinstance(name, str) or len(name) > 200):
-            raise ConfigError(
-                f"The 'name' parameter of {owner} must be a string of at most 200 characters. "
-                f"Got {name!r}"
-            )
+        key = check_key(dataset_key, owner)
+        eps = check_epsilon(epsilon, owner, allow_zero=True)
+        dlt = check_delta(delta, owner)
+        if name is not None:
+            check_text(name, "name", owner, 200)
         return self._guard("set the budget", self._set_budget, key, eps, dlt, name)
 
     def _set_budget(self, key: str, eps: float, dlt: float, name: str | None) -> Budget:
@@ -296,7 +275,7 @@ class Ledger:
 
     def budget(self, dataset_key: str) -> Budget | None:
         """A dataset's budget and usage, or ``None`` when it has none."""
-        key = _check_key(dataset_key, "Ledger.budget")
+        key = check_key(dataset_key, "Ledger.budget")
 
         def read() -> Budget | None:
             with self._engine.connect() as conn:
@@ -388,46 +367,159 @@ class Ledger:
                 requested`` would exceed it for ε or δ.
         """
         owner = "Ledger.reserve"
-        key = _check_key(dataset_key, owner)
-        eps = _check_epsilon(epsilon, owner, allow_zero=False)
-        dlt = _check_delta(delta, owner)
-        if not isinstance(description, str) or len(description) > 500:
-            raise ConfigError(
-                f"The 'description' parameter of {owner} must be a string of at most 500 "
-                f"characters. Got {description!r}"
-            )
+        key = check_key(dataset_key, owner)
+        eps = check_epsilon(epsilon, owner, allow_zero=False)
+        dlt = check_delta(delta, owner)
+        check_text(description, "description", owner, 500)
         return self._guard("reserve a spend", self._reserve, key, eps, dlt, description)
 
     def _reserve(self, key: str, eps: float, dlt: float, description: str) -> Reservation:
-        now = _now()
-        spend_id = str(uuid.uuid4())
         with self._engine.begin() as conn:
             row = self._lock_dataset(conn, key)
-            if row is None:
-                raise PrivacyBudgetExceeded(
-                    f"dataset {key!r} has no privacy budget in {self!r}; set one with "
-                    f"`privrank privacy budget {key} --epsilon E --delta D`"
-                )
-            used = self._used(conn, key)
-            # Exact sums (no rounding, no overflow) of every counted spend and the request.
-            eps_after = exact_sum([*(r.epsilon for r in used), eps])
-            dlt_after = exact_sum([*(r.delta for r in used), dlt])
-            if eps_after > exact_sum([row["epsilon"]]) or dlt_after > exact_sum([row["delta"]]):
-                raise PrivacyBudgetExceeded(_refusal(self._existing_budget(conn, key), eps, dlt))
-            conn.execute(
-                spends_table.insert().values(
-                    id=spend_id,
-                    dataset_key=key,
-                    description=description,
-                    epsilon=eps,
-                    delta=dlt,
-                    status=SpendStatus.reserved.value,
-                    owner=_owner(),
-                    reserved_at=now,
-                    finished_at=None,
-                )
+            return self._insert_reservation(conn, row, key, eps, dlt, description, None)
+
+    def _insert_reservation(
+        self,
+        conn: Connection,
+        row: RowMapping | None,
+        key: str,
+        eps: float,
+        dlt: float,
+        description: str,
+        once_key: str | None,
+    ) -> Reservation:
+        """Check the budget and insert a reserved spend (inside the dataset-locked transaction)."""
+        if row is None:
+            raise PrivacyBudgetExceeded(
+                f"dataset {key!r} has no privacy budget in {self!r}; set one with "
+                f"`privrank privacy budget {key} --epsilon E --delta D`"
             )
+        used = self._used(conn, key)
+        # Exact sums (no rounding, no overflow) of every counted spend and the request.
+        eps_after = exact_sum([*(r.epsilon for r in used), eps])
+        dlt_after = exact_sum([*(r.delta for r in used), dlt])
+        if eps_after > exact_sum([row["epsilon"]]) or dlt_after > exact_sum([row["delta"]]):
+            raise PrivacyBudgetExceeded(_refusal(self._existing_budget(conn, key), eps, dlt))
+        now = _now()
+        spend_id = str(uuid.uuid4())
+        conn.execute(
+            spends_table.insert().values(
+                id=spend_id,
+                dataset_key=key,
+                description=description,
+                epsilon=eps,
+                delta=dlt,
+                status=SpendStatus.reserved.value,
+                owner=_owner(),
+                reserved_at=now,
+                finished_at=None,
+                once_key=once_key,
+            )
+        )
         return Reservation(spend_id, key, eps, dlt, description, now)
+
+    def reserve_once(
+        self,
+        dataset_key: str,
+        epsilon: float,
+        delta: float,
+        description: str,
+        *,
+        once_key: str,
+        wait_s: float = 120.0,
+    ) -> Reservation | None:
+        """Reserve (ε, δ) unless a spend with the same once-key already counts; one atomic step.
+
+        For releases that must be charged at most once, whoever makes them first (a telemetry
+        collection-day: decoding the same reports again is post-processing). In one transaction
+        that holds the dataset's lock (as :meth:`reserve` does), the ledger looks for a counted
+        spend with this once-key and inserts the reservation only when there is none; a partial
+        unique index on (dataset, once-key) over reserved and committed spends refuses a second
+        one in the database as well.
+
+        * A **committed** spend with the key exists: nothing is reserved; returns ``None``.
+        * A **reserved** one exists (another run is charging it now): waits for that run to
+          commit (→ ``None``) or release it (→ this call reserves), polling for up to
+          ``wait_s`` seconds. Treating a reservation that is still open as charged would be
+          unsound: its run may still release it after this caller published.
+        * None exists (or only released ones): reserves, as :meth:`reserve`.
+
+        Args:
+            dataset_key: The dataset to spend from.
+            epsilon: ε of the release (finite, > 0).
+            delta: δ of the release, in [0, 1).
+            description: What the spend is for, at most 500 characters.
+            once_key: What is charged once (non-empty, at most 300 characters).
+            wait_s: How long to wait for another run's open reservation of the same key.
+
+        Returns:
+            The new reservation, or ``None`` when the key is already charged (committed).
+
+        Raises:
+            PrivacyBudgetExceeded: The key is not charged yet and the budget does not cover it.
+            LedgerError: Another run's reservation of the key stayed open for ``wait_s`` seconds
+                (a crashed run: an administrator resolves it with ``privrank privacy resolve``).
+        """
+        owner = "Ledger.reserve_once"
+        key = check_key(dataset_key, owner)
+        eps = check_epsilon(epsilon, owner, allow_zero=False)
+        dlt = check_delta(delta, owner)
+        check_text(description, "description", owner, 500)
+        check_text(once_key, "once_key", owner, 300, non_empty=True)
+        deadline = time.monotonic() + max(0.0, float(wait_s))
+        pause = 0.05
+        while True:
+            outcome = self._guard(
+                "reserve a once-only spend",
+                self._reserve_once,
+                key,
+                eps,
+                dlt,
+                description,
+                once_key,
+            )
+            if isinstance(outcome, Reservation) or outcome is None:
+                return outcome
+            if time.monotonic() >= deadline:
+                raise LedgerError(self._still_open(key, once_key, outcome, wait_s))
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _still_open(self, key: str, once_key: str, outcome: object, wait_s: float) -> str:
+        if not isinstance(outcome, SpendRecord):  # refused by the unique index, nothing found
+            return (
+                f"privacy ledger {self!r}: the database refused to reserve {once_key!r} of "
+                f"dataset {key!r} (its unique index holds a counted spend of that key) for "
+                f"{wait_s:g} s"
+            )
+        since = outcome.reserved_at.strftime("%Y-%m-%d %H:%M:%S")
+        return (
+            f"privacy ledger {self!r}: {once_key!r} of dataset {key!r} is reserved by spend "
+            f"{outcome.id} ({outcome.owner}, since {since} UTC) and was neither committed nor "
+            f"released within {wait_s:g} s; if that run crashed, resolve it with "
+            f"`privrank privacy resolve {outcome.id} --as committed|released`"
+        )
+
+    def _reserve_once(
+        self, key: str, eps: float, dlt: float, description: str, once_key: str
+    ) -> Reservation | SpendRecord | object | None:
+        """A reservation, ``None`` (already committed), the open reservation to wait for, or
+        ``_AGAIN`` (refused by the unique index for a spend released since: try again)."""
+        try:
+            with self._engine.begin() as conn:
+                row = self._lock_dataset(conn, key)
+                earlier = _counted_once(conn, key, once_key)
+                if earlier is not None:
+                    return None if earlier.status == SpendStatus.committed else earlier
+                return self._insert_reservation(conn, row, key, eps, dlt, description, once_key)
+        except IntegrityError:
+            # The unique index refused a second counted spend: another run got there first
+            # (possible only for a transaction that bypassed the lock). Report what it holds.
+            with self._engine.connect() as conn:
+                earlier = _counted_once(conn, key, once_key)
+            if earlier is None:  # released meanwhile: the caller's next poll reserves
+                return _AGAIN
+            return None if earlier.status == SpendStatus.committed else earlier
 
     def commit(self, reservation: Reservation | str) -> None:
         """Mark a reserved spend as spent (the run finished; its output may be published).
@@ -502,7 +594,7 @@ class Ledger:
         query = select(spends_table).order_by(spends_table.c.reserved_at, spends_table.c.id)
         if dataset_key is not None:
             query = query.where(
-                spends_table.c.dataset_key == _check_key(dataset_key, "Ledger.spends")
+                spends_table.c.dataset_key == check_key(dataset_key, "Ledger.spends")
             )
         if status is not None:
             try:
@@ -516,20 +608,7 @@ class Ledger:
 
         def read() -> list[SpendRecord]:
             with self._engine.connect() as conn:
-                return [
-                    SpendRecord(
-                        id=r["id"],
-                        dataset_key=r["dataset_key"],
-                        description=r["description"],
-                        epsilon=r["epsilon"],
-                        delta=r["delta"],
-                        status=SpendStatus(r["status"]),
-                        owner=r["owner"],
-                        reserved_at=_aware(r["reserved_at"]),
-                        finished_at=_aware(r["finished_at"]),
-                    )
-                    for r in conn.execute(query).mappings()
-                ]
+                return [spend_record(r) for r in conn.execute(query).mappings()]
 
         return self._guard("read the spends", read)
 
@@ -541,6 +620,22 @@ class Ledger:
                 return int(conn.scalar(select(func.count()).select_from(spends_table)))
 
         return self._guard("count the spends", read)
+
+
+def _counted_once(conn: Connection, key: str, once_key: str) -> SpendRecord | None:
+    """The reserved or committed spend of ``key`` under ``once_key``, if any (at most one)."""
+    row = (
+        conn.execute(
+            select(spends_table).where(
+                spends_table.c.dataset_key == key,
+                spends_table.c.once_key == once_key,
+                spends_table.c.status.in_([SpendStatus.reserved, SpendStatus.committed]),
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return None if row is None else spend_record(row)
 
 
 def _refusal(budget: Budget, eps: float, dlt: float) -> str:

@@ -437,7 +437,8 @@ class PrivacyGuarantee:
                 f"{head} Mechanism: distributed discrete Gaussian under SecAgg+ with one device "
                 f"holding one user's history: {main.count} released rounds, each device's "
                 f"update clipped, rounded (L2 bound {main.sensitivity:.4g} grid units) and "
-                "noised on the device before masking; no amplification by sampling claimed; "
+                "noised on the device before masking; amplification by sampling only where "
+                "the accounting claims it (secret sampling); "
                 f"{bound}. Released: {self.released}."
             )
             others = []  # the counts' release is stated in the accounting

@@ -94,16 +94,24 @@ class GBDTClickModel:
         labels: np.ndarray,
         *,
         label_keep: float | None = None,
+        soft_labels: bool = False,
     ) -> GBDTClickModel:
         """Fit on (n,) 0/1 ``labels``; ``label_keep`` is q of the randomised response that made
-        them (``None``: true labels, or labels from a data-dependent prior)."""
+        them (``None``: true labels, or labels from a data-dependent prior). ``soft_labels``:
+        the labels are probabilities in [0, 1] (label-DP posteriors), fitted with LightGBM's
+        ``cross_entropy`` objective (the same log loss, with fractional targets)."""
         import lightgbm as lgb
 
         if label_keep is not None and not 0.5 < label_keep <= 1.0:
             raise ConfigError(f"GBDTClickModel: label_keep must be in (0.5, 1]. Got {label_keep}")
+        if soft_labels and label_keep is not None:
+            raise ConfigError("GBDTClickModel: soft labels are not randomised responses")
+        targets = np.asarray(labels, dtype=np.float64)
+        if soft_labels and targets.size and not (targets.min() >= 0 and targets.max() <= 1):
+            raise ConfigError("GBDTClickModel: soft labels must be probabilities in [0, 1]")
         c = self.config
         params = {
-            "objective": "binary",
+            "objective": "cross_entropy" if soft_labels else "binary",
             "learning_rate": c.learning_rate,
             "num_leaves": c.num_leaves,
             "min_data_in_leaf": c.min_data_in_leaf,
@@ -117,7 +125,7 @@ class GBDTClickModel:
         }
         data = lgb.Dataset(
             self._matrix(features),
-            label=np.asarray(labels, dtype=np.float64),
+            label=targets,
             feature_name=list(self.feature_names),
             categorical_feature=list(self.categorical),
             free_raw_data=True,

@@ -79,7 +79,7 @@ from privrank.serving.middleware import (
     log_unexpected,
 )
 from privrank.serving.ratelimit import RateLimiter
-from privrank.serving.reranked import add_reranked_routes
+from privrank.serving.reranked import RerankedAnswer, RerankedRequest, add_reranked_routes
 from privrank.serving.schemas import (
     MAX_K,
     EventsRequest,
@@ -559,8 +559,8 @@ async def _rank(state: ServingState, who: Principal, body: RankRequest) -> Respo
     )
 
 
-def _hot_path(app: Any, state: ServingState) -> HotPathMiddleware:
-    """The fast path of the three POST read routes (:mod:`privrank.serving.hot_path`)."""
+def _hot_path(app: Any, state: ServingState, reranked: RerankedAnswer) -> HotPathMiddleware:
+    """The fast path of the POST read routes (:mod:`privrank.serving.hot_path`)."""
 
     def route(model: Any, answer: Any) -> HotRoute:
         return HotRoute(model, Scope.READ, lambda who, body: answer(state, who, body))
@@ -571,6 +571,7 @@ def _hot_path(app: Any, state: ServingState) -> HotPathMiddleware:
             "/v1/recommend": route(RecommendRequest, _recommend),
             "/v1/recommend/history": route(HistoryRecommendRequest, _recommend_history),
             "/v1/rank": route(RankRequest, _rank),
+            "/v1/recommend/reranked": route(RerankedRequest, reranked),
         },
         cached_principal=lambda headers: _cached_principal(state, headers),
         admit=lambda principal, scope: _admit(state, principal, scope),
@@ -583,7 +584,8 @@ def _add_routes(app: FastAPI) -> None:
     add_he_routes(app, read)  # /v1/he: encrypted scoring (privrank.serving.he_route)
     # /v1/ads/rank: the ads auction (privrank.serving.ads_route)
     add_ads_routes(app, read, app.state.serving.settings.ads_model)
-    add_reranked_routes(app, read)  # /v1/recommend/reranked (privrank.serving.reranked)
+    # /v1/recommend/reranked (privrank.serving.reranked); its answer also serves the hot path
+    app.state.reranked = add_reranked_routes(app, read)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
@@ -801,7 +803,8 @@ def create_app(
         from privrank.serving.console import install_console
 
         install_console(app, state)
-    app.add_middleware(_hot_path, state=state)  # innermost: inside the body limits and log
+    # innermost: inside the body limits and log
+    app.add_middleware(_hot_path, state=state, reranked=app.state.reranked)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -15,7 +15,26 @@ label ``stage``). **Latency budget**: the ranker runs in a worker thread and is 
 ``ranker_budget_ms`` (and not at all when retrieval and features already used the request's
 ``total_budget_ms``); past its budget the answer is the candidates in *retrieval order*
 (``"fallback": true`` in the answer) and the counter ``privrank_two_stage_ranker_fallbacks``
-(label ``reason``: ``timeout`` or ``no_time_left``) goes up. The late ranker's result is dropped.
+(label ``reason``: ``timeout`` or ``no_time_left``) goes up. The late ranker's result is dropped
+(and a ranker that has not started yet is cancelled, so an over-budget request costs no ranker
+time).
+
+**Where a request's time goes** (the profile is in BENCHMARKS.md, "Two-stage serving, round 3"):
+
+- The stages run on **one compute thread** per server process, first in first out: requests
+  queue in front of it instead of sharing the interpreter lock among the thread pool's
+  workers (a py-spy profile under load showed a dozen AnyIO threads, each in some request's
+  stages).
+- That thread runs its native libraries **single-threaded**: OpenBLAS (process-wide, set when
+  the thread starts) and OpenMP (this thread; LightGBM's predict is given ``num_threads=1``).
+  Concurrency comes from the server's worker processes; a parallel region per request only
+  made its threads wait for each other (LightGBM's predict of 300 rows, measured once on the
+  loaded shared machine: median 13.5 ms with its default threads, 0.26 ms with one; at a
+  quieter moment 0.35 vs 0.27 ms).
+- Well-formed requests with a cached API key are answered by the hot path
+  (:mod:`privrank.serving.hot_path`) with the same checks, and the answer is encoded by orjson:
+  FastAPI's routing, dependency resolution and response encoding cost about as much as the
+  three stages.
 """
 
 from __future__ import annotations
@@ -26,17 +45,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import orjson
+import threadpoolctl
 from fastapi import FastAPI, Request
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from privrank.models import Query
 from privrank.ranking.two_stage import TwoStage
 from privrank.serving.auth import Principal
 from privrank.serving.errors import ConflictError, PermissionDeniedError
 
-__all__ = ["RerankedRequest", "add_reranked_routes"]
+__all__ = ["RerankedAnswer", "RerankedRequest", "add_reranked_routes"]
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
 
@@ -97,25 +118,37 @@ def _query(model: TwoStage, body: RerankedRequest) -> Query:
     return Query.users(codes)
 
 
-def add_reranked_routes(app: FastAPI, reader: Any, budget: dict[str, float] | None = None) -> None:
-    """Register ``POST /v1/recommend/reranked`` on ``app`` (``reader``: the read-scope
-    dependency; ``budget``: ``ranker_ms`` and ``total_ms``, defaults 20 and 25)."""
-    limits = _Budget(**(budget or {}))
-    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="privrank-ranker")
-    metrics: dict[int, _Metrics] = {}
+def _single_native_thread() -> None:
+    """Initializer of the compute thread: one BLAS thread (process-wide) and one OpenMP thread
+    (this thread)."""
+    threadpoolctl.threadpool_limits(limits=1)
 
-    def metrics_of(request: Request) -> _Metrics:
-        registry = request.app.state.serving.metrics.registry
-        if id(registry) not in metrics:
-            metrics[id(registry)] = _Metrics(registry)
-        return metrics[id(registry)]
 
-    @app.post("/v1/recommend/reranked", tags=["recommend"])
-    async def recommend_reranked(
-        request: Request, body: RerankedRequest, who: Principal = reader
-    ) -> dict[str, Any]:
-        """Two-stage recommend: retrieval → features → ranker, with a ranker latency budget."""
-        served = request.app.state.serving.store.current
+class RerankedAnswer:
+    """The answer of ``POST /v1/recommend/reranked`` (the FastAPI route and the hot path call
+    it with the same principal and body; see the module docstring).
+
+    Args:
+        budget: ``ranker_ms`` and ``total_ms`` (defaults 20 and 25).
+    """
+
+    def __init__(self, budget: dict[str, float] | None = None) -> None:
+        self.limits = _Budget(**(budget or {}))
+        self.executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="privrank-two-stage",
+            initializer=_single_native_thread,
+        )
+        self._metrics: dict[int, _Metrics] = {}
+
+    def _metrics_of(self, state: Any) -> _Metrics:
+        registry = state.metrics.registry
+        if id(registry) not in self._metrics:
+            self._metrics[id(registry)] = _Metrics(registry)
+        return self._metrics[id(registry)]
+
+    async def __call__(self, state: Any, who: Principal, body: RerankedRequest) -> Response:
+        served = state.store.current
         model = served.model
         if not isinstance(model, TwoStage):
             raise ConflictError(
@@ -127,7 +160,7 @@ def add_reranked_routes(app: FastAPI, reader: Any, budget: dict[str, float] | No
                 "this credential may not ask about this user: asking about any user id needs "
                 "scope 'service'; a user token may ask only about the user it was minted for"
             )
-        observed = metrics_of(request)
+        observed = self._metrics_of(state)
         started = time.perf_counter()
 
         def first_stages() -> tuple[Any, float, float]:
@@ -138,12 +171,15 @@ def add_reranked_routes(app: FastAPI, reader: Any, budget: dict[str, float] | No
             candidates = model.featurize(query, scores)
             return candidates, t1 - t0, time.perf_counter() - t1
 
-        candidates, retrieval_s, features_s = await run_in_threadpool(first_stages)
+        loop = asyncio.get_running_loop()
+        candidates, retrieval_s, features_s = await loop.run_in_executor(
+            self.executor, first_stages
+        )
         observed.stage.labels("retrieval").observe(retrieval_s)
         observed.stage.labels("features").observe(features_s)
-        ranker_budget = (body.ranker_budget_ms or limits.ranker_ms) / 1000
-        left = (body.total_budget_ms or limits.total_ms) / 1000 - (time.perf_counter() - started)
-        wait = min(ranker_budget, left)
+        ranker_budget = (body.ranker_budget_ms or self.limits.ranker_ms) / 1000
+        total_budget = (body.total_budget_ms or self.limits.total_ms) / 1000
+        wait = min(ranker_budget, total_budget - (time.perf_counter() - started))
         items, valid = candidates.items[0], candidates.items[0] >= 0
         ranked: np.ndarray | None = None
         reason = None
@@ -151,14 +187,15 @@ def add_reranked_routes(app: FastAPI, reader: Any, budget: dict[str, float] | No
             reason = "no_time_left"
         else:
             t2 = time.perf_counter()
-            future = asyncio.wrap_future(executor.submit(model.rank, candidates))
+            job = self.executor.submit(model.rank, candidates, threads=1)
             try:
-                ranked = (await asyncio.wait_for(future, timeout=wait))[0]
+                ranked = (await asyncio.wait_for(asyncio.wrap_future(job), timeout=wait))[0]
                 ranker_s = time.perf_counter() - t2
                 observed.stage.labels("ranker").observe(ranker_s)
                 if ranker_s > wait:  # done, but after its budget (the loop saw it first)
                     ranked, reason = None, "timeout"
             except TimeoutError:
+                job.cancel()  # not started yet: it never runs; running: its result is dropped
                 reason = "timeout"
         if ranked is None:
             observed.fallbacks.labels(reason).inc()
@@ -172,7 +209,7 @@ def add_reranked_routes(app: FastAPI, reader: Any, budget: dict[str, float] | No
             if ranked is None
             else [float(v) for v in ranked[order]]
         )
-        return {
+        payload = {
             "model_version": served.version,
             "items": [{"item_id": i, "score": v} for i, v in zip(ids, values, strict=True)],
             "fallback": ranked is None,
@@ -182,3 +219,25 @@ def add_reranked_routes(app: FastAPI, reader: Any, budget: dict[str, float] | No
                 "total": 1000 * (time.perf_counter() - started),
             },
         }
+        return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def add_reranked_routes(
+    app: FastAPI, reader: Any, budget: dict[str, float] | None = None
+) -> RerankedAnswer:
+    """Register ``POST /v1/recommend/reranked`` on ``app`` (``reader``: the read-scope
+    dependency; ``budget``: ``ranker_ms`` and ``total_ms``, defaults 20 and 25).
+
+    Returns:
+        The route's answer, for the hot path (:mod:`privrank.serving.hot_path`).
+    """
+    answer = RerankedAnswer(budget)
+
+    @app.post("/v1/recommend/reranked", tags=["recommend"])
+    async def recommend_reranked(
+        request: Request, body: RerankedRequest, who: Principal = reader
+    ) -> Response:
+        """Two-stage recommend: retrieval → features → ranker, with a ranker latency budget."""
+        return await answer(request.app.state.serving, who, body)
+
+    return answer

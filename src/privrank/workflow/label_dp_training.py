@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,12 +37,14 @@ from privrank.privacy.label_dp import (
     RRWithPriorMechanism,
     StageReport,
     multi_stage_train,
+    posterior_train,
 )
 from privrank.ranking.gbdt_click import GBDTClickConfig, GBDTClickModel
 from privrank.workflow.spend import Spend, spend_release
 
 __all__ = [
     "CATEGORICAL_COLUMNS",
+    "LabelDPMethod",
     "LabelDPResult",
     "fit_label_dp",
     "stage_fractions",
@@ -52,6 +54,13 @@ __all__ = [
 #: Feature columns of the synthetic log that LightGBM treats as categorical (all but the
 #: ordered ones: hour of day and slot position).
 CATEGORICAL_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("hour", "position"))
+
+
+#: How the noisy labels are used: ``lp-mst`` (RRWithPrior in ``stages`` stages; 1 stage is plain
+#: randomised response) or ``rr-posterior`` (randomised response, then every row's posterior
+#: under a prior cross-fitted on the other folds:
+#: :func:`~privrank.privacy.label_dp.posterior_train`).
+LabelDPMethod = Literal["lp-mst", "rr-posterior"]
 
 
 def stage_fractions(stages: int) -> tuple[float, ...]:
@@ -96,12 +105,18 @@ def fit_label_dp(
     feature_names: Sequence[str] = FEATURE_COLUMNS,
     categorical: Sequence[str] = CATEGORICAL_COLUMNS,
     on_stage: Callable[[StageReport], None] | None = None,
+    method: LabelDPMethod = "lp-mst",
+    folds: int = 2,
+    rounds: int = 1,
 ) -> tuple[GBDTClickModel, LabelDPGuarantee | None, list[StageReport]]:
     """Label-DP LightGBM on in-memory columns (spends nothing: the caller spends).
 
-    Rows are shuffled (``seed``) before they are cut into stages. The returned model is the
-    last stage's; with one stage its outputs are calibrated by inverting the randomised
-    response. ``noise_rng`` draws the label noise (default: fresh OS entropy).
+    Rows are shuffled (``seed``) before they are cut into stages (or folds). With ``lp-mst``
+    the returned model is the last stage's; with one stage its outputs are calibrated by
+    inverting the randomised response. With ``rr-posterior`` (``stages`` unused) the model is
+    trained on every row's posterior (``folds``, ``rounds``: :func:`posterior_train`) and
+    estimates the true click probability directly. ``noise_rng`` draws the label noise
+    (default: fresh OS entropy). Both are ε-label-DP: each label is randomised exactly once.
     """
     labels = np.asarray(labels, dtype=np.int64)
     n = labels.size
@@ -141,6 +156,28 @@ def fit_label_dp(
         return predict
 
     rng = noise_rng if noise_rng is not None else np.random.default_rng()
+    if method == "rr-posterior":
+
+        def soft_trainer(
+            rows: np.ndarray, targets: np.ndarray, debias: float | None
+        ) -> Callable[[np.ndarray], np.ndarray]:
+            model = GBDTClickModel(feature_names, categorical, model_config).fit(
+                {name: column[rows] for name, column in shuffled.items()},
+                targets,
+                label_keep=debias,
+                soft_labels=debias is None,
+            )
+            models.append(model)
+            return lambda query: model.predict_ctr(
+                {name: column[query] for name, column in shuffled.items()}
+            )
+
+        posterior_train(
+            y, soft_trainer, mechanism, rng, folds=folds, rounds=rounds, on_stage=record
+        )
+        return models[-1], mechanism.guarantee(stages=1), reports
+    if method != "lp-mst":
+        raise ConfigError(f"method must be 'lp-mst' or 'rr-posterior'. Got {method!r}")
     multi_stage_train(y, trainer, mechanism, rng, stage_fractions=fractions, on_stage=record)
     return models[-1], mechanism.guarantee(stages=stages), reports
 
@@ -151,6 +188,8 @@ def train_click_model(
     *,
     epsilon: float,
     stages: int = 1,
+    method: LabelDPMethod = "lp-mst",
+    folds: int = 2,
     max_rows_per_user: int = 20,
     max_rows: int | None = None,
     budget_key: str | None = None,
@@ -175,16 +214,26 @@ def train_click_model(
     labels = table.column("click").to_numpy()[keep].astype(np.int64)
     del table
     description = (
-        f"label-DP click model (RRWithPrior, {stages} stage(s), ε={epsilon:g} per label, "
+        f"label-DP click model ({method}, {stages} stage(s), ε={epsilon:g} per label, "
         f"≤{max_rows_per_user} rows a user) on {Path(log).name}"
     )
 
     def fit(spend: Spend | None) -> LabelDPResult:
         model, guarantee, reports = fit_label_dp(
-            columns, labels, epsilon, stages=stages, config=config, seed=seed, on_stage=on_stage
+            columns,
+            labels,
+            epsilon,
+            stages=stages,
+            config=config,
+            seed=seed,
+            on_stage=on_stage,
+            method=method,
+            folds=folds,
         )
         if guarantee is not None:
-            guarantee = RRWithPriorMechanism(epsilon).guarantee(stages, max_rows_per_user)
+            guarantee = RRWithPriorMechanism(epsilon).guarantee(
+                stages if method == "lp-mst" else 1, max_rows_per_user
+            )
         extra: dict[str, Any] = {
             "label_dp": None if guarantee is None else guarantee.to_dict(),
             "training": {
@@ -192,6 +241,8 @@ def train_click_model(
                 "rows": int(labels.size),
                 "dropped_by_user_cap": int((~keep).sum()),
                 "max_rows_per_user": max_rows_per_user,
+                "method": method,
+                "folds": folds if method == "rr-posterior" else None,
                 "stages": [vars(r) for r in reports],
                 "seed": seed,
             },

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -89,6 +89,7 @@ __all__ = [
     "fit_and_evaluate",
     "result_record",
     "run",
+    "split_test_shape",
     "validation_metrics",
     "write_results",
 ]
@@ -271,6 +272,14 @@ def validation_metrics(model: Any, prepared: PreparedProtocol, config: RunConfig
     return {"means": dict(result.means), "counts": dict(result.counts)}
 
 
+def split_test_shape(split_spec: Any) -> Literal["next", "random"]:
+    """What a split tests, for a model that carves its own validation part
+    (:attr:`~privrank.models.FitOptions.test_shape`): ``random`` for a per-user random holdout
+    or held-out users' random test rows (``holdout``, ``strong``), ``next`` for the items after
+    a user's history (``leave-last-out``, ``temporal``)."""
+    return "random" if split_spec.protocol in ("holdout", "strong") else "next"
+
+
 def fit_and_evaluate(
     prepared: PreparedProtocol,
     spec: ModelSpec,
@@ -310,7 +319,11 @@ def fit_and_evaluate(
         else:
             mode = "fold-in"
     options = FitOptions(
-        seed=config.seed, threads=config.threads, progress=fit_progress, privacy=spec.privacy
+        seed=config.seed,
+        threads=config.threads,
+        progress=fit_progress,
+        privacy=spec.privacy,
+        test_shape=split_test_shape(prepared.split.spec),
     )
 
     def fitting() -> None:

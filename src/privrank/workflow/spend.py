@@ -51,7 +51,15 @@ from privrank.models import FitOptions, Recommender
 from privrank.models.capabilities import LocalDPCollection
 from privrank.privacy.ledger import Ledger
 
-__all__ = ["RoundLedger", "Spend", "SpentFit", "fit_and_spend", "fit_model", "spend_release"]
+__all__ = [
+    "RoundLedger",
+    "Spend",
+    "SpentFit",
+    "fit_and_spend",
+    "fit_model",
+    "spend_once",
+    "spend_release",
+]
 
 
 def fit_model(
@@ -323,3 +331,44 @@ def spend_release(
         book.spend(budget_key, epsilon, delta, description) as reservation,
     ):
         yield Spend(budget_key, reservation.id, float(epsilon), float(delta))
+
+
+@contextmanager
+def spend_once(
+    budget_key: str,
+    epsilon: float,
+    delta: float,
+    description: str,
+    *,
+    once_key: str,
+    ledger_url: str | None = None,
+    wait_s: float = 120.0,
+) -> Iterator[Spend | None]:
+    """:func:`spend_release` for a release charged at most once: ``None`` if already charged.
+
+    The check for an earlier charge under ``once_key`` and the reservation are one atomic step
+    of the ledger (:meth:`~privrank.privacy.ledger.Ledger.reserve_once`), so two runs that make
+    the same release at the same moment charge it exactly once; the second waits for the first
+    to commit (then yields ``None``: nothing is charged) or to release (then charges it itself).
+    A new reservation commits when the block ends and is released when it raises.
+
+    Raises:
+        PrivacyBudgetExceeded: Not charged yet, and the budget does not cover it.
+        LedgerError: Another run's reservation of ``once_key`` stayed open for ``wait_s`` s.
+        ConfigError: No ledger key.
+    """
+    if not budget_key:
+        raise ConfigError(f"{description}: a private release needs a ledger key to spend from")
+    with Ledger(ledger_url) as book:
+        reservation = book.reserve_once(
+            budget_key, epsilon, delta, description, once_key=once_key, wait_s=wait_s
+        )
+        if reservation is None:
+            yield None
+            return
+        try:
+            yield Spend(budget_key, reservation.id, float(epsilon), float(delta))
+        except BaseException:
+            book.release(reservation)
+            raise
+        book.commit(reservation)

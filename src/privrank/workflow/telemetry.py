@@ -12,8 +12,13 @@
    day of reports is ε per user, and ``D`` days compose to ``D·ε`` (basic composition, as the
    ledger adds). A day already charged for this collection is not charged again: decoding the
    same reports again (alone or with later days) is post-processing. Each day's spend is
-   recorded under the description ``telemetry <collection> day <day>``, which is how a later
-   ingestion finds it.
+   recorded under the description ``telemetry <collection> day <day>``, which is also its
+   *once-key* (:func:`~privrank.workflow.spend.spend_once`): the ledger looks for an earlier
+   charge of the day and reserves it in one atomic step, so two ingestions of the same reports
+   running at the same moment charge each day exactly once (the second waits for the first to
+   commit, then charges nothing for that day; if the first gives the day back, the second
+   charges it). Days charged by ingestions from before once-keys existed are found by their
+   description (see :func:`_legacy_charged_days`).
 3. **Write** the popularity table atomically (:mod:`privrank.privacy.local_dp.table`); the day
    spends commit only once the table is in place (released if writing fails).
 
@@ -36,7 +41,7 @@ from privrank.privacy.local_dp.sketch import CMSReports, HCMSReports, SketchConf
 from privrank.privacy.local_dp.table import TABLE_FORMAT
 from privrank.privacy.local_dp.telemetry import DecodedCollection, decode_reports
 from privrank.privacy.local_dp.wire import read_header, read_reports
-from privrank.workflow.spend import Spend, spend_release
+from privrank.workflow.spend import Spend, spend_once
 
 __all__ = ["IngestResult", "day_description", "ingest_reports"]
 
@@ -98,26 +103,43 @@ def ingest_reports(
             pass
     decoded = decode_reports(config, item_ids, _all_batches(paths, config))
     epsilon = decoded.guarantee().epsilon_per_user_per_day
-    with Ledger(ledger_url) as book:
-        charged = {
-            spend.description
-            for spend in book.spends(budget_key)
-            if spend.status.value in ("committed", "reserved")
-        }
-    new_days = [d for d in decoded.days if day_description(collection, d) not in charged]
-    earlier = [d for d in decoded.days if d not in new_days]
+    spends: list[Spend] = []
+    earlier = _legacy_charged_days(budget_key, collection, decoded.days, ledger_url)
     with ExitStack() as stack:
-        spends = [
-            stack.enter_context(
-                spend_release(
-                    budget_key, epsilon, 0.0, day_description(collection, day),
-                    ledger_url=ledger_url,
+        # Days in sorted order, so that concurrent ingestions that wait for each other's open
+        # reservations (spend_once) acquire them in one order and cannot wait in a cycle.
+        for day in sorted(set(decoded.days) - set(earlier)):
+            description = day_description(collection, day)
+            spend = stack.enter_context(
+                spend_once(
+                    budget_key, epsilon, 0.0, description,
+                    once_key=description, ledger_url=ledger_url,
                 )
-            )
-            for day in new_days
-        ]  # fmt: skip
+            )  # fmt: skip
+            if spend is None:
+                earlier.append(day)
+            else:
+                spends.append(spend)
+        earlier.sort()
         _write_table(out, collection, decoded, spends, earlier)
     return IngestResult(decoded, spends, earlier)
+
+
+def _legacy_charged_days(
+    budget_key: str, collection: str, days: Sequence[str], ledger_url: str | None
+) -> list[str]:
+    """Days charged by ingestions from before once-keys: a counted spend with the day's
+    description and no once-key. Every charge since carries its once-key, so this set only
+    shrinks (an administrator releasing one) and reading it outside the lock is safe."""
+    wanted = {day_description(collection, day): day for day in days}
+    with Ledger(ledger_url) as book:
+        return sorted(
+            wanted[spend.description]
+            for spend in book.spends(budget_key)
+            if spend.once_key is None
+            and spend.description in wanted
+            and spend.status.value in ("committed", "reserved")
+        )
 
 
 def _all_batches(

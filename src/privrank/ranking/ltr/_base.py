@@ -169,9 +169,14 @@ class LTRRanker(ABC):
             "than train without it"
         )
 
-    def score(self, features: np.ndarray) -> np.ndarray:
+    def score(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
         """``(n_rows,)`` float32 scores of feature rows (``n_rows × n_features_``; float64 rows
-        are kept in float64 for the model, anything else becomes float32)."""
+        are kept in float64 for the model, anything else becomes float32).
+
+        ``threads``: native threads this call may use (``None``: the library's default). A
+        server scoring one request per call passes 1 (see :mod:`privrank.serving.reranked`);
+        a ranker whose library has no per-call setting ignores it (the listwise ranker: torch's
+        intra-op pool is process-wide)."""
         if not self.is_fitted:
             raise NotTrainedError(f"{type(self).__name__} is not trained: call fit() or load()")
         features = np.asarray(features)
@@ -185,7 +190,7 @@ class LTRRanker(ABC):
             )
         if features.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        return np.asarray(self._score(features), dtype=np.float32).ravel()
+        return np.asarray(self._score(features, threads), dtype=np.float32).ravel()
 
     # ---------------------------------------------------------------- persistence
     def header(self) -> dict[str, Any]:
@@ -244,8 +249,8 @@ class LTRRanker(ABC):
         """Learn the ranker's state."""
 
     @abstractmethod
-    def _score(self, features: np.ndarray) -> np.ndarray:
-        """Scores of validated float32 rows."""
+    def _score(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Scores of validated float32 rows (``threads``: see :meth:`score`)."""
 
     @abstractmethod
     def state(self) -> dict[str, np.ndarray]:

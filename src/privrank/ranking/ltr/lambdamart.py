@@ -222,13 +222,15 @@ class LambdaMART(LTRRanker):
             return None
         return self.config.base_weight * np.asarray(features[:, self.base_column_], np.float64)
 
-    def _score(self, features: np.ndarray) -> np.ndarray:
+    def _score(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
         best = self.info_.get("best_iteration")
         base = self._base(features)
         if best == 0:  # zero trees: the base order (see the module docstring)
             assert base is not None
             return base
-        trees = np.asarray(self.booster_.predict(features, num_iteration=best or None))
+        # LightGBM sets the calling thread's OpenMP threads from num_threads on every predict
+        extra: dict[str, Any] = {} if threads is None else {"num_threads": threads}
+        trees = np.asarray(self.booster_.predict(features, num_iteration=best or None, **extra))
         return trees if base is None else trees + base
 
     def state(self) -> dict[str, np.ndarray]:

@@ -301,7 +301,7 @@ class ListwiseRanker(LTRRanker):
         )
         self.info_["privacy"] = self.privacy_guarantee_.to_dict()
 
-    def _score(self, features: np.ndarray) -> np.ndarray:
+    def _score(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
         x = torch.from_numpy(((features - self.mean_) / self.std_).astype(np.float32))
         with torch.no_grad():
             return self.network_(x).squeeze(-1).numpy()

@@ -132,11 +132,12 @@ def _ranks(scores: np.ndarray, eligible: np.ndarray, depth: int) -> tuple[np.nda
         top = np.nonzero(chosen)[1].reshape(n_rows, depth)  # each row: its items, code order
     else:
         top = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
-    top_scores = np.take_along_axis(masked, top, axis=1)
+    rows = np.arange(n_rows)[:, None]  # plain fancy indexing: cheaper than *_along_axis
+    top_scores = masked[rows, top]
     order = np.argsort(-top_scores, axis=1, kind="stable")  # stable: ties by the lower code
-    ranked = np.take_along_axis(top, order, axis=1)
-    np.put_along_axis(ranks, ranked, np.arange(1, depth + 1)[None, :], axis=1)
-    best = np.take_along_axis(top_scores, order[:, :1], axis=1)[:, 0]
+    ranked = top[rows, order]
+    ranks[rows, ranked] = np.arange(1, depth + 1)[None, :]
+    best = top_scores[rows[:, 0], order[:, 0]]
     return ranks, np.where(np.isfinite(best), best, 0.0)
 
 
@@ -157,10 +158,11 @@ def merge_candidates(
         if n < n_items
         else np.tile(np.arange(n_items), (n_rows, 1))
     )
-    part_keys = np.take_along_axis(key, part, axis=1)
+    rows = np.arange(n_rows)[:, None]
+    part_keys = key[rows, part]
     order = np.lexsort((part, part_keys), axis=1)
-    chosen = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    chosen[np.take_along_axis(part_keys, order, axis=1) == np.iinfo(np.int64).max] = -1
+    chosen = part[rows, order].astype(np.int64)
+    chosen[part_keys[rows, order] == np.iinfo(np.int64).max] = -1
     if n < n_candidates:
         chosen = np.pad(chosen, ((0, 0), (0, n_candidates - n)), constant_values=-1)
     return chosen
@@ -188,13 +190,14 @@ def rank_features(
     ranked = [_ranks(s, eligible, n_candidates) for s in scores]
     chosen = merge_candidates([r for r, _ in ranked], proposes, n_candidates, eligible)
     safe = np.maximum(chosen, 0)
+    rows = np.arange(chosen.shape[0])[:, None]
     columns = []
     for s, (rank, best) in zip(scores, ranked, strict=True):
-        score = np.take_along_axis(s, safe, axis=1).astype(np.float64)
+        score = s[rows, safe].astype(np.float64)
         scale = np.abs(best)[:, None]
         columns += [
             np.divide(score, scale, out=np.zeros_like(score), where=scale > 0),
-            np.log1p(np.take_along_axis(rank, safe, axis=1)),
+            np.log1p(rank[rows, safe]),
         ]
     item_part = items_table[safe]
     features = np.concatenate(

@@ -26,10 +26,22 @@ Per-stage wall times (retriever fits, candidate generation and features, ranker 
 scoring: retrieval, features, ranking) are kept in :meth:`TwoStage.stage_seconds` and reported
 by the evaluation runner.
 
+**Content similarity** is one more retriever: ``{"name": "content-knn"}`` (the cosine of
+each item's sentence embedding to the history's, :class:`~privrank.models.ContentKNN`), with
+``"propose": false`` to add only its feature columns. Its item text comes from the catalogue
+(ML-100K's titles and genres) or an item-text TSV (``params.item_text``); a data set without
+text (Beauty, Video: integer ids only) is refused before anything is fitted.
+
 **Privacy.** The pipeline has no private fit: it refuses a privacy spec. Its ranker can train
 privately on its own (the ``listwise`` ranker with user-level DP-SGD, one group per user), but
-the retrievers and the features read the data too, so a whole-pipeline guarantee would need
-private retrievers and private features as well; this is not offered.
+a whole-pipeline (ε, δ) would need every part that reads the training data released under DP
+and composed: (1) each retriever fitted on the fit part *and* again at the refit (two releases
+per retriever; DP variants exist for EASE, ItemKNN, iALS and most-popular, not for SASRec or
+the ranker's base-order choice); (2) the item table (popularity, last-seen time, mean position)
+is exact counts over all users and would need its own noisy release; (3) the ranker's early
+stopping and tree count are chosen on validation users' groups, which a private ranker fit
+refuses; (4) the base retriever is chosen on the training groups' NDCG, another data-dependent
+choice. None of this is built, so the refusal stays.
 """
 
 from __future__ import annotations
@@ -42,8 +54,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from privrank.data.interactions import Interactions
+from privrank.data.item_text import load_item_text
 from privrank.data.query_groups import QueryGroups
-from privrank.errors import ConfigError
+from privrank.errors import ConfigError, DataError
 from privrank.models._artifact import Artifact
 from privrank.models.base import FitOptions, Query, Recommender, create_model, register
 from privrank.models.capabilities import StagedModel
@@ -95,6 +108,7 @@ class TwoStage(Recommender, StagedModel):
     # ---------------------------------------------------------------- fit
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         cfg = self.config
+        self._check_item_text(train)
         self._stage_times = defaultdict(float)
         fit_part, labels = self._carve(train)
         # The labels' features see the fit part only (popularity and recency that counted the
@@ -141,6 +155,28 @@ class TwoStage(Recommender, StagedModel):
             self._stage_times["fit.retrievers_refit"] += time.perf_counter() - started
         self.retrievers_ = retrievers
         self._report(2, 2)
+
+    def _check_item_text(self, train: Interactions) -> None:
+        """Refuse, before anything is fitted, a ``content-knn`` retriever whose item text
+        cannot be had (a data set without titles or genres, such as Beauty's integer ids).
+
+        Raises:
+            DataError: The retriever's text source (its ``item_text``, else the training
+                data's name) has no item text; the message names the retriever.
+        """
+        for position, spec in enumerate(self.config.retrievers):
+            if spec.name != "content-knn":
+                continue
+            source = spec.params.get("item_text") or train.metadata.name
+            try:
+                load_item_text(str(source))
+            except DataError as exc:
+                raise DataError(
+                    f"two-stage retriever r{position} (content-knn) needs item text: {exc}",
+                    field=f"retrievers[{position}].params.item_text",
+                    value=source,
+                    expected="a catalog data set with item text (ml-100k) or an item-text TSV",
+                ) from exc
 
     def _base_retriever(self, groups: QueryGroups) -> str:
         """The ``log_rank`` column of the proposing retriever with the best NDCG@10 on
@@ -264,10 +300,13 @@ class TwoStage(Recommender, StagedModel):
             self.config.candidates,
         )
 
-    def rank(self, candidates: Candidates) -> np.ndarray:
-        """Stage 3: the ranker's ``(n, N)`` float32 scores (``-inf`` on padding)."""
+    def rank(self, candidates: Candidates, threads: int | None = None) -> np.ndarray:
+        """Stage 3: the ranker's ``(n, N)`` float32 scores (``-inf`` on padding; ``threads``:
+        :meth:`~privrank.ranking.ltr.LTRRanker.score`)."""
         valid = candidates.items >= 0
-        flat = self.ranker_.score(candidates.features.reshape(-1, candidates.features.shape[2]))
+        flat = self.ranker_.score(
+            candidates.features.reshape(-1, candidates.features.shape[2]), threads=threads
+        )
         return np.where(valid, flat.reshape(valid.shape), -np.inf).astype(np.float32)
 
     # ---------------------------------------------------------------- scoring
