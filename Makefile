@@ -6,7 +6,7 @@ PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 export PRIVRANK_DATA_DIR ?= $(abspath ../shared/data)
 
 .PHONY: demo test lint docs format install install-dev clean chromium test-ray-cluster k8s-check \
-	flower-env test-flower
+	flower-env test-flower docker-image docker-image-offline
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,16 @@ flower-env: $(FLOWER_VENV)/.installed
 # Flower environment, so they are kept out of `make test`.
 test-flower: $(FLOWER_VENV)/.installed $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m flower tests/federated/flower
+
+# The CPU image of deploy/Dockerfile (KubeRay pods, serving). docker-image-offline builds it
+# without Docker Hub or the PyTorch index (a debootstrap base, torch from WHEELS).
+IMAGE ?= privrank:0.1.0
+WHEELS ?= /opt/wheels
+docker-image:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+docker-image-offline:
+	deploy/build_image_offline.sh $(WHEELS) $(IMAGE)
 
 clean:
 	rm -rf $(VENV) $(FLOWER_VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

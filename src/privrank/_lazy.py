@@ -33,7 +33,9 @@ def lazy_exports(
 
     Args:
         package: The package's ``__name__``.
-        where: Submodule name (relative to the package) → the names it exports.
+        where: Module → the names it exports: a submodule's name relative to the package, or
+            an absolute module name of the same top-level package (``privrank.privacy.updates``
+            re-exported by ``privrank.federated``).
         exported: The package's ``__all__``; it must name exactly the names of ``where``.
         submodules: Submodules reachable as attributes before anything imported them
             (``privrank.metrics.stats`` without ``import privrank.metrics.stats``).
@@ -63,6 +65,10 @@ def lazy_exports(
             f"{sorted(set(module_of) - set(exported))}"
         )
     attribute_submodules = frozenset(submodules)
+    root = package.split(".")[0] + "."
+
+    def _module(name: str) -> str:
+        return name if name.startswith(root) else f"{package}.{name}"
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - the PEP 562 hook's name
         module = module_of.get(name)
@@ -70,7 +76,7 @@ def lazy_exports(
             if name in attribute_submodules:
                 return importlib.import_module(f"{package}.{name}")
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        value = getattr(importlib.import_module(_module(module)), name)
         setattr(sys.modules[package], name, value)
         return value
 

@@ -115,8 +115,20 @@ def test_the_image_pins_torch_as_pyproject():
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     torch = next(p for p in pins if p.startswith("torch=="))
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    assert f"--index-url https://download.pytorch.org/whl/cpu {torch}" in dockerfile
-    assert "FROM python:3.11" in dockerfile
+    assert 'ARG TORCH_SOURCE="--index-url https://download.pytorch.org/whl/cpu"' in dockerfile
+    assert f"pip install ${{TORCH_SOURCE}} {torch}" in dockerfile
+    assert "ARG BASE_IMAGE=python:3.11-slim-bookworm" in dockerfile
+    assert "FROM ${BASE_IMAGE}" in dockerfile
+
+
+def test_the_image_installs_what_the_rayjob_runs():
+    """The RayJob evaluates, and ``privrank evaluate`` draws its curves with matplotlib."""
+    rayjob = (K8S / "rayjob-train-evaluate.yaml").read_text()
+    assert "privrank evaluate" in rayjob
+    report = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(pin.startswith("matplotlib==") for pin in report["optional-dependencies"]["report"])
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "pip install '.[ray,report,serve,track]'" in dockerfile
 
 
 def test_the_rayservice_builder_builds_the_privrank_app(tmp_path):

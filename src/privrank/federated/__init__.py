@@ -21,8 +21,9 @@ Layer: above workflow and tuning, below serving and cli (``pyproject.toml``).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from privrank._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from privrank.federated.aggregation import REFUSALS, RoundSum, SumAggregator
@@ -36,37 +37,14 @@ if TYPE_CHECKING:
 #: Imported on first use, so that a device's code (``privrank.federated.flower.client_app``)
 #: does not import the simulator, the ledger or the accountants with the package.
 _LAZY = {
-    "REFUSALS": "privrank.federated.aggregation",
-    "RoundSum": "privrank.federated.aggregation",
-    "SumAggregator": "privrank.federated.aggregation",
-    "clip_on_device": "privrank.federated.clients",
-    "FederatedSettings": "privrank.federated.settings",
-    "RoundReport": "privrank.federated.settings",
-    "SimulationResult": "privrank.federated.settings",
-    "simulate": "privrank.federated.simulator",
-    "ServerState": "privrank.federated.state",
-    "FedMFClient": "privrank.models._fedmf_rounds",
-    "FedMFServer": "privrank.models._fedmf_rounds",
-    "MFBroadcast": "privrank.models._fedmf_rounds",
-    "MFUpdates": "privrank.models._fedmf_rounds",
-    "ClientUpdates": "privrank.privacy.updates",
-    "DenseUpdates": "privrank.privacy.updates",
-    "SparseUpdates": "privrank.privacy.updates",
+    "aggregation": ["REFUSALS", "RoundSum", "SumAggregator"],
+    "clients": ["clip_on_device"],
+    "settings": ["FederatedSettings", "RoundReport", "SimulationResult"],
+    "simulator": ["simulate"],
+    "state": ["ServerState"],
+    "privrank.models._fedmf_rounds": ["FedMFClient", "FedMFServer", "MFBroadcast", "MFUpdates"],
+    "privrank.privacy.updates": ["ClientUpdates", "DenseUpdates", "SparseUpdates"],
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'privrank.federated' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
 
 __all__ = [
     "REFUSALS",
@@ -86,3 +64,5 @@ __all__ = [
     "clip_on_device",
     "simulate",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, exported=__all__)

@@ -96,13 +96,7 @@ def _assemble_vae(
         "beta": config.beta,
     }
     model = MultVAE(MultVAEConfig.model_validate(network))
-    indptr, items = train.sequences()
-    model.n_users_ = train.n_users
-    model.n_items_ = train.n_items
-    model.user_ids_ = train.user_ids
-    model.item_ids_ = train.item_ids
-    model.history_indptr_ = indptr.astype(np.int64)
-    model.history_items_ = items.astype(np.int32)
+    model.adopt_training_data(train)
     model.item_popularity_ = np.asarray(popularity, dtype=np.float32)
     model.privacy_guarantee_ = guarantee
     model.is_release_ = False

@@ -25,9 +25,9 @@ never workflow, tuning, serving or anything above (contracts in ``pyproject.toml
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from privrank._lazy import lazy_exports
 from privrank.models.base import (
     FitOptions,
     FitProgress,
@@ -67,52 +67,20 @@ if TYPE_CHECKING:
 #: does not import torch, implicit or faiss. The registry loads a model's module by its name
 #: the same way (:data:`privrank.models._registry.BUILTIN_MODULES`).
 _LAZY = {
-    "DPSGDPrivateConfig": "_private",
-    "BPR": "bpr",
-    "BPRConfig": "bpr",
-    "BPRPrivateConfig": "bpr",
-    "ContentKNN": "content_knn",
-    "ContentKNNConfig": "content_knn",
-    "EASE": "ease",
-    "EASEConfig": "ease",
-    "EASEPrivateConfig": "ease",
-    "EASESparse": "ease_sparse",
-    "EASESparseConfig": "ease_sparse",
-    "FedMF": "fedmf",
-    "FedMFConfig": "fedmf",
-    "IALS": "ials",
-    "IALSConfig": "ials",
-    "IALSPrivateConfig": "ials",
-    "ItemKNN": "itemknn",
-    "ItemKNNConfig": "itemknn",
-    "ItemKNNPrivateConfig": "itemknn",
-    "LDPPopular": "ldp_popular",
-    "LDPPopularConfig": "ldp_popular",
-    "ImplicitALS": "peers",
-    "ImplicitALSConfig": "peers",
-    "ImplicitBPR": "peers",
-    "ImplicitBPRConfig": "peers",
-    "MostPopular": "popular",
-    "MostPopularConfig": "popular",
-    "SASRec": "sasrec",
-    "SASRecConfig": "sasrec",
-    "MultVAE": "vae",
-    "MultVAEConfig": "vae",
+    "_private": ["DPSGDPrivateConfig"],
+    "bpr": ["BPR", "BPRConfig", "BPRPrivateConfig"],
+    "content_knn": ["ContentKNN", "ContentKNNConfig"],
+    "ease": ["EASE", "EASEConfig", "EASEPrivateConfig"],
+    "ease_sparse": ["EASESparse", "EASESparseConfig"],
+    "fedmf": ["FedMF", "FedMFConfig"],
+    "ials": ["IALS", "IALSConfig", "IALSPrivateConfig"],
+    "itemknn": ["ItemKNN", "ItemKNNConfig", "ItemKNNPrivateConfig"],
+    "ldp_popular": ["LDPPopular", "LDPPopularConfig"],
+    "peers": ["ImplicitALS", "ImplicitALSConfig", "ImplicitBPR", "ImplicitBPRConfig"],
+    "popular": ["MostPopular", "MostPopularConfig"],
+    "sasrec": ["SASRec", "SASRecConfig"],
+    "vae": ["MultVAE", "MultVAEConfig"],
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'privrank.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"privrank.models.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
 
 __all__ = [
     "BPR",
@@ -158,3 +126,7 @@ __all__ = [
     "model_names",
     "register",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__, _LAZY, exported=[name for name in __all__ if name not in globals()]
+)

@@ -224,6 +224,19 @@ class Recommender(ABC):
                 "directory rather than ignore it."
             )
 
+    def adopt_training_data(self, train: Interactions) -> None:
+        """Keep what every fitted model keeps of its training data: the sizes, the id maps
+        (the vocabulary) and the time-ordered histories (to score training users and exclude
+        their items; a release artifact drops them). Called by :meth:`fit`, and by code that
+        assembles a model trained elsewhere (a federated run's server state)."""
+        indptr, items = train.sequences()
+        self.n_users_ = train.n_users
+        self.n_items_ = train.n_items
+        self.user_ids_ = train.user_ids
+        self.item_ids_ = train.item_ids
+        self.history_indptr_ = indptr.astype(np.int64)
+        self.history_items_ = items.astype(np.int32)
+
     def fit(self, train: Interactions, options: FitOptions | None = None) -> Self:
         """Learn from ``train`` (replacing any previous fit) and return ``self``.
 
@@ -270,13 +283,7 @@ class Recommender(ABC):
             raise ConfigError(f"{type(self).__name__} needs at least one item to train on.")
         spec = None if options.privacy is None else options.privacy.resolve(train.n_users)
         self._clear()
-        indptr, items = train.sequences()
-        self.n_users_ = train.n_users
-        self.n_items_ = train.n_items
-        self.user_ids_ = train.user_ids
-        self.item_ids_ = train.item_ids
-        self.history_indptr_ = indptr.astype(np.int64)
-        self.history_items_ = items.astype(np.int32)
+        self.adopt_training_data(train)
         self.privacy_guarantee_ = None
         self.is_release_ = False
         if spec is None:

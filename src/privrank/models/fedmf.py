@@ -94,19 +94,13 @@ class FedMF(Recommender, FactorModel):
             ConfigError: Arrays of the wrong shape or with non-finite values.
         """
         model = cls(config)
-        indptr, items = train.sequences()
         d = config.factors
         if item_factors.shape != (train.n_items, d) or item_popularity.shape != (train.n_items,):
             raise ConfigError(
                 f"fedmf: item factors {item_factors.shape} and popularity "
                 f"{item_popularity.shape} do not fit {train.n_items} items and {d} factors"
             )
-        model.n_users_ = train.n_users
-        model.n_items_ = train.n_items
-        model.user_ids_ = train.user_ids
-        model.item_ids_ = train.item_ids
-        model.history_indptr_ = indptr.astype(np.int64)
-        model.history_items_ = items.astype(np.int32)
+        model.adopt_training_data(train)
         model.item_popularity_ = np.asarray(item_popularity, dtype=np.float32)
         model.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
         model.privacy_guarantee_ = guarantee
