@@ -149,6 +149,12 @@ def simulate(
     if population < 1 or train.n_items < 1:
         raise ConfigError("federated training needs at least one device and one item")
     resolved = None if spec is None else spec.resolve(population)
+    # The option asked for by name is checked first, so its refusal names it.
+    if secret_sampling and (not distributed_dp or settings.sampling != "poisson"):
+        raise ConfigError(
+            "secret sampling amplifies distributed DP under Poisson sampling: it needs "
+            "--distributed-dp and --sampling poisson"
+        )
     if resolved is not None and not distributed_dp:
         check_private_min_clients(settings, population, secure=secure is not None)
     if resolved is not None and ledger is None:
@@ -162,11 +168,6 @@ def simulate(
         raise ConfigError(
             f"--engine {runner.name} runs the devices of the plain aggregation; secure "
             "aggregation (--aggregation secagg) runs in this process: use --engine local"
-        )
-    if secret_sampling and (not distributed_dp or settings.sampling != "poisson"):
-        raise ConfigError(
-            "secret sampling amplifies distributed DP under Poisson sampling: it needs "
-            "--distributed-dp and --sampling poisson"
         )
     if distributed_dp and settings.adaptive_clipping:
         raise ConfigError(
