@@ -87,6 +87,29 @@ def append_line(path: Path, record: dict[str, object]) -> None:
         os.fsync(handle.fileno())
 
 
+def record_round(
+    report: RoundReport,
+    round_index: int,
+    started: float,
+    state: ServerState,
+    run_dir: Path,
+    ledger: RoundLedger | None,
+    progress: Callable[[RoundReport], None] | None,
+) -> RoundReport:
+    """Close round ``round_index``, as the simulator and the Flower server both do: stamp its
+    seconds (since ``started``, a ``time.perf_counter()``), advance and save the server state
+    with the ledger's spend ids, append the report to the metrics log and tell ``progress``."""
+    report = RoundReport(**{**report.__dict__, "seconds": time.perf_counter() - started})
+    state.round = round_index
+    if ledger is not None:
+        state.spend_ids = sorted(set(state.spend_ids) | {s.spend_id for s in ledger.spends})
+    state.save(run_dir)
+    append_line(run_dir / METRICS_FILE, report.to_dict())
+    if progress is not None:
+        progress(report)
+    return report
+
+
 def simulate(
     config: FederatedConfig,
     train: Interactions,
@@ -287,14 +310,7 @@ def simulate(
                 secure,
                 runner,
             )
-        report = RoundReport(**{**report.__dict__, "seconds": time.perf_counter() - tick})
-        state.round = round_index
-        if ledger is not None:
-            state.spend_ids = sorted(set(state.spend_ids) | {s.spend_id for s in ledger.spends})
-        state.save(run_dir)
-        append_line(run_dir / METRICS_FILE, report.to_dict())
-        if progress is not None:
-            progress(report)
+        report = record_round(report, round_index, tick, state, run_dir, ledger, progress)
     guarantee = None
     if plan is not None and resolved is not None and mechanism is not None:
         guarantee = dp_fedavg_guarantee(

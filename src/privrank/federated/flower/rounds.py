@@ -53,8 +53,8 @@ from privrank.federated.flower.job import FlowerJob
 from privrank.federated.item_counts import noisy_counts
 from privrank.federated.rounds import step_plain, step_private
 from privrank.federated.settings import RoundReport
-from privrank.federated.simulator import append_line, check_private_min_clients
-from privrank.federated.state import METRICS_FILE, ServerState
+from privrank.federated.simulator import check_private_min_clients, record_round
+from privrank.federated.state import ServerState
 from privrank.models._fedmf_rounds import FedMFServer
 from privrank.privacy.dp_fedavg import (
     AdaptiveClipping,
@@ -296,15 +296,8 @@ def _run(
             round_index, job, transport, nodes, server, state, plan, mechanism, ledger,
             resolved, dim,
         )  # fmt: skip
-        report = RoundReport(**{**report.__dict__, "seconds": time.perf_counter() - tick})
+        report = record_round(report, round_index, tick, state, run_dir, ledger, progress)
         seconds.append(report.seconds)
-        state.round = round_index
-        if ledger is not None:
-            state.spend_ids = sorted(set(state.spend_ids) | {s.spend_id for s in ledger.spends})
-        state.save(run_dir)
-        append_line(run_dir / METRICS_FILE, report.to_dict())
-        if progress is not None:
-            progress(report)
     guarantee = None
     if plan is not None and resolved is not None and mechanism is not None:
         guarantee = dp_fedavg_guarantee(
