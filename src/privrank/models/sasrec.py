@@ -392,17 +392,7 @@ def carve_last_items(
     users = np.flatnonzero(lengths >= min_length)
     if users.size == 0:
         return indptr, items, None
-    last = indptr[users + 1] - 1
-    kept = np.ones(len(items), dtype=bool)
-    kept[last] = False
-    shortened = lengths.copy()
-    shortened[users] -= 1
-    new_indptr = np.concatenate([[0], np.cumsum(shortened)]).astype(indptr.dtype)
-    new_items = items[kept]
-    histories = Query(indptr=new_indptr.astype(np.int64), items=new_items.astype(np.int64))
-    targets = [items[i : i + 1].astype(np.int64) for i in last]
-    validation = ValidationSet(users=users, histories=histories.take(users), targets=targets)
-    return new_indptr, new_items, validation
+    return _hold_out(indptr, items, users, indptr[users + 1] - 1)
 
 
 def carve_random_items(
@@ -431,9 +421,17 @@ def carve_random_items(
     rng = np.random.default_rng(seed)
     offsets = 1 + (rng.random(users.size) * (lengths[users] - 1)).astype(np.int64)
     held = indptr[users] + np.minimum(offsets, lengths[users] - 1)
+    return _hold_out(indptr, items, users, held)
+
+
+def _hold_out(
+    indptr: np.ndarray, items: np.ndarray, users: np.ndarray, held: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, ValidationSet]:
+    """Remove position ``held[j]`` (an index into ``items``) from the sequence of ``users[j]``;
+    the removed items are the validation targets, the shortened sequences their histories."""
     kept = np.ones(len(items), dtype=bool)
     kept[held] = False
-    shortened = lengths.copy()
+    shortened = np.diff(indptr)
     shortened[users] -= 1
     new_indptr = np.concatenate([[0], np.cumsum(shortened)]).astype(indptr.dtype)
     new_items = items[kept]
