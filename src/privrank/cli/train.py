@@ -221,8 +221,8 @@ def train_command(
     checkpoint_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Write a checkpoint after each epoch here (iALS); rerunning the same fit "
-            "(model, parameters, seed, data) resumes from it."
+            help="Write a checkpoint after each epoch here (iALS, SASRec, Mult-VAE; not private "
+            "fits); rerunning the same fit (model, parameters, seed, data) resumes from it."
         ),
     ] = None,
 ) -> None:
@@ -348,6 +348,12 @@ def train_command(
             record["privacy"] = fitted.spend_record()
         if fit_engine is not None:
             record["engine"] = fit_engine.describe()
+        if checkpoint_dir is not None:  # where the fit started from, and what it recovered
+            record["checkpoints"] = {
+                "directory": str(checkpoint_dir.resolve()),
+                "resumed_from_epoch": recommender.resumed_from_epoch_,
+                "recoveries": recommender.recoveries_,
+            }
         write_trained(out, recommender, record)
     guarantee = recommender.privacy_guarantee_  # set by every private fit
     if guarantee is not None:

@@ -74,7 +74,8 @@ class FitOptions(BaseModel):
         engine: Where the data-parallel part of the fit runs (a
             :class:`~privrank.models.engine.FitEngine`, e.g. ``privrank.distributed.RayEngine``);
             ``None``: in this process. Models without ``supports_engine`` refuse one.
-        checkpoint_dir: Directory where an iterative fit that checkpoints (iALS) writes its
+        checkpoint_dir: Directory where an iterative fit that checkpoints (iALS, SASRec,
+            Mult-VAE; :mod:`privrank.models._torch_checkpoint`) writes its
             state after each epoch, and resumes from when it holds the checkpoint of the same
             fit (same model, config, seed and training data); ``None``: no checkpoints.
         parallel: This process is one worker of a data-parallel fit of a torch model

@@ -15,7 +15,15 @@ everything around it. After each epoch ``e`` (counted from 1) it, in this order:
    and says when ``patience`` evaluations in a row brought no improvement;
 4. reports progress: ``report(e, epochs, loss, **metrics)``, with the validation metrics when
    it validated;
-5. stops when this was the last epoch or early stopping said so.
+5. hands the loop's state (:class:`LoopState`) to ``save``, when given (a checkpoint of the
+   fit; it is written before the report, so whoever hears of epoch ``e`` can rely on it);
+6. stops when this was the last epoch or early stopping said so.
+
+A loop started with ``resume=state`` (a :class:`LoopState` that ``save`` was given) continues
+after ``state.epoch`` with that state's losses, evaluations, early-stopping state (best value,
+best epoch, best weights, evaluations without improvement) and spent time; the model must have
+put back its own state of that epoch (weights, optimizer, random streams) first. A loop resumed
+from a finished state trains nothing more.
 
 Then the best validated weights, if there was any evaluation, are put back, and the
 :class:`EpochHistory` says what happened. The loop draws no random numbers, so a model's
@@ -36,6 +44,7 @@ __all__ = [
     "EarlyStopping",
     "EpochHistory",
     "EpochSchedule",
+    "LoopState",
     "ProgressReport",
     "StopReason",
     "Validation",
@@ -126,6 +135,33 @@ class EpochHistory:
     stopped_by: StopReason
 
 
+@dataclass(frozen=True)
+class LoopState:
+    """Where the loop stands after ``epoch`` epochs: what it needs to go on as if never stopped.
+
+    Attributes:
+        epoch: Epochs trained.
+        losses: The losses reported so far.
+        evaluations: ``(epoch, ndcg@10, hr@10)`` of each evaluation so far.
+        best_value: Early stopping's best NDCG@10 (``-inf`` before any evaluation).
+        best_epoch: The epoch of the best evaluation (0 before any).
+        best_state: The weights of that epoch (``None`` before any evaluation).
+        stale: Evaluations since the best one.
+        elapsed_s: Seconds of training spent (for the time budget; 0 without one).
+        finished: Why the loop ended, or ``None`` when it goes on.
+    """
+
+    epoch: int
+    losses: tuple[float, ...]
+    evaluations: tuple[tuple[float, ...], ...]
+    best_value: float
+    best_epoch: int
+    best_state: dict[str, Any] | None
+    stale: int
+    elapsed_s: float
+    finished: StopReason | None
+
+
 class EarlyStopping:
     """Keep the best weights seen so far; say when ``patience`` evaluations brought nothing.
 
@@ -162,6 +198,8 @@ def run_epochs(
     validation: Validation | None = None,
     report: ProgressReport | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    resume: LoopState | None = None,
+    save: Callable[[LoopState], None] | None = None,
 ) -> EpochHistory:
     """Train epoch after epoch until the schedule, early stopping or the time budget says stop.
 
@@ -177,22 +215,35 @@ def run_epochs(
             validation metrics of that epoch (none when it did not validate).
         clock: Seconds, for the time budget (read at the start and after each epoch, and only
             when there is a budget).
+        resume: The state to go on from (the model's own state of that epoch already put
+            back); ``None``: start at epoch 1.
+        save: Given the loop's state after every epoch, before the report (a checkpoint).
 
     Returns:
         What the run did. When it validated, the best weights are back in place.
     """
     budget = schedule.max_seconds
-    started = clock() if budget is not None else 0.0
     stopper = EarlyStopping(schedule.patience)
     losses: list[float] = []
     evaluations: list[tuple[float, ...]] = []
     epoch = 0
     stopped_by: StopReason = "epochs"
-    for epoch in range(1, schedule.epochs + 1):
+    finished: StopReason | None = None
+    spent = 0.0
+    if resume is not None:
+        epoch, losses, evaluations = resume.epoch, list(resume.losses), list(resume.evaluations)
+        stopper.best_value, stopper.best_epoch = resume.best_value, resume.best_epoch
+        stopper.best_state, stopper._stale = resume.best_state, resume.stale
+        spent, finished = resume.elapsed_s, resume.finished
+        stopped_by = finished or "epochs"
+    started = clock() - spent if budget is not None else 0.0
+    first = epoch + 1
+    for epoch in range(first, schedule.epochs + 1 if finished is None else first):
         loss = train_epoch(epoch)
         if loss is not None:
             losses.append(loss)
-        out_of_time = epoch < schedule.epochs and budget is not None and clock() - started > budget
+        elapsed = clock() - started if budget is not None else 0.0
+        out_of_time = epoch < schedule.epochs and budget is not None and elapsed > budget
         last = epoch == schedule.epochs or out_of_time
         metrics: dict[str, float] = {}
         stop = False
@@ -200,11 +251,27 @@ def run_epochs(
             metrics = dict(validation.evaluate())
             evaluations.append((epoch, *(metrics[name] for name in RECORDED)))
             stop = stopper.update(epoch, metrics[MONITORED], validation.snapshot())
-        if report is not None:
-            report(epoch, schedule.epochs, loss, **metrics)
         if stop or last:
             if epoch < schedule.epochs:
                 stopped_by = "early stopping" if stop else "time budget"
+            finished = stopped_by
+        if save is not None:
+            save(
+                LoopState(
+                    epoch=epoch,
+                    losses=tuple(losses),
+                    evaluations=tuple(evaluations),
+                    best_value=stopper.best_value,
+                    best_epoch=stopper.best_epoch,
+                    best_state=stopper.best_state,
+                    stale=stopper._stale,
+                    elapsed_s=elapsed,
+                    finished=finished,
+                )
+            )
+        if report is not None:
+            report(epoch, schedule.epochs, loss, **metrics)
+        if finished is not None:
             break
     kept = stopper.best_state
     if validation is not None and kept is not None:

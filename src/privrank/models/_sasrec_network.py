@@ -110,9 +110,11 @@ class SASRecNetwork(nn.Module):
         keep = (~pad).unsqueeze(-1).to(self.item_embedding.weight.dtype)
         x = self.item_embedding(sequences) * math.sqrt(self.d)
         x = self.dropout(x + positions) * keep
-        future = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
+        device = sequences.device
+        future = torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), 1)
         blocked = future.unsqueeze(0) | pad.unsqueeze(1)
-        blocked = blocked & ~torch.eye(length, dtype=torch.bool)  # a slot always sees itself
+        # a slot always sees itself
+        blocked = blocked & ~torch.eye(length, dtype=torch.bool, device=device)
         for block in self.blocks:
             x = block(x, blocked, keep)
         return self.final_norm(x)
@@ -185,6 +187,9 @@ def sequence_loss(
     ``batch`` (one set of :math:`N` items shared by every position of the batch) or
     ``position`` (an independent set of :math:`N` items per position, as RecTools and the
     eSASRec study draw them: every item receives negative gradients far more often).
+
+    Negatives are drawn on the CPU ``generator`` and moved to the network's device, so the
+    draws do not depend on the device.
     """
     width = max(int((sequences > 0).sum(dim=1).max()), 2)
     sequences = sequences[:, -width:]  # drop leading all-padding columns (same result)
@@ -200,10 +205,11 @@ def sequence_loss(
         positive = (hidden * items[target]).sum(-1, keepdim=True)
         if sharing == "position":
             drawn = torch.randint(n_items, (len(target), negatives), generator=generator)
+            drawn = drawn.to(items.device)
             negative = torch.bmm(items[drawn], hidden.unsqueeze(-1)).squeeze(-1)
             clash = drawn == target.unsqueeze(1)
         else:
-            drawn = torch.randint(n_items, (negatives,), generator=generator)
+            drawn = torch.randint(n_items, (negatives,), generator=generator).to(items.device)
             negative = hidden @ items[drawn].T
             clash = drawn.unsqueeze(0) == target.unsqueeze(1)
         if loss == "gbce":
@@ -212,8 +218,9 @@ def sequence_loss(
             return (beta * functional.softplus(-positive.squeeze(-1)) + pushed).mean()
         negative = negative.masked_fill(clash, float("-inf"))
         logits = torch.cat([positive, negative], dim=1)
-        return functional.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long))
-    drawn = torch.randint(n_items, (len(target),), generator=generator)
+        zeros = torch.zeros(len(target), dtype=torch.long, device=logits.device)
+        return functional.cross_entropy(logits, zeros)
+    drawn = torch.randint(n_items, (len(target),), generator=generator).to(items.device)
     positive = (hidden * items[target]).sum(-1)
     negative = (hidden * items[drawn]).sum(-1)
     return (functional.softplus(-positive) + functional.softplus(negative)).mean()

@@ -30,16 +30,19 @@ from privrank.models._config import FitOptions
 from privrank.models._epochs import (
     EpochHistory,
     EpochSchedule,
+    LoopState,
     Validation,
     run_epochs,
 )
 from privrank.models._query import Query
+from privrank.models._torch_checkpoint import TorchCheckpoints, TorchFitState, histories_digest
 from privrank.models.base import Recommender
 
 __all__ = [
     "EpochFitMixin",
     "NetworkFitEngine",
     "NetworkStateMixin",
+    "TorchFitState",
     "ValidationSet",
     "adam",
     "ranking_metrics",
@@ -174,7 +177,10 @@ class EpochFitMixin(Recommender):
     ``fit`` keeps :meth:`Recommender.fit`'s signature; the model's ``_fit`` reads the fit's
     validation split with :meth:`_validation_set` and trains with :meth:`_run_epochs`, which
     reports progress through the fit's callback and records ``loss_history_``,
-    ``validation_history_`` and ``best_epoch_``.
+    ``validation_history_`` and ``best_epoch_``. Given the fit's :class:`TorchFitState` and a
+    ``FitOptions.checkpoint_dir``, the loop checkpoints after every epoch and resumes from the
+    checkpoint of the same fit (:mod:`privrank.models._torch_checkpoint`), recording the epoch
+    it resumed from in ``resumed_from_epoch_`` (``None``: started afresh).
     """
 
     def _validation_set(self) -> ValidationSet | None:
@@ -195,6 +201,7 @@ class EpochFitMixin(Recommender):
         schedule: EpochSchedule,
         train_epoch: Callable[[int], float | None],
         validation: Validation | None = None,
+        resumable: TorchFitState | None = None,
     ) -> EpochHistory:
         """Run :func:`~privrank.models._epochs.run_epochs` and record its history.
 
@@ -202,20 +209,55 @@ class EpochFitMixin(Recommender):
             schedule: Epochs, patience, validation cadence and time budget.
             train_epoch: Trains one epoch; returns its mean loss, or ``None`` (private fits).
             validation: How to validate and keep the best weights (``None``: no validation).
+            resumable: The fit's network, optimizer and generators, to checkpoint after every
+                epoch and resume from when the fit has a checkpoint directory.
 
         Returns:
             The history of the run (the model's weights are the kept ones).
         """
+        resume: LoopState | None = None
+        save = None
+        self.resumed_from_epoch_ = None
+        directory = self._options.checkpoint_dir
+        if resumable is not None and directory is not None:
+            store = TorchCheckpoints(directory, self.name, self._checkpoint_identity())
+            resume = store.load(resumable)
+            if resume is not None:
+                self.resumed_from_epoch_ = resume.epoch
+
+            def save(state: LoopState) -> None:
+                store.save(resumable, state)
+
         history = run_epochs(
             schedule,
             train_epoch,
             validation=validation,
             report=self._report,
+            resume=resume,
+            save=save,
         )
         self.loss_history_ = history.losses
         self.validation_history_ = history.evaluations
         self.best_epoch_ = history.best_epoch
         return history
+
+    def _checkpoint_identity(self) -> dict[str, object]:
+        """What this fit is, for its checkpoints: model, config, seed, training histories (in
+        time order), validation part, test shape, and this worker's place in a shared fit."""
+        options = self._options
+        validation = options.validation
+        parallel = options.parallel
+        return {
+            "model": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "seed": options.seed,
+            "histories_sha256": histories_digest(self.history_indptr_, self.history_items_),
+            "validation_sha256": None
+            if validation is None
+            else histories_digest(*validation.sequences()),
+            "test_shape": options.test_shape,
+            "worker": None if parallel is None else [parallel.rank, parallel.world_size],
+        }
 
 
 class _AdamSettings(Protocol):
@@ -306,6 +348,12 @@ class NetworkStateMixin(Recommender):
         engine = options.engine
         if engine is None:
             return False
+        if options.checkpoint_dir is not None:
+            raise ConfigError(
+                f"{type(self).__name__}'s data-parallel fit on the {engine.name!r} engine writes "
+                "no checkpoints to a checkpoint directory yet; refusing the directory rather "
+                "than ignore it (drop --checkpoint-dir, or fit in this process)"
+            )
         if not isinstance(engine, NetworkFitEngine):
             raise ConfigError(
                 f"{type(self).__name__} trains its network data-parallel; the {engine.name!r} "
@@ -322,7 +370,9 @@ class NetworkStateMixin(Recommender):
         return True
 
     def _state(self) -> dict[str, np.ndarray]:
-        state = {f"network.{k}": v.detach().numpy() for k, v in self.network_.state_dict().items()}
+        state = {
+            f"network.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()
+        }
         state["loss_history"] = self.loss_history_
         state["validation_history"] = self.validation_history_
         state["best_epoch"] = np.asarray([self.best_epoch_], dtype=np.int64)

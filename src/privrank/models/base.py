@@ -168,6 +168,9 @@ class Recommender(ABC):
         privacy_guarantee_: The :class:`~privrank.privacy.mechanisms.PrivacyGuarantee` of a
             private fit (saved with the model), ``None`` after a non-private fit.
         is_release_: Whether the model was loaded from a release artifact (no training users).
+        resumed_from_epoch_: The epoch whose checkpoint the last fit resumed from (``None``:
+            it started afresh, or the model has no ``supports_checkpoints``).
+        recoveries_: Lost workers the last fit recovered from (0 for fits on one process).
     """
 
     name: ClassVar[str] = "unregistered"
@@ -186,6 +189,8 @@ class Recommender(ABC):
     user_state_keys: ClassVar[tuple[str, ...]] = ()
     config: ModelConfig
     privacy_guarantee_: PrivacyGuarantee | None
+    resumed_from_epoch_: int | None = None
+    recoveries_: int = 0
 
     def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any):
         self.config = build_model_config(self.Config, type(self).__name__, config, params)

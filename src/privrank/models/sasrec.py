@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
+from privrank.models._device import DeviceName, torch_device
 from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
 from privrank.models._sasrec_network import (
@@ -23,6 +24,7 @@ from privrank.models._sasrec_network import (
 from privrank.models._torch_training import (
     EpochFitMixin,
     NetworkStateMixin,
+    TorchFitState,
     ValidationSet,
     adam,
     seeded,
@@ -85,6 +87,10 @@ class SASRecConfig(ModelConfig):
         private: Settings of a private fit (DP-SGD,
             :class:`~privrank.models._private.DPSGDPrivateConfig`); ``None``: its defaults
             when the fit has a privacy spec. Refused by a fit without one.
+        device: Where the network trains, validates and scores (:mod:`privrank.models._device`):
+            ``cpu`` (default), ``cuda`` or ``auto`` (CUDA when visible). Batches and negatives
+            are drawn on the CPU whatever the device; scores come back as CPU arrays. Private
+            and data-parallel fits run on the CPU (``auto`` gives the CPU, ``cuda`` is refused).
     """
 
     factors: int = Field(64, ge=1)
@@ -106,6 +112,7 @@ class SASRecConfig(ModelConfig):
     carve_validation: bool = True
     carve: Literal["auto", "last", "random"] = "auto"
     private: DPSGDPrivateConfig | None = None
+    device: DeviceName = "cpu"
 
     @model_validator(mode="after")
     def _heads_divide_factors(self) -> SASRecConfig:
@@ -205,11 +212,18 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
     sequential = True
     supports_privacy = True
     supports_engine = True
+    supports_checkpoints = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         if self._fit_on_engine(train, options):
             return
         cfg = self.config
+        parallel = options.parallel
+        device = torch_device(
+            cfg.device,
+            model="SASRec",
+            cpu_only=None if parallel is None else "a data-parallel fit's workers use the CPU",
+        )
         validation = self._validation_set()
         indptr, items = self.history_indptr_, self.history_items_
         if validation is None and cfg.carve_validation:
@@ -220,9 +234,8 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
                 indptr, items, validation = carve_last_items(indptr, items)
         padded = left_padded(indptr, items, cfg.max_length + 1)
         sequences = torch.from_numpy(padded[(padded > 0).sum(axis=1) >= 2])
-        parallel = options.parallel
         with seeded(options.seed):
-            network = self._new_network()
+            network = self._new_network().to(device)
             generator = torch.Generator().manual_seed(options.seed)
             optimizer = adam(network, cfg)
             if parallel is not None and parallel.rank:  # this worker's own dropout stream
@@ -231,6 +244,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
                 EpochSchedule.of(cfg),
                 lambda epoch: self._train_epoch(network, optimizer, sequences, generator, parallel),
                 self._network_validation(network, validation),
+                TorchFitState(network, optimizer, {"batches": generator}),
             )
         self.network_ = network.eval()
 
@@ -242,6 +256,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         if self._fit_on_engine(train, options):
             return
         cfg = self.config
+        torch_device(cfg.device, model="SASRec", cpu_only="DP-SGD runs on the CPU")
         if cfg.negative_sharing == "position":
             raise ConfigError(
                 "SASRec.negative_sharing: got 'position'; expected 'batch' for a private fit "
@@ -315,8 +330,9 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         network.train()
         sync_generator(parallel, generator)
         parameters = list(network.parameters())
+        device = parameters[0].device
         for batch in self._batches(sequences, generator):
-            mine = share(parallel, batch)
+            mine = share(parallel, batch).to(device)
             optimizer.zero_grad(set_to_none=True)
             if len(mine):
                 loss = sequence_loss(
@@ -363,12 +379,13 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
         order = np.argsort(np.minimum(histories.lengths(), self.config.max_length), kind="stable")
         out = np.empty((len(histories), self.n_items_), dtype=np.float32)
         network = self.network_
+        device = network.item_embedding.weight.device
         with torch.no_grad():
             items = network.item_vectors()
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                hidden = network(trimmed(torch.from_numpy(padded[rows])))[:, -1]
-                out[rows] = (hidden @ items.T).numpy()
+                batch = trimmed(torch.from_numpy(padded[rows])).to(device)
+                out[rows] = (network(batch)[:, -1] @ items.T).cpu().numpy()
         return out
 
 

@@ -12,9 +12,16 @@ from torch import nn
 from torch.nn import functional
 
 from privrank.data.interactions import Interactions
+from privrank.models._device import DeviceName, torch_device
 from privrank.models._epochs import EpochSchedule
 from privrank.models._private import DPSGDPrivateConfig
-from privrank.models._torch_training import EpochFitMixin, NetworkStateMixin, adam, seeded
+from privrank.models._torch_training import (
+    EpochFitMixin,
+    NetworkStateMixin,
+    TorchFitState,
+    adam,
+    seeded,
+)
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.models.parallel import all_reduce_gradients, share, worker_seed
 
@@ -42,6 +49,10 @@ class MultVAEConfig(ModelConfig):
         private: Settings of a private fit (DP-SGD,
             :class:`~privrank.models._private.DPSGDPrivateConfig`); ``None``: its defaults
             when the fit has a privacy spec. Refused by a fit without one.
+        device: Where the network trains, validates and scores (:mod:`privrank.models._device`):
+            ``cpu`` (default), ``cuda`` or ``auto`` (CUDA when visible). The user order is
+            drawn on the CPU whatever the device; scores come back as CPU arrays. Private and
+            data-parallel fits run on the CPU (``auto`` gives the CPU, ``cuda`` is refused).
     """
 
     hidden: int = Field(600, ge=1)
@@ -57,6 +68,7 @@ class MultVAEConfig(ModelConfig):
     validate_every: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0)
     private: DPSGDPrivateConfig | None = None
+    device: DeviceName = "cpu"
 
 
 class MultVAENetwork(nn.Module):
@@ -165,18 +177,24 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     uses_torch = True
     supports_privacy = True
     supports_engine = True
+    supports_checkpoints = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         if self._fit_on_engine(train, options):
             return
         cfg = self.config
+        parallel = options.parallel
+        device = torch_device(
+            cfg.device,
+            model="MultVAE",
+            cpu_only=None if parallel is None else "a data-parallel fit's workers use the CPU",
+        )
         validation = self._validation_set()
         active = np.flatnonzero(np.diff(matrix.indptr) > 0)
         generator = torch.Generator().manual_seed(options.seed)
-        parallel = options.parallel
-        step = 0  # Adam steps so far (the KL weight anneals over them)
+        steps_per_epoch = -(-len(active) // cfg.batch_size)
         with seeded(options.seed):
-            network = self._new_network()
+            network = self._new_network().to(device)
             optimizer = adam(network, cfg)
             parameters = list(network.parameters())
             if (
@@ -185,7 +203,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                 torch.manual_seed(worker_seed(options.seed, parallel))
 
             def train_epoch(epoch: int) -> float:
-                nonlocal step
+                step = (epoch - 1) * steps_per_epoch  # Adam steps so far (the KL anneals)
                 network.train()
                 order = active[torch.randperm(len(active), generator=generator).numpy()]
                 total = 0.0
@@ -194,7 +212,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                     beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
                     optimizer.zero_grad(set_to_none=True)
                     if len(rows):
-                        x = torch.from_numpy(matrix[rows].toarray())
+                        x = torch.from_numpy(matrix[rows].toarray()).to(device)
                         logits, mu, logvar = network(x)
                         loss = vae_loss(x, logits, mu, logvar, beta)
                         loss.backward()
@@ -209,7 +227,10 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                 return total / max(len(order), 1)
 
             self._run_epochs(
-                EpochSchedule.of(cfg), train_epoch, self._network_validation(network, validation)
+                EpochSchedule.of(cfg),
+                train_epoch,
+                self._network_validation(network, validation),
+                TorchFitState(network, optimizer, {"order": generator}),
             )
         self.network_ = network.eval()
 
@@ -221,6 +242,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
         if self._fit_on_engine(train, options):
             return
         cfg = self.config
+        torch_device(cfg.device, model="MultVAE", cpu_only="DP-SGD runs on the CPU")
         parallel = options.parallel
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
@@ -273,8 +295,9 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     def _score_histories(self, histories: Query, batch_size: int = 1024) -> np.ndarray:
         rows = histories.to_csr(self.n_items_)
         out = np.empty((len(histories), self.n_items_), dtype=np.float32)
+        device = next(self.network_.parameters()).device
         with torch.no_grad():
             for start in range(0, rows.shape[0], batch_size):
-                x = torch.from_numpy(rows[start : start + batch_size].toarray())
-                out[start : start + x.shape[0]] = self.network_(x)[0].numpy()
+                x = torch.from_numpy(rows[start : start + batch_size].toarray()).to(device)
+                out[start : start + x.shape[0]] = self.network_(x)[0].cpu().numpy()
         return out

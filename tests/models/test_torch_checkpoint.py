@@ -1,0 +1,154 @@
+"""A torch fit (SASRec, Mult-VAE) interrupted after an epoch and resumed from its checkpoint
+ends with the uninterrupted fit's weights, bit for bit (the oracle: the same fit, never
+stopped, in the same process)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from privrank.data.splits import LeaveLastOut, split
+from privrank.errors import ArtifactError, ConfigError
+from privrank.models._checkpoint import checkpoint_path, read_checkpoint
+from privrank.models.base import FitOptions, FitProgress
+from privrank.models.sasrec import SASRec
+from privrank.models.vae import MultVAE
+from privrank.privacy.spec import PrivacySpec
+from privrank.testing import synthetic_interactions
+
+PARTS = split(
+    synthetic_interactions(n_users=60, n_items=40, per_user=8, seed=3),
+    LeaveLastOut(k=1, validation=True),
+)
+
+
+def sasrec() -> SASRec:
+    return SASRec(
+        factors=16, blocks=1, max_length=10, epochs=6, batch_size=16, dropout=0.2,
+        negatives=8, learning_rate=0.01, patience=3, loss="sampled-softmax",
+    )  # fmt: skip
+
+
+def vae() -> MultVAE:
+    return MultVAE(
+        hidden=24, latent=8, epochs=6, batch_size=16, anneal_steps=7, patience=3, dropout=0.3
+    )
+
+
+MODELS = {"sasrec": sasrec, "mult-vae": vae}
+
+
+class Killed(Exception):
+    """Stands for the process dying after an epoch's checkpoint was written."""
+
+
+def options(directory=None, kill_after: int | None = None, seed: int = 4) -> FitOptions:
+    def progress(report: FitProgress) -> None:
+        if report.epoch == kill_after:
+            raise Killed
+
+    return FitOptions(
+        seed=seed, threads=1, progress=progress, validation=PARTS.validation,
+        checkpoint_dir=directory,
+    )  # fmt: skip
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.network_.state_dict().items()}
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+@pytest.mark.parametrize("kill_after", [1, 4])
+def test_a_resumed_fit_ends_with_the_uninterrupted_weights(make, kill_after, tmp_path):
+    whole = make().fit(PARTS.train, options())
+    assert whole.resumed_from_epoch_ is None
+    with pytest.raises(Killed):
+        make().fit(PARTS.train, options(tmp_path, kill_after=kill_after))
+    saved = read_checkpoint(checkpoint_path(tmp_path, whole.name))
+    assert saved is not None and saved.epoch == kill_after
+    resumed = make().fit(PARTS.train, options(tmp_path))
+    assert resumed.resumed_from_epoch_ == kill_after
+    expected, got = weights(whole), weights(resumed)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    assert resumed.loss_history_.tolist() == whole.loss_history_.tolist()
+    assert resumed.validation_history_.tolist() == whole.validation_history_.tolist()
+    assert resumed.best_epoch_ == whole.best_epoch_
+    # The finished fit's checkpoint says so: a third run trains nothing and keeps the weights.
+    epochs: list[int] = []
+    again = make().fit(
+        PARTS.train,
+        FitOptions(seed=4, threads=1, validation=PARTS.validation, checkpoint_dir=tmp_path,
+                   progress=lambda r: epochs.append(r.epoch)),
+    )  # fmt: skip
+    assert epochs == [] and again.resumed_from_epoch_ == len(whole.loss_history_)
+    for key in expected:
+        assert torch.equal(expected[key], weights(again)[key]), key
+
+
+def test_a_fit_without_validation_resumes_too(tmp_path):
+    def run(**kw):
+        return vae().fit(PARTS.train, FitOptions(seed=2, threads=1, **kw))
+
+    whole = run()
+    with pytest.raises(Killed):
+        run(checkpoint_dir=tmp_path, progress=lambda r: (_ for _ in ()).throw(Killed()))
+    resumed = run(checkpoint_dir=tmp_path)
+    assert resumed.resumed_from_epoch_ == 1
+    for key, value in weights(whole).items():
+        assert torch.equal(value, weights(resumed)[key]), key
+
+
+def test_the_checkpoint_of_another_fit_is_not_resumed(tmp_path):
+    with pytest.raises(Killed):
+        sasrec().fit(PARTS.train, options(tmp_path, kill_after=2, seed=4))
+    other = sasrec().fit(PARTS.train, options(tmp_path, seed=5))
+    assert other.resumed_from_epoch_ is None
+    fresh = sasrec().fit(PARTS.train, options(seed=5))
+    for key, value in weights(fresh).items():
+        assert torch.equal(value, weights(other)[key]), key
+
+
+def test_a_corrupted_checkpoint_stops_the_fit(tmp_path):
+    with pytest.raises(Killed):
+        vae().fit(PARTS.train, options(tmp_path, kill_after=1))
+    path = checkpoint_path(tmp_path, "mult-vae")
+    payload = bytearray(path.read_bytes())
+    payload[-1] ^= 0xFF
+    path.write_bytes(bytes(payload))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        vae().fit(PARTS.train, options(tmp_path))
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_a_private_fit_refuses_a_checkpoint_directory(make, tmp_path):
+    spec = PrivacySpec(epsilon=1.0, delta=1e-5, max_interactions_per_user=10, noise_seed=1)
+    with pytest.raises(ConfigError, match="private fit writes no checkpoints"):
+        make().fit(PARTS.train, FitOptions(privacy=spec, checkpoint_dir=tmp_path))
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_training_record_says_where_the_fit_resumed_from(tmp_path, privrank_home):
+    import json
+
+    from typer.testing import CliRunner
+
+    import privrank.cli.train  # noqa: F401  (register the command)
+    from privrank.cli.app import app
+    from privrank.data.splits import HoldoutSplit
+
+    data = synthetic_interactions(n_users=60, n_items=40, per_user=8, seed=3)
+    split_dir = split(data, HoldoutSplit(fraction=0.25, seed=2)).save(tmp_path / "split")
+    common = ["train", "--data", str(split_dir), "--model", "mult-vae", "--param", "hidden=16",
+              "--param", "latent=4", "--param", "epochs=2", "--threads", "1",
+              "--checkpoint-dir", str(tmp_path / "ck")]  # fmt: skip
+    records = []
+    for run in ("first", "again"):
+        done = CliRunner().invoke(app, [*common, "--out", str(tmp_path / run)])
+        assert done.exit_code == 0, done.output
+        records.append(json.loads((tmp_path / run / "training.json").read_text()))
+    assert records[0]["checkpoints"]["resumed_from_epoch"] is None
+    assert records[1]["checkpoints"]["resumed_from_epoch"] == 2  # the finished fit's epoch
+    assert [r["checkpoints"]["recoveries"] for r in records] == [0, 0]
+    assert records[1]["checkpoints"]["directory"] == str((tmp_path / "ck").resolve())
