@@ -185,3 +185,33 @@ def test_fit_is_the_simulation_in_which_every_device_takes_part(tmp_path):
     np.testing.assert_allclose(
         fitted.item_factors_, simulated.model.item_factors_, rtol=1e-5, atol=1e-6
     )
+
+
+def test_the_unobserved_weight_rule_is_ials_rule_fixed_from_the_released_counts(tmp_path):
+    from privrank.models.ials import IALS, IALSConfig
+
+    data = synthetic_interactions(n_users=50, n_items=20, per_user=5, seed=2)
+    histories = _histories(data)
+    rule = FedMFConfig(factors=6, regularization=0.05, unobserved_ratio=3.0)
+    # the oracle: iALS's own rule on the same matrix, and the hand formula
+    expected = IALS.resolve_unobserved_weight(IALSConfig(unobserved_ratio=3.0), histories)
+    assert expected == pytest.approx(3.0 * histories.nnz / (50 * 20))
+    counts = np.asarray(histories.sum(axis=0)).ravel()
+    assert rule.resolved(counts, 50).alpha0 == pytest.approx(expected)
+    assert CONFIG.resolved(counts, 50) is CONFIG  # an explicit α₀ is kept
+    with pytest.raises(ConfigError, match="resolve"):
+        FedMFClient(rule, 20).local_update(histories, MFBroadcast.of(np.ones((20, 6), np.float32)))
+    # a run with the rule is the run with that α₀ given explicitly (non-private counts are
+    # exact), and the model keeps the α₀ it was trained with through save and load
+    explicit = rule.model_copy(update={"unobserved_weight": expected})
+    by_rule = simulate(rule, data, _settings(), run_dir=tmp_path / "a").model
+    given = simulate(explicit, data, _settings(), run_dir=tmp_path / "b").model
+    np.testing.assert_allclose(by_rule.item_factors_, given.item_factors_, rtol=1e-6)
+    assert by_rule.unobserved_weight_ == pytest.approx(expected)
+    by_rule.save(tmp_path / "model")
+    loaded = Recommender.load(tmp_path / "model")
+    assert loaded.unobserved_weight_ == pytest.approx(expected)
+    users = np.arange(10)
+    np.testing.assert_allclose(loaded.score(users), given.score(users), rtol=1e-5)
+    fitted = FedMF(rule.model_copy(update={"epochs": 2})).fit(data, FitOptions(seed=0))
+    assert fitted.unobserved_weight_ == pytest.approx(expected)

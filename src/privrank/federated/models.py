@@ -34,11 +34,22 @@ __all__ = [
     "assemble_model",
     "device_code",
     "initial_arrays",
+    "resolved_config",
     "server_code",
 ]
 
 #: The configs the simulator trains.
 FederatedConfig: TypeAlias = FedMFConfig | FedVAEConfig
+
+
+def resolved_config(
+    config: FederatedConfig, item_counts: np.ndarray, population: int
+) -> FederatedConfig:
+    """The config the rounds run with: fedmf's :math:`\\alpha_0` fixed from the released item
+    counts (:meth:`~privrank.models._fedmf_rounds.FedMFConfig.resolved`); Mult-VAE's as given."""
+    if isinstance(config, FedVAEConfig):
+        return config
+    return config.resolved(item_counts, population)
 
 
 def device_code(config: FederatedConfig, n_items: int, seed: int) -> DeviceCode:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # a finished run's parts; a device's code needs only the sett
     from privrank.federated.state import ServerState
     from privrank.models.base import Recommender
     from privrank.privacy.distributed_dp_plan import DistributedDPPlan
-    from privrank.privacy.dp_fedavg import FedAvgPlan
+    from privrank.privacy.dp_fedavg import AdaptiveClipping, FedAvgPlan
     from privrank.privacy.mechanism import PrivacyGuarantee
 
 __all__ = ["FederatedSettings", "RoundReport", "SimulationResult"]
@@ -57,6 +57,20 @@ class FederatedSettings(FrozenConfig):
     adaptive_clipping: bool = True
     target_quantile: float = Field(0.5, gt=0, lt=1)
     clipping_learning_rate: float = Field(0.2, gt=0, allow_inf_nan=False)
+
+    def clipping_rule(self) -> AdaptiveClipping | None:
+        """The adaptive clipping of a private run with these settings (``None``: fixed :math:`C`).
+
+        Imported here rather than at the top: a device's code reads these settings and never
+        clips on the server's behalf.
+        """
+        if not self.adaptive_clipping:
+            return None
+        from privrank.privacy.dp_fedavg import AdaptiveClipping
+
+        return AdaptiveClipping(
+            target_quantile=self.target_quantile, learning_rate=self.clipping_learning_rate
+        )
 
 
 @dataclass(frozen=True)

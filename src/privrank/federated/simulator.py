@@ -52,6 +52,7 @@ from privrank.federated.models import (
     assemble_model,
     device_code,
     initial_arrays,
+    resolved_config,
     server_code,
 )
 from privrank.federated.rounds import central_round, distributed_round
@@ -60,7 +61,6 @@ from privrank.federated.settings import FederatedSettings, RoundReport, Simulati
 from privrank.federated.state import METRICS_FILE, ServerState
 from privrank.privacy.distributed_dp_plan import distributed_dp_guarantee, plan_distributed_dp
 from privrank.privacy.dp_fedavg import (
-    AdaptiveClipping,
     DPFedAvgMechanism,
     dp_fedavg_guarantee,
     plan_dp_fedavg,
@@ -197,12 +197,7 @@ def simulate(
             "distributed DP clips at a fixed norm (adaptive clipping would need its own secure, "
             "noised sum of the clipping bits): pass --no-adaptive-clipping"
         )
-    adaptive = None
-    if resolved is not None and settings.adaptive_clipping:
-        adaptive = AdaptiveClipping(
-            target_quantile=settings.target_quantile,
-            learning_rate=settings.clipping_learning_rate,
-        )
+    adaptive = None if resolved is None else settings.clipping_rule()
     plan = (
         None
         if resolved is None or distributed_dp
@@ -281,6 +276,11 @@ def simulate(
         if canaries is not None:
             state.arrays["released_sum"] = np.zeros(client.update_dim)
         state.save(run_dir)
+    # fedmf's α₀ from the released counts (post-processing): the devices get it with H.
+    fixed = resolved_config(config, state.arrays["item_counts"], population)
+    if fixed is not config:
+        config = fixed
+        client = device_code(config, train.n_items, settings.seed)
     server = server_code(config, population, state.arrays["item_counts"], settings)
     mechanism = None
     if plan is not None and state.clipping_norm is not None:

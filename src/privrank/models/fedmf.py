@@ -51,6 +51,8 @@ class FedMF(Recommender, FactorModel):
 
     Attributes:
         item_factors_: :math:`H`, ``n_items × d`` float32.
+        unobserved_weight_: The :math:`\alpha_0` the run used (the config's, or its rule's
+            value from the released item counts; saved with the model).
     """
 
     Config = FedMFConfig
@@ -59,9 +61,10 @@ class FedMF(Recommender, FactorModel):
     trained_federated = True
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
-        cfg = self.config
-        client = FedMFClient(cfg, self.n_items_)
         counts = np.asarray(matrix.sum(axis=0), dtype=np.float64).ravel()
+        cfg = self.config.resolved(counts, self.n_users_)
+        self.unobserved_weight_ = cfg.alpha0
+        client = FedMFClient(cfg, self.n_items_)
         server = FedMFServer(cfg, self.n_users_, counts, cfg.learning_rate)
         items = FedMFServer.initial_factors(cfg, self.n_items_, options.seed)
         histories = sp.csr_matrix(matrix)
@@ -82,7 +85,8 @@ class FedMF(Recommender, FactorModel):
         """The model of a finished federated run.
 
         Args:
-            config: The objective's hyper-parameters.
+            config: The objective's hyper-parameters, :math:`\\alpha_0` fixed as the run used it
+                (:meth:`~privrank.models._fedmf_rounds.FedMFConfig.resolved`).
             train: The training interactions of the simulation (its id maps and histories are
                 kept, as by any fit, to score training users and exclude their items; a
                 release artifact drops them).
@@ -94,6 +98,7 @@ class FedMF(Recommender, FactorModel):
             ConfigError: Arrays of the wrong shape or with non-finite values.
         """
         model = cls(config)
+        model.unobserved_weight_ = config.alpha0
         d = config.factors
         if item_factors.shape != (train.n_items, d) or item_popularity.shape != (train.n_items,):
             raise ConfigError(
@@ -112,7 +117,7 @@ class FedMF(Recommender, FactorModel):
         """:math:`\\lambda_u = \\lambda(|I_u| + \\alpha_0|I|)^\\nu` for history lengths
         ``lengths`` (float32)."""
         cfg = self.config
-        base = lengths.astype(np.float64) + cfg.unobserved_weight * self.n_items_
+        base = lengths.astype(np.float64) + self.unobserved_weight_ * self.n_items_
         return (cfg.regularization * np.power(base, cfg.regularization_exponent)).astype(np.float32)
 
     def fold_in(self, histories: Query) -> np.ndarray:
@@ -128,9 +133,7 @@ class FedMF(Recommender, FactorModel):
         rows = query.to_csr(self.n_items_)
         items = self.item_factors_
         regularization = self.user_regularization(np.diff(rows.indptr))
-        return solve_exact(
-            rows, items, gramian(items), regularization, self.config.unobserved_weight
-        )
+        return solve_exact(rows, items, gramian(items), regularization, self.unobserved_weight_)
 
     def user_vectors(self, query: Query) -> np.ndarray:
         """Every query folded in (known users through their training histories)."""
@@ -147,7 +150,10 @@ class FedMF(Recommender, FactorModel):
         return self.fold_in(Query.users(user_codes)) @ self.item_factors_.T
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"item_factors": self.item_factors_}
+        return {
+            "item_factors": self.item_factors_,
+            "unobserved_weight": np.asarray([self.unobserved_weight_], dtype=np.float64),
+        }
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         items = state["item_factors"]
@@ -157,3 +163,6 @@ class FedMF(Recommender, FactorModel):
                 f"({self.n_items_}, {self.config.factors})"
             )
         self.item_factors_ = items
+        # Models saved before α₀ had a rule carry it in their config.
+        saved = state.get("unobserved_weight")
+        self.unobserved_weight_ = float(saved[0]) if saved is not None else self.config.alpha0
