@@ -6,7 +6,7 @@ PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 export PRIVRANK_DATA_DIR ?= $(abspath ../shared/data)
 
 .PHONY: demo test lint docs format install install-dev clean chromium test-ray-cluster k8s-check \
-	flower-env test-flower docker-image docker-image-offline
+	flower-env test-flower pfl-env docker-image docker-image-offline
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,18 @@ flower-env: $(FLOWER_VENV)/.installed
 test-flower: $(FLOWER_VENV)/.installed $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m flower tests/federated/flower
 
+# Apple's pfl-research (the simulator-speed peer) in its own environment: pfl pins
+# dp-accounting<0.6 and packaging<26 (deploy/pfl/requirements.txt).
+PFL_VENV := .venv-pfl
+$(PFL_VENV)/.installed: deploy/pfl/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(PFL_VENV)
+	$(PFL_VENV)/bin/pip install $(PIP_FLAGS) -r deploy/pfl/requirements.txt
+	$(PFL_VENV)/bin/pip install --no-deps --no-build-isolation -e .
+	$(PFL_VENV)/bin/python -c "import pfl, privrank.models._fedmf_rounds"
+	touch $@
+
+pfl-env: $(PFL_VENV)/.installed
+
 # The CPU image of deploy/Dockerfile (KubeRay pods, serving). docker-image-offline builds it
 # without Docker Hub or the PyTorch index (a debootstrap base, torch from WHEELS).
 IMAGE ?= privrank:0.1.0
@@ -93,4 +105,4 @@ docker-image-offline:
 	deploy/build_image_offline.sh $(WHEELS) $(IMAGE)
 
 clean:
-	rm -rf $(VENV) $(FLOWER_VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(FLOWER_VENV) $(PFL_VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
