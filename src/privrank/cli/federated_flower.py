@@ -175,6 +175,14 @@ def serve_command(
         Path | None,
         typer.Option(help="Also start one local SuperNode per node file of this folder."),
     ] = None,
+    aggregation: Annotated[
+        str,
+        typer.Option(
+            help="plain (the server sums the devices' updates) or secagg (SecAgg+ over Flower "
+            "messages: the server sees masked vectors and sums only; DP needs --sampling fixed)."
+        ),
+    ] = "plain",
+    modulus_bits: Annotated[int, typer.Option(help="secagg: bits b of the ring Z_2^b.")] = 48,
 ) -> None:
     """Run federated training on Flower: the SuperLink here, devices in SuperNodes.
 
@@ -182,7 +190,10 @@ def serve_command(
     step) with the devices answering Flower messages; with ``--epsilon`` it is DP-FedAvg
     (user-level (ε, δ)-DP, one device = one user, Poisson sampling, device-side clipping,
     Gaussian noise on the server's sum; the server is trusted with the clipped updates), and
-    only released rounds are charged to the ledger.
+    only released rounds are charged to the ledger. ``--aggregation secagg`` runs SecAgg+
+    (:mod:`privrank.federated.flower.secure`) for the counts and every round: the server is then
+    trusted with sums only (honest but curious), central DP needs fixed cohorts, and a round
+    whose survivors are fewer than ``--min-clients`` aborts uncharged.
     """
     from privrank.data.fingerprint import fingerprint
     from privrank.federated import FederatedSettings
@@ -196,7 +207,16 @@ def serve_command(
         wait_for_port,
     )
     from privrank.federated.flower.model import assemble_model
+    from privrank.federated.secure_aggregation import SecureAggregation
     from privrank.workflow.model_dir import TRAINING_FILE, write_trained
+
+    if aggregation not in ("plain", "secagg"):
+        raise ConfigError(f"--aggregation {aggregation!r}: expected plain or secagg")
+    secure = (
+        None
+        if aggregation == "plain"
+        else SecureAggregation.from_mapping({"modulus_bits": modulus_bits})
+    )
 
     recommender, resolved, train, mode = _federated_train(data, model, param)
     settings = FederatedSettings.from_mapping(
@@ -232,6 +252,7 @@ def serve_command(
         min_nodes=min_nodes,
         enrol_timeout=enrol_timeout,
         round_timeout=round_timeout,
+        secure=secure,
     )
     nodes = []
     if local_devices is not None:
@@ -289,7 +310,7 @@ def serve_command(
         "rounds": result.state.round,
         "released_rounds": result.state.released_rounds,
         "devices": train.n_users,
-        "aggregation": "plain",
+        "aggregation": aggregation,
     }
     if result.guarantee is not None:
         spends = result.state.spend_ids

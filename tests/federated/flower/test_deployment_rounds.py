@@ -50,13 +50,13 @@ class LocalTransport:
             for n in self.nodes.values()
         ]
 
-    def updates(self, round_index, assignment, item_factors, bound):
+    def updates(self, round_index, assignment, item_factors, bound, config):
         self.asked.append(dict(assignment))
         answers = []
         for k, devices in assignment.items():
             if k in self.drop.get(round_index, set()):
                 continue
-            vectors, bits = device_updates(self.nodes[k], devices, self.config, item_factors, bound)
+            vectors, bits = device_updates(self.nodes[k], devices, config, item_factors, bound)
             answers.append(NodeAnswer(devices, vectors, bits))
         return answers
 

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.federated.flower._supernodes import deployment
 
 from privrank.privacy.ledger import Ledger
 
 pytestmark = [pytest.mark.flower, pytest.mark.realdata]
 
-ROOT = Path(__file__).resolve().parents[3]
-FLOWER = Path(os.environ.get("PRIVRANK_FLOWER_VENV", ROOT / ".venv-flower")) / "bin"
 NODES = 10
 KILLED = 3
 PORT = 19391
@@ -43,77 +42,36 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _supernode(node_file: Path, number: int, home: Path, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, FLWR_HOME=str(home), PATH=f"{FLOWER}{os.pathsep}{os.environ['PATH']}")
-    command = [
-        str(FLOWER / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{PORT}",
-        "--port", str(PORT + 1 + number), "--node-config", f"node-file='{node_file}'",
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-
-
 def test_ten_supernodes_one_killed_mid_round(real_data_dir, tmp_path):
-    if not (FLOWER / "flower-supernode").exists():
-        pytest.fail(f"{FLOWER} holds no Flower environment: run `make flower-env`")
     from tests.federated.flower.test_deployment_rounds import LocalTransport
 
     from privrank.data.fingerprint import fingerprint
     from privrank.federated import FederatedSettings
-    from privrank.federated.flower.devices import partition
     from privrank.federated.flower.job import FlowerJob
     from privrank.federated.flower.rounds import run_deployment
     from privrank.models import FedMFConfig
     from privrank.privacy.spec import PrivacySpec
-    from privrank.workflow.protocols import prepare
 
-    train = prepare("ml100k-holdout").train
-    devices = tmp_path / "devices"
-    partition(train, NODES, devices)
-    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with Ledger(ledger_url) as book:
-        book.set_budget("ml-100k", 100.0, 0.5)
-        book.set_budget("oracle", 100.0, 0.5)
-    out, run_dir, logs = tmp_path / "model", tmp_path / "model.run", tmp_path / "logs"
-    logs.mkdir()
-    env = dict(os.environ, PATH=f"{FLOWER}{os.pathsep}{os.environ['PATH']}")
-    serve = subprocess.Popen(
-        [
-            str(FLOWER / "privrank"), "federated", "serve", "--data", "ml100k-holdout",
-            "--out", str(out), "--param", "factors=4", "--rounds", str(ROUNDS),
-            "--clients-per-round", "300", "--seed", "1", "--epsilon", "30",
-            "--max-per-user", "50", "--clipping-norm", "0.5", "--noise-seed", "5",
-            "--budget-key", "ml-100k", "--ledger", ledger_url, "--port", str(PORT),
-            "--min-nodes", str(NODES), "--enrol-timeout", "600", "--round-timeout", "300",
-        ],
-        stdout=(logs / "serve.log").open("wb"), stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    nodes = []
-    try:
-        time.sleep(5)
-        nodes = [
-            _supernode(devices / f"node-{k}.npz", k, tmp_path / f"home-{k}", logs / f"n{k}.log")
-            for k in range(NODES)
-        ]
+    serve_args = [
+        "--param", "factors=4", "--rounds", str(ROUNDS), "--clients-per-round", "300",
+        "--seed", "1", "--epsilon", "30", "--max-per-user", "50", "--clipping-norm", "0.5",
+        "--noise-seed", "5", "--budget-key", "ml-100k", "--enrol-timeout", "600",
+        "--round-timeout", "300",
+    ]  # fmt: skip
+    with deployment(tmp_path, serve_args, nodes=NODES, port=PORT) as run:
         deadline = time.monotonic() + 900
-        while len(_metrics(run_dir)) < 1:
-            assert serve.poll() is None, (logs / "serve.log").read_text()[-3000:]
+        while len(_metrics(run.run_dir)) < 1:
+            assert run.serve.poll() is None, run.serve_log()
             assert time.monotonic() < deadline, "round 1 never finished"
             time.sleep(0.2)
         # Round 2 starts right after round 1's line: freeze the node so that it cannot answer,
         # then kill it (and its ClientApp) while the round waits for it.
-        os.killpg(nodes[KILLED].pid, signal.SIGSTOP)
+        os.killpg(run.nodes[KILLED].pid, signal.SIGSTOP)
         time.sleep(3)
-        os.killpg(nodes[KILLED].pid, signal.SIGKILL)
-        assert serve.wait(timeout=900) == 0, (logs / "serve.log").read_text()[-3000:]
-    finally:
-        for process in nodes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        if serve.poll() is None:
-            serve.kill()
+        os.killpg(run.nodes[KILLED].pid, signal.SIGKILL)
+        assert run.serve.wait(timeout=900) == 0, run.serve_log()
+    train, devices, ledger_url = run.train, run.devices, run.ledger_url
+    out, run_dir = run.out, run.run_dir
     lines = _metrics(run_dir)
     assert [line["released"] for line in lines] == [True] * ROUNDS
     assert lines[0]["refused"]["dropped"] == 0

@@ -15,13 +15,14 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from privrank.federated.flower import messages
 from privrank.federated.flower.devices import NodeData, device_counts, device_updates, load_node
+from privrank.federated.flower.secure import device_stage
 
-__all__ = ["app"]
+__all__ = ["app", "secure_stage"]
 
 app = ClientApp()
 
@@ -62,3 +63,28 @@ def train(message: Message, context: Context) -> Message:
         node, request.devices, request.config, request.item_factors, request.bound
     )
     return Message(messages.reply(request.devices, vectors, unclipped), reply_to=message)
+
+
+#: Where a node keeps its devices' SecAgg+ state between stages (the run's ``context.state``).
+_SECAGG_STATE = "privrank.secagg"
+
+
+def secure_stage(node: NodeData, state: RecordDict, content: RecordDict) -> RecordDict:
+    """Answer one ``train.secagg`` content for ``node``'s devices, keeping their protocol state
+    in ``state`` (the run's ``context.state``) between stages."""
+    request = messages.parse_secure_request(content)
+    record = state.get(_SECAGG_STATE)
+    kept: dict[str, bytes] = {}
+    if record is not None:
+        kept = {str(k): v for k, v in record.items() if isinstance(v, bytes)}
+    answer = device_stage(node, kept, request)
+    state[_SECAGG_STATE] = ConfigRecord(dict(kept))
+    return messages.secure_reply(answer)
+
+
+@app.train("secagg")
+def secagg(message: Message, context: Context) -> Message:
+    """One SecAgg+ stage for the asked devices (:mod:`privrank.federated.flower.secure`); their
+    protocol state, private keys included, stays in this node's ``context.state``."""
+    reply = secure_stage(_node_of(context), context.state, message.content)
+    return Message(reply, reply_to=message)

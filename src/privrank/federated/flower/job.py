@@ -17,6 +17,7 @@ from pydantic import Field
 from privrank.atomic import atomic_file
 from privrank.data._config import FrozenConfig
 from privrank.errors import ConfigError
+from privrank.federated.secure_aggregation import SecureAggregation
 from privrank.federated.settings import FederatedSettings
 from privrank.models._fedmf_rounds import FedMFConfig
 from privrank.privacy.spec import PrivacySpec
@@ -45,6 +46,9 @@ class FlowerJob(FrozenConfig):
         enrol_timeout: Seconds to wait for them, and for their enrolment answers.
         round_timeout: Seconds the server waits for a round's answers; devices that have not
             answered by then dropped out of the round.
+        secure: Aggregate the item counts and every round by SecAgg+ over Flower messages
+            (:mod:`privrank.federated.flower.secure`): the server learns only sums. ``None``:
+            the devices' checked updates are summed by the server.
     """
 
     model: FedMFConfig
@@ -60,6 +64,7 @@ class FlowerJob(FrozenConfig):
     min_nodes: int = Field(1, ge=1)
     enrol_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
     round_timeout: float = Field(60.0, gt=0, allow_inf_nan=False)
+    secure: SecureAggregation | None = None
 
     def write(self, path: Path) -> None:
         """Write the job (atomically)."""

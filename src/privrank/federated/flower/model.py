@@ -19,7 +19,6 @@ from privrank.federated.flower.job import FlowerJob
 from privrank.federated.state import ServerState
 from privrank.models.fedmf import FedMF
 from privrank.privacy.dp_fedavg import (
-    AdaptiveClipping,
     FedAvgPlan,
     dp_fedavg_guarantee,
     plan_dp_fedavg,
@@ -51,20 +50,12 @@ def job_plan(job: FlowerJob) -> FedAvgPlan | None:
     if job.privacy is None:
         return None
     settings = job.settings
-    adaptive = (
-        AdaptiveClipping(
-            target_quantile=settings.target_quantile,
-            learning_rate=settings.clipping_learning_rate,
-        )
-        if settings.adaptive_clipping
-        else None
-    )
     return plan_dp_fedavg(
         job.privacy.resolve(job.population),
         job.population,
         settings.clients_per_round,
         settings.rounds,
-        adaptive,
+        settings.clipping_rule(),
     )
 
 
@@ -86,5 +77,6 @@ def assemble_model(job: FlowerJob, train: Interactions) -> DeployedModel:
             plan, resolved, state.released_rounds, noise_scale=current_noise_scale()
         )
     popularity = np.maximum(state.arrays["item_counts"], 0.0)
-    model = FedMF.assemble(job.model, train, state.arrays["item_factors"], popularity, guarantee)
+    config = job.model.resolved(state.arrays["item_counts"], job.population)
+    model = FedMF.assemble(config, train, state.arrays["item_factors"], popularity, guarantee)
     return DeployedModel(model, state, plan, guarantee)

@@ -30,6 +30,19 @@ honestly; the released models (every round's :math:`H`) are what the guarantee c
 that drops out only lowers the sum; the mean divides by the *expected* cohort, so the
 sensitivity and the accounting do not change.
 
+**With SecAgg+** (``job.secure``, :mod:`privrank.federated.flower.secure`): the item counts
+and every round are summed by SecAgg+ over Flower messages; the server sees masked vectors and
+sums only, and the devices check and encode their own updates. Central DP over SecAgg+ needs
+fixed cohorts (:func:`~privrank.federated.simulator.check_private_min_clients` with
+``secure=True``, as the simulator): the cohort's size is public, a refused device sends the zero
+update and stays in the protocol, and the SecAgg+ graph comes from the run's seed. A round with
+fewer than ``min_clients`` survivors aborts: neither released nor charged (its reservation is
+given back). Unlike the simulator, whose drop-outs are drawn from the seed, a deployment's
+drop-outs are the devices' own; the guarantee assumes, as the plain path does, that whether a
+device answers does not depend on its data. The noise, the accountant (fixed cohorts, replace-one
+adjacency) and the ledger's charges are the simulator's: the counts with the run's δ, then each
+released round's ε increment.
+
 With no drop-out the run computes what :func:`~privrank.federated.simulator.simulate` computes
 on the same data, seed and settings (the same cohorts, updates and steps; the sums are added in
 another order, so equal up to float rounding).
@@ -42,7 +55,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -50,12 +63,19 @@ from privrank.errors import ConfigError
 from privrank.federated.aggregation import RoundSum, SumAggregator
 from privrank.federated.cohorts import sample_cohort
 from privrank.federated.flower.job import FlowerJob
+from privrank.federated.flower.secure import (
+    SecureReply,
+    SecureRequest,
+    SecureTask,
+    graph_seed,
+    secure_sum,
+)
 from privrank.federated.item_counts import noisy_counts
 from privrank.federated.rounds import step_plain, step_private
 from privrank.federated.settings import RoundReport
 from privrank.federated.simulator import check_private_min_clients, record_round
 from privrank.federated.state import ServerState
-from privrank.models._fedmf_rounds import FedMFServer
+from privrank.models._fedmf_rounds import FedMFConfig, FedMFServer
 from privrank.privacy.dp_fedavg import (
     AdaptiveClipping,
     DPFedAvgMechanism,
@@ -67,6 +87,10 @@ from privrank.privacy.mechanism import PrivacyGuarantee
 from privrank.privacy.spec import PrivacySpec
 from privrank.privacy.updates import DenseUpdates
 from privrank.workflow.spend import RoundLedger
+
+if TYPE_CHECKING:
+    from privrank.federated.secure_aggregation import SecureAggregation
+    from privrank.privacy.crypto.secagg import SecAggConfig
 
 __all__ = ["DeploymentResult", "DeviceTransport", "NodeAnswer", "run_deployment"]
 
@@ -105,9 +129,18 @@ class DeviceTransport(Protocol):
         assignment: Mapping[int, np.ndarray],
         item_factors: np.ndarray,
         bound: float | None,
+        config: FedMFConfig,
     ) -> Sequence[NodeAnswer]:
         """The round's answers of the nodes in ``assignment`` (node → its cohort devices) that
-        answered in time."""
+        answered in time; ``config`` is the objective with :math:`\\alpha_0` fixed, sent to the
+        devices with :math:`H`."""
+        ...
+
+    def secure(
+        self, stage: str, requests: Mapping[int, SecureRequest]
+    ) -> Sequence[tuple[int, SecureReply]]:
+        """One stage of a SecAgg+ exchange (:mod:`privrank.federated.flower.secure`): the
+        replies of the nodes in ``requests`` that answered in time."""
         ...
 
 
@@ -209,23 +242,21 @@ def run_deployment(
     settings = job.settings
     population = job.population
     resolved = None if job.privacy is None else job.privacy.resolve(population)
-    if resolved is not None and settings.sampling != "poisson":
-        raise ConfigError("DP-FedAvg is accounted for Poisson sampling only (--sampling poisson)")
     if resolved is not None:
-        check_private_min_clients(settings, population)
+        check_private_min_clients(settings, population, secure=job.secure is not None)
     if resolved is not None and not job.ledger_key:
         raise ConfigError("a private federated run needs a ledger key to charge its rounds to")
-    adaptive = None
-    if resolved is not None and settings.adaptive_clipping:
-        adaptive = AdaptiveClipping(
-            target_quantile=settings.target_quantile,
-            learning_rate=settings.clipping_learning_rate,
-        )
+    adaptive = None if resolved is None else settings.clipping_rule()
     plan = (
         None
         if resolved is None
         else plan_dp_fedavg(
-            resolved, population, settings.clients_per_round, settings.rounds, adaptive
+            resolved,
+            population,
+            settings.clients_per_round,
+            settings.rounds,
+            adaptive,
+            settings.sampling,
         )
     )
     ledger = (
@@ -268,7 +299,7 @@ def _run(
             raise ConfigError(f"--resume: {run_dir} holds no federated run state")
         if ledger is not None and plan is not None:
             ledger.check_plan(plan.epsilon_after(plan.rounds), plan.delta)
-        counts = _release_counts(job, transport, resolved, plan, ledger)
+        counts = _release_counts(job, transport, resolved, plan, ledger, nodes)
         state = ServerState(
             round=0,
             released_rounds=0,
@@ -281,6 +312,8 @@ def _run(
             spend_ids=[] if ledger is None else [s.spend_id for s in ledger.spends],
         )
         state.save(run_dir)
+    # α₀ from the released counts (post-processing), as in the simulator.
+    config = config.resolved(state.arrays["item_counts"], job.population)
     server = FedMFServer(
         config, job.population, state.arrays["item_counts"], settings.server_learning_rate
     )
@@ -294,14 +327,18 @@ def _run(
         tick = time.perf_counter()
         report = _round(
             round_index, job, transport, nodes, server, state, plan, mechanism, ledger,
-            resolved, dim,
+            resolved, dim, config,
         )  # fmt: skip
         report = record_round(report, round_index, tick, state, run_dir, ledger, progress)
         seconds.append(report.seconds)
     guarantee = None
     if plan is not None and resolved is not None and mechanism is not None:
         guarantee = dp_fedavg_guarantee(
-            plan, resolved, state.released_rounds, noise_scale=mechanism.noise_scale
+            plan,
+            resolved,
+            state.released_rounds,
+            noise_scale=mechanism.noise_scale,
+            secure_aggregation=job.secure is not None,
         )
     return DeploymentResult(state, plan, guarantee, time.perf_counter() - started, seconds)
 
@@ -312,9 +349,15 @@ def _release_counts(
     resolved: PrivacySpec | None,
     plan: FedAvgPlan | None,
     ledger: RoundLedger | None,
+    nodes: Mapping[int, np.ndarray],
 ) -> np.ndarray:
     """The summed item counts (noised and charged with the run's δ in a private run)."""
     bound = None if plan is None else plan.contribution_bound
+    if job.secure is not None:
+        total_counts = _secure_counts(job, transport, bound, nodes)
+        if resolved is None or plan is None or ledger is None:
+            return total_counts
+        return noisy_counts(total_counts, resolved, plan, ledger)
     answers = transport.counts(bound)
     total, dropped = _sum(
         answers,
@@ -330,6 +373,82 @@ def _release_counts(
     return noisy_counts(total.total, resolved, plan, ledger)
 
 
+def _secure_counts(
+    job: FlowerJob,
+    transport: DeviceTransport,
+    bound: int | None,
+    nodes: Mapping[int, np.ndarray],
+) -> np.ndarray:
+    """Every device's 0/1 item vector (at most ``bound`` items) summed by SecAgg+ in groups of
+    ``clients_per_round`` devices, as the simulator's
+    :func:`~privrank.federated.item_counts.secure_counts_sum` (exact integers, ring scale 1).
+
+    Raises:
+        SecAggAbort: A group could not be unmasked (nothing is released).
+    """
+    assert job.secure is not None
+    total = np.zeros(job.n_items)
+    group = max(2, job.settings.clients_per_round)
+    exact = job.secure.model_copy(update={"value_range": 1.0, "scale": 1.0, "dropout": 0.0})
+    for number, start in enumerate(range(0, job.population, group)):
+        members = np.arange(start, min(start + group, job.population))
+        ring = exact.ring(len(members))
+        round_id = 2**62 - 1 - number
+        task = SecureTask(
+            "counts", None, ring.modulus_bits, ring.clip, ring.scale,
+            _secagg_config(exact, round_id, 1), count_bound=bound,
+        )  # fmt: skip
+        part, _ = secure_sum(
+            transport.secure, _assignment(nodes, members), task, job.n_items, round_id,
+            graph_seed(job.settings.seed, round_id, len(members)),
+        )  # fmt: skip
+        total += part.total
+    return total
+
+
+def _secagg_config(secure: SecureAggregation, round_id: int, min_survivors: int) -> SecAggConfig:
+    from privrank.privacy.crypto.secagg import SecAggConfig
+
+    return SecAggConfig(
+        modulus_bits=secure.modulus_bits,
+        degree_factor=secure.degree_factor,
+        threshold_fraction=secure.threshold_fraction,
+        min_survivors=min_survivors,
+        round_id=round_id,
+    )
+
+
+def _secure_collect(
+    job: FlowerJob,
+    transport: DeviceTransport,
+    round_index: int,
+    assignment: Mapping[int, np.ndarray],
+    cohort: np.ndarray,
+    item_factors: np.ndarray,
+    bound: float | None,
+    dim: int,
+    config: FedMFConfig,
+) -> tuple[RoundSum, dict[str, int]]:
+    """The round's sum by SecAgg+ (the simulator's ring: range the bound, or ``value_range``
+    without one; scale from the cohort's size)."""
+    from privrank.privacy.crypto.secagg import SecAggAbort
+
+    assert job.secure is not None
+    ring = job.secure.ring(len(cohort), bound)
+    task = SecureTask(
+        "round", bound, ring.modulus_bits, ring.clip, ring.scale,
+        _secagg_config(job.secure, round_index, job.settings.min_clients),
+        config=config, item_factors=item_factors,
+    )  # fmt: skip
+    seed = graph_seed(job.settings.seed, round_index, len(cohort))
+    try:
+        total, _ = secure_sum(transport.secure, assignment, task, dim, round_index, seed)
+    except SecAggAbort as exc:
+        log.warning("round %d: SecAgg+ aborted: %s", round_index, exc)
+        return RoundSum(np.zeros(dim), 0, 0, {}), {"secagg_abort": len(cohort)}
+    return total, dict(total.refused)
+
+
 def _round(
     round_index: int,
     job: FlowerJob,
@@ -342,6 +461,7 @@ def _round(
     ledger: RoundLedger | None,
     spec: PrivacySpec | None,
     dim: int,
+    config: FedMFConfig,
 ) -> RoundReport:
     """One round (the simulator's ``_round`` with the devices reached by messages)."""
     settings = job.settings
@@ -352,12 +472,20 @@ def _round(
         state.clipping_norm, 0.0,
     )  # fmt: skip
     private = not (ledger is None or plan is None or mechanism is None or spec is None)
-    if not private and len(cohort) < settings.min_clients:
-        return skipped  # a private round is released whatever its cohort (module docstring)
+    secure = job.secure is not None
+    if (not private or secure) and len(cohort) < settings.min_clients:
+        return skipped  # a private plain round is released whatever its cohort (module doc)
     assignment = _assignment(nodes, cohort)
 
     def collect(bound: float | None) -> tuple[RoundSum, dict[str, int]]:
-        answers = transport.updates(round_index, assignment, state.arrays["item_factors"], bound)
+        if secure:
+            return _secure_collect(
+                job, transport, round_index, assignment, cohort, state.arrays["item_factors"],
+                bound, dim, config,
+            )  # fmt: skip
+        answers = transport.updates(
+            round_index, assignment, state.arrays["item_factors"], bound, config
+        )
         total, dropped = _sum(answers, cohort, dim, bound, round_index)
         return total, {**total.refused, "dropped": dropped}
 
@@ -372,6 +500,9 @@ def _round(
         epsilon_after - (epsilon_before or 0.0), 0.0, f"round {round_index}"
     ) as released:
         total, refused = collect(mechanism.clipping_norm)
+        if secure and total.accepted < settings.min_clients:
+            # aborted: nothing released, the reservation is given back (module docstring)
+            return _reported(skipped, total, refused, released=False)
         step_private(total, settings, server, state, plan, mechanism, spec, round_index)
         released[0] = True
     report = _reported(skipped, total, refused, released=True)

@@ -28,7 +28,9 @@ from privrank.errors import ConfigError
 from privrank.federated.flower import messages
 from privrank.federated.flower.job import FlowerJob
 from privrank.federated.flower.rounds import NodeAnswer, run_deployment
+from privrank.federated.flower.secure import SecureReply, SecureRequest
 from privrank.federated.simulator import RoundReport
+from privrank.models._fedmf_rounds import FedMFConfig
 
 __all__ = ["GridTransport", "app"]
 
@@ -103,15 +105,34 @@ class GridTransport:
         assignment: Mapping[int, np.ndarray],
         item_factors: np.ndarray,
         bound: float | None,
+        config: FedMFConfig,
     ) -> Sequence[NodeAnswer]:
         contents = {
-            node: messages.round_request(round_index, devices, bound, self.job.model, item_factors)
+            node: messages.round_request(round_index, devices, bound, config, item_factors)
             for node, devices in assignment.items()
         }
         replies = self._exchange(
             contents, messages.ROUND, f"round {round_index}", self.job.round_timeout
         )
         return self._answers(replies, f"round {round_index}")
+
+    def secure(
+        self, stage: str, requests: Mapping[int, SecureRequest]
+    ) -> list[tuple[int, SecureReply]]:
+        if not requests:
+            return []
+        contents = {node: messages.secure_request(r) for node, r in requests.items()}
+        round_index = next(iter(requests.values())).round_index if requests else 0
+        replies = self._exchange(
+            contents, messages.SECURE, f"secagg {round_index} {stage}", self.job.round_timeout
+        )
+        answers = []
+        for node, content in replies:
+            try:
+                answers.append((node, messages.parse_secure_reply(content)))
+            except ConfigError as exc:
+                log.warning("secagg %s: %s", stage, exc)
+        return answers
 
 
 def _report(update: RoundReport) -> None:

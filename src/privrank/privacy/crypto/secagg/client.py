@@ -28,6 +28,8 @@ survivors; the server removes the rest with the secrets it recovers from shares.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 
 import numpy as np
@@ -94,6 +96,60 @@ class SecAggClient:
         self._mask_peers: tuple[int, ...] = ()
         self._sent_input = False
         self._disclosed: dict[int, str] = {}  # peer → "seed" or "key"
+
+    # -- persistence between messages -------------------------------------------------------
+    def export_state(self) -> bytes:
+        """Everything the client holds between two stages, as bytes (its private keys and
+        self-mask seed included: the state never leaves the device; a Flower SuperNode keeps it
+        in the run's ``context.state`` between messages)."""
+
+        def b64(raw: bytes) -> str:
+            return base64.b64encode(raw).decode("ascii")
+
+        state = {
+            "client_id": self.client_id,
+            "config": self.config.model_dump(mode="json"),
+            "cipher_key": b64(crypto.private_bytes(self._cipher_key)),
+            "mask_key": b64(crypto.private_bytes(self._mask_key)),
+            "seed": b64(self._seed),
+            "neighbours": sorted(self._neighbours),
+            "threshold": self._threshold,
+            "length": self._length,
+            "peer_keys": {str(p): [b64(a), b64(b)] for p, (a, b) in self._peer_keys.items()},
+            "shares": {str(p): [str(a), str(b)] for p, (a, b) in self._shares.items()},
+            "mask_peers": list(self._mask_peers),
+            "sent_input": self._sent_input,
+            "disclosed": {str(p): kind for p, kind in self._disclosed.items()},
+        }
+        return json.dumps(state, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_state(cls, data: bytes) -> SecAggClient:
+        """The client :meth:`export_state` saved.
+
+        Raises:
+            ProtocolViolation: Bytes that are not a saved client state.
+        """
+        try:
+            state = json.loads(data.decode("utf-8"))
+            client = cls(int(state["client_id"]), SecAggConfig(**state["config"]))
+            raw = base64.b64decode
+            client._cipher_key = crypto.private_key_from_bytes(raw(state["cipher_key"]))
+            client._mask_key = crypto.private_key_from_bytes(raw(state["mask_key"]))
+            client._seed = raw(state["seed"])
+            client._neighbours = frozenset(int(p) for p in state["neighbours"])
+            client._threshold = int(state["threshold"])
+            client._length = int(state["length"])
+            client._peer_keys = {
+                int(p): (raw(a), raw(b)) for p, (a, b) in state["peer_keys"].items()
+            }
+            client._shares = {int(p): (int(a), int(b)) for p, (a, b) in state["shares"].items()}
+            client._mask_peers = tuple(int(p) for p in state["mask_peers"])
+            client._sent_input = bool(state["sent_input"])
+            client._disclosed = {int(p): str(kind) for p, kind in state["disclosed"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProtocolViolation(f"not a saved SecAgg+ client state: {exc}") from exc
+        return client
 
     # -- stage 1 ------------------------------------------------------------------------------
     def setup(self, message: SetupMessage) -> PublicKeys:

@@ -1,0 +1,228 @@
+"""SecAgg+ on the deployment path (no Flower processes): the stages of
+:mod:`privrank.federated.flower.secure` driven over an in-process transport, checked against the
+plaintext sums and against the simulator's SecAgg+ path on the same data, seed and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+from tests.federated.flower.test_deployment_rounds import CONFIG, LocalTransport, _job
+
+from privrank.errors import ConfigError
+from privrank.federated import FederatedSettings, simulate
+from privrank.federated.flower.devices import device_updates, partition
+from privrank.federated.flower.rounds import run_deployment
+from privrank.federated.flower.secure import (
+    SecureRequest,
+    SecureTask,
+    device_stage,
+    secure_sum,
+)
+from privrank.federated.secure_aggregation import SecureAggregation
+from privrank.models._fedmf_rounds import FedMFServer
+from privrank.privacy.crypto.secagg import MaskedInput, SecAggAbort, SecAggConfig
+from privrank.privacy.ledger import Ledger
+from privrank.privacy.spec import PrivacySpec
+from privrank.workflow.spend import RoundLedger
+
+
+class SecureTransport(LocalTransport):
+    """The in-process transport with the SecAgg+ stages; each node keeps its own state.
+    ``drop_stage`` maps a stage to nodes that stop answering from it on (in every exchange);
+    every masked input the server receives is kept in ``masked``."""
+
+    def __init__(self, folder, nodes: int, drop_stage: Mapping[str, set[int]] | None = None):
+        super().__init__(folder, nodes)
+        self.state: dict[int, dict[str, bytes]] = {k: {} for k in self.nodes}
+        self.drop_stage = drop_stage or {}
+        self.masked: list[tuple[int, MaskedInput]] = []
+        self.bits = 48
+
+    def updates(self, round_index, assignment, item_factors, bound, config):  # pragma: no cover
+        raise AssertionError("a secure run never asks for plain updates")
+
+    def counts(self, bound):  # pragma: no cover
+        raise AssertionError("a secure run never asks for plain counts")
+
+    def secure(self, stage: str, requests: Mapping[int, SecureRequest]):
+        order = ("setup", "share", "mask", "unmask")
+        gone = set()
+        for name in order[: order.index(stage) + 1]:
+            gone |= self.drop_stage.get(name, set())
+        replies = []
+        for node, request in requests.items():
+            if node in gone:
+                continue
+            if request.task is not None:
+                self.bits = request.task.secagg.modulus_bits
+            reply = device_stage(self.nodes[node], self.state[node], request)
+            if stage == "mask":
+                for device, raw in zip(reply.devices.tolist(), reply.messages, strict=True):
+                    self.masked.append((device, MaskedInput.from_bytes(raw, self.bits)))
+            replies.append((node, reply))
+        return replies
+
+
+@pytest.fixture
+def train():
+    from privrank.testing import synthetic_interactions
+
+    return synthetic_interactions(n_users=40, n_items=25, per_user=6, seed=5)
+
+
+def _round_task(bound, secure: SecureAggregation, cohort: int, factors, round_id=3, survivors=1):
+    ring = secure.ring(cohort, bound)
+    config = SecAggConfig(modulus_bits=secure.modulus_bits, min_survivors=survivors,
+                          round_id=round_id)  # fmt: skip
+    return SecureTask("round", bound, ring.modulus_bits, ring.clip, ring.scale, config,
+                      config=CONFIG, item_factors=factors), ring  # fmt: skip
+
+
+def test_the_unmasked_sum_is_the_plain_sum_and_no_masked_upload_is_an_update(train, tmp_path):
+    partition(train, 4, tmp_path / "devices")
+    transport = SecureTransport(tmp_path / "devices", 4)
+    factors = FedMFServer.initial_factors(CONFIG, train.n_items, 0)
+    assignment = {k: node.device_ids[:5] for k, node in transport.nodes.items()}
+    secure = SecureAggregation()
+    task, ring = _round_task(0.5, secure, 20, factors)
+    dim = train.n_items * 4 + 16
+    total, survivors = secure_sum(transport.secure, assignment, task, dim, 3, 11)
+    assert len(survivors) == 20 and total.accepted == 20
+    # The oracle: each device's clipped update quantised by the same ring, summed in int64.
+    expected = np.zeros(dim + 1, dtype=np.int64)
+    encodings = {}
+    for k, devices in assignment.items():
+        vectors, bits = device_updates(transport.nodes[k], devices, CONFIG, factors, 0.5)
+        rows = np.column_stack([vectors, bits * 0.5])
+        for device, row in zip(devices.tolist(), rows, strict=True):
+            encodings[device] = ring.encode(row)
+            expected += ring.quantise(row)
+        assert total.unclipped >= 0
+    np.testing.assert_array_equal(total.total, expected[:dim] / ring.scale)
+    assert total.unclipped == pytest.approx(expected[dim] / ring.scale / 0.5)
+    # What the server saw of each device: a masked vector, never its encoding; its high bits
+    # are uniform (mean of a uniform on [0, 1) over |x| = 117 coordinates × 20 devices).
+    assert len(transport.masked) == 20
+    uniform = []
+    for device, message in transport.masked:
+        assert not np.array_equal(message.vector, encodings[device])
+        uniform.append(message.vector.astype(np.float64) / 2.0**48)
+    values = np.concatenate(uniform)
+    assert abs(values.mean() - 0.5) < 4 * np.sqrt(1 / 12 / len(values))
+    # Nothing of a device's state is left on its node after the exchange.
+    assert all(not state for state in transport.state.values())
+
+
+def test_a_node_that_drops_after_sharing_is_recovered_and_left_out(train, tmp_path):
+    partition(train, 4, tmp_path / "devices")
+    transport = SecureTransport(tmp_path / "devices", 4, drop_stage={"mask": {2}})
+    factors = FedMFServer.initial_factors(CONFIG, train.n_items, 0)
+    assignment = {k: node.device_ids[:5] for k, node in transport.nodes.items()}
+    task, ring = _round_task(None, SecureAggregation(), 20, factors)
+    dim = train.n_items * 4 + 16
+    total, survivors = secure_sum(transport.secure, assignment, task, dim, 3, 5)
+    assert sorted(survivors.tolist()) == sorted(
+        np.concatenate([assignment[k] for k in (0, 1, 3)]).tolist()
+    )
+    assert total.refused["dropped"] == 5
+    expected = np.zeros(dim + 1, dtype=np.int64)
+    for k in (0, 1, 3):
+        vectors, bits = device_updates(transport.nodes[k], assignment[k], CONFIG, factors, None)
+        for row in np.column_stack([vectors, bits * 1.0]):
+            expected += ring.quantise(row)
+    np.testing.assert_array_equal(total.total, expected[:dim] / ring.scale)
+
+
+def test_fewer_survivors_than_the_floor_abort(train, tmp_path):
+    partition(train, 4, tmp_path / "devices")
+    transport = SecureTransport(tmp_path / "devices", 4, drop_stage={"mask": {0, 1, 2}})
+    factors = FedMFServer.initial_factors(CONFIG, train.n_items, 0)
+    assignment = {k: node.device_ids[:5] for k, node in transport.nodes.items()}
+    task, _ = _round_task(None, SecureAggregation(), 20, factors, survivors=10)
+    with pytest.raises(SecAggAbort):
+        secure_sum(transport.secure, assignment, task, train.n_items * 4 + 16, 3, 5)
+
+
+def test_the_secure_deployment_equals_the_secure_simulator(train, tmp_path):
+    settings = FederatedSettings(rounds=3, clients_per_round=10, seed=3)
+    secure = SecureAggregation()
+    partition(train, 5, tmp_path / "devices")
+    transport = SecureTransport(tmp_path / "devices", 5)
+    result = run_deployment(_job(train, tmp_path, settings, secure=secure), transport)
+    reference = simulate(CONFIG, train, settings, run_dir=tmp_path / "sim", secure=secure)
+    np.testing.assert_array_equal(
+        result.state.arrays["item_counts"], reference.state.arrays["item_counts"]
+    )
+    np.testing.assert_allclose(
+        result.state.arrays["item_factors"],
+        reference.state.arrays["item_factors"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert result.state.released_rounds == 3
+
+
+def test_the_private_secure_deployment_charges_the_ledger_like_the_simulator(train, tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(url) as book:
+        book.set_budget("a", 50.0, 0.5)
+        book.set_budget("b", 50.0, 0.5)
+    settings = FederatedSettings(rounds=3, clients_per_round=40, seed=2, sampling="fixed")
+    privacy = PrivacySpec(epsilon=30.0, max_interactions_per_user=5, clipping_norm=0.5,
+                          noise_seed=11)  # fmt: skip
+    secure = SecureAggregation()
+    partition(train, 4, tmp_path / "devices")
+    job = _job(train, tmp_path, settings, privacy, ledger_key="a", ledger_url=url, secure=secure)
+    result = run_deployment(job, SecureTransport(tmp_path / "devices", 4))
+    with RoundLedger("b", "reference", url) as ledger:
+        reference = simulate(CONFIG, train, settings, run_dir=tmp_path / "sim", spec=privacy,
+                             ledger=ledger, secure=secure)  # fmt: skip
+    np.testing.assert_allclose(
+        result.state.arrays["item_factors"],
+        reference.state.arrays["item_factors"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert result.state.clipping_norm == pytest.approx(reference.state.clipping_norm)
+    assert result.guarantee.epsilon == pytest.approx(reference.guarantee.epsilon, rel=1e-12)
+    with Ledger(url) as book:
+        ours = [(s.epsilon, s.delta) for s in book.spends("a", status="committed")]
+        theirs = [(s.epsilon, s.delta) for s in book.spends("b", status="committed")]
+    assert len(ours) == 4 and ours[0][1] > 0  # the counts (with δ) and three rounds
+    assert np.asarray(ours) == pytest.approx(np.asarray(theirs), rel=1e-12)
+
+
+def test_an_aborted_private_round_is_neither_released_nor_charged(train, tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(url) as book:
+        book.set_budget("a", 50.0, 0.5)
+    settings = FederatedSettings(rounds=2, clients_per_round=40, seed=2, sampling="fixed",
+                                 min_clients=20, adaptive_clipping=False)  # fmt: skip
+    privacy = PrivacySpec(epsilon=8.0, max_interactions_per_user=5, clipping_norm=0.5)
+    partition(train, 4, tmp_path / "devices")
+
+    class DropRoundTwo(SecureTransport):
+        def secure(self, stage, requests):
+            if stage == "mask" and any(r.round_index == 2 for r in requests.values()):
+                requests = {k: r for k, r in requests.items() if k == 0}
+            return super().secure(stage, requests)
+
+    job = _job(train, tmp_path, settings, privacy, ledger_key="a", ledger_url=url,
+               secure=SecureAggregation())  # fmt: skip
+    result = run_deployment(job, DropRoundTwo(tmp_path / "devices", 4))
+    assert result.state.round == 2 and result.state.released_rounds == 1
+    with Ledger(url) as book:
+        spent = book.budget("a").epsilon_spent
+    assert spent == pytest.approx(result.plan.epsilon_after(1), rel=1e-9)
+
+
+def test_central_dp_over_secagg_refuses_poisson_cohorts(train, tmp_path):
+    settings = FederatedSettings(rounds=2, clients_per_round=10, seed=0)
+    privacy = PrivacySpec(epsilon=8.0, max_interactions_per_user=5, clipping_norm=0.5)
+    partition(train, 4, tmp_path / "devices")
+    job = _job(train, tmp_path, settings, privacy, ledger_key="a", ledger_url="sqlite://",
+               secure=SecureAggregation())  # fmt: skip
+    with pytest.raises(ConfigError, match="needs --sampling fixed"):
+        run_deployment(job, SecureTransport(tmp_path / "devices", 4))
