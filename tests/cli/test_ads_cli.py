@@ -232,3 +232,31 @@ def test_train_label_dp_rr_posterior_spends_and_records_the_method(
     assert isinstance(bad.exception, ConfigError) and "--folds" in str(bad.exception)
     assert not (tmp_path / "b").exists()
     assert _committed(home) == [4.0]
+
+
+def test_train_stream_fits_lightgbm_part_by_part_and_refuses_a_private_stream(
+    small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privrank.errors import ConfigError
+    from privrank.ranking.gbdt_click import GBDTClickModel
+
+    out = tmp_path / "streamed"
+    result = _invoke(
+        monkeypatch, tmp_path, "ads", "train", "--log", str(small_log), "--out", str(out),
+        "--epsilon", "inf", "--stream", "--model", "lightgbm", "--trees", "5",
+        "--min-data-in-leaf", "50", "--max-rows-per-user", "1000", "--validation-rows", "5000",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "streamed lightgbm on 35,000 rows" in result.output and "peak RSS" in result.output
+    training = GBDTClickModel.metadata(out)["training"]
+    assert training["streamed"] and training["train_rows"] == 35_000
+    assert GBDTClickModel.load(out).predict_ctr({"ad_id": [1]} | {
+        name: [0] for name in GBDTClickModel.load(out).feature_names if name != "ad_id"
+    }).shape == (1,)  # fmt: skip
+    refused = _invoke(
+        monkeypatch, tmp_path, "ads", "train", "--log", str(small_log), "--out",
+        str(tmp_path / "private"), "--epsilon", "1", "--stream",
+    )  # fmt: skip
+    assert isinstance(refused.exception, ConfigError)
+    assert "expected --epsilon inf" in str(refused.exception)
+    assert not (tmp_path / "private").exists()

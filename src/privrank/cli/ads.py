@@ -8,6 +8,10 @@
   user-level DP-SGD (unit of privacy: all rows of one user; at most ``--max-rows-per-user``
   rows a user), (ε, δ) spent from the ledger; a 5 % panel of users is held out of training
   for progress and calibration (not covered by the guarantee).
+- ``privrank ads train --stream --epsilon inf --model fm|lightgbm``: a non-private click model
+  trained on the log read part by part (10M+ rows in bounded memory: the rows are never held
+  together; :mod:`privrank.workflow.streamed_click_training`); the last ``--validation-rows`` of
+  the window are the validation part; prints rows/s and the peak resident memory.
 - ``privrank ads measure --log DIR --out report.csv --epsilon E --budget-key KEY``: noisy
   conversion counts and values per campaign × conversion type (ARA/PPA-style contribution
   bound, Laplace noise), the user-level ε spent from the ledger.
@@ -91,8 +95,24 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the row order and of LightGBM.")] = 0,
     ledger: LedgerOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            help="Non-private (--epsilon inf) fit of --model (fm, ..., or lightgbm) on the log "
+            "read part by part: bounded memory for 10M+ rows."
+        ),
+    ] = False,
+    validation_rows: Annotated[
+        int | None, typer.Option(help="--stream: last rows held out (default 5 %, ≤ 200k).")
+    ] = None,
 ) -> None:
     """Train a click model privately (label DP or user-level DP-SGD), spending from the ledger."""
+    if stream:
+        _train_streamed(
+            log, out, epsilon, mechanism, model, max_rows, max_rows_per_user, validation_rows,
+            param or [], trees, leaves, min_data_in_leaf, learning_rate, seed, overwrite,
+        )  # fmt: skip
+        return
     if mechanism == "dp-sgd":
         _train_dpsgd(
             log, out, epsilon, budget_key, model, delta, max_rows_per_user, clipping_norm,
@@ -230,8 +250,6 @@ def _train_dpsgd(
     delta: float | None, max_rows_per_user: int, clipping_norm: float, max_rows: int | None,
     params: list[str], seed: int, ledger: str | None, overwrite: bool,
 ) -> None:  # fmt: skip
-    import json
-
     from privrank.models import FitProgress
     from privrank.workflow.dpsgd_ctr_training import train_dpsgd_click_model
 
@@ -244,15 +262,7 @@ def _train_dpsgd(
         raise ConfigError(f"--max-rows-per-user: got {max_rows_per_user}; expected an int >= 1")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
-    parsed: dict[str, object] = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param: got {item!r}; expected KEY=VALUE")
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
+    parsed = _parse_params(params)
     console = make_console()
 
     def progress(p: FitProgress) -> None:
@@ -282,4 +292,76 @@ def _train_dpsgd(
         f"{result.spend.ledger_key!r} (spend {result.spend.spend_id})",
         highlight=False,
     )
+    console.print(f"wrote {out}")
+
+
+def _parse_params(params: list[str]) -> dict[str, object]:
+    import json
+
+    parsed: dict[str, object] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param: got {item!r}; expected KEY=VALUE")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def _train_streamed(
+    log: Path, out: Path, epsilon: str, mechanism: str, model: str, max_rows: int | None,
+    max_rows_per_user: int, validation_rows: int | None, params: list[str], trees: int,
+    leaves: int, min_data_in_leaf: int, learning_rate: float, seed: int, overwrite: bool,
+) -> None:  # fmt: skip
+    from privrank.models import FitProgress
+    from privrank.ranking.gbdt_click import GBDTClickConfig
+    from privrank.workflow.streamed_click_training import train_click_model_streamed
+
+    if not math.isinf(_epsilon(epsilon)) or mechanism != "label-rr-prior":
+        raise ConfigError(
+            f"--stream: got --epsilon {epsilon} --mechanism {mechanism}; a streamed fit is not "
+            "private: expected --epsilon inf (private fits read the log without --stream)"
+        )
+    if max_rows_per_user < 1:
+        raise ConfigError(f"--max-rows-per-user: got {max_rows_per_user}; expected an int >= 1")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    gbdt = None
+    if model == "lightgbm":
+        if params:
+            raise ConfigError("--param: LightGBM takes --trees, --leaves, --min-data-in-leaf")
+        try:
+            gbdt = GBDTClickConfig(
+                n_estimators=trees, num_leaves=leaves, min_data_in_leaf=min_data_in_leaf,
+                learning_rate=learning_rate, seed=seed,
+            )  # fmt: skip
+        except ValidationError as exc:
+            raise config_error(exc, "GBDTClickConfig", model=GBDTClickConfig) from exc
+    console = make_console()
+
+    def progress(p: FitProgress) -> None:
+        console.print(
+            f"  epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, validation log loss "
+            f"{p.metrics.get('val_log_loss', float('nan')):.4f}, AUC "
+            f"{p.metrics.get('val_auc', float('nan')):.4f} ({p.elapsed_s:.0f} s)",
+            highlight=False,
+        )
+
+    result = train_click_model_streamed(
+        log, out, model=model, max_rows=max_rows, max_rows_per_user=max_rows_per_user,
+        validation_rows=validation_rows, params=_parse_params(params), gbdt=gbdt, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    console.print(
+        f"streamed {model} on {result.train_rows:,} rows ({result.dropped:,} left out by the cap "
+        f"of {max_rows_per_user} rows a user), {result.epochs} epoch(s) in "
+        f"{result.fit_seconds:.1f} s ({result.rows_per_second:,.0f} rows/s; planning pass "
+        f"{result.plan_seconds:.1f} s); validation ({result.validation_rows:,} rows) AUC "
+        f"{result.validation_auc:.4f}, log loss {result.validation_log_loss:.4f}; peak RSS "
+        f"{result.peak_rss_mib:,.0f} MiB",
+        highlight=False,
+    )
+    console.print("NOT private: trained on the true labels; nothing spent")
     console.print(f"wrote {out}")

@@ -61,6 +61,7 @@ __all__ = [
     "ad_log_config",
     "generate_chunk",
     "iter_ad_log",
+    "log_parts",
     "make_world",
     "read_ad_log",
     "write_ad_log",
@@ -362,6 +363,15 @@ def _parts(path: Path) -> list[Path]:
     if not parts:
         raise DataError("the ad log has no parts", path=path, expected="part-00000.parquet ...")
     return parts
+
+
+def log_parts(path: str | Path) -> list[Path]:
+    """The Parquet parts of a log, in impression order.
+
+    Raises:
+        DataError: Not a log written by ``privrank data synth-ads``, or no parts.
+    """
+    return _parts(Path(path))
 
 
 def iter_ad_log(

@@ -11,6 +11,13 @@ uniform prior, :mod:`privrank.privacy.label_dp`), a noisy label's mean is
 exact only for a uniform prior; a model trained with a data-dependent prior (multi-stage
 RRWithPrior) keeps ``label_keep = None`` and its scores rank but are not calibrated.
 
+**Streamed fit.** :meth:`GBDTClickModel.fit_chunks` builds LightGBM's binned ``Dataset`` from
+the parts of a streamed log (:class:`~privrank.data.ad_log_stream.AdLogChunk`) through
+``lightgbm.Sequence``: LightGBM samples rows (in increasing order) to choose the bins, then
+pushes the rows part by part; one part's float matrix is held at a time (a one-part cache), so
+the raw matrix of all rows never exists, only LightGBM's binned form (one or two bytes a value).
+Each part is read twice (once to sample, once to push).
+
 **Saved form.** ``model.txt`` (LightGBM's text model: no pickle) and ``click_model.json`` (the
 config, the feature names, the calibration, the SHA-256 of ``model.txt``), written atomically;
 :meth:`GBDTClickModel.load` refuses a model whose checksum does not match.
@@ -28,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from privrank.atomic import atomic_directory
+from privrank.data.ad_log_stream import AdLogChunk
 from privrank.errors import ArtifactError, ConfigError, NotTrainedError
 
 __all__ = ["GBDTClickConfig", "GBDTClickModel"]
@@ -109,8 +117,21 @@ class GBDTClickModel:
         targets = np.asarray(labels, dtype=np.float64)
         if soft_labels and targets.size and not (targets.min() >= 0 and targets.max() <= 1):
             raise ConfigError("GBDTClickModel: soft labels must be probabilities in [0, 1]")
+        params = self._params(soft_labels)
+        data = lgb.Dataset(
+            self._matrix(features),
+            label=targets,
+            feature_name=list(self.feature_names),
+            categorical_feature=list(self.categorical),
+            free_raw_data=True,
+        )
+        self._booster = lgb.train(params, data, num_boost_round=self.config.n_estimators)
+        self.label_keep = label_keep
+        return self
+
+    def _params(self, soft_labels: bool) -> dict[str, Any]:
         c = self.config
-        params = {
+        return {
             "objective": "cross_entropy" if soft_labels else "binary",
             "learning_rate": c.learning_rate,
             "num_leaves": c.num_leaves,
@@ -123,14 +144,52 @@ class GBDTClickModel:
             "force_row_wise": True,
             "verbosity": -1,
         }
+
+    def fit_chunks(
+        self, chunks: Sequence[AdLogChunk], *, label_keep: float | None = None
+    ) -> GBDTClickModel:
+        """Fit on the rows of streamed parts (see "Streamed fit"), with each part's labels.
+
+        The same model as :meth:`fit` on the rows concatenated (the same sample of rows picks
+        the bins), without holding their feature matrix.
+        """
+        import lightgbm as lgb
+
+        if label_keep is not None and not 0.5 < label_keep <= 1.0:
+            raise ConfigError(f"GBDTClickModel: label_keep must be in (0.5, 1]. Got {label_keep}")
+        names = self.feature_names
+        cache: dict[int, np.ndarray] = {}
+
+        class _Part(lgb.Sequence):  # type: ignore[misc]
+            def __init__(self, index: int, chunk: AdLogChunk) -> None:
+                self.index, self.chunk = index, chunk
+                self.batch_size = max(len(chunk), 1)
+
+            def __len__(self) -> int:
+                return len(self.chunk)
+
+            def __getitem__(self, rows: Any) -> np.ndarray:
+                if self.index not in cache:
+                    cache.clear()  # one part at a time
+                    columns = self.chunk.load(names)
+                    cache[self.index] = np.column_stack(
+                        [columns[name].astype(np.float64) for name in names]
+                    )
+                return cache[self.index][rows]
+
+        parts = [_Part(i, chunk) for i, chunk in enumerate(chunks) if len(chunk)]
+        labels = np.concatenate([chunk.labels for chunk in chunks]).astype(np.float64)
         data = lgb.Dataset(
-            self._matrix(features),
-            label=targets,
-            feature_name=list(self.feature_names),
+            parts,
+            label=labels,
+            feature_name=list(names),
             categorical_feature=list(self.categorical),
             free_raw_data=True,
         )
-        self._booster = lgb.train(params, data, num_boost_round=c.n_estimators)
+        self._booster = lgb.train(
+            self._params(False), data, num_boost_round=self.config.n_estimators
+        )
+        cache.clear()
         self.label_keep = label_keep
         return self
 

@@ -9,9 +9,12 @@ at construction) that learns :math:`P(\text{click} \mid x)` from field-aware row
   calibration (:mod:`privrank.ranking.ctr.calibration`) on the validation predictions.
   ``train``/``validation`` are :class:`~privrank.data.features.CTRFrame` rows or, for data too
   large for Arrow strings, :class:`~privrank.data.features.FeatureTable` rows already encoded
-  with one vocabulary. ``options`` (:class:`~privrank.models.FitOptions`) carries the seed,
-  threads and a progress callback (one :class:`~privrank.models.FitProgress` per epoch with the
-  training loss and the validation log loss and AUC).
+  with one vocabulary; a ranker with ``supports_streaming`` also trains on a
+  :class:`~privrank.data.ad_log_stream.ChunkedFeatureTable` (rows read part by part, never held
+  together; validation stays a ``FeatureTable``). ``options``
+  (:class:`~privrank.models.FitOptions`) carries the seed, threads and a progress callback
+  (one :class:`~privrank.models.FitProgress` per epoch with the training loss and the validation
+  log loss and AUC).
 - ``predict_proba(rows)`` → ``[n]`` calibrated click probabilities; ``predict_raw(rows)`` the
   model's own.
 - ``save(dir)`` / :func:`load_ranker`: JSON + safetensors (+ a peer's native text model), every
@@ -33,6 +36,7 @@ import numpy as np
 from pydantic import Field
 
 from privrank.data._config import FrozenConfig
+from privrank.data.ad_log_stream import ChunkedFeatureTable
 from privrank.data.features import CTRFrame, FeatureEncoder, FeatureTable, FeatureVocabulary
 from privrank.errors import ConfigError, NotTrainedError
 from privrank.models import FitOptions, FitProgress
@@ -77,6 +81,9 @@ class CTRRanker(ABC):
     Config: ClassVar[type[CTRConfig]]
     #: Whether the ranker trains with differential privacy (none does yet).
     supports_privacy: ClassVar[bool] = False
+    #: Whether the (non-private) fit trains on a :class:`ChunkedFeatureTable` (mini-batches
+    #: part by part) rather than needing every training row in memory.
+    supports_streaming: ClassVar[bool] = False
 
     def __init__(self, config: CTRConfig | dict[str, Any] | None = None, **params: Any) -> None:
         if isinstance(config, self.Config) and not params:
@@ -90,16 +97,29 @@ class CTRRanker(ABC):
         self.fit_seconds_: float | None = None
 
     # ------------------------------------------------------------------ the contract
-    def fit(self, train: Rows, validation: Rows, options: FitOptions | None = None) -> CTRRanker:
+    def fit(
+        self,
+        train: Rows | ChunkedFeatureTable,
+        validation: Rows,
+        options: FitOptions | None = None,
+    ) -> CTRRanker:
         """Fit on ``train``, early-stopping and calibrating on ``validation``; returns self.
 
         Raises:
-            ConfigError: A privacy spec was given (no CTR ranker trains privately yet), or the
-                parts do not share one vocabulary.
+            ConfigError: A privacy spec the ranker cannot honour, streamed rows for a ranker
+                without ``supports_streaming`` (or with a privacy spec), or parts that do not
+                share one vocabulary.
         """
         options = options or FitOptions()
         if options.privacy is not None and not self.supports_privacy:
             raise ConfigError(f"{self.name} cannot train with differential privacy")
+        if isinstance(train, ChunkedFeatureTable) and (
+            not self.supports_streaming or options.privacy is not None
+        ):
+            raise ConfigError(
+                f"{self.name} cannot train on streamed rows"
+                + (" with differential privacy" if self.supports_streaming else "")
+            )
         started = time.perf_counter()
         train_t, valid_t = self._encode_parts(train, validation)
         self.history_ = []
@@ -176,7 +196,7 @@ class CTRRanker(ABC):
 
     # ------------------------------------------------------------------ for subclasses
     @abstractmethod
-    def _fit(self, train: FeatureTable, validation: FeatureTable, options: FitOptions,
+    def _fit(self, train: Any, validation: FeatureTable, options: FitOptions,
              report: Any) -> None:  # fmt: skip
         """Train on encoded rows; call ``report(epoch, epochs, loss, **metrics)`` per epoch."""
 
@@ -194,8 +214,10 @@ class CTRRanker(ABC):
         """Rebuild the learned state from :meth:`_state`'s parts."""
 
     # ------------------------------------------------------------------ helpers
-    def _encode_parts(self, train: Rows, validation: Rows) -> tuple[FeatureTable, FeatureTable]:
-        if isinstance(train, FeatureTable):
+    def _encode_parts(
+        self, train: Rows | ChunkedFeatureTable, validation: Rows
+    ) -> tuple[FeatureTable | ChunkedFeatureTable, FeatureTable]:
+        if isinstance(train, FeatureTable | ChunkedFeatureTable):
             if not isinstance(validation, FeatureTable) or (
                 validation.vocabulary != train.vocabulary
             ):

@@ -8,7 +8,10 @@ Each is a :class:`~privrank.ranking.ctr.base.CTRRanker` over one network of
   (``embedding_l2``), with Adam (learning rate ``lr``, decoupled ``weight_decay`` on the dense
   layers);
 - mini-batches are drawn from the feature table's arrays by a seeded permutation each epoch:
-  only a batch is gathered at a time, the data is never copied whole (10M+ rows fit);
+  only a batch is gathered at a time, the data is never copied whole (10M+ rows fit); a
+  :class:`~privrank.data.ad_log_stream.ChunkedFeatureTable` is read part by part instead (parts
+  in a seeded order, rows shuffled within a part), so the training rows are never in memory
+  together (``supports_streaming``);
 - after each epoch the validation log loss and AUC are computed and reported; the weights of the
   epoch with the lowest validation log loss are kept, and training stops after ``patience``
   epochs without a better one (or ``epochs``, or ``max_seconds``).
@@ -25,6 +28,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from privrank.data.ad_log_stream import ChunkedFeatureTable
 from privrank.data.features import CTRFrame, FeatureEncoder, FeatureTable
 from privrank.metrics.ctr import auc, log_loss
 from privrank.models import FitOptions
@@ -135,7 +139,7 @@ class FinalMLPConfig(_DeepConfig):
 
 def train_network(
     network: CTRNetwork,
-    train: FeatureTable,
+    train: FeatureTable | ChunkedFeatureTable,
     validation: FeatureTable,
     config: NeuralCTRConfig,
     options: FitOptions,
@@ -217,6 +221,7 @@ class NeuralCTRRanker(CTRRanker):
 
     config: NeuralCTRConfig
     supports_privacy: ClassVar[bool] = True
+    supports_streaming: ClassVar[bool] = True
     privacy_guarantee_: PrivacyGuarantee | None = None
     privacy_facts_: dict[str, Any] | None = None
 
@@ -238,8 +243,8 @@ class NeuralCTRRanker(CTRRanker):
         v = self.vocabulary_
         return v.n_codes, len(v.fields), len(v.numeric), self.config.embedding_dim
 
-    def _fit(self, train: FeatureTable, validation: FeatureTable, options: FitOptions,
-             report: Any) -> None:  # fmt: skip
+    def _fit(self, train: FeatureTable | ChunkedFeatureTable, validation: FeatureTable,
+             options: FitOptions, report: Any) -> None:  # fmt: skip
         threads = options.resolved_threads()
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -251,6 +256,7 @@ class NeuralCTRRanker(CTRRanker):
                 train_network(self.network_, train, validation, self.config, options, report)
                 self.privacy_guarantee_, self.privacy_facts_ = None, None
                 return
+            assert isinstance(train, FeatureTable)  # CTRRanker.fit refuses streamed private fits
             self.privacy_guarantee_, self.privacy_facts_ = train_network_private(
                 self.network_,
                 train,
