@@ -194,3 +194,40 @@ def test_content_knn_without_item_text_is_refused_before_fitting() -> None:
         model.fit(beauty, FitOptions(seed=0, threads=1))
     assert caught.value.field == "retrievers[1].params.item_text"
     assert not hasattr(model, "ranker_")
+
+
+def test_a_recent_retriever_scores_the_last_items_and_shares_its_fit() -> None:
+    data = synthetic_interactions(90, 40, per_user=8, seed=5)
+    config = {
+        **SMALL,
+        "retrievers": [
+            {"name": "itemknn"},
+            {"name": "itemknn", "recent": 2, "propose": False},
+            {"name": "most-popular"},
+        ],
+    }
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1))
+    assert isinstance(model, TwoStage)
+    whole, recent, _ = model.retrievers_
+    assert recent is whole  # one fit for both specs
+    users = np.arange(6)
+    scores = model.retrieve(Query.users(users))
+    indptr, items = data.sequences()  # time order
+    last_two = Query.histories([items[indptr[u + 1] - 2 : indptr[u + 1]] for u in users])
+    np.testing.assert_array_equal(scores[1], np.asarray(whole.score(last_two), np.float32))
+    np.testing.assert_array_equal(scores[0], np.asarray(whole.score(users), np.float32))
+    # an ad-hoc history: its last items as sent
+    history = Query.histories([[3, 1, 4, 15]])
+    np.testing.assert_array_equal(
+        model.retrieve(history)[1],
+        np.asarray(whole.score(Query.histories([[4, 15]])), np.float32),
+    )
+
+
+def test_groups_without_a_relevant_candidate_do_not_reach_the_ranker() -> None:
+    data = synthetic_interactions(150, 60, per_user=6, seed=2)
+    config = {**SMALL, "candidates": 3, "carve": "last"}  # few candidates: many misses
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1))
+    info = model.training_info_
+    groups = info["ranker_groups"]
+    assert 0 < groups["fit"] + groups["validation"] < info["label_users"]

@@ -3,6 +3,8 @@ ranker's latency budget (fallback to retrieval order, counted) and refusals."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -75,6 +77,72 @@ def test_over_budget_falls_back_to_retrieval_order_and_counts(make_client, two_s
     assert [i["item_id"] for i in body["items"]] == model.item_ids_.take(retrieval).to_pylist()
     metrics = client.get("/metrics", headers=auth(keys["admin"])).text
     assert 'privrank_two_stage_ranker_fallbacks_total{reason="timeout"} 1.0' in metrics
+
+
+def _compute_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("privrank-two-stage")]
+
+
+def test_a_ranker_still_queued_at_its_deadline_is_cancelled(make_client, two_stage, keys):
+    """The ranker's job waits behind other work on the one compute thread past its budget: the
+    client gets the retrieval order at the deadline (not when the queue drains), the fallback
+    is counted, the ranker never runs, and no thread is left behind."""
+    model, directory = two_stage
+    client = make_client(model_dir=directory)
+    answer = client.app.state.reranked
+    served = client.app.state.serving.store.current.model
+    release, blocker_done = threading.Event(), threading.Event()
+    ranker_calls: list[int] = []
+    featurize, rank = served.featurize, served.rank
+
+    def block() -> None:
+        release.wait(30)
+        blocker_done.set()
+
+    def featurize_then_queue_work(query, scores):
+        # runs on the compute thread: the work queued here runs before the ranker's job
+        answer.executor.submit(block)
+        return featurize(query, scores)
+
+    def counted_rank(candidates, threads=None):
+        ranker_calls.append(1)
+        return rank(candidates, threads=threads)
+
+    served.featurize, served.rank = featurize_then_queue_work, counted_rank
+    others = set(_compute_threads())  # earlier tests' servers (stopping, or stopped)
+    user = model.user_ids_[2].as_py()
+    _, retrieval = _expected(model, user, 5)
+    body = {"user_id": user, "k": 5, "ranker_budget_ms": 200, "total_budget_ms": 10000}
+    for round_ in range(3):
+        release.clear()
+        blocker_done.clear()
+        answer_ = client.post("/v1/recommend/reranked", json=body, headers=auth(keys["service"]))
+        assert not blocker_done.is_set()  # answered while the ranker was still queued
+        assert answer_.status_code == 200, answer_.text
+        got = answer_.json()
+        assert got["fallback"] is True
+        assert [i["item_id"] for i in got["items"]] == model.item_ids_.take(retrieval).to_pylist()
+        # one compute thread, whatever the queue
+        assert len([t for t in _compute_threads() if t not in others]) == 1
+        release.set()
+        answer.executor.submit(lambda: None).result(timeout=30)  # the queue has drained
+        assert ranker_calls == []  # the cancelled ranker never ran
+        metrics = client.get("/metrics", headers=auth(keys["admin"])).text
+        assert (
+            f'privrank_two_stage_ranker_fallbacks_total{{reason="timeout"}} {round_ + 1}.0'
+        ) in metrics
+        assert 'privrank_two_stage_stage_seconds_count{stage="ranker"}' not in metrics
+    served.featurize, served.rank = featurize, rank
+    answer_ = client.post(
+        "/v1/recommend/reranked",
+        json={**body, "ranker_budget_ms": 5000},
+        headers=auth(keys["service"]),
+    )
+    assert answer_.json()["fallback"] is False  # the thread is still serving
+    (thread,) = [t for t in _compute_threads() if t not in others]
+    client.__exit__(None, None, None)  # the server's shutdown stops its compute thread
+    thread.join(timeout=30)
+    assert not thread.is_alive()
 
 
 def test_refuses_a_model_that_is_not_two_stage(client, keys):

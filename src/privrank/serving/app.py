@@ -780,6 +780,7 @@ def create_app(
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            _app.state.reranked.close()  # the re-ranked route's compute thread
             engine.dispose()
 
     from privrank import __version__

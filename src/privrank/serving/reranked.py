@@ -141,6 +141,11 @@ class RerankedAnswer:
         )
         self._metrics: dict[int, _Metrics] = {}
 
+    def close(self) -> None:
+        """Stop the compute thread (the server's shutdown): queued stages are cancelled, a
+        running one finishes on its own and its result is dropped."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
     def _metrics_of(self, state: Any) -> _Metrics:
         registry = state.metrics.registry
         if id(registry) not in self._metrics:

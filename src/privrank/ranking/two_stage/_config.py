@@ -20,11 +20,16 @@ class RetrieverSpec(ModelConfig):
         params: Its config, as a mapping.
         propose: Whether its top items join the candidate set (``False``: it only contributes
             features, e.g. a content-similarity score of every candidate).
+        recent: Score only the last ``recent`` items of each history (time order; an ad-hoc
+            history's order as sent) instead of the whole history: a session signal (e.g. the
+            items most like the user's last one). ``None``: the whole history. A retriever
+            with the same ``name`` and ``params`` as an earlier one shares its fitted model.
     """
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     propose: bool = True
+    recent: int | None = Field(default=None, ge=1)
 
 
 def _default_retrievers() -> tuple[RetrieverSpec, ...]:

@@ -16,15 +16,22 @@ full-ranking protocols like any other.
    ``N`` merged candidates of the fit-part history, label 1 when the candidate is one of the
    user's carved items (the *candidate recall@N* of the merged set is measured here);
 3. train the ranker on these groups, early-stopping on the groups of a held-out share of the
-   users (``ranker_validation_users``). A LambdaMART ranker starts from the order of the
-   retriever whose ranks are best on the training groups (``ranker_base``): its trees learn
-   corrections to that order, their number (zero included) is chosen on the validation groups,
-   so the pipeline falls back to its best retriever rather than fall below it;
+   users (``ranker_validation_users``); groups without a relevant candidate are left out of
+   both (they carry no LambdaRank gradient and a constant NDCG, and are most groups of a
+   leave-one-out carve: on Beauty they made the ranker's fit the longest stage). A
+   LambdaMART ranker starts from the order of the retriever whose ranks are best on the
+   training groups (``ranker_base``): its trees learn corrections to that order, their number
+   (zero included) is chosen on the validation groups, so the pipeline falls back to its best
+   retriever rather than fall below it;
 4. refit the retrievers on the whole training data (``refit``), so serving uses everything.
 
 Per-stage wall times (retriever fits, candidate generation and features, ranker fit; and while
 scoring: retrieval, features, ranking) are kept in :meth:`TwoStage.stage_seconds` and reported
 by the evaluation runner.
+
+**Recent items.** A retriever spec with ``recent: n`` scores only the last ``n`` items of
+each history (a session signal for next-item protocols); it shares the fitted model of an
+earlier spec with the same name and params.
 
 **Content similarity** is one more retriever: ``{"name": "content-knn"}`` (the cosine of
 each item's sentence embedding to the history's, :class:`~privrank.models.ContentKNN`), with
@@ -46,6 +53,7 @@ choice. None of this is built, so the refusal stays.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from typing import Any
@@ -115,7 +123,7 @@ class TwoStage(Recommender, StagedModel):
         # carved items would leak the labels into the features).
         self.item_table_ = self._item_table(fit_part)
         started = time.perf_counter()
-        retrievers = [self._fit_retriever(spec, fit_part, options) for spec in cfg.retrievers]
+        retrievers = self._fit_retrievers(fit_part, options)
         self._stage_times["fit.retrievers"] += time.perf_counter() - started
         users = np.flatnonzero(np.diff(labels.indptr) > 0)
         indptr, items = fit_part.sequences()
@@ -127,6 +135,12 @@ class TwoStage(Recommender, StagedModel):
         n_valid = round(cfg.ranker_validation_users * groups.n_queries)
         order = rng.permutation(groups.n_queries)
         valid, fit = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+        # A group without a relevant candidate has no pair to order: its LambdaRank gradients
+        # are zero and its NDCG is the constant 1 (a shift of the mean that moves no choice), so
+        # it only costs the ranker time and memory (most groups of a leave-one-out carve).
+        relevant = np.add.reduceat(groups.labels, groups.offsets[:-1]) > 0
+        valid, fit = valid[relevant[valid]], fit[relevant[fit]]
+        n_valid = valid.size
         started = time.perf_counter()
         params = cfg.resolved_ranker_params()
         base = self._base_retriever(groups.take(fit)) if n_valid else None
@@ -143,6 +157,7 @@ class TwoStage(Recommender, StagedModel):
         self.ranker_: LTRRanker = ranker
         self.training_info_ = {
             "label_users": int(users.size),
+            "ranker_groups": {"fit": int(fit.size), "validation": int(valid.size)},
             "candidate_recall": recall,
             "base_retriever": base,
             "ranker": ranker.info_,
@@ -151,7 +166,7 @@ class TwoStage(Recommender, StagedModel):
         self.item_table_ = self._item_table(train)
         if cfg.refit:
             started = time.perf_counter()
-            retrievers = [self._fit_retriever(spec, train, options) for spec in cfg.retrievers]
+            retrievers = self._fit_retrievers(train, options)
             self._stage_times["fit.retrievers_refit"] += time.perf_counter() - started
         self.retrievers_ = retrievers
         self._report(2, 2)
@@ -194,10 +209,20 @@ class TwoStage(Recommender, StagedModel):
                 best, best_ndcg = column, ndcg
         return best
 
-    @staticmethod
-    def _fit_retriever(spec: Any, data: Interactions, options: FitOptions) -> Recommender:
-        model = create_model(spec.name, spec.params)
-        return model.fit(data, FitOptions(seed=options.seed, threads=options.threads))
+    def _fit_retrievers(self, data: Interactions, options: FitOptions) -> list[Recommender]:
+        """Every retriever fitted on ``data``, in config order; specs with the same name and
+        params (e.g. one on the whole history, one on its ``recent`` items) share one fit."""
+        fitted: dict[str, Recommender] = {}
+        out = []
+        for spec in self.config.retrievers:
+            key = json.dumps([spec.name, spec.params], sort_keys=True, default=str)
+            if key not in fitted:
+                model = create_model(spec.name, spec.params)
+                fitted[key] = model.fit(
+                    data, FitOptions(seed=options.seed, threads=options.threads)
+                )
+            out.append(fitted[key])
+        return out
 
     def _item_table(self, data: Interactions) -> np.ndarray:
         indptr, items = data.sequences()
@@ -283,7 +308,25 @@ class TwoStage(Recommender, StagedModel):
         """Stage 1: every retriever's ``(n, n_items)`` scores of the queries."""
         self._require_fitted()
         models = self.retrievers_ if retrievers is None else retrievers
-        return [np.asarray(r.score(query), dtype=np.float32) for r in models]
+        out = []
+        for spec, model in zip(self.config.retrievers, models, strict=True):
+            window = query if spec.recent is None else self._recent(query, spec.recent)
+            out.append(np.asarray(model.score(window), dtype=np.float32))
+        return out
+
+    def _recent(self, query: Query, n: int) -> Query:
+        """The last ``n`` items of each history of ``query`` (a users query: their training
+        histories, which are in time order), as a history query."""
+        codes = query.user_codes
+        full = query if codes is None else self._training_histories(codes)
+        indptr, items = full.ragged()
+        ends = indptr[1:]
+        starts = np.maximum(indptr[:-1], ends - n)
+        lengths = ends - starts
+        out_indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out_indptr[1:])
+        gather = np.repeat(starts - out_indptr[:-1], lengths) + np.arange(out_indptr[-1])
+        return Query(indptr=out_indptr, items=np.asarray(items, dtype=np.int64)[gather])
 
     def featurize(self, query: Query, scores: list[np.ndarray]) -> Candidates:
         """Stage 2: the merged candidates of the queries and their features."""
