@@ -20,8 +20,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from pydantic import ValidationError
@@ -30,6 +31,11 @@ from privrank.cli._console import make_console
 from privrank.cli.app import app
 from privrank.config_errors import config_error
 from privrank.errors import ConfigError
+
+if TYPE_CHECKING:  # the models import is heavy: the CLI loads it when a command runs
+    from rich.console import Console
+
+    from privrank.models import FitProgress
 
 __all__ = ["ads_app"]
 
@@ -250,7 +256,6 @@ def _train_dpsgd(
     delta: float | None, max_rows_per_user: int, clipping_norm: float, max_rows: int | None,
     params: list[str], seed: int, ledger: str | None, overwrite: bool,
 ) -> None:  # fmt: skip
-    from privrank.models import FitProgress
     from privrank.workflow.dpsgd_ctr_training import train_dpsgd_click_model
 
     eps = _epsilon(epsilon)
@@ -264,15 +269,7 @@ def _train_dpsgd(
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
     parsed = _parse_params(params)
     console = make_console()
-
-    def progress(p: FitProgress) -> None:
-        console.print(
-            f"  epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, validation log loss "
-            f"{p.metrics.get('val_log_loss', float('nan')):.4f}, AUC "
-            f"{p.metrics.get('val_auc', float('nan')):.4f}",
-            highlight=False,
-        )
-
+    progress = _epoch_printer(console)
     result = train_dpsgd_click_model(
         log, out, epsilon=eps, budget_key=budget_key, model=model, delta=delta,
         max_rows_per_user=max_rows_per_user, clipping_norm=clipping_norm, max_rows=max_rows,
@@ -310,12 +307,25 @@ def _parse_params(params: list[str]) -> dict[str, object]:
     return parsed
 
 
+def _epoch_printer(console: Console) -> Callable[[FitProgress], None]:
+    """A click model's per-epoch line: training loss, validation log loss and AUC, seconds."""
+
+    def progress(p: FitProgress) -> None:
+        console.print(
+            f"  epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, validation log loss "
+            f"{p.metrics.get('val_log_loss', float('nan')):.4f}, AUC "
+            f"{p.metrics.get('val_auc', float('nan')):.4f} ({p.elapsed_s:.0f} s)",
+            highlight=False,
+        )
+
+    return progress
+
+
 def _train_streamed(
     log: Path, out: Path, epsilon: str, mechanism: str, model: str, max_rows: int | None,
     max_rows_per_user: int, validation_rows: int | None, params: list[str], trees: int,
     leaves: int, min_data_in_leaf: int, learning_rate: float, seed: int, overwrite: bool,
 ) -> None:  # fmt: skip
-    from privrank.models import FitProgress
     from privrank.ranking.gbdt_click import GBDTClickConfig
     from privrank.workflow.streamed_click_training import train_click_model_streamed
 
@@ -340,15 +350,7 @@ def _train_streamed(
         except ValidationError as exc:
             raise config_error(exc, "GBDTClickConfig", model=GBDTClickConfig) from exc
     console = make_console()
-
-    def progress(p: FitProgress) -> None:
-        console.print(
-            f"  epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, validation log loss "
-            f"{p.metrics.get('val_log_loss', float('nan')):.4f}, AUC "
-            f"{p.metrics.get('val_auc', float('nan')):.4f} ({p.elapsed_s:.0f} s)",
-            highlight=False,
-        )
-
+    progress = _epoch_printer(console)
     result = train_click_model_streamed(
         log, out, model=model, max_rows=max_rows, max_rows_per_user=max_rows_per_user,
         validation_rows=validation_rows, params=_parse_params(params), gbdt=gbdt, seed=seed,
