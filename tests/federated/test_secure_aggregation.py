@@ -371,3 +371,76 @@ def test_a_refused_device_of_a_private_round_sends_zero_and_stays_in_the_protoco
     plain = SecAggAggregator(8, None, SecureAggregation(), max_clients=6)
     plain.add(DenseUpdates(x))
     assert plain.finish().accepted == 5
+
+
+def _both_ways(x, bound, settings, **kwargs):
+    """The same round aggregated by the real SecAgg+ protocol and with the masks elided."""
+    out = []
+    for masks in (True, False):
+        extra = {}
+        if "mechanism" in kwargs:
+            extra["noise_rng"] = np.random.default_rng(11)
+        aggregator = SecAggAggregator(
+            x.shape[1], bound, settings.model_copy(update={"masks": masks}), max_clients=len(x),
+            round_index=2, seed=3, **kwargs, **extra,
+        )  # fmt: skip
+        aggregator.add(DenseUpdates(x))
+        out.append((aggregator, aggregator.finish()))
+    return out
+
+
+def test_elided_masks_release_exactly_the_sum_the_protocol_unmasks():
+    x = _updates(40, 24, 3)
+    x[5, 0] = np.inf  # refused: a private round sends zero for it, a plain round leaves it out
+    for bound in (None, float(np.linalg.norm(np.nan_to_num(x, posinf=0), axis=1).max())):
+        (real, protocol), (elided, direct) = _both_ways(
+            x, bound, SecureAggregation(value_range=1.0, dropout=0.3), min_survivors=5
+        )
+        assert real.last_round is not None and real.last_round.result.recovered  # dropouts
+        assert elided.last_round is None  # no protocol was run
+        np.testing.assert_array_equal(direct.total, protocol.total)
+        assert (direct.accepted, direct.unclipped) == (protocol.accepted, protocol.unclipped)
+        assert direct.refused == protocol.refused
+
+
+def test_elided_masks_under_distributed_dp_without_noise_equal_the_protocol():
+    x = _updates(30, 64, 8)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[[2, 7]] *= 1.5  # above the bound: refused, zero sent
+    (_, protocol), (_, direct) = _both_ways(
+        x, 1.0, SecureAggregation(dropout=0.2), min_survivors=10, mechanism=_ddg(noise=0.0)
+    )
+    np.testing.assert_array_equal(direct.total, protocol.total)
+    assert direct.accepted == protocol.accepted and direct.refused == protocol.refused
+    assert direct.refused["over_bound"] == 2 and "dropped" in direct.refused
+
+
+def test_elided_masks_draw_the_survivors_noise_with_the_calibrated_spread():
+    n, dim = 20, 64
+    mechanism = _ddg(dimension=dim)
+    totals = []
+    for round_index in range(30):
+        aggregator = SecAggAggregator(
+            dim, 1.0, SecureAggregation(masks=False), max_clients=n, round_index=round_index,
+            min_survivors=10, mechanism=mechanism, noise_rng=np.random.default_rng(round_index),
+        )  # fmt: skip
+        aggregator.add(DenseUpdates(np.zeros((n, dim))))
+        totals.append(aggregator.finish().total)
+    noise = np.concatenate(totals)
+    expected = mechanism.sum_noise_std(n)
+    assert abs(noise.mean()) < 4 * expected / math.sqrt(noise.size)
+    assert noise.std() == pytest.approx(expected, rel=0.07)
+
+
+def test_elided_masks_abort_below_min_survivors_like_the_protocol():
+    from privrank.privacy.crypto.secagg import SecAggAbort
+
+    x = _updates(12, 8, 4)
+    for masks in (True, False):
+        aggregator = SecAggAggregator(
+            8, None, SecureAggregation(value_range=1.0, dropout=0.5, masks=masks),
+            max_clients=12, seed=1, min_survivors=11,
+        )  # fmt: skip
+        aggregator.add(DenseUpdates(x))
+        with pytest.raises(SecAggAbort, match="min_survivors"):
+            aggregator.finish()

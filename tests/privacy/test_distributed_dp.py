@@ -17,8 +17,10 @@ from privrank.errors import ConfigError, PrivacyBudgetExceeded
 from privrank.privacy.crypto.secagg import SecAggAbort, SecAggConfig, UpdateOutOfRange, run_round
 from privrank.privacy.discrete_gaussian import (
     discrete_gaussian_pmf,
+    discrete_gaussian_sum_pmf,
     discrete_gaussian_variance,
     sample_discrete_gaussian,
+    sample_discrete_gaussian_sum,
 )
 from privrank.privacy.distributed_dp import (
     DistributedDiscreteGaussian,
@@ -314,3 +316,67 @@ def test_noisy_inputs_through_secagg_with_dropouts_sum_exactly_over_the_survivor
     # Below the accounting's floor the round aborts (the server; clients refuse as well).
     with pytest.raises(SecAggAbort, match="min_survivors=28"):
         run_round(encoded, SecAggConfig(min_survivors=28), drop_after_sharing=range(13))
+
+
+def _convolved(sigma: float, n: int) -> dict[int, float]:
+    """The oracle: the pmf of a sum of n discrete Gaussians by direct convolution."""
+    k, p = discrete_gaussian_pmf(sigma)
+    pmf = p
+    for _ in range(n - 1):
+        pmf = np.convolve(pmf, p)
+    return dict(zip(range(-n * int(k[-1]), n * int(k[-1]) + 1), pmf, strict=True))
+
+
+@pytest.mark.parametrize(("sigma", "n"), [(0.45, 2), (1.5, 3), (4.0, 6)])
+def test_the_sum_pmf_is_the_n_fold_convolution(sigma: float, n: int) -> None:
+    k, pmf = discrete_gaussian_sum_pmf(sigma, n)
+    oracle = _convolved(sigma, n)
+    assert np.abs(pmf - np.array([oracle.get(int(j), 0.0) for j in k])).max() < 1e-13
+    assert sum(oracle.get(int(j), 0.0) for j in k) > 1 - 1e-15  # the support cut loses nothing
+    variance = float(np.sum(k.astype(np.float64) ** 2 * pmf))
+    assert variance == pytest.approx(n * discrete_gaussian_variance(sigma), rel=1e-12)
+
+
+@pytest.mark.parametrize(("sigma", "n"), [(0.6, 2), (0.8, 5), (1.0, 20), (1.3, 5)])
+def test_a_sum_is_one_discrete_gaussian_within_kairouz_liu_steinke_tau(
+    sigma: float, n: int
+) -> None:
+    # τ summed term by term (the sampler compares the cruder 10(n−1)e^{−π²σ²})
+    tau = 10 * sum(math.exp(-2 * math.pi**2 * sigma**2 * k / (k + 1)) for k in range(1, n))
+    k, exact = discrete_gaussian_sum_pmf(sigma, n)
+    k1, one = discrete_gaussian_pmf(sigma * math.sqrt(n))
+    single = dict(zip(k1.tolist(), one, strict=True))
+    target = np.array([single.get(int(j), 0.0) for j in k])
+    seen = target > 1e-9  # below, the ratio is rounding
+    assert np.abs(exact[seen] / target[seen] - 1).max() <= tau
+    assert 0.5 * np.abs(exact - target).sum() <= tau
+
+
+def test_sampled_sums_follow_the_exact_pmf() -> None:
+    sigma, n = 0.7, 5  # τ ≈ 0.3: the exact pmf, not one discrete Gaussian, is sampled
+    draws = sample_discrete_gaussian_sum(sigma, n, 200_000, np.random.default_rng(5))
+    oracle = _convolved(sigma, n)
+    support = np.arange(-5, 6)
+    expected = np.array([oracle[int(j)] for j in support])
+    observed = np.array([(draws == j).sum() for j in support])
+    expected = np.append(expected, 1 - expected.sum()) * draws.size
+    observed = np.append(observed, draws.size - observed.sum())
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    # the per-draw sampler summed n times: the same mean and variance
+    summed = sample_discrete_gaussian(sigma, (200_000, n), np.random.default_rng(6)).sum(axis=1)
+    var = n * discrete_gaussian_variance(sigma)
+    for x in (draws, summed):
+        assert abs(x.mean()) < 5 * math.sqrt(var / x.size)
+        assert x.var() == pytest.approx(var, rel=0.02)
+
+
+def test_large_sums_have_the_summed_variance() -> None:
+    sigma, n = 119.7, 10_000  # the 1M-user bench's per-device σ and cohort: one N_Z(0, nσ²)
+    draws = sample_discrete_gaussian_sum(sigma, n, 100_000, np.random.default_rng(7))
+    var = n * discrete_gaussian_variance(sigma)
+    assert abs(draws.mean()) < 5 * math.sqrt(var / draws.size)
+    # relative standard error of a sample variance of 1e5 draws: √(2/1e5) ≈ 0.45 %
+    assert draws.astype(np.float64).var() == pytest.approx(var, rel=0.025)
+    assert sample_discrete_gaussian_sum(sigma, 0, 3, np.random.default_rng(0)).tolist() == [0] * 3
+    with pytest.raises(ConfigError, match="n ≥ 0"):
+        sample_discrete_gaussian_sum(sigma, -1, 3, np.random.default_rng(0))

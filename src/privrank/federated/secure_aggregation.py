@@ -32,6 +32,18 @@ leaves a refused device out.
 The decoded sum equals the sum of the survivors' *quantised* updates exactly (the masks cancel
 in the ring); against the float sum it differs by the rounding, at most ``1/(2·scale)`` per
 coordinate per device with deterministic rounding.
+
+**Masks elided (simulator only, ``SecureAggregation(masks=False)``).** Since the unmasked
+sum *is* the modular sum of the survivors' encoded inputs, a simulator that measures a model
+(not the protocol's cost) may compute that sum directly: the same checks, encodings, dropouts
+(the same draws) and survivors, no keys, shares or masks, and no encoded cohort held in memory
+(a cohort of 10,000 devices of 68,096 coordinates would need 5.4 GB). Under distributed DP the
+devices' noise shares are then drawn at once as their sum
+(:meth:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian.sum_noise`, the exact
+distribution of a sum of n discrete Gaussians): the server's view has the same distribution.
+What is not simulated: SecAgg+'s abort when some dropped device's secret has fewer than t
+surviving share holders (with no dropouts it never happens). The privacy accounting does not
+change: it is the mechanism's, whatever computes the sum.
 """
 
 from __future__ import annotations
@@ -74,6 +86,10 @@ class SecureAggregation(FrozenConfig):
             keys (simulated; their masks are recovered).
         degree_factor: SecAgg+'s graph degree k ≈ ``degree_factor · ln n``.
         threshold_fraction: t = ⌊fraction · (k + 1)⌋ + 1 shares recover a secret.
+        masks: ``False``: simulate the released sum without running the protocol (module doc:
+            the same sum, the same survivors; for measuring models at cohorts whose real
+            protocol would not fit the machine). Never a deployment setting: the Flower path
+            always runs SecAgg+.
     """
 
     modulus_bits: int = Field(48, ge=16, le=62)
@@ -82,6 +98,7 @@ class SecureAggregation(FrozenConfig):
     dropout: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
     degree_factor: float = Field(6.0, gt=0, allow_inf_nan=False)
     threshold_fraction: float = Field(1 / 3, gt=0, lt=1, allow_inf_nan=False)
+    masks: bool = True
 
     def ring(self, max_clients: int, value_range: float | None = None) -> FixedPointRing:
         """The fixed-point ring of plain secure aggregation for sums of ``max_clients``
@@ -157,6 +174,12 @@ class SecAggAggregator:
         self._refused: dict[str, int] = {}
         #: The protocol's run (released sum, survivors, cost) once :meth:`finish` ran.
         self.last_round: SimulatedRound | None = None
+        #: Masks elided: the running sum of the surviving inputs, and the input count so far.
+        self._sum = np.zeros(self.dim, dtype=np.int64 if mechanism is not None else np.uint64)
+        self._inputs = 0
+        self._survivors = 0
+        self._dropped = 0
+        self._unclipped_survivors = 0
 
     def add(self, updates: ClientUpdates, unclipped: np.ndarray | None = None) -> np.ndarray:
         """Check and encode a batch of devices' updates (each device's own step).
@@ -182,8 +205,7 @@ class SecAggAggregator:
                     ok[rows[refused]] = False
                     out = self._refused.get("out_of_range", 0)
                     self._refused["out_of_range"] = out + len(refused)
-                self._encoded.append(encoded)
-                self._unclipped.append(np.delete(bits[rows], refused))
+                self._keep(encoded, np.delete(bits[rows], refused))
             if self.zero_refused:
                 self._add_zero_updates(int((~ok[start:stop]).sum()))
         return ok
@@ -196,8 +218,22 @@ class SecAggAggregator:
         encoded, refused = self._encode(np.zeros((count, self.dim)))
         if len(refused):  # the zero vector is inside every ring's range
             raise AssertionError("the zero update was refused by the ring")
-        self._encoded.append(encoded)
-        self._unclipped.append(np.ones(count, dtype=bool))
+        self._keep(encoded, np.ones(count, dtype=bool))
+
+    def _keep(self, encoded: np.ndarray, unclipped: np.ndarray) -> None:
+        """Hold encoded inputs for the protocol, or (masks elided) draw which of them drop out
+        (the draws :meth:`finish` makes, in the same order) and add the survivors to the sum."""
+        if self.settings.masks:
+            self._encoded.append(encoded)
+            self._unclipped.append(unclipped)
+            return
+        dropped = self._rng.random(len(encoded)) < self.settings.dropout
+        self._inputs += len(encoded)
+        self._dropped += int(dropped.sum())
+        self._survivors += int((~dropped).sum())
+        self._unclipped_survivors += int(unclipped[~dropped].sum())
+        # uint64 wraps mod 2^64, a multiple of the ring's modulus; int64 grid sums do not wrap
+        self._sum += encoded[~dropped].sum(axis=0, dtype=self._sum.dtype)
 
     def _encode(self, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.mechanism is not None:
@@ -208,6 +244,8 @@ class SecAggAggregator:
             from privrank.privacy.distributed_dp import clip_l2
 
             exact, _ = clip_l2(dense, self.bound)
+            if not self.settings.masks:  # the noise is drawn as the survivors' sum in finish
+                return self.mechanism.round_batch(exact, self.noise_rng)
             return self.mechanism.encode_batch(exact, self.noise_rng)
         from privrank.privacy.crypto.secagg import encode_batch
 
@@ -223,6 +261,8 @@ class SecAggAggregator:
         from privrank.privacy.crypto.secagg import SecAggConfig, run_round
 
         refused = {k: v for k, v in self._refused.items() if v}
+        if not self.settings.masks:
+            return self._finish_without_masks(refused)
         encoded = (
             np.concatenate(self._encoded)
             if self._encoded
@@ -267,6 +307,35 @@ class SecAggAggregator:
             np.asarray(total, dtype=np.float64),
             accepted=len(survivors),
             unclipped=int(unclipped[survivors].sum()) if len(survivors) else 0,
+            refused=refused,
+        )
+
+    def _finish_without_masks(self, refused: dict[str, int]) -> RoundSum:
+        """:meth:`finish` with the masks elided: the modular sum SecAgg+ would unmask."""
+        from privrank.privacy.crypto.secagg import SecAggAbort
+
+        n = self._inputs
+        if n < max(self.min_survivors, 2):
+            return RoundSum(np.zeros(self.dim), 0, 0, {**refused, "too_few_clients": n})
+        if self._survivors < self.min_survivors:  # SecAgg+'s server refuses to unmask
+            raise SecAggAbort(
+                f"only {self._survivors} masked inputs arrived, fewer than min_survivors="
+                f"{self.min_survivors}; the round releases nothing"
+            )
+        if self.mechanism is not None:
+            assert self.noise_rng is not None
+            noisy = self._sum + self.mechanism.sum_noise(self._survivors, self.dim, self.noise_rng)
+            mask = np.uint64((1 << self.mechanism.config.modulus_bits) - 1)
+            total = self.mechanism.decode(noisy.view(np.uint64) & mask)
+        else:
+            mask = np.uint64((1 << self.settings.modulus_bits) - 1)
+            total = self._decode_plain(self._sum & mask)
+        if self._dropped:
+            refused["dropped"] = self._dropped
+        return RoundSum(
+            np.asarray(total, dtype=np.float64),
+            accepted=self._survivors,
+            unclipped=self._unclipped_survivors,
             refused=refused,
         )
 

@@ -50,6 +50,7 @@ from privrank.privacy.crypto.secagg.errors import UpdateOutOfRange
 from privrank.privacy.discrete_gaussian import (
     discrete_gaussian_variance,
     sample_discrete_gaussian,
+    sample_discrete_gaussian_sum,
 )
 from privrank.privacy.distributed_dp_accounting import (
     ddg_epsilon,
@@ -297,17 +298,37 @@ class DistributedDiscreteGaussian(Mechanism[np.ndarray, np.random.Generator]):
             ``(encoded, refused)``: the accepted rows as ring elements (uint64) and the indices
             of the refused rows (norm above the bound or not finite).
         """
+        integers, refused = self.round_batch(updates, rng)
+        noisy = self.add_noise(integers, rng)
+        mask = np.uint64((1 << self.config.modulus_bits) - 1)
+        return noisy.view(np.uint64) & mask, refused
+
+    def round_batch(
+        self, updates: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The first steps of :meth:`encode_batch`, without the noise: check, scale and
+        conditionally round each row (``‖x̃‖₂ ≤ Δ₂``).
+
+        A simulator that draws the survivors' summed noise at once
+        (:func:`~privrank.privacy.discrete_gaussian.sample_discrete_gaussian_sum`) sums these.
+
+        Returns:
+            ``(integers, refused)``: the accepted rows on the grid (int64, not reduced) and the
+            indices of the refused rows (norm above the bound or not finite).
+        """
         c = self.config
         x = np.asarray(updates, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != c.dimension:
             raise ConfigError(f"updates must be n x {c.dimension}. Got shape {x.shape}")
         norms = np.linalg.norm(x, axis=1)
         bad = ~(np.isfinite(x).all(axis=1) & (norms <= c.l2_clip * (1 + 1e-12)))
-        refused = np.flatnonzero(bad)
-        integers = self._conditional_rounding(x[~bad] * self.scale, rng)
-        noisy = self.add_noise(integers, rng)
-        mask = np.uint64((1 << c.modulus_bits) - 1)
-        return noisy.view(np.uint64) & mask, refused
+        return self._conditional_rounding(x[~bad] * self.scale, rng), np.flatnonzero(bad)
+
+    def sum_noise(self, n_clients: int, dimension: int, rng: np.random.Generator) -> np.ndarray:
+        """The summed noise shares of ``n_clients`` clients, drawn at once (int64, ``dimension``):
+        equal in distribution to the sum of ``n_clients`` calls of :meth:`add_noise`'s noise."""
+        sigma = self.sigma * self.noise_scale
+        return sample_discrete_gaussian_sum(sigma, n_clients, dimension, rng)
 
     def decode(self, total: np.ndarray) -> np.ndarray:
         """The unmasked modular sum back to update units: signed integer sum / scale."""
