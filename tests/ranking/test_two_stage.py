@@ -1,5 +1,5 @@
 """The two-stage recommender: candidate merge against a slow reference, features, training on
-carved labels only, save/load, fold-in, registration and the privacy refusal."""
+carved labels only, save/load, fold-in, registration and the LambdaMART privacy refusal."""
 
 from __future__ import annotations
 
@@ -139,10 +139,11 @@ def test_the_listwise_ranker_works_in_the_pipeline() -> None:
     assert model.score(np.arange(4)).shape == (4, 40)
 
 
-def test_a_privacy_spec_is_refused() -> None:
+def test_a_privacy_spec_is_refused_by_a_lambdamart_pipeline() -> None:
+    # The private fit (listwise ranker only) is tested in test_two_stage_private.py.
     data = synthetic_interactions(40, 20, per_user=5)
     spec = PrivacySpec(epsilon=1.0, max_interactions_per_user=10)
-    with pytest.raises(ConfigError, match="two-stage has no private fit"):
+    with pytest.raises(ConfigError, match="a private fit needs ranker='listwise'"):
         create_model("two-stage", SMALL).fit(data, FitOptions(privacy=spec))
 
 

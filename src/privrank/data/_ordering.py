@@ -27,6 +27,7 @@ __all__ = [
     "PURPOSE_HOLDOUT",
     "PURPOSE_STRONG_ROWS",
     "PURPOSE_STRONG_USERS",
+    "PURPOSE_TWO_STAGE_CARVE",
     "group_starts",
     "random_keys",
     "rank_within_user",
@@ -42,6 +43,7 @@ PURPOSE_CAP = 1
 PURPOSE_HOLDOUT = 2
 PURPOSE_STRONG_USERS = 3
 PURPOSE_STRONG_ROWS = 4
+PURPOSE_TWO_STAGE_CARVE = 5
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:

@@ -729,10 +729,18 @@ class Recommender(ABC):
         return matrix
 
     def _training_histories(self, user_codes: np.ndarray) -> Query:
-        """The training histories of known users as a history query."""
-        return Query(indptr=self.history_indptr_, items=self.history_items_.astype(np.int64)).take(
-            user_codes
-        )
+        """The training histories of known users as a history query.
+
+        Gathers the users' items before widening them to int64 (widening the whole history
+        array first cost a copy of every training row per call: a served request made
+        several such calls)."""
+        codes = np.asarray(user_codes, dtype=np.int64)
+        starts, ends = self.history_indptr_[codes], self.history_indptr_[codes + 1]
+        lengths = ends - starts
+        indptr = np.zeros(len(codes) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return Query(indptr=indptr, items=self.history_items_[gather].astype(np.int64))
 
     def _score_users(self, user_codes: np.ndarray) -> np.ndarray:
         """Scores of known users (all with non-empty histories); default: fold in their

@@ -3,7 +3,11 @@
 Importing this package registers the model ``two-stage`` in the models registry.
 """
 
-from privrank.ranking.two_stage._config import RetrieverSpec, TwoStageConfig
+from privrank.ranking.two_stage._config import (
+    RetrieverSpec,
+    TwoStageConfig,
+    TwoStagePrivateConfig,
+)
 from privrank.ranking.two_stage._features import feature_names, item_features, merge_candidates
 from privrank.ranking.two_stage.model import TwoStage
 
@@ -11,6 +15,7 @@ __all__ = [
     "RetrieverSpec",
     "TwoStage",
     "TwoStageConfig",
+    "TwoStagePrivateConfig",
     "feature_names",
     "item_features",
     "merge_candidates",

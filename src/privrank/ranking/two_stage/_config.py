@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from privrank.models.base import ModelConfig
 
-__all__ = ["RetrieverSpec", "TwoStageConfig"]
+__all__ = ["RetrieverSpec", "TwoStageConfig", "TwoStagePrivateConfig"]
 
 
 class RetrieverSpec(ModelConfig):
@@ -55,6 +55,23 @@ DEFAULT_LAMBDAMART = {
 }
 
 
+class TwoStagePrivateConfig(ModelConfig):
+    """How a private two-stage fit splits its (ε, δ) (the ``private`` block of its config).
+
+    A private fit makes ``k + 1`` user-level releases: one per distinct retriever fit (``k`` is
+    the number of distinct retriever specs, doubled when ``refit`` fits them again on the whole
+    training data) and the ranker's DP-SGD. The ranker gets ``ranker_share · (ε, δ)``; every
+    retriever fit gets ``(1 − ranker_share) · (ε, δ) / k``. By basic composition the fit is then
+    (ε, δ)-DP; the guarantee also records the tighter ε of the same releases composed by the
+    PLD and RDP accountants.
+
+    Attributes:
+        ranker_share: Share of ε and of δ spent by the ranker's DP-SGD, in (0, 1).
+    """
+
+    ranker_share: float = Field(0.5, gt=0, lt=1)
+
+
 class TwoStageConfig(ModelConfig):
     """Hyper-parameters of :class:`~privrank.ranking.two_stage.TwoStage`.
 
@@ -80,6 +97,8 @@ class TwoStageConfig(ModelConfig):
             (``False``: keep the retrievers fitted without the carved labels, folding in full
             histories at scoring time).
         seed: Seed of the carving and of the users' validation draw.
+        private: How a private fit splits its budget (:class:`TwoStagePrivateConfig`;
+            ``None``: its defaults). Only with a privacy spec.
     """
 
     retrievers: tuple[RetrieverSpec, ...] = Field(default_factory=_default_retrievers)
@@ -92,6 +111,7 @@ class TwoStageConfig(ModelConfig):
     ranker_base: bool = True
     refit: bool = True
     seed: int = Field(0, ge=0)
+    private: TwoStagePrivateConfig | None = None
 
     @model_validator(mode="after")
     def _one_proposes(self) -> TwoStageConfig:

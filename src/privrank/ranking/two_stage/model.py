@@ -39,16 +39,33 @@ each item's sentence embedding to the history's, :class:`~privrank.models.Conten
 (ML-100K's titles and genres) or an item-text TSV (``params.item_text``); a data set without
 text (Beauty, Video: integer ids only) is refused before anything is fitted.
 
-**Privacy.** The pipeline has no private fit: it refuses a privacy spec. Its ranker can train
-privately on its own (the ``listwise`` ranker with user-level DP-SGD, one group per user), but
-a whole-pipeline (ε, δ) would need every part that reads the training data released under DP
-and composed: (1) each retriever fitted on the fit part *and* again at the refit (two releases
-per retriever; DP variants exist for EASE, ItemKNN, iALS and most-popular, not for SASRec or
-the ranker's base-order choice); (2) the item table (popularity, last-seen time, mean position)
-is exact counts over all users and would need its own noisy release; (3) the ranker's early
-stopping and tree count are chosen on validation users' groups, which a private ranker fit
-refuses; (4) the base retriever is chosen on the training groups' NDCG, another data-dependent
-choice. None of this is built, so the refusal stays.
+**Privacy** (``fit`` with a :class:`~privrank.privacy.spec.PrivacySpec`; ``privrank train
+--model two-stage --epsilon E``). The unit of privacy is one user's entire history: the whole
+fit is user-level (ε, δ)-DP, every stage that reads the training data being private and
+composed (:mod:`~privrank.ranking.two_stage._private` states the split and the composition):
+
+- the data are contribution-bounded first (``max_interactions_per_user``), and each user's
+  labels are carved by a key that is a pure function of the seed, the user's code and the
+  row's rank in the user's history (no other user's rows move it);
+- every retriever is fitted by its own private fit (DP-EASE, DP-ItemKNN, DP-iALS, noisy
+  most-popular counts, DP-SGD SASRec/Mult-VAE) on the fit part, and again on the whole data
+  with ``refit``; a retriever without a private fit is refused before anything is read;
+- the item table keeps only the noisy popularity a private retriever released (the first
+  retriever's); the last-seen time and mean position are constants;
+- the ranker must be ``listwise``: user-level DP-SGD (Opacus ghost clipping, one query group
+  per user, each group's gradient clipped to ``clipping_norm``), with no feature
+  standardisation, no early stopping and no validation users (data-dependent choices that
+  would be unaccounted releases). The Poisson rate is ``b / n`` with ``n`` the number of
+  label users' groups, treated as public as the number of users is throughout privrank;
+- LambdaMART is refused: LightGBM has no per-user gradient clipping or noisy split finding,
+  so a GBDT here has no user-level DP (DP-GBDT designs add noise to every split gain and leaf
+  value and bound each user's rows per tree; none is built), and its base-order choice and
+  tree count are read off validation data;
+- the candidate recall and the group counts of a private fit are not recorded (they are exact
+  statistics of the data); ``training_info_`` holds the budget split and the ranker's facts.
+
+The run spends (ε, δ) from the ledger once, in the workflow's fit-and-spend (the parts are
+not charged separately).
 """
 
 from __future__ import annotations
@@ -61,6 +78,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from privrank.data._ordering import PURPOSE_TWO_STAGE_CARVE, random_keys, rank_within_user
 from privrank.data.interactions import Interactions
 from privrank.data.item_text import load_item_text
 from privrank.data.query_groups import QueryGroups
@@ -71,13 +89,14 @@ from privrank.models.capabilities import StagedModel
 from privrank.ranking.ltr._base import LTRFitOptions, LTRRanker
 from privrank.ranking.ltr._ndcg import group_ndcg
 from privrank.ranking.ltr.registry import create_ranker, ranker_from_state
-from privrank.ranking.two_stage._config import TwoStageConfig
+from privrank.ranking.two_stage._config import TwoStageConfig, TwoStagePrivateConfig
 from privrank.ranking.two_stage._features import (
     Candidates,
     feature_names,
     item_features,
     rank_features,
 )
+from privrank.ranking.two_stage._private import compose_fit, private_item_table, split_budget
 
 __all__ = ["TwoStage"]
 
@@ -99,6 +118,9 @@ class TwoStage(Recommender, StagedModel):
     Config = TwoStageConfig
     config: TwoStageConfig
     seeded = True
+    supports_privacy = True
+    supports_private_engine = False
+    PrivateConfig = TwoStagePrivateConfig
 
     def __init__(self, config: Any = None, **params: Any) -> None:
         super().__init__(config, **params)
@@ -108,6 +130,17 @@ class TwoStage(Recommender, StagedModel):
     @property
     def supports_fold_in(self) -> bool:  # type: ignore[override]
         return all(create_model(r.name, r.params).supports_fold_in for r in self.config.retrievers)
+
+    @property
+    def user_state_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The retrievers' per-user arrays (e.g. iALS user factors), emptied in a release."""
+        if not hasattr(self, "retrievers_"):
+            return ()
+        return tuple(
+            f"retriever{position}.model.{key}"
+            for position, retriever in enumerate(self.retrievers_)
+            for key in retriever.user_state_keys
+        )
 
     def stage_seconds(self) -> dict[str, float]:
         """Wall seconds spent in each stage since the fit (fit stages and scoring stages)."""
@@ -209,17 +242,29 @@ class TwoStage(Recommender, StagedModel):
                 best, best_ndcg = column, ndcg
         return best
 
-    def _fit_retrievers(self, data: Interactions, options: FitOptions) -> list[Recommender]:
+    def _distinct_retrievers(self) -> int:
+        """Number of distinct retriever fits (specs with the same name and params share one)."""
+        return len({self._retriever_key(spec) for spec in self.config.retrievers})
+
+    @staticmethod
+    def _retriever_key(spec: Any) -> str:
+        return json.dumps([spec.name, spec.params], sort_keys=True, default=str)
+
+    def _fit_retrievers(
+        self, data: Interactions, options: FitOptions, privacy: tuple[Any, ...] = ()
+    ) -> list[Recommender]:
         """Every retriever fitted on ``data``, in config order; specs with the same name and
-        params (e.g. one on the whole history, one on its ``recent`` items) share one fit."""
+        params (e.g. one on the whole history, one on its ``recent`` items) share one fit.
+        ``privacy``: one spec per distinct fit, in order of first appearance (private fits)."""
         fitted: dict[str, Recommender] = {}
         out = []
         for spec in self.config.retrievers:
-            key = json.dumps([spec.name, spec.params], sort_keys=True, default=str)
+            key = self._retriever_key(spec)
             if key not in fitted:
                 model = create_model(spec.name, spec.params)
+                part = privacy[len(fitted)] if privacy else None
                 fitted[key] = model.fit(
-                    data, FitOptions(seed=options.seed, threads=options.threads)
+                    data, FitOptions(seed=options.seed, threads=options.threads, privacy=part)
                 )
             out.append(fitted[key])
         return out
@@ -230,8 +275,15 @@ class TwoStage(Recommender, StagedModel):
         ordered = None if stamps is None else np.asarray(stamps)[data.sorted_order()]
         return item_features(indptr, items.astype(np.int64), ordered, self.n_items_)
 
-    def _carve(self, train: Interactions) -> tuple[Interactions, sp.csr_matrix]:
-        """The fit part (rows of ``train``) and the ``n_users × n_items`` carved labels."""
+    def _carve(
+        self, train: Interactions, per_user: bool = False
+    ) -> tuple[Interactions, sp.csr_matrix]:
+        """The fit part (rows of ``train``) and the ``n_users × n_items`` carved labels.
+
+        ``per_user`` (a private fit): a random carve draws each row's key from ``(seed, user
+        code, the row's rank in the user's history)`` alone, so adding or removing a user
+        changes no other user's carve (the plain carve draws keys in one stream over all rows).
+        """
         cfg = self.config
         order = train.sorted_order()  # rows grouped by user, time-ordered
         users = train.users()[order]
@@ -243,8 +295,12 @@ class TwoStage(Recommender, StagedModel):
         if cfg.carve == "last":
             is_label = position >= np.repeat(counts - n_labels, counts)
         else:
-            rng = np.random.default_rng(cfg.seed)
-            key = rng.random(len(order))
+            if per_user:
+                key = random_keys(
+                    cfg.seed, PURPOSE_TWO_STAGE_CARVE, users, rank_within_user(users, counts)
+                )
+            else:
+                key = np.random.default_rng(cfg.seed).random(len(order))
             # rank of each row's random key within its user: the smallest n_labels are labels
             within = np.lexsort((key, users))
             rank = np.empty(len(order), dtype=np.int64)
@@ -389,7 +445,15 @@ class TwoStage(Recommender, StagedModel):
             "ranker": self.ranker_.header(),
             "training": self.training_info_,
             "retrievers": [
-                {"name": r.name, "n_users": r.n_users_, "is_release": r.is_release_}
+                {
+                    "name": r.name,
+                    "n_users": r.n_users_,
+                    "is_release": r.is_release_,
+                    # a private retriever restores its private hyper-parameters from it
+                    "privacy": None
+                    if r.privacy_guarantee_ is None
+                    else r.privacy_guarantee_.to_dict(),
+                }
                 for r in self.retrievers_
             ],
         }
@@ -431,7 +495,13 @@ class TwoStage(Recommender, StagedModel):
                     if key.startswith(prefix + "model.")
                 }
             )
-            header = {"n_users": self.n_users_, "n_items": self.n_items_, "release": False}
+            saved = (info.get("retrievers") or [{}] * (position + 1))[position]
+            header = {
+                "n_users": self.n_users_,
+                "n_items": self.n_items_,
+                "release": self.is_release_,
+                "privacy": saved.get("privacy"),
+            }
             retriever = create_model(spec.name, spec.params)
             retriever._restore(Artifact(header, arrays, self.user_ids_, self.item_ids_))
             retrievers.append(retriever)
@@ -445,9 +515,90 @@ class TwoStage(Recommender, StagedModel):
         del self._pending_state
 
     def check_privacy(self, spec: Any) -> None:
-        """Refuse a privacy spec: the pipeline has no private fit (see the module docstring)."""
-        raise ConfigError(
-            "two-stage has no private fit: its retrievers and features read the training data "
-            "too, so training only its ranker with DP-SGD would not make the pipeline private. "
-            "Refusing to train rather than ignore the privacy spec."
+        """Refuse, before any data is read, a privacy spec the pipeline cannot honour.
+
+        Raises:
+            ConfigError: No contribution bound; a ``lambdamart`` ranker (no user-level DP for
+                LightGBM here, see the module docstring); a retriever without a private fit.
+        """
+        spec.require_contribution_bound("two-stage's private fit")
+        if self.config.ranker != "listwise":
+            raise ConfigError(
+                "two-stage: a private fit needs ranker='listwise' (user-level DP-SGD). "
+                f"Got ranker={self.config.ranker!r}: LightGBM's LambdaMART has no user-level "
+                "differential privacy here (no per-user clipping of its gradient statistics, "
+                "no noisy split gains or leaf values, and its tree count and base order are "
+                "chosen on validation data), so it is refused rather than trained without the "
+                "guarantee."
+            )
+        for position, retriever in enumerate(self.config.retrievers):
+            model = create_model(retriever.name, retriever.params)
+            try:
+                model.check_privacy(spec)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"two-stage retriever r{position} ({retriever.name}) has no private fit, so "
+                    f"the pipeline cannot be private: {exc}"
+                ) from exc
+
+    def _fit_private(
+        self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
+    ) -> None:
+        """The private fit (see the module docstring, **Privacy**)."""
+        cfg = self.config
+        private = self.private_settings(TwoStagePrivateConfig)
+        self._check_item_text(train)
+        self._stage_times = defaultdict(float)
+        budget = split_budget(spec, self._distinct_retrievers(), cfg.refit, private.ranker_share)
+        bounded = spec.bound_contributions(train)
+        fit_part, labels = self._carve(bounded, per_user=True)
+        started = time.perf_counter()
+        retrievers = self._fit_retrievers(fit_part, options, budget.retrievers)
+        self._stage_times["fit.retrievers"] += time.perf_counter() - started
+        guarantees = self._retriever_guarantees(retrievers)
+        self.item_table_ = private_item_table(retrievers[0].item_popularity_)
+        users = np.flatnonzero(np.diff(labels.indptr) > 0)
+        indptr, items = fit_part.sequences()
+        history = Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)).take(users)
+        started = time.perf_counter()
+        groups, _ = self._label_groups(retrievers, history, labels[users])
+        self._stage_times["fit.candidates_features"] += time.perf_counter() - started
+        started = time.perf_counter()
+        ranker = create_ranker(cfg.ranker, cfg.resolved_ranker_params())
+        ranker.fit(
+            groups,
+            None,
+            LTRFitOptions(seed=options.seed, threads=options.threads, privacy=budget.ranker),
         )
+        self._stage_times["fit.ranker"] += time.perf_counter() - started
+        guarantees.append(ranker.privacy_guarantee_)  # type: ignore[attr-defined]
+        self.ranker_ = ranker
+        self._report(1, 2)
+        if cfg.refit:
+            started = time.perf_counter()
+            retrievers = self._fit_retrievers(bounded, options, budget.refit)
+            self._stage_times["fit.retrievers_refit"] += time.perf_counter() - started
+            guarantees += self._retriever_guarantees(retrievers)
+        self.retrievers_ = retrievers
+        self.item_popularity_ = np.asarray(retrievers[0].item_popularity_, dtype=np.float32)
+        self.item_table_ = private_item_table(self.item_popularity_)
+        self.privacy_guarantee_ = compose_fit(spec, guarantees, train.n_users, private.ranker_share)
+        self.training_info_ = {
+            "private": {
+                "ranker_share": private.ranker_share,
+                "retriever_fits": len(budget.retrievers) + len(budget.refit),
+                "retriever_epsilon": budget.retrievers[0].epsilon,
+                "ranker_epsilon": budget.ranker.epsilon,
+            },
+            "ranker": ranker.info_,
+        }
+        self._report(2, 2)
+
+    def _retriever_guarantees(self, retrievers: list[Recommender]) -> list[Any]:
+        """The guarantees of the distinct fits among ``retrievers``, in order."""
+        out, seen = [], set()
+        for model in retrievers:
+            if id(model) not in seen:
+                seen.add(id(model))
+                out.append(model.privacy_guarantee_)
+        return out
