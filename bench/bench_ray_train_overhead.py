@@ -1,11 +1,13 @@
 """Overhead of Ray Train (TorchTrainer, gloo, CPU) for SASRec and Mult-VAE at one node.
 
 In one run, on ML-100K (the design's holdout protocol: per-user random 80/20, seed 0), each
-model is fitted three ways with the same config and seed: in this process
-(``FitOptions(threads=1)``), on Ray Train with 1 worker (1 CPU, 1 thread) and with 2 workers
-(1 CPU each). Per fit it reports the median epoch time (rank 0's epochs for Ray Train, from the
-fit's progress reports), and for Ray Train the start-up apart: the driver's wall time of the
-run minus the summed epochs (worker processes, imports, process group, the model's return).
+model is fitted four ways with the same config and seed: in this process
+(``FitOptions(threads=1)``), on Ray Train with 1 worker (1 CPU, 1 thread), with 1 worker and
+fault tolerance on (``max_failures=1``: every epoch's per-rank checkpoint reported to Ray
+Train's storage; ``ray1_checkpoints``) and with 2 workers (1 CPU each). Per fit it reports the
+median epoch time (rank 0's epochs for Ray Train, from the fit's progress reports), and for Ray
+Train the start-up apart: the driver's wall time of the run minus the summed epochs (worker
+processes, imports, process group, the model's return).
 The **overhead ratio** is median epoch (Ray Train, 1 worker) / median epoch (single process),
 target ≤ 1.3. NDCG@10 and Recall@20 on the test part are printed for each fit (the 2-worker fit
 differs from the single-process one by its dropout draws and float order: within noise is the
@@ -94,21 +96,22 @@ def main() -> None:
             "config": config,
             "local": {"epoch_s": local_epochs, **_ndcg(local, parts.train, parts.test)},
         }
-        for workers in (1, 2):
+        paths = {"ray1": (1, 0), "ray1_checkpoints": (1, 1), "ray2": (2, 0)}
+        for key, (workers, failures) in paths.items():
             run = run_ray_train(
                 create_model(name, config),
                 parts.train,
                 FitOptions(seed=args.seed, threads=1),
-                RayTrainConfig(workers=workers),
+                RayTrainConfig(workers=workers, max_failures=failures),
             )
-            row[f"ray{workers}"] = {
+            row[key] = {
                 "epoch_s": list(run.epoch_seconds),
                 "wall_s": run.wall_seconds,
                 "startup_s": run.wall_seconds - sum(run.epoch_seconds),
                 **_ndcg(run.model, parts.train, parts.test),
             }
         base = statistics.median(local_epochs)
-        for key in ("ray1", "ray2"):
+        for key in paths:
             row[key]["ratio"] = statistics.median(row[key]["epoch_s"]) / base
         out[name] = row
         print(
@@ -116,7 +119,9 @@ def main() -> None:
             f"{statistics.median(row['ray1']['epoch_s']):.2f} s (ratio {row['ray1']['ratio']:.3f}, "
             f"target <= 1.3; start-up {row['ray1']['startup_s']:.1f} s); 2 workers "
             f"{statistics.median(row['ray2']['epoch_s']):.2f} s (ratio {row['ray2']['ratio']:.3f}; "
-            f"start-up {row['ray2']['startup_s']:.1f} s)",
+            f"start-up {row['ray2']['startup_s']:.1f} s); 1 worker with per-epoch checkpoints "
+            f"{statistics.median(row['ray1_checkpoints']['epoch_s']):.2f} s (ratio "
+            f"{row['ray1_checkpoints']['ratio']:.3f})",
             flush=True,
         )
         print(

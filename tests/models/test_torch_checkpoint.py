@@ -152,3 +152,26 @@ def test_the_training_record_says_where_the_fit_resumed_from(tmp_path, privrank_
     assert records[1]["checkpoints"]["resumed_from_epoch"] == 2  # the finished fit's epoch
     assert [r["checkpoints"]["recoveries"] for r in records] == [0, 0]
     assert records[1]["checkpoints"]["directory"] == str((tmp_path / "ck").resolve())
+
+
+class _EngineWithoutCheckpoints:
+    """A network fit engine that does not declare ``supports_checkpoints``."""
+
+    name = "plain"
+
+    def gram_statistics(self, matrix):  # pragma: no cover - never reached
+        raise AssertionError("not a Gram fit")
+
+    def describe(self) -> dict[str, object]:
+        return {"engine": self.name}
+
+    def fit_network(self, model, train, options):  # pragma: no cover - never reached
+        raise AssertionError("the checkpoint directory should have been refused first")
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_an_engine_without_checkpoints_refuses_a_checkpoint_directory(make, tmp_path):
+    options = FitOptions(engine=_EngineWithoutCheckpoints(), checkpoint_dir=tmp_path)
+    with pytest.raises(ConfigError, match="writes no checkpoints to a checkpoint directory"):
+        make().fit(PARTS.train, options)
+    assert not any(tmp_path.iterdir())

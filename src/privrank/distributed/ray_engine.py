@@ -56,6 +56,10 @@ class RayEngineConfig(BaseModel):
         address: Address of a Ray cluster to connect to (``auto``, ``ray://host:10001``);
             ``None``: the running instance, or a new local one.
         object_store_mb: Object store of a local instance the engine starts (MiB).
+        max_failures: Times a data-parallel fit (SASRec, Mult-VAE on Ray Train) is restarted
+            after a worker dies; it resumes from its last epoch's checkpoint (a private fit
+            starts over with the same noise seed), so it ends with the uninterrupted fit's
+            weights (:mod:`privrank.distributed.ray_train`). ``0``: a lost worker fails the fit.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -64,6 +68,7 @@ class RayEngineConfig(BaseModel):
     partitions: int | None = Field(default=None, ge=1)
     address: str | None = None
     object_store_mb: int = Field(default=512, ge=78)
+    max_failures: int = Field(default=2, ge=0)
 
     def resolved_partitions(self) -> int:
         """``partitions``, or ``2 · workers``."""
@@ -171,6 +176,8 @@ class RayEngine:
     """
 
     name = "ray"
+    #: Data-parallel fits on this engine honour ``FitOptions.checkpoint_dir``.
+    supports_checkpoints = True
 
     def __init__(self, config: RayEngineConfig | None = None, **settings: Any) -> None:
         try:
@@ -194,11 +201,15 @@ class RayEngine:
         self, model: Recommender, train: Interactions, options: FitOptions
     ) -> Recommender:
         """Fit ``model``'s class and config data-parallel on ``workers`` Ray Train workers
-        (:func:`privrank.distributed.ray_train.fit_network`, one CPU each)."""
+        (:func:`privrank.distributed.ray_train.fit_network`, one CPU each), restarted up to
+        ``max_failures`` times after a lost worker (resuming from the last checkpoint)."""
         from privrank.distributed.ray_train import RayTrainConfig, fit_network
 
         ensure_ray(self.config)
-        return fit_network(model, train, options, RayTrainConfig.of(workers=self.config.workers))
+        settings = RayTrainConfig.of(
+            workers=self.config.workers, max_failures=self.config.max_failures
+        )
+        return fit_network(model, train, options, settings)
 
     def describe(self) -> dict[str, object]:
         """``{"engine": "ray", "workers", "partitions", "address"}``."""

@@ -339,19 +339,23 @@ class NetworkStateMixin(Recommender):
 
         The engine (a :class:`~privrank.models.engine.NetworkFitEngine`) fits a replica of this
         model data-parallel on its workers; this model takes its network, histories of loss and
-        validation, cold-start popularity and (private fit) guarantee, and reports the
-        per-epoch losses to the fit's progress callback afterwards.
+        validation, cold-start popularity, (private fit) guarantee and what the engine recovered
+        from (``recoveries_``, ``resumed_from_epoch_``), and reports the per-epoch losses to
+        the fit's progress callback afterwards. A checkpoint directory goes to the engine when
+        it declares ``supports_checkpoints`` (Ray: per-rank checkpoints in Ray Train's storage).
 
         Raises:
-            ConfigError: The engine cannot train a network.
+            ConfigError: The engine cannot train a network, or takes no checkpoint directory.
         """
         engine = options.engine
         if engine is None:
             return False
-        if options.checkpoint_dir is not None:
+        if options.checkpoint_dir is not None and not getattr(
+            engine, "supports_checkpoints", False
+        ):
             raise ConfigError(
                 f"{type(self).__name__}'s data-parallel fit on the {engine.name!r} engine writes "
-                "no checkpoints to a checkpoint directory yet; refusing the directory rather "
+                "no checkpoints to a checkpoint directory; refusing the directory rather "
                 "than ignore it (drop --checkpoint-dir, or fit in this process)"
             )
         if not isinstance(engine, NetworkFitEngine):
@@ -365,6 +369,8 @@ class NetworkStateMixin(Recommender):
         self._set_state(fitted._state())
         self.item_popularity_ = fitted.item_popularity_
         self.privacy_guarantee_ = fitted.privacy_guarantee_
+        self.recoveries_ = fitted.recoveries_
+        self.resumed_from_epoch_ = fitted.resumed_from_epoch_
         for epoch, loss in enumerate(self.loss_history_.tolist(), start=1):
             self._report(epoch, len(self.loss_history_), loss)
         return True
