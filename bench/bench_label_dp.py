@@ -12,6 +12,12 @@ test: a split in time); ``frappe:validation`` / ``frappe:test`` read the ``frapp
 (train on its training part; score its validation part to choose settings, its test part for
 the report). Another data set is added by registering a function in :data:`LOADERS`.
 
+``--methods label-sums`` adds label-DP logistic regression from Laplace-noised label sums
+(:mod:`privrank.ranking.label_sums_logistic`; ``--sums-fields``, ``--sums-crosses``,
+``--sums-min-count``, ``--sums-l2``), fitted also at ε = inf (its own non-private reference);
+every row's ``retained`` is against the non-private LightGBM (the stronger reference) and
+``retained_own`` against the same method's non-private fit.
+
 ``--methods lp-mst,rr-posterior`` compares the plain / multi-stage randomised response with RR
 and a cross-fitted posterior (``--folds``, ``--rounds``); ``--seeds N`` repeats every private
 fit with N noise seeds (and row orders) and reports the median (the non-private run is
@@ -42,6 +48,7 @@ from sklearn.metrics import roc_auc_score
 
 from privrank.data.synthetic_ads import FEATURE_COLUMNS, read_ad_log
 from privrank.ranking.gbdt_click import GBDTClickConfig
+from privrank.ranking.label_sums_logistic import LabelSumsConfig, LabelSumsLogistic
 from privrank.workflow.label_dp_training import CATEGORICAL_COLUMNS, fit_label_dp
 
 
@@ -138,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sums-fields", default="", help="label-sums fields (default: all)")
+    parser.add_argument(
+        "--sums-crosses", default="", help="label-sums crosses, e.g. user*item,user*city"
+    )
+    parser.add_argument("--sums-min-count", type=int, default=1)
+    parser.add_argument("--sums-l2", type=float, default=1.0)
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
     name, _, arg = args.data.partition(":")
@@ -157,12 +170,40 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     variants = [("lp-mst", s) for s in stage_counts if "lp-mst" in methods]
     variants += [("rr-posterior", 1)] if "rr-posterior" in methods else []
+    variants += [("label-sums", 1)] if "label-sums" in methods else []
+    sums_fields = tuple(args.sums_fields.split(",")) if args.sums_fields else split.feature_names
+    sums_config = LabelSumsConfig(
+        crosses=tuple(
+            tuple(c.split("*"))
+            for c in args.sums_crosses.split(",")
+            if c  # type: ignore[misc]
+        ),
+        min_count=args.sums_min_count,
+        l2=args.sums_l2,
+    )
     rows: list[dict[str, Any]] = []
     for epsilon in sorted(epsilons, key=lambda e: -e):  # inf first: the reference
-        for method, stages in [("none", 1)] if math.isinf(epsilon) else variants:
+        public = [("none", 1)] + ([("label-sums", 1)] if "label-sums" in methods else [])
+        for method, stages in public if math.isinf(epsilon) else variants:
             aucs, seconds, reports_by_seed = [], [], []
             for seed in range(args.seed, args.seed + (1 if math.isinf(epsilon) else args.seeds)):
                 started = time.perf_counter()
+                if method == "label-sums":
+                    sums_model = LabelSumsLogistic(sums_fields, sums_config).fit(
+                        split.train, split.train_labels, epsilon, np.random.default_rng(seed + 1)
+                    )
+                    aucs.append(
+                        float(roc_auc_score(split.test_labels, sums_model.predict_ctr(split.test)))
+                    )
+                    seconds.append(time.perf_counter() - started)
+                    reports_by_seed.append([])
+                    print(
+                        f"ε={epsilon:g} label-sums seed={seed}: AUC {aucs[-1]:.4f} "
+                        f"({seconds[-1]:.0f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    continue
                 model, _, reports = fit_label_dp(
                     split.train,
                     split.train_labels,
@@ -197,20 +238,28 @@ def main(argv: list[str] | None = None) -> int:
                     "stage_reports": reports_by_seed,
                 }
             )
-    reference = next(r["auc"] for r in rows if math.isinf(r["epsilon"]))
+    reference = next(r["auc"] for r in rows if math.isinf(r["epsilon"]) and r["method"] == "none")
+    own = {r["method"]: r["auc"] for r in rows if math.isinf(r["epsilon"])}
+    own["lp-mst"] = own["rr-posterior"] = reference
     for row in rows:
         row["retained"] = (row["auc"] - 0.5) / (reference - 0.5)
+        mine = own.get(row["method"], reference)
+        row["retained_own"] = (row["auc"] - 0.5) / (mine - 0.5)
     print(
         f"data {split.name}: train {split.train_labels.size:,} rows, test "
         f"{split.test_labels.size:,}; oracle AUC (true p_click) {split.oracle_auc}"
     )
-    print("| ε | method | stages | median AUC (seeds) | (AUC-0.5)/(non-private AUC-0.5) | s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| ε | method | stages | median AUC (seeds) | retained vs non-private LightGBM "
+        "| retained vs own non-private | s |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         every = ", ".join(f"{a:.4f}" for a in row["aucs"])
         print(
             f"| {row['epsilon']:g} | {row['method']} | {row['stages']} | {row['auc']:.4f} "
-            f"({every}) | {row['retained']:.3f} | {row['seconds']:.0f} |"
+            f"({every}) | {row['retained']:.3f} | {row['retained_own']:.3f} "
+            f"| {row['seconds']:.0f} |"
         )
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
@@ -225,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     "methods": methods,
                     "folds": args.folds,
                     "rounds": args.rounds,
+                    "label_sums": {"fields": sums_fields, **sums_config.model_dump()},
                     "seeds": args.seeds,
                     "rows": rows,
                 },

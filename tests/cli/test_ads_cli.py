@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from privrank.data.synthetic_ads import AdLogConfig, read_ad_log, write_ad_log
@@ -258,5 +259,35 @@ def test_train_stream_fits_lightgbm_part_by_part_and_refuses_a_private_stream(
         str(tmp_path / "private"), "--epsilon", "1", "--stream",
     )  # fmt: skip
     assert isinstance(refused.exception, ConfigError)
-    assert "expected --epsilon inf" in str(refused.exception)
+    assert "--model lightgbm only" in str(refused.exception)
     assert not (tmp_path / "private").exists()
+
+
+def test_train_stream_with_label_dp_spends_c_epsilon_and_refuses_without_a_key(
+    small_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privrank.errors import ConfigError, PrivacyBudgetExceeded
+    from privrank.ranking.gbdt_click import GBDTClickModel
+
+    home = tmp_path / "home"
+    common = [
+        "ads", "train", "--log", str(small_log), "--epsilon", "1", "--stream", "--model",
+        "lightgbm", "--trees", "5", "--min-data-in-leaf", "50", "--max-rows-per-user", "4",
+        "--validation-rows", "5000",
+    ]  # fmt: skip
+    no_key = _invoke(monkeypatch, home, *common, "--out", str(tmp_path / "a"))
+    assert isinstance(no_key.exception, ConfigError) and "--budget-key" in str(no_key.exception)
+    _budget(monkeypatch, home, "6")
+    out = tmp_path / "streamed-private"
+    result = _invoke(monkeypatch, home, *common, "--out", str(out), "--budget-key", "ads")
+    assert result.exit_code == 0, result.output
+    assert "spent ε=4 (δ=0) from ads" in result.output
+    meta = GBDTClickModel.metadata(out)
+    assert meta["label_dp"]["epsilon"] == 1.0 and meta["label_dp"]["user_epsilon"] == 4.0
+    assert meta["spend"]["epsilon"] == 4.0 and meta["training"]["streamed"]
+    assert GBDTClickModel.load(out).label_keep == pytest.approx(np.e / (np.e + 1))
+    assert _committed(home) == [4.0]
+    over = _invoke(monkeypatch, home, *common, "--out", str(tmp_path / "b"), "--budget-key", "ads")
+    assert isinstance(over.exception, PrivacyBudgetExceeded)
+    assert not (tmp_path / "b").exists()
+    assert _committed(home) == [4.0]

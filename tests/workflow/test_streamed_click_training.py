@@ -77,3 +77,43 @@ def test_streamed_fits_refuse_the_wrong_settings(log: Path, tmp_path: Path) -> N
         train_click_model_streamed(log, tmp_path / "x", model="svm")
     with pytest.raises(ConfigError, match="GBDT config"):
         train_click_model_streamed(log, tmp_path / "x", model="fm", gbdt=GBDTClickConfig())
+
+
+def test_streamed_label_dp_randomises_every_label_once_and_spends(
+    log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agreement of noisy with true labels is e^ε/(e^ε+1); the ledger is charged C·ε once; the
+    model inverts the response; the refusals."""
+    from privrank.privacy.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(url) as book:
+        book.set_budget("ads", 10.0, 1e-6)
+    gbdt = GBDTClickConfig(n_estimators=10, num_leaves=7, min_data_in_leaf=50, threads=1)
+    result = train_click_model_streamed(
+        log, tmp_path / "private", model="lightgbm", max_rows_per_user=6, validation_rows=4_000,
+        gbdt=gbdt, epsilon=1.0, budget_key="ads", ledger_url=url,
+        noise_rng=np.random.default_rng(3),
+    )  # fmt: skip
+    q = np.e / (np.e + 1)
+    sd = (q * (1 - q) / result.train_rows) ** 0.5
+    assert abs(result.label_agreement - q) < 4 * sd
+    assert result.label_dp is not None and result.label_dp.user_epsilon == 6.0
+    assert GBDTClickModel.load(tmp_path / "private").label_keep == pytest.approx(q)
+    meta = GBDTClickModel.metadata(tmp_path / "private")
+    assert meta["spend"]["epsilon"] == 6.0 and meta["label_dp"]["epsilon"] == 1.0
+    with Ledger(url) as book:
+        assert book.budget("ads").epsilon_spent == pytest.approx(6.0)  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="lightgbm only"):
+        train_click_model_streamed(
+            log, tmp_path / "fm", model="fm", max_rows_per_user=6, epsilon=1.0, budget_key="ads",
+            ledger_url=url,
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="max_rows_per_user"):
+        train_click_model_streamed(
+            log, tmp_path / "x", model="lightgbm", epsilon=1.0, budget_key="ads", ledger_url=url
+        )
+    with pytest.raises(ConfigError, match="budget key"):
+        train_click_model_streamed(
+            log, tmp_path / "y", model="lightgbm", max_rows_per_user=6, epsilon=1.0
+        )

@@ -12,6 +12,8 @@
   trained on the log read part by part (10M+ rows in bounded memory: the rows are never held
   together; :mod:`privrank.workflow.streamed_click_training`); the last ``--validation-rows`` of
   the window are the validation part; prints rows/s and the peak resident memory.
+  ``--stream --model lightgbm --epsilon E --budget-key KEY``: the same with label DP (every
+  training click randomised once at ε, one stage), ``C·ε`` spent from the ledger.
 - ``privrank ads measure --log DIR --out report.csv --epsilon E --budget-key KEY``: noisy
   conversion counts and values per campaign × conversion type (ARA/PPA-style contribution
   bound, Laplace noise), the user-level ε spent from the ledger.
@@ -104,8 +106,8 @@ def train(
     stream: Annotated[
         bool,
         typer.Option(
-            help="Non-private (--epsilon inf) fit of --model (fm, ..., or lightgbm) on the log "
-            "read part by part: bounded memory for 10M+ rows."
+            help="Fit --model (fm, ..., or lightgbm) on the log read part by part: bounded "
+            "memory for 10M+ rows. Label DP (finite --epsilon) with lightgbm only."
         ),
     ] = False,
     validation_rows: Annotated[
@@ -117,6 +119,7 @@ def train(
         _train_streamed(
             log, out, epsilon, mechanism, model, max_rows, max_rows_per_user, validation_rows,
             param or [], trees, leaves, min_data_in_leaf, learning_rate, seed, overwrite,
+            budget_key, ledger,
         )  # fmt: skip
         return
     if mechanism == "dp-sgd":
@@ -325,14 +328,25 @@ def _train_streamed(
     log: Path, out: Path, epsilon: str, mechanism: str, model: str, max_rows: int | None,
     max_rows_per_user: int, validation_rows: int | None, params: list[str], trees: int,
     leaves: int, min_data_in_leaf: int, learning_rate: float, seed: int, overwrite: bool,
+    budget_key: str | None = None, ledger: str | None = None,
 ) -> None:  # fmt: skip
     from privrank.ranking.gbdt_click import GBDTClickConfig
     from privrank.workflow.streamed_click_training import train_click_model_streamed
 
-    if not math.isinf(_epsilon(epsilon)) or mechanism != "label-rr-prior":
+    eps = _epsilon(epsilon)
+    if mechanism != "label-rr-prior":
         raise ConfigError(
-            f"--stream: got --epsilon {epsilon} --mechanism {mechanism}; a streamed fit is not "
-            "private: expected --epsilon inf (private fits read the log without --stream)"
+            f"--stream: got --mechanism {mechanism}; a streamed fit is non-private or label-DP "
+            "(label-rr-prior); DP-SGD fits read the log without --stream"
+        )
+    if not math.isinf(eps) and model != "lightgbm":
+        raise ConfigError(
+            f"--stream --epsilon {epsilon}: label DP on streamed rows trains --model lightgbm "
+            f"only; got --model {model}"
+        )
+    if not math.isinf(eps) and not budget_key:
+        raise ConfigError(
+            "--stream --epsilon: a label-DP fit spends from the ledger: pass --budget-key"
         )
     if max_rows_per_user < 1:
         raise ConfigError(f"--max-rows-per-user: got {max_rows_per_user}; expected an int >= 1")
@@ -354,7 +368,7 @@ def _train_streamed(
     result = train_click_model_streamed(
         log, out, model=model, max_rows=max_rows, max_rows_per_user=max_rows_per_user,
         validation_rows=validation_rows, params=_parse_params(params), gbdt=gbdt, seed=seed,
-        progress=progress,
+        progress=progress, epsilon=eps, budget_key=budget_key, ledger_url=ledger,
     )  # fmt: skip
     console.print(
         f"streamed {model} on {result.train_rows:,} rows ({result.dropped:,} left out by the cap "
@@ -365,5 +379,14 @@ def _train_streamed(
         f"{result.peak_rss_mib:,.0f} MiB",
         highlight=False,
     )
-    console.print("NOT private: trained on the true labels; nothing spent")
+    if result.label_dp is None:
+        console.print("NOT private: trained on the true labels; nothing spent")
+    else:
+        console.print(result.label_dp.describe(), highlight=False)
+        console.print(
+            f"spent ε={result.label_dp.user_epsilon:g} (δ=0) from {budget_key}; noisy labels "
+            f"agree with the true ones on {result.label_agreement:.3f} of the rows; the "
+            "validation figures use true labels of held-out rows (not covered)",
+            highlight=False,
+        )
     console.print(f"wrote {out}")

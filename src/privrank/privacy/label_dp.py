@@ -66,6 +66,12 @@ RR-posterior keeps every response informative and moves the prior into the train
 The randomisation depends on nothing but the label, so the guarantee is that of one binary
 randomised response per label (ε, δ = 0); priors, posteriors and models are post-processing.
 
+**Label sums** (another release under the same unit, ε and δ = 0): a model whose fit reads the
+labels only through per-column label sums (logistic regression on one-hot fields) can instead
+release those sums once with Laplace noise of scale (columns a row touches)/ε:
+:mod:`privrank.ranking.label_sums_logistic`. Its noise does not grow with a column's rows, where
+randomised response's does, so it wins on large cells.
+
 **Accounting.** The ε of one response is confirmed by Google's ``dp_accounting``: the privacy
 loss distribution of :math:`K`-ary randomised response with keep probability
 :math:`e^\varepsilon / (e^\varepsilon + K - 1)` (``from_randomized_response``) at δ = 0

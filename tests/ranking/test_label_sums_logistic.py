@@ -1,0 +1,131 @@
+"""Label-DP logistic regression from noisy label sums: oracle, guarantee, noise."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from privrank.errors import ConfigError, NotTrainedError
+from privrank.privacy.mechanism import _noise_scale_for_testing
+from privrank.ranking.label_sums_logistic import (
+    LabelSumsConfig,
+    LabelSumsLogistic,
+    OneHotDesign,
+)
+
+
+def _data(n: int = 3000, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 6, n)
+    b = rng.integers(0, 4, n)
+    logit = -1.0 + 0.6 * a - 0.8 * (b == 2) + 0.9 * ((a == 1) & (b == 3))
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return {"a": a, "b": b}, y
+
+
+def _dense_one_hot(columns: dict[str, np.ndarray], crosses: bool) -> np.ndarray:
+    """An independent one-hot encoding (every value of this data is frequent)."""
+    parts = [np.eye(6)[columns["a"]], np.eye(4)[columns["b"]]]
+    if crosses:
+        parts.append(np.eye(24)[columns["a"] * 4 + columns["b"]])
+    return np.hstack(parts)
+
+
+@pytest.mark.parametrize("crosses", [False, True])
+def test_exact_sums_equal_sklearn_logistic_regression(crosses: bool) -> None:
+    """ε = inf: the fit is L2 logistic regression (sklearn, C = 1/λ, intercept unpenalised)."""
+    columns, y = _data()
+    config = LabelSumsConfig(crosses=(("a", "b"),) if crosses else (), l2=2.0)
+    model = LabelSumsLogistic(("a", "b"), config).fit(
+        columns, y, math.inf, np.random.default_rng(0)
+    )
+    oracle = LogisticRegression(C=1 / 2.0, tol=1e-10, max_iter=10_000).fit(
+        _dense_one_hot(columns, crosses), y
+    )
+    expected = oracle.decision_function(_dense_one_hot(columns, crosses))
+    np.testing.assert_allclose(model.decision_function(columns), expected, atol=2e-4)
+    assert model.guarantee_ is None
+
+
+def test_zero_noise_equals_the_non_private_fit() -> None:
+    columns, y = _data()
+    exact = LabelSumsLogistic(("a", "b")).fit(columns, y, math.inf, np.random.default_rng(0))
+    with _noise_scale_for_testing(0.0):
+        noiseless = LabelSumsLogistic(("a", "b")).fit(columns, y, 1.0, np.random.default_rng(0))
+    np.testing.assert_allclose(noiseless.coef_, exact.coef_, atol=1e-6)
+    assert noiseless.guarantee_ is not None
+
+
+def test_guarantee_sensitivity_and_accountant() -> None:
+    """Δ = fields + crosses; scale Δ/ε; dp_accounting's Laplace PLD gives back ε."""
+    columns, y = _data()
+    config = LabelSumsConfig(crosses=(("a", "b"),))
+    model = LabelSumsLogistic(("a", "b"), config).fit(columns, y, 0.5, np.random.default_rng(1))
+    g = model.guarantee_
+    assert g is not None
+    assert g.l1_sensitivity == 3
+    assert g.laplace_scale == pytest.approx(6.0)
+    assert g.accountant_epsilon == pytest.approx(0.5, abs=2e-3)
+
+
+def test_noise_is_laplace_of_scale_sensitivity_over_epsilon() -> None:
+    """The released sums minus the exact ones: mean 0, variance 2b², over many seeds."""
+    columns, y = _data(n=400)
+    design = OneHotDesign(("a", "b")).fit(columns)
+    x = design.transform(columns)
+    exact = x.T @ y.astype(float)
+    from privrank.privacy.conversion_reports import LaplaceHistogramMechanism
+
+    mechanism = LaplaceHistogramMechanism(1.0, design.groups)
+    rng = np.random.default_rng(7)
+    noise = np.stack([mechanism.add_noise(exact, rng) - exact for _ in range(4000)])
+    b = design.groups / 1.0
+    assert abs(noise.mean()) < 0.05 * b
+    assert noise.var() == pytest.approx(2 * b * b, rel=0.05)
+
+
+def test_one_label_moves_the_sums_by_at_most_the_sensitivity() -> None:
+    columns, y = _data(n=200)
+    design = OneHotDesign(("a", "b"), (("a", "b"),)).fit(columns)
+    x = design.transform(columns)
+    flipped = y.copy()
+    flipped[17] = 1 - flipped[17]
+    moved = np.abs(x.T @ y.astype(float) - x.T @ flipped.astype(float)).sum()
+    assert moved == design.groups == 3
+
+
+def test_rare_values_are_pooled_and_unseen_values_fall_in_the_rare_column() -> None:
+    columns = {"a": np.array([0, 0, 0, 1, 2, 2, 2])}
+    design = OneHotDesign(("a",), min_count=3).fit(columns)
+    assert design.n_columns == 3  # 0, 2, rare
+    x = design.transform({"a": np.array([0, 1, 2, 9])}).toarray()
+    np.testing.assert_array_equal(x, [[1, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 1]])
+    none_frequent = OneHotDesign(("a",), min_count=10).fit(columns)
+    assert none_frequent.transform(columns).toarray().tolist() == [[1.0]] * 7
+
+
+def test_private_fit_still_ranks_on_large_data() -> None:
+    columns, y = _data(n=20_000, seed=3)
+    test_columns, test_y = _data(n=5000, seed=4)
+    from sklearn.metrics import roc_auc_score
+
+    private = LabelSumsLogistic(("a", "b")).fit(columns, y, 1.0, np.random.default_rng(5))
+    exact = LabelSumsLogistic(("a", "b")).fit(columns, y, math.inf, np.random.default_rng(5))
+    auc_private = roc_auc_score(test_y, private.predict_ctr(test_columns))
+    auc_exact = roc_auc_score(test_y, exact.predict_ctr(test_columns))
+    assert auc_private > 0.5 + 0.9 * (auc_exact - 0.5)
+
+
+def test_bad_inputs() -> None:
+    columns, y = _data(n=50)
+    with pytest.raises(ConfigError):
+        LabelSumsLogistic(("a", "b")).fit(columns, y, 0.0, np.random.default_rng(0))
+    with pytest.raises(ConfigError):
+        LabelSumsLogistic(("a", "b")).fit(columns, y * 2, 1.0, np.random.default_rng(0))
+    with pytest.raises(ConfigError):
+        OneHotDesign(("a",), (("a", "zz"),))
+    with pytest.raises(NotTrainedError):
+        LabelSumsLogistic(("a", "b")).predict_ctr(columns)
