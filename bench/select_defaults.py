@@ -17,7 +17,8 @@ given the validation part as its fit's validation split, with ``validate_every=E
 ``patience=0``: it trains all its epochs and records NDCG@10 / HR@10 of the validation part
 every ``EVERY`` epochs (its own evaluator: all items ranked, the history masked), so one fit
 gives the validation curve over epochs. The row then holds ``curve``: ``[[epoch, NDCG@10,
-HR@10], ...]``; its ``ndcg@10`` is the scored model's, i.e. the best epoch's weights.
+HR@10], ...]``; its ``ndcg@10`` is the scored model's, i.e. the best epoch's weights (a model's
+``refit`` option is turned off: it would train on the scored part).
 
 Each grid point is one fit; the script prints one JSON line per fit (data set, model, the
 config given, the resolved config when the model reports one, NDCG@10 and HR@10 of the
@@ -46,7 +47,7 @@ from privrank.data.interactions import Interactions
 from privrank.data.splits import HoldoutSplit, split
 from privrank.data.synthetic import SyntheticConfig, generate
 from privrank.metrics.evaluate import EvaluationConfig, evaluate
-from privrank.models import FitOptions, create_model
+from privrank.models import FitOptions, create_model, model_class
 from privrank.workflow.protocols import prepare
 
 SYNTHETIC: dict[str, dict[str, int]] = {
@@ -90,6 +91,8 @@ def run_one(
     train, validation = selection_parts(dataset)
     if curve:
         config = config | {"validate_every": curve, "patience": 0}
+        if "refit" in model_class(model_name).Config.model_fields:
+            config |= {"refit": False}  # a refit would train on the scored validation part
     model = create_model(model_name, config)
     started = time.perf_counter()
     # Early-stopping models see no validation part here: the validation part is what is scored.
