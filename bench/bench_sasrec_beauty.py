@@ -86,6 +86,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "train + validation",
     )
     parser.add_argument(
+        "--one-item-earlier",
+        action="store_true",
+        help="drop every user's test item and run the protocol one item earlier: the reported "
+        "'test' is then the protocol's validation item (a figure to choose settings on, e.g. "
+        "whether to --refit)",
+    )
+    parser.add_argument(
         "--train-on-validation",
         action="store_true",
         help="the refit's second run alone: train exactly --epochs epochs on train + validation "
@@ -131,6 +138,8 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     data = read_interactions(args.data, args.format).interactions
+    if args.one_item_earlier:  # the test items never enter this run
+        data = split(data, LeaveLastOut(k=1, validation=False)).train
     parts = split(data, LeaveLastOut(k=1, validation=True))
     print(
         f"data: {data} | train {len(parts.train)} validation {len(parts.validation)} "
