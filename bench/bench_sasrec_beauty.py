@@ -28,13 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from privrank.data.interactions import Interactions
 from privrank.data.readers.api import read_interactions
 from privrank.data.splits import LeaveLastOut, split
 from privrank.metrics.stats import bootstrap_cis
 from privrank.models._query import Query
 from privrank.models._torch_training import ranking_metrics
 from privrank.models.base import FitOptions, FitProgress
-from privrank.models.sasrec import SASRec
+from privrank.models.sasrec import SASRec, appended_sequences
 
 REFERENCES = {
     "SASRec (S3-Rec authors, full ranking)": {"ndcg@10": 0.0318, "hr@10": 0.0605},
@@ -78,6 +79,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--save", type=Path, default=None, help="save the trained model here")
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="SASRec's refit option: after early stopping, retrain for the best epoch count on "
+        "train + validation",
+    )
+    parser.add_argument(
+        "--one-item-earlier",
+        action="store_true",
+        help="drop every user's test item and run the protocol one item earlier: the reported "
+        "'test' is then the protocol's validation item (a figure to choose settings on, e.g. "
+        "whether to --refit)",
+    )
+    parser.add_argument(
+        "--train-on-validation",
+        action="store_true",
+        help="the refit's second run alone: train exactly --epochs epochs on train + validation "
+        "(no early stopping; the epoch count must come from a validated run)",
+    )
     return parser.parse_args(argv)
 
 
@@ -118,6 +138,8 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     data = read_interactions(args.data, args.format).interactions
+    if args.one_item_earlier:  # the test items never enter this run
+        data = split(data, LeaveLastOut(k=1, validation=False)).train
     parts = split(data, LeaveLastOut(k=1, validation=True))
     print(
         f"data: {data} | train {len(parts.train)} validation {len(parts.validation)} "
@@ -140,6 +162,8 @@ def main(argv: list[str]) -> None:
         patience=args.patience,
         validate_every=args.validate_every,
         max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
+        refit=args.refit,
+        carve_validation=not args.train_on_validation,
     )
     print(model, flush=True)
     epochs: list[dict] = []
@@ -163,17 +187,27 @@ def main(argv: list[str]) -> None:
             flush=True,
         )
 
+    fit_on, validation = parts.train, parts.validation
+    if args.train_on_validation:  # train + validation, each user's validation item last
+        indptr, items = appended_sequences(*parts.train.sequences(), parts.validation)
+        users = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        fit_on = Interactions.from_codes(
+            users, items, n_users=parts.train.n_users, n_items=parts.train.n_items
+        )
+        validation = None
     options = FitOptions(
-        seed=args.seed, threads=args.threads, progress=progress, validation=parts.validation
+        seed=args.seed, threads=args.threads, progress=progress, validation=validation
     )
     fit_started = time.perf_counter()
-    model.fit(parts.train, options)
+    model.fit(fit_on, options)
     fit_s = time.perf_counter() - fit_started
     if args.save is not None:
         model.save(args.save)
     result = test_metrics(model, parts.train, parts.validation, parts.test)
     best = model.best_epoch_
     best_row = next(r for r in epochs if r["epoch"] == best)
+    if args.train_on_validation:  # nothing validated: no validation figures
+        best_row = epochs[-1]
     train_s = [r["epoch_s"] for r in epochs]
     summary = {
         "command": "bench/bench_sasrec_beauty.py " + " ".join(argv),

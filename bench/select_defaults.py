@@ -12,6 +12,14 @@ ever read:
 - ``synth-*``: data from :func:`privrank.data.synthetic.generate` at several sizes and
   densities (below), split by a per-user random 80/20 holdout (seed 1).
 
+With ``--curve EVERY`` an iterative model (Mult-VAE, SASRec, BPR with early stopping) is also
+given the validation part as its fit's validation split, with ``validate_every=EVERY`` and
+``patience=0``: it trains all its epochs and records NDCG@10 / HR@10 of the validation part
+every ``EVERY`` epochs (its own evaluator: all items ranked, the history masked), so one fit
+gives the validation curve over epochs. The row then holds ``curve``: ``[[epoch, NDCG@10,
+HR@10], ...]``; its ``ndcg@10`` is the scored model's, i.e. the best epoch's weights (a model's
+``refit`` option is turned off: it would train on the scored part).
+
 Each grid point is one fit; the script prints one JSON line per fit (data set, model, the
 config given, the resolved config when the model reports one, NDCG@10 and HR@10 of the
 validation part, fit seconds) and appends it to ``--out``. ``--threads`` bounds the fit's
@@ -39,7 +47,7 @@ from privrank.data.interactions import Interactions
 from privrank.data.splits import HoldoutSplit, split
 from privrank.data.synthetic import SyntheticConfig, generate
 from privrank.metrics.evaluate import EvaluationConfig, evaluate
-from privrank.models import FitOptions, create_model
+from privrank.models import FitOptions, create_model, model_class
 from privrank.workflow.protocols import prepare
 
 SYNTHETIC: dict[str, dict[str, int]] = {
@@ -77,15 +85,26 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, point, strict=True)) for point in values]
 
 
-def run_one(model_name: str, dataset: str, config: dict[str, Any], threads: int) -> dict[str, Any]:
+def run_one(
+    model_name: str, dataset: str, config: dict[str, Any], threads: int, curve: int = 0
+) -> dict[str, Any]:
     train, validation = selection_parts(dataset)
+    if curve:
+        config = config | {"validate_every": curve, "patience": 0}
+        if "refit" in model_class(model_name).Config.model_fields:
+            config |= {"refit": False}  # a refit would train on the scored validation part
     model = create_model(model_name, config)
     started = time.perf_counter()
     # Early-stopping models see no validation part here: the validation part is what is scored.
     # A model that carves its own is told the validation part's shape (as the runner tells it
     # the protocol's): the next item on beauty / video, random items elsewhere.
     shape = "next" if dataset in ("beauty", "video") else "random"
-    model.fit(train, FitOptions(seed=0, threads=threads, test_shape=shape))
+    model.fit(
+        train,
+        FitOptions(
+            seed=0, threads=threads, test_shape=shape, validation=validation if curve else None
+        ),
+    )
     fit_s = time.perf_counter() - started
     result = evaluate(model.score, train, validation, EVALUATION)
     # Settings the fit derived from the data (scalars learned attributes, e.g. iALS's α₀).
@@ -94,7 +113,7 @@ def run_one(model_name: str, dataset: str, config: dict[str, Any], threads: int)
         for key, value in vars(model).items()
         if key.endswith("_") and isinstance(value, float)
     }
-    return {
+    row: dict[str, Any] = {
         "dataset": dataset,
         "model": model_name,
         "config": config,
@@ -106,6 +125,10 @@ def run_one(model_name: str, dataset: str, config: dict[str, Any], threads: int)
         "items": int(train.n_items),
         "train_rows": len(train),
     }
+    if curve:
+        history = model.validation_history_
+        row["curve"] = [[int(e), round(float(n), 5), round(float(h), 5)] for e, n, h in history]
+    return row
 
 
 def main(argv: list[str]) -> int:
@@ -116,11 +139,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--base", default="{}", help="JSON: fixed parameters")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--curve",
+        type=int,
+        default=0,
+        help="validate every this many epochs on the validation part (0: no curve)",
+    )
     args = parser.parse_args(argv)
     base = json.loads(args.base)
     for dataset in args.datasets.split(","):
         for point in grid_points(json.loads(args.grid)):
-            row = run_one(args.model, dataset, base | point, args.threads)
+            row = run_one(args.model, dataset, base | point, args.threads, args.curve)
             line = json.dumps(row)
             print(line, flush=True)
             if args.out is not None:

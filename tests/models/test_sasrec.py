@@ -19,7 +19,12 @@ from privrank.models._sasrec_network import (
 )
 from privrank.models._torch_training import ValidationSet
 from privrank.models.base import FitOptions, FitProgress, Query
-from privrank.models.sasrec import SASRec, carve_last_items, carve_random_items
+from privrank.models.sasrec import (
+    SASRec,
+    appended_sequences,
+    carve_last_items,
+    carve_random_items,
+)
 from privrank.testing import RECOMMENDER_CHECKS, synthetic_interactions
 
 DATA = synthetic_interactions(n_users=60, n_items=40, seed=0)
@@ -381,3 +386,68 @@ def test_the_auto_carve_follows_the_test_shape_the_fit_is_given():
     np.testing.assert_array_equal(histories[("auto", None)], histories[("last", None)])
     np.testing.assert_array_equal(histories[("auto", "random")], histories[("random", None)])
     assert not np.array_equal(histories[("auto", None)], histories[("auto", "random")])
+
+
+def test_appended_sequences_match_a_loop():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 6, size=30)
+    extra_lengths = rng.integers(0, 3, size=30)
+    base = [rng.integers(0, 50, size=n).tolist() for n in lengths]
+    extra = [rng.integers(0, 50, size=n).tolist() for n in extra_lengths]
+    users = np.repeat(np.arange(30), extra_lengths)
+    times = np.concatenate([np.arange(n)[::-1] for n in extra_lengths])  # rows out of order
+    rows = np.concatenate([np.array(e[::-1], dtype=np.int64) for e in extra])
+    later = Interactions.from_codes(users, rows, timestamps=times, n_users=30, n_items=50)
+    indptr, items = appended_sequences(*Query.histories(base).ragged(), later)
+    got = _ragged(Query(indptr=indptr, items=items.astype(np.int64)))
+    assert got == [b + e for b, e in zip(base, extra, strict=True)]
+
+
+def _train_and_validation(parts) -> Interactions:
+    """The oracle's train + validation: both parts' rows with their timestamps."""
+    train, validation = parts.train, parts.validation
+    return Interactions.from_codes(
+        np.concatenate([train.users(), validation.users()]),
+        np.concatenate([train.items(), validation.items()]),
+        timestamps=np.concatenate([train.timestamps(), validation.timestamps()]),
+        n_users=train.n_users,
+        n_items=train.n_items,
+    )
+
+
+def test_refit_retrains_the_best_epoch_count_on_train_and_validation():
+    parts = split(cyclic(n_users=40), LeaveLastOut(k=1, validation=True))
+    params = dict(epochs=12, patience=2, validate_every=2, dropout=0.1, max_length=6)
+    reports: list[FitProgress] = []
+    options = FitOptions(seed=3, threads=1, validation=parts.validation)
+    plain = small_sasrec(**params).fit(parts.train, options)
+    refit = small_sasrec(refit=True, **params).fit(
+        parts.train, options.model_copy(update={"progress": reports.append})
+    )
+    # the selection run is the plain fit: same validation history, same chosen epoch
+    np.testing.assert_array_equal(refit.validation_history_, plain.validation_history_)
+    assert refit.best_epoch_ == plain.best_epoch_
+    # the oracle: a fit of exactly best_epoch_ epochs on train + validation, no validation
+    oracle = small_sasrec(**(params | {"epochs": plain.best_epoch_}), carve_validation=False)
+    oracle.fit(_train_and_validation(parts), FitOptions(seed=3, threads=1))
+    histories = Query.histories([[(s + t) % 12 for t in range(4)] for s in range(12)])
+    np.testing.assert_allclose(refit.score(histories), oracle.score(histories), rtol=1e-5)
+    assert not np.allclose(refit.score(histories), plain.score(histories))
+    # its epochs are reported after the selection run's, without validation metrics
+    run = len(plain.loss_history_)
+    tail = [r for r in reports if r.epoch > run]
+    assert [r.epoch for r in tail] == list(range(run + 1, run + plain.best_epoch_ + 1))
+    assert all(not r.metrics and r.epochs == run + plain.best_epoch_ for r in tail)
+
+
+def test_refit_after_a_carve_puts_the_carved_items_back():
+    data = cyclic(n_users=40)
+    params = dict(epochs=10, patience=2, dropout=0.0, negatives=8, max_length=6)
+    for carve in ("last", "random"):
+        refit = small_sasrec(refit=True, carve=carve, **params).fit(data, FitOptions(seed=0))
+        assert len(refit.validation_history_) >= 1
+        oracle = small_sasrec(
+            **(params | {"epochs": refit.best_epoch_}), carve_validation=False
+        ).fit(data, FitOptions(seed=0))
+        histories = Query.histories([[(s + t) % 12 for t in range(3)] for s in range(12)])
+        np.testing.assert_allclose(refit.score(histories), oracle.score(histories), rtol=1e-5)
