@@ -147,7 +147,7 @@ def test_zero_noise_and_no_clipping_equal_the_non_private_computation() -> None:
     indptr, items = fit_part.sequences()
     history = Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)).take(users)
     plain._stage_times = private._stage_times.copy()
-    groups, _ = plain._label_groups([retriever], history, labels[users])
+    groups, _ = plain._candidate_groups([retriever], history, labels[users])
     assert groups.n_queries <= 40  # one step per epoch: q = 1
 
     ranker_config = private.ranker_.config

@@ -158,12 +158,7 @@ class TwoStage(Recommender, StagedModel):
         started = time.perf_counter()
         retrievers = self._fit_retrievers(fit_part, options)
         self._stage_times["fit.retrievers"] += time.perf_counter() - started
-        users = np.flatnonzero(np.diff(labels.indptr) > 0)
-        indptr, items = fit_part.sequences()
-        history = Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)).take(users)
-        started = time.perf_counter()
-        groups, recall = self._label_groups(retrievers, history, labels[users])
-        self._stage_times["fit.candidates_features"] += time.perf_counter() - started
+        users, groups, recall = self._label_groups(retrievers, fit_part, labels)
         rng = np.random.default_rng(cfg.seed)
         n_valid = round(cfg.ranker_validation_users * groups.n_queries)
         order = rng.permutation(groups.n_queries)
@@ -319,6 +314,24 @@ class TwoStage(Recommender, StagedModel):
         return train.take(np.sort(order[~is_label])), labels
 
     def _label_groups(
+        self, retrievers: list[Recommender], fit_part: Interactions, labels: sp.csr_matrix
+    ) -> tuple[np.ndarray, QueryGroups, float]:
+        """The ranker's training groups: for each user with carved labels, the candidates the
+        retrievers propose from the user's fit-part history, their features, and whether each
+        is one of the user's carved items (timed as ``fit.candidates_features``).
+
+        Returns:
+            The label users' codes, their groups, and the candidate recall of the carved items.
+        """
+        started = time.perf_counter()
+        users = np.flatnonzero(np.diff(labels.indptr) > 0)
+        indptr, items = fit_part.sequences()
+        history = Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)).take(users)
+        groups, recall = self._candidate_groups(retrievers, history, labels[users])
+        self._stage_times["fit.candidates_features"] += time.perf_counter() - started
+        return users, groups, recall
+
+    def _candidate_groups(
         self, retrievers: list[Recommender], history: Query, labels: sp.csr_matrix
     ) -> tuple[QueryGroups, float]:
         features, targets, found, total = [], [], 0, 0
@@ -557,12 +570,7 @@ class TwoStage(Recommender, StagedModel):
         self._stage_times["fit.retrievers"] += time.perf_counter() - started
         guarantees = self._retriever_guarantees(retrievers)
         self.item_table_ = private_item_table(retrievers[0].item_popularity_)
-        users = np.flatnonzero(np.diff(labels.indptr) > 0)
-        indptr, items = fit_part.sequences()
-        history = Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)).take(users)
-        started = time.perf_counter()
-        groups, _ = self._label_groups(retrievers, history, labels[users])
-        self._stage_times["fit.candidates_features"] += time.perf_counter() - started
+        _, groups, _ = self._label_groups(retrievers, fit_part, labels)
         started = time.perf_counter()
         ranker = create_ranker(cfg.ranker, cfg.resolved_ranker_params())
         ranker.fit(
