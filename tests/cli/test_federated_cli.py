@@ -120,3 +120,12 @@ def test_bad_options_are_refused_with_a_clear_message(
 ) -> None:
     result = invoke("federated", "train", "--data", split_dir, "--out", tmp_path / "x", *options)
     assert _refused(result, message), result.output
+
+
+def test_bracketed_output_folder_is_printed_verbatim(tmp_path: Path, split_dir: Path) -> None:
+    """Rich markup is off: a folder named ``run[a]`` is not shortened to ``run``."""
+    out = tmp_path / "run[a]"
+    args = ("federated", "train", "--data", split_dir, "--out", out, "--rounds", "1")
+    result = invoke(*args, "--clients-per-round", "10", "--param", "factors=4")
+    assert result.exit_code == 0, result.output
+    assert "run[a]" in " ".join(result.output.split())

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from privrank.cli._console import make_console
 from privrank.cli._federated_options import (
     FEDERATED_MODELS,
     Accountant,
@@ -198,7 +198,7 @@ def train_command(
     )
     _check_out(out, TRAINING_FILE)
     run_dir = run_dir if run_dir is not None else out.with_name(out.name + ".run")
-    console = Console()
+    console = make_console()
     with console.status(f"loading {data}"):
         resolved = resolve_training_data(data)
     if resolved.prepared is None:
@@ -293,17 +293,15 @@ def train_command(
             f"({prior.table.guarantee.epsilon_total:g}-LDP per user over "
             f"{len(prior.table.days)} day(s)); {prior.missing} training item(s) not in it "
             "score 0",
-            highlight=False,
             soft_wrap=True,
         )
     write_trained(out, trained, record)
     if result.guarantee is not None:
-        console.print(result.guarantee.describe(), highlight=False, soft_wrap=True)
+        console.print(result.guarantee.describe(), soft_wrap=True)
     console.print(
         f"trained {model} on {train.n_users:,} devices in {result.state.round} rounds "
         f"({result.state.released_rounds} released, {result.seconds:.1f} s); saved to {out}; "
         f"metrics log {run_dir / 'metrics.jsonl'}",
-        highlight=False,
         soft_wrap=True,
     )
 

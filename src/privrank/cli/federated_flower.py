@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from privrank.cli._console import make_console
 from privrank.cli._federated_options import (
     Accountant,
     AdaptiveClipping,
@@ -96,10 +96,9 @@ def partition_command(
 
     _, _, train, _ = _federated_train(data, model, None)
     manifest = partition(train, nodes, out)
-    Console().print(
+    make_console().print(
         f"{manifest['devices']:,} devices on {nodes} node files in {out} "
         f"({manifest['items']:,} items)",
-        highlight=False,
     )
 
 
@@ -120,7 +119,7 @@ def device_command(
     home = flwr_home if flwr_home is not None else node_file.parent / ".flwr" / node_file.stem
     log = home / "supernode.log"
     process = start_supernode(node_file, superlink, local_port, home, log)
-    Console().print(f"SuperNode for {node_file} started (pid {process.pid}); log {log}")
+    make_console().print(f"SuperNode for {node_file} started (pid {process.pid}); log {log}")
     try:
         code = process.wait()
     except KeyboardInterrupt:
@@ -260,7 +259,7 @@ def serve_command(
         job = job.model_copy(update={"min_nodes": max(min_nodes, len(nodes))})
     run_dir.mkdir(parents=True, exist_ok=True)
     job.write(run_dir / JOB_FILE)
-    console = Console()
+    console = make_console()
     address = SuperLinkAddress(host, port)
     home = run_dir / "flwr-home"
     logs = run_dir / "logs"
@@ -276,7 +275,6 @@ def serve_command(
             f"SuperLink on {address.control}; "
             f"start devices with `privrank federated device --node-file F --superlink "
             f"{address.fleet}`",
-            highlight=False,
             soft_wrap=True,
         )
         for number, node_file in enumerate(nodes):
@@ -323,12 +321,11 @@ def serve_command(
         }
     write_trained(out, result.model, record)
     if result.guarantee is not None:
-        console.print(result.guarantee.describe(), highlight=False, soft_wrap=True)
+        console.print(result.guarantee.describe(), soft_wrap=True)
     console.print(
         f"trained {model} on {train.n_users:,} devices over Flower in {result.state.round} "
         f"rounds ({result.state.released_rounds} released, {seconds:.1f} s); saved to {out}; "
         f"metrics log {run_dir / 'metrics.jsonl'}",
-        highlight=False,
         soft_wrap=True,
     )
 
