@@ -133,3 +133,27 @@ def test_json_mode_errors_and_library_logs_are_json(privrank_home: Path) -> None
         assert factory is type(handler.formatter)
     finally:
         configure()
+
+
+def test_federated_rounds_are_progress_lines(cli, id_file, tmp_path: Path) -> None:
+    """``federated train`` reports rounds like any fit: JSON lines with the clients, the loss
+    and the ε spent; nothing on standard error under ``--quiet``."""
+    path, ids = id_file
+    cli("data", "import", path, "--format", "csv", "--name", "ids", "--user-col", "user",
+        "--item-col", "item", "--time-col", "timestamp")  # fmt: skip
+    cli("data", "split", "ids", "--protocol", "leave-last-out", "--out", tmp_path / "split")
+    cli("privacy", "budget", "ids", "--epsilon", "10", "--delta", "0.01")
+    common = ("federated", "train", "--data", tmp_path / "split", "--rounds", "3",
+              "--clients-per-round", "20", "--param", "factors=4")  # fmt: skip
+    result = cli("--log-format", "json", *common, "--out", tmp_path / "fed",
+                 "--epsilon", "4", "--max-per-user", "8")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not [i for i in ids if i in result.stdout or i in result.stderr]
+    rounds = [e for e in json_lines(result.stderr) if e["event"] == "round"]
+    assert [e["done"] for e in rounds] == [1, 2, 3] and all(e["total"] == 3 for e in rounds)
+    assert all(np.isfinite(e["loss"]) and "/" in e["clients"] for e in rounds)
+    spent = [e["epsilon"] for e in rounds]
+    assert spent == sorted(spent) and 0 < spent[-1] <= 4
+    result = cli("--quiet", *common, "--out", tmp_path / "quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and "trained fedmf" in result.stdout

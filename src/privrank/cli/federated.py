@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from privrank.cli._console import make_console
+from privrank.cli._console import make_console, progress, status
 from privrank.cli._federated_options import (
     FEDERATED_MODELS,
     Accountant,
@@ -199,7 +198,7 @@ def train_command(
     _check_out(out, TRAINING_FILE)
     run_dir = run_dir if run_dir is not None else out.with_name(out.name + ".run")
     console = make_console()
-    with console.status(f"loading {data}"):
+    with status(f"loading {data}"):
         resolved = resolve_training_data(data)
     if resolved.prepared is None:
         raise ConfigError(f"--data {data}: give a protocol or a saved split (to evaluate on)")
@@ -210,26 +209,18 @@ def train_command(
 
         prior = load_popularity_prior(popularity_prior, train)  # checked before any round
     key = budget_key or resolved.prepared.split.source.name
-    progress = Progress(
-        TextColumn("[bold]round"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    task = progress.add_task("federated", total=settings.rounds, info="")
 
     def report(update: Any) -> None:
-        info = f"clients {update.accepted}/{update.clients} loss {update.loss:.4g}"
+        info: dict[str, Any] = {"clients": f"{update.accepted}/{update.clients}"}
+        info["loss"] = float(update.loss)
         if update.epsilon is not None:
-            info += f" ε {update.epsilon:.3g}"
+            info["epsilon"] = float(update.epsilon)
         if not update.released:
-            info += " (not released)"
-        progress.update(task, completed=update.round, info=info)
+            info["released"] = "no"
+        bar.update(update.round, settings.rounds, **info)
 
     ledger_book = None if spec is None else RoundLedger(key, f"federated {model} -> {out}", ledger)
-    with progress:
+    with progress("round", f"federated {model}", unit="rounds") as bar:
         if ledger_book is None:
             result = simulate(
                 config,
