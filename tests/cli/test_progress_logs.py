@@ -157,3 +157,22 @@ def test_federated_rounds_are_progress_lines(cli, id_file, tmp_path: Path) -> No
     result = cli("--quiet", *common, "--out", tmp_path / "quiet")
     assert result.exit_code == 0, result.output
     assert result.stderr == "" and "trained fedmf" in result.stdout
+
+
+SYNTH = ("data", "synth", "--users", "200", "--items", "150", "--interactions", "4000")
+SYNTH_ADS = ("data", "synth-ads", "--impressions", "20000", "--users", "500", "--ads", "50")
+
+
+@pytest.mark.parametrize(
+    "args", [SYNTH, (*SYNTH, "--format", "csv"), SYNTH_ADS], ids=["dataset", "csv", "ads"]
+)
+def test_synthetic_data_progress_is_shared(cli, tmp_path: Path, args: tuple[str, ...]) -> None:
+    """The generators report rows through the shared display: JSON lines that end at the total
+    (throttled, so never one per block), and nothing on standard error under ``--quiet``."""
+    result = cli("--log-format", "json", *args, "--out", tmp_path / "json")
+    assert result.exit_code == 0, result.output
+    rows = [e for e in json_lines(result.stderr) if e["event"] == "synth"]
+    assert rows and rows[-1]["unit"] == "rows" and rows[-1]["done"] == rows[-1]["total"] > 0
+    result = cli("--quiet", *args, "--out", tmp_path / "quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and "wrote" in result.stdout

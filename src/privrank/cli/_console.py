@@ -88,6 +88,9 @@ class OutputMode:
 
 MODE = OutputMode()
 _JSON_INTERVAL_S = 0.5  # the most often a progress line is written in JSON mode
+#: Units counted in many small steps (a file's bytes, a generator's rows): their JSON lines are
+#: throttled to one per :data:`_JSON_INTERVAL_S`; epochs and rounds are each written.
+_THROTTLED_UNITS = frozenset({"bytes", "rows"})
 
 
 _handler: logging.Handler | None = None  # the JSON handler configure() installed
@@ -170,7 +173,7 @@ class ProgressTask:
         if MODE.log_format is LogFormat.json:
             now = time.monotonic()
             final = total is not None and done >= total
-            due = final or now - self._last >= _JSON_INTERVAL_S or self.unit != "bytes"
+            due = final or now - self._last >= _JSON_INTERVAL_S or self.unit not in _THROTTLED_UNITS
             if due and (done, total) != self._shown:
                 self._last, self._shown = now, (done, total)
                 _log.info(

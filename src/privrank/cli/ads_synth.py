@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from privrank.cli._console import make_console
+from privrank.cli._console import make_console, progress
 from privrank.cli.app import data_app
 from privrank.data.synthetic_ads import AdLogConfig, ad_log_config, read_ad_log, write_ad_log
 from privrank.errors import ConfigError
@@ -52,18 +52,17 @@ def synth_ads(
     )
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
-    console = make_console()
     started = time.perf_counter()
-
-    def progress(done: int, _chunks: int) -> None:
-        console.print(f"  {done:,} / {config.n_impressions:,} impressions", highlight=False)
-
-    write_ad_log(config, out, progress=progress)
+    with progress("synth", f"writing {out.name}", unit="rows") as bar:
+        write_ad_log(config, out, progress=lambda done, _: bar.update(done, config.n_impressions))
+    console = make_console()
     seconds = time.perf_counter() - started
     summary = read_ad_log(out, ["click", "conversion"])
     clicks = int(summary.column("click").to_numpy().sum())
     conversions = int(summary.column("conversion").to_numpy().sum())
     console.print(
         f"wrote {out}: {config.n_impressions:,} impressions, {clicks:,} clicks "
-        f"(CTR {clicks / config.n_impressions:.4f}), {conversions:,} conversions in {seconds:.1f} s"
+        f"(CTR {clicks / config.n_impressions:.4f}), {conversions:,} conversions "
+        f"in {seconds:.1f} s",
+        soft_wrap=True,
     )

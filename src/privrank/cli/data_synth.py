@@ -9,18 +9,8 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from privrank.cli._console import make_console
+from privrank.cli._console import make_console, progress, status
 from privrank.cli.app import data_app
 from privrank.config_errors import config_error
 from privrank.data.stats import dataset_stats, stats_table
@@ -153,34 +143,14 @@ def synth(
     if output_format is SynthFormat.dataset and out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; --format dataset writes a directory")
 
-    console = make_console()
-    with _progress(console) as progress:
-        task = progress.add_task("generating", total=config.n_interactions)
-        data = generate(config, progress=_advance(progress, task))
-        if output_format is SynthFormat.csv:
-            task = progress.add_task("writing csv", total=config.n_interactions)
-            write_ratings_csv(data, out, progress=_advance(progress, task))
-        else:
-            task = progress.add_task("saving", total=1)
+    with progress("synth", f"generating {out.name}", unit="rows") as bar:
+        data = generate(config, progress=bar.update)
+    if output_format is SynthFormat.csv:
+        with progress("synth", f"writing {out.name}", unit="rows") as bar:
+            write_ratings_csv(data, out, progress=bar.update)
+    else:
+        with status(f"saving {out}"):
             data.save(out)
-            progress.update(task, completed=1)
+    console = make_console()
     console.print(stats_table(dataset_stats(data)))
     console.print(f"wrote {out} ({output_format.value})")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}", markup=False, style="progress.description"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
-def _advance(progress: Progress, task: TaskID):
-    def callback(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
-
-    return callback
