@@ -9,14 +9,19 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from privrank.privacy.ledger import Ledger
+
+if TYPE_CHECKING:
+    from privrank.federated.flower.job import FlowerJob
+    from privrank.federated.secure_aggregation import SecureAggregation
 
 ROOT = Path(__file__).resolve().parents[3]
 FLOWER = Path(os.environ.get("PRIVRANK_FLOWER_VENV", ROOT / ".venv-flower")) / "bin"
@@ -104,3 +109,44 @@ def deployment(
                 os.killpg(process.pid, signal.SIGTERM)
         if run.serve.poll() is None:
             run.serve.kill()
+
+
+def oracle_job(
+    run: Deployment,
+    tmp_path: Path,
+    *,
+    rounds: int,
+    cohort: int,
+    sampling: str = "poisson",
+    secure: SecureAggregation | None = None,
+    settings: Mapping[str, object] | None = None,
+    **job: object,
+) -> FlowerJob:
+    """The in-process oracle of a served run: the job that ``privrank federated serve`` built
+    from the tests' common arguments (``--param factors=4 --seed 1 --epsilon 30
+    --max-per-user 50 --clipping-norm 0.5 --noise-seed 5``), charged to the ``oracle`` budget
+    and kept in ``tmp_path/oracle``; ``settings`` adds to the round settings, ``job`` to the
+    job's fields."""
+    from privrank.data.fingerprint import fingerprint
+    from privrank.federated import FederatedSettings
+    from privrank.federated.flower.job import FlowerJob
+    from privrank.models import FedMFConfig
+    from privrank.privacy.spec import PrivacySpec
+
+    return FlowerJob(
+        model=FedMFConfig(factors=4),
+        settings=FederatedSettings(
+            rounds=rounds, clients_per_round=cohort, seed=1, sampling=sampling, **(settings or {})
+        ),
+        privacy=PrivacySpec(
+            epsilon=30, max_interactions_per_user=50, clipping_norm=0.5, noise_seed=5
+        ),
+        population=run.train.n_users,
+        n_items=run.train.n_items,
+        data_fingerprint=fingerprint(run.train),
+        run_dir=str(tmp_path / "oracle"),
+        ledger_key="oracle",
+        ledger_url=run.ledger_url,
+        secure=secure,
+        **job,  # type: ignore[arg-type]
+    )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.federated.flower._supernodes import deployment
+from tests.federated.flower._supernodes import deployment, oracle_job
 
 from privrank.privacy.ledger import Ledger
 
@@ -45,12 +45,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_ten_supernodes_one_killed_mid_round(real_data_dir, tmp_path):
     from tests.federated.flower.test_deployment_rounds import LocalTransport
 
-    from privrank.data.fingerprint import fingerprint
-    from privrank.federated import FederatedSettings
-    from privrank.federated.flower.job import FlowerJob
     from privrank.federated.flower.rounds import run_deployment
-    from privrank.models import FedMFConfig
-    from privrank.privacy.spec import PrivacySpec
 
     serve_args = [
         "--param", "factors=4", "--rounds", str(ROUNDS), "--clients-per-round", "300",
@@ -81,19 +76,7 @@ def test_ten_supernodes_one_killed_mid_round(real_data_dir, tmp_path):
         assert line["accepted"] + line["refused"]["dropped"] == line["clients"]
 
     # The oracle: the same rounds in-process, the killed node silent from round 2 on.
-    job = FlowerJob(
-        model=FedMFConfig(factors=4),
-        settings=FederatedSettings(rounds=ROUNDS, clients_per_round=300, seed=1),
-        privacy=PrivacySpec(
-            epsilon=30, max_interactions_per_user=50, clipping_norm=0.5, noise_seed=5
-        ),
-        population=train.n_users,
-        n_items=train.n_items,
-        data_fingerprint=fingerprint(train),
-        run_dir=str(tmp_path / "oracle"),
-        ledger_key="oracle",
-        ledger_url=ledger_url,
-    )
+    job = oracle_job(run, tmp_path, rounds=ROUNDS, cohort=300)
     dropped = {r: {KILLED} for r in range(2, ROUNDS + 1)}
     transport = LocalTransport(devices, NODES, drop=dropped, config=job.model)
     oracle = run_deployment(job, transport)

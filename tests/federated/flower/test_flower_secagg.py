@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.federated.flower._supernodes import FLOWER, deployment
+from tests.federated.flower._supernodes import FLOWER, deployment, oracle_job
 
 from privrank.privacy.ledger import Ledger
 
@@ -31,13 +31,8 @@ COHORT = 500  # 2 counts groups + 2 rounds = 16 SecAgg+ stages over the SuperNod
 def test_secagg_over_ten_supernodes_equals_the_in_process_secure_rounds(real_data_dir, tmp_path):
     from tests.federated.flower.test_secure_deployment import SecureTransport
 
-    from privrank.data.fingerprint import fingerprint
-    from privrank.federated import FederatedSettings
-    from privrank.federated.flower.job import FlowerJob
     from privrank.federated.flower.rounds import run_deployment
     from privrank.federated.secure_aggregation import SecureAggregation
-    from privrank.models import FedMFConfig
-    from privrank.privacy.spec import PrivacySpec
 
     serve_args = [
         "--param", "factors=4", "--rounds", str(ROUNDS), "--clients-per-round", str(COHORT),
@@ -47,27 +42,14 @@ def test_secagg_over_ten_supernodes_equals_the_in_process_secure_rounds(real_dat
     ]  # fmt: skip
     with deployment(tmp_path, serve_args, nodes=NODES, port=PORT) as run:
         assert run.serve.wait(timeout=1500) == 0, run.serve_log()
-    train, devices, ledger_url = run.train, run.devices, run.ledger_url
+    devices, ledger_url = run.devices, run.ledger_url
     out, run_dir = run.out, run.run_dir
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
     assert [line["released"] for line in lines] == [True] * ROUNDS
     assert [line["accepted"] for line in lines] == [COHORT] * ROUNDS
 
-    job = FlowerJob(
-        model=FedMFConfig(factors=4),
-        settings=FederatedSettings(rounds=ROUNDS, clients_per_round=COHORT, seed=1,
-                                   sampling="fixed"),
-        privacy=PrivacySpec(
-            epsilon=30, max_interactions_per_user=50, clipping_norm=0.5, noise_seed=5
-        ),
-        population=train.n_users,
-        n_items=train.n_items,
-        data_fingerprint=fingerprint(train),
-        run_dir=str(tmp_path / "oracle"),
-        ledger_key="oracle",
-        ledger_url=ledger_url,
-        secure=SecureAggregation(),
-    )  # fmt: skip
+    job = oracle_job(run, tmp_path, rounds=ROUNDS, cohort=COHORT, sampling="fixed",
+                     secure=SecureAggregation())  # fmt: skip
     transport = SecureTransport(devices, NODES)
     transport.config = job.model
     oracle = run_deployment(job, transport)
