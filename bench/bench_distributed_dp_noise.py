@@ -8,7 +8,10 @@ on the round's mean update (per coordinate) that each plan adds:
   calibrated with amplification by Poisson sampling at ``q = m/N``;
 - distributed DP (:func:`~privrank.privacy.distributed_dp_plan.plan_distributed_dp`): the
   discrete Gaussian noise of the ``m`` devices' shares summed, over ``m``, with the accounting
-  counting on ``0.8·m`` survivors and no amplification claimed.
+  counting on ``0.8·m`` survivors and no amplification claimed;
+- the same with secret sampling at ``q = m/N`` (the sampled accountant), and, to split what is
+  left, the same again counting on all ``m`` devices' noise (no drop-out margin: ``√(1/0.8)``
+  of the gap is that margin, the rest is the accounting).
 
 Usage::
 
@@ -41,9 +44,9 @@ def main() -> None:
     print(
         "| cohort m | q = m/N | central z | central noise sd on the mean | distributed noise sd "
         "on the mean | distributed / central | distributed, secret sampling: noise sd | "
-        "secret sampling / central |"
+        "secret sampling / central | secret sampling, no drop-out margin / central |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cohort in (int(x) for x in args.cohorts.split(",")):
         fed = plan_dp_fedavg(spec, n, cohort, args.rounds, None)
         central = fed.noise_multiplier / fed.expected_cohort
@@ -58,10 +61,15 @@ def main() -> None:
             sampling_rate=cohort / n,
         )  # fmt: skip
         sampled = sampled_plan.rounds.sum_noise_std(cohort) / cohort
+        no_margin_plan = plan_distributed_dp(
+            spec, population=n, n_items=args.items, dimension=d, rounds=args.rounds,
+            min_clients=cohort, max_clients=n, modulus_bits=48, sampling_rate=cohort / n,
+        )  # fmt: skip
+        no_margin = no_margin_plan.rounds.sum_noise_std(cohort) / cohort
         print(
             f"| {cohort:,} | {cohort / n:.4g} | {fed.noise_multiplier:.3f} | {central:.3g} | "
             f"{distributed:.3g} | {distributed / central:.2f} | {sampled:.3g} | "
-            f"{sampled / central:.2f} |",
+            f"{sampled / central:.2f} | {no_margin / central:.2f} |",
             flush=True,
         )
 

@@ -34,7 +34,9 @@ and planning refuses a plan whose composition exceeds ε.
 - **Secret sampling** (``sampling_rate=q``, opt-in): each round includes each user's update
   with probability q, independently, and the parties that see the released sums do not learn
   who was included. Then each round is accounted as the Poisson subsampling of its zCDP bound
-  (:func:`~privrank.privacy.distributed_dp_accounting.ddg_sampled_epsilon`, Zhu & Wang 2019);
+  (:func:`~privrank.privacy.distributed_dp_accounting.ddg_sampled_epsilon`: the binomial
+  expansion of Mironov, Talwar & Zhang 2019 for the forward order, proven bounds for the
+  reverse one, never above Zhu & Wang 2019's general bound);
   the counts (release 0) stay un-amplified. Who is trusted for what in this mode:
 
   * *the sampler* is trusted for sampling only: to draw the inclusion coins with probability q
@@ -275,7 +277,8 @@ def distributed_dp_guarantee(
             "no amplification by sampling claimed"
             if plan.sampling_rate is None
             else f"amplified by secret Poisson sampling at q = {plan.sampling_rate:.4g} "
-            f"(Zhu & Wang 2019, Thm. 6; the sampler trusted to keep the sample secret); a "
+            f"(Mironov, Talwar & Zhang 2019's expansion of the zCDP moments, both orders bounded; "
+            f"the sampler trusted to keep the sample secret); a "
             f"party that knows who was sampled gets "
             f"ε = {plan.unamplified_epsilon_after(rounds):.4g}"
         )
