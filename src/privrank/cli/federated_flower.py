@@ -182,6 +182,21 @@ def serve_command(
         ),
     ] = "plain",
     modulus_bits: Annotated[int, typer.Option(help="secagg: bits b of the ring Z_2^b.")] = 48,
+    distributed_dp: Annotated[
+        bool,
+        typer.Option(
+            help="With --epsilon and --aggregation secagg: each device adds its discrete "
+            "Gaussian share before masking (distributed DP); the server adds no noise. "
+            "--min-clients is then the fewest survivors whose noise a released sum holds."
+        ),
+    ] = False,
+    secret_sampling: Annotated[
+        bool,
+        typer.Option(
+            help="With --distributed-dp and Poisson sampling: claim amplification by sampling, "
+            "trusting the sampler to keep who was sampled secret from everyone who sees the sums."
+        ),
+    ] = False,
 ) -> None:
     """Run federated training on Flower: the SuperLink here, devices in SuperNodes.
 
@@ -192,7 +207,10 @@ def serve_command(
     only released rounds are charged to the ledger. ``--aggregation secagg`` runs SecAgg+
     (:mod:`privrank.federated.flower.secure`) for the counts and every round: the server is then
     trusted with sums only (honest but curious), central DP needs fixed cohorts, and a round
-    whose survivors are fewer than ``--min-clients`` aborts uncharged.
+    whose survivors are fewer than ``--min-clients`` aborts uncharged. ``--distributed-dp``
+    moves the noise onto the devices (distributed discrete Gaussian, accounted as in the
+    simulator): the server is then untrusted for individual updates and never sees an
+    un-noised sum; each device is trusted to clip and add its share.
     """
     from privrank.data.fingerprint import fingerprint
     from privrank.federated import FederatedSettings
@@ -252,6 +270,8 @@ def serve_command(
         enrol_timeout=enrol_timeout,
         round_timeout=round_timeout,
         secure=secure,
+        distributed_dp=distributed_dp,
+        secret_sampling=secret_sampling,
     )
     nodes = []
     if local_devices is not None:
@@ -309,6 +329,8 @@ def serve_command(
         "released_rounds": result.state.released_rounds,
         "devices": train.n_users,
         "aggregation": aggregation,
+        "distributed_dp": distributed_dp,
+        "secret_sampling": secret_sampling,
     }
     if result.guarantee is not None:
         spends = result.state.spend_ids

@@ -1,7 +1,8 @@
 """Run in the Flower environment by ``test_flower_secagg.py``: SecAgg+ rounds whose every stage
 goes through the ServerApp's and ClientApp's Flower codec (``RecordDict`` → protobuf → bytes →
 ``RecordDict``) and the ClientApp's handler with a ``RecordDict`` node state, against the
-in-process deployment. Prints ``OK`` and exits 0 when the two runs agree exactly."""
+in-process deployment, with central DP over SecAgg+ and with distributed DP. Prints ``OK`` and
+exits 0 when the runs agree exactly."""
 
 from __future__ import annotations
 
@@ -106,6 +107,31 @@ def main() -> None:
     np.testing.assert_array_equal(
         wire.state.arrays["item_factors"], local.state.arrays["item_factors"]
     )
+    # Distributed DP: the devices' noise shares (seeded per device for the test) through the
+    # codec too; the same released sums, hence the same model, and the same charges.
+    with Ledger(url) as book:
+        book.set_budget("c", 50.0, 0.5)
+        book.set_budget("d", 50.0, 0.5)
+    settings = FederatedSettings(rounds=2, clients_per_round=30, seed=2, min_clients=10,
+                                 adaptive_clipping=False)  # fmt: skip
+    privacy = PrivacySpec(epsilon=8.0, max_interactions_per_user=5, clipping_norm=0.5,
+                          noise_seed=11)  # fmt: skip
+    extra = {"ledger_url": url, "secure": secure, "distributed_dp": True}
+    wire = run_deployment(
+        _job(train, tmp / "dw", settings, privacy, ledger_key="c", **extra),
+        WireTransport(tmp / "devices", 4),
+    )
+    local = run_deployment(
+        _job(train, tmp / "dl", settings, privacy, ledger_key="d", **extra),
+        SecureTransport(tmp / "devices", 4),
+    )
+    assert wire.state.released_rounds == 2 and wire.guarantee is not None
+    for name in ("item_counts", "item_factors"):
+        np.testing.assert_array_equal(wire.state.arrays[name], local.state.arrays[name])
+    with Ledger(url) as book:
+        ours = [(s.epsilon, s.delta) for s in book.spends("c", status="committed")]
+        theirs = [(s.epsilon, s.delta) for s in book.spends("d", status="committed")]
+    assert len(ours) == 3 and ours == theirs
     print("OK")
 
 

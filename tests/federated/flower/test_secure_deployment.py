@@ -1,6 +1,8 @@
 """SecAgg+ on the deployment path (no Flower processes): the stages of
 :mod:`privrank.federated.flower.secure` driven over an in-process transport, checked against the
-plaintext sums and against the simulator's SecAgg+ path on the same data, seed and settings."""
+plaintext sums and against the simulator's SecAgg+ path on the same data, seed and settings;
+under distributed DP, against the sum of the devices' noisy encodings recomputed by the test and
+the simulator's ledger charges."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from privrank.federated.flower.secure import (
 from privrank.federated.secure_aggregation import SecureAggregation
 from privrank.models._fedmf_rounds import FedMFServer
 from privrank.privacy.crypto.secagg import MaskedInput, SecAggAbort, SecAggConfig
+from privrank.privacy.distributed_dp import clip_l2
+from privrank.privacy.distributed_dp_plan import plan_distributed_dp
 from privrank.privacy.ledger import Ledger
 from privrank.privacy.spec import PrivacySpec
 from privrank.workflow.spend import RoundLedger
@@ -226,3 +230,123 @@ def test_central_dp_over_secagg_refuses_poisson_cohorts(train, tmp_path):
                secure=SecureAggregation())  # fmt: skip
     with pytest.raises(ConfigError, match="needs --sampling fixed"):
         run_deployment(job, SecureTransport(tmp_path / "devices", 4))
+
+
+def _ddp_job(train, tmp_path, url, key, **settings_extra):
+    settings = FederatedSettings(rounds=2, clients_per_round=30, seed=2, min_clients=10,
+                                 adaptive_clipping=False, **settings_extra)  # fmt: skip
+    privacy = PrivacySpec(epsilon=8.0, max_interactions_per_user=5, clipping_norm=0.5,
+                          noise_seed=11)  # fmt: skip
+    return _job(train, tmp_path / key, settings, privacy, ledger_key=key, ledger_url=url,
+                secure=SecureAggregation(), distributed_dp=True), settings, privacy  # fmt: skip
+
+
+def test_a_distributed_dp_sum_is_exactly_the_sum_of_the_devices_noisy_encodings(train, tmp_path):
+    partition(train, 4, tmp_path / "devices")
+    transport = SecureTransport(tmp_path / "devices", 4)
+    factors = FedMFServer.initial_factors(CONFIG, train.n_items, 0)
+    assignment = {k: node.device_ids[:5] for k, node in transport.nodes.items()}
+    dim = train.n_items * 4 + 16
+    spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=5, clipping_norm=0.5)
+    plan = plan_distributed_dp(
+        spec.resolve(train.n_users), population=train.n_users, n_items=train.n_items,
+        dimension=dim, rounds=2, min_clients=10, max_clients=train.n_users, modulus_bits=48,
+    )  # fmt: skip
+    mechanism = plan.rounds
+    config = SecAggConfig(modulus_bits=48, min_survivors=10, round_id=3)
+    task = SecureTask.distributed("round", mechanism, config, config=CONFIG,
+                                  item_factors=factors, noise_seed=9)  # fmt: skip
+    total, survivors = secure_sum(transport.secure, assignment, task, dim, 3, 11)
+    assert len(survivors) == 20 and total.accepted == 20 and total.unclipped == 0
+    # The oracle: each device's update clipped, rounded and noised by the mechanism with that
+    # device's own generator, summed in Z_2^48, decoded.
+    modulus = np.uint64((1 << 48) - 1)
+    expected = np.zeros(dim, dtype=np.uint64)
+    rounded = np.zeros(dim, dtype=np.int64)
+    encodings = {}
+    for k, devices in assignment.items():
+        vectors, _ = device_updates(transport.nodes[k], devices, CONFIG, factors, 0.5)
+        clipped, _ = clip_l2(vectors, 0.5)
+        for device, row in zip(devices.tolist(), clipped, strict=True):
+            own = np.random.default_rng([9, 3, device])
+            encoded, refused = mechanism.encode_batch(row[None], own)
+            assert not len(refused)
+            encodings[device] = encoded[0]
+            expected = (expected + encoded[0]) & modulus
+            integers, _ = mechanism.round_batch(row[None], np.random.default_rng([9, 3, device]))
+            rounded += integers[0]
+    np.testing.assert_array_equal(total.total, mechanism.decode(expected))
+    # The sum carries the devices' noise: its deviation from the rounded sum has the variance
+    # of 20 shares (a 5-sigma band on the sample variance over |x| coordinates).
+    noise = total.total * mechanism.scale - rounded
+    variance = 20 * mechanism.sigma**2
+    assert abs(noise.var() / variance - 1) < 5 * np.sqrt(2 / dim)
+    # No masked upload is a device's noisy encoding.
+    for device, message in transport.masked:
+        assert not np.array_equal(message.vector, encodings[device])
+    assert all(not state for state in transport.state.values())
+
+
+def test_the_distributed_dp_deployment_charges_the_ledger_like_the_simulator(train, tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(url) as book:
+        book.set_budget("a", 50.0, 0.5)
+        book.set_budget("b", 50.0, 0.5)
+    partition(train, 4, tmp_path / "devices")
+    job, settings, privacy = _ddp_job(train, tmp_path, url, "a")
+    result = run_deployment(job, SecureTransport(tmp_path / "devices", 4))
+    with RoundLedger("b", "reference", url) as ledger:
+        reference = simulate(
+            CONFIG, train, settings, run_dir=tmp_path / "sim", spec=privacy, ledger=ledger,
+            secure=SecureAggregation(), distributed_dp=True,
+        )  # fmt: skip
+    assert result.plan is None and result.distributed_plan is not None
+    assert result.state.released_rounds == reference.state.released_rounds == 2
+    assert result.guarantee.epsilon == pytest.approx(reference.guarantee.epsilon, rel=1e-12)
+    assert result.guarantee.epsilon <= 8.0 * (1 + 1e-9)
+    assert result.guarantee.mechanism == "distributed-discrete-gaussian+secagg"
+    with Ledger(url) as book:
+        ours = [(s.epsilon, s.delta) for s in book.spends("a", status="committed")]
+        theirs = [(s.epsilon, s.delta) for s in book.spends("b", status="committed")]
+    assert len(ours) == 3 and ours[0][1] > 0  # the counts (with δ) and two rounds
+    assert np.asarray(ours) == pytest.approx(np.asarray(theirs), rel=1e-12)
+    # The released counts: the noisy sum of round 0's cohort's bounded items, scaled to N.
+    counts = result.state.arrays["item_counts"]
+    assert counts.shape == (train.n_items,) and np.isfinite(counts).all()
+    assert np.isfinite(result.state.arrays["item_factors"]).all()
+
+
+def test_a_distributed_dp_round_without_enough_survivors_is_neither_released_nor_charged(
+    train, tmp_path
+):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(url) as book:
+        book.set_budget("a", 50.0, 0.5)
+    partition(train, 4, tmp_path / "devices")
+    job, _, _ = _ddp_job(train, tmp_path, url, "a")
+
+    class DropRoundTwo(SecureTransport):
+        def secure(self, stage, requests):
+            if stage == "mask" and any(r.round_index == 2 for r in requests.values()):
+                requests = {k: r for k, r in requests.items() if k == 0}
+            return super().secure(stage, requests)
+
+    result = run_deployment(job, DropRoundTwo(tmp_path / "devices", 4))
+    assert result.state.round == 2 and result.state.released_rounds == 1
+    with Ledger(url) as book:
+        spent = book.budget("a").epsilon_spent
+    assert spent == pytest.approx(result.distributed_plan.epsilon_after(1), rel=1e-9)
+    assert result.guarantee.epsilon == pytest.approx(spent, rel=1e-9)
+
+
+def test_distributed_dp_needs_a_target_and_secure_aggregation(train, tmp_path):
+    settings = FederatedSettings(rounds=2, clients_per_round=10, adaptive_clipping=False)
+    with pytest.raises(ConfigError, match="distributed_dp needs"):
+        _job(train, tmp_path, settings, None, secure=SecureAggregation(), distributed_dp=True)
+    privacy = PrivacySpec(epsilon=8.0, max_interactions_per_user=5, clipping_norm=0.5)
+    with pytest.raises(ConfigError, match="fixed norm"):
+        _job(train, tmp_path, FederatedSettings(rounds=2), privacy, secure=SecureAggregation(),
+             distributed_dp=True)  # fmt: skip
+    with pytest.raises(ConfigError, match="Poisson"):
+        _job(train, tmp_path, settings.model_copy(update={"sampling": "fixed"}), privacy,
+             secure=SecureAggregation(), distributed_dp=True, secret_sampling=True)  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from privrank.atomic import atomic_file
 from privrank.data._config import FrozenConfig
@@ -49,6 +49,12 @@ class FlowerJob(FrozenConfig):
         secure: Aggregate the item counts and every round by SecAgg+ over Flower messages
             (:mod:`privrank.federated.flower.secure`): the server learns only sums. ``None``:
             the devices' checked updates are summed by the server.
+        distributed_dp: With ``privacy`` and ``secure``: distributed DP instead of central
+            DP-FedAvg (:mod:`privrank.privacy.distributed_dp_plan`): every device adds its own
+            discrete Gaussian share before masking, the server adds nothing.
+        secret_sampling: With ``distributed_dp`` and Poisson sampling: account the rounds with
+            amplification by sampling (the plan's module docstring says who is trusted for the
+            secrecy of the sample).
     """
 
     model: FedMFConfig
@@ -65,6 +71,23 @@ class FlowerJob(FrozenConfig):
     enrol_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
     round_timeout: float = Field(60.0, gt=0, allow_inf_nan=False)
     secure: SecureAggregation | None = None
+    distributed_dp: bool = False
+    secret_sampling: bool = False
+
+    @model_validator(mode="after")
+    def _distributed_dp_needs(self) -> FlowerJob:
+        if self.distributed_dp and (self.privacy is None or self.secure is None):
+            raise ValueError(
+                "distributed_dp needs a privacy target (--epsilon) and secure aggregation "
+                "(--aggregation secagg)"
+            )
+        if self.distributed_dp and self.settings.adaptive_clipping:
+            raise ValueError("distributed_dp clips at a fixed norm: turn adaptive clipping off")
+        if self.secret_sampling and (
+            not self.distributed_dp or self.settings.sampling != "poisson"
+        ):
+            raise ValueError("secret_sampling needs distributed_dp and Poisson sampling")
+        return self
 
     def write(self, path: Path) -> None:
         """Write the job (atomically)."""

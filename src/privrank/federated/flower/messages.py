@@ -13,8 +13,9 @@ Three exchanges, each a Flower message type with an action (``ClientApp`` routes
 - ``train.secagg`` (SecAgg+, :mod:`privrank.federated.flower.secure`): server → node
   ``ConfigRecord {"stage", "round", "blob"}`` and ``ArrayRecord {"devices", "offsets"}`` (one
   protocol message per device, concatenated), at ``setup`` also ``ConfigRecord "task"`` and,
-  for a round, ``ArrayRecord {"item_factors"}``; node → server the same framing of its devices'
-  protocol messages (public keys, encrypted shares, masked inputs, shares).
+  for a round, ``ArrayRecord {"item_factors"}`` (under distributed DP the task also names the
+  mechanism's settings, ``noise``, and a test noise seed or ``-1``); node → server the same
+  framing of its devices' protocol messages (public keys, encrypted shares, masked inputs, shares).
 
 Nothing else leaves a device: no user factor, no history, no loss; under SecAgg+ not even its
 update, only its masked input.
@@ -32,6 +33,7 @@ from privrank.federated.flower.rounds import NodeAnswer
 from privrank.federated.flower.secure import SecureReply, SecureRequest, SecureTask
 from privrank.models._fedmf_rounds import FedMFConfig
 from privrank.privacy.crypto.secagg import SecAggConfig
+from privrank.privacy.distributed_dp import DistributedDPConfig
 
 __all__ = [
     "COUNTS",
@@ -206,6 +208,8 @@ def secure_request(request: SecureRequest) -> RecordDict:
                 "secagg": task.secagg.model_dump_json(),
                 "fedmf": "" if task.config is None else task.config.model_dump_json(),
                 "count_bound": -1 if task.count_bound is None else int(task.count_bound),
+                "noise": "" if task.noise is None else task.noise.model_dump_json(),
+                "noise_seed": -1 if task.noise_seed is None else int(task.noise_seed),
             }
         )
         if task.item_factors is not None:
@@ -225,6 +229,7 @@ def parse_secure_request(content: RecordDict) -> SecureRequest:
         t = content["task"]
         bound = float(t["bound"])
         count_bound = int(t["count_bound"])
+        noise_seed = int(t["noise_seed"]) if "noise_seed" in t else -1
         task = SecureTask(
             kind=str(t["kind"]),
             bound=None if bound < 0 else bound,
@@ -235,6 +240,10 @@ def parse_secure_request(content: RecordDict) -> SecureRequest:
             config=FedMFConfig.model_validate_json(str(t["fedmf"])) if t["fedmf"] else None,
             item_factors=content["model"]["item_factors"].numpy() if "model" in content else None,
             count_bound=None if count_bound < 0 else count_bound,
+            noise=DistributedDPConfig.model_validate_json(str(t["noise"]))
+            if t.get("noise")
+            else None,
+            noise_seed=None if noise_seed < 0 else noise_seed,
         )
     return SecureRequest(str(config["stage"]), int(config["round"]), devices, blobs, task)
 

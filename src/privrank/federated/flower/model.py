@@ -18,6 +18,7 @@ from privrank.data.interactions import Interactions
 from privrank.federated.flower.job import FlowerJob
 from privrank.federated.state import ServerState
 from privrank.models.fedmf import FedMF
+from privrank.privacy.distributed_dp_plan import distributed_dp_guarantee
 from privrank.privacy.dp_fedavg import (
     FedAvgPlan,
     dp_fedavg_guarantee,
@@ -35,7 +36,7 @@ class DeployedModel:
     Attributes:
         model: The trained model.
         state: The server state it was built from.
-        plan: The DP-FedAvg plan (``None``: non-private).
+        plan: The DP-FedAvg plan (``None``: non-private or distributed DP).
         guarantee: The guarantee of the released rounds (``None``: non-private).
     """
 
@@ -46,7 +47,8 @@ class DeployedModel:
 
 
 def job_plan(job: FlowerJob) -> FedAvgPlan | None:
-    """The DP-FedAvg plan of a job (``None``: non-private), as the ServerApp computes it."""
+    """The DP-FedAvg plan of a job (``None``: non-private), as the ServerApp computes it (its
+    sampling included: a fixed-cohort job is accounted as fixed cohorts)."""
     if job.privacy is None:
         return None
     settings = job.settings
@@ -56,6 +58,7 @@ def job_plan(job: FlowerJob) -> FedAvgPlan | None:
         settings.clients_per_round,
         settings.rounds,
         settings.clipping_rule(),
+        settings.sampling,
     )
 
 
@@ -70,9 +73,16 @@ def assemble_model(job: FlowerJob, train: Interactions) -> DeployedModel:
 
     resolved = None if job.privacy is None else job.privacy.resolve(job.population)
     state = ServerState.load(Path(job.run_dir), _identity(job, resolved))
-    plan = job_plan(job)
+    plan = None if job.distributed_dp else job_plan(job)
     guarantee = None
-    if plan is not None and resolved is not None:
+    if job.distributed_dp and resolved is not None:
+        from privrank.federated.flower.rounds import plan_of
+
+        guarantee = distributed_dp_guarantee(
+            plan_of(job, resolved), resolved, state.released_rounds,
+            noise_scale=current_noise_scale(),
+        )  # fmt: skip
+    elif plan is not None and resolved is not None:
         guarantee = dp_fedavg_guarantee(
             plan, resolved, state.released_rounds, noise_scale=current_noise_scale()
         )

@@ -43,6 +43,22 @@ device answers does not depend on its data. The noise, the accountant (fixed coh
 adjacency) and the ledger's charges are the simulator's: the counts with the run's δ, then each
 released round's ε increment.
 
+**With distributed DP** (``job.distributed_dp``, :mod:`privrank.privacy.distributed_dp_plan`):
+the server plans exactly as the simulator does (:func:`plan_distributed_dp` with the same
+population, dimension, rounds, ``min_clients``, ring and, with ``secret_sampling``, rate), and
+every release is a SecAgg+ exchange whose devices clip, round and add their own discrete
+Gaussian share before masking (:mod:`privrank.federated.flower.secure`); the server adds no
+noise and steps on the unmasked noisy sum over its survivors. Release 0 is the item counts of
+round 0's cohort (at most ``c`` items each, scaled by ``N / survivors``), charged with the run's
+δ; each round whose SecAgg+ exchange unmasks at least ``min_clients`` survivors is released and
+charged its ε increment (:meth:`~privrank.privacy.distributed_dp_plan.DistributedDPPlan.
+epsilon_after`); a round with fewer, or aborted, is neither released nor charged. Trust: the
+server is untrusted for individual updates and never sees an un-noised sum (honest-but-curious
+for the protocol, reporting survivors truthfully); each device is trusted to clip and to add its
+own noise share; the accounting counts on the noise of at least ``min_clients`` devices (clients
+refuse to unmask fewer); with ``secret_sampling`` the sampler is trusted to keep the cohort
+secret (a server that knows it gets the un-amplified ε the guarantee states).
+
 With no drop-out the run computes what :func:`~privrank.federated.simulator.simulate` computes
 on the same data, seed and settings (the same cohorts, updates and steps; the sums are added in
 another order, so equal up to float rounding).
@@ -76,6 +92,11 @@ from privrank.federated.settings import RoundReport
 from privrank.federated.simulator import check_private_min_clients, record_round
 from privrank.federated.state import ServerState
 from privrank.models._fedmf_rounds import FedMFConfig, FedMFServer
+from privrank.privacy.distributed_dp_plan import (
+    DistributedDPPlan,
+    distributed_dp_guarantee,
+    plan_distributed_dp,
+)
 from privrank.privacy.dp_fedavg import (
     AdaptiveClipping,
     DPFedAvgMechanism,
@@ -150,10 +171,11 @@ class DeploymentResult:
 
     Attributes:
         state: The final server state (``item_factors``, ``item_counts``).
-        plan: The DP-FedAvg plan (``None``: non-private).
+        plan: The DP-FedAvg plan (``None``: non-private or distributed DP).
         guarantee: The guarantee of the released rounds (``None``: non-private).
         seconds: Wall time of the rounds run.
         round_seconds: Wall time of each round run.
+        distributed_plan: The distributed-DP plan (``None``: not distributed DP).
     """
 
     state: ServerState
@@ -161,6 +183,7 @@ class DeploymentResult:
     guarantee: PrivacyGuarantee | None
     seconds: float
     round_seconds: list[float]
+    distributed_plan: DistributedDPPlan | None = None
 
 
 def _identity(job: FlowerJob, resolved: PrivacySpec | None) -> dict[str, object]:
@@ -170,6 +193,11 @@ def _identity(job: FlowerJob, resolved: PrivacySpec | None) -> dict[str, object]
         "privacy": None if resolved is None else resolved.model_dump(mode="json"),
         "train_fingerprint": job.data_fingerprint,
         "runtime": "flower",
+        **(
+            {"distributed_dp": True, "secret_sampling": job.secret_sampling}
+            if job.distributed_dp
+            else {}
+        ),
     }
 
 
@@ -242,14 +270,14 @@ def run_deployment(
     settings = job.settings
     population = job.population
     resolved = None if job.privacy is None else job.privacy.resolve(population)
-    if resolved is not None:
+    if resolved is not None and not job.distributed_dp:  # the simulator's rule
         check_private_min_clients(settings, population, secure=job.secure is not None)
     if resolved is not None and not job.ledger_key:
         raise ConfigError("a private federated run needs a ledger key to charge its rounds to")
     adaptive = None if resolved is None else settings.clipping_rule()
     plan = (
         None
-        if resolved is None
+        if resolved is None or job.distributed_dp
         else plan_dp_fedavg(
             resolved,
             population,
@@ -266,6 +294,10 @@ def run_deployment(
             job.ledger_key, f"federated fedmf (flower) -> {job.run_dir}", job.ledger_url
         )
     )
+    if job.distributed_dp:
+        assert resolved is not None and ledger is not None
+        with ledger:
+            return _run_distributed(job, transport, progress, resolved, ledger)
     if ledger is None:
         return _run(job, transport, progress, resolved, plan, adaptive, None)
     with ledger:
@@ -341,6 +373,181 @@ def _run(
             secure_aggregation=job.secure is not None,
         )
     return DeploymentResult(state, plan, guarantee, time.perf_counter() - started, seconds)
+
+
+def plan_of(job: FlowerJob, resolved: PrivacySpec) -> DistributedDPPlan:
+    """The distributed-DP plan of a job: the simulator's (same arguments, no canaries)."""
+    assert job.secure is not None
+    d = job.model.factors
+    population = job.population
+    return plan_distributed_dp(
+        resolved,
+        population=population,
+        n_items=job.n_items,
+        dimension=job.n_items * d + d * d,
+        rounds=job.settings.rounds,
+        min_clients=job.settings.min_clients,
+        max_clients=population,
+        modulus_bits=job.secure.modulus_bits,
+        sampling_rate=(
+            min(job.settings.clients_per_round, population) / population
+            if job.secret_sampling
+            else None
+        ),
+    )
+
+
+def _run_distributed(
+    job: FlowerJob,
+    transport: DeviceTransport,
+    progress: Callable[[RoundReport], None] | None,
+    resolved: PrivacySpec,
+    ledger: RoundLedger,
+) -> DeploymentResult:
+    """:func:`_run` under distributed DP (the module docstring)."""
+    settings = job.settings
+    config = job.model
+    run_dir = Path(job.run_dir)
+    identity = _identity(job, resolved)
+    nodes = _enrolled(job, transport)
+    ddp = plan_of(job, resolved)
+    if ServerState.exists(run_dir):
+        if not job.resume:
+            raise ConfigError(
+                f"{run_dir} holds the state of a federated run; pass --resume to continue it "
+                "or choose another run directory"
+            )
+        state = ServerState.load(run_dir, identity)
+    else:
+        if job.resume:
+            raise ConfigError(f"--resume: {run_dir} holds no federated run state")
+        ledger.check_plan(ddp.epsilon_after(ddp.total_rounds), ddp.delta)
+        counts = _distributed_counts(job, transport, ddp, resolved, ledger, nodes)
+        state = ServerState(
+            round=0,
+            released_rounds=0,
+            clipping_norm=float(resolved.clipping_norm),
+            arrays={
+                "item_factors": FedMFServer.initial_factors(config, job.n_items, settings.seed),
+                "item_counts": counts.astype(np.float32),
+            },
+            identity=identity,
+            spend_ids=[s.spend_id for s in ledger.spends],
+        )
+        state.save(run_dir)
+    config = config.resolved(state.arrays["item_counts"], job.population)
+    server = FedMFServer(
+        config, job.population, state.arrays["item_counts"], settings.server_learning_rate
+    )
+    started = time.perf_counter()
+    seconds = []
+    dim = job.n_items * config.factors + config.factors**2
+    for round_index in range(state.round + 1, settings.rounds + 1):
+        tick = time.perf_counter()
+        report = _distributed_round(
+            round_index, job, transport, nodes, server, state, ddp, ledger, resolved, dim, config
+        )
+        report = record_round(report, round_index, tick, state, run_dir, ledger, progress)
+        seconds.append(report.seconds)
+    guarantee = distributed_dp_guarantee(
+        ddp, resolved, state.released_rounds, noise_scale=ddp.rounds.noise_scale
+    )
+    return DeploymentResult(
+        state, None, guarantee, time.perf_counter() - started, seconds, distributed_plan=ddp
+    )
+
+
+def _distributed_counts(
+    job: FlowerJob,
+    transport: DeviceTransport,
+    ddp: DistributedDPPlan,
+    spec: PrivacySpec,
+    ledger: RoundLedger,
+    nodes: Mapping[int, np.ndarray],
+) -> np.ndarray:
+    """Release 0 under distributed DP: round 0's cohort sends its at most ``c`` items, each
+    device with its noise share, by SecAgg+ (the simulator's
+    :func:`~privrank.federated.item_counts.release_counts_secure`); scaled by
+    ``N / survivors``; charged with the run's δ.
+
+    Raises:
+        ConfigError: The exchange aborted or too few devices survived (nothing to train on).
+    """
+    from privrank.privacy.crypto.secagg import SecAggAbort
+
+    assert job.secure is not None
+    settings = job.settings
+    cohort = sample_cohort(settings, job.population, 0)
+    round_id = 0
+    task = SecureTask.distributed(
+        "counts", ddp.counts, _secagg_config(job.secure, round_id, settings.min_clients),
+        count_bound=ddp.contribution_bound, noise_seed=spec.noise_seed,
+    )  # fmt: skip
+    with ledger.round(ddp.epsilon_after(0), ddp.delta, "item counts") as released:
+        try:
+            part, _ = secure_sum(
+                transport.secure, _assignment(nodes, cohort), task, job.n_items, round_id,
+                graph_seed(settings.seed, round_id, len(cohort)),
+            )  # fmt: skip
+        except SecAggAbort as exc:
+            raise ConfigError(f"the item counts' secure round aborted: {exc}") from exc
+        if part.accepted < settings.min_clients:
+            raise ConfigError(
+                f"the item counts' secure round had {part.accepted} device(s), fewer than "
+                f"min_clients = {settings.min_clients}"
+            )
+        released[0] = True
+    return np.asarray(part.total * (job.population / part.accepted), dtype=np.float64)
+
+
+def _distributed_round(
+    round_index: int,
+    job: FlowerJob,
+    transport: DeviceTransport,
+    nodes: Mapping[int, np.ndarray],
+    server: FedMFServer,
+    state: ServerState,
+    ddp: DistributedDPPlan,
+    ledger: RoundLedger,
+    spec: PrivacySpec,
+    dim: int,
+    config: FedMFConfig,
+) -> RoundReport:
+    """One distributed-DP round (the simulator's ``distributed_round`` over messages)."""
+    from privrank.privacy.crypto.secagg import SecAggAbort
+
+    assert job.secure is not None
+    settings = job.settings
+    cohort = sample_cohort(settings, job.population, round_index)
+    epsilon_before = ddp.epsilon_after(state.released_rounds)
+    bound = float(spec.clipping_norm)
+    skipped = RoundReport(
+        round_index, settings.rounds, len(cohort), 0, {}, False, float("nan"), epsilon_before,
+        bound, 0.0,
+    )  # fmt: skip
+    if len(cohort) < settings.min_clients:
+        return skipped
+    epsilon_after = ddp.epsilon_after(state.released_rounds + 1)
+    task = SecureTask.distributed(
+        "round", ddp.rounds, _secagg_config(job.secure, round_index, settings.min_clients),
+        config=config, item_factors=state.arrays["item_factors"], noise_seed=spec.noise_seed,
+    )  # fmt: skip
+    seed = graph_seed(settings.seed, round_index, len(cohort))
+    with ledger.round(epsilon_after - epsilon_before, 0.0, f"round {round_index}") as released:
+        try:
+            total, _ = secure_sum(
+                transport.secure, _assignment(nodes, cohort), task, dim, round_index, seed
+            )
+        except SecAggAbort as exc:
+            log.warning("round %d: SecAgg+ aborted: %s", round_index, exc)
+            return _reported(skipped, RoundSum(np.zeros(dim), 0, 0, {}),
+                             {"secagg_abort": len(cohort)}, released=False)  # fmt: skip
+        if total.accepted < settings.min_clients:
+            return _reported(skipped, total, dict(total.refused), released=False)
+        step_plain(total, settings, server, state, round_index)
+        released[0] = True
+    report = _reported(skipped, total, dict(total.refused), released=True)
+    return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
 
 
 def _release_counts(

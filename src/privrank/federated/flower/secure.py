@@ -26,6 +26,17 @@ A secure exchange (:func:`secure_sum`, the server; :func:`device_stage`, each Su
 4. ``unmask``: the server's request in (the device refuses one asking for both shares of a
    peer), shares out; the server removes the masks and decodes the sum.
 
+**Distributed DP** (``SecureTask.noise``, Kairouz, Liu & Steinke 2021, as the simulator's
+:class:`~privrank.federated.secure_aggregation.SecAggAggregator` with a mechanism): at
+``setup`` each device clips its vector to the task's bound, rounds it conditionally onto the
+integer grid and adds its own discrete Gaussian noise share
+(:meth:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian.encode_batch`, the noise
+drawn on the device from its own generator: the operating system's entropy, or, with a test
+noise seed, ``[seed, round, device]``, which makes the run reproducible and NOT private) before
+it masks; a refused device encodes the zero vector *with* its noise share. A round then carries
+no clipping-bit coordinate (distributed DP clips at a fixed norm). The unmasked sum is the sum
+of the survivors' noisy encodings exactly, so the server never sees an un-noised sum.
+
 **Who sees what.** The server sees public keys, ciphertexts of shares, masked inputs (uniform in
 Z_{2^b} to it) and the unmasked *sum* of the survivors' encodings; never a device's update,
 clipping bit or refusal. It is honest but curious (it follows the protocol, it may try to learn
@@ -66,6 +77,11 @@ from privrank.privacy.crypto.secagg import (
     UnmaskResponse,
     encode_batch,
 )
+from privrank.privacy.distributed_dp import (
+    DistributedDiscreteGaussian,
+    DistributedDPConfig,
+    clip_l2,
+)
 from privrank.privacy.updates import DenseUpdates
 
 __all__ = [
@@ -74,6 +90,7 @@ __all__ = [
     "SecureReply",
     "SecureRequest",
     "SecureTask",
+    "device_noise_rng",
     "device_stage",
     "graph_seed",
     "secure_sum",
@@ -98,6 +115,11 @@ class SecureTask:
         config: The objective (``round``).
         item_factors: :math:`H` (``round``).
         count_bound: At most this many items per device (``counts``; ``None``: all).
+        noise: Distributed DP: the calibrated mechanism's settings (its grid scale fixed, so
+            every device rebuilds the server's σ and scale); ``None``: plain SecAgg+.
+        noise_seed: Distributed DP, tests only: each device's noise generator is seeded with
+            ``[noise_seed, round, device]`` (reproducible, and known to whoever knows the seed:
+            not private). ``None``: the device's own entropy.
     """
 
     kind: str
@@ -109,10 +131,42 @@ class SecureTask:
     config: FedMFConfig | None = None
     item_factors: np.ndarray | None = None
     count_bound: int | None = None
+    noise: DistributedDPConfig | None = None
+    noise_seed: int | None = None
 
     def ring(self) -> FixedPointRing:
         """The fixed-point ring of the exchange."""
         return FixedPointRing(self.modulus_bits, self.value_range, self.scale)
+
+    @property
+    def carries_bit(self) -> bool:
+        """A plain round's vector has one more coordinate, its clipping bit."""
+        return self.kind == "round" and self.noise is None
+
+    def mechanism(self) -> DistributedDiscreteGaussian:
+        """The distributed discrete Gaussian of the exchange.
+
+        Raises:
+            ConfigError: A plain exchange (no ``noise``), or a mechanism whose grid does not
+                match the task's ring.
+        """
+        if self.noise is None:
+            raise ConfigError("a plain secure exchange has no distributed-DP mechanism")
+        mechanism = DistributedDiscreteGaussian(self.noise)
+        if mechanism.scale != self.scale or self.noise.modulus_bits != self.modulus_bits:
+            raise ConfigError("the distributed-DP mechanism does not match the exchange's ring")
+        return mechanism
+
+    @classmethod
+    def distributed(
+        cls, kind: str, mechanism: DistributedDiscreteGaussian, secagg: SecAggConfig, **rest: object
+    ) -> SecureTask:
+        """The task of a distributed-DP exchange under ``mechanism`` (its bound, grid and ring)."""
+        noise = mechanism.config.model_copy(update={"scale": mechanism.scale})
+        return cls(
+            kind, mechanism.config.l2_clip, noise.modulus_bits, mechanism.config.l2_clip,
+            mechanism.scale, secagg, noise=noise, **rest,  # type: ignore[arg-type]
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -157,6 +211,8 @@ def _vectors(node: NodeData, devices: np.ndarray, task: SecureTask) -> np.ndarra
     if task.config is None or task.item_factors is None:
         raise ConfigError("a secure round's setup carries no model")
     vectors, unclipped = device_updates(node, devices, task.config, task.item_factors, task.bound)
+    if not task.carries_bit:
+        return vectors
     # The clipping bit rides along as one more coordinate, bit · bound, inside the ring's range.
     scale = 1.0 if task.bound is None else float(task.bound)
     return np.column_stack([vectors, unclipped.astype(np.float64) * scale])
@@ -166,9 +222,11 @@ def _encode(node: NodeData, devices: np.ndarray, task: SecureTask) -> dict[int, 
     """Each device checks and encodes its vector; a refused one sends zero (with a bound) or
     leaves (without)."""
     vectors = _vectors(node, devices, task)
-    dim = vectors.shape[1] - (1 if task.kind == "round" else 0)
+    dim = vectors.shape[1] - (1 if task.carries_bit else 0)
     checker = SumAggregator(dim, task.bound, 0)
     ok, _ = checker.accepted_mask(DenseUpdates(vectors[:, :dim]))
+    if task.noise is not None:
+        return _encode_noisy(vectors, ok, devices, task)
     ring = task.ring()
     encoded, refused = encode_batch(ring, vectors)
     kept = np.setdiff1d(np.arange(len(devices)), refused)
@@ -180,6 +238,33 @@ def _encode(node: NodeData, devices: np.ndarray, task: SecureTask) -> dict[int, 
             out[int(device)] = rows[row]
         elif task.bound is not None:
             out[int(device)] = zero
+    return out
+
+
+def device_noise_rng(task: SecureTask, round_index: int, device: int) -> np.random.Generator:
+    """A device's noise generator under distributed DP (see :class:`SecureTask`)."""
+    if task.noise_seed is None:
+        return np.random.default_rng()  # the operating system's entropy
+    return np.random.default_rng([task.noise_seed, round_index, device])
+
+
+def _encode_noisy(
+    vectors: np.ndarray, ok: np.ndarray, devices: np.ndarray, task: SecureTask
+) -> dict[int, np.ndarray]:
+    """Each device's clipped, conditionally rounded and noised encoding (a refused device's is
+    its noise alone: it stays in the protocol and adds its share)."""
+    mechanism = task.mechanism()
+    assert task.bound is not None
+    # The device clipped with its update's factored norm; clipping the explicit vector again
+    # removes the float slack the mechanism's exact check would refuse (the simulator's step).
+    exact, _ = clip_l2(np.where(ok[:, None], vectors, 0.0), task.bound)
+    out = {}
+    for row, device in enumerate(devices.tolist()):
+        rng = device_noise_rng(task, task.secagg.round_id, int(device))
+        encoded, refused = mechanism.encode_batch(exact[row : row + 1], rng)
+        if len(refused):  # not finite after all: the zero vector, with its noise share
+            encoded, _ = mechanism.encode_batch(np.zeros((1, exact.shape[1])), rng)
+        out[int(device)] = encoded[0]
     return out
 
 
@@ -287,7 +372,7 @@ def secure_sum(
     """
     owner = {int(d): int(n) for n, ds in assignment.items() for d in np.asarray(ds).tolist()}
     devices = sorted(owner)
-    length = dim + (1 if task.kind == "round" else 0)
+    length = dim + (1 if task.carries_bit else 0)
     if len(devices) < max(task.secagg.min_survivors, 2):
         # The simulator's rule: too few inputs for the protocol, nothing is unmasked.
         empty = RoundSum(np.zeros(dim), 0, 0, {"too_few_clients": len(devices)})
@@ -352,7 +437,7 @@ def secure_sum(
     decoded = task.ring().decode(result.total)
     survivors = np.asarray(sorted(result.survivors), dtype=np.int64)
     unclipped = 0
-    if task.kind == "round":
+    if task.carries_bit:
         scale = 1.0 if task.bound is None else float(task.bound)
         unclipped = round(float(decoded[dim]) / scale)
     total = np.asarray(decoded[:dim], dtype=np.float64)
