@@ -15,6 +15,7 @@ from tests.federated.flower.test_deployment_rounds import CONFIG, LocalTransport
 from privrank.errors import ConfigError
 from privrank.federated import FederatedSettings, simulate
 from privrank.federated.flower.devices import device_updates, partition
+from privrank.federated.flower.model import assemble_model
 from privrank.federated.flower.rounds import run_deployment
 from privrank.federated.flower.secure import (
     SecureRequest,
@@ -196,6 +197,9 @@ def test_the_private_secure_deployment_charges_the_ledger_like_the_simulator(tra
         theirs = [(s.epsilon, s.delta) for s in book.spends("b", status="committed")]
     assert len(ours) == 4 and ours[0][1] > 0  # the counts (with δ) and three rounds
     assert np.asarray(ours) == pytest.approx(np.asarray(theirs), rel=1e-12)
+    # The model assembled from the run's state states the same guarantee (fixed cohorts).
+    assembled = assemble_model(job, train)
+    assert assembled.guarantee.epsilon == pytest.approx(result.guarantee.epsilon, rel=1e-12)
 
 
 def test_an_aborted_private_round_is_neither_released_nor_charged(train, tmp_path):
@@ -310,6 +314,10 @@ def test_the_distributed_dp_deployment_charges_the_ledger_like_the_simulator(tra
         theirs = [(s.epsilon, s.delta) for s in book.spends("b", status="committed")]
     assert len(ours) == 3 and ours[0][1] > 0  # the counts (with δ) and two rounds
     assert np.asarray(ours) == pytest.approx(np.asarray(theirs), rel=1e-12)
+    assembled = assemble_model(job, train)
+    assert assembled.plan is None
+    assert assembled.guarantee.epsilon == pytest.approx(result.guarantee.epsilon, rel=1e-12)
+    assert assembled.guarantee.mechanism == "distributed-discrete-gaussian+secagg"
     # The released counts: the noisy sum of round 0's cohort's bounded items, scaled to N.
     counts = result.state.arrays["item_counts"]
     assert counts.shape == (train.n_items,) and np.isfinite(counts).all()
