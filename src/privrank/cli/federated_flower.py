@@ -193,8 +193,9 @@ def serve_command(
     secret_sampling: Annotated[
         bool,
         typer.Option(
-            help="With --distributed-dp and Poisson sampling: claim amplification by sampling, "
-            "trusting the sampler to keep who was sampled secret from everyone who sees the sums."
+            help="With --distributed-dp and Poisson sampling: claim amplification by sampling "
+            "against everyone who sees the sums but not the cohort; the server, which picks "
+            "the cohort here, gets the un-amplified epsilon (stated in the guarantee)."
         ),
     ] = False,
 ) -> None:

@@ -56,8 +56,12 @@ epsilon_after`); a round with fewer, or aborted, is neither released nor charged
 server is untrusted for individual updates and never sees an un-noised sum (honest-but-curious
 for the protocol, reporting survivors truthfully); each device is trusted to clip and to add its
 own noise share; the accounting counts on the noise of at least ``min_clients`` devices (clients
-refuse to unmask fewer); with ``secret_sampling`` the sampler is trusted to keep the cohort
-secret (a server that knows it gets the un-amplified ε the guarantee states).
+refuse to unmask fewer). With ``secret_sampling``: on this path the ServerApp draws the cohort
+and addresses its devices, so *the server knows who was sampled*: the amplified ε holds only
+against parties that see the released sums or model but not the cohort (an analyst, a model's
+users), and the server itself gets the un-amplified ε of the same noise, which the guarantee
+states beside it. (Device self-sampling, with every device in every sum, would give the server
+the amplified ε too; it is not built on this path.)
 
 With no drop-out the run computes what :func:`~privrank.federated.simulator.simulate` computes
 on the same data, seed and settings (the same cohorts, updates and steps; the sums are added in
