@@ -66,3 +66,29 @@ def test_column_blocks_give_the_same_matrix(monkeypatch):
     monkeypatch.setattr(itemknn_module, "_BLOCK_ENTRIES", 30 * 7)  # 7 columns per block
     blocked = ItemKNN(neighbors=4, shrinkage=1.0).fit(data).similarity_.toarray()
     np.testing.assert_array_equal(whole, blocked)
+
+
+def test_dense_rows_give_the_sparse_products_bits(monkeypatch):
+    """Small batches are scored from a dense copy of S (rows of the history's items summed in
+    item order): bit for bit the scipy product ``x @ S`` they replace (the oracle), repeats
+    counted once, for one history and for a batch; a refit's S replaces the copy; a catalogue
+    too large for the copy takes the sparse product."""
+    data = synthetic_interactions(n_users=300, n_items=400, per_user=40, seed=3)
+    model = ItemKNN(neighbors=50, shrinkage=2.0).fit(data)
+    rng = np.random.default_rng(0)
+    histories = [rng.integers(0, 400, size=rng.integers(1, 200)) for _ in range(12)]
+    histories[0] = np.array([7, 7, 7, 3])
+    query = Query.histories(histories)
+    oracle = (query.to_csr(400) @ model.similarity_).toarray()
+    np.testing.assert_array_equal(model.score(query), oracle)
+    for row in (0, 5):
+        np.testing.assert_array_equal(model.score(query.take(np.array([row])))[0], oracle[row])
+    users = Query.users(np.arange(10))
+    expected = (model._training_histories(np.arange(10)).to_csr(400) @ model.similarity_).toarray()
+    np.testing.assert_array_equal(model.score(users), expected)
+    model.fit(synthetic_interactions(n_users=300, n_items=400, per_user=40, seed=4))
+    oracle = (query.to_csr(400) @ model.similarity_).toarray()
+    np.testing.assert_array_equal(model.score(query), oracle)
+    monkeypatch.setattr(itemknn_module, "_DENSE_BYTES", 400 * 400 * 4 - 1)
+    assert model._dense_similarity() is None
+    np.testing.assert_array_equal(model.score(query), oracle)

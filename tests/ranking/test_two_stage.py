@@ -15,7 +15,7 @@ from privrank.errors import ConfigError
 from privrank.models import FitOptions, Query, Recommender, create_model
 from privrank.privacy.spec import PrivacySpec
 from privrank.ranking.two_stage import TwoStage, merge_candidates
-from privrank.ranking.two_stage._features import feature_names, rank_features
+from privrank.ranking.two_stage._features import _ranks, feature_names, rank_features
 from privrank.testing._data import synthetic_interactions
 
 pytest.importorskip("lightgbm")
@@ -90,6 +90,27 @@ def test_capped_ranks_and_candidates_equal_a_full_sort(n: int) -> None:
         relative[best == 0] = 0.0
         column = got.features[:, :, names.index(f"r{position}.{'abc'[position]}.relative_score")]
         np.testing.assert_allclose(column[valid], relative[valid], rtol=1e-6)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("depth", [1, 5, 24, 40])
+def test_capped_ranks_equal_a_full_sort(ties: bool, depth: int) -> None:
+    """:func:`_ranks` (argpartition, exact set when the cut splits no tie, else the ties by
+    lower code) against a full sort of each row, with and without ties at the cut."""
+    rng = np.random.default_rng(depth)
+    scores = (
+        rng.integers(0, 4, (9, 40)).astype(np.float32)
+        if ties
+        else rng.normal(size=(9, 40)).astype(np.float32)
+    )
+    eligible = rng.random((9, 40)) > 0.25
+    eligible[0, :38] = False  # fewer eligible items than the depth: -inf ties fill the cut
+    ranks, best = _ranks(scores, eligible, depth)
+    exact = _exact_ranks(scores, eligible)
+    # (an unseen item's rank; seen items are never candidates)
+    np.testing.assert_array_equal(ranks[eligible], np.minimum(exact, min(depth, 40) + 1)[eligible])
+    masked = np.where(eligible, scores, -np.inf).max(axis=1)
+    np.testing.assert_array_equal(best, np.where(np.isfinite(masked), masked, 0.0))
 
 
 @pytest.fixture(scope="module")

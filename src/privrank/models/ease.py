@@ -16,6 +16,7 @@ from privrank.models._private import (
     gram_source,
     private_gram_fit,
 )
+from privrank.models._row_sums import FEW_ROWS, history_row_sums
 from privrank.models.base import (
     FitOptions,
     ModelConfig,
@@ -186,11 +187,14 @@ class EASE(Recommender, ItemItemModel):
         self._report(1, 1)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
-        rows = histories.to_csr(self.n_items_, dtype=self.weights_.dtype)
         items = self.items_
-        if items is None:
+        if items is None and len(histories) <= FEW_ROWS:
+            scores = np.asarray(history_row_sums(histories, self.weights_), dtype=np.float32)
+        elif items is None:
+            rows = histories.to_csr(self.n_items_, dtype=self.weights_.dtype)
             scores = np.asarray(rows @ self.weights_, dtype=np.float32)
         else:
+            rows = histories.to_csr(self.n_items_, dtype=self.weights_.dtype)
             scores = np.zeros((rows.shape[0], self.n_items_), dtype=np.float32)
             scores[:, items] = rows[:, items] @ self.weights_
         if self.prior_ is not None:

@@ -11,6 +11,7 @@ from pydantic import Field
 from privrank.data.interactions import Interactions
 from privrank.metrics.topk import top_k
 from privrank.models._private import PrivateGramConfig, gram_source, private_gram_fit
+from privrank.models._row_sums import FEW_ROWS, history_row_sums
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.models.capabilities import ItemItemModel
 from privrank.privacy.spec import PrivacySpec
@@ -25,6 +26,9 @@ __all__ = [
 
 # Dense similarity entries computed at once while pruning (bounds memory to ~128 MiB).
 _BLOCK_ENTRIES = 32 * 1024 * 1024
+# Batches of at most FEW_ROWS histories are scored from a dense copy of S when it takes at
+# most this many bytes; larger batches by the sparse product.
+_DENSE_BYTES = 64 * 1024 * 1024
 
 
 class ItemKNNPrivateConfig(PrivateGramConfig):
@@ -157,11 +161,28 @@ class ItemKNN(Recommender, ItemItemModel):
         self._report(1, 1)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
-        product = histories.to_csr(self.n_items_) @ self.similarity_
-        scores = product.toarray()
+        dense = self._dense_similarity() if len(histories) <= FEW_ROWS else None
+        if dense is None:
+            scores = (histories.to_csr(self.n_items_) @ self.similarity_).toarray()
+        else:
+            scores = history_row_sums(histories, dense)  # the same bits, without scipy
         if self.prior_ is not None:
             scores += self.prior_
         return scores
+
+    def _dense_similarity(self) -> np.ndarray | None:
+        """:math:`S` as a dense float32 array, kept after its first use, when it takes at most
+        :data:`_DENSE_BYTES` (``None`` otherwise). A served request scores one history: summing
+        its items' dense rows skips the sparse product's per-call set-up, which cost most of
+        the call (on ML-100K, 1,682 items and 380 neighbours a row: 0.18 vs 0.73 ms a
+        history of 169 items)."""
+        if self.n_items_**2 * 4 > _DENSE_BYTES:
+            return None
+        cached = getattr(self, "_dense", None)  # (the S it was made of, its dense copy)
+        if cached is None or cached[0] is not self.similarity_:  # a refit or load replaced S
+            cached = (self.similarity_, self.similarity_.toarray().astype(np.float32))
+            self._dense = cached
+        return cached[1]
 
     def item_item_weights(self) -> sp.csr_matrix | None:
         """:math:`S`; ``None`` for a private fit with a popularity prior."""

@@ -11,13 +11,17 @@ without one gets the retrievers' cold-start answer):
 3. *ranker*: the learning-to-rank model orders the candidates.
 
 Each stage's wall time goes to ``/metrics`` (histogram ``privrank_two_stage_stage_seconds``,
-label ``stage``). **Latency budget**: the ranker runs in a worker thread and is waited for at most
-``ranker_budget_ms`` (and not at all when retrieval and features already used the request's
-``total_budget_ms``); past its budget the answer is the candidates in *retrieval order*
-(``"fallback": true`` in the answer) and the counter ``privrank_two_stage_ranker_fallbacks``
-(label ``reason``: ``timeout`` or ``no_time_left``) goes up. The late ranker's result is dropped
-(and a ranker that has not started yet is cancelled, so an over-budget request costs no ranker
-time).
+label ``stage``). **Latency budget**: the three stages run as **one job** on the compute thread
+(below). Retrieval and features are handed to the event loop as soon as they are done; the
+ranker starts right after them in the same job, and the loop waits for it at most
+``ranker_budget_ms`` from the end of the features. When retrieval and features (with the time
+the request queued for the thread) already used the request's ``total_budget_ms``, the ranker
+does not run at all (so a request that queued too long costs no ranker time). Past its budget
+the answer is the candidates in *retrieval order* (``"fallback": true`` in the answer) and the
+counter ``privrank_two_stage_ranker_fallbacks`` (label ``reason``: ``timeout`` or
+``no_time_left``) goes up; the late ranker's result is dropped. One job instead of two (the
+ranker once had a job of its own) saves a hand-over to the thread per request, and a started
+request's ranker no longer queues behind other requests' retrieval.
 
 **Where a request's time goes** (the profile is in BENCHMARKS.md, "Two-stage serving, round 3"):
 
@@ -118,6 +122,17 @@ def _query(model: TwoStage, body: RerankedRequest) -> Query:
     return Query.users(codes)
 
 
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None = None) -> None:
+    """Resolve ``future`` on its loop (scheduled from the compute thread); a future already
+    given up (its request cancelled) is left alone."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(value)
+    else:
+        future.set_exception(error)
+
+
 def _single_native_thread() -> None:
     """Initializer of the compute thread: one BLAS thread (process-wide) and one OpenMP thread
     (this thread)."""
@@ -167,41 +182,52 @@ class RerankedAnswer:
             )
         observed = self._metrics_of(state)
         started = time.perf_counter()
-
-        def first_stages() -> tuple[Any, float, float]:
-            query = _query(model, body)
-            t0 = time.perf_counter()
-            scores = model.retrieve(query)
-            t1 = time.perf_counter()
-            candidates = model.featurize(query, scores)
-            return candidates, t1 - t0, time.perf_counter() - t1
-
-        loop = asyncio.get_running_loop()
-        candidates, retrieval_s, features_s = await loop.run_in_executor(
-            self.executor, first_stages
-        )
-        observed.stage.labels("retrieval").observe(retrieval_s)
-        observed.stage.labels("features").observe(features_s)
         ranker_budget = (body.ranker_budget_ms or self.limits.ranker_ms) / 1000
         total_budget = (body.total_budget_ms or self.limits.total_ms) / 1000
-        wait = min(ranker_budget, total_budget - (time.perf_counter() - started))
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[tuple[Any, float, float, float, float]] = loop.create_future()
+
+        def stages() -> tuple[np.ndarray, float] | None:
+            """The request's one job on the compute thread: retrieval and features, handed to
+            the loop as soon as they are done, then the ranker if time is left."""
+            try:
+                query = _query(model, body)
+                t0 = time.perf_counter()
+                scores = model.retrieve(query)
+                t1 = time.perf_counter()
+                candidates = model.featurize(query, scores)
+                t2 = time.perf_counter()
+            except BaseException as exc:  # raised to the request by its awaited ``first``
+                loop.call_soon_threadsafe(_settle, first, None, exc)
+                return None
+            wait = min(ranker_budget, total_budget - (t2 - started))
+            loop.call_soon_threadsafe(_settle, first, (candidates, t1 - t0, t2 - t1, t2, wait))
+            if wait <= 0:
+                return None  # no time left: the ranker does not run
+            ranked = model.rank(candidates, threads=1)[0]
+            return ranked, time.perf_counter() - t2
+
+        job = asyncio.wrap_future(self.executor.submit(stages))
+        candidates, retrieval_s, features_s, features_done, wait = await first
+        observed.stage.labels("retrieval").observe(retrieval_s)
+        observed.stage.labels("features").observe(features_s)
         items, valid = candidates.items[0], candidates.items[0] >= 0
         ranked: np.ndarray | None = None
         reason = None
         if wait <= 0:
             reason = "no_time_left"
         else:
-            t2 = time.perf_counter()
-            job = self.executor.submit(model.rank, candidates, threads=1)
+            left = features_done + wait - time.perf_counter()
             try:
-                ranked = (await asyncio.wait_for(asyncio.wrap_future(job), timeout=wait))[0]
-                ranker_s = time.perf_counter() - t2
+                done = await asyncio.wait_for(job, timeout=max(left, 0.0))
+            except TimeoutError:
+                reason = "timeout"  # the ranker's late result is dropped
+            else:
+                assert done is not None
+                ranked, ranker_s = done
                 observed.stage.labels("ranker").observe(ranker_s)
                 if ranker_s > wait:  # done, but after its budget (the loop saw it first)
                     ranked, reason = None, "timeout"
-            except TimeoutError:
-                job.cancel()  # not started yet: it never runs; running: its result is dropped
-                reason = "timeout"
         if ranked is None:
             observed.fallbacks.labels(reason).inc()
             order = np.flatnonzero(valid)[: body.k]  # retrieval order

@@ -122,17 +122,22 @@ def _ranks(scores: np.ndarray, eligible: np.ndarray, depth: int) -> tuple[np.nda
     masked = np.where(eligible, scores, -np.inf)
     depth = min(depth, n_items)
     ranks = np.full((n_rows, n_items), depth + 1, dtype=np.int64)
+    rows = np.arange(n_rows)[:, None]
     if depth < n_items:
-        # the depth-th largest value; items above it, then ties at it by lower code
-        kth = -np.partition(-masked, depth - 1, axis=1)[:, depth - 1 : depth]
-        above = masked > kth
-        tied = masked == kth
-        need = depth - above.sum(axis=1, keepdims=True)
-        chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
-        top = np.nonzero(chosen)[1].reshape(n_rows, depth)  # each row: its items, code order
+        # the depth best by argpartition (any order, any of the items tied at the cut) ...
+        top = np.argpartition(-masked, depth - 1, axis=1)[:, :depth]
+        picked = masked[rows, top]
+        kth = picked.min(axis=1, keepdims=True)
+        # ... is the exact set when it holds every item tied at the cut; other rows (ties
+        # split by the cut) take the items above it, then the ties by lower code
+        split = (picked == kth).sum(axis=1) != (masked == kth).sum(axis=1)
+        for row in np.flatnonzero(split):
+            above, tied = masked[row] > kth[row], masked[row] == kth[row]
+            need = depth - int(above.sum())
+            top[row] = np.flatnonzero(above | (tied & (np.cumsum(tied) <= need)))
+        top = np.sort(top, axis=1)  # each row: its items, code order
     else:
         top = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
-    rows = np.arange(n_rows)[:, None]  # plain fancy indexing: cheaper than *_along_axis
     top_scores = masked[rows, top]
     order = np.argsort(-top_scores, axis=1, kind="stable")  # stable: ties by the lower code
     ranked = top[rows, order]
