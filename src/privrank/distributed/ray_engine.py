@@ -52,7 +52,8 @@ class RayEngineConfig(BaseModel):
     Attributes:
         workers: Tasks run at once (and CPUs of a local Ray instance the engine starts).
         partitions: User partitions; ``None``: ``2 · workers`` (so a slow partition does not
-            hold the others up).
+            hold the others up; batch scoring makes fewer for few users,
+            :func:`privrank.distributed.ray_batch.scoring_partitions`).
         address: Address of a Ray cluster to connect to (``auto``, ``ray://host:10001``);
             ``None``: the running instance, or a new local one.
         object_store_mb: Object store of a local instance the engine starts (MiB).
