@@ -12,7 +12,12 @@ in the same process (ratios, not absolute times, are what a shared machine can c
 
 Ray is started once before timing (its start-up is printed apart). Synthetic data: users draw
 ``per_user`` distinct items from a Zipf-like popularity. Each figure is the median of
-``--repeats`` runs. A PNG of the scoring curve is written with ``--png``.
+``--repeats`` runs (the scoring paths alternate run by run; ``--skip-gram`` times the
+scoring only). Besides the single-process evaluator (the peer of the ratio), the scoring arm
+times the same evaluator followed by the Parquet write the Ray tasks do (the Ray path's whole
+job in one process), and the Ray path with ``2 · workers`` partitions whatever the user count
+(the default before ``ray_batch.scoring_partitions``). A PNG of the scoring curve is written
+with ``--png``.
 
     .venv/bin/python bench/bench_ray_train.py --users 10000,100000,1000000 --items 1000 \
         --workers 2 --repeats 3 --png bench/results/ray_train.png
@@ -61,6 +66,19 @@ def holdout(data: Interactions, seed: int) -> tuple[Interactions, Interactions]:
     return data.take(~test), data.take(test)
 
 
+def interleaved_times(functions, repeats: int) -> tuple[list[list[float]], list[object]]:
+    """Each function timed ``repeats`` times, the functions alternating within each round (so a
+    change of the machine's load touches every path alike); the times and the last results."""
+    times: list[list[float]] = [[] for _ in functions]
+    results: list[object] = [None for _ in functions]
+    for _ in range(repeats):
+        for index, function in enumerate(functions):
+            started = time.perf_counter()
+            results[index] = function()
+            times[index].append(time.perf_counter() - started)
+    return times, results
+
+
 def median_time(function, repeats: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeats):
@@ -68,6 +86,19 @@ def median_time(function, repeats: int) -> tuple[float, object]:
         result = function()
         times.append(time.perf_counter() - started)
     return statistics.median(times), result
+
+
+def local_with_parquet(model, train, test, config, path: Path):
+    """The single-process evaluator, then the same top-k Parquet file the Ray tasks write
+    (:func:`privrank.distributed.ray_batch.write_top_k`): the Ray path's whole job in one
+    process."""
+    from privrank.distributed.ray_batch import write_top_k
+
+    result = evaluate(
+        model.score, train, test, config.model_copy(update={"keep_recommendations": True})
+    )
+    write_top_k(model, result.users, result.recommendations, path)
+    return result
 
 
 def main() -> None:
@@ -78,6 +109,7 @@ def main() -> None:
     parser.add_argument("--gram-users", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-gram", action="store_true", help="Time the scoring only.")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -105,12 +137,17 @@ def main() -> None:
     evaluate_on_ray(EASE().fit(warm), warm, warm, engine=RayEngineConfig(workers=args.workers))
     print(f"ray worker warm-up: {time.perf_counter() - started:.1f} s (not in the figures)")
     threads = args.workers  # the in-process peer gets the same cores
-    report: dict[str, object] = {"workers": args.workers, "repeats": args.repeats}
+    report: dict[str, object] = {
+        "workers": args.workers,
+        "repeats": args.repeats,
+        "load_start": os.getloadavg()[0],
+    }
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}")
 
     data = synthetic(args.gram_users, args.items, args.per_user, seed=1)
     spec = PrivacySpec(epsilon=8.0, max_interactions_per_user=50)
     gram = {}
-    for label, privacy in (("ease", None), ("dp-ease", spec)):
+    for label, privacy in () if args.skip_gram else (("ease", None), ("dp-ease", spec)):
         local, _ = median_time(
             lambda p=privacy: EASE().fit(data, FitOptions(threads=threads, privacy=p)),
             args.repeats,
@@ -133,29 +170,55 @@ def main() -> None:
     for n_users in [int(u) for u in args.users.split(",")]:
         train, test = holdout(synthetic(n_users, args.items, args.per_user, seed=2), seed=3)
         model = EASE().fit(train, FitOptions(threads=threads))
-        local, oracle = median_time(
-            lambda m=model, a=train, b=test: evaluate(m.score, a, b, config), args.repeats
-        )
+        fixed = RayEngineConfig(workers=args.workers, partitions=2 * args.workers)
         with tempfile.TemporaryDirectory() as tmp:
-            on_ray, result = median_time(
-                lambda m=model, a=train, b=test, o=Path(tmp) / "topk": evaluate_on_ray(
-                    m, a, b, config, engine=RayEngineConfig(workers=args.workers), out=o
-                ),
-                args.repeats,
+            (local_times, ray_times, parquet_times, fixed_times), (oracle, result, _, _) = (
+                interleaved_times(
+                    [
+                        lambda m=model, a=train, b=test: evaluate(m.score, a, b, config),
+                        lambda m=model, a=train, b=test, o=Path(tmp) / "topk": evaluate_on_ray(
+                            m, a, b, config, engine=RayEngineConfig(workers=args.workers), out=o
+                        ),
+                        lambda m=model, a=train, b=test, o=Path(tmp) / "local.parquet": (
+                            local_with_parquet(m, a, b, config, o)
+                        ),
+                        lambda m=model, a=train, b=test, o=Path(tmp) / "topk2", e=fixed: (
+                            evaluate_on_ray(m, a, b, config, engine=e, out=o)
+                        ),
+                    ],
+                    args.repeats,
+                )
             )
+        local, on_ray = statistics.median(local_times), statistics.median(ray_times)
+        parquet, fixed_s = statistics.median(parquet_times), statistics.median(fixed_times)
         equal = result.result.means == oracle.means
         row = {
             "users": n_users,
             "local_s": local,
             "ray_s": on_ray,
             "ratio": on_ray / local,
+            "local_times_s": local_times,
+            "ray_times_s": ray_times,
+            "local_parquet_s": parquet,
+            "local_parquet_times_s": parquet_times,
+            "ratio_to_local_parquet": on_ray / parquet,
+            "ray_2w_partitions_s": fixed_s,
+            "ray_2w_partitions_times_s": fixed_times,
+            "partitions": result.partitions,
             "metrics_equal": equal,
             "ndcg@10": oracle.means["ndcg@10"],
+            "load": os.getloadavg()[0],
         }
         scoring.append(row)
         print(
-            f"scoring {n_users:>10,} users: local {local:7.2f} s (no Parquet), ray {on_ray:7.2f} s "
-            f"(with Parquet), ratio {on_ray / local:.2f}, metrics equal: {equal}"
+            f"scoring {n_users:>10,} users: local {local:7.3f} s (no Parquet), ray {on_ray:7.3f} s "
+            f"(with Parquet, {result.partitions} partitions), ratio {on_ray / local:.2f}, "
+            f"metrics equal: {equal}; load {os.getloadavg()[0]:.1f}\n"
+            f"    single process + the same Parquet {parquet:7.3f} s "
+            f"(ratio {on_ray / parquet:.2f}); "
+            f"ray with {2 * args.workers} partitions (the earlier default) {fixed_s:7.3f} s "
+            f"(ratio {fixed_s / local:.2f})",
+            flush=True,
         )
     report["scoring"] = scoring
     ray.shutdown()

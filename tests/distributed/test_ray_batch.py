@@ -60,3 +60,25 @@ def test_metrics_and_top_k_equal_the_single_process_evaluator(
     np.testing.assert_array_equal(table["item_id"].to_numpy(), items[order].ravel())
     # Nothing half-written: no temporary directories left next to the output.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["topk"]
+
+
+@pytest.mark.parametrize(
+    ("workers", "partitions", "users", "expected"),
+    [
+        (2, None, 10_000, 2),  # one 20,000-user partition would leave a worker idle
+        (2, None, 30_000, 2),
+        (2, None, 70_000, 4),  # 2 · workers
+        (2, None, 1_000_000, 4),
+        (4, None, 50_000, 4),
+        (1, None, 5, 1),
+        (3, None, 0, 3),
+        (2, 7, 10, 7),  # set partitions are kept
+    ],
+)
+def test_scoring_partitions(workers, partitions, users, expected) -> None:
+    from privrank.distributed import RayEngineConfig
+    from privrank.distributed.ray_batch import USERS_PER_PARTITION, scoring_partitions
+
+    assert USERS_PER_PARTITION == 20_000
+    engine = RayEngineConfig(workers=workers, partitions=partitions)
+    assert scoring_partitions(engine, users) == expected

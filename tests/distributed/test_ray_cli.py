@@ -31,10 +31,19 @@ def test_train_engine_ray_saves_the_in_process_model(tmp_path: Path, privrank_ho
     split_dir = split(data, HoldoutSplit(fraction=0.25, seed=2)).save(tmp_path / "split")
     common = ("--data", split_dir, "--model", "ease", "--param", "regularization=20")
     local = invoke("train", *common, "--out", tmp_path / "local")
-    on_ray = invoke("train", *common, "--engine", "ray", "--workers", 2, "--out", tmp_path / "ray")
+    on_ray = invoke(
+        "train", *common, "--engine", "ray", "--workers", 2, "--max-failures", 1,
+        "--out", tmp_path / "ray",
+    )  # fmt: skip
     assert local.exit_code == 0 and on_ray.exit_code == 0, on_ray.output
     record = json.loads((tmp_path / "ray" / "training.json").read_text())
-    assert record["engine"] == {"engine": "ray", "workers": 2, "partitions": 4, "address": None}
+    assert record["engine"] == {
+        "engine": "ray",
+        "workers": 2,
+        "partitions": 4,
+        "address": None,
+        "max_failures": 1,
+    }
     a = Recommender.load(tmp_path / "local" / "model")
     b = Recommender.load(tmp_path / "ray" / "model")
     np.testing.assert_array_equal(a.weights_, b.weights_)
@@ -50,6 +59,50 @@ def test_engine_options_are_checked(tmp_path: Path, privrank_home) -> None:
     result = invoke("train", "--data", "x", "--model", "bpr", "--engine", "ray", "--out", tmp_path)
     assert isinstance(result.exception, ConfigError)
     assert "no distributed fit" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--engine", "ray", "--max-failures", -1), "--max-failures must be an integer >= 0"),
+        (("--max-failures", 1), "--max-failures: recoveries from lost Ray workers; it needs"),
+    ],
+)
+def test_max_failures_is_checked(tmp_path: Path, privrank_home, flags, message) -> None:
+    # Checked before any data is read ("x" is not a dataset) or Ray is started.
+    result = invoke("train", "--data", "x", "--model", "sasrec", *flags, "--out", tmp_path)
+    assert isinstance(result.exception, ConfigError)  # the entry point's exit code 2
+    assert message in str(result.exception)
+    assert not (tmp_path / "model").exists()
+
+
+def test_max_failures_reaches_the_engine() -> None:
+    from privrank.cli._options import make_engine
+    from privrank.distributed import RayEngine
+
+    default = make_engine("ray", 2, None)
+    assert isinstance(default, RayEngine) and default.config.max_failures == 2
+    for given in (0, 5):
+        engine = make_engine("ray", 3, None, given)
+        assert isinstance(engine, RayEngine)
+        assert engine.config.max_failures == given
+        assert engine.describe()["max_failures"] == given
+    assert make_engine("local", 2, None) is None
+
+
+def test_max_failures_exits_2_from_the_entry_point(tmp_path: Path, privrank_home) -> None:
+    import subprocess
+    import sys
+
+    code = "from privrank.cli.main import app\napp()"
+    completed = subprocess.run(
+        [sys.executable, "-c", code, "train", "--data", "x", "--model", "sasrec",
+         "--engine", "ray", "--max-failures", "-2", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    message = " ".join(completed.stderr.split())  # rich may wrap the line
+    assert completed.returncode == 2, completed.stderr
+    assert "--max-failures must be an integer >= 0" in message and "Got -2" in message
 
 
 @pytest.mark.slow  # a fit and two CLI evaluations over Ray: out of make test's time

@@ -10,6 +10,8 @@ import torch
 from privrank.data.splits import LeaveLastOut, split
 from privrank.errors import ArtifactError, ConfigError
 from privrank.models._checkpoint import checkpoint_path, read_checkpoint
+from privrank.models._epochs import LoopState
+from privrank.models._torch_checkpoint import TorchCheckpoints, TorchFitState
 from privrank.models.base import FitOptions, FitProgress
 from privrank.models.sasrec import SASRec
 from privrank.models.vae import MultVAE
@@ -175,3 +177,82 @@ def test_an_engine_without_checkpoints_refuses_a_checkpoint_directory(make, tmp_
     with pytest.raises(ConfigError, match="writes no checkpoints to a checkpoint directory"):
         make().fit(PARTS.train, options)
     assert not any(tmp_path.iterdir())
+
+
+class FakeCudaGenerator:
+    """Stands for a CUDA device's generator on a machine without one: ``get_rng_state`` gives
+    its state, ``set_rng_state`` records what was put back (no GPU run is claimed here)."""
+
+    def __init__(self, state: torch.Tensor) -> None:
+        self.state = state
+        self.restored: list[tuple[torch.Tensor, torch.device]] = []
+
+    def get_rng_state(self, device: torch.device) -> torch.Tensor:
+        assert device.type == "cuda"
+        return self.state.clone()
+
+    def set_rng_state(self, state: torch.Tensor, device: torch.device) -> None:
+        self.restored.append((state.clone(), device))
+
+
+def small_fit() -> TorchFitState:
+    network = torch.nn.Linear(3, 2)
+    return TorchFitState(network, torch.optim.Adam(network.parameters(), lr=0.1))
+
+
+def loop_state(epoch: int) -> LoopState:
+    return LoopState(
+        epoch=epoch, losses=(0.5,) * epoch, evaluations=(), best_value=float("-inf"),
+        best_epoch=0, best_state=None, stale=0, elapsed_s=0.0, finished=None,
+    )  # fmt: skip
+
+
+def on_fake_cuda(monkeypatch, generator: FakeCudaGenerator) -> None:
+    import privrank.models._torch_checkpoint as module
+
+    monkeypatch.setattr(module, "network_device", lambda network: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", generator.get_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", generator.set_rng_state)
+
+
+def test_the_cuda_generator_round_trips_through_a_checkpoint(monkeypatch, tmp_path):
+    state = torch.randint(
+        0, 256, (816,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    generator = FakeCudaGenerator(state)
+    on_fake_cuda(monkeypatch, generator)
+    store = TorchCheckpoints(tmp_path, "toy", {"fit": 1})
+    store.save(small_fit(), loop_state(2))
+    saved = read_checkpoint(checkpoint_path(tmp_path, "toy"))
+    assert saved is not None
+    assert torch.equal(torch.from_numpy(saved.arrays["rng.cuda"]), state)
+    generator.state = torch.zeros_like(state)  # the device's stream moved on since the save
+    resumed = store.load(small_fit())
+    assert resumed is not None and resumed.epoch == 2
+    ((restored, device),) = generator.restored
+    assert torch.equal(restored, state) and device == torch.device("cuda", 0)
+
+
+def test_a_cpu_checkpoint_holds_no_cuda_generator(tmp_path):
+    with pytest.raises(Killed):
+        sasrec().fit(PARTS.train, options(tmp_path, kill_after=1))
+    saved = read_checkpoint(checkpoint_path(tmp_path, "sasrec"))
+    assert saved is not None
+    assert "rng.torch" in saved.arrays and "rng.cuda" not in saved.arrays
+
+
+@pytest.mark.parametrize("written_on", ["cuda", "cpu"])
+def test_a_checkpoint_of_the_other_device_is_not_resumed(written_on, monkeypatch, tmp_path):
+    generator = FakeCudaGenerator(torch.arange(16, dtype=torch.uint8))
+    with monkeypatch.context() as patch:
+        if written_on == "cuda":
+            on_fake_cuda(patch, generator)
+        TorchCheckpoints(tmp_path, "toy", {"fit": 1}).save(small_fit(), loop_state(3))
+    if written_on == "cpu":
+        on_fake_cuda(monkeypatch, generator)
+    fit = small_fit()
+    before = {k: v.clone() for k, v in fit.network.state_dict().items()}
+    assert TorchCheckpoints(tmp_path, "toy", {"fit": 1}).load(fit) is None
+    assert generator.restored == []
+    for key, value in fit.network.state_dict().items():
+        assert torch.equal(value, before[key]), key  # nothing was put back

@@ -15,6 +15,7 @@ __all__ = [
     "EngineAddress",
     "EngineWorkers",
     "FitThreads",
+    "MaxFailures",
     "ModelConfig",
     "ModelParams",
     "NoiseSeed",
@@ -63,21 +64,50 @@ EngineAddress = Annotated[
     typer.Option(help="Ray cluster address (--engine ray; default: a new local Ray instance)."),
 ]
 
+MaxFailures = Annotated[
+    int | None,
+    typer.Option(
+        help="Times a fit on Ray recovers from a lost worker (--engine ray; default 2): Ray "
+        "Train restarts of SASRec and Mult-VAE (resuming from the last epoch's checkpoint), "
+        "restarts of each iALS actor. 0: a lost worker fails the fit.",
+    ),
+]
 
-def make_engine(engine: str, workers: int, address: str | None) -> FitEngine | None:
+
+def make_engine(
+    engine: str, workers: int, address: str | None, max_failures: int | None = None
+) -> FitEngine | None:
     """The fit engine of ``--engine``: ``None`` for local, a ``RayEngine`` for ray.
 
+    Args:
+        engine: ``local`` or ``ray``.
+        workers: ``--workers``.
+        address: ``--address`` (``None``: a new local Ray instance).
+        max_failures: ``--max-failures`` (``None``: the engine's default).
+
     Raises:
-        ConfigError: An unknown engine, or Ray options without ``--engine ray``.
+        ConfigError: An unknown engine, Ray options without ``--engine ray``, or a negative
+            ``--max-failures``.
     """
     from privrank.errors import ConfigError
 
+    if max_failures is not None and max_failures < 0:
+        raise ConfigError(
+            f"--max-failures must be an integer >= 0 (0: a lost worker fails the fit). "
+            f"Got {max_failures}"
+        )
     if engine == "local":
         if address is not None:
             raise ConfigError("--address names a Ray cluster: it needs --engine ray")
+        if max_failures is not None:
+            raise ConfigError(
+                "--max-failures: recoveries from lost Ray workers; it needs --engine ray"
+            )
         return None
     if engine != "ray":
         raise ConfigError(f"--engine must be local or ray. Got {engine!r}")
     from privrank.distributed import RayEngine
 
-    return RayEngine(workers=workers, address=address)
+    if max_failures is None:
+        return RayEngine(workers=workers, address=address)
+    return RayEngine(workers=workers, address=address, max_failures=max_failures)

@@ -38,6 +38,7 @@ from privrank.cli._options import (
     EngineAddress,
     EngineWorkers,
     FitThreads,
+    MaxFailures,
     ModelConfig,
     ModelParams,
     NoiseSeed,
@@ -218,6 +219,7 @@ def train_command(
     engine: Engine = "local",
     workers: EngineWorkers = 2,
     address: EngineAddress = None,
+    max_failures: MaxFailures = None,
     checkpoint_dir: Annotated[
         Path | None,
         typer.Option(
@@ -273,7 +275,7 @@ def train_command(
             f"--param private.*: settings of a private fit, but there is no --epsilon; the fit "
             f"would ignore {params['private']!r}"
         )
-    fit_engine = make_engine(engine, workers, address)
+    fit_engine = make_engine(engine, workers, address, max_failures)
     if fit_engine is not None and recommender is not None and not recommender.supports_engine:
         raise ConfigError(f"{model} has no distributed fit on --engine {engine}")
     if fit_engine is not None and spec is not None and recommender is not None:

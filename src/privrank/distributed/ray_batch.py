@@ -18,6 +18,11 @@ task that ranked it:
   (one machine, or a shared volume on a cluster).
 - **Data.** Each task receives only its users' test rows and (unless beyond-accuracy metrics
   are asked, which need every user's training items) their training rows.
+- **Partitions.** ``engine.partitions`` when set; else ``2 · workers`` (so a slow partition
+  does not hold the others up), but no fewer than ``workers`` and no more than one partition per
+  :data:`USERS_PER_PARTITION` users: each task pays a fixed cost (the model read from the object
+  store, its share of the training rows prepared, one Parquet file), which a small partition
+  does not repay.
 - **Memory.** A task holds one ``[batch_size, n_items]`` score matrix at a time; at most
   ``workers`` tasks run at once. The driver holds the per-user metric arrays (8 bytes per user
   per metric) and never the score matrix.
@@ -29,7 +34,9 @@ privacy budget.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +54,16 @@ from privrank.metrics import beyond
 from privrank.metrics.evaluate import EvaluationConfig, EvaluationResult, EvaluationTiming, evaluate
 from privrank.models import Recommender
 
-__all__ = ["RayEvaluation", "evaluate_on_ray"]
+__all__ = [
+    "USERS_PER_PARTITION",
+    "RayEvaluation",
+    "evaluate_on_ray",
+    "scoring_partitions",
+    "write_top_k",
+]
+
+#: Below ``2 · workers`` of these, fewer partitions are made (see the module docstring).
+USERS_PER_PARTITION = 20_000
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,24 @@ class RayEvaluation:
     seconds: float
 
 
+def write_top_k(model: Recommender, users: np.ndarray, top: np.ndarray, path: Path) -> None:
+    """Write the top-k lists ``top`` (item codes, ``-1`` for none) of the user codes ``users``
+    to the Parquet file ``path`` (atomically): columns ``user_id``, ``rank`` (from 1) and
+    ``item_id`` in the model's external ids, one row per listed item."""
+    depth = top.shape[1]
+    user_ids = model.user_ids_.take(pa.array(np.repeat(users, depth)))
+    valid = top.ravel() >= 0
+    table = pa.table(
+        {
+            "user_id": user_ids.filter(pa.array(valid)),
+            "rank": pa.array(np.tile(np.arange(1, depth + 1, dtype=np.int32), len(top))[valid]),
+            "item_id": model.item_ids_.take(pa.array(top.ravel()[valid])),
+        }
+    )
+    with atomic_file(path, "wb") as handle:
+        pq.write_table(table, handle)
+
+
 def _evaluate_partition(
     model: Recommender,
     train: Interactions,
@@ -84,18 +118,7 @@ def _evaluate_partition(
         else {}
     )
     if part is not None:
-        depth = top.shape[1]
-        user_ids = model.user_ids_.take(pa.array(np.repeat(result.users, depth)))
-        valid = top.ravel() >= 0
-        table = pa.table(
-            {
-                "user_id": user_ids.filter(pa.array(valid)),
-                "rank": pa.array(np.tile(np.arange(1, depth + 1, dtype=np.int32), len(top))[valid]),
-                "item_id": model.item_ids_.take(pa.array(top.ravel()[valid])),
-            }
-        )
-        with atomic_file(part, "wb") as handle:
-            pq.write_table(table, handle)
+        write_top_k(model, result.users, top, part)
     return {
         "users": result.users,
         "per_user": result.per_user,
@@ -103,6 +126,25 @@ def _evaluate_partition(
         "counts": result.counts,
         "timing": result.timing,
     }
+
+
+def scoring_partitions(engine: RayEngineConfig, n_users: int) -> int:
+    """Partitions of ``n_users`` evaluated users: ``engine.partitions`` when set, else
+    ``2 · workers`` capped at one per :data:`USERS_PER_PARTITION` users, and at least
+    ``workers`` (and 1)."""
+    if engine.partitions is not None:
+        return engine.partitions
+    by_size = math.ceil(n_users / USERS_PER_PARTITION)
+    return max(1, engine.workers, min(engine.resolved_partitions(), by_size))
+
+
+@functools.cache
+def _partition_task() -> Any:
+    """The Ray remote function of one partition, made once per process (Ray exports a remote
+    function's code to the cluster when it is first called in a session, not at every call)."""
+    import ray
+
+    return ray.remote(num_cpus=1)(_evaluate_partition)
 
 
 def evaluate_on_ray(
@@ -138,19 +180,20 @@ def evaluate_on_ray(
         raise ConfigError("evaluate_on_ray: the model's vocabulary is not the data's")
     ray = ensure_ray(engine)
     users = np.unique(test.users())
-    chunks = [c for c in np.array_split(users, engine.resolved_partitions()) if c.size]
+    chunks = [c for c in np.array_split(users, scoring_partitions(engine, len(users))) if c.size]
     model_ref = ray.put(model)
     # Each task gets its own users' rows only (so its preparation is O(its rows)); the
     # beyond-accuracy metrics need every user's training items (the popularity), so then
-    # every task gets the whole training part.
+    # every task gets the whole training part (put once).
     tests = _user_parts(test, chunks)
-    histories = [ray.put(train)] * len(chunks)
-    if not config.beyond_accuracy:
+    if config.beyond_accuracy:
+        histories = [ray.put(train)] * len(chunks)
+    else:
         histories = [ray.put(part) for part in _user_parts(train, chunks)]
     refs = [
         (model_ref, history, ray.put(part)) for history, part in zip(histories, tests, strict=True)
     ]
-    task = ray.remote(num_cpus=1)(_evaluate_partition)
+    task = _partition_task()
     if out is None:
         parts = _collect(ray, task, refs, chunks, config, None, engine.workers)
         files: tuple[Path, ...] = ()

@@ -52,14 +52,18 @@ class RayEngineConfig(BaseModel):
     Attributes:
         workers: Tasks run at once (and CPUs of a local Ray instance the engine starts).
         partitions: User partitions; ``None``: ``2 · workers`` (so a slow partition does not
-            hold the others up).
+            hold the others up; batch scoring makes fewer for few users,
+            :func:`privrank.distributed.ray_batch.scoring_partitions`).
         address: Address of a Ray cluster to connect to (``auto``, ``ray://host:10001``);
             ``None``: the running instance, or a new local one.
         object_store_mb: Object store of a local instance the engine starts (MiB).
-        max_failures: Times a data-parallel fit (SASRec, Mult-VAE on Ray Train) is restarted
-            after a worker dies; it resumes from its last epoch's checkpoint (a private fit
-            starts over with the same noise seed), so it ends with the uninterrupted fit's
-            weights (:mod:`privrank.distributed.ray_train`). ``0``: a lost worker fails the fit.
+        max_failures: Times a fit recovers from a lost worker (the CLI's ``--max-failures``).
+            A data-parallel fit (SASRec, Mult-VAE on Ray Train) is restarted up to this many
+            times after a worker dies; it resumes from its last epoch's checkpoint (a private
+            fit starts over with the same noise seed), so it ends with the uninterrupted fit's
+            weights (:mod:`privrank.distributed.ray_train`). Each iALS actor is restarted by
+            Ray up to this many times (:mod:`privrank.distributed.ray_als`). ``0``: a lost
+            worker fails the fit.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -191,11 +195,12 @@ class RayEngine:
 
     def als_blocks(self, problem: ALSProblem) -> ALSBlocks:
         """iALS's half-steps over ``workers`` long-lived Ray actors, each holding a block of
-        users and a block of items (:class:`privrank.distributed.ray_als.RayALSBlocks`)."""
+        users and a block of items (:class:`privrank.distributed.ray_als.RayALSBlocks`), each
+        restarted by Ray up to ``max_failures`` times."""
         from privrank.distributed.ray_als import RayALSBlocks
 
         ensure_ray(self.config)
-        return RayALSBlocks(problem, self.config.workers)
+        return RayALSBlocks(problem, self.config.workers, max_restarts=self.config.max_failures)
 
     def fit_network(
         self, model: Recommender, train: Interactions, options: FitOptions
@@ -212,12 +217,13 @@ class RayEngine:
         return fit_network(model, train, options, settings)
 
     def describe(self) -> dict[str, object]:
-        """``{"engine": "ray", "workers", "partitions", "address"}``."""
+        """``{"engine": "ray", "workers", "partitions", "address", "max_failures"}``."""
         return {
             "engine": self.name,
             "workers": self.config.workers,
             "partitions": self.config.resolved_partitions(),
             "address": self.config.address,
+            "max_failures": self.config.max_failures,
         }
 
     def __repr__(self) -> str:

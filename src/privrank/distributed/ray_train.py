@@ -37,8 +37,12 @@ reports its folder through ``ray.train.report(..., checkpoint=...)`` from the fi
 callback, after the epoch; Ray Train merges the folders into one checkpoint in its storage.
 When a worker dies, Ray Train (``FailureConfig(max_failures)``) restarts the whole group; each
 new worker takes its rank's folder from ``ray.train.get_checkpoint()`` (the newest checkpoint
-Ray Train registered: the last epoch's, or the one before when the worker died before Ray
-Train's controller had taken the last report) and the fit goes on from the epoch after it
+Ray Train registered). Every worker waits after each epoch's report until Ray Train's
+controller has committed it (``ray.train.get_all_reported_checkpoints(COMMITTED)``, one round
+trip to the controller per epoch) before it starts the next epoch, so a worker lost in epoch
+``e + 1`` finds epoch ``e``'s checkpoint registered (without the wait the controller, which
+takes reports when it next polls the workers, could still hold epoch ``e - 1``'s as the newest,
+and the fit redid an epoch). The fit goes on from the epoch after it
 with the same weights, optimizer state and random streams, so it ends with the weights of the
 uninterrupted fit with the same seed and workers, bit for bit (torch on a CPU is deterministic
 for a given number of threads; the all-reduce of the same inputs over the same workers is
@@ -195,10 +199,14 @@ class _WorkerReports:
             if self.state is not None and saved.is_dir():
                 shutil.copytree(saved, self.state, dirs_exist_ok=True)
 
-    def report(self, metrics: dict[str, Any], model: Recommender | None = None) -> None:
+    def report(
+        self, metrics: dict[str, Any], model: Recommender | None = None, *, commit: bool = False
+    ) -> None:
         """Report ``metrics`` with a checkpoint of this worker's state (and ``model``).
 
         Every worker must call it the same number of times (Ray Train's report is a barrier).
+        With ``commit``, return only once Ray Train's controller has committed the checkpoint
+        (so that a restart after this call resumes from it).
         """
         import ray.train
 
@@ -216,6 +224,12 @@ class _WorkerReports:
             if any(staging.iterdir()):
                 checkpoint = ray.train.Checkpoint.from_directory(scratch)
             ray.train.report({**metrics, "attempt": self.attempt}, checkpoint=checkpoint)
+        if commit and checkpoint is not None:
+            from ray.train import CheckpointConsistencyMode
+
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=CheckpointConsistencyMode.COMMITTED
+            )
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -240,7 +254,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         def progress(report: FitProgress) -> None:
             finished.append(report.elapsed_s)
             if state is not None:  # the epoch's state is written (before the progress report)
-                reports.report({"epoch": report.epoch})
+                reports.report({"epoch": report.epoch}, commit=True)
 
         options = FitOptions(
             progress=progress,

@@ -8,8 +8,10 @@ reads:
 - the network's weights (``network.*``) and the optimizer's state (``optimizer.<i>.<key>``:
   Adam's moments and step count of parameter ``i``);
 - the random streams: torch's global generator (dropout, Mult-VAE's latent samples; the fit's
-  own stream, forked by :func:`~privrank.models._torch_training.seeded`) and every generator the
-  model names (``rng.<name>``: batch order, negatives);
+  own stream, forked by :func:`~privrank.models._torch_training.seeded`), every generator the
+  model names (``rng.<name>``: batch order, negatives) and, when the network is on a CUDA
+  device, that device's generator (``rng.cuda``: dropout and latent noise drawn on the GPU;
+  :mod:`privrank.models._device`);
 - the loop's state: losses, evaluations, early stopping's best NDCG@10, best epoch, best weights
   (``best.*``) and evaluations without improvement, the time spent, and whether it finished.
 
@@ -18,8 +20,12 @@ reads:
 a data-parallel fit, the same rank and number of workers); then the loop goes on from the next
 epoch. Torch on a CPU is deterministic for a given number of threads, so a fit interrupted
 after any epoch and resumed ends with **the same weights, bit for bit**, as the uninterrupted
-fit with the same threads (tests/models/test_torch_checkpoint.py). A checkpoint of another fit
-is ignored and replaced; a corrupted one stops the fit (:class:`~privrank.errors.ArtifactError`).
+fit with the same threads (tests/models/test_torch_checkpoint.py). On a CUDA device the device's
+generator is restored too, so the random draws are the uninterrupted fit's; the weights are then
+equal as far as the GPU kernels are deterministic (not checked here: no GPU run has been made).
+A checkpoint written on one kind of device is not resumed on the other (it is another fit: the
+random streams differ). A checkpoint of another fit is ignored and replaced; a corrupted one
+stops the fit (:class:`~privrank.errors.ArtifactError`).
 
 Private fits write no checkpoints (:meth:`~privrank.models.base.Recommender.check_checkpoints`
 refuses them): resuming one would need the secret Poisson-sampling and noise streams on disk,
@@ -31,6 +37,7 @@ releases the same weights and the ledger is charged once (by the one spending pa
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,7 +55,14 @@ from privrank.models._checkpoint import (
 )
 from privrank.models._epochs import RECORDED, LoopState, StopReason
 
-__all__ = ["TorchCheckpoints", "TorchFitState", "histories_digest"]
+__all__ = [
+    "TorchCheckpoints",
+    "TorchFitState",
+    "cuda_rng_state",
+    "histories_digest",
+    "network_device",
+    "set_cuda_rng_state",
+]
 
 _REASONS: tuple[StopReason, ...] = get_args(StopReason)
 
@@ -86,6 +100,25 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().contiguous().numpy().copy()
 
 
+def network_device(network: torch.nn.Module) -> torch.device:
+    """The device of the network's first parameter or buffer (the CPU for an empty one)."""
+    for tensor in itertools.chain(network.parameters(), network.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def cuda_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The generator state of ``device`` when it is a CUDA device, else ``None``."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_rng_state(device)
+
+
+def set_cuda_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    """Put ``state`` back into the generator of the CUDA ``device``."""
+    torch.cuda.set_rng_state(state, device)
+
+
 class TorchCheckpoints:
     """Writes and reads the checkpoint of one torch fit (see the module docstring).
 
@@ -111,6 +144,9 @@ class TorchCheckpoints:
                     _numpy(value) if isinstance(value, torch.Tensor) else np.asarray(value)
                 )
         arrays["rng.torch"] = _numpy(torch.get_rng_state())
+        device_state = cuda_rng_state(network_device(fit.network))
+        if device_state is not None:
+            arrays["rng.cuda"] = _numpy(device_state)
         for name, generator in fit.generators.items():
             arrays[f"rng.{name}"] = _numpy(generator.get_state())
         for key, value in (state.best_state or {}).items():
@@ -137,8 +173,9 @@ class TorchCheckpoints:
 
     def load(self, fit: TorchFitState) -> LoopState | None:
         """Put back the state of this fit's checkpoint into ``fit`` (weights, optimizer, random
-        streams) and return the loop's state; ``None`` (nothing changed) when there is no
-        checkpoint of this fit.
+        streams, the CUDA device's generator when the network is on one) and return the loop's
+        state; ``None`` (nothing changed) when there is no checkpoint of this fit (also when it
+        was written on the other kind of device).
 
         Raises:
             ArtifactError: The checkpoint file is corrupted.
@@ -147,6 +184,9 @@ class TorchCheckpoints:
         if found is None or found.identity != self.identity:
             return None
         arrays = found.arrays
+        device = network_device(fit.network)
+        if ("rng.cuda" in arrays) != (device.type == "cuda"):
+            return None  # written on a CUDA device and resumed on the CPU, or the reverse
         prefix = "network."
         network = {
             k[len(prefix) :]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)
@@ -161,6 +201,8 @@ class TorchCheckpoints:
         saved["state"] = restored
         fit.optimizer.load_state_dict(saved)
         torch.set_rng_state(torch.from_numpy(arrays["rng.torch"]))
+        if "rng.cuda" in arrays:
+            set_cuda_rng_state(device, torch.from_numpy(arrays["rng.cuda"]))
         for name, generator in fit.generators.items():
             generator.set_state(torch.from_numpy(arrays[f"rng.{name}"]))
         scalars = arrays["loop.scalars"]
