@@ -63,3 +63,40 @@ def test_training_lowers_the_loss_and_validation_keeps_the_best_epoch():
 def test_config_errors_name_the_parameter():
     with pytest.raises(ConfigError, match=r"MultVAE\.dropout: got 1\.0; expected a float"):
         MultVAE(dropout=1.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected_length"),
+    [
+        # the rule: 0.25 of the planned steps, 6 epochs x ceil(60 users / 16) = 4 steps each
+        ({"anneal_steps": None, "anneal_fraction": 0.25}, 6),
+        ({"anneal_steps": None, "anneal_fraction": 1.0}, 24),
+        ({"anneal_steps": 10}, 10),  # a constant, the paper's way
+    ],
+)
+def test_the_kl_weight_anneals_over_the_rule_or_the_constant(
+    monkeypatch, overrides, expected_length
+):
+    import privrank.models.vae as vae_module
+
+    seen: list[float] = []
+    original = vae_module.vae_loss
+
+    def recording(x, logits, mu, logvar, beta):
+        seen.append(beta)
+        return original(x, logits, mu, logvar, beta)
+
+    monkeypatch.setattr(vae_module, "vae_loss", recording)
+    model = small_vae(epochs=6, patience=0, beta=0.3, **overrides)
+    assert model.config.anneal_length(steps_per_epoch=4) == expected_length
+    model.fit(DATA, FitOptions(seed=0, threads=1))
+    active = int(np.count_nonzero(DATA.user_counts()))
+    steps = 6 * -(-active // 16)
+    assert len(seen) == steps == 24
+    expected = [0.3 * min(1.0, t / expected_length) for t in range(steps)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+
+
+def test_anneal_fraction_must_be_positive():
+    with pytest.raises(ConfigError, match="anneal_fraction"):
+        MultVAE(anneal_steps=None, anneal_fraction=0.0)

@@ -11,6 +11,11 @@ user and kept. Every test interaction of the user is relevant (grade 1), or, wit
 
 Memory: one ``[batch_size, n_items]`` score matrix at a time plus ``O(batch_size * n_items / 16)``
 for the top-k; the per-user results are ``O(users * metrics)``.
+
+A scorer whose scores are one vector for every user (a non-personalised model) is passed as
+:class:`SharedScores`: the catalogue is ranked once and each user's list is the first items of
+that order not among their training items (:func:`~privrank.metrics.topk.shared_top_k`), the
+same lists as masking and ranking a score matrix, without building one.
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.metrics import beyond, ranking
 from privrank.metrics._prepare import PairSet, evaluation_pairs
-from privrank.metrics.topk import as_score_array, mask_items, ragged_rows, top_k
+from privrank.metrics.topk import (
+    as_score_array,
+    mask_items,
+    ragged_rows,
+    shared_order,
+    shared_top_k,
+    top_k,
+)
 
 __all__ = [
     "AGGREGATE_METRICS",
@@ -39,6 +51,7 @@ __all__ = [
     "EvaluationResult",
     "EvaluationTiming",
     "Scorer",
+    "SharedScores",
     "evaluate",
     "metric_names",
     "ranking_metric",
@@ -47,6 +60,21 @@ __all__ = [
 #: Scores every item for a batch of user codes: ``[len(users), n_items]``, higher is better.
 #: The evaluator owns the returned array and may overwrite it (set ``copy_scores`` otherwise).
 Scorer = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class SharedScores:
+    """Scores that are the same for every user: ``scores[i]`` is item ``i``'s score for all.
+
+    Evaluating them gives the lists (and metrics) of a scorer returning ``scores`` for every
+    row, at the cost of ranking one vector (see the module docstring).
+
+    Attributes:
+        scores: ``[n_items]`` float scores; ``-inf`` marks items never recommended.
+    """
+
+    scores: np.ndarray
+
 
 RankingMetric = Literal["recall", "precision", "ndcg", "mrr", "hit_rate", "map"]
 RANKING_METRICS: tuple[RankingMetric, ...] = (
@@ -191,7 +219,7 @@ class EvaluationResult:
 
 
 def evaluate(
-    score: Scorer,
+    score: Scorer | SharedScores,
     train: Interactions,
     test: Interactions,
     config: EvaluationConfig | None = None,
@@ -201,7 +229,9 @@ def evaluate(
     """Evaluate a scorer by full ranking on a train/test split.
 
     Args:
-        score: Maps a batch of user codes to ``[batch, n_items]`` scores (numpy or torch).
+        score: Maps a batch of user codes to ``[batch, n_items]`` scores (numpy or torch), or
+            :class:`SharedScores`: one vector for every user (no score matrix is built; the
+            batches then hold as many users' top lists as one score matrix would hold scores).
         train: Training interactions (the items excluded from each user's ranking, and the
             popularity used by novelty and ARP).
         test: Test interactions (relevance); same vocabulary as ``train``.
@@ -230,21 +260,39 @@ def evaluate(
     }
     state = _Accumulator(config, len(users), test.n_items, seen)
     depth = config.cutoffs[-1]
-    for start in range(0, len(users), config.batch_size):
-        batch = users[start : start + config.batch_size]
+    batch_size = config.batch_size
+    shared = None
+    if isinstance(score, SharedScores):
         tick = time.perf_counter()
-        raw = score(batch)
-        scored = time.perf_counter()
-        scores = as_score_array(raw, copy=config.copy_scores)
-        if scores.shape != (len(batch), test.n_items):
+        if np.shape(score.scores) != (test.n_items,):
             raise ConfigError(
-                f"the scorer returned shape {scores.shape} for {len(batch)} users, "
-                f"expected ({len(batch)}, {test.n_items})"
+                f"shared scores have shape {np.shape(score.scores)}, expected ({test.n_items},)"
             )
-        if config.exclude_train:
-            rows, items, _ = ragged_rows(seen.indptr, seen.indices, batch)
-            mask_items(scores, rows, items)
-        top = top_k(scores, depth, threads=config.threads)
+        shared = shared_order(score.scores)
+        state.scoring += time.perf_counter() - tick
+        batch_size = max(batch_size, batch_size * test.n_items // depth)
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        tick = time.perf_counter()
+        if isinstance(score, SharedScores):
+            assert shared is not None  # ranked above, once
+            scored = tick
+            # Without exclusion every row's CSR slice is empty: each list is the order's head.
+            excluded = seen.indptr if config.exclude_train else np.zeros_like(seen.indptr)
+            top = shared_top_k(shared, depth, excluded, seen.indices, batch)
+        else:
+            raw = score(batch)
+            scored = time.perf_counter()
+            scores = as_score_array(raw, copy=config.copy_scores)
+            if scores.shape != (len(batch), test.n_items):
+                raise ConfigError(
+                    f"the scorer returned shape {scores.shape} for {len(batch)} users, "
+                    f"expected ({len(batch)}, {test.n_items})"
+                )
+            if config.exclude_train:
+                rows, items, _ = ragged_rows(seen.indptr, seen.indices, batch)
+                mask_items(scores, rows, items)
+            top = top_k(scores, depth, threads=config.threads)
         ranked = time.perf_counter()
         state.add(slice(start, start + len(batch)), batch, top.items, relevant)
         done = time.perf_counter()

@@ -10,6 +10,10 @@ interfaces, and exposes what that shape needs through methods. Callers ask
 - :class:`ItemItemModel`: :math:`\hat y = x W` for a history :math:`x` (ItemKNN, EASE). Serving
   answers from a sparse top-k copy of :math:`W` (:mod:`privrank.serving.neighbours`).
 
+- :class:`SharedRanking`: :math:`s(q, i) = p_i`, one score vector for every query
+  (most-popular and its private and local-DP variants). The evaluator ranks the catalogue once
+  instead of scoring a users × items matrix (:class:`privrank.metrics.evaluate.SharedScores`).
+
 - :class:`LocalDPCollection`: the model is decoded from a (simulated) local-DP collection; its
   fit spends the collection's ε from the dataset's ledger even without a central privacy spec
   (:func:`privrank.workflow.spend.fit_and_spend`).
@@ -30,7 +34,14 @@ import scipy.sparse as sp
 
 from privrank.models._query import Query
 
-__all__ = ["FactorModel", "ItemItemModel", "LocalDPCollection", "StagedModel", "StoredFactors"]
+__all__ = [
+    "FactorModel",
+    "ItemItemModel",
+    "LocalDPCollection",
+    "SharedRanking",
+    "StagedModel",
+    "StoredFactors",
+]
 
 
 class FactorModel(ABC):
@@ -91,6 +102,16 @@ class ItemItemModel(ABC):
         """:math:`W`, ``n_items × n_items`` (dense or CSR), or ``None`` when this fit does not
         score histories by :math:`xW` alone (e.g. a private fit that adds a popularity prior or
         keeps weights for a block of items only)."""
+
+
+class SharedRanking(ABC):
+    r"""A non-personalised model: every query, known user or ad-hoc history (empty or not),
+    gets the same scores :math:`s(q, i) = p_i`, so each query's ranked list is one fixed order
+    of the catalogue with the query's seen items left out."""
+
+    @abstractmethod
+    def shared_scores(self) -> np.ndarray:
+        """``(n_items,)`` float32 :math:`p`: every row of ``model.score(query)``."""
 
 
 class LocalDPCollection(ABC):

@@ -7,19 +7,26 @@ import scipy.sparse as sp
 
 from privrank.data.interactions import Interactions
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.capabilities import SharedRanking
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["MostPopular", "MostPopularConfig", "PopularityScores"]
 
 
-class PopularityScores(Recommender):
+class PopularityScores(Recommender, SharedRanking):
     """A non-personalised model: every user gets the fitted ``item_popularity_`` as scores.
 
     Subclasses only fit ``item_popularity_`` (a count, a noisy count, a decoded sketch); it is
-    saved with the base model's state, so they keep no arrays of their own.
+    saved with the base model's state, so they keep no arrays of their own. Declared a
+    :class:`~privrank.models.capabilities.SharedRanking`: evaluators rank the catalogue once.
     """
 
     personalised = False
+
+    def shared_scores(self) -> np.ndarray:
+        """The fitted ``item_popularity_``: every query's scores."""
+        self._require_fitted()
+        return self.item_popularity_
 
     def _score_histories(self, histories: Query) -> np.ndarray:
         return np.broadcast_to(self.item_popularity_, (len(histories), self.n_items_))

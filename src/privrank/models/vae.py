@@ -36,7 +36,12 @@ class MultVAEConfig(ModelConfig):
         latent: Latent dimension :math:`k` (200 in the paper).
         dropout: Dropout rate on the normalised input.
         beta: :math:`\\beta_{\\max}`, the cap of the annealed KL weight.
-        anneal_steps: Steps over which :math:`\\beta` grows linearly from 0 to the cap.
+        anneal_steps: Steps over which :math:`\\beta` grows linearly from 0 to the cap
+            (the paper's constant, 200,000); ``None``: the rule of ``anneal_fraction``.
+        anneal_fraction: With ``anneal_steps=None``: :math:`\\beta` reaches its cap after this
+            fraction of the fit's planned steps, ``epochs · ⌈active users / batch_size⌉``
+            (``epochs`` times the steps of one epoch, so the KL weight's schedule scales with
+            the data instead of being a constant that a small data set never reaches).
         epochs: Most epochs.
         batch_size: Users per step.
         learning_rate: Adam's step size.
@@ -59,7 +64,8 @@ class MultVAEConfig(ModelConfig):
     latent: int = Field(200, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
     beta: float = Field(0.2, ge=0)
-    anneal_steps: int = Field(200_000, ge=1)
+    anneal_steps: int | None = Field(200_000, ge=1)
+    anneal_fraction: float = Field(1.0, gt=0, allow_inf_nan=False)
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(500, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -69,6 +75,18 @@ class MultVAEConfig(ModelConfig):
     max_seconds: float | None = Field(None, gt=0)
     private: DPSGDPrivateConfig | None = None
     device: DeviceName = "cpu"
+
+    def anneal_length(self, steps_per_epoch: int) -> int:
+        """:math:`T_\\beta`, the steps after which :math:`\\beta` reaches ``beta``:
+        ``anneal_steps``, or ``max(1, round(anneal_fraction · epochs · steps_per_epoch))`` when
+        it is ``None``."""
+        if self.anneal_steps is not None:
+            return self.anneal_steps
+        return max(1, round(self.anneal_fraction * self.epochs * steps_per_epoch))
+
+    def kl_weight(self, step: int, anneal_length: int) -> float:
+        """:math:`\\beta_t = \\beta \\min(1, t / T_\\beta)` at Adam step ``t`` (0-based)."""
+        return min(self.beta, self.beta * step / anneal_length)
 
 
 class MultVAENetwork(nn.Module):
@@ -131,10 +149,13 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
     .. math:: \mathcal L_\beta(x_u) = \sum_i x_{ui}\log \pi_i(z_u)
               - \beta\,\mathrm{KL}\big(\mathcal N(\mu_u, \sigma_u^2)\,\Vert\,\mathcal N(0, I)\big)
 
-    with the reparameterisation trick, :math:`\beta` growing linearly from 0 to ``beta`` over
-    ``anneal_steps`` steps. Scores are :math:`f_\theta(\mu_u)` (no sampling, no dropout), so
-    any history — a training user's or a new one — is folded in by one forward pass, and a
-    training user's fold-in equals its training-time score.
+    with the reparameterisation trick, :math:`\beta_t = \beta \min(1, t / T_\beta)` growing
+    linearly from 0 to ``beta`` over :math:`T_\beta` steps: ``anneal_steps``, or, when that is
+    ``None``, ``anneal_fraction`` of the fit's planned steps (``epochs`` times the steps of
+    one epoch), a rule of the data's size (:meth:`MultVAEConfig.anneal_length`). Scores are
+    :math:`f_\theta(\mu_u)` (no sampling, no dropout), so any history — a training user's or a
+    new one — is folded in by one forward pass, and a training user's fold-in equals its
+    training-time score.
 
     With ``fit(..., validation=part)`` the model reports NDCG@10/HR@10 per evaluated epoch,
     keeps the best epoch's weights and stops after ``patience`` evaluations without
@@ -193,6 +214,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
         active = np.flatnonzero(np.diff(matrix.indptr) > 0)
         generator = torch.Generator().manual_seed(options.seed)
         steps_per_epoch = -(-len(active) // cfg.batch_size)
+        anneal = cfg.anneal_length(steps_per_epoch)
         with seeded(options.seed):
             network = self._new_network().to(device)
             optimizer = adam(network, cfg)
@@ -209,7 +231,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                 total = 0.0
                 for start in range(0, len(order), cfg.batch_size):
                     rows = share(parallel, order[start : start + cfg.batch_size])
-                    beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
+                    beta = cfg.kl_weight(step, anneal)
                     optimizer.zero_grad(set_to_none=True)
                     if len(rows):
                         x = torch.from_numpy(matrix[rows].toarray()).to(device)
@@ -249,6 +271,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         lengths = np.diff(matrix.indptr)
+        anneal = cfg.anneal_length(run.plan.steps_per_epoch)
         step = 0
         with seeded(options.seed):
             network = self._new_network()
@@ -272,7 +295,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender):
                     mine = share(parallel, users)  # this worker's share of the logical batch
                     rows = mine[lengths[mine] > 0]  # an empty history adds nothing
                     x = torch.from_numpy(matrix[rows].toarray())
-                    beta = min(cfg.beta, cfg.beta * step / cfg.anneal_steps)
+                    beta = cfg.kl_weight(step, anneal)
                     trainer.step(x, beta)
                     step += 1
 

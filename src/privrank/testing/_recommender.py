@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from privrank.models.base import (
     model_class,
     model_names,
 )
-from privrank.models.capabilities import LocalDPCollection
+from privrank.models.capabilities import LocalDPCollection, SharedRanking
 from privrank.testing._data import checkerboard
 
 __all__ = ["RECOMMENDER_CHECKS", "ModelFactory", "check_recommender"]
@@ -273,6 +274,29 @@ def check_fold_in(factory: ModelFactory, data: Interactions, workdir: Path) -> N
         _close(reordered[0], folded[0], "fold-in depends on history order or repeats")
 
 
+def check_shared_ranking(factory: ModelFactory, data: Interactions, workdir: Path) -> None:
+    """A model declaring :class:`~privrank.models.capabilities.SharedRanking` (and only such a
+    model is non-personalised) scores every query, known user, ad-hoc history or empty
+    history, by its ``shared_scores()`` (which the evaluator ranks instead of scoring)."""
+    model = factory()
+    shared = isinstance(model, SharedRanking)
+    assert model.personalised != shared, "personalised and SharedRanking disagree"
+    if not shared:
+        return
+    _expect(NotTrainedError, model.shared_scores, "shared_scores before fit")  # type: ignore[attr-defined]
+    model = _fit(factory, data)
+    assert isinstance(model, SharedRanking)
+    vector = model.shared_scores()
+    assert vector.shape == (data.n_items,) and vector.dtype == np.float32
+    users = _active_users(data)
+    queries: list[Any] = [users, Query.histories([[]])]
+    if model.supports_fold_in:
+        queries.append(model._training_histories(users))
+    for query in queries:
+        scores = model.score(query)
+        np.testing.assert_array_equal(scores, np.broadcast_to(vector, scores.shape))
+
+
 def check_recommend(factory: ModelFactory, data: Interactions, workdir: Path) -> None:
     """recommend returns k unique unseen items, best first, ties by lower code, consistent with
     score; candidates and padding behave as documented."""
@@ -359,6 +383,7 @@ RECOMMENDER_CHECKS: dict[str, Check] = {
     "unknown_users_and_items": check_unknown_users_and_items,
     "cold_start": check_cold_start,
     "fold_in": check_fold_in,
+    "shared_ranking": check_shared_ranking,
     "recommend": check_recommend,
     "external_ids": check_external_ids,
     "checkerboard": check_checkerboard,

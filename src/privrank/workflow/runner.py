@@ -53,7 +53,13 @@ import pyarrow.parquet as pq
 
 from privrank.atomic import atomic_file
 from privrank.errors import ConfigError
-from privrank.metrics.evaluate import EvaluationConfig, EvaluationResult, evaluate
+from privrank.metrics.evaluate import (
+    EvaluationConfig,
+    EvaluationResult,
+    Scorer,
+    SharedScores,
+    evaluate,
+)
 from privrank.metrics.stats import (
     ConfidenceInterval,
     PairedComparison,
@@ -61,7 +67,7 @@ from privrank.metrics.stats import (
     compare_results,
 )
 from privrank.models import FitOptions, Query, create_model
-from privrank.models.capabilities import StagedModel
+from privrank.models.capabilities import SharedRanking, StagedModel
 from privrank.ranking import two_stage as _two_stage  # noqa: F401  (registers "two-stage")
 from privrank.workflow.ctr_protocols import CTRProtocolSpec, prepare_ctr
 from privrank.workflow.ctr_report import ctr_markdown
@@ -87,6 +93,7 @@ __all__ = [
     "compare_with_baseline",
     "evaluate_model",
     "fit_and_evaluate",
+    "model_scorer",
     "result_record",
     "run",
     "split_test_shape",
@@ -157,6 +164,23 @@ def _history_query(prepared: PreparedProtocol) -> Any:
     return Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64))
 
 
+def model_scorer(model: Any, fold_in: PreparedProtocol | None = None) -> Scorer | SharedScores:
+    """What the evaluator scores a fitted model by: its shared score vector when it declares
+    :class:`~privrank.models.capabilities.SharedRanking` (the same for every user and history,
+    so no score matrix is built), else ``model.score`` of the batch's user codes, or, given
+    ``fold_in``, of those users' test-time histories in that protocol (ad-hoc queries)."""
+    if isinstance(model, SharedRanking):
+        return SharedScores(model.shared_scores())
+    if fold_in is None:
+        return model.score  # type: ignore[no-any-return]
+    query = _history_query(fold_in)
+
+    def score(users: np.ndarray) -> np.ndarray:
+        return model.score(query.take(users))  # type: ignore[no-any-return]
+
+    return score
+
+
 def evaluate_model(
     model: Any,
     prepared: PreparedProtocol,
@@ -202,16 +226,9 @@ def evaluate_model(
                 f"{spec.display} cannot fold in histories, and protocol {prepared.spec.name!r} "
                 "scores test users on train + validation; refit it on both instead"
             )
-        query = _history_query(prepared)
-
-        def score(users: np.ndarray) -> np.ndarray:
-            return model.score(query.take(users))
-
+        score = model_scorer(model, fold_in=prepared)
     elif history_mode == "users":
-
-        def score(users: np.ndarray) -> np.ndarray:
-            return model.score(users)
-
+        score = model_scorer(model)
     else:
         raise ConfigError(f"unknown history mode {history_mode!r}")
     evaluation = _evaluation_config(prepared, config)
@@ -268,7 +285,7 @@ def validation_metrics(model: Any, prepared: PreparedProtocol, config: RunConfig
     if prepared.validation is None or len(prepared.validation) == 0:
         raise ConfigError(f"protocol {prepared.spec.name!r} has no validation part")
     evaluation = _evaluation_config(prepared, config).model_copy(update={"beyond_accuracy": False})
-    result = evaluate(model.score, prepared.train, prepared.validation, evaluation)
+    result = evaluate(model_scorer(model), prepared.train, prepared.validation, evaluation)
     return {"means": dict(result.means), "counts": dict(result.counts)}
 
 

@@ -1,0 +1,89 @@
+"""One score vector for every user (a non-personalised model): the fast top-k path against the
+generic path (a broadcast score matrix, masked and ranked) and a row-by-row sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from privrank.errors import ConfigError, DataError
+from privrank.metrics import EvaluationConfig, evaluate
+from privrank.metrics.evaluate import SharedScores
+from privrank.metrics.topk import mask_items, ragged_rows, shared_order, shared_top_k, top_k
+
+from ._oracle import reference_top_k
+from .conftest import make_split
+
+
+def _tied_vector(n_items: int, seed: int, levels: int = 4) -> np.ndarray:
+    """Few distinct values (many ties), a -0.0 beside 0.0, and some items at -inf."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(-1, levels, n_items).astype(np.float32)
+    scores[rng.random(n_items) < 0.1] = -np.inf
+    zeros = np.flatnonzero(scores == 0)
+    scores[zeros[::2]] = -0.0
+    return scores
+
+
+def _random_csr(n_rows: int, n_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows excluding 0 … n_items items (some rows exclude every item)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, n_items + 1, n_rows)
+    lengths[::7] = n_items
+    lengths[1::7] = 0
+    indices = np.concatenate([np.sort(rng.permutation(n_items)[:m]) for m in lengths])
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), indices.astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 3, 12, 40])
+def test_shared_top_k_equals_masking_a_broadcast_matrix(seed: int, k: int) -> None:
+    n_rows, n_items = 60, 25
+    vector = _tied_vector(n_items, seed)
+    indptr, indices = _random_csr(n_rows, n_items, seed)
+    rows = np.random.default_rng(seed).permutation(n_rows)[:45]  # any order, a subset
+    fast = shared_top_k(shared_order(vector), k, indptr, indices, rows)
+    matrix = np.tile(vector, (len(rows), 1))
+    position, items, _ = ragged_rows(indptr, indices, rows)
+    mask_items(matrix, position, items)
+    generic = top_k(matrix, k)
+    np.testing.assert_array_equal(fast.items, generic.items)
+    np.testing.assert_array_equal(fast.scores, generic.scores)
+    np.testing.assert_array_equal(fast.items, reference_top_k(matrix, k))
+
+
+@pytest.mark.parametrize("exclude_train", [True, False])
+@pytest.mark.parametrize("graded", [False, True])
+def test_evaluate_shared_scores_equals_the_generic_path(exclude_train: bool, graded: bool) -> None:
+    train, test = make_split(seed=2)
+    vector = _tied_vector(train.n_items, seed=5)
+    config = EvaluationConfig(
+        cutoffs=(1, 5, 10, 100),  # 100 > 90 items: padded lists
+        graded=graded,
+        exclude_train=exclude_train,
+        batch_size=13,
+        keep_recommendations=True,
+    )
+    fast = evaluate(SharedScores(vector), train, test, config)
+    generic = evaluate(
+        lambda users: np.broadcast_to(vector, (len(users), len(vector))), train, test, config
+    )
+    np.testing.assert_array_equal(fast.users, generic.users)
+    np.testing.assert_array_equal(fast.recommendations, generic.recommendations)
+    assert fast.per_user.keys() == generic.per_user.keys()
+    for name, values in generic.per_user.items():
+        np.testing.assert_array_equal(fast.per_user[name], values, err_msg=name)
+    assert fast.aggregate == generic.aggregate
+    assert fast.counts == generic.counts
+
+
+def test_shared_scores_errors() -> None:
+    train, test = make_split()
+    with pytest.raises(ConfigError, match=r"shape \(3,\), expected \(90,\)"):
+        evaluate(SharedScores(np.zeros(3)), train, test)
+    nan = np.zeros(train.n_items, dtype=np.float32)
+    nan[4] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        evaluate(SharedScores(nan), train, test)
+    with pytest.raises(ConfigError, match="1-D"):
+        shared_order(np.zeros((2, 2)))
