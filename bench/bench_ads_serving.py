@@ -13,9 +13,18 @@ In the same run the bare in-process answer (:func:`privrank.serving.ads_route.ra
 pCTR of the candidates, auction, decision log) is timed for the same bodies, and the ratio of
 end-to-end p99 to the bare p99 is printed. Target: p99 ≤ 20 ms at 500 requests/s.
 
+``--scorer fm`` (or ``label-sums``) serves a privrank FM CTR ranker (``ranking/ctr``, its
+calibrated output through :class:`~privrank.ranking.ctr_click.CTRClickScorer`; trained here on
+the first ``min(--train-rows, 200k)`` rows, validation the next 50k) or the label-sums logistic
+model (fitted here at ε = inf: its serving cost does not depend on ε) instead of LightGBM. The
+bare in-process answer is then timed for LightGBM **and** the chosen scorer on the same bodies,
+wall and CPU (``time.process_time``) per request, and their ratio printed; ``--bare-only`` stops
+there (no server, no load generator: the CPU comparison a loaded machine can still make).
+
 Usage::
 
     .venv/bin/python bench/bench_ads_serving.py --workdir /tmp/ads-serving --repeats 3
+    .venv/bin/python bench/bench_ads_serving.py --workdir /tmp/ads-serving --scorer fm --bare-only
 """
 
 from __future__ import annotations
@@ -82,6 +91,41 @@ def prepare(workdir: Path, log_dir: Path | None, train_rows: int, trees: int) ->
     return info
 
 
+def scorer_dir(info: dict, workdir: Path, scorer: str) -> str:
+    """The model directory serving ``scorer`` (trained here on first use, then reused)."""
+    if scorer == "lightgbm":
+        return str(info["click_model"])
+    out = workdir / f"{scorer}-model"
+    if out.is_dir():
+        return str(out)
+    train_rows = min(int(info["train_rows"]), 200_000)
+    started = time.perf_counter()
+    if scorer == "fm":
+        from privrank.data.ad_log_frames import ad_log_frame
+        from privrank.models import FitOptions
+        from privrank.ranking.ctr import create_ranker
+
+        train, _ = ad_log_frame(info["log"], start=0, rows=train_rows, with_user=False)
+        valid, _ = ad_log_frame(info["log"], start=train_rows, rows=50_000, with_user=False)
+        ranker = create_ranker("fm", {"max_seconds": 120.0})
+        ranker.fit(train, valid, FitOptions(seed=0, threads=1))
+        ranker.save(out)
+    elif scorer == "label-sums":
+        from privrank.ranking.label_sums_logistic import LabelSumsConfig, LabelSumsLogistic
+        from privrank.workflow.label_sums_training import DEFAULT_SUMS_FIELDS
+
+        table = read_ad_log(info["log"], [*DEFAULT_SUMS_FIELDS, "click"], max_rows=train_rows)
+        columns = {name: table.column(name).to_numpy() for name in DEFAULT_SUMS_FIELDS}
+        model = LabelSumsLogistic(DEFAULT_SUMS_FIELDS, LabelSumsConfig(min_count=50, l2=3.0))
+        labels = table.column("click").to_numpy().astype(float)
+        model.fit(columns, labels, float("inf"), np.random.default_rng(0)).save(out)
+    else:
+        raise SystemExit(f"--scorer: got {scorer!r}; expected lightgbm, fm or label-sums")
+    seconds = time.perf_counter() - started
+    log(f"trained the {scorer} scorer on {train_rows:,} rows in {seconds:.1f}s")
+    return str(out)
+
+
 def make_bodies(info: dict, n: int, candidates: int, seed: int) -> list[str]:
     """Request bodies: a context from the log, ``candidates`` distinct ads with bids."""
     rng = np.random.default_rng(seed)
@@ -118,22 +162,29 @@ def make_bodies(info: dict, n: int, candidates: int, seed: int) -> list[str]:
     return bodies
 
 
-def bare(info: dict, bodies: list[str], rounds: int = 2) -> dict:
-    """The in-process answer alone (parse excluded), timed per request."""
+def bare(model_dir: str, bodies: list[str], rounds: int = 2) -> dict:
+    """The in-process answer alone (parse excluded), timed per request: wall percentiles, and
+    the mean CPU time per request (``time.process_time`` over all requests of a round)."""
     from privrank.serving.ads_route import AdsRankRequest, load_click_scorer, rank_ads
 
-    scorer, checksum = load_click_scorer(Path(info["click_model"]))
+    scorer, checksum = load_click_scorer(Path(model_dir))
     parsed = [AdsRankRequest.model_validate_json(b) for b in bodies[:1000]]
+    rank_ads(scorer, checksum, parsed[0])  # first-call set-up (threads, caches) not counted
     times: list[float] = []
+    cpu = 0.0
     for _ in range(rounds):
+        cpu_started = time.process_time()
         for request in parsed:
             started = time.perf_counter()
             rank_ads(scorer, checksum, request)
             times.append(time.perf_counter() - started)
+        cpu += time.process_time() - cpu_started
     times.sort()
     return {
         "p50_ms": 1000 * times[len(times) // 2],
         "p99_ms": 1000 * times[int(0.99 * len(times))],
+        "mean_ms": 1000 * sum(times) / len(times),
+        "cpu_ms_per_request": 1000 * cpu / len(times),
         "n": len(times),
     }
 
@@ -150,22 +201,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--scorer", default="lightgbm", choices=["lightgbm", "fm", "label-sums"])
+    parser.add_argument("--bare-only", action="store_true", help="in-process timing only")
     args = parser.parse_args(argv)
     info = prepare(args.workdir, args.log, args.train_rows, args.trees)
+    served = scorer_dir(info, args.workdir, args.scorer)
     bodies = make_bodies(info, 4096, args.candidates, seed=0)
     bodies_file = args.workdir / f"bodies-{args.candidates}.jsonl"
     bodies_file.write_text("\n".join(bodies) + "\n")
-    reference = bare(info, bodies)
+    reference = bare(served, bodies)
     log(
-        f"bare in-process answer: p50 {reference['p50_ms']:.3f} ms, p99 "
-        f"{reference['p99_ms']:.3f} ms"
+        f"bare in-process answer ({args.scorer}): p50 {reference['p50_ms']:.3f} ms, p99 "
+        f"{reference['p99_ms']:.3f} ms, CPU {reference['cpu_ms_per_request']:.3f} ms a request"
     )
+    lightgbm = reference if args.scorer == "lightgbm" else bare(info["click_model"], bodies)
+    if args.scorer != "lightgbm":
+        log(
+            f"bare in-process answer (lightgbm): p50 {lightgbm['p50_ms']:.3f} ms, p99 "
+            f"{lightgbm['p99_ms']:.3f} ms, CPU {lightgbm['cpu_ms_per_request']:.3f} ms a request"
+        )
+        print(
+            f"{args.scorer} / lightgbm, in process, {args.candidates} candidates: CPU a request "
+            f"{reference['cpu_ms_per_request'] / lightgbm['cpu_ms_per_request']:.2f}x, p50 "
+            f"{reference['p50_ms'] / lightgbm['p50_ms']:.2f}x, p99 "
+            f"{reference['p99_ms'] / lightgbm['p99_ms']:.2f}x (load {loadavg()})"
+        )
+    if args.bare_only:
+        if args.out:
+            args.out.write_text(
+                json.dumps(
+                    {"bare": reference, "bare_lightgbm": lightgbm, "argv": sys.argv}, indent=2
+                )
+            )
+        return 0
     runs = []
     server_args = [
         "--model",
         info["recommender"],
         "--ads-model",
-        info["click_model"],
+        served,
         "--no-console",
     ]
     with serving(info, server_args, args.workers, args.workdir / "server.log") as server:
@@ -221,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.out:
         args.out.write_text(
-            json.dumps({"runs": runs, "bare": reference, "argv": sys.argv}, indent=2)
+            json.dumps(
+                {"runs": runs, "bare": reference, "bare_lightgbm": lightgbm, "argv": sys.argv},
+                indent=2,
+            )
         )
     return 0
 

@@ -16,6 +16,11 @@ Run (frappe re-split)::
 
     PRIVRANK_DATA_DIR=../shared/data .venv/bin/python bench/bench_ctr.py --protocol frappe \
         --budget 200 --out bench/results/ctr-frappe.json
+
+``--synthetic LOG`` replaces the protocol by a synthetic ad log (``privrank data synth-ads``)
+split in time: the first ``--train-rows`` impressions train, the next ``--valid-rows`` validate,
+the next ``--test-rows`` test (the split of ``bench_ctr_select.py`` for synthetic logs, so
+settings chosen there never saw these test rows).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from privrank.data.ad_log_frames import ad_log_frame
+from privrank.data.features import CTRFrame
 from privrank.metrics.ctr import ctr_metrics
 from privrank.models import FitOptions
 from privrank.ranking.ctr import create_ranker
@@ -36,6 +43,19 @@ from privrank.workflow.ctr_protocols import CTR_PROTOCOLS, prepare_ctr
 OURS = ["logistic", "fm", "deepfm", "dcn-v2", "finalmlp"]
 PEERS = ["lightgbm", "deepctr-deepfm", "deepctr-dcn"]
 ITERATIVE = {"logistic", "fm", "deepfm", "dcn-v2", "finalmlp", "deepctr-deepfm", "deepctr-dcn"}
+
+
+def _parts(args: argparse.Namespace) -> tuple[CTRFrame, CTRFrame, CTRFrame]:
+    """``(train, validation, test)`` of the protocol, or of the synthetic log split in time."""
+    if args.synthetic is None:
+        prepared = prepare_ctr(CTR_PROTOCOLS[args.protocol])
+        return prepared.train, prepared.validation, prepared.test
+    starts = (0, args.train_rows, args.train_rows + args.valid_rows)
+    sizes = (args.train_rows, args.valid_rows, args.test_rows)
+    frames = [
+        ad_log_frame(args.synthetic, start=a, rows=n)[0] for a, n in zip(starts, sizes, strict=True)
+    ]
+    return frames[0], frames[1], frames[2]
 
 
 def main() -> int:
@@ -48,11 +68,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resamples", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--synthetic", default=None, help="an ad log instead of --protocol")
+    parser.add_argument("--train-rows", type=int, default=200_000)
+    parser.add_argument("--valid-rows", type=int, default=50_000)
+    parser.add_argument("--test-rows", type=int, default=200_000)
     args = parser.parse_args()
     overrides = json.loads(args.params)
-    prepared = prepare_ctr(CTR_PROTOCOLS[args.protocol])
-    print(f"{args.protocol}: {prepared.parts.counts()}", flush=True)
-    y = prepared.test.labels
+    parts = _parts(args)
+    names = ("train", "validation", "test")
+    counts = {name: len(part) for name, part in zip(names, parts, strict=True)}
+    print(f"{args.synthetic or args.protocol}: {counts}", flush=True)
+    train_part, valid_part, test_part = parts
+    y = test_part.labels
     rows = []
     for name in args.models.split(","):
         params = dict(overrides.get(name, {}))
@@ -60,11 +87,9 @@ def main() -> int:
             params.setdefault("max_seconds", args.budget)
         ranker = create_ranker(name, params)
         started = time.perf_counter()
-        ranker.fit(
-            prepared.train, prepared.validation, FitOptions(seed=args.seed, threads=args.threads)
-        )
+        ranker.fit(train_part, valid_part, FitOptions(seed=args.seed, threads=args.threads))
         fit_s = time.perf_counter() - started
-        test = ranker.encode(prepared.test)
+        test = ranker.encode(test_part)
         raw = ranker.predict_raw(test)
         assert ranker.calibrator_ is not None
         calibrated = ranker.calibrator_.apply(raw)
@@ -115,8 +140,8 @@ def main() -> int:
                     "date": datetime.now(UTC).isoformat(timespec="seconds"),
                     "command": " ".join(sys.argv),
                     "platform": platform.platform(),
-                    "protocol": args.protocol,
-                    "counts": prepared.parts.counts(),
+                    "protocol": args.synthetic or args.protocol,
+                    "counts": counts,
                     "rows": rows,
                     "best_privrank_auc_at_least_best_peer": verdict,
                 },

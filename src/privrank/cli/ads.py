@@ -8,6 +8,10 @@
   user-level DP-SGD (unit of privacy: all rows of one user; at most ``--max-rows-per-user``
   rows a user), (ε, δ) spent from the ledger; a 5 % panel of users is held out of training
   for progress and calibration (not covered by the guarantee).
+- ``privrank ads train --mechanism label-sums --epsilon E --budget-key KEY``: logistic regression
+  fitted on the per-column label sums released once with Laplace noise (ε-label-DP per example,
+  ``C·ε`` per user spent from the ledger; ``--sums-fields``, ``--sums-crosses``,
+  ``--sums-min-count``, ``--sums-l2``); servable by ``privrank serve --ads-model``.
 - ``privrank ads train --stream --epsilon inf --model fm|lightgbm``: a non-private click model
   trained on the log read part by part (10M+ rows in bounded memory: the rows are never held
   together; :mod:`privrank.workflow.streamed_click_training`); the last ``--validation-rows`` of
@@ -67,8 +71,11 @@ def train(
         str, typer.Option(help="label-rr-prior: ε per example's label, or 'inf'; dp-sgd: user ε.")
     ],
     mechanism: Annotated[
-        Literal["label-rr-prior", "dp-sgd"],
-        typer.Option(help="label-rr-prior (LightGBM, label DP) or dp-sgd (neural, user-level)."),
+        Literal["label-rr-prior", "label-sums", "dp-sgd"],
+        typer.Option(
+            help="label-rr-prior (LightGBM, label DP), label-sums (logistic regression on "
+            "Laplace-noised label sums, label DP) or dp-sgd (neural, user-level)."
+        ),
     ] = "label-rr-prior",
     model: Annotated[
         str, typer.Option(help="dp-sgd: the CTR ranker (fm, deepfm, dcn-v2, finalmlp, logistic).")
@@ -113,6 +120,17 @@ def train(
     validation_rows: Annotated[
         int | None, typer.Option(help="--stream: last rows held out (default 5 %, ≤ 200k).")
     ] = None,
+    sums_fields: Annotated[
+        str | None,
+        typer.Option(help="label-sums: comma-separated feature columns (default: 6 fields)."),
+    ] = None,
+    sums_crosses: Annotated[
+        str, typer.Option(help="label-sums: comma-separated crosses A*B of two fields.")
+    ] = "",
+    sums_min_count: Annotated[
+        int, typer.Option(help="label-sums: rows a value needs for its own column.")
+    ] = 50,
+    sums_l2: Annotated[float, typer.Option(help="label-sums: L2 penalty λ.")] = 3.0,
 ) -> None:
     """Train a click model privately (label DP or user-level DP-SGD), spending from the ledger."""
     if stream:
@@ -120,6 +138,12 @@ def train(
             log, out, epsilon, mechanism, model, max_rows, max_rows_per_user, validation_rows,
             param or [], trees, leaves, min_data_in_leaf, learning_rate, seed, overwrite,
             budget_key, ledger,
+        )  # fmt: skip
+        return
+    if mechanism == "label-sums":
+        _train_label_sums(
+            log, out, epsilon, budget_key, sums_fields, sums_crosses, sums_min_count, sums_l2,
+            max_rows_per_user, max_rows, ledger, overwrite,
         )  # fmt: skip
         return
     if mechanism == "dp-sgd":
@@ -292,6 +316,62 @@ def _train_dpsgd(
         f"{result.spend.ledger_key!r} (spend {result.spend.spend_id})",
         highlight=False,
     )
+    console.print(f"wrote {out}")
+
+
+def _train_label_sums(
+    log: Path, out: Path, epsilon: str, budget_key: str | None, fields: str | None,
+    crosses: str, min_count: int, l2: float, max_rows_per_user: int, max_rows: int | None,
+    ledger: str | None, overwrite: bool,
+) -> None:  # fmt: skip
+    from privrank.ranking.label_sums_logistic import LabelSumsConfig
+    from privrank.workflow.label_sums_training import (
+        DEFAULT_SUMS_FIELDS,
+        describe_guarantee,
+        train_label_sums_model,
+    )
+
+    eps = _epsilon(epsilon)
+    if math.isfinite(eps) and not budget_key:
+        raise ConfigError("--mechanism label-sums --epsilon: a label-DP fit spends from the "
+                          "ledger: pass --budget-key")  # fmt: skip
+    if max_rows_per_user < 1:
+        raise ConfigError(f"--max-rows-per-user: got {max_rows_per_user}; expected an int >= 1")
+    names = tuple(DEFAULT_SUMS_FIELDS if fields is None else fields.split(","))
+    pairs = []
+    for item in (c for c in crosses.split(",") if c):
+        left, sep, right = item.partition("*")
+        if not sep or not left or not right or "*" in right:
+            raise ConfigError(f"--sums-crosses: got {item!r}; expected A*B (two field names)")
+        pairs.append((left, right))
+    options = {"min_count": "--sums-min-count", "l2": "--sums-l2", "crosses": "--sums-crosses"}
+    try:
+        config = LabelSumsConfig(crosses=tuple(pairs), min_count=min_count, l2=l2)
+    except ValidationError as exc:
+        raise config_error(exc, "LabelSumsConfig", model=LabelSumsConfig, options=options) from exc
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    result = train_label_sums_model(
+        log, out, epsilon=eps, config=config, fields=names, max_rows_per_user=max_rows_per_user,
+        max_rows=max_rows, budget_key=budget_key, ledger_url=ledger,
+    )  # fmt: skip
+    console = make_console()
+    console.print(
+        f"trained label-sums logistic regression on {result.rows:,} rows ({result.dropped:,} "
+        f"left out by the cap of {max_rows_per_user} rows a user) in {result.seconds:.1f} s",
+        highlight=False,
+    )
+    guarantee = result.model.guarantee_
+    if guarantee is None:
+        console.print("NOT private: fitted on the exact label sums (ε = inf); nothing spent")
+    else:
+        console.print(describe_guarantee(guarantee, max_rows_per_user), highlight=False)
+        if result.spend is not None:
+            console.print(
+                f"spent ε={result.spend.epsilon:g}, δ=0 from {result.spend.ledger_key!r} "
+                f"(spend {result.spend.spend_id})",
+                highlight=False,
+            )
     console.print(f"wrote {out}")
 
 

@@ -39,20 +39,31 @@ public), so no column is drowned in the noise.
 
 **Cross-check.** With no noise (ε = inf) the fit is ordinary L2-regularised logistic regression
 on the one-hot design, which the tests compare with scikit-learn's ``LogisticRegression``.
+
+**Saved form** (:meth:`LabelSumsLogistic.save`, served by ``POST /v1/ads/rank`` like the
+LightGBM click model): ``weights.safetensors`` (the coefficients, the column offsets and every
+group's vocabulary) and ``click_model.json`` (kind, fields, config, intercept, the guarantee,
+the SHA-256 of the weights file, and the caller's training record), written atomically;
+:meth:`LabelSumsLogistic.load` refuses a directory whose checksum does not match. No pickle.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from privrank.errors import ConfigError, NotTrainedError
+from privrank.atomic import atomic_directory
+from privrank.errors import ArtifactError, ConfigError, NotTrainedError
 from privrank.privacy.conversion_reports import LaplaceHistogramMechanism, laplace_epsilon
 
 __all__ = [
@@ -61,7 +72,21 @@ __all__ = [
     "LabelSumsLogistic",
     "OneHotDesign",
     "fit_logistic_from_sums",
+    "is_label_sums_dir",
 ]
+
+_WEIGHTS_FILE = "weights.safetensors"
+_META_FILE = "click_model.json"
+_KIND = "privrank-label-sums-click-model"
+
+
+def is_label_sums_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a saved :class:`LabelSumsLogistic` (by its declared kind)."""
+    try:
+        meta = json.loads((Path(directory) / _META_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("kind") == _KIND
 
 
 class LabelSumsConfig(BaseModel):
@@ -301,3 +326,71 @@ class LabelSumsLogistic:
         """Estimated click probabilities."""
         z = self.decision_function(features)
         return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, directory: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write ``weights.safetensors`` and ``click_model.json`` into ``directory`` atomically
+        (module docstring, "Saved form"); ``extra`` is added to the JSON (training record)."""
+        from safetensors.numpy import save
+
+        design = self.design_
+        if design is None or design.offsets_ is None or self.coef_ is None:
+            raise NotTrainedError("LabelSumsLogistic is not fitted; nothing to save")
+        tensors = {"coef": np.ascontiguousarray(self.coef_, dtype=np.float64)}
+        tensors["offsets"] = np.ascontiguousarray(design.offsets_, dtype=np.int64)
+        for group, vocabulary in enumerate(design.vocabularies_):
+            tensors[f"vocabulary_{group}"] = np.ascontiguousarray(vocabulary, dtype=np.int64)
+        blob = save(tensors)
+        meta = {
+            "kind": _KIND,
+            "feature_names": list(self.feature_names),
+            "config": self.config.model_dump(mode="json"),
+            "intercept": self.intercept_,
+            "guarantee": None if self.guarantee_ is None else asdict(self.guarantee_),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            **dict(extra or {}),
+        }
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            (tmp / _WEIGHTS_FILE).write_bytes(blob)
+            (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LabelSumsLogistic:
+        """Load a saved model, checking its checksum.
+
+        Raises:
+            ArtifactError: Not a label-sums click-model directory, or the weights altered.
+        """
+        from safetensors.numpy import load
+
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / _META_FILE).read_text())
+            blob = (directory / _WEIGHTS_FILE).read_bytes()
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(
+                f"{directory}: not a label-sums click-model directory ({exc})"
+            ) from exc
+        if not isinstance(meta, dict) or meta.get("kind") != _KIND:
+            raise ArtifactError(f"{directory / _META_FILE}: not a {_KIND}")
+        if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+            raise ArtifactError(f"{directory / _WEIGHTS_FILE}: checksum mismatch (altered file)")
+        config = LabelSumsConfig.model_validate(meta["config"])
+        model = cls(meta["feature_names"], config)
+        tensors = load(blob)
+        design = OneHotDesign(model.feature_names, config.crosses, config.min_count)
+        design.vocabularies_ = [tensors[f"vocabulary_{g}"] for g in range(design.groups)]
+        design.offsets_ = tensors["offsets"]
+        model.design_ = design
+        model.coef_ = tensors["coef"]
+        model.intercept_ = float(meta["intercept"])
+        guarantee = meta.get("guarantee")
+        model.guarantee_ = None if guarantee is None else LabelSumsGuarantee(**guarantee)
+        return model
+
+    @staticmethod
+    def metadata(directory: str | Path) -> dict[str, Any]:
+        """The saved ``click_model.json`` (guarantee and training record included)."""
+        return dict(json.loads((Path(directory) / _META_FILE).read_text()))

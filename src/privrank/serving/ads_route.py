@@ -81,14 +81,19 @@ class AdsRankRequest(BaseModel):
 
 def load_click_scorer(directory: Path) -> tuple[ClickScorer, str]:
     """The click model of ``directory`` and its checksum (for the decision log): a CTR ranker
-    directory (``privrank train --model deepfm``, ``privrank ads train --mechanism dp-sgd``)
-    or a label-DP LightGBM click model."""
+    directory (``privrank train --model deepfm``, ``privrank ads train --mechanism dp-sgd``),
+    a label-sums logistic click model (``privrank ads train --mechanism label-sums``) or a
+    label-DP LightGBM click model."""
     from privrank.ranking.ctr_click import CTRClickScorer, is_ranker_dir
     from privrank.ranking.gbdt_click import GBDTClickModel
+    from privrank.ranking.label_sums_logistic import LabelSumsLogistic, is_label_sums_dir
 
     if is_ranker_dir(directory):
         digest = hashlib.sha256((directory / "checksums.json").read_bytes()).hexdigest()
         return CTRClickScorer.load(directory), digest[:16]
+    if is_label_sums_dir(directory):
+        sums = LabelSumsLogistic.load(directory)
+        return sums, str(LabelSumsLogistic.metadata(directory)["sha256"])[:16]
 
     model = GBDTClickModel.load(directory)
     return model, str(GBDTClickModel.metadata(directory)["sha256"])[:16]
