@@ -200,3 +200,41 @@ def test_the_private_deployment_equals_the_private_simulator(train, tmp_path):
     )
     assert result.state.clipping_norm == pytest.approx(reference.state.clipping_norm)
     assert result.guarantee.epsilon == pytest.approx(reference.guarantee.epsilon)
+
+
+class StoppingTransport(LocalTransport):
+    """A server that goes down when asked for its ``stop_at``-th round of updates."""
+
+    def __init__(self, folder, nodes: int, stop_at: int) -> None:
+        super().__init__(folder, nodes)
+        self.stop_at = stop_at
+
+    def updates(self, round_index, assignment, item_factors, bound, config):
+        if len(self.asked) + 1 == self.stop_at:
+            raise RuntimeError("the server went down")
+        return super().updates(round_index, assignment, item_factors, bound, config)
+
+
+def test_a_deployment_resumes_only_when_asked_and_ends_as_an_uninterrupted_run(train, tmp_path):
+    partition(train, 6, tmp_path / "devices")
+    settings = FederatedSettings(rounds=4, clients_per_round=10, seed=3)
+    whole = run_deployment(
+        _job(train, tmp_path / "whole", settings), LocalTransport(tmp_path / "devices", 6)
+    )
+    with pytest.raises(ConfigError, match="holds no federated run state"):
+        run_deployment(
+            _job(train, tmp_path / "fresh", settings, resume=True),
+            LocalTransport(tmp_path / "devices", 6),
+        )
+    with pytest.raises(RuntimeError, match="went down"):
+        run_deployment(
+            _job(train, tmp_path, settings), StoppingTransport(tmp_path / "devices", 6, 3)
+        )
+    with pytest.raises(ConfigError, match="pass --resume"):
+        run_deployment(_job(train, tmp_path, settings), LocalTransport(tmp_path / "devices", 6))
+    transport = LocalTransport(tmp_path / "devices", 6)
+    resumed = run_deployment(_job(train, tmp_path, settings, resume=True), transport)
+    assert resumed.state.round == 4 and len(transport.asked) == 2  # rounds 3 and 4 only
+    np.testing.assert_array_equal(
+        resumed.state.arrays["item_factors"], whole.state.arrays["item_factors"]
+    )
