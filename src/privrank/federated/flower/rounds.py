@@ -308,6 +308,42 @@ def run_deployment(
         return _run(job, transport, progress, resolved, plan, adaptive, ledger)
 
 
+def _server_state(
+    job: FlowerJob,
+    identity: dict[str, object],
+    release_counts: Callable[[], np.ndarray],
+    clipping_norm: float | None,
+    ledger: RoundLedger | None,
+) -> ServerState:
+    """The run's server state: loaded from ``job.run_dir`` to resume, or a new one at round 0
+    whose item counts are ``release_counts()`` (round 0's release, checked against the budget
+    by the caller's function before anything is spent), saved before the first round."""
+    run_dir = Path(job.run_dir)
+    if ServerState.exists(run_dir):
+        if not job.resume:
+            raise ConfigError(
+                f"{run_dir} holds the state of a federated run; pass --resume to continue it "
+                "or choose another run directory"
+            )
+        return ServerState.load(run_dir, identity)
+    if job.resume:
+        raise ConfigError(f"--resume: {run_dir} holds no federated run state")
+    counts = release_counts()
+    state = ServerState(
+        round=0,
+        released_rounds=0,
+        clipping_norm=clipping_norm,
+        arrays={
+            "item_factors": FedMFServer.initial_factors(job.model, job.n_items, job.settings.seed),
+            "item_counts": counts.astype(np.float32),
+        },
+        identity=identity,
+        spend_ids=[] if ledger is None else [s.spend_id for s in ledger.spends],
+    )
+    state.save(run_dir)
+    return state
+
+
 def _run(
     job: FlowerJob,
     transport: DeviceTransport,
@@ -323,31 +359,14 @@ def _run(
     identity = _identity(job, resolved)
     nodes = _enrolled(job, transport)
     d = config.factors
-    if ServerState.exists(run_dir):
-        if not job.resume:
-            raise ConfigError(
-                f"{run_dir} holds the state of a federated run; pass --resume to continue it "
-                "or choose another run directory"
-            )
-        state = ServerState.load(run_dir, identity)
-    else:
-        if job.resume:
-            raise ConfigError(f"--resume: {run_dir} holds no federated run state")
+
+    def release_counts() -> np.ndarray:
         if ledger is not None and plan is not None:
             ledger.check_plan(plan.epsilon_after(plan.rounds), plan.delta)
-        counts = _release_counts(job, transport, resolved, plan, ledger, nodes)
-        state = ServerState(
-            round=0,
-            released_rounds=0,
-            clipping_norm=None if resolved is None else float(resolved.clipping_norm),
-            arrays={
-                "item_factors": FedMFServer.initial_factors(config, job.n_items, settings.seed),
-                "item_counts": counts.astype(np.float32),
-            },
-            identity=identity,
-            spend_ids=[] if ledger is None else [s.spend_id for s in ledger.spends],
-        )
-        state.save(run_dir)
+        return _release_counts(job, transport, resolved, plan, ledger, nodes)
+
+    clipping_norm = None if resolved is None else float(resolved.clipping_norm)
+    state = _server_state(job, identity, release_counts, clipping_norm, ledger)
     # α₀ from the released counts (post-processing), as in the simulator.
     config = config.resolved(state.arrays["item_counts"], job.population)
     server = FedMFServer(
@@ -415,30 +434,12 @@ def _run_distributed(
     identity = _identity(job, resolved)
     nodes = _enrolled(job, transport)
     ddp = plan_of(job, resolved)
-    if ServerState.exists(run_dir):
-        if not job.resume:
-            raise ConfigError(
-                f"{run_dir} holds the state of a federated run; pass --resume to continue it "
-                "or choose another run directory"
-            )
-        state = ServerState.load(run_dir, identity)
-    else:
-        if job.resume:
-            raise ConfigError(f"--resume: {run_dir} holds no federated run state")
+
+    def release_counts() -> np.ndarray:
         ledger.check_plan(ddp.epsilon_after(ddp.total_rounds), ddp.delta)
-        counts = _distributed_counts(job, transport, ddp, resolved, ledger, nodes)
-        state = ServerState(
-            round=0,
-            released_rounds=0,
-            clipping_norm=float(resolved.clipping_norm),
-            arrays={
-                "item_factors": FedMFServer.initial_factors(config, job.n_items, settings.seed),
-                "item_counts": counts.astype(np.float32),
-            },
-            identity=identity,
-            spend_ids=[s.spend_id for s in ledger.spends],
-        )
-        state.save(run_dir)
+        return _distributed_counts(job, transport, ddp, resolved, ledger, nodes)
+
+    state = _server_state(job, identity, release_counts, float(resolved.clipping_norm), ledger)
     config = config.resolved(state.arrays["item_counts"], job.population)
     server = FedMFServer(
         config, job.population, state.arrays["item_counts"], settings.server_learning_rate
