@@ -39,7 +39,9 @@ When a worker dies, Ray Train (``FailureConfig(max_failures)``) restarts the who
 new worker takes its rank's folder from ``ray.train.get_checkpoint()`` (the newest checkpoint
 Ray Train registered). Every worker waits after each epoch's report until Ray Train's
 controller has committed it (``ray.train.get_all_reported_checkpoints(COMMITTED)``, one round
-trip to the controller per epoch) before it starts the next epoch, so a worker lost in epoch
+trip to the controller per epoch; the controller is told to poll its workers every
+``COMMIT_POLL_INTERVAL_S`` instead of Ray Train's 2 s, so the wait is a fraction of an epoch)
+before it starts the next epoch, so a worker lost in epoch
 ``e + 1`` finds epoch ``e``'s checkpoint registered (without the wait the controller, which
 takes reports when it next polls the workers, could still hold epoch ``e - 1``'s as the newest,
 and the fit redid an epoch). The fit goes on from the epoch after it
@@ -68,16 +70,18 @@ resumes from its last checkpoint there (Ray Train restores the run of that name)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import secrets
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +105,13 @@ MODEL_DIR = "model"
 ATTEMPTS_FILE = "attempts.json"
 #: Checkpoints Ray Train keeps in its storage (the newest ones).
 KEPT_CHECKPOINTS = 2
+# Ray Train's controller takes the workers' reports (and commits their checkpoints) when it polls
+# them, every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default). A checkpointing fit waits for
+# that commit after every epoch, so the default interval cost up to 2 s per epoch (0.6 s measured
+# on a 1.4 s ML-100K SASRec epoch); polling every 0.2 s costs the controller a few cheap status
+# calls a second. A value the user set in the environment is kept.
+COMMIT_POLL_INTERVAL_S = 0.2
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def rank_folder(rank: int, world_size: int) -> str:
@@ -389,7 +400,8 @@ def run_ray_train(
     try:
         started = time.perf_counter()
         try:
-            result = trainer.fit()
+            with _controller_poll_interval(COMMIT_POLL_INTERVAL_S if fault_tolerant else None):
+                result = trainer.fit()
 
         except Exception as exc:  # Ray Train's TrainingFailedError wraps the worker's error
             raise DistributedFitError(
@@ -418,6 +430,24 @@ def run_ray_train(
         recoveries=fitted.recoveries_,
         resumed_from_epoch=fitted.resumed_from_epoch_,
     )
+
+
+@contextlib.contextmanager
+def _controller_poll_interval(seconds: float | None) -> Iterator[None]:
+    """Have the Ray Train controller started inside the block poll its workers every
+    ``seconds`` (``None``, or an interval the user set in the environment: unchanged).
+
+    Ray Train passes ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` from the driver's environment to the
+    controller it starts in ``fit`` (``get_env_vars_to_propagate``); it is restored afterwards.
+    """
+    if seconds is None or HEALTH_CHECK_ENV in os.environ:
+        yield
+        return
+    os.environ[HEALTH_CHECK_ENV] = str(seconds)
+    try:
+        yield
+    finally:
+        os.environ.pop(HEALTH_CHECK_ENV, None)
 
 
 def _fit_digest(
