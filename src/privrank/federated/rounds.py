@@ -36,6 +36,10 @@ depend on the data (:mod:`privrank.privacy.distributed_dp_plan`).
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -51,7 +55,84 @@ from privrank.privacy.dp_fedavg import DPFedAvgMechanism, FedAvgPlan
 from privrank.privacy.spec import PrivacySpec
 from privrank.workflow.spend import RoundLedger
 
-__all__ = ["central_round", "distributed_round", "round_report", "step_plain", "step_private"]
+__all__ = [
+    "RoundOpening",
+    "central_round",
+    "distributed_round",
+    "open_round",
+    "round_report",
+    "step_plain",
+    "step_private",
+]
+
+
+@dataclass(frozen=True)
+class RoundOpening:
+    """What a round fixes before any device is asked: its cohort, the ε it spends if released,
+    and the report it ends with if nothing is released.
+
+    Attributes:
+        cohort: The sampled devices (:func:`~privrank.federated.cohorts.sample_cohort`).
+        skipped: The round's report when nothing is released (no device accepted yet).
+        epsilon_before: ε spent by the rounds released so far (``None``: non-private).
+        epsilon_after: ε spent once this round is released too (``None``: non-private).
+        min_clients: The fewest devices a round may aggregate (the run's setting).
+    """
+
+    cohort: np.ndarray
+    skipped: RoundReport
+    epsilon_before: float | None
+    epsilon_after: float | None
+    min_clients: int
+
+    @property
+    def too_few(self) -> bool:
+        """Fewer devices were sampled than ``min_clients``."""
+        return len(self.cohort) < self.min_clients
+
+    @property
+    def epsilon_cost(self) -> float:
+        """The round's ε charge: the increase of the composed ε (δ was charged with the first
+        release, the item counts; rounds add only ε)."""
+        return (self.epsilon_after or 0.0) - (self.epsilon_before or 0.0)
+
+    def released(self, report: RoundReport) -> RoundReport:
+        """``report`` of a released round, with the ε spent after it."""
+        return dataclasses.replace(report, epsilon=self.epsilon_after)
+
+
+class _Accountant(Protocol):
+    def epsilon_after(self, rounds: int) -> float: ...
+
+
+def open_round(
+    round_index: int,
+    settings: FederatedSettings,
+    population: int,
+    state: ServerState,
+    accountant: _Accountant | None,
+    clipping_norm: float | None,
+) -> RoundOpening:
+    """Sample round ``round_index``'s cohort from ``population`` devices and price the round.
+
+    Args:
+        round_index: The round (1-based).
+        settings: Cohort sampling, rounds and ``min_clients``.
+        population: Devices in the federation (the cohort's sampling frame).
+        state: The server state (its released rounds fix the ε before and after).
+        accountant: The run's plan (DP-FedAvg's or distributed DP's; ``None``: non-private).
+        clipping_norm: The round's bound :math:`C`, shown in the report.
+    """
+    cohort = sample_cohort(settings, population, round_index)
+    before = after = None
+    if accountant is not None:
+        before = accountant.epsilon_after(state.released_rounds)
+        after = accountant.epsilon_after(state.released_rounds + 1)
+    skipped = RoundReport(
+        round_index, settings.rounds, len(cohort), 0, {}, False, float("nan"), before,
+        clipping_norm, 0.0,
+    )  # fmt: skip
+    return RoundOpening(cohort, skipped, before, after, settings.min_clients)
 
 
 def central_round(
@@ -71,22 +152,12 @@ def central_round(
 ) -> RoundReport:
     """One round of plain federated averaging or of DP-FedAvg (central noise), its devices run
     by ``runner`` (default: in this process)."""
-    cohort = sample_cohort(settings, histories.shape[0], round_index)
-    epsilon_before = None if plan is None else plan.epsilon_after(state.released_rounds)
-    skipped = RoundReport(
-        round_index,
-        settings.rounds,
-        len(cohort),
-        0,
-        {},
-        False,
-        float("nan"),
-        epsilon_before,
-        state.clipping_norm,
-        0.0,
+    opening = open_round(
+        round_index, settings, histories.shape[0], state, plan, state.clipping_norm
     )
+    cohort, skipped = opening.cohort, opening.skipped
     private = not (ledger is None or plan is None or mechanism is None or spec is None)
-    if (not private or secure is not None) and len(cohort) < settings.min_clients:
+    if (not private or secure is not None) and opening.too_few:
         return skipped  # a private plain round is released whatever its cohort (see above)
     if ledger is None or plan is None or mechanism is None or spec is None:
         total, losses = run_clients(
@@ -99,11 +170,7 @@ def central_round(
             state.arrays["released_sum"] += total.total
         step_plain(total, settings, server, state, round_index)
         return round_report(skipped, total, losses, released=True)
-    epsilon_after = plan.epsilon_after(state.released_rounds + 1)
-    # δ was charged with the first release (the item counts); rounds add only ε.
-    with ledger.round(
-        epsilon_after - (epsilon_before or 0.0), 0.0, f"round {round_index}"
-    ) as released:
+    with ledger.round(opening.epsilon_cost, 0.0, f"round {round_index}") as released:
         total, losses = run_clients(
             cohort,
             settings,
@@ -123,8 +190,7 @@ def central_round(
         if canaries is not None:
             state.arrays["released_sum"] += noisy
         released[0] = True
-    report = round_report(skipped, total, losses, released=True)
-    return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
+    return opening.released(round_report(skipped, total, losses, released=True))
 
 
 def step_plain(
@@ -201,16 +267,11 @@ def distributed_round(
     the noisy sum; the server adds no noise. Charged only when released."""
     from privrank.privacy.crypto.secagg import SecAggAbort
 
-    cohort = sample_cohort(settings, histories.shape[0], round_index)
-    epsilon_before = ddp.epsilon_after(state.released_rounds)
     bound = float(spec.clipping_norm)
-    skipped = RoundReport(
-        round_index, settings.rounds, len(cohort), 0, {}, False, float("nan"), epsilon_before,
-        bound, 0.0,
-    )  # fmt: skip
-    if len(cohort) < settings.min_clients:
+    opening = open_round(round_index, settings, histories.shape[0], state, ddp, bound)
+    cohort, skipped = opening.cohort, opening.skipped
+    if opening.too_few:
         return skipped
-    epsilon_after = ddp.epsilon_after(state.released_rounds + 1)
     extra = 0 if canaries is None else len(canaries.directions)
     aggregator = SecAggAggregator(
         client.update_dim,
@@ -223,7 +284,7 @@ def distributed_round(
         mechanism=ddp.rounds,
         noise_rng=noise_rng(spec, round_index),
     )
-    with ledger.round(epsilon_after - epsilon_before, 0.0, f"round {round_index}") as released:
+    with ledger.round(opening.epsilon_cost, 0.0, f"round {round_index}") as released:
         try:
             total, losses = run_clients(
                 cohort, settings, histories, client, state, bound, round_index, canaries,
@@ -240,5 +301,4 @@ def distributed_round(
         )
         state.released_rounds += 1
         released[0] = True
-    report = round_report(skipped, total, losses, released=True)
-    return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
+    return opening.released(round_report(skipped, total, losses, released=True))

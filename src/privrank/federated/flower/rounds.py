@@ -91,7 +91,7 @@ from privrank.federated.flower.secure import (
     secure_sum,
 )
 from privrank.federated.item_counts import noisy_counts
-from privrank.federated.rounds import step_plain, step_private
+from privrank.federated.rounds import open_round, step_plain, step_private
 from privrank.federated.settings import RoundReport
 from privrank.federated.simulator import check_private_min_clients, record_round
 from privrank.federated.state import ServerState
@@ -523,22 +523,17 @@ def _distributed_round(
 
     assert job.secure is not None
     settings = job.settings
-    cohort = sample_cohort(settings, job.population, round_index)
-    epsilon_before = ddp.epsilon_after(state.released_rounds)
     bound = float(spec.clipping_norm)
-    skipped = RoundReport(
-        round_index, settings.rounds, len(cohort), 0, {}, False, float("nan"), epsilon_before,
-        bound, 0.0,
-    )  # fmt: skip
-    if len(cohort) < settings.min_clients:
+    opening = open_round(round_index, settings, job.population, state, ddp, bound)
+    cohort, skipped = opening.cohort, opening.skipped
+    if opening.too_few:
         return skipped
-    epsilon_after = ddp.epsilon_after(state.released_rounds + 1)
     task = SecureTask.distributed(
         "round", ddp.rounds, _secagg_config(job.secure, round_index, settings.min_clients),
         config=config, item_factors=state.arrays["item_factors"], noise_seed=spec.noise_seed,
     )  # fmt: skip
     seed = graph_seed(settings.seed, round_index, len(cohort))
-    with ledger.round(epsilon_after - epsilon_before, 0.0, f"round {round_index}") as released:
+    with ledger.round(opening.epsilon_cost, 0.0, f"round {round_index}") as released:
         try:
             total, _ = secure_sum(
                 transport.secure, _assignment(nodes, cohort), task, dim, round_index, seed
@@ -551,8 +546,7 @@ def _distributed_round(
             return _reported(skipped, total, dict(total.refused), released=False)
         step_plain(total, settings, server, state, round_index)
         released[0] = True
-    report = _reported(skipped, total, dict(total.refused), released=True)
-    return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
+    return opening.released(_reported(skipped, total, dict(total.refused), released=True))
 
 
 def _release_counts(
@@ -677,15 +671,11 @@ def _round(
 ) -> RoundReport:
     """One round (the simulator's ``_round`` with the devices reached by messages)."""
     settings = job.settings
-    cohort = sample_cohort(settings, job.population, round_index)
-    epsilon_before = None if plan is None else plan.epsilon_after(state.released_rounds)
-    skipped = RoundReport(
-        round_index, settings.rounds, len(cohort), 0, {}, False, float("nan"), epsilon_before,
-        state.clipping_norm, 0.0,
-    )  # fmt: skip
+    opening = open_round(round_index, settings, job.population, state, plan, state.clipping_norm)
+    cohort, skipped = opening.cohort, opening.skipped
     private = not (ledger is None or plan is None or mechanism is None or spec is None)
     secure = job.secure is not None
-    if (not private or secure) and len(cohort) < settings.min_clients:
+    if (not private or secure) and opening.too_few:
         return skipped  # a private plain round is released whatever its cohort (module doc)
     assignment = _assignment(nodes, cohort)
 
@@ -707,18 +697,14 @@ def _round(
             return _reported(skipped, total, refused, released=False)
         step_plain(total, settings, server, state, round_index)
         return _reported(skipped, total, refused, released=True)
-    epsilon_after = plan.epsilon_after(state.released_rounds + 1)
-    with ledger.round(
-        epsilon_after - (epsilon_before or 0.0), 0.0, f"round {round_index}"
-    ) as released:
+    with ledger.round(opening.epsilon_cost, 0.0, f"round {round_index}") as released:
         total, refused = collect(mechanism.clipping_norm)
         if secure and total.accepted < settings.min_clients:
             # aborted: nothing released, the reservation is given back (module docstring)
             return _reported(skipped, total, refused, released=False)
         step_private(total, settings, server, state, plan, mechanism, spec, round_index)
         released[0] = True
-    report = _reported(skipped, total, refused, released=True)
-    return RoundReport(**{**report.__dict__, "epsilon": epsilon_after})
+    return opening.released(_reported(skipped, total, refused, released=True))
 
 
 def _reported(
