@@ -29,20 +29,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.distributed._lost_worker import (
+    DATA,
+    SASREC,
+    assert_private_fit_charged_once,
+    ray_engine,
+)
 
 from privrank.models import FitOptions, create_model
-from privrank.privacy.ledger import Ledger
-from privrank.privacy.spec import PrivacySpec
-from privrank.testing import synthetic_interactions
-from privrank.workflow.spend import fit_and_spend
 
 pytestmark = [pytest.mark.ray_cluster, pytest.mark.slow]
 
-DATA = synthetic_interactions(n_users=240, n_items=50, seed=3)
-# 4 epochs of 8 steps; the loss lands in epoch 3 (after epoch 2's checkpoint).
-SASREC = {"factors": 16, "max_length": 10, "epochs": 4, "batch_size": 32, "negatives": 16}
-EXACT_SASREC = SASREC | {"dropout": 0.0, "loss": "softmax", "epochs": 3}
-SPEC = PrivacySpec(epsilon=4.0, max_interactions_per_user=20, clipping_norm=1.0, noise_seed=11)
 NODE_STORE = 128 * 1024 * 1024
 
 
@@ -152,12 +149,6 @@ def _remove_the_marked_node(cluster, marker: Path, done: threading.Event) -> lis
     return removed
 
 
-def _engine(max_failures: int):
-    from privrank.distributed import RayEngine
-
-    return RayEngine(workers=2, max_failures=max_failures)
-
-
 def _assert_same_fit(a, b) -> None:
     mine = {k: v for k, v in a._state().items() if k.startswith("network.")}
     theirs = {k: v for k, v in b._state().items() if k.startswith("network.")}
@@ -171,7 +162,7 @@ def _assert_same_fit(a, b) -> None:
 def uninterrupted(two_nodes):
     """The oracle: the two-worker fit on this cluster, never interrupted, no checkpoints."""
     whole = create_model("sasrec", SASREC).fit(
-        DATA, FitOptions(seed=5, threads=1, engine=_engine(0))
+        DATA, FitOptions(seed=5, threads=1, engine=ray_engine(0))
     )
     assert whole.recoveries_ == 0 and whole.resumed_from_epoch_ is None
     return whole
@@ -196,7 +187,7 @@ def test_a_worker_lost_on_another_node_resumes_to_the_uninterrupted_fit(
         recovered = create_model("sasrec", SASREC).fit(
             DATA,
             FitOptions(
-                seed=5, threads=1, engine=_engine(1), progress=lambda r: epochs.append(r.epoch)
+                seed=5, threads=1, engine=ray_engine(1), progress=lambda r: epochs.append(r.epoch)
             ),
         )
     finally:
@@ -216,32 +207,9 @@ def test_a_worker_lost_on_another_node_resumes_to_the_uninterrupted_fit(
 def test_a_private_fit_losing_a_worker_on_another_node_is_charged_once(
     two_nodes, losing, tmp_path: Path
 ) -> None:
-    local = create_model("sasrec", EXACT_SASREC).fit(
-        DATA, FitOptions(seed=5, threads=1, privacy=SPEC)
+    # 24 DP-SGD steps: the loss lands mid-fit (epoch 2).
+    assert_private_fit_charged_once(
+        tmp_path,
+        lambda: losing("process", after_epoch=0, at_call=12),
+        "ray train on two nodes, one worker lost",
     )
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-    with Ledger(url) as book:
-        book.set_budget("toy", 10.0, 1e-2)
-    marker = losing("process", after_epoch=0, at_call=12)  # 24 DP-SGD steps: mid-fit
-    options = FitOptions(seed=5, threads=1, privacy=SPEC, engine=_engine(1))
-    with fit_and_spend(
-        create_model("sasrec", EXACT_SASREC),
-        DATA,
-        options,
-        budget_key="toy",
-        description="ray train on two nodes, one worker lost",
-        ledger_url=url,
-    ) as fitted:
-        recovered = fitted.model
-    assert marker.exists(), "no worker was lost: the test tested nothing"
-    assert recovered.recoveries_ == 1 and recovered.resumed_from_epoch_ is None
-    with Ledger(url) as book:
-        spends = book.spends("toy")
-    assert [s.status.value for s in spends] == ["committed"] and spends[0].epsilon == 4.0
-    assert recovered.privacy_guarantee_.to_dict() == local.privacy_guarantee_.to_dict()
-    mine = {k: v for k, v in recovered._state().items() if k.startswith("network.")}
-    theirs = {k: v for k, v in local._state().items() if k.startswith("network.")}
-    for key in mine:
-        if key.endswith("key.bias"):  # softmax cancels it; see test_ray_train._effective
-            continue
-        np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-3, atol=1e-4, err_msg=key)

@@ -21,23 +21,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.distributed._lost_worker import (
+    DATA,
+    SASREC,
+    SPEC,
+    assert_private_fit_charged_once,
+    ray_engine,
+)
 
 from privrank.errors import DistributedFitError
 from privrank.models import FitOptions, create_model
-from privrank.privacy.ledger import Ledger
-from privrank.privacy.spec import PrivacySpec
-from privrank.testing import synthetic_interactions
-from privrank.workflow.spend import fit_and_spend
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-DATA = synthetic_interactions(n_users=240, n_items=50, seed=3)
-# 4 epochs; the kill lands at the 3rd step of epoch 3 (after epoch 2's checkpoint; SASRec has
-# 8 steps per epoch here, Mult-VAE 6).
-SASREC = {"factors": 16, "max_length": 10, "epochs": 4, "batch_size": 32, "negatives": 16}
 VAE = {"hidden": 32, "latent": 8, "epochs": 4, "batch_size": 40}
-EXACT_SASREC = SASREC | {"dropout": 0.0, "loss": "softmax", "epochs": 3}
-SPEC = PrivacySpec(epsilon=4.0, max_interactions_per_user=20, clipping_norm=1.0, noise_seed=11)
 
 
 def _dying_worker(marker: str, after_epoch: int, at_call: int, config: dict) -> None:
@@ -90,12 +87,6 @@ def dying(ray_local, monkeypatch, tmp_path: Path):
     return arm
 
 
-def _engine(max_failures: int):
-    from privrank.distributed import RayEngine
-
-    return RayEngine(workers=2, max_failures=max_failures)
-
-
 def _assert_same_fit(a, b) -> None:
     mine = {k: v for k, v in a._state().items() if k.startswith("network.")}
     theirs = {k: v for k, v in b._state().items() if k.startswith("network.")}
@@ -107,13 +98,17 @@ def _assert_same_fit(a, b) -> None:
 
 @pytest.mark.parametrize(("name", "config"), [("sasrec", SASREC), ("mult-vae", VAE)])
 def test_a_worker_killed_mid_fit_resumes_to_the_uninterrupted_fit(dying, name, config) -> None:
-    whole = create_model(name, config).fit(DATA, FitOptions(seed=5, threads=1, engine=_engine(0)))
+    whole = create_model(name, config).fit(
+        DATA, FitOptions(seed=5, threads=1, engine=ray_engine(0))
+    )
     assert whole.recoveries_ == 0 and whole.resumed_from_epoch_ is None
     marker = dying(2, 3)
     epochs: list[int] = []
     recovered = create_model(name, config).fit(
         DATA,
-        FitOptions(seed=5, threads=1, engine=_engine(1), progress=lambda r: epochs.append(r.epoch)),
+        FitOptions(
+            seed=5, threads=1, engine=ray_engine(1), progress=lambda r: epochs.append(r.epoch)
+        ),
     )
     assert marker.exists(), "no worker died: the test tested nothing"
     assert recovered.recoveries_ == 1
@@ -128,10 +123,10 @@ def test_a_failed_run_resumes_from_the_checkpoint_directory(dying, tmp_path: Pat
     # No restarts allowed: the run fails; running the same fit again with the same checkpoint
     # directory resumes from the epoch Ray Train's storage holds there.
     whole = create_model("mult-vae", VAE).fit(
-        DATA, FitOptions(seed=5, threads=1, engine=_engine(0))
+        DATA, FitOptions(seed=5, threads=1, engine=ray_engine(0))
     )
     marker = dying(2, 3)
-    options = FitOptions(seed=5, threads=1, engine=_engine(0), checkpoint_dir=tmp_path / "ck")
+    options = FitOptions(seed=5, threads=1, engine=ray_engine(0), checkpoint_dir=tmp_path / "ck")
     with pytest.raises(DistributedFitError):
         create_model("mult-vae", VAE).fit(DATA, options)
     assert marker.exists()
@@ -144,41 +139,14 @@ def test_a_failed_run_resumes_from_the_checkpoint_directory(dying, tmp_path: Pat
 def test_a_private_fit_with_a_killed_worker_is_charged_once(dying, tmp_path: Path) -> None:
     # A private fit writes no state: it starts over with the same noise seed, draws the same
     # batches and noise, and releases the uninterrupted fit's weights; the ledger sees one fit.
-    local = create_model("sasrec", EXACT_SASREC).fit(
-        DATA, FitOptions(seed=5, threads=1, privacy=SPEC)
-    )
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
-    with Ledger(url) as book:
-        book.set_budget("toy", 10.0, 1e-2)
-    marker = dying(0, 12)  # 24 DP-SGD steps: mid-fit (epoch 2)
-    options = FitOptions(seed=5, threads=1, privacy=SPEC, engine=_engine(1))
-    with fit_and_spend(
-        create_model("sasrec", EXACT_SASREC),
-        DATA,
-        options,
-        budget_key="toy",
-        description="ray train, one worker lost",
-        ledger_url=url,
-    ) as fitted:
-        recovered = fitted.model
-    assert marker.exists(), "no worker died: the test tested nothing"
-    assert recovered.recoveries_ == 1 and recovered.resumed_from_epoch_ is None
-    with Ledger(url) as book:
-        spends = book.spends("toy")
-    assert [s.status.value for s in spends] == ["committed"] and spends[0].epsilon == 4.0
-    assert recovered.privacy_guarantee_.to_dict() == local.privacy_guarantee_.to_dict()
-    mine = {k: v for k, v in recovered._state().items() if k.startswith("network.")}
-    theirs = {k: v for k, v in local._state().items() if k.startswith("network.")}
-    for key in mine:
-        if key.endswith("key.bias"):  # softmax cancels it; see test_ray_train._effective
-            continue
-        np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-3, atol=1e-4, err_msg=key)
+    # 24 DP-SGD steps: the loss lands mid-fit (epoch 2).
+    assert_private_fit_charged_once(tmp_path, lambda: dying(0, 12), "ray train, one worker lost")
 
 
 def test_a_private_fit_refuses_a_checkpoint_directory_on_ray(ray_local, tmp_path: Path) -> None:
     from privrank.errors import ConfigError
 
-    options = FitOptions(privacy=SPEC, engine=_engine(1), checkpoint_dir=tmp_path)
+    options = FitOptions(privacy=SPEC, engine=ray_engine(1), checkpoint_dir=tmp_path)
     with pytest.raises(ConfigError, match="private fit writes no checkpoints"):
         create_model("sasrec", SASREC).fit(DATA, options)
     assert not any(tmp_path.iterdir())
