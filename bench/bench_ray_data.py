@@ -178,9 +178,14 @@ def child(engine: str, source: str, work: str) -> dict:
     }
 
 
-def measure(engine: str, source: Path, work: Path) -> dict:
-    """Run :func:`child` in a fresh process; sample the RSS of its whole process tree."""
-    command = [sys.executable, __file__, "--child", engine, str(source), str(work)]
+def run_with_tree_peak(command: list[str]) -> tuple[str, int]:
+    """Run ``command``; return its stdout and the peak RSS (bytes) of its whole process tree
+    (the process and all its descendants, e.g. Ray's head processes and workers), sampled
+    every 0.1 s. Shared pages count once per process, so this over-states a tree's footprint.
+
+    Raises:
+        RuntimeError: The command failed.
+    """
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak = 0
     stop = threading.Event()
@@ -206,7 +211,15 @@ def measure(engine: str, source: Path, work: Path) -> dict:
     stop.set()
     sampler.join()
     if process.returncode != 0:
-        raise RuntimeError(f"{engine} failed with exit code {process.returncode}")
+        raise RuntimeError(f"{command[1:3]} failed with exit code {process.returncode}")
+    return output, peak
+
+
+def measure(engine: str, source: Path, work: Path) -> dict:
+    """Run :func:`child` in a fresh process; sample the RSS of its whole process tree."""
+    output, peak = run_with_tree_peak(
+        [sys.executable, __file__, "--child", engine, str(source), str(work)]
+    )
     result = json.loads(output.strip().splitlines()[-1])
     result["peak_tree_rss_gb"] = peak / 2**30
     return result
