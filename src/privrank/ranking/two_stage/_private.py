@@ -25,14 +25,17 @@ accountant (and RDP, the cross-check) give a tighter ε, recorded in the guarant
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from privrank.errors import ConfigError
+from privrank.privacy.calibration import PLD_DISCRETIZATION, composed_epsilon
 from privrank.privacy.mechanism import PrivacyGuarantee, Release, compose_guarantee
 from privrank.privacy.spec import PrivacySpec
 
-__all__ = ["BudgetSplit", "compose_fit", "private_item_table", "split_budget"]
+__all__ = ["BudgetSplit", "calibrate_split", "compose_fit", "private_item_table", "split_budget"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,70 @@ def compose_fit(
         ),
         noise_scale=scale,
     )
+
+
+def calibrate_split(
+    parts: Sequence[tuple[float, float, Callable[[float, float], Sequence[Release]]]],
+    epsilon: float,
+    delta: float,
+    tolerance: float = 1e-3,
+    pld_discretization: float = PLD_DISCRETIZATION,
+) -> tuple[float, tuple[float, ...], float]:
+    r"""Scale a basic-composition split so the PLD-composed ε of all releases is ``epsilon``.
+
+    Each part ``i`` is ``(ε_i, δ_i, plan_i)``: its basic-composition share (the
+    :func:`split_budget` figures, with :math:`\sum ε_i = ε`, :math:`\sum δ_i = δ`) and
+    ``plan_i(ε', δ_i)``, the releases its mechanism makes when calibrated to ``(ε', δ_i)``,
+    computed from the data's *shape* only (user and item counts, the contribution bound,
+    the DP-SGD schedule), never from its values, so the choice of budget is itself not a
+    function of any user's data. One scale :math:`s \ge 1` is bisected so that
+
+    .. math:: \varepsilon_\text{PLD}\big(\textstyle\bigcup_i \mathrm{plan}_i(s\,ε_i, δ_i)\big)
+        \text{ at } δ \;\in\; [ε - \text{tolerance}, ε],
+
+    the PLD accountant (pessimistic discretisation, an upper bound) composing every release
+    of every part in order. Because the parts' releases are then exactly those accounted,
+    the fit is user-level (PLD-composed ε, δ)-DP under add/remove-one-user adjacency, with
+    the same trust model as each part (a trusted curator holding the raw data). Each part
+    gets :math:`s ε_i \ge ε_i`, at least its basic-composition budget: at ``s = 1`` the
+    PLD ε is at most the basic sum ε, so the bisection only ever widens the budget.
+
+    Args:
+        parts: ``(ε_i, δ_i, plan_i)`` per part, in release order.
+        epsilon: The requested ε (the sum of the ``ε_i``).
+        delta: The requested δ (the sum of the ``δ_i``).
+        tolerance: Absolute slack below ``epsilon`` the composed ε may land at.
+        pld_discretization: The PLD value-discretisation interval.
+
+    Returns:
+        ``(s, per-part ε, composed ε)``: the composed ε never exceeds ``epsilon``.
+
+    Raises:
+        ConfigError: No parts, or the plans at ``s = 1`` already compose above ``epsilon``
+            (a plan that does not meet its own (ε_i, δ_i)).
+    """
+    if not parts:
+        raise ConfigError("calibrate_split: no parts to calibrate")
+
+    def composed(scale: float) -> float:
+        releases = [r for eps_i, delta_i, plan in parts for r in plan(scale * eps_i, delta_i)]
+        return composed_epsilon(releases, delta, "pld", pld_discretization)
+
+    low, at_low = 1.0, composed(1.0)
+    if at_low > epsilon * (1 + 1e-9):
+        raise ConfigError(
+            f"calibrate_split: the parts at their basic-composition budgets already compose "
+            f"to ε = {at_low:.6g} > the requested {epsilon:.6g}"
+        )
+    high = 2.0
+    while composed(high) <= epsilon:
+        low, at_low = high, composed(high)
+        high *= 2
+    while epsilon - at_low > tolerance:
+        middle = (low + high) / 2
+        value = composed(middle)
+        if value <= epsilon:
+            low, at_low = middle, value
+        else:
+            high = middle
+    return low, tuple(low * eps_i for eps_i, _, _ in parts), at_low
