@@ -5,7 +5,7 @@ multiplier ``gaussian_multiplier(ε_i, δ_i)``, see gram_release) twice (fit par
 and the listwise ranker's DP-SGD (``plan_dpsgd``: 943 users, batch 128, 20 epochs, no counts).
 Prints the basic split, the PLD ε of its releases, and the calibrated split.
 
-    PYTHONPATH=src python bench/twostage_calibrated_split.py
+    PYTHONPATH=src python bench/bench_two_stage_calibrated_split.py
 """
 
 from __future__ import annotations

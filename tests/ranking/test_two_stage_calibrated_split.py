@@ -58,3 +58,11 @@ def test_calibrated_split_refuses_an_overspending_plan() -> None:
 
     with pytest.raises(ConfigError, match="already compose"):
         calibrate_split([(1.0, 1e-5, greedy)], 1.0, 1e-5)
+
+
+def test_calibrated_split_refuses_a_plan_that_ignores_its_budget() -> None:
+    def fixed(eps: float, delta: float) -> list[Release]:
+        return _gram(0.5, delta)  # the same release whatever ε it is given: no scale meets ε
+
+    with pytest.raises(ConfigError, match="do not grow"):
+        calibrate_split([(1.0, 1e-5, fixed)], 1.0, 1e-5)

@@ -144,6 +144,9 @@ def compose_fit(
     )
 
 
+BISECTION_STEPS = 60  # the bracket [low, high] shrinks to 2^-60 of its width: far past tolerance
+
+
 def calibrate_split(
     parts: Sequence[tuple[float, float, Callable[[float, float], Sequence[Release]]]],
     epsilon: float,
@@ -198,10 +201,17 @@ def calibrate_split(
             f"to ε = {at_low:.6g} > the requested {epsilon:.6g}"
         )
     high = 2.0
-    while composed(high) <= epsilon:
-        low, at_low = high, composed(high)
+    while (at_high := composed(high)) <= epsilon:
+        if high >= 2.0**BISECTION_STEPS:
+            raise ConfigError(
+                "calibrate_split: the parts' releases do not grow with their ε (the composed ε "
+                f"stays at {at_high:.6g} <= {epsilon:.6g} at scale {high:g})"
+            )
+        low, at_low = high, at_high
         high *= 2
-    while epsilon - at_low > tolerance:
+    for _ in range(BISECTION_STEPS):  # the PLD's discretisation may step: no endless loop
+        if epsilon - at_low <= tolerance:
+            break
         middle = (low + high) / 2
         value = composed(middle)
         if value <= epsilon:
