@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sums-min-count", type=int, default=1)
     parser.add_argument("--sums-l2", type=float, default=1.0)
+    parser.add_argument(
+        "--sums-inconsistent",
+        action="store_true",
+        help="label sums: skip the consistency step (consistent_sums), the pre-ctr7 rule",
+    )
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
     name, _, arg = args.data.partition(":")
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         min_count=args.sums_min_count,
         l2=args.sums_l2,
+        consistent=not args.sums_inconsistent,
     )
     rows: list[dict[str, Any]] = []
     for epsilon in sorted(epsilons, key=lambda e: -e):  # inf first: the reference

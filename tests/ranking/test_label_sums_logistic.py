@@ -14,6 +14,7 @@ from privrank.ranking.label_sums_logistic import (
     LabelSumsConfig,
     LabelSumsLogistic,
     OneHotDesign,
+    consistent_sums,
 )
 
 
@@ -129,3 +130,45 @@ def test_bad_inputs() -> None:
         OneHotDesign(("a",), (("a", "zz"),))
     with pytest.raises(NotTrainedError):
         LabelSumsLogistic(("a", "b")).predict_ctr(columns)
+
+
+def test_consistent_sums_agree_on_the_inverse_variance_total() -> None:
+    """Every group's sums add up to one total, the 1/m_g-weighted mean of the group totals
+    (hand-computed here); unseen columns get 0; the change is spread equally over seen ones."""
+    offsets = np.array([0, 2, 6])  # group 0: 2 columns, group 1: 4 columns
+    counts = np.array([10, 10, 5, 5, 5, 0])
+    noisy = np.array([3.0, 4.0, 1.0, 2.0, 3.0, 1.5])  # totals 7 and 7.5
+    total_expected = (7.0 / 2 + 7.5 / 4) / (1 / 2 + 1 / 4)
+    sums, total = consistent_sums(noisy, counts, offsets)
+    assert total == pytest.approx(total_expected)
+    assert sums[:2].sum() == pytest.approx(total) and sums[2:].sum() == pytest.approx(total)
+    assert sums[5] == 0.0
+    np.testing.assert_allclose(sums[:2] - noisy[:2], (total - 7.0) / 2)
+    np.testing.assert_allclose(sums[2:5] - noisy[2:5], (total - 6.0) / 3)
+
+
+def test_consistent_sums_leave_exact_sums_unchanged() -> None:
+    columns, y = _data()
+    design = OneHotDesign(("a", "b"), (("a", "b"),), min_count=200).fit(columns)
+    x = design.transform(columns)
+    counts = np.asarray(x.sum(axis=0)).ravel()
+    exact = x.T @ y.astype(float)
+    assert design.offsets_ is not None
+    sums, total = consistent_sums(exact, counts, design.offsets_)
+    np.testing.assert_allclose(sums, exact, atol=1e-9)
+    assert total == pytest.approx(y.sum())
+
+
+def test_consistent_sums_cut_the_error_of_the_total() -> None:
+    """The weighted total's error is far below the plain mean's when one group is wide."""
+    rng = np.random.default_rng(0)
+    offsets = np.array([0, 3, 403])
+    counts = np.full(403, 100)
+    exact = np.concatenate([[30.0, 30.0, 40.0], np.full(400, 0.25)])  # both groups: 100
+    errors_weighted, errors_mean = [], []
+    for _ in range(400):
+        noisy = exact + rng.laplace(0.0, 2.0, exact.size)
+        _, total = consistent_sums(noisy, counts, offsets)
+        errors_weighted.append(total - 100.0)
+        errors_mean.append(np.add.reduceat(noisy, offsets[:-1]).mean() - 100.0)
+    assert np.std(errors_weighted) < 0.3 * np.std(errors_mean)

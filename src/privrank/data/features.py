@@ -161,6 +161,17 @@ class FieldVocabulary:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_array", pa.array(self.values, type=pa.string()))
 
+    def code_of(self, value: str, buckets: int) -> int:
+        """The local code of one value, as :meth:`encode` gives it (index, or hashed bucket)."""
+        index: dict[str, int] | None = self.__dict__.get("_index")
+        if index is None:
+            index = {v: i for i, v in enumerate(self.values)}
+            object.__setattr__(self, "_index", index)
+        found = index.get(value)
+        if found is not None:
+            return found
+        return len(self.values) + zlib.crc32(f"{self.name}\x1f{value}".encode()) % buckets
+
     def encode(self, column: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
         """Local codes of ``column``: the vocabulary index, or a hashed bucket past it."""
         column = column.fill_null("")
