@@ -170,7 +170,11 @@ class FieldVocabulary:
         found = index.get(value)
         if found is not None:
             return found
-        return len(self.values) + zlib.crc32(f"{self.name}\x1f{value}".encode()) % buckets
+        return len(self.values) + self._bucket(value, buckets)
+
+    def _bucket(self, value: str, buckets: int) -> int:
+        """The hashed bucket (before the vocabulary's offset) of a value outside it."""
+        return zlib.crc32(f"{self.name}\x1f{value}".encode()) % buckets
 
     def encode(self, column: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
         """Local codes of ``column``: the vocabulary index, or a hashed bucket past it."""
@@ -183,8 +187,7 @@ class FieldVocabulary:
             raw = pc.filter(column, pa.array(unseen))
             uniques = pc.unique(raw)
             hashed = np.array(
-                [zlib.crc32(f"{self.name}\x1f{v}".encode()) % buckets for v in uniques.to_pylist()],
-                dtype=np.int64,
+                [self._bucket(v, buckets) for v in uniques.to_pylist()], dtype=np.int64
             )
             position = pc.index_in(raw, value_set=uniques).to_numpy(zero_copy_only=False)
             codes[unseen] = len(self.values) + hashed[position.astype(np.int64)]

@@ -58,6 +58,8 @@ class CTRClickScorer:
             *(f for f in self._fields if f != self.user_field),
             *self._numeric,
         )
+        # integer value -> global code, per categorical field (:meth:`_predict_integer`)
+        self._code_cache: list[dict[int, int]] = [{} for _ in vocabulary.fields]
 
     @classmethod
     def load(cls, directory: str | Path) -> CTRClickScorer:
@@ -70,16 +72,16 @@ class CTRClickScorer:
         if missing:
             raise DataError(f"click model features missing: {missing}")
         n = len(np.asarray(features[self.feature_names[0]]))
+        if not self._numeric and all(
+            np.asarray(features[f]).dtype.kind in "iu" for f in self._fields if f != self.user_field
+        ):
+            return self._predict_integer(features, n)
         columns: dict[str, pa.Array] = {LABEL: pa.array(np.zeros(n, dtype=np.int8))}
         for name in self._fields:
             if name == self.user_field:
                 columns[name] = pa.array([""] * n, type=pa.string())
             else:
                 columns[name] = pa.array([str(v) for v in np.asarray(features[name])])
-        if not self._numeric and all(
-            np.asarray(features[f]).dtype.kind in "iu" for f in self._fields if f != self.user_field
-        ):
-            return self._predict_integer(features, n)
         for name in self._numeric:
             columns[name] = pa.array(np.asarray(features[name], dtype=np.float64))
         frame = CTRFrame(pa.table(columns), self._fields, self._numeric, user_field=self.user_field)
@@ -89,8 +91,6 @@ class CTRClickScorer:
         """:meth:`predict_ctr` for integer columns and no numeric fields, without pyarrow."""
         vocabulary = self.ranker.vocabulary_
         assert vocabulary is not None
-        if not hasattr(self, "_code_cache"):
-            self._code_cache: list[dict[int, int]] = [{} for _ in vocabulary.fields]
         codes = np.empty((n, len(vocabulary.fields)), dtype=np.int64)
         buckets, offsets = vocabulary.hash_buckets, vocabulary.offsets
         for j, (field, offset) in enumerate(zip(vocabulary.fields, offsets, strict=True)):
