@@ -32,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -40,12 +39,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-import psutil
 
 TARGET_PEAK_GB = 6.0
 
@@ -186,33 +182,14 @@ def run_with_tree_peak(command: list[str]) -> tuple[str, int]:
     Raises:
         RuntimeError: The command failed.
     """
+    from privrank.testing import PeakTreeMemory
+
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    peak = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        root = psutil.Process(process.pid)
-        while not stop.is_set():
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            total = 0
-            for proc in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    total += proc.memory_info().rss
-            peak = max(peak, total)
-            stop.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = process.communicate()
-    stop.set()
-    sampler.join()
+    with PeakTreeMemory(process.pid, interval=0.1) as peak:
+        output, _ = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{command[1:3]} failed with exit code {process.returncode}")
-    return output, peak
+    return output, peak.bytes
 
 
 def measure(engine: str, source: Path, work: Path) -> dict:

@@ -39,6 +39,7 @@ from privrank.data.interactions import Interactions
 from privrank.metrics.evaluate import EvaluationConfig, evaluate
 from privrank.models import EASE, FitOptions
 from privrank.privacy.spec import PrivacySpec
+from privrank.testing import PeakTreeMemory
 
 
 def synthetic(n_users: int, n_items: int, per_user: int, seed: int) -> Interactions:
@@ -112,6 +113,12 @@ def main() -> None:
     parser.add_argument("--skip-gram", action="store_true", help="Time the scoring only.")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--core-only",
+        action="store_true",
+        help="Time only the single-process evaluator and the default Ray path (for 10M+ users, "
+        "where the two comparison arms would double the run).",
+    )
     args = parser.parse_args()
 
     import ray
@@ -171,26 +178,30 @@ def main() -> None:
         train, test = holdout(synthetic(n_users, args.items, args.per_user, seed=2), seed=3)
         model = EASE().fit(train, FitOptions(threads=threads))
         fixed = RayEngineConfig(workers=args.workers, partitions=2 * args.workers)
-        with tempfile.TemporaryDirectory() as tmp:
-            (local_times, ray_times, parquet_times, fixed_times), (oracle, result, _, _) = (
-                interleaved_times(
-                    [
-                        lambda m=model, a=train, b=test: evaluate(m.score, a, b, config),
-                        lambda m=model, a=train, b=test, o=Path(tmp) / "topk": evaluate_on_ray(
-                            m, a, b, config, engine=RayEngineConfig(workers=args.workers), out=o
-                        ),
-                        lambda m=model, a=train, b=test, o=Path(tmp) / "local.parquet": (
-                            local_with_parquet(m, a, b, config, o)
-                        ),
-                        lambda m=model, a=train, b=test, o=Path(tmp) / "topk2", e=fixed: (
-                            evaluate_on_ray(m, a, b, config, engine=e, out=o)
-                        ),
-                    ],
-                    args.repeats,
-                )
-            )
+        with tempfile.TemporaryDirectory() as tmp, PeakTreeMemory() as peak:
+            arms = [
+                lambda m=model, a=train, b=test: evaluate(m.score, a, b, config),
+                lambda m=model, a=train, b=test, o=Path(tmp) / "topk": evaluate_on_ray(
+                    m, a, b, config, engine=RayEngineConfig(workers=args.workers), out=o
+                ),
+            ]
+            if not args.core_only:
+                arms += [
+                    lambda m=model, a=train, b=test, o=Path(tmp) / "local.parquet": (
+                        local_with_parquet(m, a, b, config, o)
+                    ),
+                    lambda m=model, a=train, b=test, o=Path(tmp) / "topk2", e=fixed: (
+                        evaluate_on_ray(m, a, b, config, engine=e, out=o)
+                    ),
+                ]
+            times, results = interleaved_times(arms, args.repeats)
+            top_k_files = len(list((Path(tmp) / "topk").glob("part-*.parquet")))
+        local_times, ray_times = times[0], times[1]
+        oracle, result = results[0], results[1]
+        parquet_times, fixed_times = (times[2], times[3]) if len(times) > 2 else ([], [])
         local, on_ray = statistics.median(local_times), statistics.median(ray_times)
-        parquet, fixed_s = statistics.median(parquet_times), statistics.median(fixed_times)
+        parquet = statistics.median(parquet_times) if parquet_times else float("nan")
+        fixed_s = statistics.median(fixed_times) if fixed_times else float("nan")
         equal = result.result.means == oracle.means
         row = {
             "users": n_users,
@@ -205,6 +216,8 @@ def main() -> None:
             "ray_2w_partitions_s": fixed_s,
             "ray_2w_partitions_times_s": fixed_times,
             "partitions": result.partitions,
+            "top_k_files": top_k_files,
+            "peak_tree_rss_gb": peak.gigabytes,
             "metrics_equal": equal,
             "ndcg@10": oracle.means["ndcg@10"],
             "load": os.getloadavg()[0],
@@ -213,7 +226,8 @@ def main() -> None:
         print(
             f"scoring {n_users:>10,} users: local {local:7.3f} s (no Parquet), ray {on_ray:7.3f} s "
             f"(with Parquet, {result.partitions} partitions), ratio {on_ray / local:.2f}, "
-            f"metrics equal: {equal}; load {os.getloadavg()[0]:.1f}\n"
+            f"metrics equal: {equal}; load {os.getloadavg()[0]:.1f}; "
+            f"peak RSS of the process tree {peak.gigabytes:.2f} GB\n"
             f"    single process + the same Parquet {parquet:7.3f} s "
             f"(ratio {on_ray / parquet:.2f}); "
             f"ray with {2 * args.workers} partitions (the earlier default) {fixed_s:7.3f} s "
