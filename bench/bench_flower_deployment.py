@@ -9,7 +9,8 @@ messages out, device computation, answers in, server step). The simulator
 (:func:`privrank.federated.simulate`, this process) runs the same rounds on the same data, seed
 and settings; its per-round time comes from its ``metrics.jsonl`` too. Printed: median round
 seconds of each (the first round, which includes the ClientApps' start, reported apart), and the
-ratio deployment / simulator, with peak RSS of this process.
+ratio deployment / simulator, with the peak RSS of the whole process tree (SuperLink,
+SuperNodes and their ClientApp processes) during each deployment run.
 
 Usage::
 
@@ -50,6 +51,7 @@ def main() -> None:
     from privrank.federated import FederatedSettings, simulate
     from privrank.federated.flower.devices import partition
     from privrank.models import FedMFConfig
+    from privrank.testing import PeakTreeMemory
     from privrank.workflow.protocols import prepare
 
     train = prepare("ml100k-holdout").train
@@ -85,7 +87,8 @@ def main() -> None:
                 "--enrol-timeout", "1200", "--round-timeout", "600",
             ]  # fmt: skip
             tick = time.perf_counter()
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            with PeakTreeMemory(interval=0.5) as peak:
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
             wall = time.perf_counter() - tick
             if done.returncode != 0:
                 print(f"{nodes} SuperNodes: failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -100,11 +103,13 @@ def main() -> None:
                 "rounds_s": rounds,
                 "ratio_to_simulator": median / statistics.median(sim),
                 "wall_s": wall,
+                "peak_tree_rss_gb": peak.gigabytes,
             }
             print(
                 f"{nodes} SuperNodes: first round {rounds[0]:.3f} s, median of rounds 2.. "
                 f"{median:.3f} s, {median / statistics.median(sim):.1f}x the simulator's "
-                f"({wall:.0f} s with start-up)",
+                f"({wall:.0f} s with start-up); peak RSS of the SuperLink, SuperNodes and "
+                f"ClientApps with this process {peak.gigabytes:.2f} GB",
                 flush=True,
             )
     results["peak_rss_mb_driver"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

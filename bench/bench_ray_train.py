@@ -67,16 +67,23 @@ def holdout(data: Interactions, seed: int) -> tuple[Interactions, Interactions]:
     return data.take(~test), data.take(test)
 
 
-def interleaved_times(functions, repeats: int) -> tuple[list[list[float]], list[object]]:
+def interleaved_times(
+    functions, repeats: int, peaks: list[int] | None = None
+) -> tuple[list[list[float]], list[object]]:
     """Each function timed ``repeats`` times, the functions alternating within each round (so a
-    change of the machine's load touches every path alike); the times and the last results."""
+    change of the machine's load touches every path alike); the times and the last results.
+    With ``peaks`` (one per function), each is raised to the largest RSS of this process tree
+    seen while that function ran (the data every arm shares, held by the caller, included)."""
     times: list[list[float]] = [[] for _ in functions]
     results: list[object] = [None for _ in functions]
     for _ in range(repeats):
         for index, function in enumerate(functions):
-            started = time.perf_counter()
-            results[index] = function()
-            times[index].append(time.perf_counter() - started)
+            with PeakTreeMemory() as peak:
+                started = time.perf_counter()
+                results[index] = function()
+                times[index].append(time.perf_counter() - started)
+            if peaks is not None:
+                peaks[index] = max(peaks[index], peak.bytes)
     return times, results
 
 
@@ -177,8 +184,9 @@ def main() -> None:
     for n_users in [int(u) for u in args.users.split(",")]:
         train, test = holdout(synthetic(n_users, args.items, args.per_user, seed=2), seed=3)
         model = EASE().fit(train, FitOptions(threads=threads))
+        held = PeakTreeMemory().sample()  # the data and the model, before any arm runs
         fixed = RayEngineConfig(workers=args.workers, partitions=2 * args.workers)
-        with tempfile.TemporaryDirectory() as tmp, PeakTreeMemory() as peak:
+        with tempfile.TemporaryDirectory() as tmp:
             arms = [
                 lambda m=model, a=train, b=test: evaluate(m.score, a, b, config),
                 lambda m=model, a=train, b=test, o=Path(tmp) / "topk": evaluate_on_ray(
@@ -194,7 +202,8 @@ def main() -> None:
                         evaluate_on_ray(m, a, b, config, engine=e, out=o)
                     ),
                 ]
-            times, results = interleaved_times(arms, args.repeats)
+            arm_peaks = [0] * len(arms)
+            times, results = interleaved_times(arms, args.repeats, arm_peaks)
             top_k_files = len(list((Path(tmp) / "topk").glob("part-*.parquet")))
         local_times, ray_times = times[0], times[1]
         oracle, result = results[0], results[1]
@@ -217,7 +226,9 @@ def main() -> None:
             "ray_2w_partitions_times_s": fixed_times,
             "partitions": result.partitions,
             "top_k_files": top_k_files,
-            "peak_tree_rss_gb": peak.gigabytes,
+            "tree_rss_gb_before_arms": held / 1e9,
+            "peak_tree_rss_gb_local": arm_peaks[0] / 1e9,
+            "peak_tree_rss_gb_ray": arm_peaks[1] / 1e9,
             "metrics_equal": equal,
             "ndcg@10": oracle.means["ndcg@10"],
             "load": os.getloadavg()[0],
@@ -227,7 +238,9 @@ def main() -> None:
             f"scoring {n_users:>10,} users: local {local:7.3f} s (no Parquet), ray {on_ray:7.3f} s "
             f"(with Parquet, {result.partitions} partitions), ratio {on_ray / local:.2f}, "
             f"metrics equal: {equal}; load {os.getloadavg()[0]:.1f}; "
-            f"peak RSS of the process tree {peak.gigabytes:.2f} GB\n"
+            f"RSS of the process tree before the arms {held / 1e9:.2f} GB, peak: "
+            f"local {arm_peaks[0] / 1e9:.2f} GB, "
+            f"ray {arm_peaks[1] / 1e9:.2f} GB\n"
             f"    single process + the same Parquet {parquet:7.3f} s "
             f"(ratio {on_ray / parquet:.2f}); "
             f"ray with {2 * args.workers} partitions (the earlier default) {fixed_s:7.3f} s "
