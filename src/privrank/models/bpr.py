@@ -15,7 +15,7 @@ from privrank.models._bpr_fold_in import fold_in_vectors
 from privrank.models._epochs import EpochSchedule, Validation
 from privrank.models._torch_training import EpochFitMixin, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
-from privrank.models.capabilities import StoredFactors
+from privrank.models.capabilities import PlannedPrivateFit, StoredFactors
 
 __all__ = ["BPR", "BPRConfig", "BPRPrivateConfig", "bpr_loss", "user_bpr_loss"]
 
@@ -110,7 +110,7 @@ def bpr_loss(
 
 
 @register("bpr")
-class BPR(EpochFitMixin, Recommender, StoredFactors):
+class BPR(EpochFitMixin, Recommender, StoredFactors, PlannedPrivateFit):
     r"""Matrix factorisation learned with Bayesian Personalised Ranking (Rendle, Freudenthaler,
     Gantner and Schmidt-Thieme, UAI 2009), in PyTorch.
 
@@ -295,6 +295,15 @@ class BPR(EpochFitMixin, Recommender, StoredFactors):
                 "user's data and the released item parameters only, and is not a release)"
             ),
         )
+
+    def planned_releases(self, spec: Any, n_users: int, n_items: int) -> tuple[Any, ...]:
+        """The cold-start counts and the DP-SGD steps a private fit at ``spec`` makes over
+        ``n_users`` users (:func:`~privrank.privacy.dpsgd.plan_dpsgd`, as the fit calls it)."""
+        from privrank.privacy.dpsgd import plan_dpsgd
+
+        return plan_dpsgd(
+            spec, n_users, self.private_settings(BPRPrivateConfig).batch_size, self.config.epochs
+        ).releases()
 
     def _store(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor) -> None:
         self.user_factors_ = users.detach().numpy().copy()

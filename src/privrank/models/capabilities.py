@@ -18,6 +18,11 @@ interfaces, and exposes what that shape needs through methods. Callers ask
   fit spends the collection's ε from the dataset's ledger even without a central privacy spec
   (:func:`privrank.workflow.spend.fit_and_spend`).
 
+- :class:`PlannedPrivateFit`: the releases of the model's private fit are fixed by the spec and
+  the data's shape alone, and the model states them before it reads any data (a pipeline that
+  fits several private parts calibrates its budget split on them,
+  :class:`~privrank.ranking.two_stage.TwoStage`).
+
 - :class:`StagedModel`: the model runs in stages (a two-stage pipeline: retrieval, features,
   ranking); it reports the wall time of each, which the evaluation output records.
 
@@ -27,17 +32,22 @@ A model declaring neither is scored by :meth:`~privrank.models.Recommender.score
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from privrank.models._query import Query
 
+if TYPE_CHECKING:
+    from privrank.privacy.calibration import Release
+    from privrank.privacy.spec import PrivacySpec
+
 __all__ = [
     "FactorModel",
     "ItemItemModel",
     "LocalDPCollection",
+    "PlannedPrivateFit",
     "SharedRanking",
     "StagedModel",
     "StoredFactors",
@@ -129,6 +139,24 @@ class LocalDPCollection(ABC):
     @abstractmethod
     def describe_collection(self) -> str:
         """The fitted collection's guarantee in plain words."""
+
+
+class PlannedPrivateFit(ABC):
+    """A model whose private fit's releases depend on the spec and the data's shape only.
+
+    :meth:`planned_releases` returns, without reading any data, what ``fit`` with
+    ``FitOptions(privacy=spec)`` on an ``n_users × n_items`` training set composes: the same
+    releases (mechanism, noise multiplier, count, sampling rate) as the fitted model's
+    ``privacy_guarantee_.composition``, in order. That is what lets a caller choose a budget
+    from the plan without the choice depending on any user's data (tested for every model that
+    declares it).
+    """
+
+    @abstractmethod
+    def planned_releases(
+        self, spec: PrivacySpec, n_users: int, n_items: int
+    ) -> tuple[Release, ...]:
+        """The releases of a private fit at the resolved ``spec`` on data of this shape."""
 
 
 class StagedModel(ABC):

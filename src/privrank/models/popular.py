@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from privrank.data.interactions import Interactions
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
-from privrank.models.capabilities import SharedRanking
+from privrank.models.capabilities import PlannedPrivateFit, SharedRanking
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["MostPopular", "MostPopularConfig", "PopularityScores"]
@@ -47,7 +47,7 @@ class MostPopularConfig(ModelConfig):
 
 
 @register("most-popular")
-class MostPopular(PopularityScores):
+class MostPopular(PopularityScores, PlannedPrivateFit):
     r"""Rank items by how many training users interacted with them.
 
     .. math:: s(u, i) = |\{v : x_{vi} = 1\}|
@@ -82,3 +82,9 @@ class MostPopular(PopularityScores):
         counts, self.privacy_guarantee_ = private_item_counts(matrix, spec)
         self.item_popularity_ = counts.astype(np.float32)
         self._report(1, 1)
+
+    def planned_releases(self, spec: PrivacySpec, n_users: int, n_items: int) -> tuple:
+        """One Gaussian release of the item counts at ``spec``'s (ε, δ)."""
+        from privrank.privacy.mechanisms import planned_item_count_releases
+
+        return planned_item_count_releases(spec)

@@ -30,6 +30,7 @@ from privrank.models._torch_training import (
     seeded,
 )
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
+from privrank.models.capabilities import PlannedPrivateFit
 from privrank.models.parallel import (
     DataParallel,
     all_reduce_gradients,
@@ -136,7 +137,7 @@ class SASRecConfig(ModelConfig):
 
 
 @register("sasrec")
-class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
+class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedPrivateFit):
     r"""Self-Attentive Sequential Recommendation (Kang and McAuley, ICDM 2018), trained with
     full or sampled softmax as in the eSASRec study (arXiv 2508.06450).
 
@@ -317,7 +318,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
                 "(its per-user gradients gather each user's negatives' rows, one set per batch)"
             )
         parallel = options.parallel
-        batch = self.private_settings(DPSGDPrivateConfig).batch_size or cfg.batch_size
+        batch = self._private_batch_size()
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         indptr, items = spec.bound_contributions(train).sequences()
@@ -364,6 +365,17 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender):
             statistic="the summed per-user clipped gradients of all network weights",
             released="all SASRec network weights",
         )
+
+    def planned_releases(self, spec: Any, n_users: int, n_items: int) -> tuple[Any, ...]:
+        """The cold-start counts and the DP-SGD steps a private fit at ``spec`` makes over
+        ``n_users`` users (:func:`~privrank.privacy.dpsgd.plan_dpsgd`, as the fit calls it)."""
+        from privrank.privacy.dpsgd import plan_dpsgd
+
+        return plan_dpsgd(spec, n_users, self._private_batch_size(), self.config.epochs).releases()
+
+    def _private_batch_size(self) -> int:
+        """``b`` of a private fit: the ``private`` block's batch size, else the config's."""
+        return self.private_settings(DPSGDPrivateConfig).batch_size or self.config.batch_size
 
     def _new_network(self) -> SASRecNetwork:
         cfg = self.config

@@ -167,6 +167,24 @@ class DPSGDPlan:
         """ε of the composition by the accountant that calibrated it."""
         return self.pld_epsilon if self.accountant == "pld" else self.rdp_epsilon
 
+    def releases(self) -> tuple[Release, ...]:
+        """What a run trained by this plan releases, for the composition service: the
+        cold-start item counts (when the plan has them), then the ``steps`` subsampled
+        Gaussian steps. The accountants see exactly what :func:`dpsgd_guarantee` records
+        (multipliers, step count, sampling rate); only the words differ."""
+        steps = Release(
+            "dp-sgd",
+            "the summed clipped per-user gradients",
+            self.clipping_norm,
+            self.noise_multiplier,
+            count=self.steps,
+            sampling_rate=self.sampling_rate,
+            epochs=self.epochs,
+        )
+        if self.popularity_noise_multiplier is None:
+            return (steps,)
+        return (_popularity(self.popularity_noise_multiplier), steps)
+
 
 def _steps(rate: float, multiplier: float, steps: int, epochs: int | None = None) -> Release:
     return Release(

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from privrank.errors import ConfigError
-from privrank.privacy.calibration import ANALYTIC, gaussian_multiplier
+from privrank.privacy.calibration import ANALYTIC, Release, gaussian_multiplier
 from privrank.privacy.mechanism import PrivacyGuarantee, compose_guarantee
 from privrank.privacy.mechanisms import (
     ONE_RELEASE,
@@ -35,9 +35,11 @@ __all__ = [
     "GramStatistics",
     "MatrixGramStatistics",
     "count_row_weights",
+    "gram_release_multipliers",
     "gram_row_weights",
     "partial_counts",
     "partial_gram",
+    "planned_gram_releases",
     "private_gram_release",
     "signal_items",
 ]
@@ -212,6 +214,32 @@ class GramRelease:
     guarantee: PrivacyGuarantee
 
 
+def gram_release_multipliers(spec: PrivacySpec, count_share: float) -> tuple[float | None, float]:
+    r"""The noise multipliers of :func:`private_gram_release` at ``spec``'s (ε, δ).
+
+    With :math:`m` = ``gaussian_multiplier(ε, δ)`` (one Gaussian release meeting (ε, δ)
+    exactly): the counts get :math:`m/\sqrt\rho` and the Gram block :math:`m/\sqrt{1-\rho}`
+    (``None`` and :math:`m` when ``count_share`` ρ is 0). They depend on (ε, δ, ρ) only, never
+    on the data.
+    """
+    base = gaussian_multiplier(float(spec.epsilon), float(spec.require_delta()))
+    if count_share > 0:
+        return base / math.sqrt(count_share), base / math.sqrt(1.0 - count_share)
+    return None, base
+
+
+def planned_gram_releases(spec: PrivacySpec, count_share: float) -> tuple[Release, ...]:
+    """What :func:`private_gram_release` at ``spec`` composes (the count release when
+    ``count_share > 0``, then the Gram block's), computed from (ε, δ, ρ) alone: for budgeting a
+    fit before any data is read. The accountants see the same multipliers as the release's
+    guarantee records; the sensitivities are 1 (ε depends on the multipliers only)."""
+    counts, gram = gram_release_multipliers(spec, count_share)
+    block = Release("gaussian", "the item co-occurrence block", 1.0, gram)
+    if counts is None:
+        return (block,)
+    return (Release("gaussian", "the item counts", 1.0, counts), block)
+
+
 def private_gram_release(
     matrix: sp.spmatrix | GramStatistics,
     spec: PrivacySpec,
@@ -308,7 +336,7 @@ def private_gram_release(
     if selects and count_share == 0:
         raise ConfigError(f"{owner}: choosing items needs a count release (count_share > 0)")
     n_users, n_items = statistics.shape
-    base = gaussian_multiplier(float(spec.epsilon), float(spec.require_delta()))
+    count_multiplier, gram_multiplier = gram_release_multipliers(spec, count_share)
     rng = spec.noise_generator()
 
     count_release: GaussianMechanism | None = None
@@ -322,9 +350,8 @@ def private_gram_release(
                 f"{count_norm:.4g}, which chose the Gram block's items"
             ),
             n_users=n_users,
-            noise_multiplier=base / math.sqrt(count_share),
+            noise_multiplier=count_multiplier,
         )
-        gram_multiplier = base / math.sqrt(1.0 - count_share)
         counts = statistics.weighted_counts(count_norm)
         counts += count_release.vector_noise(n_items, rng)
         if signal_ratio is not None:
@@ -336,7 +363,6 @@ def private_gram_release(
             items = items[: int(max_items)]
         items = np.sort(items) if items.size == n_items else items
     else:
-        gram_multiplier = base
         counts = None
         items = np.arange(n_items)
 

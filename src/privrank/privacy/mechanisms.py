@@ -70,6 +70,7 @@ __all__ = [
     "check_contribution_bound",
     "gram_sensitivity",
     "item_count_sensitivity",
+    "planned_item_count_releases",
     "private_gram",
     "private_item_counts",
     "spectral_denoise",
@@ -271,6 +272,14 @@ def _bounded_gaussian(
         n_users=csr.shape[0],
     )
     return csr, gaussian
+
+
+def planned_item_count_releases(spec: PrivacySpec) -> tuple[Release, ...]:
+    """What :func:`private_item_counts` at ``spec`` releases, from (ε, δ) alone: one Gaussian
+    release at ``gaussian_multiplier(ε, δ)`` (sensitivity 1: ε depends on the multiplier
+    only). For budgeting a fit before any data is read."""
+    multiplier = gaussian_multiplier(float(spec.epsilon), float(spec.require_delta()))
+    return (Release("gaussian", "the item counts (users per item)", 1.0, multiplier),)
 
 
 def private_item_counts(
