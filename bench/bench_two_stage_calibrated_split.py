@@ -16,7 +16,7 @@ from privrank.privacy.calibration import (
     composed_epsilon,
     gaussian_multiplier,
 )
-from privrank.privacy.dpsgd import _steps, plan_dpsgd
+from privrank.privacy.dpsgd import plan_dpsgd
 from privrank.privacy.spec import PrivacySpec
 from privrank.ranking.two_stage._private import calibrate_split, split_budget
 
@@ -30,7 +30,7 @@ def ease(eps: float, delta: float) -> list[Release]:
 def ranker(eps: float, delta: float) -> list[Release]:
     spec = PrivacySpec(epsilon=eps, delta=delta, accountant="pld")
     plan = plan_dpsgd(spec, N_USERS, 128, 20, with_popularity=False)
-    return [_steps(plan.sampling_rate, plan.noise_multiplier, plan.steps, plan.epochs)]
+    return list(plan.releases())
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from privrank.data.query_groups import QueryGroups
+from privrank.errors import ConfigError
 from privrank.privacy.dpsgd import plan_dpsgd
 from privrank.privacy.mechanisms import _noise_scale_for_testing
 from privrank.privacy.spec import PrivacySpec
@@ -79,3 +80,22 @@ def test_noise_is_drawn_with_the_planned_scale() -> None:
     a, b, c = fit(5), fit(5), fit(6)
     np.testing.assert_array_equal(a.score(groups.features), b.score(groups.features))
     assert not np.allclose(a.score(groups.features), c.score(groups.features))
+
+
+def test_a_population_beyond_the_groups_is_planned_in_advance() -> None:
+    """With ``population`` n > groups, q = b/n and T = epochs · round(n/b) are fixed before the
+    groups exist, and the fit makes exactly the releases ``planned_releases`` stated."""
+    groups = _groups(n=24, seed=2)
+    spec = PrivacySpec(epsilon=2.0, delta=1e-3, clipping_norm=1.0, noise_seed=4)
+    ranker = ListwiseRanker(hidden=(4,), epochs=2, private={"batch_size": 10})
+    planned = ranker.planned_releases(spec, 50)
+    ranker.fit(groups, options=LTRFitOptions(privacy=spec, population=50))
+    (made,) = ranker.privacy_guarantee_.composition
+    (step,) = planned
+    assert made.sampling_rate == pytest.approx(10 / 50) == step.sampling_rate
+    assert made.count == 2 * 5 == step.count
+    assert made.noise_multiplier == pytest.approx(step.noise_multiplier)
+    with pytest.raises(ConfigError, match="smaller than its 24 query groups"):
+        ListwiseRanker(hidden=(4,), epochs=1).fit(
+            groups, options=LTRFitOptions(privacy=spec, population=10)
+        )

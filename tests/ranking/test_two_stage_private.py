@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import dp_accounting as dpa
 import numpy as np
 import pytest
 import torch
@@ -14,12 +15,14 @@ import torch
 import privrank.ranking  # noqa: F401  (registers two-stage)
 from privrank.errors import ConfigError
 from privrank.models import FitOptions, Query, Recommender, create_model
+from privrank.models.base import ModelFitError
 from privrank.privacy.accounting import Accountant, dpsgd_event, gaussian_event
+from privrank.privacy.calibration import Release
 from privrank.privacy.mechanisms import _noise_scale_for_testing
 from privrank.privacy.spec import PrivacySpec
 from privrank.ranking.ltr.listwise import _network, _padded, group_losses
 from privrank.ranking.two_stage import TwoStage
-from privrank.ranking.two_stage._private import private_item_table
+from privrank.ranking.two_stage._private import check_planned, private_item_table
 from privrank.testing._data import synthetic_interactions
 
 PRIVATE = {
@@ -57,10 +60,10 @@ def test_no_contribution_bound_and_a_stray_private_block_are_refused() -> None:
         create_model("two-stage", {**PRIVATE, "private": {"ranker_share": 0.3}}).fit(data)
 
 
-def test_the_guarantee_composes_every_release_and_splits_the_budget() -> None:
+def test_the_basic_split_composes_every_release_and_splits_the_budget() -> None:
     data = synthetic_interactions(150, 40, per_user=8, seed=2)
     spec = _spec(epsilon=3.0)
-    config = {**PRIVATE, "private": {"ranker_share": 0.4}}
+    config = {**PRIVATE, "private": {"ranker_share": 0.4, "split": "basic"}}
     model = create_model("two-stage", config).fit(data, FitOptions(threads=1, privacy=spec))
     guarantee = model.privacy_guarantee_
     delta = 1 / (10 * 150)
@@ -91,6 +94,64 @@ def test_the_guarantee_composes_every_release_and_splits_the_budget() -> None:
     assert guarantee.unit == "user" and guarantee.contribution_bound == 12
     # Exact statistics of the data are not recorded by a private fit.
     assert "candidate_recall" not in model.training_info_
+    assert info["split"] == "basic" and guarantee.calibration == "budget-split"
+
+
+def _pld_oracle(releases, delta: float) -> float:
+    """dp_accounting's PLD accountant called directly, on a finer grid than privrank's."""
+    book = dpa.pld.PLDAccountant(value_discretization_interval=1e-3)
+    for r in releases:
+        event = dpa.GaussianDpEvent(r.noise_multiplier)
+        if r.sampling_rate is not None:
+            event = dpa.PoissonSampledDpEvent(r.sampling_rate, event)
+        book.compose(event, r.count)
+    return float(book.get_epsilon(delta))
+
+
+def test_the_calibrated_split_spends_the_request_by_the_pld_accountant() -> None:
+    data = synthetic_interactions(150, 40, per_user=8, seed=2)
+    spec = _spec(epsilon=3.0)
+    config = {**PRIVATE, "private": {"ranker_share": 0.4}}  # split: calibrated (the default)
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1, privacy=spec))
+    guarantee, info = model.privacy_guarantee_, model.training_info_["private"]
+    delta = 1 / (10 * 150)
+    assert info["split"] == "calibrated" and guarantee.calibration == "pld-calibrated-split"
+    assert guarantee.epsilon == 3.0 and guarantee.delta == pytest.approx(delta)
+    # Every part gets s ≥ 1 times its basic share (δ unchanged), s > 1 here.
+    scale = info["split_scale"]
+    assert scale > 1.0
+    assert info["ranker_epsilon"] == pytest.approx(scale * 0.4 * 3.0)
+    assert info["retriever_epsilon"] == pytest.approx(scale * 0.6 * 3.0 / 4)
+    assert model.ranker_.privacy_guarantee_.delta == pytest.approx(0.4 * delta)
+    # Independent oracle: the composed ε of what the fit released is the request, from below.
+    oracle = _pld_oracle(guarantee.composition, delta)
+    assert oracle <= 3.0 + 1e-6
+    assert oracle >= 3.0 * (1 - 0.005) - 0.02
+    assert guarantee.epsilons["pld"] <= 3.0
+    # The basic split of the same fit would have composed to well below the request.
+    basic = create_model(
+        "two-stage", {**config, "private": {"ranker_share": 0.4, "split": "basic"}}
+    )
+    basic.fit(data, FitOptions(threads=1, privacy=spec))
+    assert basic.privacy_guarantee_.epsilons["pld"] < 0.95 * oracle
+
+
+def test_a_retriever_without_a_plan_keeps_the_basic_split() -> None:
+    data = synthetic_interactions(60, 30, per_user=8, seed=3)
+    config = {**PRIVATE, "retrievers": [{"name": "ials", "params": {"factors": 4}}]}
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1, privacy=_spec()))
+    assert model.training_info_["private"]["split"] == "basic"
+    assert model.training_info_["private"]["split_scale"] == 1.0
+    assert model.privacy_guarantee_.calibration == "budget-split"
+
+
+def test_a_fit_whose_releases_are_not_the_plan_is_refused() -> None:
+    planned = (Release("gaussian", "a", 1.0, 2.0), Release("dp-sgd", "b", 1.0, 1.0, 10, 0.1))
+    check_planned(planned, (Release("gaussian", "other words", 3.0, 2.0), planned[1]))
+    with pytest.raises(ModelFitError, match="not the ones its budget was calibrated on"):
+        check_planned(planned, (planned[0], Release("dp-sgd", "b", 1.0, 0.9, 10, 0.1)))
+    with pytest.raises(ModelFitError):
+        check_planned(planned, planned[:1])
 
 
 def test_the_saved_model_keeps_its_guarantee(tmp_path: Path) -> None:

@@ -66,6 +66,11 @@ class LTRFitOptions(BaseModel):
         threads: Threads of the numerical kernels (``0``: LightGBM's / torch's default).
         privacy: A user-level privacy spec (one query group is one user); rankers that cannot
             honour it refuse it.
+        population: With ``privacy``: the users a private fit's Poisson batches are drawn from,
+            when some of them have no query group (each such user is sampled like the others
+            and contributes nothing); ``None``: the groups. At least the number of groups.
+            It fixes the sampling rate and step count before the groups are built, so a caller
+            can budget the fit from it (:meth:`ListwiseRanker.planned_releases`).
         progress: Called as ``progress(epoch, metrics)`` after each evaluated epoch/iteration.
     """
 
@@ -74,6 +79,7 @@ class LTRFitOptions(BaseModel):
     seed: int = Field(default=0, ge=0)
     threads: int = Field(default=0, ge=0)
     privacy: PrivacySpec | None = None
+    population: int | None = Field(default=None, ge=1)
     progress: Callable[[int, dict[str, float]], None] | None = None
 
 

@@ -28,12 +28,15 @@ through :func:`~privrank.privacy.dpsgd.plan_dpsgd`; the fit is user-level :math:
 A private fit learns nothing else from the data: the standardisation is the identity (features
 are used as given; a data-derived mean and scale would be an unaccounted release) and every
 epoch runs (no early stopping on private validation data). The guarantee requires each user to
-own exactly one group, which the caller ensures (the two-stage pipeline does).
+own at most one group, which the caller ensures (the two-stage pipeline does). With
+``LTRFitOptions.population`` :math:`n` is that many users, some of them without a group (sampled
+like the others, contributing nothing): :math:`q` and :math:`T` are then fixed before the groups
+exist, and :meth:`ListwiseRanker.planned_releases` states the releases in advance.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +47,10 @@ from privrank.errors import ConfigError
 from privrank.models.base import ModelFitError
 from privrank.ranking.ltr._base import LTRFitOptions, LTRRanker, RankerConfig, register_ranker
 from privrank.ranking.ltr._ndcg import group_ndcg
+
+if TYPE_CHECKING:
+    from privrank.privacy.calibration import Release
+    from privrank.privacy.spec import PrivacySpec
 
 __all__ = ["ListwiseConfig", "ListwiseRanker"]
 
@@ -233,12 +240,26 @@ class ListwiseRanker(LTRRanker):
             self.info_["validation_curve"] = history
         self.network_ = network.eval()
 
+    def planned_releases(self, spec: PrivacySpec, population: int) -> tuple[Release, ...]:
+        """The DP-SGD steps a private fit at the resolved ``spec`` makes when its Poisson
+        batches are drawn from ``population`` users (``LTRFitOptions.population``, or the
+        number of groups): computed before any group exists, and equal to the fitted ranker's
+        ``privacy_guarantee_.composition`` (tested)."""
+        return self._plan(spec, population).releases()
+
+    def _plan(self, spec: PrivacySpec, population: int) -> Any:
+        from privrank.privacy.dpsgd import plan_dpsgd
+
+        settings = self.config.private or ListwisePrivateConfig()
+        return plan_dpsgd(
+            spec, population, settings.batch_size, self.config.epochs, with_popularity=False
+        )
+
     def _fit_private(self, train: QueryGroups, options: LTRFitOptions) -> None:
         from privrank.privacy.dpsgd import (
             GhostClipping,
             PoissonSampler,
             dpsgd_guarantee,
-            plan_dpsgd,
             torch_noise_generator,
         )
         from privrank.privacy.mechanism import current_noise_scale
@@ -246,11 +267,14 @@ class ListwiseRanker(LTRRanker):
         config = self.config
         spec = options.privacy
         assert spec is not None
-        spec = spec.resolve(train.n_queries)
-        settings = config.private or ListwisePrivateConfig()
-        plan = plan_dpsgd(
-            spec, train.n_queries, settings.batch_size, config.epochs, with_popularity=False
-        )
+        population = train.n_queries if options.population is None else options.population
+        if population < train.n_queries:
+            raise ConfigError(
+                f"ListwiseRanker: a private fit's population ({population}) is smaller than its "
+                f"{train.n_queries} query groups"
+            )
+        spec = spec.resolve(population)
+        plan = self._plan(spec, population)
         sampling_stream, noise_stream = spec.noise_generator().spawn(2)
         sampler = PoissonSampler(plan.n_users, plan.sampling_rate, sampling_stream)
         self.mean_ = np.zeros(train.n_features, dtype=np.float32)
@@ -278,7 +302,8 @@ class ListwiseRanker(LTRRanker):
         network.train()
         try:
             for _ in range(plan.epochs):
-                for groups in sampler.epoch(plan.steps_per_epoch):
+                for drawn in sampler.epoch(plan.steps_per_epoch):
+                    groups = drawn[drawn < train.n_queries]  # the others have no group
                     if groups.size == 0:
                         # An empty Poisson batch still releases noise: the step is accounted.
                         for p in engine.parameters:

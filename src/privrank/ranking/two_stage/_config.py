@@ -65,11 +65,24 @@ class TwoStagePrivateConfig(ModelConfig):
     (ε, δ)-DP; the guarantee also records the tighter ε of the same releases composed by the
     PLD and RDP accountants.
 
+    With ``split = "calibrated"`` (the default) every part's ε is then widened by one common
+    factor ``s ≥ 1``, chosen from the data's shape alone, until the PLD accountant's ε of all
+    the releases composed reaches the requested ε
+    (:func:`~privrank.ranking.two_stage._private.calibrate_split`): each part gets more budget
+    than basic composition gives it, and the fit is still (ε, δ)-DP, by the PLD accountant.
+    It needs every retriever to state its releases in advance
+    (:class:`~privrank.models.capabilities.PlannedPrivateFit`: most-popular, EASE, ItemKNN,
+    BPR, SASRec, Mult-VAE); with another retriever (DP-iALS) the basic split is used, and the
+    training record says so.
+
     Attributes:
         ranker_share: Share of ε and of δ spent by the ranker's DP-SGD, in (0, 1).
+        split: ``calibrated`` (the shares scaled to the PLD-composed ε) or ``basic`` (the
+            shares as they are, composed by basic composition).
     """
 
     ranker_share: float = Field(0.5, gt=0, lt=1)
+    split: Literal["calibrated", "basic"] = "calibrated"
 
 
 class TwoStageConfig(ModelConfig):

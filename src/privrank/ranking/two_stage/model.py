@@ -85,9 +85,10 @@ from privrank.data.query_groups import QueryGroups
 from privrank.errors import ConfigError, DataError
 from privrank.models._artifact import Artifact
 from privrank.models.base import FitOptions, Query, Recommender, create_model, register
-from privrank.models.capabilities import StagedModel
+from privrank.models.capabilities import PlannedPrivateFit, StagedModel
 from privrank.ranking.ltr._base import LTRFitOptions, LTRRanker
 from privrank.ranking.ltr._ndcg import group_ndcg
+from privrank.ranking.ltr.listwise import ListwiseRanker
 from privrank.ranking.ltr.registry import create_ranker, ranker_from_state
 from privrank.ranking.two_stage._config import TwoStageConfig, TwoStagePrivateConfig
 from privrank.ranking.two_stage._features import (
@@ -96,7 +97,13 @@ from privrank.ranking.two_stage._features import (
     item_features,
     rank_features,
 )
-from privrank.ranking.two_stage._private import compose_fit, private_item_table, split_budget
+from privrank.ranking.two_stage._private import (
+    CalibratedSplit,
+    calibrate_budget,
+    compose_fit,
+    private_item_table,
+    split_budget,
+)
 
 __all__ = ["TwoStage"]
 
@@ -565,6 +572,15 @@ class TwoStage(Recommender, StagedModel):
         budget = split_budget(spec, self._distinct_retrievers(), cfg.refit, private.ranker_share)
         bounded = spec.bound_contributions(train)
         fit_part, labels = self._carve(bounded, per_user=True)
+        # The ranker samples its batches from every label user (one group each, or none when
+        # no candidate came back): a count fixed before anything is fitted.
+        population = max(1, int(np.count_nonzero(np.diff(labels.indptr))))
+        ranker = create_ranker(cfg.ranker, cfg.resolved_ranker_params())
+        calibrated = None
+        if private.split == "calibrated":
+            calibrated = self._calibrate(spec, budget, ranker, population, train)
+            if calibrated is not None:
+                budget = calibrated.budget
         started = time.perf_counter()
         retrievers = self._fit_retrievers(fit_part, options, budget.retrievers)
         self._stage_times["fit.retrievers"] += time.perf_counter() - started
@@ -572,11 +588,15 @@ class TwoStage(Recommender, StagedModel):
         self.item_table_ = private_item_table(retrievers[0].item_popularity_)
         _, groups, _ = self._label_groups(retrievers, fit_part, labels)
         started = time.perf_counter()
-        ranker = create_ranker(cfg.ranker, cfg.resolved_ranker_params())
         ranker.fit(
             groups,
             None,
-            LTRFitOptions(seed=options.seed, threads=options.threads, privacy=budget.ranker),
+            LTRFitOptions(
+                seed=options.seed,
+                threads=options.threads,
+                privacy=budget.ranker,
+                population=population,
+            ),
         )
         self._stage_times["fit.ranker"] += time.perf_counter() - started
         guarantees.append(ranker.privacy_guarantee_)  # type: ignore[attr-defined]
@@ -590,17 +610,55 @@ class TwoStage(Recommender, StagedModel):
         self.retrievers_ = retrievers
         self.item_popularity_ = np.asarray(retrievers[0].item_popularity_, dtype=np.float32)
         self.item_table_ = private_item_table(self.item_popularity_)
-        self.privacy_guarantee_ = compose_fit(spec, guarantees, train.n_users, private.ranker_share)
+        self.privacy_guarantee_ = compose_fit(
+            spec, guarantees, train.n_users, private.ranker_share, calibrated
+        )
         self.training_info_ = {
             "private": {
                 "ranker_share": private.ranker_share,
                 "retriever_fits": len(budget.retrievers) + len(budget.refit),
                 "retriever_epsilon": budget.retrievers[0].epsilon,
                 "ranker_epsilon": budget.ranker.epsilon,
+                "split": "basic" if calibrated is None else "calibrated",
+                "split_scale": 1.0 if calibrated is None else calibrated.scale,
+                "pld_epsilon": self.privacy_guarantee_.epsilons.get("pld"),
             },
             "ranker": ranker.info_,
         }
         self._report(2, 2)
+
+    def _calibrate(
+        self,
+        spec: Any,
+        basic: Any,
+        ranker: LTRRanker,
+        population: int,
+        train: Interactions,
+    ) -> CalibratedSplit | None:
+        """The split widened to the PLD-composed ε (``_private.calibrate_budget``), planned from
+        the shape of ``train`` and the ranker's ``population``; ``None`` (the basic split) when
+        a retriever or the ranker cannot state its releases in advance."""
+        models, seen = [], set()
+        for retriever in self.config.retrievers:
+            key = self._retriever_key(retriever)
+            if key not in seen:
+                seen.add(key)
+                models.append(create_model(retriever.name, retriever.params))
+        if not all(isinstance(m, PlannedPrivateFit) for m in models) or not isinstance(
+            ranker, ListwiseRanker
+        ):
+            return None
+        n_users, n_items = train.n_users, train.n_items
+
+        def retriever_plan(model: PlannedPrivateFit) -> Any:
+            return lambda part: model.planned_releases(part, n_users, n_items)
+
+        return calibrate_budget(
+            spec,
+            basic,
+            [retriever_plan(m) for m in models],  # type: ignore[arg-type]
+            lambda part: ranker.planned_releases(part, population),
+        )
 
     def _retriever_guarantees(self, retrievers: list[Recommender]) -> list[Any]:
         """The guarantees of the distinct fits among ``retrievers``, in order."""
