@@ -152,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sums-min-count", type=int, default=1)
     parser.add_argument("--sums-l2", type=float, default=1.0)
     parser.add_argument(
+        "--sums-noise-ridge",
+        type=float,
+        default=0.03,
+        help="label sums: c of the noise ridge (LabelSumsConfig.noise_ridge; 0: off, the "
+        "pre-session-10 rule)",
+    )
+    parser.add_argument(
         "--sums-inconsistent",
         action="store_true",
         help="label sums: skip the consistency step (consistent_sums), the pre-ctr7 rule",
@@ -185,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         min_count=args.sums_min_count,
         l2=args.sums_l2,
+        noise_ridge=args.sums_noise_ridge,
         consistent=not args.sums_inconsistent,
     )
     rows: list[dict[str, Any]] = []

@@ -135,7 +135,11 @@ def test_zero_noise_equals_the_non_private_fit_and_charges_the_ledger_once(
         noise_rng=_ZeroNoise(),  # type: ignore[arg-type]
         **common,
     )  # fmt: skip
-    plain = train_label_sums_model(small_log, tmp_path / "n", epsilon=float("inf"), **common)
+    # The private fit adds the noise ridge (a function of the public Laplace scale and of the
+    # sums); the non-private fit at that same λ is the reference.
+    assert private.model.l2_ is not None and private.model.l2_ > 2.0
+    same_penalty = {**common, "config": config.model_copy(update={"l2": private.model.l2_})}
+    plain = train_label_sums_model(small_log, tmp_path / "n", epsilon=float("inf"), **same_penalty)
     assert private.spend is not None and plain.spend is None
     assert private.user_epsilon == 6.0 and plain.user_epsilon is None
     features, _ = _capped_rows(small_log, 3)

@@ -132,11 +132,16 @@ def train(
     ] = 50,
     sums_l2: Annotated[
         float,
+        typer.Option(help="label-sums: L2 penalty λ₀ (the whole penalty of a non-private fit)."),
+    ] = 1.0,
+    sums_noise_ridge: Annotated[
+        float,
         typer.Option(
-            help="label-sums: L2 penalty λ (30: chosen on a validation carve of the synthetic "
-            "log at ε = 1; frappe prefers 1)."
+            help="label-sums: c of the private fit's extra penalty c·2(Δ/ε)²/τ̂², τ̂² read off "
+            "the noisy sums (0.03: chosen on validation carves of the synthetic log and frappe; "
+            "0: off)."
         ),
-    ] = 30.0,
+    ] = 0.03,
 ) -> None:
     """Train a click model privately (label DP or user-level DP-SGD), spending from the ledger."""
     if stream:
@@ -149,7 +154,7 @@ def train(
     if mechanism == "label-sums":
         _train_label_sums(
             log, out, epsilon, budget_key, sums_fields, sums_crosses, sums_min_count, sums_l2,
-            max_rows_per_user, max_rows, ledger, overwrite,
+            sums_noise_ridge, max_rows_per_user, max_rows, ledger, overwrite,
         )  # fmt: skip
         return
     if mechanism == "dp-sgd":
@@ -327,8 +332,8 @@ def _train_dpsgd(
 
 def _train_label_sums(
     log: Path, out: Path, epsilon: str, budget_key: str | None, fields: str | None,
-    crosses: str, min_count: int, l2: float, max_rows_per_user: int, max_rows: int | None,
-    ledger: str | None, overwrite: bool,
+    crosses: str, min_count: int, l2: float, noise_ridge: float, max_rows_per_user: int,
+    max_rows: int | None, ledger: str | None, overwrite: bool,
 ) -> None:  # fmt: skip
     from privrank.ranking.label_sums_logistic import LabelSumsConfig
     from privrank.workflow.label_sums_training import (
@@ -350,9 +355,16 @@ def _train_label_sums(
         if not sep or not left or not right or "*" in right:
             raise ConfigError(f"--sums-crosses: got {item!r}; expected A*B (two field names)")
         pairs.append((left, right))
-    options = {"min_count": "--sums-min-count", "l2": "--sums-l2", "crosses": "--sums-crosses"}
+    options = {
+        "min_count": "--sums-min-count",
+        "l2": "--sums-l2",
+        "noise_ridge": "--sums-noise-ridge",
+        "crosses": "--sums-crosses",
+    }
     try:
-        config = LabelSumsConfig(crosses=tuple(pairs), min_count=min_count, l2=l2)
+        config = LabelSumsConfig(
+            crosses=tuple(pairs), min_count=min_count, l2=l2, noise_ridge=noise_ridge
+        )
     except ValidationError as exc:
         raise config_error(exc, "LabelSumsConfig", model=LabelSumsConfig, options=options) from exc
     if out.exists() and not overwrite:

@@ -75,6 +75,7 @@ __all__ = [
     "consistent_sums",
     "fit_logistic_from_sums",
     "is_label_sums_dir",
+    "noise_ridge_penalty",
 ]
 
 _WEIGHTS_FILE = "weights.safetensors"
@@ -97,7 +98,13 @@ class LabelSumsConfig(BaseModel):
     Attributes:
         crosses: Pairs of feature columns crossed into one categorical column each.
         min_count: Columns with fewer training rows are pooled into the field's rare column.
-        l2: λ of the penalty :math:`\\tfrac{\\lambda}{2}\\lVert w\\rVert^2` (not on the intercept).
+        l2: λ₀ of the penalty :math:`\\tfrac{\\lambda}{2}\\lVert w\\rVert^2` (not on the intercept):
+            the whole λ of a non-private fit.
+        noise_ridge: ``c`` of a private fit's extra penalty (:func:`noise_ridge_penalty`):
+            λ = λ₀ + c · 2(Δ/ε)² / τ̂², a ridge against the noise that grows with the noise's
+            variance and shrinks with the signal, read off the noisy sums (post-processing).
+            0.03 was chosen on validation carves of the synthetic log and of frappe together
+            (ε 0.5 to 4); 0 turns it off.
         max_iter: L-BFGS iterations.
         consistent: Make the noisy sums consistent before the fit (:func:`consistent_sums`;
             post-processing). ``False``: the old rule (clip, then the total is the plain mean
@@ -109,6 +116,7 @@ class LabelSumsConfig(BaseModel):
     crosses: tuple[tuple[str, str], ...] = ()
     min_count: int = Field(default=1, ge=1)
     l2: float = Field(default=1.0, ge=0)
+    noise_ridge: float = Field(default=0.03, ge=0)
     max_iter: int = Field(default=500, ge=1)
     consistent: bool = True
 
@@ -312,12 +320,72 @@ def consistent_sums(
     return sums, total
 
 
+def noise_ridge_penalty(
+    sums: np.ndarray,
+    total: float,
+    counts: np.ndarray,
+    n_rows: int,
+    laplace_scale: float,
+    coefficient: float,
+) -> float:
+    r"""The extra L2 penalty of a fit on noisy label sums: :math:`c \cdot 2b^2 / \hat	au^2`.
+
+    **Why.** In the gradient equation of the fit, :math:`X^	op p(w) + \lambda w = 	ilde s`,
+    the noise enters as :math:`	ilde s - s`, of variance :math:`2b^2` per column (Laplace of
+    scale :math:`b = \Delta/arepsilon`). For a linear model with a Gaussian prior
+    :math:`w_j \sim N(0, 	au^2)` and observation noise of variance :math:`\sigma^2`, the
+    posterior mean is the ridge estimate with :math:`\lambda = \sigma^2/	au^2` (the MSE-optimal
+    ridge); here :math:`\sigma^2 = 2b^2`. :math:`	au^2`, the spread of the true weights, is the
+    data's and unknown, so it is estimated from the release itself (empirical Bayes, method of
+    moments): with :math:`\hat p = \hat S/N` (:math:`N` rows) and each column's noisy rate
+    :math:`	ilde r_j = 	ilde s_j / n_j`,
+
+    .. math:: \hat	au_r^2 = rac{\sum_j n_j ig[(	ilde r_j - \hat p)^2
+              - 2b^2/n_j^2 - \hat p(1-\hat p)/n_jig]}{\sum_j n_j},\qquad
+              \hat	au^2 = rac{\max(\hat	au_r^2, 10^{-12})}{\hat p^2(1-\hat p)^2},
+
+    the spread of the column rates beyond what the noise and the Bernoulli sampling explain,
+    moved to the logit scale (:math:`dr/dw = p(1-p)`). The constant ``coefficient`` :math:`c`
+    absorbs what this one-number model leaves out (correlated fields, the curvature
+    :math:`n_j p(1-p)` every column already has); it is chosen on validation data.
+
+    **Privacy.** Reads only the noisy sums, their estimated total, the public counts and the
+    public scale: post-processing, ε unchanged.
+
+    Args:
+        sums: (d,) noisy (consistent, clipped) label sums.
+        total: Their estimated total :math:`\hat S`.
+        counts: (d,) public column counts :math:`n_j`.
+        n_rows: :math:`N`, the training rows (public).
+        laplace_scale: :math:`b`.
+        coefficient: :math:`c \ge 0`.
+
+    Returns:
+        The extra λ (0 when ``coefficient`` or ``laplace_scale`` is 0, or nothing is seen).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    seen = counts > 0
+    if coefficient == 0 or laplace_scale == 0 or n_rows < 1 or not seen.any():
+        return 0.0
+    n = counts[seen]
+    p = float(np.clip(total / n_rows, 1e-6, 1 - 1e-6))
+    r = np.asarray(sums, dtype=np.float64)[seen] / n
+    excess = (r - p) ** 2 - 2.0 * laplace_scale**2 / n**2 - p * (1 - p) / n
+    spread_rate = max(float(np.average(excess, weights=n)), 1e-12)
+    spread_logit = spread_rate / (p * (1 - p)) ** 2
+    return float(coefficient * 2.0 * laplace_scale**2 / spread_logit)
+
+
 class LabelSumsLogistic:
     """ε-label-DP logistic regression on one-hot fields and crosses (module docstring).
 
     Args:
         feature_names: Integer-coded categorical columns.
         config: Crosses, rare-value pooling, penalty.
+
+    Attributes:
+        l2_: The λ the fit used: ``config.l2``, plus :func:`noise_ridge_penalty` for a private
+            fit.
     """
 
     def __init__(self, feature_names: Sequence[str], config: LabelSumsConfig | None = None) -> None:
@@ -327,6 +395,7 @@ class LabelSumsLogistic:
         self.coef_: np.ndarray | None = None
         self.intercept_: float = 0.0
         self.guarantee_: LabelSumsGuarantee | None = None
+        self.l2_: float | None = None
 
     def fit(
         self,
@@ -352,9 +421,11 @@ class LabelSumsLogistic:
         counts = np.asarray(x.sum(axis=0)).ravel()
         sums = x.T @ labels
         self.guarantee_ = None
+        applied_scale = 0.0  # the noise actually drawn (a test may scale it, to 0 too)
         if math.isfinite(epsilon):
             mechanism = LaplaceHistogramMechanism(float(epsilon), design.groups)
             sums = mechanism.add_noise(sums, rng)
+            applied_scale = mechanism.scale * mechanism.noise_scale
             self.guarantee_ = LabelSumsGuarantee(
                 epsilon=float(epsilon),
                 l1_sensitivity=design.groups,
@@ -370,8 +441,12 @@ class LabelSumsLogistic:
             per_group = np.add.reduceat(sums, design.offsets_[:-1])
             total = float(per_group.mean())
         total = float(np.clip(total, 0.0, labels.size))
+        l2 = c.l2 + noise_ridge_penalty(
+            sums, total, counts, labels.size, applied_scale, c.noise_ridge
+        )
+        self.l2_ = l2
         self.coef_, self.intercept_ = fit_logistic_from_sums(
-            x, sums, total, c.l2, max_iter=c.max_iter
+            x, sums, total, l2, max_iter=c.max_iter
         )
         self.design_ = design
         return self
@@ -406,6 +481,7 @@ class LabelSumsLogistic:
             "feature_names": list(self.feature_names),
             "config": self.config.model_dump(mode="json"),
             "intercept": self.intercept_,
+            "l2": self.l2_,
             "guarantee": None if self.guarantee_ is None else asdict(self.guarantee_),
             "sha256": hashlib.sha256(blob).hexdigest(),
             **dict(extra or {}),
@@ -446,6 +522,7 @@ class LabelSumsLogistic:
         model.design_ = design
         model.coef_ = tensors["coef"]
         model.intercept_ = float(meta["intercept"])
+        model.l2_ = None if meta.get("l2") is None else float(meta["l2"])
         guarantee = meta.get("guarantee")
         model.guarantee_ = None if guarantee is None else LabelSumsGuarantee(**guarantee)
         return model
