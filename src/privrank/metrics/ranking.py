@@ -58,6 +58,10 @@ Gain = Literal["binary", "linear", "exponential"]
 Denominator = Literal["relevant", "min_k_relevant"]
 
 _DISCOUNT_CACHE: dict[int, np.ndarray] = {}
+_COMPARE_FACTOR = 16
+"""Up to this many judgements per user, lists are matched by direct comparison."""
+_COMPARE_ENTRIES = 1 << 22
+"""Comparisons per chunk when matching by direct comparison (a 4 MB boolean block)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,10 @@ class RankedRelevance:
         if np.any(~(grades > 0)):
             bad = grades[~(grades > 0)][:5].tolist()
             raise DataError("relevance grades must be > 0", value=bad, expected="grades > 0")
+        if len(rel_items) and rel_items.min() < 0:
+            raise DataError(
+                "judged items must be item codes", value=int(rel_items.min()), expected=">= 0"
+            )
         if np.any(np.diff(rel_position) < 0):
             raise DataError("judgements must be sorted by user row")
         n_relevant = np.bincount(rel_position, minlength=n_users).astype(np.int64)
@@ -132,21 +140,55 @@ class RankedRelevance:
         keys, sorted_grades = keys[order], grades[order]
         if len(keys) > 1 and np.any(keys[1:] == keys[:-1]):
             raise DataError("a (user, item) pair is judged twice", expected="one judgement each")
-        query = np.arange(n_users, dtype=np.int64)[:, None] * span + top_items
-        found = np.searchsorted(keys, query)
-        found_clipped = np.minimum(found, max(len(keys) - 1, 0))
-        match = (top_items >= 0) & (found < len(keys))
-        if len(keys):
-            match &= keys[found_clipped] == query
-        ranked = np.where(match, sorted_grades[found_clipped] if len(keys) else 0.0, 0.0)
+        ranked = _match(top_items, rel_position, rel_items, grades, keys, sorted_grades, span)
         # Ideal list: each user's grades in decreasing order, truncated or zero-padded to K.
-        by_grade = np.lexsort((-grades, rel_position))
-        starts = np.cumsum(n_relevant) - n_relevant
-        rank = np.arange(len(grades)) - starts[rel_position[by_grade]]
-        keep = rank < depth
-        ideal = np.zeros((n_users, depth))
-        ideal[rel_position[by_grade][keep], rank[keep]] = grades[by_grade][keep]
-        return cls(grades=ranked.astype(np.float64), ideal=ideal, n_relevant=n_relevant)
+        if len(grades) and grades.min() == grades.max():
+            # One grade (binary relevance): the ideal list is that grade at ranks < |R|.
+            fill = np.arange(depth)[None, :] < n_relevant[:, None]
+            ideal = np.where(fill, grades[0], 0.0)
+        else:
+            by_grade = np.lexsort((-grades, rel_position))
+            starts = np.cumsum(n_relevant) - n_relevant
+            rank = np.arange(len(grades)) - starts[rel_position[by_grade]]
+            keep = rank < depth
+            ideal = np.zeros((n_users, depth))
+            ideal[rel_position[by_grade][keep], rank[keep]] = grades[by_grade][keep]
+        return cls(grades=ranked, ideal=ideal, n_relevant=n_relevant)
+
+
+def _match(
+    top_items: np.ndarray,
+    rel_position: np.ndarray,
+    rel_items: np.ndarray,
+    grades: np.ndarray,
+    keys: np.ndarray,
+    sorted_grades: np.ndarray,
+    span: int,
+) -> np.ndarray:
+    """``float64 [users, K]``: the grade of each list entry that is judged, else ``0``.
+
+    With few judgements per user (leave-one-out: one), each judgement is compared with its
+    user's K list entries (``O(judgements x K)``, in chunks of at most ``_COMPARE_ENTRIES``);
+    with many, every list entry is looked up among the sorted judgement keys
+    (``O(users x K x log judgements)``). Both give the same matrix; padding (``-1``) never
+    matches, as judged items are codes ``>= 0``.
+    """
+    n_users, depth = top_items.shape
+    ranked = np.zeros((n_users, depth))
+    if not len(keys) or not depth:
+        return ranked
+    if len(rel_items) <= _COMPARE_FACTOR * n_users:
+        step = max(1, _COMPARE_ENTRIES // depth)
+        for start in range(0, len(rel_items), step):
+            rows = rel_position[start : start + step]
+            which, rank = np.nonzero(top_items[rows] == rel_items[start : start + step, None])
+            ranked[rows[which], rank] = grades[start : start + step][which]
+        return ranked
+    query = np.arange(n_users, dtype=np.int64)[:, None] * span + top_items
+    found = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    match = (top_items >= 0) & (keys[found] == query)
+    ranked[match] = sorted_grades[found[match]]
+    return ranked
 
 
 def _check_k(relevance: RankedRelevance, k: int) -> None:
@@ -161,36 +203,61 @@ def _discount(k: int) -> np.ndarray:
     return _DISCOUNT_CACHE[k]
 
 
-def _cumulative(relevance: RankedRelevance, key: str) -> np.ndarray:
-    """Running sums along the list, computed once per :class:`RankedRelevance` and reused.
+def _entries(relevance: RankedRelevance, which: str) -> tuple[np.ndarray, ...]:
+    """The relevant entries of the lists (``which="list"``) or of the ideal lists (``"ideal"``).
 
-    Every metric at cutoff ``k`` reads column ``k - 1`` of one of these, so computing many
-    cutoffs costs about as much as one. Sums run row by row in rank order, so a user's value
-    never depends on the other users of the batch.
+    Returns ``(rows, ranks, values, ordinal)``: for every entry with a grade ``> 0``, in
+    row-major order (user, then rank, ascending), its user row, its 0-based rank, its grade
+    and its 1-based ordinal among that user's relevant entries. Computed once per
+    :class:`RankedRelevance` and reused by every metric and cutoff.
+
+    Every metric at cutoff ``k`` is a per-user sum over the entries with ``rank < k``, taken
+    with ``np.bincount`` in row-major order: the same additions in the same order as a running
+    sum along the row (adding the ``0.0`` of a non-relevant entry changes no float), so the
+    values are bit-identical to ``cumsum`` over the dense ``[users, K]`` rows, at a cost in the
+    number of relevant entries instead of ``users x K``.
     """
+    key = f"entries:{which}"
     cache = relevance._cache
-    if key not in cache:
-        depth = relevance.depth
-        if key == "hits":
-            cache[key] = np.cumsum(relevance.grades > 0, axis=1)
-        elif key == "precision_at_hits":
-            hit = relevance.grades > 0
-            ranks = np.arange(1, depth + 1, dtype=np.float64)
-            cache[key] = np.cumsum(hit * (_cumulative(relevance, "hits") / ranks), axis=1)
-        elif key == "first_hit":
-            hit = relevance.grades > 0
-            cache[key] = np.where(hit.any(axis=1), hit.argmax(axis=1), depth)
-        else:  # "dcg:<gain>" or "idcg:<gain>"
-            kind, gain = key.split(":")
-            grades = relevance.grades if kind == "dcg" else relevance.ideal
-            cache[key] = np.cumsum(_gains(grades, gain) * _discount(depth), axis=1)
-    return cache[key]
+    if key + ":rows" not in cache:
+        matrix = relevance.grades if which == "list" else relevance.ideal
+        rows, ranks = np.nonzero(matrix > 0)
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = rows[1:] != rows[:-1]
+        position = np.arange(len(rows))
+        ordinal = position - np.maximum.accumulate(np.where(first, position, 0)) + 1
+        cache[key + ":rows"] = rows
+        cache[key + ":ranks"] = ranks
+        cache[key + ":values"] = matrix[rows, ranks]
+        cache[key + ":ordinal"] = ordinal
+        cache[key + ":first"] = first
+    return tuple(cache[f"{key}:{part}"] for part in ("rows", "ranks", "values", "ordinal", "first"))
+
+
+def _sum_within(
+    relevance: RankedRelevance, which: str, k: int, weights: np.ndarray | None
+) -> np.ndarray:
+    """Per-user sum of ``weights`` (one per entry of :func:`_entries`) over ranks ``< k``;
+    the count of those entries (``int64``) when ``weights`` is ``None``."""
+    rows, ranks = _entries(relevance, which)[:2]
+    keep = ranks < k
+    n_users = relevance.grades.shape[0]
+    if weights is None:
+        return np.bincount(rows[keep], minlength=n_users)
+    return np.bincount(rows[keep], weights=weights[keep], minlength=n_users)
+
+
+def _discounted(relevance: RankedRelevance, which: str, k: int, gain: str) -> np.ndarray:
+    """DCG@k of the lists or of the ideal lists."""
+    ranks, values = _entries(relevance, which)[1:3]
+    terms = _gains(values, gain) * _discount(relevance.depth)[ranks]
+    return _sum_within(relevance, which, k, terms)
 
 
 def hits(relevance: RankedRelevance, k: int) -> np.ndarray:
     """Relevant items in the top ``k`` (``float64``)."""
     _check_k(relevance, k)
-    return _cumulative(relevance, "hits")[:, k - 1].astype(np.float64)
+    return _sum_within(relevance, "list", k, None).astype(np.float64)
 
 
 def _denominator(relevance: RankedRelevance, k: int, denominator: Denominator) -> np.ndarray:
@@ -228,22 +295,22 @@ def ndcg(relevance: RankedRelevance, k: int, *, gain: Gain = "linear") -> np.nda
     _check_k(relevance, k)
     if gain not in ("binary", "linear", "exponential"):
         raise ConfigError(f"gain must be 'binary', 'linear' or 'exponential', got {gain!r}")
-    dcg = _cumulative(relevance, f"dcg:{gain}")[:, k - 1]
-    idcg = _cumulative(relevance, f"idcg:{gain}")[:, k - 1]
-    return dcg / idcg
+    return _discounted(relevance, "list", k, gain) / _discounted(relevance, "ideal", k, gain)
 
 
 def mrr(relevance: RankedRelevance, k: int) -> np.ndarray:
     """Reciprocal rank of the first relevant item within the top ``k`` (``0`` if none)."""
     _check_k(relevance, k)
-    first = _cumulative(relevance, "first_hit")
+    rows, ranks, _, _, first_entry = _entries(relevance, "list")
+    first = np.full(relevance.grades.shape[0], relevance.depth, dtype=np.int64)
+    first[rows[first_entry]] = ranks[first_entry]
     return np.where(first < k, 1.0 / (first + 1.0), 0.0)
 
 
 def hit_rate(relevance: RankedRelevance, k: int) -> np.ndarray:
     """``1`` if any relevant item is in the top ``k``, else ``0``."""
     _check_k(relevance, k)
-    return (_cumulative(relevance, "hits")[:, k - 1] > 0).astype(np.float64)
+    return (_sum_within(relevance, "list", k, None) > 0).astype(np.float64)
 
 
 def average_precision(
@@ -251,7 +318,8 @@ def average_precision(
 ) -> np.ndarray:
     """AP@k: precision at each relevant rank within ``k``, summed, over ``min(k, |R|)``."""
     _check_k(relevance, k)
-    summed = _cumulative(relevance, "precision_at_hits")[:, k - 1]
+    ranks, ordinal = _entries(relevance, "list")[1::2]
+    summed = _sum_within(relevance, "list", k, ordinal / (ranks + 1.0))
     return summed / _denominator(relevance, k, denominator)
 
 
