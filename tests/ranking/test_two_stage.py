@@ -253,3 +253,27 @@ def test_groups_without_a_relevant_candidate_do_not_reach_the_ranker() -> None:
     info = model.training_info_
     groups = info["ranker_groups"]
     assert 0 < groups["fit"] + groups["validation"] < info["label_users"]
+
+
+def test_several_carves_give_the_groups_of_each_carve_fitted_alone() -> None:
+    """``carves = 3`` (seed 0) trains on the union of the groups that three one-carve fits with
+    seeds 0, 1, 2 build: the ranker's group count is their sum."""
+    data = synthetic_interactions(120, 50, per_user=10)
+    totals = []
+    for seed in range(3):
+        model = create_model("two-stage", {**SMALL, "seed": seed}).fit(data, FitOptions(threads=1))
+        groups = model.training_info_["ranker_groups"]
+        totals.append(groups["fit"] + groups["validation"])
+    model = create_model("two-stage", {**SMALL, "carves": 3}).fit(data, FitOptions(threads=1))
+    info = model.training_info_
+    assert info["carves"] == 3
+    assert info["ranker_groups"]["fit"] + info["ranker_groups"]["validation"] == sum(totals)
+    assert info["ranker_groups"]["validation"] > 0
+
+
+def test_several_carves_need_a_random_carve() -> None:
+    data = synthetic_interactions(40, 30, per_user=6)
+    with pytest.raises(ConfigError, match="carves = 2 needs carve = random"):
+        create_model("two-stage", {**SMALL, "carves": 2, "carve": "last"}).fit(
+            data, FitOptions(threads=1)
+        )

@@ -99,6 +99,11 @@ class TwoStageConfig(ModelConfig):
             ``last`` (the user's last ``max(1, round(label_fraction · n))`` items in time order;
             matches leave-one-out).
         label_fraction: Share of each user's training items that become labels.
+        carves: Independent random carves of the training data (``carve = random`` only; a
+            non-private fit only). Carve ``k`` draws its labels with seed ``seed + k``, fits its
+            own retrievers on its fit part and adds one group per label user, so the ranker
+            sees ``carves`` groups a user. A user's groups of every carve go to the same side
+            of the ranker's fit/validation draw (no user early-stops a ranker fitted on them).
         ranker_validation_users: Share of the label users whose groups early-stop the ranker.
         ranker_base: Start a LambdaMART ranker from the order of the proposing retriever whose
             ranks have the best NDCG@10 on the ranker's training groups (its ``log_rank``
@@ -120,6 +125,7 @@ class TwoStageConfig(ModelConfig):
     ranker_params: dict[str, Any] | None = None
     carve: Literal["random", "last"] = "random"
     label_fraction: float = Field(0.2, gt=0, lt=1)
+    carves: int = Field(1, ge=1)
     ranker_validation_users: float = Field(0.2, ge=0, lt=1)
     ranker_base: bool = True
     refit: bool = True

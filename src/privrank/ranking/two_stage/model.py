@@ -110,6 +110,18 @@ __all__ = ["TwoStage"]
 _FLOOR_GAP = 1.0
 
 
+def concat_groups(parts: list[QueryGroups]) -> QueryGroups:
+    """The groups of ``parts`` one after the other (every part has the same features)."""
+    if len(parts) == 1:
+        return parts[0]
+    return QueryGroups(
+        features=np.concatenate([p.features for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        group_sizes=np.concatenate([p.group_sizes for p in parts]),
+        feature_names=parts[0].feature_names,
+    )
+
+
 @register("two-stage")
 class TwoStage(Recommender, StagedModel):
     """Retrieval → learning-to-rank as one recommender (see the module docstring).
@@ -158,18 +170,38 @@ class TwoStage(Recommender, StagedModel):
         cfg = self.config
         self._check_item_text(train)
         self._stage_times = defaultdict(float)
-        fit_part, labels = self._carve(train)
-        # The labels' features see the fit part only (popularity and recency that counted the
-        # carved items would leak the labels into the features).
-        self.item_table_ = self._item_table(fit_part)
-        started = time.perf_counter()
-        retrievers = self._fit_retrievers(fit_part, options)
-        self._stage_times["fit.retrievers"] += time.perf_counter() - started
-        users, groups, recall = self._label_groups(retrievers, fit_part, labels)
+        if cfg.carves > 1 and cfg.carve != "random":
+            raise ConfigError(
+                f"two-stage: carves = {cfg.carves} needs carve = random (got {cfg.carve!r}): "
+                "a last-items carve is the same every time"
+            )
+        parts: list[tuple[np.ndarray, QueryGroups]] = []
+        recalls: list[float] = []
+        for k in range(cfg.carves):
+            fit_part, labels = self._carve(train, seed=cfg.seed + k)
+            # The labels' features see the fit part only (popularity and recency that counted
+            # the carved items would leak the labels into the features).
+            self.item_table_ = self._item_table(fit_part)
+            started = time.perf_counter()
+            retrievers = self._fit_retrievers(fit_part, options)
+            self._stage_times["fit.retrievers"] += time.perf_counter() - started
+            carve_users, carve_groups, carve_recall = self._label_groups(
+                retrievers, fit_part, labels
+            )
+            parts.append((carve_users, carve_groups))
+            recalls.append(carve_recall)
+        recall = float(np.mean(recalls))
+        users = np.unique(np.concatenate([u for u, _ in parts]))
+        groups = concat_groups([g for _, g in parts])
+        group_users = np.concatenate([u for u, _ in parts])
+        # The fit/validation draw is over users (one stream, as with one carve): every group of
+        # a validation user validates.
         rng = np.random.default_rng(cfg.seed)
-        n_valid = round(cfg.ranker_validation_users * groups.n_queries)
-        order = rng.permutation(groups.n_queries)
-        valid, fit = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+        n_valid_users = round(cfg.ranker_validation_users * users.size)
+        order = rng.permutation(users.size)
+        valid_users = users[order[:n_valid_users]]
+        is_valid = np.isin(group_users, valid_users)
+        valid, fit = np.flatnonzero(is_valid), np.flatnonzero(~is_valid)
         # A group without a relevant candidate has no pair to order: its LambdaRank gradients
         # are zero and its NDCG is the constant 1 (a shift of the mean that moves no choice), so
         # it only costs the ranker time and memory (most groups of a leave-one-out carve).
@@ -192,6 +224,7 @@ class TwoStage(Recommender, StagedModel):
         self.ranker_: LTRRanker = ranker
         self.training_info_ = {
             "label_users": int(users.size),
+            "carves": cfg.carves,
             "ranker_groups": {"fit": int(fit.size), "validation": int(valid.size)},
             "candidate_recall": recall,
             "base_retriever": base,
@@ -278,15 +311,17 @@ class TwoStage(Recommender, StagedModel):
         return item_features(indptr, items.astype(np.int64), ordered, self.n_items_)
 
     def _carve(
-        self, train: Interactions, per_user: bool = False
+        self, train: Interactions, per_user: bool = False, seed: int | None = None
     ) -> tuple[Interactions, sp.csr_matrix]:
         """The fit part (rows of ``train``) and the ``n_users × n_items`` carved labels.
 
         ``per_user`` (a private fit): a random carve draws each row's key from ``(seed, user
         code, the row's rank in the user's history)`` alone, so adding or removing a user
         changes no other user's carve (the plain carve draws keys in one stream over all rows).
+        ``seed`` (default the config's) seeds a plain random carve.
         """
         cfg = self.config
+        seed = cfg.seed if seed is None else seed
         order = train.sorted_order()  # rows grouped by user, time-ordered
         users = train.users()[order]
         counts = np.bincount(users, minlength=train.n_users)
@@ -302,7 +337,7 @@ class TwoStage(Recommender, StagedModel):
                     cfg.seed, PURPOSE_TWO_STAGE_CARVE, users, rank_within_user(users, counts)
                 )
             else:
-                key = np.random.default_rng(cfg.seed).random(len(order))
+                key = np.random.default_rng(seed).random(len(order))
             # rank of each row's random key within its user: the smallest n_labels are labels
             within = np.lexsort((key, users))
             rank = np.empty(len(order), dtype=np.int64)
@@ -328,19 +363,29 @@ class TwoStage(Recommender, StagedModel):
         is one of the user's carved items (timed as ``fit.candidates_features``).
 
         Returns:
-            The label users' codes, their groups, and the candidate recall of the carved items.
+            The codes of the label users with a non-empty group, their groups (one a user, in
+            that order), and the candidate recall of the carved items.
         """
         started = time.perf_counter()
         users = np.flatnonzero(np.diff(labels.indptr) > 0)
         indptr, items = fit_part.sequences()
         history = Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64)).take(users)
-        groups, recall = self._candidate_groups(retrievers, history, labels[users])
+        groups, recall, kept = self._candidate_groups_kept(retrievers, history, labels[users])
+        users = users[kept]
         self._stage_times["fit.candidates_features"] += time.perf_counter() - started
         return users, groups, recall
 
     def _candidate_groups(
         self, retrievers: list[Recommender], history: Query, labels: sp.csr_matrix
     ) -> tuple[QueryGroups, float]:
+        """The non-empty candidate groups of ``history`` and the candidate recall of ``labels``."""
+        groups, recall, _ = self._candidate_groups_kept(retrievers, history, labels)
+        return groups, recall
+
+    def _candidate_groups_kept(
+        self, retrievers: list[Recommender], history: Query, labels: sp.csr_matrix
+    ) -> tuple[QueryGroups, float, np.ndarray]:
+        """:meth:`_candidate_groups`, and the rows of ``history`` whose group was kept."""
         features, targets, found, total = [], [], 0, 0
         for start in range(0, len(history), 512):
             rows = np.arange(start, min(start + 512, len(history)))
@@ -363,7 +408,7 @@ class TwoStage(Recommender, StagedModel):
             feature_names=self._feature_names(),
         )
         keep = np.flatnonzero(sizes > 0)
-        return groups.take(keep), found / max(total, 1)
+        return groups.take(keep), found / max(total, 1), keep
 
     def _feature_names(self) -> tuple[str, ...]:
         return feature_names([r.name for r in self.config.retrievers])
