@@ -12,17 +12,30 @@ reweighted Gram block, and a popularity prior blended into the scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, model_validator
 
 from privrank.models._config import FitOptions, ModelConfig
-from privrank.privacy.gram_release import GramRelease, GramStatistics, private_gram_release
+from privrank.models.capabilities import PlannedPrivateFit
+from privrank.privacy.calibration import Release
+from privrank.privacy.gram_release import (
+    GramRelease,
+    GramStatistics,
+    planned_gram_releases,
+    private_gram_release,
+)
 from privrank.privacy.spec import PrivacySpec
+
+if TYPE_CHECKING:
+    from privrank.models.base import Recommender
 
 __all__ = [
     "DPSGDPrivateConfig",
+    "PlannedDPSGDFit",
+    "PlannedGramFit",
     "PrivateGramConfig",
     "PrivateGramFit",
     "gram_source",
@@ -156,3 +169,39 @@ def private_gram_fit(
     mass = float(popularity[release.items].sum())
     scale = 1.0 if mass <= 0 or trace <= 0 else min(1.0, trace / mass)
     return PrivateGramFit(release=release, popularity=popularity, prior=prior, scale=scale)
+
+
+class PlannedGramFit(PlannedPrivateFit):
+    """The plan of a Gram-based private fit (:func:`private_gram_fit`; DP-EASE, DP-ItemKNN): the
+    count release (``private.count_share > 0``) and the Gram block's, at the spec's (ε, δ)
+    (:func:`~privrank.privacy.gram_release.planned_gram_releases`). Mixed into a
+    :class:`~privrank.models.Recommender` whose private settings are a
+    :class:`PrivateGramConfig`."""
+
+    def planned_releases(
+        self, spec: PrivacySpec, n_users: int, n_items: int
+    ) -> tuple[Release, ...]:
+        settings = cast("Recommender", self).private_settings(PrivateGramConfig)
+        return planned_gram_releases(spec, settings.count_share)
+
+
+class PlannedDPSGDFit(PlannedPrivateFit):
+    """The plan of a DP-SGD fit that runs :func:`~privrank.privacy.dpsgd.start_private_run`
+    over its ``n_users`` training rows (DP-SASRec, DP-Mult-VAE, DP-BPR): the cold-start counts
+    and the steps of :func:`~privrank.privacy.dpsgd.plan_dpsgd` at :meth:`private_batch_size`
+    and the config's ``epochs``. Mixed into a :class:`~privrank.models.Recommender`; the fit
+    must read its batch size from :meth:`private_batch_size` too."""
+
+    def planned_releases(
+        self, spec: PrivacySpec, n_users: int, n_items: int
+    ) -> tuple[Release, ...]:
+        from privrank.privacy.dpsgd import plan_dpsgd
+
+        epochs = int(cast(Any, self).config.epochs)
+        return plan_dpsgd(spec, n_users, self.private_batch_size(), epochs).releases()
+
+    def private_batch_size(self) -> int:
+        """``b`` of a private fit: the ``private`` block's batch size, else the config's."""
+        host = cast("Recommender", self)
+        size = host.private_settings(DPSGDPrivateConfig).batch_size
+        return int(size or cast(Any, host).config.batch_size)

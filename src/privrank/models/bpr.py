@@ -13,9 +13,10 @@ from torch.nn import functional
 from privrank.data.interactions import Interactions
 from privrank.models._bpr_fold_in import fold_in_vectors
 from privrank.models._epochs import EpochSchedule, Validation
+from privrank.models._private import PlannedDPSGDFit
 from privrank.models._torch_training import EpochFitMixin, seeded
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
-from privrank.models.capabilities import PlannedPrivateFit, StoredFactors
+from privrank.models.capabilities import StoredFactors
 
 __all__ = ["BPR", "BPRConfig", "BPRPrivateConfig", "bpr_loss", "user_bpr_loss"]
 
@@ -110,7 +111,7 @@ def bpr_loss(
 
 
 @register("bpr")
-class BPR(EpochFitMixin, Recommender, StoredFactors, PlannedPrivateFit):
+class BPR(EpochFitMixin, Recommender, StoredFactors, PlannedDPSGDFit):
     r"""Matrix factorisation learned with Bayesian Personalised Ranking (Rendle, Freudenthaler,
     Gantner and Schmidt-Thieme, UAI 2009), in PyTorch.
 
@@ -249,9 +250,7 @@ class BPR(EpochFitMixin, Recommender, StoredFactors, PlannedPrivateFit):
         cfg = self.config
         matrix = sp.csr_matrix(matrix)
         matrix.sort_indices()
-        run = start_private_run(
-            spec, matrix, self.private_settings(BPRPrivateConfig).batch_size, cfg.epochs
-        )
+        run = start_private_run(spec, matrix, self.private_batch_size(), cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         indptr = matrix.indptr.astype(np.int64)
         lengths = np.diff(indptr)
@@ -296,14 +295,9 @@ class BPR(EpochFitMixin, Recommender, StoredFactors, PlannedPrivateFit):
             ),
         )
 
-    def planned_releases(self, spec: Any, n_users: int, n_items: int) -> tuple[Any, ...]:
-        """The cold-start counts and the DP-SGD steps a private fit at ``spec`` makes over
-        ``n_users`` users (:func:`~privrank.privacy.dpsgd.plan_dpsgd`, as the fit calls it)."""
-        from privrank.privacy.dpsgd import plan_dpsgd
-
-        return plan_dpsgd(
-            spec, n_users, self.private_settings(BPRPrivateConfig).batch_size, self.config.epochs
-        ).releases()
+    def private_batch_size(self) -> int:
+        """``b`` of a private fit: the ``private`` block's batch size."""
+        return self.private_settings(BPRPrivateConfig).batch_size
 
     def _store(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor) -> None:
         self.user_factors_ = users.detach().numpy().copy()

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from privrank.data.interactions import Interactions
 from privrank.models._private import (
+    PlannedGramFit,
     PrivateGramConfig,
     PrivateGramFit,
     gram_source,
@@ -25,9 +26,8 @@ from privrank.models.base import (
     Recommender,
     register,
 )
-from privrank.models.capabilities import ItemItemModel, PlannedPrivateFit
-from privrank.privacy.calibration import Release
-from privrank.privacy.gram_release import GramStatistics, planned_gram_releases
+from privrank.models.capabilities import ItemItemModel
+from privrank.privacy.gram_release import GramStatistics
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = [
@@ -80,7 +80,7 @@ class EASEConfig(ModelConfig):
 
 
 @register("ease")
-class EASE(Recommender, ItemItemModel, PlannedPrivateFit):
+class EASE(Recommender, ItemItemModel, PlannedGramFit):
     r"""Embarrassingly Shallow Autoencoder (Steck, "Embarrassingly Shallow Autoencoders for
     Sparse Data", WWW 2019).
 
@@ -186,13 +186,6 @@ class EASE(Recommender, ItemItemModel, PlannedPrivateFit):
             self.weights_, self.items_ = solved, items.astype(np.int64)
         self.privacy_guarantee_ = release.guarantee
         self._report(1, 1)
-
-    def planned_releases(
-        self, spec: PrivacySpec, n_users: int, n_items: int
-    ) -> tuple[Release, ...]:
-        """The count release (``private.count_share > 0``) and the Gram block's, at ``spec``'s
-        (ε, δ) (:func:`~privrank.privacy.gram_release.planned_gram_releases`)."""
-        return planned_gram_releases(spec, self.private_settings(EASEPrivateConfig).count_share)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
         items = self.items_

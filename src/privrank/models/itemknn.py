@@ -10,12 +10,15 @@ from pydantic import Field
 
 from privrank.data.interactions import Interactions
 from privrank.metrics.topk import top_k
-from privrank.models._private import PrivateGramConfig, gram_source, private_gram_fit
+from privrank.models._private import (
+    PlannedGramFit,
+    PrivateGramConfig,
+    gram_source,
+    private_gram_fit,
+)
 from privrank.models._row_sums import FEW_ROWS, history_row_sums
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
-from privrank.models.capabilities import ItemItemModel, PlannedPrivateFit
-from privrank.privacy.calibration import Release
-from privrank.privacy.gram_release import planned_gram_releases
+from privrank.models.capabilities import ItemItemModel
 from privrank.privacy.spec import PrivacySpec
 
 __all__ = [
@@ -72,7 +75,7 @@ class ItemKNNConfig(ModelConfig):
 
 
 @register("itemknn")
-class ItemKNN(Recommender, ItemItemModel, PlannedPrivateFit):
+class ItemKNN(Recommender, ItemItemModel, PlannedGramFit):
     r"""Item-based collaborative filtering with a sparse, pruned, shrunk cosine similarity.
 
     With :math:`X \in \{0,1\}^{|U|\times|I|}` the training matrix and :math:`x_i` its column
@@ -161,13 +164,6 @@ class ItemKNN(Recommender, ItemItemModel, PlannedPrivateFit):
         self.prior_ = fit.prior
         self.privacy_guarantee_ = release.guarantee
         self._report(1, 1)
-
-    def planned_releases(
-        self, spec: PrivacySpec, n_users: int, n_items: int
-    ) -> tuple[Release, ...]:
-        """The count release (``private.count_share > 0``) and the Gram block's, at ``spec``'s
-        (ε, δ) (:func:`~privrank.privacy.gram_release.planned_gram_releases`)."""
-        return planned_gram_releases(spec, self.private_settings(ItemKNNPrivateConfig).count_share)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
         dense = self._dense_similarity() if len(histories) <= FEW_ROWS else None

@@ -13,7 +13,7 @@ from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.models._device import DeviceName, torch_device
 from privrank.models._epochs import EpochSchedule
-from privrank.models._private import DPSGDPrivateConfig
+from privrank.models._private import DPSGDPrivateConfig, PlannedDPSGDFit
 from privrank.models._sasrec_network import (
     SASRecNetwork,
     gbce_beta,
@@ -30,7 +30,6 @@ from privrank.models._torch_training import (
     seeded,
 )
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
-from privrank.models.capabilities import PlannedPrivateFit
 from privrank.models.parallel import (
     DataParallel,
     all_reduce_gradients,
@@ -137,7 +136,7 @@ class SASRecConfig(ModelConfig):
 
 
 @register("sasrec")
-class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedPrivateFit):
+class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedDPSGDFit):
     r"""Self-Attentive Sequential Recommendation (Kang and McAuley, ICDM 2018), trained with
     full or sampled softmax as in the eSASRec study (arXiv 2508.06450).
 
@@ -318,7 +317,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedPrivateFit):
                 "(its per-user gradients gather each user's negatives' rows, one set per batch)"
             )
         parallel = options.parallel
-        batch = self._private_batch_size()
+        batch = self.private_batch_size()
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         indptr, items = spec.bound_contributions(train).sequences()
@@ -365,17 +364,6 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedPrivateFit):
             statistic="the summed per-user clipped gradients of all network weights",
             released="all SASRec network weights",
         )
-
-    def planned_releases(self, spec: Any, n_users: int, n_items: int) -> tuple[Any, ...]:
-        """The cold-start counts and the DP-SGD steps a private fit at ``spec`` makes over
-        ``n_users`` users (:func:`~privrank.privacy.dpsgd.plan_dpsgd`, as the fit calls it)."""
-        from privrank.privacy.dpsgd import plan_dpsgd
-
-        return plan_dpsgd(spec, n_users, self._private_batch_size(), self.config.epochs).releases()
-
-    def _private_batch_size(self) -> int:
-        """``b`` of a private fit: the ``private`` block's batch size, else the config's."""
-        return self.private_settings(DPSGDPrivateConfig).batch_size or self.config.batch_size
 
     def _new_network(self) -> SASRecNetwork:
         cfg = self.config

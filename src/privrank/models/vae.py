@@ -14,7 +14,7 @@ from torch.nn import functional
 from privrank.data.interactions import Interactions
 from privrank.models._device import DeviceName, torch_device
 from privrank.models._epochs import EpochSchedule
-from privrank.models._private import DPSGDPrivateConfig
+from privrank.models._private import DPSGDPrivateConfig, PlannedDPSGDFit
 from privrank.models._torch_training import (
     EpochFitMixin,
     NetworkStateMixin,
@@ -23,7 +23,6 @@ from privrank.models._torch_training import (
     seeded,
 )
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
-from privrank.models.capabilities import PlannedPrivateFit
 from privrank.models.parallel import all_reduce_gradients, share, worker_seed
 
 __all__ = ["MultVAE", "MultVAEConfig", "MultVAENetwork"]
@@ -136,7 +135,7 @@ def vae_user_losses(
 
 
 @register("mult-vae")
-class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender, PlannedPrivateFit):
+class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender, PlannedDPSGDFit):
     r"""Variational autoencoder for collaborative filtering with a multinomial likelihood
     (Liang, Krishnan, Hoffman and Jebara, "Variational Autoencoders for Collaborative
     Filtering", WWW 2018).
@@ -268,7 +267,7 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender, PlannedPrivateFit):
         torch_device(cfg.device, model="MultVAE", cpu_only="DP-SGD runs on the CPU")
         parallel = options.parallel
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        batch = self._private_batch_size()
+        batch = self.private_batch_size()
         run = start_private_run(spec, matrix, batch, cfg.epochs)
         self.item_popularity_ = run.item_counts.astype(np.float32)
         lengths = np.diff(matrix.indptr)
@@ -311,17 +310,6 @@ class MultVAE(EpochFitMixin, NetworkStateMixin, Recommender, PlannedPrivateFit):
             statistic="the summed per-user clipped gradients of all network weights",
             released="all Mult-VAE network weights",
         )
-
-    def planned_releases(self, spec: Any, n_users: int, n_items: int) -> tuple[Any, ...]:
-        """The cold-start counts and the DP-SGD steps a private fit at ``spec`` makes over
-        ``n_users`` users (:func:`~privrank.privacy.dpsgd.plan_dpsgd`, as the fit calls it)."""
-        from privrank.privacy.dpsgd import plan_dpsgd
-
-        return plan_dpsgd(spec, n_users, self._private_batch_size(), self.config.epochs).releases()
-
-    def _private_batch_size(self) -> int:
-        """``b`` of a private fit: the ``private`` block's batch size, else the config's."""
-        return self.private_settings(DPSGDPrivateConfig).batch_size or self.config.batch_size
 
     def _new_network(self) -> MultVAENetwork:
         cfg = self.config
