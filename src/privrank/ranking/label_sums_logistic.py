@@ -328,21 +328,21 @@ def noise_ridge_penalty(
     laplace_scale: float,
     coefficient: float,
 ) -> float:
-    r"""The extra L2 penalty of a fit on noisy label sums: :math:`c \cdot 2b^2 / \hat	au^2`.
+    r"""The extra L2 penalty of a fit on noisy label sums: :math:`c \cdot 2b^2 / \hat\tau^2`.
 
-    **Why.** In the gradient equation of the fit, :math:`X^	op p(w) + \lambda w = 	ilde s`,
-    the noise enters as :math:`	ilde s - s`, of variance :math:`2b^2` per column (Laplace of
-    scale :math:`b = \Delta/arepsilon`). For a linear model with a Gaussian prior
-    :math:`w_j \sim N(0, 	au^2)` and observation noise of variance :math:`\sigma^2`, the
-    posterior mean is the ridge estimate with :math:`\lambda = \sigma^2/	au^2` (the MSE-optimal
-    ridge); here :math:`\sigma^2 = 2b^2`. :math:`	au^2`, the spread of the true weights, is the
+    **Why.** In the gradient equation of the fit, :math:`X^\top p(w) + \lambda w = \tilde s`,
+    the noise enters as :math:`\tilde s - s`, of variance :math:`2b^2` per column (Laplace of
+    scale :math:`b = \Delta/\varepsilon`). For a linear model with a Gaussian prior
+    :math:`w_j \sim N(0, \tau^2)` and observation noise of variance :math:`\sigma^2`, the
+    posterior mean is the ridge estimate with :math:`\lambda = \sigma^2/\tau^2` (the MSE-optimal
+    ridge); here :math:`\sigma^2 = 2b^2`. :math:`\tau^2`, the spread of the true weights, is the
     data's and unknown, so it is estimated from the release itself (empirical Bayes, method of
     moments): with :math:`\hat p = \hat S/N` (:math:`N` rows) and each column's noisy rate
-    :math:`	ilde r_j = 	ilde s_j / n_j`,
+    :math:`\tilde r_j = \tilde s_j / n_j`,
 
-    .. math:: \hat	au_r^2 = rac{\sum_j n_j ig[(	ilde r_j - \hat p)^2
-              - 2b^2/n_j^2 - \hat p(1-\hat p)/n_jig]}{\sum_j n_j},\qquad
-              \hat	au^2 = rac{\max(\hat	au_r^2, 10^{-12})}{\hat p^2(1-\hat p)^2},
+    .. math:: \hat\tau_r^2 = \frac{\sum_j n_j \big[(\tilde r_j - \hat p)^2
+              - 2b^2/n_j^2 - \hat p(1-\hat p)/n_j\big]}{\sum_j n_j},\qquad
+              \hat\tau^2 = \frac{\max(\hat\tau_r^2, 10^{-12})}{\hat p^2(1-\hat p)^2},
 
     the spread of the column rates beyond what the noise and the Bernoulli sampling explain,
     moved to the logit scale (:math:`dr/dw = p(1-p)`). The constant ``coefficient`` :math:`c`
