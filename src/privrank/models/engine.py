@@ -26,12 +26,13 @@ whole fit on several workers, each a replica, gradients summed over them,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
 
-from privrank.privacy.gram_release import GramStatistics
+if TYPE_CHECKING:
+    from privrank.privacy.gram_release import GramStatistics
 
 __all__ = ["ALSBlocks", "ALSEngine", "ALSProblem", "FitEngine", "Side"]
 

@@ -42,15 +42,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
-
-import dp_accounting as dpa
-from dp_accounting import dp_event
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
+from typing import TYPE_CHECKING, Any
 
 from privrank.errors import ConfigError
 from privrank.privacy.spec import AccountantKind
+
+# dp_accounting (and the scipy.stats / scipy.signal it imports, ~1 s and ~60 MB) is imported
+# by the functions that use it, not with this module: a federated device imports the mechanism
+# layer to add its noise share and never accounts anything.
+if TYPE_CHECKING:
+    import dp_accounting as dpa
 
 __all__ = [
     "Accountant",
@@ -115,11 +116,9 @@ def _kind(kind: str, *, owner: str) -> AccountantKind:
     return kind  # type: ignore[return-value]
 
 
-#: The neighbouring relations an :class:`Accountant` can be stated against.
-_NEIGHBORING = {
-    "add_or_remove": dpa.NeighboringRelation.ADD_OR_REMOVE_ONE,
-    "replace_one": dpa.NeighboringRelation.REPLACE_ONE,
-}
+#: The neighbouring relations an :class:`Accountant` can be stated against (``dp_accounting``'s
+#: ``NeighboringRelation`` member of each).
+_NEIGHBORING = {"add_or_remove": "ADD_OR_REMOVE_ONE", "replace_one": "REPLACE_ONE"}
 
 # --- events -----------------------------------------------------------------------------------
 
@@ -131,6 +130,8 @@ def gaussian_event(noise_multiplier: float, count: int = 1) -> dpa.DpEvent:
         noise_multiplier: ``σ / Δ`` (> 0).
         count: How many releases (≥ 1), e.g. several noisy statistics of one fit.
     """
+    import dp_accounting as dpa
+
     owner = "gaussian_event"
     event = dpa.GaussianDpEvent(_positive("noise_multiplier", noise_multiplier, owner=owner))
     count = _count("count", count, owner=owner)
@@ -145,6 +146,8 @@ def dpsgd_event(sampling_rate: float, noise_multiplier: float, steps: int) -> dp
         noise_multiplier: σ / C, noise std over the per-user clipping norm (> 0).
         steps: T (≥ 1).
     """
+    import dp_accounting as dpa
+
     owner = "dpsgd_event"
     step = dpa.PoissonSampledDpEvent(
         _rate(sampling_rate, owner=owner),
@@ -167,6 +170,8 @@ def fixed_cohort_event(
             (2C for a sum of vectors clipped to C).
         rounds: T (≥ 1).
     """
+    import dp_accounting as dpa
+
     owner = "fixed_cohort_event"
     population = _count("population", population, owner=owner)
     cohort = _count("cohort", cohort, owner=owner)
@@ -182,7 +187,9 @@ def fixed_cohort_event(
 
 def event_to_dict(event: dpa.DpEvent) -> dict[str, Any]:
     """A JSON-able form of a ``dp_accounting`` event: ``{"type": class name, **fields}``."""
-    if not isinstance(event, dpa.DpEvent) or type(event).__module__ != dp_event.__name__:
+    import dp_accounting as dpa
+
+    if not isinstance(event, dpa.DpEvent) or type(event).__module__ != dpa.dp_event.__name__:
         raise ConfigError(f"not a dp_accounting event: {event!r}")
     out: dict[str, Any] = {"type": type(event).__name__}
     for field in type(event).__attrs_attrs__:  # dp_accounting events are attrs classes
@@ -191,6 +198,8 @@ def event_to_dict(event: dpa.DpEvent) -> dict[str, Any]:
 
 
 def _field_to_json(value: Any) -> Any:
+    import dp_accounting as dpa
+
     if isinstance(value, dpa.DpEvent):
         return event_to_dict(value)
     if isinstance(value, list | tuple):
@@ -204,10 +213,12 @@ def event_from_dict(data: dict[str, Any]) -> dpa.DpEvent:
     Raises:
         ConfigError: Unknown event class or malformed fields.
     """
+    import dp_accounting as dpa
+
     try:
         fields = dict(data)
         name = fields.pop("type")
-        cls = getattr(dp_event, name, None)
+        cls = getattr(dpa.dp_event, name, None)
         if not (isinstance(cls, type) and issubclass(cls, dpa.DpEvent)):
             raise ConfigError(f"unknown dp_accounting event class {name!r}")
         return cls(**{key: _field_from_json(value) for key, value in fields.items()})
@@ -278,13 +289,15 @@ class Accountant:
         self._inner = self._fresh()
 
     def _fresh(self) -> dpa.PrivacyAccountant:
-        relation = _NEIGHBORING[self.neighboring]
+        import dp_accounting as dpa
+
+        relation = getattr(dpa.NeighboringRelation, _NEIGHBORING[self.neighboring])
         if self.kind == "pld":
-            return PLDAccountant(
+            return dpa.pld.PLDAccountant(
                 neighboring_relation=relation,
                 value_discretization_interval=self.pld_discretization,
             )
-        return RdpAccountant(orders=self.rdp_orders, neighboring_relation=relation)
+        return dpa.rdp.RdpAccountant(orders=self.rdp_orders, neighboring_relation=relation)
 
     @property
     def events(self) -> tuple[dpa.DpEvent, ...]:
@@ -297,6 +310,8 @@ class Accountant:
         Raises:
             ConfigError: The event is not a ``dp_accounting`` event this accountant supports.
         """
+        import dp_accounting as dpa
+
         count = _count("count", count, owner="Accountant.compose")
         if not isinstance(event, dpa.DpEvent):
             raise ConfigError(f"Accountant.compose needs a dp_accounting DpEvent. Got {event!r}")
@@ -374,6 +389,8 @@ def gaussian_epsilon(
         delta: Target δ in (0, 1).
         count: Number of releases composed (≥ 1).
     """
+    import dp_accounting as dpa
+
     owner = "gaussian_epsilon"
     multiplier = _positive("noise_multiplier", noise_multiplier, owner=owner)
     count = _count("count", count, owner=owner)

@@ -28,9 +28,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import dp_accounting as dpa
+from typing import TYPE_CHECKING, Any
 
 from privrank.errors import ConfigError
 from privrank.privacy.accounting import (
@@ -44,6 +42,9 @@ from privrank.privacy.accounting import (
     gaussian_event,
 )
 from privrank.privacy.spec import AccountantKind
+
+if TYPE_CHECKING:
+    import dp_accounting as dpa
 
 __all__ = [
     "ACCOUNTANTS",

@@ -37,15 +37,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from privrank.config_errors import config_error
 from privrank.errors import ConfigError, PrivacyBudgetExceeded
-from privrank.privacy.accounting import calibrate_noise
-from privrank.privacy.calibration import Release
 from privrank.privacy.crypto.secagg.errors import UpdateOutOfRange
 from privrank.privacy.discrete_gaussian import (
     discrete_gaussian_variance,
@@ -58,9 +56,12 @@ from privrank.privacy.distributed_dp_accounting import (
     rounded_l2_bound,
     wrap_probability,
 )
-from privrank.privacy.ledger import Ledger, Reservation
 from privrank.privacy.mechanism import Mechanism, current_noise_scale, register_mechanism
 from privrank.privacy.spec import AccountantKind
+
+if TYPE_CHECKING:
+    from privrank.privacy.calibration import Release
+    from privrank.privacy.ledger import Ledger, Reservation
 
 __all__ = [
     "DistributedDPConfig",
@@ -216,6 +217,8 @@ class DistributedDiscreteGaussian(Mechanism[np.ndarray, np.random.Generator]):
             rho = ddg_round_rho(sigma, c.min_clients, self.sensitivity, c.dimension)
             return ddg_epsilon(rho, c.rounds, delta)
 
+        from privrank.privacy.accounting import calibrate_noise  # the server's side only
+
         return calibrate_noise(epsilon_of, epsilon)
 
     def add_noise(self, statistic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -227,6 +230,8 @@ class DistributedDiscreteGaussian(Mechanism[np.ndarray, np.random.Generator]):
     def releases(self) -> tuple[Release, ...]:
         """The T rounds, as a release whose multiplier ``1/√(2ρ)`` has the same RDP curve
         (``ρα``) as the zCDP bound: account it with the RDP accountant only."""
+        from privrank.privacy.calibration import Release  # the server's side only
+
         return (
             Release(
                 mechanism=self.name,

@@ -85,13 +85,10 @@ from __future__ import annotations
 
 import math
 
-import dp_accounting as dpa
 import numpy as np
-from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 from scipy.special import gammaln, logsumexp
 
 from privrank.errors import ConfigError
-from privrank.privacy.accounting import Accountant
 
 #: The integer Rényi orders of the sampled accounting (Zhu & Wang's bound is for integer α).
 SAMPLED_ORDERS = tuple(range(2, 257))
@@ -160,6 +157,12 @@ def ddg_epsilon(rho_per_round: float, rounds: int, delta: float) -> float:
         raise ConfigError(f"ddg_epsilon needs rounds ≥ 1. Got {rounds!r}")
     if not math.isfinite(rho_per_round):
         return math.inf
+    # Imported here: a device builds the mechanism (its bound and wrap-around check) and
+    # never needs the accountant or dp_accounting.
+    import dp_accounting as dpa
+
+    from privrank.privacy.accounting import Accountant
+
     event = dpa.ZCDpEvent(rho_per_round * rounds)
     return Accountant("rdp").compose(event).epsilon(delta)
 
@@ -258,6 +261,8 @@ def ddg_sampled_epsilon(
         raise ConfigError(f"ddg_sampled_epsilon needs rounds ≥ 0. Got {rounds!r}")
     if not (math.isfinite(rho_per_round) and math.isfinite(rho_fixed)):
         return math.inf
+    from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
     alphas = np.asarray(SAMPLED_ORDERS, dtype=np.float64)
     rdp = rho_fixed * alphas
     if rounds:

@@ -38,6 +38,7 @@ from privrank.models._fedmf_rounds import FedMFClient, FedMFConfig, MFBroadcast
 
 __all__ = [
     "MANIFEST_FILE",
+    "NodeAnswer",
     "NodeData",
     "device_counts",
     "device_updates",
@@ -83,6 +84,21 @@ class NodeData:
                 f"{self.path}: the server asked for devices {unknown[:5]} it does not hold"
             )
         return rows
+
+
+@dataclass(frozen=True)
+class NodeAnswer:
+    """What one SuperNode sent back for its devices.
+
+    Attributes:
+        devices: ``(k,)`` the enrolment numbers the vectors are for.
+        vectors: ``(k, dim)`` one row per device.
+        unclipped: ``(k,)`` bool, the devices' clipping bits.
+    """
+
+    devices: np.ndarray
+    vectors: np.ndarray
+    unclipped: np.ndarray
 
 
 def partition(train: Interactions, nodes: int, out: Path) -> dict[str, object]:

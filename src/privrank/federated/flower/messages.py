@@ -29,7 +29,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from privrank.errors import ConfigError
-from privrank.federated.flower.rounds import NodeAnswer
+from privrank.federated.flower.devices import NodeAnswer
 from privrank.federated.flower.secure import SecureReply, SecureRequest, SecureTask
 from privrank.models._fedmf_rounds import FedMFConfig
 from privrank.privacy.crypto.secagg import SecAggConfig

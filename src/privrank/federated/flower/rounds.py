@@ -82,6 +82,7 @@ import numpy as np
 from privrank.errors import ConfigError
 from privrank.federated.aggregation import RoundSum, SumAggregator
 from privrank.federated.cohorts import sample_cohort
+from privrank.federated.flower.devices import NodeAnswer
 from privrank.federated.flower.job import FlowerJob
 from privrank.federated.flower.secure import (
     SecureReply,
@@ -120,21 +121,6 @@ if TYPE_CHECKING:
 __all__ = ["DeploymentResult", "DeviceTransport", "NodeAnswer", "run_deployment"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NodeAnswer:
-    """What one SuperNode sent back for its devices.
-
-    Attributes:
-        devices: ``(k,)`` the enrolment numbers the vectors are for.
-        vectors: ``(k, dim)`` one row per device.
-        unclipped: ``(k,)`` bool, the devices' clipping bits.
-    """
-
-    devices: np.ndarray
-    vectors: np.ndarray
-    unclipped: np.ndarray
 
 
 class DeviceTransport(Protocol):
