@@ -7,18 +7,28 @@ The task (every arm): federated MF (fedmf, Federated Reconstruction on the iALS 
 every arm, so the arms compute the same model), one local step (the device's exact
 reconstruction of its user factor, then its item-side update), server learning rate 0.5
 decaying linearly. Each device is one user of the training part (``--data`` protocol, or
-``--synthetic-users`` from privrank's generator).
+``--synthetic-users`` from privrank's generator, or every user of ``--dataset``, a saved
+dataset directory such as ``privrank data synth``'s output).
 
 The arms, each in its own process and environment (so each one's peak RSS is its own):
 
 - ``privrank``: :func:`privrank.federated.simulate` (main environment, or any with privrank);
   devices run in vectorised batches, updates summed in factored form.
 - ``flower``: Flower's simulation engine (``flwr.simulation.run_simulation``, Ray backend,
-  ``.venv-flower``): one virtual SuperNode per device (``num_supernodes`` = devices); the
-  ServerApp is privrank's deployment server (:func:`~privrank.federated.flower.rounds.
-  run_deployment` over a Flower ``Grid``) and the ClientApp privrank's (the same device code,
-  :func:`~privrank.federated.flower.devices.device_updates`, on the node's one device); each
-  round sends one Message per cohort device.
+  ``.venv-flower``) with a **fixed pool** of ``--flower-nodes`` virtual SuperNodes (at most the
+  number of devices). That is how a million devices are simulated in Flower: a virtual SuperNode
+  is not a device but a slot that simulates the devices it is asked for. The devices are dealt
+  round-robin to the pool (:func:`~privrank.federated.flower.devices.partition`: device ``u``
+  to node ``u mod nodes``; the node files together are the one training file, cut by node), each
+  node's ClientApp loads its file once per Ray actor (cached), and each round's Message to a
+  node carries the ids of the cohort devices it simulates this round; the node runs them as a
+  batch. The ServerApp is privrank's deployment server
+  (:func:`~privrank.federated.flower.rounds.run_deployment` over a Flower ``Grid``) and the
+  ClientApp privrank's (the same device code,
+  :func:`~privrank.federated.flower.devices.device_updates`). One deviation, outside the timed
+  rounds: the deployment gathers the item counts as one ``|I|``-vector **per device** (8 GB of
+  float64 at 1M devices and 1,000 items), so here each node sends its devices' summed counts
+  (the same non-private total; the privrank and pfl arms compute the counts centrally).
 - ``pfl``: pfl-research's simulated backend (``pfl.aggregate.simulate.SimulatedBackend``,
   ``.venv-pfl``, numpy ops): a :class:`pfl.algorithm.base.FederatedAlgorithm` whose
   ``simulate_one_user`` runs the same device code on one user (the dense update vector as a
@@ -37,6 +47,11 @@ Usage::
 
     .venv/bin/python bench/bench_federated_speed.py --data ml100k-holdout --rounds 5 \\
         --clients-per-round 100 --factors 16 --json bench/results/federated_speed.json
+
+    privrank data synth --users 1000000 --items 1000 --interactions 20000000 --clusters 20 \\
+        --out /tmp/synth1m
+    .venv/bin/python bench/bench_federated_speed.py --dataset /tmp/synth1m --rounds 4 \\
+        --clients-per-round 1000 --factors 16 --flower-nodes 100 --json out.json
 """
 
 from __future__ import annotations
@@ -125,24 +140,35 @@ def arm_privrank(work: Path) -> dict:
     return {"round_seconds": seconds, "round_devices": devices, "wall_s": wall}
 
 
+def node_counts(node) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The summed 0/1 item vectors of a node's devices, ``(1, n_items)`` float64 (what the
+    bench's node sends instead of one vector per device; non-private)."""
+    return np.asarray(node.histories.sum(axis=0), dtype=np.float64).reshape(1, -1)
+
+
 def arm_flower(work: Path) -> dict:
     from dataclasses import replace
+    from unittest import mock
 
-    from flwr.app import Context, Message
+    from flwr.app import Context, Message, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
     from privrank.federated.flower import client_app as privrank_client
+    from privrank.federated.flower import messages
+    from privrank.federated.flower import rounds as deployment
     from privrank.federated.flower.devices import partition
     from privrank.federated.flower.job import FlowerJob
-    from privrank.federated.flower.rounds import run_deployment
     from privrank.federated.flower.server_app import GridTransport
 
     spec, users, items = _load(work)
     train = _interactions(users, items, spec)
+    del users, items
     devices = work / "flower-devices"
-    partition(train, spec["users"], devices)  # one virtual SuperNode per device
+    pool = min(spec["flower_nodes"], spec["users"])
+    partition(train, pool, devices)  # device u -> virtual SuperNode u mod pool
+    del train
     job = FlowerJob(
         model=_config(spec),
         settings=_settings(spec),
@@ -150,16 +176,33 @@ def arm_flower(work: Path) -> dict:
         n_items=spec["n_items"],
         data_fingerprint="bench",
         run_dir=str(work / "flower.run"),
-        min_nodes=spec["users"],
+        min_nodes=pool,
         enrol_timeout=3600.0,
         round_timeout=3600.0,
     )
+
+    class PoolTransport(GridTransport):
+        def summed_counts(self) -> np.ndarray:
+            request = messages.counts_request(None)
+            replies = self._exchange(
+                {n: request for n in self.nodes}, messages.COUNTS, "counts", 3600.0
+            )
+            if len(replies) != len(self.nodes):
+                raise RuntimeError(f"item counts: {len(replies)} of {len(self.nodes)} nodes")
+            return np.sum([messages.answer_of(c).vectors[0] for _, c in replies], axis=0)
+
+    def release_counts(job, transport, resolved, plan, ledger, nodes):  # type: ignore[no-untyped-def]
+        if plan is not None:
+            raise RuntimeError("the bench's Flower arm is non-private")
+        return transport.summed_counts()
+
     server = ServerApp()
     finished: dict[str, object] = {}
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        finished["result"] = run_deployment(job, GridTransport(grid, job))
+        with mock.patch.object(deployment, "_release_counts", release_counts):
+            finished["result"] = deployment.run_deployment(job, PoolTransport(grid, job))
 
     client = ClientApp()
 
@@ -173,7 +216,9 @@ def arm_flower(work: Path) -> dict:
 
     @client.query("counts")
     def counts(message: Message, context: Context) -> Message:
-        return privrank_client.counts(message, _own(context))
+        node = privrank_client._node_of(_own(context))
+        content: RecordDict = messages.reply(node.device_ids[:1], node_counts(node))
+        return Message(content, reply_to=message)
 
     @client.train("round")
     def train_round(message: Message, context: Context) -> Message:
@@ -183,7 +228,7 @@ def arm_flower(work: Path) -> dict:
     run_simulation(
         server_app=server,
         client_app=client,
-        num_supernodes=spec["users"],
+        num_supernodes=pool,
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
     )
     wall = time.perf_counter() - started
@@ -192,7 +237,12 @@ def arm_flower(work: Path) -> dict:
     if result is None or len(seconds) < spec["rounds"]:
         raise RuntimeError("the Flower simulation ended before its rounds")
     np.save(work / "H-flower.npy", result.state.arrays["item_factors"])  # type: ignore[attr-defined]
-    return {"round_seconds": seconds, "round_devices": accepted, "wall_s": wall}
+    return {
+        "round_seconds": seconds,
+        "round_devices": accepted,
+        "wall_s": wall,
+        "supernodes": pool,
+    }
 
 
 def arm_pfl(work: Path) -> dict:
@@ -313,49 +363,14 @@ def arm_pfl(work: Path) -> dict:
     return {"round_seconds": seconds, "round_devices": cohort, "wall_s": wall}
 
 
-class _TreeMemory:
-    """Peak summed RSS of this process and all its descendants (Flower's Ray raylet and
-    workers included), sampled every 0.2 s in a thread."""
-
-    def __init__(self) -> None:
-        import threading
-
-        import psutil
-
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._me = psutil.Process()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> float:
-        import psutil
-
-        total = 0
-        for process in [self._me, *self._me.children(recursive=True)]:
-            try:
-                total += process.memory_info().rss
-            except psutil.Error:
-                continue
-        return total / 2**20
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            self._stop.wait(0.2)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 def run_arm(name: str, work: Path) -> None:
     arm = {"privrank": arm_privrank, "flower": arm_flower, "pfl": arm_pfl}[name]
-    memory = _TreeMemory()
-    result = arm(work)
+    from privrank.testing import PeakTreeMemory
+
+    with PeakTreeMemory() as memory:
+        result = arm(work)
     result["peak_rss_mb"] = _peak_rss_mb()
-    result["peak_tree_rss_mb"] = memory.stop()
+    result["peak_tree_rss_mb"] = memory.mebibytes
     (work / f"{name}.json").write_text(json.dumps(result))
 
 
@@ -373,6 +388,10 @@ def _train(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             )
         )
         return data, f"synthetic {args.synthetic_users} users x {args.synthetic_items} items"
+    if args.dataset:
+        from privrank.workflow.protocols import load_dataset
+
+        return load_dataset(str(args.dataset)), f"every user of {args.dataset}"
     from privrank.workflow.protocols import prepare
 
     return prepare(args.data).train, args.data
@@ -394,11 +413,13 @@ def main() -> None:
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", default="ml100k-holdout")
+    parser.add_argument("--dataset", type=Path, help="a saved dataset (every user a device)")
     parser.add_argument("--synthetic-users", type=int, default=0)
     parser.add_argument("--synthetic-items", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients-per-round", type=int, default=100)
     parser.add_argument("--factors", type=int, default=16)
+    parser.add_argument("--flower-nodes", type=int, default=100, help="virtual SuperNodes")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--flower-venv", type=Path, default=ROOT / ".venv-flower")
     parser.add_argument("--pfl-venv", type=Path, default=ROOT / ".venv-pfl")
@@ -424,11 +445,14 @@ def main() -> None:
             "rounds": args.rounds,
             "clients_per_round": args.clients_per_round,
             "factors": args.factors,
+            "flower_nodes": args.flower_nodes,
         }
         (work / "spec.json").write_text(json.dumps(spec))
         np.savez(work / "train.npz", users=np.asarray(users), items=np.asarray(items))
+        del train, users, items  # the arms read train.npz
         for name in args.arms:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
             env["PATH"] = f"{pythons[name].parent}{os.pathsep}{env['PATH']}"
             command = [str(pythons[name]), __file__, "--arm", name, "--work", str(work)]
             tick = time.perf_counter()
