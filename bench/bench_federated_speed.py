@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -116,9 +115,12 @@ def _histories(users: np.ndarray, items: np.ndarray, spec: dict):  # type: ignor
 
 
 def _peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
+    """This process's own RSS high-water mark (``VmHWM``; not ``getrusage``, whose ``ru_maxrss``
+    keeps the forking driver's RSS across ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _metrics_rounds(run_dir: Path) -> tuple[list[float], list[int]]:
