@@ -165,6 +165,20 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # EASE, on the full data EASE wins, and the blend's weights follow the carve)
     "blend-c4-lf10": {"ranker_base_blend": True, "carves": 4, "label_fraction": 0.1},
     "blend-c8-lf10": {"ranker_base_blend": True, "carves": 8, "label_fraction": 0.1},
+    "blend-c8-lf05": {"ranker_base_blend": True, "carves": 8, "label_fraction": 0.05},
+    "blend-c16-lf05": {"ranker_base_blend": True, "carves": 16, "label_fraction": 0.05},
+    "blend-vae-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "mult-vae"},
+            {"name": "most-popular"},
+        ],
+    },
     "blend-ease500-c8-lf10": {
         "ranker_base_blend": True,
         "carves": 8,
