@@ -179,6 +179,30 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             {"name": "most-popular"},
         ],
     },
+    "blend-vae-ease500-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease", "params": {"regularization": 500}},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "mult-vae"},
+            {"name": "most-popular"},
+        ],
+    },
+    "blend-vae-c16-lf05": {
+        "ranker_base_blend": True,
+        "carves": 16,
+        "label_fraction": 0.05,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "mult-vae"},
+            {"name": "most-popular"},
+        ],
+    },
     "blend-ease500-c8-lf10": {
         "ranker_base_blend": True,
         "carves": 8,
