@@ -156,6 +156,85 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             {"name": "most-popular"},
         ],
     },
+    # twostage9: the base order a learned blend of the retrievers' relative scores (weights by
+    # coordinate ascent on the ranker's training groups), then trees
+    "blend": {"ranker_base_blend": True},
+    "blend-c4": {"ranker_base_blend": True, "carves": 4},
+    # a smaller carve (10 % of each history): the retrievers that make the ranker's groups are
+    # fitted on more of the data, nearer the full fit that serves (on a 20 % carve iALS beats
+    # EASE, on the full data EASE wins, and the blend's weights follow the carve)
+    "blend-c4-lf10": {"ranker_base_blend": True, "carves": 4, "label_fraction": 0.1},
+    "blend-c8-lf10": {"ranker_base_blend": True, "carves": 8, "label_fraction": 0.1},
+    "blend-c8-lf05": {"ranker_base_blend": True, "carves": 8, "label_fraction": 0.05},
+    "blend-c16-lf05": {"ranker_base_blend": True, "carves": 16, "label_fraction": 0.05},
+    "blend-vae-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "mult-vae"},
+            {"name": "most-popular"},
+        ],
+    },
+    "blend-vae-ease500-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease", "params": {"regularization": 500}},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "mult-vae"},
+            {"name": "most-popular"},
+        ],
+    },
+    "blend-vae-c16-lf05": {
+        "ranker_base_blend": True,
+        "carves": 16,
+        "label_fraction": 0.05,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "mult-vae"},
+            {"name": "most-popular"},
+        ],
+    },
+    "blend-ease500-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease", "params": {"regularization": 500}},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "most-popular"},
+        ],
+    },
+    "blend-ease500-c4": {
+        "ranker_base_blend": True,
+        "carves": 4,
+        "retrievers": [
+            {"name": "ease", "params": {"regularization": 500}},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "most-popular"},
+        ],
+    },
+    "blend-ease500-vae-c4": {
+        "ranker_base_blend": True,
+        "carves": 4,
+        "retrievers": [
+            {"name": "ease", "params": {"regularization": 500}},
+            {"name": "itemknn"},
+            {"name": "ials"},
+            {"name": "mult-vae"},
+            {"name": "most-popular"},
+        ],
+    },
     # the default retrievers plus content similarity (item text: the catalogue's) as features
     "content": {
         "retrievers": [

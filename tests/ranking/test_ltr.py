@@ -190,6 +190,31 @@ def test_trees_on_a_base_are_kept_when_they_beat_it() -> None:
     )
 
 
+def test_a_blended_base_is_the_weighted_sum_of_its_columns(tmp_path: Path) -> None:
+    train, valid = _groups(seed=1, n_queries=200), _groups(seed=2, n_queries=100)
+    blend = {"f4": 0.5, "f1": 2.0}
+    ranker = LambdaMART(
+        base_feature="f5", base_weight=-1.0, base_blend=blend, num_iterations=30, eval_at=(5,)
+    )
+    ranker.fit(train, valid, LTRFitOptions(threads=1))
+    x = valid.features.astype(np.float64)
+    base = -x[:, 5] + 0.5 * x[:, 4] + 2.0 * x[:, 1]
+    base_ndcg = group_ndcg(base, valid.labels, valid.group_sizes, 5)
+    assert ranker.info_["base_validation"]["ndcg@5"] == pytest.approx(base_ndcg)
+    best = ranker.info_["best_iteration"]
+    trees = ranker.booster_.predict(valid.features, num_iteration=best) if best else 0.0
+    np.testing.assert_allclose(ranker.score(valid.features), trees + base, rtol=1e-5, atol=1e-5)
+    loaded = load_ranker(ranker.save(tmp_path / "r"))
+    np.testing.assert_array_equal(loaded.score(valid.features), ranker.score(valid.features))
+
+
+def test_a_bad_blend_is_refused() -> None:
+    with pytest.raises(ConfigError, match="base_blend needs base_feature"):
+        LambdaMART(base_blend={"f1": 1.0})
+    with pytest.raises(ConfigError, match="base_blend names 'nope'"):
+        LambdaMART(base_feature="f0", base_blend={"nope": 1.0}).fit(_groups(), _groups(seed=3))
+
+
 def test_an_unknown_base_feature_is_refused() -> None:
     with pytest.raises(ConfigError, match="base_feature 'nope'"):
         LambdaMART(base_feature="nope").fit(_groups(), _groups(seed=3))

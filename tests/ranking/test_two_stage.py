@@ -11,10 +11,13 @@ import pytest
 import scipy.sparse as sp
 
 import privrank.ranking  # noqa: F401  (registers two-stage)
+from privrank.data.query_groups import QueryGroups
 from privrank.errors import ConfigError
 from privrank.models import FitOptions, Query, Recommender, create_model
 from privrank.privacy.spec import PrivacySpec
+from privrank.ranking.ltr import group_ndcg
 from privrank.ranking.two_stage import TwoStage, merge_candidates
+from privrank.ranking.two_stage._config import BLEND_WEIGHTS
 from privrank.ranking.two_stage._features import _ranks, feature_names, rank_features
 from privrank.testing._data import synthetic_interactions
 
@@ -277,3 +280,48 @@ def test_several_carves_need_a_random_carve() -> None:
         create_model("two-stage", {**SMALL, "carves": 2, "carve": "last"}).fit(
             data, FitOptions(threads=1)
         )
+
+
+def test_the_blended_base_finds_the_weights_that_order_the_labels() -> None:
+    """Labels are the top 3 of ``a + 0.5 b`` in every group (``a``, ``b``: the first two
+    retrievers' relative scores; the third is noise): coordinate ascent from ``a`` alone must
+    reach that order exactly (NDCG@10 = 1) and leave the noise column out."""
+    model = create_model("two-stage", SMALL)
+    assert isinstance(model, TwoStage)
+    names = model._feature_names()
+    rng = np.random.default_rng(0)
+    n_groups, size = 60, 20
+    features = rng.random((n_groups * size, len(names))).astype(np.float32)
+    a = features[:, names.index("r0.ease.relative_score")].astype(np.float64)
+    b = features[:, names.index("r1.itemknn.relative_score")].astype(np.float64)
+    target = (a + 0.5 * b).reshape(n_groups, size)
+    labels = np.zeros_like(target)
+    np.put_along_axis(labels, np.argsort(-target, axis=1)[:, :3], 1.0, axis=1)
+    groups = QueryGroups(features, labels.ravel(), np.full(n_groups, size), names)
+    sizes = groups.group_sizes
+    assert group_ndcg(a, groups.labels, sizes, 10) < 1.0
+
+    head, blend = model._base_blend(groups, "r0.ease.log_rank")
+
+    assert head == "r0.ease.relative_score"
+    assert set(blend) == {"r1.itemknn.relative_score"}  # the noise column gets weight 0
+    assert blend["r1.itemknn.relative_score"] in BLEND_WEIGHTS
+    got = a + sum(w * features[:, names.index(c)] for c, w in blend.items())
+    assert group_ndcg(got, groups.labels, sizes, 10) == pytest.approx(1.0)
+
+
+def test_a_blended_base_pipeline_scores_and_round_trips(tmp_path: Path) -> None:
+    data = synthetic_interactions(120, 50, per_user=10)
+    config = {**SMALL, "ranker_base_blend": True}
+    config["ranker_params"] = {**SMALL["ranker_params"], "eval_at": [10]}
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1))
+    assert isinstance(model, TwoStage)
+    info = model.training_info_
+    ranker_config = model.ranker_.config
+    assert ranker_config.base_feature == info["base_retriever"].replace(
+        ".log_rank", ".relative_score"
+    )
+    assert ranker_config.base_weight == 1.0
+    assert ranker_config.base_blend == info["base_blend"]
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.score(np.arange(15)), model.score(np.arange(15)))

@@ -20,8 +20,9 @@ label DP from randomised response), whose guarantee then covers the trees by pos
 that is a property of the features, not of this ranker. A fit with a privacy spec is refused; use
 the neural ranker (``listwise``), which trains with user-level DP-SGD.
 
-**A base score** (``base_feature``, ``base_weight``): the ensemble can start from a given order
-instead of from zero. With :math:`b(x) = w \cdot x_{\text{base}}` the score is
+**A base score** (``base_feature``, ``base_weight``, ``base_blend``): the ensemble can start from
+a given order instead of from zero. With :math:`b(x) = w \cdot x_{\text{base}} + \sum_c w_c x_c`
+(the sum over the ``base_blend`` columns, empty by default) the score is
 :math:`s(x) = b(x) + \sum_t \eta f_t(x)` and the trees are fitted to the LambdaRank gradients
 at :math:`s` (LightGBM's ``init_score``). The number of trees is chosen on the validation part,
 and zero trees is a candidate: when no iteration beats the base order's validation NDCG at the
@@ -37,7 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from privrank.data.query_groups import QueryGroups
 from privrank.errors import ConfigError
@@ -48,7 +49,7 @@ __all__ = ["LambdaMART", "LambdaMARTConfig"]
 
 
 class LambdaMARTConfig(RankerConfig):
-    """LightGBM lambdarank parameters (defaults: LightGBM's ``examples/lambdarank``).
+    r"""LightGBM lambdarank parameters (defaults: LightGBM's ``examples/lambdarank``).
 
     Attributes:
         num_iterations: Boosting iterations (trees).
@@ -67,6 +68,9 @@ class LambdaMARTConfig(RankerConfig):
         lambda_l2: L2 regularisation of leaf values.
         base_feature: Name of the feature column the ensemble starts from (``None``: from 0).
         base_weight: Its weight ``w`` in the base score ``w · x_base`` (negative for a rank).
+        base_blend: More columns added to the base score, ``{name: weight}``: the base is
+            :math:`w \cdot x_{\text{base}} + \sum_c w_c x_c` (a linear blend, e.g. of several
+            retrievers' scores). Needs ``base_feature``.
     """
 
     num_iterations: int = Field(100, ge=1)
@@ -84,6 +88,13 @@ class LambdaMARTConfig(RankerConfig):
     lambda_l2: float = Field(0.0, ge=0)
     base_feature: str | None = None
     base_weight: float = 1.0
+    base_blend: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _blend_needs_base(self) -> LambdaMARTConfig:
+        if self.base_blend and self.base_feature is None:
+            raise ValueError("base_blend needs base_feature (the blend adds to a base column)")
+        return self
 
 
 #: LightGBM 4's default seeds (its ``seed`` parameter, when set, replaces all of them).
@@ -157,6 +168,7 @@ class LambdaMART(LTRRanker):
         config = self.config
         params = lightgbm_params(config, options.seed, options.threads)
         self.base_column_ = _base_column(config, train.feature_names)
+        self.blend_columns_ = _blend_columns(config, train.feature_names)
         train_set = lgb.Dataset(
             train.features,
             label=train.labels,
@@ -220,7 +232,10 @@ class LambdaMART(LTRRanker):
     def _base(self, features: np.ndarray) -> np.ndarray | None:
         if self.base_column_ is None:
             return None
-        return self.config.base_weight * np.asarray(features[:, self.base_column_], np.float64)
+        base = self.config.base_weight * np.asarray(features[:, self.base_column_], np.float64)
+        for column, weight in self.blend_columns_:
+            base += weight * np.asarray(features[:, column], np.float64)
+        return base
 
     def _score(self, features: np.ndarray, threads: int | None = None) -> np.ndarray:
         best = self.info_.get("best_iteration")
@@ -249,6 +264,7 @@ class LambdaMART(LTRRanker):
         except lgb.basic.LightGBMError as exc:
             raise ValueError(f"not a LightGBM model: {exc}") from exc
         self.base_column_ = _base_column(self.config, self.feature_names_)
+        self.blend_columns_ = _blend_columns(self.config, self.feature_names_)
         if self.booster_.num_feature() != self.n_features_:
             raise ValueError(
                 f"the LightGBM model has {self.booster_.num_feature()} features, the header "
@@ -270,3 +286,20 @@ def _base_column(config: LambdaMARTConfig, names: tuple[str, ...] | list[str]) -
             f"columns are {', '.join(names)}"
         )
     return list(names).index(config.base_feature)
+
+
+def _blend_columns(
+    config: LambdaMARTConfig, names: tuple[str, ...] | list[str]
+) -> list[tuple[int, float]]:
+    """``(column, weight)`` of every ``config.base_blend`` entry, in the config's order.
+
+    Raises:
+        ConfigError: A blended feature is not one of ``names``.
+    """
+    missing = [name for name in config.base_blend if name not in names]
+    if missing:
+        raise ConfigError(
+            f"LambdaMART's base_blend names {', '.join(map(repr, missing))}, not feature "
+            f"columns; the columns are {', '.join(names)}"
+        )
+    return [(list(names).index(name), float(w)) for name, w in config.base_blend.items()]
