@@ -78,3 +78,27 @@ def test_ensemble_under_differential_privacy_is_refused() -> None:
                 seed=0, privacy={"epsilon": 1, "delta": 1e-5, "max_interactions_per_user": 10}
             ),
         )
+
+
+def test_ads_serving_scorer_scores_a_saved_ensemble_like_the_ranker(tmp_path: Path) -> None:
+    from privrank.ranking.ctr_click import CTRClickScorer
+
+    train, valid = _frame(3000, 0), _frame(1000, 1)
+    ranker = create_ranker("fm", SMALL | {"ensemble": 3}).fit(train, valid, FitOptions(seed=2))
+    ranker.save(tmp_path / "m")
+    scorer = CTRClickScorer.load(tmp_path / "m")
+    rng = np.random.default_rng(7)
+    users, items = rng.integers(0, 30, 100), rng.integers(0, 12, 100)
+    user_values = np.array([f"u{u}" for u in users])  # values seen in training
+    item_values = np.array([f"i{i}" for i in items])
+    features = {"user": user_values, "item": item_values}
+    table = pa.table(
+        {
+            "label": pa.array(np.zeros(100, dtype=np.int8)),
+            "user": pa.array(list(user_values)),
+            "item": pa.array(list(item_values)),
+        }
+    )
+    expected = ranker.predict_proba(CTRFrame(table, ("user", "item"), name="serving"))
+    np.testing.assert_allclose(scorer.predict_ctr(features), expected, rtol=0, atol=1e-12)
+    assert np.ptp(expected) > 0.05  # real scores, not one hashed bucket
