@@ -30,6 +30,7 @@ from torch import nn
 
 from privrank.data.ad_log_stream import ChunkedFeatureTable
 from privrank.data.features import CTRFrame, FeatureEncoder, FeatureTable
+from privrank.errors import ConfigError
 from privrank.metrics.ctr import auc, log_loss
 from privrank.models import FitOptions
 from privrank.privacy.mechanism import PrivacyGuarantee
@@ -79,6 +80,13 @@ class NeuralCTRConfig(CTRConfig):
         eval_batch_size: Rows per batch when predicting.
         private: DP-SGD settings, read only when the fit gets a privacy spec
             (:mod:`privrank.ranking.ctr.private`; ``None``: their defaults).
+        ensemble: :math:`N`, networks trained on the same rows with the same settings from
+            seeds ``seed, seed + 1, ..., seed + N - 1``; the raw score is the sigmoid of the
+            mean of their logits, :math:`\\sigma(\\tfrac1N \\sum_i z_i(x))`, calibrated after
+            like one model's. Cost: :math:`N` times the fit time, the scoring time and the
+            saved size. ``1`` is the single model, bit for bit. Refused (``ConfigError``)
+            with a privacy spec: each member would be one more DP-SGD release of the same
+            users' rows (:math:`N` releases) and the one spending path accounts one.
     """
 
     embedding_dim: int = Field(default=16, ge=1, le=1024)
@@ -94,6 +102,7 @@ class NeuralCTRConfig(CTRConfig):
     max_seconds: float | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=65536, ge=1)
     private: CTRPrivateConfig | None = None
+    ensemble: int = Field(default=1, ge=1, le=64)
 
 
 class LogisticConfig(NeuralCTRConfig):
@@ -210,20 +219,25 @@ def train_network(
 
 
 @torch.no_grad()
-def predict_network(network: nn.Module, rows: FeatureTable, batch_size: int) -> np.ndarray:
-    """``[n]`` float64 probabilities of ``rows``, in batches."""
+def predict_network(
+    network: nn.Module, rows: FeatureTable, batch_size: int, logits: bool = False
+) -> np.ndarray:
+    """``[n]`` float64 probabilities of ``rows`` (``logits``: the logits), in batches."""
     network.eval()
     out = np.empty(len(rows), dtype=np.float64)
     start = 0
     for codes, numeric, _ in rows.batches(batch_size):
-        logits = network(torch.from_numpy(codes), torch.from_numpy(numeric))
-        out[start : start + len(codes)] = torch.sigmoid(logits).double().numpy()
+        z = network(torch.from_numpy(codes), torch.from_numpy(numeric))
+        out[start : start + len(codes)] = (z if logits else torch.sigmoid(z)).double().numpy()
         start += len(codes)
     return out
 
 
-def fm_forward_numpy(network: nn.Module, codes: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-    """``[n]`` float64 probabilities of an :class:`FM` network computed with numpy (float32).
+def fm_forward_numpy(
+    network: nn.Module, codes: np.ndarray, numeric: np.ndarray, logits: bool = False
+) -> np.ndarray:
+    """``[n]`` float64 probabilities (``logits``: the logits) of an :class:`FM` network
+    computed with numpy (float32).
 
     Reads the network's parameters without copying them (CPU tensors share memory), so a
     network still training is read as it stands.
@@ -241,8 +255,8 @@ def fm_forward_numpy(network: nn.Module, codes: np.ndarray, numeric: np.ndarray)
         linear = linear + params["numeric_weights.bias"][0]
     total = fields.sum(axis=1)
     pairwise = 0.5 * (total * total - (fields * fields).sum(axis=1)).sum(axis=1)
-    logits = (linear + pairwise).astype(np.float64)
-    return 0.5 * (1.0 + np.tanh(0.5 * logits))
+    z = (linear + pairwise).astype(np.float64)
+    return z if logits else 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 class NeuralCTRRanker(CTRRanker):
@@ -259,7 +273,16 @@ class NeuralCTRRanker(CTRRanker):
 
     def fit(self, train: Any, validation: Any, options: FitOptions | None = None) -> CTRRanker:
         """:meth:`CTRRanker.fit`; a private fit on raw rows encodes them with
-        :func:`~privrank.ranking.ctr.private.private_tables` (the user field is not a feature)."""
+        :func:`~privrank.ranking.ctr.private.private_tables` (the user field is not a feature).
+
+        Raises:
+            ConfigError: ``ensemble > 1`` with a privacy spec (:math:`N` DP-SGD releases).
+        """
+        if options is not None and options.privacy is not None and self.config.ensemble > 1:
+            raise ConfigError(
+                f"{self.name}: ensemble={self.config.ensemble} with differential privacy would "
+                f"be {self.config.ensemble} DP-SGD releases of the same rows; use ensemble=1"
+            )
         if options is not None and options.privacy is not None and isinstance(train, CTRFrame):
             encoder = FeatureEncoder(
                 hash_buckets=self.config.hash_buckets, min_count=self.config.min_count
@@ -284,8 +307,16 @@ class NeuralCTRRanker(CTRRanker):
             torch.manual_seed(options.seed)
             self.network_ = self._build()
             self.network_.init_embeddings(self.config.embedding_init_std)
+            self.members_ = [self.network_]
             if options.privacy is None:
                 train_network(self.network_, train, validation, self.config, options, report)
+                for i in range(1, self.config.ensemble):
+                    member_options = options.model_copy(update={"seed": options.seed + i})
+                    torch.manual_seed(member_options.seed)
+                    network = self._build()
+                    network.init_embeddings(self.config.embedding_init_std)
+                    train_network(network, train, validation, self.config, member_options, report)
+                    self.members_.append(network)
                 self.privacy_guarantee_, self.privacy_facts_ = None, None
                 return
             assert isinstance(train, FeatureTable)  # CTRRanker.fit refuses streamed private fits
@@ -303,10 +334,21 @@ class NeuralCTRRanker(CTRRanker):
             torch.set_num_threads(previous)
 
     def _predict(self, rows: FeatureTable) -> np.ndarray:
-        return predict_network(self.network_, rows, self.config.eval_batch_size)
+        members = getattr(self, "members_", [self.network_])
+        if len(members) == 1:
+            return self._predict_member(self.network_, rows, logits=False)
+        z = np.mean([self._predict_member(m, rows, logits=True) for m in members], axis=0)
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+    def _predict_member(self, network: nn.Module, rows: FeatureTable, logits: bool) -> np.ndarray:
+        """``[n]`` float64 probabilities (``logits``: logits) of one member network."""
+        return predict_network(network, rows, self.config.eval_batch_size, logits)
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any]]:
         arrays = {k: v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
+        for i, member in enumerate(getattr(self, "members_", [])[1:], start=1):
+            for k, v in member.state_dict().items():
+                arrays[f"member{i}.{k}"] = v.detach().cpu().numpy()
         extra: dict[str, Any] = {}
         if self.privacy_guarantee_ is not None:
             extra["privacy"] = self.privacy_guarantee_.to_dict()
@@ -315,9 +357,21 @@ class NeuralCTRRanker(CTRRanker):
 
     def _restore(self, arrays: dict[str, np.ndarray], files: dict[str, str],
                  extra: dict[str, Any]) -> None:  # fmt: skip
-        self.network_ = self._build()
-        self.network_.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
-        self.network_.eval()
+        def restore(prefix: str) -> CTRNetwork:
+            network = self._build()
+            network.load_state_dict(
+                {
+                    k[len(prefix) :]: torch.from_numpy(v)
+                    for k, v in arrays.items()
+                    if (k.startswith(prefix) if prefix else not k.startswith("member"))
+                }
+            )
+            network.eval()
+            return network
+
+        self.network_ = restore("")
+        self.members_ = [self.network_]
+        self.members_ += [restore(f"member{i}.") for i in range(1, self.config.ensemble)]
         if "privacy" in extra:
             self.privacy_guarantee_ = PrivacyGuarantee.from_dict(extra["privacy"])
             self.privacy_facts_ = extra.get("privacy_facts")
@@ -342,18 +396,18 @@ class FMRanker(NeuralCTRRanker):
     def _build(self) -> CTRNetwork:
         return FM(*self._dims())
 
-    def _predict(self, rows: FeatureTable) -> np.ndarray:
+    def _predict_member(self, network: nn.Module, rows: FeatureTable, logits: bool) -> np.ndarray:
         r"""The FM forward pass in numpy (no torch call per request; serving's cost), float32
         like the network: :math:`\sigma(b + \sum_f w_{c_f} + \tfrac12 \sum_k
         ((\sum_f v_{fk})^2 - \sum_f v_{fk}^2))`; :func:`predict_network` is the oracle."""
         if not isinstance(rows, FeatureTable):  # a streamed table: torch, batch by batch
-            return super()._predict(rows)
+            return super()._predict_member(network, rows, logits)
         step = self.config.eval_batch_size
         out = np.empty(len(rows), dtype=np.float64)
         for start in range(0, len(rows), step):
             stop = start + step
             out[start:stop] = fm_forward_numpy(
-                self.network_, rows.codes[start:stop], rows.numeric[start:stop]
+                network, rows.codes[start:stop], rows.numeric[start:stop], logits
             )
         return out
 
