@@ -52,6 +52,58 @@ def test_shared_top_k_equals_masking_a_broadcast_matrix(seed: int, k: int) -> No
     np.testing.assert_array_equal(fast.items, reference_top_k(matrix, k))
 
 
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_shared_top_k_on_consecutive_rows_with_histories_over_the_head(seed: int, k: int) -> None:
+    """Consecutive rows (the evaluator's batches: the one-slice path of ``ragged_rows``), a
+    catalogue larger than ``k`` with ties, rows that exclude the whole head of the order, rows
+    untouched by their exclusions (the head's fast copy) and rows excluding far down only."""
+    rng = np.random.default_rng(100 + seed)
+    n_rows, n_items = 70, 90
+    vector = _tied_vector(n_items, seed, levels=6)
+    order = shared_order(vector)
+    lists = []
+    for row in range(n_rows):
+        kind = row % 4
+        if kind == 0:  # the top k + a few of the global order, and some random items
+            chosen = np.concatenate([order.items[: k + row % 3], rng.permutation(n_items)[:5]])
+        elif kind == 1:  # nothing near the head
+            chosen = order.items[k + 10 :][rng.random(max(len(order.items) - k - 10, 0)) < 0.3]
+        elif kind == 2:  # random, up to the whole catalogue
+            chosen = rng.permutation(n_items)[: rng.integers(0, n_items + 1)]
+        else:
+            chosen = np.array([], dtype=np.int64)
+        lists.append(np.unique(chosen.astype(np.int64)))
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    indices = np.concatenate(lists).astype(np.int64)
+    start = int(rng.integers(0, 10))
+    rows = np.arange(start, n_rows - int(rng.integers(0, 10)), dtype=np.int64)
+    fast = shared_top_k(order, k, indptr, indices, rows)
+    matrix = np.tile(vector, (len(rows), 1))
+    for i, row in enumerate(rows):
+        matrix[i, lists[row]] = -np.inf  # the oracle masks row by row, no ragged_rows
+    np.testing.assert_array_equal(fast.items, reference_top_k(matrix, k))
+    generic = top_k(matrix, k)
+    np.testing.assert_array_equal(fast.items, generic.items)
+    np.testing.assert_array_equal(fast.scores, generic.scores)
+    assert fast.items.dtype == np.int64 and fast.scores.dtype == vector.dtype
+
+
+def test_ragged_rows_of_consecutive_rows_equals_the_gather() -> None:
+    indptr, indices = _random_csr(40, 12, 3)
+    data = np.arange(len(indices), dtype=np.float64)
+    for rows in (np.arange(40), np.arange(5, 17), np.arange(9, 10), np.arange(0)):
+        position, items, values = ragged_rows(indptr, indices, rows, data)
+        expected = [
+            (i, indices[e], data[e])
+            for i, r in enumerate(rows)
+            for e in range(indptr[r], indptr[r + 1])
+        ]
+        assert position.tolist() == [e[0] for e in expected]
+        assert items.tolist() == [e[1] for e in expected]
+        assert values is not None and values.tolist() == [e[2] for e in expected]
+
+
 @pytest.mark.parametrize("exclude_train", [True, False])
 @pytest.mark.parametrize("graded", [False, True])
 def test_evaluate_shared_scores_equals_the_generic_path(exclude_train: bool, graded: bool) -> None:

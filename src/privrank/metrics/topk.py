@@ -129,6 +129,13 @@ def ragged_rows(
         ``e`` belongs to; entries keep their CSR order within each row.
     """
     rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    if n and rows[-1] - rows[0] == n - 1 and bool(np.all(rows[1:] - rows[:-1] == 1)):
+        # A run of consecutive rows (an evaluator's batch of users): one slice, no gather.
+        first, last = int(indptr[rows[0]]), int(indptr[rows[-1] + 1])
+        lengths = np.diff(indptr[rows[0] : rows[-1] + 2]).astype(np.int64)
+        position = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        return position, indices[first:last], None if data is None else data[first:last]
     starts = indptr[rows].astype(np.int64)
     lengths = indptr[rows + 1].astype(np.int64) - starts
     position = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
@@ -378,22 +385,45 @@ def shared_top_k(
     ranks = order.position[entry_items]
     per_row = np.bincount(entry_row, minlength=n_rows)
     keep = (ranks < n_ranked) & (ranks < k + per_row[entry_row])
-    entry_row, ranks = entry_row[keep], ranks[keep]
-    by_row = np.lexsort((ranks, entry_row))
-    entry_row, ranks = entry_row[by_row], ranks[by_row]
-    within = np.arange(len(ranks)) - np.searchsorted(entry_row, entry_row)
+    # ragged_rows keeps entries grouped by row in ascending row number, so one sort of the
+    # packed key (row, rank) of the few kept entries orders each row's ranks.
+    packed = np.sort(entry_row[keep] * max(n_ranked, 1) + ranks[keep])
+    entry_row, ranks = packed // max(n_ranked, 1), packed % max(n_ranked, 1)
+    first = np.ones(len(entry_row), dtype=bool)
+    first[1:] = entry_row[1:] != entry_row[:-1]
+    run = np.cumsum(first) - 1  # which row run each entry is in
+    within = np.arange(len(ranks)) - np.flatnonzero(first)[run]
     free_before = ranks - within
     useful = free_before < k
-    counts = np.bincount(entry_row[useful] * k + free_before[useful], minlength=n_rows * k).reshape(
-        n_rows, k
-    )
-    positions = np.arange(k, dtype=np.int64) + np.cumsum(counts, axis=1)
+    hit_rows, free_before = entry_row[useful], free_before[useful]
+    # Rows with no useful excluded entry get the order's head; only the others are computed.
+    head = np.arange(k, dtype=np.int64)
+    items = np.empty((n_rows, k), dtype=np.int64)
+    values = np.empty((n_rows, k), dtype=order.scores.dtype)
+    items[:], values[:] = _entries_at(order, head)
+    if len(hit_rows):
+        changed = np.ones(len(hit_rows), dtype=bool)
+        changed[1:] = hit_rows[1:] != hit_rows[:-1]
+        affected = hit_rows[changed]
+        local = np.cumsum(changed) - 1
+        counts = np.bincount(local * k + free_before, minlength=len(affected) * k)
+        positions = head + np.cumsum(counts.reshape(len(affected), k), axis=1)
+        items[affected], values[affected] = _entries_at(order, positions)
+    return TopK(items, values)
+
+
+def _entries_at(order: SharedOrder, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Items and scores at ``positions`` of the order; ``-1`` / ``-inf`` past its end."""
+    n_ranked = len(order.items)
+    if not n_ranked:
+        return (
+            np.full(positions.shape, -1, dtype=np.int64),
+            np.full(positions.shape, -np.inf, dtype=order.scores.dtype),
+        )
+    if positions.size and int(positions.max()) < n_ranked:
+        return order.items[positions], order.scores[positions]
     inside = positions < n_ranked
-    clipped = np.minimum(positions, max(n_ranked - 1, 0))
-    if n_ranked:
-        items = np.where(inside, order.items[clipped], -1)
-        values = np.where(inside, order.scores[clipped], -np.inf).astype(order.scores.dtype)
-    else:
-        items = np.full((n_rows, k), -1, dtype=np.int64)
-        values = np.full((n_rows, k), -np.inf, dtype=order.scores.dtype)
-    return TopK(items.astype(np.int64), values)
+    clipped = np.minimum(positions, n_ranked - 1)
+    items = np.where(inside, order.items[clipped], -1)
+    values = np.where(inside, order.scores[clipped], -np.inf).astype(order.scores.dtype)
+    return items, values
