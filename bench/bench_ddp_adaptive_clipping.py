@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--adaptive-from", type=float, nargs="*", default=[1.0])
     parser.add_argument("--quantile", type=float, default=0.5)
     parser.add_argument("--clip-learning-rate", type=float, default=0.2)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs of each private arm (fresh noise each)"
+    )
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -104,7 +107,7 @@ def main() -> None:
         return row
 
     base, seconds, _ = _run(train, FederatedSettings(**common))
-    plain = record("non-private", base, seconds)
+    plain = record("non-private", base, seconds)  # deterministic for the split and seed
     min_clients = max(2, int(args.min_fraction * args.cohort))
     arms = [(f"fixed C={c:g}", c, False) for c in args.fixed]
     arms += [(f"adaptive from C0={c:g}", c, True) for c in args.adaptive_from]
@@ -112,7 +115,7 @@ def main() -> None:
         url = f"sqlite:///{tmp}/ledger.sqlite"
         with Ledger(url) as book:
             book.set_budget("synth", 1000.0, 0.5)
-        for arm, clip, adaptive in arms:
+        for repeat, (arm, clip, adaptive) in ((r, a) for r in range(args.repeats) for a in arms):
             spec = PrivacySpec(
                 epsilon=args.epsilon, max_interactions_per_user=50, clipping_norm=clip
             )
@@ -131,7 +134,7 @@ def main() -> None:
                 )  # fmt: skip
             plan = result.distributed_plan
             record(
-                arm,
+                arm if args.repeats == 1 else f"{arm} #{repeat + 1}",
                 result,
                 seconds,
                 ratio_to_non_private=None,
@@ -149,6 +152,12 @@ def main() -> None:
     for row in rows:
         print(f"{row['arm']}: NDCG@10 {row['ndcg@10']:.4f} "
               f"({row['ndcg@10'] / plain['ndcg@10']:.4f} of non-private)")  # fmt: skip
+    for arm, _, _ in arms:  # mean and sample sd over the repeats (the DP noise differs)
+        values = [r["ndcg@10"] for r in rows if r["arm"].split(" #")[0] == arm]
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+        print(f"{arm}: mean NDCG@10 {mean:.4f} (sd {sd:.4f}, {len(values)} runs), "
+              f"{mean / plain['ndcg@10']:.4f} of non-private")  # fmt: skip
 
 
 if __name__ == "__main__":
