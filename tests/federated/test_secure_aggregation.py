@@ -244,19 +244,17 @@ def test_distributed_dp_run_charges_only_released_rounds(tmp_path):
     assert np.isfinite(result.model.item_factors_).all()
 
 
-def test_distributed_dp_needs_secagg_and_fixed_clipping(tmp_path):
+def test_distributed_dp_needs_secagg(tmp_path):
+    # (adaptive clipping under distributed DP is no longer refused: test_ddp_adaptive_clipping)
     data = synthetic_interactions(n_users=20, n_items=10, per_user=3, seed=5)
-    with RoundLedger("synth", "test", _ledger(tmp_path)) as book:
-        with pytest.raises(ConfigError, match="secure aggregation"):
-            simulate(
-                CONFIG, data, _settings(adaptive_clipping=False), run_dir=tmp_path / "a",
-                spec=_spec(), ledger=book, distributed_dp=True,
-            )  # fmt: skip
-        with pytest.raises(ConfigError, match="no-adaptive-clipping"):
-            simulate(
-                CONFIG, data, _settings(), run_dir=tmp_path / "b", spec=_spec(), ledger=book,
-                secure=SecureAggregation(), distributed_dp=True,
-            )  # fmt: skip
+    with (
+        RoundLedger("synth", "test", _ledger(tmp_path)) as book,
+        pytest.raises(ConfigError, match="secure aggregation"),
+    ):
+        simulate(
+            CONFIG, data, _settings(adaptive_clipping=False), run_dir=tmp_path / "a",
+            spec=_spec(), ledger=book, distributed_dp=True,
+        )  # fmt: skip
 
 
 def test_central_dp_fedavg_over_secagg_without_noise_equals_it_over_plain_sums(tmp_path):

@@ -48,12 +48,16 @@ class RoundSum:
         accepted: How many updates were accepted.
         unclipped: How many accepted devices reported that their update was not clipped.
         refused: Refused updates per reason (:data:`REFUSALS`).
+        noisy_unclipped: Adaptive clipping under distributed DP: the unmasked, noisy sum of
+            the surviving devices' clipping bits (the only count of them the server learns;
+            ``unclipped`` is then the simulator's own bookkeeping). ``None`` otherwise.
     """
 
     total: np.ndarray
     accepted: int = 0
     unclipped: int = 0
     refused: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))
+    noisy_unclipped: float | None = None
 
     @property
     def refused_total(self) -> int:

@@ -57,6 +57,7 @@ from privrank.workflow.spend import RoundLedger
 
 __all__ = [
     "RoundOpening",
+    "adapt_clipping_norm",
     "central_round",
     "distributed_round",
     "open_round",
@@ -267,7 +268,12 @@ def distributed_round(
     the noisy sum; the server adds no noise. Charged only when released."""
     from privrank.privacy.crypto.secagg import SecAggAbort
 
-    bound = float(spec.clipping_norm)
+    adaptive = ddp.bits is not None and ddp.adaptive is not None
+    bound = (
+        float(state.clipping_norm)
+        if adaptive and state.clipping_norm is not None
+        else float(spec.clipping_norm)
+    )
     opening = open_round(round_index, settings, histories.shape[0], state, ddp, bound)
     cohort, skipped = opening.cohort, opening.skipped
     if opening.too_few:
@@ -283,6 +289,7 @@ def distributed_round(
         min_survivors=settings.min_clients,
         mechanism=ddp.rounds,
         noise_rng=noise_rng(spec, round_index),
+        bit_mechanism=ddp.bits,
     )
     with ledger.round(opening.epsilon_cost, 0.0, f"round {round_index}") as released:
         try:
@@ -299,6 +306,21 @@ def distributed_round(
         server.apply(
             state.arrays, total.total / total.accepted, round_learning_rate(settings, round_index)
         )
+        if adaptive and total.noisy_unclipped is not None:
+            state.clipping_norm = adapt_clipping_norm(
+                bound, total.noisy_unclipped / total.accepted, ddp
+            )
         state.released_rounds += 1
         released[0] = True
     return opening.released(round_report(skipped, total, losses, released=True))
+
+
+def adapt_clipping_norm(bound: float, unclipped_fraction: float, ddp: DistributedDPPlan) -> float:
+    """Adaptive clipping's step under distributed DP (post-processing of released sums only):
+    :math:`C_{t+1} = C_t \\exp(-\\eta_C(\\bar b - \\gamma))`, with :math:`\\bar b` the noisy
+    unclipped fraction (the unmasked bit sum over the surviving inputs), so the next round's
+    bound is public. Returns ``bound`` unchanged without adaptive clipping."""
+    if ddp.adaptive is None:
+        return bound
+    rule = ddp.adaptive
+    return float(bound * np.exp(-rule.learning_rate * (unclipped_fraction - rule.target_quantile)))

@@ -134,6 +134,18 @@ class SecAggAggregator:
         mechanism: The distributed discrete Gaussian each device noises its update with, or
             ``None`` (plain secure aggregation).
         noise_rng: The devices' noise (and rounding) generator under distributed DP.
+        bit_mechanism: Adaptive clipping under distributed DP: the distributed discrete
+            Gaussian (dimension 1, L2 bound 1) of the clipping bit. Each device appends one
+            coordinate to its input, its bit :math:`b_u = 1[\\lVert\\Delta_u\\rVert \\le C_t]`
+            on this mechanism's grid with this mechanism's noise share; the server unmasks
+            only the noisy sum of the bits (:attr:`RoundSum.noisy_unclipped`). ``None``: no
+            bit coordinate.
+
+    **The round's bound and the mechanism's.** ``mechanism`` is calibrated for L2 bound
+    :math:`C_0` (its ``l2_clip``); a round whose bound is :math:`C_t` (adaptive clipping)
+    scales every clipped update by :math:`C_0/C_t` before encoding it (norm ≤ :math:`C_0`, the
+    same grid, noise and wrap-around bound) and the decoded sum by :math:`C_t/C_0`: the noise
+    on the sum in update units is proportional to :math:`C_t`, as in Andrew et al. 2021.
     """
 
     def __init__(
@@ -148,7 +160,12 @@ class SecAggAggregator:
         min_survivors: int = 1,
         mechanism: DistributedDiscreteGaussian | None = None,
         noise_rng: np.random.Generator | None = None,
+        bit_mechanism: DistributedDiscreteGaussian | None = None,
     ) -> None:
+        if bit_mechanism is not None and mechanism is None:
+            raise ConfigError("the clipping bit's mechanism needs distributed DP's mechanism")
+        if bit_mechanism is not None and bit_mechanism.config.dimension != 1:
+            raise ConfigError("the clipping bit's mechanism must have dimension 1")
         if mechanism is not None and (bound is None or noise_rng is None):
             raise ConfigError("distributed DP needs the round's clipping bound and a noise source")
         if mechanism is not None and mechanism.config.dimension != dim:
@@ -163,6 +180,13 @@ class SecAggAggregator:
         self.min_survivors = int(min_survivors)
         self.mechanism = mechanism
         self.noise_rng = noise_rng
+        self.bit_mechanism = bit_mechanism
+        #: C_t / C_0: an update is encoded divided by it and the sum decoded times it.
+        self.unit = (
+            1.0 if mechanism is None or bound is None else float(bound) / mechanism.config.l2_clip
+        )
+        #: The protocol's input length: the update, then (adaptive clipping) the bit.
+        self.width = self.dim + (0 if bit_mechanism is None else 1)
         self._rng = np.random.default_rng([seed, round_index, 7])
         # A round with an L2 bound bounds every coordinate by it: the ring's range is the bound.
         self.ring = None if mechanism is not None else settings.ring(max_clients, bound)
@@ -175,7 +199,7 @@ class SecAggAggregator:
         #: The protocol's run (released sum, survivors, cost) once :meth:`finish` ran.
         self.last_round: SimulatedRound | None = None
         #: Masks elided: the running sum of the surviving inputs, and the input count so far.
-        self._sum = np.zeros(self.dim, dtype=np.int64 if mechanism is not None else np.uint64)
+        self._sum = np.zeros(self.width, dtype=np.int64 if mechanism is not None else np.uint64)
         self._inputs = 0
         self._survivors = 0
         self._dropped = 0
@@ -199,8 +223,10 @@ class SecAggAggregator:
             stop = min(start + _CHUNK, len(updates))
             chosen = np.flatnonzero(ok[start:stop])
             if chosen.size:
-                encoded, refused = self._encode(np.asarray(updates.dense(start, stop))[chosen])
                 rows = start + chosen
+                encoded, refused = self._encode(
+                    np.asarray(updates.dense(start, stop))[chosen], bits[rows]
+                )
                 if len(refused):
                     ok[rows[refused]] = False
                     out = self._refused.get("out_of_range", 0)
@@ -215,7 +241,7 @@ class SecAggAggregator:
         within any bound: their clipping bit is set)."""
         if count == 0:
             return
-        encoded, refused = self._encode(np.zeros((count, self.dim)))
+        encoded, refused = self._encode(np.zeros((count, self.dim)), np.ones(count, dtype=bool))
         if len(refused):  # the zero vector is inside every ring's range
             raise AssertionError("the zero update was refused by the ring")
         self._keep(encoded, np.ones(count, dtype=bool))
@@ -235,18 +261,30 @@ class SecAggAggregator:
         # uint64 wraps mod 2^64, a multiple of the ring's modulus; int64 grid sums do not wrap
         self._sum += encoded[~dropped].sum(axis=0, dtype=self._sum.dtype)
 
-    def _encode(self, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, dense: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.mechanism is not None:
             assert self.noise_rng is not None and self.bound is not None
             # The device clipped with its update's factored norm; the check above refused any
             # update more than 1e-5 (relative) over the bound. Clipping the explicit vector
-            # again removes that float slack, which the mechanism's exact check would refuse.
+            # again removes that float slack, which the mechanism's exact check would refuse;
+            # then it is brought to the mechanism's bound C_0 (divided by C_t / C_0).
             from privrank.privacy.distributed_dp import clip_l2
 
             exact, _ = clip_l2(dense, self.bound)
+            if self.unit != 1.0:
+                exact, _ = clip_l2(exact / self.unit, self.mechanism.config.l2_clip)
             if not self.settings.masks:  # the noise is drawn as the survivors' sum in finish
-                return self.mechanism.round_batch(exact, self.noise_rng)
-            return self.mechanism.encode_batch(exact, self.noise_rng)
+                encoded, refused = self.mechanism.round_batch(exact, self.noise_rng)
+            else:
+                encoded, refused = self.mechanism.encode_batch(exact, self.noise_rng)
+            if self.bit_mechanism is None:
+                return encoded, refused
+            column = np.delete(np.asarray(bits, dtype=np.float64), refused)[:, None]
+            if not self.settings.masks:
+                bit, _ = self.bit_mechanism.round_batch(column, self.noise_rng)
+            else:
+                bit, _ = self.bit_mechanism.encode_batch(column, self.noise_rng)
+            return np.concatenate([encoded, bit.astype(encoded.dtype)], axis=1), refused
         from privrank.privacy.crypto.secagg import encode_batch
 
         assert self.ring is not None
@@ -266,7 +304,7 @@ class SecAggAggregator:
         encoded = (
             np.concatenate(self._encoded)
             if self._encoded
-            else np.zeros((0, self.dim), dtype=np.uint64)
+            else np.zeros((0, self.width), dtype=np.uint64)
         )
         unclipped = np.concatenate(self._unclipped) if self._unclipped else np.zeros(0, bool)
         n = encoded.shape[0]
@@ -289,11 +327,7 @@ class SecAggAggregator:
             graph_seed=int(self._rng.integers(2**62)),
         )
         result = self.last_round.result
-        total = (
-            self.mechanism.decode(result.total)
-            if self.mechanism is not None
-            else self._decode_plain(result.total)
-        )
+        total, noisy_bits = self._decode(np.asarray(result.total))
         survivors = np.asarray(sorted(result.survivors), dtype=np.int64)
         if dropped.any():
             refused["dropped"] = int(dropped.sum())
@@ -308,6 +342,7 @@ class SecAggAggregator:
             accepted=len(survivors),
             unclipped=int(unclipped[survivors].sum()) if len(survivors) else 0,
             refused=refused,
+            noisy_unclipped=noisy_bits,
         )
 
     def _finish_without_masks(self, refused: dict[str, int]) -> RoundSum:
@@ -322,11 +357,15 @@ class SecAggAggregator:
                 f"only {self._survivors} masked inputs arrived, fewer than min_survivors="
                 f"{self.min_survivors}; the round releases nothing"
             )
+        noisy_bits = None
         if self.mechanism is not None:
             assert self.noise_rng is not None
-            noisy = self._sum + self.mechanism.sum_noise(self._survivors, self.dim, self.noise_rng)
+            noise = [self.mechanism.sum_noise(self._survivors, self.dim, self.noise_rng)]
+            if self.bit_mechanism is not None:
+                noise.append(self.bit_mechanism.sum_noise(self._survivors, 1, self.noise_rng))
+            noisy = self._sum + np.concatenate(noise)
             mask = np.uint64((1 << self.mechanism.config.modulus_bits) - 1)
-            total = self.mechanism.decode(noisy.view(np.uint64) & mask)
+            total, noisy_bits = self._decode(noisy.view(np.uint64) & mask)
         else:
             mask = np.uint64((1 << self.settings.modulus_bits) - 1)
             total = self._decode_plain(self._sum & mask)
@@ -337,7 +376,18 @@ class SecAggAggregator:
             accepted=self._survivors,
             unclipped=self._unclipped_survivors,
             refused=refused,
+            noisy_unclipped=noisy_bits,
         )
+
+    def _decode(self, total: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """The unmasked ring sum to the update sum (times :attr:`unit`) and, with the bit
+        coordinate, the noisy count of unclipped devices."""
+        if self.mechanism is None:
+            return self._decode_plain(total), None
+        updates = self.mechanism.decode(total[: self.dim]) * self.unit
+        if self.bit_mechanism is None:
+            return updates, None
+        return updates, float(self.bit_mechanism.decode(total[self.dim :])[0])
 
     def _decode_plain(self, total: np.ndarray) -> np.ndarray:
         assert self.ring is not None

@@ -151,8 +151,11 @@ def simulate(
             ``None``: the plain checked sum.
         distributed_dp: With ``spec`` and ``secure``: distributed DP instead of DP-FedAvg
             (:mod:`privrank.privacy.distributed_dp_plan`): each device adds discrete Gaussian
-            noise before masking, the server adds none; fixed clipping at the spec's
-            ``clipping_norm``; ``min_clients`` is the fewest survivors the accounting counts on.
+            noise before masking, the server adds none; ``min_clients`` is the fewest survivors
+            the accounting counts on. The clipping norm starts at the spec's
+            ``clipping_norm``; with ``settings.adaptive_clipping`` it adapts from the noisy
+            SecAgg+ sum of the devices' clipping bits (accounted with the updates:
+            :mod:`privrank.privacy.distributed_dp_plan`), otherwise it stays fixed.
         secret_sampling: With ``distributed_dp`` and Poisson sampling: account the rounds with
             amplification by secret sampling at ``q = m/N`` (see
             :mod:`privrank.privacy.distributed_dp_plan` for who is trusted for the secrecy of
@@ -192,11 +195,6 @@ def simulate(
             f"--engine {runner.name} runs the devices of the plain aggregation; secure "
             "aggregation (--aggregation secagg) runs in this process: use --engine local"
         )
-    if distributed_dp and settings.adaptive_clipping:
-        raise ConfigError(
-            "distributed DP clips at a fixed norm (adaptive clipping would need its own secure, "
-            "noised sum of the clipping bits): pass --no-adaptive-clipping"
-        )
     adaptive = None if resolved is None else settings.clipping_rule()
     plan = (
         None
@@ -227,6 +225,8 @@ def simulate(
                 if secret_sampling
                 else None
             ),
+            adaptive=adaptive,
+            expected_cohort=min(settings.clients_per_round, population),
         )
     from privrank.data.fingerprint import fingerprint
 

@@ -15,6 +15,46 @@ with the noise of at least ``min_clients`` devices in the sum); zCDP composes by
 after ``r`` rounds the run is ``(ρ_counts + r·ρ_round)``-zCDP, converted to (ε, δ) by
 dp_accounting's RDP accountant (:func:`~privrank.privacy.distributed_dp_accounting.ddg_epsilon`).
 
+**Adaptive clipping** (Andrew et al., NeurIPS 2021, under SecAgg+; ``adaptive``): each device
+of a round appends one coordinate to its input, its clipping bit
+:math:`b_u = \\mathbb 1[\\lVert\\Delta_u\\rVert \\le C_t] \\in \\{0, 1\\}` on the grid of a second
+distributed discrete Gaussian (:attr:`DistributedDPPlan.bits`: dimension 1, L2 bound 1) with its
+own noise share; the server unmasks only the noisy sum :math:`\\tilde B_t` of the bits together
+with the noisy update sum, estimates the unclipped fraction :math:`\\bar b = \\tilde B_t / n_t`
+(:math:`n_t` the surviving inputs, public to the server in SecAgg+) and sets
+:math:`C_{t+1} = C_t \\exp(-\\eta_C(\\bar b - \\gamma))`. :math:`C_{t+1}` is computed from released
+sums only (post-processing) and is public. The update mechanism is calibrated for :math:`C_0`;
+a round at :math:`C_t` encodes every clipped update times :math:`C_0/C_t` and decodes the sum
+times :math:`C_t/C_0` (:class:`~privrank.federated.secure_aggregation.SecAggAggregator`), so its
+grid, sensitivity Δ₂ and ρ do not depend on :math:`C_t`.
+
+*Accounting of the bit, and the proof.* The two coordinates are released together, with
+independent noise. Under the neighbouring relation (one user's contribution to the round
+replaced by zero) the update part moves by at most Δ₂ (grid units of :math:`C_0`) and the bit
+part by at most Δ₂⁽ᵇ⁾ (the bit's rounded bound, exactly its scale: a 0/1 value times a power of
+two is already an integer); each part alone is the distributed discrete Gaussian of its own
+dimension and its ρ (:func:`~privrank.privacy.distributed_dp_accounting.ddg_round_rho`) holds
+for *every* input of the other part. The release of the pair is the adaptive composition of the
+two, so it is :math:`(\\rho_\\Delta + \\rho_b)`-zCDP (zCDP composes additively; Bun & Steinke
+2016, Lemma 2.3), one mechanism of the round with one inclusion coin for both parts. So every
+statement above holds with the round's ρ replaced by :math:`\\rho_\\Delta + \\rho_b`: T rounds
+and the counts compose to :math:`\\rho_{counts} + T(\\rho_\\Delta + \\rho_b)`, and under secret
+sampling each round is the subsampled :math:`(\\rho_\\Delta + \\rho_b)`-zCDP mechanism
+(:func:`~privrank.privacy.distributed_dp_accounting.sampled_ddg_rdp`), since a device that is
+not included contributes zero to both coordinates. This is the second option of the issue
+(compose the two releases through the accountant), not the paper's single Gaussian with a
+combined multiplier, which would need one grid for both.
+
+*Calibration of the bit.* The bit's noise is set as in the paper: the accounted standard
+deviation of the bit sum (the noise of ``min_clients`` devices, in counts) is
+:math:`\\sigma_b = f\\,m` (:attr:`AdaptiveClipping.bit_noise_fraction
+<privrank.privacy.dp_fedavg.AdaptiveClipping>` f = 1/20, m the expected cohort), i.e. the bit
+mechanism is calibrated to :math:`\\rho_b \\le 1/(2\\sigma_b^2)`; with more survivors than
+``min_clients`` the real noise is larger by :math:`\\sqrt{n_t/\\text{min\\_clients}}`. The update
+mechanism gets the rest of the round's budget, :math:`\\rho_\\Delta = \\rho_{round} - \\rho_b`,
+so the run's ε is the same target ε: at the same ε the update noise is a little larger than
+with fixed clipping; at the same update noise ε is larger (the tests pin both).
+
 **Budget split.** The counts get the same share of ε as in DP-FedAvg
 (:data:`~privrank.privacy.dpsgd.POPULARITY_SHARE`, 10 %): their mechanism is calibrated to
 ``0.1 ε`` alone; the rounds get the rest of the zCDP budget: with ``ρ*`` the largest ρ whose
@@ -72,6 +112,7 @@ from privrank.errors import ConfigError
 from privrank.privacy.calibration import POPULARITY_SHARE, Release
 from privrank.privacy.distributed_dp import DistributedDiscreteGaussian, DistributedDPConfig
 from privrank.privacy.distributed_dp_accounting import ddg_epsilon, ddg_sampled_epsilon
+from privrank.privacy.dp_fedavg import AdaptiveClipping
 from privrank.privacy.mechanism import PrivacyGuarantee
 from privrank.privacy.spec import PrivacySpec
 
@@ -91,6 +132,11 @@ class DistributedDPPlan:
         delta: The run's δ.
         contribution_bound: ``c``, the items a device counts.
         population: Devices in the run.
+        sampling_rate: q of the secret sampling (``None``: no amplification claimed).
+        bits: Adaptive clipping: the distributed discrete Gaussian of the clipping bit
+            (dimension 1, L2 bound 1, calibrated for ``rounds`` rounds); ``None``: fixed
+            clipping at the update mechanism's ``l2_clip``.
+        adaptive: The adaptive clipping rule (with ``bits``).
     """
 
     counts: DistributedDiscreteGaussian
@@ -100,15 +146,22 @@ class DistributedDPPlan:
     contribution_bound: int
     population: int
     sampling_rate: float | None = None
+    bits: DistributedDiscreteGaussian | None = None
+    adaptive: AdaptiveClipping | None = None
 
     @property
     def total_rounds(self) -> int:
         """T."""
         return self.rounds.config.rounds
 
+    def round_rho(self) -> float:
+        """ρ of one round: the update's, plus the clipping bit's with adaptive clipping (the
+        two releases of a round compose additively in zCDP; module docstring)."""
+        return self.rounds.round_rho() + (0.0 if self.bits is None else self.bits.round_rho())
+
     def rho_after(self, rounds: int) -> float:
         """ρ of the counts and the first ``rounds`` rounds (zCDP composes additively)."""
-        return self.counts.round_rho() + rounds * self.rounds.round_rho()
+        return self.counts.round_rho() + rounds * self.round_rho()
 
     def epsilon_after(self, rounds: int) -> float:
         """ε at δ of the counts and the first ``rounds`` rounds, by the RDP accountant (with
@@ -116,7 +169,7 @@ class DistributedDPPlan:
         if self.sampling_rate is None or rounds < 1:
             return self.unamplified_epsilon_after(rounds)
         return ddg_sampled_epsilon(
-            self.rounds.round_rho(),
+            self.round_rho(),
             rounds,
             self.sampling_rate,
             self.delta,
@@ -146,7 +199,16 @@ class DistributedDPPlan:
             noise_multiplier=1.0 / math.sqrt(2.0 * self.rounds.round_rho()),
             count=rounds,
         )
-        return (counts, step)
+        if self.bits is None:
+            return (counts, step)
+        bits = Release(
+            mechanism=self.bits.name,
+            statistic="the securely aggregated sum of the devices' clipping bits",
+            sensitivity=self.bits.sensitivity,
+            noise_multiplier=1.0 / math.sqrt(2.0 * self.bits.round_rho()),
+            count=rounds,
+        )
+        return (counts, step, bits)
 
 
 def _largest_rho(epsilon: float, delta: float) -> float:
@@ -179,6 +241,8 @@ def plan_distributed_dp(
     max_clients: int,
     modulus_bits: int,
     sampling_rate: float | None = None,
+    adaptive: AdaptiveClipping | None = None,
+    expected_cohort: int | None = None,
 ) -> DistributedDPPlan:
     """Calibrate the counts' and the rounds' distributed discrete Gaussians to the spec's (ε, δ).
 
@@ -193,10 +257,15 @@ def plan_distributed_dp(
         modulus_bits: b of the ring Z_{2^b}.
         sampling_rate: q of the secret Poisson sampling (see the module docstring for who is
             trusted for it); ``None``: no amplification claimed.
+        adaptive: Adaptive clipping (the bit's release, module docstring); ``None``: fixed
+            clipping at the spec's ``clipping_norm``.
+        expected_cohort: m, the expected cohort (sets the bit's noise σ_b = f·m; required
+            with ``adaptive``).
 
     Raises:
         ConfigError: ``min_clients`` below 2 or above ``max_clients``, no contribution bound,
-            or no calibration meets (ε, δ) inside the ring.
+            no calibration meets (ε, δ) inside the ring, or the bit's noise would use the
+            whole round's budget.
     """
     delta = float(spec.require_delta())
     bound = spec.require_contribution_bound("distributed DP")
@@ -241,6 +310,28 @@ def plan_distributed_dp(
             )
         )
         left = per_round * int(rounds)
+    bits = None
+    if adaptive is not None:
+        if expected_cohort is None or expected_cohort < 1:
+            raise ConfigError("distributed DP: adaptive clipping needs the expected cohort")
+        sigma_b = adaptive.bit_noise_fraction * float(expected_cohort)
+        rho_b = 0.5 / sigma_b**2  # the Gaussian's ρ at the paper's σ_b (sensitivity 1)
+        if rho_b * int(rounds) >= left:
+            raise ConfigError(
+                f"distributed DP: adaptive clipping's bit noise (sigma_b = {sigma_b:.3g} "
+                f"counts, rho = {rho_b:.3g} per round) uses the whole round's budget "
+                f"(rho = {left / int(rounds):.3g}); use larger cohorts or fixed clipping"
+            )
+        bits = DistributedDiscreteGaussian(
+            DistributedDPConfig(
+                epsilon=ddg_epsilon(rho_b * int(rounds), 1, delta),
+                l2_clip=1.0,
+                dimension=1,
+                rounds=int(rounds),
+                **common,
+            )
+        )
+        left -= bits.round_rho() * int(rounds)  # ≤ ρ_b·T: calibrated within 0.1 %
     step = DistributedDiscreteGaussian(
         DistributedDPConfig(
             epsilon=ddg_epsilon(left, 1, delta),
@@ -251,7 +342,15 @@ def plan_distributed_dp(
         )
     )
     plan = DistributedDPPlan(
-        counts, step, epsilon, delta, bound, int(population), sampling_rate=sampling_rate
+        counts,
+        step,
+        epsilon,
+        delta,
+        bound,
+        int(population),
+        sampling_rate=sampling_rate,
+        bits=bits,
+        adaptive=adaptive,
     )
     total = plan.epsilon_after(int(rounds))
     if total > epsilon * (1.0 + 1e-9):
@@ -268,7 +367,14 @@ def distributed_dp_guarantee(
     epsilon = plan.epsilon_after(rounds)
     accounting = (
         f"the item counts ({plan.counts.round_rho():.4g}-zCDP) and {rounds} round(s) "
-        f"({plan.rounds.round_rho():.4g}-zCDP each) of the distributed discrete Gaussian "
+        f"({plan.round_rho():.4g}-zCDP each"
+        + (
+            ""
+            if plan.bits is None
+            else f": the update's {plan.rounds.round_rho():.4g} plus the clipping bit's "
+            f"{plan.bits.round_rho():.4g} of adaptive clipping, composed additively"
+        )
+        + ") of the distributed discrete Gaussian "
         f"(Kairouz, Liu & Steinke 2021, Prop. 14), with at least "
         f"{plan.rounds.config.min_clients} devices' noise in every released sum, composed in "
         f"zCDP and converted by the RDP accountant (dp_accounting): ε = {epsilon:.4g} at "
@@ -283,9 +389,16 @@ def distributed_dp_guarantee(
             f"ε = {plan.unamplified_epsilon_after(rounds):.4g}"
         )
     )
+    bits = (
+        ""
+        if plan.bits is None
+        else " (and the clipping norm of adaptive clipping, from the noisy SecAgg+ sum of the "
+        "devices' clipping bits)"
+    )
     released = (
-        "the item factors after each round and the item counts, each computed from a SecAgg+ "
-        "modular sum of the devices' clipped, rounded and discrete-Gaussian-noised vectors; the "
+        f"the item factors after each round{bits} and the item counts, each computed from a "
+        "SecAgg+ modular sum of the devices' clipped, rounded and discrete-Gaussian-noised "
+        "vectors; the "
         "unit of privacy is one device holding one user's whole history (its contribution "
         "replaced by zero); the server is untrusted for individual updates and sees only the "
         "noisy sums (honest-but-curious for the protocol); each device is trusted to clip and "

@@ -352,9 +352,7 @@ def test_distributed_dp_needs_a_target_and_secure_aggregation(train, tmp_path):
     with pytest.raises(ConfigError, match="distributed_dp needs"):
         _job(train, tmp_path, settings, None, secure=SecureAggregation(), distributed_dp=True)
     privacy = PrivacySpec(epsilon=8.0, max_interactions_per_user=5, clipping_norm=0.5)
-    with pytest.raises(ConfigError, match="fixed norm"):
-        _job(train, tmp_path, FederatedSettings(rounds=2), privacy, secure=SecureAggregation(),
-             distributed_dp=True)  # fmt: skip
+    # (adaptive clipping under distributed DP is no longer refused: test_secure_adaptive.py)
     with pytest.raises(ConfigError, match="Poisson"):
         _job(train, tmp_path, settings.model_copy(update={"sampling": "fixed"}), privacy,
              secure=SecureAggregation(), distributed_dp=True, secret_sampling=True)  # fmt: skip

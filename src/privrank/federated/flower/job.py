@@ -81,8 +81,6 @@ class FlowerJob(FrozenConfig):
                 "distributed_dp needs a privacy target (--epsilon) and secure aggregation "
                 "(--aggregation secagg)"
             )
-        if self.distributed_dp and self.settings.adaptive_clipping:
-            raise ValueError("distributed_dp clips at a fixed norm: turn adaptive clipping off")
         if self.secret_sampling and (
             not self.distributed_dp or self.settings.sampling != "poisson"
         ):

@@ -210,6 +210,7 @@ def secure_request(request: SecureRequest) -> RecordDict:
                 "count_bound": -1 if task.count_bound is None else int(task.count_bound),
                 "noise": "" if task.noise is None else task.noise.model_dump_json(),
                 "noise_seed": -1 if task.noise_seed is None else int(task.noise_seed),
+                "bit_noise": "" if task.bit_noise is None else task.bit_noise.model_dump_json(),
             }
         )
         if task.item_factors is not None:
@@ -244,6 +245,9 @@ def parse_secure_request(content: RecordDict) -> SecureRequest:
             if t.get("noise")
             else None,
             noise_seed=None if noise_seed < 0 else noise_seed,
+            bit_noise=DistributedDPConfig.model_validate_json(str(t["bit_noise"]))
+            if t.get("bit_noise")
+            else None,
         )
     return SecureRequest(str(config["stage"]), int(config["round"]), devices, blobs, task)
 

@@ -92,7 +92,7 @@ from privrank.federated.flower.secure import (
     secure_sum,
 )
 from privrank.federated.item_counts import noisy_counts
-from privrank.federated.rounds import open_round, step_plain, step_private
+from privrank.federated.rounds import adapt_clipping_norm, open_round, step_plain, step_private
 from privrank.federated.settings import RoundReport
 from privrank.federated.simulator import check_private_min_clients, record_round
 from privrank.federated.state import ServerState
@@ -403,6 +403,8 @@ def plan_of(job: FlowerJob, resolved: PrivacySpec) -> DistributedDPPlan:
             if job.secret_sampling
             else None
         ),
+        adaptive=job.settings.clipping_rule(),
+        expected_cohort=min(job.settings.clients_per_round, population),
     )
 
 
@@ -509,14 +511,21 @@ def _distributed_round(
 
     assert job.secure is not None
     settings = job.settings
-    bound = float(spec.clipping_norm)
+    current = state.clipping_norm
+    adaptive = ddp.bits is not None and current is not None
+    bound = (
+        float(current)
+        if ddp.bits is not None and current is not None
+        else float(spec.clipping_norm)
+    )
     opening = open_round(round_index, settings, job.population, state, ddp, bound)
     cohort, skipped = opening.cohort, opening.skipped
     if opening.too_few:
         return skipped
     task = SecureTask.distributed(
         "round", ddp.rounds, _secagg_config(job.secure, round_index, settings.min_clients),
-        config=config, item_factors=state.arrays["item_factors"], noise_seed=spec.noise_seed,
+        bound=bound, bits=ddp.bits, config=config, item_factors=state.arrays["item_factors"],
+        noise_seed=spec.noise_seed,
     )  # fmt: skip
     seed = graph_seed(settings.seed, round_index, len(cohort))
     with ledger.round(opening.epsilon_cost, 0.0, f"round {round_index}") as released:
@@ -531,6 +540,10 @@ def _distributed_round(
         if total.accepted < settings.min_clients:
             return _reported(skipped, total, dict(total.refused), released=False)
         step_plain(total, settings, server, state, round_index)
+        if adaptive and total.noisy_unclipped is not None:  # the simulator's step
+            state.clipping_norm = adapt_clipping_norm(
+                bound, total.noisy_unclipped / total.accepted, ddp
+            )
         released[0] = True
     return opening.released(_reported(skipped, total, dict(total.refused), released=True))
 

@@ -33,9 +33,14 @@ integer grid and adds its own discrete Gaussian noise share
 (:meth:`~privrank.privacy.distributed_dp.DistributedDiscreteGaussian.encode_batch`, the noise
 drawn on the device from its own generator: the operating system's entropy, or, with a test
 noise seed, ``[seed, round, device]``, which makes the run reproducible and NOT private) before
-it masks; a refused device encodes the zero vector *with* its noise share. A round then carries
-no clipping-bit coordinate (distributed DP clips at a fixed norm). The unmasked sum is the sum
-of the survivors' noisy encodings exactly, so the server never sees an un-noised sum.
+it masks; a refused device encodes the zero vector *with* its noise share. With a fixed clipping
+norm a round then carries no clipping-bit coordinate; with adaptive clipping
+(``SecureTask.bit_noise``, :mod:`privrank.privacy.distributed_dp_plan`) it carries the device's
+0/1 clipping bit on the bit mechanism's own grid with its own discrete Gaussian share (a refused
+device's bit is 1, beside its zero update), and the round's bound :math:`C_t` may differ from the
+mechanism's :math:`C_0`: the clipped update is encoded times :math:`C_0/C_t` and the sum decoded
+times :math:`C_t/C_0`, as in the simulator. The unmasked sum is the sum of the survivors' noisy
+encodings exactly, so the server never sees an un-noised sum (nor an un-noised bit count).
 
 **Who sees what.** The server sees public keys, ciphertexts of shares, masked inputs (uniform in
 Z_{2^b} to it) and the unmasked *sum* of the survivors' encodings; never a device's update,
@@ -120,6 +125,8 @@ class SecureTask:
         noise_seed: Distributed DP, tests only: each device's noise generator is seeded with
             ``[noise_seed, round, device]`` (reproducible, and known to whoever knows the seed:
             not private). ``None``: the device's own entropy.
+        bit_noise: Distributed DP with adaptive clipping: the clipping bit's mechanism
+            settings (dimension 1, its grid scale fixed); ``None``: no bit coordinate.
     """
 
     kind: str
@@ -133,6 +140,18 @@ class SecureTask:
     count_bound: int | None = None
     noise: DistributedDPConfig | None = None
     noise_seed: int | None = None
+    bit_noise: DistributedDPConfig | None = None
+
+    @property
+    def unit(self) -> float:
+        """:math:`C_t / C_0` under distributed DP (the round's bound over the mechanism's)."""
+        if self.noise is None or self.bound is None:
+            return 1.0
+        return float(self.bound) / self.noise.l2_clip
+
+    def bit_mechanism(self) -> DistributedDiscreteGaussian | None:
+        """The clipping bit's distributed discrete Gaussian (``None``: no bit coordinate)."""
+        return None if self.bit_noise is None else DistributedDiscreteGaussian(self.bit_noise)
 
     def ring(self) -> FixedPointRing:
         """The fixed-point ring of the exchange."""
@@ -140,8 +159,9 @@ class SecureTask:
 
     @property
     def carries_bit(self) -> bool:
-        """A plain round's vector has one more coordinate, its clipping bit."""
-        return self.kind == "round" and self.noise is None
+        """A plain round's vector has one more coordinate, its clipping bit (so does a
+        distributed-DP round with adaptive clipping)."""
+        return self.kind == "round" and (self.noise is None or self.bit_noise is not None)
 
     def mechanism(self) -> DistributedDiscreteGaussian:
         """The distributed discrete Gaussian of the exchange.
@@ -159,13 +179,24 @@ class SecureTask:
 
     @classmethod
     def distributed(
-        cls, kind: str, mechanism: DistributedDiscreteGaussian, secagg: SecAggConfig, **rest: object
+        cls,
+        kind: str,
+        mechanism: DistributedDiscreteGaussian,
+        secagg: SecAggConfig,
+        *,
+        bound: float | None = None,
+        bits: DistributedDiscreteGaussian | None = None,
+        **rest: object,
     ) -> SecureTask:
-        """The task of a distributed-DP exchange under ``mechanism`` (its bound, grid and ring)."""
+        """The task of a distributed-DP exchange under ``mechanism`` (its grid and ring), at
+        the round's ``bound`` (default: the mechanism's) and with the clipping bit's
+        mechanism ``bits`` (adaptive clipping)."""
         noise = mechanism.config.model_copy(update={"scale": mechanism.scale})
+        bit_noise = None if bits is None else bits.config.model_copy(update={"scale": bits.scale})
+        limit = mechanism.config.l2_clip if bound is None else float(bound)
         return cls(
-            kind, mechanism.config.l2_clip, noise.modulus_bits, mechanism.config.l2_clip,
-            mechanism.scale, secagg, noise=noise, **rest,  # type: ignore[arg-type]
+            kind, limit, noise.modulus_bits, mechanism.config.l2_clip, mechanism.scale, secagg,
+            noise=noise, bit_noise=bit_noise, **rest,  # type: ignore[arg-type]
         )  # fmt: skip
 
 
@@ -213,8 +244,9 @@ def _vectors(node: NodeData, devices: np.ndarray, task: SecureTask) -> np.ndarra
     vectors, unclipped = device_updates(node, devices, task.config, task.item_factors, task.bound)
     if not task.carries_bit:
         return vectors
-    # The clipping bit rides along as one more coordinate, bit · bound, inside the ring's range.
-    scale = 1.0 if task.bound is None else float(task.bound)
+    # The clipping bit rides along as one more coordinate, bit · bound, inside the ring's range
+    # (under distributed DP the 0/1 bit itself: the bit mechanism scales it to its grid).
+    scale = 1.0 if task.bound is None or task.noise is not None else float(task.bound)
     return np.column_stack([vectors, unclipped.astype(np.float64) * scale])
 
 
@@ -254,16 +286,26 @@ def _encode_noisy(
     """Each device's clipped, conditionally rounded and noised encoding (a refused device's is
     its noise alone: it stays in the protocol and adds its share)."""
     mechanism = task.mechanism()
+    bit_mechanism = task.bit_mechanism()
     assert task.bound is not None
+    dim = mechanism.config.dimension
     # The device clipped with its update's factored norm; clipping the explicit vector again
-    # removes the float slack the mechanism's exact check would refuse (the simulator's step).
-    exact, _ = clip_l2(np.where(ok[:, None], vectors, 0.0), task.bound)
+    # removes the float slack the mechanism's exact check would refuse (the simulator's step),
+    # then it is brought to the mechanism's bound C_0 (divided by C_t / C_0).
+    exact, _ = clip_l2(np.where(ok[:, None], vectors[:, :dim], 0.0), task.bound)
+    if task.unit != 1.0:
+        exact, _ = clip_l2(exact / task.unit, mechanism.config.l2_clip)
     out = {}
     for row, device in enumerate(devices.tolist()):
         rng = device_noise_rng(task, task.secagg.round_id, int(device))
         encoded, refused = mechanism.encode_batch(exact[row : row + 1], rng)
+        bit = float(vectors[row, dim]) if bit_mechanism is not None and ok[row] else 1.0
         if len(refused):  # not finite after all: the zero vector, with its noise share
-            encoded, _ = mechanism.encode_batch(np.zeros((1, exact.shape[1])), rng)
+            encoded, _ = mechanism.encode_batch(np.zeros((1, dim)), rng)
+            bit = 1.0
+        if bit_mechanism is not None:
+            bit_encoded, _ = bit_mechanism.encode_batch(np.asarray([[bit]]), rng)
+            encoded = np.concatenate([encoded, bit_encoded], axis=1)
         out[int(device)] = encoded[0]
     return out
 
@@ -436,13 +478,17 @@ def secure_sum(
     result = server.unmask(responses)
     decoded = task.ring().decode(result.total)
     survivors = np.asarray(sorted(result.survivors), dtype=np.int64)
-    unclipped = 0
-    if task.carries_bit:
+    unclipped, noisy_unclipped = 0, None
+    bit_mechanism = task.bit_mechanism()
+    if bit_mechanism is not None:  # distributed DP: the noisy bit sum on its own grid
+        noisy_unclipped = float(bit_mechanism.decode(np.asarray(result.total)[dim:])[0])
+    elif task.carries_bit:
         scale = 1.0 if task.bound is None else float(task.bound)
         unclipped = round(float(decoded[dim]) / scale)
-    total = np.asarray(decoded[:dim], dtype=np.float64)
+    total = np.asarray(decoded[:dim], dtype=np.float64) * task.unit
     refused = {"dropped": len(devices) - len(survivors)}
-    return RoundSum(total, len(survivors), unclipped, refused), survivors
+    summed = RoundSum(total, len(survivors), unclipped, refused, noisy_unclipped=noisy_unclipped)
+    return summed, survivors
 
 
 def graph_seed(seed: int, round_index: int, cohort: int) -> int:
