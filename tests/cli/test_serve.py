@@ -3,6 +3,7 @@ loopback answering HTTP requests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -125,7 +126,7 @@ def wait_ready(base: str, process: subprocess.Popen, timeout: float = 90.0) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.communicate()[1]}")
+            raise AssertionError(f"server exited: {process.communicate(timeout=30)[1]}")
         try:
             if request(f"{base}/readyz")[0] == 200:
                 return
@@ -138,28 +139,8 @@ def wait_ready(base: str, process: subprocess.Popen, timeout: float = 90.0) -> N
 def test_real_server_answers_over_http(model_dir, database, tmp_path) -> None:
     env = {**os.environ, "PRIVRANK_HOME": str(tmp_path / "home")}
     key = run("keys", "create", "--scope", "service", "--database", database).stdout.split()[-1]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            *CLI,
-            "serve",
-            "--model",
-            str(model_dir),
-            "--database",
-            database,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    server, base = start_server(["--model", str(model_dir), "--database", database], env)
     try:
-        wait_ready(base, server)
         status, body = request(f"{base}/v1/recommend", {"user_id": "u1", "k": 3}, key)
         assert status == 200, body
         assert len(body["items"]) == 3 and body["model_version"] == "model"
@@ -186,12 +167,7 @@ def test_real_server_answers_over_http(model_dir, database, tmp_path) -> None:
             )
             assert len(json.loads(out.stdout)["items"]) == 2
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            _, stderr = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, stderr = server.communicate()
+        stderr = stop(server)
     assert "POST /v1/recommend 200" in stderr  # the access log, by route
     assert "u1" not in stderr
 
@@ -207,26 +183,38 @@ def test_store_add_and_list(model_dir, tmp_path) -> None:
 
 
 def start_server(args: list[str], env: dict) -> tuple[subprocess.Popen, str]:
+    """``privrank serve`` on a free loopback port, ready. One worker unless ``args`` names
+    ``--workers``: the default (one per usable core) would start dozens on a large CI machine.
+    The server gets its own process group, so that :func:`stop` can end its workers too."""
     port = free_port()
+    workers = [] if "--workers" in args else ["--workers", "1"]
     server = subprocess.Popen(
-        [*CLI, "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+        [*CLI, "serve", *args, *workers, "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    wait_ready(base, server)
+    try:
+        wait_ready(base, server)
+    except BaseException:
+        stop(server)
+        raise
     return server, base
 
 
 def stop(server: subprocess.Popen) -> str:
+    """SIGINT (uvicorn's graceful shutdown), then SIGKILL to the whole process group; bounded
+    waits throughout, so that a stuck server fails the test instead of hanging the suite."""
     server.send_signal(signal.SIGINT)
     try:
         return server.communicate(timeout=30)[1]
     except subprocess.TimeoutExpired:
-        server.kill()
-        return server.communicate()[1]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        return server.communicate(timeout=30)[1]
 
 
 def make_key(database: str, scope: str, env: dict) -> str:
@@ -305,7 +293,7 @@ def test_acknowledged_events_survive_a_killed_server(model_dir, database, tmp_pa
     while len(acknowledged) < 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     server.kill()  # SIGKILL: no shutdown, no flush
-    server.communicate()
+    server.communicate(timeout=30)
     stop_sending.set()
     sender.join(30)
     assert len(acknowledged) >= 200
@@ -313,6 +301,50 @@ def test_acknowledged_events_survive_a_killed_server(model_dir, database, tmp_pa
     stored = {e.event_id for e in EventStore(engine).get(acknowledged)}
     engine.dispose()
     assert stored == set(acknowledged)
+
+
+def test_workers_end_when_their_supervisor_is_killed(model_dir, database, tmp_path) -> None:
+    """SIGKILL to uvicorn's supervisor alone: its workers must not go on serving unsupervised.
+    Each worker holds the server's stdout and stderr, so the pipes close only once every worker
+    has exited; then nothing of the server's process group is left."""
+    env = {**os.environ, "PRIVRANK_HOME": str(tmp_path / "home")}
+    make_key(database, "read", env)
+    server, base = start_server(
+        ["--model", str(model_dir), "--database", database, "--workers", "2"], env
+    )
+    try:
+        server.kill()  # the supervisor only, not its process group
+        server.communicate(timeout=60)  # EOF on the pipes: every worker has exited
+        deadline = time.monotonic() + 30  # multiprocessing's resource tracker follows them
+        while live_group_members(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert live_group_members(server.pid) == []
+        with pytest.raises(OSError):
+            request(f"{base}/readyz")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are still running (zombies, which a container's
+    init may never reap, are dead), from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        state, process_group = fields[0], int(fields[2])
+        if process_group == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_a_single_process_server_is_not_tied_to_its_parent() -> None:
+    from privrank.serving.supervision import end_with_supervisor
+
+    assert end_with_supervisor() is False  # pytest's process has no multiprocessing parent
 
 
 # ------------------------------------------------------------------ retrieval options

@@ -194,7 +194,8 @@ def serve(
         int | None,
         typer.Option(
             help="Worker processes (default: one per core this process may use). Each holds "
-            "the model in memory and has its own per-key rate limit.",
+            "the model in memory and has its own per-key rate limit; all stop when the "
+            "supervising process does, even if it is killed.",
             min=1,
             max=64,
         ),

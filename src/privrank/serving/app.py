@@ -821,7 +821,9 @@ def app_from_env() -> FastAPI:
     import os
 
     from privrank.serving.settings import SETTINGS_ENV
+    from privrank.serving.supervision import end_with_supervisor
 
+    end_with_supervisor()  # a --workers N worker must not outlive a killed supervisor
     value = os.environ.get(SETTINGS_ENV)
     if not value:
         raise ConfigError(f"{SETTINGS_ENV} is not set; start the server with `privrank serve`")

@@ -65,7 +65,7 @@ def _wait_ready(base: str, process: subprocess.Popen, timeout: float = 120.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"privrank serve exited: {process.communicate()[1]}")
+            raise AssertionError(f"privrank serve exited: {process.communicate(timeout=30)[1]}")
         try:
             with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -110,7 +110,7 @@ def stack(workspace: Workspace) -> Iterator[tuple[str, Browser]]:
             process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            process.communicate(timeout=30)
 
 
 @pytest.fixture
