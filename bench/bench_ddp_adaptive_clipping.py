@@ -24,33 +24,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
-import time
-from pathlib import Path
-from typing import Any
 
-from bench_federated import _ndcg, _peak_mib, synthetic_split
-from privrank.federated import FederatedSettings, simulate
+from bench_federated import ArmRecorder, machine_header, round_settings, synthetic_split
+from bench_federated import timed_simulate as _run
+from privrank.federated import FederatedSettings
 from privrank.federated.secure_aggregation import SecureAggregation
-from privrank.metrics import EvaluationConfig
-from privrank.models import FedMFConfig
 from privrank.privacy.ledger import Ledger
 from privrank.privacy.spec import PrivacySpec
 from privrank.workflow.spend import RoundLedger
-
-
-def _run(train: Any, settings: FederatedSettings, **kwargs: Any) -> tuple[Any, float, list[Any]]:
-    reports: list[Any] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        result = simulate(
-            FedMFConfig(), train, settings, run_dir=Path(tmp) / "run", progress=reports.append,
-            **kwargs,
-        )  # fmt: skip
-        return result, time.perf_counter() - started, reports
 
 
 def main() -> None:
@@ -72,40 +54,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--json")
     args = parser.parse_args()
-    print(
-        f"python {platform.python_version()}, {os.cpu_count()} cores, load "
-        f"{os.getloadavg()[0]:.1f}",
-        flush=True,
-    )
+    print(machine_header(), flush=True)
     train, test = synthetic_split(args.users, args.eval_users)
-    eval_config = EvaluationConfig(cutoffs=(10,), metrics=("ndcg",), beyond_accuracy=False)
-    common = {
-        "rounds": args.rounds,
-        "clients_per_round": args.cohort,
-        "server_learning_rate": args.learning_rate,
-        "batch_size": args.batch_size,
-    }
-    rows: list[dict[str, Any]] = []
-
-    def save() -> None:  # after every arm, so an interrupted run keeps what it measured
-        if args.json:
-            with open(args.json, "w") as handle:
-                json.dump({"args": vars(args), "rows": rows}, handle, indent=2)
-
-    def record(arm: str, result: Any, seconds: float, **extra: Any) -> dict[str, Any]:
-        row = {
-            "arm": arm,
-            **_ndcg(result.model, train, test, eval_config, False),
-            "released_rounds": result.state.released_rounds,
-            "seconds": round(seconds, 1),
-            "peak_rss_mib": round(_peak_mib()),
-            **extra,
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        save()
-        return row
-
+    common = round_settings(args)
+    recorder = ArmRecorder(args, train, test)
+    record, save, rows = recorder.record, recorder.save, recorder.rows
     base, seconds, _ = _run(train, FederatedSettings(**common))
     plain = record("non-private", base, seconds)  # deterministic for the split and seed
     min_clients = max(2, int(args.min_fraction * args.cohort))

@@ -173,6 +173,72 @@ def synthetic_split(users: int, eval_users: int) -> tuple[Any, Any]:
     return parts.train, _sample(parts.test, eval_users, 0)
 
 
+def machine_header() -> str:
+    """The line a DP bench prints first: Python, cores and the load it ran under."""
+    return (
+        f"python {platform.python_version()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    )
+
+
+def round_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`FederatedSettings` every arm of a DP bench shares: rounds, cohort, server
+    learning rate and batch size from ``--rounds``, ``--cohort``, ``--learning-rate`` and
+    ``--batch-size``."""
+    return {
+        "rounds": args.rounds,
+        "clients_per_round": args.cohort,
+        "server_learning_rate": args.learning_rate,
+        "batch_size": args.batch_size,
+    }
+
+
+def timed_simulate(
+    train: Any, settings: FederatedSettings, **kwargs: Any
+) -> tuple[Any, float, list[Any]]:
+    """fedmf at its defaults through the simulator in a throwaway run directory: the result,
+    the wall seconds and the per-round progress reports."""
+    reports: list[Any] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        result = simulate(
+            FedMFConfig(), train, settings, run_dir=Path(tmp) / "run", progress=reports.append,
+            **kwargs,
+        )  # fmt: skip
+        return result, time.perf_counter() - started, reports
+
+
+class ArmRecorder:
+    """The rows of a DP bench's arms: each scored (NDCG@10 with its 95 % CI on ``test``),
+    printed as a JSON line and saved to ``--json`` as soon as it is recorded, so that an
+    interrupted run keeps every arm it finished."""
+
+    def __init__(self, args: argparse.Namespace, train: Any, test: Any) -> None:
+        self.args, self.train, self.test = args, train, test
+        self.eval_config = EvaluationConfig(cutoffs=(10,), metrics=("ndcg",), beyond_accuracy=False)
+        self.rows: list[dict[str, Any]] = []
+
+    def save(self) -> None:
+        """Write every row so far (call again after changing a recorded row)."""
+        if self.args.json:
+            with open(self.args.json, "w") as handle:
+                json.dump({"args": vars(self.args), "rows": self.rows}, handle, indent=2)
+
+    def record(self, arm: str, result: Any, seconds: float, **extra: Any) -> dict[str, Any]:
+        """Score ``result.model``, print and save its row; returns the row (mutable)."""
+        row = {
+            "arm": arm,
+            **_ndcg(result.model, self.train, self.test, self.eval_config, False),
+            "released_rounds": result.state.released_rounds,
+            "seconds": round(seconds, 1),
+            "peak_rss_mib": round(_peak_mib()),
+            **extra,
+        }
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        self.save()
+        return row
+
+
 def dp(args) -> list[dict[str, Any]]:
     from privrank.privacy.ledger import Ledger
 
