@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError, DataError
 
-__all__ = ["PairSet", "check_same_vocabulary", "evaluation_pairs", "pair_set"]
+__all__ = [
+    "EvaluationPairs",
+    "PairSet",
+    "check_same_vocabulary",
+    "evaluation_pairs",
+    "pair_set",
+    "prepare_pairs",
+]
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,63 @@ def evaluation_pairs(
     relevant = pair_set(test, graded=graded)
     users = np.flatnonzero(relevant.counts() > 0).astype(np.int64)
     return seen, relevant, users
+
+
+@dataclass(frozen=True)
+class EvaluationPairs:
+    """The pair sets and counts of one (train, test) split, built once and reused by every
+    evaluation of that split (:func:`prepare_pairs`).
+
+    Attributes:
+        train: The training interactions they were built from (checked by identity).
+        test: The test interactions they were built from (checked by identity).
+        graded: Whether ``relevant`` carries grades.
+        seen: The train pairs (excluded from the rankings).
+        relevant: The test pairs.
+        users: Codes of the users with a test pair (``int64``, ascending).
+        counts: Users evaluated, excluded (no test items), cold (no training items), test
+            pairs and test pairs that are training pairs too.
+    """
+
+    train: Any
+    test: Any
+    graded: bool
+    seen: PairSet
+    relevant: PairSet
+    users: np.ndarray
+    counts: dict[str, int]
+
+    def check(self, train: Interactions, test: Interactions, *, graded: bool) -> None:
+        """Raise :class:`ConfigError` unless these pairs were built from ``train`` and
+        ``test`` (the same objects) with the same ``graded``."""
+        if self.train is not train or self.test is not test or self.graded != graded:
+            raise ConfigError(
+                "the evaluation pairs were built from another train/test split or grading "
+                f"(graded={self.graded}); build them with prepare_pairs(train, test, "
+                f"graded={graded})"
+            )
+
+
+def prepare_pairs(
+    train: Interactions, test: Interactions, *, graded: bool = False
+) -> EvaluationPairs:
+    """:func:`evaluation_pairs` and the evaluation's counts, for reuse across evaluations.
+
+    Raises:
+        ConfigError: Train and test have different id maps, or ``graded`` without a value
+            column.
+        DataError: ``graded`` and a test value is not ``> 0``.
+    """
+    seen, relevant, users = evaluation_pairs(train, test, graded=graded)
+    rel_users = np.repeat(np.arange(relevant.n_users), relevant.counts())
+    counts = {
+        "users_evaluated": len(users),
+        "users_without_test_items": int(relevant.n_users - len(users)),
+        "cold_users": int(np.count_nonzero(seen.counts()[users] == 0)),
+        "test_pairs": len(relevant.indices),
+        "test_pairs_in_train": int(np.count_nonzero(seen.contains(rel_users, relevant.indices))),
+    }
+    return EvaluationPairs(train, test, graded, seen, relevant, users, counts)
 
 
 def _row_of(indptr: np.ndarray) -> np.ndarray:

@@ -15,7 +15,15 @@ for the top-k; the per-user results are ``O(users * metrics)``.
 A scorer whose scores are one vector for every user (a non-personalised model) is passed as
 :class:`SharedScores`: the catalogue is ranked once and each user's list is the first items of
 that order not among their training items (:func:`~privrank.metrics.topk.shared_top_k`), the
-same lists as masking and ranking a score matrix, without building one.
+same lists as masking and ranking a score matrix, without building one. The ranking metrics
+then need no lists at all: a relevant item's rank in a user's list is its rank in the order
+minus the user's training items ranked above it (:func:`~privrank.metrics.topk.shared_ranks`),
+so they cost ``O(relevant pairs + training pairs)``; the lists are built only for the
+beyond-accuracy metrics or when kept.
+
+The train/test pair sets (and the counts) depend on the split alone: a caller evaluating several
+models on one split builds them once (:func:`~privrank.metrics._prepare.prepare_pairs`) and
+passes them as ``pairs``.
 """
 
 from __future__ import annotations
@@ -32,12 +40,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.metrics import beyond, ranking
-from privrank.metrics._prepare import PairSet, evaluation_pairs
+from privrank.metrics._prepare import EvaluationPairs, PairSet, prepare_pairs
 from privrank.metrics.topk import (
     as_score_array,
     mask_items,
     ragged_rows,
     shared_order,
+    shared_ranks,
     shared_top_k,
     top_k,
 )
@@ -48,12 +57,14 @@ __all__ = [
     "RANKING_METRICS",
     "Cutoffs",
     "EvaluationConfig",
+    "EvaluationPairs",
     "EvaluationResult",
     "EvaluationTiming",
     "Scorer",
     "SharedScores",
     "evaluate",
     "metric_names",
+    "prepare_pairs",
     "ranking_metric",
 ]
 
@@ -225,6 +236,7 @@ def evaluate(
     config: EvaluationConfig | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
+    pairs: EvaluationPairs | None = None,
 ) -> EvaluationResult:
     """Evaluate a scorer by full ranking on a train/test split.
 
@@ -237,50 +249,32 @@ def evaluate(
         test: Test interactions (relevance); same vocabulary as ``train``.
         config: Options; defaults to :class:`EvaluationConfig()`.
         progress: Called as ``progress(users_done, users_total)`` after every batch.
+        pairs: The split's pair sets and counts, built once by :func:`prepare_pairs` from
+            these ``train`` and ``test`` and reused (default: built here).
 
     Returns:
         Per-user metrics, means, counts and timing.
 
     Raises:
-        ConfigError: Vocabularies differ, or the scorer returns the wrong shape.
+        ConfigError: Vocabularies differ, the scorer returns the wrong shape, or ``pairs``
+            were built from another split.
         DataError: Graded values that are not positive, or NaN scores.
     """
     config = config or EvaluationConfig()
     started = time.perf_counter()
-    seen, relevant, users = evaluation_pairs(train, test, graded=config.graded)
-    cold = int(np.count_nonzero(seen.counts()[users] == 0))
-    rel_users = np.repeat(np.arange(relevant.n_users), relevant.counts())
-    overlap = int(np.count_nonzero(seen.contains(rel_users, relevant.indices)))
-    counts = {
-        "users_evaluated": len(users),
-        "users_without_test_items": int(relevant.n_users - len(users)),
-        "cold_users": cold,
-        "test_pairs": len(relevant.indices),
-        "test_pairs_in_train": overlap,
-    }
+    if pairs is None:
+        pairs = prepare_pairs(train, test, graded=config.graded)
+    else:
+        pairs.check(train, test, graded=config.graded)
+    seen, relevant, users = pairs.seen, pairs.relevant, pairs.users
     state = _Accumulator(config, len(users), test.n_items, seen)
-    depth = config.cutoffs[-1]
-    batch_size = config.batch_size
-    shared = None
     if isinstance(score, SharedScores):
-        tick = time.perf_counter()
-        if np.shape(score.scores) != (test.n_items,):
-            raise ConfigError(
-                f"shared scores have shape {np.shape(score.scores)}, expected ({test.n_items},)"
-            )
-        shared = shared_order(score.scores)
-        state.scoring += time.perf_counter() - tick
-        batch_size = max(batch_size, batch_size * test.n_items // depth)
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        tick = time.perf_counter()
-        if isinstance(score, SharedScores):
-            assert shared is not None  # ranked above, once
-            scored = tick
-            # Without exclusion every row's CSR slice is empty: each list is the order's head.
-            excluded = seen.indptr if config.exclude_train else np.zeros_like(seen.indptr)
-            top = shared_top_k(shared, depth, excluded, seen.indices, batch)
-        else:
+        _evaluate_shared(score, pairs, state, progress)
+    else:
+        depth = config.cutoffs[-1]
+        for start in range(0, len(users), config.batch_size):
+            batch = users[start : start + config.batch_size]
+            tick = time.perf_counter()
             raw = score(batch)
             scored = time.perf_counter()
             scores = as_score_array(raw, copy=config.copy_scores)
@@ -293,14 +287,16 @@ def evaluate(
                 rows, items, _ = ragged_rows(seen.indptr, seen.indices, batch)
                 mask_items(scores, rows, items)
             top = top_k(scores, depth, threads=config.threads)
-        ranked = time.perf_counter()
-        state.add(slice(start, start + len(batch)), batch, top.items, relevant)
-        done = time.perf_counter()
-        state.scoring += scored - tick
-        state.ranking += ranked - scored
-        state.metrics += done - ranked
-        if progress is not None:
-            progress(start + len(batch), len(users))
+            ranked = time.perf_counter()
+            where = slice(start, start + len(batch))
+            state.add_metrics(where, _judge(top.items, batch, relevant))
+            state.add_lists(where, top.items)
+            done = time.perf_counter()
+            state.scoring += scored - tick
+            state.ranking += ranked - scored
+            state.metrics += done - ranked
+            if progress is not None:
+                progress(start + len(batch), len(users))
     timing = EvaluationTiming(
         state.scoring, state.ranking, state.metrics, time.perf_counter() - started
     )
@@ -308,11 +304,75 @@ def evaluate(
         users=users,
         per_user=state.per_user,
         aggregate=state.aggregates(),
-        counts=counts,
+        counts=dict(pairs.counts),
         timing=timing,
         config=config,
         recommendations=state.recommendations,
     )
+
+
+def _judge(top: np.ndarray, batch: np.ndarray, relevant: PairSet) -> ranking.RankedRelevance:
+    """Match a batch's top lists with its users' relevant items."""
+    position, items, grades = ragged_rows(relevant.indptr, relevant.indices, batch, relevant.grades)
+    return ranking.RankedRelevance.from_lists(top, position, items, grades)
+
+
+def _evaluate_shared(
+    score: SharedScores,
+    pairs: EvaluationPairs,
+    state: _Accumulator,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Evaluate one score vector for every user, without score matrices or (unless the
+    beyond-accuracy metrics or the lists are asked for) top lists.
+
+    The ranking metrics come from each relevant item's rank in its user's list
+    (:func:`~privrank.metrics.topk.shared_ranks`: its position in the catalogue's order minus
+    the user's excluded items ranked above it) through
+    :meth:`~privrank.metrics.ranking.RankedRelevance.from_ranks`, in
+    ``O(relevant pairs + the evaluated users' training pairs)``. They equal the metrics of the
+    lists of :func:`~privrank.metrics.topk.shared_top_k`, which are built (in batches holding
+    as many list entries as a score matrix holds scores) only for novelty, ARP, coverage, Gini
+    or ``keep_recommendations``.
+    """
+    config = state.config
+    seen, relevant, users = pairs.seen, pairs.relevant, pairs.users
+    n_items = seen.n_items
+    tick = time.perf_counter()
+    if np.shape(score.scores) != (n_items,):
+        raise ConfigError(
+            f"shared scores have shape {np.shape(score.scores)}, expected ({n_items},)"
+        )
+    shared = shared_order(score.scores)
+    ranked = time.perf_counter()
+    state.scoring += ranked - tick
+    # Without exclusion every row's CSR slice is empty: each list is the order's head.
+    excluded = seen.indptr if config.exclude_train else np.zeros_like(seen.indptr)
+    depth = config.cutoffs[-1]
+    position, items, grades = ragged_rows(relevant.indptr, relevant.indices, users, relevant.grades)
+    ranks = shared_ranks(shared, excluded, seen.indices, users[position], items)
+    judged = ranking.RankedRelevance.from_ranks(depth, position, ranks, grades, n_users=len(users))
+    tick = time.perf_counter()
+    state.add_metrics(slice(0, len(users)), judged)
+    done = time.perf_counter()
+    state.ranking += tick - ranked
+    state.metrics += done - tick
+    if not (config.beyond_accuracy or config.keep_recommendations):
+        if progress is not None:
+            progress(len(users), len(users))
+        return
+    batch_size = max(config.batch_size, config.batch_size * n_items // depth)
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        tick = time.perf_counter()
+        top = shared_top_k(shared, depth, excluded, seen.indices, batch)
+        ranked = time.perf_counter()
+        state.add_lists(slice(start, start + len(batch)), top.items)
+        done = time.perf_counter()
+        state.ranking += ranked - tick
+        state.metrics += done - ranked
+        if progress is not None:
+            progress(start + len(batch), len(users))
 
 
 class _Accumulator:
@@ -335,15 +395,16 @@ class _Accumulator:
             np.empty((n_users, depth), dtype=np.int64) if config.keep_recommendations else None
         )
 
-    def add(self, where: slice, batch: np.ndarray, top: np.ndarray, relevant: PairSet) -> None:
+    def add_metrics(self, where: slice, judged: ranking.RankedRelevance) -> None:
+        """The ranking metrics of the users at ``where``."""
         config = self.config
-        position, items, grades = ragged_rows(
-            relevant.indptr, relevant.indices, batch, relevant.grades
-        )
-        judged = ranking.RankedRelevance.from_lists(top, position, items, grades)
         for k in config.cutoffs:
             for metric in config.metrics:
                 self.per_user[f"{metric}@{k}"][where] = ranking_metric(metric, judged, k, config)
+
+    def add_lists(self, where: slice, top: np.ndarray) -> None:
+        """The beyond-accuracy metrics and kept lists of the users at ``where``."""
+        config = self.config
         if config.beyond_accuracy:
             novelty = beyond.list_means(top, self.information, config.cutoffs)
             popularity = beyond.list_means(top, self.popularity, config.cutoffs)

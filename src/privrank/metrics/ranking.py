@@ -33,7 +33,6 @@ training items are excluded) still count in :math:`|R|` and in the ideal list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -64,9 +63,15 @@ _COMPARE_ENTRIES = 1 << 22
 """Comparisons per chunk when matching by direct comparison (a 4 MB boolean block)."""
 
 
-@dataclass(frozen=True)
 class RankedRelevance:
     """The relevance of each user's top-K list, the input of every metric here.
+
+    Two ways in: :meth:`from_lists` matches top-K lists with judgements (dense ``[users, K]``
+    matrices), :meth:`from_ranks` takes each judged item's rank directly (e.g. for a shared
+    ranking, where a rank is known without building lists) and keeps only the relevant
+    entries. The metrics read the relevant entries (:func:`_entries`) either way; the dense
+    matrices of a :meth:`from_ranks` relevance are built on first access, equal to what
+    :meth:`from_lists` would hold for the same lists.
 
     Attributes:
         grades: ``float64 [users, K]``, the grade of the item at each rank (``0``: not relevant
@@ -76,15 +81,112 @@ class RankedRelevance:
         n_relevant: ``int64 [users]``, :math:`|R|`, always ``>= 1``.
     """
 
-    grades: np.ndarray
-    ideal: np.ndarray
-    n_relevant: np.ndarray
-    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, grades: np.ndarray, ideal: np.ndarray, n_relevant: np.ndarray) -> None:
+        self._grades: np.ndarray | None = grades
+        self._ideal: np.ndarray | None = ideal
+        self.n_relevant = n_relevant
+        self.n_users, self._depth = (int(n) for n in grades.shape)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return f"RankedRelevance(users={self.n_users}, depth={self.depth})"
 
     @property
     def depth(self) -> int:
         """``K``, the length of the lists (the largest usable cutoff)."""
-        return self.grades.shape[1]
+        return self._depth
+
+    @property
+    def grades(self) -> np.ndarray:
+        """``float64 [users, K]``: the grade at each rank (built from the entries if needed)."""
+        if self._grades is None:
+            self._grades = self._dense("list")
+        return self._grades
+
+    @property
+    def ideal(self) -> np.ndarray:
+        """``float64 [users, K]``: the ideal lists (built from the entries if needed)."""
+        if self._ideal is None:
+            self._ideal = self._dense("ideal")
+        return self._ideal
+
+    def _dense(self, which: str) -> np.ndarray:
+        rows, ranks, values = _entries(self, which)[:3]
+        matrix = np.zeros((self.n_users, self.depth))
+        matrix[rows, ranks] = values
+        return matrix
+
+    @classmethod
+    def from_ranks(
+        cls,
+        depth: int,
+        rel_position: np.ndarray,
+        rel_ranks: np.ndarray,
+        rel_grades: np.ndarray | None = None,
+        *,
+        n_users: int,
+    ) -> RankedRelevance:
+        """The relevance of top-``depth`` lists known through the rank of each judged item.
+
+        Equal (every metric bit for bit, and the dense matrices) to :meth:`from_lists` of
+        lists that hold judgement ``j``'s item at rank ``rel_ranks[j]`` of row
+        ``rel_position[j]`` whenever ``0 <= rel_ranks[j] < depth``, and no judged item
+        elsewhere. Cost: ``O(judgements)`` plus a sort of the entries ranked within
+        ``depth`` (none when each user has one judgement), instead of ``O(users x K)``.
+
+        Args:
+            depth: ``K``, the list length, ``>= 1``.
+            rel_position: For each judgement, the user's row; sorted ascending.
+            rel_ranks: The 0-based rank of each judged item in its user's ranking, or ``-1``
+                when it is not ranked (excluded, or never recommended). Ranks ``>= depth``
+                are outside the list.
+            rel_grades: Grades ``> 0`` (default: all ``1``, binary relevance).
+            n_users: Rows.
+
+        Raises:
+            DataError: A grade is not ``> 0``, a user has no judgement, judgements are not
+                sorted by row, or two judgements of one user share a rank.
+            ConfigError: ``depth < 1``.
+        """
+        if depth < 1:
+            raise ConfigError(f"depth must be >= 1, got {depth}")
+        rel_position = np.asarray(rel_position, dtype=np.int64)
+        rel_ranks = np.asarray(rel_ranks, dtype=np.int64)
+        grades = (
+            np.ones(len(rel_position))
+            if rel_grades is None
+            else np.asarray(rel_grades, dtype=np.float64)
+        )
+        n_relevant = _check_judgements(rel_position, grades, n_users)
+        keep = (rel_ranks >= 0) & (rel_ranks < depth)
+        rows, ranks, values = rel_position[keep], rel_ranks[keep], grades[keep]
+        keys = rows * depth + ranks
+        if len(keys) > 1 and np.any(keys[1:] <= keys[:-1]):
+            order = np.argsort(keys, kind="stable")
+            rows, ranks, values, keys = rows[order], ranks[order], values[order], keys[order]
+            if np.any(keys[1:] == keys[:-1]):
+                raise DataError(
+                    "two judgements of one user share a rank", expected="distinct ranks"
+                )
+        relevance = cls.__new__(cls)
+        relevance._grades = relevance._ideal = None
+        relevance.n_relevant = n_relevant
+        relevance.n_users, relevance._depth = n_users, depth
+        relevance._cache = {}
+        _store_entries(relevance._cache, "list", rows, ranks, values)
+        if len(grades) and grades.min() == grades.max():
+            # One grade (binary relevance): the ideal list is that grade at ranks < |R|.
+            length = np.minimum(n_relevant, depth)
+            starts = np.cumsum(length) - length
+            ideal_rows = np.repeat(np.arange(n_users, dtype=np.int64), length)
+            ideal_ranks = np.arange(len(ideal_rows), dtype=np.int64) - starts[ideal_rows]
+            ideal_values = np.full(len(ideal_rows), grades[0])
+        else:
+            ideal_rows, ideal_ranks, ideal_values = _ideal_entries(
+                rel_position, grades, n_relevant, depth
+            )
+        _store_entries(relevance._cache, "ideal", ideal_rows, ideal_ranks, ideal_values)
+        return relevance
 
     @classmethod
     def from_lists(
@@ -118,22 +220,11 @@ class RankedRelevance:
             if rel_grades is None
             else np.asarray(rel_grades, dtype=np.float64)
         )
-        if np.any(~(grades > 0)):
-            bad = grades[~(grades > 0)][:5].tolist()
-            raise DataError("relevance grades must be > 0", value=bad, expected="grades > 0")
         if len(rel_items) and rel_items.min() < 0:
             raise DataError(
                 "judged items must be item codes", value=int(rel_items.min()), expected=">= 0"
             )
-        if np.any(np.diff(rel_position) < 0):
-            raise DataError("judgements must be sorted by user row")
-        n_relevant = np.bincount(rel_position, minlength=n_users).astype(np.int64)
-        if n_users and n_relevant.min() == 0:
-            raise DataError(
-                "every user needs at least one relevant item",
-                value=f"{int((n_relevant == 0).sum())} users without",
-                expected="users with no test items to be excluded before ranking",
-            )
+        n_relevant = _check_judgements(rel_position, grades, n_users)
         span = max(int(top_items.max(initial=0)), int(rel_items.max(initial=0))) + 1
         keys = rel_position * span + rel_items
         order = np.argsort(keys, kind="stable")
@@ -147,13 +238,45 @@ class RankedRelevance:
             fill = np.arange(depth)[None, :] < n_relevant[:, None]
             ideal = np.where(fill, grades[0], 0.0)
         else:
-            by_grade = np.lexsort((-grades, rel_position))
-            starts = np.cumsum(n_relevant) - n_relevant
-            rank = np.arange(len(grades)) - starts[rel_position[by_grade]]
-            keep = rank < depth
             ideal = np.zeros((n_users, depth))
-            ideal[rel_position[by_grade][keep], rank[keep]] = grades[by_grade][keep]
+            rows, ranks, values = _ideal_entries(rel_position, grades, n_relevant, depth)
+            ideal[rows, ranks] = values
         return cls(grades=ranked, ideal=ideal, n_relevant=n_relevant)
+
+
+def _check_judgements(rel_position: np.ndarray, grades: np.ndarray, n_users: int) -> np.ndarray:
+    """``|R|`` per user, after checking grades ``> 0``, rows sorted and no user left out."""
+    if np.any(~(grades > 0)):
+        bad = grades[~(grades > 0)][:5].tolist()
+        raise DataError("relevance grades must be > 0", value=bad, expected="grades > 0")
+    if np.any(np.diff(rel_position) < 0):
+        raise DataError("judgements must be sorted by user row")
+    n_relevant = np.bincount(rel_position, minlength=n_users).astype(np.int64)
+    if len(n_relevant) > n_users:
+        raise DataError(
+            "a judgement's row is past the last user",
+            value=int(rel_position.max()),
+            expected=f"rows < {n_users}",
+        )
+    if n_users and n_relevant.min() == 0:
+        raise DataError(
+            "every user needs at least one relevant item",
+            value=f"{int((n_relevant == 0).sum())} users without",
+            expected="users with no test items to be excluded before ranking",
+        )
+    return n_relevant
+
+
+def _ideal_entries(
+    rel_position: np.ndarray, grades: np.ndarray, n_relevant: np.ndarray, depth: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, ranks, grades)`` of the ideal lists: each user's grades in decreasing order,
+    truncated to ``depth``, in row-major order."""
+    by_grade = np.lexsort((-grades, rel_position))
+    starts = np.cumsum(n_relevant) - n_relevant
+    rank = np.arange(len(grades)) - starts[rel_position[by_grade]]
+    keep = rank < depth
+    return rel_position[by_grade][keep], rank[keep], grades[by_grade][keep]
 
 
 def _match(
@@ -222,16 +345,28 @@ def _entries(relevance: RankedRelevance, which: str) -> tuple[np.ndarray, ...]:
     if key + ":rows" not in cache:
         matrix = relevance.grades if which == "list" else relevance.ideal
         rows, ranks = np.nonzero(matrix > 0)
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = rows[1:] != rows[:-1]
-        position = np.arange(len(rows))
-        ordinal = position - np.maximum.accumulate(np.where(first, position, 0)) + 1
-        cache[key + ":rows"] = rows
-        cache[key + ":ranks"] = ranks
-        cache[key + ":values"] = matrix[rows, ranks]
-        cache[key + ":ordinal"] = ordinal
-        cache[key + ":first"] = first
+        _store_entries(cache, which, rows, ranks, matrix[rows, ranks])
     return tuple(cache[f"{key}:{part}"] for part in ("rows", "ranks", "values", "ordinal", "first"))
+
+
+def _store_entries(
+    cache: dict[str, np.ndarray],
+    which: str,
+    rows: np.ndarray,
+    ranks: np.ndarray,
+    values: np.ndarray,
+) -> None:
+    """Cache the entries of :func:`_entries` from their rows, ranks and values (row-major)."""
+    key = f"entries:{which}"
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = rows[1:] != rows[:-1]
+    position = np.arange(len(rows))
+    ordinal = position - np.maximum.accumulate(np.where(first, position, 0)) + 1
+    cache[key + ":rows"] = rows
+    cache[key + ":ranks"] = ranks
+    cache[key + ":values"] = values
+    cache[key + ":ordinal"] = ordinal
+    cache[key + ":first"] = first
 
 
 def _sum_within(
@@ -241,7 +376,7 @@ def _sum_within(
     the count of those entries (``int64``) when ``weights`` is ``None``."""
     rows, ranks = _entries(relevance, which)[:2]
     keep = ranks < k
-    n_users = relevance.grades.shape[0]
+    n_users = relevance.n_users
     if weights is None:
         return np.bincount(rows[keep], minlength=n_users)
     return np.bincount(rows[keep], weights=weights[keep], minlength=n_users)
@@ -302,7 +437,7 @@ def mrr(relevance: RankedRelevance, k: int) -> np.ndarray:
     """Reciprocal rank of the first relevant item within the top ``k`` (``0`` if none)."""
     _check_k(relevance, k)
     rows, ranks, _, _, first_entry = _entries(relevance, "list")
-    first = np.full(relevance.grades.shape[0], relevance.depth, dtype=np.int64)
+    first = np.full(relevance.n_users, relevance.depth, dtype=np.int64)
     first[rows[first_entry]] = ranks[first_entry]
     return np.where(first < k, 1.0 / (first + 1.0), 0.0)
 

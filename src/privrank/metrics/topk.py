@@ -48,6 +48,7 @@ __all__ = [
     "mask_items",
     "ragged_rows",
     "shared_order",
+    "shared_ranks",
     "shared_top_k",
     "top_k",
 ]
@@ -58,6 +59,7 @@ _MAX_GROUP = 16  # items per group: cheap group maxima, few candidates
 _MAX_COARSE = 8  # groups per coarse group when choosing the threshold
 _ROW_BLOCK = 128  # rows per unit of work
 _CACHE_ENTRIES = 1 << 22  # at most this many scores per unit of work (16 MB of float32)
+_PAIR_FACTOR = 4  # shared_ranks compares pairs directly up to this many per input entry
 
 
 @dataclass(frozen=True)
@@ -410,6 +412,74 @@ def shared_top_k(
         positions = head + np.cumsum(counts.reshape(len(affected), k), axis=1)
         items[affected], values[affected] = _entries_at(order, positions)
     return TopK(items, values)
+
+
+def shared_ranks(
+    order: SharedOrder,
+    excluded_indptr: np.ndarray,
+    excluded_indices: np.ndarray,
+    rows: np.ndarray,
+    items: np.ndarray,
+) -> np.ndarray:
+    r"""The rank of ``items[j]`` in row ``rows[j]``'s list of :func:`shared_top_k` (any ``k``).
+
+    A row's list is the order with the row's excluded items left out, so an item at position
+    :math:`p` of ``order.items`` that the row does not exclude has the 0-based rank
+
+    .. math:: r = p - |\{e \in E_{row} : p_e < p\}|
+
+    (every excluded item ranked above it moves it up by one). ``O(queries + excluded entries
+    of their rows)`` when each row has few queries (leave-one-out: one); with many queries per
+    row, the rows' excluded positions are sorted once and each query is a binary search.
+
+    Args:
+        order: The ranked vector (:func:`shared_order`).
+        excluded_indptr: CSR row pointer of the items to leave out, per row number.
+        excluded_indices: Their item codes (each at most once per row).
+        rows: The row number of each query, ascending.
+        items: The item code of each query.
+
+    Returns:
+        ``int64`` ranks; ``-1`` where the item is excluded for that row or scores ``-inf``
+        (it is in no list).
+
+    Raises:
+        DataError: ``rows`` is not sorted ascending.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    if np.any(rows[1:] < rows[:-1]):
+        raise DataError("shared_ranks needs its query rows sorted ascending")
+    n_ranked = len(order.items)
+    position = order.position[items]
+    distinct = np.ones(len(rows), dtype=bool)
+    distinct[1:] = rows[1:] != rows[:-1]
+    unique_rows = rows[distinct]
+    lengths = (excluded_indptr[unique_rows + 1] - excluded_indptr[unique_rows]).astype(np.int64)
+    per_query = lengths[np.cumsum(distinct) - 1]
+    if int(per_query.sum()) <= _PAIR_FACTOR * (int(lengths.sum()) + len(rows)):
+        # Few queries per row: compare each query with its row's excluded items.
+        query, excluded, _ = ragged_rows(excluded_indptr, excluded_indices, rows)
+        above = order.position[excluded] < position[query]
+        below = np.bincount(query[above], minlength=len(rows))
+        hidden = np.zeros(len(rows), dtype=bool)
+        hidden[query[excluded == items[query]]] = True
+    else:
+        # Many: sort each row's excluded positions once (packed keys), binary-search each query.
+        span = n_ranked + 1
+        which, excluded, _ = ragged_rows(excluded_indptr, excluded_indices, unique_rows)
+        keys = np.sort(which * span + order.position[excluded])
+        starts = np.cumsum(lengths) - lengths
+        slot = np.cumsum(distinct) - 1
+        wanted = slot * span + position
+        found = np.searchsorted(keys, wanted)
+        below = found - starts[slot]
+        hidden = np.zeros(len(rows), dtype=bool)
+        if len(keys):
+            hidden = keys[np.minimum(found, len(keys) - 1)] == wanted
+    ranks = position - below
+    ranks[hidden | (position >= n_ranked)] = -1
+    return ranks
 
 
 def _entries_at(order: SharedOrder, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
