@@ -15,15 +15,23 @@ from privrank.workflow.runner import ModelSpec, RunConfig, evaluate_model, model
 
 
 @pytest.mark.realdata
+@pytest.mark.parametrize("beyond_accuracy", [True, False])
 @pytest.mark.parametrize("mode", ["users", "fold-in"])
-def test_most_popular_on_ml100k_matches_the_generic_path(mode: str) -> None:
+def test_most_popular_on_ml100k_matches_the_generic_path(mode: str, beyond_accuracy: bool) -> None:
+    """With beyond-accuracy metrics the shared path builds top lists for them; without, the
+    ranking metrics come from each test item's rank alone (no lists)."""
     prepared = prepare("ml100k-holdout", ml100k())
     model = MostPopular().fit(prepared.train, FitOptions(seed=0))
     assert isinstance(model_scorer(model), SharedScores)
-    config = RunConfig(protocols=("ml100k-holdout",), models=("most-popular",))
+    config = RunConfig(
+        protocols=("ml100k-holdout",), models=("most-popular",), beyond_accuracy=beyond_accuracy
+    )
     fast = evaluate_model(
         model, prepared, config, ModelSpec(name="most-popular"), history_mode=mode
     ).result
+    # The protocol built its pair sets once, for this and any later evaluation.
+    pairs = prepared.evaluation_pairs()
+    assert prepared.evaluation_pairs() is pairs and pairs.train is prepared.history
     history = prepared.history
     indptr, items = history.sequences()
     query = Query(indptr=indptr.astype(np.int64), items=items.astype(np.int64))

@@ -45,7 +45,7 @@ dataset, workspace dataset or saved dataset directory and any split spec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,13 @@ from privrank.data.fingerprint import fingerprint
 from privrank.data.interactions import Interactions
 from privrank.data.splits import HoldoutSplit, LeaveLastOut, Split, SplitSpec, split
 from privrank.errors import ConfigError
-from privrank.metrics.evaluate import Cutoffs, EvaluationConfig, RankingMetric
+from privrank.metrics.evaluate import (
+    Cutoffs,
+    EvaluationConfig,
+    EvaluationPairs,
+    RankingMetric,
+    prepare_pairs,
+)
 from privrank.workflow.ctr_protocols import CTR_PROTOCOLS, CTRProtocolSpec
 
 __all__ = [
@@ -209,6 +215,33 @@ class PreparedProtocol:
     validation: Interactions | None
     history: Interactions
     test: Interactions
+    _pairs: dict[tuple[str, bool], EvaluationPairs] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def evaluation_pairs(self, *, graded: bool = False, part: str = "test") -> EvaluationPairs:
+        """The pair sets and counts of the protocol's evaluation, built on first use and kept:
+        every model evaluated on this protocol ranks against the same pairs.
+
+        Args:
+            graded: Relevance grades from the test values.
+            part: ``test`` (history against test, the protocol's evaluation) or
+                ``validation`` (train against validation, the tuning number).
+
+        Raises:
+            ConfigError: ``part`` is unknown, or ``validation`` without a validation part.
+        """
+        if part not in ("test", "validation"):
+            raise ConfigError(f"part must be 'test' or 'validation', got {part!r}")
+        key = (part, graded)
+        if key not in self._pairs:
+            if part == "test":
+                self._pairs[key] = prepare_pairs(self.history, self.test, graded=graded)
+            else:
+                if self.validation is None:
+                    raise ConfigError(f"protocol {self.spec.name!r} has no validation part")
+                self._pairs[key] = prepare_pairs(self.train, self.validation, graded=graded)
+        return self._pairs[key]
 
     @property
     def history_extends_train(self) -> bool:

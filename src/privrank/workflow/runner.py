@@ -234,7 +234,8 @@ def evaluate_model(
     evaluation = _evaluation_config(prepared, config)
     started = time.perf_counter()
     if evaluator is None:
-        result = evaluate(score, history, prepared.test, evaluation, progress=progress)
+        pairs = prepared.evaluation_pairs(graded=evaluation.graded)
+        result = evaluate(score, history, prepared.test, evaluation, progress=progress, pairs=pairs)
     elif history_mode != "users":
         raise ConfigError(
             f"{spec.display}: this evaluation engine scores users by code, but protocol "
@@ -285,7 +286,10 @@ def validation_metrics(model: Any, prepared: PreparedProtocol, config: RunConfig
     if prepared.validation is None or len(prepared.validation) == 0:
         raise ConfigError(f"protocol {prepared.spec.name!r} has no validation part")
     evaluation = _evaluation_config(prepared, config).model_copy(update={"beyond_accuracy": False})
-    result = evaluate(model_scorer(model), prepared.train, prepared.validation, evaluation)
+    pairs = prepared.evaluation_pairs(graded=evaluation.graded, part="validation")
+    result = evaluate(
+        model_scorer(model), prepared.train, prepared.validation, evaluation, pairs=pairs
+    )
     return {"means": dict(result.means), "counts": dict(result.counts)}
 
 
