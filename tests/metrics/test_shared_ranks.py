@@ -238,3 +238,30 @@ def test_ranking_metric_reads_a_from_ranks_relevance() -> None:
     idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
     assert ndcg[0] == pytest.approx((1 + 1 / math.log2(4)) / idcg)
     assert ranking_metric("recall", relevance, 3, config)[0] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("graded", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_pair_set_equals_a_dictionary_of_pairs(seed: int, graded: bool) -> None:
+    """Distinct pairs per user, items ascending, the largest value as grade (duplicates many:
+    300 rows over 12 users x 9 items); users without pairs have empty rows."""
+    from privrank.metrics._prepare import pair_set
+
+    rng = np.random.default_rng(seed)
+    users, items = rng.integers(0, 12, 300), rng.integers(0, 9, 300)
+    values = rng.integers(1, 6, 300).astype(np.float32)
+    users[users == 5] = 6  # user 5 has no pairs
+    data = Interactions.from_codes(users, items, n_users=12, n_items=9, values=values)
+    best: dict[tuple[int, int], float] = {}
+    for u, i, v in zip(users.tolist(), items.tolist(), values.tolist(), strict=True):
+        best[(u, i)] = max(best.get((u, i), 0.0), v)
+    pairs = pair_set(data, graded=graded)
+    for user in range(12):
+        row = slice(pairs.indptr[user], pairs.indptr[user + 1])
+        expected = sorted(i for (u, i) in best if u == user)
+        assert pairs.indices[row].tolist() == expected
+        if graded:
+            assert pairs.grades is not None
+            assert pairs.grades[row].tolist() == [best[(user, i)] for i in expected]
+    assert pairs.grades is None or graded
+    assert pairs.indptr[5] == pairs.indptr[6]

@@ -94,19 +94,26 @@ def pair_set(data: Interactions, *, graded: bool = False) -> PairSet:
                 value=values[bad][:5].tolist(),
                 expected="grades > 0 (every test interaction is relevant)",
             )
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    starts = np.flatnonzero(first)
-    unique = keys[starts]
     grades = None
-    if values is not None:
+    if values is None:
+        # Binary: the sorted distinct keys are all we need (a sort, no argsort and gather).
+        unique = np.sort(keys)
+        if len(unique) > 1:
+            new = unique[1:] != unique[:-1]
+            if not new.all():
+                unique = unique[np.concatenate(([True], new))]
+    else:
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        starts = np.flatnonzero(first)
+        unique = keys[starts]
         grades = np.maximum.reduceat(values[order], starts) if len(starts) else values[:0]
     users = unique // n_items
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-    return PairSet(indptr, unique % n_items, grades, n_users, n_items)
+    return PairSet(indptr, unique - users * n_items, grades, n_users, n_items)
 
 
 def evaluation_pairs(
