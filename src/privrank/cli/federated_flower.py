@@ -174,6 +174,15 @@ def serve_command(
         Path | None,
         typer.Option(help="Also start one local SuperNode per node file of this folder."),
     ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help="The most messages of one exchange outstanding at once: it bounds how many "
+            "ClientApp processes (one per message in flwr 1.42) the SuperNodes run together, "
+            "not the cohort. Default: 4 per usable core with --local-devices (all SuperNodes "
+            "on this machine), no cap otherwise; 0: no cap."
+        ),
+    ] = None,
     aggregation: Annotated[
         str,
         typer.Option(
@@ -236,6 +245,8 @@ def serve_command(
         else SecureAggregation.from_mapping({"modulus_bits": modulus_bits})
     )
 
+    if max_in_flight is not None and max_in_flight < 0:
+        raise ConfigError(f"--max-in-flight {max_in_flight}: expected 0 (no cap) or more")
     recommender, resolved, train, mode = _federated_train(data, model, param)
     settings = FederatedSettings.from_mapping(
         {
@@ -273,6 +284,7 @@ def serve_command(
         secure=secure,
         distributed_dp=distributed_dp,
         secret_sampling=secret_sampling,
+        max_in_flight=_in_flight(max_in_flight, local_devices is not None),
     )
     nodes = []
     if local_devices is not None:
@@ -332,6 +344,7 @@ def serve_command(
         "aggregation": aggregation,
         "distributed_dp": distributed_dp,
         "secret_sampling": secret_sampling,
+        "max_in_flight": job.max_in_flight,
     }
     if result.guarantee is not None:
         spends = result.state.spend_ids
@@ -351,6 +364,17 @@ def serve_command(
         f"metrics log {run_dir / 'metrics.jsonl'}",
         soft_wrap=True,
     )
+
+
+def _in_flight(option: int | None, local: bool) -> int | None:
+    """``--max-in-flight``: 0 is no cap; unset is 4 per usable core for a loopback federation
+    (:func:`~privrank.federated.flower.waves.loopback_in_flight`), no cap for remote devices
+    (each SuperNode on its own machine: nothing to protect, and a cap only serialises)."""
+    from privrank.federated.flower.waves import loopback_in_flight
+
+    if option is None:
+        return loopback_in_flight() if local else None
+    return option or None
 
 
 def _node_files(folder: Path, devices: int, items: int) -> list[Path]:
