@@ -183,6 +183,14 @@ def serve_command(
             "on this machine), no cap otherwise; 0: no cap."
         ),
     ] = None,
+    shared_superexec: Annotated[
+        bool,
+        typer.Option(
+            help="With --local-devices: one SuperExec process launches the ClientApps of all "
+            "local SuperNodes (started with --isolation process) instead of one per SuperNode "
+            "(about 90 MB less per SuperNode)."
+        ),
+    ] = False,
     aggregation: Annotated[
         str,
         typer.Option(
@@ -227,6 +235,7 @@ def serve_command(
     from privrank.federated.flower.job import JOB_FILE, FlowerJob
     from privrank.federated.flower.launch import (
         SuperLinkAddress,
+        start_shared_superexec,
         start_superlink,
         start_supernode,
         stop,
@@ -245,6 +254,8 @@ def serve_command(
         else SecureAggregation.from_mapping({"modulus_bits": modulus_bits})
     )
 
+    if shared_superexec and local_devices is None:
+        raise ConfigError("--shared-superexec needs --local-devices (the SuperNodes it serves)")
     if max_in_flight is not None and max_in_flight < 0:
         raise ConfigError(f"--max-in-flight {max_in_flight}: expected 0 (no cap) or more")
     recommender, resolved, train, mode = _federated_train(data, model, param)
@@ -310,6 +321,7 @@ def serve_command(
             f"{address.fleet}`",
             soft_wrap=True,
         )
+        isolation = "process" if shared_superexec and nodes else "subprocess"
         for number, node_file in enumerate(nodes):
             processes.append(
                 start_supernode(
@@ -318,7 +330,13 @@ def serve_command(
                     port + 1 + number,
                     home / f"node-{number}",
                     logs / f"supernode-{number}.log",
+                    isolation,
                 )
+            )
+        if isolation == "process":
+            runtime = [f"127.0.0.1:{port + 1 + number}" for number in range(len(nodes))]
+            processes.append(
+                start_shared_superexec(runtime, home / "superexec", logs / "superexec.log")
             )
         started = time.perf_counter()
         code = submit_run(run_dir / JOB_FILE, address, home / "cli", logs / "run.log")
