@@ -13,7 +13,9 @@ ratio deployment / simulator, with the peak RSS of the whole process tree (Super
 SuperNodes and their ClientApp processes) during each deployment run.
 
 ``--max-in-flight W [W ...]`` runs each node count once per cap (``0``: no cap, every message
-of an exchange sent at once; the ServerApp's ``--max-in-flight``). A sampler (every 0.5 s)
+of an exchange sent at once; the ServerApp's ``--max-in-flight``), and once per ``--superexec``
+(``own``: each SuperNode starts its own SuperExec, flwr's default; ``shared``: ``serve
+--shared-superexec``, one SuperExec process for all local SuperNodes). A sampler (every 0.5 s)
 also records, per arm: the most ``flwr-clientapp`` processes alive at once (what the cap
 bounds), the peak RSS and the peak PSS of the tree by process kind (PSS, every 2 s, counts a
 shared page once in total, so it is the honest footprint; RSS over-states it), the lowest
@@ -151,6 +153,14 @@ def main() -> None:
     parser.add_argument(
         "--max-in-flight", type=int, nargs="+", default=[8], help="caps to run (0: no cap)"
     )
+    parser.add_argument(
+        "--superexec",
+        nargs="+",
+        choices=["own", "shared"],
+        default=["own"],
+        help="own: each SuperNode starts its SuperExec (flwr's default); shared: one for all "
+        "(serve --shared-superexec)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -179,8 +189,8 @@ def main() -> None:
         for nodes in args.nodes:
             devices = work / f"devices-{nodes}"
             partition(train, nodes, devices)
-            for cap in args.max_in_flight:
-                name = f"flower_{nodes}_cap_{cap or 'none'}"
+            for cap, superexec in [(c, e) for e in args.superexec for c in args.max_in_flight]:
+                name = f"flower_{nodes}_cap_{cap or 'none'}_{superexec}"
                 out = work / name
                 env = dict(
                     os.environ,
@@ -194,6 +204,7 @@ def main() -> None:
                     "--local-devices", str(devices), "--port", str(args.port),
                     "--enrol-timeout", "1200", "--round-timeout", "600",
                     "--max-in-flight", str(cap),
+                    *(["--shared-superexec"] if superexec == "shared" else []),
                 ]  # fmt: skip
                 load_before = os.getloadavg()[0]
                 available_before = _mem_available()
@@ -219,6 +230,7 @@ def main() -> None:
                 results[name] = {
                     "nodes": nodes,
                     "max_in_flight": cap or None,
+                    "superexec": superexec,
                     "first_round_s": rounds[0],
                     "median_round_s": median,
                     "rounds_s": rounds,
@@ -226,7 +238,8 @@ def main() -> None:
                     **sampled,
                 }
                 print(
-                    f"{nodes} SuperNodes, max in flight {cap or 'no cap'}: first round "
+                    f"{nodes} SuperNodes, max in flight {cap or 'no cap'}, {superexec} "
+                    f"SuperExec: first round "
                     f"{rounds[0]:.3f} s, median of rounds 2.. {median:.3f} s, "
                     f"{median / statistics.median(sim):.0f}x the simulator's ({wall:.0f} s with "
                     f"start-up); at most {sampler.peak_clientapps} ClientApp processes at once; "
