@@ -3,7 +3,8 @@
 
 ``privrank federated serve --local-devices … --shared-superexec --max-in-flight 2`` starts a
 SuperLink, 4 SuperNodes with ``--isolation process`` and one SuperExec for all of them; every
-exchange has at most 2 messages outstanding. With no drop-out the run computes what the
+exchange has at most 2 messages outstanding. (Without the shared SuperExec nothing would start
+the SuperNodes' ClientApps and the run could not finish.) With no drop-out the run computes what the
 simulator computes on the same data, seed and settings (the module docstring of
 :mod:`privrank.federated.flower.rounds`), so the oracle is :func:`simulate`.
 """

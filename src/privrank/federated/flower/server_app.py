@@ -170,6 +170,7 @@ def _report(update: RoundReport) -> None:
 def main(grid: Grid, context: Context) -> None:
     """Run the job named by the run config's ``job``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per pull (every 0.5 s)
     path = context.run_config.get("job")
     if not path:
         raise ConfigError("the run config has no job (flwr run … --run-config \"job='…'\")")
