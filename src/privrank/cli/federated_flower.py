@@ -188,7 +188,8 @@ def serve_command(
         typer.Option(
             help="With --local-devices: one SuperExec process launches the ClientApps of all "
             "local SuperNodes (started with --isolation process) instead of one per SuperNode "
-            "(about 90 MB less per SuperNode)."
+            "(about 90 MB less per SuperNode). Experimental: under heavy load its ClientApps were "
+            "seen stopped by flwr's task-token check (BENCHMARKS.md, fed10)."
         ),
     ] = False,
     aggregation: Annotated[
