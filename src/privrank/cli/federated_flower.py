@@ -174,6 +174,24 @@ def serve_command(
         Path | None,
         typer.Option(help="Also start one local SuperNode per node file of this folder."),
     ] = None,
+    max_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help="The most messages of one exchange outstanding at once: it bounds how many "
+            "ClientApp processes (one per message in flwr 1.42) the SuperNodes run together, "
+            "not the cohort. Default: 4 per usable core with --local-devices (all SuperNodes "
+            "on this machine), no cap otherwise; 0: no cap."
+        ),
+    ] = None,
+    shared_superexec: Annotated[
+        bool,
+        typer.Option(
+            help="With --local-devices: one SuperExec process launches the ClientApps of all "
+            "local SuperNodes (started with --isolation process) instead of one per SuperNode "
+            "(about 90 MB less per SuperNode). Experimental: under heavy load its ClientApps were "
+            "seen stopped by flwr's task-token check (BENCHMARKS.md, fed10)."
+        ),
+    ] = False,
     aggregation: Annotated[
         str,
         typer.Option(
@@ -218,6 +236,7 @@ def serve_command(
     from privrank.federated.flower.job import JOB_FILE, FlowerJob
     from privrank.federated.flower.launch import (
         SuperLinkAddress,
+        start_shared_superexec,
         start_superlink,
         start_supernode,
         stop,
@@ -236,6 +255,10 @@ def serve_command(
         else SecureAggregation.from_mapping({"modulus_bits": modulus_bits})
     )
 
+    if shared_superexec and local_devices is None:
+        raise ConfigError("--shared-superexec needs --local-devices (the SuperNodes it serves)")
+    if max_in_flight is not None and max_in_flight < 0:
+        raise ConfigError(f"--max-in-flight {max_in_flight}: expected 0 (no cap) or more")
     recommender, resolved, train, mode = _federated_train(data, model, param)
     settings = FederatedSettings.from_mapping(
         {
@@ -273,6 +296,7 @@ def serve_command(
         secure=secure,
         distributed_dp=distributed_dp,
         secret_sampling=secret_sampling,
+        max_in_flight=_in_flight(max_in_flight, local_devices is not None),
     )
     nodes = []
     if local_devices is not None:
@@ -298,6 +322,7 @@ def serve_command(
             f"{address.fleet}`",
             soft_wrap=True,
         )
+        isolation = "process" if shared_superexec and nodes else "subprocess"
         for number, node_file in enumerate(nodes):
             processes.append(
                 start_supernode(
@@ -306,7 +331,13 @@ def serve_command(
                     port + 1 + number,
                     home / f"node-{number}",
                     logs / f"supernode-{number}.log",
+                    isolation,
                 )
+            )
+        if isolation == "process":
+            runtime = [f"127.0.0.1:{port + 1 + number}" for number in range(len(nodes))]
+            processes.append(
+                start_shared_superexec(runtime, home / "superexec", logs / "superexec.log")
             )
         started = time.perf_counter()
         code = submit_run(run_dir / JOB_FILE, address, home / "cli", logs / "run.log")
@@ -332,6 +363,7 @@ def serve_command(
         "aggregation": aggregation,
         "distributed_dp": distributed_dp,
         "secret_sampling": secret_sampling,
+        "max_in_flight": job.max_in_flight,
     }
     if result.guarantee is not None:
         spends = result.state.spend_ids
@@ -351,6 +383,17 @@ def serve_command(
         f"metrics log {run_dir / 'metrics.jsonl'}",
         soft_wrap=True,
     )
+
+
+def _in_flight(option: int | None, local: bool) -> int | None:
+    """``--max-in-flight``: 0 is no cap; unset is 4 per usable core for a loopback federation
+    (:func:`~privrank.federated.flower.waves.loopback_in_flight`), no cap for remote devices
+    (each SuperNode on its own machine: nothing to protect, and a cap only serialises)."""
+    from privrank.federated.flower.waves import loopback_in_flight
+
+    if option is None:
+        return loopback_in_flight() if local else None
+    return option or None
 
 
 def _node_files(folder: Path, devices: int, items: int) -> list[Path]:

@@ -3,7 +3,9 @@
 Real processes on loopback: ``privrank federated serve`` (the SuperLink and, in it, the
 ServerApp) from the Flower environment, 10 ``flower-supernode`` processes each holding the
 devices of one node file of the ML-100K holdout's training part. One SuperNode is frozen and
-killed while round 2 is in flight; the round completes with the survivors. The run is DP-FedAvg
+killed while round 2 is in flight; the round completes with the survivors. The server keeps at
+most 4 messages outstanding (``--max-in-flight 4``), so the frozen node holds one of the 4 slots
+until the round's timeout while the other nodes go through the other 3. The run is DP-FedAvg
 (noise seeded), so the model is checked against the in-process deployment rounds
 (:func:`run_deployment`, itself checked against the simulator in
 ``test_deployment_rounds.py``) with the same node dropped from the same rounds; the ledger
@@ -51,7 +53,7 @@ def test_ten_supernodes_one_killed_mid_round(real_data_dir, tmp_path):
         "--param", "factors=4", "--rounds", str(ROUNDS), "--clients-per-round", "300",
         "--seed", "1", "--epsilon", "30", "--max-per-user", "50", "--clipping-norm", "0.5",
         "--noise-seed", "5", "--budget-key", "ml-100k", "--enrol-timeout", "600",
-        "--round-timeout", "300",
+        "--round-timeout", "300", "--max-in-flight", "4",
     ]  # fmt: skip
     with deployment(tmp_path, serve_args, nodes=NODES, port=PORT) as run:
         deadline = time.monotonic() + 900

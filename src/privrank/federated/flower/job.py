@@ -55,6 +55,10 @@ class FlowerJob(FrozenConfig):
         secret_sampling: With ``distributed_dp`` and Poisson sampling: account the rounds with
             amplification by sampling (the plan's module docstring says who is trusted for the
             secrecy of the sample).
+        max_in_flight: The most messages of one exchange outstanding at once
+            (:func:`~privrank.federated.flower.waves.exchange_in_waves`): it bounds the
+            ClientApp processes the SuperNodes run at the same time, not the cohort. ``None``:
+            every message of an exchange is sent at once.
     """
 
     model: FedMFConfig
@@ -73,6 +77,7 @@ class FlowerJob(FrozenConfig):
     secure: SecureAggregation | None = None
     distributed_dp: bool = False
     secret_sampling: bool = False
+    max_in_flight: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _distributed_dp_needs(self) -> FlowerJob:

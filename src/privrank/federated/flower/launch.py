@@ -33,6 +33,7 @@ __all__ = [
     "APP_DIR",
     "SuperLinkAddress",
     "flower_env",
+    "start_shared_superexec",
     "start_superlink",
     "start_supernode",
     "submit_run",
@@ -110,8 +111,12 @@ def start_supernode(
     local_port: int,
     flwr_home: Path,
     log_file: Path,
+    isolation: str = "subprocess",
 ) -> subprocess.Popen[bytes]:
     """Start one ``flower-supernode --insecure`` holding the devices of ``node_file``.
+
+    ``isolation="process"``: the SuperNode starts no SuperExec of its own; one started by
+    :func:`start_shared_superexec` launches its ClientApp processes.
 
     Raises:
         ConfigError: The node file does not exist.
@@ -131,7 +136,21 @@ def start_supernode(
         str(local_port),
         "--node-config",
         f"node-file='{node_file}'",
+        "--isolation",
+        isolation,
     ]
+    return _spawn(command, flwr_home, log_file)
+
+
+def start_shared_superexec(
+    runtime_addresses: list[str], flwr_home: Path, log_file: Path
+) -> subprocess.Popen[bytes]:
+    """Start one SuperExec for the SuperNodes started with ``isolation="process"`` whose
+    runtime APIs listen at ``runtime_addresses`` (:mod:`privrank.federated.flower.superexec`)."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "privrank.federated.flower.superexec"]
+    for address in runtime_addresses:
+        command += ["--runtime-api-address", address]
     return _spawn(command, flwr_home, log_file)
 
 

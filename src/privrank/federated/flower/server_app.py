@@ -4,11 +4,18 @@ The SuperLink starts this ServerApp in its own process for a run submitted by
 ``privrank federated serve`` (``flwr run``), which names the job file in the run config
 (``job='RUN/job.json'``, :class:`~privrank.federated.flower.job.FlowerJob`). ``main`` drives
 :func:`~privrank.federated.flower.rounds.run_deployment` through :class:`GridTransport`: each
-exchange is one message per SuperNode (``Grid.send_and_receive`` with the job's timeout), and a
+exchange is one message per SuperNode (sent and pulled within the job's timeout), and a
 SuperNode that has not answered in time has dropped out of that exchange.
 
+**In-flight cap.** An exchange is sent with at most ``job.max_in_flight`` messages outstanding
+(:func:`~privrank.federated.flower.waves.exchange_in_waves`: ``Grid.push_messages`` for the
+first ``W``, then one more as each reply arrives through ``Grid.pull_messages``, polled every
+0.5 s), all within the exchange's one timeout. This bounds how many ClientApp processes the
+SuperNodes run at once (flwr 1.42 starts one per message), not the cohort: every sampled node
+still gets its message, and the sum and the accounting are unchanged. ``None``: all at once.
+
 Flower features used: ``ServerApp`` with a ``main(grid, context)``, ``Grid.get_node_ids``,
-``Grid.send_and_receive`` (with a timeout), ``Message`` with ``RecordDict`` /
+``Grid.push_messages`` and ``Grid.pull_messages``, ``Message`` with ``RecordDict`` /
 ``ArrayRecord`` / ``ConfigRecord`` content and message types with actions
 (``query.enrol``, ``query.counts``, ``train.round``), and the run config.
 """
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +36,7 @@ from privrank.federated.flower import messages
 from privrank.federated.flower.job import FlowerJob
 from privrank.federated.flower.rounds import NodeAnswer, run_deployment
 from privrank.federated.flower.secure import SecureReply, SecureRequest
+from privrank.federated.flower.waves import exchange_in_waves
 from privrank.federated.simulator import RoundReport
 from privrank.models._fedmf_rounds import FedMFConfig
 
@@ -52,16 +60,29 @@ class GridTransport:
     ) -> list[tuple[int, RecordDict]]:
         sent = [
             Message(content, node, message_type, group_id=group)
-            for node, content in contents.items()
+            for node, content in sorted(contents.items())
         ]
-        replies: Iterable[Message] = self.grid.send_and_receive(sent, timeout=timeout)
+        result = exchange_in_waves(sent, self._push, self._pull, self.job.max_in_flight, timeout)
+        if result.unanswered or result.unsent:
+            log.warning(
+                "%s: %d of %d SuperNode(s) did not answer within %.0f s (%d never sent: the "
+                "deadline came first)",
+                group, len(result.unanswered) + len(result.unsent), len(sent), timeout,
+                len(result.unsent),
+            )  # fmt: skip
         answered = []
-        for reply in replies:
+        for reply in result.replies:
             if reply.has_error():
                 log.warning("%s: a SuperNode answered with an error: %s", group, reply.error)
                 continue
             answered.append((int(reply.metadata.src_node_id), reply.content))
         return answered
+
+    def _push(self, sent: Sequence[Message]) -> list[str | None]:
+        return [None if i is None else str(i) for i in self.grid.push_messages(sent)]
+
+    def _pull(self, ids: Sequence[str]) -> list[tuple[str, Message]]:
+        return [(str(m.metadata.reply_to_message_id), m) for m in self.grid.pull_messages(ids)]
 
     def enrol(self) -> dict[int, np.ndarray]:
         deadline = time.monotonic() + self.job.enrol_timeout
@@ -149,6 +170,7 @@ def _report(update: RoundReport) -> None:
 def main(grid: Grid, context: Context) -> None:
     """Run the job named by the run config's ``job``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per pull (every 0.5 s)
     path = context.run_config.get("job")
     if not path:
         raise ConfigError("the run config has no job (flwr run … --run-config \"job='…'\")")
