@@ -16,6 +16,11 @@ on the same split, with the same rounds, cohort and server learning rate:
   survivors accounted is ``--min-fraction`` of the expected cohort. C is the central arm's
   final adaptive clipping norm (a value of the central run's released state; a
   deployment would take it from a public or separately budgeted estimate).
+- ``distributed adaptive`` (with ``--distributed-arms adaptive``): the shipped defaults,
+  adaptive clipping from the spec's default C₀ = 1 (each device appends its noised clipping
+  bit to its SecAgg+ input; :mod:`privrank.privacy.distributed_dp_plan`), otherwise the same
+  as ``distributed``. ``--distributed-arms`` runs the named distributed arms in that order
+  (default: ``fixed`` only, the earlier runs' arm).
 
 With ``--no-masks`` the distributed arm elides SecAgg+'s masks
 (``SecureAggregation(masks=False)``): the server's sum is computed directly as the modular
@@ -87,6 +92,9 @@ def main() -> None:
         action="store_true",
         help="distributed arm: elide SecAgg+'s masks (the same sum, no protocol cost)",
     )
+    parser.add_argument(
+        "--distributed-arms", nargs="+", choices=["fixed", "adaptive"], default=["fixed"]
+    )
     parser.add_argument("--more-epsilons", type=float, nargs="*", default=[])
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--json")
@@ -119,46 +127,52 @@ def main() -> None:
         c["ratio_to_non_private"] = c["ndcg@10"] / plain["ndcg@10"]
         c["noise_multiplier"] = central.plan.noise_multiplier
         save()
-        settings = FederatedSettings(
-            **common,
-            adaptive_clipping=False,
-            min_clients=max(2, int(args.min_fraction * args.cohort * (1 - args.dropout))),
-        )
-        spec_d = spec.model_copy(update={"clipping_norm": clip})
-        with RoundLedger("synth", "bench distributed", url) as ledger:
-            distributed, seconds = _run(
-                train,
-                settings,
-                spec=spec_d,
-                ledger=ledger,
-                secure=SecureAggregation(dropout=args.dropout, masks=not args.no_masks),
-                distributed_dp=True,
-                secret_sampling=args.secret_sampling,
+        for kind in args.distributed_arms:
+            adaptive = kind == "adaptive"
+            settings = FederatedSettings(
+                **common,
+                adaptive_clipping=adaptive,
+                min_clients=max(2, int(args.min_fraction * args.cohort * (1 - args.dropout))),
             )
-        plan = distributed.distributed_plan
-        d = record(
-            "distributed",
-            distributed,
-            seconds,
-            epsilon=distributed.guarantee.epsilon,
-            delta=distributed.guarantee.delta,
-            clipping_norm=clip,
-            min_clients=settings.min_clients,
-            sigma_grid_units=plan.rounds.sigma,
-            sampling_rate=plan.sampling_rate,
-            scale=plan.rounds.scale,
-            sum_noise_std_at_cohort=plan.rounds.sum_noise_std(args.cohort),
-            central_sum_noise_std=central.plan.noise_multiplier * clip,
-            masks=not args.no_masks,
-        )
-        d["ratio_to_central"] = d["ndcg@10"] / c["ndcg@10"]
-        d["ratio_to_non_private"] = d["ndcg@10"] / plain["ndcg@10"]
-        print(
-            f"distributed / central NDCG@10 = {d['ratio_to_central']:.4f} (target >= 0.95); "
-            f"central / non-private = {c['ratio_to_non_private']:.4f}",
-            flush=True,
-        )
-        save()
+            spec_d = spec if adaptive else spec.model_copy(update={"clipping_norm": clip})
+            arm = "distributed adaptive" if adaptive else "distributed"
+            with RoundLedger("synth", f"bench {arm}", url) as ledger:
+                distributed, seconds = _run(
+                    train,
+                    settings,
+                    spec=spec_d,
+                    ledger=ledger,
+                    secure=SecureAggregation(dropout=args.dropout, masks=not args.no_masks),
+                    distributed_dp=True,
+                    secret_sampling=args.secret_sampling,
+                )
+            plan = distributed.distributed_plan
+            d = record(
+                arm,
+                distributed,
+                seconds,
+                epsilon=distributed.guarantee.epsilon,
+                delta=distributed.guarantee.delta,
+                clipping_norm=spec_d.clipping_norm,
+                final_clipping_norm=float(distributed.state.clipping_norm),
+                rho_update=plan.rounds.round_rho(),
+                rho_bit=None if plan.bits is None else plan.bits.round_rho(),
+                min_clients=settings.min_clients,
+                sigma_grid_units=plan.rounds.sigma,
+                sampling_rate=plan.sampling_rate,
+                scale=plan.rounds.scale,
+                sum_noise_std_at_cohort=plan.rounds.sum_noise_std(args.cohort),
+                central_sum_noise_std=central.plan.noise_multiplier * clip,
+                masks=not args.no_masks,
+            )
+            d["ratio_to_central"] = d["ndcg@10"] / c["ndcg@10"]
+            d["ratio_to_non_private"] = d["ndcg@10"] / plain["ndcg@10"]
+            print(
+                f"{arm} / central NDCG@10 = {d['ratio_to_central']:.4f} (target >= 0.95); "
+                f"central / non-private = {c['ratio_to_non_private']:.4f}",
+                flush=True,
+            )
+            save()
         for epsilon in args.more_epsilons:
             spec_e = PrivacySpec(epsilon=epsilon, max_interactions_per_user=50)
             with RoundLedger("synth", f"bench central eps {epsilon}", url) as ledger:

@@ -53,8 +53,16 @@ class Deployment:
         return (self.logs / "serve.log").read_text()[-3000:]
 
 
-def _supernode(node_file: Path, number: int, home: Path, log: Path, port: int) -> subprocess.Popen:
+def _supernode(
+    node_file: Path,
+    number: int,
+    home: Path,
+    log: Path,
+    port: int,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.Popen:
     env = dict(os.environ, FLWR_HOME=str(home), PATH=f"{FLOWER}{os.pathsep}{os.environ['PATH']}")
+    env.update(extra_env or {})
     command = [
         str(FLOWER / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
         "--port", str(port + 1 + number), "--node-config", f"node-file='{node_file}'",
@@ -67,10 +75,16 @@ def _supernode(node_file: Path, number: int, home: Path, log: Path, port: int) -
 
 @contextmanager
 def deployment(
-    tmp_path: Path, serve_args: Sequence[str], *, nodes: int, port: int
+    tmp_path: Path,
+    serve_args: Sequence[str],
+    *,
+    nodes: int,
+    port: int,
+    node_env: Mapping[str, str] | None = None,
 ) -> Iterator[Deployment]:
     """Start ``privrank federated serve --data ml100k-holdout --out … --ledger … --port …
-    --min-nodes …`` with ``serve_args``, then the SuperNodes; yield while they run."""
+    --min-nodes …`` with ``serve_args``, then the SuperNodes (their environment, and so their
+    ClientApp processes', updated with ``node_env``); yield while they run."""
     if not (FLOWER / "flower-supernode").exists():
         pytest.fail(f"{FLOWER} holds no Flower environment: run `make flower-env`")
     from privrank.federated.flower.devices import partition
@@ -99,7 +113,7 @@ def deployment(
         time.sleep(5)
         run.nodes = [
             _supernode(devices / f"node-{k}.npz", k, tmp_path / f"home-{k}",
-                       run.logs / f"n{k}.log", port)
+                       run.logs / f"n{k}.log", port, node_env)
             for k in range(nodes)
         ]  # fmt: skip
         yield run
