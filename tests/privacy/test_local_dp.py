@@ -227,3 +227,23 @@ def test_devices_hashing_their_own_ids_match_the_dictionary_randomiser(kind):
         np.testing.assert_array_equal(a, b)
     sketch.add(from_ids)  # and the server accepts them
     assert sketch.n_reports == len(chosen)
+
+
+def test_the_default_randomiser_is_never_noisier_than_apples_at_the_same_epsilon() -> None:
+    """The default is ``ocms`` because, per report and non-target cell, the debiased count's
+    variance q(1-q)/(p-q)^2 (from each randomiser's own probabilities) is at most CMS's at
+    every ε, by the factor 4x/(x+1)^2 with x = e^(ε/2) (hand-derived)."""
+    from privrank.models.ldp_popular import LDPPopularConfig
+
+    assert SketchConfig(epsilon=4.0).kind == "ocms" and LDPPopularConfig().sketch == "ocms"
+
+    def variance(kind: str, epsilon: float) -> float:
+        p, q = SketchConfig(kind=kind, epsilon=epsilon).unary_probabilities
+        return q * (1 - q) / (p - q) ** 2
+
+    for epsilon in (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
+        x = math.exp(epsilon / 2)
+        ratio = variance("ocms", epsilon) / variance("cms", epsilon)
+        assert ratio == pytest.approx(4 * x / (x + 1) ** 2, rel=1e-9)
+        assert ratio <= 1.0
+    assert variance("ocms", 4.0) / variance("cms", 4.0) == pytest.approx(0.42, abs=0.005)

@@ -53,8 +53,12 @@ def randomise_command(
         str, typer.Option(help="With --data: the day all the users' events are on.")
     ] = "2026-01-01",
     sketch: Annotated[
-        str, typer.Option(help="cms, hcms or ocms (CMS with the optimised unary encoding).")
-    ] = "cms",
+        str,
+        typer.Option(
+            help="ocms (CMS with the optimised unary encoding, never noisier than cms at the "
+            "same epsilon), cms (Apple's randomiser) or hcms."
+        ),
+    ] = "ocms",
     m: Annotated[int, typer.Option(help="Sketch width m (a power of two for hcms).")] = 1024,
     k: Annotated[int, typer.Option(help="Sketch depth k (hash functions).")] = 1024,
     hash_seed: Annotated[int, typer.Option(help="Key of the public hash family.")] = 0,

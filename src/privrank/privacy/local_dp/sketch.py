@@ -87,18 +87,25 @@ SketchKind = Literal["cms", "hcms", "ocms"]
 
 
 class SketchConfig(FrozenConfig):
-    """The public parameters of one local-DP sketch collection.
+    r"""The public parameters of one local-DP sketch collection.
 
     Attributes:
-        kind: ``cms`` (m-bit reports), ``ocms`` (m-bit reports, the optimised unary encoding
+        kind: ``ocms`` (the default: m-bit reports, Apple's CMS sketch with the optimised
+            unary encoding randomiser of Wang et al. 2017), ``cms`` (m-bit reports, Apple's
             randomiser) or ``hcms`` (one-bit reports, ``m`` a power of two).
         epsilon: ε of one report (finite, > 0).
         m: Sketch width, the range of each hash function (≥ 2).
         k: Sketch depth, the number of hash functions (≥ 1).
         hash_seed: Key of the public hash family (not a secret).
+
+    Why ``ocms`` by default, for every data set and every ε: per report and sketch cell, CMS's
+    randomiser adds variance :math:`x/(x-1)^2` and OUE's :math:`4x^2/(x^2-1)^2`, with
+    :math:`x = e^{\varepsilon/2}`; their ratio is :math:`4x/(x+1)^2 \le 1` (AM-GM), equal only as
+    ε → 0. At the same ε-LDP guarantee, with the same width, depth, hashing, report size and
+    decoding, the count estimates are never noisier (0.42× the variance at ε = 4).
     """
 
-    kind: SketchKind = "cms"
+    kind: SketchKind = "ocms"
     epsilon: float = Field(gt=0, le=50, allow_inf_nan=False)
     m: int = Field(default=1024, ge=2, le=1 << 16)
     k: int = Field(default=1024, ge=1, le=1 << 16)
