@@ -198,6 +198,18 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             {"name": "most-popular"},
         ],
     },
+    "win5-ials-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "params": {"window": 5}},
+            {"name": "ials"},
+            {"name": "most-popular"},
+        ],
+    },
     "win5-vae-c8-lf10": {
         "ranker_base_blend": True,
         "carves": 8,
