@@ -7,7 +7,10 @@ Two modes:
   ML-100K's training ratings; Beauty's leave-last-out applied to its training histories, so the
   held-out item is each user's last training item). Every candidate setting and every single
   model is fitted on the carved training part and ranked on the carved held-out part. The test
-  part is never read.
+  part is never read. ``--carve-seeds 0,1,2`` repeats the whole selection on carves drawn with
+  each seed (a random holdout's own seed replaced; the protocol's rule and fraction kept) and
+  prints each candidate's relative gain over the best single model per carve, with the mean and
+  standard deviation across carves: the noise of a carve estimate.
 - ``test``: the protocol itself (``privrank evaluate`` machinery, full ranking): the single models
   and ``two-stage`` with the settings given by ``--two-stage`` (JSON), in one run; prints each
   NDCG@10, the best single model and the relative gain, and the two-stage per-stage times.
@@ -24,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from typing import Any
 
 import privrank.ranking  # noqa: F401  (registers two-stage)
-from privrank.workflow.protocols import prepare
+from privrank.errors import ConfigError
+from privrank.workflow.protocols import ProtocolSpec, prepare, resolve_protocol
 from privrank.workflow.run_config import ModelSpec, RunConfig
 from privrank.workflow.runner import fit_and_evaluate
 
@@ -179,6 +184,45 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             {"name": "most-popular"},
         ],
     },
+    # + ItemKNN over time-adjacent pairs only (items within 5 positions of each other in a
+    # history): a signal EASE's whole-history Gram does not hold (ML-100K's ratings come in
+    # bursts); iALS and Mult-VAE left out (cheap fits)
+    "win5-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "params": {"window": 5}},
+            {"name": "most-popular"},
+        ],
+    },
+    "win5-ials-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "params": {"window": 5}},
+            {"name": "ials"},
+            {"name": "most-popular"},
+        ],
+    },
+    "win5-vae-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "params": {"window": 5}},
+            {"name": "ials"},
+            {"name": "mult-vae"},
+            {"name": "most-popular"},
+        ],
+    },
     "blend-vae-ease500-c8-lf10": {
         "ranker_base_blend": True,
         "carves": 8,
@@ -260,12 +304,36 @@ def _run(prepared: Any, name: str, params: dict[str, Any], config: RunConfig) ->
     }
 
 
+def carve_protocol(protocol: str, seed: int) -> ProtocolSpec:
+    """The protocol whose split carves the validation part: its own split with ``seed``.
+
+    Raises:
+        ConfigError: ``seed`` is not 0 and the protocol's split has no seed (leave-last-out
+            carves are the same whatever the seed).
+    """
+    spec = resolve_protocol(protocol)
+    if seed == 0:
+        return spec
+    if not hasattr(spec.split, "seed"):
+        raise ConfigError(f"protocol {protocol!r} splits without a seed; carve seeds other than 0")
+    return spec.model_copy(update={"split": spec.split.model_copy(update={"seed": seed})})
+
+
+def _report(runs: dict[str, Any], singles: dict[str, Any], results: dict[str, Any]) -> None:
+    best_single = max(singles, key=lambda s: results[s]["ndcg@10"])
+    for label in runs:
+        gain = results[label]["ndcg@10"] / results[best_single]["ndcg@10"] - 1
+        results[label]["gain"] = gain
+        print(f"{label} vs best single ({best_single}): {100 * gain:+.2f} % relative", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=["select", "test"])
     parser.add_argument("--protocol", default="ml100k-holdout")
     parser.add_argument("--singles", default="ease,itemknn,ials")
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--carve-seeds", default="0", help="select mode: carve seeds, e.g. 0,1,2")
     parser.add_argument("--two-stage", default="{}", help="two-stage params (JSON), test mode")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
@@ -279,27 +347,44 @@ def main() -> None:
     )
     prepared = prepare(args.protocol)
     if args.mode == "select":
-        prepared = prepare(args.protocol, data=prepared.train)  # carved from training only
         runs = {f"two-stage[{c}]": ("two-stage", CANDIDATES[c]) for c in args.candidates.split(",")}
+        seeds = [int(s) for s in args.carve_seeds.split(",")]
     else:
         runs = {"two-stage": ("two-stage", json.loads(args.two_stage))}
+        seeds = [-1]
     singles = {s: (s, {}) for s in args.singles.split(",") if s}
-    results: dict[str, Any] = {}
-    for label, (name, params) in {**singles, **runs}.items():
-        results[label] = _run(prepared, name, params, config)
-        r = results[label]
-        print(f"{label:32s} NDCG@10 {r['ndcg@10']:.4f}  {r['seconds']:7.1f} s", flush=True)
-        if r["stages"]:
-            print("   stages:", {k: round(v, 2) for k, v in r["stages"].items()}, flush=True)
-            print("   candidate recall:", r["info"]["candidate_recall"], flush=True)
-    best_single = max(singles, key=lambda s: results[s]["ndcg@10"])
-    for label in runs:
-        gain = results[label]["ndcg@10"] / results[best_single]["ndcg@10"] - 1
-        print(f"{label} vs best single ({best_single}): {100 * gain:+.2f} % relative")
+    by_seed: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        if seed >= 0:  # carved from training only
+            part = prepare(carve_protocol(args.protocol, seed), data=prepared.train)
+            print(f"--- carve seed {seed}", flush=True)
+        else:
+            part = prepared
+        results: dict[str, Any] = {}
+        for label, (name, params) in {**singles, **runs}.items():
+            results[label] = _run(part, name, params, config)
+            r = results[label]
+            print(f"{label:32s} NDCG@10 {r['ndcg@10']:.4f}  {r['seconds']:7.1f} s", flush=True)
+            if r["stages"]:
+                print("   stages:", {k: round(v, 2) for k, v in r["stages"].items()}, flush=True)
+                print("   candidate recall:", r["info"]["candidate_recall"], flush=True)
+        _report(runs, singles, results)
+        by_seed[seed] = results
+    if len(seeds) > 1:
+        print(f"--- across carve seeds {seeds} (mean, sd of the relative gain)")
+        for label in runs:
+            gains = [100 * by_seed[s][label]["gain"] for s in seeds]
+            print(
+                f"{label}: {statistics.mean(gains):+.2f} % (sd {statistics.stdev(gains):.2f}); "
+                + ", ".join(f"{g:+.2f}" for g in gains)
+            )
+        for label in singles:
+            values = [by_seed[s][label]["ndcg@10"] for s in seeds]
+            print(f"{label}: {statistics.mean(values):.4f} (sd {statistics.stdev(values):.4f})")
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(
-                {"protocol": args.protocol, "mode": args.mode, "results": results},
+                {"protocol": args.protocol, "mode": args.mode, "results": by_seed},
                 handle,
                 indent=2,
                 default=str,

@@ -325,3 +325,29 @@ def test_a_blended_base_pipeline_scores_and_round_trips(tmp_path: Path) -> None:
     assert ranker_config.base_blend == info["base_blend"]
     loaded = Recommender.load(model.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.score(np.arange(15)), model.score(np.arange(15)))
+
+
+def test_a_windowed_itemknn_retriever_is_its_own_fit_and_round_trips(tmp_path: Path) -> None:
+    """A plain and a windowed ItemKNN in one pipeline are two fits (distinct keys); after the
+    refit the windowed retriever is the standalone ``ItemKNN(window=2)`` of the whole training
+    data, and the pipeline scores the same after a save and load."""
+    data = synthetic_interactions(120, 50, per_user=10)
+    config = {
+        **SMALL,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "params": {"window": 2}},
+            {"name": "most-popular"},
+        ],
+    }
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1))
+    assert isinstance(model, TwoStage)
+    plain, windowed = model.retrievers_[1], model.retrievers_[2]
+    assert plain is not windowed
+    alone = create_model("itemknn", {"window": 2}).fit(data, FitOptions(threads=1))
+    np.testing.assert_array_equal(windowed.similarity_.toarray(), alone.similarity_.toarray())
+    assert not np.array_equal(windowed.similarity_.toarray(), plain.similarity_.toarray())
+    assert "r2.itemknn.relative_score" in model.ranker_.feature_names_
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.score(np.arange(15)), model.score(np.arange(15)))

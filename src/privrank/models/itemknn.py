@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from privrank.data.interactions import Interactions
+from privrank.errors import ConfigError
 from privrank.metrics.topk import top_k
 from privrank.models._private import (
     PlannedGramFit,
@@ -27,6 +28,7 @@ __all__ = [
     "ItemKNNPrivateConfig",
     "pruned_cosine",
     "pruned_cosine_from_gram",
+    "window_co_counts",
 ]
 
 # Dense similarity entries computed at once while pruning (bounds memory to ~128 MiB).
@@ -65,12 +67,19 @@ class ItemKNNConfig(ModelConfig):
             ``neighbors`` entries per item).
         shrinkage: Added to the norm product in the denominator (``h``); damps similarities
             supported by few co-occurrences.
+        window: Count a co-occurrence of items :math:`i` and :math:`j` only in the histories
+            where they sit at most ``window`` positions apart in time order (rows ordered by
+            timestamp, then by position in the data): the items rated or bought *next to*
+            each other, a signal a whole-history model such as EASE does not see (on ML-100K,
+            ratings come in bursts). ``None``: the whole history (plain ItemKNN). Not with a
+            privacy spec or a fit engine (their releases are of the whole-history Gram).
         private: Settings of a private fit (:class:`ItemKNNPrivateConfig`); ``None``: its
             defaults when the fit has a privacy spec. Refused by a fit without one.
     """
 
     neighbors: int = Field(400, ge=1)
     shrinkage: float = Field(10.0, ge=0)
+    window: int | None = Field(None, ge=1)
     private: ItemKNNPrivateConfig | None = None
 
 
@@ -91,6 +100,12 @@ class ItemKNN(Recommender, ItemItemModel, PlannedGramFit):
     .. math:: \hat y = x\,S,\qquad \hat y_j = \sum_{i \in \text{history},\ i \in N_k(j)} s_{ij}
 
     which is the same for a training user and for that user's history folded in.
+
+    **Windowed co-occurrence** (``window = w``): :math:`x_i^\top x_j` is replaced by
+    :math:`c^{(w)}_{ij}`, the number of users in whose time-ordered history :math:`i` and
+    :math:`j` appear at most :math:`w` positions apart (:func:`window_co_counts`); the norms
+    stay :math:`\lVert x_i\rVert`, so :math:`c^{(w)}_{ij} \le x_i^\top x_j` and a ``window``
+    at least as long as the longest history gives plain ItemKNN.
 
     **On a cluster** (``FitOptions(engine=...)``): :math:`X^\top X` is summed over user
     partitions by the engine (:class:`~privrank.models.engine.FitEngine`), then pruned here;
@@ -131,13 +146,42 @@ class ItemKNN(Recommender, ItemItemModel, PlannedGramFit):
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
         config = self.config
-        if options.engine is None:
+        if config.window is not None:
+            if options.engine is not None:
+                raise ConfigError(
+                    f"itemknn: window = {config.window} counts pairs within each history, which "
+                    "a fit engine's Gram sums do not give; fit without an engine"
+                )
+            indptr, items = train.sequences()
+            counts = window_co_counts(indptr, items.astype(np.int64), self.n_items_, config.window)
+            norms = np.sqrt(np.asarray(matrix.astype(bool).sum(axis=0), dtype=np.float64).ravel())
+            self.similarity_ = _pruned(
+                lambda start, stop: counts[:, start:stop].toarray(),
+                norms,
+                config.neighbors,
+                config.shrinkage,
+            )
+        elif options.engine is None:
             self.similarity_ = pruned_cosine(matrix, config.neighbors, config.shrinkage)
         else:  # X^T X summed over user partitions on the engine: the same integer counts
             gram = options.engine.gram_statistics(matrix).weighted_gram(None, math.inf)
             self.similarity_ = pruned_cosine_from_gram(gram, config.neighbors, config.shrinkage)
         self.prior_ = None
         self._report(1, 1)
+
+    def check_privacy(self, spec: PrivacySpec) -> None:
+        """Refuse a privacy spec as every model does, and also with ``window`` set.
+
+        Raises:
+            ConfigError: ``window`` is set (DP-ItemKNN releases the whole-history Gram, not
+                windowed counts), or the base class's reasons.
+        """
+        if self.config.window is not None:
+            raise ConfigError(
+                f"itemknn: window = {self.config.window} has no private fit (DP-ItemKNN releases "
+                "the whole-history Gram); drop window or the privacy spec"
+            )
+        super().check_privacy(spec)
 
     def _fit_private(
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: PrivacySpec
@@ -236,6 +280,49 @@ def pruned_cosine(matrix: sp.csr_matrix, neighbors: int, shrinkage: float) -> sp
         neighbors,
         shrinkage,
     )
+
+
+def window_co_counts(
+    indptr: np.ndarray, items: np.ndarray, n_items: int, window: int
+) -> sp.csc_matrix:
+    r"""Windowed co-occurrence counts :math:`c^{(w)}_{ij}`: the number of histories in which
+    items :math:`i \ne j` sit at most ``window`` positions apart.
+
+    Args:
+        indptr: Offsets of the time-ordered histories (``n_users + 1``).
+        items: Their item codes, concatenated.
+        n_items: Catalogue size.
+        window: The largest distance in positions, ``w ≥ 1``.
+
+    Returns:
+        Symmetric ``n_items × n_items`` CSC matrix (float64) of counts, zero diagonal. A pair
+        of items that occur close to each other several times in one history counts once.
+    """
+    if window < 1:
+        raise ConfigError(f"itemknn: window must be an int >= 1. Got {window} instead.")
+    items = np.asarray(items, dtype=np.int64)
+    user = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+    firsts, seconds, users = [], [], []
+    for distance in range(1, window + 1):
+        a = np.flatnonzero(user[:-distance] == user[distance:])  # empty when too short
+        i, j = items[a], items[a + distance]
+        keep = i != j
+        firsts.append(np.minimum(i, j)[keep])
+        seconds.append(np.maximum(i, j)[keep])
+        users.append(user[a][keep])
+    i, j, u = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (firsts, seconds, users))
+    # one count per (user, pair): sort the triples and keep the first of each run
+    order = np.lexsort((j, i, u))
+    i, j, u = i[order], j[order], u[order]
+    first = np.ones(i.size, dtype=bool)
+    first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1]) | (u[1:] != u[:-1])
+    i, j = i[first], j[first]
+    counts = sp.coo_matrix(
+        (np.ones(2 * i.size), (np.concatenate([i, j]), np.concatenate([j, i]))),
+        shape=(n_items, n_items),
+    ).tocsc()
+    counts.sum_duplicates()
+    return counts
 
 
 def pruned_cosine_from_gram(gram: np.ndarray, neighbors: int, shrinkage: float) -> sp.csr_matrix:
