@@ -118,10 +118,10 @@ class NeuralCTRConfig(CTRConfig):
         one member under a privacy spec (one DP-SGD release, the one the ledger accounts) and on
         streamed rows (each member would be one more pass over 10M+ rows, a size the rule was
         not chosen on). :math:`N = 5` was chosen against :math:`N \\in \\{1, 3\\}` on validation
-        parts only, on both data sets at hand (BENCHMARKS.md, "ctr9" and "ctr10"): frappe (FM,
-        ~55k training rows: +0.0038 and +0.0039 validation AUC over one network, two seeds;
-        DCN-v2, one seed: +0.0017, tied with N = 3) and the 1M-row synthetic ad log (DCN-v2,
-        180k training rows: +0.0015 and +0.0024).
+        parts only, on both data sets at hand (BENCHMARKS.md, "ctr9", "ctr10"): frappe (FM, DCN-v2;
+        ~55k training rows: +0.0010 to +0.0038 validation AUC over one network, two seeds
+        each; N = 3 ties) and the 1M-row synthetic ad log (DCN-v2, 180k training rows:
+        +0.0015 and +0.0024, two seeds; N = 3 is 0.0003 to 0.0006 lower).
         """
         if self.ensemble is not None:
             return self.ensemble
