@@ -107,7 +107,9 @@ def scorer_dir(info: dict, workdir: Path, scorer: str) -> str:
 
         train, _ = ad_log_frame(info["log"], start=0, rows=train_rows, with_user=False)
         valid, _ = ad_log_frame(info["log"], start=train_rows, rows=50_000, with_user=False)
-        ranker = create_ranker("fm", {"max_seconds": 120.0})
+        # one network, as `privrank ads train` serves (streamed and DP-SGD fits train one);
+        # a served seed ensemble of N costs N forward passes a request
+        ranker = create_ranker("fm", {"max_seconds": 120.0, "ensemble": 1})
         ranker.fit(train, valid, FitOptions(seed=0, threads=1))
         ranker.save(out)
     elif scorer == "label-sums":

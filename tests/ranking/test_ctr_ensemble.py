@@ -9,9 +9,10 @@ import pyarrow as pa
 import pytest
 
 from privrank.data.features import CTRFrame
-from privrank.errors import ConfigError
+from privrank.errors import ArtifactError, ConfigError
 from privrank.models import FitOptions
 from privrank.ranking.ctr import create_ranker, load_ranker
+from privrank.ranking.ctr.neural import DEFAULT_ENSEMBLE
 
 SMALL = {"lr": 0.02, "batch_size": 512, "epochs": 4, "embedding_dim": 8}
 
@@ -37,7 +38,8 @@ def test_ensemble_is_the_mean_logit_of_single_models_from_consecutive_seeds(name
     params = SMALL | ({"hidden": [16]} if name == "dcn-v2" else {})
     ensemble = create_ranker(name, params | {"ensemble": 3}).fit(train, valid, FitOptions(seed=5))
     singles = [
-        create_ranker(name, params).fit(train, valid, FitOptions(seed=5 + i)) for i in range(3)
+        create_ranker(name, params | {"ensemble": 1}).fit(train, valid, FitOptions(seed=5 + i))
+        for i in range(3)
     ]
     raw = [s.predict_raw(test) for s in singles]
     logits = np.mean([np.log(p) - np.log1p(-p) for p in raw], axis=0)
@@ -47,14 +49,48 @@ def test_ensemble_is_the_mean_logit_of_single_models_from_consecutive_seeds(name
     assert min(np.abs(got - r).max() for r in raw) > 1e-4  # members differ: not one model
 
 
-def test_ensemble_one_is_the_single_model_bit_for_bit_and_saves_alike(tmp_path: Path) -> None:
+def test_ensemble_one_is_the_first_member_of_the_default_fit_bit_for_bit() -> None:
     train, valid, test = _frame(3000, 0), _frame(1000, 1), _frame(1500, 2)
     default = create_ranker("fm", SMALL).fit(train, valid, FitOptions(seed=1))
     one = create_ranker("fm", SMALL | {"ensemble": 1}).fit(train, valid, FitOptions(seed=1))
-    assert np.array_equal(default.predict_proba(test), one.predict_proba(test))
     a = default._state()[0]
     b = one._state()[0]
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert b.keys() == {k for k in a if not k.startswith("member")}
+    assert all(np.array_equal(a[k], b[k]) for k in b)  # member 0 of the default fit
+    first = default._predict_member(default.members_[0], default.encode(test), logits=False)
+    assert np.array_equal(first, one.predict_raw(test))
+    assert all("member" not in h for h in one.history_)  # a single model's history, as before
+
+
+def test_default_rule_is_five_members_in_memory_like_an_explicit_five(tmp_path: Path) -> None:
+    train, valid, test = _frame(3000, 0), _frame(1000, 1), _frame(1500, 2)
+    default = create_ranker("fm", SMALL)
+    assert default.config.ensemble is None
+    assert default.config.members_for(private=False, streamed=False) == DEFAULT_ENSEMBLE == 5
+    assert default.config.members_for(private=True, streamed=False) == 1
+    assert default.config.members_for(private=False, streamed=True) == 1
+    default.fit(train, valid, FitOptions(seed=4))
+    five = create_ranker("fm", SMALL | {"ensemble": 5}).fit(train, valid, FitOptions(seed=4))
+    assert len(default.members_) == 5
+    members = [h["member"] for h in default.history_]  # every member's epochs, in turn
+    assert members == sorted(members) and set(members) == {0, 1, 2, 3, 4}
+    single = create_ranker("fm", SMALL | {"ensemble": 1}).fit(train, valid, FitOptions(seed=4))
+    assert [h["val_log_loss"] for h in default.history_ if h["member"] == 0] == [
+        h["val_log_loss"] for h in single.history_
+    ]
+    assert np.array_equal(default.predict_proba(test), five.predict_proba(test))
+    loaded = load_ranker(default.save(tmp_path / "m"))  # the saved config says None
+    assert len(loaded.members_) == 5
+    assert np.array_equal(loaded.predict_proba(test), five.predict_proba(test))
+
+
+def test_a_saved_member_count_that_contradicts_the_config_is_refused(tmp_path: Path) -> None:
+    train, valid = _frame(3000, 0), _frame(1000, 1)
+    ranker = create_ranker("fm", SMALL | {"ensemble": 2}).fit(train, valid, FitOptions(seed=0))
+    arrays, _, extra = ranker._state()
+    single = {k: v for k, v in arrays.items() if not k.startswith("member")}
+    with pytest.raises(ArtifactError, match=r"ensemble=2.*1 member"):
+        create_ranker("fm", SMALL | {"ensemble": 2})._restore(single, {}, extra)
 
 
 @pytest.mark.parametrize("name", ["fm", "deepfm"])

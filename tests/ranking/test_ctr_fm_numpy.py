@@ -54,6 +54,7 @@ def test_fm_ranker_predicts_with_numpy_like_torch() -> None:
     test = _frame(1500, 2)
     rows = ranker.encode(test)
     assert isinstance(rows, FeatureTable)
-    np.testing.assert_allclose(
-        ranker.predict_raw(test), predict_network(ranker.network_, rows, 512), rtol=0, atol=2e-6
-    )
+    assert len(ranker.members_) == 5  # the default rule: a seed ensemble of five FMs
+    logits = np.mean([predict_network(m, rows, 512, True) for m in ranker.members_], axis=0)
+    torch_oracle = 1.0 / (1.0 + np.exp(-logits))
+    np.testing.assert_allclose(ranker.predict_raw(test), torch_oracle, rtol=0, atol=2e-6)

@@ -88,7 +88,8 @@ def test_fit_predict_save_load(name: str, parts, tmp_path: Path) -> None:
 
 def test_early_stopping_keeps_the_best_validation_epoch(parts) -> None:
     train, valid, _, _ = parts
-    ranker = create_ranker("fm", {"lr": 0.05, "epochs": 30, "patience": 2, "embedding_dim": 8})
+    params = {"lr": 0.05, "epochs": 30, "patience": 2, "embedding_dim": 8, "ensemble": 1}
+    ranker = create_ranker("fm", params)  # one network: its epochs are the whole history
     ranker.fit(train, valid, FitOptions(seed=0, threads=1))
     losses = [h["val_log_loss"] for h in ranker.history_]
     assert len(losses) < 30  # stopped early

@@ -125,7 +125,8 @@ def test_cli_evaluate_and_train_on_frappe(
     assert result.exit_code == 0, result.output
     ranker = load_ranker(model_out / "ranker")
     training = json.loads((model_out / "training.json").read_text())
-    assert ranker.name == "fm" and len(training["history"]) == 1
+    assert ranker.name == "fm" and len(ranker.members_) == 5  # the default rule
+    assert [h["member"] for h in training["history"]] == [0, 1, 2, 3, 4]  # one epoch each
     result = runner.invoke(
         app,
         ["train", "--data", "ml100k-holdout", "--model", "deepfm", "--out", str(tmp_path / "x")],

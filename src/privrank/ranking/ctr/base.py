@@ -73,7 +73,8 @@ class CTRRanker(ABC):
     Attributes:
         vocabulary_: The feature vocabulary fitted on train.
         calibrator_: The fitted calibration.
-        history_: One dict per epoch (loss, validation log loss and AUC), when iterative.
+        history_: One dict per epoch (loss, validation log loss and AUC), when iterative; a
+            seed ensemble's holds every member's epochs in turn, each with its ``member``.
         fit_seconds_: Wall time of the last fit.
     """
 
