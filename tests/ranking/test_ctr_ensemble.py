@@ -138,3 +138,12 @@ def test_ads_serving_scorer_scores_a_saved_ensemble_like_the_ranker(tmp_path: Pa
     expected = ranker.predict_proba(CTRFrame(table, ("user", "item"), name="serving"))
     np.testing.assert_allclose(scorer.predict_ctr(features), expected, rtol=0, atol=1e-12)
     assert np.ptp(expected) > 0.05  # real scores, not one hashed bucket
+
+
+def test_logistic_regression_trains_one_member_by_default() -> None:
+    """The five-member rule is for the non-convex networks; logistic regression keeps one."""
+    logistic = create_ranker("logistic", {"epochs": 2})
+    assert logistic.config.members_for(private=False, streamed=False) == 1
+    logistic.fit(_frame(2000, 0), _frame(500, 1), FitOptions(seed=0))
+    assert len(logistic.members_) == 1
+    assert create_ranker("fm", {}).config.members_for(private=False, streamed=False) == 5

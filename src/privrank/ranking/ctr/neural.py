@@ -129,9 +129,15 @@ class NeuralCTRConfig(CTRConfig):
 
 
 class LogisticConfig(NeuralCTRConfig):
-    """Logistic regression (``embedding_dim`` unused; a larger default learning rate)."""
+    """Logistic regression (``embedding_dim`` unused; a larger default learning rate).
+
+    One member by default (``ensemble=1``), not the neural rule's five: its log loss is convex,
+    so members from other seeds head for the same optimum and differ only by SGD noise; the
+    rule was chosen on non-convex networks (FM, DCN-v2) and never measured here.
+    """
 
     lr: float = Field(default=1e-2, gt=0, le=1)
+    ensemble: int | None = Field(default=1, ge=1, le=64)
 
 
 class FMConfig(NeuralCTRConfig):
