@@ -35,24 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from privrank.data.ad_log_frames import ad_log_frame
-from privrank.data.features import CTRFrame
+from bench_ctr_select import load  # (train, validation) of a named data set
 from privrank.metrics.ctr import auc, log_loss
 from privrank.models import FitOptions
 from privrank.ranking.ctr import create_ranker
 from privrank.ranking.ctr import neural as neural_module
-from privrank.workflow.ctr_protocols import CTR_PROTOCOLS, prepare_ctr
-
-
-def load(name: str, train_rows: int, valid_rows: int) -> tuple[CTRFrame, CTRFrame]:
-    """``(train, validation)`` of a data set named on the command line (no test rows)."""
-    if name.startswith("synthetic:"):
-        path = name.split(":", 1)[1]
-        train, _ = ad_log_frame(path, start=0, rows=train_rows)
-        valid, _ = ad_log_frame(path, start=train_rows, rows=valid_rows)
-        return train, valid
-    prepared = prepare_ctr(CTR_PROTOCOLS[name])
-    return prepared.train, prepared.validation
 
 
 class _MemberClock:
