@@ -24,3 +24,13 @@ def make_split(
 @pytest.fixture
 def split() -> tuple[Interactions, Interactions]:
     return make_split()
+
+
+def tied_vector(n_items: int, seed: int, levels: int = 4) -> np.ndarray:
+    """Few distinct values (many ties), a -0.0 beside 0.0, and some items at -inf."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(-1, levels, n_items).astype(np.float32)
+    scores[rng.random(n_items) < 0.1] = -np.inf
+    zeros = np.flatnonzero(scores == 0)
+    scores[zeros[::2]] = -0.0
+    return scores

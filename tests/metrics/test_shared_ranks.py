@@ -20,19 +20,9 @@ from privrank.metrics.ranking import RankedRelevance, compute
 from privrank.metrics.topk import shared_order, shared_ranks
 
 from ._reference_ranking import reference_from_lists, reference_metric
-from .conftest import make_split
+from .conftest import make_split, tied_vector
 
 PATHS = {"compare": 10**9, "sort": 0}  # _PAIR_FACTOR forcing each of shared_ranks' two paths
-
-
-def _tied_vector(n_items: int, seed: int, levels: int = 4) -> np.ndarray:
-    """Few distinct values (many ties), a -0.0 beside 0.0, and some items at -inf."""
-    rng = np.random.default_rng(seed)
-    scores = rng.integers(-1, levels, n_items).astype(np.float32)
-    scores[rng.random(n_items) < 0.1] = -np.inf
-    zeros = np.flatnonzero(scores == 0)
-    scores[zeros[::2]] = -0.0
-    return scores
 
 
 def _full_ranking(vector: np.ndarray, excluded: set[int]) -> list[int]:
@@ -70,7 +60,7 @@ def test_shared_ranks_equal_the_rank_in_each_masked_row(
 ) -> None:
     monkeypatch.setattr(topk_module, "_PAIR_FACTOR", PATHS[path])
     n_items = 30
-    vector = _tied_vector(n_items, seed)
+    vector = tied_vector(n_items, seed)
     indptr, indices, rows, items = _random_case(seed, n_items=n_items)
     ranks = shared_ranks(shared_order(vector), indptr, indices, rows, items)
     expected = []
@@ -96,7 +86,7 @@ def _lists_and_ranks(seed: int, depth: int, graded: bool):
     """Top-``depth`` lists of a masked shared vector, and the same judgements as ranks."""
     rng = np.random.default_rng(seed)
     n_items = 30
-    vector = _tied_vector(n_items, seed)
+    vector = tied_vector(n_items, seed)
     indptr, indices, rows, items = _random_case(seed, n_items=n_items)
     users = np.unique(rows)
     position = np.searchsorted(users, rows)
@@ -189,7 +179,7 @@ def test_evaluate_shared_ranking_metrics_equal_the_generic_path(
         train, test = make_split(seed=seed)
     else:
         train, test = _leave_one_out(seed)
-    vector = _tied_vector(train.n_items, seed=seed + 11)
+    vector = tied_vector(train.n_items, seed=seed + 11)
     config = EvaluationConfig(
         cutoffs=(1, 5, 10, 100),  # 100 > the catalogue: padded lists
         graded=graded,
@@ -212,7 +202,7 @@ def test_evaluate_shared_ranking_metrics_equal_the_generic_path(
 def test_pairs_built_once_give_the_same_result_and_must_match_the_split() -> None:
     train, test = make_split(seed=4)
     config = EvaluationConfig(cutoffs=(5, 10), beyond_accuracy=False)
-    vector = _tied_vector(train.n_items, seed=3)
+    vector = tied_vector(train.n_items, seed=3)
     pairs = prepare_pairs(train, test)
     reused = evaluate(SharedScores(vector), train, test, config, pairs=pairs)
     fresh = evaluate(SharedScores(vector), train, test, config)

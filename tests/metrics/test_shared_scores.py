@@ -12,17 +12,7 @@ from privrank.metrics.evaluate import SharedScores
 from privrank.metrics.topk import mask_items, ragged_rows, shared_order, shared_top_k, top_k
 
 from ._oracle import reference_top_k
-from .conftest import make_split
-
-
-def _tied_vector(n_items: int, seed: int, levels: int = 4) -> np.ndarray:
-    """Few distinct values (many ties), a -0.0 beside 0.0, and some items at -inf."""
-    rng = np.random.default_rng(seed)
-    scores = rng.integers(-1, levels, n_items).astype(np.float32)
-    scores[rng.random(n_items) < 0.1] = -np.inf
-    zeros = np.flatnonzero(scores == 0)
-    scores[zeros[::2]] = -0.0
-    return scores
+from .conftest import make_split, tied_vector
 
 
 def _random_csr(n_rows: int, n_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +29,7 @@ def _random_csr(n_rows: int, n_items: int, seed: int) -> tuple[np.ndarray, np.nd
 @pytest.mark.parametrize("k", [1, 3, 12, 40])
 def test_shared_top_k_equals_masking_a_broadcast_matrix(seed: int, k: int) -> None:
     n_rows, n_items = 60, 25
-    vector = _tied_vector(n_items, seed)
+    vector = tied_vector(n_items, seed)
     indptr, indices = _random_csr(n_rows, n_items, seed)
     rows = np.random.default_rng(seed).permutation(n_rows)[:45]  # any order, a subset
     fast = shared_top_k(shared_order(vector), k, indptr, indices, rows)
@@ -60,7 +50,7 @@ def test_shared_top_k_on_consecutive_rows_with_histories_over_the_head(seed: int
     untouched by their exclusions (the head's fast copy) and rows excluding far down only."""
     rng = np.random.default_rng(100 + seed)
     n_rows, n_items = 70, 90
-    vector = _tied_vector(n_items, seed, levels=6)
+    vector = tied_vector(n_items, seed, levels=6)
     order = shared_order(vector)
     lists = []
     for row in range(n_rows):
@@ -108,7 +98,7 @@ def test_ragged_rows_of_consecutive_rows_equals_the_gather() -> None:
 @pytest.mark.parametrize("graded", [False, True])
 def test_evaluate_shared_scores_equals_the_generic_path(exclude_train: bool, graded: bool) -> None:
     train, test = make_split(seed=2)
-    vector = _tied_vector(train.n_items, seed=5)
+    vector = tied_vector(train.n_items, seed=5)
     config = EvaluationConfig(
         cutoffs=(1, 5, 10, 100),  # 100 > 90 items: padded lists
         graded=graded,
