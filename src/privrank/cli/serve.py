@@ -161,11 +161,9 @@ def store_list(
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity), at most 64: the default worker
     count, since a worker's requests are CPU-bound (one worker per core saturates them)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 64))
+    from privrank.models._config import available_cores
+
+    return max(1, min(available_cores(), 64))
 
 
 def _log_config(level: str) -> dict:

@@ -146,9 +146,8 @@ def loopback_in_flight(cores: int | None = None) -> int:
     Args:
         cores: Usable cores; default the CPUs this process may run on.
     """
-    import os
-
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        cores = cores or os.cpu_count() or 1
+        from privrank.models._config import available_cores
+
+        cores = available_cores()
     return 4 * max(1, cores)
