@@ -82,7 +82,7 @@ def test_secagg_with_distributed_dp_spends_from_the_ledger(tmp_path: Path, split
         "federated", "train", "--data", split_dir, "--out", out, "--rounds", "2",
         "--clients-per-round", "30", "--min-clients", "10", "--epsilon", "8",
         "--max-per-user", "10", "--no-adaptive-clipping", "--aggregation", "secagg",
-        "--distributed-dp", "--dropout", "0.1",
+        "--distributed-dp", "--dropout", "0.1", "--noise-seed", "0",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     record = load_trained(out).record
