@@ -19,22 +19,34 @@ the *training* data, counted as the number of distinct training users who intera
   recommended equally often, :math:`1 - 1/I` when one item takes every slot.
 
 Per-user values of users whose list is empty (they interacted with the whole catalogue) are NaN.
+
+Lists of one shared order (a non-personalised model), held as its head plus the few rows that
+differ (:class:`~privrank.metrics.topk.SharedLists`), are measured from the head once and the
+differing rows alone (:func:`shared_list_means`, :func:`shared_exposure`): the same values as
+the dense lists, at a cost proportional to the rows that differ.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from privrank.metrics.topk import SharedLists
+
 __all__ = [
     "average_popularity",
     "catalog_coverage",
+    "exposure_by_cutoff",
     "exposure_counts",
     "gini",
     "item_popularity",
     "list_means",
     "novelty",
     "self_information",
+    "shared_exposure",
+    "shared_list_means",
 ]
+
+_EXACT = 1 << 53  # integers below this are exact float64 values
 
 
 def item_popularity(indptr: np.ndarray, indices: np.ndarray, n_items: int) -> np.ndarray:
@@ -49,15 +61,63 @@ def exposure_counts(top_items: np.ndarray, k: int, n_items: int) -> np.ndarray:
     return np.bincount(items[items >= 0], minlength=n_items).astype(np.int64)
 
 
+def exposure_by_cutoff(
+    top_items: np.ndarray, cutoffs: tuple[int, ...], n_items: int
+) -> dict[int, np.ndarray]:
+    r""":func:`exposure_counts` at every cutoff at once, cumulatively:
+    :math:`r_i@k' = r_i@k + |\{u : i \in L_u[k:k']\}|` for :math:`k < k'`, so each list entry
+    is counted once (integers: the same counts as one call per cutoff).
+
+    Returns:
+        ``k`` → ``int64 [n_items]``.
+    """
+    items = np.asarray(top_items)
+    counts = np.zeros(n_items, dtype=np.int64)
+    out, done = {}, 0
+    for k in sorted(cutoffs):
+        block = items[:, done:k]
+        counts = counts + np.bincount(block[block >= 0], minlength=n_items)
+        out[k], done = counts, max(done, k)
+    return out
+
+
+def shared_exposure(
+    lists: SharedLists, cutoffs: tuple[int, ...], n_items: int
+) -> dict[int, np.ndarray]:
+    r""":func:`exposure_by_cutoff` of lists that are mostly one head (:class:`SharedLists`):
+    :math:`r_i@k = n_{same} \cdot [i \in head@k] + r_i@k(\text{changed rows})`."""
+    head = exposure_by_cutoff(lists.head_items[None, :], cutoffs, n_items)
+    changed = exposure_by_cutoff(lists.items, cutoffs, n_items)
+    return {k: lists.n_same * head[k] + changed[k] for k in head}
+
+
 def catalog_coverage(exposure: np.ndarray) -> float:
     """Share of the catalogue recommended at least once, from :func:`exposure_counts`."""
     return float(np.count_nonzero(exposure) / len(exposure)) if len(exposure) else 0.0
 
 
 def gini(exposure: np.ndarray) -> float:
-    """Gini coefficient of the exposure counts (``0.0`` when nothing was recommended)."""
-    counts = np.sort(np.asarray(exposure, dtype=np.float64))
-    n, total = len(counts), counts.sum()
+    r"""Gini coefficient of the exposure counts (``0.0`` when nothing was recommended).
+
+    Integer counts (what :func:`exposure_counts` returns) are computed exactly in integers:
+    the :math:`z` zero counts take sorted places :math:`1..z` and add nothing, so only the
+    non-zero counts are sorted, and :math:`\sum_j (2j - I - 1) r_{(j)}` is an exact integer,
+    divided once by :math:`I \sum_j r_j`. While :math:`I \sum_j r_j < 2^{53}` the float
+    formula's products and partial sums are exact integers too, so both give the same float;
+    beyond that (and for float counts) the float formula is used.
+    """
+    counts = np.asarray(exposure)
+    n = len(counts)
+    if np.issubdtype(counts.dtype, np.integer):
+        nonzero = np.sort(counts[counts != 0]).astype(np.int64)
+        total = int(nonzero.sum())
+        if not len(nonzero):
+            return 0.0
+        if nonzero[0] > 0 and n * total < _EXACT:
+            places = np.arange(n - len(nonzero) + 1, n + 1, dtype=np.int64)
+            return int(((2 * places - n - 1) * nonzero).sum()) / (n * total)
+    counts = np.sort(counts.astype(np.float64))
+    total = counts.sum()
     if n == 0 or total == 0:
         return 0.0
     weights = 2.0 * np.arange(1, n + 1) - n - 1
@@ -67,22 +127,56 @@ def gini(exposure: np.ndarray) -> float:
 def list_means(
     top_items: np.ndarray, per_item: np.ndarray, cutoffs: tuple[int, ...]
 ) -> dict[int, np.ndarray]:
-    """Per-user mean of ``per_item[i]`` over :math:`L_u@k`, for every cutoff ``k`` at once.
+    r"""Per-user mean of ``per_item[i]`` over :math:`L_u@k`, for every cutoff ``k`` at once.
+
+    The sum over a list is accumulated left to right, one list position at a time over all
+    users (:math:`s_u@j = s_u@(j-1) + v_{u,j}`, a padding entry adding ``0.0``): the additions
+    of a running sum along each row, in the same order, without a ``[users, k]`` matrix of
+    running sums. The length of :math:`L_u@k` counts its non-padding entries.
 
     Returns:
         ``k`` → ``float64 [users]``; NaN for users whose top-``k`` list is empty.
     """
     depth = max(cutoffs)
     items = np.asarray(top_items)[:, :depth]
-    valid = items >= 0
-    values = np.where(valid, np.asarray(per_item, dtype=np.float64)[np.maximum(items, 0)], 0.0)
-    sums = np.cumsum(values, axis=1)
-    lengths = np.cumsum(valid, axis=1)
-    out = {}
+    width = items.shape[1]
+    # Column j of the lists is row j of `columns`; padding (any negative code) reads the 0.0
+    # appended to the table.
+    columns = np.ascontiguousarray(items.T)
+    table = np.append(np.asarray(per_item, dtype=np.float64), 0.0)
+    padded = columns < 0
+    has_padding = bool(padded.any())
+    if has_padding:  # a new array: `columns` may be a view of the caller's lists
+        columns = np.where(padded, len(table) - 1, columns)
+        lengths = np.cumsum(~padded, axis=0)
+    values = table[columns]
+    out, sums = {}, values[0].copy() if width else np.zeros(items.shape[0])
+    done = 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        for k in cutoffs:
-            length = lengths[:, k - 1]
-            out[k] = np.where(length > 0, sums[:, k - 1] / length, np.nan)
+        for k in sorted(cutoffs):
+            for j in range(done, min(k, width)):
+                sums += values[j]
+            done = max(done, min(k, width))
+            if has_padding:
+                length = lengths[min(k, width) - 1]
+                out[k] = np.where(length > 0, sums / length, np.nan)
+            else:
+                out[k] = sums / min(k, width) if width else np.full(len(sums), np.nan)
+    return out
+
+
+def shared_list_means(
+    lists: SharedLists, per_item: np.ndarray, cutoffs: tuple[int, ...]
+) -> dict[int, np.ndarray]:
+    """:func:`list_means` of lists that are mostly one head (:class:`SharedLists`): the head's
+    means once, written to every row, and :func:`list_means` of the changed rows alone (each
+    row's mean depends on its own list only, so the values are those of the dense lists)."""
+    head = list_means(lists.head_items[None, :], per_item, cutoffs)
+    changed = list_means(lists.items, per_item, cutoffs)
+    out = {}
+    for k, value in head.items():
+        out[k] = np.full(lists.n_rows, value[0])
+        out[k][lists.changed] = changed[k]
     return out
 
 

@@ -18,8 +18,11 @@ that order not among their training items (:func:`~privrank.metrics.topk.shared_
 same lists as masking and ranking a score matrix, without building one. The ranking metrics
 then need no lists at all: a relevant item's rank in a user's list is its rank in the order
 minus the user's training items ranked above it (:func:`~privrank.metrics.topk.shared_ranks`),
-so they cost ``O(relevant pairs + training pairs)``; the lists are built only for the
-beyond-accuracy metrics or when kept.
+so they cost ``O(relevant pairs + training pairs)``. The beyond-accuracy metrics take the lists
+as the order's head plus the rows that differ from it (users whose training items include one of
+the head's, :func:`~privrank.metrics.topk.shared_lists`): novelty, ARP and exposure of the head
+are computed once, and only the differing rows are measured; ``[users, k]`` lists are written
+out only when kept.
 
 The train/test pair sets (and the counts) depend on the split alone: a caller evaluating several
 models on one split builds them once (:func:`~privrank.metrics._prepare.prepare_pairs`) and
@@ -42,12 +45,13 @@ from privrank.errors import ConfigError
 from privrank.metrics import beyond, ranking
 from privrank.metrics._prepare import EvaluationPairs, PairSet, prepare_pairs
 from privrank.metrics.topk import (
+    SharedLists,
     as_score_array,
     mask_items,
     ragged_rows,
+    shared_lists,
     shared_order,
     shared_ranks,
-    shared_top_k,
     top_k,
 )
 
@@ -331,9 +335,11 @@ def _evaluate_shared(
     the user's excluded items ranked above it) through
     :meth:`~privrank.metrics.ranking.RankedRelevance.from_ranks`, in
     ``O(relevant pairs + the evaluated users' training pairs)``. They equal the metrics of the
-    lists of :func:`~privrank.metrics.topk.shared_top_k`, which are built (in batches holding
-    as many list entries as a score matrix holds scores) only for novelty, ARP, coverage, Gini
-    or ``keep_recommendations``.
+    lists of :func:`~privrank.metrics.topk.shared_top_k`. Those lists are built only for
+    novelty, ARP, coverage, Gini or ``keep_recommendations``, in batches holding as many list
+    entries as a score matrix holds scores, each as the order's head plus the rows that differ
+    (:func:`~privrank.metrics.topk.shared_lists`), which is what the beyond-accuracy metrics
+    read (:meth:`_Accumulator.add_shared_lists`).
     """
     config = state.config
     seen, relevant, users = pairs.seen, pairs.relevant, pairs.users
@@ -365,9 +371,9 @@ def _evaluate_shared(
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         tick = time.perf_counter()
-        top = shared_top_k(shared, depth, excluded, seen.indices, batch)
+        lists = shared_lists(shared, depth, excluded, seen.indices, batch)
         ranked = time.perf_counter()
-        state.add_lists(slice(start, start + len(batch)), top.items)
+        state.add_shared_lists(slice(start, start + len(batch)), lists)
         done = time.perf_counter()
         state.ranking += ranked - tick
         state.metrics += done - ranked
@@ -408,12 +414,28 @@ class _Accumulator:
         if config.beyond_accuracy:
             novelty = beyond.list_means(top, self.information, config.cutoffs)
             popularity = beyond.list_means(top, self.popularity, config.cutoffs)
+            exposure = beyond.exposure_by_cutoff(top, config.cutoffs, self.n_items)
             for k in config.cutoffs:
                 self.per_user[f"novelty@{k}"][where] = novelty[k]
                 self.per_user[f"arp@{k}"][where] = popularity[k]
-                self.exposure[k] += beyond.exposure_counts(top, k, self.n_items)
+                self.exposure[k] += exposure[k]
         if self.recommendations is not None:
             self.recommendations[where] = top
+
+    def add_shared_lists(self, where: slice, lists: SharedLists) -> None:
+        """:meth:`add_lists` for the lists of one shared order, measured from its head once
+        plus the rows that differ from it (the same values as the dense lists)."""
+        config = self.config
+        if config.beyond_accuracy:
+            novelty = beyond.shared_list_means(lists, self.information, config.cutoffs)
+            popularity = beyond.shared_list_means(lists, self.popularity, config.cutoffs)
+            exposure = beyond.shared_exposure(lists, config.cutoffs, self.n_items)
+            for k in config.cutoffs:
+                self.per_user[f"novelty@{k}"][where] = novelty[k]
+                self.per_user[f"arp@{k}"][where] = popularity[k]
+                self.exposure[k] += exposure[k]
+        if self.recommendations is not None:
+            self.recommendations[where] = lists.dense().items
 
     def aggregates(self) -> dict[str, float]:
         if not self.config.beyond_accuracy:

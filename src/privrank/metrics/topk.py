@@ -42,11 +42,13 @@ if TYPE_CHECKING:  # imported on use: a score array need not come from torch
 
 __all__ = [
     "MAX_CANDIDATES",
+    "SharedLists",
     "SharedOrder",
     "TopK",
     "as_score_array",
     "mask_items",
     "ragged_rows",
+    "shared_lists",
     "shared_order",
     "shared_ranks",
     "shared_top_k",
@@ -345,6 +347,42 @@ def shared_order(scores: np.ndarray) -> SharedOrder:
     return SharedOrder(items=ranked.astype(np.int64), scores=vector[ranked], position=position)
 
 
+@dataclass(frozen=True)
+class SharedLists:
+    """The top-``k`` lists of rows that share one order, stored as the order's head and the
+    lists of the few rows that differ from it (every other row's list *is* the head).
+
+    Attributes:
+        head_items: ``int64 [k]``: the order's first ``k`` items (``-1`` pads a short order).
+        head_scores: ``[k]`` their scores (``-inf`` pads).
+        changed: ``int64`` indices into the ranked ``rows``, ascending, of the rows whose list
+            differs from the head (a row excluding one of the head's items); no duplicates.
+        items: ``int64 [len(changed), k]``: the lists of those rows, best first.
+        scores: ``[len(changed), k]``: their scores.
+        n_rows: How many rows were ranked.
+    """
+
+    head_items: np.ndarray
+    head_scores: np.ndarray
+    changed: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+    n_rows: int
+
+    @property
+    def n_same(self) -> int:
+        """Rows whose list is the head."""
+        return self.n_rows - len(self.changed)
+
+    def dense(self) -> TopK:
+        """Every row's list: ``[n_rows, k]`` (what :func:`shared_top_k` returns)."""
+        items = np.empty((self.n_rows, len(self.head_items)), dtype=np.int64)
+        values = np.empty(items.shape, dtype=self.head_scores.dtype)
+        items[:], values[:] = self.head_items, self.head_scores
+        items[self.changed], values[self.changed] = self.items, self.scores
+        return TopK(items, values)
+
+
 def shared_top_k(
     order: SharedOrder,
     k: int,
@@ -356,18 +394,8 @@ def shared_top_k(
 
     Equal to masking each row's excluded items to ``-inf`` in a ``[rows, n_items]`` copy of
     the vector and calling :func:`top_k` (same lists, same padding), without building the
-    matrix: ``O(k · rows + excluded entries)`` instead of ``O(rows · n_items)``.
-
-    For one row, let :math:`s_0 < s_1 < \dots` be the positions in ``order.items`` of its
-    excluded items. The row's ``j``-th list entry (``j = 0, 1, …``) is the ``j``-th position
-    that is not excluded,
-
-    .. math:: f_j = j + |\{i : s_i - i \le j\}|,
-
-    since :math:`s_i - i` counts the free positions before :math:`s_i`, and :math:`s_i < f_j`
-    holds exactly when at most ``j`` free positions precede :math:`s_i`. Only excluded items
-    with :math:`s_i - i < k` matter, and those have :math:`s_i < k + m` for a row with ``m``
-    excluded items (a cut that keeps a prefix of each row's sorted positions).
+    matrix: ``O(k · rows + excluded entries)`` instead of ``O(rows · n_items)``. The lists of
+    :func:`shared_lists`, written out row by row.
 
     Args:
         order: The ranked vector (:func:`shared_order`).
@@ -378,6 +406,48 @@ def shared_top_k(
 
     Returns:
         The lists, padded with ``-1`` / ``-inf`` where fewer than ``k`` items remain.
+    """
+    return shared_lists(order, k, excluded_indptr, excluded_indices, rows).dense()
+
+
+def shared_lists(
+    order: SharedOrder,
+    k: int,
+    excluded_indptr: np.ndarray,
+    excluded_indices: np.ndarray,
+    rows: np.ndarray,
+) -> SharedLists:
+    r"""The lists of :func:`shared_top_k` as the order's head plus the rows that differ from it.
+
+    ``O(excluded entries + k · changed rows)``: a row's list differs from the head exactly when
+    the row excludes one of the head's items, and only those rows are computed.
+
+    For one row, let :math:`s_0 < s_1 < \dots` be the positions in ``order.items`` of its
+    excluded items. The row's ``j``-th list entry (``j = 0, 1, …``) is the ``j``-th position
+    that is not excluded,
+
+    .. math:: f_j = j + |\{i : s_i - i \le j\}|,
+
+    since :math:`s_i - i` counts the free positions before :math:`s_i`, and :math:`s_i < f_j`
+    holds exactly when at most ``j`` free positions precede :math:`s_i`. Only excluded items
+    with :math:`s_i - i < k` matter, and those have :math:`s_i < k + m` for a row with ``m``
+    excluded items (a cut that keeps a prefix of each row's sorted positions). A row has such
+    an item exactly when :math:`s_0 < k` (as :math:`s_i - i \ge s_0`), i.e. when its list is
+    not the head.
+
+    Args:
+        order: The ranked vector (:func:`shared_order`).
+        k: List length, ``k >= 1``.
+        excluded_indptr: CSR row pointer of the items to leave out, per row number.
+        excluded_indices: Their item codes (each at most once per row).
+        rows: Row numbers (into the CSR structure) to rank (any order, repeats allowed).
+
+    Returns:
+        The head, the changed rows and their lists (padded with ``-1`` / ``-inf`` where fewer
+        than ``k`` items remain).
+
+    Raises:
+        ConfigError: ``k < 1``.
     """
     if k < 1:
         raise ConfigError(f"k must be an integer >= 1, got {k}")
@@ -398,20 +468,23 @@ def shared_top_k(
     free_before = ranks - within
     useful = free_before < k
     hit_rows, free_before = entry_row[useful], free_before[useful]
-    # Rows with no useful excluded entry get the order's head; only the others are computed.
     head = np.arange(k, dtype=np.int64)
-    items = np.empty((n_rows, k), dtype=np.int64)
-    values = np.empty((n_rows, k), dtype=order.scores.dtype)
-    items[:], values[:] = _entries_at(order, head)
-    if len(hit_rows):
-        changed = np.ones(len(hit_rows), dtype=bool)
-        changed[1:] = hit_rows[1:] != hit_rows[:-1]
-        affected = hit_rows[changed]
-        local = np.cumsum(changed) - 1
-        counts = np.bincount(local * k + free_before, minlength=len(affected) * k)
-        positions = head + np.cumsum(counts.reshape(len(affected), k), axis=1)
-        items[affected], values[affected] = _entries_at(order, positions)
-    return TopK(items, values)
+    head_items, head_scores = _entries_at(order, head)
+    changed = np.ones(len(hit_rows), dtype=bool)
+    changed[1:] = hit_rows[1:] != hit_rows[:-1]
+    affected = hit_rows[changed]
+    local = np.cumsum(changed) - 1
+    counts = np.bincount(local * k + free_before, minlength=len(affected) * k)
+    positions = head + np.cumsum(counts.reshape(len(affected), k), axis=1)
+    items, values = _entries_at(order, positions)
+    return SharedLists(
+        head_items=head_items,
+        head_scores=head_scores,
+        changed=affected,
+        items=items,
+        scores=values,
+        n_rows=n_rows,
+    )
 
 
 def shared_ranks(
