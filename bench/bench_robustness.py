@@ -12,7 +12,9 @@ its defaults; ``--max-seconds`` (when given) caps the fit of the models that hav
 Each finished (protocol, model) appends one JSON line to ``--out`` (so a long run can be
 resumed with ``--skip-done`` and read while it runs): the headline metrics, the wall seconds of
 the fit and of the evaluation (fold-in included), their ratio and how the test history was
-used. The protocol's train/test pair sets, which depend on the split alone, are built once
+used. The beyond-accuracy metrics (novelty, ARP, coverage, Gini) are off unless
+``--beyond-accuracy`` is given (``privrank evaluate`` computes them by default). The protocol's
+train/test pair sets, which depend on the split alone, are built once
 per protocol before its models run (as ``privrank evaluate`` builds them once for all its
 models) and reused by every evaluation; their build time is recorded as ``pairs_s``, apart
 from ``evaluate_s``. ``--table`` reads those lines and prints the markdown table with the
@@ -69,7 +71,7 @@ def run_one(
         protocols=(protocol.spec.name,),
         models=(ModelSpec(name=name, params=params),),
         threads=args.threads,
-        beyond_accuracy=False,
+        beyond_accuracy=args.beyond_accuracy,
         n_resamples=200,
     )
     started = time.perf_counter()
@@ -86,6 +88,7 @@ def run_one(
             result.evaluate_seconds / result.fit_seconds if result.fit_seconds else None
         ),
         "pairs_s": pairs_s,
+        "beyond_accuracy": args.beyond_accuracy,
         "metrics": {k: float(v) for k, v in result.result.means.items()},
         "best_epoch": getattr(model, "best_epoch_", None),
         "wall_s": time.perf_counter() - started,
@@ -158,6 +161,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--models", default=None, help="comma-separated (default: every model)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-seconds", type=float, default=None)
+    parser.add_argument(
+        "--beyond-accuracy",
+        action="store_true",
+        help="also compute novelty, ARP, coverage and Gini (privrank evaluate's default)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON lines, appended")
     parser.add_argument("--skip-done", action="store_true", help="skip results already in --out")
     parser.add_argument("--table", type=Path, default=None, help="print the table of a file")

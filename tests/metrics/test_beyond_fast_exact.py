@@ -20,7 +20,7 @@ import pytest
 from privrank.data.interactions import Interactions
 from privrank.metrics import EvaluationConfig, beyond, evaluate
 from privrank.metrics.evaluate import SharedScores
-from privrank.metrics.topk import shared_lists, shared_order, shared_top_k
+from privrank.metrics.topk import shared_lists, shared_order, shared_ranks, shared_top_k
 
 from ._oracle import reference_top_k
 from ._reference_beyond import reference_exposure, reference_gini, reference_list_means
@@ -171,6 +171,22 @@ def test_shared_lists_measure_like_the_dense_lists(seed: int, k: int) -> None:
     differs = np.flatnonzero((dense != compact.head_items).any(axis=1))
     np.testing.assert_array_equal(compact.changed, differs)
     assert compact.n_same == len(rows) - len(differs)
+    # each changed row's list is its pattern's; rows with one exclusion pattern share a list
+    np.testing.assert_array_equal(compact.items[compact.pattern], dense[compact.changed])
+    assert len(compact.items) <= len(compact.changed)
+    np.testing.assert_array_equal(compact.multiplicity(), np.bincount(compact.pattern))
+    # ranks read from the lists: shared_ranks' within the depth, -1 elsewhere, and each
+    # query's index in its row's dense list
+    which = np.sort(rng.integers(0, len(rows), 200))
+    asked = rng.integers(0, n_items, 200)
+    by_order = np.argsort(rows[which], kind="stable")
+    full = np.empty(200, dtype=np.int64)
+    full[by_order] = shared_ranks(order, indptr, indices, rows[which][by_order], asked[by_order])
+    from_lists = compact.ranks(which, asked)
+    np.testing.assert_array_equal(from_lists, np.where(full < k, full, -1))
+    for j in range(200):
+        hits = np.flatnonzero(dense[which[j]] == asked[j])
+        assert from_lists[j] == (hits[0] if len(hits) else -1)
     cutoffs = tuple(sorted({1, max(1, k // 2), k}))
     popularity = rng.integers(0, 100, n_items).astype(np.int64)
     information = beyond.self_information(popularity, 100)
@@ -250,3 +266,21 @@ def test_evaluate_shared_beyond_metrics_equal_the_generic_path(seed: int, keep: 
         np.testing.assert_array_equal(fast.recommendations, generic.recommendations)
     else:
         assert fast.recommendations is None
+
+
+def test_rows_with_one_exclusion_pattern_share_a_list() -> None:
+    """Rows 0, 2 and 4 leave out the head's second item; rows 1 and 5 its first two (row 5 also
+    a tail item, which changes nothing); row 3 only tail items (its list is the head); row 6
+    more head items than 62 bits of key hold (a pattern of its own, never shared)."""
+    vector = -np.arange(100, dtype=np.float64)  # the order is 0, 1, 2, ...
+    order = shared_order(vector)
+    histories = [[1], [0, 1], [1], [90], [1], [0, 1, 95], list(range(30)), list(range(30))]
+    indptr = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
+    indices = np.concatenate([np.array(h) for h in histories]).astype(np.int64)
+    lists = shared_lists(order, 40, indptr, indices, np.arange(len(histories)))
+    assert lists.changed.tolist() == [0, 1, 2, 4, 5, 6, 7]
+    assert lists.pattern.tolist() == [0, 1, 0, 0, 1, 2, 3]  # 6 and 7: over 62 bits, unshared
+    assert lists.items[0].tolist() == [0, *range(2, 41)]
+    assert lists.items[1].tolist() == list(range(2, 42))
+    assert lists.items[2].tolist() == list(range(30, 70)) == lists.items[3].tolist()
+    assert lists.multiplicity().tolist() == [3, 2, 1, 1]

@@ -62,11 +62,21 @@ def exposure_counts(top_items: np.ndarray, k: int, n_items: int) -> np.ndarray:
 
 
 def exposure_by_cutoff(
-    top_items: np.ndarray, cutoffs: tuple[int, ...], n_items: int
+    top_items: np.ndarray,
+    cutoffs: tuple[int, ...],
+    n_items: int,
+    row_weights: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
     r""":func:`exposure_counts` at every cutoff at once, cumulatively:
     :math:`r_i@k' = r_i@k + |\{u : i \in L_u[k:k']\}|` for :math:`k < k'`, so each list entry
     is counted once (integers: the same counts as one call per cutoff).
+
+    Args:
+        top_items: ``[rows, depth]`` lists (``-1`` pads).
+        cutoffs: The ``k`` to count at.
+        n_items: Catalogue size.
+        row_weights: Non-negative integers: row ``u`` stands for ``row_weights[u]`` lists
+            (default 1 each); counted exactly while the counts stay below :math:`2^{53}`.
 
     Returns:
         ``k`` → ``int64 [n_items]``.
@@ -76,7 +86,13 @@ def exposure_by_cutoff(
     out, done = {}, 0
     for k in sorted(cutoffs):
         block = items[:, done:k]
-        counts = counts + np.bincount(block[block >= 0], minlength=n_items)
+        valid = block >= 0
+        if row_weights is None:
+            counts = counts + np.bincount(block[valid], minlength=n_items)
+        else:
+            weights = np.broadcast_to(np.asarray(row_weights)[:, None], block.shape)[valid]
+            added = np.bincount(block[valid], weights=weights, minlength=n_items)
+            counts = counts + np.rint(added).astype(np.int64)
         out[k], done = counts, max(done, k)
     return out
 
@@ -85,9 +101,10 @@ def shared_exposure(
     lists: SharedLists, cutoffs: tuple[int, ...], n_items: int
 ) -> dict[int, np.ndarray]:
     r""":func:`exposure_by_cutoff` of lists that are mostly one head (:class:`SharedLists`):
-    :math:`r_i@k = n_{same} \cdot [i \in head@k] + r_i@k(\text{changed rows})`."""
+    :math:`r_i@k = n_{same} \cdot [i \in head@k] + \sum_p m_p [i \in L_p@k]` over the
+    lists :math:`L_p` of the changed rows' exclusion patterns, :math:`m_p` rows each."""
     head = exposure_by_cutoff(lists.head_items[None, :], cutoffs, n_items)
-    changed = exposure_by_cutoff(lists.items, cutoffs, n_items)
+    changed = exposure_by_cutoff(lists.items, cutoffs, n_items, lists.multiplicity())
     return {k: lists.n_same * head[k] + changed[k] for k in head}
 
 
@@ -169,14 +186,15 @@ def shared_list_means(
     lists: SharedLists, per_item: np.ndarray, cutoffs: tuple[int, ...]
 ) -> dict[int, np.ndarray]:
     """:func:`list_means` of lists that are mostly one head (:class:`SharedLists`): the head's
-    means once, written to every row, and :func:`list_means` of the changed rows alone (each
-    row's mean depends on its own list only, so the values are those of the dense lists)."""
+    means once, written to every row, and :func:`list_means` of the changed rows' lists, one
+    per exclusion pattern, written to their rows (each row's mean depends on its own list only,
+    so the values are those of the dense lists)."""
     head = list_means(lists.head_items[None, :], per_item, cutoffs)
-    changed = list_means(lists.items, per_item, cutoffs)
+    distinct = list_means(lists.items, per_item, cutoffs)
     out = {}
     for k, value in head.items():
         out[k] = np.full(lists.n_rows, value[0])
-        out[k][lists.changed] = changed[k]
+        out[k][lists.changed] = distinct[k][lists.pattern]
     return out
 
 

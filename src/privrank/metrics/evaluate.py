@@ -339,7 +339,10 @@ def _evaluate_shared(
     novelty, ARP, coverage, Gini or ``keep_recommendations``, in batches holding as many list
     entries as a score matrix holds scores, each as the order's head plus the rows that differ
     (:func:`~privrank.metrics.topk.shared_lists`), which is what the beyond-accuracy metrics
-    read (:meth:`_Accumulator.add_shared_lists`).
+    read (:meth:`_Accumulator.add_shared_lists`); the relevant items' ranks are then read from
+    those lists (:meth:`~privrank.metrics.topk.SharedLists.ranks`: the same ranks within the
+    lists' depth, which is all the ranking metrics use) instead of
+    :func:`~privrank.metrics.topk.shared_ranks`.
     """
     config = state.config
     seen, relevant, users = pairs.seen, pairs.relevant, pairs.users
@@ -356,29 +359,33 @@ def _evaluate_shared(
     excluded = seen.indptr if config.exclude_train else np.zeros_like(seen.indptr)
     depth = config.cutoffs[-1]
     position, items, grades = ragged_rows(relevant.indptr, relevant.indices, users, relevant.grades)
-    ranks = shared_ranks(shared, excluded, seen.indices, users[position], items)
-    judged = ranking.RankedRelevance.from_ranks(depth, position, ranks, grades, n_users=len(users))
-    tick = time.perf_counter()
-    state.add_metrics(slice(0, len(users)), judged)
-    done = time.perf_counter()
-    state.ranking += tick - ranked
-    state.metrics += done - tick
-    if not (config.beyond_accuracy or config.keep_recommendations):
+    if config.beyond_accuracy or config.keep_recommendations:
+        # The lists are needed anyway: each relevant item's rank (within the lists' depth,
+        # all the ranking metrics read) is looked up in its user's list.
+        ranks = np.empty(len(position), dtype=np.int64)
+        batch_size = max(config.batch_size, config.batch_size * n_items // depth)
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            tick = time.perf_counter()
+            lists = shared_lists(shared, depth, excluded, seen.indices, batch)
+            part = slice(*np.searchsorted(position, [start, start + len(batch)]))
+            ranks[part] = lists.ranks(position[part] - start, items[part])
+            ranked = time.perf_counter()
+            state.add_shared_lists(slice(start, start + len(batch)), lists)
+            state.ranking += ranked - tick
+            state.metrics += time.perf_counter() - ranked
+            if progress is not None:
+                progress(start + len(batch), len(users))
+    else:
+        tick = time.perf_counter()
+        ranks = shared_ranks(shared, excluded, seen.indices, users[position], items)
+        state.ranking += time.perf_counter() - tick
         if progress is not None:
             progress(len(users), len(users))
-        return
-    batch_size = max(config.batch_size, config.batch_size * n_items // depth)
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        tick = time.perf_counter()
-        lists = shared_lists(shared, depth, excluded, seen.indices, batch)
-        ranked = time.perf_counter()
-        state.add_shared_lists(slice(start, start + len(batch)), lists)
-        done = time.perf_counter()
-        state.ranking += ranked - tick
-        state.metrics += done - ranked
-        if progress is not None:
-            progress(start + len(batch), len(users))
+    tick = time.perf_counter()
+    judged = ranking.RankedRelevance.from_ranks(depth, position, ranks, grades, n_users=len(users))
+    state.add_metrics(slice(0, len(users)), judged)
+    state.metrics += time.perf_counter() - tick
 
 
 class _Accumulator:

@@ -148,6 +148,23 @@ def ragged_rows(
     return position, indices[flat], None if data is None else data[flat]
 
 
+def _ragged_items(
+    indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The entries of selected CSR rows, flattened, with their row offsets (no per-entry row
+    numbers): ``(offsets, column)``, row ``rows[j]``'s entries at ``offsets[j]:offsets[j + 1]``.
+    A run of consecutive rows is one slice."""
+    n = len(rows)
+    if n and rows[-1] - rows[0] == n - 1 and bool(np.all(rows[1:] - rows[:-1] == 1)):
+        bounds = indptr[rows[0] : rows[-1] + 2].astype(np.int64)
+        return bounds - bounds[0], indices[bounds[0] : bounds[-1]]
+    starts = indptr[rows].astype(np.int64)
+    lengths = indptr[rows + 1].astype(np.int64) - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1] - starts, lengths)
+    return offsets, indices[flat]
+
+
 def mask_items(scores: np.ndarray, rows: np.ndarray, items: np.ndarray) -> None:
     """Set ``scores[rows[e], items[e]] = -inf`` for every entry ``e``, in place."""
     if len(rows):
@@ -349,37 +366,73 @@ def shared_order(scores: np.ndarray) -> SharedOrder:
 
 @dataclass(frozen=True)
 class SharedLists:
-    """The top-``k`` lists of rows that share one order, stored as the order's head and the
-    lists of the few rows that differ from it (every other row's list *is* the head).
+    """The top-``k`` lists of rows that share one order, stored as the order's head, the rows
+    whose list differs from it (every other row's list *is* the head), and one list per
+    exclusion pattern of those rows (rows that leave out the same head items have the same
+    list: it is stored once).
 
     Attributes:
         head_items: ``int64 [k]``: the order's first ``k`` items (``-1`` pads a short order).
         head_scores: ``[k]`` their scores (``-inf`` pads).
         changed: ``int64`` indices into the ranked ``rows``, ascending, of the rows whose list
             differs from the head (a row excluding one of the head's items); no duplicates.
-        items: ``int64 [len(changed), k]``: the lists of those rows, best first.
-        scores: ``[len(changed), k]``: their scores.
+        pattern: ``int64 [len(changed)]``: row ``changed[j]``'s list is ``items[pattern[j]]``.
+        items: ``int64 [patterns, k]``: the lists of the changed rows' patterns, best first
+            (two patterns may still give one list, e.g. both past the order's end).
+        scores: ``[patterns, k]``: their scores.
         n_rows: How many rows were ranked.
+        order: The order the lists come from.
     """
 
     head_items: np.ndarray
     head_scores: np.ndarray
     changed: np.ndarray
+    pattern: np.ndarray
     items: np.ndarray
     scores: np.ndarray
     n_rows: int
+    order: SharedOrder
 
     @property
     def n_same(self) -> int:
         """Rows whose list is the head."""
         return self.n_rows - len(self.changed)
 
+    def multiplicity(self) -> np.ndarray:
+        """``int64 [patterns]``: how many changed rows have each distinct list."""
+        return np.bincount(self.pattern, minlength=len(self.items)).astype(np.int64)
+
+    def ranks(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The rank of ``items[j]`` in the list of row ``rows[j]`` (an index into the ranked
+        rows), or ``-1`` when it is not in that list.
+
+        A row whose list is the head excludes none of the head's items, so an item's rank there
+        is its position in the order when that is below ``k``; a changed row's item is looked up
+        in its pattern's list. Within the lists' length these are the ranks of
+        :func:`shared_ranks` (which also ranks items beyond it). ``O(queries + k · queries of
+        changed rows)``.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        k = len(self.head_items)
+        position = self.order.position[items]
+        ranks = np.where(position < min(k, len(self.order.items)), position, -1)
+        of_row = np.full(self.n_rows, -1, dtype=np.int64)
+        of_row[self.changed] = self.pattern
+        which = of_row[rows]
+        inside = np.flatnonzero(which >= 0)
+        if len(inside):
+            found = self.items[which[inside]] == items[inside, None]
+            ranks[inside] = np.where(found.any(axis=1), found.argmax(axis=1), -1)
+        return ranks
+
     def dense(self) -> TopK:
         """Every row's list: ``[n_rows, k]`` (what :func:`shared_top_k` returns)."""
         items = np.empty((self.n_rows, len(self.head_items)), dtype=np.int64)
         values = np.empty(items.shape, dtype=self.head_scores.dtype)
         items[:], values[:] = self.head_items, self.head_scores
-        items[self.changed], values[self.changed] = self.items, self.scores
+        items[self.changed] = self.items[self.pattern]
+        values[self.changed] = self.scores[self.pattern]
         return TopK(items, values)
 
 
@@ -453,12 +506,17 @@ def shared_lists(
         raise ConfigError(f"k must be an integer >= 1, got {k}")
     rows = np.asarray(rows, dtype=np.int64)
     n_rows, n_ranked = len(rows), len(order.items)
-    entry_row, entry_items, _ = ragged_rows(excluded_indptr, excluded_indices, rows)
+    offsets, entry_items = _ragged_items(excluded_indptr, excluded_indices, rows)
+    per_row = np.diff(offsets)
+    # An entry matters only below position k + (its row's length): first the entries below
+    # k + (the longest row's length), a cheap filter, then the exact bound on those few.
     ranks = order.position[entry_items]
-    per_row = np.bincount(entry_row, minlength=n_rows)
-    keep = (ranks < n_ranked) & (ranks < k + per_row[entry_row])
-    # ragged_rows keeps entries grouped by row in ascending row number, so one sort of the
-    # packed key (row, rank) of the few kept entries orders each row's ranks.
+    near = np.flatnonzero(ranks < min(k + int(per_row.max(initial=0)), n_ranked))
+    entry_row = np.searchsorted(offsets, near, side="right") - 1
+    ranks = ranks[near]
+    keep = ranks < k + per_row[entry_row]
+    # Entries are grouped by row in ascending order, so one sort of the packed key
+    # (row, rank) of the few kept entries orders each row's ranks.
     packed = np.sort(entry_row[keep] * max(n_ranked, 1) + ranks[keep])
     entry_row, ranks = packed // max(n_ranked, 1), packed % max(n_ranked, 1)
     first = np.ones(len(entry_row), dtype=bool)
@@ -473,18 +531,70 @@ def shared_lists(
     changed = np.ones(len(hit_rows), dtype=bool)
     changed[1:] = hit_rows[1:] != hit_rows[:-1]
     affected = hit_rows[changed]
-    local = np.cumsum(changed) - 1
-    counts = np.bincount(local * k + free_before, minlength=len(affected) * k)
-    positions = head + np.cumsum(counts.reshape(len(affected), k), axis=1)
+    # A changed row's list is a function of its (non-decreasing) free_before values alone:
+    # rows with equal sequences share one list, computed once.
+    pattern, chosen = _distinct_sequences(changed, free_before, within[useful], k)
+    n_patterns = int(pattern.max()) + 1 if len(pattern) else 0
+    counts = np.bincount(
+        pattern[np.cumsum(changed)[chosen] - 1] * k + free_before[chosen],
+        minlength=n_patterns * k,
+    )
+    # Row-wise running counts from one flat running sum, less each row's start.
+    running = np.cumsum(counts).reshape(n_patterns, k)
+    positions = head + running - (running[:, :1] - counts.reshape(n_patterns, k)[:, :1])
     items, values = _entries_at(order, positions)
     return SharedLists(
         head_items=head_items,
         head_scores=head_scores,
         changed=affected,
+        pattern=pattern,
         items=items,
         scores=values,
         n_rows=n_rows,
+        order=order,
     )
+
+
+def _distinct_sequences(
+    first: np.ndarray, values: np.ndarray, within: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Number the distinct runs of a run-grouped sequence of integers in ``[0, k)``.
+
+    Args:
+        first: Where each run starts (``True`` at its first entry); runs are never empty.
+        values: The entries, each in ``[0, k)``.
+        within: Each entry's index within its run.
+        k: The bound on the values.
+
+    Returns:
+        ``(pattern, chosen)``: ``pattern[r]`` numbers run ``r``'s sequence (equal sequences,
+        equal numbers: ``0 … patterns - 1`` in order of their first run); ``chosen`` marks the
+        entries of each pattern's first run.
+    """
+    n_runs = int(np.count_nonzero(first))
+    if not n_runs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    # The key of a run is its sequence as digits value + 1 in base k + 1 (distinct lengths give
+    # distinct keys); runs too long for 62 bits get keys of their own (negative, never shared).
+    base = k + 1
+    digits = 1
+    while base ** (digits + 1) <= 1 << 62:
+        digits += 1
+    run = np.cumsum(first) - 1
+    short = within < digits
+    terms = np.zeros(len(values), dtype=np.int64)
+    terms[short] = (values[short] + 1) * np.power(base, within[short], dtype=np.int64)
+    keys = np.add.reduceat(terms, np.flatnonzero(first))
+    long_runs = np.unique(run[~short])
+    keys[long_runs] = -1 - long_runs
+    _, start, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    # Number the patterns in order of their first run.
+    renumber = np.empty(len(start), dtype=np.int64)
+    renumber[np.argsort(start, kind="stable")] = np.arange(len(start), dtype=np.int64)
+    pattern = renumber[inverse.reshape(-1)]
+    leader = np.zeros(n_runs, dtype=bool)
+    leader[start] = True
+    return pattern, leader[run]
 
 
 def shared_ranks(
