@@ -587,11 +587,16 @@ def _distinct_sequences(
     keys = np.add.reduceat(terms, np.flatnonzero(first))
     long_runs = np.unique(run[~short])
     keys[long_runs] = -1 - long_runs
-    _, start, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    by_key = np.argsort(keys, kind="stable")
+    ordered = keys[by_key]
+    new = np.ones(n_runs, dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    start = by_key[new]  # each key's first run (the sort is stable)
     # Number the patterns in order of their first run.
     renumber = np.empty(len(start), dtype=np.int64)
-    renumber[np.argsort(start, kind="stable")] = np.arange(len(start), dtype=np.int64)
-    pattern = renumber[inverse.reshape(-1)]
+    renumber[np.argsort(start)] = np.arange(len(start), dtype=np.int64)
+    pattern = np.empty(n_runs, dtype=np.int64)
+    pattern[by_key] = renumber[np.cumsum(new) - 1]
     leader = np.zeros(n_runs, dtype=bool)
     leader[start] = True
     return pattern, leader[run]
