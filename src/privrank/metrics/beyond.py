@@ -151,32 +151,23 @@ def list_means(
     of a running sum along each row, in the same order, without a ``[users, k]`` matrix of
     running sums. The length of :math:`L_u@k` counts its non-padding entries.
 
-    Args:
-        top_items: ``[users, depth]`` lists (``-1`` pads).
-        per_item: ``[n_items]`` values, or ``[n_items, m]`` for ``m`` means at once (each
-            column's means are those of that column alone).
-        cutoffs: The ``k`` to average at.
-
     Returns:
-        ``k`` → ``float64 [users]`` (``[users, m]``); NaN for users whose top-``k`` list is
-        empty.
+        ``k`` → ``float64 [users]``; NaN for users whose top-``k`` list is empty.
     """
     depth = max(cutoffs)
     items = np.asarray(top_items)[:, :depth]
     width = items.shape[1]
-    values_of = np.asarray(per_item, dtype=np.float64)
     # Column j of the lists is row j of `columns`; padding (any negative code) reads the 0.0
     # appended to the table.
     columns = np.ascontiguousarray(items.T)
-    table = np.concatenate([values_of, np.zeros((1, *values_of.shape[1:]))])
+    table = np.append(np.asarray(per_item, dtype=np.float64), 0.0)
     padded = columns < 0
     has_padding = bool(padded.any())
     if has_padding:  # a new array: `columns` may be a view of the caller's lists
         columns = np.where(padded, len(table) - 1, columns)
-        lengths = np.cumsum(~padded, axis=0).reshape(width, -1, *(1,) * (values_of.ndim - 1))
+        lengths = np.cumsum(~padded, axis=0)
     values = table[columns]
-    shape = (items.shape[0], *values_of.shape[1:])
-    out, sums = {}, values[0].copy() if width else np.zeros(shape)
+    out, sums = {}, values[0].copy() if width else np.zeros(items.shape[0])
     done = 1
     with np.errstate(invalid="ignore", divide="ignore"):
         for k in sorted(cutoffs):
@@ -187,7 +178,7 @@ def list_means(
                 length = lengths[min(k, width) - 1]
                 out[k] = np.where(length > 0, sums / length, np.nan)
             else:
-                out[k] = sums / min(k, width) if width else np.full(shape, np.nan)
+                out[k] = sums / min(k, width) if width else np.full(len(sums), np.nan)
     return out
 
 
@@ -202,8 +193,7 @@ def shared_list_means(
     distinct = list_means(lists.items, per_item, cutoffs)
     out = {}
     for k, value in head.items():
-        out[k] = np.empty((lists.n_rows, *value.shape[1:]))
-        out[k][:] = value[0]
+        out[k] = np.full(lists.n_rows, value[0])
         out[k][lists.changed] = distinct[k][lists.pattern]
     return out
 

@@ -401,8 +401,6 @@ class _Accumulator:
             self.information = beyond.self_information(
                 self.popularity, int(np.count_nonzero(seen.counts()))
             )
-            # novelty's and ARP's per-item values, averaged over the lists in one pass
-            self.per_item = np.column_stack([self.information, self.popularity])
             self.exposure = {k: np.zeros(n_items, dtype=np.int64) for k in config.cutoffs}
         self.per_user = {name: np.empty(n_users, dtype=np.float64) for name in names}
         depth = config.cutoffs[-1]
@@ -421,9 +419,13 @@ class _Accumulator:
         """The beyond-accuracy metrics and kept lists of the users at ``where``."""
         config = self.config
         if config.beyond_accuracy:
-            means = beyond.list_means(top, self.per_item, config.cutoffs)
+            novelty = beyond.list_means(top, self.information, config.cutoffs)
+            popularity = beyond.list_means(top, self.popularity, config.cutoffs)
             exposure = beyond.exposure_by_cutoff(top, config.cutoffs, self.n_items)
-            self._add_beyond(where, means, exposure)
+            for k in config.cutoffs:
+                self.per_user[f"novelty@{k}"][where] = novelty[k]
+                self.per_user[f"arp@{k}"][where] = popularity[k]
+                self.exposure[k] += exposure[k]
         if self.recommendations is not None:
             self.recommendations[where] = top
 
@@ -432,20 +434,15 @@ class _Accumulator:
         plus the rows that differ from it (the same values as the dense lists)."""
         config = self.config
         if config.beyond_accuracy:
-            means = beyond.shared_list_means(lists, self.per_item, config.cutoffs)
+            novelty = beyond.shared_list_means(lists, self.information, config.cutoffs)
+            popularity = beyond.shared_list_means(lists, self.popularity, config.cutoffs)
             exposure = beyond.shared_exposure(lists, config.cutoffs, self.n_items)
-            self._add_beyond(where, means, exposure)
+            for k in config.cutoffs:
+                self.per_user[f"novelty@{k}"][where] = novelty[k]
+                self.per_user[f"arp@{k}"][where] = popularity[k]
+                self.exposure[k] += exposure[k]
         if self.recommendations is not None:
             self.recommendations[where] = lists.dense().items
-
-    def _add_beyond(
-        self, where: slice, means: dict[int, np.ndarray], exposure: dict[int, np.ndarray]
-    ) -> None:
-        """Novelty and ARP (columns 0 and 1 of ``means``) and the exposure counts."""
-        for k in self.config.cutoffs:
-            self.per_user[f"novelty@{k}"][where] = means[k][:, 0]
-            self.per_user[f"arp@{k}"][where] = means[k][:, 1]
-            self.exposure[k] += exposure[k]
 
     def aggregates(self) -> dict[str, float]:
         if not self.config.beyond_accuracy:
