@@ -379,6 +379,8 @@ class SharedLists:
         pattern: ``int64 [len(changed)]``: row ``changed[j]``'s list is ``items[pattern[j]]``.
         items: ``int64 [patterns, k]``: the lists of the changed rows' patterns, best first
             (two patterns may still give one list, e.g. both past the order's end).
+        positions: ``int64 [patterns, k]``: those items' positions in the order, ascending
+            along each row (``>= len(order.items)`` where the list is padded).
         scores: ``[patterns, k]``: their scores.
         n_rows: How many rows were ranked.
         order: The order the lists come from.
@@ -389,6 +391,7 @@ class SharedLists:
     changed: np.ndarray
     pattern: np.ndarray
     items: np.ndarray
+    positions: np.ndarray
     scores: np.ndarray
     n_rows: int
     order: SharedOrder
@@ -408,22 +411,29 @@ class SharedLists:
 
         A row whose list is the head excludes none of the head's items, so an item's rank there
         is its position in the order when that is below ``k``; a changed row's item is looked up
-        in its pattern's list. Within the lists' length these are the ranks of
-        :func:`shared_ranks` (which also ranks items beyond it). ``O(queries + k · queries of
-        changed rows)``.
+        in its pattern's list: a binary search of its position among the patterns' positions,
+        laid end to end (row ``p`` offset by ``p · (len(order.items) + 1)``, so the whole is
+        ascending). Within the lists' length these are the ranks of :func:`shared_ranks`
+        (which also ranks items beyond it). ``O(queries · log(patterns · k) + patterns · k)``.
         """
         rows = np.asarray(rows, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
-        k = len(self.head_items)
+        k, n_ranked = len(self.head_items), len(self.order.items)
         position = self.order.position[items]
-        ranks = np.where(position < min(k, len(self.order.items)), position, -1)
+        ranks = np.where(position < min(k, n_ranked), position, -1)
         of_row = np.full(self.n_rows, -1, dtype=np.int64)
         of_row[self.changed] = self.pattern
         which = of_row[rows]
-        inside = np.flatnonzero(which >= 0)
-        if len(inside):
-            found = self.items[which[inside]] == items[inside, None]
-            ranks[inside] = np.where(found.any(axis=1), found.argmax(axis=1), -1)
+        inside = np.flatnonzero((which >= 0) & (position < n_ranked))
+        ranks[which >= 0] = -1
+        if len(inside) and self.positions.size:
+            span = n_ranked + 1
+            offsets = span * np.arange(len(self.positions), dtype=np.int64)
+            laid = (np.minimum(self.positions, n_ranked) + offsets[:, None]).ravel()
+            wanted = which[inside] * span + position[inside]
+            at = np.minimum(np.searchsorted(laid, wanted), len(laid) - 1)
+            hit = laid[at] == wanted
+            ranks[inside[hit]] = at[hit] - which[inside[hit]] * k
         return ranks
 
     def dense(self) -> TopK:
@@ -549,6 +559,7 @@ def shared_lists(
         changed=affected,
         pattern=pattern,
         items=items,
+        positions=positions,
         scores=values,
         n_rows=n_rows,
         order=order,
