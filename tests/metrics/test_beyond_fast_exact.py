@@ -6,8 +6,8 @@
 * :func:`beyond.exposure_by_cutoff` equals counting each cutoff's lists row by row;
 * :func:`beyond.gini` on integer counts (exact integer formula over the non-zero counts)
   equals the float formula over every sorted count;
-* the head-plus-changed-rows lists of a shared order (:func:`topk.shared_lists`) give the
-  per-row means and exposure of the dense lists (:func:`topk.shared_top_k`, itself checked
+* the head-plus-changed-rows lists of a shared order (:func:`shared.shared_lists`) give the
+  per-row means and exposure of the dense lists (:func:`shared.shared_top_k`, itself checked
   against masking a broadcast score matrix), and ``evaluate`` of :class:`SharedScores` with the
   beyond-accuracy metrics equals the generic path.
 """
@@ -20,7 +20,7 @@ import pytest
 from privrank.data.interactions import Interactions
 from privrank.metrics import EvaluationConfig, beyond, evaluate
 from privrank.metrics.evaluate import SharedScores
-from privrank.metrics.topk import shared_lists, shared_order, shared_ranks, shared_top_k
+from privrank.metrics.shared import shared_lists, shared_order, shared_ranks, shared_top_k
 
 from ._oracle import reference_top_k
 from ._reference_beyond import reference_exposure, reference_gini, reference_list_means

@@ -14,10 +14,10 @@ import pytest
 from privrank.data import Interactions
 from privrank.errors import ConfigError, DataError
 from privrank.metrics import EvaluationConfig, evaluate, prepare_pairs
-from privrank.metrics import topk as topk_module
+from privrank.metrics import shared as shared_module
 from privrank.metrics.evaluate import SharedScores, ranking_metric
 from privrank.metrics.ranking import RankedRelevance, compute
-from privrank.metrics.topk import shared_order, shared_ranks
+from privrank.metrics.shared import shared_order, shared_ranks
 
 from ._reference_ranking import reference_from_lists, reference_metric
 from .conftest import make_split, tied_vector
@@ -58,7 +58,7 @@ def _random_case(seed: int, n_rows: int = 40, n_items: int = 30, per_row: int = 
 def test_shared_ranks_equal_the_rank_in_each_masked_row(
     seed: int, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(topk_module, "_PAIR_FACTOR", PATHS[path])
+    monkeypatch.setattr(shared_module, "_PAIR_FACTOR", PATHS[path])
     n_items = 30
     vector = tied_vector(n_items, seed)
     indptr, indices, rows, items = _random_case(seed, n_items=n_items)
@@ -174,7 +174,7 @@ def test_evaluate_shared_ranking_metrics_equal_the_generic_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No beyond-accuracy metrics and no kept lists: the shared path builds no top lists."""
-    monkeypatch.setattr(topk_module, "_PAIR_FACTOR", PATHS[path])
+    monkeypatch.setattr(shared_module, "_PAIR_FACTOR", PATHS[path])
     if split == "holdout":
         train, test = make_split(seed=seed)
     else:

@@ -9,7 +9,8 @@ import pytest
 from privrank.errors import ConfigError, DataError
 from privrank.metrics import EvaluationConfig, evaluate
 from privrank.metrics.evaluate import SharedScores
-from privrank.metrics.topk import mask_items, ragged_rows, shared_order, shared_top_k, top_k
+from privrank.metrics.shared import shared_order, shared_top_k
+from privrank.metrics.topk import mask_items, ragged_rows, top_k
 
 from ._oracle import reference_top_k
 from .conftest import make_split, tied_vector

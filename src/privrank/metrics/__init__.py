@@ -161,7 +161,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     _WHERE,
     exported=__all__,
-    submodules=("beyond", "ranking", "sampled", "stats", "topk"),
+    submodules=("beyond", "ranking", "sampled", "shared", "stats", "topk"),
 )
 
 

@@ -21,7 +21,7 @@ the *training* data, counted as the number of distinct training users who intera
 Per-user values of users whose list is empty (they interacted with the whole catalogue) are NaN.
 
 Lists of one shared order (a non-personalised model), held as its head plus the few rows that
-differ (:class:`~privrank.metrics.topk.SharedLists`), are measured from the head once and the
+differ (:class:`~privrank.metrics.shared.SharedLists`), are measured from the head once and the
 differing rows alone (:func:`shared_list_means`, :func:`shared_exposure`): the same values as
 the dense lists, at a cost proportional to the rows that differ.
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privrank.metrics.topk import SharedLists
+from privrank.metrics.shared import SharedLists
 
 __all__ = [
     "average_popularity",

@@ -14,13 +14,13 @@ for the top-k; the per-user results are ``O(users * metrics)``.
 
 A scorer whose scores are one vector for every user (a non-personalised model) is passed as
 :class:`SharedScores`: the catalogue is ranked once and each user's list is the first items of
-that order not among their training items (:func:`~privrank.metrics.topk.shared_top_k`), the
+that order not among their training items (:func:`~privrank.metrics.shared.shared_top_k`), the
 same lists as masking and ranking a score matrix, without building one. The ranking metrics
 then need no lists at all: a relevant item's rank in a user's list is its rank in the order
-minus the user's training items ranked above it (:func:`~privrank.metrics.topk.shared_ranks`),
+minus the user's training items ranked above it (:func:`~privrank.metrics.shared.shared_ranks`),
 so they cost ``O(relevant pairs + training pairs)``. The beyond-accuracy metrics take the lists
 as the order's head plus the rows that differ from it (users whose training items include one of
-the head's, :func:`~privrank.metrics.topk.shared_lists`): novelty, ARP and exposure of the head
+the head's, :func:`~privrank.metrics.shared.shared_lists`): novelty, ARP and exposure of the head
 are computed once, and only the differing rows are measured; ``[users, k]`` lists are written
 out only when kept.
 
@@ -44,16 +44,8 @@ from privrank.data.interactions import Interactions
 from privrank.errors import ConfigError
 from privrank.metrics import beyond, ranking
 from privrank.metrics._prepare import EvaluationPairs, PairSet, prepare_pairs
-from privrank.metrics.topk import (
-    SharedLists,
-    as_score_array,
-    mask_items,
-    ragged_rows,
-    shared_lists,
-    shared_order,
-    shared_ranks,
-    top_k,
-)
+from privrank.metrics.shared import SharedLists, shared_lists, shared_order, shared_ranks
+from privrank.metrics.topk import as_score_array, mask_items, ragged_rows, top_k
 
 __all__ = [
     "AGGREGATE_METRICS",
@@ -331,18 +323,18 @@ def _evaluate_shared(
     beyond-accuracy metrics or the lists are asked for) top lists.
 
     The ranking metrics come from each relevant item's rank in its user's list
-    (:func:`~privrank.metrics.topk.shared_ranks`: its position in the catalogue's order minus
+    (:func:`~privrank.metrics.shared.shared_ranks`: its position in the catalogue's order minus
     the user's excluded items ranked above it) through
     :meth:`~privrank.metrics.ranking.RankedRelevance.from_ranks`, in
     ``O(relevant pairs + the evaluated users' training pairs)``. They equal the metrics of the
-    lists of :func:`~privrank.metrics.topk.shared_top_k`. Those lists are built only for
+    lists of :func:`~privrank.metrics.shared.shared_top_k`. Those lists are built only for
     novelty, ARP, coverage, Gini or ``keep_recommendations``, in batches holding as many list
     entries as a score matrix holds scores, each as the order's head plus the rows that differ
-    (:func:`~privrank.metrics.topk.shared_lists`), which is what the beyond-accuracy metrics
+    (:func:`~privrank.metrics.shared.shared_lists`), which is what the beyond-accuracy metrics
     read (:meth:`_Accumulator.add_shared_lists`); the relevant items' ranks are then read from
-    those lists (:meth:`~privrank.metrics.topk.SharedLists.ranks`: the same ranks within the
+    those lists (:meth:`~privrank.metrics.shared.SharedLists.ranks`: the same ranks within the
     lists' depth, which is all the ranking metrics use) instead of
-    :func:`~privrank.metrics.topk.shared_ranks`.
+    :func:`~privrank.metrics.shared.shared_ranks`.
     """
     config = state.config
     seen, relevant, users = pairs.seen, pairs.relevant, pairs.users
