@@ -308,6 +308,33 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             {"name": "genre-profile", "propose": False},
         ],
     },
+    # + ItemKNN over time-adjacent pairs (twostage10), with and without iALS: on carves that
+    # train on 75 % of the ratings (--carve-fraction 0.0625) iALS no longer adds to EASE
+    "genre-win5-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "params": {"window": 5}},
+            {"name": "most-popular"},
+            {"name": "genre-profile", "propose": False},
+        ],
+    },
+    "genre-win5-ials-c8-lf10": {
+        "ranker_base_blend": True,
+        "carves": 8,
+        "label_fraction": 0.1,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "params": {"window": 5}},
+            {"name": "ials"},
+            {"name": "most-popular"},
+            {"name": "genre-profile", "propose": False},
+        ],
+    },
     "genre-c16-lf05": {
         "ranker_base_blend": True,
         "carves": 16,
