@@ -335,6 +335,19 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             {"name": "genre-profile", "propose": False},
         ],
     },
+    # the same with a 5 % label carve (the groups' retrievers fitted nearer the full data)
+    "genre-win5-c16-lf05": {
+        "ranker_base_blend": True,
+        "carves": 16,
+        "label_fraction": 0.05,
+        "retrievers": [
+            {"name": "ease"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "params": {"window": 5}},
+            {"name": "most-popular"},
+            {"name": "genre-profile", "propose": False},
+        ],
+    },
     "genre-c16-lf05": {
         "ranker_base_blend": True,
         "carves": 16,
