@@ -176,7 +176,9 @@ def test_config_is_validated() -> None:
         create_model("two-stage", {"retrievers": [{"name": "ease", "propose": False}]})
 
 
-def test_content_knn_is_a_retriever_from_the_catalogue_text(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["content-knn", "genre-profile"])
+def test_content_knn_is_a_retriever_from_the_catalogue_text(tmp_path: Path, name: str) -> None:
+    """content-knn (text embeddings) and genre-profile (genre counts) read the same item text."""
     from privrank.testing._data import write_group_item_text
 
     data = synthetic_interactions(n_users=120, n_items=60, per_user=12, seed=0)
@@ -185,19 +187,19 @@ def test_content_knn_is_a_retriever_from_the_catalogue_text(tmp_path: Path) -> N
         **SMALL,
         "retrievers": [
             {"name": "ease"},
-            {"name": "content-knn", "params": {"item_text": str(text)}, "propose": False},
+            {"name": name, "params": {"item_text": str(text)}, "propose": False},
         ],
     }
     model = create_model("two-stage", config).fit(data, FitOptions(seed=0, threads=1))
     names = model.ranker_.feature_names_
-    assert "r1.content-knn.relative_score" in names and "r1.content-knn.log_rank" in names
-    # the content column holds the content-knn model's own cosine, relative to the user's best
+    assert f"r1.{name}.relative_score" in names and f"r1.{name}.log_rank" in names
+    # the content column holds the content model's own cosine, relative to the user's best
     query = Query.users(np.arange(5))
     candidates = model.featurize(query, model.retrieve(query))
     content = model.retrievers_[1].score(query)
     seen = sp.csr_matrix(model._seen_matrix(query)).toarray() > 0
     best = np.where(seen, -np.inf, content).max(axis=1)
-    column = list(names).index("r1.content-knn.relative_score")
+    column = list(names).index(f"r1.{name}.relative_score")
     for row in range(5):
         items = candidates.items[row][candidates.items[row] >= 0]
         expected = content[row, items] / abs(best[row])
@@ -208,14 +210,15 @@ def test_content_knn_is_a_retriever_from_the_catalogue_text(tmp_path: Path) -> N
     np.testing.assert_array_equal(loaded.score(query), model.score(query))
 
 
-def test_content_knn_without_item_text_is_refused_before_fitting() -> None:
+@pytest.mark.parametrize("name", ["content-knn", "genre-profile"])
+def test_content_knn_without_item_text_is_refused_before_fitting(name: str) -> None:
     from privrank.errors import DataError
 
     data = synthetic_interactions(n_users=40, n_items=30, per_user=8, seed=0)
     beauty = data.with_metadata(dataclasses.replace(data.metadata, name="beauty"))
-    config = {**SMALL, "retrievers": [{"name": "ease"}, {"name": "content-knn"}]}
+    config = {**SMALL, "retrievers": [{"name": "ease"}, {"name": name}]}
     model = create_model("two-stage", config)
-    with pytest.raises(DataError, match=r"r1 \(content-knn\) needs item text.*Beauty") as caught:
+    with pytest.raises(DataError, match=rf"r1 \({name}\) needs item text.*Beauty") as caught:
         model.fit(beauty, FitOptions(seed=0, threads=1))
     assert caught.value.field == "retrievers[1].params.item_text"
     assert not hasattr(model, "ranker_")

@@ -17,6 +17,7 @@ the class is first used):
 ``mult-vae``        :class:`MultVAE`: variational autoencoder, multinomial likelihood
 ``sasrec``          :class:`SASRec`: self-attentive sequential model, full/sampled softmax
 ``content-knn``     :class:`ContentKNN`: cosine to the history in a text-embedding space
+``genre-profile``   :class:`GenreProfile`: cosine of the history's genre mix to an item's
 ==================  ==========================================================
 
 Layer: may import privacy (mechanisms), metrics (validation, top-k), data and the base modules;
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from privrank.models.ease import EASE, EASEConfig, EASEPrivateConfig
     from privrank.models.ease_sparse import EASESparse, EASESparseConfig
     from privrank.models.fedmf import FedMF, FedMFConfig
+    from privrank.models.genre_profile import GenreProfile, GenreProfileConfig
     from privrank.models.ials import IALS, IALSConfig, IALSPrivateConfig
     from privrank.models.itemknn import ItemKNN, ItemKNNConfig, ItemKNNPrivateConfig
     from privrank.models.ldp_popular import LDPPopular, LDPPopularConfig
@@ -73,6 +75,7 @@ _LAZY = {
     "ease": ["EASE", "EASEConfig", "EASEPrivateConfig"],
     "ease_sparse": ["EASESparse", "EASESparseConfig"],
     "fedmf": ["FedMF", "FedMFConfig"],
+    "genre_profile": ["GenreProfile", "GenreProfileConfig"],
     "ials": ["IALS", "IALSConfig", "IALSPrivateConfig"],
     "itemknn": ["ItemKNN", "ItemKNNConfig", "ItemKNNPrivateConfig"],
     "ldp_popular": ["LDPPopular", "LDPPopularConfig"],
@@ -99,6 +102,8 @@ __all__ = [
     "FedMFConfig",
     "FitOptions",
     "FitProgress",
+    "GenreProfile",
+    "GenreProfileConfig",
     "IALSConfig",
     "IALSPrivateConfig",
     "IdRecommendations",

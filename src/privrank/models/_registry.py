@@ -47,6 +47,7 @@ BUILTIN_MODULES = {
     "mult-vae": "privrank.models.vae",
     "sasrec": "privrank.models.sasrec",
     "content-knn": "privrank.models.content_knn",
+    "genre-profile": "privrank.models.genre_profile",
 }
 
 

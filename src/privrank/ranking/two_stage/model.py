@@ -40,7 +40,10 @@ earlier spec with the same name and params.
 each item's sentence embedding to the history's, :class:`~privrank.models.ContentKNN`), with
 ``"propose": false`` to add only its feature columns. Its item text comes from the catalogue
 (ML-100K's titles and genres) or an item-text TSV (``params.item_text``); a data set without
-text (Beauty, Video: integer ids only) is refused before anything is fitted.
+text (Beauty, Video: integer ids only) is refused before anything is fitted. ``{"name":
+"genre-profile", "propose": false}`` adds the cosine of the history's genre counts to each
+candidate's genres (:class:`~privrank.models.GenreProfile`; ML-100K's ``u.item`` flags), the
+same way.
 
 **Privacy** (``fit`` with a :class:`~privrank.privacy.spec.PrivacySpec`; ``privrank train
 --model two-stage --epsilon E``). The unit of privacy is one user's entire history: the whole
@@ -115,6 +118,9 @@ from privrank.ranking.two_stage._private import (
 __all__ = ["TwoStage"]
 
 _FLOOR_GAP = 1.0
+
+#: Retrievers that read item text (titles, genres) and are refused on data sets without it.
+_TEXT_RETRIEVERS = ("content-knn", "genre-profile")
 
 
 def concat_groups(parts: list[QueryGroups]) -> QueryGroups:
@@ -252,22 +258,23 @@ class TwoStage(Recommender, StagedModel):
         self._report(2, 2)
 
     def _check_item_text(self, train: Interactions) -> None:
-        """Refuse, before anything is fitted, a ``content-knn`` retriever whose item text
-        cannot be had (a data set without titles or genres, such as Beauty's integer ids).
+        """Refuse, before anything is fitted, a ``content-knn`` or ``genre-profile`` retriever
+        whose item text cannot be had (a data set without titles or genres, such as Beauty's
+        integer ids).
 
         Raises:
             DataError: The retriever's text source (its ``item_text``, else the training
                 data's name) has no item text; the message names the retriever.
         """
         for position, spec in enumerate(self.config.retrievers):
-            if spec.name != "content-knn":
+            if spec.name not in _TEXT_RETRIEVERS:
                 continue
             source = spec.params.get("item_text") or train.metadata.name
             try:
                 load_item_text(str(source))
             except DataError as exc:
                 raise DataError(
-                    f"two-stage retriever r{position} (content-knn) needs item text: {exc}",
+                    f"two-stage retriever r{position} ({spec.name}) needs item text: {exc}",
                     field=f"retrievers[{position}].params.item_text",
                     value=source,
                     expected="a catalog data set with item text (ml-100k) or an item-text TSV",
