@@ -23,9 +23,9 @@ contribution to the users' Gramian, flattened into one vector of dimension
 
 **Server** (:class:`FedMFServer`). From the mean update :math:`\\bar\\Delta` of a cohort it
 estimates the gradient of the whole objective, :math:`g = -N\\bar\\Delta_H + \\Lambda H`
-(:math:`\\Lambda = \\mathrm{diag}(\\lambda(\\tilde n_j + \\alpha_0 N)^\\nu)`), and the users'
-Gramian :math:`\\hat G_W = N\\bar\\Delta_G` (projected onto the PSD cone), and takes the
-preconditioned step
+(:math:`\\Lambda = \\mathrm{diag}(\\lambda_j)`, :math:`\\lambda_j = \\lambda\\max(\\tilde n_j^+ +
+\\alpha_0 N, 1)^\\nu`, see :class:`FedMFServer`), and the users' Gramian :math:`\\hat G_W =
+N\\bar\\Delta_G` (projected onto the PSD cone), and takes the preconditioned step
 
 .. math:: h_j \\leftarrow h_j - \\eta\\, \\big((\\alpha_0 + \\tilde n_j/N)\\hat G_W
           + \\lambda_j I\\big)^{-1} g_j,
@@ -289,13 +289,33 @@ class FedMFClient:
 
 
 class FedMFServer:
-    """The server's step of fedmf (see the module docstring).
+    r"""The server's step of fedmf (see the module docstring).
+
+    **Every item's system is positive definite.** Item :math:`j`'s penalty is
+    :math:`\lambda_j = \lambda\max(\tilde n_j^+ + \alpha_0 N, 1)^\nu`: the iALS weight
+    :math:`\lambda(n_j + \alpha_0 N)^\nu` with the pairs that weigh on the item floored at one.
+    Without the floor an item with no (released) count gets :math:`\lambda_j = 0` when
+    :math:`\alpha_0 = 0`, and so does its weight :math:`\alpha_0 + \tilde n_j^+/N` on
+    :math:`\hat G_W`: its system is the zero matrix, and the step divides by zero (NaN item
+    factors, then every device's solve fails). That happens to a non-private run with
+    ``unobserved_weight=0`` and an item nobody holds, and to a private run whenever the noisy
+    counts sum to at most 0 (:meth:`FedMFConfig.resolved` then gives :math:`\alpha_0 = 0`) and
+    some item's noisy count is negative: on 60 devices and 30 items at
+    :math:`\varepsilon = 8` under distributed DP, about one run in twenty. With the floor the
+    system is at least :math:`\lambda I`, and an item that no pair weighs on is pulled towards 0
+    (with :math:`\eta = 1` set to 0, as iALS sets an empty row). The floor reads only the
+    released counts and the public :math:`N` and :math:`\alpha_0`: post-processing of the DP
+    release, so a private run keeps its :math:`(\varepsilon, \delta)`. It changes nothing where
+    :math:`\tilde n_j^+ + \alpha_0 N \ge 1` for every item (any run in which every item is
+    held by a device or :math:`\alpha_0 N \ge 1`, as the default rule gives whenever
+    :math:`\rho\,|S| \ge |I|`).
 
     Args:
         config: The objective's hyper-parameters.
         population: :math:`N`, the devices of the run.
-        item_counts: :math:`\\tilde n`, the released item counts (clipped at 0 here).
-        learning_rate: :math:`\\eta`.
+        item_counts: :math:`\tilde n`, the released item counts (clipped at 0 here:
+            :math:`\tilde n^+`).
+        learning_rate: :math:`\eta`.
     """
 
     def __init__(
@@ -309,7 +329,8 @@ class FedMFServer:
         self.population = int(population)
         self.counts = np.maximum(np.asarray(item_counts, dtype=np.float64), 0.0)
         self.learning_rate = float(learning_rate)
-        base = self.counts + config.alpha0 * self.population
+        # at least one pair weighs on every item: each item's system is ⪰ λI (see above)
+        base = np.maximum(self.counts + config.alpha0 * self.population, 1.0)
         self.item_regularization = config.regularization * np.power(
             base, config.regularization_exponent
         )
