@@ -102,18 +102,22 @@ def test_secagg_with_distributed_dp_spends_from_the_ledger(tmp_path: Path, split
 def test_distributed_dp_noisy_counts_summing_below_zero_degrade_the_run(
     tmp_path: Path, split_dir: Path
 ) -> None:
-    """A recorded draw on which this run used to crash (seed 10; unseeded, the same happens to
-    about one run in twenty): the noisy item counts sum to less than 0, so the rule gives
-    α₀ = 0, and items with a negative count had a zero system in the server step (NaN item
-    factors; round 2's devices then failed with "38 ALS normal-equation matrices are not
-    positive definite"). The run now completes with finite factors and scores."""
+    """A recorded draw on which this run used to crash (seed 10): the noisy item counts sum
+    to less than 0 (seeded or not, about one run in sixty), so the rule gave α₀ = 0, and
+    items with a negative count had a zero system in the server step (NaN item factors;
+    round 2's devices then failed with "38 ALS normal-equation matrices are not positive
+    definite"). Now α₀ is the rule's floor ρ/|I| (one pair per device) and the run completes
+    with finite factors and scores."""
     out = tmp_path / "ddp"
     result = _distributed_dp_run(split_dir, out, 10)
     assert result.exit_code == 0, result.output
     trained = load_trained(out)
+    run_dir = Path(trained.record["federated"]["run_dir"])
+    with np.load(run_dir / "state.npz") as arrays:
+        assert arrays["item_counts"].sum() < 0  # still the degenerate draw this test is about
     model = trained.model
     assert isinstance(model, FedMF)
-    assert model.unobserved_weight_ == 0.0  # still the degenerate draw this test is about
+    assert model.unobserved_weight_ == pytest.approx(4.0 / model.n_items_)
     assert trained.record["federated"]["released_rounds"] == 2
     assert np.isfinite(model.item_factors_).all()
     assert np.isfinite(model.score(np.arange(model.n_users_))).all()

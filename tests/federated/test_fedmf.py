@@ -241,16 +241,17 @@ def _dense_step(h, mean, config, population, counts, rate):
 
 
 def test_a_noisy_release_with_alpha0_zero_and_negative_counts_steps_to_finite_factors():
-    """The failing draw of the distributed-DP CLI run, constructed: the noisy counts summed to
-    at most 0 (so the rule gave α₀ = 0) and some were negative (clipped to 0), and the noisy
-    Gramian part is indefinite. Those items' systems were the zero matrix (NaN factors, then
-    every device's solve failed); with the ridge floor the step is the dense solve above."""
+    """The failing draw of the distributed-DP CLI run, constructed: α₀ = 0 (what the rule gave
+    for noisy counts summing to at most 0 before its floor; here given), some counts negative
+    (clipped to 0), and the noisy Gramian part indefinite. Those items' systems were the zero
+    matrix (NaN factors, then every device's solve failed); with the ridge floor the step is
+    the dense solve above."""
     rng = np.random.default_rng(7)
     n_items, d, population = 12, 5, 60
     config = FedMFConfig(factors=d, regularization=0.03, unobserved_weight=0.0)
     counts = rng.normal(0.0, 40.0, n_items)
     counts[:3] = [-25.0, 0.0, -0.5]  # noise below zero: no count, no ridge without the floor
-    assert counts.sum() <= 0 and config.resolved(counts, population).alpha0 == 0.0
+    assert counts.sum() <= 0
     h = (rng.standard_normal((n_items, d)) * 0.05).astype(np.float32)
     mean = rng.normal(0.0, 0.1, n_items * d + d * d)  # noise only: Ĝ_W indefinite
     gram = mean[n_items * d :].reshape(d, d)
@@ -299,3 +300,20 @@ def test_alpha0_zero_and_an_item_nobody_holds_fit_without_dividing_by_zero():
             model.item_factors_[-1], (1 - rate) ** epochs * start, rtol=1e-5, atol=1e-9
         )
         assert np.isfinite(model.score(np.arange(10))).all()
+
+
+def test_the_unobserved_weight_rule_counts_at_least_one_pair_per_device():
+    """Noisy counts summing below ``N`` (here below 0: the distributed-DP CLI run's failing
+    draw) give the rule's floor ``ρ/|I|``, not α₀ = 0; counts summing to at least ``N`` give
+    the rule ``ρ Σñ/(N|I|)`` unchanged (iALS's, see the test above)."""
+    rule = FedMFConfig(factors=6, unobserved_ratio=4.0)
+    population, n_items = 60, 30
+    rng = np.random.default_rng(1)
+    noisy = rng.normal(0.0, 40.0, n_items)
+    noisy -= noisy.mean() + 0.5  # sums to -15
+    assert rule.resolved(noisy, population).alpha0 == pytest.approx(4.0 / n_items)
+    assert rule.resolved(np.full(n_items, 1.9), population).alpha0 == pytest.approx(4.0 / n_items)
+    exact = rng.integers(0, 25, n_items).astype(np.float64)
+    assert exact.sum() >= population
+    expected = 4.0 * exact.sum() / (population * n_items)
+    assert rule.resolved(exact, population).alpha0 == pytest.approx(expected)
