@@ -103,7 +103,7 @@ def test_distributed_dp_noisy_counts_summing_below_zero_degrade_the_run(
     tmp_path: Path, split_dir: Path
 ) -> None:
     """A recorded draw on which this run used to crash (seed 10): the noisy item counts sum
-    to less than 0 (seeded or not, about one run in sixty), so the rule gave α₀ = 0, and
+    to less than 0 (seeded or not, about one run in twenty), so the rule gave α₀ = 0, and
     items with a negative count had a zero system in the server step (NaN item factors;
     round 2's devices then failed with "38 ALS normal-equation matrices are not positive
     definite"). Now α₀ is the rule's floor ρ/|I| (one pair per device) and the run completes

@@ -105,8 +105,8 @@ class FedMFConfig(ModelConfig):
         The floor counts one pair per device (:math:`\alpha_0 \ge \rho/|I|`): a device takes
         part because it holds a history, so a released sum below :math:`N` is noise, not data.
         Without it a noisy sum at or below 0 (under distributed DP at :math:`\varepsilon = 8`
-        on 60 devices and 30 items, about one run in sixty; at :math:`\varepsilon = 1`, one
-        in four) gave :math:`\alpha_0 = 0`: no unobserved term, item systems regularised by
+        and the default :math:`\delta` on 60 devices and 30 items, about one run in twenty)
+        gave :math:`\alpha_0 = 0`: no unobserved term, item systems regularised by
         :math:`\lambda` alone, and server steps that blew the item factors up until the
         devices' float32 solves failed. The floor reads the release and the public :math:`N`
         only: post-processing, no privacy cost. Exact counts (a non-private run) sum to at
