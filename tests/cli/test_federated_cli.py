@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,6 +15,7 @@ import privrank.cli.privacy  # noqa: F401  (register the commands)
 from privrank.cli.app import app
 from privrank.data.splits import HoldoutSplit, split
 from privrank.errors import PrivrankError
+from privrank.models import FedMF
 from privrank.testing import synthetic_interactions
 from privrank.workflow.model_dir import load_trained
 
@@ -73,23 +75,52 @@ def test_a_private_run_spends_from_the_ledger(tmp_path: Path, split_dir: Path) -
     assert record["privacy"]["epsilon"] <= 4.0
 
 
-def test_secagg_with_distributed_dp_spends_from_the_ledger(tmp_path: Path, split_dir: Path) -> None:
+def _distributed_dp_run(split_dir: Path, out: Path, noise_seed: int):
+    """``federated train`` over SecAgg+ with distributed DP on the toy split (budget set)."""
     pytest.importorskip("cryptography")
-    out = tmp_path / "ddp"
     name = json.loads((split_dir / "split.json").read_text())["source"]["name"]
     assert invoke("privacy", "budget", name, "--epsilon", "10", "--delta", "1e-2").exit_code == 0
-    result = invoke(
+    return invoke(
         "federated", "train", "--data", split_dir, "--out", out, "--rounds", "2",
         "--clients-per-round", "30", "--min-clients", "10", "--epsilon", "8",
         "--max-per-user", "10", "--no-adaptive-clipping", "--aggregation", "secagg",
-        "--distributed-dp", "--dropout", "0.1", "--noise-seed", "0",
+        "--distributed-dp", "--dropout", "0.1", "--noise-seed", noise_seed,
     )  # fmt: skip
+
+
+def test_secagg_with_distributed_dp_spends_from_the_ledger(tmp_path: Path, split_dir: Path) -> None:
+    out = tmp_path / "ddp"
+    result = _distributed_dp_run(split_dir, out, 0)
     assert result.exit_code == 0, result.output
     record = load_trained(out).record
     assert record["federated"]["aggregation"] == "secagg" and record["federated"]["distributed_dp"]
     assert len(record["privacy"]["spend_ids"]) == 1 + record["federated"]["released_rounds"]
     assert 0 < record["privacy"]["epsilon"] <= 8.0
     assert "untrusted for individual updates" in result.output
+
+
+def test_distributed_dp_noisy_counts_summing_below_zero_degrade_the_run(
+    tmp_path: Path, split_dir: Path
+) -> None:
+    """A recorded draw on which this run used to crash (seed 10): the noisy item counts sum
+    to less than 0 (seeded or not, about one run in twenty), so the rule gave α₀ = 0, and
+    items with a negative count had a zero system in the server step (NaN item factors;
+    round 2's devices then failed with "38 ALS normal-equation matrices are not positive
+    definite"). Now α₀ is the rule's floor ρ/|I| (one pair per device) and the run completes
+    with finite factors and scores."""
+    out = tmp_path / "ddp"
+    result = _distributed_dp_run(split_dir, out, 10)
+    assert result.exit_code == 0, result.output
+    trained = load_trained(out)
+    run_dir = Path(trained.record["federated"]["run_dir"])
+    with np.load(run_dir / "state.npz") as arrays:
+        assert arrays["item_counts"].sum() < 0  # still the degenerate draw this test is about
+    model = trained.model
+    assert isinstance(model, FedMF)
+    assert model.unobserved_weight_ == pytest.approx(4.0 / model.n_items_)
+    assert trained.record["federated"]["released_rounds"] == 2
+    assert np.isfinite(model.item_factors_).all()
+    assert np.isfinite(model.score(np.arange(model.n_users_))).all()
 
 
 @pytest.mark.parametrize(

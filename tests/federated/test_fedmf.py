@@ -12,6 +12,7 @@ from privrank.errors import ConfigError
 from privrank.federated import (
     FederatedSettings,
     FedMFClient,
+    FedMFServer,
     MFBroadcast,
     simulate,
 )
@@ -215,3 +216,104 @@ def test_the_unobserved_weight_rule_is_ials_rule_fixed_from_the_released_counts(
     np.testing.assert_allclose(loaded.score(users), given.score(users), rtol=1e-5)
     fitted = FedMF(rule.model_copy(update={"epochs": 2})).fit(data, FitOptions(seed=0))
     assert fitted.unobserved_weight_ == pytest.approx(expected)
+
+
+def _dense_step(h, mean, config, population, counts, rate):
+    """The server step written out item by item: symmetrise and PSD-project the Gramian part,
+    then one dense solve of ``((α₀ + ñ_j⁺/N) Ĝ_W + λ_j I) s_j = g_j`` per item, with
+    ``λ_j = λ max(ñ_j⁺ + α₀N, 1)^ν``."""
+    n_items, d = h.shape
+    h = h.astype(np.float64)
+    gram = mean[n_items * d :].reshape(d, d) * population
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)
+    projected = vectors @ np.diag(np.clip(values, 0.0, None)) @ vectors.T
+    alpha0 = config.unobserved_weight
+    positive = np.clip(counts, 0.0, None)
+    ridge = config.regularization * np.maximum(positive + alpha0 * population, 1.0) ** (
+        config.regularization_exponent
+    )
+    gradient = -population * mean[: n_items * d].reshape(n_items, d) + ridge[:, None] * h
+    out = np.empty_like(h)
+    for j in range(n_items):
+        system = (alpha0 + positive[j] / population) * projected + ridge[j] * np.eye(d)
+        out[j] = h[j] - rate * np.linalg.solve(system, gradient[j])
+    return out
+
+
+def test_a_noisy_release_with_alpha0_zero_and_negative_counts_steps_to_finite_factors():
+    """The failing draw of the distributed-DP CLI run, constructed: α₀ = 0 (what the rule gave
+    for noisy counts summing to at most 0 before its floor; here given), some counts negative
+    (clipped to 0), and the noisy Gramian part indefinite. Those items' systems were the zero
+    matrix (NaN factors, then every device's solve failed); with the ridge floor the step is
+    the dense solve above."""
+    rng = np.random.default_rng(7)
+    n_items, d, population = 12, 5, 60
+    config = FedMFConfig(factors=d, regularization=0.03, unobserved_weight=0.0)
+    counts = rng.normal(0.0, 40.0, n_items)
+    counts[:3] = [-25.0, 0.0, -0.5]  # noise below zero: no count, no ridge without the floor
+    assert counts.sum() <= 0
+    h = (rng.standard_normal((n_items, d)) * 0.05).astype(np.float32)
+    mean = rng.normal(0.0, 0.1, n_items * d + d * d)  # noise only: Ĝ_W indefinite
+    gram = mean[n_items * d :].reshape(d, d)
+    assert np.linalg.eigvalsh(gram + gram.T).min() < 0
+    server = FedMFServer(config, population, counts, learning_rate=0.5)
+    stepped = server.step(h, mean)
+    assert np.isfinite(stepped).all()
+    expected = _dense_step(h, mean, config, population, counts, 0.5)
+    np.testing.assert_allclose(stepped, expected, rtol=1e-4, atol=1e-6)
+    # the floor is λ for the items without a count: their system is λI at least
+    np.testing.assert_allclose(server.item_regularization[:3], 0.03)
+
+
+def test_with_bases_of_at_least_one_pair_the_floor_changes_nothing():
+    """Where every ``ñ_j⁺ + α₀N ≥ 1`` the step is iALS's weighting unchanged (the dense
+    oracle's floor never binds), here with the default ν = 1 and an item nobody holds."""
+    rng = np.random.default_rng(3)
+    n_items, d, population = 10, 4, 30
+    config = FedMFConfig(factors=d, regularization=0.05, unobserved_weight=0.1)
+    counts = rng.integers(0, 9, n_items).astype(np.float64)
+    counts[0] = 0.0  # α₀N = 3: still at least one pair
+    server = FedMFServer(config, population, counts, learning_rate=1.0)
+    np.testing.assert_allclose(server.item_regularization, 0.05 * (counts + 0.1 * population))
+    h = (rng.standard_normal((n_items, d)) * 0.1).astype(np.float32)
+    mean = rng.normal(0.0, 0.05, n_items * d + d * d)
+    expected = _dense_step(h, mean, config, population, counts, 1.0)
+    np.testing.assert_allclose(server.step(h, mean), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_alpha0_zero_and_an_item_nobody_holds_fit_without_dividing_by_zero():
+    """A non-private fit with ``unobserved_weight=0``: the unused item (the synthetic data's
+    last) has no pair weighing on it and got a zero system (the fit failed with "not positive
+    definite"). With the floor its gradient is λh and its step divides by λ: each round
+    multiplies it by ``1 − η``, and with η = 1 it is 0, as iALS sets an empty row."""
+    data = synthetic_interactions(n_users=40, n_items=20, per_user=5, seed=4)
+    assert data.to_csr()[:, -1].nnz == 0
+    for rate, epochs in ((0.5, 3), (1.0, 1)):
+        config = FedMFConfig(
+            factors=6, regularization=0.05, unobserved_weight=0.0, epochs=epochs,
+            learning_rate=rate,
+        )  # fmt: skip
+        model = FedMF(config).fit(data, FitOptions(seed=0))
+        assert np.isfinite(model.item_factors_).all()
+        start = FedMFServer.initial_factors(config, data.n_items, 0)[-1]
+        np.testing.assert_allclose(
+            model.item_factors_[-1], (1 - rate) ** epochs * start, rtol=1e-5, atol=1e-9
+        )
+        assert np.isfinite(model.score(np.arange(10))).all()
+
+
+def test_the_unobserved_weight_rule_counts_at_least_one_pair_per_device():
+    """Noisy counts summing below ``N`` (here below 0: the distributed-DP CLI run's failing
+    draw) give the rule's floor ``ρ/|I|``, not α₀ = 0; counts summing to at least ``N`` give
+    the rule ``ρ Σñ/(N|I|)`` unchanged (iALS's, see the test above)."""
+    rule = FedMFConfig(factors=6, unobserved_ratio=4.0)
+    population, n_items = 60, 30
+    rng = np.random.default_rng(1)
+    noisy = rng.normal(0.0, 40.0, n_items)
+    noisy -= noisy.mean() + 0.5  # sums to -15
+    assert rule.resolved(noisy, population).alpha0 == pytest.approx(4.0 / n_items)
+    assert rule.resolved(np.full(n_items, 1.9), population).alpha0 == pytest.approx(4.0 / n_items)
+    exact = rng.integers(0, 25, n_items).astype(np.float64)
+    assert exact.sum() >= population
+    expected = 4.0 * exact.sum() / (population * n_items)
+    assert rule.resolved(exact, population).alpha0 == pytest.approx(expected)

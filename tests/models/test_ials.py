@@ -164,6 +164,31 @@ def test_exact_solve_refuses_a_singular_system():
         solve_exact(matrix, other, gramian(other), np.zeros(2, dtype=np.float32), ALPHA0)
 
 
+def test_exact_solve_retries_in_float64_where_float32_rounding_breaks_the_factorisation():
+    """Factors of large norm and rank below d (6 items, 32 factors: a private fedmf run's item
+    factors after noisy steps): the float32 Gramian's rounding errors outweigh λ and every
+    float32-built factorisation fails, though each system is positive definite. The retry in
+    float64 gives the least-squares oracle's solution."""
+    from privrank.models import _als_kernels as kernels
+    from privrank.models._als_solvers import _run_rows
+
+    rng = np.random.default_rng(0)
+    other = (rng.normal(size=(6, 32)) * 3e3).astype(np.float32)
+    dense = (rng.random((20, 6)) < 0.5).astype(np.float32)
+    dense[:, 0] = 1.0
+    matrix = sp.csr_matrix(dense)
+    reg = np.full(20, 0.3, dtype=np.float32)
+    kernel_only = np.empty((20, 32), dtype=np.float32)
+    failures = _run_rows(
+        kernels.exact_rows, matrix, other, gramian(other), reg, ALPHA0, kernel_only, threads=1
+    )
+    assert failures == 20  # the premise: float32 alone fails on every row
+    solved = solve_exact(matrix, other, gramian(other), reg, ALPHA0)
+    for row in range(20):
+        expected = reference_solve(other.astype(np.float64), np.flatnonzero(dense[row]), 0.3)
+        np.testing.assert_allclose(solved[row], expected, rtol=1e-4, atol=1e-10)
+
+
 def test_cg_steps_lower_every_row_objective_and_report_it():
     rng = np.random.default_rng(5)
     data = synthetic_interactions(n_users=50, n_items=30, seed=8)

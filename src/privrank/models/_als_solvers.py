@@ -16,6 +16,7 @@ on ``threads`` threads; rows are independent, so the result does not depend on `
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 
 from privrank.models import _als_kernels as kernels
@@ -86,21 +87,32 @@ def solve_exact(
     unobserved_weight: float,
     threads: int = 1,
 ) -> np.ndarray:
-    """Exact solves, one Cholesky factorisation per row.
+    r"""Exact solves, one Cholesky factorisation per row.
+
+    The compiled kernel forms each :math:`A_r` from float32 products (:func:`gramian` and
+    :math:`Y_{I_r}^\top Y_{I_r}`). A Gramian of rank below :math:`d` (fewer items than
+    factors, or factors blown up by noise) then carries negative rounding errors of about
+    :math:`10^{-7}\lVert G\rVert`; once they outweigh :math:`\lambda_r`, a system that is
+    positive definite in exact arithmetic fails its float32-built factorisation. Those rows
+    (and only those) are solved again with :math:`A_r` built in float64 from ``other``, so
+    the result is the exact solution whenever :math:`A_r` is numerically positive definite
+    in float64; a row that fails there too is an error.
 
     Args:
         matrix: ``n × m`` binary CSR; row ``r`` lists :math:`I_r`.
         other: ``m × d`` fixed factors :math:`Y`.
-        gram: ``d × d`` Gramian :math:`Y^\\top Y`.
-        regularization: ``(n,)`` per-row :math:`\\lambda_r` (> 0 on non-empty rows).
-        unobserved_weight: :math:`\\alpha_0`.
+        gram: ``d × d`` Gramian :math:`Y^\top Y` (:func:`gramian` of ``other``; the float64
+            retry recomputes it from ``other``).
+        regularization: ``(n,)`` per-row :math:`\lambda_r` (> 0 on non-empty rows).
+        unobserved_weight: :math:`\alpha_0`.
         threads: Threads of the row loop.
 
     Returns:
         ``n × d`` float32 solutions (zero rows for empty rows).
 
     Raises:
-        ModelFitError: A normal-equation matrix is not numerically positive definite.
+        ModelFitError: A normal-equation matrix is not numerically positive definite, even
+            built in float64.
     """
     out = np.empty((matrix.shape[0], other.shape[1]), dtype=np.float32)
     failures = _run_rows(
@@ -114,11 +126,45 @@ def solve_exact(
         threads=threads,
     )
     if failures:
+        failures = _solve_rows_in_float64(matrix, other, regularization, unobserved_weight, out)
+    if failures:
         raise ModelFitError(
             f"{failures} ALS normal-equation matrices are not positive definite; "
             "raise the regularization"
         )
     return out
+
+
+def _solve_rows_in_float64(
+    matrix: sp.csr_matrix,
+    other: np.ndarray,
+    regularization: np.ndarray,
+    unobserved_weight: float,
+    out: np.ndarray,
+) -> int:
+    """Solve again, with :math:`A_r` built and factorised in float64, the rows of ``out`` that
+    the kernel left NaN (their factorisation failed), in place.
+
+    Returns:
+        The number of rows whose float64 :math:`A_r` is not positive definite either (their
+        rows stay NaN).
+    """
+    indptr, indices = _structure(matrix)
+    factors = np.asarray(other, dtype=np.float64)
+    gram = factors.T @ factors
+    eye = np.eye(factors.shape[1])
+    failed = 0
+    for row in np.flatnonzero(np.isnan(out).any(axis=1)):
+        picked = factors[indices[indptr[row] : indptr[row + 1]]]
+        system = unobserved_weight * gram + picked.T @ picked + float(regularization[row]) * eye
+        try:
+            factor = np.linalg.cholesky(system)
+        except np.linalg.LinAlgError:
+            failed += 1
+            continue
+        solution = scipy.linalg.cho_solve((factor, True), picked.sum(axis=0))
+        out[row] = solution.astype(np.float32)
+    return failed
 
 
 def solve_cg(

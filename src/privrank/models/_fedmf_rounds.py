@@ -23,9 +23,9 @@ contribution to the users' Gramian, flattened into one vector of dimension
 
 **Server** (:class:`FedMFServer`). From the mean update :math:`\\bar\\Delta` of a cohort it
 estimates the gradient of the whole objective, :math:`g = -N\\bar\\Delta_H + \\Lambda H`
-(:math:`\\Lambda = \\mathrm{diag}(\\lambda(\\tilde n_j + \\alpha_0 N)^\\nu)`), and the users'
-Gramian :math:`\\hat G_W = N\\bar\\Delta_G` (projected onto the PSD cone), and takes the
-preconditioned step
+(:math:`\\Lambda = \\mathrm{diag}(\\lambda_j)`, :math:`\\lambda_j = \\lambda\\max(\\tilde n_j^+ +
+\\alpha_0 N, 1)^\\nu`, see :class:`FedMFServer`), and the users' Gramian :math:`\\hat G_W =
+N\\bar\\Delta_G` (projected onto the PSD cone), and takes the preconditioned step
 
 .. math:: h_j \\leftarrow h_j - \\eta\\, \\big((\\alpha_0 + \\tilde n_j/N)\\hat G_W
           + \\lambda_j I\\big)^{-1} g_j,
@@ -75,9 +75,10 @@ class FedMFConfig(ModelConfig):
             :class:`~privrank.models.ials.IALSConfig`, :math:`\\alpha_0 = \\rho\\,|S|/(|U||I|)`
             (an average user's unobserved pairs weigh :math:`\\rho` times their observed ones),
             fixed once per run by :meth:`resolved` from the item counts the server released
-            (so :math:`|S| = \\sum_j \\tilde n_j`: post-processing of that release, no extra
-            privacy cost). A constant 0.1 (the old default, chosen on ML-100K) drowned each
-            Beauty user's ~7 observed pairs in :math:`0.1\\cdot 12{,}101` unobserved ones.
+            (so :math:`|S| = \\sum_j \\tilde n_j`, floored at one pair per device:
+            post-processing of that release, no extra privacy cost). A constant 0.1 (the old
+            default, chosen on ML-100K) drowned each Beauty user's ~7 observed pairs in
+            :math:`0.1\\cdot 12{,}101` unobserved ones.
         unobserved_ratio: :math:`\\rho` of that rule (iALS's default, chosen on validation
             parts of six data sets).
         init_std: The public initial item factors are drawn from
@@ -97,14 +98,25 @@ class FedMFConfig(ModelConfig):
     learning_rate: float = Field(0.5, gt=0)
 
     def resolved(self, item_counts: np.ndarray, population: int) -> FedMFConfig:
-        """This config with :math:`\\alpha_0` fixed: its own, or
-        :math:`\\rho\\,\\max(\\sum_j \\tilde n_j, 0)/(N|I|)` from the released
-        ``item_counts`` (the raw noisy sum, which is unbiased) and ``population`` :math:`N`."""
+        r"""This config with :math:`\alpha_0` fixed: its own, or
+        :math:`\rho\,\max(\sum_j \tilde n_j, N)/(N|I|)` from the released ``item_counts``
+        (the raw noisy sum, which is unbiased) and ``population`` :math:`N`.
+
+        The floor counts one pair per device (:math:`\alpha_0 \ge \rho/|I|`): a device takes
+        part because it holds a history, so a released sum below :math:`N` is noise, not data.
+        Without it a noisy sum at or below 0 (under distributed DP at :math:`\varepsilon = 8`
+        and the default :math:`\delta` on 60 devices and 30 items, about one run in twenty)
+        gave :math:`\alpha_0 = 0`: no unobserved term, item systems regularised by
+        :math:`\lambda` alone, and server steps that blew the item factors up until the
+        devices' float32 solves failed. The floor reads the release and the public :math:`N`
+        only: post-processing, no privacy cost. Exact counts (a non-private run) sum to at
+        least :math:`N` whenever the users hold one item each on average, and then the rule is
+        iALS's unchanged."""
         if self.unobserved_weight is not None:
             return self
         counts = np.asarray(item_counts, dtype=np.float64)
         cells = max(int(population) * len(counts), 1)
-        pairs = max(float(counts.sum()), 0.0)
+        pairs = max(float(counts.sum()), float(population))  # at least one pair per device
         return self.model_copy(update={"unobserved_weight": self.unobserved_ratio * pairs / cells})
 
     @property
@@ -289,13 +301,32 @@ class FedMFClient:
 
 
 class FedMFServer:
-    """The server's step of fedmf (see the module docstring).
+    r"""The server's step of fedmf (see the module docstring).
+
+    **Every item's system is positive definite.** Item :math:`j`'s penalty is
+    :math:`\lambda_j = \lambda\max(\tilde n_j^+ + \alpha_0 N, 1)^\nu`: the iALS weight
+    :math:`\lambda(n_j + \alpha_0 N)^\nu` with the pairs that weigh on the item floored at one.
+    Without the floor an item with no (released) count gets :math:`\lambda_j = 0` when
+    :math:`\alpha_0 = 0`, and so does its weight :math:`\alpha_0 + \tilde n_j^+/N` on
+    :math:`\hat G_W`: its system is the zero matrix, and the step divides by zero (NaN item
+    factors, then every device's solve fails). That happens to a run with
+    ``unobserved_weight=0`` and an item nobody holds (or whose noisy count is negative), and it
+    happened to private runs whose noisy counts summed to at most 0 before the rule for
+    :math:`\alpha_0` had its floor (:meth:`FedMFConfig.resolved`). With the floor the
+    system is at least :math:`\lambda I`, and an item that no pair weighs on is pulled towards 0
+    (with :math:`\eta = 1` set to 0, as iALS sets an empty row). The floor reads only the
+    released counts and the public :math:`N` and :math:`\alpha_0`: post-processing of the DP
+    release, so a private run keeps its :math:`(\varepsilon, \delta)`. It changes nothing where
+    :math:`\tilde n_j^+ + \alpha_0 N \ge 1` for every item (any run in which every item is
+    held by a device or :math:`\alpha_0 N \ge 1`, as the default rule gives whenever
+    :math:`\rho\,|S| \ge |I|`).
 
     Args:
         config: The objective's hyper-parameters.
         population: :math:`N`, the devices of the run.
-        item_counts: :math:`\\tilde n`, the released item counts (clipped at 0 here).
-        learning_rate: :math:`\\eta`.
+        item_counts: :math:`\tilde n`, the released item counts (clipped at 0 here:
+            :math:`\tilde n^+`).
+        learning_rate: :math:`\eta`.
     """
 
     def __init__(
@@ -309,7 +340,8 @@ class FedMFServer:
         self.population = int(population)
         self.counts = np.maximum(np.asarray(item_counts, dtype=np.float64), 0.0)
         self.learning_rate = float(learning_rate)
-        base = self.counts + config.alpha0 * self.population
+        # at least one pair weighs on every item: each item's system is ⪰ λI (see above)
+        base = np.maximum(self.counts + config.alpha0 * self.population, 1.0)
         self.item_regularization = config.regularization * np.power(
             base, config.regularization_exponent
         )

@@ -31,8 +31,12 @@ class FedMF(Recommender, FactorModel):
     :math:`\lambda_u = \lambda(|I_u| + \alpha_0|I|)^\nu`:
 
     .. math:: L(H) = \sum_u \min_{w}\Big(\lVert H_{I_u} w - 1\rVert^2 + \alpha_0 w^\top H^\top H w
-              + \lambda_u\lVert w\rVert^2\Big) + \lambda\sum_i (n_i + \alpha_0|U|)^\nu
-              \lVert h_i\rVert^2.
+              + \lambda_u\lVert w\rVert^2\Big) + \lambda\sum_i \max(n_i + \alpha_0|U|, 1)^\nu
+              \lVert h_i\rVert^2,
+
+    the item penalty's pairs floored at one so that every item's system is positive definite
+    (it binds only for an item nobody holds when :math:`\alpha_0|U| < 1`;
+    :class:`~privrank.models._fedmf_rounds.FedMFServer`).
 
     Training is Federated Reconstruction (:mod:`privrank.models._fedmf_rounds`): each device
     solves its :math:`w_u` in closed form and sends only the item-side update; the server takes
