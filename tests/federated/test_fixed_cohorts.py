@@ -37,7 +37,13 @@ def test_pinned_epsilons_of_both_samplings_equal_dp_accounting() -> None:
     )
     assert fixed.epsilon(1e-5) == pytest.approx(11.212675237449496, rel=1e-12)
     poisson = Accountant("pld", pld_discretization=1e-4).compose(dpsgd_event(0.01, 1.0, 100))
-    assert poisson.epsilon(1e-5) == pytest.approx(0.7180367095394373, rel=1e-12)
+    # The PLD composes by FFT, whose last bits depend on the CPU's vector kernels: the pinned
+    # value (one machine) holds to 1e-9 everywhere; dp_accounting called directly on this
+    # machine is the exact oracle.
+    assert poisson.epsilon(1e-5) == pytest.approx(0.7180367095394373, rel=1e-9)
+    direct = dpa.pld.PLDAccountant(value_discretization_interval=1e-4)
+    direct.compose(dpa.PoissonSampledDpEvent(0.01, dpa.GaussianDpEvent(1.0)), 100)
+    assert poisson.epsilon(1e-5) == pytest.approx(direct.get_epsilon(1e-5), rel=1e-12)
     with pytest.raises(ConfigError, match="does not support"):  # PLD has no fixed cohorts
         Accountant("pld").compose(fixed_cohort_event(10_000, 100, 0.5, 100))
     with pytest.raises(ConfigError, match="does not support"):  # nor RDP under add/remove
