@@ -37,6 +37,7 @@ import pytest
 import threadpoolctl
 import torch
 
+import privrank.ranking  # noqa: F401  (registers "two-stage", as the CLI's import does)
 from privrank.data.interactions import Interactions
 from privrank.models import FitOptions, Query, Recommender, create_model, model_names
 from privrank.testing import synthetic_interactions, write_group_item_text
@@ -55,6 +56,7 @@ BRIEF_FITS: dict[str, dict[str, Any]] = {
     "ldp-popular": {"m": 64, "k": 16},
     "itemknn": {},
     "content-knn": {"item_text": str(write_group_item_text(_TEXT_DIR / "items.tsv", N_ITEMS))},
+    "genre-profile": {"item_text": str(_TEXT_DIR / "items.tsv")},
     "ease": {},
     "ease-sparse": {},
     "ials": {"epochs": 1},
