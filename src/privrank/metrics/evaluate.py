@@ -409,32 +409,43 @@ class _Accumulator:
 
     def add_lists(self, where: slice, top: np.ndarray) -> None:
         """The beyond-accuracy metrics and kept lists of the users at ``where``."""
-        config = self.config
-        if config.beyond_accuracy:
-            novelty = beyond.list_means(top, self.information, config.cutoffs)
-            popularity = beyond.list_means(top, self.popularity, config.cutoffs)
-            exposure = beyond.exposure_by_cutoff(top, config.cutoffs, self.n_items)
-            for k in config.cutoffs:
-                self.per_user[f"novelty@{k}"][where] = novelty[k]
-                self.per_user[f"arp@{k}"][where] = popularity[k]
-                self.exposure[k] += exposure[k]
+        cutoffs = self.config.cutoffs
+        if self.config.beyond_accuracy:
+            self._add_beyond(
+                where,
+                beyond.list_means(top, self.information, cutoffs),
+                beyond.list_means(top, self.popularity, cutoffs),
+                beyond.exposure_by_cutoff(top, cutoffs, self.n_items),
+            )
         if self.recommendations is not None:
             self.recommendations[where] = top
 
     def add_shared_lists(self, where: slice, lists: SharedLists) -> None:
         """:meth:`add_lists` for the lists of one shared order, measured from its head once
         plus the rows that differ from it (the same values as the dense lists)."""
-        config = self.config
-        if config.beyond_accuracy:
-            novelty = beyond.shared_list_means(lists, self.information, config.cutoffs)
-            popularity = beyond.shared_list_means(lists, self.popularity, config.cutoffs)
-            exposure = beyond.shared_exposure(lists, config.cutoffs, self.n_items)
-            for k in config.cutoffs:
-                self.per_user[f"novelty@{k}"][where] = novelty[k]
-                self.per_user[f"arp@{k}"][where] = popularity[k]
-                self.exposure[k] += exposure[k]
+        cutoffs = self.config.cutoffs
+        if self.config.beyond_accuracy:
+            self._add_beyond(
+                where,
+                beyond.shared_list_means(lists, self.information, cutoffs),
+                beyond.shared_list_means(lists, self.popularity, cutoffs),
+                beyond.shared_exposure(lists, cutoffs, self.n_items),
+            )
         if self.recommendations is not None:
             self.recommendations[where] = lists.dense().items
+
+    def _add_beyond(
+        self,
+        where: slice,
+        novelty: dict[int, np.ndarray],
+        popularity: dict[int, np.ndarray],
+        exposure: dict[int, np.ndarray],
+    ) -> None:
+        """Record per-list novelty and ARP at each cutoff, and add the lists' exposure."""
+        for k in self.config.cutoffs:
+            self.per_user[f"novelty@{k}"][where] = novelty[k]
+            self.per_user[f"arp@{k}"][where] = popularity[k]
+            self.exposure[k] += exposure[k]
 
     def aggregates(self) -> dict[str, float]:
         if not self.config.beyond_accuracy:
