@@ -420,7 +420,7 @@ def test_refit_retrains_the_best_epoch_count_on_train_and_validation():
     params = dict(epochs=12, patience=2, validate_every=2, dropout=0.1, max_length=6)
     reports: list[FitProgress] = []
     options = FitOptions(seed=3, threads=1, validation=parts.validation)
-    plain = small_sasrec(**params).fit(parts.train, options)
+    plain = small_sasrec(refit=False, **params).fit(parts.train, options)
     refit = small_sasrec(refit=True, **params).fit(
         parts.train, options.model_copy(update={"progress": reports.append})
     )
