@@ -378,8 +378,10 @@ class NetworkStateMixin(Recommender):
         model data-parallel on its workers; this model takes its network, histories of loss and
         validation, cold-start popularity, (private fit) guarantee and what the engine recovered
         from (``recoveries_``, ``resumed_from_epoch_``), and reports the per-epoch losses to
-        the fit's progress callback afterwards. A checkpoint directory goes to the engine when
-        it declares ``supports_checkpoints`` (Ray: per-rank checkpoints in Ray Train's storage).
+        the fit's progress callback afterwards (then the epochs of
+        :meth:`_epochs_after_selection`, without a loss). A checkpoint directory goes to the
+        engine when it declares ``supports_checkpoints`` (Ray: per-rank checkpoints in Ray
+        Train's storage).
 
         Raises:
             ConfigError: The engine cannot train a network, or takes no checkpoint directory.
@@ -408,9 +410,17 @@ class NetworkStateMixin(Recommender):
         self.privacy_guarantee_ = fitted.privacy_guarantee_
         self.recoveries_ = fitted.recoveries_
         self.resumed_from_epoch_ = fitted.resumed_from_epoch_
+        run, after = len(self.loss_history_), self._epochs_after_selection()
         for epoch, loss in enumerate(self.loss_history_.tolist(), start=1):
-            self._report(epoch, len(self.loss_history_), loss)
+            self._report(epoch, run, loss)
+        for epoch in range(run + 1, run + after + 1):  # their losses stayed on the workers
+            self._report(epoch, run + after)
         return True
+
+    def _epochs_after_selection(self) -> int:
+        """Epochs of the kept network trained after the loss history's run (SASRec's refit),
+        reported by :meth:`_fit_on_engine` without a loss; 0 here."""
+        return 0
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {

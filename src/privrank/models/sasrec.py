@@ -333,24 +333,24 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedDPSGDFit):
         ``resumed_from_epoch_`` counts in the progress reports' numbering. The selection run's
         loss and validation histories and ``best_epoch_`` stay.
         """
-        epochs, run = self.best_epoch_, selection.epochs_run
+        count, run = self.best_epoch_, selection.epochs_run
         budget = self.config.max_seconds
         left = None if budget is None else budget - selection.elapsed_s
         if left is not None and left <= 0:
             return None
 
-        def report(epoch: int, _: int, loss: float | None = None, **metrics: float) -> None:
-            self._report(run + epoch, run + epochs, loss, **metrics)
+        def report(epoch: int, epochs: int, loss: float | None = None, **metrics: float) -> None:
+            self._report(run + epoch, run + count, loss, **metrics)  # epochs == count
 
         with seeded(options.seed):
             network, optimizer, generator, sequences = self._start(indptr, items, device, options)
             history, resumed = self._checkpointed_epochs(
-                EpochSchedule(epochs, max_seconds=left),
+                EpochSchedule(count, max_seconds=left),
                 lambda epoch: self._train_epoch(
                     network, optimizer, sequences, generator, options.parallel
                 ),
                 resumable=TorchFitState(network, optimizer, {"batches": generator}),
-                stage={"stage": "refit", "epochs": epochs},
+                stage={"stage": "refit", "epochs": count},
                 report=report,
             )
         if resumed is not None:
@@ -430,6 +430,9 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedDPSGDFit):
         super()._set_state(state)
         refit = state.get("refit_epochs")  # absent from artifacts saved before the refit record
         self.refit_epochs_ = 0 if refit is None else int(np.asarray(refit).reshape(-1)[0])
+
+    def _epochs_after_selection(self) -> int:
+        return self.refit_epochs_
 
     def _new_network(self) -> SASRecNetwork:
         cfg = self.config
