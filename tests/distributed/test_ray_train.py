@@ -75,6 +75,8 @@ def test_one_worker_equals_the_single_process_fit(engines, name, config) -> None
     _assert_same_network(ray, local, rtol=0, atol=0)
     np.testing.assert_array_equal(ray.loss_history_, local.loss_history_)
     np.testing.assert_array_equal(ray.item_popularity_, local.item_popularity_)
+    if name == "sasrec":  # the workers refit too (the carve chose the epochs), as one process
+        assert ray.refit_epochs_ == local.refit_epochs_ == local.best_epoch_ >= 1
 
 
 def test_two_workers_take_the_whole_batch_step(engines) -> None:

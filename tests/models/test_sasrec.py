@@ -420,7 +420,7 @@ def test_refit_retrains_the_best_epoch_count_on_train_and_validation():
     params = dict(epochs=12, patience=2, validate_every=2, dropout=0.1, max_length=6)
     reports: list[FitProgress] = []
     options = FitOptions(seed=3, threads=1, validation=parts.validation)
-    plain = small_sasrec(**params).fit(parts.train, options)
+    plain = small_sasrec(refit=False, **params).fit(parts.train, options)
     refit = small_sasrec(refit=True, **params).fit(
         parts.train, options.model_copy(update={"progress": reports.append})
     )
@@ -451,3 +451,75 @@ def test_refit_after_a_carve_puts_the_carved_items_back():
         ).fit(data, FitOptions(seed=0))
         histories = Query.histories([[(s + t) % 12 for t in range(3)] for s in range(12)])
         np.testing.assert_allclose(refit.score(histories), oracle.score(histories), rtol=1e-5)
+
+
+class Ticks:
+    """A clock that moves one second each time it is read: the epoch loop reads it once at its
+    start and once after every epoch, so epoch ``e`` of a loop ends ``e`` seconds in."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_the_time_budget_covers_the_refit(monkeypatch):
+    import functools
+
+    import privrank.models._torch_training as training
+    from privrank.models._epochs import run_epochs
+
+    monkeypatch.setattr(training, "run_epochs", functools.partial(run_epochs, clock=Ticks()))
+    parts = split(cyclic(n_users=40), LeaveLastOut(k=1, validation=True))
+    params = dict(epochs=6, patience=0, dropout=0.1, max_length=6)
+    options = FitOptions(seed=3, threads=1, validation=parts.validation)
+
+    def fit(**overrides) -> tuple[SASRec, list[FitProgress]]:
+        reports: list[FitProgress] = []
+        model = small_sasrec(**(params | overrides)).fit(
+            parts.train, options.model_copy(update={"progress": reports.append})
+        )
+        return model, reports
+
+    validated, _ = fit(refit=False)
+    refitted, _ = fit()
+    best = validated.best_epoch_
+    assert best >= 2 and refitted.refit_epochs_ == best  # no budget: the refit is kept
+    # The selection run's 6 epochs take 6 s; the refit gets what is left of the budget.
+    # Left: best - 0.5 s: the refit's last epoch ends past it, but it is the last: kept.
+    kept, reports = fit(max_seconds=6 + best - 0.5)
+    assert kept.refit_epochs_ == best
+    assert [r.epoch for r in reports] == list(range(1, 7 + best))
+    np.testing.assert_array_equal(weights_of(kept), weights_of(refitted))
+    # Left: best - 1.5 s: the refit stops after best - 1 epochs, short of best: dropped,
+    # and the best validated weights stay.
+    dropped, reports = fit(max_seconds=6 + best - 1.5)
+    assert dropped.refit_epochs_ == 0 and dropped.best_epoch_ == best
+    assert [r.epoch for r in reports] == list(range(1, 6 + best))  # 6 + (best - 1) epochs
+    assert all(r.epochs == 6 + best and not r.metrics for r in reports[6:])
+    np.testing.assert_array_equal(weights_of(dropped), weights_of(validated))
+    np.testing.assert_array_equal(dropped.validation_history_, validated.validation_history_)
+    # Nothing left after the selection run (its last epoch ended past the budget): no refit.
+    skipped, reports = fit(max_seconds=5.5)
+    assert skipped.refit_epochs_ == 0 and [r.epoch for r in reports] == list(range(1, 7))
+    np.testing.assert_array_equal(weights_of(skipped), weights_of(validated))
+
+
+def weights_of(model: SASRec) -> np.ndarray:
+    """All network weights, flattened in state-dict order."""
+    return np.concatenate([v.numpy().ravel() for v in model.network_.state_dict().values()])
+
+
+def test_the_refit_record_travels_with_the_artifact(tmp_path):
+    parts = split(cyclic(n_users=40), LeaveLastOut(k=1, validation=True))
+    options = FitOptions(seed=3, threads=1, validation=parts.validation)
+    for refit in (True, False):
+        model = small_sasrec(epochs=4, refit=refit).fit(parts.train, options)
+        assert model.refit_epochs_ == (model.best_epoch_ if refit else 0)
+        loaded = SASRec.load(model.save(tmp_path / str(refit)))
+        assert (
+            loaded.refit_epochs_ == model.refit_epochs_ and loaded.best_epoch_ == model.best_epoch_
+        )
+        np.testing.assert_array_equal(weights_of(loaded), weights_of(model))

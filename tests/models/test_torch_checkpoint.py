@@ -59,17 +59,25 @@ def weights(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.network_.state_dict().items()}
 
 
-@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
-@pytest.mark.parametrize("kill_after", [1, 4])
-def test_a_resumed_fit_ends_with_the_uninterrupted_weights(make, kill_after, tmp_path):
+def reported_epochs(model) -> int:
+    """Epochs the fit reported: the selection run's, then (SASRec) the refit's."""
+    return len(model.loss_history_) + getattr(model, "refit_epochs_", 0)
+
+
+def check_resumption(make, kill_after: int, directory) -> tuple[object, object]:
+    """Kill a fit after reported epoch ``kill_after``, resume it, and compare it with the
+    uninterrupted fit; then run the finished fit again. Returns (uninterrupted, resumed)."""
     whole = make().fit(PARTS.train, options())
     assert whole.resumed_from_epoch_ is None
     with pytest.raises(Killed):
-        make().fit(PARTS.train, options(tmp_path, kill_after=kill_after))
-    saved = read_checkpoint(checkpoint_path(tmp_path, whole.name))
-    assert saved is not None and saved.epoch == kill_after
-    resumed = make().fit(PARTS.train, options(tmp_path))
+        make().fit(PARTS.train, options(directory, kill_after=kill_after))
+    heard: list[int] = []
+    resumed = make().fit(
+        PARTS.train,
+        options(directory).model_copy(update={"progress": lambda r: heard.append(r.epoch)}),
+    )
     assert resumed.resumed_from_epoch_ == kill_after
+    assert heard == list(range(kill_after + 1, reported_epochs(whole) + 1))  # nothing redone
     expected, got = weights(whole), weights(resumed)
     assert expected.keys() == got.keys()
     for key in expected:
@@ -77,16 +85,47 @@ def test_a_resumed_fit_ends_with_the_uninterrupted_weights(make, kill_after, tmp
     assert resumed.loss_history_.tolist() == whole.loss_history_.tolist()
     assert resumed.validation_history_.tolist() == whole.validation_history_.tolist()
     assert resumed.best_epoch_ == whole.best_epoch_
-    # The finished fit's checkpoint says so: a third run trains nothing and keeps the weights.
+    assert getattr(resumed, "refit_epochs_", 0) == getattr(whole, "refit_epochs_", 0)
+    # The finished fit's checkpoints say so: a third run trains nothing and keeps the weights.
     epochs: list[int] = []
     again = make().fit(
         PARTS.train,
-        FitOptions(seed=4, threads=1, validation=PARTS.validation, checkpoint_dir=tmp_path,
+        FitOptions(seed=4, threads=1, validation=PARTS.validation, checkpoint_dir=directory,
                    progress=lambda r: epochs.append(r.epoch)),
     )  # fmt: skip
-    assert epochs == [] and again.resumed_from_epoch_ == len(whole.loss_history_)
+    assert epochs == [] and again.resumed_from_epoch_ == reported_epochs(whole)
     for key in expected:
         assert torch.equal(expected[key], weights(again)[key]), key
+    assert again.validation_history_.tolist() == whole.validation_history_.tolist()
+    return whole, resumed
+
+
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+@pytest.mark.parametrize("kill_after", [1, 4])
+def test_a_resumed_fit_ends_with_the_uninterrupted_weights(make, kill_after, tmp_path):
+    whole, _ = check_resumption(make, kill_after, tmp_path)
+    assert len(whole.loss_history_) > 4  # the kills fell in the selection run
+    with pytest.raises(Killed):
+        make().fit(PARTS.train, options(tmp_path / "again", kill_after=kill_after))
+    saved = read_checkpoint(checkpoint_path(tmp_path / "again", whole.name))
+    assert saved is not None and saved.epoch == kill_after
+
+
+@pytest.mark.parametrize("refit_epoch", ["first", "last"])
+def test_a_fit_killed_in_the_refit_resumes_there(refit_epoch, tmp_path):
+    whole = sasrec().fit(PARTS.train, options())
+    run, refit = len(whole.loss_history_), whole.refit_epochs_
+    assert whole.config.refit and refit == whole.best_epoch_ >= 2
+    kill_after = run + (1 if refit_epoch == "first" else refit)
+    with pytest.raises(Killed):
+        sasrec().fit(PARTS.train, options(tmp_path / "killed", kill_after=kill_after))
+    selection = read_checkpoint(checkpoint_path(tmp_path / "killed", "sasrec"))
+    refitted = read_checkpoint(checkpoint_path(tmp_path / "killed", "sasrec.refit"))
+    assert selection is not None and selection.epoch == run  # finished, kept beside the refit's
+    assert refitted is not None and refitted.epoch == kill_after - run
+    assert refitted.identity["stage"] == "refit" and refitted.identity["epochs"] == refit
+    # and the whole check: resumed in the refit, it ends with the uninterrupted weights
+    check_resumption(sasrec, kill_after, tmp_path / "resumed")
 
 
 def test_a_fit_without_validation_resumes_too(tmp_path):

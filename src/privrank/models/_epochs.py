@@ -126,6 +126,8 @@ class EpochHistory:
         epochs_run: Epochs trained.
         stopped_by: ``"epochs"`` (the last epoch ran, whatever else happened then),
             ``"early stopping"`` or ``"time budget"``.
+        elapsed_s: Seconds the loop counted against ``max_seconds`` (from its start, a resumed
+            loop's earlier seconds included, to the end of its last epoch); 0 without a budget.
     """
 
     losses: np.ndarray
@@ -133,6 +135,7 @@ class EpochHistory:
     best_epoch: int
     epochs_run: int
     stopped_by: StopReason
+    elapsed_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -229,12 +232,13 @@ def run_epochs(
     epoch = 0
     stopped_by: StopReason = "epochs"
     finished: StopReason | None = None
-    spent = 0.0
+    spent = elapsed = 0.0
     if resume is not None:
         epoch, losses, evaluations = resume.epoch, list(resume.losses), list(resume.evaluations)
         stopper.best_value, stopper.best_epoch = resume.best_value, resume.best_epoch
         stopper.best_state, stopper._stale = resume.best_state, resume.stale
         spent, finished = resume.elapsed_s, resume.finished
+        elapsed = spent
         stopped_by = finished or "epochs"
     started = clock() - spent if budget is not None else 0.0
     first = epoch + 1
@@ -282,4 +286,5 @@ def run_epochs(
         best_epoch=stopper.best_epoch if kept is not None else epoch,
         epochs_run=epoch,
         stopped_by=stopped_by,
+        elapsed_s=elapsed,
     )

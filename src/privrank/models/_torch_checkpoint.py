@@ -27,6 +27,12 @@ A checkpoint written on one kind of device is not resumed on the other (it is an
 random streams differ). A checkpoint of another fit is ignored and replaced; a corrupted one
 stops the fit (:class:`~privrank.errors.ArtifactError`).
 
+A second epoch loop of the same fit (SASRec's refit) is a *stage* with its own file,
+``<name>.<stage>.checkpoint.safetensors``, whose identity is the fit's plus the stage's entries
+(:meth:`~privrank.models._torch_training.EpochFitMixin._checkpointed_epochs`): the first loop's
+finished checkpoint stays beside it, so a fit stopped in the refit resumes the refit, and a
+finished fit run again trains nothing.
+
 Private fits write no checkpoints (:meth:`~privrank.models.base.Recommender.check_checkpoints`
 refuses them): resuming one would need the secret Poisson-sampling and noise streams on disk,
 where anyone who reads them could subtract the noise from the released weights. A private fit

@@ -13,7 +13,7 @@ reports NDCG@k and HR@k of the validation items (:func:`ranking_metrics`, over
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
@@ -31,6 +31,7 @@ from privrank.models._epochs import (
     EpochHistory,
     EpochSchedule,
     LoopState,
+    ProgressReport,
     Validation,
     run_epochs,
 )
@@ -215,15 +216,54 @@ class EpochFitMixin(Recommender):
         Returns:
             The history of the run (the model's weights are the kept ones).
         """
+        history, self.resumed_from_epoch_ = self._checkpointed_epochs(
+            schedule, train_epoch, validation, resumable
+        )
+        self.loss_history_ = history.losses
+        self.validation_history_ = history.evaluations
+        self.best_epoch_ = history.best_epoch
+        return history
+
+    def _checkpointed_epochs(
+        self,
+        schedule: EpochSchedule,
+        train_epoch: Callable[[int], float | None],
+        validation: Validation | None = None,
+        resumable: TorchFitState | None = None,
+        *,
+        stage: Mapping[str, object] | None = None,
+        report: ProgressReport | None = None,
+    ) -> tuple[EpochHistory, int | None]:
+        """Run :func:`~privrank.models._epochs.run_epochs`, checkpointed, recording nothing.
+
+        The loop behind :meth:`_run_epochs`, and a later loop of the same fit (SASRec's refit):
+        such a *stage* has its own checkpoint, the file ``<name>.<stage>`` with the fit's
+        identity plus ``stage``'s entries, so that resuming the fit finds both the first loop's
+        checkpoint and the stage's.
+
+        Args:
+            schedule: Epochs, patience, validation cadence and time budget.
+            train_epoch: Trains one epoch; returns its mean loss, or ``None``.
+            validation: How to validate and keep the best weights (``None``: no validation).
+            resumable: The loop's network, optimizer and generators, to checkpoint after every
+                epoch and resume from when the fit has a checkpoint directory.
+            stage: ``None``: the fit's first loop; else what sets this loop apart (its
+                ``"stage"`` entry names the checkpoint file).
+            report: Receives the loop's progress; ``None``: the fit's progress callback.
+
+        Returns:
+            The loop's history and the epoch its checkpoint resumed from (``None``: started
+            afresh).
+        """
         resume: LoopState | None = None
         save = None
-        self.resumed_from_epoch_ = None
         directory = self._options.checkpoint_dir
         if resumable is not None and directory is not None:
-            store = TorchCheckpoints(directory, self.name, self._checkpoint_identity())
+            name, identity = self.name, self._checkpoint_identity()
+            if stage is not None:
+                name, identity = f"{name}.{stage['stage']}", identity | dict(stage)
+            store = TorchCheckpoints(directory, name, identity)
             resume = store.load(resumable)
-            if resume is not None:
-                self.resumed_from_epoch_ = resume.epoch
 
             def save(state: LoopState) -> None:
                 store.save(resumable, state)
@@ -232,14 +272,11 @@ class EpochFitMixin(Recommender):
             schedule,
             train_epoch,
             validation=validation,
-            report=self._report,
+            report=self._report if report is None else report,
             resume=resume,
             save=save,
         )
-        self.loss_history_ = history.losses
-        self.validation_history_ = history.evaluations
-        self.best_epoch_ = history.best_epoch
-        return history
+        return history, None if resume is None else resume.epoch
 
     def _checkpoint_identity(self) -> dict[str, object]:
         """What this fit is, for its checkpoints: model, config, seed, training histories (in
@@ -341,8 +378,10 @@ class NetworkStateMixin(Recommender):
         model data-parallel on its workers; this model takes its network, histories of loss and
         validation, cold-start popularity, (private fit) guarantee and what the engine recovered
         from (``recoveries_``, ``resumed_from_epoch_``), and reports the per-epoch losses to
-        the fit's progress callback afterwards. A checkpoint directory goes to the engine when
-        it declares ``supports_checkpoints`` (Ray: per-rank checkpoints in Ray Train's storage).
+        the fit's progress callback afterwards (then the epochs of
+        :meth:`_epochs_after_selection`, without a loss). A checkpoint directory goes to the
+        engine when it declares ``supports_checkpoints`` (Ray: per-rank checkpoints in Ray
+        Train's storage).
 
         Raises:
             ConfigError: The engine cannot train a network, or takes no checkpoint directory.
@@ -371,9 +410,17 @@ class NetworkStateMixin(Recommender):
         self.privacy_guarantee_ = fitted.privacy_guarantee_
         self.recoveries_ = fitted.recoveries_
         self.resumed_from_epoch_ = fitted.resumed_from_epoch_
+        run, after = len(self.loss_history_), self._epochs_after_selection()
         for epoch, loss in enumerate(self.loss_history_.tolist(), start=1):
-            self._report(epoch, len(self.loss_history_), loss)
+            self._report(epoch, run, loss)
+        for epoch in range(run + 1, run + after + 1):  # their losses stayed on the workers
+            self._report(epoch, run + after)
         return True
+
+    def _epochs_after_selection(self) -> int:
+        """Epochs of the kept network trained after the loss history's run (SASRec's refit),
+        reported by :meth:`_fit_on_engine` without a loss; 0 here."""
+        return 0
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {
