@@ -11,7 +11,7 @@ from privrank.data.synthetic import SyntheticConfig, generate
 from privrank.models import FitOptions, Query, create_model, model_class, model_names
 from privrank.models.capabilities import FactorModel, ItemItemModel
 
-FACTOR_MODELS = {"ials", "bpr", "fedmf", "content-knn"}
+FACTOR_MODELS = {"ials", "bpr", "fedmf", "content-knn", "genre-profile"}
 ITEM_ITEM_MODELS = {"ease", "ease-sparse", "itemknn"}
 
 
