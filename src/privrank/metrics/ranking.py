@@ -152,11 +152,7 @@ class RankedRelevance:
             raise ConfigError(f"depth must be >= 1, got {depth}")
         rel_position = np.asarray(rel_position, dtype=np.int64)
         rel_ranks = np.asarray(rel_ranks, dtype=np.int64)
-        grades = (
-            np.ones(len(rel_position))
-            if rel_grades is None
-            else np.asarray(rel_grades, dtype=np.float64)
-        )
+        grades = _grades(rel_grades, len(rel_position))
         n_relevant = _check_judgements(rel_position, grades, n_users)
         keep = (rel_ranks >= 0) & (rel_ranks < depth)
         rows, ranks, values = rel_position[keep], rel_ranks[keep], grades[keep]
@@ -215,11 +211,7 @@ class RankedRelevance:
         n_users, depth = top_items.shape
         rel_position = np.asarray(rel_position, dtype=np.int64)
         rel_items = np.asarray(rel_items, dtype=np.int64)
-        grades = (
-            np.ones(len(rel_items))
-            if rel_grades is None
-            else np.asarray(rel_grades, dtype=np.float64)
-        )
+        grades = _grades(rel_grades, len(rel_items))
         if len(rel_items) and rel_items.min() < 0:
             raise DataError(
                 "judged items must be item codes", value=int(rel_items.min()), expected=">= 0"
@@ -242,6 +234,11 @@ class RankedRelevance:
             rows, ranks, values = _ideal_entries(rel_position, grades, n_relevant, depth)
             ideal[rows, ranks] = values
         return cls(grades=ranked, ideal=ideal, n_relevant=n_relevant)
+
+
+def _grades(rel_grades: np.ndarray | None, n: int) -> np.ndarray:
+    """The judgements' relevance grades as float64 (binary relevance: all ones)."""
+    return np.ones(n) if rel_grades is None else np.asarray(rel_grades, dtype=np.float64)
 
 
 def _check_judgements(rel_position: np.ndarray, grades: np.ndarray, n_users: int) -> np.ndarray:
