@@ -90,7 +90,7 @@ def run_one(
         "pairs_s": pairs_s,
         "beyond_accuracy": args.beyond_accuracy,
         "metrics": {k: float(v) for k, v in result.result.means.items()},
-        "best_epoch": getattr(model, "best_epoch_", None),
+        "best_epoch": model.fit_summary().get("best_epoch"),
         "wall_s": time.perf_counter() - started,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "load_average": os.getloadavg()[0],

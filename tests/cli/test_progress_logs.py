@@ -87,6 +87,13 @@ def test_no_user_id_in_any_line_and_progress_everywhere(cli, id_file, tmp_path: 
         epochs = [e for e in json_lines(runs[model].stderr) if e["event"] == "epoch"]
         assert [e["done"] for e in epochs] == [1, 2] and all(e["total"] == 2 for e in epochs)
         assert all(np.isfinite(e["loss"]) and 0 <= e["ndcg@10"] <= 1 for e in epochs), model
+    # The training record's fit summary agrees with the epochs the fit reported as it ran.
+    epochs = [e for e in json_lines(runs["bpr"].stderr) if e["event"] == "epoch"]
+    best = max(epochs, key=lambda e: e["ndcg@10"])  # the first best epoch is kept
+    summary = json.loads((tmp_path / "bpr" / "training.json").read_text())["fit"]["summary"]
+    assert summary["epochs_run"] == 2 and summary["best_epoch"] == best["done"]
+    assert summary["best_validation"]["ndcg@10"] == pytest.approx(best["ndcg@10"], rel=1e-6)
+    assert json.loads((tmp_path / "ials" / "training.json").read_text())["fit"]["summary"] == {}
     scored = [e for e in json_lines(runs["evaluate"].stderr) if e["event"] == "evaluation"]
     assert scored and scored[-1]["done"] == scored[-1]["total"] > 0
     bar = runs["text"].stderr  # the Rich bar, on standard error: loss and validation metric

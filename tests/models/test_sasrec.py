@@ -522,4 +522,15 @@ def test_the_refit_record_travels_with_the_artifact(tmp_path):
         assert (
             loaded.refit_epochs_ == model.refit_epochs_ and loaded.best_epoch_ == model.best_epoch_
         )
+        # The training record's summary: the validated epoch with the highest NDCG@10 (the first
+        # of equals), read here from the validation history itself.
+        history = model.validation_history_
+        epoch, ndcg, hr = history[int(np.argmax(history[:, 1]))]
+        assert model.fit_summary() == {
+            "epochs_run": 4,
+            "best_epoch": int(epoch),
+            "best_validation": {"ndcg@10": ndcg, "hr@10": hr},
+            "refit_epochs": int(epoch) if refit else 0,
+        }
+        assert loaded.fit_summary() == model.fit_summary()
         np.testing.assert_array_equal(weights_of(loaded), weights_of(model))

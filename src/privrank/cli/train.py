@@ -488,5 +488,11 @@ def _record(
         }
     else:
         data["dataset"] = {"name": train.metadata.name, "fingerprint": data["train_fingerprint"]}
-    fit = {"seed": seed, "threads": threads, "seconds": seconds, "history_mode": mode}
+    fit = {
+        "seed": seed,
+        "threads": threads,
+        "seconds": seconds,
+        "history_mode": mode,
+        "summary": recommender.fit_summary(),
+    }
     return training_record(recommender, fit=fit, data=data)

@@ -16,7 +16,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import torch
@@ -183,6 +183,24 @@ class EpochFitMixin(Recommender):
     checkpoint of the same fit (:mod:`privrank.models._torch_checkpoint`), recording the epoch
     it resumed from in ``resumed_from_epoch_`` (``None``: started afresh).
     """
+
+    def fit_summary(self) -> dict[str, Any]:
+        """The epochs run and the epoch kept, for the training record.
+
+        Returns:
+            ``epochs_run`` (epochs of the loss history), ``best_epoch`` (the epoch whose weights
+            were kept: the best validated one, or the last one without validation) and, with a
+            validation part, ``best_validation``: NDCG@10 and HR@10 of the kept epoch.
+        """
+        summary: dict[str, Any] = super().fit_summary() | {
+            "epochs_run": len(self.loss_history_),
+            "best_epoch": int(self.best_epoch_),
+        }
+        evaluations = np.asarray(self.validation_history_).reshape(-1, 3)
+        kept = evaluations[evaluations[:, 0] == self.best_epoch_]
+        if kept.size:
+            summary["best_validation"] = {"ndcg@10": float(kept[0, 1]), "hr@10": float(kept[0, 2])}
+        return summary
 
     def _validation_set(self) -> ValidationSet | None:
         """The validation set of the fit in progress (``FitOptions.validation``), or ``None``."""

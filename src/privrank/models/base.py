@@ -399,6 +399,19 @@ class Recommender(ABC):
                     f"{key!r}; try stronger regularization or a smaller learning rate"
                 )
 
+    def fit_summary(self) -> dict[str, Any]:
+        """What the fit chose on its own, for the training record (``training.json``).
+
+        Iterative models with a validation part report the epochs they ran and the epoch whose
+        weights they kept (:class:`~privrank.models._torch_training.EpochFitMixin`); a model
+        whose fit makes no such choice reports nothing (``{}``, this default).
+
+        Raises:
+            NotTrainedError: The model is not fitted.
+        """
+        self._require_fitted()
+        return {}
+
     @property
     def is_fitted(self) -> bool:
         """Whether the model has been fitted (or loaded)."""

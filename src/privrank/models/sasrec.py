@@ -434,6 +434,11 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedDPSGDFit):
     def _epochs_after_selection(self) -> int:
         return self.refit_epochs_
 
+    def fit_summary(self) -> dict[str, Any]:
+        """:meth:`EpochFitMixin.fit_summary` plus ``refit_epochs``: epochs of the refit network
+        that was kept (0: the kept weights are the selection run's ``best_epoch``)."""
+        return super().fit_summary() | {"refit_epochs": int(self.refit_epochs_)}
+
     def _new_network(self) -> SASRecNetwork:
         cfg = self.config
         return SASRecNetwork(

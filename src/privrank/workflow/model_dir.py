@@ -92,7 +92,8 @@ def training_record(model: Any, *, fit: dict[str, Any], data: dict[str, Any]) ->
 
     Args:
         model: The fitted model (its registry name and full config are recorded).
-        fit: ``seed``, ``threads``, ``seconds`` and ``history_mode`` of the fit.
+        fit: ``seed``, ``threads``, ``seconds``, ``history_mode`` and ``summary`` (the
+            model's :meth:`~privrank.models.base.Recommender.fit_summary`) of the fit.
         data: What it was fitted on (``kind``, ``argument``, ``train_fingerprint``, ...).
     """
     return {
