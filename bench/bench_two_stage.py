@@ -98,6 +98,28 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             {"name": "most-popular"},
         ],
     },
+    # SASRec (the best single model on Beauty) proposing beside the session ItemKNN; with and
+    # without the retrievers' refit on the whole training data (without it the ranker scores the
+    # same retriever fits it was trained on, SASRec fitted one item short)
+    "last-sasrec-knn": {
+        "carve": "last",
+        "retrievers": [
+            {"name": "sasrec"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "recent": 1},
+            {"name": "most-popular"},
+        ],
+    },
+    "last-sasrec-knn-norefit": {
+        "carve": "last",
+        "refit": False,
+        "retrievers": [
+            {"name": "sasrec"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "recent": 1},
+            {"name": "most-popular"},
+        ],
+    },
     "recent": {
         "retrievers": [
             {"name": "ease"},
