@@ -399,8 +399,10 @@ def _run(prepared: Any, name: str, params: dict[str, Any], config: RunConfig) ->
     started = time.perf_counter()
     run = fit_and_evaluate(prepared, ModelSpec(name=name, params=params), config)
     ndcg = float(run.result.means["ndcg@10"])
+    interval = run.intervals.get("ndcg@10")
     return {
         "ndcg@10": ndcg,
+        "ndcg@10_ci95": None if interval is None else [interval.low, interval.high],
         "seconds": time.perf_counter() - started,
         "stages": run.extra.get("stages"),
         "info": getattr(run.model, "training_info_", None),
@@ -489,7 +491,12 @@ def main() -> None:
         for label, (name, params) in {**singles, **runs}.items():
             results[label] = _run(part, name, params, config)
             r = results[label]
-            print(f"{label:32s} NDCG@10 {r['ndcg@10']:.4f}  {r['seconds']:7.1f} s", flush=True)
+            ci = r["ndcg@10_ci95"]
+            ci_text = "" if ci is None else f" [{ci[0]:.4f}, {ci[1]:.4f}]"
+            print(
+                f"{label:32s} NDCG@10 {r['ndcg@10']:.4f}{ci_text}  {r['seconds']:7.1f} s",
+                flush=True,
+            )
             if r["stages"]:
                 print("   stages:", {k: round(v, 2) for k, v in r["stages"].items()}, flush=True)
                 print("   candidate recall:", r["info"]["candidate_recall"], flush=True)

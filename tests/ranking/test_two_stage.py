@@ -354,3 +354,50 @@ def test_a_windowed_itemknn_retriever_is_its_own_fit_and_round_trips(tmp_path: P
     assert "r2.itemknn.relative_score" in model.ranker_.feature_names_
     loaded = Recommender.load(model.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.score(np.arange(15)), model.score(np.arange(15)))
+
+
+def test_a_sasrec_retriever_proposes_and_is_the_standalone_sasrec_after_the_refit(
+    tmp_path: Path,
+) -> None:
+    """SASRec as a proposing retriever on a leave-one-out carve (``carve = last``), beside a
+    recent-item ItemKNN (the issue-14 Beauty setting in small): after the refit its scores are
+    those of a standalone SASRec fitted on the whole training data with the same seed (the
+    oracle), its score and rank columns reach the ranker, and the pipeline scores the same
+    after a save and load and when a training history is folded in."""
+    data = synthetic_interactions(120, 50, per_user=10, seed=4)
+    sasrec = {
+        "factors": 8,
+        "max_length": 10,
+        "negatives": 16,
+        "epochs": 2,
+        "batch_size": 32,
+        "carve_validation": False,
+        "refit": False,
+    }
+    config = {
+        **SMALL,
+        "carve": "last",
+        "retrievers": [
+            {"name": "sasrec", "params": sasrec},
+            {"name": "itemknn", "recent": 1},
+            {"name": "itemknn"},
+            {"name": "most-popular"},
+        ],
+    }
+    options = FitOptions(seed=7, threads=1)
+    model = create_model("two-stage", config).fit(data, options)
+    assert isinstance(model, TwoStage)
+    alone = create_model("sasrec", sasrec).fit(data, options)
+    users = np.arange(12)
+    np.testing.assert_allclose(
+        model.retrieve(Query.users(users))[0],
+        np.asarray(alone.score(users), np.float32),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert {"r0.sasrec.relative_score", "r0.sasrec.log_rank"} <= set(model.ranker_.feature_names_)
+    assert model.training_info_["base_retriever"].endswith(".log_rank")
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.score(users), model.score(users))
+    histories = model._training_histories(users)
+    np.testing.assert_allclose(model.score(histories), model.score(users), rtol=1e-5, atol=1e-5)
