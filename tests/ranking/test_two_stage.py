@@ -401,3 +401,41 @@ def test_a_sasrec_retriever_proposes_and_is_the_standalone_sasrec_after_the_refi
     np.testing.assert_array_equal(loaded.score(users), model.score(users))
     histories = model._training_histories(users)
     np.testing.assert_allclose(model.score(histories), model.score(users), rtol=1e-5, atol=1e-5)
+
+
+def test_an_evaluation_fits_the_two_stage_on_train_and_validation() -> None:
+    """The two-stage carves its own labels and reads no validation split, so on a leave-one-out
+    protocol the runner gives it train + validation (each user's most recent training item
+    included), and its refitted retrievers count those rows too."""
+    from privrank.workflow.protocols import ProtocolSpec
+    from privrank.workflow.runner import RunConfig, run
+
+    data = synthetic_interactions(40, 30, per_user=8, seed=5)
+    spec = ProtocolSpec(
+        name="toy-loo",
+        dataset="in-memory",
+        split={"protocol": "leave-last-out", "k": 1, "validation": True},
+        cutoffs=(5, 10),
+        headline=("ndcg@10",),
+    )
+    params = SMALL | {"carve": "last", "retrievers": [{"name": "most-popular"}]}
+    config = RunConfig(
+        protocols=[spec],
+        models=[{"name": "two-stage", "params": params}, "itemknn"],
+        n_resamples=20,
+        threads=1,
+    )
+    summary = run(config, None, data={"toy-loo": data})
+    two_stage, itemknn = summary.runs
+    assert TwoStage.trains_on_validation_part and not itemknn.model.trains_on_validation_part
+    assert (two_stage.history_mode, itemknn.history_mode) == ("refit", "fold-in")
+    history, train = two_stage.prepared.history, two_stage.prepared.train
+    assert two_stage.model.history_items_.size == len(history) > len(train)
+    # Oracle: most-popular's counts over the rows of train + validation, counted here by hand.
+    pairs = set(zip(history.users().tolist(), history.items().tolist(), strict=True))
+    assert len(pairs) == len(history)  # no repeated (user, item) rows
+    counts = np.zeros(two_stage.model.n_items_)
+    for _, item in pairs:
+        counts[item] += 1
+    (popular,) = two_stage.model.retrievers_
+    np.testing.assert_array_equal(popular.item_popularity_, counts)

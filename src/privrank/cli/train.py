@@ -453,7 +453,7 @@ def _training_rows(resolved: TrainingData, recommender: Any) -> tuple[Interactio
     prepared = resolved.prepared
     if not prepared.history_extends_train:
         return prepared.train, "users"
-    if recommender.supports_fold_in:
+    if recommender.supports_fold_in and not recommender.trains_on_validation_part:
         return prepared.train, "fold-in"
     return prepared.history, "refit"
 

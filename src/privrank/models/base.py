@@ -130,6 +130,11 @@ class Recommender(ABC):
         name: Registry name (set by :func:`register`).
         Config: The config class.
         supports_fold_in: Whether ad-hoc non-empty histories can be scored.
+        trains_on_validation_part: Whether the model takes a protocol's validation part as
+            training data: it reads no validation split (it carves its own labels from its
+            training rows), so an evaluation or ``privrank train`` on a protocol fits it on
+            train + validation (the test-time history) rather than leave each user's most
+            recent items out of its fit.
         fold_in_matches_training: Whether scoring a training user's history as an ad-hoc
             history gives the same scores as scoring the user by code.
         personalised: Whether scores depend on the history (``False`` for popularity).
@@ -176,6 +181,7 @@ class Recommender(ABC):
     name: ClassVar[str] = "unregistered"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     supports_fold_in: ClassVar[bool] = True
+    trains_on_validation_part: ClassVar[bool] = False
     fold_in_matches_training: ClassVar[bool] = True
     personalised: ClassVar[bool] = True
     seeded: ClassVar[bool] = False

@@ -12,8 +12,10 @@ are scored by the same metric code.
 score users by code. When it also holds the validation items (leave-one-out), the runner's
 ``test_history`` decides: ``"fold-in"`` (default) scores each test user's full history as an
 ad-hoc :class:`~privrank.models.Query` with the model fitted on ``train``; models that cannot
-fold in are refitted on ``train + validation`` instead. ``"refit"`` refits every model on
-``train + validation``. Each result records which mode it used (``model.history_mode``).
+fold in, and models that take the validation part as training data
+(``trains_on_validation_part``: the two-stage), are fitted on ``train + validation`` instead.
+``"refit"`` refits every model on ``train + validation``. Each result records which mode it
+used (``model.history_mode``).
 
 **Validation.** With ``validation=True``, each model fitted on ``train`` also ranks the
 validation items (history ``train``); the means are recorded under ``validation``, the number
@@ -335,7 +337,11 @@ def fit_and_evaluate(
     mode = "users"
     train = prepared.train
     if prepared.history_extends_train:
-        if config.test_history == "refit" or not model.supports_fold_in:
+        if (
+            config.test_history == "refit"
+            or not model.supports_fold_in
+            or model.trains_on_validation_part
+        ):
             mode, train = "refit", prepared.history
         else:
             mode = "fold-in"

@@ -152,6 +152,11 @@ class TwoStage(Recommender, StagedModel):
     seeded = True
     supports_privacy = True
     supports_private_engine = False
+    # It carves its ranker's labels from its own training rows and passes its retrievers no
+    # validation split, so a protocol's validation part (each user's most recent item on a
+    # leave-one-out protocol) is training data to it: without it every retriever, SASRec's
+    # refit included, would train one item short of the same model evaluated alone.
+    trains_on_validation_part = True
     PrivateConfig = TwoStagePrivateConfig
 
     def __init__(self, config: Any = None, **params: Any) -> None:
