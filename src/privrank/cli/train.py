@@ -450,12 +450,7 @@ def _training_rows(resolved: TrainingData, recommender: Any) -> tuple[Interactio
         if resolved.dataset is None:  # resolve_training_data sets one of them
             raise ConfigError(f"--data {resolved.argument}: neither a protocol nor a dataset")
         return resolved.dataset, "users"
-    prepared = resolved.prepared
-    if not prepared.history_extends_train:
-        return prepared.train, "users"
-    if recommender.supports_fold_in and not recommender.trains_on_validation_part:
-        return prepared.train, "fold-in"
-    return prepared.history, "refit"
+    return resolved.prepared.training_rows(recommender)
 
 
 def _record(

@@ -248,6 +248,25 @@ class PreparedProtocol:
         """Whether the test-time history holds more than ``train`` (the validation items)."""
         return self.history is not self.train
 
+    def training_rows(self, model: Any, test_history: str = "fold-in") -> tuple[Interactions, str]:
+        """The rows ``model`` is fitted on and its test-time history mode.
+
+        ``users`` (no validation part: fitted on ``train``, test users scored by code),
+        ``fold-in`` (fitted on ``train``, each test user's ``train + validation`` history folded
+        in) or ``refit`` (fitted on ``train + validation``): when ``test_history`` asks for it,
+        when the model cannot fold in, or when it takes the validation part as training data
+        (``trains_on_validation_part``).
+
+        Args:
+            model: A :class:`~privrank.models.base.Recommender` (its class attributes are read).
+            test_history: ``fold-in`` or ``refit`` (``RunConfig.test_history``).
+        """
+        if not self.history_extends_train:
+            return self.train, "users"
+        if test_history == "refit" or not model.supports_fold_in or model.trains_on_validation_part:
+            return self.history, "refit"
+        return self.train, "fold-in"
+
     def train_fingerprint(self) -> str:
         """:func:`~privrank.data.fingerprint.fingerprint` of the training part."""
         return fingerprint(self.train)

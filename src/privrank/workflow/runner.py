@@ -334,17 +334,7 @@ def fit_and_evaluate(
             scored.
     """
     model = create_model(spec.name, spec.params)
-    mode = "users"
-    train = prepared.train
-    if prepared.history_extends_train:
-        if (
-            config.test_history == "refit"
-            or not model.supports_fold_in
-            or model.trains_on_validation_part
-        ):
-            mode, train = "refit", prepared.history
-        else:
-            mode = "fold-in"
+    train, mode = prepared.training_rows(model, config.test_history)
     options = FitOptions(
         seed=config.seed,
         threads=config.threads,
