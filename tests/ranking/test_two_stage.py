@@ -356,6 +356,40 @@ def test_a_windowed_itemknn_retriever_is_its_own_fit_and_round_trips(tmp_path: P
     np.testing.assert_array_equal(loaded.score(np.arange(15)), model.score(np.arange(15)))
 
 
+def test_retrievers_that_differ_in_seed_are_a_seed_ensemble_of_standalone_fits(
+    tmp_path: Path,
+) -> None:
+    """iALS listed with seeds 0 and 2 is two fits: after the refit each is the standalone iALS
+    fitted on the whole training data with seed ``fit seed + its seed`` (the oracle), the two
+    differ, a repeated (name, params, seed) shares its fit, each gets its own feature columns,
+    and the pipeline scores the same after a save and load."""
+    data = synthetic_interactions(120, 50, per_user=10, seed=3)
+    ials = {"factors": 8, "epochs": 3}
+    config = {
+        **SMALL,
+        "retrievers": [
+            {"name": "ials", "params": ials},
+            {"name": "ials", "params": ials, "seed": 2},
+            {"name": "ials", "params": ials, "seed": 2, "recent": 3, "propose": False},
+            {"name": "most-popular"},
+        ],
+    }
+    options = FitOptions(seed=5, threads=1)
+    model = create_model("two-stage", config).fit(data, options)
+    assert isinstance(model, TwoStage)
+    first, second, shared = model.retrievers_[:3]
+    assert shared is second and first is not second
+    users = np.arange(15)
+    for fitted, offset in ((first, 0), (second, 2)):
+        alone = create_model("ials", ials).fit(data, FitOptions(seed=5 + offset, threads=1))
+        np.testing.assert_array_equal(fitted.score(users), alone.score(users))
+    assert not np.array_equal(first.score(users), second.score(users))
+    names = set(model.ranker_.feature_names_)
+    assert {"r0.ials.relative_score", "r1.ials.relative_score"} <= names
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.score(users), model.score(users))
+
+
 def test_a_sasrec_retriever_proposes_and_is_the_standalone_sasrec_after_the_refit(
     tmp_path: Path,
 ) -> None:

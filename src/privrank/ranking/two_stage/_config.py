@@ -23,13 +23,20 @@ class RetrieverSpec(ModelConfig):
         recent: Score only the last ``recent`` items of each history (time order; an ad-hoc
             history's order as sent) instead of the whole history: a session signal (e.g. the
             items most like the user's last one). ``None``: the whole history. A retriever
-            with the same ``name`` and ``params`` as an earlier one shares its fitted model.
+            with the same ``name``, ``params`` and ``seed`` as an earlier one shares its fitted
+            model.
+        seed: Added to the fit's seed for this retriever's fit. A model that draws random
+            numbers (Mult-VAE, iALS, BPR, SASRec) listed with seeds 0, 1, 2 is a seed ensemble
+            of three fits, each with its own ``relative_score`` and ``log_rank`` features and
+            its own column in a blended base (``ranker_base_blend``). Specs that differ only in
+            ``seed`` are distinct fits, so in a private fit distinct releases, each charged.
     """
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     propose: bool = True
     recent: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0)
 
 
 def _default_retrievers() -> tuple[RetrieverSpec, ...]:

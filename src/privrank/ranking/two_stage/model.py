@@ -338,14 +338,15 @@ class TwoStage(Recommender, StagedModel):
 
     @staticmethod
     def _retriever_key(spec: Any) -> str:
-        return json.dumps([spec.name, spec.params], sort_keys=True, default=str)
+        return json.dumps([spec.name, spec.params, spec.seed], sort_keys=True, default=str)
 
     def _fit_retrievers(
         self, data: Interactions, options: FitOptions, privacy: tuple[Any, ...] = ()
     ) -> list[Recommender]:
-        """Every retriever fitted on ``data``, in config order; specs with the same name and
-        params (e.g. one on the whole history, one on its ``recent`` items) share one fit.
-        ``privacy``: one spec per distinct fit, in order of first appearance (private fits)."""
+        """Every retriever fitted on ``data``, in config order; specs with the same name,
+        params and seed (e.g. one on the whole history, one on its ``recent`` items) share one
+        fit, seeded ``options.seed + spec.seed``. ``privacy``: one spec per distinct fit, in
+        order of first appearance (private fits)."""
         fitted: dict[str, Recommender] = {}
         out = []
         for spec in self.config.retrievers:
@@ -354,7 +355,10 @@ class TwoStage(Recommender, StagedModel):
                 model = create_model(spec.name, spec.params)
                 part = privacy[len(fitted)] if privacy else None
                 fitted[key] = model.fit(
-                    data, FitOptions(seed=options.seed, threads=options.threads, privacy=part)
+                    data,
+                    FitOptions(
+                        seed=options.seed + spec.seed, threads=options.threads, privacy=part
+                    ),
                 )
             out.append(fitted[key])
         return out
