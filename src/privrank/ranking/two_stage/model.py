@@ -34,7 +34,13 @@ by the evaluation runner.
 
 **Recent items.** A retriever spec with ``recent: n`` scores only the last ``n`` items of
 each history (a session signal for next-item protocols); it shares the fitted model of an
-earlier spec with the same name and params.
+earlier spec with the same name, params and seed.
+
+**Seed ensembles.** A retriever spec's ``seed`` is added to the fit's seed: a model that draws
+random numbers (Mult-VAE, iALS, BPR, SASRec) listed with seeds 0, 1, 2 is three fits, each with
+its own feature columns, which a blended base can weigh together (on eight validation carves
+of ML-100K's training ratings a Mult-VAE of three seeds ranks 1-13 % below EASE by NDCG@10,
+one seed 7-17 % below it; BENCHMARKS.md, session 15).
 
 **Content similarity** is one more retriever: ``{"name": "content-knn"}`` (the cosine of
 each item's sentence embedding to the history's, :class:`~privrank.models.ContentKNN`), with
