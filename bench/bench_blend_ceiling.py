@@ -19,6 +19,9 @@ weight changes only when the mean relative gain over the base rises). Three figu
 3. **leave one carve out**: weights fitted on the other carves, scored on the held-out one, the
    honest estimate of a blend chosen this way.
 
+With ``--weights`` (JSON, ``{signal: weight}``) it fits nothing: it scores that blend on each
+carve (e.g. a blend chosen on other carve seeds, checked on fresh ones).
+
 A signal with ``"seeds": [..]`` is a seed ensemble: the model is fitted once per seed and its
 raw scores summed before the relative score is taken.
 
@@ -145,6 +148,7 @@ def main() -> None:
     parser.add_argument("--carve-seeds", default="0,1,2,3")
     parser.add_argument("--carve-fraction", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--weights", default=None, help="JSON {signal: weight}: score only")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     signals = DEFAULT_SIGNALS if args.signals is None else json.loads(args.signals)
@@ -182,6 +186,19 @@ def main() -> None:
             + ", ".join(f"{n} {v:.4f}" for n, v in alone.items()),
             flush=True,
         )
+
+    if args.weights is not None:
+        fixed = json.loads(args.weights)
+        gains = {seed: mean_gain([carve], fixed, args.base) for seed, carve in carves.items()}
+        for seed, gain in gains.items():
+            print(f"carve {seed}, the given blend: {100 * gain:+.2f} % {fixed}")
+        values = list(gains.values())
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"the given blend: mean {100 * statistics.fmean(values):+.2f} % (sd {100 * sd:.2f})")
+        report.update(weights=fixed, gains=gains)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+        return
 
     def shown(weights: dict[str, float]) -> dict[str, float]:
         return {name: value for name, value in weights.items() if value}
