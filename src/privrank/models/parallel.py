@@ -35,9 +35,9 @@ stop, and on a data-parallel fit it decides through :class:`CollectiveStops`
 **rank 0's** validation metrics (each worker validates its own replica, and a float ranking can
 differ between CPUs), and a resumed fit goes on only when every worker resumes from the same
 epoch. Every such value travels through :meth:`DataParallel.all_reduce` as a float64 vector
-with one row per worker (each row summed with zeros, so exactly), so every worker acts on the
-same numbers and stops after the same epoch. With one worker, or without ``parallel``, there is
-no agreement and the loop is the single-process one.
+with one row per worker (each row summed with zeros, so exactly: :func:`gathered`), so every
+worker acts on the same numbers and stops after the same epoch. With one worker, or without
+``parallel``, there is no agreement and the loop is the single-process one.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ __all__ = [
     "CollectiveStops",
     "DataParallel",
     "all_reduce_gradients",
+    "gathered",
     "share",
     "stop_agreement",
     "sync_generator",
@@ -139,7 +140,7 @@ def gathered(parallel: DataParallel, values: Sequence[float]) -> np.ndarray:
     ``r`` rank ``r``'s.
 
     One all-reduce of a zero matrix in which each worker fills its own row: each entry is one
-    worker's value plus zeros, so the rows arrive exactly as sent.
+    worker's value plus zeros, so every value arrives exactly (a ``-0.0`` arrives as ``0.0``).
     """
     table = torch.zeros((parallel.world_size, len(values)), dtype=torch.float64)
     table[parallel.rank] = torch.tensor([float(v) for v in values], dtype=torch.float64)

@@ -15,6 +15,7 @@ import multiprocessing
 import queue
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -44,7 +45,8 @@ class GlooWorker:
     def __init__(self, store: Any, rank: int, world_size: int, timeout_s: float):
         self.rank = rank
         self.world_size = world_size
-        self._group = dist.ProcessGroupGloo(
+        # torch's stubs omit the backend's collectives (allreduce, broadcast); they exist.
+        self._group: Any = dist.ProcessGroupGloo(
             dist.PrefixStore("privrank-gloo", store),
             rank,
             world_size,
@@ -125,17 +127,25 @@ def run_in_processes(
     *args: Any,
     world_size: int = 2,
     timeout_s: float = 60.0,
+    deadline_s: float = 600.0,
 ) -> list[Any]:
     """Run ``work(worker, *args)`` in ``world_size`` spawned processes, one gloo worker each.
 
     ``work`` and ``args`` must be picklable (``work`` a module-level function).
+
+    Args:
+        work: What each worker runs.
+        args: Its further arguments.
+        world_size: Workers.
+        timeout_s: Seconds a collective waits for the other workers before it raises.
+        deadline_s: Seconds to wait for all the results (start-up included).
 
     Returns:
         Each rank's (picklable) result, by rank.
 
     Raises:
         DistributedFitError: A worker raised (every failed rank's traceback), or a process sent
-            no result within ``timeout_s`` of the last one (it is then terminated).
+            no result within ``deadline_s`` (it is then terminated).
     """
     context = multiprocessing.get_context("spawn")
     results: Any = context.Queue()
@@ -152,10 +162,11 @@ def run_in_processes(
         ]
         for process in processes:
             process.start()
+        ends = time.monotonic() + deadline_s
         try:
             while len(outcome) < world_size:
                 try:
-                    rank, ok, value = results.get(timeout=timeout_s)
+                    rank, ok, value = results.get(timeout=max(ends - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
                 outcome[rank] = (ok, value)
@@ -172,5 +183,5 @@ def run_in_processes(
         )
     missing = sorted(set(range(world_size)) - set(outcome))
     if missing:
-        raise DistributedFitError(f"workers {missing} sent no result within {timeout_s} s")
+        raise DistributedFitError(f"workers {missing} sent no result within {deadline_s} s")
     return [outcome[rank][1] for rank in range(world_size)]
