@@ -118,6 +118,31 @@ def test_a_worker_killed_mid_fit_resumes_to_the_uninterrupted_fit(dying, name, c
     # The driver hears of every epoch once: the selection run's, then (SASRec) the refit's.
     assert epochs == list(range(1, 5 + getattr(whole, "refit_epochs_", 0)))
     assert name != "sasrec" or whole.refit_epochs_ == whole.best_epoch_ >= 1
+
+
+def test_a_worker_killed_in_sasrecs_refit_resumes_from_the_refit_checkpoint(dying) -> None:
+    # The refit is the fit's second loop, checkpointed as its own stage: a worker lost in the
+    # refit's epoch 3 (after its epoch-2 checkpoint, progress epoch 4 + 2 = 6) takes the
+    # selection run's finished checkpoint (nothing retrained) and goes on from the refit's.
+    whole = create_model("sasrec", SASREC).fit(
+        DATA, FitOptions(seed=5, threads=1, engine=ray_engine(0))
+    )
+    run = len(whole.loss_history_)
+    assert run == SASREC["epochs"] and whole.refit_epochs_ >= 3, "the refit is too short"
+    marker = dying(run + 2, 3)
+    epochs: list[int] = []
+    recovered = create_model("sasrec", SASREC).fit(
+        DATA,
+        FitOptions(
+            seed=5, threads=1, engine=ray_engine(1), progress=lambda r: epochs.append(r.epoch)
+        ),
+    )
+    assert marker.exists(), "no worker died: the test tested nothing"
+    assert recovered.recoveries_ == 1
+    assert recovered.resumed_from_epoch_ == run + 2  # numbered as the progress reports
+    assert recovered.refit_epochs_ == whole.refit_epochs_
+    assert epochs == list(range(1, run + whole.refit_epochs_ + 1))
+    _assert_same_fit(recovered, whole)
     _assert_same_fit(recovered, whole)
 
 

@@ -8,7 +8,10 @@ the model's own fit with a :class:`TorchWorkers` as ``FitOptions.parallel``: all
 the same logical batches from the fit's seed, each computes the gradient of its share, and the
 gradients are summed over the workers by ``torch.distributed.all_reduce`` (one flat buffer per
 step), so every replica takes the same optimizer step (:mod:`privrank.models.parallel` gives the
-maths). With one worker the fit equals the single-process fit with the same seed.
+maths). With one worker the fit equals the single-process fit with the same seed. The workers
+stop after the same epoch: the epoch loop takes its stop decisions collectively (the time budget
+on the slowest worker's clock, early stopping on rank 0's validation metrics;
+:mod:`privrank.models.parallel`), so no worker is left waiting in the gradient sum.
 
 **Privacy.** A private fit (``FitOptions(privacy=spec)``) is the same user-level DP-SGD as the
 single-process fit (:mod:`privrank.privacy.dpsgd`): every worker plans the run from the same

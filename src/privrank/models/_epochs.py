@@ -28,6 +28,29 @@ from a finished state trains nothing more.
 Then the best validated weights, if there was any evaluation, are put back, and the
 :class:`EpochHistory` says what happened. The loop draws no random numbers, so a model's
 random-number consumption is that of its epochs alone.
+
+**Collective stops (data-parallel fits).** When the loop runs on every worker of a data-parallel
+fit (:mod:`privrank.models.parallel`), every step sums the gradients over all workers, so all
+workers must train the same epochs: a worker that stopped while another started the next epoch
+would leave that one waiting forever in the gradient sum. Each worker's clock and validation
+metric are its own (clocks differ; float sums of a validation ranking can differ between CPUs),
+so no stop is decided from them alone. Given an :class:`Agreement` (``agree``), the loop takes
+every input of a stop decision through it, on every worker, before acting on it:
+
+- at the start, every worker's resume point (the epoch and whether its loop had finished) must
+  be the same; otherwise every worker raises;
+- step 2 counts against ``max_seconds`` the **largest** elapsed time of any worker
+  (:meth:`Agreement.elapsed`, when there is a budget), so "past the budget" is the same
+  everywhere;
+- step 3 records, and hands to early stopping, **rank 0's** validation metrics
+  (:meth:`Agreement.metrics`); each worker keeps its own replica's best weights.
+
+So all workers stop after the same epoch, for the same reason, record the same history and
+checkpoint the same loop state (``elapsed_s`` included, so a resumed loop and a later loop
+budgeted from it, SASRec's refit, decide alike). Every worker calls the agreement the same
+number of times: once at the start, then after each epoch once for the time (with a budget)
+and once per evaluation. Without an agreement (one process, or one worker) nothing of this
+happens and the loop is as described above.
 """
 
 from __future__ import annotations
@@ -41,6 +64,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 __all__ = [
+    "Agreement",
     "EarlyStopping",
     "EpochHistory",
     "EpochSchedule",
@@ -104,6 +128,28 @@ class Validation:
     evaluate: Callable[[], Mapping[str, float]]
     snapshot: Callable[[], Mapping[str, Any]]
     restore: Callable[[dict[str, Any]], object]
+
+
+class Agreement(Protocol):
+    """How the workers of a data-parallel fit make the loop's stop decisions together.
+
+    Each method is called by every worker at the same point of the loop and returns (or checks)
+    a value that is the same on every worker (see the module docstring).
+    """
+
+    def start(self, epoch: int, finished: StopReason | None) -> None:
+        """Check that every worker starts after the same ``epoch`` (0: afresh) with the same
+        ``finished`` (a resumed loop that had ended); raise on every worker when not."""
+        ...
+
+    def elapsed(self, seconds: float) -> float:
+        """The seconds every worker counts against the budget: the most any worker spent."""
+        ...
+
+    def metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        """The validation metrics every worker acts on: rank 0's (same names on every
+        worker)."""
+        ...
 
 
 class ProgressReport(Protocol):
@@ -203,6 +249,7 @@ def run_epochs(
     clock: Callable[[], float] = time.perf_counter,
     resume: LoopState | None = None,
     save: Callable[[LoopState], None] | None = None,
+    agree: Agreement | None = None,
 ) -> EpochHistory:
     """Train epoch after epoch until the schedule, early stopping or the time budget says stop.
 
@@ -221,6 +268,9 @@ def run_epochs(
         resume: The state to go on from (the model's own state of that epoch already put
             back); ``None``: start at epoch 1.
         save: Given the loop's state after every epoch, before the report (a checkpoint).
+        agree: How the workers of a data-parallel fit agree on the resume point, the elapsed
+            time and the validation metrics (module docstring); ``None``: this process decides
+            alone.
 
     Returns:
         What the run did. When it validated, the best weights are back in place.
@@ -240,6 +290,8 @@ def run_epochs(
         spent, finished = resume.elapsed_s, resume.finished
         elapsed = spent
         stopped_by = finished or "epochs"
+    if agree is not None:
+        agree.start(epoch, finished)
     started = clock() - spent if budget is not None else 0.0
     first = epoch + 1
     for epoch in range(first, schedule.epochs + 1 if finished is None else first):
@@ -247,12 +299,16 @@ def run_epochs(
         if loss is not None:
             losses.append(loss)
         elapsed = clock() - started if budget is not None else 0.0
+        if agree is not None and budget is not None:
+            elapsed = agree.elapsed(elapsed)
         out_of_time = epoch < schedule.epochs and budget is not None and elapsed > budget
         last = epoch == schedule.epochs or out_of_time
         metrics: dict[str, float] = {}
         stop = False
         if validation is not None and (epoch % schedule.validate_every == 0 or last):
             metrics = dict(validation.evaluate())
+            if agree is not None:
+                metrics = agree.metrics(metrics)
             evaluations.append((epoch, *(metrics[name] for name in RECORDED)))
             stop = stopper.update(epoch, metrics[MONITORED], validation.snapshot())
         if stop or last:

@@ -38,6 +38,7 @@ from privrank.models._epochs import (
 from privrank.models._query import Query
 from privrank.models._torch_checkpoint import TorchCheckpoints, TorchFitState, histories_digest
 from privrank.models.base import Recommender
+from privrank.models.parallel import stop_agreement
 
 __all__ = [
     "EpochFitMixin",
@@ -257,7 +258,10 @@ class EpochFitMixin(Recommender):
         The loop behind :meth:`_run_epochs`, and a later loop of the same fit (SASRec's refit):
         such a *stage* has its own checkpoint, the file ``<name>.<stage>`` with the fit's
         identity plus ``stage``'s entries, so that resuming the fit finds both the first loop's
-        checkpoint and the stage's.
+        checkpoint and the stage's. On a data-parallel fit (``FitOptions.parallel`` with more
+        than one worker) the loop takes its stop decisions together with the other workers
+        (:func:`~privrank.models.parallel.stop_agreement`), so all of them stop after the same
+        epoch and a later stage budgeted from this loop's ``elapsed_s`` starts on all or none.
 
         Args:
             schedule: Epochs, patience, validation cadence and time budget.
@@ -293,6 +297,7 @@ class EpochFitMixin(Recommender):
             report=self._report if report is None else report,
             resume=resume,
             save=save,
+            agree=stop_agreement(self._options.parallel),
         )
         return history, None if resume is None else resume.epoch
 

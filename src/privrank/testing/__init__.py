@@ -6,6 +6,8 @@
 - :class:`PeakTreeMemory`: peak RSS of a process tree, for benchmarks with subprocesses.
 - :func:`synthetic_interactions` and :func:`checkerboard`: small data with known structure;
   :func:`write_group_item_text`: item text that follows their structure.
+- :mod:`privrank.testing.workers` (imported on its own: it needs torch): the workers of a
+  data-parallel fit over a real gloo group, as threads or processes, without Ray.
 
 Layer: above models; may import models, privacy, metrics, data and the base modules; the
 library's own packages do not import it (tests do).
