@@ -40,7 +40,7 @@ earlier spec with the same name, params and seed.
 random numbers (Mult-VAE, iALS, BPR, SASRec) listed with seeds 0, 1, 2 is three fits, each with
 its own feature columns, which a blended base can weigh together (on eight validation carves
 of ML-100K's training ratings a Mult-VAE of three seeds ranks 1-13 % below EASE by NDCG@10,
-one seed 7-17 % below it; BENCHMARKS.md, session 15).
+one seed 5-17 % below it; BENCHMARKS.md, session 15).
 
 **Content similarity** is one more retriever: ``{"name": "content-knn"}`` (the cosine of
 each item's sentence embedding to the history's, :class:`~privrank.models.ContentKNN`), with
