@@ -97,6 +97,28 @@ def test_the_basic_split_composes_every_release_and_splits_the_budget() -> None:
     assert info["split"] == "basic" and guarantee.calibration == "budget-split"
 
 
+def test_retrievers_that_differ_only_in_seed_are_charged_as_distinct_releases() -> None:
+    """A seed ensemble (one model listed with two seeds) is two private fits, each charged its
+    share; a spec repeating a (name, params, seed) shares that fit and is not charged again."""
+    data = synthetic_interactions(150, 40, per_user=8, seed=2)
+    config = {
+        **PRIVATE,
+        "retrievers": [
+            {"name": "most-popular"},
+            {"name": "most-popular", "seed": 1},
+            {"name": "most-popular", "seed": 1, "recent": 2, "propose": False},
+        ],
+        "private": {"ranker_share": 0.4, "split": "basic"},
+    }
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1, privacy=_spec()))
+    info = model.training_info_["private"]
+    # two distinct fits, each fitted on the fit part and again at the refit
+    assert info["retriever_fits"] == 4
+    assert info["retriever_epsilon"] == pytest.approx(0.6 * 2.0 / 4)
+    first, second, shared = model.retrievers_
+    assert shared is second and first is not second
+
+
 def _pld_oracle(releases, delta: float) -> float:
     """dp_accounting's PLD accountant called directly, on a finer grid than privrank's."""
     book = dpa.pld.PLDAccountant(value_discretization_interval=1e-3)
