@@ -485,7 +485,11 @@ def main() -> None:
     parser.add_argument("mode", choices=["select", "test"])
     parser.add_argument("--protocol", default="ml100k-holdout")
     parser.add_argument("--singles", default="ease,itemknn,ials")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument(
+        "--candidates",
+        default=",".join(CANDIDATES),
+        help="select mode: candidate names, comma-separated ('': the single models only)",
+    )
     parser.add_argument("--carve-seeds", default="0", help="select mode: carve seeds, e.g. 0,1,2")
     parser.add_argument(
         "--carve-fraction",
@@ -506,7 +510,9 @@ def main() -> None:
     )
     prepared = prepare(args.protocol)
     if args.mode == "select":
-        runs = {f"two-stage[{c}]": ("two-stage", CANDIDATES[c]) for c in args.candidates.split(",")}
+        runs = {
+            f"two-stage[{c}]": ("two-stage", CANDIDATES[c]) for c in args.candidates.split(",") if c
+        }
         seeds = [int(s) for s in args.carve_seeds.split(",")]
     else:
         runs = {"two-stage": ("two-stage", json.loads(args.two_stage))}
