@@ -246,6 +246,7 @@ def train_command(
     from privrank.models import FitOptions, create_model
     from privrank.ranking.ctr import is_ranker
     from privrank.workflow.model_dir import TRAINING_FILE, write_trained
+    from privrank.workflow.runner import split_test_shape
     from privrank.workflow.spend import fit_and_spend
     from privrank.workflow.tracking import open_tracker
 
@@ -324,6 +325,10 @@ def train_command(
     options = FitOptions(
         seed=seed, threads=threads, progress=report, privacy=spec, engine=fit_engine,
         checkpoint_dir=checkpoint_dir,
+        # what a protocol will test (its split's shape), as an evaluation tells its fits
+        test_shape=None if resolved.prepared is None else split_test_shape(
+            resolved.prepared.split.spec
+        ),
     )  # fmt: skip
     # A private fit reserves its spend before anything trains or shows (refused: exit 2,
     # nothing written), and commits it once the model is saved.

@@ -8,7 +8,14 @@ from pydantic import Field, model_validator
 
 from privrank.models.base import ModelConfig
 
-__all__ = ["BLEND_WEIGHTS", "RetrieverSpec", "TwoStageConfig", "TwoStagePrivateConfig"]
+__all__ = [
+    "ANY_DEFAULT_RETRIEVERS",
+    "BLEND_WEIGHTS",
+    "RetrieverSpec",
+    "TwoStageConfig",
+    "TwoStagePrivateConfig",
+    "default_retrievers",
+]
 
 
 class RetrieverSpec(ModelConfig):
@@ -39,13 +46,36 @@ class RetrieverSpec(ModelConfig):
     seed: int = Field(default=0, ge=0)
 
 
-def _default_retrievers() -> tuple[RetrieverSpec, ...]:
+def default_retrievers(test_shape: Literal["next", "random"] | None) -> tuple[RetrieverSpec, ...]:
+    """The retrievers of a two-stage fit whose config names none, by what it will be tested on.
+
+    - ``next`` (each user's next item: leave-last-out, temporal): SASRec, ItemKNN on the whole
+      history, ItemKNN on the last item (a session signal) and popularity. Chosen on
+      validation carves of both next-item data sets at hand (each user's last training item
+      held out): on Beauty +21 % NDCG@10 over SASRec alone, where the random-holdout set below
+      was 5.5 % below it (BENCHMARKS.md, sessions 14 and 16).
+    - ``random`` or not known: EASE, ItemKNN, iALS and popularity (chosen on ML-100K's
+      random-holdout carves).
+    """
+    if test_shape == "next":
+        return (
+            RetrieverSpec(name="sasrec"),
+            RetrieverSpec(name="itemknn"),
+            RetrieverSpec(name="itemknn", recent=1),
+            RetrieverSpec(name="most-popular"),
+        )
     return (
         RetrieverSpec(name="ease"),
         RetrieverSpec(name="itemknn"),
         RetrieverSpec(name="ials"),
         RetrieverSpec(name="most-popular"),
     )
+
+
+#: Every retriever some default set uses (what a config that names none may fit).
+ANY_DEFAULT_RETRIEVERS = tuple(
+    {spec.name: spec for shape in ("next", "random") for spec in default_retrievers(shape)}.values()
+)
 
 
 #: The LambdaMART settings of a two-stage fit, chosen on a validation protocol carved from the
@@ -100,16 +130,24 @@ class TwoStagePrivateConfig(ModelConfig):
 class TwoStageConfig(ModelConfig):
     r"""Hyper-parameters of :class:`~privrank.ranking.two_stage.TwoStage`.
 
+    A config may leave two settings to the data: ``retrievers = None`` and ``carve = "auto"``
+    (the defaults). A fit resolves them from what it will be tested on
+    (:attr:`~privrank.models.FitOptions.test_shape`, set by the evaluation runner and by
+    ``privrank train`` from the protocol's split) with :meth:`resolved`, and the fitted
+    model's config holds the resolved values (what is saved and recorded).
+
     Attributes:
-        retrievers: The first stage (at least one proposes candidates).
+        retrievers: The first stage (at least one proposes candidates); ``None``:
+            :func:`default_retrievers` of the test shape.
         candidates: ``N``, candidates per user passed to the ranker.
         ranker: ``lambdamart`` (LightGBM) or ``listwise`` (PyTorch).
         ranker_params: The ranker's config, as a mapping (``None``: :data:`DEFAULT_LAMBDAMART`
             for ``lambdamart``, the listwise ranker's defaults with early stopping at NDCG@10).
         carve: How the ranker's labels are carved from each training history: ``random``
-            (a random ``label_fraction`` of the user's items; matches a random holdout) or
+            (a random ``label_fraction`` of the user's items; matches a random holdout),
             ``last`` (the user's last ``max(1, round(label_fraction · n))`` items in time order;
-            matches leave-one-out).
+            matches leave-one-out) or ``auto``: ``last`` when the fit will be tested on each
+            user's next items (``test_shape = "next"``), else ``random``.
         label_fraction: Share of each user's training items that become labels.
         carves: Independent random carves of the training data (``carve = random`` only; a
             non-private fit only). Carve ``k`` draws its labels with seed ``seed + k``, fits its
@@ -140,11 +178,11 @@ class TwoStageConfig(ModelConfig):
             ``None``: its defaults). Only with a privacy spec.
     """
 
-    retrievers: tuple[RetrieverSpec, ...] = Field(default_factory=_default_retrievers)
+    retrievers: tuple[RetrieverSpec, ...] | None = None
     candidates: int = Field(300, ge=1)
     ranker: Literal["lambdamart", "listwise"] = "lambdamart"
     ranker_params: dict[str, Any] | None = None
-    carve: Literal["random", "last"] = "random"
+    carve: Literal["auto", "random", "last"] = "auto"
     label_fraction: float = Field(0.2, gt=0, lt=1)
     carves: int = Field(1, ge=1)
     ranker_validation_users: float = Field(0.2, ge=0, lt=1)
@@ -156,11 +194,21 @@ class TwoStageConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _one_proposes(self) -> TwoStageConfig:
+        if self.retrievers is None:
+            return self
         if not any(r.propose for r in self.retrievers):
             raise ValueError("at least one retriever must propose candidates (propose=true)")
         if any(r.name == "two-stage" for r in self.retrievers):
             raise ValueError("a two-stage model cannot be its own retriever")
         return self
+
+    def resolved(self, test_shape: Literal["next", "random"] | None) -> TwoStageConfig:
+        """This config with ``retrievers`` and ``carve`` set for a fit tested on ``test_shape``
+        (``next``, ``random`` or ``None``: not known, treated as ``random``); explicit values
+        are kept."""
+        retrievers = self.retrievers or default_retrievers(test_shape)
+        carve = self.carve if self.carve != "auto" else "last" if test_shape == "next" else "random"
+        return self.model_copy(update={"retrievers": retrievers, "carve": carve})
 
     def resolved_ranker_params(self) -> dict[str, Any]:
         """The ranker's config: ``ranker_params``, or the defaults of the chosen ranker."""

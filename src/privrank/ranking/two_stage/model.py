@@ -11,7 +11,11 @@ full-ranking protocols like any other.
 **Training** never sees a test part. From the training data alone:
 
 1. *carve* each user's labels: a random ``label_fraction`` of their training items (``carve =
-   random``) or their last ones in time order (``carve = last``); the rest is the *fit part*;
+   random``) or their last ones in time order (``carve = last``); the rest is the *fit part*.
+   ``carve = auto`` (the default) takes the shape of the test the fit is told of
+   (``FitOptions.test_shape``): ``last`` for next-item protocols, else ``random``; a config
+   without ``retrievers`` gets the default set of that shape (SASRec and a session ItemKNN
+   for next-item data, EASE and iALS for a random holdout; ``default_retrievers``);
 2. fit every retriever on the fit part, and build one query group per user with labels: the
    ``N`` merged candidates of the fit-part history, label 1 when the candidate is one of the
    user's carved items (the *candidate recall@N* of the merged set is measured here);
@@ -103,6 +107,7 @@ from privrank.ranking.ltr._ndcg import group_ndcg
 from privrank.ranking.ltr.listwise import ListwiseRanker
 from privrank.ranking.ltr.registry import create_ranker, ranker_from_state
 from privrank.ranking.two_stage._config import (
+    ANY_DEFAULT_RETRIEVERS,
     BLEND_WEIGHTS,
     TwoStageConfig,
     TwoStagePrivateConfig,
@@ -167,12 +172,16 @@ class TwoStage(Recommender, StagedModel):
 
     def __init__(self, config: Any = None, **params: Any) -> None:
         super().__init__(config, **params)
+        # What the user asked for; a fit resolves its data-dependent settings (retrievers,
+        # carve) into ``config`` from the fit's test shape, so a second fit starts from this.
+        self.requested_config: TwoStageConfig = self.config
         self._stage_times: dict[str, float] = defaultdict(float)
 
     # ---------------------------------------------------------------- capabilities
     @property
     def supports_fold_in(self) -> bool:  # type: ignore[override]
-        return all(create_model(r.name, r.params).supports_fold_in for r in self.config.retrievers)
+        retrievers = self.config.retrievers or ANY_DEFAULT_RETRIEVERS  # not yet resolved
+        return all(create_model(r.name, r.params).supports_fold_in for r in retrievers)
 
     @property
     def user_state_keys(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -190,8 +199,22 @@ class TwoStage(Recommender, StagedModel):
         return dict(self._stage_times)
 
     # ---------------------------------------------------------------- fit
+    def _clear(self) -> None:
+        """Forget the fit, and the config resolved for it: an unfitted model holds the
+        requested config."""
+        requested = self.requested_config
+        super()._clear()
+        self.config = self.requested_config = requested
+
+    def _resolve_config(self, options: FitOptions) -> TwoStageConfig:
+        """Set ``config`` to the requested config resolved for the fit's test shape
+        (:meth:`TwoStageConfig.resolved`: the default retrievers and carve of next-item or
+        random-holdout data) and return it."""
+        self.config = self.requested_config.resolved(options.test_shape)
+        return self.config
+
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
-        cfg = self.config
+        cfg = self._resolve_config(options)
         self._check_item_text(train)
         self._stage_times = defaultdict(float)
         if cfg.carves > 1 and cfg.carve != "random":
@@ -363,7 +386,10 @@ class TwoStage(Recommender, StagedModel):
                 fitted[key] = model.fit(
                     data,
                     FitOptions(
-                        seed=options.seed + spec.seed, threads=options.threads, privacy=part
+                        seed=options.seed + spec.seed,
+                        threads=options.threads,
+                        privacy=part,
+                        test_shape=options.test_shape,  # e.g. SASRec's own early-stopping carve
                     ),
                 )
             out.append(fitted[key])
@@ -661,7 +687,9 @@ class TwoStage(Recommender, StagedModel):
                 "chosen on validation data), so it is refused rather than trained without the "
                 "guarantee."
             )
-        for position, retriever in enumerate(self.config.retrievers):
+        # Not yet resolved (retrievers None): every retriever a default set may fit.
+        retrievers = self.config.retrievers or ANY_DEFAULT_RETRIEVERS
+        for position, retriever in enumerate(retrievers):
             model = create_model(retriever.name, retriever.params)
             try:
                 model.check_privacy(spec)
@@ -675,7 +703,7 @@ class TwoStage(Recommender, StagedModel):
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
     ) -> None:
         """The private fit (see the module docstring, **Privacy**)."""
-        cfg = self.config
+        cfg = self._resolve_config(options)
         private = self.private_settings(TwoStagePrivateConfig)
         self._check_item_text(train)
         self._stage_times = defaultdict(float)
