@@ -174,3 +174,17 @@ def test_privrank_train_tells_the_fit_its_protocol_shape(
     assert loaded.config.carve == carve
     record = json.loads((out / "training.json").read_text())
     assert record["model"]["config"]["carve"] == carve
+
+
+def test_a_private_fit_without_retrievers_checks_every_default_one() -> None:
+    """Before the fit knows its test shape, the privacy check covers both default sets (each
+    retriever in them has a private fit), so no data is read before a refusal."""
+    from privrank.models.base import model_class
+    from privrank.privacy.spec import PrivacySpec
+    from privrank.ranking.two_stage._config import ANY_DEFAULT_RETRIEVERS, default_retrievers
+
+    spec = PrivacySpec(epsilon=1.0, max_interactions_per_user=10)
+    names = {r.name for shape in ("next", "random") for r in default_retrievers(shape)}
+    assert {r.name for r in ANY_DEFAULT_RETRIEVERS} == names
+    assert all(model_class(name).supports_privacy for name in names)
+    create_model("two-stage", {"ranker": "listwise"}).check_privacy(spec)
