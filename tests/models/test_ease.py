@@ -72,3 +72,29 @@ def test_invalid_regularization_message():
         EASE(regularization=-1)
     with pytest.raises(ConfigError, match=r"EASE\.dtype: got 'float16'; expected one of"):
         EASE(dtype="float16")
+
+
+def test_a_dense_solve_larger_than_the_memory_is_refused_before_it_starts(monkeypatch) -> None:
+    """The bound is 4 dense n × n matrices in the solve's dtype; past the memory available the
+    fit is refused with a message naming the sparse variant (rather than killed by the OS)."""
+    from collections import namedtuple
+
+    import psutil
+
+    from privrank.models.ease import check_dense_memory
+
+    # Hand computation: 23,715 items in float32 need 4 · 23,715² · 4 B = 8.998 GB.
+    check_dense_memory(23_715, "float32", available=9_000_000_000)
+    with pytest.raises(ConfigError, match=r"at least 9\.0 GB .*ease-sparse"):
+        check_dense_memory(23_715, "float32", available=8_990_000_000)
+    with pytest.raises(ConfigError, match="float64"):
+        check_dense_memory(23_715, "float64", available=9_000_000_000)
+    data = synthetic_interactions(30, 20, per_user=5)
+    memory = namedtuple("memory", "available")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(4 * 20 * 20 * 4 - 1))
+    model = EASE()
+    with pytest.raises(ConfigError, match="20 items"):
+        model.fit(data)
+    assert not hasattr(model, "weights_")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(4 * 20 * 20 * 4))
+    assert EASE().fit(data).weights_.shape == (20, 20)
