@@ -111,6 +111,17 @@ CANDIDATES: dict[str, dict[str, Any]] = {
             {"name": "most-popular"},
         ],
     },
+    # the same with the sparse EASE proposing too (on Video's carve EASE-sparse ties SASRec)
+    "last-sasrec-ease-knn": {
+        "carve": "last",
+        "retrievers": [
+            {"name": "sasrec"},
+            {"name": "ease-sparse"},
+            {"name": "itemknn"},
+            {"name": "itemknn", "recent": 1},
+            {"name": "most-popular"},
+        ],
+    },
     "last-sasrec-knn-norefit": {
         "carve": "last",
         "refit": False,
