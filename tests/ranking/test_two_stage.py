@@ -283,6 +283,11 @@ def test_several_carves_need_a_random_carve() -> None:
         create_model("two-stage", {**SMALL, "carves": 2, "carve": "last"}).fit(
             data, FitOptions(threads=1)
         )
+    # carve = auto resolved to last on a next-item protocol: the message says where it came from
+    with pytest.raises(ConfigError, match=r"got 'last' \(carve = auto on a next-item protocol\)"):
+        create_model("two-stage", {**SMALL, "carves": 2}).fit(
+            data, FitOptions(threads=1, test_shape="next")
+        )
 
 
 def test_the_blended_base_finds_the_weights_that_order_the_labels() -> None:

@@ -218,9 +218,12 @@ class TwoStage(Recommender, StagedModel):
         self._check_item_text(train)
         self._stage_times = defaultdict(float)
         if cfg.carves > 1 and cfg.carve != "random":
+            chosen = " (carve = auto on a next-item protocol)" * (
+                self.requested_config.carve == "auto"
+            )
             raise ConfigError(
-                f"two-stage: carves = {cfg.carves} needs carve = random (got {cfg.carve!r}): "
-                "a last-items carve is the same every time"
+                f"two-stage: carves = {cfg.carves} needs carve = random (got {cfg.carve!r}"
+                f"{chosen}): a last-items carve is the same every time"
             )
         parts: list[tuple[np.ndarray, QueryGroups]] = []
         recalls: list[float] = []
