@@ -43,6 +43,7 @@ def test_a_config_without_retrievers_resolves_them_and_the_carve_by_the_test_sha
     following = requested.resolved("next")
     assert _names(following) == [
         ("sasrec", None),
+        ("ease-sparse", None),
         ("itemknn", None),
         ("itemknn", 1),
         ("most-popular", None),
