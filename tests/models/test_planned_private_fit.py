@@ -17,6 +17,7 @@ CASES = [
     ("most-popular", {}),
     ("ease", {}),
     ("ease", {"private": {"count_share": 0.0, "signal_ratio": None, "max_items": None}}),
+    ("ease-sparse", {"neighbors": 5}),
     ("itemknn", {}),
     ("bpr", {"factors": 4, "epochs": 2}),
     ("mult-vae", {"hidden": 8, "latent": 4, "epochs": 2}),

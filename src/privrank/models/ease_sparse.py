@@ -11,6 +11,7 @@ from pydantic import Field
 from privrank.data.interactions import Interactions
 from privrank.models._als_kernels import run_parallel
 from privrank.models._ease_sparse_kernels import solve_neighbourhoods, top_neighbours
+from privrank.models._private import PlannedGramFit
 from privrank.models.base import (
     FitOptions,
     ModelConfig,
@@ -49,7 +50,7 @@ class EASESparseConfig(ModelConfig):
 
 
 @register("ease-sparse")
-class EASESparse(Recommender, ItemItemModel):
+class EASESparse(Recommender, ItemItemModel, PlannedGramFit):
     r"""EASE restricted to pruned neighbourhoods: a sparse item-item model that scales to
     catalogues of 100k items, and equals dense EASE when nothing is pruned.
 
@@ -89,8 +90,10 @@ class EASESparse(Recommender, ItemItemModel):
     and the noise-aware ridge; settings in ``private``, DP-EASE's). The neighbourhoods are
     chosen from the released (noisy) co-occurrences and the solves run on the denoised block:
     post-processing of the release,
-    so the guarantee is the release's. Items outside the block get no weights; the popularity
-    prior is added as in DP-EASE. Without noise (a test-only switch) and with bounds no user
+    so the guarantee is the release's, and the releases are DP-EASE's, stated in advance
+    (:class:`~privrank.models._private.PlannedGramFit`; a two-stage fit can then calibrate its
+    split). Items outside the block get no weights; the popularity prior is added as in
+    DP-EASE. Without noise (a test-only switch) and with bounds no user
     exceeds, this is the non-private model.
 
     Attributes:

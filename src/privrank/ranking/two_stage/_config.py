@@ -116,9 +116,9 @@ class TwoStagePrivateConfig(ModelConfig):
     (:func:`~privrank.ranking.two_stage._private.calibrate_split`): each part gets more budget
     than basic composition gives it, and the fit is still (ε, δ)-DP, by the PLD accountant.
     It needs every retriever to state its releases in advance
-    (:class:`~privrank.models.capabilities.PlannedPrivateFit`: most-popular, EASE, ItemKNN,
-    BPR, SASRec, Mult-VAE); with another retriever (DP-iALS) the basic split is used, and the
-    training record says so.
+    (:class:`~privrank.models.capabilities.PlannedPrivateFit`: most-popular, EASE,
+    EASE-sparse, ItemKNN, BPR, SASRec, Mult-VAE); with another retriever (DP-iALS, so the
+    random-holdout default set) the basic split is used, and the training record says so.
 
     Attributes:
         ranker_share: Share of ε and of δ spent by the ranker's DP-SGD, in (0, 1).
