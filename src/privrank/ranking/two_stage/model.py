@@ -109,6 +109,7 @@ from privrank.ranking.ltr.registry import create_ranker, ranker_from_state
 from privrank.ranking.two_stage._config import (
     ANY_DEFAULT_RETRIEVERS,
     BLEND_WEIGHTS,
+    RetrieverSpec,
     TwoStageConfig,
     TwoStagePrivateConfig,
 )
@@ -182,6 +183,22 @@ class TwoStage(Recommender, StagedModel):
     def supports_fold_in(self) -> bool:  # type: ignore[override]
         retrievers = self.config.retrievers or ANY_DEFAULT_RETRIEVERS  # not yet resolved
         return all(create_model(r.name, r.params).supports_fold_in for r in retrievers)
+
+    @property
+    def retriever_specs(self) -> tuple[RetrieverSpec, ...]:
+        """The retrievers of the fit: the config's, resolved (set by a fit or a load).
+
+        Raises:
+            ConfigError: The config leaves the retrievers to the test shape and the model has
+                not been fitted yet.
+        """
+        specs = self.config.retrievers
+        if specs is None:
+            raise ConfigError(
+                "two-stage: its retrievers follow the test shape and are chosen when it is "
+                "fitted; fit it (or name them in the config) first"
+            )
+        return specs
 
     @property
     def user_state_keys(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -303,7 +320,7 @@ class TwoStage(Recommender, StagedModel):
             DataError: The retriever's text source (its ``item_text``, else the training
                 data's name) has no item text; the message names the retriever.
         """
-        for position, spec in enumerate(self.config.retrievers):
+        for position, spec in enumerate(self.retriever_specs):
             if spec.name not in _TEXT_RETRIEVERS:
                 continue
             source = spec.params.get("item_text") or train.metadata.name
@@ -322,7 +339,7 @@ class TwoStage(Recommender, StagedModel):
         ``groups`` (the ranker's training groups; ties: the earlier retriever)."""
         names = list(groups.feature_names)
         best, best_ndcg = "", -np.inf
-        for position, spec in enumerate(self.config.retrievers):
+        for position, spec in enumerate(self.retriever_specs):
             if not spec.propose:
                 continue
             column = f"r{position}.{spec.name}.log_rank"
@@ -343,7 +360,7 @@ class TwoStage(Recommender, StagedModel):
         head = base.removesuffix(".log_rank") + ".relative_score"
         others = [
             f"r{position}.{spec.name}.relative_score"
-            for position, spec in enumerate(self.config.retrievers)
+            for position, spec in enumerate(self.retriever_specs)
             if f"r{position}.{spec.name}.relative_score" != head
         ]
         columns = {c: groups.features[:, names.index(c)].astype(np.float64) for c in others}
@@ -366,7 +383,7 @@ class TwoStage(Recommender, StagedModel):
 
     def _distinct_retrievers(self) -> int:
         """Number of distinct retriever fits (specs with the same name and params share one)."""
-        return len({self._retriever_key(spec) for spec in self.config.retrievers})
+        return len({self._retriever_key(spec) for spec in self.retriever_specs})
 
     @staticmethod
     def _retriever_key(spec: Any) -> str:
@@ -381,7 +398,7 @@ class TwoStage(Recommender, StagedModel):
         order of first appearance (private fits)."""
         fitted: dict[str, Recommender] = {}
         out = []
-        for spec in self.config.retrievers:
+        for spec in self.retriever_specs:
             key = self._retriever_key(spec)
             if key not in fitted:
                 model = create_model(spec.name, spec.params)
@@ -505,7 +522,7 @@ class TwoStage(Recommender, StagedModel):
         return groups.take(keep), found / max(total, 1), keep
 
     def _feature_names(self) -> tuple[str, ...]:
-        return feature_names([r.name for r in self.config.retrievers])
+        return feature_names([r.name for r in self.retriever_specs])
 
     def _candidates(self, retrievers: list[Recommender], query: Query) -> Candidates:
         started = time.perf_counter()
@@ -524,7 +541,7 @@ class TwoStage(Recommender, StagedModel):
         self._require_fitted()
         models = self.retrievers_ if retrievers is None else retrievers
         out = []
-        for spec, model in zip(self.config.retrievers, models, strict=True):
+        for spec, model in zip(self.retriever_specs, models, strict=True):
             window = query if spec.recent is None else self._recent(query, spec.recent)
             out.append(np.asarray(model.score(window), dtype=np.float32))
         return out
@@ -551,7 +568,7 @@ class TwoStage(Recommender, StagedModel):
         )
         return rank_features(
             scores,
-            [r.propose for r in self.config.retrievers],
+            [r.propose for r in self.retriever_specs],
             sp.csr_matrix(seen),
             lengths,
             self.item_table_,
@@ -640,7 +657,7 @@ class TwoStage(Recommender, StagedModel):
         if self.item_table_.shape != (self.n_items_, 3):
             raise ValueError("the item feature table does not match the vocabulary")
         retrievers = []
-        for position, spec in enumerate(self.config.retrievers):
+        for position, spec in enumerate(self.retriever_specs):
             prefix = f"retriever{position}."
             arrays: dict[str, np.ndarray] = {
                 "base.history_indptr": self.history_indptr_,
@@ -780,7 +797,7 @@ class TwoStage(Recommender, StagedModel):
         the shape of ``train`` and the ranker's ``population``; ``None`` (the basic split) when
         a retriever or the ranker cannot state its releases in advance."""
         models, seen = [], set()
-        for retriever in self.config.retrievers:
+        for retriever in self.retriever_specs:
             key = self._retriever_key(retriever)
             if key not in seen:
                 seen.add(key)
