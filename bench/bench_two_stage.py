@@ -41,6 +41,8 @@ from privrank.workflow.run_config import ModelSpec, RunConfig
 from privrank.workflow.runner import fit_and_evaluate
 
 CANDIDATES: dict[str, dict[str, Any]] = {
+    # the defaults, resolved by the protocol's test shape (since session 16: the next-item set
+    # on leave-last-out protocols; before, the random-holdout set everywhere)
     "default": {},
     "lmart-lr0.05-es": {
         "ranker_params": {

@@ -167,6 +167,16 @@ def test_a_retriever_without_a_plan_keeps_the_basic_split() -> None:
     assert model.privacy_guarantee_.calibration == "budget-split"
 
 
+def test_ease_sparse_states_its_releases_so_the_split_is_calibrated() -> None:
+    """EASE-sparse (in the next-item default set) makes DP-EASE's releases and plans them."""
+    data = synthetic_interactions(60, 30, per_user=8, seed=3)
+    config = {**PRIVATE, "retrievers": [{"name": "ease-sparse", "params": {"neighbors": 5}}]}
+    model = create_model("two-stage", config).fit(data, FitOptions(threads=1, privacy=_spec()))
+    assert model.training_info_["private"]["split"] == "calibrated"
+    assert model.privacy_guarantee_.calibration == "pld-calibrated-split"
+    assert model.privacy_guarantee_.epsilons["pld"] <= 2.0
+
+
 def test_a_fit_whose_releases_are_not_the_plan_is_refused() -> None:
     planned = (Release("gaussian", "a", 1.0, 2.0), Release("dp-sgd", "b", 1.0, 1.0, 10, 0.1))
     check_planned(planned, (Release("gaussian", "other words", 3.0, 2.0), planned[1]))

@@ -14,8 +14,9 @@ full-ranking protocols like any other.
    random``) or their last ones in time order (``carve = last``); the rest is the *fit part*.
    ``carve = auto`` (the default) takes the shape of the test the fit is told of
    (``FitOptions.test_shape``): ``last`` for next-item protocols, else ``random``; a config
-   without ``retrievers`` gets the default set of that shape (SASRec and a session ItemKNN
-   for next-item data, EASE and iALS for a random holdout; ``default_retrievers``);
+   without ``retrievers`` gets the default set of that shape (SASRec, EASE-sparse and a
+   session ItemKNN for next-item data, EASE and iALS for a random holdout;
+   ``default_retrievers``);
 2. fit every retriever on the fit part, and build one query group per user with labels: the
    ``N`` merged candidates of the fit-part history, label 1 when the candidate is one of the
    user's carved items (the *candidate recall@N* of the merged set is measured here);
