@@ -43,6 +43,7 @@ from pydantic import Field, model_validator
 from privrank.data.query_groups import QueryGroups
 from privrank.errors import ConfigError
 from privrank.ranking.ltr._base import LTRFitOptions, LTRRanker, RankerConfig, register_ranker
+from privrank.ranking.ltr._compiled_trees import CompiledTrees, compile_trees
 from privrank.ranking.ltr._ndcg import group_ndcg
 
 __all__ = ["LambdaMART", "LambdaMARTConfig"]
@@ -145,6 +146,10 @@ class LambdaMART(LTRRanker):
 
     Attributes:
         booster_: The fitted ``lightgbm.Booster``.
+        compiled_: The same trees as flat arrays for the numba scorer
+            (:mod:`~privrank.ranking.ltr._compiled_trees`: LightGBM's scores, bit for bit, at a
+            third of its time on a two-stage request), or ``None`` when they cannot be scored
+            that way; :meth:`score` then uses LightGBM.
     """
 
     Config = LambdaMARTConfig
@@ -204,6 +209,7 @@ class LambdaMART(LTRRanker):
             callbacks=callbacks,
         )
         self.booster_ = booster
+        self.compiled_: CompiledTrees | None = None
         best = int(booster.best_iteration or booster.current_iteration())
         self.info_["best_iteration"] = best
         self.info_["lightgbm"] = lgb.__version__
@@ -228,6 +234,7 @@ class LambdaMART(LTRRanker):
             if options.progress is not None:
                 for it in range(len(next(iter(curves.values())))):
                     options.progress(it + 1, {n: float(v[it]) for n, v in curves.items()})
+        self._compile()
 
     def _base(self, features: np.ndarray) -> np.ndarray | None:
         if self.base_column_ is None:
@@ -243,6 +250,9 @@ class LambdaMART(LTRRanker):
         if best == 0:  # zero trees: the base order (see the module docstring)
             assert base is not None
             return base
+        compiled = self.compiled_.predict(features, threads) if self.compiled_ else None
+        if compiled is not None:
+            return compiled if base is None else compiled + base
         # LightGBM sets the calling thread's OpenMP threads from num_threads on every predict
         extra: dict[str, Any] = {} if threads is None else {"num_threads": threads}
         trees = np.asarray(self.booster_.predict(features, num_iteration=best or None, **extra))
@@ -270,6 +280,14 @@ class LambdaMART(LTRRanker):
                 f"the LightGBM model has {self.booster_.num_feature()} features, the header "
                 f"{self.n_features_}"
             )
+        self._compile()
+
+    def _compile(self) -> None:
+        """Set :attr:`compiled_` from the trees :meth:`_score` uses (the best iteration's)."""
+        best = self.info_.get("best_iteration")
+        self.compiled_ = (
+            compile_trees(self.booster_.dump_model(num_iteration=best or None)) if best else None
+        )
 
 
 def _base_column(config: LambdaMARTConfig, names: tuple[str, ...] | list[str]) -> int | None:
