@@ -115,35 +115,43 @@ def _ranks(scores: np.ndarray, eligible: np.ndarray, depth: int) -> tuple[np.nda
     """Ranks of every item, capped, and the best unseen score (see the module docstring).
 
     The ``depth`` best unseen items get their exact 1-based rank (descending score, ties by the
-    lower code); every other item gets ``depth + 1``. Costs one ``argpartition`` and a sort of
-    ``depth`` items per row, not a sort of the catalogue.
+    lower code); every other item gets ``depth + 1``. Scores are compared as float32 (the
+    retrieval stage's dtype, :meth:`TwoStage.retrieve`). Each item gets one integer key that
+    orders it exactly so (:func:`_descending_keys`, no two equal), so one ``argpartition`` per
+    row finds the ``depth`` best, and a sort of those ``depth`` orders them: no sort of the
+    catalogue, and no special case for ties at the cut.
     """
     n_rows, n_items = scores.shape
-    masked = np.where(eligible, scores, -np.inf)
+    masked = np.where(eligible, np.asarray(scores, dtype=np.float32), np.float32(-np.inf))
     depth = min(depth, n_items)
     ranks = np.full((n_rows, n_items), depth + 1, dtype=np.int64)
-    rows = np.arange(n_rows)[:, None]
+    keys = _descending_keys(masked)
     if depth < n_items:
-        # the depth best by argpartition (any order, any of the items tied at the cut) ...
-        top = np.argpartition(-masked, depth - 1, axis=1)[:, :depth]
-        picked = masked[rows, top]
-        kth = picked.min(axis=1, keepdims=True)
-        # ... is the exact set when it holds every item tied at the cut; other rows (ties
-        # split by the cut) take the items above it, then the ties by lower code
-        split = (picked == kth).sum(axis=1) != (masked == kth).sum(axis=1)
-        for row in np.flatnonzero(split):
-            above, tied = masked[row] > kth[row], masked[row] == kth[row]
-            need = depth - int(above.sum())
-            top[row] = np.flatnonzero(above | (tied & (np.cumsum(tied) <= need)))
-        top = np.sort(top, axis=1)  # each row: its items, code order
+        top = np.argpartition(keys, n_items - depth, axis=1)[:, n_items - depth :]
     else:
         top = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
-    top_scores = masked[rows, top]
-    order = np.argsort(-top_scores, axis=1, kind="stable")  # stable: ties by the lower code
-    ranked = top[rows, order]
+    order = np.argsort(np.take_along_axis(keys, top, axis=1), axis=1)[:, ::-1]
+    ranked = np.take_along_axis(top, order, axis=1)
+    rows = np.arange(n_rows)[:, None]
     ranks[rows, ranked] = np.arange(1, depth + 1)[None, :]
-    best = top_scores[rows[:, 0], order[:, 0]]
+    best = masked[rows[:, 0], ranked[:, 0]] if depth else np.zeros(n_rows, dtype=np.float32)
     return ranks, np.where(np.isfinite(best), best, 0.0)
+
+
+def _descending_keys(scores: np.ndarray) -> np.ndarray:
+    """``(n, n_items)`` uint64 keys, larger for a better item: the float32 score's bits mapped
+    to an unsigned integer of the same order (high 32 bits), then the item code reversed (low
+    32 bits), so equal scores order by the lower code and no two keys are equal.
+
+    The map: ``-0.0`` becomes ``+0.0`` (they compare equal); a negative float's bits are
+    inverted, a positive float's sign bit is set; then unsigned order is float order, ``-inf``
+    lowest.
+    """
+    bits = (scores + np.float32(0.0)).view(np.uint32)
+    flip = np.where(bits >> np.uint32(31), np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    ordered = (bits ^ flip).astype(np.uint64) << np.uint64(32)
+    codes = np.arange(scores.shape[1], dtype=np.uint64)
+    return ordered | (np.uint64(0xFFFFFFFF) - codes)[None, :]
 
 
 def merge_candidates(
