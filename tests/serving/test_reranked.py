@@ -215,3 +215,14 @@ def test_the_hot_path_answers_as_the_route_does(make_client, two_stage, keys):
     expected, _ = _expected(model, users[0], 5)
     answer = hot.post("/v1/recommend/reranked", json=bodies[0], headers=auth(keys["service"]))
     assert [i["item_id"] for i in answer.json()["items"]] == expected
+
+
+def test_a_loaded_two_stage_is_warmed_up_before_it_serves(two_stage):
+    """The store re-ranks one user at load, so the first request does not pay for the first
+    call of each stage."""
+    from privrank.serving.store import _load
+
+    _, directory = two_stage
+    served = _load("v1", directory)
+    assert served.model.stage_seconds()["score.ranker"] > 0
+    assert served.model.stage_seconds()["score.retrieval"] > 0

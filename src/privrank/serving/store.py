@@ -183,9 +183,25 @@ def _load(version: str, directory: Path, options: IndexOptions | None = None) ->
         )
         if index is None:
             neighbours = _neighbours(model, options)
+    _warm_up(model)
     return ServedModel(
         version, model, model_dir, datetime.now(UTC), record, index, neighbours=neighbours
     )
+
+
+def _warm_up(model: Any) -> None:
+    """Re-rank one known user before a two-stage model serves, so that the first request
+    does not pay for the first call of each stage (loading the compiled ranker and its numba
+    kernel, torch's first forward pass). On Beauty's next-item two-stage the first re-rank of a
+    fresh process took 286 ms, the next ones 5 ms: at 300 requests/s, a queue of 80-odd
+    requests behind the first."""
+    import numpy as np
+
+    from privrank.models import Query
+    from privrank.ranking.two_stage import TwoStage
+
+    if isinstance(model, TwoStage) and model.n_users_ > 0:
+        model.rerank(Query.users(np.array([0])))
 
 
 def _refuse_private_training(model: Any, directory: Path) -> None:
