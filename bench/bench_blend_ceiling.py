@@ -25,6 +25,15 @@ carve (e.g. a blend chosen on other carve seeds, checked on fresh ones).
 A signal with ``"seeds": [..]`` is a seed ensemble: the model is fitted once per seed and its
 raw scores summed before the relative score is taken.
 
+``--extra`` adds signals that are not privrank models, computed here from the carve's training
+part (:data:`EXTRA_SIGNALS`; a diagnostic of whether another family of signal adds anything):
+RP3beta (Paudel et al. 2017: two-step random-walk item-item probabilities, the target item's
+popularity to the power ``-beta``), DLAE (Steck 2020: the closed-form denoising linear
+autoencoder, dropout ``p`` as an item-wise L2 penalty ``p / (1 - p) · G_ii``, no zero
+diagonal), EDLAE (the same penalty with EASE's zero diagonal), EASE on the rating values
+instead of 0/1, and popularity within the user's demographic group (ML-100K's ``u.user``:
+gender × decade of age).
+
 The base model's NDCG@10 is also computed by ``privrank``'s own evaluation
 (:func:`~privrank.workflow.runner.fit_and_evaluate` on the carve protocol), and the run stops if
 the two disagree: the blend's NDCG has an independent oracle.
@@ -40,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -64,6 +74,79 @@ DEFAULT_SIGNALS: dict[str, dict[str, Any]] = {
     "itemknn-window5": {"name": "itemknn", "params": {"window": 5}},
     "genre-profile": {"name": "genre-profile"},
     "mult-vae-x3": {"name": "mult-vae", "seeds": [0, 1, 2]},
+}
+
+
+def _gram(train: Any) -> tuple[sp.csr_matrix, np.ndarray]:
+    matrix = train.to_csr().astype(np.float64)
+    return matrix, (matrix.T @ matrix).toarray()
+
+
+def _ease_with_penalty(matrix: sp.csr_matrix, gram: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """EASE's closed form with an item-wise L2 penalty: ``B = I - P / diag(P)``, diagonal 0."""
+    inverse = np.linalg.inv(gram + np.diag(penalty))
+    weights = -inverse / np.diag(inverse)
+    np.fill_diagonal(weights, 0.0)
+    return np.asarray(matrix @ weights)
+
+
+def rp3beta(train: Any, alpha: float = 1.0, beta: float = 0.5) -> np.ndarray:
+    """RP3beta scores: ``P_ui · (P_iu · P_ui) / popularity_j^beta`` (transition matrices
+    row-normalised, each entry to the power ``alpha``), self-loops removed."""
+    matrix, _ = _gram(train)
+    user_degree = np.maximum(np.asarray(matrix.sum(1)).ravel(), 1)
+    item_degree = np.maximum(np.asarray(matrix.sum(0)).ravel(), 1)
+    user_to_item = (sp.diags(1 / user_degree) @ matrix).power(alpha)
+    item_to_user = (sp.diags(1 / item_degree) @ matrix.T.tocsr()).power(alpha)
+    weights = (item_to_user @ user_to_item).toarray() / item_degree[None, :] ** beta
+    np.fill_diagonal(weights, 0.0)
+    return np.asarray(matrix @ weights)
+
+
+def dlae(train: Any, dropout: float = 0.33, l2: float = 20.0) -> np.ndarray:
+    """DLAE: ``B = (G + Λ)^{-1} G``, ``Λ = p / (1 - p) · diag(G) + l2 · I``."""
+    matrix, gram = _gram(train)
+    penalty = dropout / (1 - dropout) * np.diag(gram) + l2
+    return np.asarray(matrix @ np.linalg.solve(gram + np.diag(penalty), gram))
+
+
+def edlae(train: Any, dropout: float = 0.33, l2: float = 20.0) -> np.ndarray:
+    """EDLAE: DLAE's penalty with EASE's zero-diagonal constraint."""
+    matrix, gram = _gram(train)
+    return _ease_with_penalty(matrix, gram, dropout / (1 - dropout) * np.diag(gram) + l2)
+
+
+def ease_rated(train: Any, l2: float = 2700.0) -> np.ndarray:
+    """EASE fitted on the rating values (1-5) instead of 0/1, applied to the 0/1 history
+    (``l2`` = EASE's 300 times 9, the squared scale of a rating)."""
+    matrix, _ = _gram(train)
+    rated = train.to_csr(use_values=True).astype(np.float64)
+    gram = (rated.T @ rated).toarray()
+    return _ease_with_penalty(matrix, gram, np.full(gram.shape[0], l2))
+
+
+def demographic_popularity(train: Any) -> np.ndarray:
+    """``log(1 + count)`` of each item among the users of the user's group (ML-100K's
+    ``u.user``: gender × decade of age, 60 and above one decade)."""
+    groups = {}
+    path = Path(os.environ["PRIVRANK_DATA_DIR"]) / "ml-100k" / "u.user"
+    for line in path.read_text().splitlines():
+        user, age, gender, _, _ = line.split("|")
+        groups[int(user)] = f"{gender}-{min(int(age) // 10, 6)}"
+    matrix, _ = _gram(train)
+    labels = np.array([groups[int(u)] for u in train.user_ids.to_pylist()])
+    _, group = np.unique(labels, return_inverse=True)
+    members = sp.csr_matrix((np.ones(len(group)), (group, np.arange(len(group)))))
+    return np.log1p((members @ matrix).toarray()[group])
+
+
+#: Signals computed here rather than fitted as privrank models (``--extra``).
+EXTRA_SIGNALS = {
+    "rp3beta": rp3beta,
+    "dlae": dlae,
+    "edlae": edlae,
+    "ease-rated": ease_rated,
+    "demographic-popularity": demographic_popularity,
 }
 GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
 CUTOFF = 10
@@ -148,18 +231,26 @@ def main() -> None:
     parser.add_argument("--carve-seeds", default="0,1,2,3")
     parser.add_argument("--carve-fraction", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--extra", default="", help=f"comma-separated, of {', '.join(EXTRA_SIGNALS)}"
+    )
     parser.add_argument("--weights", default=None, help="JSON {signal: weight}: score only")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     signals = DEFAULT_SIGNALS if args.signals is None else json.loads(args.signals)
     seeds = [int(s) for s in args.carve_seeds.split(",")]
-    names = list(signals)
+    extra = [name for name in args.extra.split(",") if name]
+    unknown = sorted(set(extra) - set(EXTRA_SIGNALS))
+    if unknown:
+        raise SystemExit(f"unknown --extra signal(s) {unknown}; known: {list(EXTRA_SIGNALS)}")
+    names = list(signals) + extra
     base_prepared = prepare(args.protocol)
     carves: dict[int, Carve] = {}
     report: dict[str, Any] = {
         "protocol": args.protocol,
         "base": args.base,
         "signals": signals,
+        "extra": extra,
         "carve_fraction": args.carve_fraction,
         "carves": {},
     }
@@ -171,6 +262,8 @@ def main() -> None:
         carve.add(args.base, fit_scores({"name": args.base}, part.train, args.threads))
         for name, signal in signals.items():
             carve.add(name, fit_scores(signal, part.train, args.threads))
+        for name in extra:
+            carve.add(name, EXTRA_SIGNALS[name](part.train))
         config = RunConfig(
             protocols=(spec,), models=(args.base,), threads=args.threads, beyond_accuracy=False
         )
@@ -208,6 +301,13 @@ def main() -> None:
         weights, gain = ascend([carve], names, args.base)
         own_weights[seed] = {"weights": shown(weights), "gain": gain}
         print(f"in sample, carve {seed}'s own weights: {100 * gain:+.2f} % {shown(weights)}")
+    pairs = {}
+    for name in names:
+        weights, gain = ascend(list(carves.values()), [name], args.base)
+        pairs[name] = {"weight": weights[name], "gain": gain}
+        print(
+            f"in sample, {args.base} + {name} alone: {100 * gain:+.2f} % (weight {weights[name]})"
+        )
     weights, gain = ascend(list(carves.values()), names, args.base)
     print(f"in sample, one blend for every carve: {100 * gain:+.2f} % {shown(weights)}")
     held_out = {}
@@ -227,6 +327,7 @@ def main() -> None:
     print(f"leave one carve out: mean {100 * statistics.fmean(gains):+.2f} % (sd {100 * sd:.2f})")
     report.update(
         own_weights=own_weights,
+        pairs=pairs,
         one_blend={"weights": shown(weights), "gain": gain},
         held_out=held_out,
     )
