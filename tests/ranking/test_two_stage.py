@@ -98,8 +98,8 @@ def test_capped_ranks_and_candidates_equal_a_full_sort(n: int) -> None:
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("depth", [1, 5, 24, 40])
 def test_capped_ranks_equal_a_full_sort(ties: bool, depth: int) -> None:
-    """:func:`_ranks` (argpartition, exact set when the cut splits no tie, else the ties by
-    lower code) against a full sort of each row, with and without ties at the cut."""
+    """:func:`_ranks` (one unique key per item, argpartition on the keys) against a full sort
+    of each row, with and without ties at the cut."""
     rng = np.random.default_rng(depth)
     scores = (
         rng.integers(0, 4, (9, 40)).astype(np.float32)
@@ -114,6 +114,20 @@ def test_capped_ranks_equal_a_full_sort(ties: bool, depth: int) -> None:
     np.testing.assert_array_equal(ranks[eligible], np.minimum(exact, min(depth, 40) + 1)[eligible])
     masked = np.where(eligible, scores, -np.inf).max(axis=1)
     np.testing.assert_array_equal(best, np.where(np.isfinite(masked), masked, 0.0))
+
+
+@pytest.mark.parametrize("depth", [1, 3, 6, 12])
+def test_capped_ranks_of_special_scores_equal_a_full_sort(depth: int) -> None:
+    """-0.0 ties with 0.0 (by the lower code), infinities order as numbers, a NaN counts as
+    -inf; the reference sorts the same values as Python floats."""
+    row = [0.0, -0.0, np.inf, -np.inf, np.nan, 1.5, -1.5, -0.0, np.inf, 1e-30, -1e-30, 0.0]
+    scores = np.array([row, row[::-1]], dtype=np.float32)
+    eligible = np.ones_like(scores, dtype=bool)
+    eligible[1, 0] = False
+    ranks, best = _ranks(scores, eligible, depth)
+    exact = _exact_ranks(np.where(np.isnan(scores), -np.inf, scores), eligible)
+    np.testing.assert_array_equal(ranks[eligible], np.minimum(exact, depth + 1)[eligible])
+    np.testing.assert_array_equal(best, [0.0, 0.0])  # the best is +inf: not finite, so 0
 
 
 @pytest.fixture(scope="module")

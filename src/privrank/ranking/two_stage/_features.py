@@ -116,16 +116,21 @@ def _ranks(scores: np.ndarray, eligible: np.ndarray, depth: int) -> tuple[np.nda
 
     The ``depth`` best unseen items get their exact 1-based rank (descending score, ties by the
     lower code); every other item gets ``depth + 1``. Scores are compared as float32 (the
-    retrieval stage's dtype, :meth:`TwoStage.retrieve`). Each item gets one integer key that
-    orders it exactly so (:func:`_descending_keys`, no two equal), so one ``argpartition`` per
-    row finds the ``depth`` best, and a sort of those ``depth`` orders them: no sort of the
+    retrieval stage's dtype, :meth:`TwoStage.retrieve`); a NaN score counts as ``-inf``. Each
+    item gets one integer key that orders it exactly so (:func:`_descending_keys`, no two
+    equal; a seen item's key is below every unseen item's), so one ``argpartition`` per row
+    finds the ``depth`` best, and a sort of those ``depth`` orders them: no sort of the
     catalogue, and no special case for ties at the cut.
     """
     n_rows, n_items = scores.shape
-    masked = np.where(eligible, np.asarray(scores, dtype=np.float32), np.float32(-np.inf))
+    scores = np.asarray(scores, dtype=np.float32)
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), np.float32(-np.inf), scores)
     depth = min(depth, n_items)
     ranks = np.full((n_rows, n_items), depth + 1, dtype=np.int64)
-    keys = _descending_keys(masked)
+    keys = _descending_keys(scores)
+    # a seen item keeps only its code part: below every unseen item, even one at -inf
+    keys = np.where(eligible, keys, keys & np.uint64(0xFFFFFFFF))
     if depth < n_items:
         top = np.argpartition(keys, n_items - depth, axis=1)[:, n_items - depth :]
     else:
@@ -134,7 +139,11 @@ def _ranks(scores: np.ndarray, eligible: np.ndarray, depth: int) -> tuple[np.nda
     ranked = np.take_along_axis(top, order, axis=1)
     rows = np.arange(n_rows)[:, None]
     ranks[rows, ranked] = np.arange(1, depth + 1)[None, :]
-    best = masked[rows[:, 0], ranked[:, 0]] if depth else np.zeros(n_rows, dtype=np.float32)
+    if depth:
+        first = ranked[:, 0]
+        best = np.where(eligible[rows[:, 0], first], scores[rows[:, 0], first], np.inf)
+    else:
+        best = np.zeros(n_rows, dtype=np.float32)
     return ranks, np.where(np.isfinite(best), best, 0.0)
 
 
