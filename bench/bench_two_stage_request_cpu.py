@@ -3,8 +3,9 @@ answer) called once per request on a real two-stage model, without HTTP.
 
 Each *round* runs one Python process per source tree (this checkout, then
 ``--baseline-source``, alternating, so both see the same machine load), which loads the model
-(``--model-dir``, trained by ``privrank train --model two-stage``), answers one warm-up pass,
-then answers ``--requests`` known users' re-ranked top-10 one at a time on an event loop,
+(``--model-dir``, trained by ``privrank train --model two-stage``), times its first request
+(the wall time a fresh process pays, which the server now spends at load), answers one warm-up
+pass, then answers ``--requests`` known users' re-ranked top-10 one at a time on an event loop,
 and reports the CPU time of the whole process (all threads: the event loop and the compute
 thread) per request, plus the mean in-process stage times. The medians over ``--rounds`` and
 their ratio (this / baseline) are printed; the two sources' answers (items and scores of every
@@ -62,6 +63,12 @@ async def run():
         got.append(orjson.loads((await answer(state, who, body)).body))
     return got
 
+async def first():
+    return await answer(state, who, bodies[0])
+
+first_wall = time.perf_counter()
+asyncio.run(first())  # the first request of a fresh process (what the server's warm-up pays)
+first_wall = time.perf_counter() - first_wall
 asyncio.run(run())  # warm-up
 cpu, wall = time.process_time(), time.perf_counter()
 got = asyncio.run(run())
@@ -73,6 +80,7 @@ stages = {
 json.dump(
     {
         "cpu_ms": 1000 * cpu / len(bodies),
+        "first_ms": 1000 * first_wall,
         "wall_ms": 1000 * wall / len(bodies),
         "stages_ms": stages,
         "fallbacks": sum(g["fallback"] for g in got),
@@ -109,7 +117,8 @@ def main() -> None:
                 results[name].append(result)
                 print(
                     f"round {round_} {name:8s} cpu {result['cpu_ms']:.3f} ms/request, wall "
-                    f"{result['wall_ms']:.3f}, stages {result['stages_ms']}, fallbacks "
+                    f"{result['wall_ms']:.3f}, first request {result['first_ms']:.0f} ms, "
+                    f"stages {result['stages_ms']}, fallbacks "
                     f"{result['fallbacks']}",
                     flush=True,
                 )

@@ -191,9 +191,10 @@ def _load(version: str, directory: Path, options: IndexOptions | None = None) ->
 
 def _warm_up(model: Any) -> None:
     """Re-rank one known user before a two-stage model serves, so that the first request
-    does not pay for the first call of each stage (loading the compiled ranker and its numba
-    kernel, torch's first forward pass). On Beauty's next-item two-stage the first re-rank of a
-    fresh process took 286 ms, the next ones 5 ms: at 300 requests/s, a queue of 80-odd
+    does not pay for the first call of each stage, above all numba loading the compiled
+    ranker's kernel. On Beauty's next-item two-stage the first re-rank of a fresh process took
+    390-586 ms (31-39 ms with LightGBM's own predict, before the kernel), later ones 5-8 ms
+    (``bench/bench_two_stage_request_cpu.py``): at 300 requests/s, a queue of 100-odd
     requests behind the first."""
     import numpy as np
 
