@@ -12,6 +12,7 @@ from privrank.data.interactions import Interactions
 from privrank.models._als_kernels import run_parallel
 from privrank.models._ease_sparse_kernels import solve_neighbourhoods, top_neighbours
 from privrank.models._private import PlannedGramFit
+from privrank.models._row_sums import FEW_ROWS, sparse_history_row_sums
 from privrank.models.base import (
     FitOptions,
     ModelConfig,
@@ -148,8 +149,11 @@ class EASESparse(Recommender, ItemItemModel, PlannedGramFit):
         self._report(1, 1)
 
     def _score_histories(self, histories: Query) -> np.ndarray:
-        rows = histories.to_csr(self.n_items_, dtype=self.weights_.dtype)
-        scores = np.asarray((rows @ self.weights_).toarray(), dtype=np.float32)
+        if len(histories) <= FEW_ROWS:  # the same bits, without scipy's per-call set-up
+            scores = np.asarray(sparse_history_row_sums(histories, self.weights_), np.float32)
+        else:
+            rows = histories.to_csr(self.n_items_, dtype=self.weights_.dtype)
+            scores = np.asarray((rows @ self.weights_).toarray(), dtype=np.float32)
         if self.prior_ is not None:
             scores += self.prior_
         return scores

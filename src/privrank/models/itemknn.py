@@ -17,7 +17,7 @@ from privrank.models._private import (
     gram_source,
     private_gram_fit,
 )
-from privrank.models._row_sums import FEW_ROWS, history_row_sums
+from privrank.models._row_sums import FEW_ROWS, history_row_sums, sparse_history_row_sums
 from privrank.models.base import FitOptions, ModelConfig, Query, Recommender, register
 from privrank.models.capabilities import ItemItemModel
 from privrank.privacy.spec import PrivacySpec
@@ -211,7 +211,9 @@ class ItemKNN(Recommender, ItemItemModel, PlannedGramFit):
 
     def _score_histories(self, histories: Query) -> np.ndarray:
         dense = self._dense_similarity() if len(histories) <= FEW_ROWS else None
-        if dense is None:
+        if dense is None and len(histories) <= FEW_ROWS:  # the same bits, without scipy
+            scores = sparse_history_row_sums(histories, self.similarity_)
+        elif dense is None:
             scores = (histories.to_csr(self.n_items_) @ self.similarity_).toarray()
         else:
             scores = history_row_sums(histories, dense)  # the same bits, without scipy
