@@ -508,7 +508,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedDPSGDFit):
         out = np.empty((len(histories), self.n_items_), dtype=np.float32)
         network = self.network_
         device = network.item_embedding.weight.device
-        with torch.no_grad():
+        with torch.inference_mode():
             items = network.item_vectors()
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
