@@ -16,9 +16,10 @@ from privrank.errors import ConfigError
 from privrank.models import FitOptions, Query, Recommender, create_model
 from privrank.privacy.spec import PrivacySpec
 from privrank.ranking.ltr import group_ndcg
-from privrank.ranking.two_stage import TwoStage, merge_candidates
+from privrank.ranking.two_stage import TwoStage
 from privrank.ranking.two_stage._config import BLEND_WEIGHTS
-from privrank.ranking.two_stage._features import _ranks, feature_names, rank_features
+from privrank.ranking.two_stage._features import feature_names, rank_features
+from privrank.ranking.two_stage._top_lists import candidate_ranks, merge_top_lists, top_lists
 from privrank.testing._data import synthetic_interactions
 
 pytest.importorskip("lightgbm")
@@ -47,13 +48,26 @@ def _merge_reference(ranks, proposes, n, eligible):
 
 
 @pytest.mark.parametrize("n", [1, 5, 12, 15])
-def test_merge_equals_a_slow_reference(n: int) -> None:
+def test_merge_of_top_lists_equals_a_slow_merge_of_full_ranks(n: int) -> None:
+    """Each list is a random order with the unseen items first (as :func:`top_lists` puts
+    them), cut at ``n``; the reference merges the full ranks of every item."""
     rng = np.random.default_rng(n)
-    ranks = [np.argsort(rng.random((6, 12)), axis=1) + 1 for _ in range(3)]
     eligible = rng.random((6, 12)) > 0.2
+    eligible[5] = False  # nothing to propose
+    orders = [
+        np.array([sorted(rng.permutation(12), key=lambda i: not eligible[r, i]) for r in range(6)])
+        for _ in range(3)
+    ]
+    ranks = []
+    for order in orders:
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(1, 13)[None, :], axis=1)
+        ranks.append(rank)
     proposes = [True, False, True]
-    got = merge_candidates(ranks, proposes, n, eligible)
+    got = merge_top_lists([orders[0][:, :n], orders[2][:, :n]], [0, 2], 3, eligible, n)
     np.testing.assert_array_equal(got, _merge_reference(ranks, proposes, n, eligible))
+    assert (got[5] == -1).all()
+    assert (merge_top_lists([], [], 3, eligible, n) == -1).all()  # no retriever proposes
 
 
 def _exact_ranks(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -95,11 +109,22 @@ def test_capped_ranks_and_candidates_equal_a_full_sort(n: int) -> None:
         np.testing.assert_allclose(column[valid], relative[valid], rtol=1e-6)
 
 
+def _capped_ranks(scores: np.ndarray, eligible: np.ndarray, depth: int):
+    """Every item's capped rank (:func:`candidate_ranks` of all items) and the best score."""
+    top, best = top_lists(scores, eligible, depth)
+    everything = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+    ranks = candidate_ranks(top, everything, scores.shape[1])
+    unseen_first = np.take_along_axis(~eligible, top, axis=1)
+    assert (np.diff(unseen_first.astype(int), axis=1) >= 0).all()  # seen items come last
+    return ranks, best
+
+
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("depth", [1, 5, 24, 40])
 def test_capped_ranks_equal_a_full_sort(ties: bool, depth: int) -> None:
-    """:func:`_ranks` (one unique key per item, argpartition on the keys) against a full sort
-    of each row, with and without ties at the cut."""
+    """:func:`top_lists` (one unique key per item, a partition of the keys) and
+    :func:`candidate_ranks` against a full sort of each row, with and without ties at the
+    cut."""
     rng = np.random.default_rng(depth)
     scores = (
         rng.integers(0, 4, (9, 40)).astype(np.float32)
@@ -108,7 +133,7 @@ def test_capped_ranks_equal_a_full_sort(ties: bool, depth: int) -> None:
     )
     eligible = rng.random((9, 40)) > 0.25
     eligible[0, :38] = False  # fewer eligible items than the depth: -inf ties fill the cut
-    ranks, best = _ranks(scores, eligible, depth)
+    ranks, best = _capped_ranks(scores, eligible, min(depth, 40))
     exact = _exact_ranks(scores, eligible)
     # (an unseen item's rank; seen items are never candidates)
     np.testing.assert_array_equal(ranks[eligible], np.minimum(exact, min(depth, 40) + 1)[eligible])
@@ -124,7 +149,7 @@ def test_capped_ranks_of_special_scores_equal_a_full_sort(depth: int) -> None:
     scores = np.array([row, row[::-1]], dtype=np.float32)
     eligible = np.ones_like(scores, dtype=bool)
     eligible[1, 0] = False
-    ranks, best = _ranks(scores, eligible, depth)
+    ranks, best = _capped_ranks(scores, eligible, depth)
     exact = _exact_ranks(np.where(np.isnan(scores), -np.inf, scores), eligible)
     np.testing.assert_array_equal(ranks[eligible], np.minimum(exact, depth + 1)[eligible])
     np.testing.assert_array_equal(best, [0.0, 0.0])  # the best is +inf: not finite, so 0

@@ -8,7 +8,7 @@ from privrank.ranking.two_stage._config import (
     TwoStageConfig,
     TwoStagePrivateConfig,
 )
-from privrank.ranking.two_stage._features import feature_names, item_features, merge_candidates
+from privrank.ranking.two_stage._features import feature_names, item_features
 from privrank.ranking.two_stage.model import TwoStage
 
 __all__ = [
@@ -18,5 +18,4 @@ __all__ = [
     "TwoStagePrivateConfig",
     "feature_names",
     "item_features",
-    "merge_candidates",
 ]

@@ -43,7 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Candidates", "feature_names", "item_features", "merge_candidates", "rank_features"]
+from privrank.ranking.two_stage._top_lists import candidate_ranks, merge_top_lists, top_lists
+
+__all__ = ["Candidates", "feature_names", "item_features", "rank_features"]
 
 
 @dataclass(frozen=True)
@@ -111,85 +113,6 @@ def _eligible(seen: sp.csr_matrix, n_items: int) -> np.ndarray:
     return eligible
 
 
-def _ranks(scores: np.ndarray, eligible: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ranks of every item, capped, and the best unseen score (see the module docstring).
-
-    The ``depth`` best unseen items get their exact 1-based rank (descending score, ties by the
-    lower code); every other item gets ``depth + 1``. Scores are compared as float32 (the
-    retrieval stage's dtype, :meth:`TwoStage.retrieve`); a NaN score counts as ``-inf``. Each
-    item gets one integer key that orders it exactly so (:func:`_descending_keys`, no two
-    equal; a seen item's key is below every unseen item's), so one ``argpartition`` per row
-    finds the ``depth`` best, and a sort of those ``depth`` orders them: no sort of the
-    catalogue, and no special case for ties at the cut.
-    """
-    n_rows, n_items = scores.shape
-    scores = np.asarray(scores, dtype=np.float32)
-    if np.isnan(scores).any():
-        scores = np.where(np.isnan(scores), np.float32(-np.inf), scores)
-    depth = min(depth, n_items)
-    ranks = np.full((n_rows, n_items), depth + 1, dtype=np.int64)
-    keys = _descending_keys(scores)
-    # a seen item keeps only its code part: below every unseen item, even one at -inf
-    keys = np.where(eligible, keys, keys & np.uint64(0xFFFFFFFF))
-    if depth < n_items:
-        top = np.argpartition(keys, n_items - depth, axis=1)[:, n_items - depth :]
-    else:
-        top = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
-    order = np.argsort(np.take_along_axis(keys, top, axis=1), axis=1)[:, ::-1]
-    ranked = np.take_along_axis(top, order, axis=1)
-    rows = np.arange(n_rows)[:, None]
-    ranks[rows, ranked] = np.arange(1, depth + 1)[None, :]
-    if depth:
-        first = ranked[:, 0]
-        best = np.where(eligible[rows[:, 0], first], scores[rows[:, 0], first], np.inf)
-    else:
-        best = np.zeros(n_rows, dtype=np.float32)
-    return ranks, np.where(np.isfinite(best), best, 0.0)
-
-
-def _descending_keys(scores: np.ndarray) -> np.ndarray:
-    """``(n, n_items)`` uint64 keys, larger for a better item: the float32 score's bits mapped
-    to an unsigned integer of the same order (high 32 bits), then the item code reversed (low
-    32 bits), so equal scores order by the lower code and no two keys are equal.
-
-    The map: ``-0.0`` becomes ``+0.0`` (they compare equal); a negative float's bits are
-    inverted, a positive float's sign bit is set; then unsigned order is float order, ``-inf``
-    lowest.
-    """
-    bits = (scores + np.float32(0.0)).view(np.uint32)
-    flip = np.where(bits >> np.uint32(31), np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
-    ordered = (bits ^ flip).astype(np.uint64) << np.uint64(32)
-    codes = np.arange(scores.shape[1], dtype=np.uint64)
-    return ordered | (np.uint64(0xFFFFFFFF) - codes)[None, :]
-
-
-def merge_candidates(
-    ranks: list[np.ndarray], proposes: list[bool], n_candidates: int, eligible: np.ndarray
-) -> np.ndarray:
-    """``(n, N)`` candidates by merged key (see the module docstring); ``-1`` pads."""
-    n_retrievers = len(ranks)
-    n_rows, n_items = int(eligible.shape[0]), int(eligible.shape[1])
-    key: np.ndarray = np.full((n_rows, n_items), np.iinfo(np.int64).max, dtype=np.int64)
-    for position, (rank, propose) in enumerate(zip(ranks, proposes, strict=True)):
-        if propose:
-            key = np.minimum(key, rank.astype(np.int64) * n_retrievers + position)
-    key[~eligible] = np.iinfo(np.int64).max
-    n = min(n_candidates, n_items)
-    part = (
-        np.argpartition(key, n - 1, axis=1)[:, :n]
-        if n < n_items
-        else np.tile(np.arange(n_items), (n_rows, 1))
-    )
-    rows = np.arange(n_rows)[:, None]
-    part_keys = key[rows, part]
-    order = np.lexsort((part, part_keys), axis=1)
-    chosen = part[rows, order].astype(np.int64)
-    chosen[part_keys[rows, order] == np.iinfo(np.int64).max] = -1
-    if n < n_candidates:
-        chosen = np.pad(chosen, ((0, 0), (0, n_candidates - n)), constant_values=-1)
-    return chosen
-
-
 def rank_features(
     scores: list[np.ndarray],
     proposes: list[bool],
@@ -208,18 +131,26 @@ def rank_features(
         items_table: :func:`item_features` of the vocabulary.
         n_candidates: ``N``.
     """
-    eligible = _eligible(seen, scores[0].shape[1])
-    ranked = [_ranks(s, eligible, n_candidates) for s in scores]
-    chosen = merge_candidates([r for r, _ in ranked], proposes, n_candidates, eligible)
+    n_items = scores[0].shape[1]
+    eligible = _eligible(seen, n_items)
+    depth = min(n_candidates, n_items)
+    tops = [top_lists(s, eligible, depth) for s in scores]
+    chosen = merge_top_lists(
+        [top for (top, _), propose in zip(tops, proposes, strict=True) if propose],
+        [position for position, propose in enumerate(proposes) if propose],
+        len(scores),
+        eligible,
+        n_candidates,
+    )
     safe = np.maximum(chosen, 0)
     rows = np.arange(chosen.shape[0])[:, None]
     columns = []
-    for s, (rank, best) in zip(scores, ranked, strict=True):
+    for s, (top, best) in zip(scores, tops, strict=True):
         score = s[rows, safe].astype(np.float64)
         scale = np.abs(best)[:, None]
         columns += [
             np.divide(score, scale, out=np.zeros_like(score), where=scale > 0),
-            np.log1p(rank[rows, safe]),
+            np.log1p(candidate_ranks(top, chosen, n_items)),
         ]
     item_part = items_table[safe]
     features = np.concatenate(

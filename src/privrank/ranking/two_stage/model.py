@@ -2,7 +2,7 @@ r"""The two-stage recommender: retrievers propose candidates, a learning-to-rank
 
 **Scoring** a query (a known user or an ad-hoc history :math:`H`): every retriever scores all
 items; their top unseen items are merged into ``N`` candidates
-(:func:`~privrank.ranking.two_stage._features.merge_candidates`); each candidate gets the features
+(:func:`~privrank.ranking.two_stage._top_lists.merge_top_lists`); each candidate gets the features
 of :mod:`~privrank.ranking.two_stage._features`; the ranker scores them. The returned score row
 holds the ranker's scores on the candidates and, below every one of them, a constant floor on
 the other items (they are never recommended ahead of a candidate), so the model sits in the
