@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from privrank.data.interactions import Interactions
 from privrank.errors import ArtifactError, ConfigError, NotTrainedError, PrivrankError
 from privrank.metrics.topk import top_k
 from privrank.models._artifact import read_artifact, write_artifact
+from privrank.models._code_index import CodeIndex
 from privrank.models._config import FitOptions, FitProgress, ModelConfig, build_model_config
 from privrank.models._query import Query
 from privrank.models._registry import (
@@ -527,12 +527,22 @@ class Recommender(ABC):
     def user_codes(self, user_ids: Sequence[Any] | np.ndarray | pa.Array) -> np.ndarray:
         """Codes of external user ids; ``-1`` for ids the model never saw."""
         self._require_fitted()
-        return _lookup(self.user_ids_, user_ids)
+        return self._code_index("user").codes(user_ids)
 
     def item_codes(self, item_ids: Sequence[Any] | np.ndarray | pa.Array) -> np.ndarray:
         """Codes of external item ids; ``-1`` for ids the model never saw."""
         self._require_fitted()
-        return _lookup(self.item_ids_, item_ids)
+        return self._code_index("item").codes(item_ids)
+
+    def _code_index(self, kind: str) -> CodeIndex:
+        """The :class:`CodeIndex` of ``user_ids_`` or ``item_ids_``, kept after its first use
+        (a new one when a fit or load replaced the vocabulary)."""
+        vocabulary = self.user_ids_ if kind == "user" else self.item_ids_
+        cached: CodeIndex | None = self.__dict__.get(f"_{kind}_code_index")
+        if cached is None or cached.vocabulary is not vocabulary:
+            cached = CodeIndex(vocabulary)
+            self.__dict__[f"_{kind}_code_index"] = cached
+        return cached
 
     def history_query(
         self, histories: Sequence[Sequence[Any]], *, ignore_unknown_items: bool = False
@@ -834,28 +844,6 @@ class Recommender(ABC):
         if query.is_users:
             return self._training_matrix()[query.user_codes]
         return query.to_csr(self.n_items_)
-
-
-def _lookup(vocabulary: pa.Array, external_ids: Any) -> np.ndarray:
-    if isinstance(external_ids, pa.ChunkedArray):
-        external_ids = external_ids.combine_chunks()
-    query = (
-        external_ids
-        if isinstance(external_ids, pa.Array)
-        else pa.array(
-            list(external_ids) if not isinstance(external_ids, np.ndarray) else external_ids
-        )
-    )
-    if len(query) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if query.type != vocabulary.type:
-        try:
-            query = query.cast(vocabulary.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return np.full(len(query), -1, dtype=np.int64)
-    codes = pc.index_in(query, value_set=vocabulary)
-    found: np.ndarray = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return found
 
 
 def _nest_flat_private_settings(model: type[Recommender], header: dict[str, Any]) -> Any:
