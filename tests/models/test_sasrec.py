@@ -65,9 +65,11 @@ def test_left_padded_matches_a_loop():
     histories = [[3, 1, 4], [], [1, 5, 9, 2, 6, 5, 3, 5], [7]]
     query = Query.histories(histories)
     out = left_padded(query.indptr, query.items, 5)
-    for row, history in zip(out, histories, strict=True):
+    for position, (row, history) in enumerate(zip(out, histories, strict=True)):
         kept = [c + 1 for c in history[-5:]]
         assert row.tolist() == [0] * (5 - len(kept)) + kept
+        alone = query.take(np.array([position]))  # one history: its own path
+        assert left_padded(alone.indptr, alone.items, 5).tolist() == [row.tolist()]
 
 
 def test_attention_is_causal():
@@ -87,8 +89,9 @@ def test_padding_and_trimming_do_not_change_states():
     sequences = torch.tensor([[0, 0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 2, 9]])
     with torch.no_grad():
         full = net(sequences)
-        short = net(trimmed(sequences))
-        alone = net(trimmed(sequences[1:]))
+        short = net(trimmed(sequences.numpy(), np.array([3, 2])))
+        assert short.shape[1] == 3
+        alone = net(trimmed(sequences[1:].numpy(), np.array([2])))
     torch.testing.assert_close(full[:, -3:], short, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(full[1, -2:], alone[0], rtol=1e-5, atol=1e-6)
     assert (full[:, :4] == 0).all() and (full[1, 4] == 0).all()

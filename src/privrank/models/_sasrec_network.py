@@ -124,10 +124,15 @@ class SASRecNetwork(nn.Module):
         return self.item_embedding.weight[1:]
 
 
-def trimmed(sequences: torch.Tensor) -> torch.Tensor:
-    """Left-padded sequences without their leading all-padding columns (at least one kept)."""
-    width = max(int((sequences > 0).sum(dim=1).max()), 1)
-    return sequences[:, -width:]
+def trimmed(padded: np.ndarray, kept: np.ndarray) -> torch.Tensor:
+    """Left-padded sequences without their leading all-padding columns (at least one kept).
+
+    Args:
+        padded: ``(B, L)`` :func:`left_padded` sequences.
+        kept: ``(B,)`` the number of items in each (at most ``L``).
+    """
+    width = max(int(kept.max()), 1) if len(kept) else 1
+    return torch.from_numpy(padded[:, padded.shape[1] - width :])
 
 
 def left_padded(indptr: np.ndarray, items: np.ndarray, length: int) -> np.ndarray:
@@ -138,6 +143,10 @@ def left_padded(indptr: np.ndarray, items: np.ndarray, length: int) -> np.ndarra
     """
     n = len(indptr) - 1
     out = np.zeros((n, length), dtype=np.int64)
+    if n == 1:  # a served request: the same values without the ragged bookkeeping
+        kept = min(int(indptr[1] - indptr[0]), length)
+        out[0, length - kept :] = items[int(indptr[1]) - kept : int(indptr[1])] + 1
+        return out
     lengths = np.diff(indptr)
     kept = np.minimum(lengths, length)
     rows = np.repeat(np.arange(n), kept)

@@ -503,8 +503,10 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedDPSGDFit):
             yield sequences[batches[position]]
 
     def _score_histories(self, histories: Query, batch_size: int = 512) -> np.ndarray:
-        padded = left_padded(*histories.ragged(), self.config.max_length)
-        order = np.argsort(np.minimum(histories.lengths(), self.config.max_length), kind="stable")
+        length = self.config.max_length
+        padded = left_padded(*histories.ragged(), length)
+        kept = np.minimum(histories.lengths(), length)
+        order = np.argsort(kept, kind="stable")
         out = np.empty((len(histories), self.n_items_), dtype=np.float32)
         network = self.network_
         device = network.item_embedding.weight.device
@@ -512,7 +514,7 @@ class SASRec(EpochFitMixin, NetworkStateMixin, Recommender, PlannedDPSGDFit):
             items = network.item_vectors()
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                batch = trimmed(torch.from_numpy(padded[rows])).to(device)
+                batch = trimmed(padded[rows], kept[rows]).to(device)
                 out[rows] = (network(batch)[:, -1] @ items.T).cpu().numpy()
         return out
 
