@@ -20,7 +20,6 @@ import argparse
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 from privrank.ranking.two_stage._features import rank_features
 
@@ -36,11 +35,8 @@ def dense_merge(ranks, n, eligible):  # type: ignore[no-untyped-def]
     return order[:, :n]
 
 
-def full_sort_features(scores, proposes, seen, lengths, table, n):  # type: ignore[no-untyped-def]
-    """The previous implementation's work: a full argsort per retriever, then the merge."""
-    eligible = np.ones(scores[0].shape, dtype=bool)
-    rows, cols = seen.nonzero()
-    eligible[rows, cols] = False
+def full_sort_features(scores, proposes, eligible, lengths, table, n):  # type: ignore[no-untyped-def]
+    """The first implementation's work: a full argsort per retriever, then the merge."""
     ranks = []
     for s in scores:
         masked = np.where(eligible, s.astype(np.float64), -np.inf)
@@ -65,11 +61,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     scores = [rng.random((1, args.items)).astype(np.float32) for _ in range(4)]
     history = rng.choice(args.items, 80, replace=False)
-    seen = sp.csr_matrix((np.ones(80), (np.zeros(80, int), history)), shape=(1, args.items))
+    eligible = np.ones((1, args.items), dtype=bool)
+    eligible[0, history] = False
     table = rng.random((args.items, 3)).astype(np.float32)
     proposes, lengths = [True] * 4, np.array([80])
-    new = rank_features(scores, proposes, seen, lengths, table, args.candidates)
-    old, _ = full_sort_features(scores, proposes, seen, lengths, table, args.candidates)
+    new = rank_features(scores, proposes, eligible, lengths, table, args.candidates)
+    old, _ = full_sort_features(scores, proposes, eligible, lengths, table, args.candidates)
     assert np.array_equal(new.items, old), "the two implementations chose other candidates"
     ratios = []
     for repeat in range(args.repeats):
@@ -77,7 +74,7 @@ def main() -> None:
         for name, fn in (("argsort", full_sort_features), ("top lists", rank_features)):
             started = time.perf_counter()
             for _ in range(args.calls):
-                fn(scores, proposes, seen, lengths, table, args.candidates)
+                fn(scores, proposes, eligible, lengths, table, args.candidates)
             timings[name] = 1000 * (time.perf_counter() - started) / args.calls
         ratios.append(timings["argsort"] / timings["top lists"])
         print(

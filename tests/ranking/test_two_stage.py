@@ -89,7 +89,7 @@ def test_capped_ranks_and_candidates_equal_a_full_sort(n: int) -> None:
     eligible = seen.toarray() == 0
     table = rng.random((25, 3)).astype(np.float32)
     proposes = [True, False, True]
-    got = rank_features(scores, proposes, seen, np.full(7, 5), table, n)
+    got = rank_features(scores, proposes, eligible, np.full(7, 5), table, n)
     exact = [_exact_ranks(s, eligible) for s in scores]
     expected = _merge_reference(exact, proposes, n, eligible)
     np.testing.assert_array_equal(got.items, expected)
@@ -107,6 +107,45 @@ def test_capped_ranks_and_candidates_equal_a_full_sort(n: int) -> None:
         relative[best == 0] = 0.0
         column = got.features[:, :, names.index(f"r{position}.{'abc'[position]}.relative_score")]
         np.testing.assert_allclose(column[valid], relative[valid], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_features_are_a_numpy_assembly_bit_for_bit(dtype) -> None:
+    """The numba assembly against the numpy expression it replaced: float64 values rounded to
+    float32 once; padding rows zero; a retriever whose best unseen score is 0 gives 0."""
+    rng = np.random.default_rng(11)
+    n_items, depth = 30, 26  # a row with fewer eligible items than N: padding
+    scores = [rng.normal(size=(5, n_items)).astype(dtype) for _ in range(3)]
+    scores[1][2] = 0.0
+    eligible = rng.random((5, n_items)) > 0.2
+    eligible[0, 3:] = False
+    table = rng.random((n_items, 3)).astype(np.float32)
+    lengths = np.array([3, 0, 7, 1, 12])
+    got = rank_features(scores, [True, True, False], eligible, lengths, table, depth)
+    chosen, safe = got.items, np.maximum(got.items, 0)
+    assert (chosen[0] < 0).any()
+    rows = np.arange(5)[:, None]
+    columns = []
+    for s in scores:
+        exact = np.minimum(_exact_ranks(s, eligible), depth + 1)
+        best = np.where(eligible, s.astype(np.float32), -np.inf).max(axis=1)
+        scale = np.abs(np.where(np.isfinite(best), best, 0.0))[:, None]
+        score = s[rows, safe].astype(np.float64)
+        columns += [
+            np.divide(score, scale, out=np.zeros_like(score), where=scale > 0),
+            np.log1p(exact[rows, safe]),
+        ]
+    expected = np.concatenate(
+        [
+            np.stack(columns, axis=2),
+            table[safe],
+            np.broadcast_to(np.log1p(lengths)[:, None, None], (*chosen.shape, 1)),
+        ],
+        axis=2,
+    ).astype(np.float32)
+    expected[chosen < 0] = 0.0
+    np.testing.assert_array_equal(got.features, expected)
+    assert (got.features[2, :, 2] == 0).all()  # retriever 1's best for row 2 is 0
 
 
 def _capped_ranks(scores: np.ndarray, eligible: np.ndarray, depth: int):

@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
+from numba import njit
 
 from privrank.ranking.two_stage._top_lists import candidate_ranks, merge_top_lists, top_lists
 
@@ -105,18 +105,10 @@ def item_features(
     return np.stack([np.log1p(popularity), last_seen, mean_position], axis=1).astype(np.float32)
 
 
-def _eligible(seen: sp.csr_matrix, n_items: int) -> np.ndarray:
-    """``(n, n_items)`` bool: the items outside each query's history."""
-    eligible = np.ones((seen.shape[0], n_items), dtype=bool)
-    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
-    eligible[rows, seen.indices] = False
-    return eligible
-
-
 def rank_features(
     scores: list[np.ndarray],
     proposes: list[bool],
-    seen: sp.csr_matrix,
+    eligible: np.ndarray,
     lengths: np.ndarray,
     items_table: np.ndarray,
     n_candidates: int,
@@ -126,13 +118,13 @@ def rank_features(
     Args:
         scores: Each retriever's ``(n, n_items)`` scores of the batch.
         proposes: Whether each retriever proposes candidates.
-        seen: ``(n, n_items)`` CSR of the queries' histories (never candidates).
+        eligible: ``(n, n_items)`` bool, the items outside each query's history (the others
+            are never candidates).
         lengths: ``(n,)`` history lengths.
         items_table: :func:`item_features` of the vocabulary.
         n_candidates: ``N``.
     """
     n_items = scores[0].shape[1]
-    eligible = _eligible(seen, n_items)
     depth = min(n_candidates, n_items)
     tops = [top_lists(s, eligible, depth) for s in scores]
     chosen = merge_top_lists(
@@ -144,24 +136,40 @@ def rank_features(
     )
     safe = np.maximum(chosen, 0)
     rows = np.arange(chosen.shape[0])[:, None]
-    columns = []
-    for s, (top, best) in zip(scores, tops, strict=True):
-        score = s[rows, safe].astype(np.float64)
-        scale = np.abs(best)[:, None]
-        columns += [
-            np.divide(score, scale, out=np.zeros_like(score), where=scale > 0),
-            np.log1p(candidate_ranks(top, chosen, n_items)),
-        ]
-    item_part = items_table[safe]
-    features = np.concatenate(
-        [
-            np.stack(columns, axis=2),
-            item_part,
-            np.broadcast_to(
-                np.log1p(lengths)[:, None, None], (chosen.shape[0], chosen.shape[1], 1)
-            ),
-        ],
-        axis=2,
-    ).astype(np.float32)
-    features[chosen < 0] = 0.0
+    n_columns = 2 * len(scores) + items_table.shape[1] + 1
+    features = np.zeros((*chosen.shape, n_columns), dtype=np.float32)
+    _assemble(
+        np.stack([s[rows, safe] for s in scores]).astype(np.float64),
+        np.stack([best for _, best in tops]),
+        np.stack([candidate_ranks(top, chosen, n_items) for top, _ in tops]),
+        np.log1p(np.arange(depth + 2, dtype=np.float64)),
+        items_table.astype(np.float32, copy=False),
+        np.log1p(np.asarray(lengths, dtype=np.float64)),
+        chosen,
+        features,
+    )
     return Candidates(items=chosen, features=features)
+
+
+@njit(cache=True, error_model="numpy")
+def _assemble(
+    scores, best, ranks, log1p_of, items_table, activity, chosen, out
+):  # pragma: no cover - compiled
+    """Fill ``out[row, j]`` of each real candidate (padding stays 0): per retriever the score
+    over ``|best|`` (0 when ``best`` is 0) and ``log1p`` of the capped rank, read from a table
+    numpy computed (numpy's values, bit for bit), then the item's columns and the user's
+    activity; each float64 value is rounded to float32 once, as ``astype`` rounds it."""
+    n_lists, n_rows, n_candidates = scores.shape
+    n_item_columns = items_table.shape[1]
+    for row in range(n_rows):
+        for j in range(n_candidates):
+            item = chosen[row, j]
+            if item < 0:
+                continue
+            for k in range(n_lists):
+                scale = abs(best[k, row])
+                out[row, j, 2 * k] = scores[k, row, j] / scale if scale > 0 else 0.0
+                out[row, j, 2 * k + 1] = log1p_of[ranks[k, row, j]]
+            for column in range(n_item_columns):
+                out[row, j, 2 * n_lists + column] = items_table[item, column]
+            out[row, j, 2 * n_lists + n_item_columns] = activity[row]

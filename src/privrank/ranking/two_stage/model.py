@@ -563,14 +563,15 @@ class TwoStage(Recommender, StagedModel):
 
     def featurize(self, query: Query, scores: list[np.ndarray]) -> Candidates:
         """Stage 2: the merged candidates of the queries and their features."""
-        seen = query.to_csr(self.n_items_) if not query.is_users else self._seen_matrix(query)
-        lengths = (
-            np.diff(self.history_indptr_)[query.user_codes] if query.is_users else query.lengths()
-        )
+        histories = self._training_histories(query.user_codes) if query.is_users else query
+        indptr, items = histories.ragged()
+        lengths = np.diff(indptr)
+        eligible = np.ones((len(lengths), self.n_items_), dtype=bool)
+        eligible[np.repeat(np.arange(len(lengths)), lengths), items] = False
         return rank_features(
             scores,
             [r.propose for r in self.retriever_specs],
-            sp.csr_matrix(seen),
+            eligible,
             lengths,
             self.item_table_,
             self.config.candidates,
