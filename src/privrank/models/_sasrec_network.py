@@ -144,8 +144,8 @@ def left_padded(indptr: np.ndarray, items: np.ndarray, length: int) -> np.ndarra
     n = len(indptr) - 1
     out = np.zeros((n, length), dtype=np.int64)
     if n == 1:  # a served request: the same values without the ragged bookkeeping
-        kept = min(int(indptr[1] - indptr[0]), length)
-        out[0, length - kept :] = items[int(indptr[1]) - kept : int(indptr[1])] + 1
+        count = min(int(indptr[1] - indptr[0]), length)
+        out[0, length - count :] = items[int(indptr[1]) - count : int(indptr[1])] + 1
         return out
     lengths = np.diff(indptr)
     kept = np.minimum(lengths, length)

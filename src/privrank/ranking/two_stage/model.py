@@ -563,7 +563,8 @@ class TwoStage(Recommender, StagedModel):
 
     def featurize(self, query: Query, scores: list[np.ndarray]) -> Candidates:
         """Stage 2: the merged candidates of the queries and their features."""
-        histories = self._training_histories(query.user_codes) if query.is_users else query
+        codes = query.user_codes
+        histories = query if codes is None else self._training_histories(codes)
         indptr, items = histories.ragged()
         lengths = np.diff(indptr)
         eligible = np.ones((len(lengths), self.n_items_), dtype=bool)
