@@ -226,3 +226,6 @@ def test_a_loaded_two_stage_is_warmed_up_before_it_serves(two_stage):
     served = _load("v1", directory)
     assert served.model.stage_seconds()["score.ranker"] > 0
     assert served.model.stage_seconds()["score.retrieval"] > 0
+    # the id lookups' dicts are built too
+    assert served.model._code_index("user")._codes is not None
+    assert served.model._code_index("item")._codes is not None

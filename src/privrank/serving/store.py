@@ -190,17 +190,27 @@ def _load(version: str, directory: Path, options: IndexOptions | None = None) ->
 
 
 def _warm_up(model: Any) -> None:
-    """Re-rank one known user before a two-stage model serves, so that the first request
-    does not pay for the first call of each stage, above all numba loading the compiled
-    ranker's kernel. On Beauty's next-item two-stage the first re-rank of a fresh process took
-    390-586 ms (31-39 ms with LightGBM's own predict, before the kernel), later ones 5-8 ms
-    (``bench/bench_two_stage_request_cpu.py``): at 300 requests/s, a queue of 100-odd
-    requests behind the first."""
+    """Do before a model serves what its first request would otherwise pay for.
+
+    - Every model looks up one user id and one item id, which builds the dicts of its
+      vocabularies (:class:`~privrank.models._code_index.CodeIndex`; Beauty's 22,363 users
+      take a few milliseconds, a vocabulary of millions a second).
+    - A two-stage model re-ranks one known user, so the first request does not pay for the
+      first call of each stage, above all numba loading the compiled ranker's kernel. On
+      Beauty's next-item two-stage the first re-rank of a fresh process took 390-586 ms
+      (31-39 ms with LightGBM's own predict, before the kernel), later ones 5-8 ms
+      (``bench/bench_two_stage_request_cpu.py``): at 300 requests/s, a queue of 100-odd
+      requests behind the first.
+    """
     import numpy as np
 
     from privrank.models import Query
     from privrank.ranking.two_stage import TwoStage
 
+    if model.n_users_ > 0:
+        model.user_codes(model.user_ids_[:1])
+    if model.n_items_ > 0:
+        model.item_codes(model.item_ids_[:1])
     if isinstance(model, TwoStage) and model.n_users_ > 0:
         model.rerank(Query.users(np.array([0])))
 
