@@ -15,6 +15,7 @@ import privrank.cli.train  # registers the commands
 import privrank.ranking  # noqa: F401  (registers two-stage)
 from privrank.cli.app import app
 from privrank.data.splits import HoldoutSplit, LeaveLastOut, split
+from privrank.errors import ConfigError
 from privrank.models import FitOptions, Recommender, create_model
 from privrank.models._registry import _REGISTRY
 from privrank.models.popular import MostPopular
@@ -189,3 +190,37 @@ def test_a_private_fit_without_retrievers_checks_every_default_one() -> None:
     assert {r.name for r in ANY_DEFAULT_RETRIEVERS} == names
     assert all(model_class(name).supports_privacy for name in names)
     create_model("two-stage", {"ranker": "listwise"}).check_privacy(spec)
+
+
+def test_the_random_default_takes_the_sparse_ease_when_dense_ease_cannot_fit() -> None:
+    """A feasibility fallback: the dense solve's lower bound (4 n² float32) against the memory
+    available decides, as EASE's own check would refuse the fit."""
+    from privrank.models.ease import check_dense_memory
+    from privrank.ranking.two_stage._config import default_retrievers
+
+    huge = 2_000_000  # 64 TB for the dense solve: more than any machine here
+    with pytest.raises(ConfigError, match="ease-sparse"):
+        check_dense_memory(huge, "float32")
+    assert default_retrievers("random", huge)[0].name == "ease-sparse"
+    assert default_retrievers(None, huge)[0].name == "ease-sparse"
+    assert default_retrievers("random", 1682)[0].name == "ease"
+    assert default_retrievers("random")[0].name == "ease"  # catalogue unknown
+    # the next-item set has no dense EASE to replace
+    assert default_retrievers("next", huge) == default_retrievers("next", 1682)
+
+
+def test_a_default_fit_on_a_catalogue_too_large_for_dense_ease_fits_the_sparse_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from privrank.models import ease as ease_module
+
+    def no_memory(n_items: int, dtype: str, available: int | None = None) -> None:
+        ease_module.check_dense_memory(n_items, dtype, available=0)
+
+    monkeypatch.setattr("privrank.ranking.two_stage._config.check_dense_memory", no_memory)
+    data = synthetic_interactions(40, 20, per_user=8, seed=3)
+    model = create_model("two-stage", SMALL)
+    model.fit(data, FitOptions(threads=1, test_shape="random"))
+    assert _names(model.config)[0] == ("ease-sparse", None)
+    assert model.retrievers_[0].name == "ease-sparse"
+    assert model.requested_config.retrievers is None  # the request stays "the defaults"

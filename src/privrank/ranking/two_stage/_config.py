@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from privrank.errors import ConfigError
 from privrank.models.base import ModelConfig
+from privrank.models.ease import EASEConfig, check_dense_memory
 
 __all__ = [
     "ANY_DEFAULT_RETRIEVERS",
@@ -46,7 +48,9 @@ class RetrieverSpec(ModelConfig):
     seed: int = Field(default=0, ge=0)
 
 
-def default_retrievers(test_shape: Literal["next", "random"] | None) -> tuple[RetrieverSpec, ...]:
+def default_retrievers(
+    test_shape: Literal["next", "random"] | None, n_items: int | None = None
+) -> tuple[RetrieverSpec, ...]:
     """The retrievers of a two-stage fit whose config names none, by what it will be tested on.
 
     - ``next`` (each user's next item: leave-last-out, temporal): SASRec, the sparse EASE,
@@ -57,7 +61,10 @@ def default_retrievers(test_shape: Literal["next", "random"] | None) -> tuple[Re
       the random-holdout set below was 5.5 % below SASRec on Beauty's carve (BENCHMARKS.md,
       sessions 14 and 16).
     - ``random`` or not known: EASE, ItemKNN, iALS and popularity (chosen on ML-100K's
-      random-holdout carves).
+      random-holdout carves). On a catalogue of ``n_items`` whose dense EASE solve would not
+      fit in the memory available (:func:`~privrank.models.ease.check_dense_memory`, which
+      would refuse it) the sparse EASE takes its place: a fallback that keeps the default
+      fit possible, not a choice on quality.
     """
     if test_shape == "next":
         return (
@@ -68,11 +75,23 @@ def default_retrievers(test_shape: Literal["next", "random"] | None) -> tuple[Re
             RetrieverSpec(name="most-popular"),
         )
     return (
-        RetrieverSpec(name="ease"),
+        RetrieverSpec(name="ease" if _dense_ease_fits(n_items) else "ease-sparse"),
         RetrieverSpec(name="itemknn"),
         RetrieverSpec(name="ials"),
         RetrieverSpec(name="most-popular"),
     )
+
+
+def _dense_ease_fits(n_items: int | None) -> bool:
+    """Whether EASE's dense solve on ``n_items`` fits in the memory available (an unknown
+    catalogue counts as fitting)."""
+    if n_items is None:
+        return True
+    try:
+        check_dense_memory(n_items, EASEConfig.model_fields["dtype"].default)
+    except ConfigError:
+        return False
+    return True
 
 
 #: Every retriever some default set uses (what a config that names none may fit).
@@ -205,11 +224,13 @@ class TwoStageConfig(ModelConfig):
             raise ValueError("a two-stage model cannot be its own retriever")
         return self
 
-    def resolved(self, test_shape: Literal["next", "random"] | None) -> TwoStageConfig:
+    def resolved(
+        self, test_shape: Literal["next", "random"] | None, n_items: int | None = None
+    ) -> TwoStageConfig:
         """This config with ``retrievers`` and ``carve`` set for a fit tested on ``test_shape``
-        (``next``, ``random`` or ``None``: not known, treated as ``random``); explicit values
-        are kept."""
-        retrievers = self.retrievers or default_retrievers(test_shape)
+        (``next``, ``random`` or ``None``: not known, treated as ``random``) on a catalogue of
+        ``n_items`` (:func:`default_retrievers`); explicit values are kept."""
+        retrievers = self.retrievers or default_retrievers(test_shape, n_items)
         carve = self.carve if self.carve != "auto" else "last" if test_shape == "next" else "random"
         return self.model_copy(update={"retrievers": retrievers, "carve": carve})
 

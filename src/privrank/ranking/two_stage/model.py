@@ -224,15 +224,15 @@ class TwoStage(Recommender, StagedModel):
         super()._clear()
         self.config = self.requested_config = requested
 
-    def _resolve_config(self, options: FitOptions) -> TwoStageConfig:
-        """Set ``config`` to the requested config resolved for the fit's test shape
-        (:meth:`TwoStageConfig.resolved`: the default retrievers and carve of next-item or
-        random-holdout data) and return it."""
-        self.config = self.requested_config.resolved(options.test_shape)
+    def _resolve_config(self, options: FitOptions, n_items: int) -> TwoStageConfig:
+        """Set ``config`` to the requested config resolved for the fit's test shape and
+        catalogue (:meth:`TwoStageConfig.resolved`: the default retrievers and carve of
+        next-item or random-holdout data) and return it."""
+        self.config = self.requested_config.resolved(options.test_shape, n_items)
         return self.config
 
     def _fit(self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions) -> None:
-        cfg = self._resolve_config(options)
+        cfg = self._resolve_config(options, train.n_items)
         self._check_item_text(train)
         self._stage_times = defaultdict(float)
         if cfg.carves > 1 and cfg.carve != "random":
@@ -726,7 +726,7 @@ class TwoStage(Recommender, StagedModel):
         self, train: Interactions, matrix: sp.csr_matrix, options: FitOptions, spec: Any
     ) -> None:
         """The private fit (see the module docstring, **Privacy**)."""
-        cfg = self._resolve_config(options)
+        cfg = self._resolve_config(options, train.n_items)
         private = self.private_settings(TwoStagePrivateConfig)
         self._check_item_text(train)
         self._stage_times = defaultdict(float)
