@@ -343,13 +343,17 @@ def test_concurrent_processes_cannot_overspend(ledger_url: str) -> None:
 def test_without_the_row_lock_postgres_would_overspend(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The concurrency test has teeth: drop FOR UPDATE and widen the race, and it overspends."""
+    """The concurrency test has teeth: drop FOR UPDATE and widen the race, and it overspends.
+
+    The race is widened by a barrier after each thread has read the spends, so every thread
+    checks the budget before any inserts (a sleep there left the outcome to the scheduler: on a
+    loaded machine the threads woke far enough apart for the first commit to be seen)."""
     from sqlalchemy import select
 
     from privrank.privacy import ledger as ledger_module
 
     def unlocked(self, conn, key):
-        row = (
+        return (
             conn.execute(
                 select(ledger_module.datasets_table).where(
                     ledger_module.datasets_table.c.key == key
@@ -358,12 +362,19 @@ def test_without_the_row_lock_postgres_would_overspend(
             .mappings()
             .first()
         )
-        time.sleep(0.3)  # every thread reads the budget before any inserts
-        return row
+
+    read_spends = threading.Barrier(4, timeout=30)
+    original_used = Ledger._used
+
+    def used_then_wait(self, conn, key):
+        rows = original_used(self, conn, key)
+        read_spends.wait()  # every thread has read the spends before any inserts
+        return rows
 
     with Ledger(postgres_url) as book:
         book.set_budget(KEY, 1.0, 1e-5)
     monkeypatch.setattr(Ledger, "_lock_dataset", unlocked)
+    monkeypatch.setattr(Ledger, "_used", used_then_wait)
     barrier = threading.Barrier(4)
     outcomes: list[str] = []
 
